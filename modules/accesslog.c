@@ -1,0 +1,155 @@
+#include "accesslog.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "snapshot.h"
+
+struct accesslog_state {
+	int fd;
+	int owned; /* opened by us: closed with the snapshot */
+};
+
+static int accesslog_snapshot_init(const struct conf *c, void **state, struct conf_errors *errs)
+{
+	*state = NULL;
+	if (!c->access_log.enabled)
+		return 0;
+	struct accesslog_state *s = calloc(1, sizeof(*s));
+	if (!s) {
+		conf_errors_add(errs, "%s: access_log: out of memory", c->source);
+		return -1;
+	}
+	const char *path = c->access_log.path;
+	if (strcmp(path, "stdout") == 0) {
+		s->fd = STDOUT_FILENO;
+	} else if (strcmp(path, "stderr") == 0) {
+		s->fd = STDERR_FILENO;
+	} else {
+		s->fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+		if (s->fd < 0) {
+			conf_errors_add(errs, "%s: access_log.path: cannot open \"%s\" for appending: %s", c->source, path,
+			                strerror(errno));
+			free(s);
+			return -1;
+		}
+		s->owned = 1;
+	}
+	*state = s;
+	return 0;
+}
+
+static void accesslog_snapshot_free(void *state)
+{
+	struct accesslog_state *s = state;
+	if (s->owned)
+		close(s->fd);
+	free(s);
+}
+
+struct jbuf {
+	char *buf;
+	size_t len;
+	size_t cap;
+};
+
+static void jraw(struct jbuf *j, const char *s, size_t n)
+{
+	if (j->len + n >= j->cap)
+		n = j->cap - j->len - 1;
+	memcpy(j->buf + j->len, s, n);
+	j->len += n;
+}
+
+static void jstr(struct jbuf *j, const char *key, const char *value)
+{
+	jraw(j, ",\"", 2);
+	jraw(j, key, strlen(key));
+	jraw(j, "\":\"", 3);
+	size_t len = j->len;
+	log_json_escape(j->buf, j->cap - 2, &len, value ? value : "", value ? strlen(value) : 0);
+	j->len = len;
+	jraw(j, "\"", 1);
+}
+
+static void jnum(struct jbuf *j, const char *key, unsigned long long value)
+{
+	char num[32];
+	int n = snprintf(num, sizeof(num), "%llu", value);
+	jraw(j, ",\"", 2);
+	jraw(j, key, strlen(key));
+	jraw(j, "\":", 2);
+	jraw(j, num, (size_t)n);
+}
+
+static void jms(struct jbuf *j, const char *key, uint64_t us)
+{
+	char num[32];
+	int n = snprintf(num, sizeof(num), "%llu.%03u", (unsigned long long)(us / 1000), (unsigned)(us % 1000));
+	jraw(j, ",\"", 2);
+	jraw(j, key, strlen(key));
+	jraw(j, "\":", 2);
+	jraw(j, num, (size_t)n);
+}
+
+size_t accesslog_format(const struct request *r, char *buf, size_t cap)
+{
+	const struct conf *c = r->snap->conf;
+	char ts[32];
+	struct jbuf j = {buf, 0, cap - 2};
+	log_format_time(r->start_wall_us, ts);
+	jraw(&j, "{\"time\":\"", 9);
+	jraw(&j, ts, strlen(ts));
+	jraw(&j, "\"", 1);
+	jstr(&j, "request_id", r->request_id);
+	jstr(&j, "client_ip", r->client_ip);
+	jnum(&j, "client_port", r->client_port);
+	jstr(&j, "listener", r->listener);
+	jstr(&j, "scheme", r->scheme);
+	jstr(&j, "protocol", r->protocol);
+	jstr(&j, "method", r->method);
+	jstr(&j, "host", r->host);
+	jstr(&j, "target", r->target);
+	jstr(&j, "route", r->route_name);
+	jstr(&j, "service", r->service >= 0 ? c->services[r->service].name : "");
+	jstr(&j, "pool", r->pool >= 0 ? c->pools[r->pool].name : "");
+	jstr(&j, "upstream", r->upstream);
+	jnum(&j, "upstream_status", (unsigned)r->upstream_status);
+	jnum(&j, "status", (unsigned)r->status);
+	jstr(&j, "reason", reason_name(r->reason));
+	jnum(&j, "bytes_in", r->bytes_in);
+	jnum(&j, "bytes_out", r->bytes_out);
+	jnum(&j, "attempts", r->attempts);
+	uint64_t end = r->end_mono_us > r->start_mono_us ? r->end_mono_us - r->start_mono_us : 0;
+	jms(&j, "duration_ms", end);
+	jms(&j, "upstream_connect_ms", r->upstream_connect_us);
+	jms(&j, "upstream_header_ms", r->upstream_header_us);
+	j.buf[j.len++] = '}';
+	j.buf[j.len++] = '\n';
+	return j.len;
+}
+
+static void accesslog_log(const struct request *r, const void *snapshot_state, void *worker_state)
+{
+	(void)worker_state;
+	const struct accesslog_state *s = snapshot_state;
+	if (!s)
+		return;
+	char line[8192];
+	size_t n = accesslog_format(r, line, sizeof(line));
+	/* a full disk or closed pipe must not stall or kill request handling */
+	ssize_t w = write(s->fd, line, n);
+	(void)w;
+}
+
+const struct module accesslog_module = {
+    .name = "access_log",
+    .snapshot_init = accesslog_snapshot_init,
+    .snapshot_free = accesslog_snapshot_free,
+    .log = accesslog_log,
+};

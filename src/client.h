@@ -1,0 +1,96 @@
+/* client.h - a client's HTTP/1.x connection and the requests on it: read and
+ * parse each head, run the route and access phases, answer directly or hand
+ * the request to the proxy (proxy.h), then log it and go on with the next
+ * (keep-alive, pipelining) or close.
+ *
+ * A struct client_conn and its bufferevent belong to one worker. Requests on
+ * a connection are handled one at a time, in order; bytes of a pipelined next
+ * request wait in the input buffer (bounded by a read high-water mark) until
+ * the current response is complete. */
+#ifndef SLUICE_CLIENT_H
+#define SLUICE_CLIENT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include <event2/bufferevent.h>
+
+#include "h1.h"
+#include "module.h"
+#include "proxy.h"
+#include "request.h"
+
+struct worker;
+
+enum client_state {
+	CLIENT_WAIT_HEAD,  /* idle keep-alive or a head partly received */
+	CLIENT_ACCESS,     /* running the access phase (maybe suspended in a module) */
+	CLIENT_PROXY,      /* the proxy owns the exchange */
+	CLIENT_CLOSING,    /* flushing the last bytes before close */
+};
+
+/* One request in flight; recycled through the worker's free list. */
+struct client_req {
+	struct request req;
+	struct client_conn *conn;
+	struct h1_request h1; /* pointers rebased into req.arena */
+	const char *head_copy;
+	size_t head_len;
+	bool head_is_head_method;
+	bool expect_continue_pending;
+	/* request body as it arrives from the client */
+	enum h1_body body;
+	uint64_t body_remaining; /* H1_BODY_LENGTH */
+	struct h1_chunked body_chunk;
+	bool body_in_trailers;
+	bool body_done;
+	/* access phase */
+	size_t access_next;
+	bool suspended;
+	struct proxy_txn txn;
+	bool response_started; /* a status line went to the client */
+	struct client_req *next_free;
+};
+
+struct client_conn {
+	struct worker *w;
+	struct bufferevent *bev;
+	struct event *timer; /* header, keep-alive and access-suspension deadlines */
+	struct client_conn *prev, *next;
+	size_t listener;
+	char client_ip[64];
+	uint16_t client_port;
+	enum client_state state;
+	struct client_req *cr;
+	bool keep_alive;   /* after the current response */
+	bool head_timer_armed; /* the header timeout runs from a head's first byte */
+	bool in_input_loop;    /* client_handle_input is on the stack */
+	bool lingering;        /* half-closed, reading and dropping until EOF or timeout */
+	unsigned requests; /* served on this connection */
+};
+
+/* Accept a new connection on worker w (fd already accepted, non-blocking set here). */
+void client_accept(struct worker *w, size_t listener, int fd, const struct sockaddr *sa, int salen);
+
+/* Close every idle keep-alive connection (shutdown) and make busy ones close after their response. */
+void client_drain_all(struct worker *w);
+/* Free every connection immediately (drain time over). */
+void client_close_all(struct worker *w);
+/* Release the worker's recycled request objects. */
+void client_free_reqs(struct worker *w);
+
+/* For the proxy: */
+/* Send a locally generated response for cr (error or direct); body may be NULL. */
+void client_respond(struct client_req *cr, int status, enum reason reason, const char *content_type, const char *body,
+                    size_t body_len, const char *extra_headers);
+/* The same with a short text/plain body naming the status. */
+void client_respond_error(struct client_req *cr, int status, enum reason reason, const char *extra_headers);
+/* The response to cr is fully in the client output: log it and go on. */
+void client_finish_request(struct client_req *cr);
+/* Abort the connection (response cut short); logs cr with reason. */
+void client_abort(struct client_req *cr, enum reason reason);
+/* Pause/resume reading from the client (request-body back-pressure). */
+void client_pause_reading(struct client_conn *cc, bool paused);
+
+#endif

@@ -1,0 +1,161 @@
+/* conf.h - the configuration as plain data.
+ *
+ * conf_load() evaluates a Lua config file (which returns a table) in an empty
+ * sandbox that offers only env("NAME") and file("PATH"), checks it against the
+ * schema and fills a struct conf. Every problem is collected into a
+ * conf_errors, each message naming the file and the path in the table, e.g.
+ *   conf/sluice.lua: routes[2].service: unknown service "api"
+ * A struct conf is immutable once loaded; everything it points to is owned by
+ * it and released by conf_free(). It is the raw material of a snapshot
+ * (snapshot.h), which adds compiled routes and pools.
+ */
+#ifndef SLUICE_CONF_H
+#define SLUICE_CONF_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+typedef uint64_t conf_msec; /* a duration in milliseconds */
+
+struct conf_errors {
+	char **msgs;
+	size_t count;
+	size_t cap;
+};
+
+void conf_errors_init(struct conf_errors *e);
+/* Append a formatted message. Never fails silently: on OOM it aborts. */
+void conf_errors_add(struct conf_errors *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void conf_errors_free(struct conf_errors *e);
+
+/* "1500ms", "2s", "1m", "1h" -> milliseconds. Returns false if malformed. */
+bool conf_parse_duration(const char *s, conf_msec *out);
+/* "16384", "16k", "10m", "1g" (case-insensitive, powers of 1024) -> bytes. */
+bool conf_parse_size(const char *s, uint64_t *out);
+/* "127.0.0.1:8080", "[::1]:8080", "localhost:80" (resolved once, first address) -> sockaddr. */
+bool conf_parse_address(const char *s, struct sockaddr_storage *ss, socklen_t *len);
+/* The same; on failure writes what is wrong (e.g. "port out of range (1 to 65535)") into why. */
+bool conf_parse_address_why(const char *s, struct sockaddr_storage *ss, socklen_t *len, char *why,
+                            size_t why_size);
+
+enum conf_balance { CONF_BALANCE_ROUND_ROBIN, CONF_BALANCE_LEAST_CONN, CONF_BALANCE_HASH };
+
+enum conf_key_kind { CONF_KEY_CLIENT_IP, CONF_KEY_HEADER, CONF_KEY_COOKIE, CONF_KEY_PATH, CONF_KEY_HOST };
+
+struct conf_key {
+	enum conf_key_kind kind;
+	char *name; /* header name (lower-cased) or cookie name (as written: cookies are case-sensitive), else NULL */
+};
+
+struct conf_server {
+	char *address; /* as written, "host:port"; the server's stable name inside its pool */
+	struct sockaddr_storage addr;
+	socklen_t addr_len;
+	unsigned weight; /* default 1, 0..1000 (0: takes no new requests) */
+};
+
+struct conf_pool {
+	char *name;
+	struct conf_server *servers;
+	size_t num_servers;
+	enum conf_balance balance; /* default round_robin */
+	struct conf_key hash_key;  /* for CONF_BALANCE_HASH; default client_ip */
+	unsigned keepalive_idle;   /* idle upstream connections kept per worker per server; default 32 */
+	conf_msec keepalive_idle_timeout; /* default 60s */
+	conf_msec connect_timeout;        /* default 1s */
+	conf_msec response_timeout;       /* request sent -> response head, and between body reads; default 30s */
+};
+
+struct conf_service_pool {
+	size_t pool; /* index into conf.pools */
+	unsigned weight;
+};
+
+struct conf_service {
+	char *name;
+	struct conf_service_pool *pools;
+	size_t num_pools;
+	bool implicit; /* made for a route's `pool = "x"` shorthand; named "pool:x" */
+};
+
+struct conf_header_match {
+	char *name; /* lower-cased */
+	char *value; /* exact, case-sensitive */
+};
+
+enum conf_route_action { CONF_ROUTE_PROXY, CONF_ROUTE_RESPOND };
+
+struct conf_route {
+	char *name;          /* `name` key or "routes[N]" (1-based, as written in Lua) */
+	/* match: every present criterion must hold */
+	char *host;          /* NULL: any; "*.example.com": any subdomain; else exact (lower-cased, no port) */
+	char *path;          /* exact path */
+	char *path_prefix;
+	char *path_regex;    /* PCRE2, matched against the path (no query) */
+	char **methods;      /* upper-case method names; NULL/0: any */
+	size_t num_methods;
+	struct conf_header_match *headers;
+	size_t num_headers;
+	/* action */
+	enum conf_route_action action;
+	size_t service;          /* index into conf.services, for CONF_ROUTE_PROXY */
+	int respond_status;      /* for CONF_ROUTE_RESPOND */
+	char *respond_body;      /* may be NULL (empty) */
+	size_t respond_body_len;
+	char *respond_content_type; /* default "text/plain" */
+};
+
+struct conf_listener {
+	char *name;
+	char *address;
+	struct sockaddr_storage addr;
+	socklen_t addr_len;
+};
+
+struct conf_limits {
+	size_t header_bytes;          /* request line + headers; default 16k */
+	size_t request_line_bytes;    /* default 8k, capped at header_bytes */
+	size_t max_headers;           /* default 100 */
+	uint64_t body_bytes;          /* default 10m; 0 = unlimited */
+	conf_msec client_header_timeout; /* default 10s */
+	conf_msec client_body_timeout;   /* between body reads; default 60s */
+	conf_msec send_timeout;          /* client not reading the response; default 60s */
+	conf_msec keepalive_timeout;     /* idle keep-alive client; default 75s */
+	unsigned max_connections;        /* per process; default derived from RLIMIT_NOFILE */
+};
+
+struct conf_access_log {
+	bool enabled;  /* false when the key is absent or path = "off" */
+	char *path;    /* "stdout", "stderr" or a file path (appended) */
+};
+
+struct conf {
+	char *source;         /* the file it was loaded from */
+	unsigned workers;     /* default: number of CPUs */
+	conf_msec drain_timeout; /* graceful shutdown bound; default 30s */
+	struct conf_listener *listeners;
+	size_t num_listeners;
+	struct conf_pool *pools;
+	size_t num_pools;
+	struct conf_service *services;
+	size_t num_services;
+	struct conf_route *routes;
+	size_t num_routes;
+	struct conf_limits limits;
+	struct conf_access_log access_log;
+};
+
+/* Load and validate. Returns NULL and fills errs (>= 1 message) on failure. */
+struct conf *conf_load(const char *path, struct conf_errors *errs);
+/* Same from a string (chunkname used in messages); for tests. */
+struct conf *conf_load_string(const char *chunkname, const char *lua_source, struct conf_errors *errs);
+void conf_free(struct conf *c);
+
+/* Index of the pool named name, or -1. */
+int conf_find_pool(const struct conf *c, const char *name);
+/* Index of the service named name (implicit ones are "pool:NAME"), or -1. */
+int conf_find_service(const struct conf *c, const char *name);
+
+#endif

@@ -1,0 +1,162 @@
+#include "log.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+/* Written once by main() before threads start; read-only afterwards. */
+static enum log_level log_min_level = LOG_INFO;
+
+static const char *const log_level_names[] = {"debug", "info", "warn", "error"};
+
+void log_set_level(enum log_level min_level)
+{
+	log_min_level = min_level;
+}
+
+int log_enabled(enum log_level level)
+{
+	return level >= log_min_level;
+}
+
+int log_json_escape(char *dst, size_t cap, size_t *len, const char *s, size_t n)
+{
+	static const char hex[] = "0123456789abcdef";
+	size_t o = *len;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+		char esc[6];
+		size_t elen = 1;
+		esc[0] = (char)c;
+		if (c == '"' || c == '\\') {
+			esc[0] = '\\';
+			esc[1] = (char)c;
+			elen = 2;
+		} else if (c == '\n') {
+			memcpy(esc, "\\n", 2);
+			elen = 2;
+		} else if (c == '\r') {
+			memcpy(esc, "\\r", 2);
+			elen = 2;
+		} else if (c == '\t') {
+			memcpy(esc, "\\t", 2);
+			elen = 2;
+		} else if (c < 0x20 || c == 0x7f || c >= 0x80) {
+			/* bytes that are not printable ASCII are escaped so every line is valid
+			 * JSON whatever a client sent (invalid UTF-8 included) */
+			memcpy(esc, "\\u00", 4);
+			esc[4] = hex[c >> 4];
+			esc[5] = hex[c & 15];
+			elen = 6;
+		}
+		if (o + elen >= cap) {
+			*len = o;
+			return -1;
+		}
+		memcpy(dst + o, esc, elen);
+		o += elen;
+	}
+	*len = o;
+	return 0;
+}
+
+void log_format_time(uint64_t wall_us, char out[32])
+{
+	time_t secs = (time_t)(wall_us / 1000000);
+	struct tm tm;
+	if (!gmtime_r(&secs, &tm))
+		memset(&tm, 0, sizeof(tm));
+	/* sized for any int the compiler can imagine in struct tm, then cut to the real 24 chars */
+	char tmp[96];
+	snprintf(tmp, sizeof(tmp), "%04d-%02d-%02dT%02d:%02d:%02d.%03uZ", tm.tm_year + 1900, tm.tm_mon + 1,
+	         tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (unsigned)((wall_us / 1000) % 1000));
+	snprintf(out, 32, "%.31s", tmp);
+}
+
+static void log_raw(struct log_line *l, const char *s, size_t n)
+{
+	/* keep 3 bytes for the closing "}\n" */
+	if (l->len + n + 3 > sizeof(l->buf)) {
+		l->truncated = 1;
+		return;
+	}
+	memcpy(l->buf + l->len, s, n);
+	l->len += n;
+}
+
+static void log_key(struct log_line *l, const char *key)
+{
+	log_raw(l, ",\"", 2);
+	log_raw(l, key, strlen(key));
+	log_raw(l, "\":", 2);
+}
+
+void log_strn(struct log_line *l, const char *key, const char *value, size_t n)
+{
+	log_key(l, key);
+	log_raw(l, "\"", 1);
+	size_t len = l->len;
+	if (log_json_escape(l->buf, sizeof(l->buf) - 4, &len, value, n) < 0)
+		l->truncated = 1;
+	l->len = len;
+	log_raw(l, "\"", 1);
+}
+
+void log_str(struct log_line *l, const char *key, const char *value)
+{
+	log_strn(l, key, value ? value : "", value ? strlen(value) : 0);
+}
+
+void log_int(struct log_line *l, const char *key, long long value)
+{
+	char num[32];
+	int n = snprintf(num, sizeof(num), "%lld", value);
+	log_key(l, key);
+	log_raw(l, num, (size_t)n);
+}
+
+void log_begin(struct log_line *l, enum log_level level, const char *msg)
+{
+	struct timeval tv;
+	char ts[32];
+	l->len = 0;
+	l->truncated = 0;
+	if (gettimeofday(&tv, NULL) != 0)
+		memset(&tv, 0, sizeof(tv));
+	log_format_time((uint64_t)tv.tv_sec * 1000000u + (uint64_t)tv.tv_usec, ts);
+	log_raw(l, "{\"time\":\"", 9);
+	log_raw(l, ts, strlen(ts));
+	log_raw(l, "\",\"level\":\"", 11);
+	log_raw(l, log_level_names[level], strlen(log_level_names[level]));
+	log_raw(l, "\"", 1);
+	log_str(l, "msg", msg);
+}
+
+void log_end(struct log_line *l)
+{
+	if (l->truncated) {
+		/* the buffer always keeps room for this marker and the closing brace */
+		static const char mark[] = ",\"truncated\":true";
+		if (l->len + sizeof(mark) + 2 <= sizeof(l->buf)) {
+			memcpy(l->buf + l->len, mark, sizeof(mark) - 1);
+			l->len += sizeof(mark) - 1;
+		}
+	}
+	l->buf[l->len++] = '}';
+	l->buf[l->len++] = '\n';
+	/* a failed write to stderr has nowhere to be reported */
+	ssize_t w = write(STDERR_FILENO, l->buf, l->len);
+	(void)w;
+}
+
+void log_msg(enum log_level level, const char *msg)
+{
+	if (!log_enabled(level))
+		return;
+	struct log_line l;
+	log_begin(&l, level, msg);
+	log_end(&l);
+}

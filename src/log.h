@@ -1,0 +1,42 @@
+/* log.h - sluice's own messages (not the access log): one JSON object a line
+ * on stderr, e.g. {"time":"2026-11-27T10:00:00.123Z","level":"info","msg":"listening","address":"127.0.0.1:8080"}.
+ *
+ * A line is built on the caller's stack and written with one write(2), so
+ * lines from different threads never interleave. The only global is the
+ * minimum level, set once by main() before any thread starts.
+ * Secrets must never be passed to these functions. */
+#ifndef SLUICE_LOG_H
+#define SLUICE_LOG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum log_level { LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR };
+
+struct log_line {
+	char buf[2048];
+	size_t len;
+	int truncated;
+};
+
+void log_set_level(enum log_level min_level);
+int log_enabled(enum log_level level);
+
+void log_begin(struct log_line *l, enum log_level level, const char *msg);
+void log_str(struct log_line *l, const char *key, const char *value);
+void log_strn(struct log_line *l, const char *key, const char *value, size_t n);
+void log_int(struct log_line *l, const char *key, long long value);
+void log_end(struct log_line *l);
+
+/* One-shot: a message with no fields. */
+void log_msg(enum log_level level, const char *msg);
+
+/* Append s[0..n) JSON-escaped (without quotes) to dst[*len..cap); stops at cap
+ * without splitting an escape. Returns 0, or -1 if it had to truncate. */
+int log_json_escape(char *dst, size_t cap, size_t *len, const char *s, size_t n);
+
+/* Format a wall-clock time (microseconds since the epoch) as RFC 3339 UTC with
+ * milliseconds: "2026-11-27T10:00:00.123Z" (24 chars + NUL). */
+void log_format_time(uint64_t wall_us, char out[32]);
+
+#endif

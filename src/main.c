@@ -1,0 +1,96 @@
+/* main.c - the command line: run, check, version. */
+#include <stdio.h>
+#include <string.h>
+
+#include <event2/event.h>
+#include <hiredis/hiredis.h>
+#include <lua.h>
+#include <nghttp2/nghttp2ver.h>
+#include <openssl/crypto.h>
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
+
+#include "log.h"
+#include "server.h"
+
+static void usage(FILE *out)
+{
+	fprintf(out, "usage: sluice run -c FILE [--log-level debug|info|warn|error]\n"
+	             "       sluice check -c FILE\n"
+	             "       sluice version\n"
+	             "\n"
+	             "  run      start the gateway with the config FILE (a Lua file returning a table)\n"
+	             "  check    validate FILE: exit 0 with a summary, or 1 with every error\n"
+	             "  version  print the version and the libraries sluice was built with\n");
+}
+
+static int print_version(void)
+{
+	char pcre2_version[32] = "";
+	if (pcre2_config(PCRE2_CONFIG_VERSION, pcre2_version) < 0)
+		strcpy(pcre2_version, "unknown");
+	printf("sluice %s\n", PACKAGE_VERSION);
+	printf("libevent %s\n", event_get_version());
+	printf("OpenSSL %s\n", OpenSSL_version(OPENSSL_VERSION_STRING));
+	printf("PCRE2 %s\n", pcre2_version);
+	printf("Lua %s.%s.%s\n", LUA_VERSION_MAJOR, LUA_VERSION_MINOR, LUA_VERSION_RELEASE);
+	printf("hiredis %d.%d.%d\n", HIREDIS_MAJOR, HIREDIS_MINOR, HIREDIS_PATCH);
+	printf("nghttp2 %s\n", NGHTTP2_VERSION);
+	return 0;
+}
+
+static int parse_level(const char *s, enum log_level *out)
+{
+	static const char *const names[] = {"debug", "info", "warn", "error"};
+	for (int i = 0; i < 4; i++)
+		if (strcmp(s, names[i]) == 0) {
+			*out = (enum log_level)i;
+			return 0;
+		}
+	return -1;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 2) {
+		usage(stderr);
+		return 2;
+	}
+	const char *cmd = argv[1];
+	if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0)
+		return print_version();
+	if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
+		usage(stdout);
+		return 0;
+	}
+	if (strcmp(cmd, "run") != 0 && strcmp(cmd, "check") != 0) {
+		fprintf(stderr, "sluice: unknown command \"%s\"\n", cmd);
+		usage(stderr);
+		return 2;
+	}
+	const char *config = NULL;
+	for (int i = 2; i < argc; i++) {
+		if ((strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0) && i + 1 < argc) {
+			config = argv[++i];
+		} else if (strcmp(argv[i], "--log-level") == 0 && i + 1 < argc) {
+			enum log_level level;
+			if (parse_level(argv[++i], &level) != 0) {
+				fprintf(stderr, "sluice: --log-level: unknown level \"%s\" (expected debug, info, warn or error)\n",
+				        argv[i]);
+				return 2;
+			}
+			log_set_level(level);
+		} else {
+			fprintf(stderr, "sluice: %s: unexpected argument \"%s\"\n", cmd, argv[i]);
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (!config) {
+		fprintf(stderr, "sluice: %s needs a config file: sluice %s -c FILE\n", cmd, cmd);
+		return 2;
+	}
+	if (strcmp(cmd, "check") == 0)
+		return server_check(config);
+	return server_run(config);
+}

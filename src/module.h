@@ -1,0 +1,61 @@
+/* module.h - the interface through which request policies plug into the
+ * pipeline phases (DESIGN.md "The request pipeline").
+ *
+ * A module is a static const struct of optional callbacks. The registration
+ * list is modules/modules.c; adding a module touches modules/ and that list,
+ * nothing in the core.
+ *
+ * Lifetimes:
+ *  - snapshot_init/free: per config snapshot (main thread); the returned state is
+ *    immutable and read by all workers (state for the module's own config keys).
+ *  - worker_init/free: per worker thread; the state never crosses threads.
+ *  - access/respond/log: per request, on the request's worker.
+ * Phase results follow DESIGN.md: the pipeline, not the module, decides what
+ * happens next. A module that returns PHASE_SUSPEND must call
+ * pipeline_resume(req, result) exactly once later, unless the pipeline first
+ * calls its cancel callback (the client went away or the deadline passed).
+ */
+#ifndef SLUICE_MODULE_H
+#define SLUICE_MODULE_H
+
+#include "conf.h"
+#include "request.h"
+
+struct snapshot;
+struct worker;
+
+enum phase_result { PHASE_CONTINUE, PHASE_DENY, PHASE_SUSPEND, PHASE_ERROR };
+
+/* Filled by a module that denies: the status and reason the client gets. */
+struct phase_deny {
+	int status;
+	enum reason reason;
+};
+
+struct module {
+	const char *name;
+	int (*snapshot_init)(const struct conf *c, void **snapshot_state, struct conf_errors *errs);
+	void (*snapshot_free)(void *snapshot_state);
+	int (*worker_init)(struct worker *w, void **worker_state);
+	void (*worker_free)(void *worker_state);
+	/* access phase: after routing, before balancing */
+	enum phase_result (*access)(struct request *r, const void *snapshot_state, void *worker_state,
+	                            struct phase_deny *deny);
+	void (*access_cancel)(struct request *r, const void *snapshot_state, void *worker_state);
+	/* log phase: after the response is complete (or the request aborted) */
+	void (*log)(const struct request *r, const void *snapshot_state, void *worker_state);
+};
+
+/* Called by a module that returned PHASE_SUSPEND, on the request's worker, to
+ * continue the pipeline (deny may be NULL unless result is PHASE_DENY).
+ * Implemented by the core (client.c). */
+void pipeline_resume(struct request *r, enum phase_result result, const struct phase_deny *deny);
+
+/* The pipeline bounds every suspension: past this the module's access_cancel
+ * is called and the client gets 503 (reason policy_error). */
+#define PIPELINE_SUSPEND_TIMEOUT_MS 5000
+
+extern const struct module *const module_list[];
+extern const size_t module_count;
+
+#endif

@@ -1,0 +1,74 @@
+/* pool.h - a worker's view of the upstream pools of its snapshot: balancing
+ * state and keep-alive connections to each server.
+ *
+ * Everything here belongs to one worker (no locks). Idle connections wait in
+ * a per-server LIFO list (the most recently used connection is the warmest);
+ * while idle, a connection watches for the upstream closing it or sending
+ * anything (both mean it must not be reused) and for its idle timeout, and
+ * frees itself when any of these happens. */
+#ifndef SLUICE_POOL_H
+#define SLUICE_POOL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <event2/bufferevent.h>
+
+#include "conf.h"
+
+struct worker;
+struct pool_state;
+struct balance_ring;
+
+struct upstream_conn {
+	struct bufferevent *bev;
+	struct pool_state *pool;
+	size_t server;
+	struct upstream_conn *prev, *next; /* idle list links */
+	unsigned requests;                 /* requests sent on this connection */
+	bool idle;
+	void *owner; /* the proxy transaction using it, NULL when idle */
+};
+
+struct pool_server_state {
+	struct upstream_conn *idle;
+	unsigned num_idle;
+	unsigned open; /* connections open (idle or busy) */
+};
+
+struct pool_state {
+	struct worker *worker;
+	const struct conf_pool *conf;
+	struct pool_server_state *servers;
+	int64_t *swrr_current;
+	unsigned *weights;
+	unsigned *active; /* requests in flight per server, on this worker */
+	bool *eligible;
+	size_t lc_cursor;
+};
+
+struct pool_set {
+	struct pool_state *pools;
+	size_t num_pools;
+};
+
+struct pool_set *pool_set_new(struct worker *w, const struct conf *c);
+/* Closes every idle connection. Busy connections must have been released first. */
+void pool_set_free(struct pool_set *ps);
+
+/* Choose a server: round robin / least connections, or the hash ring when
+ * the pool hashes and a key was found (has_key). -1 when none is eligible. */
+int pool_pick_server(struct pool_state *p, const struct balance_ring *ring, bool has_key, uint64_t key_hash);
+
+/* An idle connection to the server, or NULL. The caller owns it until it
+ * hands it back with pool_release() or frees it with upstream_conn_free(). */
+struct upstream_conn *pool_take_idle(struct pool_state *p, size_t server);
+/* A new, not yet connected, connection object for server (socket created). NULL on error. */
+struct upstream_conn *pool_new_conn(struct pool_state *p, size_t server);
+/* Give a healthy connection (response complete, nothing pending) back for reuse;
+ * frees it instead when the idle list is full or the worker is draining. */
+void pool_release(struct upstream_conn *uc);
+void upstream_conn_free(struct upstream_conn *uc);
+
+#endif

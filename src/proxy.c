@@ -1,0 +1,820 @@
+#include "proxy.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+
+#include "balance.h"
+#include "client.h"
+#include "log.h"
+#include "pool.h"
+#include "snapshot.h"
+#include "worker.h"
+
+/* A response head from an upstream is bounded like a client's: beyond this it is a bad response. */
+#define PROXY_MAX_RESPONSE_HEAD (64 * 1024)
+/* Upstream input kept at most while the client is slow (reading pauses above it). */
+#define PROXY_UPSTREAM_READ_HIGH (256 * 1024)
+
+static void up_read_cb(struct bufferevent *bev, void *arg);
+static void up_write_cb(struct bufferevent *bev, void *arg);
+static void up_event_cb(struct bufferevent *bev, short what, void *arg);
+static void proxy_attempt(struct client_req *cr, bool allow_reuse);
+static void proxy_pump_request(struct client_req *cr);
+static void proxy_pump_response(struct client_req *cr);
+
+static struct timeval ms_to_tv(conf_msec ms)
+{
+	struct timeval tv = {.tv_sec = (time_t)(ms / 1000), .tv_usec = (suseconds_t)(ms % 1000) * 1000};
+	return tv;
+}
+
+static struct bufferevent *client_bev(struct client_req *cr)
+{
+	return cr->conn->bev;
+}
+
+/* ---- balancing ---- */
+
+static bool proxy_hash_key(const struct client_req *cr, const struct conf_key *key, uint64_t *hash)
+{
+	const struct request *r = &cr->req;
+	const char *data = NULL;
+	size_t len = 0;
+	switch (key->kind) {
+	case CONF_KEY_CLIENT_IP:
+		data = r->client_ip;
+		len = strlen(data);
+		break;
+	case CONF_KEY_PATH:
+		data = r->path;
+		len = strlen(data);
+		break;
+	case CONF_KEY_HOST:
+		data = r->host;
+		len = strlen(data);
+		break;
+	case CONF_KEY_HEADER: {
+		int i = http_find_header(cr->h1.headers, cr->h1.num_headers, key->name);
+		if (i < 0)
+			return false;
+		data = cr->h1.headers[i].value;
+		len = cr->h1.headers[i].value_len;
+		break;
+	}
+	case CONF_KEY_COOKIE: {
+		size_t nlen = strlen(key->name);
+		for (size_t h = 0; h < cr->h1.num_headers && !data; h++) {
+			if (!http_name_is(&cr->h1.headers[h], "cookie"))
+				continue;
+			const char *v = cr->h1.headers[h].value, *end = v + cr->h1.headers[h].value_len;
+			while (v < end) {
+				while (v < end && (*v == ' ' || *v == ';'))
+					v++;
+				const char *pair_end = memchr(v, ';', (size_t)(end - v));
+				if (!pair_end)
+					pair_end = end;
+				if ((size_t)(pair_end - v) > nlen && memcmp(v, key->name, nlen) == 0 && v[nlen] == '=') {
+					data = v + nlen + 1;
+					len = (size_t)(pair_end - data);
+					break;
+				}
+				v = pair_end;
+			}
+		}
+		if (!data)
+			return false;
+		break;
+	}
+	default:
+		return false;
+	}
+	*hash = balance_hash(data, len, 0);
+	return len > 0 || key->kind == CONF_KEY_PATH;
+}
+
+static int proxy_pick_pool(struct client_req *cr, const struct conf_service *svc)
+{
+	if (svc->num_pools == 1)
+		return (int)svc->pools[0].pool;
+	uint64_t total = 0;
+	for (size_t i = 0; i < svc->num_pools; i++)
+		total += svc->pools[i].weight;
+	if (total == 0)
+		return -1;
+	uint64_t x = worker_random(cr->conn->w) % total;
+	for (size_t i = 0; i < svc->num_pools; i++) {
+		if (x < svc->pools[i].weight)
+			return (int)svc->pools[i].pool;
+		x -= svc->pools[i].weight;
+	}
+	return -1;
+}
+
+void proxy_start(struct client_req *cr)
+{
+	struct proxy_txn *txn = &cr->txn;
+	struct request *r = &cr->req;
+	struct worker *w = cr->conn->w;
+	const struct snapshot *s = r->snap;
+	const struct conf *c = s->conf;
+	memset(txn, 0, sizeof(*txn));
+	txn->server = -1;
+
+	int pool_index = proxy_pick_pool(cr, &c->services[r->service]);
+	if (pool_index < 0) {
+		client_respond_error(cr, 503, REASON_NO_HEALTHY_UPSTREAM, "retry-after: 1\r\n");
+		return;
+	}
+	r->pool = pool_index;
+	struct pool_state *p = &w->pools->pools[pool_index];
+	uint64_t hash = 0;
+	bool has_key = p->conf->balance == CONF_BALANCE_HASH && proxy_hash_key(cr, &p->conf->hash_key, &hash);
+	int server = pool_pick_server(p, s->rings[pool_index], has_key, hash);
+	if (server < 0) {
+		client_respond_error(cr, 503, REASON_NO_HEALTHY_UPSTREAM, "retry-after: 1\r\n");
+		return;
+	}
+	txn->pool = p;
+	txn->server = server;
+	p->active[server]++;
+	snprintf(r->upstream, sizeof(r->upstream), "%s", p->conf->servers[server].address);
+	proxy_attempt(cr, true);
+}
+
+/* ---- the upstream request head ---- */
+
+struct head_builder {
+	char *buf;
+	size_t len;
+	size_t cap;
+};
+
+static void hb_add(struct head_builder *hb, const char *s, size_t n)
+{
+	/* the capacity is computed from the input head, so this never truncates;
+	 * the check keeps a wrong estimate from becoming an overflow */
+	if (hb->len + n > hb->cap)
+		n = hb->cap - hb->len;
+	memcpy(hb->buf + hb->len, s, n);
+	hb->len += n;
+}
+
+static void hb_str(struct head_builder *hb, const char *s)
+{
+	hb_add(hb, s, strlen(s));
+}
+
+/* Headers that sluice sets itself on the way up (hop-by-hop ones are flagged by the parser). */
+static bool proxy_header_replaced(const struct http_header *h)
+{
+	return http_name_is(h, "host") || http_name_is(h, "x-forwarded-for") || http_name_is(h, "x-forwarded-proto") ||
+	       http_name_is(h, "x-forwarded-host") || http_name_is(h, "via") || http_name_is(h, "x-request-id") ||
+	       http_name_is(h, "expect");
+}
+
+static void proxy_build_head(struct client_req *cr, struct evbuffer *out)
+{
+	const struct h1_request *h = &cr->h1;
+	struct request *r = &cr->req;
+	struct head_builder hb;
+	hb.cap = 2 * cr->head_len + 1024;
+	hb.buf = arena_alloc(&r->arena, hb.cap);
+	hb.len = 0;
+
+	hb_add(&hb, h->method, h->method_len);
+	hb_add(&hb, " ", 1);
+	if (h->target_len > 0 && h->target[0] != '/' && h->target[0] != '*') {
+		/* absolute-form: the upstream gets origin-form */
+		hb_add(&hb, h->path, (size_t)(h->target + h->target_len - h->path));
+	} else {
+		hb_add(&hb, h->target, h->target_len);
+	}
+	hb_str(&hb, " HTTP/1.1\r\nhost: ");
+	if (h->authority)
+		hb_add(&hb, h->authority, h->authority_len);
+	else
+		hb_str(&hb, r->upstream);
+	hb_str(&hb, "\r\n");
+
+	bool had_xff = false, had_via = false;
+	for (size_t i = 0; i < h->num_headers; i++) {
+		const struct http_header *f = &h->headers[i];
+		if ((h->header_flags[i] & H1_HDR_HOP) || proxy_header_replaced(f))
+			continue;
+		hb_add(&hb, f->name, f->name_len);
+		hb_add(&hb, ": ", 2);
+		hb_add(&hb, f->value, f->value_len);
+		hb_add(&hb, "\r\n", 2);
+	}
+	/* X-Forwarded-For and Via accumulate along the chain of proxies */
+	hb_str(&hb, "x-forwarded-for: ");
+	for (size_t i = 0; i < h->num_headers; i++) {
+		if (!http_name_is(&h->headers[i], "x-forwarded-for") || h->headers[i].value_len == 0)
+			continue;
+		if (had_xff)
+			hb_add(&hb, ", ", 2);
+		hb_add(&hb, h->headers[i].value, h->headers[i].value_len);
+		had_xff = true;
+	}
+	if (had_xff)
+		hb_add(&hb, ", ", 2);
+	hb_str(&hb, r->client_ip);
+	hb_str(&hb, "\r\nx-forwarded-proto: ");
+	hb_str(&hb, r->scheme);
+	if (h->authority) {
+		hb_str(&hb, "\r\nx-forwarded-host: ");
+		hb_add(&hb, h->authority, h->authority_len);
+	}
+	hb_str(&hb, "\r\nvia: ");
+	for (size_t i = 0; i < h->num_headers; i++) {
+		if (!http_name_is(&h->headers[i], "via") || h->headers[i].value_len == 0)
+			continue;
+		if (had_via)
+			hb_add(&hb, ", ", 2);
+		hb_add(&hb, h->headers[i].value, h->headers[i].value_len);
+		had_via = true;
+	}
+	if (had_via)
+		hb_add(&hb, ", ", 2);
+	hb_str(&hb, h->minor_version == 0 ? "1.0 sluice" : "1.1 sluice");
+	hb_str(&hb, "\r\nx-request-id: ");
+	hb_str(&hb, r->request_id);
+	hb_str(&hb, "\r\n");
+	if (cr->body == H1_BODY_LENGTH) {
+		char cl[48];
+		int n = snprintf(cl, sizeof(cl), "content-length: %llu\r\n", (unsigned long long)h->content_length);
+		hb_add(&hb, cl, (size_t)n);
+	} else if (cr->body == H1_BODY_CHUNKED) {
+		hb_str(&hb, "transfer-encoding: chunked\r\n");
+	}
+	hb_add(&hb, "\r\n", 2);
+	if (evbuffer_add(out, hb.buf, hb.len) != 0)
+		log_msg(LOG_ERROR, "out of memory writing an upstream request");
+}
+
+/* ---- attempts ---- */
+
+static void proxy_release_upstream(struct client_req *cr, bool reusable)
+{
+	struct proxy_txn *txn = &cr->txn;
+	struct upstream_conn *uc = txn->uc;
+	if (!uc)
+		return;
+	txn->uc = NULL;
+	uc->owner = NULL;
+	if (reusable)
+		pool_release(uc);
+	else
+		upstream_conn_free(uc);
+}
+
+static void proxy_end_txn(struct client_req *cr, bool reusable)
+{
+	struct proxy_txn *txn = &cr->txn;
+	proxy_release_upstream(cr, reusable);
+	if (txn->pool && txn->server >= 0) {
+		txn->pool->active[txn->server]--;
+		txn->server = -1;
+	}
+	txn->pool = NULL;
+}
+
+void proxy_abort(struct client_req *cr)
+{
+	proxy_end_txn(cr, false);
+}
+
+static void proxy_fail(struct client_req *cr, enum reason reason, int status)
+{
+	struct proxy_txn *txn = &cr->txn;
+	/* A pooled connection may have been closed by the upstream just as we
+	 * picked it: if nothing of the request body left and no byte came back,
+	 * the request is safe to send again, once, on a fresh connection. */
+	if (txn->reused && !txn->failed_over && txn->resp_bytes_seen == 0 && txn->req_body_sent == 0 &&
+	    reason == REASON_UPSTREAM_RESET) {
+		proxy_release_upstream(cr, false);
+		txn->failed_over = true;
+		proxy_attempt(cr, false);
+		return;
+	}
+	proxy_end_txn(cr, false);
+	if (log_enabled(LOG_DEBUG)) {
+		struct log_line l;
+		log_begin(&l, LOG_DEBUG, "upstream failed");
+		log_str(&l, "upstream", cr->req.upstream);
+		log_str(&l, "reason", reason_name(reason));
+		log_end(&l);
+	}
+	if (!cr->response_started) {
+		client_respond_error(cr, status, reason, NULL);
+	} else {
+		client_abort(cr, reason);
+	}
+}
+
+static void proxy_attempt(struct client_req *cr, bool allow_reuse)
+{
+	struct proxy_txn *txn = &cr->txn;
+	struct request *r = &cr->req;
+	struct pool_state *p = txn->pool;
+	const struct conf_pool *pc = p->conf;
+	const struct conf_server *srv = &pc->servers[txn->server];
+	struct worker *w = cr->conn->w;
+	r->attempts++;
+	txn->resp_bytes_seen = 0;
+	txn->resp_head_done = false;
+	txn->resp_done = false;
+	txn->req_done = false;
+	txn->req_paused = false;
+	txn->resp_paused = false;
+
+	struct upstream_conn *uc = allow_reuse ? pool_take_idle(p, (size_t)txn->server) : NULL;
+	txn->reused = uc != NULL;
+	if (!uc) {
+		uc = pool_new_conn(p, (size_t)txn->server);
+		if (!uc) {
+			proxy_fail(cr, REASON_UPSTREAM_CONNECT_FAILED, 502);
+			return;
+		}
+	}
+	txn->uc = uc;
+	uc->owner = cr;
+	uc->requests++;
+	bufferevent_setcb(uc->bev, up_read_cb, up_write_cb, up_event_cb, cr);
+	bufferevent_setwatermark(uc->bev, EV_READ, 0, PROXY_UPSTREAM_READ_HIGH);
+	bufferevent_setwatermark(uc->bev, EV_WRITE, PROXY_HIGH_WATER / 2, 0);
+	struct timeval response_tv = ms_to_tv(pc->response_timeout);
+	if (txn->reused) {
+		txn->connecting = false;
+		bufferevent_set_timeouts(uc->bev, NULL, &response_tv);
+	} else {
+		struct timeval connect_tv = ms_to_tv(pc->connect_timeout);
+		txn->connecting = true;
+		txn->connect_start_us = worker_wall_us(w);
+		bufferevent_set_timeouts(uc->bev, NULL, &connect_tv);
+		if (bufferevent_socket_connect(uc->bev, (const struct sockaddr *)&srv->addr, (int)srv->addr_len) != 0) {
+			proxy_fail(cr, REASON_UPSTREAM_CONNECT_FAILED, 502);
+			return;
+		}
+		int fd = bufferevent_getfd(uc->bev);
+		int one = 1;
+		if (fd >= 0 && setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) != 0)
+			log_msg(LOG_DEBUG, "TCP_NODELAY failed on an upstream socket");
+	}
+	proxy_build_head(cr, bufferevent_get_output(uc->bev));
+	if (bufferevent_enable(uc->bev, EV_READ | EV_WRITE) != 0) {
+		proxy_fail(cr, REASON_UPSTREAM_CONNECT_FAILED, 502);
+		return;
+	}
+	proxy_pump_request(cr);
+}
+
+/* ---- request body: client input -> upstream output ---- */
+
+static void proxy_request_body_error(struct client_req *cr, int status, enum reason reason)
+{
+	proxy_end_txn(cr, false);
+	cr->body_done = false; /* the rest of the body is not read: close after answering */
+	if (!cr->response_started)
+		client_respond_error(cr, status, reason, NULL);
+	else
+		client_abort(cr, reason);
+}
+
+/* Request body fully handed to the upstream output: the response timeout starts now. */
+static void proxy_request_sent(struct client_req *cr)
+{
+	struct proxy_txn *txn = &cr->txn;
+	txn->req_done = true;
+	if (!txn->connecting && txn->uc) {
+		struct timeval response_tv = ms_to_tv(txn->pool->conf->response_timeout);
+		bufferevent_set_timeouts(txn->uc->bev, &response_tv, &response_tv);
+	}
+}
+
+static void proxy_pump_request(struct client_req *cr)
+{
+	struct proxy_txn *txn = &cr->txn;
+	if (!txn->uc || txn->req_done)
+		return;
+	if (cr->body_done) {
+		proxy_request_sent(cr);
+		return;
+	}
+	struct evbuffer *in = bufferevent_get_input(client_bev(cr));
+	struct evbuffer *out = bufferevent_get_output(txn->uc->bev);
+	const struct conf_limits *lim = &cr->req.snap->conf->limits;
+
+	while (!cr->body_done && evbuffer_get_length(out) < PROXY_HIGH_WATER) {
+		size_t avail = evbuffer_get_length(in);
+		if (avail == 0)
+			break;
+		if (cr->body == H1_BODY_LENGTH) {
+			size_t n = avail < cr->body_remaining ? avail : (size_t)cr->body_remaining;
+			if (evbuffer_remove_buffer(in, out, n) != (int)n) {
+				proxy_request_body_error(cr, 400, REASON_CLIENT_RESET);
+				return;
+			}
+			cr->body_remaining -= n;
+			txn->req_body_sent += n;
+			cr->req.bytes_in += n;
+			if (cr->body_remaining == 0)
+				cr->body_done = true;
+			continue;
+		}
+		/* chunked: decode, check the size limit, re-encode */
+		struct evbuffer_iovec v;
+		if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
+			break;
+		enum h1_chunk_event ev;
+		const char *line = NULL;
+		size_t line_len = 0;
+		ssize_t n = h1_chunked_feed(&cr->body_chunk, v.iov_base, v.iov_len, &ev, &line, &line_len);
+		if (n < 0) {
+			proxy_request_body_error(cr, 400, REASON_BAD_REQUEST);
+			return;
+		}
+		if (ev == H1_CHUNK_NEED_MORE) {
+			if (v.iov_len >= avail)
+				break;
+			/* a line straddles buffer chunks: make it contiguous (bounded by the line limits) */
+			size_t want = avail < 65536 ? avail : 65536;
+			if (!evbuffer_pullup(in, (ssize_t)want)) {
+				proxy_request_body_error(cr, 400, REASON_BAD_REQUEST);
+				return;
+			}
+			if (want <= v.iov_len)
+				break;
+			continue;
+		}
+		switch (ev) {
+		case H1_CHUNK_DATA:
+			if (lim->body_bytes && cr->body_chunk.total > lim->body_bytes) {
+				proxy_request_body_error(cr, 413, REASON_REQUEST_TOO_LARGE);
+				return;
+			}
+			if (evbuffer_add_printf(out, "%zx\r\n", (size_t)n) < 0 ||
+			    evbuffer_remove_buffer(in, out, (size_t)n) != (int)n || evbuffer_add(out, "\r\n", 2) != 0) {
+				proxy_request_body_error(cr, 400, REASON_CLIENT_RESET);
+				return;
+			}
+			txn->req_body_sent += (uint64_t)n;
+			cr->req.bytes_in += (uint64_t)n;
+			break;
+		case H1_CHUNK_TRAILER:
+			if (!cr->body_in_trailers) {
+				cr->body_in_trailers = true;
+				evbuffer_add(out, "0\r\n", 3);
+			}
+			evbuffer_add(out, line, line_len);
+			evbuffer_add(out, "\r\n", 2);
+			evbuffer_drain(in, (size_t)n);
+			break;
+		case H1_CHUNK_DONE:
+			if (!cr->body_in_trailers)
+				evbuffer_add(out, "0\r\n", 3);
+			evbuffer_add(out, "\r\n", 2);
+			evbuffer_drain(in, (size_t)n);
+			cr->body_done = true;
+			break;
+		case H1_CHUNK_NONE:
+		default:
+			evbuffer_drain(in, (size_t)n);
+			break;
+		}
+	}
+	if (cr->body_done) {
+		/* the body is complete: stop the body timer, keep reading for the next request or EOF */
+		struct timeval send_tv = ms_to_tv(lim->send_timeout);
+		bufferevent_set_timeouts(client_bev(cr), NULL, &send_tv);
+		if (txn->req_paused) {
+			txn->req_paused = false;
+			client_pause_reading(cr->conn, false);
+		}
+		proxy_request_sent(cr);
+		return;
+	}
+	if (evbuffer_get_length(out) >= PROXY_HIGH_WATER && !txn->req_paused) {
+		txn->req_paused = true;
+		client_pause_reading(cr->conn, true);
+	}
+}
+
+void proxy_on_client_data(struct client_req *cr)
+{
+	proxy_pump_request(cr);
+}
+
+/* ---- response: upstream input -> client output ---- */
+
+static void proxy_write_response_head(struct client_req *cr)
+{
+	struct proxy_txn *txn = &cr->txn;
+	struct client_conn *cc = cr->conn;
+	struct request *r = &cr->req;
+	const struct h1_response *resp = &txn->resp;
+	struct evbuffer *out = bufferevent_get_output(cc->bev);
+	bool client_http10 = cr->h1.minor_version == 0;
+	size_t before = evbuffer_get_length(out);
+
+	txn->resp_body = resp->body;
+	txn->resp_remaining = resp->body == H1_BODY_LENGTH ? resp->content_length : 0;
+	txn->resp_chunked_out = false;
+	if (resp->body == H1_BODY_CHUNKED)
+		h1_chunked_init(&txn->resp_chunk, 4096, 64 * 1024);
+	/* the client connection can only continue if this response has a known end
+	 * and the request body has been read in full */
+	if (!cr->body_done || cc->w->draining)
+		cc->keep_alive = false;
+	if ((resp->body == H1_BODY_CHUNKED || resp->body == H1_BODY_CLOSE)) {
+		if (client_http10)
+			cc->keep_alive = false; /* HTTP/1.0 has no chunking: the close ends the body */
+		else
+			txn->resp_chunked_out = true;
+	}
+
+	if (resp->reason_len > 0)
+		evbuffer_add_printf(out, "HTTP/1.1 %d %.*s\r\n", resp->status, (int)resp->reason_len, resp->reason);
+	else
+		evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\n", resp->status, http_status_text(resp->status));
+	for (size_t i = 0; i < resp->num_headers; i++) {
+		const struct http_header *f = &resp->headers[i];
+		if (resp->header_flags[i] & H1_HDR_HOP) {
+			/* a HEAD response's Content-Length describes the GET body: keep it */
+			if (!(cr->head_is_head_method && http_name_is(f, "content-length")))
+				continue;
+		} else if (http_name_is(f, "x-request-id")) {
+			continue;
+		}
+		evbuffer_add(out, f->name, f->name_len);
+		evbuffer_add(out, ": ", 2);
+		evbuffer_add(out, f->value, f->value_len);
+		evbuffer_add(out, "\r\n", 2);
+	}
+	if (resp->body == H1_BODY_LENGTH)
+		evbuffer_add_printf(out, "content-length: %llu\r\n", (unsigned long long)resp->content_length);
+	else if (txn->resp_chunked_out)
+		evbuffer_add(out, "transfer-encoding: chunked\r\n", 28);
+	evbuffer_add_printf(out, "x-request-id: %s\r\n", r->request_id);
+	if (!cc->keep_alive)
+		evbuffer_add(out, "connection: close\r\n\r\n", 21);
+	else if (client_http10)
+		evbuffer_add(out, "connection: keep-alive\r\n\r\n", 26);
+	else
+		evbuffer_add(out, "\r\n", 2);
+	r->bytes_out += evbuffer_get_length(out) - before;
+	r->status = resp->status;
+	r->upstream_status = resp->status;
+	r->upstream_header_us = worker_wall_us(cc->w) - r->start_wall_us;
+	cr->response_started = true;
+	txn->resp_head_done = true;
+}
+
+/* Returns true when a complete head was consumed. */
+static bool proxy_read_head(struct client_req *cr, struct evbuffer *in)
+{
+	struct proxy_txn *txn = &cr->txn;
+	for (;;) {
+		size_t avail = evbuffer_get_length(in);
+		if (avail == 0)
+			return false;
+		const struct conf_limits *lim = &cr->req.snap->conf->limits;
+		struct h1_limits hl = {
+		    .max_request_line = PROXY_MAX_RESPONSE_HEAD,
+		    .max_head = PROXY_MAX_RESPONSE_HEAD,
+		    .max_headers = H1_MAX_HEADERS,
+		};
+		(void)lim;
+		size_t window = avail < PROXY_MAX_RESPONSE_HEAD + 1 ? avail : PROXY_MAX_RESPONSE_HEAD + 1;
+		const char *p = (const char *)evbuffer_pullup(in, (ssize_t)window);
+		const char *why = NULL;
+		if (!p) {
+			proxy_fail(cr, REASON_UPSTREAM_BAD_RESPONSE, 502);
+			return false;
+		}
+		int rc = h1_parse_response(p, window, &hl, cr->head_is_head_method, &txn->resp, &why);
+		if (rc == H1_INCOMPLETE)
+			return false;
+		if (rc == H1_ERROR || txn->resp.status == 101) {
+			if (log_enabled(LOG_INFO)) {
+				struct log_line l;
+				log_begin(&l, LOG_WARN, "bad upstream response");
+				log_str(&l, "upstream", cr->req.upstream);
+				log_str(&l, "why", rc == H1_ERROR ? why : "unexpected 101 Switching Protocols");
+				log_end(&l);
+			}
+			proxy_fail(cr, REASON_UPSTREAM_BAD_RESPONSE, 502);
+			return false;
+		}
+		if (txn->resp.status < 200) {
+			/* interim responses: we answered Expect ourselves and do not upgrade */
+			evbuffer_drain(in, (size_t)rc);
+			continue;
+		}
+		proxy_write_response_head(cr);
+		evbuffer_drain(in, (size_t)rc);
+		return true;
+	}
+}
+
+static void proxy_response_complete(struct client_req *cr)
+{
+	struct proxy_txn *txn = &cr->txn;
+	txn->resp_done = true;
+	bool reusable = txn->resp.keep_alive && txn->req_done && txn->resp_body != H1_BODY_CLOSE &&
+	                evbuffer_get_length(bufferevent_get_input(txn->uc->bev)) == 0;
+	proxy_end_txn(cr, reusable);
+	client_finish_request(cr);
+}
+
+static void proxy_pump_response(struct client_req *cr)
+{
+	struct proxy_txn *txn = &cr->txn;
+	struct evbuffer *in = bufferevent_get_input(txn->uc->bev);
+	struct evbuffer *out = bufferevent_get_output(client_bev(cr));
+	struct request *r = &cr->req;
+
+	if (txn->resp_body == H1_BODY_NONE) {
+		proxy_response_complete(cr);
+		return;
+	}
+	while (evbuffer_get_length(out) < PROXY_HIGH_WATER) {
+		size_t avail = evbuffer_get_length(in);
+		if (txn->resp_body == H1_BODY_LENGTH) {
+			size_t n = avail < txn->resp_remaining ? avail : (size_t)txn->resp_remaining;
+			if (n > 0 && evbuffer_remove_buffer(in, out, n) != (int)n) {
+				proxy_fail(cr, REASON_UPSTREAM_RESET, 502);
+				return;
+			}
+			txn->resp_remaining -= n;
+			r->bytes_out += n;
+			if (txn->resp_remaining == 0) {
+				proxy_response_complete(cr);
+				return;
+			}
+			if (n == 0 || evbuffer_get_length(in) == 0)
+				break;
+			continue;
+		}
+		if (avail == 0)
+			break;
+		if (txn->resp_body == H1_BODY_CLOSE) {
+			size_t before = evbuffer_get_length(out);
+			if (txn->resp_chunked_out)
+				evbuffer_add_printf(out, "%zx\r\n", avail);
+			evbuffer_remove_buffer(in, out, avail);
+			if (txn->resp_chunked_out)
+				evbuffer_add(out, "\r\n", 2);
+			r->bytes_out += evbuffer_get_length(out) - before;
+			continue;
+		}
+		/* chunked */
+		struct evbuffer_iovec v;
+		if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
+			break;
+		enum h1_chunk_event ev;
+		const char *line = NULL;
+		size_t line_len = 0;
+		ssize_t n = h1_chunked_feed(&txn->resp_chunk, v.iov_base, v.iov_len, &ev, &line, &line_len);
+		if (n < 0) {
+			proxy_fail(cr, REASON_UPSTREAM_BAD_RESPONSE, 502);
+			return;
+		}
+		if (ev == H1_CHUNK_NEED_MORE) {
+			if (v.iov_len >= avail)
+				break;
+			size_t want = avail < 65536 ? avail : 65536;
+			if (!evbuffer_pullup(in, (ssize_t)want)) {
+				proxy_fail(cr, REASON_UPSTREAM_BAD_RESPONSE, 502);
+				return;
+			}
+			if (want <= v.iov_len)
+				break;
+			continue;
+		}
+		size_t before = evbuffer_get_length(out);
+		switch (ev) {
+		case H1_CHUNK_DATA:
+			if (txn->resp_chunked_out)
+				evbuffer_add_printf(out, "%zx\r\n", (size_t)n);
+			evbuffer_remove_buffer(in, out, (size_t)n);
+			if (txn->resp_chunked_out)
+				evbuffer_add(out, "\r\n", 2);
+			break;
+		case H1_CHUNK_TRAILER:
+			if (txn->resp_chunked_out) {
+				if (!txn->resp_in_trailers)
+					evbuffer_add(out, "0\r\n", 3);
+				evbuffer_add(out, line, line_len);
+				evbuffer_add(out, "\r\n", 2);
+			}
+			txn->resp_in_trailers = true;
+			evbuffer_drain(in, (size_t)n);
+			break;
+		case H1_CHUNK_DONE:
+			if (txn->resp_chunked_out) {
+				if (!txn->resp_in_trailers)
+					evbuffer_add(out, "0\r\n", 3);
+				evbuffer_add(out, "\r\n", 2);
+			}
+			evbuffer_drain(in, (size_t)n);
+			r->bytes_out += evbuffer_get_length(out) - before;
+			proxy_response_complete(cr);
+			return;
+		case H1_CHUNK_NONE:
+		default:
+			evbuffer_drain(in, (size_t)n);
+			break;
+		}
+		r->bytes_out += evbuffer_get_length(out) - before;
+	}
+	if (txn->resp_body == H1_BODY_CLOSE && txn->resp_eof && evbuffer_get_length(in) == 0) {
+		if (txn->resp_chunked_out) {
+			evbuffer_add(out, "0\r\n\r\n", 5);
+			r->bytes_out += 5;
+		}
+		proxy_response_complete(cr);
+		return;
+	}
+	if (evbuffer_get_length(out) >= PROXY_HIGH_WATER && !txn->resp_paused) {
+		/* the client is slower than the upstream: stop reading it until the client catches up */
+		txn->resp_paused = true;
+		bufferevent_disable(txn->uc->bev, EV_READ);
+	}
+}
+
+void proxy_on_client_drained(struct client_req *cr)
+{
+	struct proxy_txn *txn = &cr->txn;
+	if (!txn->uc)
+		return;
+	if (txn->resp_paused) {
+		txn->resp_paused = false;
+		bufferevent_enable(txn->uc->bev, EV_READ);
+		if (txn->resp_head_done)
+			proxy_pump_response(cr);
+	}
+}
+
+/* ---- upstream callbacks ---- */
+
+static void up_read_cb(struct bufferevent *bev, void *arg)
+{
+	struct client_req *cr = arg;
+	struct proxy_txn *txn = &cr->txn;
+	struct evbuffer *in = bufferevent_get_input(bev);
+	txn->resp_bytes_seen += evbuffer_get_length(in);
+	if (!txn->resp_head_done && !proxy_read_head(cr, in))
+		return;
+	proxy_pump_response(cr);
+}
+
+static void up_write_cb(struct bufferevent *bev, void *arg)
+{
+	(void)bev;
+	struct client_req *cr = arg;
+	struct proxy_txn *txn = &cr->txn;
+	if (txn->req_paused) {
+		txn->req_paused = false;
+		client_pause_reading(cr->conn, false);
+		proxy_pump_request(cr);
+	}
+}
+
+static void up_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	struct client_req *cr = arg;
+	struct proxy_txn *txn = &cr->txn;
+	if (what & BEV_EVENT_CONNECTED) {
+		txn->connecting = false;
+		cr->req.upstream_connect_us = worker_wall_us(cr->conn->w) - txn->connect_start_us;
+		struct timeval response_tv = ms_to_tv(txn->pool->conf->response_timeout);
+		bufferevent_set_timeouts(bev, txn->req_done ? &response_tv : NULL, &response_tv);
+		return;
+	}
+	if (what & BEV_EVENT_TIMEOUT) {
+		proxy_fail(cr, REASON_UPSTREAM_TIMEOUT, 504);
+		return;
+	}
+	if (txn->connecting) {
+		proxy_fail(cr, REASON_UPSTREAM_CONNECT_FAILED, 502);
+		return;
+	}
+	if ((what & BEV_EVENT_EOF) && txn->resp_head_done && txn->resp_body == H1_BODY_CLOSE) {
+		/* a close-delimited body ends here; what is still queued is flushed
+		 * first (now, or when a slow client has drained its output) */
+		txn->resp_eof = true;
+		proxy_pump_response(cr);
+		return;
+	}
+	proxy_fail(cr, REASON_UPSTREAM_RESET, 502);
+}

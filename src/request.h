@@ -1,0 +1,66 @@
+/* request.h - what the pipeline knows about one request (an HTTP/1 message or,
+ * later, an HTTP/2 stream), as seen by modules.
+ *
+ * The core (client.c/proxy.c) owns a struct request and fills it as the
+ * request advances; modules read it and may allocate from its arena, which is
+ * reset when the request ends. Strings are NUL-terminated and live in the
+ * arena or in the connection's input buffer for the life of the request. */
+#ifndef SLUICE_REQUEST_H
+#define SLUICE_REQUEST_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "arena.h"
+#include "http.h"
+#include "reason.h"
+
+struct snapshot;
+struct worker;
+
+struct request {
+	struct arena arena;
+	struct worker *worker;
+	const struct snapshot *snap; /* the snapshot the request started on (holds a reference) */
+
+	/* client side */
+	char client_ip[64];
+	uint16_t client_port;
+	const char *listener; /* listener name */
+	const char *scheme;   /* "http" or "https" */
+	const char *protocol; /* "HTTP/1.0", "HTTP/1.1", "HTTP/2.0" */
+
+	/* request head */
+	const char *method;
+	const char *target; /* path and query as sent */
+	const char *path;   /* path without query */
+	const char *host;   /* without port, lower-case; "" if none */
+	const struct http_header *headers;
+	size_t num_headers;
+	char request_id[64];
+
+	/* decisions */
+	int route;             /* index into conf.routes, -1 none */
+	const char *route_name;
+	int service;           /* index into conf.services, -1 none */
+	int pool;              /* index into conf.pools, -1 none */
+	char upstream[64];     /* "ip:port" of the server used, "" if none */
+
+	/* outcome */
+	int status;            /* status sent to the client, 0 if none */
+	enum reason reason;
+	uint64_t bytes_in;     /* request body bytes received */
+	uint64_t bytes_out;    /* response bytes sent (head + body) */
+	int upstream_status;   /* 0 if none */
+	unsigned attempts;     /* upstream attempts made */
+
+	/* times, from the worker's cached clocks */
+	uint64_t start_mono_us;
+	uint64_t start_wall_us;      /* microseconds since the epoch */
+	uint64_t upstream_connect_us; /* duration, 0 if none */
+	uint64_t upstream_header_us;  /* request start -> response head received */
+	uint64_t end_mono_us;
+};
+
+#endif

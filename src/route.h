@@ -1,0 +1,56 @@
+/* route.h - the compiled route table of a snapshot and the matcher.
+ *
+ * route_table_build() compiles a conf's routes once (PCRE2 patterns
+ * JIT-compiled); the table is immutable afterwards and may be read by every
+ * worker at once. Matching needs per-thread scratch (PCRE2 match data), which
+ * each worker owns as a struct route_scratch. First match wins.
+ */
+#ifndef SLUICE_ROUTE_H
+#define SLUICE_ROUTE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "conf.h"
+#include "http.h"
+
+struct route_table;
+struct route_scratch;
+
+/* What the matcher looks at. host: lower-case or not (compared case-insensitively),
+ * without port; may be NULL. path: without query string. */
+struct route_input {
+	const char *host;
+	size_t host_len;
+	const char *path;
+	size_t path_len;
+	const char *method;
+	size_t method_len;
+	const struct http_header *headers;
+	size_t num_headers;
+};
+
+/* Compile c->routes. On a bad regex, adds "FILE: routes[N].match.path_regex: ..." to errs and
+ * returns NULL. The table keeps a pointer to c, which must outlive it. */
+struct route_table *route_table_build(const struct conf *c, struct conf_errors *errs);
+void route_table_free(struct route_table *t);
+
+struct route_scratch *route_scratch_new(void);
+void route_scratch_free(struct route_scratch *s);
+
+/* Index into conf.routes of the first matching route, or -1 (404). Does not allocate. A path_regex
+ * that exceeds PCRE2's match limit (catastrophic backtracking on a hostile path) counts as not
+ * matching, so the next routes are tried. */
+int route_match(const struct route_table *t, struct route_scratch *s, const struct route_input *in);
+
+/* Whether route route_index's path_regex runs JIT-compiled (false: no regex, or PCRE2 without
+ * JIT, where the interpreter is used instead); for `sluice check` and diagnostics. */
+bool route_regex_uses_jit(const struct route_table *t, size_t route_index);
+
+/* Host matching rule shared with TLS SNI selection: pattern "*.example.com" matches
+ * "a.example.com" and "a.b.example.com" but not "example.com"; otherwise case-insensitive equality.
+ * A NULL pattern matches any host; a NULL host matches only that. One trailing dot (the DNS root,
+ * "example.com.") is ignored on either side. */
+int route_host_matches(const char *pattern, const char *host, size_t host_len);
+
+#endif

@@ -1,0 +1,303 @@
+#include "server.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <event2/thread.h>
+
+#include "conf.h"
+#include "log.h"
+#include "snapshot.h"
+#include "worker.h"
+
+/* Descriptors kept aside for listeners, logs, the admin socket and health checks. */
+#define SERVER_RESERVED_FDS 64
+
+struct server {
+	const char *config_path;
+	struct snapshot *snap;
+	struct event_base *base;
+	struct worker *workers;
+	unsigned num_workers;
+	struct event *sigterm_ev, *sigint_ev, *drain_ev, *exited_ev;
+	atomic_uint workers_exited;
+	int stopping;
+};
+
+static void print_errors(const struct conf_errors *errs, const char *path)
+{
+	for (size_t i = 0; i < errs->count; i++)
+		fprintf(stderr, "%s\n", errs->msgs[i]);
+	fprintf(stderr, "sluice: %zu error%s in %s\n", errs->count, errs->count == 1 ? "" : "s", path);
+}
+
+int server_check(const char *config_path)
+{
+	struct conf_errors errs;
+	conf_errors_init(&errs);
+	struct snapshot *s = snapshot_build(config_path, 1, &errs);
+	if (!s) {
+		print_errors(&errs, config_path);
+		conf_errors_free(&errs);
+		return 1;
+	}
+	const struct conf *c = s->conf;
+	size_t servers = 0;
+	for (size_t i = 0; i < c->num_pools; i++)
+		servers += c->pools[i].num_servers;
+	printf("%s: ok: %zu listener%s, %zu pool%s (%zu server%s), %zu service%s, %zu route%s, %u worker%s\n",
+	       config_path, c->num_listeners, c->num_listeners == 1 ? "" : "s", c->num_pools, c->num_pools == 1 ? "" : "s",
+	       servers, servers == 1 ? "" : "s", c->num_services, c->num_services == 1 ? "" : "s", c->num_routes,
+	       c->num_routes == 1 ? "" : "s", c->workers, c->workers == 1 ? "" : "s");
+	snapshot_unref(s);
+	conf_errors_free(&errs);
+	return 0;
+}
+
+/* The connection budget comes from the descriptor limit: each client may need
+ * an upstream connection too. */
+static unsigned server_max_connections(const struct conf *c)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) != 0 && getrlimit(RLIMIT_NOFILE, &rl) != 0)
+			rl.rlim_cur = 1024;
+	}
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+		rl.rlim_cur = 1024;
+	rlim_t budget = rl.rlim_cur > SERVER_RESERVED_FDS * 2 ? (rl.rlim_cur - SERVER_RESERVED_FDS) / 2 : 16;
+	if (c->limits.max_connections && c->limits.max_connections < budget)
+		return c->limits.max_connections;
+	if (c->limits.max_connections > budget) {
+		struct log_line l;
+		log_begin(&l, LOG_WARN, "limits.max_connections is above what the open-files limit allows; lowered");
+		log_int(&l, "configured", c->limits.max_connections);
+		log_int(&l, "used", (long long)budget);
+		log_end(&l);
+	}
+	return budget > 0xffffffffu ? 0xffffffffu : (unsigned)budget;
+}
+
+static int server_listen(const struct conf_listener *l)
+{
+	int fd = socket(l->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -1;
+	int one = 1;
+	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
+	    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0 ||
+	    bind(fd, (const struct sockaddr *)&l->addr, l->addr_len) != 0 || listen(fd, 4096) != 0) {
+		int saved = errno;
+		close(fd);
+		errno = saved;
+		return -1;
+	}
+	return fd;
+}
+
+static void server_begin_shutdown(struct server *srv, const char *signal_name)
+{
+	if (srv->stopping)
+		return;
+	srv->stopping = 1;
+	struct log_line l;
+	log_begin(&l, LOG_INFO, "shutting down: no new connections, finishing in-flight requests");
+	log_str(&l, "signal", signal_name);
+	log_int(&l, "drain_timeout_ms", (long long)srv->snap->conf->drain_timeout);
+	log_end(&l);
+	for (unsigned i = 0; i < srv->num_workers; i++)
+		worker_request_shutdown(&srv->workers[i]);
+	conf_msec ms = srv->snap->conf->drain_timeout;
+	struct timeval tv = {.tv_sec = (time_t)(ms / 1000), .tv_usec = (suseconds_t)(ms % 1000) * 1000};
+	if (evtimer_add(srv->drain_ev, &tv) != 0)
+		log_msg(LOG_ERROR, "cannot arm the drain timer");
+}
+
+static void server_signal_cb(evutil_socket_t sig, short what, void *arg)
+{
+	(void)what;
+	server_begin_shutdown(arg, sig == SIGINT ? "SIGINT" : "SIGTERM");
+}
+
+static void server_drain_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	struct server *srv = arg;
+	log_msg(LOG_WARN, "drain timeout reached: closing the remaining connections");
+	for (unsigned i = 0; i < srv->num_workers; i++)
+		worker_request_stop(&srv->workers[i]);
+}
+
+static void server_exited_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	struct server *srv = arg;
+	if (atomic_load(&srv->workers_exited) >= srv->num_workers)
+		event_base_loopexit(srv->base, NULL);
+}
+
+void server_worker_exited(struct server *srv)
+{
+	atomic_fetch_add(&srv->workers_exited, 1);
+	event_active(srv->exited_ev, EV_READ, 1);
+}
+
+static void server_cleanup(struct server *srv, int **fds)
+{
+	for (unsigned i = 0; i < srv->num_workers; i++) {
+		worker_join(&srv->workers[i]);
+		worker_destroy(&srv->workers[i]);
+	}
+	free(srv->workers);
+	if (fds) {
+		for (unsigned i = 0; i < srv->num_workers; i++) {
+			if (!fds[i])
+				continue;
+			for (size_t j = 0; j < srv->snap->conf->num_listeners; j++)
+				if (fds[i][j] >= 0)
+					close(fds[i][j]);
+			free(fds[i]);
+		}
+		free(fds);
+	}
+	if (srv->sigterm_ev)
+		event_free(srv->sigterm_ev);
+	if (srv->sigint_ev)
+		event_free(srv->sigint_ev);
+	if (srv->drain_ev)
+		event_free(srv->drain_ev);
+	if (srv->exited_ev)
+		event_free(srv->exited_ev);
+	if (srv->base)
+		event_base_free(srv->base);
+	snapshot_unref(srv->snap);
+}
+
+int server_run(const char *config_path)
+{
+	struct server srv;
+	memset(&srv, 0, sizeof(srv));
+	srv.config_path = config_path;
+	struct conf_errors errs;
+	conf_errors_init(&errs);
+	srv.snap = snapshot_build(config_path, 1, &errs);
+	if (!srv.snap) {
+		print_errors(&errs, config_path);
+		fprintf(stderr, "sluice: not started\n");
+		conf_errors_free(&errs);
+		return 1;
+	}
+	conf_errors_free(&errs);
+	const struct conf *c = srv.snap->conf;
+
+	if (evthread_use_pthreads() != 0) {
+		log_msg(LOG_ERROR, "libevent has no thread support");
+		snapshot_unref(srv.snap);
+		return 1;
+	}
+	/* a peer closing mid-write must be an error return, not a dead process */
+	signal(SIGPIPE, SIG_IGN);
+
+	unsigned max_conns = server_max_connections(c);
+	srv.num_workers = c->workers;
+	srv.workers = calloc(srv.num_workers, sizeof(*srv.workers));
+	int **fds = calloc(srv.num_workers, sizeof(*fds));
+	if (!srv.workers || !fds) {
+		log_msg(LOG_ERROR, "out of memory");
+		free(fds);
+		server_cleanup(&srv, NULL);
+		return 1;
+	}
+	/* every worker gets its own SO_REUSEPORT socket per listener: the kernel
+	 * spreads connections over workers without a shared accept queue */
+	for (unsigned i = 0; i < srv.num_workers; i++) {
+		fds[i] = malloc(c->num_listeners * sizeof(int));
+		if (!fds[i]) {
+			server_cleanup(&srv, fds);
+			return 1;
+		}
+		for (size_t j = 0; j < c->num_listeners; j++)
+			fds[i][j] = -1;
+		for (size_t j = 0; j < c->num_listeners; j++) {
+			fds[i][j] = server_listen(&c->listeners[j]);
+			if (fds[i][j] < 0) {
+				fprintf(stderr, "%s: listeners[%zu] (%s): cannot listen on %s: %s\n", c->source, j + 1,
+				        c->listeners[j].name, c->listeners[j].address, strerror(errno));
+				server_cleanup(&srv, fds);
+				return 1;
+			}
+		}
+	}
+
+	srv.base = event_base_new();
+	if (!srv.base) {
+		server_cleanup(&srv, fds);
+		return 1;
+	}
+	srv.sigterm_ev = evsignal_new(srv.base, SIGTERM, server_signal_cb, &srv);
+	srv.sigint_ev = evsignal_new(srv.base, SIGINT, server_signal_cb, &srv);
+	srv.drain_ev = evtimer_new(srv.base, server_drain_timeout_cb, &srv);
+	srv.exited_ev = event_new(srv.base, -1, 0, server_exited_cb, &srv);
+	if (!srv.sigterm_ev || !srv.sigint_ev || !srv.drain_ev || !srv.exited_ev || evsignal_add(srv.sigterm_ev, NULL) != 0 ||
+	    evsignal_add(srv.sigint_ev, NULL) != 0) {
+		log_msg(LOG_ERROR, "cannot set up signal handling");
+		server_cleanup(&srv, fds);
+		return 1;
+	}
+
+	/* workers must not take the signals meant for the main loop */
+	sigset_t block, old;
+	sigemptyset(&block);
+	sigaddset(&block, SIGTERM);
+	sigaddset(&block, SIGINT);
+	sigaddset(&block, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &block, &old);
+	unsigned per_worker = max_conns / srv.num_workers;
+	int failed = 0;
+	for (unsigned i = 0; i < srv.num_workers && !failed; i++) {
+		if (worker_init(&srv.workers[i], &srv, i, srv.snap, fds[i], c->num_listeners, per_worker) != 0 ||
+		    worker_start(&srv.workers[i]) != 0)
+			failed = 1;
+	}
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (failed) {
+		for (unsigned i = 0; i < srv.num_workers; i++)
+			if (srv.workers[i].thread_started)
+				worker_request_stop(&srv.workers[i]);
+		server_cleanup(&srv, fds);
+		return 1;
+	}
+	for (size_t j = 0; j < c->num_listeners; j++) {
+		struct log_line l;
+		log_begin(&l, LOG_INFO, "listening");
+		log_str(&l, "listener", c->listeners[j].name);
+		log_str(&l, "address", c->listeners[j].address);
+		log_end(&l);
+	}
+	{
+		struct log_line l;
+		log_begin(&l, LOG_INFO, "started");
+		log_str(&l, "config", config_path);
+		log_int(&l, "workers", srv.num_workers);
+		log_int(&l, "max_connections", max_conns);
+		log_int(&l, "pid", getpid());
+		log_end(&l);
+	}
+	if (event_base_dispatch(srv.base) < 0)
+		log_msg(LOG_ERROR, "main event loop failed");
+	server_cleanup(&srv, fds);
+	log_msg(LOG_INFO, "stopped");
+	return 0;
+}

@@ -1,0 +1,273 @@
+#include "worker.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#include "client.h"
+#include "log.h"
+#include "module.h"
+#include "pool.h"
+#include "route.h"
+#include "server.h"
+#include "snapshot.h"
+
+/* How long accepting stays paused after the process ran out of descriptors. */
+#define WORKER_ACCEPT_RETRY_MS 100
+
+struct worker_listener {
+	struct worker *w;
+	size_t index;
+};
+
+static void worker_set_accepting(struct worker *w, bool on)
+{
+	for (size_t i = 0; i < w->num_listeners; i++)
+		if (w->listeners[i])
+			(on ? evconnlistener_enable : evconnlistener_disable)(w->listeners[i]);
+	w->accepting_paused = !on;
+}
+
+static void worker_accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen, void *arg)
+{
+	(void)l;
+	struct worker_listener *wl = arg;
+	struct worker *w = wl->w;
+	client_accept(w, wl->index, fd, sa, salen);
+	if (w->num_conns >= w->max_conns && !w->accepting_paused) {
+		worker_set_accepting(w, false);
+		struct log_line line;
+		log_begin(&line, LOG_WARN, "connection limit reached, accepting paused");
+		log_int(&line, "worker", w->id);
+		log_int(&line, "max_connections", w->max_conns);
+		log_end(&line);
+	}
+}
+
+static void worker_resume_accept_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	struct worker *w = arg;
+	if (!w->draining && w->num_conns < w->max_conns)
+		worker_set_accepting(w, true);
+}
+
+static void worker_accept_error_cb(struct evconnlistener *l, void *arg)
+{
+	(void)l;
+	struct worker_listener *wl = arg;
+	struct worker *w = wl->w;
+	int err = EVUTIL_SOCKET_ERROR();
+	struct log_line line;
+	log_begin(&line, LOG_ERROR, "accept failed");
+	log_str(&line, "error", evutil_socket_error_to_string(err));
+	log_end(&line);
+	/* out of descriptors: back off instead of spinning on a listener that stays readable */
+	worker_set_accepting(w, false);
+	struct timeval tv = {0, WORKER_ACCEPT_RETRY_MS * 1000};
+	if (event_base_once(w->base, -1, EV_TIMEOUT, worker_resume_accept_cb, w, &tv) != 0)
+		worker_set_accepting(w, true);
+}
+
+static void worker_close_listeners(struct worker *w)
+{
+	for (size_t i = 0; i < w->num_listeners; i++) {
+		if (w->listeners && w->listeners[i]) {
+			evconnlistener_free(w->listeners[i]); /* LEV_OPT_CLOSE_ON_FREE closes the socket */
+			w->listeners[i] = NULL;
+		}
+		if (w->listen_fds && w->listen_fds[i] >= 0) {
+			close(w->listen_fds[i]);
+			w->listen_fds[i] = -1;
+		}
+	}
+}
+
+static void worker_shutdown_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	struct worker *w = arg;
+	if (w->draining)
+		return;
+	w->draining = true;
+	worker_close_listeners(w);
+	client_drain_all(w);
+	if (w->num_conns == 0)
+		event_base_loopexit(w->base, NULL);
+}
+
+static void worker_stop_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	struct worker *w = arg;
+	w->draining = true;
+	worker_close_listeners(w);
+	client_close_all(w);
+	event_base_loopexit(w->base, NULL);
+}
+
+int worker_init(struct worker *w, struct server *srv, unsigned id, struct snapshot *s, int *listen_fds,
+                size_t num_listeners, unsigned max_conns)
+{
+	memset(w, 0, sizeof(*w));
+	w->id = id;
+	w->server = srv;
+	w->max_conns = max_conns ? max_conns : 1;
+	w->listen_fds = listen_fds;
+	w->num_listeners = num_listeners;
+	if (getrandom(&w->rng_state, sizeof(w->rng_state), 0) != (ssize_t)sizeof(w->rng_state))
+		w->rng_state = (uint64_t)getpid() * 0x9E3779B97F4A7C15ull + id;
+	/* precise time: the loop's cached clock times requests, and the coarse
+	 * clock's 4 ms steps would blur every figure in the access log */
+	struct event_config *cfg = event_config_new();
+	if (cfg && event_config_set_flag(cfg, EVENT_BASE_FLAG_PRECISE_TIMER) == 0)
+		w->base = event_base_new_with_config(cfg);
+	if (cfg)
+		event_config_free(cfg);
+	if (!w->base) {
+		log_msg(LOG_ERROR, "cannot create an event base");
+		return -1;
+	}
+	snapshot_ref(s);
+	w->snap = s;
+	w->shutdown_ev = event_new(w->base, -1, 0, worker_shutdown_cb, w);
+	w->stop_ev = event_new(w->base, -1, 0, worker_stop_cb, w);
+	w->route_scratch = route_scratch_new();
+	w->pools = pool_set_new(w, s->conf);
+	w->module_state = calloc(module_count ? module_count : 1, sizeof(void *));
+	w->listeners = calloc(num_listeners ? num_listeners : 1, sizeof(*w->listeners));
+	w->listener_ctx = calloc(num_listeners ? num_listeners : 1, sizeof(struct worker_listener));
+	if (!w->shutdown_ev || !w->stop_ev || !w->route_scratch || !w->pools || !w->module_state || !w->listeners ||
+	    !w->listener_ctx) {
+		log_msg(LOG_ERROR, "out of memory creating a worker");
+		return -1;
+	}
+	for (size_t i = 0; i < module_count; i++) {
+		if (module_list[i]->worker_init && module_list[i]->worker_init(w, &w->module_state[i]) != 0) {
+			struct log_line l;
+			log_begin(&l, LOG_ERROR, "module failed to start on a worker");
+			log_str(&l, "module", module_list[i]->name);
+			log_end(&l);
+			return -1;
+		}
+	}
+	struct worker_listener *ctx = w->listener_ctx;
+	for (size_t i = 0; i < num_listeners; i++) {
+		ctx[i].w = w;
+		ctx[i].index = i;
+		w->listeners[i] = evconnlistener_new(w->base, worker_accept_cb, &ctx[i], LEV_OPT_CLOSE_ON_FREE, 0,
+		                                     listen_fds[i]);
+		if (!w->listeners[i]) {
+			log_msg(LOG_ERROR, "cannot watch a listening socket");
+			return -1;
+		}
+		listen_fds[i] = -1; /* the listener owns it now */
+		evconnlistener_set_error_cb(w->listeners[i], worker_accept_error_cb);
+	}
+	return 0;
+}
+
+static void *worker_main(void *arg)
+{
+	struct worker *w = arg;
+	if (event_base_dispatch(w->base) < 0)
+		log_msg(LOG_ERROR, "worker event loop failed");
+	server_worker_exited(w->server);
+	return NULL;
+}
+
+int worker_start(struct worker *w)
+{
+	int rc = pthread_create(&w->thread, NULL, worker_main, w);
+	if (rc != 0) {
+		struct log_line l;
+		log_begin(&l, LOG_ERROR, "cannot start a worker thread");
+		log_str(&l, "error", strerror(rc));
+		log_end(&l);
+		return -1;
+	}
+	w->thread_started = true;
+	return 0;
+}
+
+void worker_join(struct worker *w)
+{
+	if (w->thread_started) {
+		pthread_join(w->thread, NULL);
+		w->thread_started = false;
+	}
+}
+
+void worker_destroy(struct worker *w)
+{
+	if (w->base)
+		worker_close_listeners(w);
+	if (w->conns)
+		client_close_all(w);
+	client_free_reqs(w);
+	pool_set_free(w->pools);
+	w->pools = NULL;
+	if (w->module_state) {
+		for (size_t i = 0; i < module_count; i++)
+			if (module_list[i]->worker_free && w->module_state[i])
+				module_list[i]->worker_free(w->module_state[i]);
+		free(w->module_state);
+	}
+	if (w->route_scratch)
+		route_scratch_free(w->route_scratch);
+	free(w->listeners);
+	free(w->listener_ctx);
+	if (w->shutdown_ev)
+		event_free(w->shutdown_ev);
+	if (w->stop_ev)
+		event_free(w->stop_ev);
+	if (w->base)
+		event_base_free(w->base);
+	snapshot_unref(w->snap);
+	memset(w, 0, sizeof(*w));
+}
+
+void worker_request_shutdown(struct worker *w)
+{
+	event_active(w->shutdown_ev, EV_READ, 1);
+}
+
+void worker_request_stop(struct worker *w)
+{
+	event_active(w->stop_ev, EV_READ, 1);
+}
+
+uint64_t worker_wall_us(struct worker *w)
+{
+	struct timeval tv;
+	if (event_base_gettimeofday_cached(w->base, &tv) != 0)
+		return 0;
+	return (uint64_t)tv.tv_sec * 1000000u + (uint64_t)tv.tv_usec;
+}
+
+uint64_t worker_random(struct worker *w)
+{
+	/* splitmix64: tiny state, good statistical quality, not for secrets */
+	uint64_t z = (w->rng_state += 0x9E3779B97F4A7C15ull);
+	z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+	z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+	return z ^ (z >> 31);
+}
+
+void worker_conn_closed(struct worker *w)
+{
+	w->num_conns--;
+	if (w->draining) {
+		if (w->num_conns == 0)
+			event_base_loopexit(w->base, NULL);
+		return;
+	}
+	/* resume with some headroom so that accept does not flap at the limit */
+	if (w->accepting_paused && w->num_conns < w->max_conns - w->max_conns / 10)
+		worker_set_accepting(w, true);
+}

@@ -1,0 +1,80 @@
+/* worker.h - a worker thread: one libevent event_base, its own SO_REUSEPORT
+ * listening socket per listener, and everything the requests it serves need
+ * (route scratch, upstream pools, module state, free lists).
+ *
+ * A connection lives and dies on one worker. Nothing in a struct worker is
+ * touched by another thread except through the two events the server fires
+ * (shutdown, force stop), which libevent makes thread-safe. */
+#ifndef SLUICE_WORKER_H
+#define SLUICE_WORKER_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <event2/event.h>
+#include <event2/listener.h>
+
+struct server;
+struct snapshot;
+struct route_scratch;
+struct pool_set;
+struct client_conn;
+struct client_req;
+
+struct worker {
+	unsigned id;
+	struct server *server;
+	pthread_t thread;
+	bool thread_started;
+	struct event_base *base;
+	struct snapshot *snap; /* the snapshot new requests start on (one reference) */
+
+	int *listen_fds; /* one per listener, owned until handed to an evconnlistener */
+	struct evconnlistener **listeners;
+	void *listener_ctx; /* per listener: which worker and listener an accept belongs to */
+	size_t num_listeners;
+
+	struct event *shutdown_ev; /* fired by the server: stop accepting, drain */
+	struct event *stop_ev;     /* fired by the server: drain time is over */
+
+	struct route_scratch *route_scratch;
+	struct pool_set *pools;
+	void **module_state; /* per module */
+
+	struct client_conn *conns; /* every open client connection (doubly linked) */
+	unsigned num_conns;
+	unsigned max_conns;
+	bool accepting_paused;
+	bool draining;
+
+	struct client_req *free_reqs; /* recycled per-request objects */
+	unsigned num_free_reqs;
+
+	uint64_t rng_state;
+};
+
+/* Set up w (event base, listeners on the given fds, per-worker state) for snapshot s.
+ * Returns 0, or -1 after logging why. */
+int worker_init(struct worker *w, struct server *srv, unsigned id, struct snapshot *s, int *listen_fds,
+                size_t num_listeners, unsigned max_conns);
+int worker_start(struct worker *w);
+void worker_join(struct worker *w);
+void worker_destroy(struct worker *w);
+
+/* Thread-safe: ask the worker to stop accepting and finish in-flight requests. */
+void worker_request_shutdown(struct worker *w);
+/* Thread-safe: drain time is over, close everything now. */
+void worker_request_stop(struct worker *w);
+
+/* The loop iteration's cached clocks (libevent caches the time once per
+ * iteration). Microseconds. */
+uint64_t worker_wall_us(struct worker *w);
+
+/* A fast per-worker pseudo-random number (not for secrets). */
+uint64_t worker_random(struct worker *w);
+
+/* A client connection closed: lets the worker resume accepting or finish draining. */
+void worker_conn_closed(struct worker *w);
+
+#endif
