@@ -343,6 +343,19 @@ static void client_fill_from_head(struct client_req *cr)
 		h1_chunked_init(&cr->body_chunk, 4096, r->snap->conf->limits.header_bytes);
 }
 
+void client_add_module_headers(struct client_req *cr, struct evbuffer *out)
+{
+	struct request *r = &cr->req;
+	struct worker *w = cr->conn->w;
+	for (size_t i = 0; i < module_count; i++) {
+		if (!module_list[i]->response_headers)
+			continue;
+		const char *lines = module_list[i]->response_headers(r, r->snap->module_state[i], w->module_state[i]);
+		if (lines && evbuffer_add(out, lines, strlen(lines)) != 0)
+			log_msg(LOG_ERROR, "out of memory adding response headers");
+	}
+}
+
 void client_respond(struct client_req *cr, int status, enum reason reason, const char *content_type, const char *body,
                     size_t body_len, const char *extra_headers)
 {
@@ -361,11 +374,12 @@ void client_respond(struct client_req *cr, int status, enum reason reason, const
 	else if (cr->h1.minor_version == 0)
 		conn_hdr = "connection: keep-alive\r\n";
 	size_t before = evbuffer_get_length(out);
-	int n = evbuffer_add_printf(out,
-	                            "HTTP/1.1 %d %s\r\ncontent-type: %s\r\ncontent-length: %zu\r\nx-request-id: %s\r\n%s%s\r\n",
+	int n = evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\ncontent-type: %s\r\ncontent-length: %zu\r\nx-request-id: %s\r\n%s%s",
 	                            status, http_status_text(status), content_type ? content_type : "text/plain", body_len,
 	                            r->request_id, conn_hdr, extra_headers ? extra_headers : "");
-	if (n < 0 || (body_len > 0 && !cr->head_is_head_method && evbuffer_add(out, body, body_len) != 0)) {
+	if (n >= 0)
+		client_add_module_headers(cr, out);
+	if (n < 0 || evbuffer_add(out, "\r\n", 2) != 0 || (body_len > 0 && !cr->head_is_head_method && evbuffer_add(out, body, body_len) != 0)) {
 		client_abort(cr, REASON_NONE);
 		return;
 	}
@@ -409,7 +423,7 @@ static void client_run_access(struct client_req *cr)
 			client_arm_timer(cc, PIPELINE_SUSPEND_TIMEOUT_MS);
 			return;
 		case PHASE_DENY:
-			client_respond_error(cr, deny.status, deny.reason, NULL);
+			client_respond_error(cr, deny.status, deny.reason, deny.headers);
 			return;
 		case PHASE_ERROR:
 		default:
@@ -446,7 +460,8 @@ void pipeline_resume(struct request *r, enum phase_result result, const struct p
 		client_run_access(cr);
 		break;
 	case PHASE_DENY:
-		client_respond_error(cr, deny ? deny->status : 403, deny ? deny->reason : REASON_POLICY_ERROR, NULL);
+		client_respond_error(cr, deny ? deny->status : 403, deny ? deny->reason : REASON_POLICY_ERROR,
+		                     deny ? deny->headers : NULL);
 		break;
 	case PHASE_SUSPEND:
 	case PHASE_ERROR:

@@ -14,6 +14,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include <event2/buffer.h>
 #include <event2/bufferevent.h>
 
 #include "h1.h"
@@ -84,6 +85,8 @@ void client_free_reqs(struct worker *w);
 /* Send a locally generated response for cr (error or direct); body may be NULL. */
 void client_respond(struct client_req *cr, int status, enum reason reason, const char *content_type, const char *body,
                     size_t body_len, const char *extra_headers);
+/* Append every module's response header lines (respond phase) to out. */
+void client_add_module_headers(struct client_req *cr, struct evbuffer *out);
 /* The same with a short text/plain body naming the status. */
 void client_respond_error(struct client_req *cr, int status, enum reason reason, const char *extra_headers);
 /* The response to cr is fully in the client output: log it and go on. */

@@ -26,10 +26,13 @@ struct worker;
 
 enum phase_result { PHASE_CONTINUE, PHASE_DENY, PHASE_SUSPEND, PHASE_ERROR };
 
-/* Filled by a module that denies: the status and reason the client gets. */
+/* Filled by a module that denies: the status and reason the client gets, and
+ * optional extra response header lines ("name: value\r\n" each, allocated in
+ * the request arena or static), e.g. Retry-After. */
 struct phase_deny {
 	int status;
 	enum reason reason;
+	const char *headers;
 };
 
 struct module {
@@ -42,6 +45,10 @@ struct module {
 	enum phase_result (*access)(struct request *r, const void *snapshot_state, void *worker_state,
 	                            struct phase_deny *deny);
 	void (*access_cancel)(struct request *r, const void *snapshot_state, void *worker_state);
+	/* respond phase: extra header lines ("name: value\r\n" each, in the request
+	 * arena or static) for the response about to be sent to the client, proxied
+	 * or local; NULL for none. */
+	const char *(*response_headers)(struct request *r, const void *snapshot_state, void *worker_state);
 	/* log phase: after the response is complete (or the request aborted) */
 	void (*log)(const struct request *r, const void *snapshot_state, void *worker_state);
 };

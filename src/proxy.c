@@ -565,6 +565,7 @@ static void proxy_write_response_head(struct client_req *cr)
 	else if (txn->resp_chunked_out)
 		evbuffer_add(out, "transfer-encoding: chunked\r\n", 28);
 	evbuffer_add_printf(out, "x-request-id: %s\r\n", r->request_id);
+	client_add_module_headers(cr, out);
 	if (!cc->keep_alive)
 		evbuffer_add(out, "connection: close\r\n\r\n", 21);
 	else if (client_http10)
