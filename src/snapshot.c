@@ -51,8 +51,7 @@ static int snapshot_build_rings(struct snapshot *s, struct conf_errors *errs)
 		free(names);
 		free(weights);
 		if (!s->rings[p]) {
-			conf_errors_add(errs, "%s: pools.%s: cannot build the hash ring (no server with a weight above 0?)",
-			                c->source, pool->name);
+			conf_errors_add(errs, "%s: pools.%s: out of memory building the hash ring", c->source, pool->name);
 			return -1;
 		}
 	}
