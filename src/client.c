@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <ctype.h>
+#include <stddef.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
@@ -53,47 +54,63 @@ static void client_arm_timer(struct client_conn *cc, conf_msec ms)
 
 /* ---- connection lifecycle ---- */
 
+void client_origin_from_sockaddr(struct client_origin *o, const struct sockaddr *sa)
+{
+	memset(o, 0, sizeof(*o));
+	o->scheme = "http";
+	if (sa->sa_family == AF_INET) {
+		const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+		inet_ntop(AF_INET, &in->sin_addr, o->ip, sizeof(o->ip));
+		o->port = ntohs(in->sin_port);
+	} else if (sa->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+		inet_ntop(AF_INET6, &in6->sin6_addr, o->ip, sizeof(o->ip));
+		o->port = ntohs(in6->sin6_port);
+	}
+}
+
 void client_accept(struct worker *w, size_t listener, int fd, const struct sockaddr *sa, int salen)
 {
 	(void)salen;
-	struct client_conn *cc = calloc(1, sizeof(*cc));
-	if (!cc) {
-		close(fd);
-		return;
-	}
 	int one = 1;
 	/* responses go out as soon as they are complete; latency beats packet count here */
 	if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) != 0 && sa->sa_family != AF_UNIX)
 		log_msg(LOG_DEBUG, "TCP_NODELAY failed on a client socket");
 	if (evutil_make_socket_nonblocking(fd) != 0) {
 		close(fd);
-		free(cc);
 		return;
+	}
+	struct bufferevent *bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	if (!bev) {
+		close(fd);
+		return;
+	}
+	struct client_origin o;
+	client_origin_from_sockaddr(&o, sa);
+	client_accept_bev(w, listener, bev, &o);
+}
+
+struct client_conn *client_accept_bev(struct worker *w, size_t listener, struct bufferevent *bev,
+                                      const struct client_origin *o)
+{
+	struct client_conn *cc = calloc(1, sizeof(*cc));
+	if (!cc) {
+		bufferevent_free(bev);
+		return NULL;
 	}
 	cc->w = w;
 	cc->listener = listener;
 	cc->state = CLIENT_WAIT_HEAD;
 	cc->keep_alive = true;
-	if (sa->sa_family == AF_INET) {
-		const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
-		inet_ntop(AF_INET, &in->sin_addr, cc->client_ip, sizeof(cc->client_ip));
-		cc->client_port = ntohs(in->sin_port);
-	} else if (sa->sa_family == AF_INET6) {
-		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
-		inet_ntop(AF_INET6, &in6->sin6_addr, cc->client_ip, sizeof(cc->client_ip));
-		cc->client_port = ntohs(in6->sin6_port);
-	}
-	cc->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	cc->origin = *o;
+	memcpy(cc->client_ip, o->ip, sizeof(cc->client_ip));
+	cc->client_port = o->port;
+	cc->bev = bev;
 	cc->timer = evtimer_new(w->base, client_timer_cb, cc);
-	if (!cc->bev || !cc->timer) {
-		if (cc->bev)
-			bufferevent_free(cc->bev);
-		else
-			close(fd);
-		if (cc->timer)
-			event_free(cc->timer);
+	if (!cc->timer) {
+		bufferevent_free(bev);
 		free(cc);
-		return;
+		return NULL;
 	}
 	const struct conf *c = client_conf(cc);
 	/* the input buffer never holds much more than one maximal head: a
@@ -107,7 +124,7 @@ void client_accept(struct worker *w, size_t listener, int fd, const struct socka
 		bufferevent_free(cc->bev);
 		event_free(cc->timer);
 		free(cc);
-		return;
+		return NULL;
 	}
 	cc->next = w->conns;
 	if (w->conns)
@@ -116,6 +133,10 @@ void client_accept(struct worker *w, size_t listener, int fd, const struct socka
 	w->num_conns++;
 	cc->head_timer_armed = true;
 	client_arm_timer(cc, c->limits.client_header_timeout);
+	/* bytes may already be waiting (an internal stream written before we got it) */
+	if (evbuffer_get_length(bufferevent_get_input(cc->bev)) > 0)
+		client_handle_input(cc);
+	return cc;
 }
 
 static void client_release_req(struct client_conn *cc)
@@ -219,14 +240,19 @@ static struct client_req *client_new_req(struct worker *w)
 		w->free_reqs = cr->next_free;
 		w->num_free_reqs--;
 		struct arena keep = cr->req.arena;
-		memset(cr, 0, sizeof(*cr));
+		/* the parsed head (~5 KiB) is rewritten by the parser, so only the
+		 * small state above the transaction is cleared per request */
+		memset(cr, 0, offsetof(struct client_req, txn));
 		cr->req.arena = keep;
-		return cr;
+	} else {
+		cr = calloc(1, sizeof(*cr));
+		if (!cr)
+			return NULL;
+		arena_init(&cr->req.arena, 8192);
 	}
-	cr = calloc(1, sizeof(*cr));
-	if (!cr)
-		return NULL;
-	arena_init(&cr->req.arena, 8192);
+	/* a request that never got a parsed head (timeouts) must still read sanely */
+	cr->h1.minor_version = 1;
+	cr->h1.num_headers = 0;
 	return cr;
 }
 
@@ -267,7 +293,7 @@ static void client_begin_request(struct client_conn *cc, struct client_req *cr)
 	memcpy(r->client_ip, cc->client_ip, sizeof(r->client_ip));
 	r->client_port = cc->client_port;
 	r->listener = r->snap->conf->listeners[cc->listener].name;
-	r->scheme = "http";
+	r->scheme = cc->origin.scheme ? cc->origin.scheme : "http";
 	r->protocol = "HTTP/1.1";
 	r->method = "";
 	r->target = "";
@@ -311,7 +337,8 @@ static void client_fill_from_head(struct client_req *cr)
 {
 	struct request *r = &cr->req;
 	struct h1_request *h = &cr->h1;
-	r->protocol = h->minor_version == 0 ? "HTTP/1.0" : "HTTP/1.1";
+	r->protocol = cr->conn->origin.protocol ? cr->conn->origin.protocol
+	                                        : h->minor_version == 0 ? "HTTP/1.0" : "HTTP/1.1";
 	r->method = arena_strndup(&r->arena, h->method, h->method_len);
 	r->target = arena_strndup(&r->arena, h->target, h->target_len);
 	r->path = arena_strndup(&r->arena, h->path, h->path_len);

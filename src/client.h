@@ -35,7 +35,7 @@ enum client_state {
 struct client_req {
 	struct request req;
 	struct client_conn *conn;
-	struct h1_request h1; /* pointers rebased into req.arena */
+	struct client_req *next_free;
 	const char *head_copy;
 	size_t head_len;
 	bool head_is_head_method;
@@ -49,13 +49,23 @@ struct client_req {
 	/* access phase */
 	size_t access_next;
 	bool suspended;
-	struct proxy_txn txn;
 	bool response_started; /* a status line went to the client */
-	struct client_req *next_free;
+	/* the large parts last: a recycled request clears only what is above them */
+	struct proxy_txn txn;
+	struct h1_request h1; /* filled by the parser; pointers rebased into req.arena */
+};
+
+/* Who is at the other end of a connection, and how it arrived. */
+struct client_origin {
+	const char *scheme;   /* "http" or "https" (static string) */
+	const char *protocol; /* NULL: from the request line; "HTTP/2.0" for the streams of an h2 session */
+	char ip[64];
+	uint16_t port;
 };
 
 struct client_conn {
 	struct worker *w;
+	struct client_origin origin;
 	struct bufferevent *bev;
 	struct event *timer; /* header, keep-alive and access-suspension deadlines */
 	struct client_conn *prev, *next;
@@ -71,8 +81,14 @@ struct client_conn {
 	unsigned requests; /* served on this connection */
 };
 
-/* Accept a new connection on worker w (fd already accepted, non-blocking set here). */
+/* Accept a new plaintext connection on worker w (fd already accepted, non-blocking set here). */
 void client_accept(struct worker *w, size_t listener, int fd, const struct sockaddr *sa, int salen);
+/* Serve HTTP/1.x on bev: a socket, a TLS bufferevent after its handshake, or
+ * one end of an internal pair (an HTTP/2 stream). Takes ownership of bev
+ * (freed on error too). Returns the connection, or NULL. */
+struct client_conn *client_accept_bev(struct worker *w, size_t listener, struct bufferevent *bev,
+                                      const struct client_origin *o);
+void client_origin_from_sockaddr(struct client_origin *o, const struct sockaddr *sa);
 
 /* Close every idle keep-alive connection (shutdown) and make busy ones close after their response. */
 void client_drain_all(struct worker *w);

@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <stddef.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
@@ -126,7 +127,7 @@ void proxy_start(struct client_req *cr)
 	struct worker *w = cr->conn->w;
 	const struct snapshot *s = r->snap;
 	const struct conf *c = s->conf;
-	memset(txn, 0, sizeof(*txn));
+	memset(txn, 0, offsetof(struct proxy_txn, resp));
 	txn->server = -1;
 
 	int pool_index = proxy_pick_pool(cr, &c->services[r->service]);

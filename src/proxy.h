@@ -37,7 +37,6 @@ struct proxy_txn {
 	bool req_paused;        /* client reading paused: upstream output above high water */
 
 	/* response side */
-	struct h1_response resp;
 	uint64_t resp_bytes_seen; /* any byte from the upstream for this attempt */
 	bool resp_head_done;
 	bool resp_done;
@@ -49,6 +48,8 @@ struct proxy_txn {
 	bool resp_in_trailers;
 	bool resp_eof;          /* close-delimited body: the upstream closed, flush what is queued */
 	uint64_t connect_start_us;
+	/* last: the parser fills it, so a new transaction clears only what is above */
+	struct h1_response resp;
 };
 
 /* Balance and start proxying cr's request (its head has been parsed, routed and
