@@ -12,6 +12,7 @@
 #endif
 
 #include "conf.h"
+#include "conf_walk.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -49,7 +50,7 @@ static void out_of_memory(void)
 	abort();
 }
 
-static void *xmalloc(size_t n)
+void *conf_xmalloc(size_t n)
 {
 	void *p = malloc(n ? n : 1);
 	if (!p)
@@ -57,7 +58,7 @@ static void *xmalloc(size_t n)
 	return p;
 }
 
-static void *xcalloc(size_t n, size_t size)
+void *conf_xcalloc(size_t n, size_t size)
 {
 	void *p = calloc(n ? n : 1, size ? size : 1);
 	if (!p)
@@ -65,7 +66,7 @@ static void *xcalloc(size_t n, size_t size)
 	return p;
 }
 
-static void *xreallocarray(void *p, size_t n, size_t size)
+void *conf_xreallocarray(void *p, size_t n, size_t size)
 {
 	if (size && n > SIZE_MAX / size)
 		out_of_memory();
@@ -76,20 +77,20 @@ static void *xreallocarray(void *p, size_t n, size_t size)
 	return q;
 }
 
-static char *xstrndup(const char *s, size_t n)
+char *conf_xstrndup(const char *s, size_t n)
 {
-	char *d = xmalloc(n + 1);
+	char *d = conf_xmalloc(n + 1);
 	memcpy(d, s, n);
 	d[n] = '\0';
 	return d;
 }
 
-static char *xstrdup(const char *s)
+char *conf_xstrdup(const char *s)
 {
-	return xstrndup(s, strlen(s));
+	return conf_xstrndup(s, strlen(s));
 }
 
-__attribute__((format(printf, 1, 0))) static char *xvasprintf(const char *fmt, va_list ap)
+char *conf_xvasprintf(const char *fmt, va_list ap)
 {
 	va_list probe;
 	va_copy(probe, ap);
@@ -97,17 +98,17 @@ __attribute__((format(printf, 1, 0))) static char *xvasprintf(const char *fmt, v
 	va_end(probe);
 	if (n < 0)
 		out_of_memory();
-	char *buf = xmalloc((size_t)n + 1);
+	char *buf = conf_xmalloc((size_t)n + 1);
 	if (vsnprintf(buf, (size_t)n + 1, fmt, ap) != n)
 		out_of_memory();
 	return buf;
 }
 
-__attribute__((format(printf, 1, 2))) static char *xasprintf(const char *fmt, ...)
+char *conf_xasprintf(const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
-	char *s = xvasprintf(fmt, ap);
+	char *s = conf_xvasprintf(fmt, ap);
 	va_end(ap);
 	return s;
 }
@@ -125,11 +126,11 @@ void conf_errors_add(struct conf_errors *e, const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
-	char *msg = xvasprintf(fmt, ap);
+	char *msg = conf_xvasprintf(fmt, ap);
 	va_end(ap);
 	if (e->count == e->cap) {
 		e->cap = e->cap ? e->cap * 2 : 8;
-		e->msgs = xreallocarray(e->msgs, e->cap, sizeof *e->msgs);
+		e->msgs = conf_xreallocarray(e->msgs, e->cap, sizeof *e->msgs);
 	}
 	e->msgs[e->count++] = msg;
 }
@@ -613,25 +614,14 @@ static void add_lua_error(struct conf_errors *errs, const char *name, lua_State 
 
 /* ---- the schema walk ---- */
 
-struct walker {
-	lua_State *L;
-	struct conf *c;
-	struct conf_errors *errs;
-	const char *source;
-	const char *base_dir;
-	char *path; /* Lua path of the value being checked, e.g. pools.web.servers[1] */
-	size_t path_len;
-	size_t path_cap;
-	size_t services_cap;
-};
 
-static void path_append(struct walker *w, const char *s, size_t n)
+static void path_append(struct conf_walker *w, const char *s, size_t n)
 {
 	if (w->path_len + n + 1 > w->path_cap) {
 		size_t cap = w->path_cap ? w->path_cap : 64;
 		while (w->path_len + n + 1 > cap)
 			cap *= 2;
-		w->path = xreallocarray(w->path, cap, 1);
+		w->path = conf_xreallocarray(w->path, cap, 1);
 		w->path_cap = cap;
 	}
 	memcpy(w->path + w->path_len, s, n);
@@ -639,7 +629,7 @@ static void path_append(struct walker *w, const char *s, size_t n)
 	w->path[w->path_len] = '\0';
 }
 
-static void path_pop(struct walker *w, size_t mark)
+void conf_path_pop(struct conf_walker *w, size_t mark)
 {
 	w->path_len = mark;
 	if (w->path)
@@ -647,11 +637,11 @@ static void path_pop(struct walker *w, size_t mark)
 }
 
 /* A user-supplied string for a message: quoted, control bytes escaped, long ones cut. */
-static char *quoted(const char *s)
+char *conf_quoted(const char *s)
 {
 	enum { SHOW_MAX = 80 };
 	size_t n = strlen(s);
-	char *out = xmalloc(SHOW_MAX * 4 + 8);
+	char *out = conf_xmalloc(SHOW_MAX * 4 + 8);
 	size_t o = 0;
 	out[o++] = '"';
 	for (size_t i = 0; i < n && i < SHOW_MAX; i++) {
@@ -684,7 +674,7 @@ static bool is_identifier(const char *s)
 	return true;
 }
 
-static size_t path_push_key(struct walker *w, const char *key)
+size_t conf_path_push_key(struct conf_walker *w, const char *key)
 {
 	size_t mark = w->path_len;
 	if (is_identifier(key)) {
@@ -692,7 +682,7 @@ static size_t path_push_key(struct walker *w, const char *key)
 			path_append(w, ".", 1);
 		path_append(w, key, strlen(key));
 	} else {
-		char *q = quoted(key);
+		char *q = conf_quoted(key);
 		path_append(w, "[", 1);
 		path_append(w, q, strlen(q));
 		path_append(w, "]", 1);
@@ -701,7 +691,7 @@ static size_t path_push_key(struct walker *w, const char *key)
 	return mark;
 }
 
-static size_t path_push_index(struct walker *w, size_t index)
+size_t conf_path_push_index(struct conf_walker *w, size_t index)
 {
 	size_t mark = w->path_len;
 	char buf[32];
@@ -710,11 +700,11 @@ static size_t path_push_index(struct walker *w, size_t index)
 	return mark;
 }
 
-__attribute__((format(printf, 2, 3))) static void werr(struct walker *w, const char *fmt, ...)
+void conf_werr(struct conf_walker *w, const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
-	char *msg = xvasprintf(fmt, ap);
+	char *msg = conf_xvasprintf(fmt, ap);
 	va_end(ap);
 	if (w->path_len)
 		conf_errors_add(w->errs, "%s: %s: %s", w->source, w->path, msg);
@@ -724,33 +714,33 @@ __attribute__((format(printf, 2, 3))) static void werr(struct walker *w, const c
 }
 
 /* An error about a key that is not (or not validly) there, e.g. a missing one. */
-__attribute__((format(printf, 3, 4))) static void werr_key(struct walker *w, const char *key, const char *fmt, ...)
+void conf_werr_key(struct conf_walker *w, const char *key, const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
-	char *msg = xvasprintf(fmt, ap);
+	char *msg = conf_xvasprintf(fmt, ap);
 	va_end(ap);
-	size_t mark = path_push_key(w, key);
-	werr(w, "%s", msg);
-	path_pop(w, mark);
+	size_t mark = conf_path_push_key(w, key);
+	conf_werr(w, "%s", msg);
+	conf_path_pop(w, mark);
 	free(msg);
 }
 
-__attribute__((format(printf, 3, 4))) static void werr_index(struct walker *w, size_t index, const char *fmt, ...)
+void conf_werr_index(struct conf_walker *w, size_t index, const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
-	char *msg = xvasprintf(fmt, ap);
+	char *msg = conf_xvasprintf(fmt, ap);
 	va_end(ap);
-	size_t mark = path_push_index(w, index);
-	werr(w, "%s", msg);
-	path_pop(w, mark);
+	size_t mark = conf_path_push_index(w, index);
+	conf_werr(w, "%s", msg);
+	conf_path_pop(w, mark);
 	free(msg);
 }
 
-static void type_error(struct walker *w, int v, const char *expected)
+void conf_type_error(struct conf_walker *w, int v, const char *expected)
 {
-	werr(w, "expected %s, got %s", expected, luaL_typename(w->L, v));
+	conf_werr(w, "expected %s, got %s", expected, luaL_typename(w->L, v));
 }
 
 /* ---- did you mean ---- */
@@ -808,9 +798,9 @@ static void suggest_consider(struct suggestion *s, const char *word, const char 
 static char *suggestion_text(const struct suggestion *s)
 {
 	if (!s->best)
-		return xstrdup("");
-	char *q = quoted(s->best);
-	char *text = xasprintf(" (did you mean %s?)", q);
+		return conf_xstrdup("");
+	char *q = conf_quoted(s->best);
+	char *text = conf_xasprintf(" (did you mean %s?)", q);
 	free(q);
 	return text;
 }
@@ -838,7 +828,7 @@ static char *join_names(const char *const *names)
 	size_t len = 1;
 	for (const char *const *n = names; *n; n++)
 		len += strlen(*n) + 2;
-	char *out = xmalloc(len);
+	char *out = conf_xmalloc(len);
 	out[0] = '\0';
 	for (const char *const *n = names; *n; n++) {
 		if (n != names)
@@ -850,7 +840,7 @@ static char *join_names(const char *const *names)
 
 /* Reports every key of the record t that is not in known (sorted, so the
  * output does not depend on Lua's hash order). */
-static void check_record_keys(struct walker *w, int t, const char *const *known)
+void conf_check_record_keys(struct conf_walker *w, int t, const char *const *known)
 {
 	lua_State *L = w->L;
 	luaL_checkstack(L, 4, NULL);
@@ -871,10 +861,10 @@ static void check_record_keys(struct walker *w, int t, const char *const *known)
 		} else {
 			char *names = join_names(known);
 			if (lua_isinteger(L, -2) && lua_tointeger(L, -2) > 0)
-				werr_index(w, (size_t)lua_tointeger(L, -2),
+				conf_werr_index(w, (size_t)lua_tointeger(L, -2),
 				           "unexpected list item (this table takes named keys: %s)", names);
 			else
-				werr(w, "unexpected %s key (this table takes named keys: %s)", luaL_typename(L, -2),
+				conf_werr(w, "unexpected %s key (this table takes named keys: %s)", luaL_typename(L, -2),
 				     names);
 			free(names);
 		}
@@ -886,14 +876,14 @@ static void check_record_keys(struct walker *w, int t, const char *const *known)
 		for (const char *const *k = known; *k; k++)
 			suggest_consider(&s, unknown[i], *k);
 		char *hint = suggestion_text(&s);
-		werr_key(w, unknown[i], "unknown key%s", hint);
+		conf_werr_key(w, unknown[i], "unknown key%s", hint);
 		free(hint);
 	}
 	lua_pop(L, 1);
 }
 
 /* Checks that the table t is a list {[1]=..., [n]=...}; example shows the expected shape. */
-static bool list_length(struct walker *w, int t, const char *example, size_t *n)
+bool conf_list_length(struct conf_walker *w, int t, const char *example, size_t *n)
 {
 	lua_State *L = w->L;
 	size_t total = count_entries(L, t);
@@ -907,11 +897,11 @@ static bool list_length(struct walker *w, int t, const char *example, size_t *n)
 		} else if (!reported) {
 			reported = true;
 			if (lua_type(L, -2) == LUA_TSTRING) {
-				char *q = quoted(lua_tostring(L, -2));
-				werr(w, "expected a list like %s, got a table with key %s", example, q);
+				char *q = conf_quoted(lua_tostring(L, -2));
+				conf_werr(w, "expected a list like %s, got a table with key %s", example, q);
 				free(q);
 			} else {
-				werr(w, "expected a list like %s, without holes or other keys", example);
+				conf_werr(w, "expected a list like %s, without holes or other keys", example);
 			}
 		}
 		lua_pop(L, 1);
@@ -922,7 +912,7 @@ static bool list_length(struct walker *w, int t, const char *example, size_t *n)
 
 /* Pushes a userdata holding the string keys of the map t, sorted; reports
  * other keys. example shows the expected shape. */
-static const char **map_keys(struct walker *w, int t, const char *example, size_t *n)
+const char **conf_map_keys(struct conf_walker *w, int t, const char *example, size_t *n)
 {
 	lua_State *L = w->L;
 	luaL_checkstack(L, 4, NULL);
@@ -937,12 +927,12 @@ static const char **map_keys(struct walker *w, int t, const char *example, size_
 			if (strlen(key) == len)
 				keys[count++] = key;
 			else
-				werr(w, "a name contains a NUL byte");
+				conf_werr(w, "a name contains a NUL byte");
 		} else if (lua_isinteger(L, -2) && lua_tointeger(L, -2) > 0) {
-			werr_index(w, (size_t)lua_tointeger(L, -2), "unexpected list item (write named entries: %s)",
+			conf_werr_index(w, (size_t)lua_tointeger(L, -2), "unexpected list item (write named entries: %s)",
 			           example);
 		} else {
-			werr(w, "unexpected %s key (write named entries: %s)", luaL_typename(L, -2), example);
+			conf_werr(w, "unexpected %s key (write named entries: %s)", luaL_typename(L, -2), example);
 		}
 		lua_pop(L, 1);
 	}
@@ -953,13 +943,8 @@ static const char **map_keys(struct walker *w, int t, const char *example, size_
 
 /* ---- fields ---- */
 
-/* A field being checked: its value is on the stack top and its path pushed. */
-struct field {
-	int top;
-	size_t mark;
-};
 
-static bool field_open(struct walker *w, int t, const char *key, struct field *f)
+bool conf_field_open(struct conf_walker *w, int t, const char *key, struct conf_field *f)
 {
 	lua_State *L = w->L;
 	luaL_checkstack(L, 4, NULL);
@@ -970,76 +955,75 @@ static bool field_open(struct walker *w, int t, const char *key, struct field *f
 		lua_settop(L, f->top);
 		return false;
 	}
-	path_push_key(w, key);
+	conf_path_push_key(w, key);
 	return true;
 }
 
-static void item_open(struct walker *w, int list, size_t index, struct field *f)
+void conf_item_open(struct conf_walker *w, int list, size_t index, struct conf_field *f)
 {
 	luaL_checkstack(w->L, 4, NULL);
 	f->top = lua_gettop(w->L);
 	f->mark = w->path_len;
 	lua_rawgeti(w->L, list, (lua_Integer)index);
-	path_push_index(w, index);
+	conf_path_push_index(w, index);
 }
 
-/* Like field_open for an entry of a map whose keys came from map_keys. */
-static void entry_open(struct walker *w, int map, const char *key, struct field *f)
+/* Like conf_field_open for an entry of a map whose keys came from conf_map_keys. */
+void conf_entry_open(struct conf_walker *w, int map, const char *key, struct conf_field *f)
 {
 	luaL_checkstack(w->L, 4, NULL);
 	f->top = lua_gettop(w->L);
 	f->mark = w->path_len;
 	lua_pushstring(w->L, key);
 	lua_rawget(w->L, map);
-	path_push_key(w, key);
+	conf_path_push_key(w, key);
 }
 
-static void field_close(struct walker *w, const struct field *f)
+void conf_field_close(struct conf_walker *w, const struct conf_field *f)
 {
 	lua_settop(w->L, f->top);
-	path_pop(w, f->mark);
+	conf_path_pop(w, f->mark);
 }
 
-enum field_status { FIELD_ABSENT, FIELD_SET, FIELD_INVALID };
 
 /* A string without NUL bytes, owned by Lua (valid while the value is on the stack). */
-static const char *value_string(struct walker *w, int v)
+const char *conf_value_string(struct conf_walker *w, int v)
 {
 	if (lua_type(w->L, v) != LUA_TSTRING) {
-		type_error(w, v, "a string");
+		conf_type_error(w, v, "a string");
 		return NULL;
 	}
 	size_t len;
 	const char *s = lua_tolstring(w->L, v, &len);
 	if (strlen(s) != len) {
-		werr(w, "must not contain a NUL byte");
+		conf_werr(w, "must not contain a NUL byte");
 		return NULL;
 	}
 	return s;
 }
 
-static bool value_integer(struct walker *w, int v, long long lo, long long hi, long long *out)
+bool conf_value_integer(struct conf_walker *w, int v, long long lo, long long hi, long long *out)
 {
 	lua_State *L = w->L;
 	if (lua_type(L, v) != LUA_TNUMBER) {
-		type_error(w, v, "an integer");
+		conf_type_error(w, v, "an integer");
 		return false;
 	}
 	int is_int = 0;
 	lua_Integer i = lua_tointegerx(L, v, &is_int);
 	if (!is_int) {
-		werr(w, "expected an integer, got %.14g", (double)lua_tonumber(L, v));
+		conf_werr(w, "expected an integer, got %.14g", (double)lua_tonumber(L, v));
 		return false;
 	}
 	if (i < lo || i > hi) {
-		werr(w, "%lld is out of range (%lld to %lld)", (long long)i, lo, hi);
+		conf_werr(w, "%lld is out of range (%lld to %lld)", (long long)i, lo, hi);
 		return false;
 	}
 	*out = (long long)i;
 	return true;
 }
 
-static bool value_duration(struct walker *w, int v, bool allow_zero, conf_msec *out)
+bool conf_value_duration(struct conf_walker *w, int v, bool allow_zero, conf_msec *out)
 {
 	lua_State *L = w->L;
 	if (lua_type(L, v) == LUA_TNUMBER) {
@@ -1049,27 +1033,27 @@ static bool value_duration(struct walker *w, int v, bool allow_zero, conf_msec *
 		else
 			snprintf(num, sizeof num, "%.14g", (double)lua_tonumber(L, v));
 		if (lua_tonumber(L, v) >= 0)
-			werr(w, "expected a duration string with a unit, got the number %s (write \"%ss\")", num, num);
+			conf_werr(w, "expected a duration string with a unit, got the number %s (write \"%ss\")", num, num);
 		else
-			werr(w, "expected a duration string with a unit, got the number %s", num);
+			conf_werr(w, "expected a duration string with a unit, got the number %s", num);
 		return false;
 	}
 	if (lua_type(L, v) != LUA_TSTRING) {
-		type_error(w, v, "a duration string like \"2s\"");
+		conf_type_error(w, v, "a duration string like \"2s\"");
 		return false;
 	}
-	const char *s = value_string(w, v);
+	const char *s = conf_value_string(w, v);
 	if (!s)
 		return false;
 	conf_msec ms;
-	char *q = quoted(s);
+	char *q = conf_quoted(s);
 	bool ok = false;
 	if (!conf_parse_duration(s, &ms))
-		werr(w, "invalid duration %s (write a number and a unit: \"500ms\", \"2s\", \"1.5s\", \"5m\", \"1h\")", q);
+		conf_werr(w, "invalid duration %s (write a number and a unit: \"500ms\", \"2s\", \"1.5s\", \"5m\", \"1h\")", q);
 	else if (ms > duration_max_ms)
-		werr(w, "%s is too long (at most \"24h\")", q);
+		conf_werr(w, "%s is too long (at most \"24h\")", q);
 	else if (ms == 0 && !allow_zero)
-		werr(w, "%s: must be greater than 0", q);
+		conf_werr(w, "%s: must be greater than 0", q);
 	else
 		ok = true;
 	free(q);
@@ -1091,7 +1075,7 @@ static void format_size(char *buf, size_t size, uint64_t bytes)
 	snprintf(buf, size, "%llu", (unsigned long long)bytes);
 }
 
-static bool value_size(struct walker *w, int v, uint64_t lo, uint64_t hi, uint64_t *out)
+bool conf_value_size(struct conf_walker *w, int v, uint64_t lo, uint64_t hi, uint64_t *out)
 {
 	lua_State *L = w->L;
 	uint64_t bytes;
@@ -1100,18 +1084,18 @@ static bool value_size(struct walker *w, int v, uint64_t lo, uint64_t hi, uint64
 		int is_int = 0;
 		lua_Integer i = lua_tointegerx(L, v, &is_int);
 		if (!is_int || i < 0) {
-			werr(w, "expected a size in bytes (a whole number from 0), got %.14g", (double)lua_tonumber(L, v));
+			conf_werr(w, "expected a size in bytes (a whole number from 0), got %.14g", (double)lua_tonumber(L, v));
 			return false;
 		}
 		bytes = (uint64_t)i;
 		snprintf(shown, sizeof shown, "%llu", (unsigned long long)bytes);
 	} else if (lua_type(L, v) == LUA_TSTRING) {
-		const char *s = value_string(w, v);
+		const char *s = conf_value_string(w, v);
 		if (!s)
 			return false;
-		char *q = quoted(s);
+		char *q = conf_quoted(s);
 		if (!conf_parse_size(s, &bytes)) {
-			werr(w, "invalid size %s (write a number of bytes or use a k, m or g suffix: \"16k\", \"10m\", \"1g\")",
+			conf_werr(w, "invalid size %s (write a number of bytes or use a k, m or g suffix: \"16k\", \"10m\", \"1g\")",
 			     q);
 			free(q);
 			return false;
@@ -1119,69 +1103,69 @@ static bool value_size(struct walker *w, int v, uint64_t lo, uint64_t hi, uint64
 		snprintf(shown, sizeof shown, "%s", q);
 		free(q);
 	} else {
-		type_error(w, v, "a size (bytes, or a string like \"16k\")");
+		conf_type_error(w, v, "a size (bytes, or a string like \"16k\")");
 		return false;
 	}
 	if (bytes < lo || bytes > hi) {
 		char lo_s[32], hi_s[32];
 		format_size(lo_s, sizeof lo_s, lo);
 		format_size(hi_s, sizeof hi_s, hi);
-		werr(w, "%s is out of range (%s to %s)", shown, lo_s, hi_s);
+		conf_werr(w, "%s is out of range (%s to %s)", shown, lo_s, hi_s);
 		return false;
 	}
 	*out = bytes;
 	return true;
 }
 
-static enum field_status field_unsigned(struct walker *w, int t, const char *key, unsigned lo, unsigned hi,
+enum conf_field_status conf_field_unsigned(struct conf_walker *w, int t, const char *key, unsigned lo, unsigned hi,
                                         unsigned *out)
 {
-	struct field f;
-	if (!field_open(w, t, key, &f))
-		return FIELD_ABSENT;
+	struct conf_field f;
+	if (!conf_field_open(w, t, key, &f))
+		return CONF_FIELD_ABSENT;
 	long long v;
-	bool ok = value_integer(w, lua_gettop(w->L), lo, hi, &v);
+	bool ok = conf_value_integer(w, lua_gettop(w->L), lo, hi, &v);
 	if (ok)
 		*out = (unsigned)v;
-	field_close(w, &f);
-	return ok ? FIELD_SET : FIELD_INVALID;
+	conf_field_close(w, &f);
+	return ok ? CONF_FIELD_SET : CONF_FIELD_INVALID;
 }
 
-static enum field_status field_duration(struct walker *w, int t, const char *key, bool allow_zero,
+enum conf_field_status conf_field_duration(struct conf_walker *w, int t, const char *key, bool allow_zero,
                                         conf_msec *out)
 {
-	struct field f;
-	if (!field_open(w, t, key, &f))
-		return FIELD_ABSENT;
-	bool ok = value_duration(w, lua_gettop(w->L), allow_zero, out);
-	field_close(w, &f);
-	return ok ? FIELD_SET : FIELD_INVALID;
+	struct conf_field f;
+	if (!conf_field_open(w, t, key, &f))
+		return CONF_FIELD_ABSENT;
+	bool ok = conf_value_duration(w, lua_gettop(w->L), allow_zero, out);
+	conf_field_close(w, &f);
+	return ok ? CONF_FIELD_SET : CONF_FIELD_INVALID;
 }
 
-static enum field_status field_size(struct walker *w, int t, const char *key, uint64_t lo, uint64_t hi,
+enum conf_field_status conf_field_size(struct conf_walker *w, int t, const char *key, uint64_t lo, uint64_t hi,
                                     uint64_t *out)
 {
-	struct field f;
-	if (!field_open(w, t, key, &f))
-		return FIELD_ABSENT;
-	bool ok = value_size(w, lua_gettop(w->L), lo, hi, out);
-	field_close(w, &f);
-	return ok ? FIELD_SET : FIELD_INVALID;
+	struct conf_field f;
+	if (!conf_field_open(w, t, key, &f))
+		return CONF_FIELD_ABSENT;
+	bool ok = conf_value_size(w, lua_gettop(w->L), lo, hi, out);
+	conf_field_close(w, &f);
+	return ok ? CONF_FIELD_SET : CONF_FIELD_INVALID;
 }
 
 /* Opens t[key] as a record with the given keys; false if absent or not a table (reported). */
-static bool field_open_record(struct walker *w, int t, const char *key, const char *const *keys,
-                              const char *example, struct field *f)
+bool conf_field_open_record(struct conf_walker *w, int t, const char *key, const char *const *keys,
+                              const char *example, struct conf_field *f)
 {
-	if (!field_open(w, t, key, f))
+	if (!conf_field_open(w, t, key, f))
 		return false;
 	int v = lua_gettop(w->L);
 	if (lua_type(w->L, v) != LUA_TTABLE) {
-		type_error(w, v, example);
-		field_close(w, f);
+		conf_type_error(w, v, example);
+		conf_field_close(w, f);
 		return false;
 	}
-	check_record_keys(w, v, keys);
+	conf_check_record_keys(w, v, keys);
 	return true;
 }
 
@@ -1189,15 +1173,15 @@ static bool field_open_record(struct walker *w, int t, const char *key, const ch
 
 /* Pool and service names: they key runtime state, metrics and `sluice ctl`
  * commands, and ':' is kept free for implicit services ("pool:web"). */
-static bool check_object_name(struct walker *w, const char *kind, const char *name)
+static bool check_object_name(struct conf_walker *w, const char *kind, const char *name)
 {
 	size_t n = strlen(name);
 	bool ok = n > 0 && n <= NAME_MAX_LEN;
 	for (const char *p = name; ok && *p; p++)
 		ok = is_alpha(*p) || is_digit(*p) || *p == '_' || *p == '-' || *p == '.';
 	if (!ok) {
-		char *q = quoted(name);
-		werr(w, "invalid %s name %s (use 1 to %d letters, digits, \"_\", \"-\" or \".\")", kind, q, NAME_MAX_LEN);
+		char *q = conf_quoted(name);
+		conf_werr(w, "invalid %s name %s (use 1 to %d letters, digits, \"_\", \"-\" or \".\")", kind, q, NAME_MAX_LEN);
 		free(q);
 	}
 	return ok;
@@ -1205,9 +1189,9 @@ static bool check_object_name(struct walker *w, const char *kind, const char *na
 
 /* Listener and route names: free text, but kept printable and free of quotes
  * so they can go into JSON log lines and metric labels unescaped. */
-static const char *value_label(struct walker *w, int v)
+static const char *value_label(struct conf_walker *w, int v)
 {
-	const char *s = value_string(w, v);
+	const char *s = conf_value_string(w, v);
 	if (!s)
 		return NULL;
 	size_t n = strlen(s);
@@ -1215,8 +1199,8 @@ static const char *value_label(struct walker *w, int v)
 	for (const char *p = s; ok && *p; p++)
 		ok = *p >= 0x20 && *p < 0x7f && *p != '"' && *p != '\\';
 	if (!ok) {
-		char *q = quoted(s);
-		werr(w, "invalid name %s (use 1 to %d printable ASCII characters, no quotes or backslashes)", q,
+		char *q = conf_quoted(s);
+		conf_werr(w, "invalid name %s (use 1 to %d printable ASCII characters, no quotes or backslashes)", q,
 		     LABEL_MAX_LEN);
 		free(q);
 		return NULL;
@@ -1225,10 +1209,10 @@ static const char *value_label(struct walker *w, int v)
 }
 
 /* Reads an address string and resolves it; *len stays 0 when invalid. */
-static const char *value_address(struct walker *w, int v, struct sockaddr_storage *ss, socklen_t *len)
+const char *conf_value_address(struct conf_walker *w, int v, struct sockaddr_storage *ss, socklen_t *len)
 {
 	*len = 0;
-	const char *s = value_string(w, v);
+	const char *s = conf_value_string(w, v);
 	if (!s)
 		return NULL;
 	char why[320];
@@ -1238,10 +1222,10 @@ static const char *value_address(struct walker *w, int v, struct sockaddr_storag
 		for (const char *p = s; *p && printable; p++)
 			printable = *p > 0x20 && *p < 0x7f;
 		if (printable && *s) {
-			werr(w, "%s: %s", s, why);
+			conf_werr(w, "%s: %s", s, why);
 		} else {
-			char *q = quoted(s);
-			werr(w, "%s: %s", q, why);
+			char *q = conf_quoted(s);
+			conf_werr(w, "%s: %s", q, why);
 			free(q);
 		}
 	}
@@ -1277,89 +1261,89 @@ static void set_defaults(struct conf *c)
 
 /* ---- listeners ---- */
 
-static void walk_listener(struct walker *w, int t, size_t index, struct conf_listener *l)
+static void walk_listener(struct conf_walker *w, int t, size_t index, struct conf_listener *l)
 {
 	static const char *const keys[] = { "name", "address", NULL };
-	check_record_keys(w, t, keys);
-	struct field f;
-	if (field_open(w, t, "name", &f)) {
+	conf_check_record_keys(w, t, keys);
+	struct conf_field f;
+	if (conf_field_open(w, t, "name", &f)) {
 		const char *name = value_label(w, lua_gettop(w->L));
 		if (name)
-			l->name = xstrdup(name);
-		field_close(w, &f);
+			l->name = conf_xstrdup(name);
+		conf_field_close(w, &f);
 	}
 	if (!l->name)
-		l->name = xasprintf("listener[%zu]", index);
-	if (field_open(w, t, "address", &f)) {
-		const char *address = value_address(w, lua_gettop(w->L), &l->addr, &l->addr_len);
+		l->name = conf_xasprintf("listener[%zu]", index);
+	if (conf_field_open(w, t, "address", &f)) {
+		const char *address = conf_value_address(w, lua_gettop(w->L), &l->addr, &l->addr_len);
 		if (address)
-			l->address = xstrdup(address);
-		field_close(w, &f);
+			l->address = conf_xstrdup(address);
+		conf_field_close(w, &f);
 	} else {
-		werr_key(w, "address", "missing (write address = \"0.0.0.0:8080\")");
+		conf_werr_key(w, "address", "missing (write address = \"0.0.0.0:8080\")");
 	}
 }
 
-static void walk_listeners(struct walker *w, int root)
+static void walk_listeners(struct conf_walker *w, int root)
 {
 	struct conf *c = w->c;
-	struct field f;
-	if (!field_open(w, root, "listeners", &f)) {
-		werr_key(w, "listeners", "missing (at least one is needed: listeners = { { address = \"0.0.0.0:8080\" } })");
+	struct conf_field f;
+	if (!conf_field_open(w, root, "listeners", &f)) {
+		conf_werr_key(w, "listeners", "missing (at least one is needed: listeners = { { address = \"0.0.0.0:8080\" } })");
 		return;
 	}
 	int list = lua_gettop(w->L);
 	size_t n;
 	if (lua_type(w->L, list) != LUA_TTABLE) {
-		type_error(w, list, "a list of listeners");
+		conf_type_error(w, list, "a list of listeners");
 		goto out;
 	}
-	if (!list_length(w, list, "{ { address = \"0.0.0.0:8080\" } }", &n))
+	if (!conf_list_length(w, list, "{ { address = \"0.0.0.0:8080\" } }", &n))
 		goto out;
 	if (n == 0) {
-		werr(w, "empty (at least one listener is needed)");
+		conf_werr(w, "empty (at least one listener is needed)");
 		goto out;
 	}
-	c->listeners = xcalloc(n, sizeof *c->listeners);
+	c->listeners = conf_xcalloc(n, sizeof *c->listeners);
 	c->num_listeners = n;
 	for (size_t i = 1; i <= n; i++) {
-		struct field item;
-		item_open(w, list, i, &item);
+		struct conf_field item;
+		conf_item_open(w, list, i, &item);
 		int v = lua_gettop(w->L);
 		if (lua_type(w->L, v) == LUA_TTABLE)
 			walk_listener(w, v, i, &c->listeners[i - 1]);
 		else
-			type_error(w, v, "a table like { name = \"public\", address = \"0.0.0.0:8080\" }");
+			conf_type_error(w, v, "a table like { name = \"public\", address = \"0.0.0.0:8080\" }");
 		if (!c->listeners[i - 1].name)
-			c->listeners[i - 1].name = xasprintf("listener[%zu]", i);
-		field_close(w, &item);
+			c->listeners[i - 1].name = conf_xasprintf("listener[%zu]", i);
+		conf_field_close(w, &item);
 	}
 	for (size_t i = 1; i < n; i++) {
 		const struct conf_listener *l = &c->listeners[i];
 		for (size_t j = 0; j < i; j++) {
 			const struct conf_listener *o = &c->listeners[j];
 			if (strcmp(l->name, o->name) == 0) {
-				size_t mark = path_push_index(w, i + 1);
-				char *q = quoted(l->name);
-				werr_key(w, "name", "duplicate listener name %s (also listeners[%zu])", q, j + 1);
+				size_t mark = conf_path_push_index(w, i + 1);
+				char *q = conf_quoted(l->name);
+				conf_werr_key(w, "name", "duplicate listener name %s (also listeners[%zu])", q, j + 1);
 				free(q);
-				path_pop(w, mark);
+				conf_path_pop(w, mark);
 				break;
 			}
 		}
 		for (size_t j = 0; j < i; j++) {
 			const struct conf_listener *o = &c->listeners[j];
 			if (sockaddr_equal(&l->addr, l->addr_len, &o->addr, o->addr_len)) {
-				size_t mark = path_push_index(w, i + 1);
-				werr_key(w, "address", "duplicate listener address %s (also listeners[%zu])", l->address,
+				size_t mark = conf_path_push_index(w, i + 1);
+				conf_werr_key(w, "address", "duplicate listener address %s (also listeners[%zu])", l->address,
 				         j + 1);
-				path_pop(w, mark);
+				conf_path_pop(w, mark);
 				break;
 			}
 		}
 	}
 out:
-	field_close(w, &f);
+	conf_field_close(w, &f);
 }
 
 /* ---- pools ---- */
@@ -1370,80 +1354,80 @@ static const char *const balance_names[] = {
 	[CONF_BALANCE_HASH] = "hash",
 };
 
-static void walk_server(struct walker *w, int v, struct conf_server *s)
+static void walk_server(struct conf_walker *w, int v, struct conf_server *s)
 {
 	s->weight = 1;
 	if (lua_type(w->L, v) == LUA_TSTRING) {
-		const char *address = value_address(w, v, &s->addr, &s->addr_len);
+		const char *address = conf_value_address(w, v, &s->addr, &s->addr_len);
 		if (address)
-			s->address = xstrdup(address);
+			s->address = conf_xstrdup(address);
 		return;
 	}
 	if (lua_type(w->L, v) != LUA_TTABLE) {
-		type_error(w, v, "a server address string or a table like { address = \"10.0.0.1:80\", weight = 1 }");
+		conf_type_error(w, v, "a server address string or a table like { address = \"10.0.0.1:80\", weight = 1 }");
 		return;
 	}
 	static const char *const keys[] = { "address", "weight", NULL };
-	check_record_keys(w, v, keys);
-	struct field f;
-	if (field_open(w, v, "address", &f)) {
-		const char *address = value_address(w, lua_gettop(w->L), &s->addr, &s->addr_len);
+	conf_check_record_keys(w, v, keys);
+	struct conf_field f;
+	if (conf_field_open(w, v, "address", &f)) {
+		const char *address = conf_value_address(w, lua_gettop(w->L), &s->addr, &s->addr_len);
 		if (address)
-			s->address = xstrdup(address);
-		field_close(w, &f);
+			s->address = conf_xstrdup(address);
+		conf_field_close(w, &f);
 	} else {
-		werr_key(w, "address", "missing (write address = \"10.0.0.1:80\")");
+		conf_werr_key(w, "address", "missing (write address = \"10.0.0.1:80\")");
 	}
-	field_unsigned(w, v, "weight", 0, 1000, &s->weight);
+	conf_field_unsigned(w, v, "weight", 0, 1000, &s->weight);
 }
 
-static void walk_servers(struct walker *w, int pool_table, struct conf_pool *p)
+static void walk_servers(struct conf_walker *w, int pool_table, struct conf_pool *p)
 {
-	struct field f;
-	if (!field_open(w, pool_table, "servers", &f)) {
-		werr_key(w, "servers", "missing (a pool needs at least one server: servers = { \"10.0.0.1:80\" })");
+	struct conf_field f;
+	if (!conf_field_open(w, pool_table, "servers", &f)) {
+		conf_werr_key(w, "servers", "missing (a pool needs at least one server: servers = { \"10.0.0.1:80\" })");
 		return;
 	}
 	int list = lua_gettop(w->L);
 	size_t n;
 	if (lua_type(w->L, list) != LUA_TTABLE) {
-		type_error(w, list, "a list of servers");
+		conf_type_error(w, list, "a list of servers");
 		goto out;
 	}
-	if (!list_length(w, list, "{ \"10.0.0.1:80\", { address = \"10.0.0.2:80\", weight = 2 } }", &n))
+	if (!conf_list_length(w, list, "{ \"10.0.0.1:80\", { address = \"10.0.0.2:80\", weight = 2 } }", &n))
 		goto out;
 	if (n == 0) {
-		werr(w, "empty (a pool needs at least one server)");
+		conf_werr(w, "empty (a pool needs at least one server)");
 		goto out;
 	}
-	p->servers = xcalloc(n, sizeof *p->servers);
+	p->servers = conf_xcalloc(n, sizeof *p->servers);
 	p->num_servers = n;
 	for (size_t i = 1; i <= n; i++) {
-		struct field item;
-		item_open(w, list, i, &item);
+		struct conf_field item;
+		conf_item_open(w, list, i, &item);
 		walk_server(w, lua_gettop(w->L), &p->servers[i - 1]);
-		field_close(w, &item);
+		conf_field_close(w, &item);
 	}
 	for (size_t i = 1; i < n; i++) {
 		const struct conf_server *s = &p->servers[i];
 		for (size_t j = 0; j < i; j++) {
 			const struct conf_server *o = &p->servers[j];
 			if (sockaddr_equal(&s->addr, s->addr_len, &o->addr, o->addr_len)) {
-				size_t mark = path_push_index(w, i + 1);
-				char *q = quoted(p->name);
-				werr_key(w, "address", "duplicate server %s in pool %s (also servers[%zu])", s->address, q,
+				size_t mark = conf_path_push_index(w, i + 1);
+				char *q = conf_quoted(p->name);
+				conf_werr_key(w, "address", "duplicate server %s in pool %s (also servers[%zu])", s->address, q,
 				         j + 1);
 				free(q);
-				path_pop(w, mark);
+				conf_path_pop(w, mark);
 				break;
 			}
 		}
 	}
 out:
-	field_close(w, &f);
+	conf_field_close(w, &f);
 }
 
-static void walk_hash_key(struct walker *w, const char *s, struct conf_key *key)
+static void walk_hash_key(struct conf_walker *w, const char *s, struct conf_key *key)
 {
 	static const struct {
 		const char *prefix;
@@ -1469,37 +1453,37 @@ static void walk_hash_key(struct walker *w, const char *s, struct conf_key *key)
 			continue;
 		const char *name = s + plen;
 		if (!*name) {
-			werr(w, "missing the %s name (write \"%sNAME\")", named[i].what, named[i].prefix);
+			conf_werr(w, "missing the %s name (write \"%sNAME\")", named[i].what, named[i].prefix);
 			return;
 		}
 		if (!is_token(name)) {
-			char *q = quoted(name);
-			werr(w, "%s is not a valid %s name", q, named[i].what);
+			char *q = conf_quoted(name);
+			conf_werr(w, "%s is not a valid %s name", q, named[i].what);
 			free(q);
 			return;
 		}
 		key->kind = named[i].kind;
-		key->name = xstrdup(name);
+		key->name = conf_xstrdup(name);
 		/* Header names are case-insensitive; cookie names are not (RFC 6265). */
 		if (key->kind == CONF_KEY_HEADER)
 			for (char *c = key->name; *c; c++)
 				*c = ascii_lower(*c);
 		return;
 	}
-	char *q = quoted(s);
-	werr(w, "unknown value %s (expected client_ip, path, host, header:NAME or cookie:NAME)", q);
+	char *q = conf_quoted(s);
+	conf_werr(w, "unknown value %s (expected client_ip, path, host, header:NAME or cookie:NAME)", q);
 	free(q);
 }
 
-static void walk_pool(struct walker *w, int t, struct conf_pool *p)
+static void walk_pool(struct conf_walker *w, int t, struct conf_pool *p)
 {
 	static const char *const keys[] = { "servers", "balance", "hash_key", "keepalive", "timeouts", NULL };
-	check_record_keys(w, t, keys);
+	conf_check_record_keys(w, t, keys);
 	walk_servers(w, t, p);
 
-	struct field f;
-	if (field_open(w, t, "balance", &f)) {
-		const char *s = value_string(w, lua_gettop(w->L));
+	struct conf_field f;
+	if (conf_field_open(w, t, "balance", &f)) {
+		const char *s = conf_value_string(w, lua_gettop(w->L));
 		if (s) {
 			size_t i;
 			for (i = 0; i < sizeof balance_names / sizeof balance_names[0]; i++)
@@ -1508,61 +1492,61 @@ static void walk_pool(struct walker *w, int t, struct conf_pool *p)
 			if (i < sizeof balance_names / sizeof balance_names[0]) {
 				p->balance = (enum conf_balance)i;
 			} else {
-				char *q = quoted(s);
-				werr(w, "unknown value %s (expected round_robin, least_conn or hash)", q);
+				char *q = conf_quoted(s);
+				conf_werr(w, "unknown value %s (expected round_robin, least_conn or hash)", q);
 				free(q);
 			}
 		}
-		field_close(w, &f);
+		conf_field_close(w, &f);
 	}
-	if (field_open(w, t, "hash_key", &f)) {
-		const char *s = value_string(w, lua_gettop(w->L));
+	if (conf_field_open(w, t, "hash_key", &f)) {
+		const char *s = conf_value_string(w, lua_gettop(w->L));
 		if (s) {
 			walk_hash_key(w, s, &p->hash_key);
 			if (p->balance != CONF_BALANCE_HASH)
-				werr(w, "only used with balance = \"hash\"");
+				conf_werr(w, "only used with balance = \"hash\"");
 		}
-		field_close(w, &f);
+		conf_field_close(w, &f);
 	}
 	static const char *const keepalive_keys[] = { "idle", "idle_timeout", NULL };
-	if (field_open_record(w, t, "keepalive", keepalive_keys, "a table like { idle = 32, idle_timeout = \"60s\" }",
+	if (conf_field_open_record(w, t, "keepalive", keepalive_keys, "a table like { idle = 32, idle_timeout = \"60s\" }",
 	                      &f)) {
 		int v = lua_gettop(w->L);
-		field_unsigned(w, v, "idle", 0, 10000, &p->keepalive_idle);
-		field_duration(w, v, "idle_timeout", false, &p->keepalive_idle_timeout);
-		field_close(w, &f);
+		conf_field_unsigned(w, v, "idle", 0, 10000, &p->keepalive_idle);
+		conf_field_duration(w, v, "idle_timeout", false, &p->keepalive_idle_timeout);
+		conf_field_close(w, &f);
 	}
 	static const char *const timeout_keys[] = { "connect", "response", NULL };
-	if (field_open_record(w, t, "timeouts", timeout_keys, "a table like { connect = \"1s\", response = \"30s\" }",
+	if (conf_field_open_record(w, t, "timeouts", timeout_keys, "a table like { connect = \"1s\", response = \"30s\" }",
 	                      &f)) {
 		int v = lua_gettop(w->L);
-		field_duration(w, v, "connect", false, &p->connect_timeout);
-		field_duration(w, v, "response", false, &p->response_timeout);
-		field_close(w, &f);
+		conf_field_duration(w, v, "connect", false, &p->connect_timeout);
+		conf_field_duration(w, v, "response", false, &p->response_timeout);
+		conf_field_close(w, &f);
 	}
 }
 
-static void walk_pools(struct walker *w, int root)
+static void walk_pools(struct conf_walker *w, int root)
 {
 	struct conf *c = w->c;
-	struct field f;
-	if (!field_open(w, root, "pools", &f))
+	struct conf_field f;
+	if (!conf_field_open(w, root, "pools", &f))
 		return;
 	int map = lua_gettop(w->L);
 	if (lua_type(w->L, map) != LUA_TTABLE) {
-		type_error(w, map, "a table of named pools");
-		field_close(w, &f);
+		conf_type_error(w, map, "a table of named pools");
+		conf_field_close(w, &f);
 		return;
 	}
 	size_t n;
-	const char **names = map_keys(w, map, "pools = { web = { servers = { ... } } }", &n);
-	c->pools = xcalloc(n, sizeof *c->pools);
+	const char **names = conf_map_keys(w, map, "pools = { web = { servers = { ... } } }", &n);
+	c->pools = conf_xcalloc(n, sizeof *c->pools);
 	c->num_pools = n;
 	/* Every pool gets its name before any is checked, so a reference to a
 	 * pool with a mistake inside is not reported a second time as unknown. */
 	for (size_t i = 0; i < n; i++) {
 		struct conf_pool *p = &c->pools[i];
-		p->name = xstrdup(names[i]);
+		p->name = conf_xstrdup(names[i]);
 		p->balance = CONF_BALANCE_ROUND_ROBIN;
 		p->hash_key.kind = CONF_KEY_CLIENT_IP;
 		p->hash_key.name = NULL;
@@ -1572,17 +1556,17 @@ static void walk_pools(struct walker *w, int root)
 		p->response_timeout = 30000;
 	}
 	for (size_t i = 0; i < n; i++) {
-		struct field entry;
-		entry_open(w, map, names[i], &entry);
+		struct conf_field entry;
+		conf_entry_open(w, map, names[i], &entry);
 		int v = lua_gettop(w->L);
 		check_object_name(w, "pool", names[i]);
 		if (lua_type(w->L, v) == LUA_TTABLE)
 			walk_pool(w, v, &c->pools[i]);
 		else
-			type_error(w, v, "a table like { servers = { \"10.0.0.1:80\" } }");
-		field_close(w, &entry);
+			conf_type_error(w, v, "a table like { servers = { \"10.0.0.1:80\" } }");
+		conf_field_close(w, &entry);
 	}
-	field_close(w, &f);
+	conf_field_close(w, &f);
 }
 
 int conf_find_pool(const struct conf *c, const char *name)
@@ -1603,58 +1587,58 @@ int conf_find_service(const struct conf *c, const char *name)
 
 /* ---- services ---- */
 
-static struct conf_service *add_service(struct walker *w, const char *name)
+static struct conf_service *add_service(struct conf_walker *w, const char *name)
 {
 	struct conf *c = w->c;
 	if (c->num_services == w->services_cap) {
 		w->services_cap = w->services_cap ? w->services_cap * 2 : 8;
-		c->services = xreallocarray(c->services, w->services_cap, sizeof *c->services);
+		c->services = conf_xreallocarray(c->services, w->services_cap, sizeof *c->services);
 	}
 	struct conf_service *s = &c->services[c->num_services++];
 	memset(s, 0, sizeof *s);
-	s->name = xstrdup(name);
+	s->name = conf_xstrdup(name);
 	return s;
 }
 
-static void unknown_pool_error(struct walker *w, const char *name)
+static void unknown_pool_error(struct conf_walker *w, const char *name)
 {
 	struct suggestion s = { NULL, 0 };
 	for (size_t i = 0; i < w->c->num_pools; i++)
 		suggest_consider(&s, name, w->c->pools[i].name);
 	char *hint = suggestion_text(&s);
-	char *q = quoted(name);
-	werr(w, "unknown pool %s%s", q, hint);
+	char *q = conf_quoted(name);
+	conf_werr(w, "unknown pool %s%s", q, hint);
 	free(q);
 	free(hint);
 }
 
-static void walk_service(struct walker *w, int t, struct conf_service *s)
+static void walk_service(struct conf_walker *w, int t, struct conf_service *s)
 {
 	static const char *const keys[] = { "pools", NULL };
-	check_record_keys(w, t, keys);
-	struct field f;
-	if (!field_open(w, t, "pools", &f)) {
-		werr_key(w, "pools", "missing (write pools = { web = 100 })");
+	conf_check_record_keys(w, t, keys);
+	struct conf_field f;
+	if (!conf_field_open(w, t, "pools", &f)) {
+		conf_werr_key(w, "pools", "missing (write pools = { web = 100 })");
 		return;
 	}
 	int map = lua_gettop(w->L);
 	if (lua_type(w->L, map) != LUA_TTABLE) {
-		type_error(w, map, "a table of pool weights like { web = 90, canary = 10 }");
-		field_close(w, &f);
+		conf_type_error(w, map, "a table of pool weights like { web = 90, canary = 10 }");
+		conf_field_close(w, &f);
 		return;
 	}
 	size_t n;
-	const char **names = map_keys(w, map, "pools = { web = 90, canary = 10 }", &n);
+	const char **names = conf_map_keys(w, map, "pools = { web = 90, canary = 10 }", &n);
 	if (n == 0 && count_entries(w->L, map) == 0)
-		werr(w, "empty (a service needs at least one pool)");
-	s->pools = xcalloc(n, sizeof *s->pools);
+		conf_werr(w, "empty (a service needs at least one pool)");
+	s->pools = conf_xcalloc(n, sizeof *s->pools);
 	bool all_valid = n > 0;
 	uint64_t sum = 0;
 	for (size_t i = 0; i < n; i++) {
-		struct field entry;
-		entry_open(w, map, names[i], &entry);
+		struct conf_field entry;
+		conf_entry_open(w, map, names[i], &entry);
 		long long weight;
-		bool weight_ok = value_integer(w, lua_gettop(w->L), 0, 10000, &weight);
+		bool weight_ok = conf_value_integer(w, lua_gettop(w->L), 0, 10000, &weight);
 		int pool = conf_find_pool(w->c, names[i]);
 		if (pool < 0)
 			unknown_pool_error(w, names[i]);
@@ -1666,53 +1650,53 @@ static void walk_service(struct walker *w, int t, struct conf_service *s)
 		} else {
 			all_valid = false;
 		}
-		field_close(w, &entry);
+		conf_field_close(w, &entry);
 	}
 	if (all_valid && sum == 0)
-		werr(w, "weights add up to 0 (give at least one pool a weight above 0)");
-	field_close(w, &f);
+		conf_werr(w, "weights add up to 0 (give at least one pool a weight above 0)");
+	conf_field_close(w, &f);
 }
 
-static void walk_services(struct walker *w, int root)
+static void walk_services(struct conf_walker *w, int root)
 {
-	struct field f;
-	if (!field_open(w, root, "services", &f))
+	struct conf_field f;
+	if (!conf_field_open(w, root, "services", &f))
 		return;
 	int map = lua_gettop(w->L);
 	if (lua_type(w->L, map) != LUA_TTABLE) {
-		type_error(w, map, "a table of named services");
-		field_close(w, &f);
+		conf_type_error(w, map, "a table of named services");
+		conf_field_close(w, &f);
 		return;
 	}
 	size_t n;
-	const char **names = map_keys(w, map, "services = { web = { pools = { web = 100 } } }", &n);
+	const char **names = conf_map_keys(w, map, "services = { web = { pools = { web = 100 } } }", &n);
 	for (size_t i = 0; i < n; i++) {
 		struct conf_service *s = add_service(w, names[i]);
-		struct field entry;
-		entry_open(w, map, names[i], &entry);
+		struct conf_field entry;
+		conf_entry_open(w, map, names[i], &entry);
 		int v = lua_gettop(w->L);
 		check_object_name(w, "service", names[i]);
 		if (lua_type(w->L, v) == LUA_TTABLE)
 			walk_service(w, v, s);
 		else
-			type_error(w, v, "a table like { pools = { web = 100 } }");
-		field_close(w, &entry);
+			conf_type_error(w, v, "a table like { pools = { web = 100 } }");
+		conf_field_close(w, &entry);
 	}
-	field_close(w, &f);
+	conf_field_close(w, &f);
 }
 
 /* The service behind a route's `pool = "x"`: one per pool, shared by every such route. */
-static size_t implicit_service(struct walker *w, size_t pool)
+static size_t implicit_service(struct conf_walker *w, size_t pool)
 {
 	struct conf *c = w->c;
 	for (size_t i = 0; i < c->num_services; i++)
 		if (c->services[i].implicit && c->services[i].num_pools == 1 && c->services[i].pools[0].pool == pool)
 			return i;
-	char *name = xasprintf("pool:%s", c->pools[pool].name);
+	char *name = conf_xasprintf("pool:%s", c->pools[pool].name);
 	struct conf_service *s = add_service(w, name);
 	free(name);
 	s->implicit = true;
-	s->pools = xcalloc(1, sizeof *s->pools);
+	s->pools = conf_xcalloc(1, sizeof *s->pools);
 	s->pools[0].pool = pool;
 	s->pools[0].weight = 100;
 	s->num_pools = 1;
@@ -1769,218 +1753,218 @@ static const char *path_problem(const char *p)
 	return NULL;
 }
 
-static char *field_path_pattern(struct walker *w, int t, const char *key)
+static char *field_path_pattern(struct conf_walker *w, int t, const char *key)
 {
-	struct field f;
-	if (!field_open(w, t, key, &f))
+	struct conf_field f;
+	if (!conf_field_open(w, t, key, &f))
 		return NULL;
 	char *out = NULL;
-	const char *s = value_string(w, lua_gettop(w->L));
+	const char *s = conf_value_string(w, lua_gettop(w->L));
 	if (s) {
 		const char *problem = path_problem(s);
 		if (problem) {
-			char *q = quoted(s);
-			werr(w, "%s: %s", q, problem);
+			char *q = conf_quoted(s);
+			conf_werr(w, "%s: %s", q, problem);
 			free(q);
 		} else {
-			out = xstrdup(s);
+			out = conf_xstrdup(s);
 		}
 	}
-	field_close(w, &f);
+	conf_field_close(w, &f);
 	return out;
 }
 
-static void walk_methods(struct walker *w, int t, struct conf_route *r)
+static void walk_methods(struct conf_walker *w, int t, struct conf_route *r)
 {
-	struct field f;
-	if (!field_open(w, t, "methods", &f))
+	struct conf_field f;
+	if (!conf_field_open(w, t, "methods", &f))
 		return;
 	int list = lua_gettop(w->L);
 	size_t n;
 	if (lua_type(w->L, list) != LUA_TTABLE) {
-		type_error(w, list, "a list of methods like { \"GET\", \"POST\" }");
+		conf_type_error(w, list, "a list of methods like { \"GET\", \"POST\" }");
 		goto out;
 	}
-	if (!list_length(w, list, "{ \"GET\", \"POST\" }", &n))
+	if (!conf_list_length(w, list, "{ \"GET\", \"POST\" }", &n))
 		goto out;
 	if (n == 0) {
-		werr(w, "empty (leave methods out to match any method)");
+		conf_werr(w, "empty (leave methods out to match any method)");
 		goto out;
 	}
-	r->methods = xcalloc(n, sizeof *r->methods);
+	r->methods = conf_xcalloc(n, sizeof *r->methods);
 	for (size_t i = 1; i <= n; i++) {
-		struct field item;
-		item_open(w, list, i, &item);
-		const char *s = value_string(w, lua_gettop(w->L));
+		struct conf_field item;
+		conf_item_open(w, list, i, &item);
+		const char *s = conf_value_string(w, lua_gettop(w->L));
 		if (s && !is_token(s)) {
-			char *q = quoted(s);
-			werr(w, "%s is not a valid method name", q);
+			char *q = conf_quoted(s);
+			conf_werr(w, "%s is not a valid method name", q);
 			free(q);
 		} else if (s) {
-			char *m = xstrdup(s);
+			char *m = conf_xstrdup(s);
 			for (char *c = m; *c; c++)
 				*c = ascii_upper(*c);
 			bool duplicate = false;
 			for (size_t j = 0; j < r->num_methods && !duplicate; j++)
 				duplicate = strcmp(r->methods[j], m) == 0;
 			if (duplicate) {
-				werr(w, "duplicate method \"%s\"", m);
+				conf_werr(w, "duplicate method \"%s\"", m);
 				free(m);
 			} else {
 				r->methods[r->num_methods++] = m;
 			}
 		}
-		field_close(w, &item);
+		conf_field_close(w, &item);
 	}
 out:
-	field_close(w, &f);
+	conf_field_close(w, &f);
 }
 
-static void walk_header_matches(struct walker *w, int t, struct conf_route *r)
+static void walk_header_matches(struct conf_walker *w, int t, struct conf_route *r)
 {
-	struct field f;
-	if (!field_open(w, t, "headers", &f))
+	struct conf_field f;
+	if (!conf_field_open(w, t, "headers", &f))
 		return;
 	int map = lua_gettop(w->L);
 	if (lua_type(w->L, map) != LUA_TTABLE) {
-		type_error(w, map, "a table like { [\"x-env\"] = \"prod\" }");
-		field_close(w, &f);
+		conf_type_error(w, map, "a table like { [\"x-env\"] = \"prod\" }");
+		conf_field_close(w, &f);
 		return;
 	}
 	size_t n;
-	const char **names = map_keys(w, map, "headers = { [\"x-env\"] = \"prod\" }", &n);
-	r->headers = xcalloc(n, sizeof *r->headers);
+	const char **names = conf_map_keys(w, map, "headers = { [\"x-env\"] = \"prod\" }", &n);
+	r->headers = conf_xcalloc(n, sizeof *r->headers);
 	for (size_t i = 0; i < n; i++) {
-		struct field entry;
-		entry_open(w, map, names[i], &entry);
-		const char *value = value_string(w, lua_gettop(w->L));
+		struct conf_field entry;
+		conf_entry_open(w, map, names[i], &entry);
+		const char *value = conf_value_string(w, lua_gettop(w->L));
 		bool ok = value != NULL;
 		if (!is_token(names[i])) {
-			char *q = quoted(names[i]);
-			werr(w, "%s is not a valid header name", q);
+			char *q = conf_quoted(names[i]);
+			conf_werr(w, "%s is not a valid header name", q);
 			free(q);
 			ok = false;
 		}
 		for (const char *p = value; ok && *p; p++) {
 			if ((*p < 0x20 && *p != '\t') || *p == 0x7f) {
-				werr(w, "the value must not contain control characters (CR, LF, ...)");
+				conf_werr(w, "the value must not contain control characters (CR, LF, ...)");
 				ok = false;
 			}
 		}
 		if (ok) {
-			char *name = xstrdup(names[i]);
+			char *name = conf_xstrdup(names[i]);
 			for (char *c = name; *c; c++)
 				*c = ascii_lower(*c);
 			bool duplicate = false;
 			for (size_t j = 0; j < r->num_headers && !duplicate; j++)
 				duplicate = strcmp(r->headers[j].name, name) == 0;
 			if (duplicate) {
-				werr(w, "duplicate header \"%s\" (header names are case-insensitive)", name);
+				conf_werr(w, "duplicate header \"%s\" (header names are case-insensitive)", name);
 				free(name);
 			} else {
 				r->headers[r->num_headers].name = name;
-				r->headers[r->num_headers].value = xstrdup(value);
+				r->headers[r->num_headers].value = conf_xstrdup(value);
 				r->num_headers++;
 			}
 		}
-		field_close(w, &entry);
+		conf_field_close(w, &entry);
 	}
-	field_close(w, &f);
+	conf_field_close(w, &f);
 }
 
-static void walk_match(struct walker *w, int route_table, struct conf_route *r)
+static void walk_match(struct conf_walker *w, int route_table, struct conf_route *r)
 {
 	static const char *const keys[] = { "host", "path", "path_prefix", "path_regex", "methods", "headers", NULL };
-	struct field f;
-	if (!field_open_record(w, route_table, "match", keys,
+	struct conf_field f;
+	if (!conf_field_open_record(w, route_table, "match", keys,
 	                       "a table like { host = \"example.com\", path_prefix = \"/\" }", &f))
 		return;
 	int t = lua_gettop(w->L);
-	struct field g;
-	if (field_open(w, t, "host", &g)) {
-		const char *s = value_string(w, lua_gettop(w->L));
+	struct conf_field g;
+	if (conf_field_open(w, t, "host", &g)) {
+		const char *s = conf_value_string(w, lua_gettop(w->L));
 		if (s) {
-			char *host = xstrdup(s);
+			char *host = conf_xstrdup(s);
 			const char *problem = host_pattern_problem(host);
 			if (problem) {
-				char *q = quoted(s);
-				werr(w, "%s: %s", q, problem);
+				char *q = conf_quoted(s);
+				conf_werr(w, "%s: %s", q, problem);
 				free(q);
 				free(host);
 			} else {
 				r->host = host;
 			}
 		}
-		field_close(w, &g);
+		conf_field_close(w, &g);
 	}
 	r->path = field_path_pattern(w, t, "path");
 	r->path_prefix = field_path_pattern(w, t, "path_prefix");
-	if (field_open(w, t, "path_regex", &g)) {
-		const char *s = value_string(w, lua_gettop(w->L));
+	if (conf_field_open(w, t, "path_regex", &g)) {
+		const char *s = conf_value_string(w, lua_gettop(w->L));
 		if (s && !*s)
-			werr(w, "must not be empty");
+			conf_werr(w, "must not be empty");
 		else if (s)
-			r->path_regex = xstrdup(s);
-		field_close(w, &g);
+			r->path_regex = conf_xstrdup(s);
+		conf_field_close(w, &g);
 	}
 	walk_methods(w, t, r);
 	walk_header_matches(w, t, r);
-	field_close(w, &f);
+	conf_field_close(w, &f);
 }
 
-static void walk_respond(struct walker *w, int route_table, struct conf_route *r)
+static void walk_respond(struct conf_walker *w, int route_table, struct conf_route *r)
 {
 	static const char *const keys[] = { "status", "body", "content_type", NULL };
-	struct field f;
-	if (!field_open_record(w, route_table, "respond", keys,
+	struct conf_field f;
+	if (!conf_field_open_record(w, route_table, "respond", keys,
 	                       "a table like { status = 200, body = \"ok\\n\" }", &f))
 		return;
 	int t = lua_gettop(w->L);
 	unsigned status = 200;
-	field_unsigned(w, t, "status", 100, 599, &status);
+	conf_field_unsigned(w, t, "status", 100, 599, &status);
 	r->respond_status = (int)status;
-	struct field g;
-	if (field_open(w, t, "body", &g)) {
+	struct conf_field g;
+	if (conf_field_open(w, t, "body", &g)) {
 		int v = lua_gettop(w->L);
 		if (lua_type(w->L, v) == LUA_TSTRING) {
 			size_t len;
 			const char *body = lua_tolstring(w->L, v, &len);
 			/* The body is sent as is: any bytes, NUL included. */
-			r->respond_body = xstrndup(body, len);
+			r->respond_body = conf_xstrndup(body, len);
 			r->respond_body_len = len;
 			if (status < 200 || status == 204 || status == 304)
-				werr(w, "a %u response cannot have a body", status);
+				conf_werr(w, "a %u response cannot have a body", status);
 		} else {
-			type_error(w, v, "a string");
+			conf_type_error(w, v, "a string");
 		}
-		field_close(w, &g);
+		conf_field_close(w, &g);
 	}
-	if (field_open(w, t, "content_type", &g)) {
-		const char *s = value_string(w, lua_gettop(w->L));
+	if (conf_field_open(w, t, "content_type", &g)) {
+		const char *s = conf_value_string(w, lua_gettop(w->L));
 		bool ok = s && *s;
 		if (s && !*s)
-			werr(w, "must not be empty");
+			conf_werr(w, "must not be empty");
 		for (const char *p = s; ok && *p; p++) {
 			if (*p < 0x20 || *p == 0x7f) {
-				werr(w, "must not contain control characters");
+				conf_werr(w, "must not contain control characters");
 				ok = false;
 			}
 		}
 		if (ok)
-			r->respond_content_type = xstrdup(s);
-		field_close(w, &g);
+			r->respond_content_type = conf_xstrdup(s);
+		conf_field_close(w, &g);
 	}
 	if (!r->respond_content_type)
-		r->respond_content_type = xstrdup("text/plain");
-	field_close(w, &f);
+		r->respond_content_type = conf_xstrdup("text/plain");
+	conf_field_close(w, &f);
 }
 
-static void walk_route_service(struct walker *w, int route_table, struct conf_route *r, size_t explicit_services)
+static void walk_route_service(struct conf_walker *w, int route_table, struct conf_route *r, size_t explicit_services)
 {
-	struct field f;
-	if (!field_open(w, route_table, "service", &f))
+	struct conf_field f;
+	if (!conf_field_open(w, route_table, "service", &f))
 		return;
-	const char *name = value_string(w, lua_gettop(w->L));
+	const char *name = conf_value_string(w, lua_gettop(w->L));
 	if (name) {
 		/* Only services from the file: "pool:x" names are internal. */
 		int found = -1;
@@ -1994,21 +1978,21 @@ static void walk_route_service(struct walker *w, int route_table, struct conf_ro
 			for (size_t i = 0; i < explicit_services; i++)
 				suggest_consider(&s, name, w->c->services[i].name);
 			char *hint = suggestion_text(&s);
-			char *q = quoted(name);
-			werr(w, "unknown service %s%s", q, hint);
+			char *q = conf_quoted(name);
+			conf_werr(w, "unknown service %s%s", q, hint);
 			free(q);
 			free(hint);
 		}
 	}
-	field_close(w, &f);
+	conf_field_close(w, &f);
 }
 
-static void walk_route_pool(struct walker *w, int route_table, struct conf_route *r)
+static void walk_route_pool(struct conf_walker *w, int route_table, struct conf_route *r)
 {
-	struct field f;
-	if (!field_open(w, route_table, "pool", &f))
+	struct conf_field f;
+	if (!conf_field_open(w, route_table, "pool", &f))
 		return;
-	const char *name = value_string(w, lua_gettop(w->L));
+	const char *name = conf_value_string(w, lua_gettop(w->L));
 	if (name) {
 		int pool = conf_find_pool(w->c, name);
 		if (pool >= 0)
@@ -2016,23 +2000,23 @@ static void walk_route_pool(struct walker *w, int route_table, struct conf_route
 		else
 			unknown_pool_error(w, name);
 	}
-	field_close(w, &f);
+	conf_field_close(w, &f);
 }
 
-static void walk_route(struct walker *w, int t, size_t index, struct conf_route *r, size_t explicit_services)
+static void walk_route(struct conf_walker *w, int t, size_t index, struct conf_route *r, size_t explicit_services)
 {
 	static const char *const keys[] = { "name", "match", "pool", "service", "respond", NULL };
 	static const char *const actions[] = { "pool", "service", "respond" };
-	check_record_keys(w, t, keys);
-	struct field f;
-	if (field_open(w, t, "name", &f)) {
+	conf_check_record_keys(w, t, keys);
+	struct conf_field f;
+	if (conf_field_open(w, t, "name", &f)) {
 		const char *name = value_label(w, lua_gettop(w->L));
 		if (name)
-			r->name = xstrdup(name);
-		field_close(w, &f);
+			r->name = conf_xstrdup(name);
+		conf_field_close(w, &f);
 	}
 	if (!r->name)
-		r->name = xasprintf("routes[%zu]", index);
+		r->name = conf_xasprintf("routes[%zu]", index);
 	walk_match(w, t, r);
 
 	const char *present[3];
@@ -2044,9 +2028,9 @@ static void walk_route(struct walker *w, int t, size_t index, struct conf_route 
 		lua_pop(w->L, 1);
 	}
 	if (num_present == 0)
-		werr(w, "no action: set one of pool, service or respond");
+		conf_werr(w, "no action: set one of pool, service or respond");
 	else if (num_present > 1)
-		werr(w, "several actions (%s and %s%s%s): set only one of pool, service or respond", present[0],
+		conf_werr(w, "several actions (%s and %s%s%s): set only one of pool, service or respond", present[0],
 		     present[1], num_present > 2 ? " and " : "", num_present > 2 ? present[2] : "");
 	/* Check every action given, even when there are several, so each mistake shows at once. */
 	walk_route_pool(w, t, r);
@@ -2055,74 +2039,74 @@ static void walk_route(struct walker *w, int t, size_t index, struct conf_route 
 	r->action = num_present == 1 && strcmp(present[0], "respond") == 0 ? CONF_ROUTE_RESPOND : CONF_ROUTE_PROXY;
 }
 
-static void walk_routes(struct walker *w, int root)
+static void walk_routes(struct conf_walker *w, int root)
 {
 	struct conf *c = w->c;
-	struct field f;
-	if (!field_open(w, root, "routes", &f))
+	struct conf_field f;
+	if (!conf_field_open(w, root, "routes", &f))
 		return;
 	int list = lua_gettop(w->L);
 	size_t n;
 	if (lua_type(w->L, list) != LUA_TTABLE) {
-		type_error(w, list, "a list of routes");
+		conf_type_error(w, list, "a list of routes");
 		goto out;
 	}
-	if (!list_length(w, list, "{ { match = { path_prefix = \"/\" }, service = \"web\" } }", &n))
+	if (!conf_list_length(w, list, "{ { match = { path_prefix = \"/\" }, service = \"web\" } }", &n))
 		goto out;
-	c->routes = xcalloc(n, sizeof *c->routes);
+	c->routes = conf_xcalloc(n, sizeof *c->routes);
 	c->num_routes = n;
 	size_t explicit_services = c->num_services;
 	for (size_t i = 1; i <= n; i++) {
-		struct field item;
-		item_open(w, list, i, &item);
+		struct conf_field item;
+		conf_item_open(w, list, i, &item);
 		int v = lua_gettop(w->L);
 		struct conf_route *r = &c->routes[i - 1];
 		if (lua_type(w->L, v) == LUA_TTABLE)
 			walk_route(w, v, i, r, explicit_services);
 		else
-			type_error(w, v, "a table like { match = { path_prefix = \"/\" }, service = \"web\" }");
+			conf_type_error(w, v, "a table like { match = { path_prefix = \"/\" }, service = \"web\" }");
 		if (!r->name)
-			r->name = xasprintf("routes[%zu]", i);
-		field_close(w, &item);
+			r->name = conf_xasprintf("routes[%zu]", i);
+		conf_field_close(w, &item);
 	}
 	for (size_t i = 1; i < n; i++) {
 		for (size_t j = 0; j < i; j++) {
 			if (strcmp(c->routes[i].name, c->routes[j].name) == 0) {
-				size_t mark = path_push_index(w, i + 1);
-				char *q = quoted(c->routes[i].name);
-				werr_key(w, "name", "duplicate route name %s (also routes[%zu])", q, j + 1);
+				size_t mark = conf_path_push_index(w, i + 1);
+				char *q = conf_quoted(c->routes[i].name);
+				conf_werr_key(w, "name", "duplicate route name %s (also routes[%zu])", q, j + 1);
 				free(q);
-				path_pop(w, mark);
+				conf_path_pop(w, mark);
 				break;
 			}
 		}
 	}
 out:
-	field_close(w, &f);
+	conf_field_close(w, &f);
 }
 
 /* ---- limits and access log ---- */
 
-static void walk_limits(struct walker *w, int root)
+static void walk_limits(struct conf_walker *w, int root)
 {
 	static const char *const keys[] = {
 		"header_bytes", "request_line_bytes", "max_headers", "body_bytes", "client_header_timeout",
 		"client_body_timeout", "send_timeout", "keepalive_timeout", "max_connections", NULL,
 	};
 	struct conf_limits *l = &w->c->limits;
-	struct field f;
-	if (!field_open_record(w, root, "limits", keys, "a table like { header_bytes = \"16k\" }", &f))
+	struct conf_field f;
+	if (!conf_field_open_record(w, root, "limits", keys, "a table like { header_bytes = \"16k\" }", &f))
 		return;
 	int t = lua_gettop(w->L);
 	uint64_t v;
-	if (field_size(w, t, "header_bytes", 1024, (uint64_t)1 << 20, &v) == FIELD_SET)
+	if (conf_field_size(w, t, "header_bytes", 1024, (uint64_t)1 << 20, &v) == CONF_FIELD_SET)
 		l->header_bytes = (size_t)v;
-	enum field_status line = field_size(w, t, "request_line_bytes", 256, (uint64_t)1 << 20, &v);
-	if (line == FIELD_SET) {
+	enum conf_field_status line = conf_field_size(w, t, "request_line_bytes", 256, (uint64_t)1 << 20, &v);
+	if (line == CONF_FIELD_SET) {
 		if (v > l->header_bytes) {
-			size_t mark = path_push_key(w, "request_line_bytes");
-			werr(w, "%llu is larger than limits.header_bytes (%zu)", (unsigned long long)v, l->header_bytes);
-			path_pop(w, mark);
+			size_t mark = conf_path_push_key(w, "request_line_bytes");
+			conf_werr(w, "%llu is larger than limits.header_bytes (%zu)", (unsigned long long)v, l->header_bytes);
+			conf_path_pop(w, mark);
 		} else {
 			l->request_line_bytes = (size_t)v;
 		}
@@ -2130,47 +2114,47 @@ static void walk_limits(struct walker *w, int root)
 		l->request_line_bytes = l->header_bytes;
 	}
 	unsigned max_headers = (unsigned)l->max_headers;
-	if (field_unsigned(w, t, "max_headers", 1, 10000, &max_headers) == FIELD_SET)
+	if (conf_field_unsigned(w, t, "max_headers", 1, 10000, &max_headers) == CONF_FIELD_SET)
 		l->max_headers = max_headers;
-	field_size(w, t, "body_bytes", 0, UINT64_MAX, &l->body_bytes);
-	field_duration(w, t, "client_header_timeout", false, &l->client_header_timeout);
-	field_duration(w, t, "client_body_timeout", false, &l->client_body_timeout);
-	field_duration(w, t, "send_timeout", false, &l->send_timeout);
-	field_duration(w, t, "keepalive_timeout", true, &l->keepalive_timeout);
-	field_unsigned(w, t, "max_connections", 0, 10000000, &l->max_connections);
-	field_close(w, &f);
+	conf_field_size(w, t, "body_bytes", 0, UINT64_MAX, &l->body_bytes);
+	conf_field_duration(w, t, "client_header_timeout", false, &l->client_header_timeout);
+	conf_field_duration(w, t, "client_body_timeout", false, &l->client_body_timeout);
+	conf_field_duration(w, t, "send_timeout", false, &l->send_timeout);
+	conf_field_duration(w, t, "keepalive_timeout", true, &l->keepalive_timeout);
+	conf_field_unsigned(w, t, "max_connections", 0, 10000000, &l->max_connections);
+	conf_field_close(w, &f);
 }
 
-static void walk_access_log(struct walker *w, int root)
+static void walk_access_log(struct conf_walker *w, int root)
 {
 	static const char *const keys[] = { "path", NULL };
-	struct field f;
-	if (!field_open_record(w, root, "access_log", keys, "a table like { path = \"stdout\" }", &f))
+	struct conf_field f;
+	if (!conf_field_open_record(w, root, "access_log", keys, "a table like { path = \"stdout\" }", &f))
 		return;
 	int t = lua_gettop(w->L);
-	struct field g;
-	if (field_open(w, t, "path", &g)) {
-		const char *s = value_string(w, lua_gettop(w->L));
+	struct conf_field g;
+	if (conf_field_open(w, t, "path", &g)) {
+		const char *s = conf_value_string(w, lua_gettop(w->L));
 		if (s && !*s) {
-			werr(w, "must not be empty (write \"stdout\", \"stderr\", \"off\" or a file path)");
+			conf_werr(w, "must not be empty (write \"stdout\", \"stderr\", \"off\" or a file path)");
 		} else if (s && strcmp(s, "off") != 0) {
 			w->c->access_log.enabled = true;
 			if (strcmp(s, "stdout") == 0 || strcmp(s, "stderr") == 0 || s[0] == '/' ||
 			    strcmp(w->base_dir, ".") == 0)
-				w->c->access_log.path = xstrdup(s);
+				w->c->access_log.path = conf_xstrdup(s);
 			else
-				w->c->access_log.path = xasprintf("%s/%s", w->base_dir, s);
+				w->c->access_log.path = conf_xasprintf("%s/%s", w->base_dir, s);
 		}
-		field_close(w, &g);
+		conf_field_close(w, &g);
 	} else {
-		werr_key(w, "path", "missing (write \"stdout\", \"stderr\", \"off\" or a file path)");
+		conf_werr_key(w, "path", "missing (write \"stdout\", \"stderr\", \"off\" or a file path)");
 	}
-	field_close(w, &f);
+	conf_field_close(w, &f);
 }
 
-static void walk_workers(struct walker *w, int root)
+static void walk_workers(struct conf_walker *w, int root)
 {
-	field_unsigned(w, root, "workers", 1, 1024, &w->c->workers);
+	conf_field_unsigned(w, root, "workers", 1, 1024, &w->c->workers);
 }
 
 static int walk_protected(lua_State *L)
@@ -2178,11 +2162,11 @@ static int walk_protected(lua_State *L)
 	static const char *const keys[] = {
 		"workers", "drain_timeout", "listeners", "pools", "services", "routes", "limits", "access_log", NULL,
 	};
-	struct walker *w = lua_touserdata(L, 1);
+	struct conf_walker *w = lua_touserdata(L, 1);
 	const int root = 2;
-	check_record_keys(w, root, keys);
+	conf_check_record_keys(w, root, keys);
 	walk_workers(w, root);
-	field_duration(w, root, "drain_timeout", true, &w->c->drain_timeout);
+	conf_field_duration(w, root, "drain_timeout", true, &w->c->drain_timeout);
 	walk_listeners(w, root);
 	walk_pools(w, root);
 	walk_services(w, root);
@@ -2209,7 +2193,7 @@ static bool run_config(lua_State *L, const char *name, const char *src, size_t l
 		                name);
 		return false;
 	}
-	char *chunkname = xasprintf("@%s", name);
+	char *chunkname = conf_xasprintf("@%s", name);
 	status = luaL_loadbufferx(L, src, len, chunkname, "t");
 	free(chunkname);
 	if (status != LUA_OK) {
@@ -2240,10 +2224,10 @@ static char *directory_of(const char *path)
 {
 	const char *slash = strrchr(path, '/');
 	if (!slash)
-		return xstrdup(".");
+		return conf_xstrdup(".");
 	if (slash == path)
-		return xstrdup("/");
-	return xstrndup(path, (size_t)(slash - path));
+		return conf_xstrdup("/");
+	return conf_xstrndup(path, (size_t)(slash - path));
 }
 
 static struct conf *load_chunk(const char *name, const char *src, size_t len, struct conf_errors *errs)
@@ -2263,14 +2247,14 @@ static struct conf *load_chunk(const char *name, const char *src, size_t len, st
 		free(base_dir);
 		return NULL;
 	}
-	struct walker w = { .L = L, .errs = errs, .source = name, .base_dir = base_dir };
+	struct conf_walker w = { .L = L, .errs = errs, .source = name, .base_dir = base_dir };
 	if (run_config(L, name, src, len, errs)) {
 		/* No collection, hence no finalizer from the config, while C code
 		 * walks the table and holds pointers to its strings. */
 		lua_gc(L, LUA_GCSTOP);
-		w.c = xcalloc(1, sizeof *w.c);
+		w.c = conf_xcalloc(1, sizeof *w.c);
 		set_defaults(w.c);
-		w.c->source = xstrdup(name);
+		w.c->source = conf_xstrdup(name);
 		int result = lua_gettop(L);
 		lua_pushcfunction(L, walk_protected);
 		lua_pushlightuserdata(L, &w);
@@ -2322,7 +2306,7 @@ struct conf *conf_load(const char *path, struct conf_errors *errs)
 		return NULL;
 	}
 	size_t size = (size_t)st.st_size;
-	char *buf = xmalloc(size + 1);
+	char *buf = conf_xmalloc(size + 1);
 	size_t got = 0;
 	int read_errno = 0;
 	while (got < size) {

@@ -1,0 +1,100 @@
+/* conf_walk.h - the schema walker behind conf_load(), for the files that
+ * check one section of the config each (conf.c for the core keys; later
+ * sections such as TLS, health checks or rate limits live in their own
+ * conf_*.c and are called from conf.c's walk of the parent table).
+ *
+ * Contract: a walker is only alive inside conf_load(). Values are Lua stack
+ * slots; a field "opened" with conf_field_open/conf_item_open/conf_entry_open
+ * has its value on the stack top and its name pushed onto w->path, and must be
+ * closed with conf_field_close. Every problem is reported with conf_werr*
+ * ("FILE: PATH: message") and the walk goes on, so that all errors are
+ * reported at once. Strings from conf_value_string belong to Lua: copy them
+ * with conf_xstrdup before the field is closed. conf_x* allocation helpers
+ * abort on out-of-memory (a config that large is a bug, not a condition). */
+#ifndef SLUICE_CONF_WALK_H
+#define SLUICE_CONF_WALK_H
+
+#include <lua.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "conf.h"
+
+struct conf_walker {
+	lua_State *L;
+	struct conf *c;
+	struct conf_errors *errs;
+	const char *source;
+	const char *base_dir; /* directory of the config file: relative paths resolve against it */
+	char *path;           /* Lua path of the value being checked, e.g. pools.web.servers[1] */
+	size_t path_len;
+	size_t path_cap;
+	size_t services_cap;
+};
+
+/* A field being checked: its value is on the stack top and its path pushed. */
+struct conf_field {
+	int top;
+	size_t mark;
+};
+
+enum conf_field_status { CONF_FIELD_ABSENT, CONF_FIELD_SET, CONF_FIELD_INVALID };
+
+/* Allocation that aborts on failure. */
+void *conf_xmalloc(size_t n);
+void *conf_xcalloc(size_t n, size_t size);
+void *conf_xreallocarray(void *p, size_t n, size_t size);
+char *conf_xstrndup(const char *s, size_t n);
+char *conf_xstrdup(const char *s);
+char *conf_xvasprintf(const char *fmt, va_list ap) __attribute__((format(printf, 1, 0)));
+char *conf_xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* A user-supplied string for a message: quoted, control bytes escaped, long ones cut (caller frees). */
+char *conf_quoted(const char *s);
+
+/* Errors at the current path, at path.key, at path[index]. */
+void conf_werr(struct conf_walker *w, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void conf_werr_key(struct conf_walker *w, const char *key, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+void conf_werr_index(struct conf_walker *w, size_t index, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* "expected EXPECTED, got TYPE" for the value at stack slot v. */
+void conf_type_error(struct conf_walker *w, int v, const char *expected);
+
+size_t conf_path_push_key(struct conf_walker *w, const char *key);
+size_t conf_path_push_index(struct conf_walker *w, size_t index);
+void conf_path_pop(struct conf_walker *w, size_t mark);
+
+/* Reports every key of the record t that is not in known (NULL-terminated), with a did-you-mean. */
+void conf_check_record_keys(struct conf_walker *w, int t, const char *const *known);
+/* Checks that t is a list {[1]=..., [n]=...}; example shows the expected shape. */
+bool conf_list_length(struct conf_walker *w, int t, const char *example, size_t *n);
+/* Pushes a userdata holding the string keys of the map t, sorted; reports other keys. */
+const char **conf_map_keys(struct conf_walker *w, int t, const char *example, size_t *n);
+
+/* Open t[key]: false (nothing pushed) when absent. */
+bool conf_field_open(struct conf_walker *w, int t, const char *key, struct conf_field *f);
+void conf_item_open(struct conf_walker *w, int list, size_t index, struct conf_field *f);
+void conf_entry_open(struct conf_walker *w, int map, const char *key, struct conf_field *f);
+void conf_field_close(struct conf_walker *w, const struct conf_field *f);
+/* Opens t[key] as a record with the given keys; false if absent or not a table (reported). */
+bool conf_field_open_record(struct conf_walker *w, int t, const char *key, const char *const *keys,
+                            const char *example, struct conf_field *f);
+
+/* Typed values at stack slot v; false (reported) when wrong. */
+const char *conf_value_string(struct conf_walker *w, int v);
+bool conf_value_integer(struct conf_walker *w, int v, long long lo, long long hi, long long *out);
+bool conf_value_duration(struct conf_walker *w, int v, bool allow_zero, conf_msec *out);
+bool conf_value_size(struct conf_walker *w, int v, uint64_t lo, uint64_t hi, uint64_t *out);
+/* Reads an address string and resolves it; *len stays 0 when invalid. */
+const char *conf_value_address(struct conf_walker *w, int v, struct sockaddr_storage *ss, socklen_t *len);
+
+/* Typed fields t[key]: absent, set, or invalid (reported). */
+enum conf_field_status conf_field_unsigned(struct conf_walker *w, int t, const char *key, unsigned lo, unsigned hi,
+                                           unsigned *out);
+enum conf_field_status conf_field_duration(struct conf_walker *w, int t, const char *key, bool allow_zero,
+                                           conf_msec *out);
+enum conf_field_status conf_field_size(struct conf_walker *w, int t, const char *key, uint64_t lo, uint64_t hi,
+                                       uint64_t *out);
+
+#endif
