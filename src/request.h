@@ -38,7 +38,7 @@ struct request {
 	const char *host;   /* without port, lower-case; "" if none */
 	const struct http_header *headers;
 	size_t num_headers;
-	char request_id[64];
+	char request_id[72]; /* up to 64 characters (client-supplied or generated) + NUL */
 
 	/* decisions */
 	int route;             /* index into conf.routes, -1 none */
