@@ -34,12 +34,6 @@ static void client_timer_cb(evutil_socket_t fd, short what, void *arg);
 static void client_handle_input(struct client_conn *cc);
 static void client_close_soon(struct client_conn *cc, bool flush_first);
 
-static struct timeval ms_to_tv(conf_msec ms)
-{
-	struct timeval tv = {.tv_sec = (time_t)(ms / 1000), .tv_usec = (suseconds_t)(ms % 1000) * 1000};
-	return tv;
-}
-
 static const struct conf *client_conf(const struct client_conn *cc)
 {
 	return cc->w->snap->conf;
@@ -47,7 +41,7 @@ static const struct conf *client_conf(const struct client_conn *cc)
 
 static void client_arm_timer(struct client_conn *cc, conf_msec ms)
 {
-	struct timeval tv = ms_to_tv(ms);
+	struct timeval tv = worker_timeval(cc->w, ms);
 	if (evtimer_add(cc->timer, &tv) != 0)
 		log_msg(LOG_ERROR, "cannot arm a client timer");
 }
@@ -119,7 +113,7 @@ struct client_conn *client_accept_bev(struct worker *w, size_t listener, struct 
 	bufferevent_setwatermark(cc->bev, EV_READ, 0, read_high);
 	bufferevent_setwatermark(cc->bev, EV_WRITE, PROXY_HIGH_WATER / 2, 0);
 	bufferevent_setcb(cc->bev, client_read_cb, client_write_cb, client_event_cb, cc);
-	struct timeval send_tv = ms_to_tv(c->limits.send_timeout);
+	struct timeval send_tv = worker_timeval(w, c->limits.send_timeout);
 	if (bufferevent_set_timeouts(cc->bev, NULL, &send_tv) != 0 || bufferevent_enable(cc->bev, EV_READ) != 0) {
 		bufferevent_free(cc->bev);
 		event_free(cc->timer);
@@ -271,14 +265,19 @@ static bool request_id_valid(const char *s, size_t n)
 static void client_set_request_id(struct client_req *cr, struct worker *w)
 {
 	struct request *r = &cr->req;
-	int i = http_find_header(cr->h1.headers, cr->h1.num_headers, "x-request-id");
-	if (i >= 0 && request_id_valid(cr->h1.headers[i].value, cr->h1.headers[i].value_len)) {
-		memcpy(r->request_id, cr->h1.headers[i].value, cr->h1.headers[i].value_len);
-		r->request_id[cr->h1.headers[i].value_len] = '\0';
+	int found = http_find_header(cr->h1.headers, cr->h1.num_headers, "x-request-id");
+	if (found >= 0 && request_id_valid(cr->h1.headers[found].value, cr->h1.headers[found].value_len)) {
+		memcpy(r->request_id, cr->h1.headers[found].value, cr->h1.headers[found].value_len);
+		r->request_id[cr->h1.headers[found].value_len] = '\0';
 		return;
 	}
-	snprintf(r->request_id, sizeof(r->request_id), "%016llx%016llx", (unsigned long long)worker_random(w),
-	         (unsigned long long)worker_random(w));
+	static const char hex[] = "0123456789abcdef";
+	uint64_t hi = worker_random(w), lo = worker_random(w);
+	for (int i = 15; i >= 0; i--, hi >>= 4, lo >>= 4) {
+		r->request_id[i] = hex[hi & 15];
+		r->request_id[16 + i] = hex[lo & 15];
+	}
+	r->request_id[32] = '\0';
 }
 
 /* Fill the request fields every request has, even one that failed to parse. */
@@ -424,10 +423,14 @@ void client_respond_error(struct client_req *cr, int status, enum reason reason,
 
 static void client_start_body_timer(struct client_conn *cc, bool reading_body)
 {
+	/* re-adding the events costs more than the check: only change what changes */
+	if (cc->body_timer_on == reading_body)
+		return;
 	const struct conf *c = client_conf(cc);
-	struct timeval send_tv = ms_to_tv(c->limits.send_timeout);
-	struct timeval body_tv = ms_to_tv(c->limits.client_body_timeout);
+	struct timeval send_tv = worker_timeval(cc->w, c->limits.send_timeout);
+	struct timeval body_tv = worker_timeval(cc->w, c->limits.client_body_timeout);
 	bufferevent_set_timeouts(cc->bev, reading_body ? &body_tv : NULL, &send_tv);
+	cc->body_timer_on = reading_body;
 }
 
 static void client_run_access(struct client_req *cr)

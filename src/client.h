@@ -78,6 +78,7 @@ struct client_conn {
 	bool head_timer_armed; /* the header timeout runs from a head's first byte */
 	bool in_input_loop;    /* client_handle_input is on the stack */
 	bool lingering;        /* half-closed, reading and dropping until EOF or timeout */
+	bool body_timer_on;    /* the bufferevent read timeout (client_body_timeout) is set */
 	unsigned requests; /* served on this connection */
 };
 

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/random.h>
 #include <unistd.h>
 
@@ -86,11 +87,8 @@ static void worker_close_listeners(struct worker *w)
 	}
 }
 
-static void worker_shutdown_cb(evutil_socket_t fd, short what, void *arg)
+static void worker_shutdown(struct worker *w)
 {
-	(void)fd;
-	(void)what;
-	struct worker *w = arg;
 	if (w->draining)
 		return;
 	w->draining = true;
@@ -100,21 +98,34 @@ static void worker_shutdown_cb(evutil_socket_t fd, short what, void *arg)
 		event_base_loopexit(w->base, NULL);
 }
 
-static void worker_stop_cb(evutil_socket_t fd, short what, void *arg)
+static void worker_stop(struct worker *w)
 {
-	(void)fd;
-	(void)what;
-	struct worker *w = arg;
 	w->draining = true;
 	worker_close_listeners(w);
 	client_close_all(w);
 	event_base_loopexit(w->base, NULL);
 }
 
+static void worker_command_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)what;
+	struct worker *w = arg;
+	uint64_t count;
+	/* the counter's value is irrelevant: the bits say what was asked */
+	if (read(fd, &count, sizeof(count)) < 0 && errno != EAGAIN)
+		log_msg(LOG_ERROR, "worker command read failed");
+	unsigned cmds = atomic_exchange(&w->commands, 0);
+	if (cmds & WORKER_CMD_STOP)
+		worker_stop(w);
+	else if (cmds & WORKER_CMD_SHUTDOWN)
+		worker_shutdown(w);
+}
+
 int worker_init(struct worker *w, struct server *srv, unsigned id, struct snapshot *s, int *listen_fds,
                 size_t num_listeners, unsigned max_conns)
 {
 	memset(w, 0, sizeof(*w));
+	w->command_fd = -1;
 	w->id = id;
 	w->server = srv;
 	w->max_conns = max_conns ? max_conns : 1;
@@ -125,7 +136,9 @@ int worker_init(struct worker *w, struct server *srv, unsigned id, struct snapsh
 	/* precise time: the loop's cached clock times requests, and the coarse
 	 * clock's 4 ms steps would blur every figure in the access log */
 	struct event_config *cfg = event_config_new();
-	if (cfg && event_config_set_flag(cfg, EVENT_BASE_FLAG_PRECISE_TIMER) == 0)
+	/* no locks: only this thread touches the base (commands come through an eventfd) */
+	if (cfg && event_config_set_flag(cfg, EVENT_BASE_FLAG_PRECISE_TIMER) == 0 &&
+	    event_config_set_flag(cfg, EVENT_BASE_FLAG_NOLOCK) == 0)
 		w->base = event_base_new_with_config(cfg);
 	if (cfg)
 		event_config_free(cfg);
@@ -135,14 +148,19 @@ int worker_init(struct worker *w, struct server *srv, unsigned id, struct snapsh
 	}
 	snapshot_ref(s);
 	w->snap = s;
-	w->shutdown_ev = event_new(w->base, -1, 0, worker_shutdown_cb, w);
-	w->stop_ev = event_new(w->base, -1, 0, worker_stop_cb, w);
+	w->command_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (w->command_fd >= 0)
+		w->command_ev = event_new(w->base, w->command_fd, EV_READ | EV_PERSIST, worker_command_cb, w);
+	if (!w->command_ev || event_add(w->command_ev, NULL) != 0) {
+		log_msg(LOG_ERROR, "cannot create the worker's command channel");
+		return -1;
+	}
 	w->route_scratch = route_scratch_new();
 	w->pools = pool_set_new(w, s->conf);
 	w->module_state = calloc(module_count ? module_count : 1, sizeof(void *));
 	w->listeners = calloc(num_listeners ? num_listeners : 1, sizeof(*w->listeners));
 	w->listener_ctx = calloc(num_listeners ? num_listeners : 1, sizeof(struct worker_listener));
-	if (!w->shutdown_ev || !w->stop_ev || !w->route_scratch || !w->pools || !w->module_state || !w->listeners ||
+	if (!w->route_scratch || !w->pools || !w->module_state || !w->listeners ||
 	    !w->listener_ctx) {
 		log_msg(LOG_ERROR, "out of memory creating a worker");
 		return -1;
@@ -222,24 +240,33 @@ void worker_destroy(struct worker *w)
 		route_scratch_free(w->route_scratch);
 	free(w->listeners);
 	free(w->listener_ctx);
-	if (w->shutdown_ev)
-		event_free(w->shutdown_ev);
-	if (w->stop_ev)
-		event_free(w->stop_ev);
+	if (w->command_ev)
+		event_free(w->command_ev);
+	/* a worker that never reached worker_init is all zeroes: fd 0 is not ours */
+	if (w->base && w->command_fd >= 0)
+		close(w->command_fd);
 	if (w->base)
 		event_base_free(w->base);
 	snapshot_unref(w->snap);
 	memset(w, 0, sizeof(*w));
 }
 
+static void worker_send(struct worker *w, unsigned cmd)
+{
+	atomic_fetch_or(&w->commands, cmd);
+	uint64_t one = 1;
+	if (write(w->command_fd, &one, sizeof(one)) != (ssize_t)sizeof(one))
+		log_msg(LOG_ERROR, "cannot signal a worker");
+}
+
 void worker_request_shutdown(struct worker *w)
 {
-	event_active(w->shutdown_ev, EV_READ, 1);
+	worker_send(w, WORKER_CMD_SHUTDOWN);
 }
 
 void worker_request_stop(struct worker *w)
 {
-	event_active(w->stop_ev, EV_READ, 1);
+	worker_send(w, WORKER_CMD_STOP);
 }
 
 uint64_t worker_wall_us(struct worker *w)
@@ -248,6 +275,24 @@ uint64_t worker_wall_us(struct worker *w)
 	if (event_base_gettimeofday_cached(w->base, &tv) != 0)
 		return 0;
 	return (uint64_t)tv.tv_sec * 1000000u + (uint64_t)tv.tv_usec;
+}
+
+struct timeval worker_timeval(struct worker *w, uint64_t ms)
+{
+	struct timeval tv = {.tv_sec = (time_t)(ms / 1000), .tv_usec = (suseconds_t)(ms % 1000) * 1000};
+	for (size_t i = 0; i < w->num_common_timeouts; i++)
+		if (w->common_timeouts[i].ms == ms)
+			return *w->common_timeouts[i].tv;
+	if (w->num_common_timeouts < sizeof(w->common_timeouts) / sizeof(w->common_timeouts[0])) {
+		const struct timeval *common = event_base_init_common_timeout(w->base, &tv);
+		if (common) {
+			w->common_timeouts[w->num_common_timeouts].ms = ms;
+			w->common_timeouts[w->num_common_timeouts].tv = common;
+			w->num_common_timeouts++;
+			return *common;
+		}
+	}
+	return tv;
 }
 
 uint64_t worker_random(struct worker *w)

@@ -10,6 +10,7 @@
 
 #include <pthread.h>
 #include <stdbool.h>
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include <event2/event.h>
@@ -21,6 +22,9 @@ struct route_scratch;
 struct pool_set;
 struct client_conn;
 struct client_req;
+
+#define WORKER_CMD_SHUTDOWN 1u /* stop accepting, drain */
+#define WORKER_CMD_STOP 2u     /* drain time is over: close everything */
 
 struct worker {
 	unsigned id;
@@ -35,8 +39,12 @@ struct worker {
 	void *listener_ctx; /* per listener: which worker and listener an accept belongs to */
 	size_t num_listeners;
 
-	struct event *shutdown_ev; /* fired by the server: stop accepting, drain */
-	struct event *stop_ev;     /* fired by the server: drain time is over */
+	/* The server's commands arrive through an eventfd (the worker's base has no
+	 * locks, so other threads must not touch its events): the main thread sets
+	 * bits in `commands` and writes the eventfd. */
+	int command_fd;
+	atomic_uint commands; /* WORKER_CMD_* bits */
+	struct event *command_ev;
 
 	struct route_scratch *route_scratch;
 	struct pool_set *pools;
@@ -52,6 +60,14 @@ struct worker {
 	unsigned num_free_reqs;
 
 	uint64_t rng_state;
+
+	/* libevent "common timeouts": a duration used by many events is queued in
+	 * O(1) instead of the timer heap; one per distinct configured duration */
+	struct {
+		uint64_t ms;
+		const struct timeval *tv;
+	} common_timeouts[16];
+	size_t num_common_timeouts;
 };
 
 /* Set up w (event base, listeners on the given fds, per-worker state) for snapshot s.
@@ -62,7 +78,7 @@ int worker_start(struct worker *w);
 void worker_join(struct worker *w);
 void worker_destroy(struct worker *w);
 
-/* Thread-safe: ask the worker to stop accepting and finish in-flight requests. */
+/* Thread-safe (any thread): ask the worker to stop accepting and finish in-flight requests. */
 void worker_request_shutdown(struct worker *w);
 /* Thread-safe: drain time is over, close everything now. */
 void worker_request_stop(struct worker *w);
@@ -70,6 +86,10 @@ void worker_request_stop(struct worker *w);
 /* The loop iteration's cached clocks (libevent caches the time once per
  * iteration). Microseconds. */
 uint64_t worker_wall_us(struct worker *w);
+
+/* The timeval to use for a timeout of ms on this worker's events (a common
+ * timeout when the worker has room for one more, else a plain timeval). */
+struct timeval worker_timeval(struct worker *w, uint64_t ms);
 
 /* A fast per-worker pseudo-random number (not for secrets). */
 uint64_t worker_random(struct worker *w);
