@@ -30,8 +30,10 @@ enum {
 	H1_INCOMPLETE = -2, /* need more bytes (and the limits are not reached yet) */
 };
 
-/* Limits are checked against the bytes seen so far: a head that has already
- * outgrown one is an error even before its end arrives. */
+/* Limits are checked against the bytes seen so far, so a peer cannot make the
+ * caller buffer without end: once max_head bytes have arrived without the end
+ * of the head, or the start line is known to be longer than max_request_line,
+ * the answer is H1_ERROR, not H1_INCOMPLETE. */
 struct h1_limits {
 	size_t max_request_line; /* bytes in the request line, CRLF excluded (414 beyond) or status line (error) */
 	size_t max_head;         /* bytes in the whole head incl. request line and blank line (431 beyond) */
@@ -47,7 +49,9 @@ enum h1_body {
 
 /* Per-header flag: the proxy must not forward this field (hop-by-hop:
  * Connection, Keep-Alive, Proxy-Connection, TE, Transfer-Encoding, Upgrade,
- * Trailer, Content-Length (the proxy re-frames) and any field named in Connection). */
+ * Trailer, HTTP2-Settings, Content-Length (the proxy re-frames) and any field
+ * named in Connection, compared case-insensitively: that can be Host too, so
+ * the proxy should build Host from authority rather than copy it). */
 #define H1_HDR_HOP 0x01
 
 struct h1_request {
