@@ -83,8 +83,7 @@ void worker_request_shutdown(struct worker *w);
 /* Thread-safe: drain time is over, close everything now. */
 void worker_request_stop(struct worker *w);
 
-/* The loop iteration's cached clocks (libevent caches the time once per
- * iteration). Microseconds. */
+/* Wall-clock time in microseconds, read through the vDSO (no system call). */
 uint64_t worker_wall_us(struct worker *w);
 
 /* The timeval to use for a timeout of ms on this worker's events (a common
