@@ -81,6 +81,7 @@ void client_accept(struct worker *w, size_t listener, int fd, const struct socka
 	}
 	struct client_origin o;
 	client_origin_from_sockaddr(&o, sa);
+	o.plain_socket = true;
 	client_accept_bev(w, listener, bev, &o);
 }
 
@@ -120,6 +121,9 @@ struct client_conn *client_accept_bev(struct worker *w, size_t listener, struct 
 		free(cc);
 		return NULL;
 	}
+	/* without a flusher the bufferevent writes as usual: slower, still correct */
+	if (o->plain_socket && io_flusher_init(&cc->flusher, w->base, cc->bev, client_write_cb, cc) != 0)
+		log_msg(LOG_DEBUG, "direct writes unavailable on a client connection");
 	cc->next = w->conns;
 	if (w->conns)
 		w->conns->prev = cc;
@@ -192,6 +196,7 @@ static void client_free(struct client_conn *cc, enum reason reason)
 	if (cc->next)
 		cc->next->prev = cc->prev;
 	event_free(cc->timer);
+	io_flusher_free(&cc->flusher);
 	bufferevent_free(cc->bev);
 	free(cc);
 	worker_conn_closed(w);
@@ -684,6 +689,7 @@ static void client_read_cb(struct bufferevent *bev, void *arg)
 static void client_write_cb(struct bufferevent *bev, void *arg)
 {
 	struct client_conn *cc = arg;
+	io_flusher_drained(&cc->flusher);
 	if (cc->state == CLIENT_CLOSING) {
 		if (evbuffer_get_length(bufferevent_get_output(bev)) > 0 || cc->lingering)
 			return;

@@ -18,6 +18,7 @@
 #include <event2/bufferevent.h>
 
 #include "h1.h"
+#include "io.h"
 #include "module.h"
 #include "proxy.h"
 #include "request.h"
@@ -61,11 +62,13 @@ struct client_origin {
 	const char *protocol; /* NULL: from the request line; "HTTP/2.0" for the streams of an h2 session */
 	char ip[64];
 	uint16_t port;
+	bool plain_socket; /* bev is a plain socket bufferevent: responses may be written directly (io.h) */
 };
 
 struct client_conn {
 	struct worker *w;
 	struct client_origin origin;
+	struct io_flusher flusher; /* direct writes (plain sockets only; ev == NULL otherwise) */
 	struct bufferevent *bev;
 	struct event *timer; /* header, keep-alive and access-suspension deadlines */
 	struct client_conn *prev, *next;
