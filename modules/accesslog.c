@@ -9,6 +9,7 @@
 
 #include "log.h"
 #include "snapshot.h"
+#include "tls.h"
 
 struct accesslog_state {
 	int fd;
@@ -112,6 +113,14 @@ size_t accesslog_format(const struct request *r, char *buf, size_t cap)
 	jstr(&j, "listener", r->listener);
 	jstr(&j, "scheme", r->scheme);
 	jstr(&j, "protocol", r->protocol);
+	struct tls_info ti;
+	if (tls_request_info(r, &ti)) {
+		jstr(&j, "tls_version", ti.version);
+		jstr(&j, "tls_cipher", ti.cipher);
+		jstr(&j, "tls_sni", ti.sni);
+		jstr(&j, "tls_client_subject", ti.client_subject);
+		jstr(&j, "tls_resumed", ti.resumed ? "yes" : "no");
+	}
 	jstr(&j, "method", r->method);
 	jstr(&j, "host", r->host);
 	jstr(&j, "target", r->target);

@@ -13,6 +13,9 @@
 
 #include "conf.h"
 #include "conf_walk.h"
+#include "conf_resilience.h"
+#include "conf_ratelimit.h"
+#include "conf_tls.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -1263,7 +1266,7 @@ static void set_defaults(struct conf *c)
 
 static void walk_listener(struct conf_walker *w, int t, size_t index, struct conf_listener *l)
 {
-	static const char *const keys[] = { "name", "address", NULL };
+	static const char *const keys[] = { "name", "address", "tls", "h2c", "http2", NULL };
 	conf_check_record_keys(w, t, keys);
 	struct conf_field f;
 	if (conf_field_open(w, t, "name", &f)) {
@@ -1282,6 +1285,7 @@ static void walk_listener(struct conf_walker *w, int t, size_t index, struct con
 	} else {
 		conf_werr_key(w, "address", "missing (write address = \"0.0.0.0:8080\")");
 	}
+	conf_tls_walk_listener(w, t, l);
 }
 
 static void walk_listeners(struct conf_walker *w, int root)
@@ -1477,9 +1481,12 @@ static void walk_hash_key(struct conf_walker *w, const char *s, struct conf_key 
 
 static void walk_pool(struct conf_walker *w, int t, struct conf_pool *p)
 {
-	static const char *const keys[] = { "servers", "balance", "hash_key", "keepalive", "timeouts", NULL };
+	static const char *const keys[] = { "servers", "balance", "hash_key", "keepalive", "timeouts",
+	                                    CONF_RESILIENCE_POOL_KEYS, "tls", NULL };
 	conf_check_record_keys(w, t, keys);
 	walk_servers(w, t, p);
+	conf_resilience_walk_pool(w, t, p);
+	conf_tls_walk_pool(w, t, p);
 
 	struct conf_field f;
 	if (conf_field_open(w, t, "balance", &f)) {
@@ -2005,7 +2012,7 @@ static void walk_route_pool(struct conf_walker *w, int route_table, struct conf_
 
 static void walk_route(struct conf_walker *w, int t, size_t index, struct conf_route *r, size_t explicit_services)
 {
-	static const char *const keys[] = { "name", "match", "pool", "service", "respond", NULL };
+	static const char *const keys[] = { "name", "match", "pool", "service", "respond", "rate_limit", NULL };
 	static const char *const actions[] = { "pool", "service", "respond" };
 	conf_check_record_keys(w, t, keys);
 	struct conf_field f;
@@ -2036,6 +2043,7 @@ static void walk_route(struct conf_walker *w, int t, size_t index, struct conf_r
 	walk_route_pool(w, t, r);
 	walk_route_service(w, t, r, explicit_services);
 	walk_respond(w, t, r);
+	conf_rl_walk_route(w, t, r);
 	r->action = num_present == 1 && strcmp(present[0], "respond") == 0 ? CONF_ROUTE_RESPOND : CONF_ROUTE_PROXY;
 }
 
@@ -2160,7 +2168,8 @@ static void walk_workers(struct conf_walker *w, int root)
 static int walk_protected(lua_State *L)
 {
 	static const char *const keys[] = {
-		"workers", "drain_timeout", "listeners", "pools", "services", "routes", "limits", "access_log", NULL,
+		"workers", "drain_timeout", "listeners", "pools", "services", "routes", "limits", "access_log",
+		"rate_limits", "redis", CONF_RESILIENCE_ROOT_KEYS, "user", NULL,
 	};
 	struct conf_walker *w = lua_touserdata(L, 1);
 	const int root = 2;
@@ -2170,9 +2179,13 @@ static int walk_protected(lua_State *L)
 	walk_listeners(w, root);
 	walk_pools(w, root);
 	walk_services(w, root);
+	conf_rl_walk_redis(w, root);
+	conf_rl_walk_limits(w, root);
 	walk_routes(w, root);
 	walk_limits(w, root);
 	walk_access_log(w, root);
+	conf_resilience_walk_root(w, root);
+	conf_tls_walk_user(w, root);
 	return 0;
 }
 
@@ -2342,6 +2355,7 @@ void conf_free(struct conf *c)
 	for (size_t i = 0; i < c->num_listeners; i++) {
 		free(c->listeners[i].name);
 		free(c->listeners[i].address);
+		conf_tls_free_listener(&c->listeners[i]);
 	}
 	free(c->listeners);
 	for (size_t i = 0; i < c->num_pools; i++) {
@@ -2351,6 +2365,8 @@ void conf_free(struct conf *c)
 			free(p->servers[j].address);
 		free(p->servers);
 		free(p->hash_key.name);
+		conf_tls_free_pool(p);
+		conf_resilience_free_pool(p);
 	}
 	free(c->pools);
 	for (size_t i = 0; i < c->num_services; i++) {
@@ -2376,7 +2392,10 @@ void conf_free(struct conf *c)
 		free(r->respond_body);
 		free(r->respond_content_type);
 	}
+	conf_rl_free(c); /* before the routes: it frees their rate_limit lists */
 	free(c->routes);
 	free(c->access_log.path);
+	free(c->user);
+	conf_resilience_free_root(c);
 	free(c);
 }

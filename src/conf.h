@@ -56,6 +56,54 @@ struct conf_server {
 	unsigned weight; /* default 1, 0..1000 (0: takes no new requests) */
 };
 
+enum conf_health_type { CONF_HEALTH_NONE, CONF_HEALTH_HTTP, CONF_HEALTH_TCP };
+
+struct conf_health_check {
+	enum conf_health_type type; /* NONE: no active checks */
+	char *path;                 /* http: default "/healthz" */
+	char *host;                 /* http: Host header; default the server address */
+	int expect_lo, expect_hi;   /* http: status range that passes; default 200-399 */
+	conf_msec interval;         /* default 2s (jittered by up to 10%) */
+	conf_msec timeout;          /* default 1s */
+	unsigned rise, fall;        /* default 2 and 3 */
+};
+
+struct conf_breaker {
+	bool enabled;                  /* the `breaker` key is present */
+	unsigned consecutive_failures; /* default 5; 0: this trigger off */
+	double error_rate;             /* default 0.5; 0: off */
+	conf_msec slow_call;           /* default 0: no slow-call trigger */
+	double slow_rate;              /* default 0.8 */
+	conf_msec window;              /* default 10s */
+	unsigned min_requests;         /* default 20 */
+	conf_msec open_for;            /* default 5s */
+	conf_msec max_open_for;        /* default 60s */
+	unsigned half_open_probes;     /* default 3 */
+};
+
+struct conf_pool_limits {
+	unsigned max_connections; /* upstream connections of the pool, all workers; 0: no limit */
+	unsigned max_pending;     /* requests waiting for a new connection to open; 0: no limit */
+	unsigned max_requests;    /* requests in flight to the pool; 0: no limit */
+	unsigned max_retries;     /* retries in flight in the pool; 0: no limit */
+};
+
+enum conf_retry_on {
+	CONF_RETRY_CONNECT_FAILURE = 1u << 0,
+	CONF_RETRY_RESET = 1u << 1,
+	CONF_RETRY_TIMEOUT = 1u << 2,
+	CONF_RETRY_5XX = 1u << 3, /* any of 500..599 */
+};
+
+struct conf_retry {
+	unsigned attempts;   /* total tries including the first; default 1 (no retry) */
+	unsigned on;         /* enum conf_retry_on bits; default connect-failure */
+	int statuses[16];    /* extra statuses to retry on ("503") */
+	size_t num_statuses;
+	double budget;       /* retries in flight <= budget * active requests; default 0.2 */
+	unsigned min_retries; /* retries in flight always allowed, whatever the budget; default 3 */
+};
+
 struct conf_pool {
 	char *name;
 	struct conf_server *servers;
@@ -66,6 +114,15 @@ struct conf_pool {
 	conf_msec keepalive_idle_timeout; /* default 60s */
 	conf_msec connect_timeout;        /* default 1s */
 	conf_msec response_timeout;       /* request sent -> response head, and between body reads; default 30s */
+	struct conf_upstream_tls *tls;    /* TLS to the servers (conf_tls.h); NULL: plaintext */
+	/* resilience (conf_resilience.h); all zero when the keys are absent: off / unlimited */
+	struct conf_health_check health_check;
+	struct conf_breaker breaker;
+	struct conf_pool_limits pool_limits; /* the pool's `limits` key */
+	struct conf_retry retry;
+	int failure_statuses[16]; /* statuses that count as breaker failures; default 502, 503, 504 */
+	size_t num_failure_statuses;
+	bool failure_statuses_set;
 };
 
 struct conf_service_pool {
@@ -105,6 +162,50 @@ struct conf_route {
 	char *respond_body;      /* may be NULL (empty) */
 	size_t respond_body_len;
 	char *respond_content_type; /* default "text/plain" */
+	size_t *rate_limits;     /* indexes into conf.rate_limits, in order */
+	size_t num_rate_limits;
+};
+
+/* Rate limits (src/conf_ratelimit.h, docs/rate-limiting.md). */
+enum conf_rl_key_kind {
+	CONF_RL_KEY_CLIENT_IP,
+	CONF_RL_KEY_HEADER,
+	CONF_RL_KEY_COOKIE,
+	CONF_RL_KEY_PATH,
+	CONF_RL_KEY_ROUTE,
+	CONF_RL_KEY_HOST,
+};
+
+struct conf_rl_key {
+	enum conf_rl_key_kind kind;
+	char *name; /* header name (lower-cased) or cookie name, else NULL */
+};
+
+struct conf_rate_limit {
+	char *name;
+	struct conf_rl_key *keys; /* the bucket key is these parts joined; any part absent: limit skipped */
+	size_t num_keys;
+	uint64_t rate;     /* tokens per `per` */
+	conf_msec per;
+	uint64_t burst;    /* bucket size */
+	bool shared;       /* bucket in Redis, shared by every instance */
+	bool headers;      /* RateLimit-* headers on allowed responses too */
+	unsigned batch;    /* most tokens leased from Redis at once (shared); default 100 */
+	unsigned max_keys; /* keys kept locally before evicting; default 65536 */
+};
+
+enum conf_redis_on_failure { CONF_REDIS_FAIL_LOCAL, CONF_REDIS_FAIL_ALLOW, CONF_REDIS_FAIL_DENY };
+
+struct conf_redis {
+	bool enabled;      /* the `redis` section is present */
+	char *address;     /* as written */
+	char *host;        /* resolved numeric address for hiredis */
+	int port;
+	char *password;    /* from password_file; NULL: no AUTH. Never logged. */
+	unsigned db;
+	conf_msec timeout;         /* most a request waits on Redis; default 20ms */
+	conf_msec connect_timeout; /* default 500ms */
+	enum conf_redis_on_failure on_failure; /* default local */
 };
 
 struct conf_listener {
@@ -112,6 +213,10 @@ struct conf_listener {
 	char *address;
 	struct sockaddr_storage addr;
 	socklen_t addr_len;
+	/* TLS and HTTP/2 (conf_tls.h) */
+	struct conf_tls *tls;       /* NULL: plaintext */
+	bool h2c;                   /* plaintext: HTTP/2 with prior knowledge too */
+	struct conf_http2 *http2;   /* always set: limits for h2 and h2c sessions */
 };
 
 struct conf_limits {
@@ -131,6 +236,11 @@ struct conf_access_log {
 	char *path;    /* "stdout", "stderr" or a file path (appended) */
 };
 
+struct conf_admin {
+	char *socket; /* Unix socket path; NULL: no admin socket */
+	unsigned mode; /* permission bits; default 0600 */
+};
+
 struct conf {
 	char *source;         /* the file it was loaded from */
 	unsigned workers;     /* default: number of CPUs */
@@ -145,6 +255,12 @@ struct conf {
 	size_t num_routes;
 	struct conf_limits limits;
 	struct conf_access_log access_log;
+	struct conf_admin admin;
+	char *state_file; /* deployer changes, re-applied at start; NULL: not kept */
+	char *user;       /* drop privileges to this user after binding (conf_tls.h); NULL: stay */
+	struct conf_rate_limit *rate_limits;
+	size_t num_rate_limits;
+	struct conf_redis redis;
 };
 
 /* Load and validate. Returns NULL and fills errs (>= 1 message) on failure. */

@@ -1,4 +1,4 @@
-/* main.c - the command line: run, check, version. */
+/* main.c - the command line: run, check, ctl, version. */
 #include <stdio.h>
 #include <string.h>
 
@@ -10,6 +10,7 @@
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
 
+#include "ctl.h"
 #include "log.h"
 #include "server.h"
 
@@ -17,10 +18,12 @@ static void usage(FILE *out)
 {
 	fprintf(out, "usage: sluice run -c FILE [--log-level debug|info|warn|error]\n"
 	             "       sluice check -c FILE\n"
+	             "       sluice ctl [-s SOCKET] [--json] COMMAND...\n"
 	             "       sluice version\n"
 	             "\n"
 	             "  run      start the gateway with the config FILE (a Lua file returning a table)\n"
 	             "  check    validate FILE: exit 0 with a summary, or 1 with every error\n"
+	             "  ctl      talk to a running sluice's admin socket (sluice ctl help)\n"
 	             "  version  print the version and the libraries sluice was built with\n");
 }
 
@@ -63,6 +66,8 @@ int main(int argc, char **argv)
 		usage(stdout);
 		return 0;
 	}
+	if (strcmp(cmd, "ctl") == 0)
+		return ctl_main(argc - 1, argv + 1);
 	if (strcmp(cmd, "run") != 0 && strcmp(cmd, "check") != 0) {
 		fprintf(stderr, "sluice: unknown command \"%s\"\n", cmd);
 		usage(stderr);

@@ -9,7 +9,38 @@
 
 #include "balance.h"
 #include "log.h"
+#include "conf_tls.h"
+#include "tls.h"
+#include "runtime.h"
+#include "server.h"
 #include "worker.h"
+
+/* How often idle connections to servers out of rotation (drained, disabled,
+ * down) are looked for and closed. */
+#define POOL_SWEEP_MS 200
+
+static void pool_sweep_cb(evutil_socket_t fd, short what, void *arg);
+
+/* Binds each service entry to its runtime split, by name. */
+static bool pool_bind_splits(struct pool_set *ps, struct runtime *rt, const struct conf *c)
+{
+	ps->num_services = c->num_services;
+	ps->splits = calloc(c->num_services ? c->num_services : 1, sizeof(*ps->splits));
+	if (!ps->splits)
+		return false;
+	for (size_t i = 0; i < c->num_services; i++) {
+		const struct conf_service *sv = &c->services[i];
+		ps->splits[i] = calloc(sv->num_pools ? sv->num_pools : 1, sizeof(**ps->splits));
+		if (!ps->splits[i])
+			return false;
+		for (size_t j = 0; j < sv->num_pools; j++) {
+			ps->splits[i][j] = runtime_find_split(rt, sv->name, c->pools[sv->pools[j].pool].name);
+			if (!ps->splits[i][j])
+				return false;
+		}
+	}
+	return true;
+}
 
 struct pool_set *pool_set_new(struct worker *w, const struct conf *c)
 {
@@ -22,6 +53,19 @@ struct pool_set *pool_set_new(struct worker *w, const struct conf *c)
 		free(ps);
 		return NULL;
 	}
+	/* runtime_sync() ran on the main thread before the workers were built */
+	struct runtime *rt = server_runtime(w->server);
+	if (!rt || !pool_bind_splits(ps, rt, c)) {
+		log_msg(LOG_ERROR, "pools: runtime state is missing entries for this config");
+		pool_set_free(ps);
+		return NULL;
+	}
+	ps->sweep_ev = event_new(w->base, -1, EV_PERSIST, pool_sweep_cb, ps);
+	struct timeval sweep_tv = {.tv_sec = 0, .tv_usec = POOL_SWEEP_MS * 1000};
+	if (!ps->sweep_ev || event_add(ps->sweep_ev, &sweep_tv) != 0) {
+		pool_set_free(ps);
+		return NULL;
+	}
 	for (size_t i = 0; i < c->num_pools; i++) {
 		struct pool_state *p = &ps->pools[i];
 		size_t n = c->pools[i].num_servers;
@@ -32,13 +76,20 @@ struct pool_set *pool_set_new(struct worker *w, const struct conf *c)
 		p->weights = calloc(n, sizeof(*p->weights));
 		p->active = calloc(n, sizeof(*p->active));
 		p->eligible = calloc(n, sizeof(*p->eligible));
-		if (!p->servers || !p->swrr_current || !p->weights || !p->active || !p->eligible) {
+		p->rs = calloc(n ? n : 1, sizeof(*p->rs));
+		p->rt = runtime_find_pool(rt, c->pools[i].name);
+		if (!p->servers || !p->swrr_current || !p->weights || !p->active || !p->eligible || !p->rs || !p->rt) {
 			pool_set_free(ps);
 			return NULL;
 		}
 		for (size_t s = 0; s < n; s++) {
 			p->weights[s] = c->pools[i].servers[s].weight;
 			p->eligible[s] = p->weights[s] > 0;
+			p->rs[s] = runtime_find_server(p->rt, c->pools[i].servers[s].address);
+			if (!p->rs[s]) {
+				pool_set_free(ps);
+				return NULL;
+			}
 		}
 		/* start each worker's round robin at a different place so that N workers
 		 * do not all send their first request to the same server */
@@ -63,12 +114,67 @@ void pool_set_free(struct pool_set *ps)
 		free(p->weights);
 		free(p->active);
 		free(p->eligible);
+		free(p->rs);
 	}
+	if (ps->splits)
+		for (size_t i = 0; i < ps->num_services; i++)
+			free(ps->splits[i]);
+	free(ps->splits);
+	if (ps->sweep_ev)
+		event_free(ps->sweep_ev);
 	free(ps->pools);
 	free(ps);
 }
 
-int pool_pick_server(struct pool_state *p, const struct balance_ring *ring, bool has_key, uint64_t key_hash)
+/* A server whose idle connections must not be kept: drained, disabled, down. */
+static bool pool_server_retired(const struct runtime_server *rs)
+{
+	return atomic_load_explicit(&rs->drained, memory_order_relaxed) ||
+	       atomic_load_explicit(&rs->disabled, memory_order_relaxed) ||
+	       atomic_load_explicit(&rs->health, memory_order_relaxed) != RUNTIME_HEALTH_UP;
+}
+
+static void pool_sweep_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	struct pool_set *ps = arg;
+	for (size_t i = 0; i < ps->num_pools; i++) {
+		struct pool_state *p = &ps->pools[i];
+		for (size_t s = 0; s < p->conf->num_servers; s++)
+			if (p->servers[s].idle && pool_server_retired(p->rs[s]))
+				while (p->servers[s].idle)
+					upstream_conn_free(p->servers[s].idle);
+	}
+}
+
+/* Balancing state from the runtime table: effective weights and which
+ * servers may take new requests. Returns how many are eligible; *breakers
+ * counts those left out only because their breaker is open, and *soonest
+ * is the earliest time one of those may reopen. */
+static size_t pool_refresh(struct pool_state *p, uint64_t now, uint64_t avoid, size_t *breakers, uint64_t *soonest)
+{
+	size_t n = p->conf->num_servers, count = 0;
+	*breakers = 0;
+	*soonest = UINT64_MAX;
+	for (size_t s = 0; s < n; s++) {
+		struct runtime_server *rs = p->rs[s];
+		p->weights[s] = atomic_load_explicit(&rs->weight, memory_order_relaxed);
+		p->eligible[s] = (s >= 64 || !(avoid & ((uint64_t)1 << s))) && runtime_server_usable(rs, now);
+		if (p->eligible[s]) {
+			count++;
+		} else if (p->weights[s] > 0 && !pool_server_retired(rs) &&
+		           atomic_load_explicit(&rs->breaker_state, memory_order_relaxed) == BREAKER_OPEN) {
+			uint64_t until = atomic_load_explicit(&rs->open_until_us, memory_order_relaxed);
+			(*breakers)++;
+			if (until < *soonest)
+				*soonest = until;
+		}
+	}
+	return count;
+}
+
+static int pool_pick_one(struct pool_state *p, const struct balance_ring *ring, bool has_key, uint64_t key_hash)
 {
 	size_t n = p->conf->num_servers;
 	switch (p->conf->balance) {
@@ -82,6 +188,52 @@ int pool_pick_server(struct pool_state *p, const struct balance_ring *ring, bool
 	case CONF_BALANCE_ROUND_ROBIN:
 	default:
 		return balance_swrr_next(p->swrr_current, p->weights, p->eligible, n);
+	}
+}
+
+void pool_pick_server(struct pool_state *p, const struct balance_ring *ring, bool has_key, uint64_t key_hash,
+                      uint64_t avoid, struct pool_pick *out)
+{
+	uint64_t now = worker_wall_us(p->worker);
+	size_t breakers;
+	uint64_t soonest;
+	memset(out, 0, sizeof(*out));
+	out->server = -1;
+	size_t left = pool_refresh(p, now, avoid, &breakers, &soonest);
+	/* a half-open breaker may refuse once its probes are out: try the others */
+	while (left > 0) {
+		int s = pool_pick_one(p, ring, has_key, key_hash);
+		if (s < 0)
+			break;
+		bool half_opened = false;
+		enum breaker_admit a = p->conf->breaker.enabled
+		                           ? runtime_breaker_admit(p->rs[s], &p->conf->breaker, now, &out->epoch, &half_opened)
+		                           : BREAKER_ADMIT;
+		if (half_opened) {
+			struct log_line l;
+			log_begin(&l, LOG_INFO, "circuit breaker state changed");
+			log_str(&l, "pool", p->conf->name);
+			log_str(&l, "server", p->rs[s]->address);
+			log_str(&l, "state", "half_open");
+			log_end(&l);
+		}
+		if (a != BREAKER_DENY) {
+			out->server = s;
+			out->probe = a == BREAKER_ADMIT_PROBE;
+			return;
+		}
+		p->eligible[s] = false;
+		left--;
+		breakers++;
+		uint64_t until = atomic_load_explicit(&p->rs[s]->open_until_us, memory_order_relaxed);
+		if (until < soonest)
+			soonest = until;
+	}
+	out->breaker_open = breakers > 0 && left == 0;
+	out->retry_after = 1;
+	if (out->breaker_open && soonest != UINT64_MAX && soonest > now) {
+		uint64_t secs = (soonest - now + 999999) / 1000000;
+		out->retry_after = secs > 3600 ? 3600 : (unsigned)secs;
 	}
 }
 
@@ -107,6 +259,8 @@ void upstream_conn_free(struct upstream_conn *uc)
 		return;
 	idle_unlink(uc);
 	uc->pool->servers[uc->server].open--;
+	atomic_fetch_sub_explicit(&uc->pool->rt->connections, 1, memory_order_relaxed);
+	atomic_fetch_sub_explicit(&uc->pool->rs[uc->server]->connections, 1, memory_order_relaxed);
 	if (uc->bev)
 		bufferevent_free(uc->bev); /* BEV_OPT_CLOSE_ON_FREE closes the socket */
 	free(uc);
@@ -130,12 +284,16 @@ struct upstream_conn *pool_new_conn(struct pool_state *p, size_t server)
 		return NULL;
 	uc->pool = p;
 	uc->server = server;
-	uc->bev = bufferevent_socket_new(p->worker->base, -1, BEV_OPT_CLOSE_ON_FREE);
+	/* TLS to the upstream: the handshake runs inside the connect (tls.h) */
+	uc->bev = p->conf->tls ? tls_client_bev(p->conf->tls->client, p->worker->base)
+	                       : bufferevent_socket_new(p->worker->base, -1, BEV_OPT_CLOSE_ON_FREE);
 	if (!uc->bev) {
 		free(uc);
 		return NULL;
 	}
 	p->servers[server].open++;
+	atomic_fetch_add_explicit(&p->rt->connections, 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&p->rs[server]->connections, 1, memory_order_relaxed);
 	return uc;
 }
 
@@ -159,7 +317,7 @@ void pool_release(struct upstream_conn *uc)
 	struct pool_state *p = uc->pool;
 	struct pool_server_state *ss = &p->servers[uc->server];
 	uc->owner = NULL;
-	if (p->worker->draining || ss->num_idle >= p->conf->keepalive_idle ||
+	if (p->worker->draining || ss->num_idle >= p->conf->keepalive_idle || pool_server_retired(p->rs[uc->server]) ||
 	    evbuffer_get_length(bufferevent_get_input(uc->bev)) > 0 ||
 	    evbuffer_get_length(bufferevent_get_output(uc->bev)) > 0) {
 		upstream_conn_free(uc);

@@ -20,6 +20,9 @@
 struct worker;
 struct pool_state;
 struct balance_ring;
+struct runtime_pool;
+struct runtime_server;
+struct runtime_split;
 
 struct upstream_conn {
 	struct bufferevent *bev;
@@ -46,11 +49,26 @@ struct pool_state {
 	unsigned *active; /* requests in flight per server, on this worker */
 	bool *eligible;
 	size_t lc_cursor;
+	/* shared runtime state (runtime.h), bound by name when the set is built */
+	struct runtime_pool *rt;
+	struct runtime_server **rs; /* per server, conf order */
 };
 
 struct pool_set {
 	struct pool_state *pools;
 	size_t num_pools;
+	struct runtime_split ***splits; /* per service, per entry of its pools[] */
+	size_t num_services;
+	struct event *sweep_ev; /* closes idle connections to servers taken out of rotation */
+};
+
+/* What pool_pick_server chose, or why nothing. */
+struct pool_pick {
+	int server;            /* -1: none */
+	bool probe;            /* admitted as a half-open breaker probe */
+	uint64_t epoch;        /* the breaker epoch to report the outcome with */
+	bool breaker_open;     /* none: every otherwise usable server has its breaker open */
+	unsigned retry_after;  /* none: seconds until one may be back (at least 1) */
 };
 
 struct pool_set *pool_set_new(struct worker *w, const struct conf *c);
@@ -58,8 +76,12 @@ struct pool_set *pool_set_new(struct worker *w, const struct conf *c);
 void pool_set_free(struct pool_set *ps);
 
 /* Choose a server: round robin / least connections, or the hash ring when
- * the pool hashes and a key was found (has_key). -1 when none is eligible. */
-int pool_pick_server(struct pool_state *p, const struct balance_ring *ring, bool has_key, uint64_t key_hash);
+ * the pool hashes and a key was found (has_key), among the servers the
+ * runtime state allows (weight, drain, disabled, health, breaker) and not in
+ * avoid (bit i: server i, for retries). Takes a breaker probe slot when the
+ * chosen server is half-open. out->server is -1 when none can be used. */
+void pool_pick_server(struct pool_state *p, const struct balance_ring *ring, bool has_key, uint64_t key_hash,
+                      uint64_t avoid, struct pool_pick *out);
 
 /* An idle connection to the server, or NULL. The caller owns it until it
  * hands it back with pool_release() or frees it with upstream_conn_free(). */

@@ -15,8 +15,10 @@
 
 #include "balance.h"
 #include "client.h"
+#include "conf_resilience.h"
 #include "log.h"
 #include "pool.h"
+#include "runtime.h"
 #include "snapshot.h"
 #include "worker.h"
 
@@ -102,23 +104,96 @@ static bool proxy_hash_key(const struct client_req *cr, const struct conf_key *k
 	return len > 0 || key->kind == CONF_KEY_PATH;
 }
 
-static int proxy_pick_pool(struct client_req *cr, const struct conf_service *svc)
+/* The service's split between pools, with the weights deployers set at run
+ * time (runtime.h); a weight of 0 takes a pool out. */
+static int proxy_pick_pool(struct client_req *cr, const struct conf_service *svc, struct runtime_split *const *splits)
 {
-	if (svc->num_pools == 1)
-		return (int)svc->pools[0].pool;
+	unsigned weights[64];
+	size_t n = svc->num_pools < 64 ? svc->num_pools : 64;
 	uint64_t total = 0;
-	for (size_t i = 0; i < svc->num_pools; i++)
-		total += svc->pools[i].weight;
+	for (size_t i = 0; i < n; i++) {
+		weights[i] = atomic_load_explicit(&splits[i]->weight, memory_order_relaxed);
+		total += weights[i];
+	}
 	if (total == 0)
 		return -1;
+	if (n == 1)
+		return (int)svc->pools[0].pool;
 	uint64_t x = worker_random(cr->conn->w) % total;
-	for (size_t i = 0; i < svc->num_pools; i++) {
-		if (x < svc->pools[i].weight)
+	for (size_t i = 0; i < n; i++) {
+		if (x < weights[i])
 			return (int)svc->pools[i].pool;
-		x -= svc->pools[i].weight;
+		x -= weights[i];
 	}
 	return -1;
 }
+
+/* Tell the breaker how the current attempt went (once per attempt). */
+static void proxy_report(struct client_req *cr, enum breaker_outcome o)
+{
+	struct proxy_txn *txn = &cr->txn;
+	if (!txn->outcome_pending || !txn->pool || txn->server < 0)
+		return;
+	txn->outcome_pending = false;
+	struct pool_state *p = txn->pool;
+	struct runtime_server *rs = p->rs[txn->server];
+	uint64_t now = worker_wall_us(cr->conn->w);
+	enum breaker_state st;
+	if (runtime_breaker_record(rs, &p->conf->breaker, now, txn->breaker_epoch, txn->probe, o,
+	                           now - txn->attempt_start_us, &st)) {
+		struct breaker b;
+		struct breaker_stats stats;
+		runtime_breaker_read(rs, &p->conf->breaker, now, &b, &stats);
+		struct log_line l;
+		log_begin(&l, st == BREAKER_CLOSED ? LOG_INFO : LOG_WARN, "circuit breaker state changed");
+		log_str(&l, "pool", p->conf->name);
+		log_str(&l, "server", rs->address);
+		log_str(&l, "state", breaker_state_name(st));
+		if (st == BREAKER_OPEN) {
+			log_str(&l, "trigger", breaker_trigger_name(b.last_trigger));
+			log_int(&l, "open_ms", (long long)(b.open_for_us / 1000));
+		}
+		log_end(&l);
+	}
+}
+
+/* Take server s of the transaction's pool for the next attempt. */
+static void proxy_use_server(struct client_req *cr, const struct pool_pick *pick)
+{
+	struct proxy_txn *txn = &cr->txn;
+	struct pool_state *p = txn->pool;
+	txn->server = pick->server;
+	txn->probe = pick->probe;
+	txn->breaker_epoch = pick->epoch;
+	txn->tries++;
+	if (pick->server < 64)
+		txn->avoid |= (uint64_t)1 << pick->server;
+	p->active[pick->server]++;
+	atomic_fetch_add_explicit(&p->rs[pick->server]->active_requests, 1, memory_order_relaxed);
+	snprintf(cr->req.upstream, sizeof(cr->req.upstream), "%s", p->conf->servers[pick->server].address);
+}
+
+/* Give back what the current server holds for this request. */
+static void proxy_leave_server(struct client_req *cr, enum breaker_outcome o)
+{
+	struct proxy_txn *txn = &cr->txn;
+	struct pool_state *p = txn->pool;
+	if (!p || txn->server < 0)
+		return;
+	proxy_report(cr, o);
+	p->active[txn->server]--;
+	atomic_fetch_sub_explicit(&p->rs[txn->server]->active_requests, 1, memory_order_relaxed);
+	txn->server = -1;
+}
+
+static void proxy_refuse(struct client_req *cr, enum reason reason, unsigned retry_after)
+{
+	char hdr[40];
+	snprintf(hdr, sizeof(hdr), "retry-after: %u\r\n", retry_after ? retry_after : 1);
+	client_respond_error(cr, 503, reason, hdr);
+}
+
+static void proxy_end_txn(struct client_req *cr, bool reusable);
 
 void proxy_start(struct client_req *cr)
 {
@@ -130,24 +205,34 @@ void proxy_start(struct client_req *cr)
 	memset(txn, 0, offsetof(struct proxy_txn, resp));
 	txn->server = -1;
 
-	int pool_index = proxy_pick_pool(cr, &c->services[r->service]);
+	int pool_index = proxy_pick_pool(cr, &c->services[r->service], w->pools->splits[r->service]);
 	if (pool_index < 0) {
-		client_respond_error(cr, 503, REASON_NO_HEALTHY_UPSTREAM, "retry-after: 1\r\n");
+		proxy_refuse(cr, REASON_NO_HEALTHY_UPSTREAM, 1);
 		return;
 	}
 	r->pool = pool_index;
 	struct pool_state *p = &w->pools->pools[pool_index];
-	uint64_t hash = 0;
-	bool has_key = p->conf->balance == CONF_BALANCE_HASH && proxy_hash_key(cr, &p->conf->hash_key, &hash);
-	int server = pool_pick_server(p, s->rings[pool_index], has_key, hash);
-	if (server < 0) {
-		client_respond_error(cr, 503, REASON_NO_HEALTHY_UPSTREAM, "retry-after: 1\r\n");
+	txn->pool = p;
+	txn->counted = true;
+	unsigned active = atomic_fetch_add_explicit(&p->rt->active_requests, 1, memory_order_relaxed);
+	if (p->conf->pool_limits.max_requests && active >= p->conf->pool_limits.max_requests) {
+		atomic_fetch_add_explicit(&p->rt->overflow, 1, memory_order_relaxed);
+		proxy_end_txn(cr, false);
+		proxy_refuse(cr, REASON_POOL_OVERFLOW, 1);
 		return;
 	}
-	txn->pool = p;
-	txn->server = server;
-	p->active[server]++;
-	snprintf(r->upstream, sizeof(r->upstream), "%s", p->conf->servers[server].address);
+	uint64_t hash = 0;
+	bool has_key = p->conf->balance == CONF_BALANCE_HASH && proxy_hash_key(cr, &p->conf->hash_key, &hash);
+	struct pool_pick pick;
+	pool_pick_server(p, s->rings[pool_index], has_key, hash, 0, &pick);
+	if (pick.server < 0) {
+		atomic_fetch_add_explicit(pick.breaker_open ? &p->rt->breaker_open : &p->rt->no_server, 1,
+		                          memory_order_relaxed);
+		proxy_end_txn(cr, false);
+		proxy_refuse(cr, pick.breaker_open ? REASON_BREAKER_OPEN : REASON_NO_HEALTHY_UPSTREAM, pick.retry_after);
+		return;
+	}
+	proxy_use_server(cr, &pick);
 	proxy_attempt(cr, true);
 }
 
@@ -281,12 +366,103 @@ static void proxy_release_upstream(struct client_req *cr, bool reusable)
 static void proxy_end_txn(struct client_req *cr, bool reusable)
 {
 	struct proxy_txn *txn = &cr->txn;
+	struct pool_state *p = txn->pool;
 	proxy_release_upstream(cr, reusable);
-	if (txn->pool && txn->server >= 0) {
-		txn->pool->active[txn->server]--;
-		txn->server = -1;
+	/* an attempt that ends without an outcome (client gone, bad request
+	 * body) says nothing about the server; a probe gives its slot back */
+	proxy_leave_server(cr, BREAKER_CANCELLED);
+	if (p) {
+		if (txn->pending)
+			atomic_fetch_sub_explicit(&p->rt->pending, 1, memory_order_relaxed);
+		if (txn->retrying)
+			atomic_fetch_sub_explicit(&p->rt->retries_inflight, 1, memory_order_relaxed);
+		if (txn->counted)
+			atomic_fetch_sub_explicit(&p->rt->active_requests, 1, memory_order_relaxed);
 	}
+	txn->pending = txn->retrying = txn->counted = false;
 	txn->pool = NULL;
+}
+
+static bool proxy_method_idempotent(const struct client_req *cr)
+{
+	static const char *const methods[] = { "GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE" };
+	for (size_t i = 0; i < sizeof methods / sizeof methods[0]; i++)
+		if (strlen(methods[i]) == cr->h1.method_len && memcmp(methods[i], cr->h1.method, cr->h1.method_len) == 0)
+			return true;
+	return false;
+}
+
+static unsigned proxy_retry_condition(enum reason reason)
+{
+	switch (reason) {
+	case REASON_UPSTREAM_CONNECT_FAILED:
+		return CONF_RETRY_CONNECT_FAILURE;
+	case REASON_UPSTREAM_RESET:
+		return CONF_RETRY_RESET;
+	case REASON_UPSTREAM_TIMEOUT:
+		return CONF_RETRY_TIMEOUT;
+	default:
+		return 0;
+	}
+}
+
+enum proxy_retry { PROXY_RETRY_NO, PROXY_RETRY_STARTED, PROXY_RETRY_DENIED };
+
+/* After a failed attempt (its outcome already reported): send the request to
+ * another server if the pool's retry policy, the request and the retry
+ * budget allow. nothing_sent: the failure happened before any byte of the
+ * request could have reached the upstream (connect failure). */
+static enum proxy_retry proxy_try_retry(struct client_req *cr, bool condition_met, bool nothing_sent)
+{
+	struct proxy_txn *txn = &cr->txn;
+	struct pool_state *p = txn->pool;
+	const struct conf_pool *pc = p->conf;
+	/* the body streams through: once a byte of it left, it cannot be sent again */
+	bool body_replayable = cr->body == H1_BODY_NONE || (cr->body == H1_BODY_LENGTH && txn->req_body_sent == 0);
+	if (!condition_met || txn->tries >= pc->retry.attempts || cr->response_started || !body_replayable ||
+	    (!nothing_sent && !proxy_method_idempotent(cr)))
+		return PROXY_RETRY_NO;
+	struct pool_pick pick;
+	pool_pick_server(p, cr->req.snap->rings[cr->req.pool], false, 0, txn->avoid, &pick);
+	if (pick.server < 0)
+		return PROXY_RETRY_NO;
+	if (!txn->retrying) {
+		unsigned inflight = atomic_load_explicit(&p->rt->retries_inflight, memory_order_relaxed);
+		unsigned active = atomic_load_explicit(&p->rt->active_requests, memory_order_relaxed);
+		double allowed = pc->retry.budget * (double)active;
+		if (allowed < (double)pc->retry.min_retries)
+			allowed = (double)pc->retry.min_retries;
+		if ((double)(inflight + 1) > allowed ||
+		    (pc->pool_limits.max_retries && inflight >= pc->pool_limits.max_retries)) {
+			if (pick.probe) {
+				enum breaker_state st;
+				runtime_breaker_record(p->rs[pick.server], &pc->breaker, worker_wall_us(cr->conn->w), pick.epoch,
+				                       true, BREAKER_CANCELLED, 0, &st);
+			}
+			atomic_fetch_add_explicit(&p->rt->retry_denied, 1, memory_order_relaxed);
+			return PROXY_RETRY_DENIED;
+		}
+		atomic_fetch_add_explicit(&p->rt->retries_inflight, 1, memory_order_relaxed);
+		txn->retrying = true;
+	}
+	atomic_fetch_add_explicit(&p->rt->retries, 1, memory_order_relaxed);
+	proxy_release_upstream(cr, false);
+	proxy_leave_server(cr, BREAKER_CANCELLED);
+	if (txn->pending) {
+		txn->pending = false;
+		atomic_fetch_sub_explicit(&p->rt->pending, 1, memory_order_relaxed);
+	}
+	proxy_use_server(cr, &pick);
+	txn->failed_over = false;
+	if (log_enabled(LOG_DEBUG)) {
+		struct log_line l;
+		log_begin(&l, LOG_DEBUG, "retrying on another server");
+		log_str(&l, "upstream", cr->req.upstream);
+		log_int(&l, "try", txn->tries);
+		log_end(&l);
+	}
+	proxy_attempt(cr, true);
+	return PROXY_RETRY_STARTED;
 }
 
 void proxy_abort(struct client_req *cr)
@@ -306,6 +482,18 @@ static void proxy_fail(struct client_req *cr, enum reason reason, int status)
 		txn->failed_over = true;
 		proxy_attempt(cr, false);
 		return;
+	}
+	if (txn->outcome_pending) {
+		proxy_report(cr, BREAKER_FAILURE);
+		enum proxy_retry rr = proxy_try_retry(cr, (txn->pool->conf->retry.on & proxy_retry_condition(reason)) != 0,
+		                                      reason == REASON_UPSTREAM_CONNECT_FAILED);
+		if (rr == PROXY_RETRY_STARTED)
+			return;
+		if (rr == PROXY_RETRY_DENIED) {
+			proxy_end_txn(cr, false);
+			proxy_refuse(cr, REASON_RETRY_BUDGET_EXHAUSTED, 1);
+			return;
+		}
 	}
 	proxy_end_txn(cr, false);
 	if (log_enabled(LOG_DEBUG)) {
@@ -331,6 +519,8 @@ static void proxy_attempt(struct client_req *cr, bool allow_reuse)
 	const struct conf_server *srv = &pc->servers[txn->server];
 	struct worker *w = cr->conn->w;
 	r->attempts++;
+	txn->outcome_pending = true;
+	txn->attempt_start_us = worker_wall_us(w);
 	txn->resp_bytes_seen = 0;
 	txn->resp_head_done = false;
 	txn->resp_done = false;
@@ -341,6 +531,22 @@ static void proxy_attempt(struct client_req *cr, bool allow_reuse)
 	struct upstream_conn *uc = allow_reuse ? pool_take_idle(p, (size_t)txn->server) : NULL;
 	txn->reused = uc != NULL;
 	if (!uc) {
+		/* the pool's limits are checked only where a new connection is needed:
+		 * a request served from the idle list costs nothing new */
+		const struct conf_pool_limits *lim = &pc->pool_limits;
+		if ((lim->max_connections &&
+		     atomic_load_explicit(&p->rt->connections, memory_order_relaxed) >= lim->max_connections) ||
+		    (lim->max_pending && !txn->pending &&
+		     atomic_load_explicit(&p->rt->pending, memory_order_relaxed) >= lim->max_pending)) {
+			atomic_fetch_add_explicit(&p->rt->overflow, 1, memory_order_relaxed);
+			proxy_end_txn(cr, false);
+			proxy_refuse(cr, REASON_POOL_OVERFLOW, 1);
+			return;
+		}
+		if (!txn->pending) {
+			txn->pending = true;
+			atomic_fetch_add_explicit(&p->rt->pending, 1, memory_order_relaxed);
+		}
 		uc = pool_new_conn(p, (size_t)txn->server);
 		if (!uc) {
 			proxy_fail(cr, REASON_UPSTREAM_CONNECT_FAILED, 502);
@@ -411,6 +617,10 @@ static void proxy_pump_request(struct client_req *cr)
 		proxy_request_sent(cr);
 		return;
 	}
+	/* the body stays in the client input until the connection is up, so a
+	 * failed connect leaves it there for a retry on another server */
+	if (txn->connecting)
+		return;
 	struct evbuffer *in = bufferevent_get_input(client_bev(cr));
 	struct evbuffer *out = bufferevent_get_output(txn->uc->bev);
 	const struct conf_limits *lim = &cr->req.snap->conf->limits;
@@ -622,6 +832,14 @@ static bool proxy_read_head(struct client_req *cr, struct evbuffer *in)
 			evbuffer_drain(in, (size_t)rc);
 			continue;
 		}
+		const struct conf_pool *pc = txn->pool->conf;
+		bool failure = conf_pool_failure_status(pc, txn->resp.status);
+		proxy_report(cr, failure ? BREAKER_FAILURE : BREAKER_SUCCESS);
+		/* a retryable status is answered from another server if one may take
+		 * it; when none can (or the budget says no), this response goes out */
+		if (conf_retry_on_status(&pc->retry, txn->resp.status) &&
+		    proxy_try_retry(cr, true, false) == PROXY_RETRY_STARTED)
+			return false;
 		proxy_write_response_head(cr);
 		evbuffer_drain(in, (size_t)rc);
 		return true;
@@ -798,9 +1016,14 @@ static void up_event_cb(struct bufferevent *bev, short what, void *arg)
 	struct proxy_txn *txn = &cr->txn;
 	if (what & BEV_EVENT_CONNECTED) {
 		txn->connecting = false;
+		if (txn->pending) {
+			txn->pending = false;
+			atomic_fetch_sub_explicit(&txn->pool->rt->pending, 1, memory_order_relaxed);
+		}
 		cr->req.upstream_connect_us = worker_wall_us(cr->conn->w) - txn->connect_start_us;
 		struct timeval response_tv = ms_to_tv(txn->pool->conf->response_timeout);
 		bufferevent_set_timeouts(bev, txn->req_done ? &response_tv : NULL, &response_tv);
+		proxy_pump_request(cr);
 		return;
 	}
 	if (what & BEV_EVENT_TIMEOUT) {

@@ -31,6 +31,17 @@ struct proxy_txn {
 	bool reused;           /* current attempt runs on a pooled connection */
 	bool failed_over;      /* already retried once on a fresh connection */
 
+	/* resilience (runtime.h): what this request holds in the shared counters */
+	uint64_t avoid;          /* servers already tried (bit i: server i) */
+	unsigned tries;          /* servers tried */
+	uint64_t breaker_epoch;  /* of the current server's breaker when admitted */
+	bool probe;              /* admitted as a half-open probe */
+	bool outcome_pending;    /* the current attempt's outcome is not yet reported */
+	bool counted;            /* in the pool's active requests */
+	bool retrying;           /* in the pool's retries in flight */
+	bool pending;            /* in the pool's pending connects */
+	uint64_t attempt_start_us;
+
 	/* request side */
 	uint64_t req_body_sent; /* body bytes moved to the upstream (decoded) */
 	bool req_done;          /* the whole request (head, body, trailers) is in the upstream output */

@@ -15,8 +15,13 @@
 #include <event2/thread.h>
 
 #include "conf.h"
+#include "admin.h"
+#include "health.h"
 #include "log.h"
+#include "runtime.h"
+#include "statefile.h"
 #include "snapshot.h"
+#include "tls.h"
 #include "worker.h"
 
 /* Descriptors kept aside for listeners, logs, the admin socket and health checks. */
@@ -31,7 +36,15 @@ struct server {
 	struct event *sigterm_ev, *sigint_ev, *drain_ev, *exited_ev;
 	atomic_uint workers_exited;
 	int stopping;
+	struct runtime *runtime;
+	struct health *health;
+	struct admin *admin;
 };
+
+struct runtime *server_runtime(struct server *srv)
+{
+	return srv->runtime;
+}
 
 static void print_errors(const struct conf_errors *errs, const char *path)
 {
@@ -180,9 +193,12 @@ static void server_cleanup(struct server *srv, int **fds)
 		event_free(srv->drain_ev);
 	if (srv->exited_ev)
 		event_free(srv->exited_ev);
+	admin_stop(srv->admin);
+	health_stop(srv->health);
 	if (srv->base)
 		event_base_free(srv->base);
 	snapshot_unref(srv->snap);
+	runtime_free(srv->runtime);
 }
 
 int server_run(const char *config_path)
@@ -209,6 +225,17 @@ int server_run(const char *config_path)
 	}
 	/* a peer closing mid-write must be an error return, not a dead process */
 	signal(SIGPIPE, SIG_IGN);
+
+	/* runtime state first: the workers' pools bind to its entries by name */
+	srv.runtime = runtime_new();
+	if (!srv.runtime || runtime_sync(srv.runtime, c) != 0) {
+		log_msg(LOG_ERROR, "out of memory building the runtime state");
+		server_cleanup(&srv, NULL);
+		return 1;
+	}
+	/* deployers' changes survive restarts: applied before any request is served */
+	if (c->state_file)
+		statefile_apply(c->state_file, srv.runtime);
 
 	unsigned max_conns = server_max_connections(c);
 	srv.num_workers = c->workers;
@@ -240,6 +267,11 @@ int server_run(const char *config_path)
 			}
 		}
 	}
+	/* listeners bound and keys read (at config load): nothing needs root any more */
+	if (tls_drop_privileges(c) != 0) {
+		server_cleanup(&srv, fds);
+		return 1;
+	}
 
 	srv.base = event_base_new();
 	if (!srv.base) {
@@ -255,6 +287,19 @@ int server_run(const char *config_path)
 		log_msg(LOG_ERROR, "cannot set up signal handling");
 		server_cleanup(&srv, fds);
 		return 1;
+	}
+	srv.health = health_start(srv.base, srv.runtime, c);
+	if (!srv.health) {
+		server_cleanup(&srv, fds);
+		return 1;
+	}
+	if (c->admin.socket) {
+		srv.admin = admin_start(srv.base, srv.runtime, srv.snap, srv.health);
+		if (!srv.admin) {
+			fprintf(stderr, "%s: admin.socket: cannot listen on %s (see the log above)\n", c->source, c->admin.socket);
+			server_cleanup(&srv, fds);
+			return 1;
+		}
 	}
 
 	/* workers must not take the signals meant for the main loop */

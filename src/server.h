@@ -9,9 +9,14 @@
 #define SLUICE_SERVER_H
 
 struct server;
+struct runtime;
 
 /* Run until SIGTERM/SIGINT. Returns the process exit status. */
 int server_run(const char *config_path);
+
+/* The runtime state table (runtime.h) of the running process: pools'
+ * entries exist for the current snapshot before any worker is built. */
+struct runtime *server_runtime(struct server *srv);
 
 /* Called by a worker thread when its loop has ended. */
 void server_worker_exited(struct server *srv);

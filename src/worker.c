@@ -9,12 +9,14 @@
 #include <unistd.h>
 
 #include "client.h"
+#include "h2.h"
 #include "log.h"
 #include "module.h"
 #include "pool.h"
 #include "route.h"
 #include "server.h"
 #include "snapshot.h"
+#include "tls.h"
 
 /* How long accepting stays paused after the process ran out of descriptors. */
 #define WORKER_ACCEPT_RETRY_MS 100
@@ -37,7 +39,13 @@ static void worker_accept_cb(struct evconnlistener *l, evutil_socket_t fd, struc
 	(void)l;
 	struct worker_listener *wl = arg;
 	struct worker *w = wl->w;
-	client_accept(w, wl->index, fd, sa, salen);
+	const struct conf_listener *cl = &w->snap->conf->listeners[wl->index];
+	if (cl->tls)
+		tls_accept(w, wl->index, fd, sa);
+	else if (cl->h2c)
+		tls_accept_h2c(w, wl->index, fd, sa);
+	else
+		client_accept(w, wl->index, fd, sa, salen);
 	if (w->num_conns >= w->max_conns && !w->accepting_paused) {
 		worker_set_accepting(w, false);
 		struct log_line line;
@@ -94,6 +102,8 @@ static void worker_shutdown(struct worker *w)
 		return;
 	w->draining = true;
 	worker_close_listeners(w);
+	tls_worker_close_pending(w);
+	h2_drain_all(w);
 	client_drain_all(w);
 	if (w->num_conns == 0)
 		event_base_loopexit(w->base, NULL);
@@ -103,6 +113,8 @@ static void worker_stop(struct worker *w)
 {
 	w->draining = true;
 	worker_close_listeners(w);
+	tls_worker_close_pending(w);
+	h2_close_all(w);
 	client_close_all(w);
 	event_base_loopexit(w->base, NULL);
 }
@@ -157,11 +169,12 @@ int worker_init(struct worker *w, struct server *srv, unsigned id, struct snapsh
 	}
 	w->route_scratch = route_scratch_new();
 	w->pools = pool_set_new(w, s->conf);
+	w->tls = tls_worker_new();
 	w->module_state = calloc(module_count ? module_count : 1, sizeof(void *));
 	w->listeners = calloc(num_listeners ? num_listeners : 1, sizeof(*w->listeners));
 	w->listener_ctx = calloc(num_listeners ? num_listeners : 1, sizeof(struct worker_listener));
 	if (!w->route_scratch || !w->pools || !w->module_state || !w->listeners ||
-	    !w->listener_ctx) {
+	    !w->listener_ctx || !w->tls) {
 		log_msg(LOG_ERROR, "out of memory creating a worker");
 		return -1;
 	}
@@ -225,8 +238,11 @@ void worker_destroy(struct worker *w)
 {
 	if (w->base)
 		worker_close_listeners(w);
+	h2_close_all(w);
 	if (w->conns)
 		client_close_all(w);
+	tls_worker_free(w);
+	h2_worker_free(w);
 	client_free_reqs(w);
 	pool_set_free(w->pools);
 	w->pools = NULL;

@@ -56,6 +56,9 @@ struct worker {
 	bool accepting_paused;
 	bool draining;
 
+	struct tls_worker *tls; /* tls.h: handshakes in progress, h2c sniffing, failure counts */
+	struct h2_worker *h2;   /* h2.h: HTTP/2 sessions, defence counts */
+
 	struct client_req *free_reqs; /* recycled per-request objects */
 	unsigned num_free_reqs;
 

@@ -1,0 +1,911 @@
+#include "ratelimit.h"
+
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "rl_bucket.h"
+#include "rl_redis.h"
+#include "rl_table.h"
+#include "snapshot.h"
+#include "worker.h"
+
+#define REQ_BUCKETS 1024
+/* A lease is dropped this long after the oldest token in it arrived. Every
+ * held token is then younger than this (plus redis.timeout), which bounds
+ * over-admission by rate x (TTL + timeout) besides the count bound (docs:
+ * "Accuracy bound") and how long a quiet instance sits on tokens. Long
+ * enough that a key seen by an instance every few seconds keeps its lease
+ * (and never waits); short enough that slow limits stay near exact. */
+#define LEASE_TTL_US 10000000u
+/* After Redis says a key is empty, each instance waits for the next token
+ * plus a random share of the other instances' token intervals, so about one
+ * instance asks for each new token; capped so a slow limit (a login's 12 s
+ * per token) is not refused much past its Retry-After. */
+#define SPREAD_MAX_US 1000000u
+#define BEAT_INTERVAL_S 5u
+#define BEAT_WINDOW_S 15u
+#define KEY_PREFIX "sluice:rl:"
+#define INSTANCES_KEY "sluice:rl:instances"
+#define SEP '\x1f' /* between key parts: no control byte survives the HTTP parser */
+
+struct rl_limit {
+	const struct conf_rate_limit *c;
+	struct rl_rate rate;
+	uint64_t per_us;
+	struct rl_table *table;
+};
+
+struct rl_totals {
+	atomic_uint_fast64_t allowed, denied, fallback, waits, commands, failures, transitions;
+	atomic_uint workers;
+};
+
+struct rl_snap {
+	const struct conf *conf;
+	struct rl_limit *limits;
+	size_t num_limits;
+	bool any_shared;
+	struct rl_redis_config redis;
+	char instance_id[64];
+	atomic_uint instances; /* seen in Redis recently (last heartbeat); >= 1 */
+	struct rl_totals totals;
+};
+
+struct rl_counters {
+	uint64_t allowed, denied, fallback, waits, transitions;
+};
+
+struct rl_op;
+
+/* A request's rate-limit state, in its arena, found through the worker's map. */
+struct rl_req {
+	struct rl_req *next;
+	const struct request *r;
+	uint64_t start_us;
+	size_t next_limit;
+	struct rl_op *op; /* in flight to Redis while the request is suspended */
+	bool denied;
+	bool hdr;
+	uint64_t hdr_limit, hdr_remaining, hdr_reset_s;
+	struct phase_deny deny;
+};
+
+struct rl_worker {
+	struct worker *w;
+	struct rl_snap *snap; /* the state of the snapshot the worker started on */
+	struct rl_redis *redis; /* NULL without shared limits */
+	struct event *beat_ev;
+	bool up;
+	bool ever_up;
+	uint64_t down_since_us;
+	uint64_t fallback_at_down;
+	struct rl_req *reqs[REQ_BUCKETS];
+	struct rl_op *free_ops;
+	struct rl_counters c;
+};
+
+struct rl_op {
+	struct rl_op *next_free;
+	struct rl_worker *ws;
+	struct rl_req *rq; /* NULL: a background refill, or the request went away */
+	struct request *r;
+	struct snapshot *snap; /* one reference while in flight */
+	const struct rl_snap *s;
+	size_t limit;
+	uint64_t since; /* the entry's refill_since_us this op set (0: it set none) */
+	uint8_t key_len;
+	char key[RL_KEY_MAX];
+};
+
+enum decision { D_ALLOW, D_DENY, D_WAIT };
+
+/* ---- snapshot state ---- */
+
+static void rl_snapshot_free(void *state);
+
+static int rl_snapshot_init(const struct conf *c, void **state, struct conf_errors *errs)
+{
+	*state = NULL;
+	if (c->num_rate_limits == 0)
+		return 0;
+	struct rl_snap *s = calloc(1, sizeof *s);
+	if (!s || !(s->limits = calloc(c->num_rate_limits, sizeof *s->limits))) {
+		free(s);
+		conf_errors_add(errs, "%s: rate_limits: out of memory", c->source);
+		return -1;
+	}
+	s->conf = c;
+	s->num_limits = c->num_rate_limits;
+	atomic_init(&s->instances, 1);
+	for (size_t i = 0; i < c->num_rate_limits; i++) {
+		const struct conf_rate_limit *cl = &c->rate_limits[i];
+		struct rl_limit *l = &s->limits[i];
+		l->c = cl;
+		l->per_us = cl->per * 1000;
+		if (rl_rate_init(&l->rate, cl->rate, l->per_us, cl->burst) != 0) {
+			conf_errors_add(errs, "%s: rate_limits.%s: rate, per and burst must be positive and burst x per at most 2^53 us",
+			                c->source, cl->name);
+			rl_snapshot_free(s);
+			return -1;
+		}
+		/* an entry idle until its bucket is full again carries no information */
+		uint64_t idle_us = l->rate.cap / l->rate.rate + LEASE_TTL_US;
+		l->table = rl_table_new(cl->max_keys, idle_us);
+		if (!l->table) {
+			conf_errors_add(errs, "%s: rate_limits.%s: out of memory for %u keys (lower max_keys)", c->source,
+			                cl->name, cl->max_keys);
+			rl_snapshot_free(s);
+			return -1;
+		}
+		s->any_shared = s->any_shared || cl->shared;
+	}
+	if (c->redis.enabled) {
+		s->redis.host = c->redis.host;
+		s->redis.port = c->redis.port;
+		s->redis.password = c->redis.password;
+		s->redis.db = c->redis.db;
+		s->redis.timeout_us = c->redis.timeout * 1000;
+		s->redis.connect_timeout_us = c->redis.connect_timeout * 1000;
+	}
+	char host[32] = "";
+	if (gethostname(host, sizeof host - 1) != 0)
+		snprintf(host, sizeof host, "host");
+	uint32_t rnd = 0;
+	if (getrandom(&rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd)
+		rnd = (uint32_t)(uintptr_t)s;
+	snprintf(s->instance_id, sizeof s->instance_id, "%s:%ld:%08x", host, (long)getpid(), rnd);
+	*state = s;
+	return 0;
+}
+
+static void rl_snapshot_free(void *state)
+{
+	struct rl_snap *s = state;
+	if (!s)
+		return;
+	uint64_t evictions = 0, expired = 0;
+	for (size_t i = 0; i < s->num_limits; i++) {
+		if (s->limits[i].table) {
+			evictions += rl_table_evictions(s->limits[i].table);
+			expired += rl_table_expired(s->limits[i].table);
+		}
+		rl_table_free(s->limits[i].table);
+	}
+	if (atomic_load(&s->totals.workers) > 0) {
+		/* one line for tests, benchmarks and operators: what the limiter did */
+		struct log_line l;
+		log_begin(&l, LOG_INFO, "ratelimit totals");
+		log_int(&l, "allowed", (long long)atomic_load(&s->totals.allowed));
+		log_int(&l, "denied", (long long)atomic_load(&s->totals.denied));
+		log_int(&l, "fallback", (long long)atomic_load(&s->totals.fallback));
+		log_int(&l, "redis_waits", (long long)atomic_load(&s->totals.waits));
+		log_int(&l, "redis_commands", (long long)atomic_load(&s->totals.commands));
+		log_int(&l, "redis_failures", (long long)atomic_load(&s->totals.failures));
+		log_int(&l, "transitions", (long long)atomic_load(&s->totals.transitions));
+		log_int(&l, "evictions", (long long)evictions);
+		log_int(&l, "expired", (long long)expired);
+		log_end(&l);
+	}
+	free(s->limits);
+	free(s);
+}
+
+/* ---- per-request state ---- */
+
+static size_t req_slot(const struct request *r)
+{
+	uintptr_t p = (uintptr_t)r;
+	return (size_t)((p >> 4) ^ (p >> 14)) & (REQ_BUCKETS - 1);
+}
+
+static struct rl_req *req_find(struct rl_worker *ws, const struct request *r)
+{
+	for (struct rl_req *q = ws->reqs[req_slot(r)]; q; q = q->next)
+		if (q->r == r && q->start_us == r->start_mono_us)
+			return q;
+	return NULL;
+}
+
+static void req_detach(struct rl_worker *ws, const struct request *r)
+{
+	for (struct rl_req **pp = &ws->reqs[req_slot(r)]; *pp; pp = &(*pp)->next) {
+		if ((*pp)->r == r) {
+			*pp = (*pp)->next;
+			return;
+		}
+	}
+}
+
+static struct rl_req *req_attach(struct rl_worker *ws, struct request *r)
+{
+	struct rl_req *q = req_find(ws, r);
+	if (q)
+		return q;
+	req_detach(ws, r); /* a stale record for a recycled request object */
+	q = arena_alloc(&r->arena, sizeof *q);
+	if (!q)
+		return NULL;
+	memset(q, 0, sizeof *q);
+	q->r = r;
+	q->start_us = r->start_mono_us;
+	size_t slot = req_slot(r);
+	q->next = ws->reqs[slot];
+	ws->reqs[slot] = q;
+	return q;
+}
+
+static uint64_t ceil_s(uint64_t us)
+{
+	return (us + 999999u) / 1000000u;
+}
+
+/* Remember the most restrictive limit for the RateLimit-* headers. */
+static void note(struct rl_req *q, const struct rl_limit *l, uint64_t remaining, uint64_t full_us, bool force)
+{
+	if (!force && !l->c->headers)
+		return;
+	if (q->hdr && remaining >= q->hdr_remaining && !force)
+		return;
+	q->hdr = true;
+	q->hdr_limit = l->c->burst;
+	q->hdr_remaining = remaining;
+	q->hdr_reset_s = ceil_s(full_us);
+}
+
+static void set_deny(struct request *r, struct rl_req *q, const struct rl_limit *l, uint64_t wait_us,
+                     uint64_t full_us, struct phase_deny *deny)
+{
+	note(q, l, 0, full_us, true);
+	q->denied = true;
+	uint64_t retry = ceil_s(wait_us);
+	if (retry == 0)
+		retry = 1;
+	char buf[192];
+	int n = snprintf(buf, sizeof buf,
+	                 "retry-after: %llu\r\nratelimit-limit: %llu\r\nratelimit-remaining: 0\r\nratelimit-reset: %llu\r\n",
+	                 (unsigned long long)retry, (unsigned long long)q->hdr_limit,
+	                 (unsigned long long)q->hdr_reset_s);
+	deny->status = 429;
+	deny->reason = REASON_RATE_LIMITED;
+	deny->headers = n > 0 ? arena_strndup(&r->arena, buf, (size_t)n) : NULL;
+}
+
+/* ---- keys ---- */
+
+static bool find_cookie(const struct request *r, const char *name, const char **val, size_t *len)
+{
+	size_t nlen = strlen(name);
+	for (size_t i = 0; i < r->num_headers; i++) {
+		const struct http_header *h = &r->headers[i];
+		if (!http_name_is(h, "cookie"))
+			continue;
+		const char *p = h->value, *end = h->value + h->value_len;
+		while (p < end) {
+			while (p < end && (*p == ' ' || *p == ';' || *p == '\t'))
+				p++;
+			const char *item = p;
+			while (p < end && *p != ';')
+				p++;
+			const char *eq = memchr(item, '=', (size_t)(p - item));
+			if (eq && (size_t)(eq - item) == nlen && memcmp(item, name, nlen) == 0) {
+				const char *v = eq + 1, *ve = p;
+				while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t'))
+					ve--;
+				*val = v;
+				*len = (size_t)(ve - v);
+				return true;
+			}
+		}
+	}
+	return false;
+}
+
+/* 128 bits of a fixed-seed hash: the same on every instance (keys meet in
+ * Redis), and only ever applied to keys longer than RL_KEY_MAX. */
+static void digest(const char *s, size_t n, char out[34])
+{
+	uint64_t h[2] = {0x243f6a8885a308d3ull, 0x13198a2e03707344ull};
+	for (int k = 0; k < 2; k++) {
+		uint64_t x = h[k] ^ (uint64_t)n;
+		for (size_t i = 0; i < n; i++) {
+			x ^= (unsigned char)s[i];
+			x *= 0x100000001b3ull;
+			x ^= x >> 29;
+		}
+		x ^= x >> 33;
+		x *= 0xff51afd7ed558ccdull;
+		x ^= x >> 33;
+		h[k] = x;
+	}
+	snprintf(out, 34, "#%016llx%016llx", (unsigned long long)h[0], (unsigned long long)h[1]);
+}
+
+/* The bucket key for limit l, or false when a part is absent (limit skipped). */
+static bool build_key(struct request *r, const struct rl_limit *l, char *key, size_t *key_len)
+{
+	char small[512];
+	char *buf = small;
+	size_t cap = sizeof small, len = 0;
+	for (size_t i = 0; i < l->c->num_keys; i++) {
+		const struct conf_rl_key *k = &l->c->keys[i];
+		const char *v = NULL;
+		size_t vlen = 0;
+		switch (k->kind) {
+		case CONF_RL_KEY_CLIENT_IP:
+			v = r->client_ip;
+			break;
+		case CONF_RL_KEY_PATH:
+			v = r->path;
+			break;
+		case CONF_RL_KEY_ROUTE:
+			v = r->route_name;
+			break;
+		case CONF_RL_KEY_HOST:
+			v = r->host && r->host[0] ? r->host : NULL;
+			break;
+		case CONF_RL_KEY_HEADER: {
+			int idx = http_find_header(r->headers, r->num_headers, k->name);
+			if (idx < 0)
+				return false;
+			v = r->headers[idx].value;
+			vlen = r->headers[idx].value_len;
+			break;
+		}
+		case CONF_RL_KEY_COOKIE:
+			if (!find_cookie(r, k->name, &v, &vlen))
+				return false;
+			break;
+		}
+		if (!v)
+			return false;
+		if (k->kind != CONF_RL_KEY_HEADER && k->kind != CONF_RL_KEY_COOKIE)
+			vlen = strlen(v);
+		size_t need = len + (i > 0) + vlen;
+		if (need > cap) {
+			/* a long key: gather it in the request arena, then digest it */
+			size_t ncap = need * 2;
+			char *nb = arena_alloc(&r->arena, ncap);
+			if (!nb)
+				return false;
+			memcpy(nb, buf, len);
+			buf = nb;
+			cap = ncap;
+		}
+		if (i > 0)
+			buf[len++] = SEP;
+		memcpy(buf + len, v, vlen);
+		len += vlen;
+	}
+	if (len > RL_KEY_MAX) {
+		char d[34];
+		digest(buf, len, d);
+		memcpy(key, d, 33);
+		*key_len = 33;
+	} else {
+		memcpy(key, buf, len);
+		*key_len = len;
+	}
+	return true;
+}
+
+/* ---- decisions ---- */
+
+static enum decision decide_local_rate(struct rl_req *q, const struct rl_limit *l, const struct rl_rate *rate,
+                                       struct request *r, const char *key, size_t klen, struct phase_deny *deny)
+{
+	uint64_t now = rl_clock_us();
+	bool fresh;
+	struct rl_entry *e = rl_table_acquire(l->table, key, klen, now, &fresh);
+	if (fresh || e->bucket.last_us == 0)
+		rl_bucket_init(&e->bucket, rate, now);
+	uint64_t got = rl_bucket_take(&e->bucket, rate, now, 1);
+	uint64_t tokens = rl_bucket_tokens(&e->bucket, rate);
+	uint64_t full = rl_bucket_full_us(&e->bucket, rate);
+	uint64_t wait = rl_bucket_wait_us(&e->bucket, rate);
+	rl_table_release(l->table, e);
+	if (!got) {
+		set_deny(r, q, l, wait, full, deny);
+		return D_DENY;
+	}
+	note(q, l, tokens, full, false);
+	return D_ALLOW;
+}
+
+static enum decision decide_fallback(struct rl_worker *ws, const struct rl_snap *s, struct rl_req *q,
+                                     const struct rl_limit *l, struct request *r, const char *key, size_t klen,
+                                     struct phase_deny *deny)
+{
+	ws->c.fallback++;
+	switch (s->conf->redis.on_failure) {
+	case CONF_REDIS_FAIL_ALLOW:
+		return D_ALLOW;
+	case CONF_REDIS_FAIL_DENY:
+		q->denied = true;
+		deny->status = 503;
+		deny->reason = REASON_REDIS_FALLBACK;
+		deny->headers = "retry-after: 1\r\n";
+		return D_DENY;
+	case CONF_REDIS_FAIL_LOCAL:
+	default: {
+		/* each instance takes its share of the limit */
+		struct rl_rate split;
+		rl_rate_split(&split, &l->rate, atomic_load_explicit(&s->instances, memory_order_relaxed));
+		return decide_local_rate(q, l, &split, r, key, klen, deny);
+	}
+	}
+}
+
+static void take_done(void *arg, bool ok, const struct rl_take_reply *reply);
+
+static struct rl_op *send_take(struct rl_worker *ws, const struct rl_snap *s, struct request *r, struct rl_req *q,
+                               size_t li, const char *key, size_t klen, uint64_t want, uint64_t since)
+{
+	const struct rl_limit *l = &s->limits[li];
+	char rkey[sizeof(KEY_PREFIX) + 256 + RL_KEY_MAX];
+	size_t nlen = strlen(l->c->name);
+	if (nlen > 256)
+		return NULL;
+	size_t plen = sizeof(KEY_PREFIX) - 1;
+	memcpy(rkey, KEY_PREFIX, plen);
+	memcpy(rkey + plen, l->c->name, nlen);
+	rkey[plen + nlen] = ':';
+	memcpy(rkey + plen + nlen + 1, key, klen);
+	size_t rlen = plen + nlen + 1 + klen;
+
+	struct rl_op *op = ws->free_ops;
+	if (op)
+		ws->free_ops = op->next_free;
+	else if (!(op = malloc(sizeof *op)))
+		return NULL;
+	op->ws = ws;
+	op->rq = q;
+	op->r = r;
+	op->s = s;
+	op->limit = li;
+	op->since = since;
+	op->key_len = (uint8_t)klen;
+	memcpy(op->key, key, klen);
+	op->snap = (struct snapshot *)r->snap;
+	if (rl_redis_take(ws->redis, rkey, rlen, l->c->rate, l->per_us, l->c->burst, want, take_done, op) != 0) {
+		op->next_free = ws->free_ops;
+		ws->free_ops = op;
+		return NULL;
+	}
+	/* the op may outlive the request: keep its snapshot (and our tables) alive */
+	snapshot_ref(op->snap);
+	return op;
+}
+
+static unsigned instances(const struct rl_snap *s)
+{
+	unsigned n = atomic_load_explicit(&s->instances, memory_order_relaxed);
+	return n ? n : 1;
+}
+
+/* Microseconds between two tokens of limit l (at least 1). */
+static uint64_t token_interval_us(const struct rl_limit *l)
+{
+	uint64_t iv = l->per_us / l->c->rate;
+	return iv ? iv : 1;
+}
+
+/* A take sent on the lease's behalf could not go out: let the next request try. */
+static void refill_unsent(const struct rl_limit *l, const char *key, size_t klen, uint64_t since)
+{
+	struct rl_entry *e = rl_table_find(l->table, key, klen);
+	if (!e)
+		return;
+	if (e->refill_since_us == since)
+		e->refill_since_us = 0;
+	rl_table_release(l->table, e);
+}
+
+/* Sends a take that only feeds the lease (no request waits for it). */
+static bool send_refill(struct rl_worker *ws, const struct rl_snap *s, struct request *r, size_t li, const char *key,
+                        size_t klen, uint64_t want, uint64_t since)
+{
+	if (send_take(ws, s, r, NULL, li, key, klen, want, since))
+		return true;
+	refill_unsent(&s->limits[li], key, klen, since);
+	return false;
+}
+
+/* A shared limit (docs/rate-limiting.md, "Shared limits: leases"). In order:
+ * 1. a leased token: admit at once; when the lease is low, refill it in the
+ *    background (also at batch 1: the next request then finds a token);
+ * 2. Redis said no token before deny_until: refuse locally;
+ * 3. Redis said empty recently (within the time the instances need to share
+ *    one token each): refuse locally and, unless a take is already on its
+ *    way, send one that puts the next token in the lease for the next
+ *    request. Tokens are not lost, only passed to the next request, so at or
+ *    above the limit nobody waits; in exact mode only the refusal is local;
+ * 4. otherwise (a cold key, exact mode, or tokens left in Redis but none
+ *    here) the request waits for one take: its token plus, outside exact
+ *    mode, the next batch. */
+static enum decision decide_shared(struct rl_worker *ws, const struct rl_snap *s, struct rl_req *q, size_t li,
+                                   struct request *r, const char *key, size_t klen, struct phase_deny *deny)
+{
+	const struct rl_limit *l = &s->limits[li];
+	if (!ws->redis || !rl_redis_usable(ws->redis))
+		return decide_fallback(ws, s, q, l, r, key, klen, deny);
+	uint64_t now = rl_clock_us();
+	unsigned n = instances(s);
+	bool exact = rl_lease_exact(l->c->burst, n);
+	bool fresh;
+	struct rl_entry *e = rl_table_acquire(l->table, key, klen, now, &fresh);
+	/* a take older than twice the timeout has failed (the connection is
+	 * dropped at the timeout); never let a lost reply block the key */
+	bool inflight = e->refill_since_us != 0 && now - e->refill_since_us < 2 * s->redis.timeout_us;
+	uint64_t full = e->remote_full_us > now ? e->remote_full_us - now : 0;
+	if (e->lease > 0 && now < e->lease_until_us) {
+		e->lease--;
+		uint64_t remaining = e->lease + e->remote_tokens;
+		/* refill ahead, but not while Redis said it has nothing before deny_until */
+		bool refill = !exact && !inflight && e->lease <= e->want / 2 &&
+		              (e->remote_tokens > 0 || now >= e->deny_until_us);
+		uint64_t want = e->want ? e->want : 1;
+		if (refill)
+			e->refill_since_us = now;
+		rl_table_release(l->table, e);
+		note(q, l, remaining, full, false);
+		if (refill)
+			(void)send_refill(ws, s, r, li, key, klen, want, now); /* unsent: the next request asks */
+		return D_ALLOW;
+	}
+	e->lease = 0;
+	if (now < e->deny_until_us) {
+		uint64_t wait = e->deny_until_us - now;
+		rl_table_release(l->table, e);
+		set_deny(r, q, l, wait, full, deny);
+		return D_DENY;
+	}
+	uint64_t iv = token_interval_us(l);
+	bool exhausted = e->reply_us != 0 && e->remote_tokens == 0 && now - e->deny_until_us < (uint64_t)n * iv;
+	if (exhausted && (inflight || !exact)) {
+		/* one token cannot serve two requests: with a take on its way (or
+		 * about to be), this request is refused and the token goes to the next */
+		uint64_t want = e->want ? e->want : 1;
+		bool send = !inflight;
+		if (send)
+			e->refill_since_us = now;
+		rl_table_release(l->table, e);
+		if (send && !send_refill(ws, s, r, li, key, klen, want, now))
+			return decide_fallback(ws, s, q, l, r, key, klen, deny);
+		set_deny(r, q, l, iv, full, deny);
+		return D_DENY;
+	}
+	/* wait: this request's token, plus the next batch when nothing else is on its way */
+	uint64_t want = 1;
+	uint64_t since = 0;
+	if (!inflight) {
+		if (!exact)
+			want += e->reply_us ? e->want : rl_lease_want(l->c->burst, l->c->burst, n, l->c->batch);
+		e->refill_since_us = since = now;
+	}
+	rl_table_release(l->table, e);
+	struct rl_op *op = send_take(ws, s, r, q, li, key, klen, want, since);
+	if (!op) {
+		if (since)
+			refill_unsent(l, key, klen, since);
+		return decide_fallback(ws, s, q, l, r, key, klen, deny);
+	}
+	q->op = op;
+	ws->c.waits++;
+	return D_WAIT;
+}
+
+static enum phase_result run_limits(struct rl_worker *ws, const struct rl_snap *s, struct request *r,
+                                    struct rl_req *q, struct phase_deny *deny)
+{
+	const struct conf_route *route = &s->conf->routes[r->route];
+	while (q->next_limit < route->num_rate_limits) {
+		size_t li = route->rate_limits[q->next_limit++];
+		const struct rl_limit *l = &s->limits[li];
+		char key[RL_KEY_MAX];
+		size_t klen;
+		if (!build_key(r, l, key, &klen))
+			continue;
+		enum decision d = l->c->shared ? decide_shared(ws, s, q, li, r, key, klen, deny)
+		                               : decide_local_rate(q, l, &l->rate, r, key, klen, deny);
+		if (d == D_WAIT)
+			return PHASE_SUSPEND;
+		if (d == D_DENY) {
+			ws->c.denied++;
+			return PHASE_DENY;
+		}
+	}
+	ws->c.allowed++;
+	return PHASE_CONTINUE;
+}
+
+static void take_done(void *arg, bool ok, const struct rl_take_reply *reply)
+{
+	struct rl_op *op = arg;
+	struct rl_worker *ws = op->ws;
+	const struct rl_snap *s = op->s;
+	const struct rl_limit *l = &s->limits[op->limit];
+	struct rl_req *q = op->rq;
+	bool allowed = false;
+	uint64_t remaining = 0, full = 0, wait = 0;
+	if (!ok && op->since)
+		refill_unsent(l, op->key, op->key_len, op->since);
+	if (ok) {
+		uint64_t now = rl_clock_us();
+		bool fresh;
+		struct rl_entry *e = rl_table_acquire(l->table, op->key, op->key_len, now, &fresh);
+		unsigned n = instances(s);
+		e->reply_us = now;
+		e->remote_tokens = reply->tokens;
+		e->remote_full_us = now + reply->full_us;
+		e->want = rl_lease_want(reply->tokens, l->c->burst, n, l->c->batch);
+		if (op->since && e->refill_since_us == op->since)
+			e->refill_since_us = 0;
+		uint64_t g = reply->granted;
+		if (q && g > 0) {
+			g--;
+			allowed = true;
+		}
+		if (g > 0) {
+			/* the deadline stays the oldest held token's: a lease topped up
+			 * ahead of need never keeps a token past the TTL */
+			if (e->lease == 0 || e->lease_until_us <= now) {
+				e->lease = 0;
+				e->lease_until_us = now + LEASE_TTL_US;
+			}
+			e->lease += g;
+		}
+		if (reply->tokens > 0) {
+			e->deny_until_us = 0; /* Redis has tokens again: an older "empty" no longer holds */
+		} else {
+			/* Redis is empty until wait_us: refuse locally until then plus a
+			 * random share of the other instances' intervals, so that about
+			 * one instance (not all of them) asks for each new token;
+			 * unclaimed tokens stay in Redis for the next ask */
+			uint64_t spread = n > 1 ? (uint64_t)(n - 1) * token_interval_us(l) : 0;
+			if (spread > SPREAD_MAX_US)
+				spread = SPREAD_MAX_US;
+			e->deny_until_us = now + reply->wait_us + (spread ? worker_random(ws->w) % spread : 0);
+		}
+		remaining = e->lease + reply->tokens;
+		full = reply->full_us;
+		wait = reply->wait_us;
+		rl_table_release(l->table, e);
+	}
+	struct request *r = op->r;
+	struct snapshot *snap = op->snap;
+	op->next_free = ws->free_ops;
+	ws->free_ops = op;
+	if (q) {
+		q->op = NULL;
+		struct phase_deny *deny = &q->deny;
+		enum phase_result res;
+		enum decision d = !ok ? decide_fallback(ws, s, q, l, r, op->key, op->key_len, deny)
+		                  : allowed ? D_ALLOW
+		                            : D_DENY;
+		if (ok && allowed)
+			note(q, l, remaining, full, false);
+		else if (ok)
+			set_deny(r, q, l, wait, full, deny);
+		if (d == D_ALLOW) {
+			res = run_limits(ws, s, r, q, deny);
+		} else {
+			ws->c.denied++;
+			res = PHASE_DENY;
+		}
+		if (res != PHASE_SUSPEND)
+			pipeline_resume(r, res, deny);
+	}
+	snapshot_unref(snap);
+}
+
+/* ---- module callbacks ---- */
+
+static enum phase_result rl_access(struct request *r, const void *ss, void *wsv, struct phase_deny *deny)
+{
+	const struct rl_snap *s = ss;
+	struct rl_worker *ws = wsv;
+	if (!s || !ws || r->route < 0)
+		return PHASE_CONTINUE;
+	if (s->conf->routes[r->route].num_rate_limits == 0)
+		return PHASE_CONTINUE;
+	struct rl_req *q = req_attach(ws, r);
+	if (!q)
+		return PHASE_ERROR;
+	return run_limits(ws, s, r, q, deny);
+}
+
+static void rl_access_cancel(struct request *r, const void *ss, void *wsv)
+{
+	(void)ss;
+	struct rl_worker *ws = wsv;
+	if (!ws)
+		return;
+	struct rl_req *q = req_find(ws, r);
+	if (q && q->op) {
+		/* the reply still comes; its tokens go to the lease */
+		q->op->rq = NULL;
+		q->op = NULL;
+	}
+}
+
+static const char *rl_response_headers(struct request *r, const void *ss, void *wsv)
+{
+	(void)ss;
+	struct rl_worker *ws = wsv;
+	if (!ws)
+		return NULL;
+	struct rl_req *q = req_find(ws, r);
+	if (!q || q->denied || !q->hdr)
+		return NULL;
+	char buf[160];
+	int n = snprintf(buf, sizeof buf, "ratelimit-limit: %llu\r\nratelimit-remaining: %llu\r\nratelimit-reset: %llu\r\n",
+	                 (unsigned long long)q->hdr_limit, (unsigned long long)q->hdr_remaining,
+	                 (unsigned long long)q->hdr_reset_s);
+	return n > 0 ? arena_strndup(&r->arena, buf, (size_t)n) : NULL;
+}
+
+static void rl_log(const struct request *r, const void *ss, void *wsv)
+{
+	(void)ss;
+	struct rl_worker *ws = wsv;
+	if (ws)
+		req_detach(ws, r);
+}
+
+/* ---- the worker's Redis connection ---- */
+
+static void beat_done(void *arg, long long n)
+{
+	struct rl_worker *ws = arg;
+	if (n > 0)
+		atomic_store_explicit(&ws->snap->instances, n > 100000 ? 100000u : (unsigned)n, memory_order_relaxed);
+}
+
+static void beat_now(struct rl_worker *ws)
+{
+	rl_redis_beat(ws->redis, INSTANCES_KEY, ws->snap->instance_id, BEAT_WINDOW_S, beat_done, ws);
+}
+
+static void beat_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	beat_now(arg);
+}
+
+static void log_counters(struct log_line *l, const struct rl_worker *ws)
+{
+	log_int(l, "allowed", (long long)ws->c.allowed);
+	log_int(l, "denied", (long long)ws->c.denied);
+	log_int(l, "fallback", (long long)ws->c.fallback);
+	log_int(l, "redis_waits", (long long)ws->c.waits);
+	log_int(l, "redis_commands", (long long)rl_redis_commands(ws->redis));
+	log_int(l, "redis_failures", (long long)rl_redis_failures(ws->redis));
+	log_int(l, "transitions", (long long)ws->c.transitions);
+}
+
+static void redis_state(void *arg, bool up, const char *why)
+{
+	struct rl_worker *ws = arg;
+	const struct conf_redis *cr = &ws->snap->conf->redis;
+	static const char *const modes[] = {"local", "allow", "deny"};
+	struct log_line l;
+	if (up) {
+		bool recovered = ws->ever_up || ws->down_since_us != 0;
+		ws->up = true;
+		ws->ever_up = true;
+		if (recovered)
+			ws->c.transitions++;
+		log_begin(&l, LOG_INFO, recovered ? "ratelimit: redis available again, shared limits resumed"
+		                                  : "ratelimit: redis connected");
+		log_int(&l, "worker", ws->w->id);
+		log_str(&l, "redis", cr->address);
+		if (recovered) {
+			log_int(&l, "down_ms", (long long)((rl_clock_us() - ws->down_since_us) / 1000));
+			log_int(&l, "fallback_while_down", (long long)(ws->c.fallback - ws->fallback_at_down));
+		}
+		log_counters(&l, ws);
+		log_end(&l);
+		ws->down_since_us = 0;
+		if (ws->beat_ev)
+			beat_now(ws);
+		return;
+	}
+	ws->up = false;
+	ws->c.transitions++;
+	ws->down_since_us = rl_clock_us();
+	ws->fallback_at_down = ws->c.fallback;
+	log_begin(&l, LOG_WARN, "ratelimit: redis unavailable, shared limits fall back");
+	log_int(&l, "worker", ws->w->id);
+	log_str(&l, "redis", cr->address);
+	log_str(&l, "error", why);
+	log_str(&l, "on_failure", modes[cr->on_failure]);
+	log_int(&l, "instances", atomic_load(&ws->snap->instances));
+	log_counters(&l, ws);
+	log_end(&l);
+}
+
+static size_t my_index(void)
+{
+	for (size_t i = 0; i < module_count; i++)
+		if (module_list[i] == &ratelimit_module)
+			return i;
+	return 0;
+}
+
+static void rl_worker_free(void *state);
+
+static int rl_worker_init(struct worker *w, void **state)
+{
+	*state = NULL;
+	struct rl_snap *s = w->snap->module_state[my_index()];
+	if (!s)
+		return 0;
+	struct rl_worker *ws = calloc(1, sizeof *ws);
+	if (!ws)
+		return -1;
+	ws->w = w;
+	ws->snap = s;
+	atomic_fetch_add(&s->totals.workers, 1);
+	if (s->any_shared) {
+		if (w->id == 0) {
+			ws->beat_ev = event_new(w->base, -1, EV_PERSIST, beat_cb, ws);
+			struct timeval tv = {BEAT_INTERVAL_S, 0};
+			if (!ws->beat_ev || event_add(ws->beat_ev, &tv) != 0) {
+				rl_worker_free(ws);
+				return -1;
+			}
+		}
+		ws->redis = rl_redis_new(w->base, &s->redis, redis_state, ws);
+		if (!ws->redis) {
+			rl_worker_free(ws);
+			return -1;
+		}
+	}
+	*state = ws;
+	return 0;
+}
+
+static void rl_worker_free(void *state)
+{
+	struct rl_worker *ws = state;
+	struct rl_totals *t = &ws->snap->totals;
+	if (ws->beat_ev)
+		event_free(ws->beat_ev);
+	ws->beat_ev = NULL;
+	if (ws->redis) {
+		atomic_fetch_add(&t->commands, rl_redis_commands(ws->redis));
+		atomic_fetch_add(&t->failures, rl_redis_failures(ws->redis));
+		/* fails what is in flight: requests are gone by now, refills land in the table */
+		rl_redis_free(ws->redis);
+		ws->redis = NULL;
+	}
+	atomic_fetch_add(&t->allowed, ws->c.allowed);
+	atomic_fetch_add(&t->denied, ws->c.denied);
+	atomic_fetch_add(&t->fallback, ws->c.fallback);
+	atomic_fetch_add(&t->waits, ws->c.waits);
+	atomic_fetch_add(&t->transitions, ws->c.transitions);
+	while (ws->free_ops) {
+		struct rl_op *op = ws->free_ops;
+		ws->free_ops = op->next_free;
+		free(op);
+	}
+	free(ws);
+}
+
+const struct module ratelimit_module = {
+    .name = "rate_limit",
+    .snapshot_init = rl_snapshot_init,
+    .snapshot_free = rl_snapshot_free,
+    .worker_init = rl_worker_init,
+    .worker_free = rl_worker_free,
+    .access = rl_access,
+    .access_cancel = rl_access_cancel,
+    .response_headers = rl_response_headers,
+    .log = rl_log,
+};

@@ -1,0 +1,32 @@
+/* ratelimit.h - the rate-limit module (docs/rate-limiting.md): token
+ * buckets per (limit, key), applied in the access phase to the limits a
+ * route names (`rate_limit = { ... }`), in order.
+ *
+ * - Local limits: one bucket per key in a process-wide table (rl_table.h),
+ *   exact across workers.
+ * - Shared limits: the bucket lives in Redis (lua/redis/ratelimit.lua, on
+ *   Redis's clock); each process leases batches of tokens from it, so most
+ *   requests are decided from the lease without waiting; a request with no
+ *   lease left suspends (pipeline_resume) for one asynchronous round trip
+ *   on its worker's connection (rl_redis.h), bounded by redis.timeout.
+ *   The batch shrinks to one token as a key nears its limit, which keeps low
+ *   limits exact. Redis down: decisions follow redis.on_failure.
+ * - Refused: 429 (reason rate_limited) with Retry-After and RateLimit-Limit,
+ *   -Remaining, -Reset; `headers = true` adds the RateLimit-* headers to
+ *   allowed responses too. on_failure = "deny" refuses with 503
+ *   (reason redis_fallback).
+ * Counters are per worker (no sharing on the request path); they appear in
+ * the log lines at Redis transitions and, summed, in one "ratelimit totals"
+ * line at shutdown.
+ *
+ * State: the bucket tables and totals hang off the snapshot state (runtime
+ * state inside an otherwise immutable snapshot, touched only through
+ * rl_table's locks and atomics); everything else is per worker. */
+#ifndef SLUICE_RATELIMIT_H
+#define SLUICE_RATELIMIT_H
+
+#include "module.h"
+
+extern const struct module ratelimit_module;
+
+#endif

@@ -1,0 +1,77 @@
+/* rl_redis.h - one worker's asynchronous Redis connection for shared rate
+ * limits: hiredis on the worker's own event_base (libevent adapter), never
+ * blocking the loop.
+ *
+ * - Commands run the embedded bucket script (rl_script.h) with EVALSHA; a
+ *   NOSCRIPT answer re-sends the same command as EVAL (which also caches it).
+ * - Every command has a deadline (`timeout`): when the oldest one passes it,
+ *   Redis counts as down, the connection is dropped and every pending command
+ *   fails at once (its callback gets ok = false), so nothing waits longer
+ *   than the timeout. Connecting has its own deadline (`connect_timeout`).
+ * - After a failure it reconnects with exponential backoff (100 ms doubling
+ *   to 2 s, +-25% jitter). While down, rl_redis_usable() is false and callers
+ *   decide without Redis; commands are only queued on the very first
+ *   connection attempt (start-up), never while recovering.
+ * - The state callback fires once per transition (up <-> down), never per
+ *   request or per failed reconnect attempt.
+ * Callbacks run on the worker's thread. rl_redis_free() fails pending
+ * commands (callbacks with ok = false) before it returns. */
+#ifndef SLUICE_RL_REDIS_H
+#define SLUICE_RL_REDIS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <event2/event.h>
+
+struct rl_redis;
+
+struct rl_redis_config {
+	const char *host; /* numeric IPv4/IPv6 */
+	int port;
+	const char *password; /* NULL: no AUTH */
+	unsigned db;
+	uint64_t timeout_us;
+	uint64_t connect_timeout_us;
+};
+
+struct rl_take_reply {
+	uint64_t granted; /* tokens leased */
+	uint64_t tokens;  /* whole tokens left in Redis */
+	uint64_t wait_us; /* until one token is there */
+	uint64_t full_us; /* until the bucket is full */
+};
+
+/* ok false: failed (timeout, connection lost, error reply); reply is NULL then. */
+typedef void rl_take_cb(void *arg, bool ok, const struct rl_take_reply *reply);
+/* instances < 0: failed */
+typedef void rl_beat_cb(void *arg, long long instances);
+/* up: Redis became usable; !up: it stopped being usable (why says how, no secrets). */
+typedef void rl_state_cb(void *arg, bool up, const char *why);
+
+/* Starts connecting at once. Returns NULL when out of memory. */
+struct rl_redis *rl_redis_new(struct event_base *base, const struct rl_redis_config *cfg, rl_state_cb *state_cb,
+                              void *state_arg);
+void rl_redis_free(struct rl_redis *r);
+
+bool rl_redis_usable(const struct rl_redis *r);
+
+/* EVALSHA take: up to `want` tokens of the bucket KEYS[1] = key. Returns 0
+ * (cb will be called exactly once, later, never from inside this call), or
+ * -1 when Redis is not usable or the command could not be queued. */
+int rl_redis_take(struct rl_redis *r, const char *key, size_t key_len, uint64_t rate, uint64_t per_us, uint64_t burst,
+                  uint64_t want, rl_take_cb *cb, void *arg);
+/* Heartbeat: records instance_id in the instances set; cb gets the count. */
+int rl_redis_beat(struct rl_redis *r, const char *instances_key, const char *instance_id, unsigned window_s,
+                  rl_beat_cb *cb, void *arg);
+
+/* Commands sent on this connection so far (including AUTH, SELECT, retries). */
+uint64_t rl_redis_commands(const struct rl_redis *r);
+/* Failures (timeouts, lost connections, refused connects) so far. */
+uint64_t rl_redis_failures(const struct rl_redis *r);
+
+/* The monotonic clock the rate limiter uses, in microseconds (vDSO, no syscall). */
+uint64_t rl_clock_us(void);
+
+#endif

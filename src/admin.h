@@ -1,0 +1,38 @@
+/* admin.h - the admin socket: a Unix stream socket on the main thread's
+ * event loop where deployers (through `sluice ctl`, ctl.h) read and steer the
+ * runtime state of every pool.
+ *
+ * Protocol: one command a line, answered in text, or as one JSON object a
+ * line when the command has the word --json. A client that half-closes gets
+ * its answers and then the close. Only the user sluice runs as may talk to
+ * it: the socket file gets the configured mode (default 0600) and every
+ * connection's peer credentials (SO_PEERCRED) are checked against
+ * geteuid(); anyone else gets one error line and the close. Every change
+ * answers with what it changed, is logged with the peer's uid, applies to
+ * every worker at once (atomic stores into runtime.h's table) and is written
+ * to the state file (statefile.h) when one is configured. Unknown or
+ * malformed commands get a one-line error and change nothing.
+ *
+ * Ownership: main thread only. The admin keeps its own reference to the
+ * snapshot it describes; the runtime and health objects must outlive it. */
+#ifndef SLUICE_ADMIN_H
+#define SLUICE_ADMIN_H
+
+#include <event2/event.h>
+
+struct admin;
+struct runtime;
+struct snapshot;
+struct health;
+
+/* Listen on snap->conf->admin.socket. NULL (after logging why) on failure. */
+struct admin *admin_start(struct event_base *base, struct runtime *rt, struct snapshot *snap, struct health *health);
+/* Close the socket and every admin connection, remove the socket file. */
+void admin_stop(struct admin *a);
+
+/* Run one command line as uid; the answer (text or JSON, ending in a
+ * newline) is appended to out. Exposed for tests and for the socket. */
+struct evbuffer;
+void admin_execute(struct admin *a, const char *line, unsigned uid, struct evbuffer *out);
+
+#endif

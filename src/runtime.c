@@ -1,0 +1,254 @@
+#include "runtime.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+
+uint64_t runtime_now_us(void)
+{
+	struct timeval tv;
+	gettimeofday(&tv, NULL);
+	return (uint64_t)tv.tv_sec * 1000000u + (uint64_t)tv.tv_usec;
+}
+
+struct runtime *runtime_new(void)
+{
+	return calloc(1, sizeof(struct runtime));
+}
+
+static void server_free(struct runtime_server *s)
+{
+	pthread_mutex_destroy(&s->lock);
+	free(s->address);
+	free(s);
+}
+
+void runtime_free(struct runtime *rt)
+{
+	if (!rt)
+		return;
+	for (size_t i = 0; i < rt->num_pools; i++) {
+		struct runtime_pool *p = rt->pools[i];
+		for (size_t j = 0; j < p->num_servers; j++)
+			server_free(p->servers[j]);
+		free(p->servers);
+		free(p->name);
+		free(p);
+	}
+	free(rt->pools);
+	for (size_t i = 0; i < rt->num_splits; i++) {
+		free(rt->splits[i]->service);
+		free(rt->splits[i]->pool);
+		free(rt->splits[i]);
+	}
+	free(rt->splits);
+	free(rt);
+}
+
+struct runtime_pool *runtime_find_pool(const struct runtime *rt, const char *name)
+{
+	for (size_t i = 0; i < rt->num_pools; i++)
+		if (strcmp(rt->pools[i]->name, name) == 0)
+			return rt->pools[i];
+	return NULL;
+}
+
+struct runtime_server *runtime_find_server(const struct runtime_pool *p, const char *address)
+{
+	for (size_t i = 0; i < p->num_servers; i++)
+		if (strcmp(p->servers[i]->address, address) == 0)
+			return p->servers[i];
+	return NULL;
+}
+
+struct runtime_split *runtime_find_split(const struct runtime *rt, const char *service, const char *pool)
+{
+	for (size_t i = 0; i < rt->num_splits; i++)
+		if (strcmp(rt->splits[i]->service, service) == 0 && strcmp(rt->splits[i]->pool, pool) == 0)
+			return rt->splits[i];
+	return NULL;
+}
+
+/* Appends to a pointer array, growing it; false on out-of-memory. */
+static bool push(void ***arr, size_t *n, void *item)
+{
+	void **grown = realloc(*arr, (*n + 1) * sizeof(void *));
+	if (!grown)
+		return false;
+	grown[(*n)++] = item;
+	*arr = grown;
+	return true;
+}
+
+static struct runtime_pool *add_pool(struct runtime *rt, const char *name)
+{
+	struct runtime_pool *p = calloc(1, sizeof(*p));
+	if (!p)
+		return NULL;
+	p->name = strdup(name);
+	if (!p->name || !push((void ***)&rt->pools, &rt->num_pools, p)) {
+		free(p->name);
+		free(p);
+		return NULL;
+	}
+	return p;
+}
+
+static struct runtime_server *add_server(struct runtime_pool *p, const char *address)
+{
+	struct runtime_server *s = calloc(1, sizeof(*s));
+	if (!s)
+		return NULL;
+	s->address = strdup(address);
+	if (!s->address || pthread_mutex_init(&s->lock, NULL) != 0) {
+		free(s->address);
+		free(s);
+		return NULL;
+	}
+	breaker_init(&s->breaker);
+	atomic_store(&s->breaker_state, BREAKER_CLOSED);
+	atomic_store(&s->breaker_epoch, s->breaker.epoch);
+	if (!push((void ***)&p->servers, &p->num_servers, s)) {
+		server_free(s);
+		return NULL;
+	}
+	return s;
+}
+
+static struct runtime_split *add_split(struct runtime *rt, const char *service, const char *pool)
+{
+	struct runtime_split *sp = calloc(1, sizeof(*sp));
+	if (!sp)
+		return NULL;
+	sp->service = strdup(service);
+	sp->pool = strdup(pool);
+	if (!sp->service || !sp->pool || !push((void ***)&rt->splits, &rt->num_splits, sp)) {
+		free(sp->service);
+		free(sp->pool);
+		free(sp);
+		return NULL;
+	}
+	return sp;
+}
+
+int runtime_sync(struct runtime *rt, const struct conf *c)
+{
+	for (size_t i = 0; i < c->num_pools; i++) {
+		const struct conf_pool *cp = &c->pools[i];
+		struct runtime_pool *p = runtime_find_pool(rt, cp->name);
+		if (!p && !(p = add_pool(rt, cp->name)))
+			return -1;
+		for (size_t j = 0; j < cp->num_servers; j++) {
+			struct runtime_server *s = runtime_find_server(p, cp->servers[j].address);
+			if (!s && !(s = add_server(p, cp->servers[j].address)))
+				return -1;
+			atomic_store(&s->config_weight, cp->servers[j].weight);
+			if (!atomic_load(&s->weight_set))
+				atomic_store(&s->weight, cp->servers[j].weight);
+			/* no active checks in this config: nothing would ever bring it back */
+			if (cp->health_check.type == CONF_HEALTH_NONE)
+				atomic_store(&s->health, RUNTIME_HEALTH_UP);
+		}
+	}
+	for (size_t i = 0; i < c->num_services; i++) {
+		const struct conf_service *sv = &c->services[i];
+		for (size_t j = 0; j < sv->num_pools; j++) {
+			const char *pool = c->pools[sv->pools[j].pool].name;
+			struct runtime_split *sp = runtime_find_split(rt, sv->name, pool);
+			if (!sp && !(sp = add_split(rt, sv->name, pool)))
+				return -1;
+			atomic_store(&sp->config_weight, sv->pools[j].weight);
+			if (!atomic_load(&sp->weight_set))
+				atomic_store(&sp->weight, sv->pools[j].weight);
+		}
+	}
+	return 0;
+}
+
+bool runtime_server_usable(const struct runtime_server *s, uint64_t now_us)
+{
+	if (atomic_load_explicit(&s->weight, memory_order_relaxed) == 0 ||
+	    atomic_load_explicit(&s->drained, memory_order_relaxed) ||
+	    atomic_load_explicit(&s->disabled, memory_order_relaxed) ||
+	    atomic_load_explicit(&s->health, memory_order_relaxed) != RUNTIME_HEALTH_UP)
+		return false;
+	if (atomic_load_explicit(&s->breaker_state, memory_order_acquire) == BREAKER_OPEN)
+		return now_us >= atomic_load_explicit(&s->open_until_us, memory_order_relaxed);
+	return true;
+}
+
+static void mirror(struct runtime_server *s)
+{
+	atomic_store_explicit(&s->open_until_us, s->breaker.open_until_us, memory_order_relaxed);
+	atomic_store_explicit(&s->breaker_epoch, s->breaker.epoch, memory_order_relaxed);
+	atomic_store_explicit(&s->breaker_state, (int)s->breaker.state, memory_order_release);
+}
+
+enum breaker_admit runtime_breaker_admit(struct runtime_server *s, const struct conf_breaker *c, uint64_t now_us,
+                                         uint64_t *epoch, bool *half_opened)
+{
+	*half_opened = false;
+	if (atomic_load_explicit(&s->breaker_state, memory_order_acquire) == BREAKER_CLOSED) {
+		*epoch = atomic_load_explicit(&s->breaker_epoch, memory_order_relaxed);
+		return BREAKER_ADMIT;
+	}
+	pthread_mutex_lock(&s->lock);
+	enum breaker_state before = s->breaker.state;
+	enum breaker_admit a = breaker_admit(&s->breaker, c, now_us, epoch);
+	*half_opened = before == BREAKER_OPEN && s->breaker.state == BREAKER_HALF_OPEN;
+	mirror(s);
+	pthread_mutex_unlock(&s->lock);
+	return a;
+}
+
+bool runtime_breaker_record(struct runtime_server *s, const struct conf_breaker *c, uint64_t now_us, uint64_t epoch,
+                            bool probe, enum breaker_outcome o, uint64_t duration_us, enum breaker_state *state)
+{
+	if (o != BREAKER_CANCELLED) {
+		atomic_fetch_add_explicit(&s->requests, 1, memory_order_relaxed);
+		if (o == BREAKER_FAILURE)
+			atomic_fetch_add_explicit(&s->failures, 1, memory_order_relaxed);
+	}
+	pthread_mutex_lock(&s->lock);
+	bool changed = breaker_record(&s->breaker, c, now_us, epoch, probe, o, duration_us);
+	if (changed)
+		mirror(s);
+	*state = s->breaker.state;
+	pthread_mutex_unlock(&s->lock);
+	return changed;
+}
+
+void runtime_breaker_reset(struct runtime_server *s)
+{
+	pthread_mutex_lock(&s->lock);
+	breaker_reset(&s->breaker);
+	mirror(s);
+	pthread_mutex_unlock(&s->lock);
+}
+
+void runtime_breaker_read(struct runtime_server *s, const struct conf_breaker *c, uint64_t now_us, struct breaker *b,
+                          struct breaker_stats *st)
+{
+	pthread_mutex_lock(&s->lock);
+	*b = s->breaker;
+	breaker_window(&s->breaker, c, now_us, st);
+	pthread_mutex_unlock(&s->lock);
+}
+
+void runtime_set_weight(struct runtime_server *s, unsigned weight)
+{
+	atomic_store(&s->weight_set, true);
+	atomic_store(&s->weight, weight);
+}
+
+void runtime_clear_weight(struct runtime_server *s)
+{
+	atomic_store(&s->weight_set, false);
+	atomic_store(&s->weight, atomic_load(&s->config_weight));
+}
+
+void runtime_set_split_weight(struct runtime_split *sp, unsigned weight)
+{
+	atomic_store(&sp->weight_set, true);
+	atomic_store(&sp->weight, weight);
+}

@@ -1,0 +1,110 @@
+/* runtime.h - runtime state of pools, servers and service splits, kept
+ * outside config snapshots and keyed by stable names (pool name + server
+ * address, service name + pool name), so that it survives reloads.
+ *
+ * Threads: which entries exist is decided on the main thread only
+ * (runtime_sync, at start and at reload), and only the main thread walks the
+ * tables (admin socket, health checks, state file). An entry, once created,
+ * never moves and lives until runtime_free(), so workers keep plain pointers
+ * to entries (bound per snapshot in pool.c) and read them with atomic loads.
+ * Per server: health, deployer marks (weight override, drain, disabled) and
+ * counters are atomics; the breaker sits behind a small per-server mutex,
+ * with its state, epoch and open-until time mirrored in atomics so that the
+ * happy case (breaker closed) admits a request without taking the lock. */
+#ifndef SLUICE_RUNTIME_H
+#define SLUICE_RUNTIME_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "breaker.h"
+#include "conf.h"
+
+enum runtime_health { RUNTIME_HEALTH_UP = 0, RUNTIME_HEALTH_DOWN = 1 };
+
+struct runtime_server {
+	char *address;
+	atomic_uint config_weight; /* from the current snapshot */
+	atomic_uint weight;        /* effective: the override if set, else config_weight */
+	atomic_bool weight_set;    /* a deployer override is in place */
+	atomic_bool drained;
+	atomic_bool disabled;
+	atomic_int health;         /* enum runtime_health; UP while no checks run */
+	atomic_uint active_requests;
+	atomic_uint connections;
+	atomic_uint_fast64_t requests, failures; /* totals, for show servers */
+
+	/* breaker: the struct under lock, mirrors for lock-free reads */
+	pthread_mutex_t lock;
+	struct breaker breaker;
+	atomic_int breaker_state;          /* enum breaker_state */
+	atomic_uint_fast64_t breaker_epoch;
+	atomic_uint_fast64_t open_until_us;
+};
+
+struct runtime_pool {
+	char *name;
+	struct runtime_server **servers; /* main thread only */
+	size_t num_servers;
+	atomic_uint active_requests;
+	atomic_uint retries_inflight;
+	atomic_uint pending;       /* requests waiting for a new connection to open */
+	atomic_uint connections;   /* upstream connections open, all workers */
+	/* refusals, by reason */
+	atomic_uint_fast64_t overflow, retry_denied, breaker_open, no_server, retries;
+};
+
+/* One pool's share of one service. */
+struct runtime_split {
+	char *service, *pool;
+	atomic_uint config_weight;
+	atomic_uint weight;
+	atomic_bool weight_set;
+};
+
+struct runtime {
+	struct runtime_pool **pools;
+	size_t num_pools;
+	struct runtime_split **splits;
+	size_t num_splits;
+	atomic_uint_fast64_t changes; /* deployer changes applied since start */
+};
+
+struct runtime *runtime_new(void);
+void runtime_free(struct runtime *rt);
+/* Make sure every pool, server and service split of c has an entry, and
+ * take c's weights as the config weights (overrides stay). Main thread.
+ * Returns 0, or -1 on out-of-memory. */
+int runtime_sync(struct runtime *rt, const struct conf *c);
+
+struct runtime_pool *runtime_find_pool(const struct runtime *rt, const char *name);
+struct runtime_server *runtime_find_server(const struct runtime_pool *p, const char *address);
+struct runtime_split *runtime_find_split(const struct runtime *rt, const char *service, const char *pool);
+
+/* May new requests go to this server (weight, marks, health, breaker not
+ * open or its open time over)? Lock-free. */
+bool runtime_server_usable(const struct runtime_server *s, uint64_t now_us);
+/* The breaker, under the server's lock only when it is not closed.
+ * *half_opened: this call moved it from open to half-open. */
+enum breaker_admit runtime_breaker_admit(struct runtime_server *s, const struct conf_breaker *c, uint64_t now_us,
+                                         uint64_t *epoch, bool *half_opened);
+/* Returns true when the breaker changed state; *state gets the new state. */
+bool runtime_breaker_record(struct runtime_server *s, const struct conf_breaker *c, uint64_t now_us, uint64_t epoch,
+                            bool probe, enum breaker_outcome o, uint64_t duration_us, enum breaker_state *state);
+void runtime_breaker_reset(struct runtime_server *s);
+/* A consistent copy of the breaker and its window statistics. */
+void runtime_breaker_read(struct runtime_server *s, const struct conf_breaker *c, uint64_t now_us, struct breaker *b,
+                          struct breaker_stats *st);
+
+/* Deployer changes (main thread). */
+void runtime_set_weight(struct runtime_server *s, unsigned weight);
+void runtime_clear_weight(struct runtime_server *s);
+void runtime_set_split_weight(struct runtime_split *sp, unsigned weight);
+
+/* Wall clock in microseconds (the clock worker_wall_us caches). */
+uint64_t runtime_now_us(void);
+
+#endif
