@@ -12,7 +12,10 @@
 #include <unistd.h>
 
 #include <event2/buffer.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 
 #include "log.h"
 #include "pool.h"
@@ -197,6 +200,10 @@ static void client_free(struct client_conn *cc, enum reason reason)
 		cc->next->prev = cc->prev;
 	event_free(cc->timer);
 	io_flusher_free(&cc->flusher);
+	/* freeing one end of a pair unlinks it silently: tell the other end (an
+	 * HTTP/2 stream) that this side is finished first */
+	if (bufferevent_pair_get_partner(cc->bev))
+		bufferevent_flush(cc->bev, EV_READ | EV_WRITE, BEV_FINISHED);
 	bufferevent_free(cc->bev);
 	free(cc);
 	worker_conn_closed(w);
@@ -297,6 +304,7 @@ static void client_begin_request(struct client_conn *cc, struct client_req *cr)
 	memcpy(r->client_ip, cc->client_ip, sizeof(r->client_ip));
 	r->client_port = cc->client_port;
 	r->listener = r->snap->conf->listeners[cc->listener].name;
+	r->client_bev = cc->bev;
 	r->scheme = cc->origin.scheme ? cc->origin.scheme : "http";
 	r->protocol = "HTTP/1.1";
 	r->method = "";
@@ -695,6 +703,13 @@ static void client_write_cb(struct bufferevent *bev, void *arg)
 			return;
 		/* all sent: half-close and linger so the client can read it all */
 		cc->lingering = true;
+		SSL *ssl = bufferevent_openssl_get_ssl(bev);
+		if (ssl) {
+			/* a TLS close_notify before the TCP half-close: the client can tell a
+			 * complete response from a truncated one, and keep its session */
+			if (SSL_shutdown(ssl) < 0)
+				ERR_clear_error();
+		}
 		if (shutdown(bufferevent_getfd(bev), SHUT_WR) != 0) {
 			event_active(cc->timer, EV_TIMEOUT, 1);
 			return;

@@ -16,6 +16,7 @@
 #include "http.h"
 #include "reason.h"
 
+struct bufferevent;
 struct snapshot;
 struct worker;
 
@@ -28,6 +29,7 @@ struct request {
 	char client_ip[64];
 	uint16_t client_port;
 	const char *listener; /* listener name */
+	struct bufferevent *client_bev; /* the connection's bufferevent (TLS, socket, or an h2 stream's pair end) */
 	const char *scheme;   /* "http" or "https" */
 	const char *protocol; /* "HTTP/1.0", "HTTP/1.1", "HTTP/2.0" */
 

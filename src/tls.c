@@ -1283,13 +1283,11 @@ bool tls_request_info(const struct request *r, struct tls_info *out)
 {
 	if (!r->scheme || strcmp(r->scheme, "https") != 0)
 		return false;
-	/* the request is the first member of its client_req (client.h) */
-	const struct client_req *cr = (const struct client_req *)(const void *)r;
-	if (!cr->conn || !cr->conn->bev)
+	if (!r->client_bev)
 		return false;
-	if (tls_bev_info(cr->conn->bev, out))
+	if (tls_bev_info(r->client_bev, out))
 		return true;
-	return tls_bev_info(h2_stream_transport(cr->conn->bev), out);
+	return tls_bev_info(h2_stream_transport(r->client_bev), out);
 }
 
 /* ---- privileges ---- */
