@@ -125,7 +125,7 @@ struct client_conn *client_accept_bev(struct worker *w, size_t listener, struct 
 		return NULL;
 	}
 	/* without a flusher the bufferevent writes as usual: slower, still correct */
-	if (o->plain_socket && io_flusher_init(&cc->flusher, w->base, cc->bev, client_write_cb, cc) != 0)
+	if (o->plain_socket && io_flusher_init(&cc->flusher, w->base, cc->bev) != 0)
 		log_msg(LOG_DEBUG, "direct writes unavailable on a client connection");
 	cc->next = w->conns;
 	if (w->conns)
@@ -434,7 +434,7 @@ void client_respond_error(struct client_req *cr, int status, enum reason reason,
 	client_respond(cr, status, reason, "text/plain", body, (size_t)n, extra_headers);
 }
 
-static void client_start_body_timer(struct client_conn *cc, bool reading_body)
+void client_body_timer(struct client_conn *cc, bool reading_body)
 {
 	/* re-adding the events costs more than the check: only change what changes */
 	if (cc->body_timer_on == reading_body)
@@ -486,7 +486,7 @@ static void client_run_access(struct client_req *cr)
 		}
 	}
 	if (!cr->body_done)
-		client_start_body_timer(cc, true);
+		client_body_timer(cc, true);
 	proxy_start(cr);
 }
 
@@ -648,7 +648,7 @@ void client_finish_request(struct client_req *cr)
 		return;
 	}
 	cc->state = CLIENT_WAIT_HEAD;
-	client_start_body_timer(cc, false);
+	client_body_timer(cc, false);
 	bufferevent_enable(cc->bev, EV_READ);
 	if (evbuffer_get_length(bufferevent_get_input(cc->bev)) > 0) {
 		if (!cc->in_input_loop)
@@ -678,8 +678,12 @@ static void client_read_cb(struct bufferevent *bev, void *arg)
 		client_handle_input(cc);
 		break;
 	case CLIENT_PROXY:
-		if (cc->cr && !cc->cr->body_done)
+		if (cc->cr && !cc->cr->body_done) {
+			/* a large body: take what the socket holds beyond libevent's 4 KiB step */
+			if (cc->origin.plain_socket && evbuffer_get_length(bufferevent_get_input(bev)) >= 4096)
+				io_read_more(bev, PROXY_HIGH_WATER);
 			proxy_on_client_data(cc->cr);
+		}
 		break;
 	case CLIENT_CLOSING: {
 		/* lingering: whatever the client still sends is read and dropped */

@@ -113,6 +113,8 @@ void client_respond_error(struct client_req *cr, int status, enum reason reason,
 void client_finish_request(struct client_req *cr);
 /* Abort the connection (response cut short); logs cr with reason. */
 void client_abort(struct client_req *cr, enum reason reason);
+/* Arm (reading_body) or clear the client body read timeout; the send timeout stays. */
+void client_body_timer(struct client_conn *cc, bool reading_body);
 /* Pause/resume reading from the client (request-body back-pressure). */
 void client_pause_reading(struct client_conn *cc, bool paused);
 

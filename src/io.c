@@ -1,5 +1,7 @@
 #include "io.h"
 
+#include <errno.h>
+#include <sys/uio.h>
 
 #include <event2/buffer.h>
 
@@ -30,39 +32,45 @@ static void io_flush_now(evutil_socket_t fd, short what, void *arg)
 		}
 	}
 	size_t low = 0;
-	if (bufferevent_getwatermark(bev, EV_WRITE, &low, NULL) == 0 && evbuffer_get_length(out) <= low && f->drained)
-		f->drained(bev, f->arg);
+	if (bufferevent_getwatermark(bev, EV_WRITE, &low, NULL) != 0 || evbuffer_get_length(out) > low)
+		return;
+	bufferevent_data_cb writecb = NULL;
+	void *cbarg = NULL;
+	bufferevent_getcb(bev, NULL, &writecb, NULL, &cbarg);
+	if (writecb)
+		writecb(bev, cbarg);
 }
 
-static void io_output_changed(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
+static void io_schedule(struct io_flusher *f)
 {
-	(void)buf;
-	struct io_flusher *f = arg;
-	if (info->n_added == 0 || f->scheduled || (bufferevent_get_enabled(f->bev) & EV_WRITE))
+	if (f->scheduled || (bufferevent_get_enabled(f->bev) & EV_WRITE))
 		return;
 	f->scheduled = true;
 	event_active(f->ev, EV_TIMEOUT, 1);
 }
 
-int io_flusher_init(struct io_flusher *f, struct event_base *base, struct bufferevent *bev,
-                    void (*drained)(struct bufferevent *, void *), void *arg)
+static void io_output_changed(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
+{
+	(void)buf;
+	if (info->n_added > 0)
+		io_schedule(arg);
+}
+
+int io_flusher_init(struct io_flusher *f, struct event_base *base, struct bufferevent *bev)
 {
 	f->bev = bev;
-	f->drained = drained;
-	f->arg = arg;
 	f->scheduled = false;
+	f->cb = NULL;
 	f->ev = event_new(base, -1, 0, io_flush_now, f);
 	if (!f->ev)
 		return -1;
 	f->cb = evbuffer_add_cb(bufferevent_get_output(bev), io_output_changed, f);
 	if (!f->cb || bufferevent_disable(bev, EV_WRITE) != 0) {
-		if (f->cb)
-			evbuffer_remove_cb_entry(bufferevent_get_output(bev), f->cb);
-		event_free(f->ev);
-		f->ev = NULL;
-		f->cb = NULL;
+		io_flusher_free(f);
 		return -1;
 	}
+	if (evbuffer_get_length(bufferevent_get_output(bev)) > 0)
+		io_schedule(f);
 	return 0;
 }
 
@@ -74,10 +82,53 @@ void io_flusher_free(struct io_flusher *f)
 		event_free(f->ev);
 	f->cb = NULL;
 	f->ev = NULL;
+	f->scheduled = false;
+}
+
+bool io_flusher_active(const struct io_flusher *f)
+{
+	return f->ev != NULL;
 }
 
 void io_flusher_drained(struct io_flusher *f)
 {
 	if (f->ev && evbuffer_get_length(bufferevent_get_output(f->bev)) == 0)
 		bufferevent_disable(f->bev, EV_WRITE);
+}
+
+void io_read_more(struct bufferevent *bev, size_t limit)
+{
+	struct evbuffer *in = bufferevent_get_input(bev);
+	size_t have = evbuffer_get_length(in);
+	evutil_socket_t sock = bufferevent_getfd(bev);
+	if (have >= limit || sock < 0)
+		return;
+	struct evbuffer_iovec vec[2];
+	/* a socket bufferevent freezes the end of its input (only it may add):
+	 * thaw it for this one read */
+	evbuffer_unfreeze(in, 0);
+	int nvec = evbuffer_reserve_space(in, (ev_ssize_t)(limit - have), vec, 2);
+	if (nvec <= 0) {
+		evbuffer_freeze(in, 0);
+		return;
+	}
+	struct iovec iov[2];
+	for (int i = 0; i < nvec; i++) {
+		iov[i].iov_base = vec[i].iov_base;
+		iov[i].iov_len = vec[i].iov_len;
+	}
+	ssize_t n = readv(sock, iov, nvec);
+	if (n <= 0) {
+		/* nothing (EAGAIN), EOF or an error: the read event will say which */
+		evbuffer_commit_space(in, vec, 0);
+		evbuffer_freeze(in, 0);
+		return;
+	}
+	for (int i = 0; i < nvec; i++) {
+		size_t take = (size_t)n < vec[i].iov_len ? (size_t)n : vec[i].iov_len;
+		vec[i].iov_len = take;
+		n -= (ssize_t)take;
+	}
+	evbuffer_commit_space(in, vec, nvec);
+	evbuffer_freeze(in, 0);
 }

@@ -261,6 +261,7 @@ void upstream_conn_free(struct upstream_conn *uc)
 	uc->pool->servers[uc->server].open--;
 	atomic_fetch_sub_explicit(&uc->pool->rt->connections, 1, memory_order_relaxed);
 	atomic_fetch_sub_explicit(&uc->pool->rs[uc->server]->connections, 1, memory_order_relaxed);
+	io_flusher_free(&uc->flusher);
 	if (uc->bev)
 		bufferevent_free(uc->bev); /* BEV_OPT_CLOSE_ON_FREE closes the socket */
 	free(uc);
@@ -323,10 +324,7 @@ void pool_release(struct upstream_conn *uc)
 		upstream_conn_free(uc);
 		return;
 	}
-	struct timeval idle_tv = {
-	    .tv_sec = (time_t)(p->conf->keepalive_idle_timeout / 1000),
-	    .tv_usec = (suseconds_t)(p->conf->keepalive_idle_timeout % 1000) * 1000,
-	};
+	struct timeval idle_tv = worker_timeval(p->worker, p->conf->keepalive_idle_timeout);
 	bufferevent_setcb(uc->bev, idle_read_cb, NULL, idle_event_cb, uc);
 	if (bufferevent_set_timeouts(uc->bev, &idle_tv, NULL) != 0 || bufferevent_enable(uc->bev, EV_READ) != 0) {
 		upstream_conn_free(uc);

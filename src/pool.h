@@ -15,6 +15,8 @@
 
 #include <event2/bufferevent.h>
 
+#include "io.h"
+
 #include "conf.h"
 
 struct worker;
@@ -32,6 +34,7 @@ struct upstream_conn {
 	unsigned requests;                 /* requests sent on this connection */
 	bool idle;
 	void *owner; /* the proxy transaction using it, NULL when idle */
+	struct io_flusher flusher; /* direct writes once connected (plain sockets only) */
 };
 
 struct pool_server_state {

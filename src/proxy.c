@@ -34,10 +34,41 @@ static void proxy_attempt(struct client_req *cr, bool allow_reuse);
 static void proxy_pump_request(struct client_req *cr);
 static void proxy_pump_response(struct client_req *cr);
 
-static struct timeval ms_to_tv(conf_msec ms)
+static struct timeval proxy_tv(const struct client_req *cr, conf_msec ms)
 {
-	struct timeval tv = {.tv_sec = (time_t)(ms / 1000), .tv_usec = (suseconds_t)(ms % 1000) * 1000};
-	return tv;
+	return worker_timeval(cr->conn->w, ms);
+}
+
+/* Decimal and hex without printf: these run for every response and chunk. */
+static size_t fmt_u64(char *out, uint64_t v)
+{
+	char tmp[24];
+	size_t n = 0;
+	do {
+		tmp[n++] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v);
+	for (size_t i = 0; i < n; i++)
+		out[i] = tmp[n - 1 - i];
+	return n;
+}
+
+static void proxy_add_chunk_size(struct evbuffer *out, size_t n)
+{
+	static const char hex[] = "0123456789abcdef";
+	char buf[24];
+	size_t len = 0;
+	char tmp[20];
+	size_t k = 0;
+	do {
+		tmp[k++] = hex[n & 15];
+		n >>= 4;
+	} while (n);
+	while (k)
+		buf[len++] = tmp[--k];
+	buf[len++] = '\r';
+	buf[len++] = '\n';
+	evbuffer_add(out, buf, len);
 }
 
 static struct bufferevent *client_bev(struct client_req *cr)
@@ -557,14 +588,20 @@ static void proxy_attempt(struct client_req *cr, bool allow_reuse)
 	uc->owner = cr;
 	uc->requests++;
 	bufferevent_setcb(uc->bev, up_read_cb, up_write_cb, up_event_cb, cr);
-	bufferevent_setwatermark(uc->bev, EV_READ, 0, PROXY_UPSTREAM_READ_HIGH);
-	bufferevent_setwatermark(uc->bev, EV_WRITE, PROXY_HIGH_WATER / 2, 0);
-	struct timeval response_tv = ms_to_tv(pc->response_timeout);
+	struct timeval response_tv = proxy_tv(cr, pc->response_timeout);
+	txn->read_timer_on = false;
 	if (txn->reused) {
 		txn->connecting = false;
-		bufferevent_set_timeouts(uc->bev, NULL, &response_tv);
+		/* when the body is already complete the response timer starts now: one
+		 * setting instead of two (each one re-adds both events) */
+		txn->read_timer_on = cr->body_done;
+		bufferevent_set_timeouts(uc->bev, cr->body_done ? &response_tv : NULL, &response_tv);
 	} else {
-		struct timeval connect_tv = ms_to_tv(pc->connect_timeout);
+		/* set once per connection: they survive its stays in the idle list */
+		bufferevent_setwatermark(uc->bev, EV_READ, 0, PROXY_UPSTREAM_READ_HIGH);
+		bufferevent_setwatermark(uc->bev, EV_WRITE, PROXY_HIGH_WATER / 2, 0);
+		bufferevent_set_max_single_read(uc->bev, PROXY_HIGH_WATER);
+		struct timeval connect_tv = proxy_tv(cr, pc->connect_timeout);
 		txn->connecting = true;
 		txn->connect_start_us = worker_wall_us(w);
 		bufferevent_set_timeouts(uc->bev, NULL, &connect_tv);
@@ -578,7 +615,10 @@ static void proxy_attempt(struct client_req *cr, bool allow_reuse)
 			log_msg(LOG_DEBUG, "TCP_NODELAY failed on an upstream socket");
 	}
 	proxy_build_head(cr, bufferevent_get_output(uc->bev));
-	if (bufferevent_enable(uc->bev, EV_READ | EV_WRITE) != 0) {
+	/* a pooled plain connection writes through its flusher (io.h): arming the
+	 * write event here would cost the epoll_ctl pair the flusher saves */
+	short want = io_flusher_active(&uc->flusher) ? EV_READ : EV_READ | EV_WRITE;
+	if ((bufferevent_get_enabled(uc->bev) & want) != want && bufferevent_enable(uc->bev, want) != 0) {
 		proxy_fail(cr, REASON_UPSTREAM_CONNECT_FAILED, 502);
 		return;
 	}
@@ -602,9 +642,10 @@ static void proxy_request_sent(struct client_req *cr)
 {
 	struct proxy_txn *txn = &cr->txn;
 	txn->req_done = true;
-	if (!txn->connecting && txn->uc) {
-		struct timeval response_tv = ms_to_tv(txn->pool->conf->response_timeout);
+	if (!txn->connecting && txn->uc && !txn->read_timer_on) {
+		struct timeval response_tv = proxy_tv(cr, txn->pool->conf->response_timeout);
 		bufferevent_set_timeouts(txn->uc->bev, &response_tv, &response_tv);
+		txn->read_timer_on = true;
 	}
 }
 
@@ -673,8 +714,8 @@ static void proxy_pump_request(struct client_req *cr)
 				proxy_request_body_error(cr, 413, REASON_REQUEST_TOO_LARGE);
 				return;
 			}
-			if (evbuffer_add_printf(out, "%zx\r\n", (size_t)n) < 0 ||
-			    evbuffer_remove_buffer(in, out, (size_t)n) != (int)n || evbuffer_add(out, "\r\n", 2) != 0) {
+			proxy_add_chunk_size(out, (size_t)n);
+			if (evbuffer_remove_buffer(in, out, (size_t)n) != (int)n || evbuffer_add(out, "\r\n", 2) != 0) {
 				proxy_request_body_error(cr, 400, REASON_CLIENT_RESET);
 				return;
 			}
@@ -705,8 +746,7 @@ static void proxy_pump_request(struct client_req *cr)
 	}
 	if (cr->body_done) {
 		/* the body is complete: stop the body timer, keep reading for the next request or EOF */
-		struct timeval send_tv = ms_to_tv(lim->send_timeout);
-		bufferevent_set_timeouts(client_bev(cr), NULL, &send_tv);
+		client_body_timer(cr->conn, false);
 		if (txn->req_paused) {
 			txn->req_paused = false;
 			client_pause_reading(cr->conn, false);
@@ -753,10 +793,24 @@ static void proxy_write_response_head(struct client_req *cr)
 			txn->resp_chunked_out = true;
 	}
 
-	if (resp->reason_len > 0)
-		evbuffer_add_printf(out, "HTTP/1.1 %d %.*s\r\n", resp->status, (int)resp->reason_len, resp->reason);
-	else
-		evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\n", resp->status, http_status_text(resp->status));
+	/* the head is built in the arena and added to the output once: every
+	 * evbuffer_add runs the buffer's callbacks */
+	const char *reason = resp->reason;
+	size_t reason_len = resp->reason_len;
+	if (reason_len == 0) {
+		reason = http_status_text(resp->status);
+		reason_len = strlen(reason);
+	}
+	size_t cap = 128 + reason_len + strlen(r->request_id);
+	for (size_t i = 0; i < resp->num_headers; i++)
+		cap += resp->headers[i].name_len + resp->headers[i].value_len + 4;
+	struct head_builder hb = {.buf = arena_alloc(&r->arena, cap), .len = 0, .cap = cap};
+	char num[24];
+	hb_add(&hb, "HTTP/1.1 ", 9);
+	hb_add(&hb, num, fmt_u64(num, (uint64_t)resp->status));
+	hb_add(&hb, " ", 1);
+	hb_add(&hb, reason, reason_len);
+	hb_add(&hb, "\r\n", 2);
 	for (size_t i = 0; i < resp->num_headers; i++) {
 		const struct http_header *f = &resp->headers[i];
 		if (resp->header_flags[i] & H1_HDR_HOP) {
@@ -766,16 +820,23 @@ static void proxy_write_response_head(struct client_req *cr)
 		} else if (http_name_is(f, "x-request-id")) {
 			continue;
 		}
-		evbuffer_add(out, f->name, f->name_len);
-		evbuffer_add(out, ": ", 2);
-		evbuffer_add(out, f->value, f->value_len);
-		evbuffer_add(out, "\r\n", 2);
+		hb_add(&hb, f->name, f->name_len);
+		hb_add(&hb, ": ", 2);
+		hb_add(&hb, f->value, f->value_len);
+		hb_add(&hb, "\r\n", 2);
 	}
-	if (resp->body == H1_BODY_LENGTH)
-		evbuffer_add_printf(out, "content-length: %llu\r\n", (unsigned long long)resp->content_length);
-	else if (txn->resp_chunked_out)
-		evbuffer_add(out, "transfer-encoding: chunked\r\n", 28);
-	evbuffer_add_printf(out, "x-request-id: %s\r\n", r->request_id);
+	if (resp->body == H1_BODY_LENGTH) {
+		hb_str(&hb, "content-length: ");
+		hb_add(&hb, num, fmt_u64(num, resp->content_length));
+		hb_add(&hb, "\r\n", 2);
+	} else if (txn->resp_chunked_out) {
+		hb_str(&hb, "transfer-encoding: chunked\r\n");
+	}
+	hb_str(&hb, "x-request-id: ");
+	hb_str(&hb, r->request_id);
+	hb_add(&hb, "\r\n", 2);
+	if (evbuffer_add(out, hb.buf, hb.len) != 0)
+		log_msg(LOG_ERROR, "out of memory writing a response head");
 	client_add_module_headers(cr, out);
 	if (!cc->keep_alive)
 		evbuffer_add(out, "connection: close\r\n\r\n", 21);
@@ -890,7 +951,7 @@ static void proxy_pump_response(struct client_req *cr)
 		if (txn->resp_body == H1_BODY_CLOSE) {
 			size_t before = evbuffer_get_length(out);
 			if (txn->resp_chunked_out)
-				evbuffer_add_printf(out, "%zx\r\n", avail);
+				proxy_add_chunk_size(out, avail);
 			evbuffer_remove_buffer(in, out, avail);
 			if (txn->resp_chunked_out)
 				evbuffer_add(out, "\r\n", 2);
@@ -925,7 +986,7 @@ static void proxy_pump_response(struct client_req *cr)
 		switch (ev) {
 		case H1_CHUNK_DATA:
 			if (txn->resp_chunked_out)
-				evbuffer_add_printf(out, "%zx\r\n", (size_t)n);
+				proxy_add_chunk_size(out, (size_t)n);
 			evbuffer_remove_buffer(in, out, (size_t)n);
 			if (txn->resp_chunked_out)
 				evbuffer_add(out, "\r\n", 2);
@@ -992,6 +1053,10 @@ static void up_read_cb(struct bufferevent *bev, void *arg)
 	struct client_req *cr = arg;
 	struct proxy_txn *txn = &cr->txn;
 	struct evbuffer *in = bufferevent_get_input(bev);
+	/* libevent reads 4 KiB per wakeup: take the rest of a larger response now,
+	 * so that it leaves in one write instead of one per wakeup */
+	if (evbuffer_get_length(in) >= 4096 && txn->uc && io_flusher_active(&txn->uc->flusher) && !txn->resp_paused)
+		io_read_more(bev, PROXY_UPSTREAM_READ_HIGH);
 	txn->resp_bytes_seen += evbuffer_get_length(in);
 	if (!txn->resp_head_done && !proxy_read_head(cr, in))
 		return;
@@ -1003,6 +1068,8 @@ static void up_write_cb(struct bufferevent *bev, void *arg)
 	(void)bev;
 	struct client_req *cr = arg;
 	struct proxy_txn *txn = &cr->txn;
+	if (txn->uc)
+		io_flusher_drained(&txn->uc->flusher);
 	if (txn->req_paused) {
 		txn->req_paused = false;
 		client_pause_reading(cr->conn, false);
@@ -1021,8 +1088,13 @@ static void up_event_cb(struct bufferevent *bev, short what, void *arg)
 			atomic_fetch_sub_explicit(&txn->pool->rt->pending, 1, memory_order_relaxed);
 		}
 		cr->req.upstream_connect_us = worker_wall_us(cr->conn->w) - txn->connect_start_us;
-		struct timeval response_tv = ms_to_tv(txn->pool->conf->response_timeout);
+		struct timeval response_tv = proxy_tv(cr, txn->pool->conf->response_timeout);
+		txn->read_timer_on = txn->req_done;
 		bufferevent_set_timeouts(bev, txn->req_done ? &response_tv : NULL, &response_tv);
+		/* plain sockets write directly from now on (io.h); the request head queued
+		 * while connecting goes out through the flusher */
+		if (!txn->pool->conf->tls && io_flusher_init(&txn->uc->flusher, cr->conn->w->base, bev) != 0)
+			log_msg(LOG_DEBUG, "direct writes unavailable on an upstream connection");
 		proxy_pump_request(cr);
 		return;
 	}

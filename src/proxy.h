@@ -46,6 +46,7 @@ struct proxy_txn {
 	uint64_t req_body_sent; /* body bytes moved to the upstream (decoded) */
 	bool req_done;          /* the whole request (head, body, trailers) is in the upstream output */
 	bool req_paused;        /* client reading paused: upstream output above high water */
+	bool read_timer_on;     /* the upstream read (response) timeout is armed */
 
 	/* response side */
 	uint64_t resp_bytes_seen; /* any byte from the upstream for this attempt */
