@@ -539,8 +539,10 @@ static enum decision decide_shared(struct rl_worker *ws, const struct rl_snap *s
 	bool fresh;
 	struct rl_entry *e = rl_table_acquire(l->table, key, klen, now, &fresh);
 	/* a take older than twice the timeout has failed (the connection is
-	 * dropped at the timeout); never let a lost reply block the key */
-	bool inflight = e->refill_since_us != 0 && now - e->refill_since_us < 2 * s->redis.timeout_us;
+	 * dropped at the timeout); never let a lost reply block the key. Another
+	 * worker may have read the clock after us and set it in the meantime. */
+	bool inflight = e->refill_since_us != 0 &&
+	                (now < e->refill_since_us || now - e->refill_since_us < 2 * s->redis.timeout_us);
 	uint64_t full = e->remote_full_us > now ? e->remote_full_us - now : 0;
 	if (e->lease > 0 && now < e->lease_until_us) {
 		e->lease--;

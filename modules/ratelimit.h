@@ -5,12 +5,17 @@
  * - Local limits: one bucket per key in a process-wide table (rl_table.h),
  *   exact across workers.
  * - Shared limits: the bucket lives in Redis (lua/redis/ratelimit.lua, on
- *   Redis's clock); each process leases batches of tokens from it, so most
- *   requests are decided from the lease without waiting; a request with no
- *   lease left suspends (pipeline_resume) for one asynchronous round trip
- *   on its worker's connection (rl_redis.h), bounded by redis.timeout.
- *   The batch shrinks to one token as a key nears its limit, which keeps low
- *   limits exact. Redis down: decisions follow redis.on_failure.
+ *   Redis's clock); each process leases batches of tokens from it and
+ *   refills them in the background before they run out (also at a batch of
+ *   one token near the limit), and refuses locally while Redis has said the
+ *   key is empty, so requests are decided without waiting. A request
+ *   suspends (pipeline_resume) for one asynchronous round trip on its
+ *   worker's connection (rl_redis.h), bounded by redis.timeout, only for a
+ *   cold key, in exact mode (burst <= 8 x instances: every token is taken by
+ *   the request that uses it, so logins stay exact), or when its lease ran
+ *   dry while Redis still had tokens. The batch shrinks to one token as a
+ *   key nears its limit, bounding over-admission (docs: "Accuracy bound").
+ *   Redis down: decisions follow redis.on_failure.
  * - Refused: 429 (reason rate_limited) with Retry-After and RateLimit-Limit,
  *   -Remaining, -Reset; `headers = true` adds the RateLimit-* headers to
  *   allowed responses too. on_failure = "deny" refuses with 503
