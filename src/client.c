@@ -42,11 +42,33 @@ static const struct conf *client_conf(const struct client_conn *cc)
 	return cc->w->snap->conf;
 }
 
+/* The connection's one timer is lazy: a deadline is a number, and the libevent
+ * timer is only moved when it would fire too late. On a keep-alive connection
+ * the idle deadline is set and cleared once per request; re-adding and
+ * deleting the timer each time cost more than the rest of the bookkeeping. A
+ * timer that fires before the deadline re-arms itself for the remainder. */
+static void client_timer_at(struct client_conn *cc, uint64_t at_us)
+{
+	uint64_t now = worker_mono_us(cc->w);
+	uint64_t ms = at_us > now ? (at_us - now + 999) / 1000 : 0;
+	struct timeval tv = worker_timeval(cc->w, ms);
+	if (evtimer_add(cc->timer, &tv) != 0) {
+		log_msg(LOG_ERROR, "cannot arm a client timer");
+		return;
+	}
+	cc->timer_at_us = now + ms * 1000;
+}
+
 static void client_arm_timer(struct client_conn *cc, conf_msec ms)
 {
-	struct timeval tv = worker_timeval(cc->w, ms);
-	if (evtimer_add(cc->timer, &tv) != 0)
-		log_msg(LOG_ERROR, "cannot arm a client timer");
+	cc->deadline_us = worker_mono_us(cc->w) + ms * 1000;
+	if (cc->timer_at_us == 0 || cc->timer_at_us > cc->deadline_us)
+		client_timer_at(cc, cc->deadline_us);
+}
+
+static void client_clear_timer(struct client_conn *cc)
+{
+	cc->deadline_us = 0;
 }
 
 /* ---- connection lifecycle ---- */
@@ -218,7 +240,7 @@ static void client_close_soon(struct client_conn *cc, bool flush_first)
 	if (flush_first && evbuffer_get_length(bufferevent_get_output(cc->bev)) > 0) {
 		/* the write callback takes it from here once the output is flushed */
 		bufferevent_disable(cc->bev, EV_READ);
-		evtimer_del(cc->timer);
+		client_clear_timer(cc);
 		return;
 	}
 	if (flush_first) {
@@ -226,6 +248,7 @@ static void client_close_soon(struct client_conn *cc, bool flush_first)
 		return;
 	}
 	bufferevent_disable(cc->bev, EV_READ | EV_WRITE);
+	cc->close_now = true;
 	event_active(cc->timer, EV_TIMEOUT, 1);
 }
 
@@ -497,7 +520,7 @@ void pipeline_resume(struct request *r, enum phase_result result, const struct p
 	if (!cr->suspended || cc->cr != cr)
 		return;
 	cr->suspended = false;
-	evtimer_del(cc->timer);
+	client_clear_timer(cc);
 	switch (result) {
 	case PHASE_CONTINUE:
 		client_run_access(cr);
@@ -596,7 +619,7 @@ static bool client_try_head(struct client_conn *cc)
 		}
 		return false;
 	}
-	evtimer_del(cc->timer);
+	client_clear_timer(cc);
 	cc->head_timer_armed = false;
 	client_begin_request(cc, cr);
 	if (rc == H1_ERROR) {
@@ -715,6 +738,7 @@ static void client_write_cb(struct bufferevent *bev, void *arg)
 				ERR_clear_error();
 		}
 		if (shutdown(bufferevent_getfd(bev), SHUT_WR) != 0) {
+			cc->close_now = true;
 			event_active(cc->timer, EV_TIMEOUT, 1);
 			return;
 		}
@@ -759,6 +783,16 @@ static void client_timer_cb(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	struct client_conn *cc = arg;
+	cc->timer_at_us = 0; /* a non-persistent timer is no longer pending once it runs */
+	if (cc->deadline_us) {
+		if (worker_mono_us(cc->w) < cc->deadline_us) {
+			client_timer_at(cc, cc->deadline_us);
+			return;
+		}
+		cc->deadline_us = 0;
+	} else if (!(cc->state == CLIENT_CLOSING && cc->close_now)) {
+		return; /* a timer left from an earlier deadline: nothing is due */
+	}
 	switch (cc->state) {
 	case CLIENT_CLOSING:
 		client_free(cc, REASON_NONE);

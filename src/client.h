@@ -82,6 +82,9 @@ struct client_conn {
 	bool in_input_loop;    /* client_handle_input is on the stack */
 	bool lingering;        /* half-closed, reading and dropping until EOF or timeout */
 	bool body_timer_on;    /* the bufferevent read timeout (client_body_timeout) is set */
+	bool close_now;        /* CLOSING without flush: the timer frees the connection */
+	uint64_t deadline_us;  /* monotonic; 0: none (header, keep-alive, suspension, linger) */
+	uint64_t timer_at_us;  /* when the pending libevent timer fires; 0: not pending */
 	unsigned requests; /* served on this connection */
 };
 

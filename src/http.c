@@ -3,16 +3,11 @@
 #include <string.h>
 #include <strings.h>
 
-bool http_name_is(const struct http_header *h, const char *lower_name)
-{
-	size_t n = strlen(lower_name);
-	return h->name_len == n && strncasecmp(h->name, lower_name, n) == 0;
-}
-
 int http_find_header(const struct http_header *hs, size_t n, const char *lower_name)
 {
+	size_t len = strlen(lower_name);
 	for (size_t i = 0; i < n; i++)
-		if (http_name_is(&hs[i], lower_name))
+		if (hs[i].name_len == len && strncasecmp(hs[i].name, lower_name, len) == 0)
 			return (int)i;
 	return -1;
 }

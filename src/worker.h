@@ -88,6 +88,8 @@ void worker_request_stop(struct worker *w);
 
 /* Wall-clock time in microseconds, read through the vDSO (no system call). */
 uint64_t worker_wall_us(struct worker *w);
+/* Monotonic time in microseconds (vDSO), for deadlines. */
+uint64_t worker_mono_us(struct worker *w);
 
 /* The timeval to use for a timeout of ms on this worker's events (a common
  * timeout when the worker has room for one more, else a plain timeval). */
