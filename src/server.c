@@ -101,6 +101,26 @@ static unsigned server_max_connections(const struct conf *c)
 	return budget > 0xffffffffu ? 0xffffffffu : (unsigned)budget;
 }
 
+/* Every worker binds its own SO_REUSEPORT socket, and Linux lets any process
+ * of the same user join such a group: a second sluice (or a stale one) on the
+ * same address would silently share its traffic. A plain bind first tells
+ * whether anybody holds the address. Returns 0 or -1 with errno. */
+static int server_probe_address(const struct conf_listener *l)
+{
+	int fd = socket(l->addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -1;
+	int one = 1;
+	int rc = 0;
+	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
+	    bind(fd, (const struct sockaddr *)&l->addr, l->addr_len) != 0)
+		rc = -1;
+	int saved = errno;
+	close(fd);
+	errno = saved;
+	return rc;
+}
+
 static int server_listen(const struct conf_listener *l)
 {
 	int fd = socket(l->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -258,6 +278,15 @@ int server_run(const char *config_path)
 		for (size_t j = 0; j < c->num_listeners; j++)
 			fds[i][j] = -1;
 		for (size_t j = 0; j < c->num_listeners; j++) {
+			if (i == 0 && server_probe_address(&c->listeners[j]) != 0) {
+				fprintf(stderr, "%s: listeners[%zu] (%s): cannot listen on %s: %s%s\n", c->source, j + 1,
+				        c->listeners[j].name, c->listeners[j].address, strerror(errno),
+				        errno == EADDRINUSE ? " (another process, maybe another sluice, listens there: stop "
+				                              "it or choose another address)"
+				                            : "");
+				server_cleanup(&srv, fds);
+				return 1;
+			}
 			fds[i][j] = server_listen(&c->listeners[j]);
 			if (fds[i][j] < 0) {
 				fprintf(stderr, "%s: listeners[%zu] (%s): cannot listen on %s: %s\n", c->source, j + 1,

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import ConnectionClosed, RawConn, base_config, free_port
+from conftest import ConnectionClosed, RawConn, base_config, config_to_lua, free_port, run_sluice
 
 
 def listening_sockets(port):
@@ -152,3 +152,20 @@ def test_no_request_served_after_exit(gateway):
     finally:
         s.close()
     assert not os.path.exists("/proc/%d" % gw.pid) or open("/proc/%d/status" % gw.pid).read().find("zombie") >= 0
+
+
+def test_second_instance_on_the_same_address_is_refused(gateway, tmp_path):
+    # SO_REUSEPORT would let a second (or stale) sluice of the same user join the
+    # listening group and silently take a share of the traffic: it must refuse.
+    gw = gateway(1, workers=2)
+    cfg = base_config(gw.port, ["127.0.0.1:9"])
+    path = tmp_path / "second.lua"
+    path.write_text(config_to_lua(cfg))
+    r = run_sluice(["run", "-c", str(path)], timeout=15)
+    assert r.returncode == 1
+    assert "cannot listen on 127.0.0.1:%d" % gw.port in r.stderr
+    assert "another process" in r.stderr
+    # the first instance still owns every connection
+    assert listening_sockets(gw.port) == 2
+    with RawConn(gw.port) as c:
+        assert c.request("GET", "/still-mine").status == 200
