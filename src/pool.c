@@ -184,6 +184,10 @@ static int pool_pick_one(struct pool_state *p, const struct balance_ring *ring, 
 		/* no key in this request: spread it like round robin */
 		return balance_swrr_next(p->swrr_current, p->weights, p->eligible, n);
 	case CONF_BALANCE_LEAST_CONN:
+		/* in-flight requests of every worker (runtime atomics), so that N
+		 * workers do not each pile onto "their" least loaded server */
+		for (size_t s = 0; s < n; s++)
+			p->active[s] = atomic_load_explicit(&p->rs[s]->active_requests, memory_order_relaxed);
 		return balance_least_conn(p->active, p->weights, p->eligible, n, &p->lc_cursor);
 	case CONF_BALANCE_ROUND_ROBIN:
 	default:

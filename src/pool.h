@@ -49,7 +49,7 @@ struct pool_state {
 	struct pool_server_state *servers;
 	int64_t *swrr_current;
 	unsigned *weights;
-	unsigned *active; /* requests in flight per server, on this worker */
+	unsigned *active; /* scratch: in-flight requests per server (all workers), loaded for least_conn */
 	bool *eligible;
 	size_t lc_cursor;
 	/* shared runtime state (runtime.h), bound by name when the set is built */

@@ -199,7 +199,6 @@ static void proxy_use_server(struct client_req *cr, const struct pool_pick *pick
 	txn->tries++;
 	if (pick->server < 64)
 		txn->avoid |= (uint64_t)1 << pick->server;
-	p->active[pick->server]++;
 	atomic_fetch_add_explicit(&p->rs[pick->server]->active_requests, 1, memory_order_relaxed);
 	snprintf(cr->req.upstream, sizeof(cr->req.upstream), "%s", p->conf->servers[pick->server].address);
 }
@@ -212,7 +211,6 @@ static void proxy_leave_server(struct client_req *cr, enum breaker_outcome o)
 	if (!p || txn->server < 0)
 		return;
 	proxy_report(cr, o);
-	p->active[txn->server]--;
 	atomic_fetch_sub_explicit(&p->rs[txn->server]->active_requests, 1, memory_order_relaxed);
 	txn->server = -1;
 }
