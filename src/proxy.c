@@ -288,6 +288,19 @@ static void hb_str(struct head_builder *hb, const char *s)
 	hb_add(hb, s, strlen(s));
 }
 
+/* Every non-empty value of the request's `name` fields, then `last`, joined
+ * with ", " (the list form of X-Forwarded-For and Via). */
+static void hb_join_values(struct head_builder *hb, const struct h1_request *h, const char *name, const char *last)
+{
+	for (size_t i = 0; i < h->num_headers; i++) {
+		if (!http_name_is(&h->headers[i], name) || h->headers[i].value_len == 0)
+			continue;
+		hb_add(hb, h->headers[i].value, h->headers[i].value_len);
+		hb_add(hb, ", ", 2);
+	}
+	hb_str(hb, last);
+}
+
 /* Headers that sluice sets itself on the way up (hop-by-hop ones are flagged by the parser). */
 static bool proxy_header_replaced(const struct http_header *h)
 {
@@ -320,7 +333,6 @@ static void proxy_build_head(struct client_req *cr, struct evbuffer *out)
 		hb_str(&hb, r->upstream);
 	hb_str(&hb, "\r\n");
 
-	bool had_xff = false, had_via = false;
 	for (size_t i = 0; i < h->num_headers; i++) {
 		const struct http_header *f = &h->headers[i];
 		if ((h->header_flags[i] & H1_HDR_HOP) || proxy_header_replaced(f))
@@ -332,17 +344,7 @@ static void proxy_build_head(struct client_req *cr, struct evbuffer *out)
 	}
 	/* X-Forwarded-For and Via accumulate along the chain of proxies */
 	hb_str(&hb, "x-forwarded-for: ");
-	for (size_t i = 0; i < h->num_headers; i++) {
-		if (!http_name_is(&h->headers[i], "x-forwarded-for") || h->headers[i].value_len == 0)
-			continue;
-		if (had_xff)
-			hb_add(&hb, ", ", 2);
-		hb_add(&hb, h->headers[i].value, h->headers[i].value_len);
-		had_xff = true;
-	}
-	if (had_xff)
-		hb_add(&hb, ", ", 2);
-	hb_str(&hb, r->client_ip);
+	hb_join_values(&hb, h, "x-forwarded-for", r->client_ip);
 	hb_str(&hb, "\r\nx-forwarded-proto: ");
 	hb_str(&hb, r->scheme);
 	if (h->authority) {
@@ -350,24 +352,15 @@ static void proxy_build_head(struct client_req *cr, struct evbuffer *out)
 		hb_add(&hb, h->authority, h->authority_len);
 	}
 	hb_str(&hb, "\r\nvia: ");
-	for (size_t i = 0; i < h->num_headers; i++) {
-		if (!http_name_is(&h->headers[i], "via") || h->headers[i].value_len == 0)
-			continue;
-		if (had_via)
-			hb_add(&hb, ", ", 2);
-		hb_add(&hb, h->headers[i].value, h->headers[i].value_len);
-		had_via = true;
-	}
-	if (had_via)
-		hb_add(&hb, ", ", 2);
-	hb_str(&hb, h->minor_version == 0 ? "1.0 sluice" : "1.1 sluice");
+	hb_join_values(&hb, h, "via", h->minor_version == 0 ? "1.0 sluice" : "1.1 sluice");
 	hb_str(&hb, "\r\nx-request-id: ");
 	hb_str(&hb, r->request_id);
 	hb_str(&hb, "\r\n");
 	if (cr->body == H1_BODY_LENGTH) {
-		char cl[48];
-		int n = snprintf(cl, sizeof(cl), "content-length: %llu\r\n", (unsigned long long)h->content_length);
-		hb_add(&hb, cl, (size_t)n);
+		char num[24];
+		hb_str(&hb, "content-length: ");
+		hb_add(&hb, num, fmt_u64(num, h->content_length));
+		hb_add(&hb, "\r\n", 2);
 	} else if (cr->body == H1_BODY_CHUNKED) {
 		hb_str(&hb, "transfer-encoding: chunked\r\n");
 	}
