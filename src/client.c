@@ -123,8 +123,6 @@ struct client_conn *client_accept_bev(struct worker *w, size_t listener, struct 
 	cc->state = CLIENT_WAIT_HEAD;
 	cc->keep_alive = true;
 	cc->origin = *o;
-	memcpy(cc->client_ip, o->ip, sizeof(cc->client_ip));
-	cc->client_port = o->port;
 	cc->bev = bev;
 	cc->timer = evtimer_new(w->base, client_timer_cb, cc);
 	if (!cc->timer) {
@@ -147,7 +145,7 @@ struct client_conn *client_accept_bev(struct worker *w, size_t listener, struct 
 		return NULL;
 	}
 	/* without a flusher the bufferevent writes as usual: slower, still correct */
-	if (o->plain_socket && io_flusher_init(&cc->flusher, w->base, cc->bev) != 0)
+	if (o->plain_socket && io_flusher_init(&cc->flusher, &w->flush_queue, cc->bev) != 0)
 		log_msg(LOG_DEBUG, "direct writes unavailable on a client connection");
 	cc->next = w->conns;
 	if (w->conns)
@@ -324,8 +322,8 @@ static void client_begin_request(struct client_conn *cc, struct client_req *cr)
 	r->worker = w;
 	snapshot_ref(w->snap);
 	r->snap = w->snap;
-	memcpy(r->client_ip, cc->client_ip, sizeof(r->client_ip));
-	r->client_port = cc->client_port;
+	memcpy(r->client_ip, cc->origin.ip, sizeof(r->client_ip));
+	r->client_port = cc->origin.port;
 	r->listener = r->snap->conf->listeners[cc->listener].name;
 	r->client_bev = cc->bev;
 	r->scheme = cc->origin.scheme ? cc->origin.scheme : "http";
@@ -626,7 +624,7 @@ static bool client_try_head(struct client_conn *cc)
 		if (log_enabled(LOG_DEBUG)) {
 			struct log_line l;
 			log_begin(&l, LOG_DEBUG, "bad request");
-			log_str(&l, "client_ip", cc->client_ip);
+			log_str(&l, "client_ip", cc->origin.ip);
 			log_int(&l, "status", status);
 			log_str(&l, "why", why);
 			log_end(&l);

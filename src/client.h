@@ -73,8 +73,6 @@ struct client_conn {
 	struct event *timer; /* header, keep-alive and access-suspension deadlines */
 	struct client_conn *prev, *next;
 	size_t listener;
-	char client_ip[64];
-	uint16_t client_port;
 	enum client_state state;
 	struct client_req *cr;
 	bool keep_alive;   /* after the current response */

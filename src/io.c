@@ -5,14 +5,24 @@
 
 #include <event2/buffer.h>
 
-static void io_flush_now(evutil_socket_t fd, short what, void *arg)
+static void io_unqueue(struct io_flusher *f)
 {
-	(void)fd;
-	(void)what;
-	struct io_flusher *f = arg;
+	if (!f->scheduled)
+		return;
+	if (f->prev)
+		f->prev->next = f->next;
+	else
+		f->queue->head = f->next;
+	if (f->next)
+		f->next->prev = f->prev;
+	f->prev = f->next = NULL;
+	f->scheduled = false;
+}
+
+static void io_flush_one(struct io_flusher *f)
+{
 	struct bufferevent *bev = f->bev;
 	struct evbuffer *out = bufferevent_get_output(bev);
-	f->scheduled = false;
 	if (!(bufferevent_get_enabled(bev) & EV_WRITE)) {
 		evutil_socket_t sock = bufferevent_getfd(bev);
 		/* a socket bufferevent keeps the start of its output frozen (only its
@@ -41,12 +51,50 @@ static void io_flush_now(evutil_socket_t fd, short what, void *arg)
 		writecb(bev, cbarg);
 }
 
+static void io_flush_queue_run(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	struct io_flush_queue *q = arg;
+	/* a write callback may free other connections or schedule new flushes:
+	 * always take the current head afresh */
+	while (q->head) {
+		struct io_flusher *f = q->head;
+		io_unqueue(f);
+		io_flush_one(f);
+	}
+}
+
 static void io_schedule(struct io_flusher *f)
 {
 	if (f->scheduled || (bufferevent_get_enabled(f->bev) & EV_WRITE))
 		return;
+	struct io_flush_queue *q = f->queue;
+	bool was_empty = q->head == NULL;
 	f->scheduled = true;
-	event_active(f->ev, EV_TIMEOUT, 1);
+	f->prev = NULL;
+	f->next = q->head;
+	if (q->head)
+		q->head->prev = f;
+	q->head = f;
+	if (was_empty)
+		event_active(q->ev, EV_TIMEOUT, 1);
+}
+
+int io_flush_queue_init(struct io_flush_queue *q, struct event_base *base)
+{
+	q->head = NULL;
+	q->ev = event_new(base, -1, 0, io_flush_queue_run, q);
+	return q->ev ? 0 : -1;
+}
+
+void io_flush_queue_free(struct io_flush_queue *q)
+{
+	while (q->head)
+		io_unqueue(q->head);
+	if (q->ev)
+		event_free(q->ev);
+	q->ev = NULL;
 }
 
 static void io_output_changed(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
@@ -56,14 +104,12 @@ static void io_output_changed(struct evbuffer *buf, const struct evbuffer_cb_inf
 		io_schedule(arg);
 }
 
-int io_flusher_init(struct io_flusher *f, struct event_base *base, struct bufferevent *bev)
+int io_flusher_init(struct io_flusher *f, struct io_flush_queue *q, struct bufferevent *bev)
 {
 	f->bev = bev;
+	f->queue = q;
 	f->scheduled = false;
-	f->cb = NULL;
-	f->ev = event_new(base, -1, 0, io_flush_now, f);
-	if (!f->ev)
-		return -1;
+	f->prev = f->next = NULL;
 	f->cb = evbuffer_add_cb(bufferevent_get_output(bev), io_output_changed, f);
 	if (!f->cb || bufferevent_disable(bev, EV_WRITE) != 0) {
 		io_flusher_free(f);
@@ -78,21 +124,20 @@ void io_flusher_free(struct io_flusher *f)
 {
 	if (f->cb)
 		evbuffer_remove_cb_entry(bufferevent_get_output(f->bev), f->cb);
-	if (f->ev)
-		event_free(f->ev);
+	if (f->queue)
+		io_unqueue(f);
 	f->cb = NULL;
-	f->ev = NULL;
-	f->scheduled = false;
+	f->queue = NULL;
 }
 
 bool io_flusher_active(const struct io_flusher *f)
 {
-	return f->ev != NULL;
+	return f->cb != NULL;
 }
 
 void io_flusher_drained(struct io_flusher *f)
 {
-	if (f->ev && evbuffer_get_length(bufferevent_get_output(f->bev)) == 0)
+	if (f->cb && evbuffer_get_length(bufferevent_get_output(f->bev)) == 0)
 		bufferevent_disable(f->bev, EV_WRITE);
 }
 

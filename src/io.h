@@ -24,16 +24,28 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 
+/* One per worker: the flushers with bytes to write, and the one event that
+ * writes them all once the current callbacks are done (a per-connection event
+ * would cost ~150 bytes of every idle connection). */
+struct io_flush_queue {
+	struct event *ev;
+	struct io_flusher *head;
+};
+
 struct io_flusher {
 	struct bufferevent *bev;
-	struct event *ev;
+	struct io_flush_queue *queue;
 	struct evbuffer_cb_entry *cb;
+	struct io_flusher *prev, *next; /* in queue while scheduled */
 	bool scheduled;
 };
 
+int io_flush_queue_init(struct io_flush_queue *q, struct event_base *base);
+void io_flush_queue_free(struct io_flush_queue *q);
+
 /* Returns 0, or -1 (nothing installed: the bufferevent keeps its usual writes).
  * Bytes already in the output are flushed soon. */
-int io_flusher_init(struct io_flusher *f, struct event_base *base, struct bufferevent *bev);
+int io_flusher_init(struct io_flusher *f, struct io_flush_queue *q, struct bufferevent *bev);
 /* Removes the callback and the event (safe on a zeroed or failed flusher). */
 void io_flusher_free(struct io_flusher *f);
 /* Call from the bufferevent's write callback: when the output is empty the

@@ -1084,7 +1084,7 @@ static void up_event_cb(struct bufferevent *bev, short what, void *arg)
 		bufferevent_set_timeouts(bev, txn->req_done ? &response_tv : NULL, &response_tv);
 		/* plain sockets write directly from now on (io.h); the request head queued
 		 * while connecting goes out through the flusher */
-		if (!txn->pool->conf->tls && io_flusher_init(&txn->uc->flusher, cr->conn->w->base, bev) != 0)
+		if (!txn->pool->conf->tls && io_flusher_init(&txn->uc->flusher, &cr->conn->w->flush_queue, bev) != 0)
 			log_msg(LOG_DEBUG, "direct writes unavailable on an upstream connection");
 		proxy_pump_request(cr);
 		return;

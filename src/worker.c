@@ -167,6 +167,10 @@ int worker_init(struct worker *w, struct server *srv, unsigned id, struct snapsh
 		log_msg(LOG_ERROR, "cannot create the worker's command channel");
 		return -1;
 	}
+	if (io_flush_queue_init(&w->flush_queue, w->base) != 0) {
+		log_msg(LOG_ERROR, "cannot create the worker's flush queue");
+		return -1;
+	}
 	w->route_scratch = route_scratch_new();
 	w->pools = pool_set_new(w, s->conf);
 	w->tls = tls_worker_new();
@@ -256,6 +260,7 @@ void worker_destroy(struct worker *w)
 		route_scratch_free(w->route_scratch);
 	free(w->listeners);
 	free(w->listener_ctx);
+	io_flush_queue_free(&w->flush_queue);
 	if (w->command_ev)
 		event_free(w->command_ev);
 	/* a worker that never reached worker_init is all zeroes: fd 0 is not ours */

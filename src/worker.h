@@ -16,6 +16,8 @@
 #include <event2/event.h>
 #include <event2/listener.h>
 
+#include "io.h"
+
 struct server;
 struct snapshot;
 struct route_scratch;
@@ -58,6 +60,8 @@ struct worker {
 
 	struct tls_worker *tls; /* tls.h: handshakes in progress, h2c sniffing, failure counts */
 	struct h2_worker *h2;   /* h2.h: HTTP/2 sessions, defence counts */
+
+	struct io_flush_queue flush_queue; /* direct writes waiting for the end of the current callbacks (io.h) */
 
 	struct client_req *free_reqs; /* recycled per-request objects */
 	unsigned num_free_reqs;
