@@ -1559,7 +1559,7 @@ static void walk_pools(struct conf_walker *w, int root)
 		p->hash_key.name = NULL;
 		p->keepalive_idle = 32;
 		p->keepalive_idle_timeout = 60000;
-		p->connect_timeout = 1000;
+		p->connect_timeout = 5000;
 		p->response_timeout = 30000;
 	}
 	for (size_t i = 0; i < n; i++) {

@@ -112,7 +112,7 @@ struct conf_pool {
 	struct conf_key hash_key;  /* for CONF_BALANCE_HASH; default client_ip */
 	unsigned keepalive_idle;   /* idle upstream connections kept per worker per server; default 32 */
 	conf_msec keepalive_idle_timeout; /* default 60s */
-	conf_msec connect_timeout;        /* default 1s */
+	conf_msec connect_timeout;        /* default 5s */
 	conf_msec response_timeout;       /* request sent -> response head, and between body reads; default 30s */
 	struct conf_upstream_tls *tls;    /* TLS to the servers (conf_tls.h); NULL: plaintext */
 	/* resilience (conf_resilience.h); all zero when the keys are absent: off / unlimited */

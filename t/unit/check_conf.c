@@ -461,7 +461,7 @@ START_TEST(test_defaults)
 	ck_assert_int_eq(p->hash_key.kind, CONF_KEY_CLIENT_IP);
 	ck_assert_uint_eq(p->keepalive_idle, 32);
 	ck_assert_uint_eq(p->keepalive_idle_timeout, 60000);
-	ck_assert_uint_eq(p->connect_timeout, 1000);
+	ck_assert_uint_eq(p->connect_timeout, 5000);
 	ck_assert_uint_eq(p->response_timeout, 30000);
 	ck_assert_uint_eq(c->num_services, 0);
 	ck_assert_uint_eq(c->num_routes, 0);
