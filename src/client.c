@@ -21,6 +21,7 @@
 #include "pool.h"
 #include "route.h"
 #include "snapshot.h"
+#include "tls.h"
 #include "worker.h"
 
 /* How long a closing connection keeps reading (and discarding) after our last
@@ -551,6 +552,10 @@ static void client_route(struct client_req *cr)
 	    .headers = cr->h1.headers,
 	    .num_headers = cr->h1.num_headers,
 	};
+	/* The TLS lookup only when a route asks for the client certificate's subject. */
+	struct tls_info ti;
+	if (route_table_uses_client_subject(s->routes) && tls_request_info(r, &ti))
+		in.client_subject = ti.client_subject;
 	int idx = route_match(s->routes, cc->w->route_scratch, &in);
 	if (idx < 0) {
 		client_respond_error(cr, 404, REASON_NO_ROUTE, NULL);

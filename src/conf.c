@@ -1881,7 +1881,8 @@ static void walk_header_matches(struct conf_walker *w, int t, struct conf_route 
 
 static void walk_match(struct conf_walker *w, int route_table, struct conf_route *r)
 {
-	static const char *const keys[] = { "host", "path", "path_prefix", "path_regex", "methods", "headers", NULL };
+	static const char *const keys[] = { "host", "path", "path_prefix", "path_regex", "methods", "headers",
+		                            "client_cert_subject", NULL };
 	struct conf_field f;
 	if (!conf_field_open_record(w, route_table, "match", keys,
 	                       "a table like { host = \"example.com\", path_prefix = \"/\" }", &f))
@@ -1916,6 +1917,16 @@ static void walk_match(struct conf_walker *w, int route_table, struct conf_route
 	}
 	walk_methods(w, t, r);
 	walk_header_matches(w, t, r);
+	/* Compared exactly with the verified certificate's RFC 2253 subject, as the access log prints it. */
+	if (conf_field_open(w, t, "client_cert_subject", &g)) {
+		const char *s = conf_value_string(w, lua_gettop(w->L));
+		if (s && !*s)
+			conf_werr(w, "must not be empty (write the subject as the access log's tls_client_subject "
+			             "shows it, e.g. \"CN=ops,O=Example\")");
+		else if (s)
+			r->client_cert_subject = conf_xstrdup(s);
+		conf_field_close(w, &g);
+	}
 	conf_field_close(w, &f);
 }
 
@@ -2381,6 +2392,7 @@ void conf_free(struct conf *c)
 		free(r->path);
 		free(r->path_prefix);
 		free(r->path_regex);
+		free(r->client_cert_subject);
 		for (size_t j = 0; j < r->num_methods; j++)
 			free(r->methods[j]);
 		free(r->methods);

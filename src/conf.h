@@ -155,6 +155,7 @@ struct conf_route {
 	size_t num_methods;
 	struct conf_header_match *headers;
 	size_t num_headers;
+	char *client_cert_subject; /* exact RFC 2253 subject of a verified client certificate; NULL: any */
 	/* action */
 	enum conf_route_action action;
 	size_t service;          /* index into conf.services, for CONF_ROUTE_PROXY */

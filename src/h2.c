@@ -22,8 +22,6 @@
 #define H2_OUT_HIGH (64 * 1024)
 /* A response head from the internal connection larger than this is refused. */
 #define H2_MAX_RESPONSE_HEAD (64 * 1024)
-/* How often streams whose internal connection vanished are looked for. */
-#define H2_SWEEP_MS 100
 #define H2_MAX_NV 130
 
 #define H2_CLOSE_LIST(X)                                                                                               \
@@ -680,6 +678,20 @@ static void stream_response_head(struct h2_stream *st)
 			evbuffer_drain(in, (size_t)rc);
 			continue;
 		}
+		/* A HEAD response carries the Content-Length a GET would have, but
+		 * parsed as the answer to HEAD it has no body length: parse the head
+		 * again as if for GET to learn it (and to validate it the same way). */
+		bool head_length = false;
+		uint64_t head_content_length = 0;
+		if (st->is_head && res.status >= 200 && res.status != 204 && res.status != 304) {
+			struct h1_response as_get;
+			const char *why_get = NULL;
+			if (h1_parse_response(p, win, &lim, false, &as_get, &why_get) == rc &&
+			    as_get.body == H1_BODY_LENGTH) {
+				head_length = true;
+				head_content_length = as_get.content_length;
+			}
+		}
 		nghttp2_nv nv[H2_MAX_NV];
 		char status[12];
 		char clen[24];
@@ -696,8 +708,10 @@ static void stream_response_head(struct h2_stream *st)
 			nv[n++] = (nghttp2_nv){(uint8_t *)h->name, (uint8_t *)h->value, h->name_len, h->value_len,
 			                       NGHTTP2_NV_FLAG_NONE};
 		}
-		if (res.body == H1_BODY_LENGTH && !st->is_head && res.status != 204 && res.status != 304) {
-			int k = snprintf(clen, sizeof clen, "%llu", (unsigned long long)res.content_length);
+		if ((res.body == H1_BODY_LENGTH && !st->is_head && res.status != 204 && res.status != 304) ||
+		    head_length) {
+			unsigned long long length = head_length ? head_content_length : res.content_length;
+			int k = snprintf(clen, sizeof clen, "%llu", length);
 			nv[n++] = (nghttp2_nv){(uint8_t *)"content-length", (uint8_t *)clen, 14, (size_t)k,
 			                       NGHTTP2_NV_FLAG_NONE};
 		}
@@ -744,6 +758,10 @@ static void end_write_cb(struct bufferevent *bev, void *arg)
 	session_flush(st->s);
 }
 
+/* The internal connection ended: client.c flushes its end with BEV_FINISHED
+ * before freeing it, so this runs (deferred, after the data it sent was
+ * delivered to end_read_cb) for every exchange that ends, early or not, and
+ * no polling for vanished partners is needed. */
 static void end_event_cb(struct bufferevent *bev, short what, void *arg)
 {
 	(void)bev;
@@ -755,7 +773,9 @@ static void end_event_cb(struct bufferevent *bev, short what, void *arg)
 			st->deferred = false;
 			nghttp2_session_resume_data(s->ng, st->id); /* the provider reports the cut */
 		} else if (!st->resp_head_done) {
+			/* no (complete) response head will ever come */
 			nghttp2_submit_rst_stream(s->ng, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
+			stream_release(st);
 		}
 	}
 	session_flush(s);
@@ -763,19 +783,25 @@ static void end_event_cb(struct bufferevent *bev, short what, void *arg)
 
 /* ---- the session ---- */
 
+/* The idle timer runs only while no stream has an exchange in progress (an
+ * exchange has its own timeouts in the pipeline); it is armed once when the
+ * session becomes idle, not pushed back by every flush. */
 static void session_arm_timer(struct h2_session *s)
 {
-	conf_msec ms;
 	bool active = false;
 	for (struct h2_stream *st = s->streams; st && !active; st = st->next)
 		active = st->end != NULL;
-	if (active)
-		ms = H2_SWEEP_MS;
-	else
-		ms = s->cfg->idle_timeout ? s->cfg->idle_timeout : s->w->snap->conf->limits.keepalive_timeout;
+	if (active) {
+		if (evtimer_pending(s->timer, NULL) && evtimer_del(s->timer) != 0)
+			log_msg(LOG_WARN, "cannot stop the HTTP/2 idle timer");
+		return;
+	}
+	if (evtimer_pending(s->timer, NULL))
+		return;
+	conf_msec ms = s->cfg->idle_timeout ? s->cfg->idle_timeout : s->w->snap->conf->limits.keepalive_timeout;
 	struct timeval tv = {.tv_sec = (time_t)(ms / 1000), .tv_usec = (suseconds_t)(ms % 1000) * 1000};
-	if (!evtimer_pending(s->timer, NULL) || active)
-		evtimer_add(s->timer, &tv);
+	if (evtimer_add(s->timer, &tv) != 0)
+		log_msg(LOG_WARN, "cannot arm the HTTP/2 idle timer: the connection will not time out when idle");
 }
 
 static void session_flush(struct h2_session *s)
@@ -864,21 +890,8 @@ static void session_timer_cb(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	struct h2_session *s = arg;
 	bool active = false;
-	for (struct h2_stream *st = s->streams; st; st = st->next) {
-		if (!st->end)
-			continue;
-		active = true;
-		/* the internal connection went away without a complete response */
-		if (!bufferevent_pair_get_partner(st->end) && !st->resp_done) {
-			if (st->resp_head_done && st->deferred) {
-				st->deferred = false;
-				nghttp2_session_resume_data(s->ng, st->id);
-			} else if (!st->resp_head_done) {
-				nghttp2_submit_rst_stream(s->ng, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
-				stream_release(st);
-			}
-		}
-	}
+	for (struct h2_stream *st = s->streams; st && !active; st = st->next)
+		active = st->end != NULL;
 	if (!active && s->num_streams == 0 && !s->closing) {
 		session_fail(s, H2_CLOSE_IDLE_TIMEOUT, NGHTTP2_NO_ERROR);
 	}

@@ -59,12 +59,16 @@ struct compiled_route {
 
 	struct compiled_header *headers;
 	size_t num_headers;
+
+	bool has_client_subject;
+	struct sized_str client_subject; /* exact RFC 2253 subject of the verified client certificate */
 };
 
 /* The compiled routes point into the conf's strings rather than copying
  * them, which is why the conf must outlive the table. */
 struct route_table {
 	size_t num_routes;
+	bool uses_client_subject; /* some route has has_client_subject */
 	struct compiled_route routes[];
 };
 
@@ -216,11 +220,23 @@ int route_match(const struct route_table *t, struct route_scratch *s, const stru
 			continue;
 		if (r->num_headers > 0 && !headers_match(r, in->headers, in->num_headers))
 			continue;
+		/* Exact and case-sensitive, as sluice prints the subject (the access log's
+		 * tls_client_subject); no verified certificate never matches. */
+		if (r->has_client_subject &&
+		    (in->client_subject == NULL ||
+		     !bytes_equal(in->client_subject, strlen(in->client_subject), r->client_subject.ptr,
+		                  r->client_subject.len)))
+			continue;
 		if (r->regex != NULL && !regex_matches(r, s, in->path, in->path_len))
 			continue;
 		return (int)i; /* route_table_build keeps num_routes <= INT_MAX */
 	}
 	return -1;
+}
+
+bool route_table_uses_client_subject(const struct route_table *t)
+{
+	return t->uses_client_subject;
 }
 
 bool route_regex_uses_jit(const struct route_table *t, size_t route_index)
@@ -345,6 +361,9 @@ struct route_table *route_table_build(const struct conf *c, struct conf_errors *
 		cr->path = sized(route->path);
 		cr->has_prefix = route->path_prefix != NULL;
 		cr->prefix = sized(route->path_prefix);
+		cr->has_client_subject = route->client_cert_subject != NULL;
+		cr->client_subject = sized(route->client_cert_subject);
+		t->uses_client_subject |= cr->has_client_subject;
 		if (!compile_host(cr, route->host) || !compile_methods(cr, route) || !compile_headers(cr, route)) {
 			conf_errors_add(errs, "%s: routes[%zu]: out of memory compiling the route", source, i + 1);
 			route_table_free(t);

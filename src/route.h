@@ -28,6 +28,10 @@ struct route_input {
 	size_t method_len;
 	const struct http_header *headers;
 	size_t num_headers;
+	/* RFC 2253 subject of the client certificate verified on this connection (tls_request_info()),
+	 * NULL or "" without one. Only read by routes with match.client_cert_subject, so callers fill
+	 * it only when route_table_uses_client_subject() says a route looks at it. */
+	const char *client_subject;
 };
 
 /* Compile c->routes. On a bad regex, adds "FILE: routes[N].match.path_regex: ..." to errs and
@@ -42,6 +46,10 @@ void route_scratch_free(struct route_scratch *s);
  * that exceeds PCRE2's match limit (catastrophic backtracking on a hostile path) counts as not
  * matching, so the next routes are tried. */
 int route_match(const struct route_table *t, struct route_scratch *s, const struct route_input *in);
+
+/* Whether some route matches on client_cert_subject: callers that do not fill
+ * route_input.client_subject otherwise (it costs a TLS lookup per request) must then fill it. */
+bool route_table_uses_client_subject(const struct route_table *t);
 
 /* Whether route route_index's path_regex runs JIT-compiled (false: no regex, or PCRE2 without
  * JIT, where the interpreter is used instead); for `sluice check` and diagnostics. */

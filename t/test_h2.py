@@ -154,7 +154,12 @@ class H2Client:
                 got.append(e)
                 return got
             got.extend(evs)
-            self.flush()
+            try:
+                self.flush()  # acks of what we just read (SETTINGS, PING)
+            except OSError:
+                # the server closed first, and our unread flood turned its close into a reset
+                got.append("closed")
+                return got
             if pred(got):
                 return got
         return got
@@ -319,3 +324,86 @@ def test_idle_h2_connection_gets_goaway(sluice, upstreams):
     c = H2Client(port)
     evs = c.events_until(lambda g: goaway_code(g) is not None or "closed" in g, timeout=5)
     assert goaway_code(evs) == 0
+
+
+def request(c, method, path):
+    sid = c.conn.get_next_available_stream_id()
+    c.conn.send_headers(sid, [(":method", method), (":path", path), (":scheme", "https"),
+                              (":authority", "a.test")], end_stream=True)
+    c.flush()
+    return sid
+
+
+def ack(c, evs):
+    """Give back the flow-control window of the DATA received (python-h2 does not on its own)."""
+    for e in evs:
+        if isinstance(e, h2.events.DataReceived) and e.flow_controlled_length:
+            c.conn.acknowledge_received_data(e.flow_controlled_length, e.stream_id)
+    c.flush()
+
+
+def stream_done(sid):
+    return lambda g: any(isinstance(e, (h2.events.StreamEnded, h2.events.StreamReset)) and e.stream_id == sid
+                         for e in g)
+
+
+def test_head_over_h2_keeps_the_content_length(h2c_gw):
+    c = H2Client(h2c_gw.port)
+    for path, want in (("/bytes/12345", "12345"), ("/bytes/0", "0"), ("/status/204", None)):
+        sid = request(c, "HEAD", path)
+        evs = c.events_until(stream_done(sid))
+        (resp,) = [e for e in evs if isinstance(e, h2.events.ResponseReceived) and e.stream_id == sid]
+        headers = dict(resp.headers)
+        assert headers.get("content-length") == want, (path, resp.headers)
+        assert not [e for e in evs if isinstance(e, h2.events.DataReceived) and e.stream_id == sid]
+        assert [e for e in evs if isinstance(e, h2.events.StreamEnded) and e.stream_id == sid]
+    # GET on the same connection still announces and sends the body
+    sid = request(c, "GET", "/bytes/12345")
+    evs = c.events_until(stream_done(sid))
+    (resp,) = [e for e in evs if isinstance(e, h2.events.ResponseReceived)]
+    assert dict(resp.headers)["content-length"] == "12345"
+    assert sum(len(e.data) for e in evs if isinstance(e, h2.events.DataReceived)) == 12345
+    c.close()
+
+
+def test_head_over_h2_with_curl_over_tls(h2_tls_gw):
+    r = curl_h2(h2_tls_gw, "/bytes/4321", "-I")
+    assert r.returncode == 0, r.stderr
+    head = r.stdout.decode().lower()
+    assert head.startswith("http/2 200") and "content-length: 4321\r\n" in head, head
+
+
+def test_stream_whose_exchange_ends_early_is_reset_and_cleaned_up(h2c_gw):
+    """The upstream announces 60000 bytes, sends half and closes: the internal connection ends,
+    and the stream must be reset at once (not left open until the client gives up), with the
+    connection still serving other streams. Nothing polls for this: the pair end's EOF event does it."""
+    c = H2Client(h2c_gw.port)
+    for _ in range(3):
+        t0 = time.monotonic()
+        sid = request(c, "GET", "/truncate/60000")
+        evs = c.events_until(stream_done(sid), timeout=5)
+        elapsed = time.monotonic() - t0
+        ack(c, evs)
+        (resp,) = [e for e in evs if isinstance(e, h2.events.ResponseReceived)]
+        assert dict(resp.headers)["content-length"] == "60000"
+        got = sum(len(e.data) for e in evs if isinstance(e, h2.events.DataReceived))
+        assert got < 60000
+        resets = [e for e in evs if isinstance(e, h2.events.StreamReset) and e.stream_id == sid]
+        assert resets and not [e for e in evs if isinstance(e, h2.events.StreamEnded)], evs
+        assert elapsed < 2.0, elapsed
+        # the same connection goes on
+        sid = request(c, "GET", "/hello")
+        evs = c.events_until(stream_done(sid))
+        assert [e for e in evs if isinstance(e, h2.events.StreamEnded) and e.stream_id == sid], evs
+    entries = h2c_gw.wait_log(count=3, target="/truncate/60000")
+    assert all(e["reason"] != "" for e in entries)
+    # and an exchange ended before any response head (the client resets it while the upstream hangs)
+    sid = request(c, "GET", "/hang")
+    time.sleep(0.2)
+    c.conn.reset_stream(sid)
+    c.flush()
+    h2c_gw.wait_log(count=1, target="/hang", timeout=5)
+    sid = request(c, "GET", "/hello")
+    evs = c.events_until(stream_done(sid))
+    assert [e for e in evs if isinstance(e, h2.events.StreamEnded) and e.stream_id == sid], evs
+    c.close()

@@ -125,25 +125,78 @@ def test_alpn_offers_h2_and_http11(multi):
         assert want in r.stdout, r.stdout[-800:]
 
 
-def test_session_resumption_with_tickets(certs, sluice, upstreams, tmp_path):
+@pytest.mark.parametrize("tickets", [True, False], ids=["tickets", "session-cache"])
+def test_session_resumption(certs, sluice, upstreams, tmp_path, tickets):
+    """With tickets (the default) and, with session_tickets = false, from the session cache that
+    the workers share (one SSL_CTX per listener): TLS 1.2 by session id, TLS 1.3 by a stateful
+    ticket naming a cache entry."""
     (u,) = upstreams(1)
     c, k = certs.issue("a", dns=["a.test"])
-    for tickets in (True,):
-        port = free_port()
-        gw = sluice(tls_config(port, [u.address], [{"cert": c, "key": k}], tls={"session_tickets": tickets}),
-                    name="s%d" % tickets)
-        # resumption from the session cache (session_tickets = false) is not reliable yet
-        # (see the issue report): only ticket resumption is asserted here
-        for proto in ("-tls1_2", "-tls1_3"):
-            sess = tmp_path / ("sess-%d%s" % (tickets, proto))
-            # a full request (the server closes after it) so that the TLS 1.3 ticket is read
-            r1 = s_client(port, proto, "-ign_eof", "-sess_out", str(sess), servername="a.test",
-                          data=b"GET / HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n")
-            assert b"HTTP/1.1 200" in r1.stdout and sess.exists()
-            # both workers share the keys/cache: try several times so both get the resumption
-            for _ in range(4):
-                r2 = s_client(port, proto, "-sess_in", str(sess), servername="a.test", data=b"", brief=False)
-                assert b"Reused, TLS" in r2.stdout, (tickets, proto, r2.stdout[-500:])
+    port = free_port()
+    sluice(tls_config(port, [u.address], [{"cert": c, "key": k}], tls={"session_tickets": tickets}))
+    for proto in ("-tls1_2", "-tls1_3"):
+        sess = tmp_path / ("sess-%d%s" % (tickets, proto))
+        # a full request (the server closes after it) so that the TLS 1.3 ticket is read
+        r1 = s_client(port, proto, "-ign_eof", "-sess_out", str(sess), servername="a.test",
+                      data=b"GET / HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n")
+        assert b"HTTP/1.1 200" in r1.stdout and sess.exists()
+        # both workers share the keys/cache: try several times so both get the resumption
+        for _ in range(4):
+            r2 = s_client(port, proto, "-sess_in", str(sess), servername="a.test", data=b"", brief=False)
+            assert b"Reused, TLS" in r2.stdout, (tickets, proto, r2.stdout[-500:])
+            if proto == "-tls1_2":
+                # TLS 1.2 resumes by ticket only with tickets on, by session id from the cache without
+                assert (b"TLS session ticket:" in r2.stdout) == tickets, r2.stdout[-800:]
+
+
+def python_resumption(port, version, reuse):
+    """Full request on one connection, then `reuse` more connections offering its session;
+    returns the list of session_reused flags (Python's ssl, another client than s_client)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.minimum_version = ctx.maximum_version = version
+    req = b"GET / HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n"
+
+    def exchange(session=None):
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+            with ctx.wrap_socket(raw, server_hostname="a.test", session=session) as s:
+                s.sendall(req)
+                data = b""
+                while True:  # to the end: a TLS 1.3 session arrives after the handshake
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+                assert data.startswith(b"HTTP/1.1 200"), data[:200]
+                return s.session, s.session_reused
+
+    session, reused = exchange()
+    assert not reused and session is not None
+    return [exchange(session)[1] for _ in range(reuse)]
+
+
+@pytest.mark.parametrize("tickets", [True, False], ids=["tickets", "session-cache"])
+def test_session_resumption_python_client(certs, sluice, upstreams, tickets):
+    (u,) = upstreams(1)
+    c, k = certs.issue("a", dns=["a.test"])
+    port = free_port()
+    sluice(tls_config(port, [u.address], [{"cert": c, "key": k}], tls={"session_tickets": tickets}))
+    for version in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
+        # 6 connections: with 2 workers, both serve some of them
+        assert python_resumption(port, version, 6) == [True] * 6, (tickets, version)
+
+
+def test_session_cache_off_means_no_resumption_without_tickets(certs, sluice, upstreams, tmp_path):
+    """The test above could pass for a wrong reason (tickets on after all): with neither tickets nor
+    a cache, nothing may resume."""
+    (u,) = upstreams(1)
+    c, k = certs.issue("a", dns=["a.test"])
+    port = free_port()
+    sluice(tls_config(port, [u.address], [{"cert": c, "key": k}],
+                      tls={"session_tickets": False, "session_cache": 0}))
+    for version in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
+        assert python_resumption(port, version, 2) == [False, False], version
 
 
 def test_ticket_keys_rotate(certs, sluice, upstreams, tmp_path):

@@ -1,6 +1,8 @@
 """Tiny HTTP/1.1 clients for scripts/bench (stdlib only, 127.0.0.1 only).
 
-- request_once(): one request on a fresh connection (sanity checks).
+- request_once(): one request on a fresh connection (sanity checks);
+  tls_request_once(): the same over TLS, plus which protocol the server picks
+  when offered h2 by ALPN.
 - Conn: one keep-alive connection; .get(path) sends one request and reads the
   whole response (Content-Length or chunked).
 - run_requests(): exactly N requests, keep-alive on one connection or a new
@@ -10,8 +12,18 @@
 """
 
 import socket
+import ssl
 
 HOST = "127.0.0.1"
+
+
+def _client_tls_context(alpn):
+    # The bench certificate is self-signed and made per run: nothing to verify it against.
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.set_alpn_protocols(alpn)
+    return ctx
 
 
 class HTTPError(Exception):
@@ -19,9 +31,11 @@ class HTTPError(Exception):
 
 
 class Conn:
-    def __init__(self, port, timeout=30.0):
+    def __init__(self, port, timeout=30.0, tls=False):
         self.sock = socket.create_connection((HOST, port), timeout=timeout)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if tls:
+            self.sock = _client_tls_context(["http/1.1"]).wrap_socket(self.sock, server_hostname="localhost")
         self.buf = b""
         self.port = port
 
@@ -107,6 +121,20 @@ def request_once(port, path, timeout=10.0):
         return status, body
     finally:
         c.close()
+
+
+def tls_request_once(port, path, timeout=10.0):
+    """(status, body, protocol chosen when h2 and http/1.1 are offered by ALPN); two connections,
+    since this client speaks only HTTP/1.1."""
+    c = Conn(port, timeout, tls=True)
+    try:
+        status, body, _ = c.get(path, close=True)
+    finally:
+        c.close()
+    with socket.create_connection((HOST, port), timeout=timeout) as raw:
+        with _client_tls_context(["h2", "http/1.1"]).wrap_socket(raw, server_hostname="localhost") as s:
+            alpn = s.selected_alpn_protocol()
+    return status, body, alpn
 
 
 def run_requests(port, path, n, close=False, expect_len=None, timeout=120.0):

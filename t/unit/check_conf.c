@@ -696,7 +696,7 @@ START_TEST(test_error_unknown_keys)
 	             "test.lua: limits.max_header: unknown key (did you mean \"max_headers\"?)");
 	expect_error("return { " LISTENERS "[\"odd key\"] = 1 }", "test.lua: [\"odd key\"]: unknown key");
 	expect_error("return { " BASE "routes = { { match = { \"/api\" }, service = \"web\" } } }",
-	             "test.lua: routes[1].match[1]: unexpected list item (this table takes named keys: host, path, path_prefix, path_regex, methods, headers)");
+	             "test.lua: routes[1].match[1]: unexpected list item (this table takes named keys: host, path, path_prefix, path_regex, methods, headers, client_cert_subject)");
 }
 END_TEST
 

@@ -65,7 +65,60 @@ static bool jit_available(void)
 	return pcre2_config(PCRE2_CONFIG_JIT, &jit) >= 0 && jit != 0;
 }
 
+static int match_subject(const struct fixture *f, const char *path, const char *subject)
+{
+	struct route_input in = request("example.com", "GET", path);
+	in.client_subject = subject;
+	return route_match(f->table, f->scratch, &in);
+}
+
 /* ---- single criteria -------------------------------------------------- */
+
+START_TEST(test_client_cert_subject)
+{
+	struct conf_route routes[] = {
+		{ .name = "ops", .client_cert_subject = "CN=ops,O=Example" },
+		{ .name = "rest" },
+	};
+	struct fixture f;
+	fixture_build(&f, routes, 2);
+	ck_assert(route_table_uses_client_subject(f.table));
+	ck_assert_int_eq(match_subject(&f, "/", "CN=ops,O=Example"), 0);
+	/* exact: no prefix, no suffix, no case folding, no certificate at all */
+	ck_assert_int_eq(match_subject(&f, "/", "CN=ops,O=Example,C=DE"), 1);
+	ck_assert_int_eq(match_subject(&f, "/", "CN=ops"), 1);
+	ck_assert_int_eq(match_subject(&f, "/", "cn=ops,o=example"), 1);
+	ck_assert_int_eq(match_subject(&f, "/", "CN=alice,O=Example"), 1);
+	ck_assert_int_eq(match_subject(&f, "/", ""), 1);
+	ck_assert_int_eq(match_subject(&f, "/", NULL), 1);
+	fixture_release(&f);
+
+	/* a table without such a route does not ask for the subject */
+	struct conf_route plain[] = { { .name = "rest", .path_prefix = "/" } };
+	fixture_build(&f, plain, 1);
+	ck_assert(!route_table_uses_client_subject(f.table));
+	ck_assert_int_eq(match_subject(&f, "/", "CN=ops,O=Example"), 0);
+	ck_assert_int_eq(match_subject(&f, "/", NULL), 0);
+	fixture_release(&f);
+}
+END_TEST
+
+START_TEST(test_client_cert_subject_with_other_criteria)
+{
+	struct conf_route routes[] = {
+		{ .name = "ops-admin", .path_prefix = "/admin/", .client_cert_subject = "CN=ops,O=Example" },
+		{ .name = "admin-denied", .path_prefix = "/admin/" },
+		{ .name = "rest" },
+	};
+	struct fixture f;
+	fixture_build(&f, routes, 3);
+	ck_assert_int_eq(match_subject(&f, "/admin/x", "CN=ops,O=Example"), 0);
+	ck_assert_int_eq(match_subject(&f, "/admin/x", "CN=dev,O=Example"), 1);
+	ck_assert_int_eq(match_subject(&f, "/admin/x", NULL), 1);
+	ck_assert_int_eq(match_subject(&f, "/other", "CN=ops,O=Example"), 2);
+	fixture_release(&f);
+}
+END_TEST
 
 START_TEST(test_route_without_criteria_matches_everything)
 {
@@ -563,6 +616,8 @@ static Suite *route_suite(void)
 	tcase_add_test(criteria, test_methods);
 	tcase_add_test(criteria, test_headers);
 	tcase_add_test(criteria, test_header_with_empty_value);
+	tcase_add_test(criteria, test_client_cert_subject);
+	tcase_add_test(criteria, test_client_cert_subject_with_other_criteria);
 	suite_add_tcase(s, criteria);
 
 	TCase *table = tcase_create("table");
