@@ -96,10 +96,7 @@ void client_accept(struct worker *w, size_t listener, int fd, const struct socka
 	/* responses go out as soon as they are complete; latency beats packet count here */
 	if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) != 0 && sa->sa_family != AF_UNIX)
 		log_msg(LOG_DEBUG, "TCP_NODELAY failed on a client socket");
-	if (evutil_make_socket_nonblocking(fd) != 0) {
-		close(fd);
-		return;
-	}
+	/* already non-blocking: evconnlistener accepts with SOCK_NONBLOCK */
 	struct bufferevent *bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
 	if (!bev) {
 		close(fd);
@@ -237,8 +234,9 @@ static void client_close_soon(struct client_conn *cc, bool flush_first)
 	cc->state = CLIENT_CLOSING;
 	cc->keep_alive = false;
 	if (flush_first && evbuffer_get_length(bufferevent_get_output(cc->bev)) > 0) {
-		/* the write callback takes it from here once the output is flushed */
-		bufferevent_disable(cc->bev, EV_READ);
+		/* the write callback takes it from here once the output is flushed.
+		 * Reading stays on (CLOSING drops what arrives): switching it off and
+		 * on again for the linger costs two epoll_ctl per closed connection */
 		client_clear_timer(cc);
 		return;
 	}

@@ -86,7 +86,7 @@ struct client_conn {
 	unsigned requests; /* served on this connection */
 };
 
-/* Accept a new plaintext connection on worker w (fd already accepted, non-blocking set here). */
+/* Accept a new plaintext connection on worker w (fd accepted non-blocking by the worker's evconnlistener). */
 void client_accept(struct worker *w, size_t listener, int fd, const struct sockaddr *sa, int salen);
 /* Serve HTTP/1.x on bev: a socket, a TLS bufferevent after its handshake, or
  * one end of an internal pair (an HTTP/2 stream). Takes ownership of bev
