@@ -1288,26 +1288,41 @@ static void walk_listener(struct conf_walker *w, int t, size_t index, struct con
 	conf_tls_walk_listener(w, t, l);
 }
 
+/* Opens t[key] as a list that must hold at least one item. Returns false after
+ * reporting why (missing, not a table, not a list, empty) with the field
+ * already closed; on true the caller walks *list (n items) and closes f. */
+static bool open_required_list(struct conf_walker *w, int t, const char *key, const char *missing,
+                               const char *what, const char *example, const char *empty, struct conf_field *f,
+                               int *list, size_t *n)
+{
+	if (!conf_field_open(w, t, key, f)) {
+		conf_werr_key(w, key, "%s", missing);
+		return false;
+	}
+	*list = lua_gettop(w->L);
+	*n = 0;
+	if (lua_type(w->L, *list) != LUA_TTABLE) {
+		conf_type_error(w, *list, what);
+	} else if (conf_list_length(w, *list, example, n)) {
+		if (*n > 0)
+			return true;
+		conf_werr(w, "%s", empty);
+	}
+	conf_field_close(w, f);
+	return false;
+}
+
 static void walk_listeners(struct conf_walker *w, int root)
 {
 	struct conf *c = w->c;
 	struct conf_field f;
-	if (!conf_field_open(w, root, "listeners", &f)) {
-		conf_werr_key(w, "listeners", "missing (at least one is needed: listeners = { { address = \"0.0.0.0:8080\" } })");
-		return;
-	}
-	int list = lua_gettop(w->L);
+	int list;
 	size_t n;
-	if (lua_type(w->L, list) != LUA_TTABLE) {
-		conf_type_error(w, list, "a list of listeners");
-		goto out;
-	}
-	if (!conf_list_length(w, list, "{ { address = \"0.0.0.0:8080\" } }", &n))
-		goto out;
-	if (n == 0) {
-		conf_werr(w, "empty (at least one listener is needed)");
-		goto out;
-	}
+	if (!open_required_list(w, root, "listeners",
+	                        "missing (at least one is needed: listeners = { { address = \"0.0.0.0:8080\" } })",
+	                        "a list of listeners", "{ { address = \"0.0.0.0:8080\" } }",
+	                        "empty (at least one listener is needed)", &f, &list, &n))
+		return;
 	c->listeners = conf_xcalloc(n, sizeof *c->listeners);
 	c->num_listeners = n;
 	for (size_t i = 1; i <= n; i++) {
@@ -1346,7 +1361,6 @@ static void walk_listeners(struct conf_walker *w, int root)
 			}
 		}
 	}
-out:
 	conf_field_close(w, &f);
 }
 
@@ -1388,22 +1402,13 @@ static void walk_server(struct conf_walker *w, int v, struct conf_server *s)
 static void walk_servers(struct conf_walker *w, int pool_table, struct conf_pool *p)
 {
 	struct conf_field f;
-	if (!conf_field_open(w, pool_table, "servers", &f)) {
-		conf_werr_key(w, "servers", "missing (a pool needs at least one server: servers = { \"10.0.0.1:80\" })");
-		return;
-	}
-	int list = lua_gettop(w->L);
+	int list;
 	size_t n;
-	if (lua_type(w->L, list) != LUA_TTABLE) {
-		conf_type_error(w, list, "a list of servers");
-		goto out;
-	}
-	if (!conf_list_length(w, list, "{ \"10.0.0.1:80\", { address = \"10.0.0.2:80\", weight = 2 } }", &n))
-		goto out;
-	if (n == 0) {
-		conf_werr(w, "empty (a pool needs at least one server)");
-		goto out;
-	}
+	if (!open_required_list(w, pool_table, "servers",
+	                        "missing (a pool needs at least one server: servers = { \"10.0.0.1:80\" })",
+	                        "a list of servers", "{ \"10.0.0.1:80\", { address = \"10.0.0.2:80\", weight = 2 } }",
+	                        "empty (a pool needs at least one server)", &f, &list, &n))
+		return;
 	p->servers = conf_xcalloc(n, sizeof *p->servers);
 	p->num_servers = n;
 	for (size_t i = 1; i <= n; i++) {
@@ -1427,7 +1432,6 @@ static void walk_servers(struct conf_walker *w, int pool_table, struct conf_pool
 			}
 		}
 	}
-out:
 	conf_field_close(w, &f);
 }
 
