@@ -21,6 +21,7 @@
 #include "pool.h"
 #include "route.h"
 #include "snapshot.h"
+#include "h2.h"
 #include "tls.h"
 #include "worker.h"
 
@@ -53,6 +54,11 @@ static void client_timer_at(struct client_conn *cc, uint64_t at_us)
 	uint64_t now = worker_mono_us(cc->w);
 	uint64_t ms = at_us > now ? (at_us - now + 999) / 1000 : 0;
 	struct timeval tv = worker_timeval(cc->w, ms);
+	/* an HTTP/2 stream gets its timer only if it ever needs one */
+	if (!cc->timer && !(cc->timer = evtimer_new(cc->w->base, client_timer_cb, cc))) {
+		log_msg(LOG_ERROR, "cannot create a client timer");
+		return;
+	}
 	if (evtimer_add(cc->timer, &tv) != 0) {
 		log_msg(LOG_ERROR, "cannot arm a client timer");
 		return;
@@ -122,6 +128,9 @@ struct client_conn *client_accept_bev(struct worker *w, size_t listener, struct 
 	cc->keep_alive = true;
 	cc->origin = *o;
 	cc->bev = bev;
+	cc->transport = bev;
+	cc->in = bufferevent_get_input(bev);
+	cc->out = bufferevent_get_output(bev);
 	cc->timer = evtimer_new(w->base, client_timer_cb, cc);
 	if (!cc->timer) {
 		bufferevent_free(bev);
@@ -153,9 +162,23 @@ struct client_conn *client_accept_bev(struct worker *w, size_t listener, struct 
 	cc->head_timer_armed = true;
 	client_arm_timer(cc, c->limits.client_header_timeout);
 	/* bytes may already be waiting (an internal stream written before we got it) */
-	if (evbuffer_get_length(bufferevent_get_input(cc->bev)) > 0)
+	if (evbuffer_get_length(cc->in) > 0)
 		client_handle_input(cc);
 	return cc;
+}
+
+/* Back to the worker's free list (or freed when the list is full). */
+static void client_recycle_req(struct worker *w, struct client_req *cr)
+{
+	arena_reset(&cr->req.arena);
+	if (w->num_free_reqs < CLIENT_MAX_FREE_REQS) {
+		cr->next_free = w->free_reqs;
+		w->free_reqs = cr;
+		w->num_free_reqs++;
+	} else {
+		arena_free(&cr->req.arena);
+		free(cr);
+	}
 }
 
 static void client_release_req(struct client_conn *cc)
@@ -168,15 +191,7 @@ static void client_release_req(struct client_conn *cc)
 	if (cr->req.snap)
 		snapshot_unref((struct snapshot *)cr->req.snap);
 	cr->req.snap = NULL;
-	arena_reset(&cr->req.arena);
-	if (w->num_free_reqs < CLIENT_MAX_FREE_REQS) {
-		cr->next_free = w->free_reqs;
-		w->free_reqs = cr;
-		w->num_free_reqs++;
-	} else {
-		arena_free(&cr->req.arena);
-		free(cr);
-	}
+	client_recycle_req(w, cr);
 }
 
 static void client_log(struct client_req *cr)
@@ -210,6 +225,13 @@ static void client_free(struct client_conn *cc, enum reason reason)
 		client_log(cr);
 		client_release_req(cc);
 	}
+	if (cc->stream) {
+		/* h2.c called us (client_stream_close) and forgets cc */
+		if (cc->timer)
+			event_free(cc->timer);
+		free(cc);
+		return;
+	}
 	if (cc->prev)
 		cc->prev->next = cc->next;
 	else
@@ -233,7 +255,13 @@ static void client_close_soon(struct client_conn *cc, bool flush_first)
 {
 	cc->state = CLIENT_CLOSING;
 	cc->keep_alive = false;
-	if (flush_first && evbuffer_get_length(bufferevent_get_output(cc->bev)) > 0) {
+	if (cc->stream) {
+		/* h2.c ends the stream (a complete response, or a reset) and frees cc later */
+		client_clear_timer(cc);
+		h2_stream_finished(cc->stream, flush_first);
+		return;
+	}
+	if (flush_first && evbuffer_get_length(cc->out) > 0) {
 		/* the write callback takes it from here once the output is flushed.
 		 * Reading stays on (CLOSING drops what arrives): switching it off and
 		 * on again for the linger costs two epoll_ctl per closed connection */
@@ -251,6 +279,8 @@ static void client_close_soon(struct client_conn *cc, bool flush_first)
 
 void client_pause_reading(struct client_conn *cc, bool paused)
 {
+	if (cc->stream)
+		return; /* HTTP/2 flow control: h2.c acknowledges body bytes only as they leave cc->in */
 	if (paused)
 		bufferevent_disable(cc->bev, EV_READ);
 	else
@@ -324,7 +354,7 @@ static void client_begin_request(struct client_conn *cc, struct client_req *cr)
 	memcpy(r->client_ip, cc->origin.ip, sizeof(r->client_ip));
 	r->client_port = cc->origin.port;
 	r->listener = r->snap->conf->listeners[cc->listener].name;
-	r->client_bev = cc->bev;
+	r->client_bev = cc->transport;
 	r->scheme = cc->origin.scheme ? cc->origin.scheme : "http";
 	r->protocol = "HTTP/1.1";
 	r->method = "";
@@ -415,15 +445,76 @@ void client_add_module_headers(struct client_req *cr, struct evbuffer *out)
 	}
 }
 
+const char *client_module_lines(struct client_req *cr, const char *extra)
+{
+	struct request *r = &cr->req;
+	struct worker *w = cr->conn->w;
+	const char *parts[16];
+	size_t n = 0, total = 0;
+	if (extra && *extra)
+		parts[n++] = extra;
+	for (size_t i = 0; i < module_count && n < sizeof parts / sizeof parts[0]; i++) {
+		if (!module_list[i]->response_headers)
+			continue;
+		const char *lines = module_list[i]->response_headers(r, r->snap->module_state[i], w->module_state[i]);
+		if (lines && *lines)
+			parts[n++] = lines;
+	}
+	if (n == 0)
+		return NULL;
+	if (n == 1)
+		return parts[0];
+	for (size_t i = 0; i < n; i++)
+		total += strlen(parts[i]);
+	char *joined = arena_alloc(&r->arena, total + 1);
+	char *p = joined;
+	for (size_t i = 0; i < n; i++) {
+		size_t k = strlen(parts[i]);
+		memcpy(p, parts[i], k);
+		p += k;
+	}
+	*p = '\0';
+	return joined;
+}
+
+/* client_respond for an HTTP/2 stream: the head goes to h2.c, the body to cc->out. */
+static void client_respond_stream(struct client_req *cr, int status, const char *content_type, const char *body,
+                                  size_t body_len, const char *extra_headers)
+{
+	struct client_conn *cc = cr->conn;
+	struct request *r = &cr->req;
+	char clen[24];
+	int k = snprintf(clen, sizeof clen, "%zu", body_len);
+	const char *ct = content_type ? content_type : "text/plain";
+	struct http_header fields[3] = {
+	    {"content-type", 12, ct, strlen(ct)},
+	    {"content-length", 14, clen, (size_t)k},
+	    {"x-request-id", 12, r->request_id, strlen(r->request_id)},
+	};
+	bool send_body = body_len > 0 && !cr->head_is_head_method;
+	long head = h2_stream_respond(cc->stream, status, fields, 3, client_module_lines(cr, extra_headers), send_body);
+	if (head < 0 || (send_body && evbuffer_add(cc->out, body, body_len) != 0)) {
+		client_abort(cr, REASON_NONE);
+		return;
+	}
+	r->bytes_out += (uint64_t)head + (send_body ? body_len : 0);
+	cr->response_started = true;
+	client_finish_request(cr);
+}
+
 void client_respond(struct client_req *cr, int status, enum reason reason, const char *content_type, const char *body,
                     size_t body_len, const char *extra_headers)
 {
 	struct client_conn *cc = cr->conn;
 	struct request *r = &cr->req;
-	struct evbuffer *out = bufferevent_get_output(cc->bev);
+	struct evbuffer *out = cc->out;
 	r->status = status;
 	if (reason != REASON_NONE)
 		r->reason = reason;
+	if (cc->stream) {
+		client_respond_stream(cr, status, content_type, body, body_len, extra_headers);
+		return;
+	}
 	/* unread request bytes would be taken for the next request: close instead */
 	if (!cr->body_done || cc->w->draining)
 		cc->keep_alive = false;
@@ -460,6 +551,14 @@ void client_body_timer(struct client_conn *cc, bool reading_body)
 	if (cc->body_timer_on == reading_body)
 		return;
 	const struct conf *c = client_conf(cc);
+	if (cc->stream) {
+		cc->body_timer_on = reading_body;
+		if (reading_body)
+			client_arm_timer(cc, c->limits.client_body_timeout);
+		else
+			client_clear_timer(cc);
+		return;
+	}
 	struct timeval send_tv = worker_timeval(cc->w, c->limits.send_timeout);
 	struct timeval body_tv = worker_timeval(cc->w, c->limits.client_body_timeout);
 	bufferevent_set_timeouts(cc->bev, reading_body ? &body_tv : NULL, &send_tv);
@@ -495,12 +594,12 @@ static void client_run_access(struct client_req *cr)
 		}
 	}
 	cc->state = CLIENT_PROXY;
-	if (cr->h1.expect_continue && !cr->body_done &&
-	    evbuffer_get_length(bufferevent_get_input(cc->bev)) == 0) {
+	if (cr->h1.expect_continue && !cr->body_done && !cc->stream &&
+	    evbuffer_get_length(cc->in) == 0) {
 		/* the client waits for our word before sending the body; the upstream
 		 * never sees Expect (we answered it) */
 		static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
-		if (evbuffer_add(bufferevent_get_output(cc->bev), cont, sizeof(cont) - 1) != 0) {
+		if (evbuffer_add(cc->out, cont, sizeof(cont) - 1) != 0) {
 			client_abort(cr, REASON_NONE);
 			return;
 		}
@@ -585,7 +684,7 @@ static enum reason reason_for_parse_status(int status)
 static bool client_try_head(struct client_conn *cc)
 {
 	struct worker *w = cc->w;
-	struct evbuffer *in = bufferevent_get_input(cc->bev);
+	struct evbuffer *in = cc->in;
 	size_t avail = evbuffer_get_length(in);
 	if (avail == 0)
 		return false;
@@ -674,7 +773,7 @@ void client_finish_request(struct client_req *cr)
 	cc->state = CLIENT_WAIT_HEAD;
 	client_body_timer(cc, false);
 	bufferevent_enable(cc->bev, EV_READ);
-	if (evbuffer_get_length(bufferevent_get_input(cc->bev)) > 0) {
+	if (evbuffer_get_length(cc->in) > 0) {
 		if (!cc->in_input_loop)
 			client_handle_input(cc);
 		return;
@@ -810,7 +909,7 @@ static void client_timer_cb(evutil_socket_t fd, short what, void *arg)
 		}
 		return;
 	case CLIENT_WAIT_HEAD: {
-		struct evbuffer *in = bufferevent_get_input(cc->bev);
+		struct evbuffer *in = cc->in;
 		if (evbuffer_get_length(in) == 0) {
 			/* idle keep-alive connection: close quietly */
 			client_free(cc, REASON_NONE);
@@ -830,6 +929,18 @@ static void client_timer_cb(evutil_socket_t fd, short what, void *arg)
 		return;
 	}
 	case CLIENT_PROXY:
+		/* an HTTP/2 stream's body stopped coming (a connection has its bufferevent read timeout) */
+		if (cc->stream && cc->cr && !cc->cr->body_done) {
+			struct client_req *cr = cc->cr;
+			proxy_abort(cr);
+			if (!cr->response_started) {
+				cc->state = CLIENT_ACCESS; /* no longer proxying: respond normally */
+				client_respond_error(cr, 408, REASON_CLIENT_TIMEOUT, NULL);
+			} else {
+				client_abort(cr, REASON_CLIENT_TIMEOUT);
+			}
+		}
+		return;
 	default:
 		return;
 	}
@@ -842,7 +953,7 @@ void client_drain_all(struct worker *w)
 	struct client_conn *cc = w->conns;
 	while (cc) {
 		struct client_conn *next = cc->next;
-		if (cc->state == CLIENT_WAIT_HEAD && evbuffer_get_length(bufferevent_get_input(cc->bev)) == 0)
+		if (cc->state == CLIENT_WAIT_HEAD && evbuffer_get_length(cc->in) == 0)
 			client_free(cc, REASON_NONE);
 		else
 			cc->keep_alive = false;
@@ -865,4 +976,79 @@ void client_free_reqs(struct worker *w)
 		free(cr);
 	}
 	w->num_free_reqs = 0;
+}
+
+/* ---- HTTP/2 streams ---- */
+
+struct client_req *client_stream_req(struct worker *w)
+{
+	struct client_req *cr = client_new_req(w);
+	if (!cr)
+		return NULL;
+	struct h1_request *h = &cr->h1;
+	h->method = h->target = h->path = h->authority = NULL;
+	h->method_len = h->target_len = h->path_len = h->authority_len = 0;
+	h->body = H1_BODY_NONE;
+	h->content_length = 0;
+	h->keep_alive = false;
+	h->expect_continue = false;
+	h->upgrade = false;
+	return cr;
+}
+
+void client_stream_discard_req(struct worker *w, struct client_req *cr)
+{
+	client_recycle_req(w, cr);
+}
+
+struct client_conn *client_stream_new(struct worker *w, size_t listener, const struct client_origin *o,
+                                      struct bufferevent *transport, struct h2_stream *st, struct evbuffer *in,
+                                      struct evbuffer *out)
+{
+	struct client_conn *cc = calloc(1, sizeof(*cc));
+	if (!cc)
+		return NULL;
+	cc->w = w;
+	cc->listener = listener;
+	cc->origin = *o;
+	cc->transport = transport;
+	cc->stream = st;
+	cc->in = in;
+	cc->out = out;
+	cc->state = CLIENT_WAIT_HEAD;
+	cc->keep_alive = false; /* one request per stream */
+	return cc;
+}
+
+void client_stream_begin(struct client_conn *cc, struct client_req *cr, int early_status)
+{
+	client_begin_request(cc, cr);
+	client_fill_from_head(cr);
+	client_set_request_id(cr, cc->w);
+	if (early_status) {
+		client_respond_error(cr, early_status, reason_for_parse_status(early_status), NULL);
+		return;
+	}
+	client_route(cr);
+}
+
+void client_stream_body(struct client_conn *cc)
+{
+	struct client_req *cr = cc->cr;
+	if (cc->state != CLIENT_PROXY || !cr || cr->body_done)
+		return;
+	if (cc->body_timer_on)
+		client_arm_timer(cc, client_conf(cc)->limits.client_body_timeout);
+	proxy_on_client_data(cr);
+}
+
+void client_stream_drained(struct client_conn *cc)
+{
+	if (cc->state == CLIENT_PROXY && cc->cr)
+		proxy_on_client_drained(cc->cr);
+}
+
+void client_stream_close(struct client_conn *cc)
+{
+	client_free(cc, REASON_CLIENT_RESET);
 }

@@ -6,7 +6,16 @@
  * A struct client_conn and its bufferevent belong to one worker. Requests on
  * a connection are handled one at a time, in order; bytes of a pipelined next
  * request wait in the input buffer (bounded by a read high-water mark) until
- * the current response is complete. */
+ * the current response is complete.
+ *
+ * An HTTP/2 stream is a client_conn too, without a bufferevent: h2.c fills the
+ * request head (struct h1_request) from the HEADERS it decoded, writes the
+ * request body into `in` (chunked framing when it has no length) and takes
+ * the response body from `out`; the response head and the end of the
+ * exchange go to h2.c (h2.h) instead of being written as HTTP/1.1. Such a
+ * conn serves one request, is not in the worker's connection list, and is
+ * freed by h2.c (client_stream_close) once h2_stream_finished() told it the
+ * pipeline is done. */
 #ifndef SLUICE_CLIENT_H
 #define SLUICE_CLIENT_H
 
@@ -24,6 +33,7 @@
 #include "request.h"
 
 struct worker;
+struct h2_stream;
 
 enum client_state {
 	CLIENT_WAIT_HEAD,  /* idle keep-alive or a head partly received */
@@ -69,7 +79,10 @@ struct client_conn {
 	struct worker *w;
 	struct client_origin origin;
 	struct io_flusher flusher; /* direct writes (plain sockets only; ev == NULL otherwise) */
-	struct bufferevent *bev;
+	struct bufferevent *bev;   /* NULL for an HTTP/2 stream */
+	struct evbuffer *in, *out; /* request bytes in, response bytes out: bev's buffers, or the stream's */
+	struct h2_stream *stream;  /* an HTTP/2 stream (h2.c owns in, out and this conn) */
+	struct bufferevent *transport; /* the socket or TLS bufferevent (an HTTP/2 stream: its session's) */
 	struct event *timer; /* header, keep-alive and access-suspension deadlines */
 	struct client_conn *prev, *next;
 	size_t listener;
@@ -95,6 +108,25 @@ struct client_conn *client_accept_bev(struct worker *w, size_t listener, struct 
                                       const struct client_origin *o);
 void client_origin_from_sockaddr(struct client_origin *o, const struct sockaddr *sa);
 
+/* HTTP/2 streams (h2.c). A request object whose arena and h1 head h2.c fills
+ * while the HEADERS arrive; given back with client_stream_discard_req() if the
+ * stream ends before client_stream_begin(). */
+struct client_req *client_stream_req(struct worker *w);
+void client_stream_discard_req(struct worker *w, struct client_req *cr);
+/* A conn for stream st: in/out stay h2.c's. NULL when out of memory. */
+struct client_conn *client_stream_new(struct worker *w, size_t listener, const struct client_origin *o,
+                                      struct bufferevent *transport, struct h2_stream *st, struct evbuffer *in,
+                                      struct evbuffer *out);
+/* Runs cr (its head filled) through the pipeline; early_status (431, 400...)
+ * answers it at once instead. May call h2_stream_finished() before returning. */
+void client_stream_begin(struct client_conn *cc, struct client_req *cr, int early_status);
+/* More request body bytes (or its end) are in cc->in. */
+void client_stream_body(struct client_conn *cc);
+/* The stream's response buffer drained: the proxy may read the upstream again. */
+void client_stream_drained(struct client_conn *cc);
+/* Frees cc; a request still in progress is aborted and logged as client_reset. */
+void client_stream_close(struct client_conn *cc);
+
 /* Close every idle keep-alive connection (shutdown) and make busy ones close after their response. */
 void client_drain_all(struct worker *w);
 /* Free every connection immediately (drain time over). */
@@ -106,6 +138,9 @@ void client_free_reqs(struct worker *w);
 /* Send a locally generated response for cr (error or direct); body may be NULL. */
 void client_respond(struct client_req *cr, int status, enum reason reason, const char *content_type, const char *body,
                     size_t body_len, const char *extra_headers);
+/* Every module's response header lines (respond phase) after extra (may be
+ * NULL), as one "name: value\r\n"... string (in cr's arena, or static); NULL if none. */
+const char *client_module_lines(struct client_req *cr, const char *extra);
 /* Append every module's response header lines (respond phase) to out. */
 void client_add_module_headers(struct client_req *cr, struct evbuffer *out);
 /* The same with a short text/plain body naming the status. */

@@ -20,8 +20,6 @@
 /* nghttp2 output is produced only while the transport holds less than this:
  * a client that does not read stops us pulling response data. */
 #define H2_OUT_HIGH (64 * 1024)
-/* A response head from the internal connection larger than this is refused. */
-#define H2_MAX_RESPONSE_HEAD (64 * 1024)
 #define H2_MAX_NV 130
 
 #define H2_CLOSE_LIST(X)                                                                                               \
@@ -58,25 +56,29 @@ struct h2_stream {
 	struct h2_session *s;
 	int32_t id;
 	struct h2_stream *prev, *next;
-	struct bufferevent *end; /* our end of the pair; NULL once released */
 	/* request */
-	struct evbuffer *fields;  /* "name: value\r\n" lines while the head arrives */
-	struct evbuffer *cookies; /* cookie crumbs, joined with "; " */
-	char *method, *path, *authority, *host, *content_length;
-	bool head_sent;
+	struct client_req *cr;  /* its head filled here until the start; then the pipeline's */
+	struct client_conn *cc; /* the pipeline's side; NULL before the start and once freed */
+	struct evbuffer *in;    /* request body towards the pipeline (NULL: none) */
+	struct evbuffer *out;   /* response body from the pipeline */
+	const char *authority, *host; /* in cr's arena */
+	size_t authority_len, host_len;
+	size_t head_bytes;    /* of the fields, for the upstream head's buffer */
+	int cookie_field;     /* index of the joined cookie field, -1: none yet */
+	int early_status;     /* answered at once by the pipeline (431, 501) */
+	bool have_length;     /* content-length given */
+	bool bad;             /* a field we refuse: the stream is reset */
 	bool req_chunked;
 	bool req_ended;
-	bool bad;             /* a field we refuse: the stream is reset */
 	uint64_t req_unacked; /* DATA bytes received and not yet given back to the window */
+	struct evbuffer *req_trailers;
 	/* response */
-	bool is_head;
-	bool resp_head_done;
-	bool resp_done;  /* every response byte went to nghttp2 */
-	bool deferred;   /* the data provider waits for bytes */
-	enum h1_body resp_body;
-	uint64_t resp_remaining;
-	struct h1_chunked chunk;
-	struct evbuffer *trailers;
+	bool resp_submitted;  /* the HEADERS are submitted */
+	bool finished;        /* the pipeline is done with the stream */
+	bool complete;        /* ... and the whole body is in out */
+	bool deferred;        /* the data provider waits for bytes */
+	bool drained;         /* out fell below the proxy's resume mark: tell the pipeline */
+	struct evbuffer *resp_trailers; /* "name: value\n" lines */
 };
 
 struct h2_session {
@@ -90,6 +92,7 @@ struct h2_session {
 	struct h2_stream *streams;
 	unsigned num_streams;
 	struct event *timer;
+	struct event *flush_ev; /* session_flush once the current callbacks are done */
 	/* our own frame scanner (independent of what nghttp2 version does) */
 	size_t preface_left;
 	uint8_t fh[9];
@@ -104,14 +107,12 @@ struct h2_session {
 	bool draining;  /* graceful: GOAWAY sent, close when no stream is left */
 	bool in_io;     /* inside mem_recv/mem_send: freeing waits */
 	bool dead;      /* free at the end of the current I/O */
+	bool flush_scheduled;
+	bool drained;   /* some stream's response buffer drained (st->drained) */
 };
 
 static void session_free(struct h2_session *s);
 static void session_flush(struct h2_session *s);
-static void stream_release(struct h2_stream *st);
-static void end_read_cb(struct bufferevent *bev, void *arg);
-static void end_write_cb(struct bufferevent *bev, void *arg);
-static void end_event_cb(struct bufferevent *bev, short what, void *arg);
 
 static struct h2_worker *h2w(struct worker *w)
 {
@@ -237,10 +238,26 @@ static struct h2_stream *stream_of(struct h2_session *s, int32_t id)
 	return nghttp2_session_get_stream_user_data(s->ng, id);
 }
 
+/* Run the session's flush once the current callbacks are done: the pipeline
+ * calls into this file from its own call chains, where nghttp2 must not run. */
+static void session_schedule(struct h2_session *s)
+{
+	if (!s->flush_scheduled) {
+		s->flush_scheduled = true;
+		event_active(s->flush_ev, EV_TIMEOUT, 1);
+	}
+}
+
 static void stream_free(struct h2_stream *st)
 {
 	struct h2_session *s = st->s;
-	stream_release(st);
+	if (st->cc) {
+		struct client_conn *cc = st->cc;
+		st->cc = NULL;
+		client_stream_close(cc);
+	}
+	if (st->cr)
+		client_stream_discard_req(s->w, st->cr);
 	if (st->prev)
 		st->prev->next = st->next;
 	else
@@ -248,32 +265,15 @@ static void stream_free(struct h2_stream *st)
 	if (st->next)
 		st->next->prev = st->prev;
 	s->num_streams--;
-	if (st->fields)
-		evbuffer_free(st->fields);
-	if (st->cookies)
-		evbuffer_free(st->cookies);
-	if (st->trailers)
-		evbuffer_free(st->trailers);
-	free(st->method);
-	free(st->path);
-	free(st->authority);
-	free(st->host);
-	free(st->content_length);
+	if (st->in)
+		evbuffer_free(st->in);
+	if (st->out)
+		evbuffer_free(st->out);
+	if (st->req_trailers)
+		evbuffer_free(st->req_trailers);
+	if (st->resp_trailers)
+		evbuffer_free(st->resp_trailers);
 	free(st);
-}
-
-/* The internal connection goes: an unfinished exchange is aborted there
- * (EOF: the client connection logs it as client_reset). */
-static void stream_release(struct h2_stream *st)
-{
-	if (!st->end)
-		return;
-	struct bufferevent *end = st->end;
-	st->end = NULL;
-	bufferevent_setcb(end, NULL, NULL, NULL, NULL);
-	if (bufferevent_pair_get_partner(end))
-		bufferevent_flush(end, EV_READ | EV_WRITE, BEV_FINISHED);
-	bufferevent_free(end);
 }
 
 static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *frame, void *arg)
@@ -283,12 +283,15 @@ static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *frame, voi
 	if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
 		return 0;
 	struct h2_stream *st = calloc(1, sizeof(*st));
-	if (!st || !(st->fields = evbuffer_new())) {
+	if (!st)
+		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+	if (!(st->cr = client_stream_req(s->w))) {
 		free(st);
 		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
 	}
 	st->s = s;
 	st->id = frame->hd.stream_id;
+	st->cookie_field = -1;
 	st->next = s->streams;
 	if (s->streams)
 		s->streams->prev = st;
@@ -309,14 +312,60 @@ static bool field_ok(const uint8_t *v, size_t n)
 	return true;
 }
 
-static char *dupn(const uint8_t *v, size_t n)
+/* What may stand in an HTTP/1.1 request-target: it goes into the upstream request line. */
+static bool target_ok(const uint8_t *v, size_t n)
 {
-	char *d = malloc(n + 1);
-	if (d) {
-		memcpy(d, v, n);
-		d[n] = '\0';
+	for (size_t i = 0; i < n; i++)
+		if (v[i] <= 0x20 || v[i] >= 0x7f)
+			return false;
+	return n > 0;
+}
+
+static const char *arena_copy(struct arena *a, const uint8_t *v, size_t n)
+{
+	return arena_strndup(a, (const char *)v, n);
+}
+
+/* One regular request field into the head the pipeline reads. */
+static int stream_add_field(struct h2_stream *st, const uint8_t *name, size_t namelen, const uint8_t *value,
+                            size_t valuelen)
+{
+	struct h1_request *h = &st->cr->h1;
+	struct arena *a = &st->cr->req.arena;
+	const struct conf_limits *lim = &st->s->w->snap->conf->limits;
+	size_t max = lim->max_headers < H1_MAX_HEADERS ? lim->max_headers : H1_MAX_HEADERS;
+	if (namelen == 6 && memcmp(name, "cookie", 6) == 0 && st->cookie_field >= 0) {
+		/* RFC 9113 8.2.3: crumbs are joined back into one field for HTTP/1.1 */
+		struct http_header *f = &h->headers[st->cookie_field];
+		char *joined = arena_alloc(a, f->value_len + 2 + valuelen + 1);
+		if (!joined)
+			return -1;
+		memcpy(joined, f->value, f->value_len);
+		memcpy(joined + f->value_len, "; ", 2);
+		memcpy(joined + f->value_len + 2, value, valuelen);
+		joined[f->value_len + 2 + valuelen] = '\0';
+		f->value = joined;
+		f->value_len += 2 + valuelen;
+		st->head_bytes += 2 + valuelen;
+		return 0;
 	}
-	return d;
+	if (h->num_headers >= max) {
+		st->early_status = 431;
+		return 0;
+	}
+	struct http_header *f = &h->headers[h->num_headers];
+	f->name = arena_copy(a, name, namelen);
+	f->value = arena_copy(a, value, valuelen);
+	if (!f->name || !f->value)
+		return -1;
+	f->name_len = namelen;
+	f->value_len = valuelen;
+	h->header_flags[h->num_headers] = 0;
+	if (namelen == 6 && memcmp(name, "cookie", 6) == 0)
+		st->cookie_field = (int)h->num_headers;
+	h->num_headers++;
+	st->head_bytes += namelen + valuelen + 4;
+	return 0;
 }
 
 static int on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint8_t *name, size_t namelen,
@@ -341,51 +390,82 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint
 	}
 	if (frame->headers.cat != NGHTTP2_HCAT_REQUEST) {
 		/* trailers: kept for a chunked body, pseudo-headers are refused by nghttp2 */
-		if (!st->trailers && !(st->trailers = evbuffer_new()))
+		if (!st->req_trailers && !(st->req_trailers = evbuffer_new()))
 			return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-		if (evbuffer_add_printf(st->trailers, "%.*s: %.*s\r\n", (int)namelen, name, (int)valuelen, value) < 0)
+		if (evbuffer_add(st->req_trailers, name, namelen) != 0 || evbuffer_add(st->req_trailers, ": ", 2) != 0 ||
+		    evbuffer_add(st->req_trailers, value, valuelen) != 0 || evbuffer_add(st->req_trailers, "\r\n", 2) != 0)
 			return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
 		return 0;
 	}
-	char **slot = NULL;
+	if (!st->cr)
+		return 0;
+	struct h1_request *h = &st->cr->h1;
+	struct arena *a = &st->cr->req.arena;
 	if (namelen > 0 && name[0] == ':') {
-		if (namelen == 7 && memcmp(name, ":method", 7) == 0)
-			slot = &st->method;
-		else if (namelen == 5 && memcmp(name, ":path", 5) == 0)
-			slot = &st->path;
-		else if (namelen == 10 && memcmp(name, ":authority", 10) == 0)
-			slot = &st->authority;
-		else
+		if (namelen == 7 && memcmp(name, ":method", 7) == 0) {
+			if (h->method) {
+				st->bad = true;
+				return 0;
+			}
+			h->method = arena_copy(a, value, valuelen);
+			h->method_len = valuelen;
+		} else if (namelen == 5 && memcmp(name, ":path", 5) == 0) {
+			if (h->target || !target_ok(value, valuelen)) {
+				st->bad = true;
+				return 0;
+			}
+			h->target = arena_copy(a, value, valuelen);
+			h->target_len = valuelen;
+			const char *q = memchr(h->target, '?', valuelen);
+			h->path = h->target;
+			h->path_len = q ? (size_t)(q - h->target) : valuelen;
+		} else if (namelen == 10 && memcmp(name, ":authority", 10) == 0) {
+			if (st->authority || !target_ok(value, valuelen)) {
+				st->bad = true;
+				return 0;
+			}
+			st->authority = arena_copy(a, value, valuelen);
+			st->authority_len = valuelen;
+		} else {
 			return 0; /* :scheme (the listener decides it) */
-	} else if (namelen == 4 && memcmp(name, "host", 4) == 0) {
-		slot = &st->host;
-	} else if (namelen == 14 && memcmp(name, "content-length", 14) == 0) {
-		slot = &st->content_length;
-	} else if (namelen == 2 && memcmp(name, "te", 2) == 0) {
-		return 0; /* only "trailers" gets past nghttp2, and it is hop-by-hop */
-	} else if (namelen == 6 && memcmp(name, "cookie", 6) == 0) {
-		/* RFC 9113 8.2.3: crumbs are joined back into one field for HTTP/1.1 */
-		if (!st->cookies && !(st->cookies = evbuffer_new()))
+		}
+		if ((h->method == NULL && namelen == 7) || (h->target == NULL && namelen == 5) ||
+		    (st->authority == NULL && namelen == 10))
 			return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-		if ((evbuffer_get_length(st->cookies) && evbuffer_add(st->cookies, "; ", 2) != 0) ||
-		    evbuffer_add(st->cookies, value, valuelen) != 0)
-			return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+		st->head_bytes += valuelen + 4;
 		return 0;
 	}
-	if (slot) {
-		if (*slot) {
-			st->bad = true; /* a repeated pseudo-header, host or content-length */
+	if (namelen == 4 && memcmp(name, "host", 4) == 0) {
+		if (st->host || !target_ok(value, valuelen)) {
+			st->bad = true;
 			return 0;
 		}
-		if (!(*slot = dupn(value, valuelen)))
+		if (!(st->host = arena_copy(a, value, valuelen)))
 			return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-		if (slot != &st->content_length)
-			return 0;
+		st->host_len = valuelen;
+		return 0;
 	}
-	if (evbuffer_add(st->fields, name, namelen) != 0 || evbuffer_add(st->fields, ": ", 2) != 0 ||
-	    evbuffer_add(st->fields, value, valuelen) != 0 || evbuffer_add(st->fields, "\r\n", 2) != 0)
-		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-	return 0;
+	if (namelen == 14 && memcmp(name, "content-length", 14) == 0) {
+		/* the pipeline sends its own from the body it forwards */
+		uint64_t v = 0;
+		if (st->have_length || valuelen == 0 || valuelen > 18) {
+			st->bad = true;
+			return 0;
+		}
+		for (size_t i = 0; i < valuelen; i++) {
+			if (value[i] < '0' || value[i] > '9') {
+				st->bad = true;
+				return 0;
+			}
+			v = v * 10 + (uint64_t)(value[i] - '0');
+		}
+		st->have_length = true;
+		h->content_length = v;
+		return 0;
+	}
+	if (namelen == 2 && memcmp(name, "te", 2) == 0)
+		return 0; /* only "trailers" gets past nghttp2, and it is hop-by-hop */
+	return stream_add_field(st, name, namelen, value, valuelen) == 0 ? 0 : NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
 }
 
 static int on_invalid_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint8_t *name, size_t namelen,
@@ -403,72 +483,94 @@ static int on_invalid_header(nghttp2_session *ng, const nghttp2_frame *frame, co
 	return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
 }
 
+/* Gives back the window of the body bytes the pipeline took from st->in. */
 static void stream_ack(struct h2_stream *st)
 {
-	if (!st->end || st->req_unacked == 0)
+	if (st->req_unacked == 0)
 		return;
-	size_t queued = evbuffer_get_length(bufferevent_get_output(st->end));
+	size_t queued = st->in ? evbuffer_get_length(st->in) : 0;
 	if (queued >= st->req_unacked)
 		return;
 	uint64_t n = st->req_unacked - queued;
 	st->req_unacked -= n;
 	nghttp2_session_consume(st->s->ng, st->id, (size_t)n);
+	session_schedule(st->s);
 }
 
-/* Starts the HTTP/1.1 exchange of a stream whose request head is complete. */
+static void in_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
+{
+	(void)buf;
+	if (info->n_deleted)
+		stream_ack(arg);
+}
+
+static void out_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
+{
+	(void)buf;
+	struct h2_stream *st = arg;
+	if (info->n_added && st->deferred) {
+		st->deferred = false;
+		nghttp2_session_resume_data(st->s->ng, st->id);
+		session_schedule(st->s);
+	}
+}
+
+/* The request head is complete: hand the stream to the pipeline. */
 static int stream_start(struct h2_session *s, struct h2_stream *st, bool end_stream)
 {
+	struct client_req *cr = st->cr;
+	if (!cr)
+		return 0;
+	struct h1_request *h = &cr->h1;
 	const char *auth = st->authority ? st->authority : st->host;
-	if (st->bad || !st->method || !auth || !*auth ||
-	    (strcmp(st->method, "CONNECT") != 0 && (!st->path || (st->path[0] != '/' && strcmp(st->path, "*") != 0)))) {
+	size_t auth_len = st->authority ? st->authority_len : st->host_len;
+	bool connect = h->method && h->method_len == 7 && memcmp(h->method, "CONNECT", 7) == 0;
+	if (st->bad || !h->method || !auth || auth_len == 0 ||
+	    (!connect && (!h->target || (h->target[0] != '/' && !(h->target_len == 1 && h->target[0] == '*'))))) {
 		glitch(s);
 		nghttp2_submit_rst_stream(s->ng, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_PROTOCOL_ERROR);
 		return 0;
 	}
-	struct bufferevent *pair[2];
-	if (bufferevent_pair_new(s->w->base, BEV_OPT_DEFER_CALLBACKS, pair) != 0)
-		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-	struct evbuffer *out = bufferevent_get_output(pair[0]);
-	st->is_head = strcmp(st->method, "HEAD") == 0;
+	if (connect) {
+		st->early_status = 501; /* no tunnels */
+		h->target = h->path = auth;
+		h->target_len = h->path_len = auth_len;
+	}
+	h->authority = auth;
+	h->authority_len = auth_len;
+	h->minor_version = 1;
+	h->keep_alive = false;
 	st->req_ended = end_stream;
-	int rc = evbuffer_add_printf(out, "%s %s HTTP/1.1\r\nhost: %s\r\n", st->method,
-	                             st->path ? st->path : auth, auth);
-	if (rc >= 0 && evbuffer_add_buffer(out, st->fields) != 0)
-		rc = -1;
-	if (rc >= 0 && st->cookies) {
-		if (evbuffer_add(out, "cookie: ", 8) != 0 || evbuffer_add_buffer(out, st->cookies) != 0 ||
-		    evbuffer_add(out, "\r\n", 2) != 0)
-			rc = -1;
-	}
-	if (rc >= 0 && !end_stream && !st->content_length) {
+	if (end_stream) {
+		h->body = H1_BODY_NONE;
+	} else if (st->have_length) {
+		h->body = H1_BODY_LENGTH;
+	} else {
 		/* a body of unknown length: chunked towards the pipeline */
+		h->body = H1_BODY_CHUNKED;
 		st->req_chunked = true;
-		if (evbuffer_add(out, "transfer-encoding: chunked\r\n", 28) != 0)
-			rc = -1;
 	}
-	if (rc >= 0 && evbuffer_add(out, "\r\n", 2) != 0)
-		rc = -1;
-	if (rc < 0) {
-		bufferevent_free(pair[0]);
-		bufferevent_free(pair[1]);
-		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+	cr->head_len = st->head_bytes + h->method_len + auth_len + 32;
+	st->out = evbuffer_new();
+	if (!end_stream)
+		st->in = evbuffer_new();
+	if (!st->out || (!end_stream && !st->in)) {
+		nghttp2_submit_rst_stream(s->ng, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
+		return 0;
 	}
-	evbuffer_free(st->fields);
-	st->fields = NULL;
-	st->head_sent = true;
-	st->end = pair[0];
-	/* the response side is read in bounded steps: the pipeline stops when this fills */
-	bufferevent_setwatermark(st->end, EV_READ, 0, H2_OUT_HIGH);
-	bufferevent_setwatermark(st->end, EV_WRITE, 16 * 1024, 0);
-	bufferevent_setcb(st->end, end_read_cb, end_write_cb, end_event_cb, st);
-	bufferevent_enable(st->end, EV_READ | EV_WRITE);
+	evbuffer_add_cb(st->out, out_cb, st);
+	if (st->in)
+		evbuffer_add_cb(st->in, in_cb, st);
 	struct client_origin o = s->origin;
 	o.protocol = "HTTP/2.0";
-	/* client_accept_bev takes pair[1] (and frees it on failure) */
-	if (!client_accept_bev(s->w, s->listener, pair[1], &o)) {
-		stream_release(st);
+	struct client_conn *cc = client_stream_new(s->w, s->listener, &o, s->bev, st, st->in, st->out);
+	if (!cc) {
 		nghttp2_submit_rst_stream(s->ng, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
+		return 0;
 	}
+	st->cc = cc;
+	st->cr = NULL; /* the pipeline's now */
+	client_stream_begin(cc, cr, st->early_status);
 	return 0;
 }
 
@@ -477,13 +579,13 @@ static void stream_end_request(struct h2_stream *st)
 	if (st->req_ended)
 		return;
 	st->req_ended = true;
-	if (!st->end || !st->req_chunked)
+	if (!st->cc || !st->in || !st->req_chunked)
 		return;
-	struct evbuffer *out = bufferevent_get_output(st->end);
-	evbuffer_add(out, "0\r\n", 3);
-	if (st->trailers)
-		evbuffer_add_buffer(out, st->trailers);
-	evbuffer_add(out, "\r\n", 2);
+	evbuffer_add(st->in, "0\r\n", 3);
+	if (st->req_trailers)
+		evbuffer_add_buffer(st->in, st->req_trailers);
+	evbuffer_add(st->in, "\r\n", 2);
+	client_stream_body(st->cc);
 }
 
 static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame, void *arg)
@@ -515,22 +617,24 @@ static int on_data_chunk(nghttp2_session *ng, uint8_t flags, int32_t stream_id, 
 	(void)flags;
 	struct h2_session *s = arg;
 	struct h2_stream *st = stream_of(s, stream_id);
-	if (!st || !st->end || st->req_ended) {
+	if (!st || !st->cc || !st->in || st->req_ended || st->finished) {
 		/* nobody reads it: give the connection window back at once */
 		nghttp2_session_consume_connection(ng, len);
 		return 0;
 	}
-	struct evbuffer *out = bufferevent_get_output(st->end);
 	st->req_unacked += len;
 	int rc = 0;
-	if (st->req_chunked)
-		rc = evbuffer_add_printf(out, "%zx\r\n", len) < 0 || evbuffer_add(out, data, len) != 0 ||
-		     evbuffer_add(out, "\r\n", 2) != 0;
-	else
-		rc = evbuffer_add(out, data, len) != 0;
+	if (st->req_chunked) {
+		char line[24];
+		int k = snprintf(line, sizeof line, "%zx\r\n", len);
+		rc = evbuffer_add(st->in, line, (size_t)k) != 0 || evbuffer_add(st->in, data, len) != 0 ||
+		     evbuffer_add(st->in, "\r\n", 2) != 0;
+	} else {
+		rc = evbuffer_add(st->in, data, len) != 0;
+	}
 	if (rc)
 		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-	stream_ack(st);
+	client_stream_body(st->cc);
 	return 0;
 }
 
@@ -561,71 +665,33 @@ static bool hop_by_hop(const char *name, size_t n)
 static ssize_t data_read(nghttp2_session *ng, int32_t stream_id, uint8_t *buf, size_t length, uint32_t *data_flags,
                          nghttp2_data_source *source, void *arg)
 {
-	(void)arg;
+	struct h2_session *s = arg;
 	struct h2_stream *st = source->ptr;
-	if (!st->end) {
+	size_t avail = st->out ? evbuffer_get_length(st->out) : 0;
+	size_t n = avail < length ? avail : length;
+	if (n && evbuffer_remove(st->out, buf, n) != (int)n)
 		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+	size_t left = avail - n;
+	if (avail >= PROXY_HIGH_WATER / 2 && left < PROXY_HIGH_WATER / 2 && st->cc && !st->finished) {
+		/* the proxy may have stopped reading the upstream: tell it after this send */
+		st->drained = true;
+		s->drained = true;
 	}
-	struct evbuffer *in = bufferevent_get_input(st->end);
-	size_t copied = 0;
-	bool done = false;
-	if (st->resp_body == H1_BODY_LENGTH) {
-		size_t avail = evbuffer_get_length(in);
-		size_t n = length < avail ? length : avail;
-		if (n > st->resp_remaining)
-			n = (size_t)st->resp_remaining;
-		if (n && evbuffer_remove(in, buf, n) != (int)n)
-			return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-		copied = n;
-		st->resp_remaining -= n;
-		done = st->resp_remaining == 0;
-	} else {
-		while (copied < length && !done) {
-			size_t avail = evbuffer_get_length(in);
-			if (avail == 0)
-				break;
-			size_t want = length - copied;
-			size_t win = avail < want + 4096 ? avail : want + 4096;
-			const char *p = (const char *)evbuffer_pullup(in, (ev_ssize_t)win);
-			enum h1_chunk_event ev;
-			const char *line = NULL;
-			size_t line_len = 0;
-			/* in a data run, never let the decoder hand us more than fits */
-			size_t offer = st->chunk.remaining > 0 && win > want ? want : win;
-			ssize_t r = h1_chunked_feed(&st->chunk, p, offer, &ev, &line, &line_len);
-			if (r < 0)
-				return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-			if (ev == H1_CHUNK_NEED_MORE)
-				break;
-			if (ev == H1_CHUNK_DATA) {
-				memcpy(buf + copied, p, (size_t)r);
-				copied += (size_t)r;
-			} else if (ev == H1_CHUNK_TRAILER) {
-				const char *colon = memchr(line, ':', line_len);
-				if (colon && colon > line && !hop_by_hop(line, (size_t)(colon - line))) {
-					if (!st->trailers && !(st->trailers = evbuffer_new()))
-						return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-					evbuffer_add(st->trailers, line, line_len);
-					evbuffer_add(st->trailers, "\n", 1);
-				}
-			} else if (ev == H1_CHUNK_DONE) {
-				done = true;
-			}
-			evbuffer_drain(in, (size_t)r);
-		}
-	}
-	if (done) {
-		st->resp_done = true;
+	if (left == 0 && st->finished) {
+		if (!st->complete)
+			return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* cut short: the stream is reset */
 		*data_flags |= NGHTTP2_DATA_FLAG_EOF;
-		if (st->trailers && evbuffer_get_length(st->trailers) && st->resp_body == H1_BODY_CHUNKED) {
+		size_t tl = st->resp_trailers ? evbuffer_get_length(st->resp_trailers) : 0;
+		if (tl) {
 			nghttp2_nv nv[64];
-			size_t n = 0;
-			size_t tl = evbuffer_get_length(st->trailers);
-			char *t = (char *)evbuffer_pullup(st->trailers, (ev_ssize_t)tl);
+			size_t k = 0;
+			char *t = (char *)evbuffer_pullup(st->resp_trailers, (ev_ssize_t)tl);
 			char *end = t + tl;
-			while (t < end && n < 64) {
+			while (t && t < end && k < 64) {
 				char *nl = memchr(t, '\n', (size_t)(end - t));
 				char *colon = memchr(t, ':', (size_t)(nl - t));
+				if (!colon)
+					break;
 				for (char *c = t; c < colon; c++)
 					*c = (char)tolower((unsigned char)*c);
 				char *v = colon + 1;
@@ -634,151 +700,127 @@ static ssize_t data_read(nghttp2_session *ng, int32_t stream_id, uint8_t *buf, s
 				char *ve = nl;
 				while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t'))
 					ve--;
-				nv[n++] = (nghttp2_nv){(uint8_t *)t, (uint8_t *)v, (size_t)(colon - t), (size_t)(ve - v),
+				nv[k++] = (nghttp2_nv){(uint8_t *)t, (uint8_t *)v, (size_t)(colon - t), (size_t)(ve - v),
 				                       NGHTTP2_NV_FLAG_NONE};
 				t = nl + 1;
 			}
-			if (n && nghttp2_submit_trailer(ng, stream_id, nv, n) == 0)
+			if (k && nghttp2_submit_trailer(ng, stream_id, nv, k) == 0)
 				*data_flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
 		}
-		return (ssize_t)copied;
+		return (ssize_t)n;
 	}
-	if (copied == 0) {
-		if (!bufferevent_pair_get_partner(st->end))
-			return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* the exchange was cut short */
+	if (n == 0) {
 		st->deferred = true;
 		return NGHTTP2_ERR_DEFERRED;
 	}
-	return (ssize_t)copied;
+	return (ssize_t)n;
 }
 
-/* Parses the response head waiting on the pair and submits it. */
-static void stream_response_head(struct h2_stream *st)
+static bool lower_case(const char *s, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (s[i] >= 'A' && s[i] <= 'Z')
+			return false;
+	return true;
+}
+
+long h2_stream_respond(struct h2_stream *st, int status, const struct http_header *fields, size_t n_fields,
+                      const char *lines, bool body)
 {
 	struct h2_session *s = st->s;
-	struct evbuffer *in = bufferevent_get_input(st->end);
-	for (;;) {
-		size_t avail = evbuffer_get_length(in);
-		if (avail == 0)
-			return;
-		size_t win = avail < H2_MAX_RESPONSE_HEAD ? avail : H2_MAX_RESPONSE_HEAD;
-		const char *p = (const char *)evbuffer_pullup(in, (ev_ssize_t)win);
-		struct h1_limits lim = {.max_request_line = 8192, .max_head = H2_MAX_RESPONSE_HEAD, .max_headers = H1_MAX_HEADERS};
-		struct h1_response res;
-		const char *why = NULL;
-		int rc = h1_parse_response(p, win, &lim, st->is_head, &res, &why);
-		if (rc == H1_INCOMPLETE)
-			return;
-		if (rc == H1_ERROR) {
-			nghttp2_submit_rst_stream(s->ng, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
-			stream_release(st);
-			return;
+	if (st->resp_submitted || status < 100 || status > 999)
+		return -1;
+	nghttp2_nv nv[H2_MAX_NV];
+	char status_text[4] = {(char)('0' + status / 100), (char)('0' + status / 10 % 10), (char)('0' + status % 10), 0};
+	size_t k = 0;
+	nv[k++] = (nghttp2_nv){(uint8_t *)":status", (uint8_t *)status_text, 7, 3, NGHTTP2_NV_FLAG_NONE};
+	long head_bytes = 15; /* "HTTP/1.1 200 \r\n" ... "\r\n" */
+	/* names must be lower case in HTTP/2: upper-case ones are copied here */
+	size_t lines_len = lines ? strlen(lines) : 0;
+	size_t need = lines_len;
+	for (size_t i = 0; i < n_fields; i++)
+		need += fields[i].name_len;
+	char stack[2048];
+	char *low = need <= sizeof stack ? stack : malloc(need);
+	if (!low)
+		return -1;
+	size_t used = 0;
+	for (size_t i = 0; i < n_fields && k < H2_MAX_NV; i++) {
+		const struct http_header *f = &fields[i];
+		const char *name = f->name;
+		if (!lower_case(f->name, f->name_len)) {
+			for (size_t j = 0; j < f->name_len; j++)
+				low[used + j] = (char)tolower((unsigned char)f->name[j]);
+			name = low + used;
+			used += f->name_len;
 		}
-		if (res.status < 200) {
-			evbuffer_drain(in, (size_t)rc);
-			continue;
-		}
-		/* A HEAD response carries the Content-Length a GET would have, but
-		 * parsed as the answer to HEAD it has no body length: parse the head
-		 * again as if for GET to learn it (and to validate it the same way). */
-		bool head_length = false;
-		uint64_t head_content_length = 0;
-		if (st->is_head && res.status >= 200 && res.status != 204 && res.status != 304) {
-			struct h1_response as_get;
-			const char *why_get = NULL;
-			if (h1_parse_response(p, win, &lim, false, &as_get, &why_get) == rc &&
-			    as_get.body == H1_BODY_LENGTH) {
-				head_length = true;
-				head_content_length = as_get.content_length;
-			}
-		}
-		nghttp2_nv nv[H2_MAX_NV];
-		char status[12];
-		char clen[24];
-		snprintf(status, sizeof status, "%03d", res.status);
-		size_t n = 0;
-		nv[n++] = (nghttp2_nv){(uint8_t *)":status", (uint8_t *)status, 7, strlen(status), NGHTTP2_NV_FLAG_NONE};
-		/* names are lower-cased in place: the head is ours until drained */
-		for (size_t i = 0; i < res.num_headers && n < H2_MAX_NV - 1; i++) {
-			const struct http_header *h = &res.headers[i];
-			if ((res.header_flags[i] & H1_HDR_HOP) || hop_by_hop(h->name, h->name_len))
-				continue;
-			for (size_t k = 0; k < h->name_len; k++)
-				((char *)h->name)[k] = (char)tolower((unsigned char)h->name[k]);
-			nv[n++] = (nghttp2_nv){(uint8_t *)h->name, (uint8_t *)h->value, h->name_len, h->value_len,
-			                       NGHTTP2_NV_FLAG_NONE};
-		}
-		if ((res.body == H1_BODY_LENGTH && !st->is_head && res.status != 204 && res.status != 304) ||
-		    head_length) {
-			unsigned long long length = head_length ? head_content_length : res.content_length;
-			int k = snprintf(clen, sizeof clen, "%llu", length);
-			nv[n++] = (nghttp2_nv){(uint8_t *)"content-length", (uint8_t *)clen, 14, (size_t)k,
-			                       NGHTTP2_NV_FLAG_NONE};
-		}
-		st->resp_body = res.body;
-		st->resp_remaining = res.content_length;
-		bool body = !st->is_head && res.status != 204 && res.status != 304 && res.body != H1_BODY_NONE &&
-		            !(res.body == H1_BODY_LENGTH && res.content_length == 0);
-		if (res.body == H1_BODY_CHUNKED)
-			h1_chunked_init(&st->chunk, 4096, 64 * 1024);
-		nghttp2_data_provider prd = {.source.ptr = st, .read_callback = data_read};
-		int sr = nghttp2_submit_response(s->ng, st->id, nv, n, body ? &prd : NULL);
-		evbuffer_drain(in, (size_t)rc);
-		st->resp_head_done = true;
-		if (sr != 0) {
-			nghttp2_submit_rst_stream(s->ng, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
-			stream_release(st);
-			return;
-		}
-		if (!body)
-			st->resp_done = true;
-		return;
+		nv[k++] = (nghttp2_nv){(uint8_t *)name, (uint8_t *)f->value, f->name_len, f->value_len, NGHTTP2_NV_FLAG_NONE};
+		head_bytes += (long)(f->name_len + f->value_len + 4);
 	}
+	/* module and extra lines: "name: value\r\n"... */
+	const char *p = lines, *end = lines ? lines + lines_len : NULL;
+	while (p && p < end && k < H2_MAX_NV) {
+		const char *eol = memchr(p, '\n', (size_t)(end - p));
+		const char *line_end = eol ? eol : end;
+		const char *colon = memchr(p, ':', (size_t)(line_end - p));
+		if (colon && colon > p && !hop_by_hop(p, (size_t)(colon - p))) {
+			size_t name_len = (size_t)(colon - p);
+			for (size_t j = 0; j < name_len; j++)
+				low[used + j] = (char)tolower((unsigned char)p[j]);
+			const char *v = colon + 1;
+			const char *ve = line_end;
+			while (v < ve && (*v == ' ' || *v == '\t'))
+				v++;
+			while (ve > v && (ve[-1] == '\r' || ve[-1] == ' ' || ve[-1] == '\t'))
+				ve--;
+			nv[k++] = (nghttp2_nv){(uint8_t *)low + used, (uint8_t *)v, name_len, (size_t)(ve - v),
+			                       NGHTTP2_NV_FLAG_NONE};
+			used += name_len;
+			head_bytes += (long)(name_len + (size_t)(ve - v) + 4);
+		}
+		p = eol ? eol + 1 : end;
+	}
+	nghttp2_data_provider prd = {.source.ptr = st, .read_callback = data_read};
+	int rc = nghttp2_submit_response(s->ng, st->id, nv, k, body ? &prd : NULL);
+	if (low != stack)
+		free(low);
+	st->resp_submitted = rc == 0;
+	session_schedule(s);
+	return rc == 0 ? head_bytes : -1;
 }
 
-static void end_read_cb(struct bufferevent *bev, void *arg)
+void h2_stream_trailer(struct h2_stream *st, const char *line, size_t len)
 {
-	(void)bev;
-	struct h2_stream *st = arg;
+	const char *colon = memchr(line, ':', len);
+	if (!colon || colon == line || hop_by_hop(line, (size_t)(colon - line)))
+		return;
+	if (!st->resp_trailers && !(st->resp_trailers = evbuffer_new()))
+		return;
+	if (evbuffer_add(st->resp_trailers, line, len) != 0 || evbuffer_add(st->resp_trailers, "\n", 1) != 0)
+		log_msg(LOG_ERROR, "out of memory keeping an HTTP/2 response trailer");
+}
+
+void h2_stream_finished(struct h2_stream *st, bool complete)
+{
 	struct h2_session *s = st->s;
-	if (!st->resp_head_done)
-		stream_response_head(st);
+	if (st->finished)
+		return;
+	st->finished = true;
+	st->complete = complete && st->resp_submitted;
+	/* a body nobody will read: its window goes back to the client */
+	if (st->in && evbuffer_get_length(st->in))
+		evbuffer_drain(st->in, evbuffer_get_length(st->in));
+	if (st->req_unacked) {
+		nghttp2_session_consume(s->ng, st->id, (size_t)st->req_unacked);
+		st->req_unacked = 0;
+	}
+	if (!st->complete)
+		nghttp2_submit_rst_stream(s->ng, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
 	else if (st->deferred) {
 		st->deferred = false;
 		nghttp2_session_resume_data(s->ng, st->id);
 	}
-	session_flush(s);
-}
-
-static void end_write_cb(struct bufferevent *bev, void *arg)
-{
-	(void)bev;
-	struct h2_stream *st = arg;
-	stream_ack(st);
-	session_flush(st->s);
-}
-
-/* The internal connection ended: client.c flushes its end with BEV_FINISHED
- * before freeing it, so this runs (deferred, after the data it sent was
- * delivered to end_read_cb) for every exchange that ends, early or not, and
- * no polling for vanished partners is needed. */
-static void end_event_cb(struct bufferevent *bev, short what, void *arg)
-{
-	(void)bev;
-	(void)what;
-	struct h2_stream *st = arg;
-	struct h2_session *s = st->s;
-	if (!st->resp_done) {
-		if (st->resp_head_done && st->deferred) {
-			st->deferred = false;
-			nghttp2_session_resume_data(s->ng, st->id); /* the provider reports the cut */
-		} else if (!st->resp_head_done) {
-			/* no (complete) response head will ever come */
-			nghttp2_submit_rst_stream(s->ng, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
-			stream_release(st);
-		}
-	}
-	session_flush(s);
+	session_schedule(s);
 }
 
 /* ---- the session ---- */
@@ -790,7 +832,7 @@ static void session_arm_timer(struct h2_session *s)
 {
 	bool active = false;
 	for (struct h2_stream *st = s->streams; st && !active; st = st->next)
-		active = st->end != NULL;
+		active = st->cc != NULL && !st->finished;
 	if (active) {
 		if (evtimer_pending(s->timer, NULL) && evtimer_del(s->timer) != 0)
 			log_msg(LOG_WARN, "cannot stop the HTTP/2 idle timer");
@@ -810,18 +852,31 @@ static void session_flush(struct h2_session *s)
 		return;
 	s->in_io = true;
 	struct evbuffer *out = bufferevent_get_output(s->bev);
-	while (evbuffer_get_length(out) < H2_OUT_HIGH) {
-		const uint8_t *data = NULL;
-		ssize_t n = nghttp2_session_mem_send(s->ng, &data);
-		if (n < 0) {
-			s->dead = true;
-			break;
+	for (;;) {
+		while (evbuffer_get_length(out) < H2_OUT_HIGH) {
+			const uint8_t *data = NULL;
+			ssize_t n = nghttp2_session_mem_send(s->ng, &data);
+			if (n < 0) {
+				s->dead = true;
+				break;
+			}
+			if (n == 0)
+				break;
+			if (evbuffer_add(out, data, (size_t)n) != 0) {
+				s->dead = true;
+				break;
+			}
 		}
-		if (n == 0)
+		if (!s->drained || s->dead)
 			break;
-		if (evbuffer_add(out, data, (size_t)n) != 0) {
-			s->dead = true;
-			break;
+		/* outside nghttp2's callbacks: the proxy may read its upstream and add more */
+		s->drained = false;
+		for (struct h2_stream *st = s->streams; st; st = st->next) {
+			if (st->drained) {
+				st->drained = false;
+				if (st->cc && !st->finished)
+					client_stream_drained(st->cc);
+			}
 		}
 	}
 	s->in_io = false;
@@ -838,6 +893,15 @@ static void session_flush(struct h2_session *s)
 		return;
 	}
 	session_arm_timer(s);
+}
+
+static void session_flush_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	struct h2_session *s = arg;
+	s->flush_scheduled = false;
+	session_flush(s);
 }
 
 static void session_read_cb(struct bufferevent *bev, void *arg)
@@ -891,7 +955,7 @@ static void session_timer_cb(evutil_socket_t fd, short what, void *arg)
 	struct h2_session *s = arg;
 	bool active = false;
 	for (struct h2_stream *st = s->streams; st && !active; st = st->next)
-		active = st->end != NULL;
+		active = st->cc != NULL && !st->finished;
 	if (!active && s->num_streams == 0 && !s->closing) {
 		session_fail(s, H2_CLOSE_IDLE_TIMEOUT, NGHTTP2_NO_ERROR);
 	}
@@ -913,6 +977,7 @@ static void session_free(struct h2_session *s)
 	nghttp2_session_del(s->ng);
 	bufferevent_free(s->bev);
 	event_free(s->timer);
+	event_free(s->flush_ev);
 	struct h2_worker *hw = w->h2;
 	if (s->prev)
 		s->prev->next = s->next;
@@ -959,11 +1024,14 @@ void h2_session_start(struct worker *w, size_t listener, struct bufferevent *bev
 	nghttp2_session_callbacks_del(cbs);
 	nghttp2_option_del(opt);
 	s->timer = evtimer_new(w->base, session_timer_cb, s);
-	if (rc != 0 || !s->timer) {
+	s->flush_ev = event_new(w->base, -1, 0, session_flush_cb, s);
+	if (rc != 0 || !s->timer || !s->flush_ev) {
 		if (s->ng)
 			nghttp2_session_del(s->ng);
 		if (s->timer)
 			event_free(s->timer);
+		if (s->flush_ev)
+			event_free(s->flush_ev);
 		free(s);
 		bufferevent_free(bev);
 		return;
@@ -978,6 +1046,7 @@ void h2_session_start(struct worker *w, size_t listener, struct bufferevent *bev
 	if (nghttp2_submit_settings(s->ng, NGHTTP2_FLAG_NONE, iv, sizeof iv / sizeof iv[0]) != 0) {
 		nghttp2_session_del(s->ng);
 		event_free(s->timer);
+		event_free(s->flush_ev);
 		free(s);
 		bufferevent_free(bev);
 		return;
@@ -1006,19 +1075,6 @@ void h2_session_start(struct worker *w, size_t listener, struct bufferevent *bev
 		session_read_cb(bev, s);
 	else
 		session_flush(s);
-}
-
-struct bufferevent *h2_stream_transport(struct bufferevent *bev)
-{
-	struct bufferevent *partner = bev ? bufferevent_pair_get_partner(bev) : NULL;
-	if (!partner)
-		return NULL;
-	bufferevent_data_cb readcb = NULL;
-	void *arg = NULL;
-	bufferevent_getcb(partner, &readcb, NULL, NULL, &arg);
-	if (readcb != end_read_cb || !arg)
-		return NULL;
-	return ((struct h2_stream *)arg)->s->bev;
 }
 
 void h2_drain_all(struct worker *w)

@@ -16,6 +16,7 @@
 #include "balance.h"
 #include "client.h"
 #include "conf_resilience.h"
+#include "h2.h"
 #include "log.h"
 #include "pool.h"
 #include "runtime.h"
@@ -71,10 +72,6 @@ static void proxy_add_chunk_size(struct evbuffer *out, size_t n)
 	evbuffer_add(out, buf, len);
 }
 
-static struct bufferevent *client_bev(struct client_req *cr)
-{
-	return cr->conn->bev;
-}
 
 /* ---- balancing ---- */
 
@@ -653,7 +650,7 @@ static void proxy_pump_request(struct client_req *cr)
 	 * failed connect leaves it there for a retry on another server */
 	if (txn->connecting)
 		return;
-	struct evbuffer *in = bufferevent_get_input(client_bev(cr));
+	struct evbuffer *in = cr->conn->in;
 	struct evbuffer *out = bufferevent_get_output(txn->uc->bev);
 	const struct conf_limits *lim = &cr->req.snap->conf->limits;
 
@@ -758,13 +755,54 @@ void proxy_on_client_data(struct client_req *cr)
 
 /* ---- response: upstream input -> client output ---- */
 
+/* Whether the upstream response's field i goes to the client: not hop-by-hop
+ * (but a HEAD response's Content-Length, which describes the GET body) and
+ * not X-Request-Id (ours is sent). */
+static bool proxy_response_field_kept(const struct client_req *cr, size_t i)
+{
+	const struct h1_response *resp = &cr->txn.resp;
+	const struct http_header *f = &resp->headers[i];
+	if (resp->header_flags[i] & H1_HDR_HOP)
+		return cr->head_is_head_method && http_name_is(f, "content-length");
+	return !http_name_is(f, "x-request-id");
+}
+
+/* The response head to an HTTP/2 stream: fields for h2.c instead of HTTP/1.1 lines. */
+static void proxy_write_stream_head(struct client_req *cr)
+{
+	struct proxy_txn *txn = &cr->txn;
+	struct request *r = &cr->req;
+	const struct h1_response *resp = &txn->resp;
+	struct http_header *fields = arena_alloc(&r->arena, (resp->num_headers + 2) * sizeof(*fields));
+	size_t n = 0;
+	for (size_t i = 0; i < resp->num_headers; i++) {
+		if (proxy_response_field_kept(cr, i))
+			fields[n++] = resp->headers[i];
+	}
+	char num[24];
+	if (resp->body == H1_BODY_LENGTH)
+		fields[n++] = (struct http_header){"content-length", 14, num, fmt_u64(num, resp->content_length)};
+	fields[n++] = (struct http_header){"x-request-id", 12, r->request_id, strlen(r->request_id)};
+	/* the end of a chunked or close-delimited body is the end of the stream */
+	bool body = resp->body != H1_BODY_NONE && !(resp->body == H1_BODY_LENGTH && resp->content_length == 0);
+	long head = h2_stream_respond(cr->conn->stream, resp->status, fields, n, client_module_lines(cr, NULL), body);
+	if (head < 0) {
+		log_msg(LOG_ERROR, "cannot submit an HTTP/2 response head");
+		txn->resp_body = H1_BODY_NONE; /* the stream is reset when the exchange ends */
+	} else {
+		r->bytes_out += (uint64_t)head;
+	}
+	cr->response_started = true;
+	txn->resp_head_done = true;
+}
+
 static void proxy_write_response_head(struct client_req *cr)
 {
 	struct proxy_txn *txn = &cr->txn;
 	struct client_conn *cc = cr->conn;
 	struct request *r = &cr->req;
 	const struct h1_response *resp = &txn->resp;
-	struct evbuffer *out = bufferevent_get_output(cc->bev);
+	struct evbuffer *out = cc->out;
 	bool client_http10 = cr->h1.minor_version == 0;
 	size_t before = evbuffer_get_length(out);
 
@@ -773,6 +811,13 @@ static void proxy_write_response_head(struct client_req *cr)
 	txn->resp_chunked_out = false;
 	if (resp->body == H1_BODY_CHUNKED)
 		h1_chunked_init(&txn->resp_chunk, 4096, 64 * 1024);
+	r->status = resp->status;
+	r->upstream_status = resp->status;
+	r->upstream_header_us = worker_wall_us(cc->w) - r->start_wall_us;
+	if (cc->stream) {
+		proxy_write_stream_head(cr);
+		return;
+	}
 	/* the client connection can only continue if this response has a known end
 	 * and the request body has been read in full */
 	if (!cr->body_done || cc->w->draining)
@@ -804,13 +849,8 @@ static void proxy_write_response_head(struct client_req *cr)
 	hb_add(&hb, "\r\n", 2);
 	for (size_t i = 0; i < resp->num_headers; i++) {
 		const struct http_header *f = &resp->headers[i];
-		if (resp->header_flags[i] & H1_HDR_HOP) {
-			/* a HEAD response's Content-Length describes the GET body: keep it */
-			if (!(cr->head_is_head_method && http_name_is(f, "content-length")))
-				continue;
-		} else if (http_name_is(f, "x-request-id")) {
+		if (!proxy_response_field_kept(cr, i))
 			continue;
-		}
 		hb_add(&hb, f->name, f->name_len);
 		hb_add(&hb, ": ", 2);
 		hb_add(&hb, f->value, f->value_len);
@@ -836,9 +876,6 @@ static void proxy_write_response_head(struct client_req *cr)
 	else
 		evbuffer_add(out, "\r\n", 2);
 	r->bytes_out += evbuffer_get_length(out) - before;
-	r->status = resp->status;
-	r->upstream_status = resp->status;
-	r->upstream_header_us = worker_wall_us(cc->w) - r->start_wall_us;
 	cr->response_started = true;
 	txn->resp_head_done = true;
 }
@@ -912,7 +949,7 @@ static void proxy_pump_response(struct client_req *cr)
 {
 	struct proxy_txn *txn = &cr->txn;
 	struct evbuffer *in = bufferevent_get_input(txn->uc->bev);
-	struct evbuffer *out = bufferevent_get_output(client_bev(cr));
+	struct evbuffer *out = cr->conn->out;
 	struct request *r = &cr->req;
 
 	if (txn->resp_body == H1_BODY_NONE) {
@@ -988,6 +1025,8 @@ static void proxy_pump_response(struct client_req *cr)
 					evbuffer_add(out, "0\r\n", 3);
 				evbuffer_add(out, line, line_len);
 				evbuffer_add(out, "\r\n", 2);
+			} else if (cr->conn->stream) {
+				h2_stream_trailer(cr->conn->stream, line, line_len);
 			}
 			txn->resp_in_trailers = true;
 			evbuffer_drain(in, (size_t)n);

@@ -1285,9 +1285,8 @@ bool tls_request_info(const struct request *r, struct tls_info *out)
 		return false;
 	if (!r->client_bev)
 		return false;
-	if (tls_bev_info(r->client_bev, out))
-		return true;
-	return tls_bev_info(h2_stream_transport(r->client_bev), out);
+	/* an HTTP/2 stream's client_bev is its session's transport */
+	return tls_bev_info(r->client_bev, out);
 }
 
 /* ---- privileges ---- */
