@@ -724,6 +724,17 @@ static bool lower_case(const char *s, size_t n)
 	return true;
 }
 
+/* Values that change with every response would only churn the HPACK dynamic
+ * table (an insert and an eviction each time) and push out the fields that do
+ * repeat: they are sent as literals that are never indexed. */
+static uint8_t nv_index_flag(const char *name, size_t n)
+{
+	if ((n == 12 && memcmp(name, "x-request-id", 12) == 0) || (n == 4 && memcmp(name, "date", 4) == 0) ||
+	    (n == 14 && memcmp(name, "content-length", 14) == 0))
+		return NGHTTP2_NV_FLAG_NO_INDEX;
+	return NGHTTP2_NV_FLAG_NONE;
+}
+
 long h2_stream_respond(struct h2_stream *st, int status, const struct http_header *fields, size_t n_fields,
                       const char *lines, bool body)
 {
@@ -754,7 +765,7 @@ long h2_stream_respond(struct h2_stream *st, int status, const struct http_heade
 			name = low + used;
 			used += f->name_len;
 		}
-		nv[k++] = (nghttp2_nv){(uint8_t *)name, (uint8_t *)f->value, f->name_len, f->value_len, NGHTTP2_NV_FLAG_NONE};
+		nv[k++] = (nghttp2_nv){(uint8_t *)name, (uint8_t *)f->value, f->name_len, f->value_len, nv_index_flag(name, f->name_len)};
 		head_bytes += (long)(f->name_len + f->value_len + 4);
 	}
 	/* module and extra lines: "name: value\r\n"... */

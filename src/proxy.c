@@ -197,7 +197,11 @@ static void proxy_use_server(struct client_req *cr, const struct pool_pick *pick
 	if (pick->server < 64)
 		txn->avoid |= (uint64_t)1 << pick->server;
 	atomic_fetch_add_explicit(&p->rs[pick->server]->active_requests, 1, memory_order_relaxed);
-	snprintf(cr->req.upstream, sizeof(cr->req.upstream), "%s", p->conf->servers[pick->server].address);
+	/* addresses are at most 63 bytes ("ip:port"); a longer name is cut like snprintf would */
+	const char *addr = p->conf->servers[pick->server].address;
+	size_t n = strnlen(addr, sizeof(cr->req.upstream) - 1);
+	memcpy(cr->req.upstream, addr, n);
+	cr->req.upstream[n] = '\0';
 }
 
 /* Give back what the current server holds for this request. */
@@ -586,7 +590,9 @@ static void proxy_attempt(struct client_req *cr, bool allow_reuse)
 		bufferevent_set_timeouts(uc->bev, cr->body_done ? &response_tv : NULL, &response_tv);
 	} else {
 		/* set once per connection: they survive its stays in the idle list */
-		bufferevent_setwatermark(uc->bev, EV_READ, 0, PROXY_UPSTREAM_READ_HIGH);
+		/* no read high-water mark: libevent would re-add the read event on
+		 * every drain of the input to lift it; the input is drained as it
+		 * arrives, and reading stops (resp_paused) while the client is slow */
 		bufferevent_setwatermark(uc->bev, EV_WRITE, PROXY_HIGH_WATER / 2, 0);
 		bufferevent_set_max_single_read(uc->bev, PROXY_HIGH_WATER);
 		struct timeval connect_tv = proxy_tv(cr, pc->connect_timeout);
