@@ -124,8 +124,9 @@ def request_once(port, path, timeout=10.0):
 
 
 def tls_request_once(port, path, timeout=10.0):
-    """(status, body, protocol chosen when h2 and http/1.1 are offered by ALPN); two connections,
-    since this client speaks only HTTP/1.1."""
+    """(status, body, protocol chosen when h2 and http/1.1 are offered by ALPN, TLS version
+    negotiated with this client's default offer, e.g. "TLSv1.3"); two connections, since this
+    client speaks only HTTP/1.1."""
     c = Conn(port, timeout, tls=True)
     try:
         status, body, _ = c.get(path, close=True)
@@ -133,8 +134,8 @@ def tls_request_once(port, path, timeout=10.0):
         c.close()
     with socket.create_connection((HOST, port), timeout=timeout) as raw:
         with _client_tls_context(["h2", "http/1.1"]).wrap_socket(raw, server_hostname="localhost") as s:
-            alpn = s.selected_alpn_protocol()
-    return status, body, alpn
+            alpn, version = s.selected_alpn_protocol(), s.version()
+    return status, body, alpn, version
 
 
 def run_requests(port, path, n, close=False, expect_len=None, timeout=120.0):
