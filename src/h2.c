@@ -21,6 +21,8 @@
  * a client that does not read stops us pulling response data. */
 #define H2_OUT_HIGH (64 * 1024)
 #define H2_MAX_NV 130
+/* DATA payloads from this size on go to the transport without a copy (send_data_cb). */
+#define H2_NO_COPY_MIN 4096
 
 #define H2_CLOSE_LIST(X)                                                                                               \
 	X(RAPID_RESET, "rapid_reset")                                                                                  \
@@ -669,7 +671,12 @@ static ssize_t data_read(nghttp2_session *ng, int32_t stream_id, uint8_t *buf, s
 	struct h2_stream *st = source->ptr;
 	size_t avail = st->out ? evbuffer_get_length(st->out) : 0;
 	size_t n = avail < length ? avail : length;
-	if (n && evbuffer_remove(st->out, buf, n) != (int)n)
+	/* large payloads: send_data_cb moves the bytes from st->out to the
+	 * transport itself. Small ones are copied: moved as their own buffer
+	 * chunks they would each become a TLS record of their own. */
+	if (n >= H2_NO_COPY_MIN)
+		*data_flags |= NGHTTP2_DATA_FLAG_NO_COPY;
+	else if (n && evbuffer_remove(st->out, buf, n) != (int)n)
 		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
 	size_t left = avail - n;
 	if (avail >= PROXY_HIGH_WATER / 2 && left < PROXY_HIGH_WATER / 2 && st->cc && !st->finished) {
@@ -714,6 +721,30 @@ static ssize_t data_read(nghttp2_session *ng, int32_t stream_id, uint8_t *buf, s
 		return NGHTTP2_ERR_DEFERRED;
 	}
 	return (ssize_t)n;
+}
+
+/* A DATA frame whose payload data_read left in st->out: header and payload
+ * are copied once, side by side, into the transport's output, instead of
+ * into nghttp2 and out again; one contiguous piece also keeps the TLS
+ * records full (libevent writes each buffer chunk as records of its own). */
+static int send_data_cb(nghttp2_session *ng, nghttp2_frame *frame, const uint8_t *framehd, size_t length,
+                        nghttp2_data_source *source, void *arg)
+{
+	(void)ng;
+	struct h2_session *s = arg;
+	struct h2_stream *st = source->ptr;
+	struct evbuffer *out = bufferevent_get_output(s->bev);
+	struct evbuffer_iovec v;
+	if (frame->data.padlen > 0 || evbuffer_reserve_space(out, (ev_ssize_t)(9 + length), &v, 1) != 1 ||
+	    v.iov_len < 9 + length)
+		return NGHTTP2_ERR_CALLBACK_FAILURE;
+	memcpy(v.iov_base, framehd, 9);
+	if (evbuffer_copyout(st->out, (char *)v.iov_base + 9, length) != (ev_ssize_t)length)
+		return NGHTTP2_ERR_CALLBACK_FAILURE;
+	v.iov_len = 9 + length;
+	if (evbuffer_commit_space(out, &v, 1) != 0 || evbuffer_drain(st->out, length) != 0)
+		return NGHTTP2_ERR_CALLBACK_FAILURE;
+	return 0;
 }
 
 static bool lower_case(const char *s, size_t n)
@@ -1027,6 +1058,7 @@ void h2_session_start(struct worker *w, size_t listener, struct bufferevent *bev
 	nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
 	nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data_chunk);
 	nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
+	nghttp2_session_callbacks_set_send_data_callback(cbs, send_data_cb);
 	/* request bodies are acknowledged only as the pipeline takes them */
 	nghttp2_option_set_no_auto_window_update(opt, 1);
 	nghttp2_option_set_max_deflate_dynamic_table_size(opt, 4096);

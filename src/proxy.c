@@ -902,13 +902,22 @@ static bool proxy_read_head(struct client_req *cr, struct evbuffer *in)
 		};
 		(void)lim;
 		size_t window = avail < PROXY_MAX_RESPONSE_HEAD + 1 ? avail : PROXY_MAX_RESPONSE_HEAD + 1;
-		const char *p = (const char *)evbuffer_pullup(in, (ssize_t)window);
 		const char *why = NULL;
-		if (!p) {
-			proxy_fail(cr, REASON_UPSTREAM_BAD_RESPONSE, 502);
-			return false;
+		/* the head is nearly always within the first chunk of the buffer:
+		 * parse it in place, and make the buffer contiguous (a copy of the
+		 * body read with it) only when it is not */
+		struct evbuffer_iovec first;
+		int rc = H1_INCOMPLETE;
+		if (evbuffer_peek(in, -1, NULL, &first, 1) >= 1 && first.iov_len < window)
+			rc = h1_parse_response(first.iov_base, first.iov_len, &hl, cr->head_is_head_method, &txn->resp, &why);
+		if (rc == H1_INCOMPLETE) {
+			const char *p = (const char *)evbuffer_pullup(in, (ssize_t)window);
+			if (!p) {
+				proxy_fail(cr, REASON_UPSTREAM_BAD_RESPONSE, 502);
+				return false;
+			}
+			rc = h1_parse_response(p, window, &hl, cr->head_is_head_method, &txn->resp, &why);
 		}
-		int rc = h1_parse_response(p, window, &hl, cr->head_is_head_method, &txn->resp, &why);
 		if (rc == H1_INCOMPLETE)
 			return false;
 		if (rc == H1_ERROR || txn->resp.status == 101) {
