@@ -330,7 +330,9 @@ void pool_release(struct upstream_conn *uc)
 	}
 	struct timeval idle_tv = worker_timeval(p->worker, p->conf->keepalive_idle_timeout);
 	bufferevent_setcb(uc->bev, idle_read_cb, NULL, idle_event_cb, uc);
-	if (bufferevent_set_timeouts(uc->bev, &idle_tv, NULL) != 0 || bufferevent_enable(uc->bev, EV_READ) != 0) {
+	/* reading is nearly always on already: enabling it again re-adds the event */
+	if (bufferevent_set_timeouts(uc->bev, &idle_tv, NULL) != 0 ||
+	    (!(bufferevent_get_enabled(uc->bev) & EV_READ) && bufferevent_enable(uc->bev, EV_READ) != 0)) {
 		upstream_conn_free(uc);
 		return;
 	}
