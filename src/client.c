@@ -1053,7 +1053,7 @@ void client_stream_drained(struct client_conn *cc)
 		proxy_on_client_drained(cc->cr);
 }
 
-void client_stream_close(struct client_conn *cc)
+void client_stream_close(struct client_conn *cc, enum reason reason)
 {
-	client_free(cc, REASON_CLIENT_RESET);
+	client_free(cc, reason);
 }

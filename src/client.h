@@ -124,8 +124,9 @@ void client_stream_begin(struct client_conn *cc, struct client_req *cr, int earl
 void client_stream_body(struct client_conn *cc);
 /* The stream's response buffer drained: the proxy may read the upstream again. */
 void client_stream_drained(struct client_conn *cc);
-/* Frees cc; a request still in progress is aborted and logged as client_reset. */
-void client_stream_close(struct client_conn *cc);
+/* Frees cc; a request still in progress is aborted and logged with reason
+ * (client_reset: the client reset the stream or the connection ended). */
+void client_stream_close(struct client_conn *cc, enum reason reason);
 
 /* Close every idle keep-alive connection (shutdown) and make busy ones close after their response. */
 void client_drain_all(struct worker *w);

@@ -110,6 +110,7 @@ struct h2_session {
 	bool in_io;     /* inside mem_recv/mem_send: freeing waits */
 	bool dead;      /* free at the end of the current I/O */
 	bool flush_scheduled;
+	enum reason cut_reason; /* logged for requests still in progress when their stream goes */
 	bool drained;   /* some stream's response buffer drained (st->drained) */
 };
 
@@ -256,7 +257,7 @@ static void stream_free(struct h2_stream *st)
 	if (st->cc) {
 		struct client_conn *cc = st->cc;
 		st->cc = NULL;
-		client_stream_close(cc);
+		client_stream_close(cc, st->s->cut_reason);
 	}
 	if (st->cr)
 		client_stream_discard_req(s->w, st->cr);
@@ -1051,6 +1052,7 @@ void h2_session_start(struct worker *w, size_t listener, struct bufferevent *bev
 	s->bev = bev;
 	s->origin = *o;
 	s->preface_left = 24;
+	s->cut_reason = REASON_CLIENT_RESET;
 	s->window_start_us = worker_wall_us(w);
 	nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, on_begin_headers);
 	nghttp2_session_callbacks_set_on_header_callback(cbs, on_header);
@@ -1144,6 +1146,7 @@ void h2_close_all(struct worker *w)
 	while (w->h2->sessions) {
 		struct h2_session *s = w->h2->sessions;
 		s->in_io = false;
+		s->cut_reason = REASON_DRAINING; /* the drain time is over */
 		session_free(s);
 	}
 }

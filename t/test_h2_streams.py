@@ -158,3 +158,20 @@ def test_stalled_upload_is_answered_408(h2c):
     assert time.monotonic() - t0 < 5
     c.close()
     gw.wait_log(status=408, reason="client_timeout")
+
+
+def test_stream_cut_by_the_end_of_the_drain_time_is_logged_as_draining(sluice, upstreams):
+    (u,) = upstreams(1)
+    port = free_port()
+    cfg = base_config(port, [u.address], drain_timeout="1s")
+    cfg["listeners"][0]["h2c"] = True
+    gw = sluice(cfg)
+    c = H2Client(gw.port)
+    sid = request(c, [(":method", "GET"), (":path", "/delay/5000"), (":scheme", "http"), (":authority", "a.test"),
+                      ("x-request-id", "slow-h2")])
+    time.sleep(0.3)
+    gw.send_signal(15)
+    assert gw.wait(10) == 0
+    c.close()
+    (e,) = gw.wait_log(request_id="slow-h2")
+    assert e["reason"] == "draining" and e["protocol"] == "HTTP/2.0", e
