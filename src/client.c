@@ -833,16 +833,13 @@ static void client_write_cb(struct bufferevent *bev, void *arg)
 	if (cc->state == CLIENT_CLOSING) {
 		if (evbuffer_get_length(bufferevent_get_output(bev)) > 0 || cc->lingering)
 			return;
-		/* all sent: half-close and linger so the client can read it all */
+		/* all sent: half-close (after a TLS close_notify) and linger so the
+		 * client can read it all */
+		int half_closed = tls_bev_shutdown(bev);
+		if (half_closed == 0)
+			return; /* TLS records still on their way to the socket: called again */
 		cc->lingering = true;
-		SSL *ssl = bufferevent_openssl_get_ssl(bev);
-		if (ssl) {
-			/* a TLS close_notify before the TCP half-close: the client can tell a
-			 * complete response from a truncated one, and keep its session */
-			if (SSL_shutdown(ssl) < 0)
-				ERR_clear_error();
-		}
-		if (shutdown(bufferevent_getfd(bev), SHUT_WR) != 0) {
+		if (half_closed < 0) {
 			cc->close_now = true;
 			event_active(cc->timer, EV_TIMEOUT, 1);
 			return;

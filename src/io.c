@@ -19,28 +19,70 @@ static void io_unqueue(struct io_flusher *f)
 	f->scheduled = false;
 }
 
+bool io_flusher_write(struct io_flusher *f)
+{
+	struct bufferevent *bev = f->bev;
+	struct evbuffer *out = bufferevent_get_output(bev);
+	if (evbuffer_get_length(out) == 0)
+		return true;
+	if (bufferevent_get_enabled(bev) & EV_WRITE)
+		return false; /* the write event has it */
+	evutil_socket_t sock = bufferevent_getfd(bev);
+	/* a socket bufferevent keeps the start of its output frozen (only its
+	 * own write callback may drain it); thaw it just for our write */
+	evbuffer_unfreeze(out, 1);
+	while (evbuffer_get_length(out) > 0) {
+		int n = evbuffer_write(out, sock);
+		if (n <= 0)
+			break; /* would block, or an error the write event will report */
+	}
+	evbuffer_freeze(out, 1);
+	if (evbuffer_get_length(out) > 0) {
+		/* the socket is full (or broken): the bufferevent takes over, with its
+		 * write timeout and its error reporting */
+		bufferevent_enable(bev, EV_WRITE);
+		return false;
+	}
+	return true;
+}
+
+size_t io_flusher_write_also(struct io_flusher *f, const void *data, size_t len)
+{
+	struct bufferevent *bev = f->bev;
+	if (!f->cb || (bufferevent_get_enabled(bev) & EV_WRITE))
+		return 0;
+	struct evbuffer *out = bufferevent_get_output(bev);
+	struct evbuffer_iovec vec[16];
+	struct iovec iov[17];
+	int n = evbuffer_peek(out, -1, NULL, vec, 16);
+	if (n < 0 || n > 16)
+		return 0;
+	size_t queued = 0;
+	for (int i = 0; i < n; i++) {
+		iov[i].iov_base = vec[i].iov_base;
+		iov[i].iov_len = vec[i].iov_len;
+		queued += vec[i].iov_len;
+	}
+	iov[n].iov_base = (void *)data;
+	iov[n].iov_len = len;
+	ssize_t w = writev(bufferevent_getfd(bev), iov, n + 1);
+	size_t done = w > 0 ? (size_t)w : 0;
+	if (done > 0 && queued > 0) {
+		evbuffer_unfreeze(out, 1);
+		evbuffer_drain(out, done < queued ? done : queued);
+		evbuffer_freeze(out, 1);
+	}
+	if (done < queued + len) /* would block (or an error the write event will report) */
+		bufferevent_enable(bev, EV_WRITE);
+	return done > queued ? done - queued : 0;
+}
+
 static void io_flush_one(struct io_flusher *f)
 {
 	struct bufferevent *bev = f->bev;
 	struct evbuffer *out = bufferevent_get_output(bev);
-	if (!(bufferevent_get_enabled(bev) & EV_WRITE)) {
-		evutil_socket_t sock = bufferevent_getfd(bev);
-		/* a socket bufferevent keeps the start of its output frozen (only its
-		 * own write callback may drain it); thaw it just for our write */
-		evbuffer_unfreeze(out, 1);
-		while (evbuffer_get_length(out) > 0) {
-			int n = evbuffer_write(out, sock);
-			if (n <= 0)
-				break; /* would block, or an error the write event will report */
-		}
-		evbuffer_freeze(out, 1);
-		if (evbuffer_get_length(out) > 0) {
-			/* the socket is full (or broken): the bufferevent takes over, with its
-			 * write timeout and its error reporting */
-			bufferevent_enable(bev, EV_WRITE);
-			return;
-		}
-	}
+	if (!(bufferevent_get_enabled(bev) & EV_WRITE) && !io_flusher_write(f))
+		return;
 	size_t low = 0;
 	if (bufferevent_getwatermark(bev, EV_WRITE, &low, NULL) != 0 || evbuffer_get_length(out) > low)
 		return;
@@ -61,13 +103,16 @@ static void io_flush_queue_run(evutil_socket_t fd, short what, void *arg)
 	while (q->head) {
 		struct io_flusher *f = q->head;
 		io_unqueue(f);
-		io_flush_one(f);
+		if (f->flush_cb)
+			f->flush_cb(f, f->flush_arg);
+		else
+			io_flush_one(f);
 	}
 }
 
 static void io_schedule(struct io_flusher *f)
 {
-	if (f->scheduled || (bufferevent_get_enabled(f->bev) & EV_WRITE))
+	if (f->scheduled || (!f->flush_cb && (bufferevent_get_enabled(f->bev) & EV_WRITE)))
 		return;
 	struct io_flush_queue *q = f->queue;
 	bool was_empty = q->head == NULL;
@@ -110,6 +155,8 @@ int io_flusher_init(struct io_flusher *f, struct io_flush_queue *q, struct buffe
 	f->queue = q;
 	f->scheduled = false;
 	f->prev = f->next = NULL;
+	f->flush_cb = NULL;
+	f->flush_arg = NULL;
 	f->cb = evbuffer_add_cb(bufferevent_get_output(bev), io_output_changed, f);
 	if (!f->cb || bufferevent_disable(bev, EV_WRITE) != 0) {
 		io_flusher_free(f);
@@ -135,9 +182,22 @@ bool io_flusher_active(const struct io_flusher *f)
 	return f->cb != NULL;
 }
 
+void io_flusher_set_cb(struct io_flusher *f, io_flush_cb cb, void *arg)
+{
+	f->flush_cb = cb;
+	f->flush_arg = arg;
+}
+
+void io_flusher_schedule(struct io_flusher *f)
+{
+	if (f->cb)
+		io_schedule(f);
+}
+
 void io_flusher_drained(struct io_flusher *f)
 {
-	if (f->cb && evbuffer_get_length(bufferevent_get_output(f->bev)) == 0)
+	if (f->cb && (bufferevent_get_enabled(f->bev) & EV_WRITE) &&
+	    evbuffer_get_length(bufferevent_get_output(f->bev)) == 0)
 		bufferevent_disable(f->bev, EV_WRITE);
 }
 

@@ -13,8 +13,14 @@
  * Reads: libevent reads at most 4096 bytes per wakeup; io_read_more() reads
  * what else the socket already holds, up to a bound, in one readv.
  *
- * Only for plain sockets: a TLS bufferevent's fd must never be used directly.
- * A flusher belongs to the connection (one worker) that owns the bufferevent. */
+ * Only for plain socket bufferevents (a TLS connection has one under its TLS
+ * filter, tls.c): a libevent TLS bufferevent's fd must never be used directly.
+ * A flusher belongs to the connection (one worker) that owns the bufferevent.
+ *
+ * A flusher with a callback (io_flusher_set_cb) runs that callback instead of
+ * the default write, and is scheduled even while the write event is armed:
+ * the TLS layer encrypts there, writes with io_flusher_write(), and
+ * delivers its own events after the current callbacks. */
 #ifndef SLUICE_IO_H
 #define SLUICE_IO_H
 
@@ -32,11 +38,16 @@ struct io_flush_queue {
 	struct io_flusher *head;
 };
 
+struct io_flusher;
+typedef void (*io_flush_cb)(struct io_flusher *f, void *arg);
+
 struct io_flusher {
 	struct bufferevent *bev;
 	struct io_flush_queue *queue;
 	struct evbuffer_cb_entry *cb;
 	struct io_flusher *prev, *next; /* in queue while scheduled */
+	io_flush_cb flush_cb;           /* NULL: write, then the bufferevent's write callback */
+	void *flush_arg;
 	bool scheduled;
 };
 
@@ -53,6 +64,18 @@ void io_flusher_free(struct io_flusher *f);
 void io_flusher_drained(struct io_flusher *f);
 /* True if f is installed. */
 bool io_flusher_active(const struct io_flusher *f);
+/* Run cb (instead of the default write) when f's turn comes. */
+void io_flusher_set_cb(struct io_flusher *f, io_flush_cb cb, void *arg);
+/* Have f's turn come once the current callbacks are done (no-op if f is not installed). */
+void io_flusher_schedule(struct io_flusher *f);
+/* Write the output straight to the socket unless the write event is armed;
+ * arms it if the socket would block. True when the output is empty. */
+bool io_flusher_write(struct io_flusher *f);
+/* Write the output and then data (len bytes) to the socket in one writev,
+ * unless the write event is armed. Returns how much of data went out; when
+ * that is less than len, the write event is armed (or the output has more
+ * than one writev takes) and the caller must add the rest to the output. */
+size_t io_flusher_write_also(struct io_flusher *f, const void *data, size_t len);
 
 /* Read into bev's input what the socket already holds, until the input holds
  * `limit` bytes. Only worth calling when the last read filled libevent's 4 KiB

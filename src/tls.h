@@ -11,11 +11,18 @@
  *   (an SSL_CTX is safe to share once configured). The one mutable part, the
  *   ticket key ring, is documented in tls.c (seqlock slots, rotation under a
  *   try-locked mutex): no worker ever waits for another.
+ * - Process-wide, set once by the first tls_init() (pthread_once) and only
+ *   read after: the ex-data indexes, the BIO method of accepted connections
+ *   and the fetched ticket cipher.
  * - Connections still in their handshake (or, for h2c, still being sniffed)
  *   belong to one worker, are counted in its connection count, and are
  *   handed to client_accept_bev() or h2_session_start() once the protocol is
  *   known. Handshake failures are counted per worker, by reason, and logged
- *   when the worker ends. */
+ *   when the worker ends.
+ * - What they get for an accepted TLS connection is a filter bufferevent over
+ *   a socket bufferevent, with the encryption done by tls.c after the current
+ *   callbacks (fewer system calls than libevent's TLS bufferevents; tls.c says
+ *   how): half-close it with tls_bev_shutdown(), not on its descriptor. */
 #ifndef SLUICE_TLS_H
 #define SLUICE_TLS_H
 
@@ -84,6 +91,13 @@ struct tls_info {
 bool tls_request_info(const struct request *r, struct tls_info *out);
 /* The same for an SSL bufferevent (or NULL). */
 bool tls_bev_info(struct bufferevent *bev, struct tls_info *out);
+
+/* Half-close a client connection whose output is empty: for TLS a
+ * close_notify first, then shutdown(SHUT_WR) on the socket once every record
+ * is written. 1: done; 0: TLS records still wait to be written, bev's write
+ * callback runs again once they are (call again then); -1: no socket to
+ * half-close, or shutdown() failed. */
+int tls_bev_shutdown(struct bufferevent *bev);
 
 /* Drop root privileges to c->user (after binding, keys loaded). 0, or -1 after logging why. */
 int tls_drop_privileges(const struct conf *c);
