@@ -486,7 +486,11 @@ static int ticket_cb(SSL *ssl, unsigned char key_name[16], unsigned char iv[EVP_
 			OPENSSL_cleanse(k, sizeof k);
 			return 0;
 		}
-		rc = name_gen == gen ? 1 : 2; /* 2: valid, but issue a fresh ticket */
+		/* 2: valid, but issue a fresh ticket. Always in TLS 1.3: a ticket
+		 * should serve once (RFC 8446 C.4), and without a new one after a
+		 * resumption a client that keeps only its latest session (wrk
+		 * does) can resume only every other connection */
+		rc = name_gen == gen && SSL_version(ssl) != TLS1_3_VERSION ? 1 : 2;
 	}
 	OSSL_PARAM params[3];
 	params[0] = OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, &k[6], 32);

@@ -149,6 +149,26 @@ def test_session_resumption(certs, sluice, upstreams, tmp_path, tickets):
                 assert (b"TLS session ticket:" in r2.stdout) == tickets, r2.stdout[-800:]
 
 
+def test_every_tls13_resumption_brings_a_fresh_ticket(certs, sluice, upstreams, tmp_path):
+    """A client that keeps only the session of its last connection (wrk, browsers' single-use
+    tickets) resumes every time: each resumed TLS 1.3 connection carries a new ticket."""
+    (u,) = upstreams(1)
+    c, k = certs.issue("a", dns=["a.test"])
+    port = free_port()
+    sluice(tls_config(port, [u.address], [{"cert": c, "key": k}]))
+    req = b"GET / HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n"
+    prev = tmp_path / "sess-0"
+    r = s_client(port, "-tls1_3", "-ign_eof", "-sess_out", str(prev), servername="a.test", data=req)
+    assert b"HTTP/1.1 200" in r.stdout and prev.exists()
+    for i in range(1, 5):
+        nxt = tmp_path / ("sess-%d" % i)
+        r = s_client(port, "-tls1_3", "-ign_eof", "-sess_in", str(prev), "-sess_out", str(nxt),
+                     servername="a.test", data=req, brief=False)
+        assert b"Reused, TLS" in r.stdout, (i, r.stdout[-500:])
+        assert nxt.exists(), "resumed connection %d brought no new ticket" % i
+        prev = nxt
+
+
 def python_resumption(port, version, reuse):
     """Full request on one connection, then `reuse` more connections offering its session;
     returns the list of session_reused flags (Python's ssl, another client than s_client)."""
