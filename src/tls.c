@@ -1188,8 +1188,7 @@ static void tls_conn_send_timeout(struct tls_conn *tc)
 	if (tc->send_timeout_set)
 		return;
 	tc->send_timeout_set = true;
-	conf_msec ms = tc->w->snap->conf->limits.send_timeout;
-	struct timeval tv = {.tv_sec = (time_t)(ms / 1000), .tv_usec = (suseconds_t)(ms % 1000) * 1000};
+	struct timeval tv = worker_timeval(tc->w, tc->w->snap->conf->limits.send_timeout);
 	bufferevent_set_timeouts(tc->under, NULL, &tv);
 }
 
@@ -1664,8 +1663,7 @@ void tls_accept(struct worker *w, size_t listener, int fd, const struct sockaddr
 	bufferevent_disable(under, EV_WRITE);
 	bufferevent_setfd(under, fd); /* under owns the socket now */
 	pending_link(p);
-	conf_msec ms = cl->tls->handshake_timeout;
-	struct timeval tv = {.tv_sec = (time_t)(ms / 1000), .tv_usec = (suseconds_t)(ms % 1000) * 1000};
+	struct timeval tv = worker_timeval(w, cl->tls->handshake_timeout);
 	bufferevent_setcb(bev, NULL, NULL, handshake_event_cb, p);
 	/* reading on first: a filter arms its read timeout only while it reads */
 	if (bufferevent_enable(bev, EV_READ) != 0 || bufferevent_set_timeouts(bev, &tv, NULL) != 0)
@@ -1717,8 +1715,7 @@ void tls_accept_h2c(struct worker *w, size_t listener, int fd, const struct sock
 	}
 	p->origin.plain_socket = true; /* HTTP/1 on it gets direct writes (io.h) */
 	pending_link(p);
-	conf_msec ms = w->snap->conf->limits.client_header_timeout;
-	struct timeval tv = {.tv_sec = (time_t)(ms / 1000), .tv_usec = (suseconds_t)(ms % 1000) * 1000};
+	struct timeval tv = worker_timeval(w, w->snap->conf->limits.client_header_timeout);
 	bufferevent_setcb(p->bev, sniff_read_cb, NULL, sniff_event_cb, p);
 	if (bufferevent_set_timeouts(p->bev, &tv, NULL) != 0 || bufferevent_enable(p->bev, EV_READ) != 0)
 		pending_close(p);

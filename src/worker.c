@@ -290,24 +290,26 @@ void worker_request_stop(struct worker *w)
 	worker_send(w, WORKER_CMD_STOP);
 }
 
+/* served by the vDSO: no system call, and precise enough to time a request
+ * (libevent's cached clock is the 4 ms coarse one without a precise timer) */
+static uint64_t clock_us(clockid_t id)
+{
+	struct timespec ts;
+	if (clock_gettime(id, &ts) != 0)
+		return 0;
+	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
 uint64_t worker_wall_us(struct worker *w)
 {
 	(void)w;
-	/* served by the vDSO: no system call, and precise enough to time a request
-	 * (libevent's cached clock is the 4 ms coarse one without a precise timer) */
-	struct timespec ts;
-	if (clock_gettime(CLOCK_REALTIME, &ts) != 0)
-		return 0;
-	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+	return clock_us(CLOCK_REALTIME);
 }
 
 uint64_t worker_mono_us(struct worker *w)
 {
 	(void)w;
-	struct timespec ts;
-	if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0)
-		return 0;
-	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+	return clock_us(CLOCK_MONOTONIC);
 }
 
 struct timeval worker_timeval(struct worker *w, uint64_t ms)
