@@ -437,18 +437,6 @@ static void client_fill_from_head(struct client_req *cr)
 		h1_chunked_init(&cr->body_chunk, 4096, r->snap->conf->limits.header_bytes);
 }
 
-void client_add_module_headers(struct client_req *cr, struct evbuffer *out)
-{
-	struct request *r = &cr->req;
-	struct worker *w = cr->conn->w;
-	for (size_t i = 0; i < module_count; i++) {
-		if (!module_list[i]->response_headers)
-			continue;
-		const char *lines = module_list[i]->response_headers(r, r->snap->module_state[i], w->module_state[i]);
-		if (lines && evbuffer_add(out, lines, strlen(lines)) != 0)
-			log_msg(LOG_ERROR, "out of memory adding response headers");
-	}
-}
 
 const char *client_module_lines(struct client_req *cr, const char *extra)
 {
@@ -480,6 +468,13 @@ const char *client_module_lines(struct client_req *cr, const char *extra)
 	}
 	*p = '\0';
 	return joined;
+}
+
+void client_add_module_headers(struct client_req *cr, struct evbuffer *out)
+{
+	const char *lines = client_module_lines(cr, NULL);
+	if (lines && evbuffer_add(out, lines, strlen(lines)) != 0)
+		log_msg(LOG_ERROR, "out of memory adding response headers");
 }
 
 /* client_respond for an HTTP/2 stream: the head goes to h2.c, the body to cc->out. */

@@ -405,36 +405,34 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint
 	struct h1_request *h = &st->cr->h1;
 	struct arena *a = &st->cr->req.arena;
 	if (namelen > 0 && name[0] == ':') {
-		if (namelen == 7 && memcmp(name, ":method", 7) == 0) {
-			if (h->method) {
-				st->bad = true;
-				return 0;
-			}
-			h->method = arena_copy(a, value, valuelen);
-			h->method_len = valuelen;
-		} else if (namelen == 5 && memcmp(name, ":path", 5) == 0) {
-			if (h->target || !target_ok(value, valuelen)) {
-				st->bad = true;
-				return 0;
-			}
-			h->target = arena_copy(a, value, valuelen);
-			h->target_len = valuelen;
-			const char *q = memchr(h->target, '?', valuelen);
-			h->path = h->target;
-			h->path_len = q ? (size_t)(q - h->target) : valuelen;
-		} else if (namelen == 10 && memcmp(name, ":authority", 10) == 0) {
-			if (st->authority || !target_ok(value, valuelen)) {
-				st->bad = true;
-				return 0;
-			}
-			st->authority = arena_copy(a, value, valuelen);
-			st->authority_len = valuelen;
-		} else {
+		const char **slot;
+		if (namelen == 7 && memcmp(name, ":method", 7) == 0)
+			slot = &h->method;
+		else if (namelen == 5 && memcmp(name, ":path", 5) == 0)
+			slot = &h->target;
+		else if (namelen == 10 && memcmp(name, ":authority", 10) == 0)
+			slot = &st->authority;
+		else
 			return 0; /* :scheme (the listener decides it) */
+		/* a repeated one, or a target or authority that cannot go into an HTTP/1.1 head */
+		if (*slot || (slot != &h->method && !target_ok(value, valuelen))) {
+			st->bad = true;
+			return 0;
 		}
-		if ((h->method == NULL && namelen == 7) || (h->target == NULL && namelen == 5) ||
-		    (st->authority == NULL && namelen == 10))
+		const char *copy = arena_copy(a, value, valuelen);
+		if (!copy)
 			return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+		*slot = copy;
+		if (slot == &h->method) {
+			h->method_len = valuelen;
+		} else if (slot == &h->target) {
+			const char *q = memchr(copy, '?', valuelen);
+			h->target_len = valuelen;
+			h->path = copy;
+			h->path_len = q ? (size_t)(q - copy) : valuelen;
+		} else {
+			st->authority_len = valuelen;
+		}
 		st->head_bytes += valuelen + 4;
 		return 0;
 	}
@@ -884,7 +882,7 @@ static void session_arm_timer(struct h2_session *s)
 	if (evtimer_pending(s->timer, NULL))
 		return;
 	conf_msec ms = s->cfg->idle_timeout ? s->cfg->idle_timeout : s->w->snap->conf->limits.keepalive_timeout;
-	struct timeval tv = {.tv_sec = (time_t)(ms / 1000), .tv_usec = (suseconds_t)(ms % 1000) * 1000};
+	struct timeval tv = worker_timeval(s->w, ms);
 	if (evtimer_add(s->timer, &tv) != 0)
 		log_msg(LOG_WARN, "cannot arm the HTTP/2 idle timer: the connection will not time out when idle");
 }
@@ -1103,8 +1101,7 @@ void h2_session_start(struct worker *w, size_t listener, struct bufferevent *bev
 	hw->sessions_total++;
 	w->num_conns++;
 	const struct conf *c = w->snap->conf;
-	struct timeval send_tv = {.tv_sec = (time_t)(c->limits.send_timeout / 1000),
-	                          .tv_usec = (suseconds_t)(c->limits.send_timeout % 1000) * 1000};
+	struct timeval send_tv = worker_timeval(w, c->limits.send_timeout);
 	bufferevent_setwatermark(bev, EV_WRITE, H2_OUT_HIGH / 2, 0);
 	bufferevent_setcb(bev, session_read_cb, session_write_cb, session_event_cb, s);
 	bufferevent_set_timeouts(bev, NULL, &send_tv);
