@@ -173,3 +173,34 @@ def test_recovers_after_errors(gateway):
         with RawConn(gw.port) as c:
             r = c.request("GET", "/ok-after" + target)
             assert r.status == 200, "after %s: %r" % (target, r)
+
+
+def test_response_head_in_pieces_larger_than_one_read(gateway):
+    """An upstream head that arrives in several reads and spans buffer chunks (the head is
+    parsed in place when it fits the first chunk, and made contiguous only when it does not)."""
+    import threading
+    big = "v" * 9000
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(4)
+
+    def serve():
+        conn, _ = srv.accept()
+        with conn:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += conn.recv(65536)
+            head = ("HTTP/1.1 200 OK\r\nX-Big: %s\r\nContent-Length: 5\r\n\r\n" % big).encode()
+            for i in range(0, len(head), 3000):
+                conn.sendall(head[i:i + 3000])
+                time.sleep(0.05)
+            conn.sendall(b"hello")
+            time.sleep(0.2)
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    gw = gateway(servers=["127.0.0.1:%d" % srv.getsockname()[1]])
+    with RawConn(gw.port) as c:
+        r = c.request("GET", "/pieces", headers=[("Connection", "close")])
+    srv.close()
+    assert r.status == 200 and r.header("x-big") == big and r.body == b"hello", r
