@@ -1249,6 +1249,7 @@ static void set_defaults(struct conf *c)
 {
 	c->workers = online_cpus();
 	c->drain_timeout = 30000;
+	c->heap_keep_free = (uint64_t)64 << 20;
 	c->limits.header_bytes = 16384;
 	c->limits.request_line_bytes = 8192;
 	c->limits.max_headers = 100;
@@ -2183,7 +2184,7 @@ static void walk_workers(struct conf_walker *w, int root)
 static int walk_protected(lua_State *L)
 {
 	static const char *const keys[] = {
-		"workers", "drain_timeout", "listeners", "pools", "services", "routes", "limits", "access_log",
+		"workers", "drain_timeout", "heap_keep_free", "listeners", "pools", "services", "routes", "limits", "access_log",
 		"rate_limits", "redis", CONF_RESILIENCE_ROOT_KEYS, "user", NULL,
 	};
 	struct conf_walker *w = lua_touserdata(L, 1);
@@ -2191,6 +2192,7 @@ static int walk_protected(lua_State *L)
 	conf_check_record_keys(w, root, keys);
 	walk_workers(w, root);
 	conf_field_duration(w, root, "drain_timeout", true, &w->c->drain_timeout);
+	conf_field_size(w, root, "heap_keep_free", 0, (uint64_t)1 << 30, &w->c->heap_keep_free);
 	walk_listeners(w, root);
 	walk_pools(w, root);
 	walk_services(w, root);

@@ -246,6 +246,7 @@ struct conf {
 	char *source;         /* the file it was loaded from */
 	unsigned workers;     /* default: number of CPUs */
 	conf_msec drain_timeout; /* graceful shutdown bound; default 30s */
+	uint64_t heap_keep_free; /* freed heap a worker keeps for reuse (malloc's trim threshold); default 64m */
 	struct conf_listener *listeners;
 	size_t num_listeners;
 	struct conf_pool *pools;

@@ -201,39 +201,52 @@ void io_flusher_drained(struct io_flusher *f)
 		bufferevent_disable(f->bev, EV_WRITE);
 }
 
+/* One readv's reservation. evbuffer rounds a new chain (with its header) up to
+ * a power of two, and glibc serves 128 KiB or more by mmap: one 256 KiB
+ * reservation per response made every stream's body a 260 KiB mapping, and
+ * once glibc raised its thresholds to match, each burst grew and trimmed the
+ * worker's heap (mprotect, MADV_DONTNEED, then a page fault per page touched
+ * again). 16 KiB steps keep chains near what the socket really holds. */
+#define IO_READ_STEP (16 * 1024 - 128)
+
 void io_read_more(struct bufferevent *bev, size_t limit)
 {
 	struct evbuffer *in = bufferevent_get_input(bev);
-	size_t have = evbuffer_get_length(in);
 	evutil_socket_t sock = bufferevent_getfd(bev);
-	if (have >= limit || sock < 0)
+	if (sock < 0)
 		return;
-	struct evbuffer_iovec vec[2];
 	/* a socket bufferevent freezes the end of its input (only it may add):
-	 * thaw it for this one read */
+	 * thaw it for these reads */
 	evbuffer_unfreeze(in, 0);
-	int nvec = evbuffer_reserve_space(in, (ev_ssize_t)(limit - have), vec, 2);
-	if (nvec <= 0) {
-		evbuffer_freeze(in, 0);
-		return;
+	for (size_t have = evbuffer_get_length(in); have < limit;) {
+		size_t want = limit - have < IO_READ_STEP ? limit - have : IO_READ_STEP;
+		struct evbuffer_iovec vec[2];
+		int nvec = evbuffer_reserve_space(in, (ev_ssize_t)want, vec, 2);
+		if (nvec <= 0)
+			break;
+		struct iovec iov[2];
+		size_t room = 0;
+		for (int i = 0; i < nvec; i++) {
+			iov[i].iov_base = vec[i].iov_base;
+			iov[i].iov_len = vec[i].iov_len;
+			room += vec[i].iov_len;
+		}
+		ssize_t n = readv(sock, iov, nvec);
+		if (n <= 0) {
+			/* nothing (EAGAIN), EOF or an error: the read event will say which */
+			evbuffer_commit_space(in, vec, 0);
+			break;
+		}
+		size_t got = (size_t)n;
+		for (int i = 0; i < nvec; i++) {
+			size_t take = got < vec[i].iov_len ? got : vec[i].iov_len;
+			vec[i].iov_len = take;
+			got -= take;
+		}
+		evbuffer_commit_space(in, vec, nvec);
+		have += (size_t)n;
+		if ((size_t)n < room)
+			break; /* the socket is empty for now */
 	}
-	struct iovec iov[2];
-	for (int i = 0; i < nvec; i++) {
-		iov[i].iov_base = vec[i].iov_base;
-		iov[i].iov_len = vec[i].iov_len;
-	}
-	ssize_t n = readv(sock, iov, nvec);
-	if (n <= 0) {
-		/* nothing (EAGAIN), EOF or an error: the read event will say which */
-		evbuffer_commit_space(in, vec, 0);
-		evbuffer_freeze(in, 0);
-		return;
-	}
-	for (int i = 0; i < nvec; i++) {
-		size_t take = (size_t)n < vec[i].iov_len ? (size_t)n : vec[i].iov_len;
-		vec[i].iov_len = take;
-		n -= (ssize_t)take;
-	}
-	evbuffer_commit_space(in, vec, nvec);
 	evbuffer_freeze(in, 0);
 }

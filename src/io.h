@@ -11,7 +11,8 @@
  * bufferevent's current write callback is called, as libevent would have.
  *
  * Reads: libevent reads at most 4096 bytes per wakeup; io_read_more() reads
- * what else the socket already holds, up to a bound, in one readv.
+ * what else the socket already holds, up to a bound, in readv steps of about
+ * 16 KiB (chains sized to the data, never one big reservation).
  *
  * Only for plain socket bufferevents (a TLS connection has one under its TLS
  * filter, tls.c): a libevent TLS bufferevent's fd must never be used directly.

@@ -4,6 +4,8 @@ import re
 import socket
 import time
 
+import pytest
+
 from conftest import (SRC_DIR, base_config, config_to_lua, free_port, issue_example_config, run_sluice)
 
 LIBS = ("libevent", "openssl", "pcre2", "lua", "hiredis", "nghttp2")
@@ -64,7 +66,7 @@ def test_check_accepts_duration_and_size_units(tmp_path):
                       limits={"header_bytes": "16k", "request_line_bytes": 4096, "max_headers": 50,
                               "body_bytes": "1g", "client_header_timeout": "10s", "client_body_timeout": "1m",
                               "send_timeout": "1h", "keepalive_timeout": "75s"},
-                      drain_timeout="30s")
+                      drain_timeout="30s", heap_keep_free="256m")
     p = write(tmp_path, "units.lua", config_to_lua(cfg))
     r = run_sluice(["check", "-c", str(p)])
     assert r.returncode == 0, r.stderr
@@ -106,6 +108,20 @@ def test_check_reports_every_error_with_path(tmp_path):
     for frag in expected:
         assert any(frag in l.split(": ")[1] for l in lines), "no error naming %s in %r" % (frag, lines)
     assert len(lines) >= 5
+
+
+@pytest.mark.parametrize("value,why", [
+    ('"2g"', "out of range (0 to 1g)"),
+    ('"lots"', "size"),
+    ("-1", "a whole number from 0"),
+])
+def test_check_heap_keep_free_out_of_range(tmp_path, value, why):
+    cfg = config_to_lua(base_config(free_port(), ["127.0.0.1:9001"]))
+    write(tmp_path, "x.lua", cfg.replace("return {", "return {\n  heap_keep_free = %s," % value, 1))
+    r = run_sluice(["check", "-c", "x.lua"], cwd=str(tmp_path))
+    assert r.returncode == 1
+    line = [l for l in r.stderr.splitlines() if l.startswith("x.lua: heap_keep_free: ")]
+    assert line and why in line[0], r.stderr
 
 
 def test_check_bad_regex(tmp_path):
