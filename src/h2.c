@@ -23,6 +23,10 @@
 #define H2_MAX_NV 130
 /* DATA payloads from this size on go to the transport without a copy (send_data_cb). */
 #define H2_NO_COPY_MIN 4096
+/* Over TLS, a DATA frame's header and payload fill one 16 KiB record exactly:
+ * a 16 KiB payload would make a record and a second one of 9 bytes, each
+ * with its own encryption and framing on both sides. */
+#define H2_TLS_DATA_MAX (16384 - 9)
 
 #define H2_CLOSE_LIST(X)                                                                                               \
 	X(RAPID_RESET, "rapid_reset")                                                                                  \
@@ -112,6 +116,7 @@ struct h2_session {
 	bool flush_scheduled;
 	enum reason cut_reason; /* logged for requests still in progress when their stream goes */
 	bool drained;   /* some stream's response buffer drained (st->drained) */
+	size_t data_max; /* DATA payload per frame: H2_TLS_DATA_MAX over TLS, else what nghttp2 allows */
 };
 
 static void session_free(struct h2_session *s);
@@ -670,6 +675,8 @@ static ssize_t data_read(nghttp2_session *ng, int32_t stream_id, uint8_t *buf, s
 	struct h2_stream *st = source->ptr;
 	size_t avail = st->out ? evbuffer_get_length(st->out) : 0;
 	size_t n = avail < length ? avail : length;
+	if (n > s->data_max)
+		n = s->data_max;
 	/* large payloads: send_data_cb moves the bytes from st->out to the
 	 * transport itself. Small ones are copied: moved as their own buffer
 	 * chunks they would each become a TLS record of their own. */
@@ -1049,6 +1056,7 @@ void h2_session_start(struct worker *w, size_t listener, struct bufferevent *bev
 	s->cfg = cl->http2;
 	s->bev = bev;
 	s->origin = *o;
+	s->data_max = strcmp(o->scheme, "https") == 0 ? H2_TLS_DATA_MAX : SIZE_MAX;
 	s->preface_left = 24;
 	s->cut_reason = REASON_CLIENT_RESET;
 	s->window_start_us = worker_wall_us(w);

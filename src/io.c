@@ -46,37 +46,6 @@ bool io_flusher_write(struct io_flusher *f)
 	return true;
 }
 
-size_t io_flusher_write_also(struct io_flusher *f, const void *data, size_t len)
-{
-	struct bufferevent *bev = f->bev;
-	if (!f->cb || (bufferevent_get_enabled(bev) & EV_WRITE))
-		return 0;
-	struct evbuffer *out = bufferevent_get_output(bev);
-	struct evbuffer_iovec vec[16];
-	struct iovec iov[17];
-	int n = evbuffer_peek(out, -1, NULL, vec, 16);
-	if (n < 0 || n > 16)
-		return 0;
-	size_t queued = 0;
-	for (int i = 0; i < n; i++) {
-		iov[i].iov_base = vec[i].iov_base;
-		iov[i].iov_len = vec[i].iov_len;
-		queued += vec[i].iov_len;
-	}
-	iov[n].iov_base = (void *)data;
-	iov[n].iov_len = len;
-	ssize_t w = writev(bufferevent_getfd(bev), iov, n + 1);
-	size_t done = w > 0 ? (size_t)w : 0;
-	if (done > 0 && queued > 0) {
-		evbuffer_unfreeze(out, 1);
-		evbuffer_drain(out, done < queued ? done : queued);
-		evbuffer_freeze(out, 1);
-	}
-	if (done < queued + len) /* would block (or an error the write event will report) */
-		bufferevent_enable(bev, EV_WRITE);
-	return done > queued ? done - queued : 0;
-}
-
 static void io_flush_one(struct io_flusher *f)
 {
 	struct bufferevent *bev = f->bev;

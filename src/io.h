@@ -72,11 +72,6 @@ void io_flusher_schedule(struct io_flusher *f);
 /* Write the output straight to the socket unless the write event is armed;
  * arms it if the socket would block. True when the output is empty. */
 bool io_flusher_write(struct io_flusher *f);
-/* Write the output and then data (len bytes) to the socket in one writev,
- * unless the write event is armed. Returns how much of data went out; when
- * that is less than len, the write event is armed (or the output has more
- * than one writev takes) and the caller must add the rest to the output. */
-size_t io_flusher_write_also(struct io_flusher *f, const void *data, size_t len);
 
 /* Read into bev's input what the socket already holds, until the input holds
  * `limit` bytes. Only worth calling when the last read filled libevent's 4 KiB

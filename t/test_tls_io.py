@@ -225,3 +225,155 @@ def test_client_vanishing_while_its_socket_is_full(tls_gw, proto):
         assert c.request("GET", "/still", host="io.test").json()["target"] == "/still"
     time.sleep(0.5)
     assert gw.stop() == 0
+
+
+class RecordTls:
+    """A TLS 1.2 client over memory BIOs that sees the records on the wire. After a
+    TLS 1.2 handshake every record is application data (TLS 1.3 sends its tickets
+    as such records too, which would blur the count)."""
+
+    def __init__(self, port, ca, alpn):
+        ctx = ssl.create_default_context(cafile=str(ca))
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+        ctx.set_alpn_protocols([alpn])
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.inc, self.out = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.tls = ctx.wrap_bio(self.inc, self.out, server_hostname="io.test")
+        while True:
+            try:
+                self.tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                self.sock.sendall(self.out.read())
+                data = self.sock.recv(65536)
+                assert data, "closed during the handshake"
+                self.inc.write(data)
+        self.sock.sendall(self.out.read())
+        self.overhead = 16 if "CHACHA" in self.tls.cipher()[0] else 24  # AEAD tag (+ GCM's explicit nonce)
+        self.raw = b""
+        self.records = []  # plaintext bytes of each application-data record received
+
+    def send(self, data):
+        self.tls.write(data)
+        self.sock.sendall(self.out.read())
+
+    def recv(self):
+        data = self.sock.recv(65536)
+        assert data, "closed"
+        self.raw += data
+        self.inc.write(data)
+        while len(self.raw) >= 5 and len(self.raw) >= 5 + int.from_bytes(self.raw[3:5], "big"):
+            n = int.from_bytes(self.raw[3:5], "big")
+            assert self.raw[0] == 23, "record type %d after the handshake" % self.raw[0]
+            self.records.append(n - self.overhead)
+            self.raw = self.raw[5 + n:]
+        out = b""
+        try:
+            while True:
+                out += self.tls.read(65536)
+        except ssl.SSLWantReadError:
+            pass
+        return out
+
+    def close(self):
+        self.sock.close()
+
+
+class OneSendUpstream:
+    """An upstream that answers every request with one send of its head and a 16 KiB
+    body, so that the whole response is in sluice's socket when sluice reads it."""
+
+    def __init__(self, size):
+        import threading
+        self.size = size
+        self.lsock = socket.create_server(("127.0.0.1", 0))
+        self.address = "127.0.0.1:%d" % self.lsock.getsockname()[1]
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self):
+        import threading
+        while True:
+            try:
+                s, _ = self.lsock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.conn, args=(s,), daemon=True).start()
+
+    def conn(self, s):
+        with s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+            buf = b""
+            while True:
+                while b"\r\n\r\n" not in buf:
+                    data = s.recv(65536)
+                    if not data:
+                        return
+                    buf += data
+                buf = buf[buf.index(b"\r\n\r\n") + 4:]
+                s.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % self.size + pattern_bytes(self.size))
+
+    def close(self):
+        self.lsock.close()
+
+
+def test_http1_response_pieces_gathered_into_tls_records(certs, sluice):
+    """Pieces of the response shorter than a record (the head, the chunks that upstream
+    reads made) are gathered into one record while they fit: each record costs both
+    sides an encryption and a frame, and the client a read."""
+    size = 16384
+    u = OneSendUpstream(size)
+    c, k = certs.issue("io", dns=["io.test"])
+    gw = sluice(tls_config(free_port(), [u.address], [{"cert": c, "key": k}], workers=1))
+    c = RecordTls(gw.port, certs.ca, "http/1.1")
+    try:
+        for _ in range(3):
+            c.records = []
+            c.send(build_request("GET", "/bytes", host="io.test"))
+            got = b""
+            while b"\r\n\r\n" not in got or len(got) < got.index(b"\r\n\r\n") + 4 + size:
+                got += c.recv()
+            assert got[got.index(b"\r\n\r\n") + 4:] == pattern_bytes(size)
+            print("%d bytes in records of %s" % (len(got), c.records))
+            # before: [head, ~8k, ~8k], the head alone and the body in the pieces of two reads
+            assert len(c.records) == 2, c.records
+    finally:
+        c.close()
+        u.close()
+
+
+def test_h2_data_frames_fill_tls_records(tls_gw):
+    """Over TLS a DATA frame's 9-byte header and its payload make one 16 KiB record:
+    16,375-byte payloads, not 16,384 ones that would each add a record of 9 bytes."""
+    import h2.config
+    import h2.connection
+    gw = tls_gw()
+    c = RecordTls(gw.port, gw.certs.ca, "h2")
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+    conn.initiate_connection()
+    conn.increment_flow_control_window(1 << 20)
+    conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 1 << 20})
+    size = 200000
+    try:
+        c.send(conn.data_to_send())
+        sid = conn.get_next_available_stream_id()
+        conn.send_headers(sid, [(":method", "GET"), (":path", "/bytes/%d" % size), (":scheme", "https"),
+                                (":authority", "io.test")], end_stream=True)
+        c.send(conn.data_to_send())
+        frames, body, done = [], b"", False
+        while not done:
+            for e in conn.receive_data(c.recv()):
+                if isinstance(e, h2.events.DataReceived):
+                    frames.append(len(e.data))
+                    body += e.data
+                    conn.acknowledge_received_data(e.flow_controlled_length, e.stream_id)
+                done = done or isinstance(e, h2.events.StreamEnded)
+            out = conn.data_to_send()
+            if out:
+                c.send(out)
+        assert body == pattern_bytes(size)
+        print("DATA frames %s; records %s" % (frames, c.records))
+        assert max(frames) == 16384 - 9, frames
+        full = [n for n in c.records if n == 16384]
+        assert len(full) >= size // (16384 - 9) - 1, c.records
+    finally:
+        c.close()
