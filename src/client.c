@@ -763,6 +763,11 @@ static void client_handle_input(struct client_conn *cc)
 void client_finish_request(struct client_req *cr)
 {
 	struct client_conn *cc = cr->conn;
+	/* nothing unread (the body, a pipelined request): the client is done
+	 * sending, so the socket may close as soon as the response is out, the
+	 * way nginx decides; a close with unread bytes would reset the
+	 * connection and could destroy the response before the client reads it */
+	cc->linger = !cr->body_done || (cc->in && evbuffer_get_length(cc->in) > 0); /* a stream may have no in */
 	client_log(cr);
 	client_release_req(cc);
 	cc->requests++;
@@ -828,13 +833,13 @@ static void client_write_cb(struct bufferevent *bev, void *arg)
 	if (cc->state == CLIENT_CLOSING) {
 		if (evbuffer_get_length(bufferevent_get_output(bev)) > 0 || cc->lingering)
 			return;
-		/* all sent: half-close (after a TLS close_notify) and linger so the
-		 * client can read it all */
-		int half_closed = tls_bev_shutdown(bev);
+		/* all sent (after a TLS close_notify): close, or half-close and
+		 * linger so that the client can read it all while it still sends */
+		int half_closed = tls_bev_shutdown(bev, cc->linger);
 		if (half_closed == 0)
 			return; /* TLS records still on their way to the socket: called again */
 		cc->lingering = true;
-		if (half_closed < 0) {
+		if (half_closed < 0 || !cc->linger) {
 			cc->close_now = true;
 			event_active(cc->timer, EV_TIMEOUT, 1);
 			return;

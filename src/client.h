@@ -91,6 +91,7 @@ struct client_conn {
 	bool keep_alive;   /* after the current response */
 	bool head_timer_armed; /* the header timeout runs from a head's first byte */
 	bool in_input_loop;    /* client_handle_input is on the stack */
+	bool linger;           /* CLOSING: the client may still be sending, so half-close and linger */
 	bool lingering;        /* half-closed, reading and dropping until EOF or timeout */
 	bool body_timer_on;    /* the bufferevent read timeout (client_body_timeout) is set */
 	bool close_now;        /* CLOSING without flush: the timer frees the connection */

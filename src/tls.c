@@ -1449,13 +1449,15 @@ static void tls_conn_free(void *arg)
 	tw->lingering = tc;
 }
 
-int tls_bev_shutdown(struct bufferevent *bev)
+int tls_bev_shutdown(struct bufferevent *bev, bool half_close)
 {
 	struct tls_conn *tc = tls_conn_of(bev);
 	if (!tc) {
 		SSL *ssl = bufferevent_openssl_get_ssl(bev);
 		if (ssl && SSL_shutdown(ssl) < 0)
 			ERR_clear_error();
+		if (!half_close)
+			return bufferevent_getfd(bev) >= 0 ? 1 : -1;
 		return shutdown(bufferevent_getfd(bev), SHUT_WR) == 0 ? 1 : -1;
 	}
 	/* a TLS close_notify before the TCP half-close: the client can tell a
@@ -1467,6 +1469,8 @@ int tls_bev_shutdown(struct bufferevent *bev)
 		io_flusher_schedule(&tc->flusher);
 		return 0;
 	}
+	if (!half_close)
+		return 1;
 	return shutdown(bufferevent_getfd(tc->under), SHUT_WR) == 0 ? 1 : -1;
 }
 

@@ -92,12 +92,13 @@ bool tls_request_info(const struct request *r, struct tls_info *out);
 /* The same for an SSL bufferevent (or NULL). */
 bool tls_bev_info(struct bufferevent *bev, struct tls_info *out);
 
-/* Half-close a client connection whose output is empty: for TLS a
- * close_notify first, then shutdown(SHUT_WR) on the socket once every record
- * is written. 1: done; 0: TLS records still wait to be written, bev's write
- * callback runs again once they are (call again then); -1: no socket to
- * half-close, or shutdown() failed. */
-int tls_bev_shutdown(struct bufferevent *bev);
+/* End the sending side of a client connection whose output is empty: for TLS
+ * a close_notify first; then, once every record is written, shutdown(SHUT_WR)
+ * on the socket if half_close (a caller about to close the socket skips it).
+ * 1: done; 0: TLS records still wait to be written, bev's write callback runs
+ * again once they are (call again then); -1: no socket to half-close, or
+ * shutdown() failed. */
+int tls_bev_shutdown(struct bufferevent *bev, bool half_close);
 
 /* Drop root privileges to c->user (after binding, keys loaded). 0, or -1 after logging why. */
 int tls_drop_privileges(const struct conf *c);

@@ -6,6 +6,8 @@ import concurrent.futures
 import re
 import time
 
+import pytest
+
 from conftest import (RawConn, build_request, chunked_body, curl, header_values, http_client, joined,
                       pattern_bytes, sha256, wait_until)
 
@@ -200,6 +202,38 @@ def test_http11_client_connection_close(gateway):
     with RawConn(gw.port) as c:
         r = c.request("GET", "/", headers=[("Connection", "close")])
         assert r.status == 200 and "close" in r.connection_tokens()
+        assert c.is_closed(3)
+
+
+def test_connection_close_with_nothing_unread_closes_the_socket_at_once(gateway):
+    """The client sent its whole request and nothing after it: once the response is out,
+    the socket is closed, not half-closed and kept reading (nginx decides the same way).
+    A byte sent afterwards meets a closed socket and the kernel answers with a reset
+    (a lingering socket would read and drop it)."""
+    gw = gateway(1)
+    with RawConn(gw.port) as c:
+        r = c.request("GET", "/", headers=[("Connection", "close")])
+        assert r.status == 200
+        assert c.is_closed(3)
+        c.sock.sendall(b"x")  # the reset comes back at once; the next send fails
+        with pytest.raises((ConnectionResetError, BrokenPipeError)):
+            for _ in range(100):
+                time.sleep(0.01)
+                c.sock.sendall(b"y")
+
+
+def test_connection_close_with_unread_body_lingers(gateway):
+    """A response sent before the request body was read (413 here): the socket is
+    half-closed and what the client still sends is read and dropped, so no reset
+    destroys the response before the client reads it."""
+    gw = gateway(1, limits={"body_bytes": "2k"})
+    with RawConn(gw.port) as c:
+        c.send(build_request("POST", "/", headers=[("Content-Length", "200000")]))
+        r = c.read_response()
+        assert r.status == 413
+        for _ in range(50):  # 200 KB more: each send succeeds, none meets a reset
+            c.sock.sendall(b"x" * 4000)
+            time.sleep(0.002)
         assert c.is_closed(3)
 
 
