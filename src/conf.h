@@ -16,8 +16,16 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 
 typedef uint64_t conf_msec; /* a duration in milliseconds */
+
+/* A duration as libevent's timers take it. Inside a worker, worker_timeval()
+ * gives the same value from libevent's common-timeout queues. */
+static inline struct timeval conf_msec_timeval(conf_msec ms)
+{
+	return (struct timeval){.tv_sec = (time_t)(ms / 1000), .tv_usec = (suseconds_t)(ms % 1000) * 1000};
+}
 
 struct conf_errors {
 	char **msgs;

@@ -50,7 +50,7 @@ static void health_schedule(struct health_target *t, conf_msec base_ms, unsigned
 	uint64_t ms = base_ms;
 	if (jitter > 0)
 		ms = base_ms - jitter + health_random(t->h) % (2 * jitter + 1);
-	struct timeval tv = {.tv_sec = (time_t)(ms / 1000), .tv_usec = (suseconds_t)(ms % 1000) * 1000};
+	struct timeval tv = conf_msec_timeval(ms);
 	if (evtimer_add(t->timer, &tv) != 0)
 		log_msg(LOG_ERROR, "health: cannot arm a check timer");
 }
@@ -162,7 +162,7 @@ static void health_check_cb(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	struct health_target *t = arg;
 	const struct conf_health_check *hc = &t->pool->health_check;
-	struct timeval tv = {.tv_sec = (time_t)(hc->timeout / 1000), .tv_usec = (suseconds_t)(hc->timeout % 1000) * 1000};
+	struct timeval tv = conf_msec_timeval(hc->timeout);
 	t->bev = bufferevent_socket_new(t->h->base, -1, BEV_OPT_CLOSE_ON_FREE);
 	if (!t->bev || evtimer_add(t->deadline, &tv) != 0) {
 		health_finish(t, false, "out of resources");

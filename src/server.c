@@ -170,8 +170,7 @@ static void server_begin_shutdown(struct server *srv, const char *signal_name)
 	log_end(&l);
 	for (unsigned i = 0; i < srv->num_workers; i++)
 		worker_request_shutdown(&srv->workers[i]);
-	conf_msec ms = srv->snap->conf->drain_timeout;
-	struct timeval tv = {.tv_sec = (time_t)(ms / 1000), .tv_usec = (suseconds_t)(ms % 1000) * 1000};
+	struct timeval tv = conf_msec_timeval(srv->snap->conf->drain_timeout);
 	if (evtimer_add(srv->drain_ev, &tv) != 0)
 		log_msg(LOG_ERROR, "cannot arm the drain timer");
 }

@@ -314,7 +314,7 @@ uint64_t worker_mono_us(struct worker *w)
 
 struct timeval worker_timeval(struct worker *w, uint64_t ms)
 {
-	struct timeval tv = {.tv_sec = (time_t)(ms / 1000), .tv_usec = (suseconds_t)(ms % 1000) * 1000};
+	struct timeval tv = conf_msec_timeval(ms);
 	for (size_t i = 0; i < w->num_common_timeouts; i++)
 		if (w->common_timeouts[i].ms == ms)
 			return *w->common_timeouts[i].tv;

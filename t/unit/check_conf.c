@@ -184,6 +184,20 @@ START_TEST(test_size_valid)
 }
 END_TEST
 
+START_TEST(test_msec_timeval)
+{
+	struct timeval tv = conf_msec_timeval(1500);
+	ck_assert_int_eq(tv.tv_sec, 1);
+	ck_assert_int_eq(tv.tv_usec, 500000);
+	tv = conf_msec_timeval(999);
+	ck_assert_int_eq(tv.tv_sec, 0);
+	ck_assert_int_eq(tv.tv_usec, 999000);
+	tv = conf_msec_timeval(86400000);
+	ck_assert_int_eq(tv.tv_sec, 86400);
+	ck_assert_int_eq(tv.tv_usec, 0);
+}
+END_TEST
+
 START_TEST(test_size_invalid)
 {
 	static const char *const cases[] = {
@@ -454,6 +468,7 @@ START_TEST(test_defaults)
 	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
 	ck_assert_uint_eq(c->workers, cpus < 1 ? 1 : (unsigned)cpus);
 	ck_assert_uint_eq(c->drain_timeout, 30000);
+	ck_assert_uint_eq(c->heap_keep_free, 64u << 20);
 	ck_assert_str_eq(c->listeners[0].name, "listener[1]");
 	const struct conf_pool *p = &c->pools[0];
 	ck_assert_uint_eq(p->servers[0].weight, 1);
@@ -482,7 +497,7 @@ END_TEST
 
 START_TEST(test_all_keys_set)
 {
-	struct conf *c = load_ok("return { workers = 8, drain_timeout = \"0s\",\n"
+	struct conf *c = load_ok("return { workers = 8, drain_timeout = \"0s\", heap_keep_free = \"16m\",\n"
 	                         "listeners = { { name = \"a\", address = \"127.0.0.1:8080\" },\n"
 	                         "              { address = \"[::1]:8080\" } },\n"
 	                         "pools = { web = { servers = { \"127.0.0.1:9001\", { address = \"127.0.0.1:9002\", weight = 0 } },\n"
@@ -494,6 +509,7 @@ START_TEST(test_all_keys_set)
 	                         "access_log = { path = \"stderr\" } }");
 	ck_assert_uint_eq(c->workers, 8);
 	ck_assert_uint_eq(c->drain_timeout, 0);
+	ck_assert_uint_eq(c->heap_keep_free, 16u << 20);
 	ck_assert_str_eq(c->listeners[1].name, "listener[2]");
 	ck_assert_int_eq(c->listeners[1].addr.ss_family, AF_INET6);
 	const struct conf_pool *p = &c->pools[0];
@@ -1138,6 +1154,7 @@ static Suite *conf_suite(void)
 	tcase_add_test(parse, test_duration_valid);
 	tcase_add_test(parse, test_duration_invalid);
 	tcase_add_test(parse, test_size_valid);
+	tcase_add_test(parse, test_msec_timeval);
 	tcase_add_test(parse, test_size_invalid);
 	tcase_add_test(parse, test_address_valid);
 	tcase_add_test(parse, test_address_invalid);
