@@ -21,7 +21,8 @@
  * a client that does not read stops us pulling response data. */
 #define H2_OUT_HIGH (64 * 1024)
 #define H2_MAX_NV 130
-/* DATA payloads from this size on go to the transport without a copy (send_data_cb). */
+/* DATA payloads from this size on are copied once, beside their frame header,
+ * straight into the transport's output (send_data_cb), not through nghttp2. */
 #define H2_NO_COPY_MIN 4096
 /* Over TLS, a DATA frame's header and payload fill one 16 KiB record exactly:
  * a 16 KiB payload would make a record and a second one of 9 bytes, each
@@ -677,9 +678,10 @@ static ssize_t data_read(nghttp2_session *ng, int32_t stream_id, uint8_t *buf, s
 	size_t n = avail < length ? avail : length;
 	if (n > s->data_max)
 		n = s->data_max;
-	/* large payloads: send_data_cb moves the bytes from st->out to the
-	 * transport itself. Small ones are copied: moved as their own buffer
-	 * chunks they would each become a TLS record of their own. */
+	/* large payloads: send_data_cb copies the bytes from st->out to the
+	 * transport itself. Small ones go through nghttp2's buffer, so that a
+	 * frame's header and payload reach the transport as one piece (the TLS
+	 * layer would otherwise gather the pieces again with a copy of its own). */
 	if (n >= H2_NO_COPY_MIN)
 		*data_flags |= NGHTTP2_DATA_FLAG_NO_COPY;
 	else if (n && evbuffer_remove(st->out, buf, n) != (int)n)
@@ -731,8 +733,9 @@ static ssize_t data_read(nghttp2_session *ng, int32_t stream_id, uint8_t *buf, s
 
 /* A DATA frame whose payload data_read left in st->out: header and payload
  * are copied once, side by side, into the transport's output, instead of
- * into nghttp2 and out again; one contiguous piece also keeps the TLS
- * records full (libevent writes each buffer chunk as records of its own). */
+ * into nghttp2 and out again; as one contiguous piece of at most 16 KiB over
+ * TLS (H2_TLS_DATA_MAX) the frame becomes exactly one record with one
+ * SSL_write(). */
 static int send_data_cb(nghttp2_session *ng, nghttp2_frame *frame, const uint8_t *framehd, size_t length,
                         nghttp2_data_source *source, void *arg)
 {

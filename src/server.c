@@ -1,7 +1,6 @@
 #include "server.h"
 
 #include <errno.h>
-#include <limits.h>
 #include <malloc.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -111,7 +110,7 @@ static unsigned server_max_connections(const struct conf *c)
  * keeps the working set of the last burst. */
 static void server_set_heap_keep_free(const struct conf *c)
 {
-	int keep = c->heap_keep_free > INT_MAX ? INT_MAX : (int)c->heap_keep_free;
+	int keep = (int)c->heap_keep_free; /* at most 1g: conf.c checks the range */
 	if (mallopt(M_TRIM_THRESHOLD, keep) == 1)
 		return;
 	/* sanitizers' allocators and other malloc replacements refuse it */
