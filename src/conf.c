@@ -746,6 +746,12 @@ void conf_type_error(struct conf_walker *w, int v, const char *expected)
 	conf_werr(w, "expected %s, got %s", expected, luaL_typename(w->L, v));
 }
 
+static void trace(struct conf_walker *w, enum conf_trace_kind kind, const char *const *keys)
+{
+	if (w->trace)
+		w->trace->visit(w->trace->ud, kind, w->path ? w->path : "", keys);
+}
+
 /* ---- did you mean ---- */
 
 /* Optimal string alignment distance (edits plus adjacent swaps), case-insensitive. */
@@ -846,6 +852,11 @@ static char *join_names(const char *const *names)
 void conf_check_record_keys(struct conf_walker *w, int t, const char *const *known)
 {
 	lua_State *L = w->L;
+	if (lua_type(L, t) != LUA_TTABLE) {
+		conf_type_error(w, t, "a table");
+		return;
+	}
+	trace(w, CONF_TRACE_RECORD, known);
 	luaL_checkstack(L, 4, NULL);
 	size_t total = count_entries(L, t);
 	if (total == 0)
@@ -889,6 +900,20 @@ void conf_check_record_keys(struct conf_walker *w, int t, const char *const *kno
 bool conf_list_length(struct conf_walker *w, int t, const char *example, size_t *n)
 {
 	lua_State *L = w->L;
+	*n = 0;
+	if (lua_type(L, t) == LUA_TSTRING) {
+		/* A likely slip: one item written without its braces. */
+		char *q = conf_quoted(lua_tostring(L, t));
+		conf_werr(w, "expected a list like %s, got the string %s (write { %s } for a list of one)", example, q, q);
+		free(q);
+		return false;
+	}
+	if (lua_type(L, t) != LUA_TTABLE) {
+		conf_werr(w, "expected a list like %s, got %s", example, luaL_typename(L, t));
+		return false;
+	}
+	trace(w, CONF_TRACE_LIST, NULL);
+	luaL_checkstack(L, 4, NULL);
 	size_t total = count_entries(L, t);
 	size_t in_range = 0;
 	bool reported = false;
@@ -919,6 +944,12 @@ const char **conf_map_keys(struct conf_walker *w, int t, const char *example, si
 {
 	lua_State *L = w->L;
 	luaL_checkstack(L, 4, NULL);
+	if (lua_type(L, t) != LUA_TTABLE) {
+		conf_werr(w, "expected a table of named entries like %s, got %s", example, luaL_typename(L, t));
+		*n = 0;
+		return lua_newuserdatauv(L, sizeof(const char *), 0);
+	}
+	trace(w, CONF_TRACE_MAP, NULL);
 	size_t total = count_entries(L, t);
 	const char **keys = lua_newuserdatauv(L, (total ? total : 1) * sizeof *keys, 0);
 	size_t count = 0;
@@ -959,6 +990,7 @@ bool conf_field_open(struct conf_walker *w, int t, const char *key, struct conf_
 		return false;
 	}
 	conf_path_push_key(w, key);
+	trace(w, CONF_TRACE_VALUE, NULL);
 	return true;
 }
 
@@ -969,6 +1001,7 @@ void conf_item_open(struct conf_walker *w, int list, size_t index, struct conf_f
 	f->mark = w->path_len;
 	lua_rawgeti(w->L, list, (lua_Integer)index);
 	conf_path_push_index(w, index);
+	trace(w, CONF_TRACE_VALUE, NULL);
 }
 
 /* Like conf_field_open for an entry of a map whose keys came from conf_map_keys. */
@@ -980,6 +1013,7 @@ void conf_entry_open(struct conf_walker *w, int map, const char *key, struct con
 	lua_pushstring(w->L, key);
 	lua_rawget(w->L, map);
 	conf_path_push_key(w, key);
+	trace(w, CONF_TRACE_VALUE, NULL);
 }
 
 void conf_field_close(struct conf_walker *w, const struct conf_field *f)
@@ -2260,7 +2294,8 @@ static char *directory_of(const char *path)
 	return conf_xstrndup(path, (size_t)(slash - path));
 }
 
-static struct conf *load_chunk(const char *name, const char *src, size_t len, struct conf_errors *errs)
+static struct conf *load_chunk(const char *name, const char *src, size_t len, struct conf_errors *errs,
+                               const struct conf_trace *tr)
 {
 	size_t errors_before = errs->count;
 	char *base_dir = directory_of(name);
@@ -2277,7 +2312,7 @@ static struct conf *load_chunk(const char *name, const char *src, size_t len, st
 		free(base_dir);
 		return NULL;
 	}
-	struct conf_walker w = { .L = L, .errs = errs, .source = name, .base_dir = base_dir };
+	struct conf_walker w = { .L = L, .errs = errs, .source = name, .base_dir = base_dir, .trace = tr };
 	if (run_config(L, name, src, len, errs)) {
 		/* No collection, hence no finalizer from the config, while C code
 		 * walks the table and holds pointers to its strings. */
@@ -2308,7 +2343,13 @@ static struct conf *load_chunk(const char *name, const char *src, size_t len, st
 
 struct conf *conf_load_string(const char *chunkname, const char *lua_source, struct conf_errors *errs)
 {
-	return load_chunk(chunkname, lua_source, strlen(lua_source), errs);
+	return load_chunk(chunkname, lua_source, strlen(lua_source), errs, NULL);
+}
+
+struct conf *conf_load_string_traced(const char *chunkname, const char *lua_source, struct conf_errors *errs,
+                                     const struct conf_trace *trace)
+{
+	return load_chunk(chunkname, lua_source, strlen(lua_source), errs, trace);
 }
 
 struct conf *conf_load(const char *path, struct conf_errors *errs)
@@ -2359,7 +2400,7 @@ struct conf *conf_load(const char *path, struct conf_errors *errs)
 		return NULL;
 	}
 	buf[got] = '\0';
-	struct conf *c = load_chunk(path, buf, got, errs);
+	struct conf *c = load_chunk(path, buf, got, errs, NULL);
 	free(buf);
 	return c;
 }

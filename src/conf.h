@@ -273,10 +273,31 @@ struct conf {
 	struct conf_redis redis;
 };
 
+/* What the schema walk visits, reported to a conf_trace as it goes: tools
+ * that explore the schema (the schema sweep test) learn every record's keys
+ * from the code that checks them instead of from a list kept by hand.
+ * path is the Lua path ("" for the root table); keys (RECORD only) is the
+ * record's NULL-terminated key list, the same pointer for every record of one
+ * kind (every pool, every route). */
+enum conf_trace_kind {
+	CONF_TRACE_RECORD, /* a table with named keys */
+	CONF_TRACE_MAP,    /* a table of named entries (pools, services, headers) */
+	CONF_TRACE_LIST,   /* a list (routes, servers, methods) */
+	CONF_TRACE_VALUE,  /* a value that is present: a record field, map entry or list item */
+};
+
+struct conf_trace {
+	void (*visit)(void *ud, enum conf_trace_kind kind, const char *path, const char *const *keys);
+	void *ud;
+};
+
 /* Load and validate. Returns NULL and fills errs (>= 1 message) on failure. */
 struct conf *conf_load(const char *path, struct conf_errors *errs);
 /* Same from a string (chunkname used in messages); for tests. */
 struct conf *conf_load_string(const char *chunkname, const char *lua_source, struct conf_errors *errs);
+/* conf_load_string that reports the walk to trace (may be NULL). */
+struct conf *conf_load_string_traced(const char *chunkname, const char *lua_source, struct conf_errors *errs,
+                                     const struct conf_trace *trace);
 void conf_free(struct conf *c);
 
 /* Index of the pool named name, or -1. */

@@ -32,6 +32,7 @@ struct conf_walker {
 	size_t path_len;
 	size_t path_cap;
 	size_t services_cap;
+	const struct conf_trace *trace; /* NULL unless a tool explores the schema */
 };
 
 /* A field being checked: its value is on the stack top and its path pushed. */
@@ -65,11 +66,13 @@ size_t conf_path_push_key(struct conf_walker *w, const char *key);
 size_t conf_path_push_index(struct conf_walker *w, size_t index);
 void conf_path_pop(struct conf_walker *w, size_t mark);
 
+/* The three table readers below check that slot t holds a table themselves
+ * (reporting any other type), so no caller can hand lua_next a non-table. */
 /* Reports every key of the record t that is not in known (NULL-terminated), with a did-you-mean. */
 void conf_check_record_keys(struct conf_walker *w, int t, const char *const *known);
-/* Checks that t is a list {[1]=..., [n]=...}; example shows the expected shape. */
+/* Checks that t is a list {[1]=..., [n]=...}; example shows the expected shape; *n is 0 on false. */
 bool conf_list_length(struct conf_walker *w, int t, const char *example, size_t *n);
-/* Pushes a userdata holding the string keys of the map t, sorted; reports other keys. */
+/* Pushes a userdata holding the string keys of the map t, sorted; reports other keys (none when t is no table). */
 const char **conf_map_keys(struct conf_walker *w, int t, const char *example, size_t *n);
 
 /* Open t[key]: false (nothing pushed) when absent. */
