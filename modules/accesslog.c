@@ -9,7 +9,7 @@
 
 #include "log.h"
 #include "snapshot.h"
-#include "tls.h"
+#include "tls_io.h"
 
 struct accesslog_state {
 	int fd;

@@ -22,7 +22,7 @@
 #include "route.h"
 #include "snapshot.h"
 #include "h2.h"
-#include "tls.h"
+#include "tls_io.h"
 #include "worker.h"
 
 /* How long a closing connection keeps reading (and discarding) after our last

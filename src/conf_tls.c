@@ -9,7 +9,7 @@
 #include <openssl/ssl.h>
 
 #include "conf_walk.h"
-#include "tls.h"
+#include "tls_ctx.h"
 
 /* Mozilla "intermediate" (TLS 1.2 and 1.3; no CBC, no RSA key exchange, forward secrecy only). */
 #define SLUICE_TLS12_CIPHERS                                                                                            \

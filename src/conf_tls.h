@@ -5,7 +5,7 @@
  * Contract: the walkers are called by conf.c inside conf_load() for each
  * listener / pool / the root table, report every problem through
  * conf_werr* with the path and the file concerned, and fill plain data plus
- * the compiled TLS contexts (tls.h), which are built here so that certificate
+ * the compiled TLS contexts (tls_ctx.h), which are built here so that certificate
  * and key files are read (and checked) while the process still has the
  * privileges to read them and `sluice check` reports the same errors as
  * `sluice run`. Everything allocated is released by conf_tls_free_listener()

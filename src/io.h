@@ -15,7 +15,7 @@
  * 16 KiB (chains sized to the data, never one big reservation).
  *
  * Only for plain socket bufferevents (a TLS connection has one under its TLS
- * filter, tls.c): a libevent TLS bufferevent's fd must never be used directly.
+ * filter, tls_io.c): a libevent TLS bufferevent's fd must never be used directly.
  * A flusher belongs to the connection (one worker) that owns the bufferevent.
  *
  * A flusher with a callback (io_flusher_set_cb) runs that callback instead of

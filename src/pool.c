@@ -10,7 +10,7 @@
 #include "balance.h"
 #include "log.h"
 #include "conf_tls.h"
-#include "tls.h"
+#include "tls_ctx.h"
 #include "runtime.h"
 #include "server.h"
 #include "worker.h"
@@ -289,7 +289,7 @@ struct upstream_conn *pool_new_conn(struct pool_state *p, size_t server)
 		return NULL;
 	uc->pool = p;
 	uc->server = server;
-	/* TLS to the upstream: the handshake runs inside the connect (tls.h) */
+	/* TLS to the upstream: the handshake runs inside the connect (tls_ctx.h) */
 	uc->bev = p->conf->tls ? tls_client_bev(p->conf->tls->client, p->worker->base)
 	                       : bufferevent_socket_new(p->worker->base, -1, BEV_OPT_CLOSE_ON_FREE);
 	if (!uc->bev) {

@@ -19,10 +19,10 @@
 #include "admin.h"
 #include "health.h"
 #include "log.h"
+#include "priv.h"
 #include "runtime.h"
 #include "statefile.h"
 #include "snapshot.h"
-#include "tls.h"
 #include "worker.h"
 
 /* Descriptors kept aside for listeners, logs, the admin socket and health checks. */
@@ -316,7 +316,7 @@ int server_run(const char *config_path)
 		}
 	}
 	/* listeners bound and keys read (at config load): nothing needs root any more */
-	if (tls_drop_privileges(c) != 0) {
+	if (priv_drop(c->user) != 0) {
 		server_cleanup(&srv, fds);
 		return 1;
 	}

@@ -16,7 +16,7 @@
 #include "route.h"
 #include "server.h"
 #include "snapshot.h"
-#include "tls.h"
+#include "tls_accept.h"
 
 /* How long accepting stays paused after the process ran out of descriptors. */
 #define WORKER_ACCEPT_RETRY_MS 100

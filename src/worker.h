@@ -58,7 +58,7 @@ struct worker {
 	bool accepting_paused;
 	bool draining;
 
-	struct tls_worker *tls; /* tls.h: handshakes in progress, h2c sniffing, failure counts */
+	struct tls_worker *tls; /* tls_accept.h: handshakes in progress, h2c sniffing, failure counts */
 	struct h2_worker *h2;   /* h2.h: HTTP/2 sessions, defence counts */
 
 	struct io_flush_queue flush_queue; /* direct writes waiting for the end of the current callbacks (io.h) */

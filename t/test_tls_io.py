@@ -1,4 +1,4 @@
-"""The transport of TLS client connections (src/tls.c over src/io.c): TLS
+"""The transport of TLS client connections (src/tls_io.c over src/io.c): TLS
 records are encrypted once the current callbacks are done and written in one
 write, and whatever the layer between the socket and the HTTP code holds must
 neither be lost nor held up: pipelined requests, large bodies both ways with a

@@ -1,0 +1,310 @@
+#include "tls_accept.h"
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
+#include "client.h"
+#include "conf.h"
+#include "conf_tls.h"
+#include "h2.h"
+#include "log.h"
+#include "snapshot.h"
+#include "tls_ctx.h"
+#include "tls_io.h"
+#include "worker.h"
+
+/* ---- pending connections (handshake, h2c sniffing) ---- */
+
+#define TLS_FAIL_LIST(X)                                                                                               \
+	X(TIMEOUT, "timeout")                                                                                          \
+	X(CLOSED, "client_closed")                                                                                     \
+	X(PROTOCOL_VERSION, "protocol_version")                                                                        \
+	X(NO_SHARED_CIPHER, "no_shared_cipher")                                                                        \
+	X(NOT_TLS, "not_tls")                                                                                          \
+	X(CLIENT_CERTIFICATE, "client_certificate")                                                                    \
+	X(CLIENT_ALERT, "client_alert")                                                                                \
+	X(OTHER, "other")
+
+enum tls_fail {
+#define TLS_FAIL_ENUM(sym, str) TLS_FAIL_##sym,
+	TLS_FAIL_LIST(TLS_FAIL_ENUM)
+#undef TLS_FAIL_ENUM
+	TLS_FAIL__COUNT
+};
+
+static const char *const tls_fail_names[] = {
+#define TLS_FAIL_STR(sym, str) str,
+    TLS_FAIL_LIST(TLS_FAIL_STR)
+#undef TLS_FAIL_STR
+};
+
+struct tls_pending {
+	struct worker *w;
+	size_t listener;
+	struct bufferevent *bev;
+	struct client_origin origin;
+	struct tls_pending *prev, *next;
+};
+
+struct tls_worker {
+	struct tls_pending *pending;
+	struct tls_io_worker io;
+	uint64_t handshakes;
+	uint64_t failures[TLS_FAIL__COUNT];
+};
+
+struct tls_worker *tls_worker_new(void)
+{
+	return calloc(1, sizeof(struct tls_worker));
+}
+
+static void pending_unlink(struct tls_pending *p)
+{
+	struct tls_worker *tw = p->w->tls;
+	if (p->prev)
+		p->prev->next = p->next;
+	else
+		tw->pending = p->next;
+	if (p->next)
+		p->next->prev = p->prev;
+}
+
+/* Ends a pending connection that never became a client connection. */
+static void pending_close(struct tls_pending *p)
+{
+	struct worker *w = p->w;
+	pending_unlink(p);
+	bufferevent_free(p->bev);
+	free(p);
+	worker_conn_closed(w);
+}
+
+/* Hands the connection on: the worker's count moves with it. */
+static void pending_handoff(struct tls_pending *p, bool h2)
+{
+	struct worker *w = p->w;
+	struct bufferevent *bev = p->bev;
+	struct client_origin o = p->origin;
+	size_t listener = p->listener;
+	pending_unlink(p);
+	free(p);
+	w->num_conns--;
+	bufferevent_setcb(bev, NULL, NULL, NULL, NULL);
+	if (h2) {
+		o.protocol = "HTTP/2.0";
+		h2_session_start(w, listener, bev, &o);
+	} else {
+		client_accept_bev(w, listener, bev, &o);
+	}
+	if (w->draining && w->num_conns == 0)
+		event_base_loopexit(w->base, NULL);
+}
+
+static enum tls_fail classify(unsigned long first, short what)
+{
+	if (what & BEV_EVENT_TIMEOUT)
+		return TLS_FAIL_TIMEOUT;
+	if (!first)
+		return (what & BEV_EVENT_EOF) || !(what & BEV_EVENT_ERROR) || EVUTIL_SOCKET_ERROR() != 0 ? TLS_FAIL_CLOSED
+		                                                                                           : TLS_FAIL_OTHER;
+	if (ERR_GET_LIB(first) != ERR_LIB_SSL)
+		return TLS_FAIL_OTHER;
+	int r = ERR_GET_REASON(first);
+	switch (r) {
+	case SSL_R_UNSUPPORTED_PROTOCOL:
+	case SSL_R_VERSION_TOO_LOW:
+	case SSL_R_UNKNOWN_PROTOCOL:
+		return TLS_FAIL_PROTOCOL_VERSION;
+	case SSL_R_NO_SHARED_CIPHER:
+	case SSL_R_NO_SHARED_GROUPS:
+	case SSL_R_NO_SUITABLE_SIGNATURE_ALGORITHM:
+		return TLS_FAIL_NO_SHARED_CIPHER;
+	case SSL_R_HTTP_REQUEST:
+	case SSL_R_HTTPS_PROXY_REQUEST:
+	case SSL_R_WRONG_VERSION_NUMBER:
+	case SSL_R_PACKET_LENGTH_TOO_LONG:
+	case SSL_R_RECORD_LENGTH_MISMATCH:
+		return TLS_FAIL_NOT_TLS;
+	case SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE:
+	case SSL_R_CERTIFICATE_VERIFY_FAILED:
+		return TLS_FAIL_CLIENT_CERTIFICATE;
+	default:
+		return r >= SSL_AD_REASON_OFFSET ? TLS_FAIL_CLIENT_ALERT : TLS_FAIL_OTHER;
+	}
+}
+
+static void handshake_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	struct tls_pending *p = arg;
+	SSL *ssl = tls_bev_ssl(bev);
+	if ((what & BEV_EVENT_CONNECTED) && ssl) {
+		p->w->tls->handshakes++;
+		const unsigned char *alpn = NULL;
+		unsigned alpn_len = 0;
+		SSL_get0_alpn_selected(ssl, &alpn, &alpn_len);
+		bool h2 = alpn_len == 2 && memcmp(alpn, "h2", 2) == 0;
+		pending_handoff(p, h2);
+		return;
+	}
+	enum tls_fail f = classify(tls_bev_error(bev), what);
+	p->w->tls->failures[f]++;
+	if (log_enabled(LOG_DEBUG)) {
+		struct log_line l;
+		log_begin(&l, LOG_DEBUG, "TLS handshake failed");
+		log_str(&l, "reason", tls_fail_names[f]);
+		log_str(&l, "client_ip", p->origin.ip);
+		log_end(&l);
+	}
+	ERR_clear_error();
+	pending_close(p);
+}
+
+static struct tls_pending *pending_new(struct worker *w, size_t listener, const struct sockaddr *sa,
+                                       const char *scheme)
+{
+	struct tls_pending *p = calloc(1, sizeof(*p));
+	if (!p)
+		return NULL;
+	p->w = w;
+	p->listener = listener;
+	client_origin_from_sockaddr(&p->origin, sa);
+	p->origin.scheme = scheme;
+	return p;
+}
+
+static void pending_link(struct tls_pending *p)
+{
+	struct tls_worker *tw = p->w->tls;
+	p->next = tw->pending;
+	if (tw->pending)
+		tw->pending->prev = p;
+	tw->pending = p;
+	p->w->num_conns++;
+}
+
+/* The socket is already non-blocking: evconnlistener accepts with SOCK_NONBLOCK. */
+static void prepare_socket(int fd)
+{
+	int one = 1;
+	if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) != 0)
+		log_msg(LOG_DEBUG, "TCP_NODELAY failed on a client socket");
+}
+
+void tls_accept(struct worker *w, size_t listener, int fd, const struct sockaddr *sa)
+{
+	const struct conf_listener *cl = &w->snap->conf->listeners[listener];
+	prepare_socket(fd);
+	struct tls_pending *p = pending_new(w, listener, sa, "https");
+	SSL *ssl = p ? tls_server_ssl_new(cl->tls->server) : NULL;
+	struct bufferevent *bev = ssl ? tls_io_accept(w, &w->tls->io, ssl, fd) : NULL;
+	if (!bev) {
+		ERR_clear_error();
+		free(p);
+		close(fd);
+		return;
+	}
+	p->bev = bev;
+	pending_link(p);
+	struct timeval tv = worker_timeval(w, cl->tls->handshake_timeout);
+	bufferevent_setcb(bev, NULL, NULL, handshake_event_cb, p);
+	/* reading on first: a filter arms its read timeout only while it reads */
+	if (bufferevent_enable(bev, EV_READ) != 0 || bufferevent_set_timeouts(bev, &tv, NULL) != 0)
+		pending_close(p);
+}
+
+static const char h2_preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+static void sniff_read_cb(struct bufferevent *bev, void *arg)
+{
+	struct tls_pending *p = arg;
+	struct evbuffer *in = bufferevent_get_input(bev);
+	size_t have = evbuffer_get_length(in);
+	size_t n = have < sizeof(h2_preface) - 1 ? have : sizeof(h2_preface) - 1;
+	unsigned char buf[sizeof(h2_preface)];
+	if (evbuffer_copyout(in, buf, n) != (ev_ssize_t)n) {
+		pending_close(p);
+		return;
+	}
+	if (memcmp(buf, h2_preface, n) != 0) {
+		pending_handoff(p, false);
+		return;
+	}
+	if (n == sizeof(h2_preface) - 1)
+		pending_handoff(p, true);
+	/* else: a prefix of the preface, wait for more */
+}
+
+static void sniff_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	(void)bev;
+	(void)what;
+	pending_close(arg);
+}
+
+void tls_accept_h2c(struct worker *w, size_t listener, int fd, const struct sockaddr *sa)
+{
+	prepare_socket(fd);
+	struct tls_pending *p = pending_new(w, listener, sa, "http");
+	if (!p) {
+		close(fd);
+		return;
+	}
+	p->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	if (!p->bev) {
+		free(p);
+		close(fd);
+		return;
+	}
+	p->origin.plain_socket = true; /* HTTP/1 on it gets direct writes (io.h) */
+	pending_link(p);
+	struct timeval tv = worker_timeval(w, w->snap->conf->limits.client_header_timeout);
+	bufferevent_setcb(p->bev, sniff_read_cb, NULL, sniff_event_cb, p);
+	if (bufferevent_set_timeouts(p->bev, &tv, NULL) != 0 || bufferevent_enable(p->bev, EV_READ) != 0)
+		pending_close(p);
+}
+
+void tls_worker_close_pending(struct worker *w)
+{
+	if (!w->tls)
+		return;
+	while (w->tls->pending)
+		pending_close(w->tls->pending);
+}
+
+void tls_worker_free(struct worker *w)
+{
+	struct tls_worker *tw = w->tls;
+	if (!tw)
+		return;
+	while (tw->pending) {
+		struct tls_pending *p = tw->pending;
+		pending_unlink(p);
+		bufferevent_free(p->bev);
+		free(p);
+	}
+	tls_io_worker_end(&tw->io);
+	uint64_t total = 0;
+	for (int i = 0; i < TLS_FAIL__COUNT; i++)
+		total += tw->failures[i];
+	if (tw->handshakes || total) {
+		struct log_line l;
+		log_begin(&l, LOG_INFO, "TLS handshakes");
+		log_int(&l, "worker", w->id);
+		log_int(&l, "completed", (long long)tw->handshakes);
+		log_int(&l, "failed", (long long)total);
+		for (int i = 0; i < TLS_FAIL__COUNT; i++)
+			if (tw->failures[i])
+				log_int(&l, tls_fail_names[i], (long long)tw->failures[i]);
+		log_end(&l);
+	}
+	free(tw);
+	w->tls = NULL;
+}
