@@ -1,5 +1,6 @@
 /* main.c - the command line: run, check, ctl, version. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <event2/event.h>
@@ -12,18 +13,21 @@
 
 #include "ctl.h"
 #include "log.h"
+#include "probe.h"
 #include "server.h"
 
 static void usage(FILE *out)
 {
-	fprintf(out, "usage: sluice run -c FILE [--log-level debug|info|warn|error]\n"
+	fprintf(out, "usage: sluice run -c FILE [--log-level debug|info|warn|error]   (or SLUICE_LOG_LEVEL)\n"
 	             "       sluice check -c FILE\n"
 	             "       sluice ctl [-s SOCKET] [--json] COMMAND...\n"
+	             "       sluice probe tcp HOST:PORT [--timeout DURATION]\n"
 	             "       sluice version\n"
 	             "\n"
 	             "  run      start the gateway with the config FILE (a Lua file returning a table)\n"
 	             "  check    validate FILE: exit 0 with a summary, or 1 with every error\n"
 	             "  ctl      talk to a running sluice's admin socket (sluice ctl help)\n"
+	             "  probe    exit 0 if HOST:PORT accepts a TCP connection (a container health check)\n"
 	             "  version  print the version and the libraries sluice was built with\n");
 }
 
@@ -68,12 +72,25 @@ int main(int argc, char **argv)
 	}
 	if (strcmp(cmd, "ctl") == 0)
 		return ctl_main(argc - 1, argv + 1);
+	if (strcmp(cmd, "probe") == 0)
+		return probe_main(argc - 1, argv + 1);
 	if (strcmp(cmd, "run") != 0 && strcmp(cmd, "check") != 0) {
 		fprintf(stderr, "sluice: unknown command \"%s\"\n", cmd);
 		usage(stderr);
 		return 2;
 	}
 	const char *config = NULL;
+	/* containers set the level by environment; --log-level still wins */
+	const char *env_level = getenv("SLUICE_LOG_LEVEL");
+	if (env_level && *env_level) {
+		enum log_level level;
+		if (parse_level(env_level, &level) != 0) {
+			fprintf(stderr, "sluice: SLUICE_LOG_LEVEL: unknown level \"%s\" (expected debug, info, warn or error)\n",
+			        env_level);
+			return 2;
+		}
+		log_set_level(level);
+	}
 	for (int i = 2; i < argc; i++) {
 		if ((strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0) && i + 1 < argc) {
 			config = argv[++i];

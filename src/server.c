@@ -16,6 +16,7 @@
 #include <event2/thread.h>
 
 #include "conf.h"
+#include "conf_secrets.h"
 #include "admin.h"
 #include "health.h"
 #include "log.h"
@@ -58,6 +59,7 @@ int server_check(const char *config_path)
 {
 	struct conf_errors errs;
 	conf_errors_init(&errs);
+	conf_secrets_warn(config_path, stderr);
 	struct snapshot *s = snapshot_build(config_path, 1, &errs);
 	if (!s) {
 		print_errors(&errs, config_path);
