@@ -53,6 +53,26 @@ static void accesslog_snapshot_free(void *state)
 	free(s);
 }
 
+static void accesslog_reopen(const struct conf *c, void *state)
+{
+	struct accesslog_state *s = state;
+	if (!s->owned)
+		return; /* stdout/stderr: log_reopen() (log.h) handles those */
+	struct log_line l;
+	int fd = open(c->access_log.path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+	if (fd < 0 || dup3(fd, s->fd, O_CLOEXEC) < 0) {
+		log_begin(&l, LOG_ERROR, "access log: cannot reopen; still writing to the old file");
+		log_str(&l, "file", c->access_log.path);
+		log_str(&l, "error", strerror(errno));
+	} else {
+		log_begin(&l, LOG_INFO, "access log reopened");
+		log_str(&l, "file", c->access_log.path);
+	}
+	log_end(&l);
+	if (fd >= 0)
+		close(fd);
+}
+
 struct jbuf {
 	char *buf;
 	size_t len;
@@ -160,5 +180,6 @@ const struct module accesslog_module = {
     .name = "access_log",
     .snapshot_init = accesslog_snapshot_init,
     .snapshot_free = accesslog_snapshot_free,
+    .reopen = accesslog_reopen,
     .log = accesslog_log,
 };

@@ -1,8 +1,12 @@
 #include "log.h"
 
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
@@ -159,4 +163,53 @@ void log_msg(enum log_level level, const char *msg)
 	struct log_line l;
 	log_begin(&l, level, msg);
 	log_end(&l);
+}
+
+/* stdout and stderr's paths when they were regular files at start ("" if not):
+ * written by log_remember_files() before threads start, then read-only. */
+static char log_std_paths[2][PATH_MAX];
+
+void log_remember_files(void)
+{
+	for (int i = 0; i < 2; i++) {
+		int fd = i + 1;
+		struct stat st;
+		char link[64];
+		log_std_paths[i][0] = '\0';
+		if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))
+			continue;
+		snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+		ssize_t n = readlink(link, log_std_paths[i], sizeof(log_std_paths[i]) - 1);
+		/* not absolute (a memfd, say) or already unlinked: nothing to reopen by name */
+		if (n <= 0 || log_std_paths[i][0] != '/' || (size_t)n >= sizeof(log_std_paths[i]) - 1 ||
+		    (n > 10 && memcmp(log_std_paths[i] + n - 10, " (deleted)", 10) == 0))
+			n = 0;
+		log_std_paths[i][n] = '\0';
+	}
+}
+
+void log_reopen(void)
+{
+	static const char *const names[] = {"stdout", "stderr"};
+	for (int i = 0; i < 2; i++) {
+		if (!log_std_paths[i][0])
+			continue;
+		int fd = open(log_std_paths[i], O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+		int err = errno;
+		/* dup2 replaces the descriptor atomically: a concurrent write goes to one file or the other */
+		if (fd >= 0 && dup2(fd, i + 1) < 0)
+			err = errno;
+		else if (fd >= 0)
+			err = 0;
+		if (fd >= 0)
+			close(fd);
+		struct log_line l;
+		log_begin(&l, err ? LOG_ERROR : LOG_INFO, err ? "cannot reopen a log file; still writing to the old one"
+		                                              : "log file reopened");
+		log_str(&l, "stream", names[i]);
+		log_str(&l, "file", log_std_paths[i]);
+		if (err)
+			log_str(&l, "error", strerror(err));
+		log_end(&l);
+	}
 }

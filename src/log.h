@@ -28,6 +28,15 @@ void log_strn(struct log_line *l, const char *key, const char *value, size_t n);
 void log_int(struct log_line *l, const char *key, long long value);
 void log_end(struct log_line *l);
 
+/* logrotate support. log_remember_files() notes, once at start on the main
+ * thread before other threads exist, which of stdout and stderr are regular
+ * files and their paths (the only other globals here, read afterwards only by
+ * log_reopen() on the main thread). log_reopen() opens those paths again for
+ * appending, on the same descriptors (dup2), so a renamed file is left behind
+ * and a fresh one takes the lines; it logs what it did. */
+void log_remember_files(void);
+void log_reopen(void);
+
 /* One-shot: a message with no fields. */
 void log_msg(enum log_level level, const char *msg);
 

@@ -41,6 +41,9 @@ struct module {
 	void (*snapshot_free)(void *snapshot_state);
 	int (*worker_init)(struct worker *w, void **worker_state);
 	void (*worker_free)(void *worker_state);
+	/* SIGUSR1 (main thread): open the module's log files again by path, on the
+	 * same descriptors (dup2), so workers writing meanwhile lose nothing */
+	void (*reopen)(const struct conf *c, void *snapshot_state);
 	/* access phase: after routing, before balancing */
 	enum phase_result (*access)(struct request *r, const void *snapshot_state, void *worker_state,
 	                            struct phase_deny *deny);

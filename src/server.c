@@ -20,8 +20,10 @@
 #include "admin.h"
 #include "health.h"
 #include "log.h"
+#include "module.h"
 #include "priv.h"
 #include "runtime.h"
+#include "signals.h"
 #include "statefile.h"
 #include "snapshot.h"
 #include "worker.h"
@@ -35,7 +37,8 @@ struct server {
 	struct event_base *base;
 	struct worker *workers;
 	unsigned num_workers;
-	struct event *sigterm_ev, *sigint_ev, *drain_ev, *exited_ev;
+	struct signals *signals;
+	struct event *drain_ev, *exited_ev;
 	atomic_uint workers_exited;
 	int stopping;
 	struct runtime *runtime;
@@ -176,10 +179,27 @@ static void server_begin_shutdown(struct server *srv, const char *signal_name)
 		log_msg(LOG_ERROR, "cannot arm the drain timer");
 }
 
-static void server_signal_cb(evutil_socket_t sig, short what, void *arg)
+static void server_signal_shutdown(void *arg, const char *signal_name)
 {
-	(void)what;
-	server_begin_shutdown(arg, sig == SIGINT ? "SIGINT" : "SIGTERM");
+	server_begin_shutdown(arg, signal_name);
+}
+
+static void server_signal_reload(void *arg)
+{
+	(void)arg;
+	log_msg(LOG_WARN, "reload is not available in this build: the running config stays; restart to change it");
+}
+
+/* logrotate renames the files and sends SIGUSR1: every log sluice writes to
+ * a file is opened again by its path, on the same descriptor numbers, so
+ * workers writing concurrently never see a closed descriptor. */
+static void server_signal_reopen_logs(void *arg)
+{
+	struct server *srv = arg;
+	log_reopen();
+	for (size_t i = 0; i < module_count; i++)
+		if (module_list[i]->reopen && srv->snap->module_state[i])
+			module_list[i]->reopen(srv->snap->conf, srv->snap->module_state[i]);
 }
 
 static void server_drain_timeout_cb(evutil_socket_t fd, short what, void *arg)
@@ -225,10 +245,7 @@ static void server_cleanup(struct server *srv, int **fds)
 		}
 		free(fds);
 	}
-	if (srv->sigterm_ev)
-		event_free(srv->sigterm_ev);
-	if (srv->sigint_ev)
-		event_free(srv->sigint_ev);
+	signals_stop(srv->signals);
 	if (srv->drain_ev)
 		event_free(srv->drain_ev);
 	if (srv->exited_ev)
@@ -263,8 +280,10 @@ int server_run(const char *config_path)
 		snapshot_unref(srv.snap);
 		return 1;
 	}
-	/* a peer closing mid-write must be an error return, not a dead process */
-	signal(SIGPIPE, SIG_IGN);
+	/* a peer closing mid-write must be an error return, not a dead process;
+	 * and no signal an operator sends may kill the gateway while it starts */
+	signals_ignore_early();
+	log_remember_files();
 
 	/* runtime state first: the workers' pools bind to its entries by name */
 	srv.runtime = runtime_new();
@@ -328,13 +347,15 @@ int server_run(const char *config_path)
 		server_cleanup(&srv, fds);
 		return 1;
 	}
-	srv.sigterm_ev = evsignal_new(srv.base, SIGTERM, server_signal_cb, &srv);
-	srv.sigint_ev = evsignal_new(srv.base, SIGINT, server_signal_cb, &srv);
+	static const struct signals_ops sig_ops = {
+		.shutdown = server_signal_shutdown,
+		.reload = server_signal_reload,
+		.reopen_logs = server_signal_reopen_logs,
+	};
 	srv.drain_ev = evtimer_new(srv.base, server_drain_timeout_cb, &srv);
 	srv.exited_ev = event_new(srv.base, -1, 0, server_exited_cb, &srv);
-	if (!srv.sigterm_ev || !srv.sigint_ev || !srv.drain_ev || !srv.exited_ev || evsignal_add(srv.sigterm_ev, NULL) != 0 ||
-	    evsignal_add(srv.sigint_ev, NULL) != 0) {
-		log_msg(LOG_ERROR, "cannot set up signal handling");
+	if (!srv.drain_ev || !srv.exited_ev || !(srv.signals = signals_start(srv.base, &sig_ops, &srv))) {
+		log_msg(LOG_ERROR, "cannot set up the main event loop");
 		server_cleanup(&srv, fds);
 		return 1;
 	}
@@ -353,12 +374,12 @@ int server_run(const char *config_path)
 	}
 
 	/* workers must not take the signals meant for the main loop */
-	sigset_t block, old;
-	sigemptyset(&block);
-	sigaddset(&block, SIGTERM);
-	sigaddset(&block, SIGINT);
-	sigaddset(&block, SIGHUP);
-	pthread_sigmask(SIG_BLOCK, &block, &old);
+	sigset_t old;
+	if (signals_block_for_threads(&old) != 0) {
+		log_msg(LOG_ERROR, "cannot block signals for the worker threads");
+		server_cleanup(&srv, fds);
+		return 1;
+	}
 	unsigned per_worker = max_conns / srv.num_workers;
 	int failed = 0;
 	for (unsigned i = 0; i < srv.num_workers && !failed; i++) {

@@ -604,6 +604,16 @@ class Sluice:
     def stderr(self):
         return self.err_path.read_bytes().decode("utf-8", "replace")
 
+    def log_entries(self):
+        """sluice's own log lines (stderr) parsed as JSON; other lines are skipped."""
+        out = []
+        for ln in self.stderr().splitlines():
+            try:
+                out.append(json.loads(ln))
+            except ValueError:
+                pass
+        return out
+
     def access_log(self, path=None):
         """Parsed access-log lines (stdout, or the given file). Fails on a non-JSON line."""
         text = Path(path).read_bytes().decode("utf-8", "replace") if path else self.stdout()
