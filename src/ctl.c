@@ -1,27 +1,131 @@
 #include "ctl.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <math.h>
 #include <poll.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
-/* An admin answer that has not come in this long is a hung gateway. */
-#define CTL_TIMEOUT_MS 10000
 #define CTL_MAX_LINE 4096
+/* While the backlog of a busy gateway is full, connect() is retried this often. */
+#define CTL_CONNECT_RETRY_MS 20
 
 static void ctl_usage(FILE *out)
 {
-	fprintf(out, "usage: sluice ctl [-s SOCKET] [--json] COMMAND...\n"
+	fprintf(out, "usage: sluice ctl [-s SOCKET] [--json] [--timeout SECONDS] COMMAND...\n"
 	             "  SOCKET defaults to $SLUICE_ADMIN_SOCKET, else " CTL_DEFAULT_SOCKET "\n"
-	             "  sluice ctl help   lists the commands\n");
+	             "  --timeout bounds the whole exchange, connect included (default %d s)\n"
+	             "  sluice ctl help   lists the commands\n",
+	        CTL_DEFAULT_TIMEOUT_MS / 1000);
 }
 
-static int write_all(int fd, const char *buf, size_t len)
+static int64_t ctl_now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Milliseconds left before the deadline, for poll(): 0 once it has passed. */
+static int ctl_left_ms(int64_t deadline)
+{
+	int64_t left = deadline - ctl_now_ms();
+	return left <= 0 ? 0 : left > INT32_MAX ? INT32_MAX : (int)left;
+}
+
+/* Wait for events on fd until the deadline: 1 ready, 0 deadline passed, -1 error. */
+static int ctl_wait(int fd, short events, int64_t deadline)
+{
+	for (;;) {
+		int left = ctl_left_ms(deadline);
+		if (left == 0)
+			return 0;
+		struct pollfd pfd = {.fd = fd, .events = events};
+		int rc = poll(&pfd, 1, left);
+		if (rc < 0 && errno == EINTR)
+			continue;
+		return rc < 0 ? -1 : rc > 0 ? 1 : 0;
+	}
+}
+
+void ctl_escape_init(struct ctl_escape *e)
+{
+	e->have = e->need = 0;
+}
+
+static size_t ctl_hex(unsigned char c, char *out)
+{
+	static const char hex[] = "0123456789abcdef";
+	out[0] = '\\';
+	out[1] = 'x';
+	out[2] = hex[c >> 4];
+	out[3] = hex[c & 15];
+	return 4;
+}
+
+/* The bytes of an unfinished UTF-8 sequence, escaped: they were not text. */
+static size_t ctl_flush_pending(struct ctl_escape *e, char *out)
+{
+	size_t o = 0;
+	for (unsigned k = 0; k < e->have; k++)
+		o += ctl_hex(e->seq[k], out + o);
+	e->have = e->need = 0;
+	return o;
+}
+
+/* C0 controls (save LF and TAB), DEL, the C1 controls (U+0080..U+009F) and
+ * every byte that is not part of well-formed UTF-8 (a lone 0x9b is CSI to an
+ * 8-bit terminal) are printed as \xHH: an answer can then never move the
+ * cursor, retitle a terminal or hide text from the operator. */
+size_t ctl_escape(struct ctl_escape *e, const unsigned char *in, size_t n, char *out)
+{
+	size_t o = 0;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = in[i];
+		if (e->need) {
+			if (c >= 0x80 && c <= 0xbf) {
+				e->seq[e->have++] = c;
+				if (e->have < e->need)
+					continue;
+				if (e->seq[0] == 0xc2 && e->seq[1] <= 0x9f) {
+					o += ctl_flush_pending(e, out + o);
+				} else {
+					memcpy(out + o, e->seq, e->have);
+					o += e->have;
+					e->have = e->need = 0;
+				}
+				continue;
+			}
+			o += ctl_flush_pending(e, out + o);
+		}
+		if (c >= 0xc2 && c <= 0xf4) {
+			e->seq[0] = c;
+			e->have = 1;
+			e->need = c < 0xe0 ? 2 : c < 0xf0 ? 3 : 4;
+		} else if ((c < 0x20 && c != '\n' && c != '\t') || c >= 0x7f) {
+			o += ctl_hex(c, out + o);
+		} else {
+			out[o++] = (char)c;
+		}
+	}
+	return o;
+}
+
+size_t ctl_escape_finish(struct ctl_escape *e, char *out)
+{
+	return ctl_flush_pending(e, out);
+}
+
+static int write_all(int fd, const char *buf, size_t len, int64_t deadline)
 {
 	while (len > 0) {
 		/* a refused peer is closed at once: EPIPE, not a signal, and its answer is still read */
@@ -29,11 +133,87 @@ static int write_all(int fd, const char *buf, size_t len)
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
+			if (errno == EAGAIN || errno == EWOULDBLOCK) {
+				if (ctl_wait(fd, POLLOUT, deadline) != 1) {
+					errno = ETIMEDOUT;
+					return -1;
+				}
+				continue;
+			}
 			return -1;
 		}
 		buf += n;
 		len -= (size_t)n;
 	}
+	return 0;
+}
+
+/* What sits at path, when it is not a socket, in words; NULL if it is one or cannot be told. */
+static const char *ctl_not_a_socket(const char *path)
+{
+	struct stat st;
+	if (stat(path, &st) != 0 || S_ISSOCK(st.st_mode))
+		return NULL;
+	if (S_ISREG(st.st_mode))
+		return "a regular file";
+	if (S_ISDIR(st.st_mode))
+		return "a directory";
+	if (S_ISFIFO(st.st_mode))
+		return "a FIFO";
+	if (S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode))
+		return "a device";
+	return "not a socket";
+}
+
+/* A non-blocking connect bounded by the deadline. A Unix socket whose accept
+ * queue is full answers EAGAIN at once (a blocking connect would wait without
+ * end): retried until the deadline. Returns 0, or -1 with errno (ETIMEDOUT). */
+static int ctl_connect(int fd, const struct sockaddr_un *sun, int64_t deadline, bool *queue_full)
+{
+	for (;;) {
+		if (connect(fd, (const struct sockaddr *)sun, sizeof(*sun)) == 0)
+			return 0;
+		if (errno == EINTR)
+			continue;
+		if (errno == EAGAIN) {
+			*queue_full = true;
+			int left = ctl_left_ms(deadline);
+			if (left == 0) {
+				errno = ETIMEDOUT;
+				return -1;
+			}
+			struct timespec pause = {0, (long)(left < CTL_CONNECT_RETRY_MS ? left : CTL_CONNECT_RETRY_MS) * 1000000L};
+			nanosleep(&pause, NULL);
+			continue;
+		}
+		if (errno != EINPROGRESS)
+			return -1;
+		int rc = ctl_wait(fd, POLLOUT, deadline);
+		if (rc <= 0) {
+			errno = rc == 0 ? ETIMEDOUT : errno;
+			return -1;
+		}
+		int err = 0;
+		socklen_t len = sizeof(err);
+		if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
+			return -1;
+		if (err == 0)
+			return 0;
+		errno = err;
+		return -1;
+	}
+}
+
+static int ctl_parse_timeout(const char *s, int *ms)
+{
+	char *end = NULL;
+	errno = 0;
+	double v = strtod(s, &end);
+	if (errno || end == s || *end || !isfinite(v) || v <= 0 || v > 86400)
+		return -1;
+	*ms = (int)(v * 1000);
+	if (*ms < 1)
+		*ms = 1;
 	return 0;
 }
 
@@ -43,22 +223,32 @@ int ctl_main(int argc, char **argv)
 	if (!path || !*path)
 		path = CTL_DEFAULT_SOCKET;
 	bool json = false;
+	int timeout_ms = CTL_DEFAULT_TIMEOUT_MS;
 	int i = 1;
 	for (; i < argc; i++) {
-		if ((strcmp(argv[i], "-s") == 0 || strcmp(argv[i], "--socket") == 0) && i + 1 < argc)
+		if ((strcmp(argv[i], "-s") == 0 || strcmp(argv[i], "--socket") == 0) && i + 1 < argc) {
 			path = argv[++i];
-		else if (strcmp(argv[i], "--json") == 0)
+		} else if (strcmp(argv[i], "--json") == 0) {
 			json = true;
-		else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+		} else if (strcmp(argv[i], "--timeout") == 0) {
+			if (i + 1 >= argc || ctl_parse_timeout(argv[i + 1], &timeout_ms) != 0) {
+				fprintf(stderr, "sluice ctl: --timeout needs a number of seconds above 0 (at most 86400), "
+				                "e.g. --timeout 30\n");
+				return 2;
+			}
+			i++;
+		} else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
 			ctl_usage(stdout);
 			return 0;
-		} else
+		} else {
 			break;
+		}
 	}
 	if (i >= argc) {
 		ctl_usage(stderr);
 		return 2;
 	}
+	int64_t deadline = ctl_now_ms() + timeout_ms;
 	char line[CTL_MAX_LINE + 2];
 	size_t len = 0;
 	for (; i < argc; i++) {
@@ -86,63 +276,91 @@ int ctl_main(int argc, char **argv)
 	memset(&sun, 0, sizeof(sun));
 	sun.sun_family = AF_UNIX;
 	if (strlen(path) >= sizeof(sun.sun_path)) {
-		fprintf(stderr, "sluice ctl: socket path too long: %s\n", path);
+		fprintf(stderr, "sluice ctl: socket path too long (at most %zu bytes): %s\n", sizeof(sun.sun_path) - 1, path);
 		return 2;
 	}
 	memcpy(sun.sun_path, path, strlen(path) + 1);
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	const char *what = ctl_not_a_socket(path);
+	if (what) {
+		fprintf(stderr, "sluice ctl: %s is %s, not a socket: give the path of admin.socket in sluice's config (-s SOCKET)\n",
+		        path, what);
+		return 2;
+	}
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (fd < 0) {
 		fprintf(stderr, "sluice ctl: socket: %s\n", strerror(errno));
 		return 2;
 	}
-	if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) != 0) {
+	bool queue_full = false;
+	if (ctl_connect(fd, &sun, deadline, &queue_full) != 0) {
 		int err = errno;
-		fprintf(stderr, "sluice ctl: cannot connect to %s: %s%s\n", path, strerror(err),
-		        err == ENOENT || err == ECONNREFUSED ? " (is sluice running with admin.socket set? use -s SOCKET)"
-		        : err == EACCES                      ? " (run as the user sluice runs as)"
-		                                             : "");
+		if (err == ETIMEDOUT)
+			fprintf(stderr, "sluice ctl: cannot connect to %s within %g s: %s (--timeout SECONDS to wait longer)\n",
+			        path, timeout_ms / 1000.0,
+			        queue_full ? "its accept queue stayed full (the gateway is busy or hung)" : "no answer");
+		else
+			fprintf(stderr, "sluice ctl: cannot connect to %s: %s%s\n", path, strerror(err),
+			        err == ENOENT || err == ECONNREFUSED ? " (is sluice running with admin.socket set? use -s SOCKET)"
+			        : err == EACCES                      ? " (run as the user sluice runs as)"
+			                                             : "");
 		close(fd);
 		return 2;
 	}
 	/* a refused peer is answered and closed at once: a failed write then is not the story */
-	bool sent = write_all(fd, line, len) == 0;
+	bool sent = write_all(fd, line, len, deadline) == 0;
 	if (sent && shutdown(fd, SHUT_WR) != 0)
 		sent = false;
-	char buf[8192];
-	size_t total = 0;
-	bool first_chunk = true, error_answer = false;
-	for (;;) {
-		struct pollfd pfd = {.fd = fd, .events = POLLIN};
-		int pr = poll(&pfd, 1, CTL_TIMEOUT_MS);
-		if (pr < 0 && errno == EINTR)
-			continue;
-		if (pr <= 0) {
-			fprintf(stderr, "sluice ctl: no answer from %s within %d s\n", path, CTL_TIMEOUT_MS / 1000);
-			close(fd);
-			return 2;
+	unsigned char buf[8192];
+	char esc[sizeof(buf) * 4 + 16];
+	struct ctl_escape e;
+	ctl_escape_init(&e);
+	char head[11];
+	size_t head_len = 0, total = 0;
+	int rc = -1; /* -1 while reading; then the exit status */
+	while (rc < 0) {
+		int w = ctl_wait(fd, POLLIN, deadline);
+		if (w <= 0) {
+			fprintf(stderr, "sluice ctl: %s %s within %g s (--timeout SECONDS to wait longer)\n", path,
+			        total ? "did not finish its answer" : "did not answer", timeout_ms / 1000.0);
+			rc = 2;
+			break;
 		}
 		ssize_t n = read(fd, buf, sizeof(buf));
-		if (n < 0 && errno == EINTR)
+		if (n < 0 && (errno == EINTR || errno == EAGAIN))
 			continue;
 		/* ECONNRESET: the gateway closed with our command unread (a refusal) */
 		if (n <= 0)
 			break;
-		if (first_chunk) {
-			error_answer = (n >= 6 && memcmp(buf, "error:", 6) == 0) || (n >= 11 && memcmp(buf, "{\"ok\":false", 11) == 0);
-			first_chunk = false;
+		if (total + (size_t)n > CTL_MAX_ANSWER) {
+			n = (ssize_t)(CTL_MAX_ANSWER - total);
+			rc = 2;
 		}
-		if (fwrite(buf, 1, (size_t)n, stdout) != (size_t)n) {
+		size_t take = head_len < sizeof(head) ? sizeof(head) - head_len : 0;
+		if (take > (size_t)n)
+			take = (size_t)n;
+		memcpy(head + head_len, buf, take);
+		head_len += take;
+		size_t m = ctl_escape(&e, buf, (size_t)n, esc);
+		if (fwrite(esc, 1, m, stdout) != m) {
 			close(fd);
 			return 2;
 		}
 		total += (size_t)n;
+		if (rc == 2)
+			fprintf(stderr, "sluice ctl: the answer from %s passed %d MiB; stopped reading (is it a sluice admin socket?)\n",
+			        path, CTL_MAX_ANSWER >> 20);
 	}
 	close(fd);
-	if (fflush(stdout) != 0)
+	size_t m = ctl_escape_finish(&e, esc);
+	if ((m && fwrite(esc, 1, m, stdout) != m) || fflush(stdout) != 0)
 		return 2;
+	if (rc >= 0)
+		return rc;
 	if (total == 0) {
 		fprintf(stderr, "sluice ctl: %s closed without an answer%s\n", path, sent ? "" : " (the command was not sent)");
 		return 2;
 	}
+	bool error_answer = (head_len >= 6 && memcmp(head, "error:", 6) == 0) ||
+	                    (head_len >= 11 && memcmp(head, "{\"ok\":false", 11) == 0);
 	return error_answer ? 1 : 0;
 }
