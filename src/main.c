@@ -20,7 +20,7 @@ static void usage(FILE *out)
 {
 	fprintf(out, "usage: sluice run -c FILE [--log-level debug|info|warn|error]   (or SLUICE_LOG_LEVEL)\n"
 	             "       sluice check -c FILE\n"
-	             "       sluice ctl [-s SOCKET] [--json] COMMAND...\n"
+	             "       sluice ctl [-s SOCKET] [--json] [--timeout SECONDS] COMMAND...\n"
 	             "       sluice probe tcp HOST:PORT [--timeout DURATION]\n"
 	             "       sluice version\n"
 	             "\n"
