@@ -201,6 +201,28 @@ bool h1_is_token(const char *s, size_t n)
 	return n > 0 && scan_class(s, 0, n, C_TCHAR) == n;
 }
 
+/* Lower-case names, by the RFC 9110 6.5.1 category h1.h lists them in. */
+static const char *const trailer_forbidden[] = {
+    "content-length", "transfer-encoding", "trailer",                                  /* framing */
+    "connection", "keep-alive", "proxy-connection", "te", "upgrade", "http2-settings", /* hop-by-hop */
+    "host",                                                                            /* routing */
+    "cache-control", "expect", "max-forwards", "pragma", "range",                      /* controls */
+    "if-match", "if-none-match", "if-modified-since", "if-unmodified-since", "if-range", /* conditionals */
+    "authorization", "proxy-authorization", "www-authenticate", "proxy-authenticate",  /* authentication */
+    "authentication-info", "proxy-authentication-info", "cookie", "set-cookie",
+    "age", "date", "expires", "location", "retry-after", "vary", "warning", /* response control data */
+    "content-encoding", "content-type", "content-range",                   /* content processing */
+    "forwarded", "via", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto", /* set by the proxy */
+};
+
+bool h1_trailer_field_allowed(const char *name, size_t n)
+{
+	for (size_t i = 0; i < sizeof trailer_forbidden / sizeof trailer_forbidden[0]; i++)
+		if (strlen(trailer_forbidden[i]) == n && lower_eq(name, trailer_forbidden[i], n))
+			return false;
+	return true;
+}
+
 struct parse_error {
 	int status;
 	const char *why;

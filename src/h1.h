@@ -135,6 +135,21 @@ ssize_t h1_chunked_feed(struct h1_chunked *c, const char *in, size_t len, enum h
                         const char **line, size_t *line_len);
 bool h1_chunked_done(const struct h1_chunked *c);
 
+/* Whether a field named name[0..n) (any case) may be forwarded from a trailer
+ * section. False for the fields RFC 9110 6.5.1 says cannot be processed after
+ * the content: message framing (Content-Length, Transfer-Encoding, Trailer),
+ * hop-by-hop fields (Connection, Keep-Alive, Proxy-Connection, TE, Upgrade,
+ * HTTP2-Settings), routing (Host), request modifiers (controls: Cache-Control,
+ * Expect, Max-Forwards, Pragma, Range; conditionals: If-*), authentication
+ * (Authorization, Proxy-Authorization, WWW-Authenticate, Proxy-Authenticate,
+ * Authentication-Info, Proxy-Authentication-Info, Cookie, Set-Cookie),
+ * response control data (Age, Date, Expires, Location, Retry-After, Vary,
+ * Warning), how to process the content (Content-Encoding, Content-Type,
+ * Content-Range), and the forwarding fields the proxy sets in the head
+ * (Forwarded, Via, X-Forwarded-For/-Host/-Proto), which a trailer must not
+ * contradict. The proxy drops such fields (and counts them); the rest pass. */
+bool h1_trailer_field_allowed(const char *name, size_t n);
+
 /* True if s[0..n) is a valid token (RFC 9110 tchar+). */
 bool h1_is_token(const char *s, size_t n);
 

@@ -54,6 +54,18 @@ static size_t fmt_u64(char *out, uint64_t v)
 	return n;
 }
 
+/* A trailer field line "name: value" (from the chunked decoder, so well
+ * formed): forwarded unless RFC 9110 6.5.1 says it cannot be a trailer
+ * (h1_trailer_field_allowed). Dropped fields are counted per worker. */
+static bool proxy_trailer_forwardable(struct client_req *cr, const char *line, size_t len)
+{
+	const char *colon = memchr(line, ':', len);
+	if (colon && h1_trailer_field_allowed(line, (size_t)(colon - line)))
+		return true;
+	cr->conn->w->trailer_fields_dropped++;
+	return false;
+}
+
 static void proxy_add_chunk_size(struct evbuffer *out, size_t n)
 {
 	static const char hex[] = "0123456789abcdef";
@@ -717,12 +729,14 @@ static void proxy_pump_request(struct client_req *cr)
 			cr->req.bytes_in += (uint64_t)n;
 			break;
 		case H1_CHUNK_TRAILER:
-			if (!cr->body_in_trailers) {
-				cr->body_in_trailers = true;
-				evbuffer_add(out, "0\r\n", 3);
+			if (proxy_trailer_forwardable(cr, line, line_len)) {
+				if (!cr->body_in_trailers) {
+					cr->body_in_trailers = true;
+					evbuffer_add(out, "0\r\n", 3);
+				}
+				evbuffer_add(out, line, line_len);
+				evbuffer_add(out, "\r\n", 2);
 			}
-			evbuffer_add(out, line, line_len);
-			evbuffer_add(out, "\r\n", 2);
 			evbuffer_drain(in, (size_t)n);
 			break;
 		case H1_CHUNK_DONE:
@@ -1035,15 +1049,17 @@ static void proxy_pump_response(struct client_req *cr)
 				evbuffer_add(out, "\r\n", 2);
 			break;
 		case H1_CHUNK_TRAILER:
-			if (txn->resp_chunked_out) {
+			if (!proxy_trailer_forwardable(cr, line, line_len)) {
+				/* dropped */
+			} else if (txn->resp_chunked_out) {
 				if (!txn->resp_in_trailers)
 					evbuffer_add(out, "0\r\n", 3);
 				evbuffer_add(out, line, line_len);
 				evbuffer_add(out, "\r\n", 2);
+				txn->resp_in_trailers = true;
 			} else if (cr->conn->stream) {
 				h2_stream_trailer(cr->conn->stream, line, line_len);
 			}
-			txn->resp_in_trailers = true;
 			evbuffer_drain(in, (size_t)n);
 			break;
 		case H1_CHUNK_DONE:

@@ -247,6 +247,13 @@ void worker_destroy(struct worker *w)
 		client_close_all(w);
 	tls_worker_free(w);
 	h2_worker_free(w);
+	if (w->trailer_fields_dropped) {
+		struct log_line line;
+		log_begin(&line, LOG_INFO, "HTTP trailers");
+		log_int(&line, "worker", w->id);
+		log_int(&line, "fields_dropped", (long long)w->trailer_fields_dropped);
+		log_end(&line);
+	}
 	client_free_reqs(w);
 	pool_set_free(w->pools);
 	w->pools = NULL;

@@ -60,6 +60,7 @@ struct worker {
 
 	struct tls_worker *tls; /* tls_accept.h: handshakes in progress, h2c sniffing, failure counts */
 	struct h2_worker *h2;   /* h2.h: HTTP/2 sessions, defence counts */
+	uint64_t trailer_fields_dropped; /* trailer fields not forwarded (h1_trailer_field_allowed), logged at exit */
 
 	struct io_flush_queue flush_queue; /* direct writes waiting for the end of the current callbacks (io.h) */
 

@@ -958,6 +958,26 @@ START_TEST(test_chunked_total)
 }
 END_TEST
 
+START_TEST(test_trailer_field_allowed)
+{
+	static const char *const refused[] = {
+	    "Content-Length", "transfer-encoding", "TRAILER", "Host", "Connection", "TE", "Keep-Alive", "Upgrade",
+	    "Cache-Control", "Max-Forwards", "Expect", "Range", "If-Match", "If-None-Match", "If-Modified-Since",
+	    "Authorization", "Proxy-Authorization", "WWW-Authenticate", "Cookie", "Set-Cookie", "Age", "Date",
+	    "Expires", "Location", "Retry-After", "Vary", "Content-Type", "Content-Encoding", "Content-Range",
+	    "Forwarded", "Via", "X-Forwarded-For"};
+	for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++)
+		ck_assert_msg(!h1_trailer_field_allowed(refused[i], strlen(refused[i])), "%s allowed", refused[i]);
+	static const char *const allowed[] = {"X-Checksum", "grpc-status", "Server-Timing", "Digest", "hosts", "t",
+	                                      "content-lengthx", "ETag-Hash"};
+	for (size_t i = 0; i < sizeof allowed / sizeof allowed[0]; i++)
+		ck_assert_msg(h1_trailer_field_allowed(allowed[i], strlen(allowed[i])), "%s refused", allowed[i]);
+	/* by length, not by C string: a prefix of a refused name is another name */
+	ck_assert(h1_trailer_field_allowed("Hostname", 4) == false);
+	ck_assert(h1_trailer_field_allowed("Host", 3));
+}
+END_TEST
+
 static Suite *h1_suite(void)
 {
 	Suite *s = suite_create("h1");
@@ -999,6 +1019,7 @@ static Suite *h1_suite(void)
 	tcase_add_test(chunked, test_chunked_line_limit);
 	tcase_add_test(chunked, test_chunked_states);
 	tcase_add_test(chunked, test_chunked_total);
+	tcase_add_test(chunked, test_trailer_field_allowed);
 	suite_add_tcase(s, chunked);
 	return s;
 }
