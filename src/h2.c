@@ -37,6 +37,7 @@
 	X(EMPTY_FRAME_FLOOD, "empty_frame_flood")                                                                      \
 	X(HEADER_LIST_TOO_LARGE, "header_list_too_large")                                                              \
 	X(GLITCHES, "glitches")                                                                                        \
+	X(INVALID_STREAM_ID, "invalid_stream_id")                                                                      \
 	X(PROTOCOL_ERROR, "protocol_error")                                                                            \
 	X(IDLE_TIMEOUT, "idle_timeout")
 
@@ -75,6 +76,7 @@ struct h2_stream {
 	int early_status;     /* answered at once by the pipeline (431, 501) */
 	bool have_length;     /* content-length given */
 	bool bad;             /* a field we refuse: the stream is reset */
+	bool glitched;        /* already counted as a glitch */
 	bool req_chunked;
 	bool req_ended;
 	uint64_t req_unacked; /* DATA bytes received and not yet given back to the window */
@@ -102,14 +104,19 @@ struct h2_session {
 	struct event *flush_ev; /* session_flush once the current callbacks are done */
 	/* our own frame scanner (independent of what nghttp2 version does) */
 	size_t preface_left;
-	uint8_t fh[9];
-	size_t fh_len;
+	unsigned settings_acks; /* SETTINGS ACKs from the client (the second is not nghttp2's) */
 	uint32_t frame_left;
 	unsigned cont_frames; /* CONTINUATION frames in the current header block */
 	size_t block_bytes;   /* decoded header bytes of the current block */
+	unsigned block_conts; /* CONTINUATION frames of the block nghttp2 is decoding */
 	/* counts in the current one-second window */
 	uint64_t window_start_us;
 	unsigned resets, pings, settings, empty, glitches;
+	/* RFC 9113 5.1.1: new streams must have increasing odd ids */
+	int32_t max_stream_id;      /* highest id that opened a stream */
+	int32_t cut_ids[16];        /* streams closed before the client ended its side: frames */
+	unsigned cut_next;          /* ... it sent before it knew may still arrive (ring) */
+	int last_invalid;           /* nghttp2's error for the last invalid frame (0: none) */
 	bool closing;   /* fatal: GOAWAY queued, close once flushed */
 	bool draining;  /* graceful: GOAWAY sent, close when no stream is left */
 	bool in_io;     /* inside mem_recv/mem_send: freeing waits */
@@ -132,10 +139,9 @@ static struct h2_worker *h2w(struct worker *w)
 
 /* ---- defences ---- */
 
-static void session_fail(struct h2_session *s, enum h2_close why, uint32_t code)
+/* Counts and logs why the session ends; detail: nghttp2's words, or NULL. */
+static void session_closed_because(struct h2_session *s, enum h2_close why, const char *detail)
 {
-	if (s->closing)
-		return;
 	s->closing = true;
 	struct h2_worker *hw = h2w(s->w);
 	if (hw)
@@ -144,7 +150,16 @@ static void session_fail(struct h2_session *s, enum h2_close why, uint32_t code)
 	log_begin(&l, why == H2_CLOSE_IDLE_TIMEOUT ? LOG_DEBUG : LOG_WARN, "HTTP/2 connection closed");
 	log_str(&l, "reason", h2_close_names[why]);
 	log_str(&l, "client_ip", s->origin.ip);
+	if (detail)
+		log_str(&l, "detail", detail);
 	log_end(&l);
+}
+
+static void session_fail(struct h2_session *s, enum h2_close why, uint32_t code)
+{
+	if (s->closing)
+		return;
+	session_closed_because(s, why, NULL);
 	nghttp2_submit_goaway(s->ng, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(s->ng), code, NULL, 0);
 	/* read no more: whatever the peer still sends is not worth parsing */
 	bufferevent_disable(s->bev, EV_READ);
@@ -166,36 +181,55 @@ static void glitch(struct h2_session *s)
 		session_fail(s, H2_CLOSE_GLITCHES, NGHTTP2_ENHANCE_YOUR_CALM);
 }
 
-/* Looks at every frame header before nghttp2 does. Returns false to stop. */
-static bool scan_frames(struct h2_session *s, const uint8_t *p, size_t n)
+static struct h2_stream *stream_of(struct h2_session *s, int32_t id);
+
+/* A stream the client made us reset (by nghttp2 or by us): one glitch per stream. */
+static void stream_glitch(struct h2_session *s, int32_t id)
 {
-	while (n > 0 && !s->closing) {
+	struct h2_stream *st = id ? stream_of(s, id) : NULL;
+	if (st) {
+		if (st->glitched)
+			return;
+		st->glitched = true;
+	}
+	glitch(s);
+}
+
+/* Looks at every frame header before nghttp2 does. Returns how many of the
+ * n bytes nghttp2 may take now: all, or fewer when a frame header is cut at
+ * the end (it is judged once whole) or when the frame starting there is not
+ * nghttp2's: *drop is then its size, for the caller to discard. */
+static size_t scan_frames(struct h2_session *s, const uint8_t *p, size_t n, size_t *drop)
+{
+	size_t off = 0;
+	*drop = 0;
+	while (off < n && !s->closing) {
 		if (s->preface_left) {
-			size_t k = n < s->preface_left ? n : s->preface_left;
+			size_t k = n - off < s->preface_left ? n - off : s->preface_left;
 			s->preface_left -= k;
-			p += k;
-			n -= k;
+			off += k;
 			continue;
 		}
 		if (s->frame_left) {
-			size_t k = n < s->frame_left ? n : s->frame_left;
+			size_t k = n - off < s->frame_left ? n - off : s->frame_left;
 			s->frame_left -= (uint32_t)k;
-			p += k;
-			n -= k;
+			off += k;
 			continue;
 		}
-		size_t k = 9 - s->fh_len;
-		if (k > n)
-			k = n;
-		memcpy(s->fh + s->fh_len, p, k);
-		s->fh_len += k;
-		p += k;
-		n -= k;
-		if (s->fh_len < 9)
+		if (n - off < 9)
 			break;
-		s->fh_len = 0;
-		uint32_t len = (uint32_t)s->fh[0] << 16 | (uint32_t)s->fh[1] << 8 | s->fh[2];
-		uint8_t type = s->fh[3], flags = s->fh[4];
+		const uint8_t *fh = p + off;
+		uint32_t len = (uint32_t)fh[0] << 16 | (uint32_t)fh[1] << 8 | fh[2];
+		uint8_t type = fh[3], flags = fh[4];
+		if (type == NGHTTP2_SETTINGS && (flags & NGHTTP2_FLAG_ACK) && len == 0 && ++s->settings_acks == 2) {
+			/* the ACK of the SETTINGS that announced max_concurrent_streams
+			 * (h2_session_start): nghttp2 never sees it, so it keeps refusing
+			 * excess streams with REFUSED_STREAM, as it does before an ACK,
+			 * instead of ending the connection with PROTOCOL_ERROR */
+			*drop = 9;
+			return off;
+		}
+		off += 9;
 		s->frame_left = len;
 		window_roll(s);
 		switch (type) {
@@ -237,7 +271,7 @@ static bool scan_frames(struct h2_session *s, const uint8_t *p, size_t n)
 			break;
 		}
 	}
-	return !s->closing;
+	return off;
 }
 
 /* ---- streams: request side ---- */
@@ -387,7 +421,10 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint
 	 * decoded size is what an HPACK bomb inflates, whatever the wire size */
 	s->block_bytes += namelen + valuelen + 32;
 	if (s->block_bytes > s->cfg->max_header_list_size) {
-		session_fail(s, H2_CLOSE_HEADER_LIST_TOO_LARGE, NGHTTP2_ENHANCE_YOUR_CALM);
+		/* a block that grew past the limit over CONTINUATION frames is the
+		 * CVE-2024-27316 flood, whichever of the two limits it hit first */
+		session_fail(s, s->block_conts ? H2_CLOSE_CONTINUATION_FLOOD : H2_CLOSE_HEADER_LIST_TOO_LARGE,
+		             NGHTTP2_ENHANCE_YOUR_CALM);
 		return NGHTTP2_ERR_CALLBACK_FAILURE;
 	}
 	struct h2_stream *st = stream_of(s, frame->hd.stream_id);
@@ -485,7 +522,7 @@ static int on_invalid_header(nghttp2_session *ng, const nghttp2_frame *frame, co
 	(void)value;
 	(void)valuelen;
 	(void)flags;
-	glitch(arg);
+	stream_glitch(arg, frame->hd.stream_id);
 	/* the stream is reset by nghttp2 (RST_STREAM PROTOCOL_ERROR) */
 	return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
 }
@@ -534,7 +571,7 @@ static int stream_start(struct h2_session *s, struct h2_stream *st, bool end_str
 	bool connect = h->method && h->method_len == 7 && memcmp(h->method, "CONNECT", 7) == 0;
 	if (st->bad || !h->method || !auth || auth_len == 0 ||
 	    (!connect && (!h->target || (h->target[0] != '/' && !(h->target_len == 1 && h->target[0] == '*'))))) {
-		glitch(s);
+		stream_glitch(s, st->id);
 		nghttp2_submit_rst_stream(s->ng, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_PROTOCOL_ERROR);
 		return 0;
 	}
@@ -645,6 +682,13 @@ static int on_data_chunk(nghttp2_session *ng, uint8_t flags, int32_t stream_id, 
 	return 0;
 }
 
+/* A stream closed while the client may still be sending on it (on_begin_frame). */
+static void remember_cut(struct h2_session *s, int32_t id)
+{
+	s->cut_ids[s->cut_next] = id;
+	s->cut_next = (s->cut_next + 1) % (sizeof s->cut_ids / sizeof s->cut_ids[0]);
+}
+
 static int on_stream_close(nghttp2_session *ng, int32_t stream_id, uint32_t error_code, void *arg)
 {
 	(void)error_code;
@@ -652,9 +696,59 @@ static int on_stream_close(nghttp2_session *ng, int32_t stream_id, uint32_t erro
 	struct h2_stream *st = stream_of(s, stream_id);
 	if (!st)
 		return 0;
+	if (!st->req_ended)
+		remember_cut(s, stream_id);
 	nghttp2_session_set_stream_user_data(ng, stream_id, NULL);
 	stream_free(st);
 	return 0;
+}
+
+/* RFC 9113 5.1.1: a HEADERS frame that would open a stream must carry an odd
+ * id above every id the client used before, else the connection ends with
+ * PROTOCOL_ERROR. nghttp2 ignores such a frame when it no longer knows the
+ * stream; the exception is a stream closed before the client finished
+ * sending (reset, or answered early): RFC 9113 5.1 lets frames the client
+ * sent before it learnt that arrive, and nghttp2 deals with them. */
+static int on_begin_frame(nghttp2_session *ng, const nghttp2_frame_hd *hd, void *arg)
+{
+	(void)ng;
+	struct h2_session *s = arg;
+	int32_t id = hd->stream_id;
+	if (s->closing)
+		return NGHTTP2_ERR_CALLBACK_FAILURE; /* a defence fired: nothing more is processed */
+	if (hd->type == NGHTTP2_CONTINUATION)
+		s->block_conts++;
+	if (hd->type != NGHTTP2_HEADERS)
+		return 0;
+	s->block_conts = 0;
+	if (id == 0 || stream_of(s, id))
+		return 0;
+	if ((id & 1) && id > s->max_stream_id) {
+		s->max_stream_id = id;
+		return 0;
+	}
+	for (size_t i = 0; i < sizeof s->cut_ids / sizeof s->cut_ids[0]; i++)
+		if (s->cut_ids[i] == id)
+			return 0;
+	session_fail(s, H2_CLOSE_INVALID_STREAM_ID, NGHTTP2_PROTOCOL_ERROR);
+	return NGHTTP2_ERR_CALLBACK_FAILURE;
+}
+
+/* nghttp2 found a frame invalid and resets its stream (or ends the session):
+ * a malformed request (no :path, bad pseudo-header, a body longer than its
+ * content-length...) counts as a glitch like the ones we find ourselves. */
+static int on_invalid_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame, int lib_error_code, void *arg)
+{
+	(void)ng;
+	struct h2_session *s = arg;
+	s->last_invalid = lib_error_code;
+	/* a stream over the limit is refused; a glitch only once the client knew the limit */
+	bool refused = lib_error_code == NGHTTP2_ERR_REFUSED_STREAM;
+	if (refused)
+		remember_cut(s, frame->hd.stream_id); /* its body and trailers may be on their way */
+	if (frame->hd.stream_id != 0 && (!refused || s->settings_acks >= 2))
+		stream_glitch(s, frame->hd.stream_id);
+	return s->closing ? NGHTTP2_ERR_CALLBACK_FAILURE : 0;
 }
 
 /* ---- streams: response side ---- */
@@ -964,11 +1058,21 @@ static void session_read_cb(struct bufferevent *bev, void *arg)
 		struct evbuffer_iovec v;
 		if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
 			break;
-		if (!scan_frames(s, v.iov_base, v.iov_len)) {
-			evbuffer_drain(in, v.iov_len);
+		size_t drop;
+		size_t ok = scan_frames(s, v.iov_base, v.iov_len, &drop);
+		if (s->closing)
 			break;
+		if (ok == 0 && drop == 0) {
+			/* a frame header cut at the end of this piece: join it to the next */
+			if (evbuffer_get_length(in) < 9 || !evbuffer_pullup(in, 9))
+				break;
+			continue;
 		}
-		ssize_t r = nghttp2_session_mem_recv(s->ng, v.iov_base, v.iov_len);
+		if (ok == 0) {
+			evbuffer_drain(in, drop);
+			continue;
+		}
+		ssize_t r = nghttp2_session_mem_recv(s->ng, v.iov_base, ok);
 		if (r < 0) {
 			s->in_io = false;
 			if (r == NGHTTP2_ERR_CALLBACK_FAILURE && s->closing)
@@ -978,7 +1082,12 @@ static void session_read_cb(struct bufferevent *bev, void *arg)
 			s->in_io = true;
 			break;
 		}
-		evbuffer_drain(in, (size_t)r);
+		evbuffer_drain(in, (size_t)r + drop);
+		if (!s->closing && s->last_invalid && !nghttp2_session_want_read(s->ng)) {
+			/* nghttp2 ended the session itself (its GOAWAY is queued): say why */
+			session_closed_because(s, H2_CLOSE_PROTOCOL_ERROR, nghttp2_strerror(s->last_invalid));
+			bufferevent_disable(s->bev, EV_READ);
+		}
 	}
 	if (s->closing)
 		evbuffer_drain(in, evbuffer_get_length(in));
@@ -1063,6 +1172,8 @@ void h2_session_start(struct worker *w, size_t listener, struct bufferevent *bev
 	s->preface_left = 24;
 	s->cut_reason = REASON_CLIENT_RESET;
 	s->window_start_us = worker_wall_us(w);
+	nghttp2_session_callbacks_set_on_begin_frame_callback(cbs, on_begin_frame);
+	nghttp2_session_callbacks_set_on_invalid_frame_recv_callback(cbs, on_invalid_frame_recv);
 	nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, on_begin_headers);
 	nghttp2_session_callbacks_set_on_header_callback(cbs, on_header);
 	nghttp2_session_callbacks_set_on_invalid_header_callback(cbs, on_invalid_header);
@@ -1091,13 +1202,19 @@ void h2_session_start(struct worker *w, size_t listener, struct bufferevent *bev
 		return;
 	}
 	nghttp2_settings_entry iv[] = {
-	    {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, s->cfg->max_concurrent_streams},
 	    {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, (uint32_t)s->cfg->initial_window_size},
 	    {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, (uint32_t)s->cfg->max_header_list_size},
 	    {NGHTTP2_SETTINGS_HEADER_TABLE_SIZE, 4096},
 	    {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
 	};
-	if (nghttp2_submit_settings(s->ng, NGHTTP2_FLAG_NONE, iv, sizeof iv / sizeof iv[0]) != 0) {
+	/* The stream limit goes in a SETTINGS frame of its own whose ACK nghttp2
+	 * never sees (scan_frames): nghttp2 ends the connection with
+	 * PROTOCOL_ERROR when an acknowledged limit is exceeded, and refuses the
+	 * stream (REFUSED_STREAM, which a client may retry) while it is not
+	 * acknowledged. RFC 9113 5.1.2 asks for a stream error. */
+	nghttp2_settings_entry limit = {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, s->cfg->max_concurrent_streams};
+	if (nghttp2_submit_settings(s->ng, NGHTTP2_FLAG_NONE, iv, sizeof iv / sizeof iv[0]) != 0 ||
+	    nghttp2_submit_settings(s->ng, NGHTTP2_FLAG_NONE, &limit, 1) != 0) {
 		nghttp2_session_del(s->ng);
 		event_free(s->timer);
 		event_free(s->flush_ev);
