@@ -2,7 +2,7 @@
  * `rate_limits` (named token buckets), `redis` (the shared store) and the
  * route key `rate_limit` (which limits a route applies, in order).
  *
- * Contract: called from conf.c's walk (conf_walk.h rules). Call
+ * Contract: called from conf.c's walk (conf_schema.h rules). Call
  * conf_rl_walk_redis, then conf_rl_walk_limits, both before the routes, so
  * that a route can name a limit and a shared limit can require `redis`.
  * Everything allocated is owned by the struct conf and released by
@@ -11,7 +11,7 @@
 #define SLUICE_CONF_RATELIMIT_H
 
 #include "conf.h"
-#include "conf_walk.h"
+#include "conf_schema.h"
 
 void conf_rl_walk_redis(struct conf_walker *w, int root);
 void conf_rl_walk_limits(struct conf_walker *w, int root);

@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "conf_walk.h"
+#include "conf_schema.h"
 
 /* ---- small value readers ---- */
 

@@ -2,7 +2,7 @@
  * `health_check`, `breaker`, `limits`, `retry`, `failure_statuses`; at the top
  * level `admin` and `state_file` (structs in conf.h).
  *
- * Contract: the walkers run inside conf_load() (conf_walk.h) and report every
+ * Contract: the walkers run inside conf_load() (conf_schema.h) and report every
  * problem with its path; a key that is absent leaves its struct zeroed, which
  * means "off" (no checks, no breaker, no limits, no retries beyond the first
  * try). conf_resilience_free_* release only what these walkers allocated. */

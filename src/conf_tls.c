@@ -8,7 +8,7 @@
 #include <lua.h>
 #include <openssl/ssl.h>
 
-#include "conf_walk.h"
+#include "conf_schema.h"
 #include "tls_ctx.h"
 
 /* Mozilla "intermediate" (TLS 1.2 and 1.3; no CBC, no RSA key exchange, forward secrecy only). */

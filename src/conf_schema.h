@@ -1,7 +1,7 @@
-/* conf_walk.h - the schema walker behind conf_load(), for the files that
- * check one section of the config each (conf.c for the core keys; later
- * sections such as TLS, health checks or rate limits live in their own
- * conf_*.c and are called from conf.c's walk of the parent table).
+/* conf_schema.h - the schema toolkit behind conf_load(), for the files that
+ * check one section of the config each (conf_listeners.c, conf_pools.c,
+ * conf_services.c, conf_routes.c, conf_limits.c, conf_logging.c, conf_tls.c,
+ * conf_resilience.c, and a module's own section such as rate limits).
  *
  * Contract: a walker is only alive inside conf_load(). Values are Lua stack
  * slots; a field "opened" with conf_field_open/conf_item_open/conf_entry_open
@@ -11,16 +11,57 @@
  * reported at once. Strings from conf_value_string belong to Lua: copy them
  * with conf_xstrdup before the field is closed. conf_x* allocation helpers
  * abort on out-of-memory (a config that large is a bug, not a condition). */
-#ifndef SLUICE_CONF_WALK_H
-#define SLUICE_CONF_WALK_H
+#ifndef SLUICE_CONF_SCHEMA_H
+#define SLUICE_CONF_SCHEMA_H
 
 #include <lua.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "conf.h"
+
+/* Name lengths: pool and service names, listener and route labels, host names. */
+enum { CONF_NAME_MAX_LEN = 64, CONF_LABEL_MAX_LEN = 128, CONF_HOST_MAX_LEN = 253 };
+
+/* Character classes, ASCII only: config syntax must not depend on locale. */
+static inline bool conf_is_digit(char c)
+{
+	return c >= '0' && c <= '9';
+}
+
+static inline bool conf_is_alpha(char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+}
+
+static inline char conf_ascii_lower(char c)
+{
+	return c >= 'A' && c <= 'Z' ? (char)(c - 'A' + 'a') : c;
+}
+
+static inline char conf_ascii_upper(char c)
+{
+	return c >= 'a' && c <= 'z' ? (char)(c - 'a' + 'A') : c;
+}
+
+/* RFC 9110 tchar: what method and header names are made of. */
+static inline bool conf_is_tchar(char c)
+{
+	return conf_is_alpha(c) || conf_is_digit(c) || (c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL);
+}
+
+static inline bool conf_is_token(const char *s)
+{
+	if (!*s)
+		return false;
+	for (; *s; s++)
+		if (!conf_is_tchar(*s))
+			return false;
+	return true;
+}
 
 struct conf_walker {
 	lua_State *L;
@@ -99,5 +140,31 @@ enum conf_field_status conf_field_duration(struct conf_walker *w, int t, const c
                                            conf_msec *out);
 enum conf_field_status conf_field_size(struct conf_walker *w, int t, const char *key, uint64_t lo, uint64_t hi,
                                        uint64_t *out);
+
+/* Same address and port (either may be unset: len 0, never equal). */
+bool conf_sockaddr_equal(const struct sockaddr_storage *a, socklen_t alen, const struct sockaddr_storage *b,
+                         socklen_t blen);
+/* Number of entries of the table t. */
+size_t conf_count_entries(lua_State *L, int t);
+
+/* Did you mean: consider candidates for word, then the text to append. */
+struct conf_suggestion {
+	const char *best;
+	unsigned distance;
+};
+void conf_suggest_consider(struct conf_suggestion *s, const char *word, const char *candidate);
+/* " (did you mean "x"?)" or "" (caller frees). */
+char *conf_suggestion_text(const struct conf_suggestion *s);
+
+/* Pool and service names: 1 to CONF_NAME_MAX_LEN letters, digits, "_", "-", "." (reported otherwise). */
+bool conf_check_object_name(struct conf_walker *w, const char *kind, const char *name);
+/* Listener and route names: printable, no quotes or backslashes; NULL (reported) otherwise. */
+const char *conf_value_label(struct conf_walker *w, int v);
+
+/* Opens t[key] as a list that must hold at least one item. Returns false after
+ * reporting why (missing, not a table, not a list, empty) with the field
+ * already closed; on true the caller walks *list (n items) and closes f. */
+bool conf_open_required_list(struct conf_walker *w, int t, const char *key, const char *missing, const char *what,
+                             const char *example, const char *empty, struct conf_field *f, int *list, size_t *n);
 
 #endif

@@ -1,0 +1,47 @@
+/* conf_limits.c - the `limits` section (conf_limits.h). */
+#if !defined(_GNU_SOURCE) && !defined(_POSIX_C_SOURCE)
+#define _POSIX_C_SOURCE 200809L
+#endif
+
+#include "conf_limits.h"
+
+#include <lauxlib.h>
+
+void conf_walk_limits(struct conf_walker *w, int root)
+{
+	static const char *const keys[] = {
+		"header_bytes", "request_line_bytes", "max_headers", "body_bytes", "client_header_timeout",
+		"client_body_timeout", "send_timeout", "keepalive_timeout", "max_connections", NULL,
+	};
+	struct conf_limits *l = &w->c->limits;
+	struct conf_field f;
+	if (!conf_field_open_record(w, root, "limits", keys, "a table like { header_bytes = \"16k\" }", &f))
+		return;
+	int t = lua_gettop(w->L);
+	uint64_t v;
+	if (conf_field_size(w, t, "header_bytes", 1024, (uint64_t)1 << 20, &v) == CONF_FIELD_SET)
+		l->header_bytes = (size_t)v;
+	enum conf_field_status line = conf_field_size(w, t, "request_line_bytes", 256, (uint64_t)1 << 20, &v);
+	if (line == CONF_FIELD_SET) {
+		if (v > l->header_bytes) {
+			size_t mark = conf_path_push_key(w, "request_line_bytes");
+			conf_werr(w, "%llu is larger than limits.header_bytes (%zu)", (unsigned long long)v, l->header_bytes);
+			conf_path_pop(w, mark);
+		} else {
+			l->request_line_bytes = (size_t)v;
+		}
+	} else if (l->request_line_bytes > l->header_bytes) {
+		l->request_line_bytes = l->header_bytes;
+	}
+	unsigned max_headers = (unsigned)l->max_headers;
+	if (conf_field_unsigned(w, t, "max_headers", 1, 10000, &max_headers) == CONF_FIELD_SET)
+		l->max_headers = max_headers;
+	conf_field_size(w, t, "body_bytes", 0, UINT64_MAX, &l->body_bytes);
+	conf_field_duration(w, t, "client_header_timeout", false, &l->client_header_timeout);
+	conf_field_duration(w, t, "client_body_timeout", false, &l->client_body_timeout);
+	conf_field_duration(w, t, "send_timeout", false, &l->send_timeout);
+	conf_field_duration(w, t, "keepalive_timeout", true, &l->keepalive_timeout);
+	conf_field_unsigned(w, t, "max_connections", 0, 10000000, &l->max_connections);
+	conf_field_close(w, &f);
+}
+

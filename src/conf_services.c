@@ -1,0 +1,127 @@
+/* conf_services.c - the `services` section (conf_services.h). */
+#if !defined(_GNU_SOURCE) && !defined(_POSIX_C_SOURCE)
+#define _POSIX_C_SOURCE 200809L
+#endif
+
+#include "conf_services.h"
+
+#include "conf_pools.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include <lauxlib.h>
+
+int conf_find_service(const struct conf *c, const char *name)
+{
+	for (size_t i = 0; i < c->num_services; i++)
+		if (strcmp(c->services[i].name, name) == 0)
+			return (int)i;
+	return -1;
+}
+
+
+static struct conf_service *add_service(struct conf_walker *w, const char *name)
+{
+	struct conf *c = w->c;
+	if (c->num_services == w->services_cap) {
+		w->services_cap = w->services_cap ? w->services_cap * 2 : 8;
+		c->services = conf_xreallocarray(c->services, w->services_cap, sizeof *c->services);
+	}
+	struct conf_service *s = &c->services[c->num_services++];
+	memset(s, 0, sizeof *s);
+	s->name = conf_xstrdup(name);
+	return s;
+}
+
+static void walk_service(struct conf_walker *w, int t, struct conf_service *s)
+{
+	static const char *const keys[] = { "pools", NULL };
+	conf_check_record_keys(w, t, keys);
+	struct conf_field f;
+	if (!conf_field_open(w, t, "pools", &f)) {
+		conf_werr_key(w, "pools", "missing (write pools = { web = 100 })");
+		return;
+	}
+	int map = lua_gettop(w->L);
+	if (lua_type(w->L, map) != LUA_TTABLE) {
+		conf_type_error(w, map, "a table of pool weights like { web = 90, canary = 10 }");
+		conf_field_close(w, &f);
+		return;
+	}
+	size_t n;
+	const char **names = conf_map_keys(w, map, "pools = { web = 90, canary = 10 }", &n);
+	if (n == 0 && conf_count_entries(w->L, map) == 0)
+		conf_werr(w, "empty (a service needs at least one pool)");
+	s->pools = conf_xcalloc(n, sizeof *s->pools);
+	bool all_valid = n > 0;
+	uint64_t sum = 0;
+	for (size_t i = 0; i < n; i++) {
+		struct conf_field entry;
+		conf_entry_open(w, map, names[i], &entry);
+		long long weight;
+		bool weight_ok = conf_value_integer(w, lua_gettop(w->L), 0, 10000, &weight);
+		int pool = conf_find_pool(w->c, names[i]);
+		if (pool < 0)
+			conf_unknown_pool_error(w, names[i]);
+		if (weight_ok && pool >= 0) {
+			s->pools[s->num_pools].pool = (size_t)pool;
+			s->pools[s->num_pools].weight = (unsigned)weight;
+			s->num_pools++;
+			sum += (uint64_t)weight;
+		} else {
+			all_valid = false;
+		}
+		conf_field_close(w, &entry);
+	}
+	if (all_valid && sum == 0)
+		conf_werr(w, "weights add up to 0 (give at least one pool a weight above 0)");
+	conf_field_close(w, &f);
+}
+
+void conf_walk_services(struct conf_walker *w, int root)
+{
+	struct conf_field f;
+	if (!conf_field_open(w, root, "services", &f))
+		return;
+	int map = lua_gettop(w->L);
+	if (lua_type(w->L, map) != LUA_TTABLE) {
+		conf_type_error(w, map, "a table of named services");
+		conf_field_close(w, &f);
+		return;
+	}
+	size_t n;
+	const char **names = conf_map_keys(w, map, "services = { web = { pools = { web = 100 } } }", &n);
+	for (size_t i = 0; i < n; i++) {
+		struct conf_service *s = add_service(w, names[i]);
+		struct conf_field entry;
+		conf_entry_open(w, map, names[i], &entry);
+		int v = lua_gettop(w->L);
+		conf_check_object_name(w, "service", names[i]);
+		if (lua_type(w->L, v) == LUA_TTABLE)
+			walk_service(w, v, s);
+		else
+			conf_type_error(w, v, "a table like { pools = { web = 100 } }");
+		conf_field_close(w, &entry);
+	}
+	conf_field_close(w, &f);
+}
+
+/* The service behind a route's `pool = "x"`: one per pool, shared by every such route. */
+size_t conf_implicit_service(struct conf_walker *w, size_t pool)
+{
+	struct conf *c = w->c;
+	for (size_t i = 0; i < c->num_services; i++)
+		if (c->services[i].implicit && c->services[i].num_pools == 1 && c->services[i].pools[0].pool == pool)
+			return i;
+	char *name = conf_xasprintf("pool:%s", c->pools[pool].name);
+	struct conf_service *s = add_service(w, name);
+	free(name);
+	s->implicit = true;
+	s->pools = conf_xcalloc(1, sizeof *s->pools);
+	s->pools[0].pool = pool;
+	s->pools[0].weight = 100;
+	s->num_pools = 1;
+	return c->num_services - 1;
+}
+
