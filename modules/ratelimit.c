@@ -7,6 +7,7 @@
 #include <sys/random.h>
 #include <unistd.h>
 
+#include "conf_ratelimit.h"
 #include "log.h"
 #include "rl_bucket.h"
 #include "rl_redis.h"
@@ -910,4 +911,5 @@ const struct module ratelimit_module = {
     .access_cancel = rl_access_cancel,
     .response_headers = rl_response_headers,
     .log = rl_log,
+    .conf = &conf_rl_section,
 };

@@ -14,17 +14,18 @@
 #endif
 
 #include "conf.h"
+#include "conf_admin.h"
 #include "conf_limits.h"
 #include "conf_listeners.h"
 #include "conf_logging.h"
 #include "conf_pools.h"
-#include "conf_ratelimit.h"
 #include "conf_resilience.h"
 #include "conf_routes.h"
 #include "conf_sandbox.h"
 #include "conf_schema.h"
 #include "conf_services.h"
 #include "conf_tls.h"
+#include "module.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -74,30 +75,42 @@ static void walk_workers(struct conf_walker *w, int root)
 
 static int walk_protected(lua_State *L)
 {
-	static const char *const keys[] = {
+	static const char *const core_keys[] = {
 		"workers", "drain_timeout", "heap_keep_free", "listeners", "pools", "services", "routes", "limits", "access_log",
-		"rate_limits", "redis", CONF_RESILIENCE_ROOT_KEYS, "user", NULL,
+		"admin", "state_file", "user", NULL,
 	};
 	struct conf_walker *w = lua_touserdata(L, 1);
 	const int root = 2;
-	conf_check_record_keys(w, root, keys);
+	conf_check_record_keys(w, root, conf_keys_with_modules(w, core_keys, false));
 	walk_workers(w, root);
 	conf_field_duration(w, root, "drain_timeout", true, &w->c->drain_timeout);
 	conf_field_size(w, root, "heap_keep_free", 0, (uint64_t)1 << 30, &w->c->heap_keep_free);
 	conf_walk_listeners(w, root);
 	conf_walk_pools(w, root);
 	conf_walk_services(w, root);
-	conf_rl_walk_redis(w, root);
-	conf_rl_walk_limits(w, root);
+	for (size_t i = 0; i < w->num_modules; i++)
+		if (w->modules[i]->walk)
+			w->modules[i]->walk(w, root);
 	conf_walk_routes(w, root);
 	conf_walk_limits(w, root);
 	conf_walk_access_log(w, root);
-	conf_resilience_walk_root(w, root);
+	conf_walk_admin(w, root);
 	conf_tls_walk_user(w, root);
 	return 0;
 }
 
 /* ---- loading ---- */
+
+/* The modules' own config sections (module.h), in registration order. */
+static const struct conf_section **module_sections(size_t *n)
+{
+	const struct conf_section **out = conf_xcalloc(module_count, sizeof *out);
+	*n = 0;
+	for (size_t i = 0; i < module_count; i++)
+		if (module_list[i]->conf)
+			out[(*n)++] = module_list[i]->conf;
+	return out;
+}
 
 static char *directory_of(const char *path)
 {
@@ -121,7 +134,12 @@ static struct conf *load_chunk(const char *name, const char *src, size_t len, st
 		free(base_dir);
 		return NULL;
 	}
-	struct conf_walker w = { .L = L, .errs = errs, .source = name, .base_dir = base_dir, .trace = tr };
+	size_t num_modules;
+	const struct conf_section **modules = module_sections(&num_modules);
+	struct conf_walker w = {
+		.L = L, .errs = errs, .source = name, .base_dir = base_dir, .trace = tr,
+		.modules = modules, .num_modules = num_modules,
+	};
 	if (conf_sandbox_run(L, name, src, len, errs)) {
 		/* No collection, hence no finalizer from the config, while C code
 		 * walks the table and holds pointers to its strings. */
@@ -141,6 +159,7 @@ static struct conf *load_chunk(const char *name, const char *src, size_t len, st
 			                lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "unknown error");
 	}
 	lua_close(L);
+	free(modules);
 	free(w.path);
 	free(base_dir);
 	if (errs->count > errors_before) {
@@ -260,11 +279,14 @@ void conf_free(struct conf *c)
 		free(r->respond_body);
 		free(r->respond_content_type);
 	}
-	conf_rl_free(c); /* before the routes: it frees their rate_limit lists */
+	/* Modules first: their data may hang off routes (a route's rate limits). */
+	for (size_t i = 0; i < module_count; i++)
+		if (module_list[i]->conf && module_list[i]->conf->free)
+			module_list[i]->conf->free(c);
 	free(c->routes);
 	free(c->access_log.path);
 	free(c->user);
-	conf_resilience_free_root(c);
+	conf_admin_free(c);
 	free(c);
 }
 

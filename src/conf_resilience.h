@@ -1,6 +1,6 @@
 /* conf_resilience.h - the resilience part of the config schema: per pool
- * `health_check`, `breaker`, `limits`, `retry`, `failure_statuses`; at the top
- * level `admin` and `state_file` (structs in conf.h).
+ * `health_check`, `breaker`, `limits`, `retry`, `failure_statuses` (structs
+ * in conf.h).
  *
  * Contract: the walkers run inside conf_load() (conf_schema.h) and report every
  * problem with its path; a key that is absent leaves its struct zeroed, which
@@ -17,14 +17,10 @@ struct conf_walker;
 
 /* The keys these walkers own, for the parent records' key lists. */
 #define CONF_RESILIENCE_POOL_KEYS "health_check", "breaker", "limits", "retry", "failure_statuses"
-#define CONF_RESILIENCE_ROOT_KEYS "admin", "state_file"
 
 /* t: the pool's table (stack slot). */
 void conf_resilience_walk_pool(struct conf_walker *w, int t, struct conf_pool *p);
-/* root: the config table (stack slot). */
-void conf_resilience_walk_root(struct conf_walker *w, int root);
 void conf_resilience_free_pool(struct conf_pool *p);
-void conf_resilience_free_root(struct conf *c);
 
 /* Does this upstream status count as a failure for the pool's breakers? */
 bool conf_pool_failure_status(const struct conf_pool *p, int status);

@@ -7,7 +7,6 @@
 
 #include "conf_pools.h"
 #include "conf_services.h"
-#include "conf_ratelimit.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -323,9 +322,9 @@ static void walk_route_pool(struct conf_walker *w, int route_table, struct conf_
 	conf_field_close(w, &f);
 }
 
-static void walk_route(struct conf_walker *w, int t, size_t index, struct conf_route *r, size_t explicit_services)
+static void walk_route(struct conf_walker *w, int t, size_t index, struct conf_route *r, size_t explicit_services,
+                       const char *const *keys)
 {
-	static const char *const keys[] = { "name", "match", "pool", "service", "respond", "rate_limit", NULL };
 	static const char *const actions[] = { "pool", "service", "respond" };
 	conf_check_record_keys(w, t, keys);
 	struct conf_field f;
@@ -356,7 +355,9 @@ static void walk_route(struct conf_walker *w, int t, size_t index, struct conf_r
 	walk_route_pool(w, t, r);
 	walk_route_service(w, t, r, explicit_services);
 	walk_respond(w, t, r);
-	conf_rl_walk_route(w, t, r);
+	for (size_t i = 0; i < w->num_modules; i++)
+		if (w->modules[i]->walk_route)
+			w->modules[i]->walk_route(w, t, r);
 	r->action = num_present == 1 && strcmp(present[0], "respond") == 0 ? CONF_ROUTE_RESPOND : CONF_ROUTE_PROXY;
 }
 
@@ -374,6 +375,8 @@ void conf_walk_routes(struct conf_walker *w, int root)
 	}
 	if (!conf_list_length(w, list, "{ { match = { path_prefix = \"/\" }, service = \"web\" } }", &n))
 		goto out;
+	static const char *const core_keys[] = { "name", "match", "pool", "service", "respond", NULL };
+	const char *const *keys = conf_keys_with_modules(w, core_keys, true);
 	c->routes = conf_xcalloc(n, sizeof *c->routes);
 	c->num_routes = n;
 	size_t explicit_services = c->num_services;
@@ -383,7 +386,7 @@ void conf_walk_routes(struct conf_walker *w, int root)
 		int v = lua_gettop(w->L);
 		struct conf_route *r = &c->routes[i - 1];
 		if (lua_type(w->L, v) == LUA_TTABLE)
-			walk_route(w, v, i, r, explicit_services);
+			walk_route(w, v, i, r, explicit_services, keys);
 		else
 			conf_type_error(w, v, "a table like { match = { path_prefix = \"/\" }, service = \"web\" }");
 		if (!r->name)

@@ -1014,3 +1014,25 @@ bool conf_open_required_list(struct conf_walker *w, int t, const char *key, cons
 	return false;
 }
 
+const char **conf_keys_with_modules(const struct conf_walker *w, const char *const *base, bool route)
+{
+	size_t n = 0;
+	for (const char *const *k = base; *k; k++)
+		n++;
+	for (size_t i = 0; i < w->num_modules; i++) {
+		const char *const *keys = route ? w->modules[i]->route_keys : w->modules[i]->root_keys;
+		for (; keys && *keys; keys++)
+			n++;
+	}
+	const char **out = lua_newuserdatauv(w->L, (n + 1) * sizeof *out, 0);
+	n = 0;
+	for (const char *const *k = base; *k; k++)
+		out[n++] = *k;
+	for (size_t i = 0; i < w->num_modules; i++) {
+		const char *const *keys = route ? w->modules[i]->route_keys : w->modules[i]->root_keys;
+		for (; keys && *keys; keys++)
+			out[n++] = *keys;
+	}
+	out[n] = NULL;
+	return out;
+}

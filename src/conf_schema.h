@@ -63,6 +63,8 @@ static inline bool conf_is_token(const char *s)
 	return true;
 }
 
+struct conf_section;
+
 struct conf_walker {
 	lua_State *L;
 	struct conf *c;
@@ -74,7 +76,28 @@ struct conf_walker {
 	size_t path_cap;
 	size_t services_cap;
 	const struct conf_trace *trace; /* NULL unless a tool explores the schema */
+	const struct conf_section *const *modules; /* the modules' own sections, in registration order */
+	size_t num_modules;
 };
+
+/* A config section a module owns: its top-level keys, and optionally keys in
+ * every route, with the functions that check them and free what they
+ * allocated. Registered through struct module's `conf` (module.h), so a
+ * module's config never touches the core's config code. walk runs after
+ * listeners, pools and services and before routes (so routes can name what
+ * the section defines); walk_route runs for each route table; free runs from
+ * conf_free before the core's data (routes included) is freed. */
+struct conf_section {
+	const char *const *root_keys;  /* NULL-terminated */
+	void (*walk)(struct conf_walker *w, int root);
+	const char *const *route_keys; /* NULL: none */
+	void (*walk_route)(struct conf_walker *w, int route_table, struct conf_route *r);
+	void (*free)(struct conf *c);
+};
+
+/* Pushes a userdata holding a NULL-terminated key list: base followed by
+ * every module section's root_keys (or route_keys when route). */
+const char **conf_keys_with_modules(const struct conf_walker *w, const char *const *base, bool route);
 
 /* A field being checked: its value is on the stack top and its path pushed. */
 struct conf_field {

@@ -21,6 +21,7 @@
 #include "conf.h"
 #include "request.h"
 
+struct conf_section;
 struct snapshot;
 struct worker;
 
@@ -54,6 +55,8 @@ struct module {
 	const char *(*response_headers)(struct request *r, const void *snapshot_state, void *worker_state);
 	/* log phase: after the response is complete (or the request aborted) */
 	void (*log)(const struct request *r, const void *snapshot_state, void *worker_state);
+	/* the module's own config keys (conf_schema.h); NULL: none */
+	const struct conf_section *conf;
 };
 
 /* Called by a module that returned PHASE_SUSPEND, on the request's worker, to

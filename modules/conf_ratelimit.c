@@ -437,3 +437,20 @@ void conf_rl_walk_route(struct conf_walker *w, int t, struct conf_route *r)
 	}
 	conf_field_close(w, &f);
 }
+
+static void walk_root(struct conf_walker *w, int root)
+{
+	conf_rl_walk_redis(w, root);
+	conf_rl_walk_limits(w, root);
+}
+
+static const char *const root_keys[] = { "rate_limits", "redis", NULL };
+static const char *const route_keys[] = { "rate_limit", NULL };
+
+const struct conf_section conf_rl_section = {
+	.root_keys = root_keys,
+	.walk = walk_root,
+	.route_keys = route_keys,
+	.walk_route = conf_rl_walk_route,
+	.free = conf_rl_free,
+};
