@@ -245,9 +245,12 @@ struct conf_access_log {
 	char *path;    /* "stdout", "stderr" or a file path (appended) */
 };
 
+enum { CONF_ADMIN_MAX_CONNECTIONS_DEFAULT = 32, CONF_ADMIN_MAX_CONNECTIONS_MAX = 1024 };
+
 struct conf_admin {
 	char *socket; /* Unix socket path; NULL: no admin socket */
 	unsigned mode; /* permission bits; default 0600 */
+	unsigned max_connections; /* admin connections served at once; default 32, 1 to 1024 */
 };
 
 struct conf {

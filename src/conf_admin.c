@@ -19,9 +19,10 @@ static char *resolve_path(struct conf_walker *w, const char *s)
 
 static void walk_admin(struct conf_walker *w, int root)
 {
-	static const char *const keys[] = { "socket", "mode", NULL };
+	static const char *const keys[] = { "socket", "mode", "max_connections", NULL };
 	struct conf_admin *a = &w->c->admin;
 	a->mode = 0600;
+	a->max_connections = CONF_ADMIN_MAX_CONNECTIONS_DEFAULT;
 	struct conf_field f;
 	if (!conf_field_open_record(w, root, "admin", keys,
 	                            "a table like { socket = \"/run/sluice/admin.sock\", mode = \"0600\" }", &f))
@@ -54,6 +55,7 @@ static void walk_admin(struct conf_walker *w, int root)
 		}
 		conf_field_close(w, &g);
 	}
+	conf_field_unsigned(w, v, "max_connections", 1, CONF_ADMIN_MAX_CONNECTIONS_MAX, &a->max_connections);
 	conf_field_close(w, &f);
 }
 

@@ -1144,6 +1144,25 @@ START_TEST(test_load_missing_file)
 }
 END_TEST
 
+/* admin.max_connections (issue 17): the admin connection cap, 32 unless set. */
+START_TEST(test_admin_max_connections)
+{
+	struct conf *c = load_ok("return { " LISTENERS " }");
+	ck_assert_uint_eq(c->admin.max_connections, 32);
+	conf_free(c);
+	c = load_ok("return { " LISTENERS "admin = { socket = \"/tmp/a.sock\" } }");
+	ck_assert_uint_eq(c->admin.max_connections, 32);
+	conf_free(c);
+	c = load_ok("return { " LISTENERS "admin = { socket = \"/tmp/a.sock\", max_connections = 200 } }");
+	ck_assert_uint_eq(c->admin.max_connections, 200);
+	conf_free(c);
+	expect_error("return { " LISTENERS "admin = { socket = \"/tmp/a.sock\", max_connections = 0 } }",
+	             "test.lua: admin.max_connections: 0 is out of range (1 to 1024)");
+	expect_error("return { " LISTENERS "admin = { socket = \"/tmp/a.sock\", max_connections = \"64\" } }",
+	             "test.lua: admin.max_connections: expected an integer, got string");
+}
+END_TEST
+
 static Suite *conf_suite(void)
 {
 	Suite *s = suite_create("conf");
@@ -1172,6 +1191,7 @@ static Suite *conf_suite(void)
 	tcase_add_test(load, test_servers_and_hash_keys);
 	tcase_add_test(load, test_implicit_services);
 	tcase_add_test(load, test_route_matches_normalised);
+	tcase_add_test(load, test_admin_max_connections);
 	suite_add_tcase(s, load);
 
 	TCase *errors = tcase_create("errors");
