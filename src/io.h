@@ -31,26 +31,7 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 
-/* One per worker: the flushers with bytes to write, and the one event that
- * writes them all once the current callbacks are done (a per-connection event
- * would cost ~150 bytes of every idle connection). */
-struct io_flush_queue {
-	struct event *ev;
-	struct io_flusher *head;
-};
-
-struct io_flusher;
-typedef void (*io_flush_cb)(struct io_flusher *f, void *arg);
-
-struct io_flusher {
-	struct bufferevent *bev;
-	struct io_flush_queue *queue;
-	struct evbuffer_cb_entry *cb;
-	struct io_flusher *prev, *next; /* in queue while scheduled */
-	io_flush_cb flush_cb;           /* NULL: write, then the bufferevent's write callback */
-	void *flush_arg;
-	bool scheduled;
-};
+#include "io_types.h"
 
 int io_flush_queue_init(struct io_flush_queue *q, struct event_base *base);
 void io_flush_queue_free(struct io_flush_queue *q);

@@ -1,5 +1,6 @@
 #include "tls_accept.h"
 
+#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdlib.h>
@@ -11,10 +12,8 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
-#include "client.h"
 #include "conf.h"
 #include "conf_tls.h"
-#include "h2.h"
 #include "log.h"
 #include "snapshot.h"
 #include "tls_ctx.h"
@@ -50,20 +49,25 @@ struct tls_pending {
 	struct worker *w;
 	size_t listener;
 	struct bufferevent *bev;
-	struct client_origin origin;
+	bool tls;
+	struct sockaddr_storage peer; /* AF_INET or AF_INET6; else only the family is set */
 	struct tls_pending *prev, *next;
 };
 
 struct tls_worker {
+	tls_dispatch_fn dispatch;
 	struct tls_pending *pending;
 	struct tls_io_worker io;
 	uint64_t handshakes;
 	uint64_t failures[TLS_FAIL__COUNT];
 };
 
-struct tls_worker *tls_worker_new(void)
+struct tls_worker *tls_worker_new(tls_dispatch_fn dispatch)
 {
-	return calloc(1, sizeof(struct tls_worker));
+	struct tls_worker *tw = calloc(1, sizeof(struct tls_worker));
+	if (tw)
+		tw->dispatch = dispatch;
+	return tw;
 }
 
 static void pending_unlink(struct tls_pending *p)
@@ -87,25 +91,37 @@ static void pending_close(struct tls_pending *p)
 	worker_conn_closed(w);
 }
 
-/* Hands the connection on: the worker's count moves with it. */
-static void pending_handoff(struct tls_pending *p, bool h2)
+/* Hands the connection to the worker's dispatcher: the worker's count moves with it. */
+static void pending_handoff(struct tls_pending *p, enum tls_proto proto)
 {
 	struct worker *w = p->w;
-	struct bufferevent *bev = p->bev;
-	struct client_origin o = p->origin;
-	size_t listener = p->listener;
+	struct sockaddr_storage peer = p->peer; /* p is freed before the call */
+	struct tls_handoff h = {
+	    .listener = p->listener,
+	    .bev = p->bev,
+	    .proto = proto,
+	    .tls = p->tls,
+	    .peer = (const struct sockaddr *)&peer,
+	};
+	tls_dispatch_fn dispatch = w->tls->dispatch;
 	pending_unlink(p);
 	free(p);
 	w->num_conns--;
-	bufferevent_setcb(bev, NULL, NULL, NULL, NULL);
-	if (h2) {
-		o.protocol = "HTTP/2.0";
-		h2_session_start(w, listener, bev, &o);
-	} else {
-		client_accept_bev(w, listener, bev, &o);
-	}
+	bufferevent_setcb(h.bev, NULL, NULL, NULL, NULL);
+	dispatch(w, &h);
 	if (w->draining && w->num_conns == 0)
 		event_base_loopexit(w->base, NULL);
+}
+
+/* The client's address as text, for a log line. */
+static const char *peer_ip(const struct sockaddr_storage *ss, char *buf, size_t n)
+{
+	const void *addr = ss->ss_family == AF_INET    ? (const void *)&((const struct sockaddr_in *)ss)->sin_addr
+	                   : ss->ss_family == AF_INET6 ? (const void *)&((const struct sockaddr_in6 *)ss)->sin6_addr
+	                                               : NULL;
+	if (!addr || !inet_ntop(ss->ss_family, addr, buf, (socklen_t)n))
+		return "";
+	return buf;
 }
 
 static enum tls_fail classify(unsigned long first, short what)
@@ -151,7 +167,7 @@ static void handshake_event_cb(struct bufferevent *bev, short what, void *arg)
 		unsigned alpn_len = 0;
 		SSL_get0_alpn_selected(ssl, &alpn, &alpn_len);
 		bool h2 = alpn_len == 2 && memcmp(alpn, "h2", 2) == 0;
-		pending_handoff(p, h2);
+		pending_handoff(p, h2 ? TLS_PROTO_H2 : TLS_PROTO_HTTP1);
 		return;
 	}
 	enum tls_fail f = classify(tls_bev_error(bev), what);
@@ -160,23 +176,28 @@ static void handshake_event_cb(struct bufferevent *bev, short what, void *arg)
 		struct log_line l;
 		log_begin(&l, LOG_DEBUG, "TLS handshake failed");
 		log_str(&l, "reason", tls_fail_names[f]);
-		log_str(&l, "client_ip", p->origin.ip);
+		char ip[64];
+		log_str(&l, "client_ip", peer_ip(&p->peer, ip, sizeof ip));
 		log_end(&l);
 	}
 	ERR_clear_error();
 	pending_close(p);
 }
 
-static struct tls_pending *pending_new(struct worker *w, size_t listener, const struct sockaddr *sa,
-                                       const char *scheme)
+static struct tls_pending *pending_new(struct worker *w, size_t listener, const struct sockaddr *sa, bool tls)
 {
 	struct tls_pending *p = calloc(1, sizeof(*p));
 	if (!p)
 		return NULL;
 	p->w = w;
 	p->listener = listener;
-	client_origin_from_sockaddr(&p->origin, sa);
-	p->origin.scheme = scheme;
+	p->tls = tls;
+	if (sa->sa_family == AF_INET)
+		memcpy(&p->peer, sa, sizeof(struct sockaddr_in));
+	else if (sa->sa_family == AF_INET6)
+		memcpy(&p->peer, sa, sizeof(struct sockaddr_in6));
+	else
+		p->peer.ss_family = sa->sa_family;
 	return p;
 }
 
@@ -202,7 +223,7 @@ void tls_accept(struct worker *w, size_t listener, int fd, const struct sockaddr
 {
 	const struct conf_listener *cl = &w->snap->conf->listeners[listener];
 	prepare_socket(fd);
-	struct tls_pending *p = pending_new(w, listener, sa, "https");
+	struct tls_pending *p = pending_new(w, listener, sa, true);
 	SSL *ssl = p ? tls_server_ssl_new(cl->tls->server) : NULL;
 	struct bufferevent *bev = ssl ? tls_io_accept(w, &w->tls->io, ssl, fd) : NULL;
 	if (!bev) {
@@ -234,11 +255,11 @@ static void sniff_read_cb(struct bufferevent *bev, void *arg)
 		return;
 	}
 	if (memcmp(buf, h2_preface, n) != 0) {
-		pending_handoff(p, false);
+		pending_handoff(p, TLS_PROTO_HTTP1);
 		return;
 	}
 	if (n == sizeof(h2_preface) - 1)
-		pending_handoff(p, true);
+		pending_handoff(p, TLS_PROTO_H2);
 	/* else: a prefix of the preface, wait for more */
 }
 
@@ -252,7 +273,7 @@ static void sniff_event_cb(struct bufferevent *bev, short what, void *arg)
 void tls_accept_h2c(struct worker *w, size_t listener, int fd, const struct sockaddr *sa)
 {
 	prepare_socket(fd);
-	struct tls_pending *p = pending_new(w, listener, sa, "http");
+	struct tls_pending *p = pending_new(w, listener, sa, false);
 	if (!p) {
 		close(fd);
 		return;
@@ -263,7 +284,6 @@ void tls_accept_h2c(struct worker *w, size_t listener, int fd, const struct sock
 		close(fd);
 		return;
 	}
-	p->origin.plain_socket = true; /* HTTP/1 on it gets direct writes (io.h) */
 	pending_link(p);
 	struct timeval tv = worker_timeval(w, w->snap->conf->limits.client_header_timeout);
 	bufferevent_setcb(p->bev, sniff_read_cb, NULL, sniff_event_cb, p);

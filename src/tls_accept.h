@@ -2,22 +2,49 @@
  * listeners that also take HTTP/2 with prior knowledge (h2c): the handshake
  * (or the sniffing of the h2 preface), then the hand-off by protocol.
  *
+ * Layering: TLS knows no protocol code. Once the protocol is known, the
+ * connection goes to the dispatcher the worker registered with
+ * tls_worker_new(), which starts the HTTP/1 connection or HTTP/2 session.
+ *
  * Ownership and threads: connections still in their handshake (or, for h2c,
- * still being sniffed) belong to one worker, are counted in its connection
- * count, and are handed to client_accept_bev() or h2_session_start() once
- * the protocol is known. Handshake failures are counted per worker, by
- * reason, and logged when the worker ends. */
+ * still being sniffed) belong to one worker and are counted in its
+ * connection count until the hand-off moves the bufferevent to the
+ * dispatcher. Handshake failures are counted per worker, by reason, and
+ * logged when the worker ends. */
 #ifndef SLUICE_TLS_ACCEPT_H
 #define SLUICE_TLS_ACCEPT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <sys/socket.h>
 
+struct bufferevent;
 struct worker;
 struct tls_worker;
 
-/* Per worker: pending handshakes, lingering transports, failure counters. */
-struct tls_worker *tls_worker_new(void);
+/* What the client speaks: ALPN "h2" or the h2c preface, or anything else. */
+enum tls_proto { TLS_PROTO_HTTP1, TLS_PROTO_H2 };
+
+/* A finished handshake (or sniff) handed to the worker's dispatcher. */
+struct tls_handoff {
+	size_t listener;
+	/* The transport: a tls_io.h filter (tls) or the plain socket bufferevent
+	 * (an h2c listener), no callbacks set, reading enabled. The bytes read
+	 * while sniffing are still in its input. */
+	struct bufferevent *bev;
+	enum tls_proto proto;
+	bool tls;                    /* scheme https; else plaintext */
+	const struct sockaddr *peer; /* the client's address, valid during the call */
+};
+
+/* Takes over h->bev (frees it if it cannot serve it). The pending
+ * connection has left the worker's connection count before the call: the
+ * connection the dispatcher starts counts itself. */
+typedef void (*tls_dispatch_fn)(struct worker *w, const struct tls_handoff *h);
+
+/* Per worker: pending handshakes, lingering transports, failure counters;
+ * dispatch receives every connection whose protocol is known. */
+struct tls_worker *tls_worker_new(tls_dispatch_fn dispatch);
 /* Close every connection still in its handshake or being sniffed. */
 void tls_worker_close_pending(struct worker *w);
 /* Logs the handshake failure counts, frees. */

@@ -15,6 +15,7 @@
 #include <openssl/x509v3.h>
 
 #include "conf.h"
+#include "io.h"
 #include "request.h"
 #include "snapshot.h"
 #include "worker.h"

@@ -10,6 +10,7 @@
 
 #include "client.h"
 #include "h2.h"
+#include "io.h"
 #include "log.h"
 #include "module.h"
 #include "pool.h"
@@ -32,6 +33,22 @@ static void worker_set_accepting(struct worker *w, bool on)
 		if (w->listeners[i])
 			(on ? evconnlistener_enable : evconnlistener_disable)(w->listeners[i]);
 	w->accepting_paused = !on;
+}
+
+/* TLS and h2c connections whose protocol is known (tls_accept.h): the
+ * worker, not the TLS code, decides which protocol code serves them. */
+static void worker_dispatch(struct worker *w, const struct tls_handoff *h)
+{
+	struct client_origin o;
+	client_origin_from_sockaddr(&o, h->peer);
+	o.scheme = h->tls ? "https" : "http";
+	o.plain_socket = !h->tls; /* HTTP/1 on a plain socket gets direct writes (io.h) */
+	if (h->proto == TLS_PROTO_H2) {
+		o.protocol = "HTTP/2.0";
+		h2_session_start(w, h->listener, h->bev, &o);
+	} else {
+		client_accept_bev(w, h->listener, h->bev, &o);
+	}
 }
 
 static void worker_accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen, void *arg)
@@ -173,7 +190,7 @@ int worker_init(struct worker *w, struct server *srv, unsigned id, struct snapsh
 	}
 	w->route_scratch = route_scratch_new();
 	w->pools = pool_set_new(w, s->conf);
-	w->tls = tls_worker_new();
+	w->tls = tls_worker_new(worker_dispatch);
 	w->module_state = calloc(module_count ? module_count : 1, sizeof(void *));
 	w->listeners = calloc(num_listeners ? num_listeners : 1, sizeof(*w->listeners));
 	w->listener_ctx = calloc(num_listeners ? num_listeners : 1, sizeof(struct worker_listener));

@@ -16,7 +16,7 @@
 #include <event2/event.h>
 #include <event2/listener.h>
 
-#include "io.h"
+#include "io_types.h"
 
 struct server;
 struct snapshot;
