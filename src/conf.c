@@ -64,6 +64,7 @@ static void set_defaults(struct conf *c)
 	c->limits.send_timeout = 60000;
 	c->limits.keepalive_timeout = 75000;
 	c->limits.max_connections = 0;
+	c->limits.regex_match_limit = CONF_REGEX_MATCH_LIMIT_DEFAULT;
 	c->access_log.enabled = false;
 	c->access_log.path = NULL;
 }

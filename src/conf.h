@@ -238,7 +238,10 @@ struct conf_limits {
 	conf_msec send_timeout;          /* client not reading the response; default 60s */
 	conf_msec keepalive_timeout;     /* idle keep-alive client; default 75s */
 	unsigned max_connections;        /* per process; default derived from RLIMIT_NOFILE */
+	uint32_t regex_match_limit;      /* PCRE2 match limit for a route's path_regex; default 1000000 */
 };
+
+enum { CONF_REGEX_MATCH_LIMIT_DEFAULT = 1000000 };
 
 struct conf_access_log {
 	bool enabled;  /* false when the key is absent or path = "off" */

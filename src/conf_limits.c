@@ -11,7 +11,7 @@ void conf_walk_limits(struct conf_walker *w, int root)
 {
 	static const char *const keys[] = {
 		"header_bytes", "request_line_bytes", "max_headers", "body_bytes", "client_header_timeout",
-		"client_body_timeout", "send_timeout", "keepalive_timeout", "max_connections", NULL,
+		"client_body_timeout", "send_timeout", "keepalive_timeout", "max_connections", "regex_match_limit", NULL,
 	};
 	struct conf_limits *l = &w->c->limits;
 	struct conf_field f;
@@ -42,6 +42,9 @@ void conf_walk_limits(struct conf_walker *w, int root)
 	conf_field_duration(w, t, "send_timeout", false, &l->send_timeout);
 	conf_field_duration(w, t, "keepalive_timeout", true, &l->keepalive_timeout);
 	conf_field_unsigned(w, t, "max_connections", 0, 10000000, &l->max_connections);
+	unsigned regex_limit = l->regex_match_limit;
+	if (conf_field_unsigned(w, t, "regex_match_limit", 1000, 100000000, &regex_limit) == CONF_FIELD_SET)
+		l->regex_match_limit = regex_limit;
 	conf_field_close(w, &f);
 }
 

@@ -6,13 +6,21 @@
 #include <pcre2.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+
+#include "log.h"
 
 /* Paths are attacker-controlled while patterns are not, so a pattern with
- * catastrophic backtracking must not let one request pin a worker: past this
- * many internal steps the match is abandoned and counts as "no match". */
-#define ROUTE_REGEX_MATCH_LIMIT 1000000u
+ * catastrophic backtracking must not let one request pin a worker: past
+ * limits.regex_match_limit internal steps (CONF_REGEX_MATCH_LIMIT_DEFAULT
+ * unless set) the match is abandoned, counted, logged and taken as "no match". */
+
+/* At most one log line per worker per interval about abandoned matches; the
+ * others are counted in the next line's "suppressed". */
+#define ROUTE_REGEX_LOG_INTERVAL_MS 1000u
 
 /* The default JIT stack (32 KiB on the machine stack) is too small for some
  * legitimate patterns, and running out silently turns into "no match"; a
@@ -53,6 +61,7 @@ struct compiled_route {
 
 	pcre2_code *regex; /* NULL when the route has no path_regex */
 	bool regex_jit;
+	const char *name; /* the conf route's name, for log lines */
 
 	struct sized_str *methods; /* NULL when any method matches */
 	size_t num_methods;
@@ -68,6 +77,7 @@ struct compiled_route {
  * them, which is why the conf must outlive the table. */
 struct route_table {
 	size_t num_routes;
+	uint32_t regex_match_limit;
 	bool uses_client_subject; /* some route has has_client_subject */
 	struct compiled_route routes[];
 };
@@ -76,6 +86,10 @@ struct route_scratch {
 	pcre2_match_data *match_data;
 	pcre2_match_context *match_context;
 	pcre2_jit_stack *jit_stack;
+	uint32_t match_limit;         /* what match_context holds now (tables may differ across reloads) */
+	uint64_t regex_gave_up;       /* matches abandoned at a limit, since the scratch was made */
+	uint64_t regex_unlogged;      /* of those, not yet in a log line */
+	uint64_t regex_last_log_ms;   /* monotonic; 0: never logged */
 };
 
 static unsigned char ascii_lower(unsigned char c)
@@ -190,6 +204,38 @@ static bool headers_match(const struct compiled_route *r, const struct http_head
 	return true;
 }
 
+static uint64_t monotonic_ms(void)
+{
+	struct timespec ts;
+	if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0)
+		return 0;
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* A match abandoned at a limit (match, depth, heap or JIT stack): the request
+ * falls through to the next route, which must not happen silently. */
+static void regex_gave_up(const struct compiled_route *r, struct route_scratch *s, int rc)
+{
+	s->regex_gave_up++;
+	s->regex_unlogged++;
+	uint64_t now = monotonic_ms();
+	if (s->regex_last_log_ms != 0 && now - s->regex_last_log_ms < ROUTE_REGEX_LOG_INTERVAL_MS)
+		return;
+	s->regex_last_log_ms = now ? now : 1;
+	char why[128];
+	if (pcre2_get_error_message(rc, (PCRE2_UCHAR *)why, sizeof why) < 0)
+		snprintf(why, sizeof why, "PCRE2 error %d", rc);
+	struct log_line l;
+	log_begin(&l, LOG_WARN, "route path_regex gave up on a path; taken as no match, the next routes were tried");
+	log_str(&l, "route", r->name);
+	log_str(&l, "error", why);
+	log_int(&l, "regex_match_limit", (long long)s->match_limit);
+	log_int(&l, "count", (long long)s->regex_unlogged);
+	log_int(&l, "total", (long long)s->regex_gave_up);
+	log_end(&l);
+	s->regex_unlogged = 0;
+}
+
 static bool regex_matches(const struct compiled_route *r, struct route_scratch *s, const char *path, size_t path_len)
 {
 	/* not every PCRE2 release accepts a NULL subject, even an empty one */
@@ -201,11 +247,15 @@ static bool regex_matches(const struct compiled_route *r, struct route_scratch *
 		rc = pcre2_match(r->regex, subject, path_len, 0, 0, s->match_data, s->match_context);
 	/* 0 means "matched, but the one-pair ovector could not hold the groups":
 	 * still a match. Every error, including the match limit, is a non-match. */
+	if (rc < 0 && rc != PCRE2_ERROR_NOMATCH)
+		regex_gave_up(r, s, rc);
 	return rc >= 0;
 }
 
 int route_match(const struct route_table *t, struct route_scratch *s, const struct route_input *in)
 {
+	if (s->match_limit != t->regex_match_limit && pcre2_set_match_limit(s->match_context, t->regex_match_limit) == 0)
+		s->match_limit = t->regex_match_limit;
 	for (size_t i = 0; i < t->num_routes; i++) {
 		const struct compiled_route *r = &t->routes[i];
 		/* cheapest tests first; the regex runs only when all else holds */
@@ -352,11 +402,13 @@ struct route_table *route_table_build(const struct conf *c, struct conf_errors *
 		return NULL;
 	}
 	t->num_routes = c->num_routes;
+	t->regex_match_limit = c->limits.regex_match_limit ? c->limits.regex_match_limit : CONF_REGEX_MATCH_LIMIT_DEFAULT;
 
 	bool failed = false;
 	for (size_t i = 0; i < c->num_routes; i++) {
 		struct compiled_route *cr = &t->routes[i];
 		const struct conf_route *route = &c->routes[i];
+		cr->name = route->name;
 		cr->has_path = route->path != NULL;
 		cr->path = sized(route->path);
 		cr->has_prefix = route->path_prefix != NULL;
@@ -400,7 +452,7 @@ struct route_scratch *route_scratch_new(void)
 	s->match_data = pcre2_match_data_create(1, NULL);
 	s->match_context = pcre2_match_context_create(NULL);
 	if (s->match_data == NULL || s->match_context == NULL ||
-	    pcre2_set_match_limit(s->match_context, ROUTE_REGEX_MATCH_LIMIT) != 0) {
+	    pcre2_set_match_limit(s->match_context, CONF_REGEX_MATCH_LIMIT_DEFAULT) != 0) {
 		route_scratch_free(s);
 		return NULL;
 	}
@@ -415,7 +467,13 @@ struct route_scratch *route_scratch_new(void)
 		}
 		pcre2_jit_stack_assign(s->match_context, NULL, s->jit_stack);
 	}
+	s->match_limit = CONF_REGEX_MATCH_LIMIT_DEFAULT;
 	return s;
+}
+
+uint64_t route_scratch_regex_gave_up(const struct route_scratch *s)
+{
+	return s->regex_gave_up;
 }
 
 void route_scratch_free(struct route_scratch *s)

@@ -10,6 +10,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "conf.h"
 #include "http.h"
@@ -43,9 +44,12 @@ struct route_scratch *route_scratch_new(void);
 void route_scratch_free(struct route_scratch *s);
 
 /* Index into conf.routes of the first matching route, or -1 (404). Does not allocate. A path_regex
- * that exceeds PCRE2's match limit (catastrophic backtracking on a hostile path) counts as not
- * matching, so the next routes are tried. */
+ * that exceeds limits.regex_match_limit (catastrophic backtracking on a hostile path) or another
+ * PCRE2 limit counts as not matching, so the next routes are tried; it is counted in the scratch
+ * and logged (a warning naming the route, at most one line per second per scratch). */
 int route_match(const struct route_table *t, struct route_scratch *s, const struct route_input *in);
+/* Path regex matches this scratch (its worker) abandoned at a limit so far. */
+uint64_t route_scratch_regex_gave_up(const struct route_scratch *s);
 
 /* Whether some route matches on client_cert_subject: callers that do not fill
  * route_input.client_subject otherwise (it costs a TLS lookup per request) must then fill it. */

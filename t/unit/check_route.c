@@ -322,6 +322,44 @@ START_TEST(test_catastrophic_regex_is_bounded)
 }
 END_TEST
 
+/* issue 17: a match abandoned at the limit is counted, and limits.regex_match_limit sets the limit. */
+START_TEST(test_regex_limit_counted_and_configurable)
+{
+	struct conf_route routes[] = {
+		{ .name = "evil", .path_regex = "^/(a+)+$" },
+		{ .name = "fallback" },
+	};
+	char path[64] = "/";
+	memset(path + 1, 'a', 12);
+	path[13] = '!';
+	path[14] = '\0';
+
+	/* the default limit: 12 letters backtrack a few thousand steps, well within it */
+	struct fixture f;
+	fixture_build(&f, routes, 2);
+	ck_assert_int_eq(match(&f, NULL, "GET", path), 1);
+	ck_assert_uint_eq(route_scratch_regex_gave_up(f.scratch), 0);
+	route_table_free(f.table);
+
+	/* a lower limit gives up on the same path: still "no match", now counted */
+	struct conf_errors errs;
+	conf_errors_init(&errs);
+	f.conf.limits.regex_match_limit = 1000;
+	f.table = route_table_build(&f.conf, &errs);
+	ck_assert_ptr_nonnull(f.table);
+	ck_assert_int_eq(match(&f, NULL, "GET", path), 1);
+	ck_assert_uint_eq(route_scratch_regex_gave_up(f.scratch), 1);
+	ck_assert_int_eq(match(&f, NULL, "GET", path), 1);
+	ck_assert_uint_eq(route_scratch_regex_gave_up(f.scratch), 2);
+	/* a path that matches is not affected, and a plain miss is not counted */
+	ck_assert_int_eq(match(&f, NULL, "GET", "/aaa"), 0);
+	ck_assert_int_eq(match(&f, NULL, "GET", "/b"), 1);
+	ck_assert_uint_eq(route_scratch_regex_gave_up(f.scratch), 2);
+	conf_errors_free(&errs);
+	fixture_release(&f);
+}
+END_TEST
+
 START_TEST(test_methods)
 {
 	char *methods[] = { "GET", "HEAD" };
@@ -613,6 +651,7 @@ static Suite *route_suite(void)
 	tcase_add_test(criteria, test_regex_with_more_groups_than_scratch_pairs);
 	tcase_add_test(criteria, test_regex_matches_raw_bytes);
 	tcase_add_test(criteria, test_catastrophic_regex_is_bounded);
+	tcase_add_test(criteria, test_regex_limit_counted_and_configurable);
 	tcase_add_test(criteria, test_methods);
 	tcase_add_test(criteria, test_headers);
 	tcase_add_test(criteria, test_header_with_empty_value);
