@@ -14,6 +14,7 @@
 #include <event2/bufferevent.h>
 #include <event2/listener.h>
 
+#include "admin_cmd.h"
 #include "breaker.h"
 #include "health.h"
 #include "log.h"
@@ -21,16 +22,22 @@
 #include "snapshot.h"
 #include "statefile.h"
 
-#define ADMIN_MAX_LINE 4096
-#define ADMIN_MAX_WORDS 64
-#define ADMIN_MAX_CONNS 32
-#define ADMIN_IDLE_SECONDS 60
+/* A connection whose unread answers pass this stops being read until they
+ * drain: 400 KB of "help" lines once left 90 MB queued. */
+#define ADMIN_MAX_PENDING_OUTPUT (1u << 20)
+/* Connections a client has made that the gateway has not accepted yet. */
+#define ADMIN_BACKLOG 16
+/* No command, and no answer taken by the client, for this long: closed. */
+#define ADMIN_IDLE_SECONDS 10
 
 struct admin_conn {
 	struct admin *a;
 	struct bufferevent *bev;
 	unsigned uid;
 	bool closing;
+	bool paused;      /* not read while its answers are not taken */
+	bool eof;         /* the client half-closed */
+	uint64_t last_us; /* last command or answer taken: the longest idle is evicted first */
 	struct admin_conn *prev, *next;
 };
 
@@ -43,6 +50,11 @@ struct admin {
 	struct health *health;
 	struct admin_conn *conns;
 	unsigned num_conns;
+	unsigned max_conns; /* admin.max_connections */
+	uid_t owner;        /* the socket file's owner: the user sluice runs as */
+	/* since start, for `show admin` */
+	unsigned long long accepted, refused_uid, refused_full, evicted, paused, idle_closed;
+	struct admin_cmd cmd; /* the command being run (4 KiB: kept off the stack) */
 };
 
 /* ---- output helpers ---- */
@@ -55,6 +67,26 @@ static void out_json_str(struct evbuffer *out, const char *s)
 	evbuffer_add(out, "\"", 1);
 	evbuffer_add(out, buf, len);
 	evbuffer_add(out, "\"", 1);
+}
+
+/* Text answers carry names a client typed (an unknown pool, say): control
+ * bytes, and every byte above 0x7f (so no C1 control slips through as UTF-8),
+ * are written as \xHH, never raw, so an answer cannot drive the operator's
+ * terminal. */
+static void out_text(struct evbuffer *out, const char *s)
+{
+	static const char hex[] = "0123456789abcdef";
+	const char *run = s;
+	for (; *s; s++) {
+		unsigned char c = (unsigned char)*s;
+		if (c >= 0x20 && c < 0x7f)
+			continue;
+		evbuffer_add(out, run, (size_t)(s - run));
+		char esc[4] = {'\\', 'x', hex[c >> 4], hex[c & 15]};
+		evbuffer_add(out, esc, sizeof(esc));
+		run = s + 1;
+	}
+	evbuffer_add(out, run, (size_t)(s - run));
 }
 
 static void reply_error(struct evbuffer *out, bool json, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -70,7 +102,9 @@ static void reply_error(struct evbuffer *out, bool json, const char *fmt, ...)
 		out_json_str(out, msg);
 		evbuffer_add_printf(out, "}\n");
 	} else {
-		evbuffer_add_printf(out, "error: %s\n", msg);
+		evbuffer_add_printf(out, "error: ");
+		out_text(out, msg);
+		evbuffer_add(out, "\n", 1);
 	}
 }
 
@@ -369,6 +403,32 @@ static void show_diff(struct admin *a, bool json, struct evbuffer *out)
 		evbuffer_add_printf(out, "no differences: the running state is the config file's\n");
 }
 
+static void show_admin(struct admin *a, bool json, struct evbuffer *out)
+{
+	unsigned long long open = a->num_conns;
+	if (json) {
+		evbuffer_add_printf(out,
+		                    "{\"ok\":true,\"connections\":%llu,\"max_connections\":%u,\"idle_timeout_s\":%d,"
+		                    "\"max_unread_answer_bytes\":%u,\"accepted\":%llu,\"refused_uid\":%llu,"
+		                    "\"refused_full\":%llu,\"evicted_idle\":%llu,\"paused_unread\":%llu,\"closed_idle\":%llu}\n",
+		                    open, a->max_conns, ADMIN_IDLE_SECONDS, ADMIN_MAX_PENDING_OUTPUT, a->accepted,
+		                    a->refused_uid, a->refused_full, a->evicted, a->paused, a->idle_closed);
+		return;
+	}
+	evbuffer_add_printf(out,
+	                    "connections        %llu open of %u (admin.max_connections; the last one is kept for the socket's owner)\n"
+	                    "idle timeout       %d s\n"
+	                    "unread answers     at most %u bytes a connection, then it is not read until they drain\n"
+	                    "accepted           %llu\n"
+	                    "refused (uid)      %llu\n"
+	                    "refused (full)     %llu\n"
+	                    "evicted (idle)     %llu (the longest idle, to make room)\n"
+	                    "paused (unread)    %llu\n"
+	                    "closed (idle)      %llu\n",
+	                    open, a->max_conns, ADMIN_IDLE_SECONDS, ADMIN_MAX_PENDING_OUTPUT, a->accepted, a->refused_uid,
+	                    a->refused_full, a->evicted, a->paused, a->idle_closed);
+}
+
 static void show_help(bool json, struct evbuffer *out)
 {
 	static const char *const lines[] = {
@@ -377,6 +437,7 @@ static void show_help(bool json, struct evbuffer *out)
 		"show breakers                       circuit breakers: state, trips, open time, window counts",
 		"show config                         the running config: source, when loaded, sizes, state file",
 		"show diff                           where the running state differs from the config file",
+		"show admin                          admin connections: open, cap, refused, evicted, paused, idle-closed",
 		"set weight POOL ADDRESS W           set a server's weight (0 to 1000; 0 takes no new requests)",
 		"clear weight POOL ADDRESS           go back to the config's weight",
 		"drain POOL ADDRESS                  no new requests; in-flight ones finish; idle connections close",
@@ -429,23 +490,11 @@ static void changed(struct admin *a, unsigned uid, const char *what, bool json, 
 		evbuffer_add_printf(out, "}\n");
 		return;
 	}
-	evbuffer_add_printf(out, "%s\n", what);
+	out_text(out, what);
+	evbuffer_add(out, "\n", 1);
 	if (state_file && !saved)
 		evbuffer_add_printf(out, "warning: applied, but not saved to the state file (%s): a restart would undo it\n",
 		                    err);
-}
-
-static bool parse_weight(const char *s, unsigned *out)
-{
-	char *end = NULL;
-	errno = 0;
-	if (!*s || *s == '-' || *s == '+')
-		return false;
-	unsigned long v = strtoul(s, &end, 10);
-	if (errno || *end || v > 1000)
-		return false;
-	*out = (unsigned)v;
-	return true;
 }
 
 static void cmd_server_change(struct admin *a, unsigned uid, char **w, size_t n, bool json, struct evbuffer *out)
@@ -466,7 +515,7 @@ static void cmd_server_change(struct admin *a, unsigned uid, char **w, size_t n,
 		return;
 	}
 	unsigned weight = 0;
-	if (strcmp(w[0], "set") == 0 && !parse_weight(w[4], &weight)) {
+	if (strcmp(w[0], "set") == 0 && !admin_cmd_weight(w[4], &weight)) {
 		reply_error(out, json, "invalid weight \"%s\" (a whole number from 0 to 1000)", w[4]);
 		return;
 	}
@@ -520,8 +569,8 @@ static void cmd_service_weights(struct admin *a, unsigned uid, char **w, size_t 
 		return;
 	}
 	const struct conf_service *sv = &c->services[si];
-	struct runtime_split *splits[ADMIN_MAX_WORDS];
-	unsigned weights[ADMIN_MAX_WORDS];
+	struct runtime_split *splits[ADMIN_CMD_MAX_WORDS];
+	unsigned weights[ADMIN_CMD_MAX_WORDS];
 	size_t m = 0;
 	/* every pair is checked before anything changes */
 	for (size_t i = 3; i < n; i++) {
@@ -544,7 +593,7 @@ static void cmd_service_weights(struct admin *a, unsigned uid, char **w, size_t 
 				reply_error(out, json, "pool %s is given twice", w[i]);
 				return;
 			}
-		if (!parse_weight(eq + 1, &weights[m])) {
+		if (!admin_cmd_weight(eq + 1, &weights[m])) {
 			reply_error(out, json, "invalid weight \"%s\" for pool %s (a whole number from 0 to 1000)", eq + 1, w[i]);
 			return;
 		}
@@ -577,33 +626,17 @@ static void cmd_service_weights(struct admin *a, unsigned uid, char **w, size_t 
 	changed(a, uid, what, json, out);
 }
 
-void admin_execute(struct admin *a, const char *line, unsigned uid, struct evbuffer *out)
+void admin_execute(struct admin *a, const char *line, size_t len, unsigned uid, struct evbuffer *out)
 {
-	char buf[ADMIN_MAX_LINE + 1];
-	snprintf(buf, sizeof(buf), "%s", line);
-	char *w[ADMIN_MAX_WORDS];
-	size_t n = 0;
-	bool json = false, too_many = false;
-	char *save = NULL;
-	for (char *t = strtok_r(buf, " \t\r", &save); t; t = strtok_r(NULL, " \t\r", &save)) {
-		if (strcmp(t, "--json") == 0) {
-			json = true;
-			continue;
-		}
-		if (n == ADMIN_MAX_WORDS) {
-			too_many = true;
-			break;
-		}
-		w[n++] = t;
-	}
-	if (too_many) {
-		reply_error(out, json, "too many words (at most %d)", ADMIN_MAX_WORDS);
+	struct admin_cmd *cmd = &a->cmd;
+	const char *refused = admin_cmd_parse(line, len, cmd);
+	bool json = cmd->json;
+	if (refused) {
+		reply_error(out, json, "%s", refused);
 		return;
 	}
-	if (n == 0) {
-		reply_error(out, json, "empty command (try help)");
-		return;
-	}
+	char **w = cmd->words;
+	size_t n = cmd->num_words;
 	if (strcmp(w[0], "help") == 0 && n == 1) {
 		show_help(json, out);
 	} else if (strcmp(w[0], "show") == 0 && n >= 2) {
@@ -617,8 +650,11 @@ void admin_execute(struct admin *a, const char *line, unsigned uid, struct evbuf
 			show_config(a, json, out);
 		else if (strcmp(w[1], "diff") == 0 && n == 2)
 			show_diff(a, json, out);
+		else if (strcmp(w[1], "admin") == 0 && n == 2)
+			show_admin(a, json, out);
 		else
-			reply_error(out, json, "usage: show pools | show servers [POOL] | show breakers | show config | show diff");
+			reply_error(out, json,
+			            "usage: show pools | show servers [POOL] | show breakers | show config | show diff | show admin");
 	} else if (n >= 2 && strcmp(w[0], "set") == 0 && strcmp(w[1], "service-weights") == 0) {
 		cmd_service_weights(a, uid, w, n, json, out);
 	} else if ((n >= 2 && (strcmp(w[0], "set") == 0 || strcmp(w[0], "clear") == 0) && strcmp(w[1], "weight") == 0) ||
@@ -626,12 +662,7 @@ void admin_execute(struct admin *a, const char *line, unsigned uid, struct evbuf
 	           strcmp(w[0], "enable") == 0 || strcmp(w[0], "disable") == 0) {
 		cmd_server_change(a, uid, w, n, json, out);
 	} else {
-		char shown[80];
-		snprintf(shown, sizeof(shown), "%s", line);
-		for (char *p = shown; *p; p++)
-			if ((unsigned char)*p < 0x20 || *p == 0x7f)
-				*p = '?';
-		reply_error(out, json, "unknown command \"%s\" (try help)", shown);
+		reply_error(out, json, "unknown command \"%.80s\" (try help)", w[0]);
 	}
 }
 
@@ -651,13 +682,6 @@ static void conn_free(struct admin_conn *c)
 	free(c);
 }
 
-static void conn_write_cb(struct bufferevent *bev, void *arg)
-{
-	struct admin_conn *c = arg;
-	if (c->closing && evbuffer_get_length(bufferevent_get_output(bev)) == 0)
-		conn_free(c);
-}
-
 static void conn_close_after_flush(struct admin_conn *c)
 {
 	c->closing = true;
@@ -665,40 +689,109 @@ static void conn_close_after_flush(struct admin_conn *c)
 		conn_free(c);
 }
 
+static void conn_run_line(struct admin_conn *c, struct evbuffer *in, size_t len, struct evbuffer *out)
+{
+	char line[ADMIN_CMD_MAX_LINE];
+	if (len > sizeof(line)) {
+		evbuffer_drain(in, len);
+		reply_error(out, false, "line too long (at most %d bytes)", ADMIN_CMD_MAX_LINE);
+		return;
+	}
+	if (evbuffer_remove(in, line, len) != (int)len) {
+		reply_error(out, false, "internal error reading the command");
+		return;
+	}
+	admin_execute(c->a, line, len, c->uid, out);
+}
+
+/* Run every complete line in the input, in order, until the client's unread
+ * answers pass the cap (then stop reading it until they drain); after the
+ * client's half-close, a last line without its newline is a command too.
+ * Returns false if c was freed. */
+static bool conn_process(struct admin_conn *c)
+{
+	struct evbuffer *in = bufferevent_get_input(c->bev);
+	struct evbuffer *out = bufferevent_get_output(c->bev);
+	while (!c->closing) {
+		if (evbuffer_get_length(out) > ADMIN_MAX_PENDING_OUTPUT) {
+			if (!c->paused) {
+				c->paused = true;
+				c->a->paused++;
+				log_msg(LOG_INFO, "admin: a client is not reading its answers; its commands wait until it does");
+			}
+			if (bufferevent_disable(c->bev, EV_READ) != 0) {
+				conn_free(c);
+				return false;
+			}
+			return true;
+		}
+		size_t eol_len = 0;
+		struct evbuffer_ptr eol = evbuffer_search_eol(in, NULL, &eol_len, EVBUFFER_EOL_LF);
+		size_t avail = evbuffer_get_length(in);
+		if (eol.pos >= 0) {
+			conn_run_line(c, in, (size_t)eol.pos, out);
+			evbuffer_drain(in, eol_len);
+			continue;
+		}
+		if (avail > ADMIN_CMD_MAX_LINE) {
+			reply_error(out, false, "line too long (at most %d bytes)", ADMIN_CMD_MAX_LINE);
+			evbuffer_drain(in, avail);
+			conn_close_after_flush(c);
+			return !c->closing || evbuffer_get_length(out) > 0 ? true : false;
+		}
+		if (c->eof && avail > 0) {
+			conn_run_line(c, in, avail, out);
+			continue;
+		}
+		break;
+	}
+	if (c->eof && !c->closing && evbuffer_get_length(in) == 0) {
+		bool flushed = evbuffer_get_length(out) == 0;
+		conn_close_after_flush(c);
+		return !flushed;
+	}
+	return true;
+}
+
 static void conn_read_cb(struct bufferevent *bev, void *arg)
 {
+	(void)bev;
 	struct admin_conn *c = arg;
-	struct evbuffer *in = bufferevent_get_input(bev);
-	struct evbuffer *out = bufferevent_get_output(bev);
-	for (;;) {
-		size_t len = 0;
-		char *line = evbuffer_readln(in, &len, EVBUFFER_EOL_LF);
-		if (!line)
-			break;
-		if (len > ADMIN_MAX_LINE || strlen(line) != len) {
-			reply_error(out, false, "line too long or not text");
-		} else {
-			admin_execute(c->a, line, c->uid, out);
-		}
-		free(line);
+	c->last_us = runtime_now_us();
+	conn_process(c);
+}
+
+static void conn_write_cb(struct bufferevent *bev, void *arg)
+{
+	struct admin_conn *c = arg;
+	c->last_us = runtime_now_us();
+	if (c->closing) {
+		if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+			conn_free(c);
+		return;
 	}
-	if (evbuffer_get_length(in) > ADMIN_MAX_LINE) {
-		reply_error(out, false, "line too long (at most %d bytes)", ADMIN_MAX_LINE);
-		conn_close_after_flush(c);
+	if (c->paused && evbuffer_get_length(bufferevent_get_output(bev)) <= ADMIN_MAX_PENDING_OUTPUT / 4) {
+		c->paused = false;
+		if (!conn_process(c))
+			return;
+		if (!c->paused && !c->closing && !c->eof && bufferevent_enable(bev, EV_READ) != 0)
+			conn_free(c);
 	}
 }
 
 static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
 {
+	(void)bev;
 	struct admin_conn *c = arg;
 	if ((what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR)) {
-		/* a last command without its newline still counts */
-		struct evbuffer *in = bufferevent_get_input(bev);
-		if (evbuffer_get_length(in) > 0 && evbuffer_add(in, "\n", 1) == 0)
-			conn_read_cb(bev, c);
-		if (!c->closing)
-			conn_close_after_flush(c);
+		c->eof = true;
+		if (!c->paused)
+			conn_process(c);
 		return;
+	}
+	if (what & BEV_EVENT_TIMEOUT) {
+		c->a->idle_closed++;
+		log_msg(LOG_DEBUG, "admin: idle connection closed");
 	}
 	conn_free(c);
 }
@@ -710,11 +803,36 @@ static void refuse(int fd, const char *msg)
 	(void)n;
 	/* what the peer already sent is dropped unread, so the close does not reset the answer away */
 	char sink[512];
-	while (recv(fd, sink, sizeof(sink), MSG_DONTWAIT) > 0)
+	for (int i = 0; i < 128 && recv(fd, sink, sizeof(sink), MSG_DONTWAIT) > 0; i++)
 		;
 	if (shutdown(fd, SHUT_WR) != 0)
 		log_msg(LOG_DEBUG, "admin: shutdown of a refused connection failed");
 	close(fd);
+}
+
+/* Every slot is taken and the owner (or root) knocks: the connection idle the
+ * longest (nothing unread, nothing unanswered) makes room. Returns whether one
+ * was closed. */
+static bool evict_idle(struct admin *a)
+{
+	struct admin_conn *oldest = NULL;
+	for (struct admin_conn *c = a->conns; c; c = c->next) {
+		if (c->closing || c->paused || evbuffer_get_length(bufferevent_get_output(c->bev)) > 0 ||
+		    evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
+			continue;
+		if (!oldest || c->last_us < oldest->last_us)
+			oldest = c;
+	}
+	if (!oldest)
+		return false;
+	struct log_line l;
+	log_begin(&l, LOG_INFO, "admin: every connection slot taken; the longest idle connection closed to make room");
+	log_int(&l, "idle_ms", (long long)((runtime_now_us() - oldest->last_us) / 1000));
+	log_int(&l, "max_connections", a->max_conns);
+	log_end(&l);
+	a->evicted++;
+	conn_free(oldest);
+	return true;
 }
 
 static void admin_accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen, void *arg)
@@ -727,6 +845,7 @@ static void admin_accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct
 	socklen_t len = sizeof(cred);
 	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 || len != sizeof(cred)) {
 		log_msg(LOG_WARN, "admin: cannot read a peer's credentials; refused");
+		a->refused_uid++;
 		refuse(fd, "error: permission denied (unknown peer)\n");
 		return;
 	}
@@ -736,13 +855,28 @@ static void admin_accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct
 		log_int(&ll, "uid", cred.uid);
 		log_int(&ll, "pid", cred.pid);
 		log_end(&ll);
+		a->refused_uid++;
 		char msg[128];
 		snprintf(msg, sizeof(msg), "error: permission denied: uid %u may not use this socket\n", (unsigned)cred.uid);
 		refuse(fd, msg);
 		return;
 	}
-	if (a->num_conns >= ADMIN_MAX_CONNS) {
-		refuse(fd, "error: too many admin connections\n");
+	/* the last slot is kept for the socket's owner or root, who may also make
+	 * room by closing the longest idle connection */
+	bool privileged = cred.uid == 0 || cred.uid == a->owner;
+	unsigned open_slots = a->max_conns - (a->num_conns < a->max_conns ? a->num_conns : a->max_conns);
+	if ((open_slots == 0 || (open_slots == 1 && !privileged)) && !(privileged && evict_idle(a))) {
+		a->refused_full++;
+		struct log_line ll;
+		log_begin(&ll, LOG_WARN, "admin: connection refused: every connection slot is busy");
+		log_int(&ll, "max_connections", a->max_conns);
+		log_int(&ll, "pid", cred.pid);
+		log_end(&ll);
+		char msg[160];
+		snprintf(msg, sizeof(msg),
+		         "error: too many admin connections (%u busy, admin.max_connections); try again shortly\n",
+		         a->num_conns);
+		refuse(fd, msg);
 		return;
 	}
 	struct admin_conn *c = calloc(1, sizeof(*c));
@@ -752,6 +886,7 @@ static void admin_accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct
 	}
 	c->a = a;
 	c->uid = (unsigned)cred.uid;
+	c->last_us = runtime_now_us();
 	c->bev = bufferevent_socket_new(a->base, fd, BEV_OPT_CLOSE_ON_FREE);
 	if (!c->bev) {
 		close(fd);
@@ -763,8 +898,11 @@ static void admin_accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct
 		a->conns->prev = c;
 	a->conns = c;
 	a->num_conns++;
+	a->accepted++;
 	struct timeval idle = {.tv_sec = ADMIN_IDLE_SECONDS, .tv_usec = 0};
 	bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
+	/* the write callback also runs once the answers fall to a quarter of the cap: a paused client resumes */
+	bufferevent_setwatermark(c->bev, EV_WRITE, ADMIN_MAX_PENDING_OUTPUT / 4, 0);
 	if (bufferevent_set_timeouts(c->bev, &idle, &idle) != 0 || bufferevent_enable(c->bev, EV_READ | EV_WRITE) != 0)
 		conn_free(c);
 }
@@ -809,7 +947,7 @@ struct admin *admin_start(struct event_base *base, struct runtime *rt, struct sn
 		mode_t old = umask(0777 & ~ca->mode);
 		int rc = bind(fd, (struct sockaddr *)&sun, sizeof(sun));
 		umask(old);
-		if (rc != 0 || chmod(ca->socket, ca->mode) != 0 || listen(fd, 16) != 0)
+		if (rc != 0 || chmod(ca->socket, ca->mode) != 0 || listen(fd, ADMIN_BACKLOG) != 0)
 			problem = strerror(errno);
 	}
 	if (problem) {
@@ -840,11 +978,14 @@ struct admin *admin_start(struct event_base *base, struct runtime *rt, struct sn
 	a->base = base;
 	a->rt = rt;
 	a->health = health;
+	a->owner = geteuid();
+	a->max_conns = ca->max_connections ? ca->max_connections : 1;
 	snapshot_ref(snap);
 	a->snap = snap;
 	struct log_line l;
 	log_begin(&l, LOG_INFO, "admin socket listening");
 	log_str(&l, "socket", a->path);
+	log_int(&l, "max_connections", a->max_conns);
 	log_end(&l);
 	return a;
 }

@@ -11,7 +11,15 @@
  * answers with what it changed, is logged with the peer's uid, applies to
  * every worker at once (atomic stores into runtime.h's table) and is written
  * to the state file (statefile.h) when one is configured. Unknown or
- * malformed commands get a one-line error and change nothing.
+ * malformed commands get a one-line error and change nothing; commands are
+ * parsed by admin_cmd.h (bytes with a length; a last line without its
+ * newline before the half-close counts).
+ *
+ * No client can hold the main thread's socket: at most admin.max_connections
+ * at once (the last slot kept for the owner or root, who may evict the
+ * longest idle connection), idle ones closed after ADMIN_IDLE_SECONDS, and a
+ * connection whose unread answers pass 1 MiB is not read until they drain.
+ * Text answers escape control and non-ASCII bytes as \xHH.
  *
  * Ownership: main thread only. The admin keeps its own reference to the
  * snapshot it describes; the runtime and health objects must outlive it. */
@@ -30,9 +38,11 @@ struct admin *admin_start(struct event_base *base, struct runtime *rt, struct sn
 /* Close the socket and every admin connection, remove the socket file. */
 void admin_stop(struct admin *a);
 
-/* Run one command line as uid; the answer (text or JSON, ending in a
+#include <stddef.h>
+
+/* Run one command line (bytes, without its newline) as uid; the answer (text or JSON, ending in a
  * newline) is appended to out. Exposed for tests and for the socket. */
 struct evbuffer;
-void admin_execute(struct admin *a, const char *line, unsigned uid, struct evbuffer *out);
+void admin_execute(struct admin *a, const char *line, size_t len, unsigned uid, struct evbuffer *out);
 
 #endif
