@@ -26,10 +26,19 @@ def start_with(sluice, upstreams, sockdir, **admin_keys):
 
 
 def connect(sock):
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(10)
-    s.connect(sock)
-    return s
+    # the socket file appears at bind(), a moment before listen(): retry a refusal briefly
+    deadline = time.monotonic() + 5
+    while True:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(10)
+        try:
+            s.connect(sock)
+            return s
+        except ConnectionRefusedError:
+            s.close()
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
 
 
 def read_all(s, limit=1 << 26):
