@@ -24,7 +24,7 @@ redis)
 	exec redis-server /tmp/redis.conf --port "${REDIS_PORT:-6379}" --bind 127.0.0.1 --save '' --appendonly no
 	;;
 upstream)
-	exec python3 /opt/stack/demo_upstream.py --host 127.0.0.1 --port "${UPSTREAM_PORT:?}" --name "${UPSTREAM_NAME:?}"
+	exec python3 /opt/stack/demo_upstream.py --host "${UPSTREAM_HOST:-127.0.0.1}" --port "${UPSTREAM_PORT:?}" --name "${UPSTREAM_NAME:?}"
 	;;
 prometheus)
 	fill /opt/stack/prometheus.yml.in >/tmp/prometheus.yml
