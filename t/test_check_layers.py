@@ -159,3 +159,21 @@ def test_a_header_and_the_files_of_its_own_module_may_differ(tmp_path):
     files["src/worker.c"] += "void worker_conn_closed(struct worker *w)\n{\n}\n"
     rc, out = run(tree(tmp_path, files, allow=""))
     assert rc == 0, out
+
+
+def test_a_c_file_declaring_another_files_function_itself_fails(tmp_path):
+    files = dict(GOOD)
+    # tls_io.c reaching client.c without including client.h
+    files["src/tls_io.c"] += "void client_accept_bev(void *w,\n                       void *bev);\nextern int client_count;\n"
+    files["src/client.c"] += "void client_accept_bev(void *w, void *bev)\n{\n}\nint client_count;\n"
+    rc, out = run(tree(tmp_path, files, allow=""))
+    assert rc == 1
+    assert "src/tls_io.c:4: declares client_accept_bev() itself: include the header" in out
+    assert "src/tls_io.c:6: extern int client_count;: include the header" in out
+
+
+def test_a_c_file_may_declare_its_own_functions_ahead(tmp_path):
+    files = dict(GOOD)
+    files["src/tls_io.c"] += "void tls_io_helper(void);\nvoid tls_io_helper(void)\n{\n}\n"
+    rc, out = run(tree(tmp_path, files, allow=""))
+    assert rc == 0, out
