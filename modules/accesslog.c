@@ -134,7 +134,7 @@ size_t accesslog_format(const struct request *r, char *buf, size_t cap)
 	jstr(&j, "scheme", r->scheme);
 	jstr(&j, "protocol", r->protocol);
 	struct tls_info ti;
-	if (tls_request_info(r, &ti)) {
+	if (pipeline_tls_info(r, &ti)) {
 		jstr(&j, "tls_version", ti.version);
 		jstr(&j, "tls_cipher", ti.cipher);
 		jstr(&j, "tls_sni", ti.sni);

@@ -266,14 +266,11 @@ static void set_deny(struct request *r, struct rl_req *q, const struct rl_limit 
 	uint64_t retry = ceil_s(wait_us);
 	if (retry == 0)
 		retry = 1;
-	char buf[192];
-	int n = snprintf(buf, sizeof buf,
-	                 "retry-after: %llu\r\nratelimit-limit: %llu\r\nratelimit-remaining: 0\r\nratelimit-reset: %llu\r\n",
-	                 (unsigned long long)retry, (unsigned long long)q->hdr_limit,
-	                 (unsigned long long)q->hdr_reset_s);
-	deny->status = 429;
-	deny->reason = REASON_RATE_LIMITED;
-	deny->headers = n > 0 ? arena_strndup(&r->arena, buf, (size_t)n) : NULL;
+	phase_deny_init(deny, r, 429, REASON_RATE_LIMITED);
+	fields_add_u64(&deny->headers, "retry-after", retry);
+	fields_add_u64(&deny->headers, "ratelimit-limit", q->hdr_limit);
+	fields_add_u64(&deny->headers, "ratelimit-remaining", 0);
+	fields_add_u64(&deny->headers, "ratelimit-reset", q->hdr_reset_s);
 }
 
 /* ---- keys ---- */
@@ -281,8 +278,8 @@ static void set_deny(struct request *r, struct rl_req *q, const struct rl_limit 
 static bool find_cookie(const struct request *r, const char *name, const char **val, size_t *len)
 {
 	size_t nlen = strlen(name);
-	for (size_t i = 0; i < r->num_headers; i++) {
-		const struct http_header *h = &r->headers[i];
+	for (size_t i = 0; i < r->headers.n; i++) {
+		const struct http_header *h = &r->headers.v[i];
 		if (!http_name_is(h, "cookie"))
 			continue;
 		const char *p = h->value, *end = h->value + h->value_len;
@@ -350,11 +347,9 @@ static bool build_key(struct request *r, const struct rl_limit *l, char *key, si
 			v = r->host && r->host[0] ? r->host : NULL;
 			break;
 		case CONF_RL_KEY_HEADER: {
-			int idx = http_find_header(r->headers, r->num_headers, k->name);
-			if (idx < 0)
+			v = fields_value(&r->headers, k->name, &vlen);
+			if (!v)
 				return false;
-			v = r->headers[idx].value;
-			vlen = r->headers[idx].value_len;
 			break;
 		}
 		case CONF_RL_KEY_COOKIE:
@@ -427,9 +422,8 @@ static enum decision decide_fallback(struct rl_worker *ws, const struct rl_snap 
 		return D_ALLOW;
 	case CONF_REDIS_FAIL_DENY:
 		q->denied = true;
-		deny->status = 503;
-		deny->reason = REASON_REDIS_FALLBACK;
-		deny->headers = "retry-after: 1\r\n";
+		phase_deny_init(deny, r, 503, REASON_REDIS_FALLBACK);
+		fields_add_u64(&deny->headers, "retry-after", 1);
 		return D_DENY;
 	case CONF_REDIS_FAIL_LOCAL:
 	default: {
@@ -736,20 +730,18 @@ static void rl_access_cancel(struct request *r, const void *ss, void *wsv)
 	}
 }
 
-static const char *rl_response_headers(struct request *r, const void *ss, void *wsv)
+static void rl_response_headers(struct request *r, const void *ss, void *wsv, struct fields *response)
 {
 	(void)ss;
 	struct rl_worker *ws = wsv;
 	if (!ws)
-		return NULL;
+		return;
 	struct rl_req *q = req_find(ws, r);
 	if (!q || q->denied || !q->hdr)
-		return NULL;
-	char buf[160];
-	int n = snprintf(buf, sizeof buf, "ratelimit-limit: %llu\r\nratelimit-remaining: %llu\r\nratelimit-reset: %llu\r\n",
-	                 (unsigned long long)q->hdr_limit, (unsigned long long)q->hdr_remaining,
-	                 (unsigned long long)q->hdr_reset_s);
-	return n > 0 ? arena_strndup(&r->arena, buf, (size_t)n) : NULL;
+		return;
+	fields_add_u64(response, "ratelimit-limit", q->hdr_limit);
+	fields_add_u64(response, "ratelimit-remaining", q->hdr_remaining);
+	fields_add_u64(response, "ratelimit-reset", q->hdr_reset_s);
 }
 
 static void rl_log(const struct request *r, const void *ss, void *wsv)

@@ -17,11 +17,10 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
+#include "exchange.h"
 #include "log.h"
-#include "pool.h"
-#include "route.h"
+#include "pipeline.h"
 #include "snapshot.h"
-#include "h2.h"
 #include "tls_io.h"
 #include "worker.h"
 
@@ -29,8 +28,8 @@
  * byte, so that unread request bytes do not turn our close into a reset that
  * destroys the response before the client read it. */
 #define CLIENT_LINGER_MS 2000
-/* Recycled request objects kept per worker. */
-#define CLIENT_MAX_FREE_REQS 256
+
+_Static_assert(FIELD_HOP == H1_HDR_HOP, "the parser's flags are the request fields' flags");
 
 static void client_read_cb(struct bufferevent *bev, void *arg);
 static void client_write_cb(struct bufferevent *bev, void *arg);
@@ -54,11 +53,6 @@ static void client_timer_at(struct client_conn *cc, uint64_t at_us)
 	uint64_t now = worker_mono_us(cc->w);
 	uint64_t ms = at_us > now ? (at_us - now + 999) / 1000 : 0;
 	struct timeval tv = worker_timeval(cc->w, ms);
-	/* an HTTP/2 stream gets its timer only if it ever needs one */
-	if (!cc->timer && !(cc->timer = evtimer_new(cc->w->base, client_timer_cb, cc))) {
-		log_msg(LOG_ERROR, "cannot create a client timer");
-		return;
-	}
 	if (evtimer_add(cc->timer, &tv) != 0) {
 		log_msg(LOG_ERROR, "cannot arm a client timer");
 		return;
@@ -128,7 +122,6 @@ struct client_conn *client_accept_bev(struct worker *w, size_t listener, struct 
 	cc->keep_alive = true;
 	cc->origin = *o;
 	cc->bev = bev;
-	cc->transport = bev;
 	cc->in = bufferevent_get_input(bev);
 	cc->out = bufferevent_get_output(bev);
 	cc->timer = evtimer_new(w->base, client_timer_cb, cc);
@@ -167,70 +160,15 @@ struct client_conn *client_accept_bev(struct worker *w, size_t listener, struct 
 	return cc;
 }
 
-/* Back to the worker's free list (or freed when the list is full). */
-static void client_recycle_req(struct worker *w, struct client_req *cr)
-{
-	arena_reset(&cr->req.arena);
-	if (w->num_free_reqs < CLIENT_MAX_FREE_REQS) {
-		cr->next_free = w->free_reqs;
-		w->free_reqs = cr;
-		w->num_free_reqs++;
-	} else {
-		arena_free(&cr->req.arena);
-		free(cr);
-	}
-}
-
-static void client_release_req(struct client_conn *cc)
-{
-	struct client_req *cr = cc->cr;
-	struct worker *w = cc->w;
-	if (!cr)
-		return;
-	cc->cr = NULL;
-	if (cr->req.snap)
-		snapshot_unref((struct snapshot *)cr->req.snap);
-	cr->req.snap = NULL;
-	client_recycle_req(w, cr);
-}
-
-static void client_log(struct client_req *cr)
-{
-	struct request *r = &cr->req;
-	const struct snapshot *s = r->snap;
-	struct worker *w = cr->conn->w;
-	r->end_mono_us = worker_wall_us(w);
-	for (size_t i = 0; i < module_count; i++)
-		if (module_list[i]->log)
-			module_list[i]->log(r, s->module_state[i], w->module_state[i]);
-}
-
-/* Ends the request on cc without a normal response: the access phase is
- * cancelled or the proxy released, the request logged, cc freed. */
+/* Ends the connection now; an exchange still in the pipeline is cancelled
+ * (a suspended module told, the proxy released) and logged with reason. */
 static void client_free(struct client_conn *cc, enum reason reason)
 {
 	struct worker *w = cc->w;
-	struct client_req *cr = cc->cr;
-	if (cr) {
-		if (cc->state == CLIENT_ACCESS && cr->suspended && cr->access_next > 0) {
-			const struct module *m = module_list[cr->access_next - 1];
-			if (m->access_cancel)
-				m->access_cancel(&cr->req, cr->req.snap->module_state[cr->access_next - 1],
-				                 w->module_state[cr->access_next - 1]);
-		}
-		if (cc->state == CLIENT_PROXY)
-			proxy_abort(cr);
-		if (cr->req.reason == REASON_NONE)
-			cr->req.reason = reason;
-		client_log(cr);
-		client_release_req(cc);
-	}
-	if (cc->stream) {
-		/* h2.c called us (client_stream_close) and forgets cc */
-		if (cc->timer)
-			event_free(cc->timer);
-		free(cc);
-		return;
+	if (cc->ex) {
+		struct exchange *ex = cc->ex;
+		cc->ex = NULL;
+		pipeline_cancel(ex, reason);
 	}
 	if (cc->prev)
 		cc->prev->next = cc->next;
@@ -240,10 +178,6 @@ static void client_free(struct client_conn *cc, enum reason reason)
 		cc->next->prev = cc->prev;
 	event_free(cc->timer);
 	io_flusher_free(&cc->flusher);
-	/* freeing one end of a pair unlinks it silently: tell the other end (an
-	 * HTTP/2 stream) that this side is finished first */
-	if (bufferevent_pair_get_partner(cc->bev))
-		bufferevent_flush(cc->bev, EV_READ | EV_WRITE, BEV_FINISHED);
 	bufferevent_free(cc->bev);
 	free(cc);
 	worker_conn_closed(w);
@@ -255,12 +189,6 @@ static void client_close_soon(struct client_conn *cc, bool flush_first)
 {
 	cc->state = CLIENT_CLOSING;
 	cc->keep_alive = false;
-	if (cc->stream) {
-		/* h2.c ends the stream (a complete response, or a reset) and frees cc later */
-		client_clear_timer(cc);
-		h2_stream_finished(cc->stream, flush_first);
-		return;
-	}
 	if (flush_first && evbuffer_get_length(cc->out) > 0) {
 		/* the write callback takes it from here once the output is flushed.
 		 * Reading stays on (CLOSING drops what arrives): switching it off and
@@ -277,406 +205,363 @@ static void client_close_soon(struct client_conn *cc, bool flush_first)
 	event_active(cc->timer, EV_TIMEOUT, 1);
 }
 
-void client_pause_reading(struct client_conn *cc, bool paused)
-{
-	if (cc->stream)
-		return; /* HTTP/2 flow control: h2.c acknowledges body bytes only as they leave cc->in */
-	if (paused)
-		bufferevent_disable(cc->bev, EV_READ);
-	else
-		bufferevent_enable(cc->bev, EV_READ);
-}
-
-/* ---- requests ---- */
-
-static struct client_req *client_new_req(struct worker *w)
-{
-	struct client_req *cr = w->free_reqs;
-	if (cr) {
-		w->free_reqs = cr->next_free;
-		w->num_free_reqs--;
-		struct arena keep = cr->req.arena;
-		/* the parsed head (~5 KiB) is rewritten by the parser, so only the
-		 * small state above the transaction is cleared per request */
-		memset(cr, 0, offsetof(struct client_req, txn));
-		cr->req.arena = keep;
-	} else {
-		/* ~7 KiB, nearly all of it parser output that is written before it is
-		 * read: clearing all of it cost more than the rest of an HTTP/2 stream's
-		 * setup. What is cleared is what a recycled request clears, plus the
-		 * transaction's small part (proxy_start clears it again). */
-		cr = malloc(sizeof(*cr));
-		if (!cr)
-			return NULL;
-		memset(cr, 0, offsetof(struct client_req, txn) + offsetof(struct proxy_txn, resp));
-		arena_init(&cr->req.arena, 8192);
-	}
-	/* a request that never got a parsed head (timeouts) must still read sanely */
-	cr->h1.minor_version = 1;
-	cr->h1.num_headers = 0;
-	return cr;
-}
-
-static bool request_id_valid(const char *s, size_t n)
-{
-	if (n == 0 || n > 64)
-		return false;
-	for (size_t i = 0; i < n; i++) {
-		unsigned char c = (unsigned char)s[i];
-		if (!(isalnum(c) || c == '.' || c == '_' || c == ':' || c == '-'))
-			return false;
-	}
-	return true;
-}
-
-static void client_set_request_id(struct client_req *cr, struct worker *w)
-{
-	struct request *r = &cr->req;
-	int found = http_find_header(cr->h1.headers, cr->h1.num_headers, "x-request-id");
-	if (found >= 0 && request_id_valid(cr->h1.headers[found].value, cr->h1.headers[found].value_len)) {
-		memcpy(r->request_id, cr->h1.headers[found].value, cr->h1.headers[found].value_len);
-		r->request_id[cr->h1.headers[found].value_len] = '\0';
-		return;
-	}
-	static const char hex[] = "0123456789abcdef";
-	uint64_t hi = worker_random(w), lo = worker_random(w);
-	for (int i = 15; i >= 0; i--, hi >>= 4, lo >>= 4) {
-		r->request_id[i] = hex[hi & 15];
-		r->request_id[16 + i] = hex[lo & 15];
-	}
-	r->request_id[32] = '\0';
-}
-
-/* Fill the request fields every request has, even one that failed to parse. */
-static void client_begin_request(struct client_conn *cc, struct client_req *cr)
-{
-	struct worker *w = cc->w;
-	struct request *r = &cr->req;
-	cr->conn = cc;
-	r->worker = w;
-	snapshot_ref(w->snap);
-	r->snap = w->snap;
-	memcpy(r->client_ip, cc->origin.ip, sizeof(r->client_ip));
-	r->client_port = cc->origin.port;
-	r->listener = r->snap->conf->listeners[cc->listener].name;
-	r->client_bev = cc->transport;
-	r->scheme = cc->origin.scheme ? cc->origin.scheme : "http";
-	r->protocol = "HTTP/1.1";
-	r->method = "";
-	r->target = "";
-	r->path = "";
-	r->host = "";
-	r->route = -1;
-	r->route_name = "";
-	r->service = -1;
-	r->pool = -1;
-	r->start_wall_us = worker_wall_us(w);
-	r->start_mono_us = r->start_wall_us;
-	cc->cr = cr;
-}
-
-static const char *rebase(const char *p, const char *old_base, const char *new_base)
-{
-	return p ? new_base + (p - old_base) : NULL;
-}
-
-/* Keep the head in the request's arena so that the input buffer can move on
- * (to the body and the next request) while the request still reads its fields. */
-static void client_keep_head(struct client_req *cr, const char *buf, size_t head_len)
-{
-	char *copy = arena_alloc(&cr->req.arena, head_len + 1);
-	memcpy(copy, buf, head_len);
-	copy[head_len] = '\0';
-	struct h1_request *h = &cr->h1;
-	h->method = rebase(h->method, buf, copy);
-	h->target = rebase(h->target, buf, copy);
-	h->path = rebase(h->path, buf, copy);
-	h->authority = rebase(h->authority, buf, copy);
-	for (size_t i = 0; i < h->num_headers; i++) {
-		h->headers[i].name = rebase(h->headers[i].name, buf, copy);
-		h->headers[i].value = rebase(h->headers[i].value, buf, copy);
-	}
-	cr->head_copy = copy;
-	cr->head_len = head_len;
-}
-
-static void client_fill_from_head(struct client_req *cr)
-{
-	struct request *r = &cr->req;
-	struct h1_request *h = &cr->h1;
-	r->protocol = cr->conn->origin.protocol ? cr->conn->origin.protocol
-	                                        : h->minor_version == 0 ? "HTTP/1.0" : "HTTP/1.1";
-	r->method = arena_strndup(&r->arena, h->method, h->method_len);
-	r->target = arena_strndup(&r->arena, h->target, h->target_len);
-	r->path = arena_strndup(&r->arena, h->path, h->path_len);
-	if (h->authority) {
-		/* the host without port, lower-cased: what routing compares */
-		size_t n = h->authority_len;
-		const char *a = h->authority;
-		if (n > 0 && a[0] == '[') {
-			const char *end = memchr(a, ']', n);
-			if (end)
-				n = (size_t)(end - a) + 1;
-		} else {
-			const char *colon = memchr(a, ':', n);
-			if (colon)
-				n = (size_t)(colon - a);
-		}
-		char *host = arena_strndup(&r->arena, a, n);
-		for (size_t i = 0; i < n; i++)
-			host[i] = (char)tolower((unsigned char)host[i]);
-		r->host = host;
-	}
-	r->headers = h->headers;
-	r->num_headers = h->num_headers;
-	cr->head_is_head_method = h->method_len == 4 && memcmp(h->method, "HEAD", 4) == 0;
-	cr->body = h->body;
-	cr->body_remaining = h->body == H1_BODY_LENGTH ? h->content_length : 0;
-	cr->body_done = h->body == H1_BODY_NONE || (h->body == H1_BODY_LENGTH && h->content_length == 0);
-	if (h->body == H1_BODY_CHUNKED)
-		h1_chunked_init(&cr->body_chunk, 4096, r->snap->conf->limits.header_bytes);
-}
-
-
-const char *client_module_lines(struct client_req *cr, const char *extra)
-{
-	struct request *r = &cr->req;
-	struct worker *w = cr->conn->w;
-	const char *parts[16];
-	size_t n = 0, total = 0;
-	if (extra && *extra)
-		parts[n++] = extra;
-	for (size_t i = 0; i < module_count && n < sizeof parts / sizeof parts[0]; i++) {
-		if (!module_list[i]->response_headers)
-			continue;
-		const char *lines = module_list[i]->response_headers(r, r->snap->module_state[i], w->module_state[i]);
-		if (lines && *lines)
-			parts[n++] = lines;
-	}
-	if (n == 0)
-		return NULL;
-	if (n == 1)
-		return parts[0];
-	for (size_t i = 0; i < n; i++)
-		total += strlen(parts[i]);
-	char *joined = arena_alloc(&r->arena, total + 1);
-	char *p = joined;
-	for (size_t i = 0; i < n; i++) {
-		size_t k = strlen(parts[i]);
-		memcpy(p, parts[i], k);
-		p += k;
-	}
-	*p = '\0';
-	return joined;
-}
-
-void client_add_module_headers(struct client_req *cr, struct evbuffer *out)
-{
-	const char *lines = client_module_lines(cr, NULL);
-	if (lines && evbuffer_add(out, lines, strlen(lines)) != 0)
-		log_msg(LOG_ERROR, "out of memory adding response headers");
-}
-
-/* client_respond for an HTTP/2 stream: the head goes to h2.c, the body to cc->out. */
-static void client_respond_stream(struct client_req *cr, int status, const char *content_type, const char *body,
-                                  size_t body_len, const char *extra_headers)
-{
-	struct client_conn *cc = cr->conn;
-	struct request *r = &cr->req;
-	char clen[24];
-	int k = snprintf(clen, sizeof clen, "%zu", body_len);
-	const char *ct = content_type ? content_type : "text/plain";
-	struct http_header fields[3] = {
-	    {"content-type", 12, ct, strlen(ct)},
-	    {"content-length", 14, clen, (size_t)k},
-	    {"x-request-id", 12, r->request_id, strlen(r->request_id)},
-	};
-	bool send_body = body_len > 0 && !cr->head_is_head_method;
-	long head = h2_stream_respond(cc->stream, status, fields, 3, client_module_lines(cr, extra_headers), send_body);
-	if (head < 0 || (send_body && evbuffer_add(cc->out, body, body_len) != 0)) {
-		client_abort(cr, REASON_NONE);
-		return;
-	}
-	r->bytes_out += (uint64_t)head + (send_body ? body_len : 0);
-	cr->response_started = true;
-	client_finish_request(cr);
-}
-
-void client_respond(struct client_req *cr, int status, enum reason reason, const char *content_type, const char *body,
-                    size_t body_len, const char *extra_headers)
-{
-	struct client_conn *cc = cr->conn;
-	struct request *r = &cr->req;
-	struct evbuffer *out = cc->out;
-	r->status = status;
-	if (reason != REASON_NONE)
-		r->reason = reason;
-	if (cc->stream) {
-		client_respond_stream(cr, status, content_type, body, body_len, extra_headers);
-		return;
-	}
-	/* unread request bytes would be taken for the next request: close instead */
-	if (!cr->body_done || cc->w->draining)
-		cc->keep_alive = false;
-	const char *conn_hdr = "";
-	if (!cc->keep_alive)
-		conn_hdr = "connection: close\r\n";
-	else if (cr->h1.minor_version == 0)
-		conn_hdr = "connection: keep-alive\r\n";
-	size_t before = evbuffer_get_length(out);
-	int n = evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\ncontent-type: %s\r\ncontent-length: %zu\r\nx-request-id: %s\r\n%s%s",
-	                            status, http_status_text(status), content_type ? content_type : "text/plain", body_len,
-	                            r->request_id, conn_hdr, extra_headers ? extra_headers : "");
-	if (n >= 0)
-		client_add_module_headers(cr, out);
-	if (n < 0 || evbuffer_add(out, "\r\n", 2) != 0 || (body_len > 0 && !cr->head_is_head_method && evbuffer_add(out, body, body_len) != 0)) {
-		client_abort(cr, REASON_NONE);
-		return;
-	}
-	r->bytes_out += evbuffer_get_length(out) - before;
-	cr->response_started = true;
-	client_finish_request(cr);
-}
-
-void client_respond_error(struct client_req *cr, int status, enum reason reason, const char *extra_headers)
-{
-	char body[128];
-	int n = snprintf(body, sizeof(body), "%d %s\n", status, http_status_text(status));
-	client_respond(cr, status, reason, "text/plain", body, (size_t)n, extra_headers);
-}
-
-void client_body_timer(struct client_conn *cc, bool reading_body)
+/* Arm (reading_body) or clear the body read timeout; the send timeout stays. */
+static void client_body_timer(struct client_conn *cc, bool reading_body)
 {
 	/* re-adding the events costs more than the check: only change what changes */
 	if (cc->body_timer_on == reading_body)
 		return;
 	const struct conf *c = client_conf(cc);
-	if (cc->stream) {
-		cc->body_timer_on = reading_body;
-		if (reading_body)
-			client_arm_timer(cc, c->limits.client_body_timeout);
-		else
-			client_clear_timer(cc);
-		return;
-	}
 	struct timeval send_tv = worker_timeval(cc->w, c->limits.send_timeout);
 	struct timeval body_tv = worker_timeval(cc->w, c->limits.client_body_timeout);
 	bufferevent_set_timeouts(cc->bev, reading_body ? &body_tv : NULL, &send_tv);
 	cc->body_timer_on = reading_body;
 }
 
-static void client_run_access(struct client_req *cr)
+/* ---- the exchange's operations, as HTTP/1.1 ---- */
+
+static long client_send_head(struct exchange *ex, const struct ex_head *h)
 {
-	struct client_conn *cc = cr->conn;
-	struct worker *w = cc->w;
-	const struct snapshot *s = cr->req.snap;
-	cc->state = CLIENT_ACCESS;
-	while (cr->access_next < module_count) {
-		size_t i = cr->access_next++;
-		const struct module *m = module_list[i];
-		if (!m->access)
-			continue;
-		struct phase_deny deny = {.status = 403, .reason = REASON_POLICY_ERROR};
-		switch (m->access(&cr->req, s->module_state[i], w->module_state[i], &deny)) {
-		case PHASE_CONTINUE:
-			continue;
-		case PHASE_SUSPEND:
-			cr->suspended = true;
-			client_arm_timer(cc, PIPELINE_SUSPEND_TIMEOUT_MS);
-			return;
-		case PHASE_DENY:
-			client_respond_error(cr, deny.status, deny.reason, deny.headers);
-			return;
-		case PHASE_ERROR:
-		default:
-			client_respond_error(cr, 500, REASON_POLICY_ERROR, NULL);
-			return;
-		}
+	struct client_conn *cc = ex->conn;
+	const struct fields *f = h->fields;
+	/* the connection can only continue if this response has a known end and
+	 * the request body has been read in full (unread bytes would be taken
+	 * for the next request) */
+	if (!ex->body_done || cc->w->draining)
+		cc->keep_alive = false;
+	cc->chunked_out = false;
+	cc->trailers_out = false;
+	if (h->body == EX_BODY_STREAM) {
+		if (cc->http10)
+			cc->keep_alive = false; /* HTTP/1.0 has no chunking: the close ends the body */
+		else
+			cc->chunked_out = true;
 	}
-	cc->state = CLIENT_PROXY;
-	if (cr->h1.expect_continue && !cr->body_done && !cc->stream &&
-	    evbuffer_get_length(cc->in) == 0) {
+	const char *phrase = h->phrase;
+	size_t phrase_len = h->phrase_len;
+	if (!phrase) {
+		phrase = http_status_text(h->status);
+		phrase_len = strlen(phrase);
+	}
+	/* built in the arena and added to the output once: every evbuffer_add
+	 * runs the buffer's callbacks */
+	size_t cap = 96 + phrase_len;
+	for (size_t i = 0; i < f->n; i++)
+		cap += f->v[i].name_len + f->v[i].value_len + 4;
+	char *buf = arena_alloc(&ex->req.arena, cap), *p = buf;
+	int status = h->status < 100 || h->status > 999 ? 500 : h->status;
+	memcpy(p, "HTTP/1.1 ", 9);
+	p += 9;
+	*p++ = (char)('0' + status / 100);
+	*p++ = (char)('0' + status / 10 % 10);
+	*p++ = (char)('0' + status % 10);
+	*p++ = ' ';
+	memcpy(p, phrase, phrase_len);
+	p += phrase_len;
+	*p++ = '\r';
+	*p++ = '\n';
+	for (size_t i = 0; i < f->n; i++) {
+		memcpy(p, f->v[i].name, f->v[i].name_len);
+		p += f->v[i].name_len;
+		*p++ = ':';
+		*p++ = ' ';
+		memcpy(p, f->v[i].value, f->v[i].value_len);
+		p += f->v[i].value_len;
+		*p++ = '\r';
+		*p++ = '\n';
+	}
+	static const char te[] = "transfer-encoding: chunked\r\n";
+	static const char close_hdr[] = "connection: close\r\n\r\n";
+	static const char ka_hdr[] = "connection: keep-alive\r\n\r\n";
+	if (cc->chunked_out) {
+		memcpy(p, te, sizeof te - 1);
+		p += sizeof te - 1;
+	}
+	const char *end = !cc->keep_alive ? close_hdr : cc->http10 ? ka_hdr : "\r\n";
+	size_t end_len = !cc->keep_alive ? sizeof close_hdr - 1 : cc->http10 ? sizeof ka_hdr - 1 : 2;
+	memcpy(p, end, end_len);
+	p += end_len;
+	if (evbuffer_add(cc->out, buf, (size_t)(p - buf)) != 0)
+		return -1;
+	return (long)(p - buf);
+}
+
+static long client_send_data(struct exchange *ex, struct evbuffer *src, const char *bytes, size_t n)
+{
+	struct client_conn *cc = ex->conn;
+	struct evbuffer *out = cc->out;
+	long queued = (long)n;
+	if (n == 0)
+		return 0;
+	if (cc->chunked_out) {
+		char line[H1_CHUNK_LINE_MAX];
+		size_t k = h1_chunk_size_line(line, n);
+		if (evbuffer_add(out, line, k) != 0)
+			return -1;
+		queued += (long)k + 2;
+	}
+	if (src ? evbuffer_remove_buffer(src, out, n) != (int)n : evbuffer_add(out, bytes, n) != 0)
+		return -1;
+	if (cc->chunked_out && evbuffer_add(out, "\r\n", 2) != 0)
+		return -1;
+	return queued;
+}
+
+static long client_send_trailers(struct exchange *ex, const struct fields *t)
+{
+	struct client_conn *cc = ex->conn;
+	if (!cc->chunked_out || cc->trailers_out)
+		return 0; /* a close-delimited body (HTTP/1.0) has nowhere to put them */
+	size_t before = evbuffer_get_length(cc->out);
+	cc->trailers_out = true;
+	evbuffer_add(cc->out, "0\r\n", 3);
+	for (size_t i = 0; i < t->n; i++) {
+		evbuffer_add(cc->out, t->v[i].name, t->v[i].name_len);
+		evbuffer_add(cc->out, ": ", 2);
+		evbuffer_add(cc->out, t->v[i].value, t->v[i].value_len);
+		evbuffer_add(cc->out, "\r\n", 2);
+	}
+	return (long)(evbuffer_get_length(cc->out) - before);
+}
+
+static size_t client_buffered(const struct exchange *ex)
+{
+	const struct client_conn *cc = ex->conn;
+	return evbuffer_get_length(cc->out);
+}
+
+static long client_finish(struct exchange *ex, enum ex_end how)
+{
+	struct client_conn *cc = ex->conn;
+	if (how != EX_END_COMPLETE || !cc->chunked_out)
+		return 0;
+	/* the last chunk (after trailers: only the blank line) */
+	if (cc->trailers_out)
+		return evbuffer_add(cc->out, "\r\n", 2) == 0 ? 2 : -1;
+	return evbuffer_add(cc->out, "0\r\n\r\n", 5) == 0 ? 5 : -1;
+}
+
+static void client_release(void *conn, enum ex_end how, bool body_unread)
+{
+	struct client_conn *cc = conn;
+	cc->ex = NULL;
+	cc->requests++;
+	if (how != EX_END_COMPLETE) {
+		client_close_soon(cc, false);
+		return;
+	}
+	/* nothing unread (the body, a pipelined request): the client is done
+	 * sending, so the socket may close as soon as the response is out, the
+	 * way nginx decides; a close with unread bytes would reset the
+	 * connection and could destroy the response before the client reads it */
+	cc->linger = body_unread || evbuffer_get_length(cc->in) > 0;
+	if (!cc->keep_alive) {
+		client_close_soon(cc, true);
+		return;
+	}
+	cc->state = CLIENT_WAIT_HEAD;
+	client_body_timer(cc, false);
+	bufferevent_enable(cc->bev, EV_READ);
+	if (evbuffer_get_length(cc->in) > 0) {
+		if (!cc->in_input_loop)
+			client_handle_input(cc);
+		return;
+	}
+	client_arm_timer(cc, client_conf(cc)->limits.keepalive_timeout);
+}
+
+static void client_start_body(struct exchange *ex)
+{
+	struct client_conn *cc = ex->conn;
+	if (ex->h1.expect_continue && evbuffer_get_length(cc->in) == 0) {
 		/* the client waits for our word before sending the body; the upstream
 		 * never sees Expect (we answered it) */
 		static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
-		if (evbuffer_add(cc->out, cont, sizeof(cont) - 1) != 0) {
-			client_abort(cr, REASON_NONE);
-			return;
+		if (evbuffer_add(cc->out, cont, sizeof(cont) - 1) != 0)
+			log_msg(LOG_ERROR, "out of memory answering Expect: 100-continue");
+	}
+	client_body_timer(cc, true);
+}
+
+/* The request body, decoded from its HTTP/1 framing: a Content-Length body
+ * moves chain by chain (no copy); a chunked one is unchunked here (its data
+ * runs move in place, its trailers become fields). */
+static ssize_t client_read_body(struct exchange *ex, struct evbuffer *dst, size_t max, int *status,
+                                enum reason *reason)
+{
+	struct client_conn *cc = ex->conn;
+	struct evbuffer *in = cc->in;
+	size_t moved = 0;
+	while (!ex->body_done && moved < max) {
+		size_t avail = evbuffer_get_length(in);
+		if (avail == 0)
+			break;
+		if (cc->body == H1_BODY_LENGTH) {
+			size_t n = avail < cc->body_remaining ? avail : (size_t)cc->body_remaining;
+			if (n > max - moved)
+				n = max - moved;
+			if (evbuffer_remove_buffer(in, dst, n) != (int)n) {
+				*status = 400;
+				*reason = REASON_CLIENT_RESET;
+				return -1;
+			}
+			cc->body_remaining -= n;
+			moved += n;
+			if (cc->body_remaining == 0)
+				ex->body_done = true;
+			continue;
+		}
+		struct evbuffer_iovec v;
+		if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
+			break;
+		enum h1_chunk_event ev;
+		const char *line = NULL;
+		size_t line_len = 0;
+		ssize_t n = h1_chunked_feed(&cc->body_chunk, v.iov_base, v.iov_len, &ev, &line, &line_len);
+		if (n < 0) {
+			*status = 400;
+			*reason = REASON_BAD_REQUEST;
+			return -1;
+		}
+		if (ev == H1_CHUNK_NEED_MORE) {
+			if (v.iov_len >= avail)
+				break;
+			/* a line straddles buffer chunks: make it contiguous (bounded by the line limits) */
+			size_t want = avail < 65536 ? avail : 65536;
+			if (!evbuffer_pullup(in, (ssize_t)want)) {
+				*status = 400;
+				*reason = REASON_BAD_REQUEST;
+				return -1;
+			}
+			if (want <= v.iov_len)
+				break;
+			continue;
+		}
+		switch (ev) {
+		case H1_CHUNK_DATA:
+			if (evbuffer_remove_buffer(in, dst, (size_t)n) != (int)n) {
+				*status = 400;
+				*reason = REASON_CLIENT_RESET;
+				return -1;
+			}
+			moved += (size_t)n;
+			break;
+		case H1_CHUNK_TRAILER:
+			fields_add_line(&ex->trailers, line, line_len); /* copied: the input moves on */
+			evbuffer_drain(in, (size_t)n);
+			break;
+		case H1_CHUNK_DONE:
+			evbuffer_drain(in, (size_t)n);
+			ex->body_done = true;
+			break;
+		case H1_CHUNK_NONE:
+		default:
+			evbuffer_drain(in, (size_t)n);
+			break;
 		}
 	}
-	if (!cr->body_done)
-		client_body_timer(cc, true);
-	proxy_start(cr);
+	/* the body is complete: stop the body timer, keep reading for the next request or EOF */
+	if (ex->body_done)
+		client_body_timer(cc, false);
+	return (ssize_t)moved;
 }
 
-void pipeline_resume(struct request *r, enum phase_result result, const struct phase_deny *deny)
+static void client_pause_body(struct exchange *ex, bool paused)
 {
-	struct client_req *cr = (struct client_req *)r; /* req is the first member */
-	struct client_conn *cc = cr->conn;
-	if (!cr->suspended || cc->cr != cr)
-		return;
-	cr->suspended = false;
-	client_clear_timer(cc);
-	switch (result) {
-	case PHASE_CONTINUE:
-		client_run_access(cr);
-		break;
-	case PHASE_DENY:
-		client_respond_error(cr, deny ? deny->status : 403, deny ? deny->reason : REASON_POLICY_ERROR,
-		                     deny ? deny->headers : NULL);
-		break;
-	case PHASE_SUSPEND:
-	case PHASE_ERROR:
-	default:
-		client_respond_error(cr, 500, REASON_POLICY_ERROR, NULL);
-		break;
+	struct client_conn *cc = ex->conn;
+	if (paused)
+		bufferevent_disable(cc->bev, EV_READ);
+	else
+		bufferevent_enable(cc->bev, EV_READ);
+}
+
+static bool client_tls_info(const struct exchange *ex, struct tls_info *out)
+{
+	const struct client_conn *cc = ex->conn;
+	return strcmp(cc->origin.scheme, "https") == 0 && tls_bev_info(cc->bev, out);
+}
+
+static const struct ex_ops client_ops = {
+    .send_head = client_send_head,
+    .send_data = client_send_data,
+    .send_trailers = client_send_trailers,
+    .buffered = client_buffered,
+    .finish = client_finish,
+    .release = client_release,
+    .start_body = client_start_body,
+    .read_body = client_read_body,
+    .pause_body = client_pause_body,
+    .tls_info = client_tls_info,
+};
+
+/* ---- requests ---- */
+
+/* The exchange for the next request on cc, in the pipeline from here on. */
+static void client_begin(struct client_conn *cc, struct exchange *ex)
+{
+	struct pipeline_peer peer = {
+	    .scheme = cc->origin.scheme, .ip = cc->origin.ip, .port = cc->origin.port, .listener = cc->listener};
+	pipeline_begin(ex, cc->w, &client_ops, cc, &peer);
+	cc->ex = ex;
+	cc->state = CLIENT_BUSY;
+	cc->http10 = false;
+	cc->body = H1_BODY_NONE;
+	cc->body_remaining = 0;
+}
+
+static const char *rebase(const char *p, const char *old_base, size_t len, const char *new_base)
+{
+	/* a pointer outside the head (the parser's static "/") stays as it is */
+	return p && p >= old_base && p < old_base + len ? new_base + (p - old_base) : p;
+}
+
+/* Keep the head in the request's arena so that the input buffer can move on
+ * (to the body and the next request) while the request still reads its fields. */
+static void client_keep_head(struct exchange *ex, const char *buf, size_t head_len)
+{
+	char *copy = arena_alloc(&ex->req.arena, head_len + 1);
+	memcpy(copy, buf, head_len);
+	copy[head_len] = '\0';
+	struct h1_request *h = &ex->h1;
+	h->method = rebase(h->method, buf, head_len, copy);
+	h->target = rebase(h->target, buf, head_len, copy);
+	h->path = rebase(h->path, buf, head_len, copy);
+	h->authority = rebase(h->authority, buf, head_len, copy);
+	for (size_t i = 0; i < h->num_headers; i++) {
+		h->headers[i].name = rebase(h->headers[i].name, buf, head_len, copy);
+		h->headers[i].value = rebase(h->headers[i].value, buf, head_len, copy);
 	}
 }
 
-static void client_route(struct client_req *cr)
+/* The request as the pipeline reads it, from the parsed head. */
+static void client_fill_from_head(struct client_conn *cc, struct exchange *ex)
 {
-	struct client_conn *cc = cr->conn;
-	struct request *r = &cr->req;
-	const struct snapshot *s = r->snap;
-	const struct conf *c = s->conf;
-	struct route_input in = {
-	    .host = r->host,
-	    .host_len = strlen(r->host),
-	    .path = cr->h1.path,
-	    .path_len = cr->h1.path_len,
-	    .method = cr->h1.method,
-	    .method_len = cr->h1.method_len,
-	    .headers = cr->h1.headers,
-	    .num_headers = cr->h1.num_headers,
-	};
-	/* The TLS lookup only when a route asks for the client certificate's subject. */
-	struct tls_info ti;
-	if (route_table_uses_client_subject(s->routes) && tls_request_info(r, &ti))
-		in.client_subject = ti.client_subject;
-	int idx = route_match(s->routes, cc->w->route_scratch, &in);
-	if (idx < 0) {
-		client_respond_error(cr, 404, REASON_NO_ROUTE, NULL);
-		return;
+	struct request *r = &ex->req;
+	struct h1_request *h = &ex->h1;
+	cc->http10 = h->minor_version == 0;
+	r->protocol = cc->http10 ? "HTTP/1.0" : "HTTP/1.1";
+	r->method = arena_strndup(&r->arena, h->method, h->method_len);
+	r->target = arena_strndup(&r->arena, h->target, h->target_len);
+	r->path = arena_strndup(&r->arena, h->path, h->path_len);
+	r->origin_target = r->target;
+	if (h->target_len > 0 && h->target[0] != '/' && h->target[0] != '*') {
+		/* absolute-form: the upstream gets origin-form (path and query) */
+		const char *t_end = h->target + h->target_len;
+		r->origin_target = h->path >= h->target && h->path < t_end
+		                       ? arena_strndup(&r->arena, h->path, (size_t)(t_end - h->path))
+		                       : "/";
 	}
-	const struct conf_route *route = &c->routes[idx];
-	r->route = idx;
-	r->route_name = route->name;
-	if (route->action == CONF_ROUTE_RESPOND) {
-		client_respond(cr, route->respond_status, REASON_NONE, route->respond_content_type, route->respond_body,
-		               route->respond_body_len, NULL);
-		return;
-	}
-	r->service = (int)route->service;
-	if (cr->body == H1_BODY_LENGTH && c->limits.body_bytes && cr->h1.content_length > c->limits.body_bytes) {
-		client_respond_error(cr, 413, REASON_REQUEST_TOO_LARGE, NULL);
-		return;
-	}
-	client_run_access(cr);
-}
-
-static enum reason reason_for_parse_status(int status)
-{
-	return status == 413 || status == 414 || status == 431 ? REASON_REQUEST_TOO_LARGE : REASON_BAD_REQUEST;
+	if (h->authority)
+		r->authority = arena_strndup(&r->arena, h->authority, h->authority_len);
+	fields_view(&r->headers, &r->arena, h->headers, h->header_flags, h->num_headers, H1_MAX_HEADERS);
+	ex->head_method = h->method_len == 4 && memcmp(h->method, "HEAD", 4) == 0;
+	cc->body = h->body;
+	cc->body_remaining = h->body == H1_BODY_LENGTH ? h->content_length : 0;
+	ex->body = h->body == H1_BODY_LENGTH ? EX_BODY_LENGTH : h->body == H1_BODY_CHUNKED ? EX_BODY_STREAM : EX_BODY_NONE;
+	ex->body_length = cc->body_remaining;
+	ex->body_done = h->body == H1_BODY_NONE || (h->body == H1_BODY_LENGTH && h->content_length == 0);
+	if (h->body == H1_BODY_CHUNKED)
+		h1_chunked_init(&cc->body_chunk, 4096, r->snap->conf->limits.header_bytes);
 }
 
 /* Parse and start the next request if its head is complete. Returns false
@@ -696,23 +581,18 @@ static bool client_try_head(struct client_conn *cc)
 	};
 	size_t window = avail < hl.max_head + 1 ? avail : hl.max_head + 1;
 	const char *p = (const char *)evbuffer_pullup(in, (ssize_t)window);
-	struct client_req *cr = client_new_req(w);
-	if (!p || !cr) {
-		if (cr) {
-			cc->cr = NULL;
-			arena_free(&cr->req.arena);
-			free(cr);
-		}
+	struct exchange *ex = pipeline_exchange_new(w);
+	if (!p || !ex) {
+		if (ex)
+			pipeline_exchange_discard(w, ex);
 		client_close_soon(cc, false);
 		return false;
 	}
 	int status = 0;
 	const char *why = NULL;
-	int rc = h1_parse_request(p, window, &hl, &cr->h1, &status, &why);
+	int rc = h1_parse_request(p, window, &hl, &ex->h1, &status, &why);
 	if (rc == H1_INCOMPLETE) {
-		cr->next_free = w->free_reqs;
-		w->free_reqs = cr;
-		w->num_free_reqs++;
+		pipeline_exchange_discard(w, ex);
 		if (!cc->head_timer_armed) {
 			cc->head_timer_armed = true;
 			client_arm_timer(cc, lim->client_header_timeout);
@@ -721,7 +601,7 @@ static bool client_try_head(struct client_conn *cc)
 	}
 	client_clear_timer(cc);
 	cc->head_timer_armed = false;
-	client_begin_request(cc, cr);
+	client_begin(cc, ex);
 	if (rc == H1_ERROR) {
 		if (log_enabled(LOG_DEBUG)) {
 			struct log_line l;
@@ -731,21 +611,21 @@ static bool client_try_head(struct client_conn *cc)
 			log_str(&l, "why", why);
 			log_end(&l);
 		}
-		client_set_request_id(cr, w);
-		cr->body_done = false; /* whatever follows is not trusted: close after the answer */
-		client_respond_error(cr, status ? status : 400, reason_for_parse_status(status), NULL);
+		/* whatever follows is not trusted: the body stays unread, so the connection closes after the answer */
+		pipeline_start(ex, status ? status : 400);
 		return false;
 	}
-	client_keep_head(cr, p, (size_t)rc);
+	client_keep_head(ex, p, (size_t)rc);
 	if (evbuffer_drain(in, (size_t)rc) != 0) {
+		cc->ex = NULL;
+		pipeline_cancel(ex, REASON_NONE);
 		client_close_soon(cc, false);
 		return false;
 	}
-	client_fill_from_head(cr);
-	client_set_request_id(cr, w);
-	if (!cr->h1.keep_alive || w->draining)
+	client_fill_from_head(cc, ex);
+	if (!ex->h1.keep_alive || w->draining)
 		cc->keep_alive = false;
-	client_route(cr);
+	pipeline_start(ex, 0);
 	return cc->state == CLIENT_WAIT_HEAD;
 }
 
@@ -760,42 +640,6 @@ static void client_handle_input(struct client_conn *cc)
 	cc->in_input_loop = false;
 }
 
-void client_finish_request(struct client_req *cr)
-{
-	struct client_conn *cc = cr->conn;
-	/* nothing unread (the body, a pipelined request): the client is done
-	 * sending, so the socket may close as soon as the response is out, the
-	 * way nginx decides; a close with unread bytes would reset the
-	 * connection and could destroy the response before the client reads it */
-	cc->linger = !cr->body_done || (cc->in && evbuffer_get_length(cc->in) > 0); /* a stream may have no in */
-	client_log(cr);
-	client_release_req(cc);
-	cc->requests++;
-	if (!cc->keep_alive) {
-		client_close_soon(cc, true);
-		return;
-	}
-	cc->state = CLIENT_WAIT_HEAD;
-	client_body_timer(cc, false);
-	bufferevent_enable(cc->bev, EV_READ);
-	if (evbuffer_get_length(cc->in) > 0) {
-		if (!cc->in_input_loop)
-			client_handle_input(cc);
-		return;
-	}
-	client_arm_timer(cc, client_conf(cc)->limits.keepalive_timeout);
-}
-
-void client_abort(struct client_req *cr, enum reason reason)
-{
-	struct client_conn *cc = cr->conn;
-	if (reason != REASON_NONE && cr->req.reason == REASON_NONE)
-		cr->req.reason = reason;
-	client_log(cr);
-	client_release_req(cc);
-	client_close_soon(cc, false);
-}
-
 /* ---- libevent callbacks ---- */
 
 static void client_read_cb(struct bufferevent *bev, void *arg)
@@ -805,13 +649,14 @@ static void client_read_cb(struct bufferevent *bev, void *arg)
 	case CLIENT_WAIT_HEAD:
 		client_handle_input(cc);
 		break;
-	case CLIENT_PROXY:
-		if (cc->cr && !cc->cr->body_done) {
+	case CLIENT_BUSY:
+		if (cc->ex && !cc->ex->body_done) {
 			/* a large body: take what the socket holds beyond libevent's 4 KiB step */
 			if (cc->origin.plain_socket && evbuffer_get_length(bufferevent_get_input(bev)) >= 4096)
 				io_read_more(bev, PROXY_HIGH_WATER);
-			proxy_on_client_data(cc->cr);
+			pipeline_on_body(cc->ex);
 		}
+		/* otherwise bytes of the next request wait in the input buffer (bounded by its high-water mark) */
 		break;
 	case CLIENT_CLOSING: {
 		/* lingering: whatever the client still sends is read and dropped */
@@ -819,9 +664,7 @@ static void client_read_cb(struct bufferevent *bev, void *arg)
 		evbuffer_drain(in, evbuffer_get_length(in));
 		break;
 	}
-	case CLIENT_ACCESS:
 	default:
-		/* bytes of the next request wait in the input buffer (bounded by its high-water mark) */
 		break;
 	}
 }
@@ -851,8 +694,8 @@ static void client_write_cb(struct bufferevent *bev, void *arg)
 		client_arm_timer(cc, CLIENT_LINGER_MS);
 		return;
 	}
-	if (cc->state == CLIENT_PROXY && cc->cr)
-		proxy_on_client_drained(cc->cr);
+	if (cc->state == CLIENT_BUSY && cc->ex)
+		pipeline_on_drained(cc->ex);
 }
 
 static void client_event_cb(struct bufferevent *bev, short what, void *arg)
@@ -864,13 +707,11 @@ static void client_event_cb(struct bufferevent *bev, short what, void *arg)
 		return;
 	}
 	if (what & BEV_EVENT_TIMEOUT) {
-		struct client_req *cr = cc->cr;
-		if ((what & BEV_EVENT_READING) && cr && cc->state == CLIENT_PROXY && !cr->response_started) {
+		struct exchange *ex = cc->ex;
+		if ((what & BEV_EVENT_READING) && ex && ex->phase == EX_PHASE_PROXY && !ex->body_done &&
+		    !ex->response_started) {
 			/* the client stopped sending its body */
-			proxy_abort(cr);
-			cc->state = CLIENT_ACCESS; /* no longer proxying: respond normally */
-			cr->body_done = false;
-			client_respond_error(cr, 408, REASON_CLIENT_TIMEOUT, NULL);
+			pipeline_body_timeout(ex);
 			return;
 		}
 		client_free(cc, REASON_CLIENT_TIMEOUT);
@@ -899,17 +740,6 @@ static void client_timer_cb(evutil_socket_t fd, short what, void *arg)
 	case CLIENT_CLOSING:
 		client_free(cc, REASON_NONE);
 		return;
-	case CLIENT_ACCESS:
-		if (cc->cr && cc->cr->suspended) {
-			struct client_req *cr = cc->cr;
-			const struct module *m = module_list[cr->access_next - 1];
-			cr->suspended = false;
-			if (m->access_cancel)
-				m->access_cancel(&cr->req, cr->req.snap->module_state[cr->access_next - 1],
-				                 cc->w->module_state[cr->access_next - 1]);
-			client_respond_error(cr, 503, REASON_POLICY_ERROR, NULL);
-		}
-		return;
 	case CLIENT_WAIT_HEAD: {
 		struct evbuffer *in = cc->in;
 		if (evbuffer_get_length(in) == 0) {
@@ -918,31 +748,17 @@ static void client_timer_cb(evutil_socket_t fd, short what, void *arg)
 			return;
 		}
 		/* a head that did not complete in time */
-		struct client_req *cr = client_new_req(cc->w);
-		if (!cr) {
+		struct exchange *ex = pipeline_exchange_new(cc->w);
+		if (!ex) {
 			client_free(cc, REASON_NONE);
 			return;
 		}
-		client_begin_request(cc, cr);
-		client_set_request_id(cr, cc->w);
-		cr->body_done = false;
+		client_begin(cc, ex);
 		evbuffer_drain(in, evbuffer_get_length(in));
-		client_respond_error(cr, 408, REASON_CLIENT_TIMEOUT, NULL);
+		pipeline_start(ex, 408);
 		return;
 	}
-	case CLIENT_PROXY:
-		/* an HTTP/2 stream's body stopped coming (a connection has its bufferevent read timeout) */
-		if (cc->stream && cc->cr && !cc->cr->body_done) {
-			struct client_req *cr = cc->cr;
-			proxy_abort(cr);
-			if (!cr->response_started) {
-				cc->state = CLIENT_ACCESS; /* no longer proxying: respond normally */
-				client_respond_error(cr, 408, REASON_CLIENT_TIMEOUT, NULL);
-			} else {
-				client_abort(cr, REASON_CLIENT_TIMEOUT);
-			}
-		}
-		return;
+	case CLIENT_BUSY:
 	default:
 		return;
 	}
@@ -967,90 +783,4 @@ void client_close_all(struct worker *w)
 {
 	while (w->conns)
 		client_free(w->conns, REASON_DRAINING);
-}
-
-void client_free_reqs(struct worker *w)
-{
-	while (w->free_reqs) {
-		struct client_req *cr = w->free_reqs;
-		w->free_reqs = cr->next_free;
-		arena_free(&cr->req.arena);
-		free(cr);
-	}
-	w->num_free_reqs = 0;
-}
-
-/* ---- HTTP/2 streams ---- */
-
-struct client_req *client_stream_req(struct worker *w)
-{
-	struct client_req *cr = client_new_req(w);
-	if (!cr)
-		return NULL;
-	struct h1_request *h = &cr->h1;
-	h->method = h->target = h->path = h->authority = NULL;
-	h->method_len = h->target_len = h->path_len = h->authority_len = 0;
-	h->body = H1_BODY_NONE;
-	h->content_length = 0;
-	h->keep_alive = false;
-	h->expect_continue = false;
-	h->upgrade = false;
-	return cr;
-}
-
-void client_stream_discard_req(struct worker *w, struct client_req *cr)
-{
-	client_recycle_req(w, cr);
-}
-
-struct client_conn *client_stream_new(struct worker *w, size_t listener, const struct client_origin *o,
-                                      struct bufferevent *transport, struct h2_stream *st, struct evbuffer *in,
-                                      struct evbuffer *out)
-{
-	struct client_conn *cc = calloc(1, sizeof(*cc));
-	if (!cc)
-		return NULL;
-	cc->w = w;
-	cc->listener = listener;
-	cc->origin = *o;
-	cc->transport = transport;
-	cc->stream = st;
-	cc->in = in;
-	cc->out = out;
-	cc->state = CLIENT_WAIT_HEAD;
-	cc->keep_alive = false; /* one request per stream */
-	return cc;
-}
-
-void client_stream_begin(struct client_conn *cc, struct client_req *cr, int early_status)
-{
-	client_begin_request(cc, cr);
-	client_fill_from_head(cr);
-	client_set_request_id(cr, cc->w);
-	if (early_status) {
-		client_respond_error(cr, early_status, reason_for_parse_status(early_status), NULL);
-		return;
-	}
-	client_route(cr);
-}
-
-void client_stream_body(struct client_conn *cc)
-{
-	struct client_req *cr = cc->cr;
-	if (cc->state != CLIENT_PROXY || !cr || cr->body_done)
-		return;
-	if (cc->body_timer_on)
-		client_arm_timer(cc, client_conf(cc)->limits.client_body_timeout);
-	proxy_on_client_data(cr);
-}
-
-void client_stream_drained(struct client_conn *cc)
-{
-	if (cc->state == CLIENT_PROXY && cc->cr)
-		proxy_on_client_drained(cc->cr);
-}
-
-void client_stream_close(struct client_conn *cc, enum reason reason)
-{
-	client_free(cc, reason);
 }

@@ -1279,3 +1279,19 @@ ssize_t h1_chunked_feed(struct h1_chunked *c, const char *in, size_t len, enum h
 		return H1_ERROR;
 	}
 }
+
+size_t h1_chunk_size_line(char *out, uint64_t n)
+{
+	static const char hex[] = "0123456789abcdef";
+	char tmp[16];
+	size_t k = 0, len = 0;
+	do {
+		tmp[k++] = hex[n & 15];
+		n >>= 4;
+	} while (n);
+	while (k)
+		out[len++] = tmp[--k];
+	out[len++] = '\r';
+	out[len++] = '\n';
+	return len;
+}

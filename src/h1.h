@@ -150,6 +150,11 @@ bool h1_chunked_done(const struct h1_chunked *c);
  * contradict. The proxy drops such fields (and counts them); the rest pass. */
 bool h1_trailer_field_allowed(const char *name, size_t n);
 
+/* Writes the chunk-size line for a chunk of n bytes ("hex\r\n") to out,
+ * which has room for H1_CHUNK_LINE_MAX bytes; returns its length. */
+#define H1_CHUNK_LINE_MAX 18
+size_t h1_chunk_size_line(char *out, uint64_t n);
+
 /* True if s[0..n) is a valid token (RFC 9110 tchar+). */
 bool h1_is_token(const char *s, size_t n);
 

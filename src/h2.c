@@ -12,9 +12,11 @@
 
 #include "client.h"
 #include "conf_tls.h"
-#include "h1.h"
+#include "exchange.h"
 #include "log.h"
+#include "pipeline.h"
 #include "snapshot.h"
+#include "tls_io.h"
 #include "worker.h"
 
 /* nghttp2 output is produced only while the transport holds less than this:
@@ -65,29 +67,31 @@ struct h2_stream {
 	int32_t id;
 	struct h2_stream *prev, *next;
 	/* request */
-	struct client_req *cr;  /* its head filled here until the start; then the pipeline's */
-	struct client_conn *cc; /* the pipeline's side; NULL before the start and once freed */
-	struct evbuffer *in;    /* request body towards the pipeline (NULL: none) */
-	struct evbuffer *out;   /* response body from the pipeline */
-	const char *authority, *host; /* in cr's arena */
-	size_t authority_len, host_len;
-	size_t head_bytes;    /* of the fields, for the upstream head's buffer */
+	struct exchange *ex;  /* its head filled here until the start; the pipeline's until released; then NULL */
+	bool started;         /* ex went to the pipeline */
+	struct evbuffer *in;  /* request DATA towards the pipeline (NULL: no body) */
+	struct evbuffer *out; /* response body from the pipeline */
+	const char *method, *target, *authority, *host; /* in ex's arena */
+	size_t target_len, path_len, authority_len, host_len;
 	int cookie_field;     /* index of the joined cookie field, -1: none yet */
 	int early_status;     /* answered at once by the pipeline (431, 501) */
 	bool have_length;     /* content-length given */
 	bool bad;             /* a field we refuse: the stream is reset */
 	bool glitched;        /* already counted as a glitch */
-	bool req_chunked;
 	bool req_ended;
+	uint64_t content_length;
+	uint64_t body_remaining; /* a content-length body: bytes the pipeline has not taken */
 	uint64_t req_unacked; /* DATA bytes received and not yet given back to the window */
-	struct evbuffer *req_trailers;
+	struct event *body_timer; /* client_body_timeout while the pipeline waits for the body */
+	uint64_t body_deadline_us;   /* 0: no body timeout running */
+	uint64_t body_timer_at_us;   /* when the pending body_timer fires; 0: not pending */
 	/* response */
 	bool resp_submitted;  /* the HEADERS are submitted */
 	bool finished;        /* the pipeline is done with the stream */
 	bool complete;        /* ... and the whole body is in out */
 	bool deferred;        /* the data provider waits for bytes */
 	bool drained;         /* out fell below the proxy's resume mark: tell the pipeline */
-	struct evbuffer *resp_trailers; /* "name: value\n" lines */
+	struct evbuffer *resp_trailers; /* "name: value" lines, each ending in "\n" */
 };
 
 struct h2_session {
@@ -294,13 +298,14 @@ static void session_schedule(struct h2_session *s)
 static void stream_free(struct h2_stream *st)
 {
 	struct h2_session *s = st->s;
-	if (st->cc) {
-		struct client_conn *cc = st->cc;
-		st->cc = NULL;
-		client_stream_close(cc, st->s->cut_reason);
+	if (st->ex) {
+		struct exchange *ex = st->ex;
+		st->ex = NULL;
+		if (st->started)
+			pipeline_cancel(ex, st->s->cut_reason);
+		else
+			pipeline_exchange_discard(s->w, ex);
 	}
-	if (st->cr)
-		client_stream_discard_req(s->w, st->cr);
 	if (st->prev)
 		st->prev->next = st->next;
 	else
@@ -308,12 +313,12 @@ static void stream_free(struct h2_stream *st)
 	if (st->next)
 		st->next->prev = st->prev;
 	s->num_streams--;
+	if (st->body_timer)
+		event_free(st->body_timer);
 	if (st->in)
 		evbuffer_free(st->in);
 	if (st->out)
 		evbuffer_free(st->out);
-	if (st->req_trailers)
-		evbuffer_free(st->req_trailers);
 	if (st->resp_trailers)
 		evbuffer_free(st->resp_trailers);
 	free(st);
@@ -328,7 +333,7 @@ static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *frame, voi
 	struct h2_stream *st = calloc(1, sizeof(*st));
 	if (!st)
 		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-	if (!(st->cr = client_stream_req(s->w))) {
+	if (!(st->ex = pipeline_exchange_new(s->w))) {
 		free(st);
 		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
 	}
@@ -369,46 +374,44 @@ static const char *arena_copy(struct arena *a, const uint8_t *v, size_t n)
 	return arena_strndup(a, (const char *)v, n);
 }
 
-/* One regular request field into the head the pipeline reads. */
+/* One regular request field into the exchange's fields (copied into its arena). */
 static int stream_add_field(struct h2_stream *st, const uint8_t *name, size_t namelen, const uint8_t *value,
                             size_t valuelen)
 {
-	struct h1_request *h = &st->cr->h1;
-	struct arena *a = &st->cr->req.arena;
+	struct fields *f = &st->ex->req.headers;
+	struct arena *a = &st->ex->req.arena;
 	const struct conf_limits *lim = &st->s->w->snap->conf->limits;
 	size_t max = lim->max_headers < H1_MAX_HEADERS ? lim->max_headers : H1_MAX_HEADERS;
 	if (namelen == 6 && memcmp(name, "cookie", 6) == 0 && st->cookie_field >= 0) {
 		/* RFC 9113 8.2.3: crumbs are joined back into one field for HTTP/1.1 */
-		struct http_header *f = &h->headers[st->cookie_field];
-		char *joined = arena_alloc(a, f->value_len + 2 + valuelen + 1);
-		if (!joined)
-			return -1;
-		memcpy(joined, f->value, f->value_len);
-		memcpy(joined + f->value_len, "; ", 2);
-		memcpy(joined + f->value_len + 2, value, valuelen);
-		joined[f->value_len + 2 + valuelen] = '\0';
-		f->value = joined;
-		f->value_len += 2 + valuelen;
-		st->head_bytes += 2 + valuelen;
+		struct http_header *h = &f->v[st->cookie_field];
+		char *joined = arena_alloc(a, h->value_len + 2 + valuelen + 1);
+		memcpy(joined, h->value, h->value_len);
+		memcpy(joined + h->value_len, "; ", 2);
+		memcpy(joined + h->value_len + 2, value, valuelen);
+		joined[h->value_len + 2 + valuelen] = '\0';
+		h->value = joined;
+		h->value_len += 2 + valuelen;
 		return 0;
 	}
-	if (h->num_headers >= max) {
+	if (f->n >= max) {
 		st->early_status = 431;
 		return 0;
 	}
-	struct http_header *f = &h->headers[h->num_headers];
-	f->name = arena_copy(a, name, namelen);
-	f->value = arena_copy(a, value, valuelen);
-	if (!f->name || !f->value)
-		return -1;
-	f->name_len = namelen;
-	f->value_len = valuelen;
-	h->header_flags[h->num_headers] = 0;
 	if (namelen == 6 && memcmp(name, "cookie", 6) == 0)
-		st->cookie_field = (int)h->num_headers;
-	h->num_headers++;
-	st->head_bytes += namelen + valuelen + 4;
+		st->cookie_field = (int)f->n;
+	fields_add(f, arena_copy(a, name, namelen), namelen, arena_copy(a, value, valuelen), valuelen);
 	return 0;
+}
+
+/* A request trailer field: the exchange's trailers, while it is in the pipeline. */
+static void stream_add_trailer(struct h2_stream *st, const uint8_t *name, size_t namelen, const uint8_t *value,
+                               size_t valuelen)
+{
+	if (!st->ex || !st->started)
+		return;
+	struct arena *a = &st->ex->req.arena;
+	fields_add(&st->ex->trailers, arena_copy(a, name, namelen), namelen, arena_copy(a, value, valuelen), valuelen);
 }
 
 static int on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint8_t *name, size_t namelen,
@@ -435,48 +438,36 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint
 		return 0;
 	}
 	if (frame->headers.cat != NGHTTP2_HCAT_REQUEST) {
-		/* trailers: kept for a chunked body, pseudo-headers are refused by nghttp2 */
-		if (!st->req_trailers && !(st->req_trailers = evbuffer_new()))
-			return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-		if (evbuffer_add(st->req_trailers, name, namelen) != 0 || evbuffer_add(st->req_trailers, ": ", 2) != 0 ||
-		    evbuffer_add(st->req_trailers, value, valuelen) != 0 || evbuffer_add(st->req_trailers, "\r\n", 2) != 0)
-			return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+		/* trailers (pseudo-headers are refused by nghttp2) */
+		stream_add_trailer(st, name, namelen, value, valuelen);
 		return 0;
 	}
-	if (!st->cr)
+	if (!st->ex || st->started)
 		return 0;
-	struct h1_request *h = &st->cr->h1;
-	struct arena *a = &st->cr->req.arena;
+	struct arena *a = &st->ex->req.arena;
 	if (namelen > 0 && name[0] == ':') {
 		const char **slot;
 		if (namelen == 7 && memcmp(name, ":method", 7) == 0)
-			slot = &h->method;
+			slot = &st->method;
 		else if (namelen == 5 && memcmp(name, ":path", 5) == 0)
-			slot = &h->target;
+			slot = &st->target;
 		else if (namelen == 10 && memcmp(name, ":authority", 10) == 0)
 			slot = &st->authority;
 		else
 			return 0; /* :scheme (the listener decides it) */
 		/* a repeated one, or a target or authority that cannot go into an HTTP/1.1 head */
-		if (*slot || (slot != &h->method && !target_ok(value, valuelen))) {
+		if (*slot || (slot != &st->method && !target_ok(value, valuelen))) {
 			st->bad = true;
 			return 0;
 		}
-		const char *copy = arena_copy(a, value, valuelen);
-		if (!copy)
-			return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-		*slot = copy;
-		if (slot == &h->method) {
-			h->method_len = valuelen;
-		} else if (slot == &h->target) {
-			const char *q = memchr(copy, '?', valuelen);
-			h->target_len = valuelen;
-			h->path = copy;
-			h->path_len = q ? (size_t)(q - copy) : valuelen;
-		} else {
+		*slot = arena_copy(a, value, valuelen);
+		if (slot == &st->target) {
+			const char *q = memchr(st->target, '?', valuelen);
+			st->target_len = valuelen;
+			st->path_len = q ? (size_t)(q - st->target) : valuelen;
+		} else if (slot == &st->authority) {
 			st->authority_len = valuelen;
 		}
-		st->head_bytes += valuelen + 4;
 		return 0;
 	}
 	if (namelen == 4 && memcmp(name, "host", 4) == 0) {
@@ -484,13 +475,12 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint
 			st->bad = true;
 			return 0;
 		}
-		if (!(st->host = arena_copy(a, value, valuelen)))
-			return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+		st->host = arena_copy(a, value, valuelen);
 		st->host_len = valuelen;
 		return 0;
 	}
 	if (namelen == 14 && memcmp(name, "content-length", 14) == 0) {
-		/* the pipeline sends its own from the body it forwards */
+		/* the proxy sends its own from the body it forwards */
 		uint64_t v = 0;
 		if (st->have_length || valuelen == 0 || valuelen > 18) {
 			st->bad = true;
@@ -504,7 +494,7 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint
 			v = v * 10 + (uint64_t)(value[i] - '0');
 		}
 		st->have_length = true;
-		h->content_length = v;
+		st->content_length = v;
 		return 0;
 	}
 	if (namelen == 2 && memcmp(name, "te", 2) == 0)
@@ -559,42 +549,72 @@ static void out_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, vo
 	}
 }
 
+/* ---- the body timeout: a lazy deadline, like a client connection's ---- */
+
+static void stream_body_timer_cb(evutil_socket_t fd, short what, void *arg);
+
+static void stream_body_timer_at(struct h2_stream *st, uint64_t at_us)
+{
+	struct worker *w = st->s->w;
+	uint64_t now = worker_mono_us(w);
+	uint64_t ms = at_us > now ? (at_us - now + 999) / 1000 : 0;
+	struct timeval tv = worker_timeval(w, ms);
+	if (!st->body_timer && !(st->body_timer = evtimer_new(w->base, stream_body_timer_cb, st))) {
+		log_msg(LOG_ERROR, "cannot create an HTTP/2 body timer");
+		return;
+	}
+	if (evtimer_add(st->body_timer, &tv) != 0) {
+		log_msg(LOG_ERROR, "cannot arm an HTTP/2 body timer");
+		return;
+	}
+	st->body_timer_at_us = now + ms * 1000;
+}
+
+/* (Re)start the body timeout: every DATA frame pushes it back without touching the event loop. */
+static void stream_body_deadline(struct h2_stream *st)
+{
+	st->body_deadline_us = worker_mono_us(st->s->w) + st->s->w->snap->conf->limits.client_body_timeout * 1000;
+	if (st->body_timer_at_us == 0 || st->body_timer_at_us > st->body_deadline_us)
+		stream_body_timer_at(st, st->body_deadline_us);
+}
+
+static void stream_body_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	struct h2_stream *st = arg;
+	st->body_timer_at_us = 0;
+	if (!st->body_deadline_us)
+		return;
+	if (worker_mono_us(st->s->w) < st->body_deadline_us) {
+		stream_body_timer_at(st, st->body_deadline_us);
+		return;
+	}
+	st->body_deadline_us = 0;
+	if (st->ex && st->started && !st->finished)
+		pipeline_body_timeout(st->ex);
+}
+
+/* ---- the exchange's operations, as an HTTP/2 stream ---- */
+
+static const struct ex_ops h2_ops;
+
 /* The request head is complete: hand the stream to the pipeline. */
 static int stream_start(struct h2_session *s, struct h2_stream *st, bool end_stream)
 {
-	struct client_req *cr = st->cr;
-	if (!cr)
+	struct exchange *ex = st->ex;
+	if (!ex || st->started)
 		return 0;
-	struct h1_request *h = &cr->h1;
 	const char *auth = st->authority ? st->authority : st->host;
 	size_t auth_len = st->authority ? st->authority_len : st->host_len;
-	bool connect = h->method && h->method_len == 7 && memcmp(h->method, "CONNECT", 7) == 0;
-	if (st->bad || !h->method || !auth || auth_len == 0 ||
-	    (!connect && (!h->target || (h->target[0] != '/' && !(h->target_len == 1 && h->target[0] == '*'))))) {
+	bool connect = st->method && strcmp(st->method, "CONNECT") == 0;
+	if (st->bad || !st->method || !auth || auth_len == 0 ||
+	    (!connect && (!st->target || (st->target[0] != '/' && !(st->target_len == 1 && st->target[0] == '*'))))) {
 		stream_glitch(s, st->id);
 		nghttp2_submit_rst_stream(s->ng, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_PROTOCOL_ERROR);
 		return 0;
 	}
-	if (connect) {
-		st->early_status = 501; /* no tunnels */
-		h->target = h->path = auth;
-		h->target_len = h->path_len = auth_len;
-	}
-	h->authority = auth;
-	h->authority_len = auth_len;
-	h->minor_version = 1;
-	h->keep_alive = false;
 	st->req_ended = end_stream;
-	if (end_stream) {
-		h->body = H1_BODY_NONE;
-	} else if (st->have_length) {
-		h->body = H1_BODY_LENGTH;
-	} else {
-		/* a body of unknown length: chunked towards the pipeline */
-		h->body = H1_BODY_CHUNKED;
-		st->req_chunked = true;
-	}
-	cr->head_len = st->head_bytes + h->method_len + auth_len + 32;
 	st->out = evbuffer_new();
 	if (!end_stream)
 		st->in = evbuffer_new();
@@ -605,16 +625,32 @@ static int stream_start(struct h2_session *s, struct h2_stream *st, bool end_str
 	evbuffer_add_cb(st->out, out_cb, st);
 	if (st->in)
 		evbuffer_add_cb(st->in, in_cb, st);
-	struct client_origin o = s->origin;
-	o.protocol = "HTTP/2.0";
-	struct client_conn *cc = client_stream_new(s->w, s->listener, &o, s->bev, st, st->in, st->out);
-	if (!cc) {
-		nghttp2_submit_rst_stream(s->ng, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
-		return 0;
+	struct pipeline_peer peer = {
+	    .scheme = s->origin.scheme, .ip = s->origin.ip, .port = s->origin.port, .listener = s->listener};
+	pipeline_begin(ex, s->w, &h2_ops, st, &peer);
+	st->started = true;
+	struct request *r = &ex->req;
+	r->protocol = "HTTP/2.0";
+	r->method = st->method;
+	if (connect) {
+		st->early_status = 501; /* no tunnels */
+		r->target = r->origin_target = r->path = auth;
+	} else {
+		r->target = r->origin_target = st->target;
+		r->path = arena_strndup(&r->arena, st->target, st->path_len);
 	}
-	st->cc = cc;
-	st->cr = NULL; /* the pipeline's now */
-	client_stream_begin(cc, cr, st->early_status);
+	r->authority = auth;
+	ex->head_method = strcmp(st->method, "HEAD") == 0;
+	if (end_stream) {
+		ex->body = EX_BODY_NONE;
+	} else if (st->have_length) {
+		ex->body = EX_BODY_LENGTH;
+		ex->body_length = st->body_remaining = st->content_length;
+	} else {
+		ex->body = EX_BODY_STREAM; /* DATA until END_STREAM: the proxy frames it as chunked upstream */
+	}
+	ex->body_done = ex->body == EX_BODY_NONE || (ex->body == EX_BODY_LENGTH && st->content_length == 0);
+	pipeline_start(ex, st->early_status);
 	return 0;
 }
 
@@ -623,13 +659,8 @@ static void stream_end_request(struct h2_stream *st)
 	if (st->req_ended)
 		return;
 	st->req_ended = true;
-	if (!st->cc || !st->in || !st->req_chunked)
-		return;
-	evbuffer_add(st->in, "0\r\n", 3);
-	if (st->req_trailers)
-		evbuffer_add_buffer(st->in, st->req_trailers);
-	evbuffer_add(st->in, "\r\n", 2);
-	client_stream_body(st->cc);
+	if (st->ex && st->started && !st->finished && st->in)
+		pipeline_on_body(st->ex);
 }
 
 static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame, void *arg)
@@ -661,24 +692,17 @@ static int on_data_chunk(nghttp2_session *ng, uint8_t flags, int32_t stream_id, 
 	(void)flags;
 	struct h2_session *s = arg;
 	struct h2_stream *st = stream_of(s, stream_id);
-	if (!st || !st->cc || !st->in || st->req_ended || st->finished) {
+	if (!st || !st->ex || !st->started || !st->in || st->req_ended || st->finished) {
 		/* nobody reads it: give the connection window back at once */
 		nghttp2_session_consume_connection(ng, len);
 		return 0;
 	}
 	st->req_unacked += len;
-	int rc = 0;
-	if (st->req_chunked) {
-		char line[24];
-		int k = snprintf(line, sizeof line, "%zx\r\n", len);
-		rc = evbuffer_add(st->in, line, (size_t)k) != 0 || evbuffer_add(st->in, data, len) != 0 ||
-		     evbuffer_add(st->in, "\r\n", 2) != 0;
-	} else {
-		rc = evbuffer_add(st->in, data, len) != 0;
-	}
-	if (rc)
+	if (evbuffer_add(st->in, data, len) != 0)
 		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-	client_stream_body(st->cc);
+	if (st->body_deadline_us)
+		stream_body_deadline(st);
+	pipeline_on_body(st->ex);
 	return 0;
 }
 
@@ -753,14 +777,22 @@ static int on_invalid_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame
 
 /* ---- streams: response side ---- */
 
+/* Connection-specific fields (RFC 9113 8.2.2) and Content-Length, which
+ * HTTP/2 frames itself. This runs for every response field: the length
+ * decides before any comparison. */
 static bool hop_by_hop(const char *name, size_t n)
 {
-	static const char *const names[] = {"connection", "keep-alive", "proxy-connection", "transfer-encoding",
-	                                    "upgrade", "te", "trailer", "content-length", "http2-settings"};
-	for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
-		if (strlen(names[i]) == n && strncasecmp(names[i], name, n) == 0)
-			return true;
-	return false;
+	const char *want;
+	switch (n) {
+	case 2: want = "te"; break;
+	case 7: want = name[0] == 'u' || name[0] == 'U' ? "upgrade" : "trailer"; break;
+	case 10: want = name[0] == 'k' || name[0] == 'K' ? "keep-alive" : "connection"; break;
+	case 14: want = name[0] == 'h' || name[0] == 'H' ? "http2-settings" : "content-length"; break;
+	case 16: want = "proxy-connection"; break;
+	case 17: want = "transfer-encoding"; break;
+	default: return false;
+	}
+	return strncasecmp(want, name, n) == 0;
 }
 
 static ssize_t data_read(nghttp2_session *ng, int32_t stream_id, uint8_t *buf, size_t length, uint32_t *data_flags,
@@ -781,7 +813,7 @@ static ssize_t data_read(nghttp2_session *ng, int32_t stream_id, uint8_t *buf, s
 	else if (n && evbuffer_remove(st->out, buf, n) != (int)n)
 		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
 	size_t left = avail - n;
-	if (avail >= PROXY_HIGH_WATER / 2 && left < PROXY_HIGH_WATER / 2 && st->cc && !st->finished) {
+	if (avail >= PROXY_HIGH_WATER / 2 && left < PROXY_HIGH_WATER / 2 && st->started && !st->finished) {
 		/* the proxy may have stopped reading the upstream: tell it after this send */
 		st->drained = true;
 		s->drained = true;
@@ -869,64 +901,47 @@ static uint8_t nv_index_flag(const char *name, size_t n)
 	return NGHTTP2_NV_FLAG_NONE;
 }
 
-long h2_stream_respond(struct h2_stream *st, int status, const struct http_header *fields, size_t n_fields,
-                      const char *lines, bool body)
+static long h2_send_head(struct exchange *ex, const struct ex_head *h)
 {
+	struct h2_stream *st = ex->conn;
 	struct h2_session *s = st->s;
-	if (st->resp_submitted || status < 100 || status > 999)
+	const struct fields *f = h->fields;
+	if (st->resp_submitted || h->status < 100 || h->status > 999)
 		return -1;
 	nghttp2_nv nv[H2_MAX_NV];
+	int status = h->status;
 	char status_text[4] = {(char)('0' + status / 100), (char)('0' + status / 10 % 10), (char)('0' + status % 10), 0};
 	size_t k = 0;
 	nv[k++] = (nghttp2_nv){(uint8_t *)":status", (uint8_t *)status_text, 7, 3, NGHTTP2_NV_FLAG_NONE};
 	long head_bytes = 15; /* "HTTP/1.1 200 \r\n" ... "\r\n" */
 	/* names must be lower case in HTTP/2: upper-case ones are copied here */
-	size_t lines_len = lines ? strlen(lines) : 0;
-	size_t need = lines_len;
-	for (size_t i = 0; i < n_fields; i++)
-		need += fields[i].name_len;
+	size_t need = 0;
+	for (size_t i = 0; i < f->n; i++)
+		need += f->v[i].name_len;
 	char stack[2048];
 	char *low = need <= sizeof stack ? stack : malloc(need);
 	if (!low)
 		return -1;
 	size_t used = 0;
-	for (size_t i = 0; i < n_fields && k < H2_MAX_NV; i++) {
-		const struct http_header *f = &fields[i];
-		const char *name = f->name;
-		if (!lower_case(f->name, f->name_len)) {
-			for (size_t j = 0; j < f->name_len; j++)
-				low[used + j] = (char)tolower((unsigned char)f->name[j]);
+	for (size_t i = 0; i < f->n && k < H2_MAX_NV; i++) {
+		const struct http_header *fh = &f->v[i];
+		/* connection-specific fields have no place in HTTP/2 (a module may have added one) */
+		if (hop_by_hop(fh->name, fh->name_len) && !http_name_is(fh, "content-length"))
+			continue;
+		const char *name = fh->name;
+		if (!lower_case(fh->name, fh->name_len)) {
+			for (size_t j = 0; j < fh->name_len; j++)
+				low[used + j] = (char)tolower((unsigned char)fh->name[j]);
 			name = low + used;
-			used += f->name_len;
+			used += fh->name_len;
 		}
-		nv[k++] = (nghttp2_nv){(uint8_t *)name, (uint8_t *)f->value, f->name_len, f->value_len, nv_index_flag(name, f->name_len)};
-		head_bytes += (long)(f->name_len + f->value_len + 4);
-	}
-	/* module and extra lines: "name: value\r\n"... */
-	const char *p = lines, *end = lines ? lines + lines_len : NULL;
-	while (p && p < end && k < H2_MAX_NV) {
-		const char *eol = memchr(p, '\n', (size_t)(end - p));
-		const char *line_end = eol ? eol : end;
-		const char *colon = memchr(p, ':', (size_t)(line_end - p));
-		if (colon && colon > p && !hop_by_hop(p, (size_t)(colon - p))) {
-			size_t name_len = (size_t)(colon - p);
-			for (size_t j = 0; j < name_len; j++)
-				low[used + j] = (char)tolower((unsigned char)p[j]);
-			const char *v = colon + 1;
-			const char *ve = line_end;
-			while (v < ve && (*v == ' ' || *v == '\t'))
-				v++;
-			while (ve > v && (ve[-1] == '\r' || ve[-1] == ' ' || ve[-1] == '\t'))
-				ve--;
-			nv[k++] = (nghttp2_nv){(uint8_t *)low + used, (uint8_t *)v, name_len, (size_t)(ve - v),
-			                       NGHTTP2_NV_FLAG_NONE};
-			used += name_len;
-			head_bytes += (long)(name_len + (size_t)(ve - v) + 4);
-		}
-		p = eol ? eol + 1 : end;
+		nv[k++] = (nghttp2_nv){(uint8_t *)name, (uint8_t *)fh->value, fh->name_len, fh->value_len,
+		                       nv_index_flag(name, fh->name_len)};
+		head_bytes += (long)(fh->name_len + fh->value_len + 4);
 	}
 	nghttp2_data_provider prd = {.source.ptr = st, .read_callback = data_read};
-	int rc = nghttp2_submit_response(s->ng, st->id, nv, k, body ? &prd : NULL);
+	/* nghttp2 copies the fields: they may go with the request's arena */
+	int rc = nghttp2_submit_response(s->ng, st->id, nv, k, h->body != EX_BODY_NONE ? &prd : NULL);
 	if (low != stack)
 		free(low);
 	st->resp_submitted = rc == 0;
@@ -934,24 +949,56 @@ long h2_stream_respond(struct h2_stream *st, int status, const struct http_heade
 	return rc == 0 ? head_bytes : -1;
 }
 
-void h2_stream_trailer(struct h2_stream *st, const char *line, size_t len)
+static long h2_send_data(struct exchange *ex, struct evbuffer *src, const char *bytes, size_t n)
 {
-	const char *colon = memchr(line, ':', len);
-	if (!colon || colon == line || hop_by_hop(line, (size_t)(colon - line)))
-		return;
-	if (!st->resp_trailers && !(st->resp_trailers = evbuffer_new()))
-		return;
-	if (evbuffer_add(st->resp_trailers, line, len) != 0 || evbuffer_add(st->resp_trailers, "\n", 1) != 0)
-		log_msg(LOG_ERROR, "out of memory keeping an HTTP/2 response trailer");
+	struct h2_stream *st = ex->conn;
+	if (n == 0)
+		return 0;
+	/* no framing here: DATA frames are cut from st->out as the client's window allows */
+	if (src ? evbuffer_remove_buffer(src, st->out, n) != (int)n : evbuffer_add(st->out, bytes, n) != 0)
+		return -1;
+	return (long)n;
 }
 
-void h2_stream_finished(struct h2_stream *st, bool complete)
+/* Kept as "name: value\n" lines in the stream's own buffer: nghttp2 asks for
+ * them (data_read) after the exchange, and its arena, are gone. */
+static long h2_send_trailers(struct exchange *ex, const struct fields *t)
 {
+	struct h2_stream *st = ex->conn;
+	for (size_t i = 0; i < t->n; i++) {
+		const struct http_header *f = &t->v[i];
+		if (f->name_len == 0 || hop_by_hop(f->name, f->name_len))
+			continue;
+		if (!st->resp_trailers && !(st->resp_trailers = evbuffer_new()))
+			return -1;
+		if (evbuffer_add(st->resp_trailers, f->name, f->name_len) != 0 ||
+		    evbuffer_add(st->resp_trailers, ": ", 2) != 0 ||
+		    evbuffer_add(st->resp_trailers, f->value, f->value_len) != 0 ||
+		    evbuffer_add(st->resp_trailers, "\n", 1) != 0) {
+			log_msg(LOG_ERROR, "out of memory keeping an HTTP/2 response trailer");
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static size_t h2_buffered(const struct exchange *ex)
+{
+	const struct h2_stream *st = ex->conn;
+	return evbuffer_get_length(st->out);
+}
+
+/* The pipeline is done: complete (the whole body is in st->out: END_STREAM
+ * once it is sent) or not (RST_STREAM). */
+static long h2_finish(struct exchange *ex, enum ex_end how)
+{
+	struct h2_stream *st = ex->conn;
 	struct h2_session *s = st->s;
 	if (st->finished)
-		return;
+		return 0;
 	st->finished = true;
-	st->complete = complete && st->resp_submitted;
+	st->body_deadline_us = 0;
+	st->complete = how == EX_END_COMPLETE && st->resp_submitted;
 	/* a body nobody will read: its window goes back to the client */
 	if (st->in && evbuffer_get_length(st->in))
 		evbuffer_drain(st->in, evbuffer_get_length(st->in));
@@ -966,7 +1013,74 @@ void h2_stream_finished(struct h2_stream *st, bool complete)
 		nghttp2_session_resume_data(s->ng, st->id);
 	}
 	session_schedule(s);
+	return 0;
 }
+
+/* The exchange is recycled: the stream lives on until nghttp2 closes it. */
+static void h2_release(void *conn, enum ex_end how, bool body_unread)
+{
+	(void)how;
+	(void)body_unread;
+	struct h2_stream *st = conn;
+	st->ex = NULL;
+}
+
+static void h2_start_body(struct exchange *ex)
+{
+	stream_body_deadline(ex->conn);
+}
+
+/* Request DATA as it came: nothing to decode. Taking it from st->in gives its
+ * window back to the client (in_cb), so flow control follows the proxy. */
+static ssize_t h2_read_body(struct exchange *ex, struct evbuffer *dst, size_t max, int *status, enum reason *reason)
+{
+	struct h2_stream *st = ex->conn;
+	size_t n = st->in ? evbuffer_get_length(st->in) : 0;
+	if (n > max)
+		n = max;
+	if (ex->body == EX_BODY_LENGTH && n > st->body_remaining)
+		n = (size_t)st->body_remaining;
+	if (n > 0 && evbuffer_remove_buffer(st->in, dst, n) != (int)n) {
+		*status = 500;
+		*reason = REASON_NONE;
+		return -1;
+	}
+	if (ex->body == EX_BODY_LENGTH) {
+		st->body_remaining -= n;
+		ex->body_done = st->body_remaining == 0;
+	} else {
+		ex->body_done = st->req_ended && evbuffer_get_length(st->in) == 0;
+	}
+	if (ex->body_done)
+		st->body_deadline_us = 0;
+	return (ssize_t)n;
+}
+
+static void h2_pause_body(struct exchange *ex, bool paused)
+{
+	/* flow control does it: DATA is acknowledged only as the pipeline takes it */
+	(void)ex;
+	(void)paused;
+}
+
+static bool h2_tls_info(const struct exchange *ex, struct tls_info *out)
+{
+	const struct h2_stream *st = ex->conn;
+	return strcmp(st->s->origin.scheme, "https") == 0 && tls_bev_info(st->s->bev, out);
+}
+
+static const struct ex_ops h2_ops = {
+    .send_head = h2_send_head,
+    .send_data = h2_send_data,
+    .send_trailers = h2_send_trailers,
+    .buffered = h2_buffered,
+    .finish = h2_finish,
+    .release = h2_release,
+    .start_body = h2_start_body,
+    .read_body = h2_read_body,
+    .pause_body = h2_pause_body,
+    .tls_info = h2_tls_info,
+};
 
 /* ---- the session ---- */
 
@@ -977,7 +1091,7 @@ static void session_arm_timer(struct h2_session *s)
 {
 	bool active = false;
 	for (struct h2_stream *st = s->streams; st && !active; st = st->next)
-		active = st->cc != NULL && !st->finished;
+		active = st->started && !st->finished;
 	if (active) {
 		if (evtimer_pending(s->timer, NULL) && evtimer_del(s->timer) != 0)
 			log_msg(LOG_WARN, "cannot stop the HTTP/2 idle timer");
@@ -1019,8 +1133,8 @@ static void session_flush(struct h2_session *s)
 		for (struct h2_stream *st = s->streams; st; st = st->next) {
 			if (st->drained) {
 				st->drained = false;
-				if (st->cc && !st->finished)
-					client_stream_drained(st->cc);
+				if (st->ex && st->started && !st->finished)
+					pipeline_on_drained(st->ex);
 			}
 		}
 	}
@@ -1115,7 +1229,7 @@ static void session_timer_cb(evutil_socket_t fd, short what, void *arg)
 	struct h2_session *s = arg;
 	bool active = false;
 	for (struct h2_stream *st = s->streams; st && !active; st = st->next)
-		active = st->cc != NULL && !st->finished;
+		active = st->started && !st->finished;
 	if (!active && s->num_streams == 0 && !s->closing) {
 		session_fail(s, H2_CLOSE_IDLE_TIMEOUT, NGHTTP2_NO_ERROR);
 	}

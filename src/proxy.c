@@ -14,10 +14,9 @@
 #include <event2/event.h>
 
 #include "balance.h"
-#include "client.h"
 #include "conf_resilience.h"
-#include "h2.h"
 #include "log.h"
+#include "exchange.h"
 #include "pool.h"
 #include "runtime.h"
 #include "snapshot.h"
@@ -31,13 +30,13 @@
 static void up_read_cb(struct bufferevent *bev, void *arg);
 static void up_write_cb(struct bufferevent *bev, void *arg);
 static void up_event_cb(struct bufferevent *bev, short what, void *arg);
-static void proxy_attempt(struct client_req *cr, bool allow_reuse);
-static void proxy_pump_request(struct client_req *cr);
-static void proxy_pump_response(struct client_req *cr);
+static void proxy_attempt(struct exchange *ex, bool allow_reuse);
+static void proxy_pump_request(struct exchange *ex);
+static void proxy_pump_response(struct exchange *ex);
 
-static struct timeval proxy_tv(const struct client_req *cr, conf_msec ms)
+static struct timeval proxy_tv(const struct exchange *ex, conf_msec ms)
 {
-	return worker_timeval(cr->conn->w, ms);
+	return worker_timeval(ex->req.worker, ms);
 }
 
 /* Decimal and hex without printf: these run for every response and chunk. */
@@ -54,42 +53,28 @@ static size_t fmt_u64(char *out, uint64_t v)
 	return n;
 }
 
-/* A trailer field line "name: value" (from the chunked decoder, so well
- * formed): forwarded unless RFC 9110 6.5.1 says it cannot be a trailer
- * (h1_trailer_field_allowed). Dropped fields are counted per worker. */
-static bool proxy_trailer_forwardable(struct client_req *cr, const char *line, size_t len)
+/* A trailer field named name[0..n), either direction: forwarded unless RFC
+ * 9110 6.5.1 says it cannot be a trailer (h1_trailer_field_allowed).
+ * Dropped fields are counted per worker. */
+static bool proxy_trailer_forwardable(struct exchange *ex, const char *name, size_t n)
 {
-	const char *colon = memchr(line, ':', len);
-	if (colon && h1_trailer_field_allowed(line, (size_t)(colon - line)))
+	if (n > 0 && h1_trailer_field_allowed(name, n))
 		return true;
-	cr->conn->w->trailer_fields_dropped++;
+	ex->req.worker->trailer_fields_dropped++;
 	return false;
 }
 
 static void proxy_add_chunk_size(struct evbuffer *out, size_t n)
 {
-	static const char hex[] = "0123456789abcdef";
-	char buf[24];
-	size_t len = 0;
-	char tmp[20];
-	size_t k = 0;
-	do {
-		tmp[k++] = hex[n & 15];
-		n >>= 4;
-	} while (n);
-	while (k)
-		buf[len++] = tmp[--k];
-	buf[len++] = '\r';
-	buf[len++] = '\n';
-	evbuffer_add(out, buf, len);
+	char line[H1_CHUNK_LINE_MAX];
+	evbuffer_add(out, line, h1_chunk_size_line(line, n));
 }
-
 
 /* ---- balancing ---- */
 
-static bool proxy_hash_key(const struct client_req *cr, const struct conf_key *key, uint64_t *hash)
+static bool proxy_hash_key(const struct exchange *ex, const struct conf_key *key, uint64_t *hash)
 {
-	const struct request *r = &cr->req;
+	const struct request *r = &ex->req;
 	const char *data = NULL;
 	size_t len = 0;
 	switch (key->kind) {
@@ -106,19 +91,17 @@ static bool proxy_hash_key(const struct client_req *cr, const struct conf_key *k
 		len = strlen(data);
 		break;
 	case CONF_KEY_HEADER: {
-		int i = http_find_header(cr->h1.headers, cr->h1.num_headers, key->name);
-		if (i < 0)
+		data = fields_value(&r->headers, key->name, &len);
+		if (!data)
 			return false;
-		data = cr->h1.headers[i].value;
-		len = cr->h1.headers[i].value_len;
 		break;
 	}
 	case CONF_KEY_COOKIE: {
 		size_t nlen = strlen(key->name);
-		for (size_t h = 0; h < cr->h1.num_headers && !data; h++) {
-			if (!http_name_is(&cr->h1.headers[h], "cookie"))
+		for (size_t h = 0; h < r->headers.n && !data; h++) {
+			if (!http_name_is(&r->headers.v[h], "cookie"))
 				continue;
-			const char *v = cr->h1.headers[h].value, *end = v + cr->h1.headers[h].value_len;
+			const char *v = r->headers.v[h].value, *end = v + r->headers.v[h].value_len;
 			while (v < end) {
 				while (v < end && (*v == ' ' || *v == ';'))
 					v++;
@@ -146,7 +129,7 @@ static bool proxy_hash_key(const struct client_req *cr, const struct conf_key *k
 
 /* The service's split between pools, with the weights deployers set at run
  * time (runtime.h); a weight of 0 takes a pool out. */
-static int proxy_pick_pool(struct client_req *cr, const struct conf_service *svc, struct runtime_split *const *splits)
+static int proxy_pick_pool(struct exchange *ex, const struct conf_service *svc, struct runtime_split *const *splits)
 {
 	unsigned weights[64];
 	size_t n = svc->num_pools < 64 ? svc->num_pools : 64;
@@ -159,7 +142,7 @@ static int proxy_pick_pool(struct client_req *cr, const struct conf_service *svc
 		return -1;
 	if (n == 1)
 		return (int)svc->pools[0].pool;
-	uint64_t x = worker_random(cr->conn->w) % total;
+	uint64_t x = worker_random(ex->req.worker) % total;
 	for (size_t i = 0; i < n; i++) {
 		if (x < weights[i])
 			return (int)svc->pools[i].pool;
@@ -169,15 +152,15 @@ static int proxy_pick_pool(struct client_req *cr, const struct conf_service *svc
 }
 
 /* Tell the breaker how the current attempt went (once per attempt). */
-static void proxy_report(struct client_req *cr, enum breaker_outcome o)
+static void proxy_report(struct exchange *ex, enum breaker_outcome o)
 {
-	struct proxy_txn *txn = &cr->txn;
+	struct proxy_txn *txn = &ex->txn;
 	if (!txn->outcome_pending || !txn->pool || txn->server < 0)
 		return;
 	txn->outcome_pending = false;
 	struct pool_state *p = txn->pool;
 	struct runtime_server *rs = p->rs[txn->server];
-	uint64_t now = worker_wall_us(cr->conn->w);
+	uint64_t now = worker_wall_us(ex->req.worker);
 	enum breaker_state st;
 	if (runtime_breaker_record(rs, &p->conf->breaker, now, txn->breaker_epoch, txn->probe, o,
 	                           now - txn->attempt_start_us, &st)) {
@@ -198,9 +181,9 @@ static void proxy_report(struct client_req *cr, enum breaker_outcome o)
 }
 
 /* Take server s of the transaction's pool for the next attempt. */
-static void proxy_use_server(struct client_req *cr, const struct pool_pick *pick)
+static void proxy_use_server(struct exchange *ex, const struct pool_pick *pick)
 {
-	struct proxy_txn *txn = &cr->txn;
+	struct proxy_txn *txn = &ex->txn;
 	struct pool_state *p = txn->pool;
 	txn->server = pick->server;
 	txn->probe = pick->probe;
@@ -211,45 +194,46 @@ static void proxy_use_server(struct client_req *cr, const struct pool_pick *pick
 	atomic_fetch_add_explicit(&p->rs[pick->server]->active_requests, 1, memory_order_relaxed);
 	/* addresses are at most 63 bytes ("ip:port"); a longer name is cut like snprintf would */
 	const char *addr = p->conf->servers[pick->server].address;
-	size_t n = strnlen(addr, sizeof(cr->req.upstream) - 1);
-	memcpy(cr->req.upstream, addr, n);
-	cr->req.upstream[n] = '\0';
+	size_t n = strnlen(addr, sizeof(ex->req.upstream) - 1);
+	memcpy(ex->req.upstream, addr, n);
+	ex->req.upstream[n] = '\0';
 }
 
 /* Give back what the current server holds for this request. */
-static void proxy_leave_server(struct client_req *cr, enum breaker_outcome o)
+static void proxy_leave_server(struct exchange *ex, enum breaker_outcome o)
 {
-	struct proxy_txn *txn = &cr->txn;
+	struct proxy_txn *txn = &ex->txn;
 	struct pool_state *p = txn->pool;
 	if (!p || txn->server < 0)
 		return;
-	proxy_report(cr, o);
+	proxy_report(ex, o);
 	atomic_fetch_sub_explicit(&p->rs[txn->server]->active_requests, 1, memory_order_relaxed);
 	txn->server = -1;
 }
 
-static void proxy_refuse(struct client_req *cr, enum reason reason, unsigned retry_after)
+static void proxy_refuse(struct exchange *ex, enum reason reason, unsigned retry_after)
 {
-	char hdr[40];
-	snprintf(hdr, sizeof(hdr), "retry-after: %u\r\n", retry_after ? retry_after : 1);
-	client_respond_error(cr, 503, reason, hdr);
+	struct fields f;
+	fields_init(&f, &ex->req.arena);
+	fields_add_u64(&f, "retry-after", retry_after ? retry_after : 1);
+	ex->pipe->respond_error(ex, 503, reason, &f);
 }
 
-static void proxy_end_txn(struct client_req *cr, bool reusable);
+static void proxy_end_txn(struct exchange *ex, bool reusable);
 
-void proxy_start(struct client_req *cr)
+void proxy_start(struct exchange *ex)
 {
-	struct proxy_txn *txn = &cr->txn;
-	struct request *r = &cr->req;
-	struct worker *w = cr->conn->w;
+	struct proxy_txn *txn = &ex->txn;
+	struct request *r = &ex->req;
+	struct worker *w = ex->req.worker;
 	const struct snapshot *s = r->snap;
 	const struct conf *c = s->conf;
 	memset(txn, 0, offsetof(struct proxy_txn, resp));
 	txn->server = -1;
 
-	int pool_index = proxy_pick_pool(cr, &c->services[r->service], w->pools->splits[r->service]);
+	int pool_index = proxy_pick_pool(ex, &c->services[r->service], w->pools->splits[r->service]);
 	if (pool_index < 0) {
-		proxy_refuse(cr, REASON_NO_HEALTHY_UPSTREAM, 1);
+		proxy_refuse(ex, REASON_NO_HEALTHY_UPSTREAM, 1);
 		return;
 	}
 	r->pool = pool_index;
@@ -259,23 +243,23 @@ void proxy_start(struct client_req *cr)
 	unsigned active = atomic_fetch_add_explicit(&p->rt->active_requests, 1, memory_order_relaxed);
 	if (p->conf->pool_limits.max_requests && active >= p->conf->pool_limits.max_requests) {
 		atomic_fetch_add_explicit(&p->rt->overflow, 1, memory_order_relaxed);
-		proxy_end_txn(cr, false);
-		proxy_refuse(cr, REASON_POOL_OVERFLOW, 1);
+		proxy_end_txn(ex, false);
+		proxy_refuse(ex, REASON_POOL_OVERFLOW, 1);
 		return;
 	}
 	uint64_t hash = 0;
-	bool has_key = p->conf->balance == CONF_BALANCE_HASH && proxy_hash_key(cr, &p->conf->hash_key, &hash);
+	bool has_key = p->conf->balance == CONF_BALANCE_HASH && proxy_hash_key(ex, &p->conf->hash_key, &hash);
 	struct pool_pick pick;
 	pool_pick_server(p, s->rings[pool_index], has_key, hash, 0, &pick);
 	if (pick.server < 0) {
 		atomic_fetch_add_explicit(pick.breaker_open ? &p->rt->breaker_open : &p->rt->no_server, 1,
 		                          memory_order_relaxed);
-		proxy_end_txn(cr, false);
-		proxy_refuse(cr, pick.breaker_open ? REASON_BREAKER_OPEN : REASON_NO_HEALTHY_UPSTREAM, pick.retry_after);
+		proxy_end_txn(ex, false);
+		proxy_refuse(ex, pick.breaker_open ? REASON_BREAKER_OPEN : REASON_NO_HEALTHY_UPSTREAM, pick.retry_after);
 		return;
 	}
-	proxy_use_server(cr, &pick);
-	proxy_attempt(cr, true);
+	proxy_use_server(ex, &pick);
+	proxy_attempt(ex, true);
 }
 
 /* ---- the upstream request head ---- */
@@ -303,12 +287,12 @@ static void hb_str(struct head_builder *hb, const char *s)
 
 /* Every non-empty value of the request's `name` fields, then `last`, joined
  * with ", " (the list form of X-Forwarded-For and Via). */
-static void hb_join_values(struct head_builder *hb, const struct h1_request *h, const char *name, const char *last)
+static void hb_join_values(struct head_builder *hb, const struct fields *f, const char *name, const char *last)
 {
-	for (size_t i = 0; i < h->num_headers; i++) {
-		if (!http_name_is(&h->headers[i], name) || h->headers[i].value_len == 0)
+	for (size_t i = 0; i < f->n; i++) {
+		if (!http_name_is(&f->v[i], name) || f->v[i].value_len == 0)
 			continue;
-		hb_add(hb, h->headers[i].value, h->headers[i].value_len);
+		hb_add(hb, f->v[i].value, f->v[i].value_len);
 		hb_add(hb, ", ", 2);
 	}
 	hb_str(hb, last);
@@ -322,59 +306,62 @@ static bool proxy_header_replaced(const struct http_header *h)
 	       http_name_is(h, "expect");
 }
 
-static void proxy_build_head(struct client_req *cr, struct evbuffer *out)
+/* The upstream request head, from the request's fields as the access phase
+ * left them; the framing is ours: content-length when the body's length is
+ * known, chunked when it is not (an HTTP/1 chunked body, an HTTP/2 body
+ * without content-length). */
+static void proxy_build_head(struct exchange *ex, struct evbuffer *out)
 {
-	const struct h1_request *h = &cr->h1;
-	struct request *r = &cr->req;
+	struct request *r = &ex->req;
+	const struct fields *f = &r->headers;
+	size_t auth_len = r->authority ? strlen(r->authority) : 0;
 	struct head_builder hb;
-	hb.cap = 2 * cr->head_len + 1024;
+	hb.cap = strlen(r->method) + strlen(r->origin_target) + 2 * auth_len + 2 * sizeof(r->client_ip) +
+	         sizeof(r->request_id) + 256;
+	for (size_t i = 0; i < f->n; i++)
+		hb.cap += 2 * (f->v[i].name_len + f->v[i].value_len + 4);
 	hb.buf = arena_alloc(&r->arena, hb.cap);
 	hb.len = 0;
 
-	hb_add(&hb, h->method, h->method_len);
+	hb_str(&hb, r->method);
 	hb_add(&hb, " ", 1);
-	if (h->target_len > 0 && h->target[0] != '/' && h->target[0] != '*') {
-		/* absolute-form: the upstream gets origin-form */
-		hb_add(&hb, h->path, (size_t)(h->target + h->target_len - h->path));
-	} else {
-		hb_add(&hb, h->target, h->target_len);
-	}
+	hb_str(&hb, r->origin_target);
 	hb_str(&hb, " HTTP/1.1\r\nhost: ");
-	if (h->authority)
-		hb_add(&hb, h->authority, h->authority_len);
+	if (r->authority)
+		hb_add(&hb, r->authority, auth_len);
 	else
 		hb_str(&hb, r->upstream);
 	hb_str(&hb, "\r\n");
 
-	for (size_t i = 0; i < h->num_headers; i++) {
-		const struct http_header *f = &h->headers[i];
-		if ((h->header_flags[i] & H1_HDR_HOP) || proxy_header_replaced(f))
+	for (size_t i = 0; i < f->n; i++) {
+		const struct http_header *h = &f->v[i];
+		if ((fields_flags(f, i) & FIELD_HOP) || proxy_header_replaced(h))
 			continue;
-		hb_add(&hb, f->name, f->name_len);
+		hb_add(&hb, h->name, h->name_len);
 		hb_add(&hb, ": ", 2);
-		hb_add(&hb, f->value, f->value_len);
+		hb_add(&hb, h->value, h->value_len);
 		hb_add(&hb, "\r\n", 2);
 	}
 	/* X-Forwarded-For and Via accumulate along the chain of proxies */
 	hb_str(&hb, "x-forwarded-for: ");
-	hb_join_values(&hb, h, "x-forwarded-for", r->client_ip);
+	hb_join_values(&hb, f, "x-forwarded-for", r->client_ip);
 	hb_str(&hb, "\r\nx-forwarded-proto: ");
 	hb_str(&hb, r->scheme);
-	if (h->authority) {
+	if (r->authority) {
 		hb_str(&hb, "\r\nx-forwarded-host: ");
-		hb_add(&hb, h->authority, h->authority_len);
+		hb_add(&hb, r->authority, auth_len);
 	}
 	hb_str(&hb, "\r\nvia: ");
-	hb_join_values(&hb, h, "via", h->minor_version == 0 ? "1.0 sluice" : "1.1 sluice");
+	hb_join_values(&hb, f, "via", strcmp(r->protocol, "HTTP/1.0") == 0 ? "1.0 sluice" : "1.1 sluice");
 	hb_str(&hb, "\r\nx-request-id: ");
 	hb_str(&hb, r->request_id);
 	hb_str(&hb, "\r\n");
-	if (cr->body == H1_BODY_LENGTH) {
+	if (ex->body == EX_BODY_LENGTH) {
 		char num[24];
 		hb_str(&hb, "content-length: ");
-		hb_add(&hb, num, fmt_u64(num, h->content_length));
+		hb_add(&hb, num, fmt_u64(num, ex->body_length));
 		hb_add(&hb, "\r\n", 2);
-	} else if (cr->body == H1_BODY_CHUNKED) {
+	} else if (ex->body == EX_BODY_STREAM) {
 		hb_str(&hb, "transfer-encoding: chunked\r\n");
 	}
 	hb_add(&hb, "\r\n", 2);
@@ -384,9 +371,9 @@ static void proxy_build_head(struct client_req *cr, struct evbuffer *out)
 
 /* ---- attempts ---- */
 
-static void proxy_release_upstream(struct client_req *cr, bool reusable)
+static void proxy_release_upstream(struct exchange *ex, bool reusable)
 {
-	struct proxy_txn *txn = &cr->txn;
+	struct proxy_txn *txn = &ex->txn;
 	struct upstream_conn *uc = txn->uc;
 	if (!uc)
 		return;
@@ -398,14 +385,18 @@ static void proxy_release_upstream(struct client_req *cr, bool reusable)
 		upstream_conn_free(uc);
 }
 
-static void proxy_end_txn(struct client_req *cr, bool reusable)
+static void proxy_end_txn(struct exchange *ex, bool reusable)
 {
-	struct proxy_txn *txn = &cr->txn;
+	struct proxy_txn *txn = &ex->txn;
 	struct pool_state *p = txn->pool;
-	proxy_release_upstream(cr, reusable);
+	proxy_release_upstream(ex, reusable);
+	if (txn->req_chunk) {
+		evbuffer_free(txn->req_chunk);
+		txn->req_chunk = NULL;
+	}
 	/* an attempt that ends without an outcome (client gone, bad request
 	 * body) says nothing about the server; a probe gives its slot back */
-	proxy_leave_server(cr, BREAKER_CANCELLED);
+	proxy_leave_server(ex, BREAKER_CANCELLED);
 	if (p) {
 		if (txn->pending)
 			atomic_fetch_sub_explicit(&p->rt->pending, 1, memory_order_relaxed);
@@ -418,11 +409,11 @@ static void proxy_end_txn(struct client_req *cr, bool reusable)
 	txn->pool = NULL;
 }
 
-static bool proxy_method_idempotent(const struct client_req *cr)
+static bool proxy_method_idempotent(const struct exchange *ex)
 {
 	static const char *const methods[] = { "GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE" };
 	for (size_t i = 0; i < sizeof methods / sizeof methods[0]; i++)
-		if (strlen(methods[i]) == cr->h1.method_len && memcmp(methods[i], cr->h1.method, cr->h1.method_len) == 0)
+		if (strcmp(methods[i], ex->req.method) == 0)
 			return true;
 	return false;
 }
@@ -447,18 +438,18 @@ enum proxy_retry { PROXY_RETRY_NO, PROXY_RETRY_STARTED, PROXY_RETRY_DENIED };
  * another server if the pool's retry policy, the request and the retry
  * budget allow. nothing_sent: the failure happened before any byte of the
  * request could have reached the upstream (connect failure). */
-static enum proxy_retry proxy_try_retry(struct client_req *cr, bool condition_met, bool nothing_sent)
+static enum proxy_retry proxy_try_retry(struct exchange *ex, bool condition_met, bool nothing_sent)
 {
-	struct proxy_txn *txn = &cr->txn;
+	struct proxy_txn *txn = &ex->txn;
 	struct pool_state *p = txn->pool;
 	const struct conf_pool *pc = p->conf;
 	/* the body streams through: once a byte of it left, it cannot be sent again */
-	bool body_replayable = cr->body == H1_BODY_NONE || (cr->body == H1_BODY_LENGTH && txn->req_body_sent == 0);
-	if (!condition_met || txn->tries >= pc->retry.attempts || cr->response_started || !body_replayable ||
-	    (!nothing_sent && !proxy_method_idempotent(cr)))
+	bool body_replayable = ex->body == EX_BODY_NONE || (ex->body == EX_BODY_LENGTH && txn->req_body_sent == 0);
+	if (!condition_met || txn->tries >= pc->retry.attempts || ex->response_started || !body_replayable ||
+	    (!nothing_sent && !proxy_method_idempotent(ex)))
 		return PROXY_RETRY_NO;
 	struct pool_pick pick;
-	pool_pick_server(p, cr->req.snap->rings[cr->req.pool], false, 0, txn->avoid, &pick);
+	pool_pick_server(p, ex->req.snap->rings[ex->req.pool], false, 0, txn->avoid, &pick);
 	if (pick.server < 0)
 		return PROXY_RETRY_NO;
 	if (!txn->retrying) {
@@ -471,7 +462,7 @@ static enum proxy_retry proxy_try_retry(struct client_req *cr, bool condition_me
 		    (pc->pool_limits.max_retries && inflight >= pc->pool_limits.max_retries)) {
 			if (pick.probe) {
 				enum breaker_state st;
-				runtime_breaker_record(p->rs[pick.server], &pc->breaker, worker_wall_us(cr->conn->w), pick.epoch,
+				runtime_breaker_record(p->rs[pick.server], &pc->breaker, worker_wall_us(ex->req.worker), pick.epoch,
 				                       true, BREAKER_CANCELLED, 0, &st);
 			}
 			atomic_fetch_add_explicit(&p->rt->retry_denied, 1, memory_order_relaxed);
@@ -481,78 +472,78 @@ static enum proxy_retry proxy_try_retry(struct client_req *cr, bool condition_me
 		txn->retrying = true;
 	}
 	atomic_fetch_add_explicit(&p->rt->retries, 1, memory_order_relaxed);
-	proxy_release_upstream(cr, false);
-	proxy_leave_server(cr, BREAKER_CANCELLED);
+	proxy_release_upstream(ex, false);
+	proxy_leave_server(ex, BREAKER_CANCELLED);
 	if (txn->pending) {
 		txn->pending = false;
 		atomic_fetch_sub_explicit(&p->rt->pending, 1, memory_order_relaxed);
 	}
-	proxy_use_server(cr, &pick);
+	proxy_use_server(ex, &pick);
 	txn->failed_over = false;
 	if (log_enabled(LOG_DEBUG)) {
 		struct log_line l;
 		log_begin(&l, LOG_DEBUG, "retrying on another server");
-		log_str(&l, "upstream", cr->req.upstream);
+		log_str(&l, "upstream", ex->req.upstream);
 		log_int(&l, "try", txn->tries);
 		log_end(&l);
 	}
-	proxy_attempt(cr, true);
+	proxy_attempt(ex, true);
 	return PROXY_RETRY_STARTED;
 }
 
-void proxy_abort(struct client_req *cr)
+void proxy_abort(struct exchange *ex)
 {
-	proxy_end_txn(cr, false);
+	proxy_end_txn(ex, false);
 }
 
-static void proxy_fail(struct client_req *cr, enum reason reason, int status)
+static void proxy_fail(struct exchange *ex, enum reason reason, int status)
 {
-	struct proxy_txn *txn = &cr->txn;
+	struct proxy_txn *txn = &ex->txn;
 	/* A pooled connection may have been closed by the upstream just as we
 	 * picked it: if nothing of the request body left and no byte came back,
 	 * the request is safe to send again, once, on a fresh connection. */
 	if (txn->reused && !txn->failed_over && txn->resp_bytes_seen == 0 && txn->req_body_sent == 0 &&
 	    reason == REASON_UPSTREAM_RESET) {
-		proxy_release_upstream(cr, false);
+		proxy_release_upstream(ex, false);
 		txn->failed_over = true;
-		proxy_attempt(cr, false);
+		proxy_attempt(ex, false);
 		return;
 	}
 	if (txn->outcome_pending) {
-		proxy_report(cr, BREAKER_FAILURE);
-		enum proxy_retry rr = proxy_try_retry(cr, (txn->pool->conf->retry.on & proxy_retry_condition(reason)) != 0,
+		proxy_report(ex, BREAKER_FAILURE);
+		enum proxy_retry rr = proxy_try_retry(ex, (txn->pool->conf->retry.on & proxy_retry_condition(reason)) != 0,
 		                                      reason == REASON_UPSTREAM_CONNECT_FAILED);
 		if (rr == PROXY_RETRY_STARTED)
 			return;
 		if (rr == PROXY_RETRY_DENIED) {
-			proxy_end_txn(cr, false);
-			proxy_refuse(cr, REASON_RETRY_BUDGET_EXHAUSTED, 1);
+			proxy_end_txn(ex, false);
+			proxy_refuse(ex, REASON_RETRY_BUDGET_EXHAUSTED, 1);
 			return;
 		}
 	}
-	proxy_end_txn(cr, false);
+	proxy_end_txn(ex, false);
 	if (log_enabled(LOG_DEBUG)) {
 		struct log_line l;
 		log_begin(&l, LOG_DEBUG, "upstream failed");
-		log_str(&l, "upstream", cr->req.upstream);
+		log_str(&l, "upstream", ex->req.upstream);
 		log_str(&l, "reason", reason_name(reason));
 		log_end(&l);
 	}
-	if (!cr->response_started) {
-		client_respond_error(cr, status, reason, NULL);
+	if (!ex->response_started) {
+		ex->pipe->respond_error(ex, status, reason, NULL);
 	} else {
-		client_abort(cr, reason);
+		ex->pipe->abort(ex, reason);
 	}
 }
 
-static void proxy_attempt(struct client_req *cr, bool allow_reuse)
+static void proxy_attempt(struct exchange *ex, bool allow_reuse)
 {
-	struct proxy_txn *txn = &cr->txn;
-	struct request *r = &cr->req;
+	struct proxy_txn *txn = &ex->txn;
+	struct request *r = &ex->req;
 	struct pool_state *p = txn->pool;
 	const struct conf_pool *pc = p->conf;
 	const struct conf_server *srv = &pc->servers[txn->server];
-	struct worker *w = cr->conn->w;
+	struct worker *w = ex->req.worker;
 	r->attempts++;
 	txn->outcome_pending = true;
 	txn->attempt_start_us = worker_wall_us(w);
@@ -574,8 +565,8 @@ static void proxy_attempt(struct client_req *cr, bool allow_reuse)
 		    (lim->max_pending && !txn->pending &&
 		     atomic_load_explicit(&p->rt->pending, memory_order_relaxed) >= lim->max_pending)) {
 			atomic_fetch_add_explicit(&p->rt->overflow, 1, memory_order_relaxed);
-			proxy_end_txn(cr, false);
-			proxy_refuse(cr, REASON_POOL_OVERFLOW, 1);
+			proxy_end_txn(ex, false);
+			proxy_refuse(ex, REASON_POOL_OVERFLOW, 1);
 			return;
 		}
 		if (!txn->pending) {
@@ -584,22 +575,22 @@ static void proxy_attempt(struct client_req *cr, bool allow_reuse)
 		}
 		uc = pool_new_conn(p, (size_t)txn->server);
 		if (!uc) {
-			proxy_fail(cr, REASON_UPSTREAM_CONNECT_FAILED, 502);
+			proxy_fail(ex, REASON_UPSTREAM_CONNECT_FAILED, 502);
 			return;
 		}
 	}
 	txn->uc = uc;
-	uc->owner = cr;
+	uc->owner = ex;
 	uc->requests++;
-	bufferevent_setcb(uc->bev, up_read_cb, up_write_cb, up_event_cb, cr);
-	struct timeval response_tv = proxy_tv(cr, pc->response_timeout);
+	bufferevent_setcb(uc->bev, up_read_cb, up_write_cb, up_event_cb, ex);
+	struct timeval response_tv = proxy_tv(ex, pc->response_timeout);
 	txn->read_timer_on = false;
 	if (txn->reused) {
 		txn->connecting = false;
 		/* when the body is already complete the response timer starts now: one
 		 * setting instead of two (each one re-adds both events) */
-		txn->read_timer_on = cr->body_done;
-		bufferevent_set_timeouts(uc->bev, cr->body_done ? &response_tv : NULL, &response_tv);
+		txn->read_timer_on = ex->body_done;
+		bufferevent_set_timeouts(uc->bev, ex->body_done ? &response_tv : NULL, &response_tv);
 	} else {
 		/* set once per connection: they survive its stays in the idle list */
 		/* no read high-water mark: libevent would re-add the read event on
@@ -607,12 +598,12 @@ static void proxy_attempt(struct client_req *cr, bool allow_reuse)
 		 * arrives, and reading stops (resp_paused) while the client is slow */
 		bufferevent_setwatermark(uc->bev, EV_WRITE, PROXY_HIGH_WATER / 2, 0);
 		bufferevent_set_max_single_read(uc->bev, PROXY_HIGH_WATER);
-		struct timeval connect_tv = proxy_tv(cr, pc->connect_timeout);
+		struct timeval connect_tv = proxy_tv(ex, pc->connect_timeout);
 		txn->connecting = true;
 		txn->connect_start_us = worker_wall_us(w);
 		bufferevent_set_timeouts(uc->bev, NULL, &connect_tv);
 		if (bufferevent_socket_connect(uc->bev, (const struct sockaddr *)&srv->addr, (int)srv->addr_len) != 0) {
-			proxy_fail(cr, REASON_UPSTREAM_CONNECT_FAILED, 502);
+			proxy_fail(ex, REASON_UPSTREAM_CONNECT_FAILED, 502);
 			return;
 		}
 		int fd = bufferevent_getfd(uc->bev);
@@ -620,157 +611,121 @@ static void proxy_attempt(struct client_req *cr, bool allow_reuse)
 		if (fd >= 0 && setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) != 0)
 			log_msg(LOG_DEBUG, "TCP_NODELAY failed on an upstream socket");
 	}
-	proxy_build_head(cr, bufferevent_get_output(uc->bev));
+	proxy_build_head(ex, bufferevent_get_output(uc->bev));
 	/* a pooled plain connection writes through its flusher (io.h): arming the
 	 * write event here would cost the epoll_ctl pair the flusher saves */
 	short want = io_flusher_active(&uc->flusher) ? EV_READ : EV_READ | EV_WRITE;
 	if ((bufferevent_get_enabled(uc->bev) & want) != want && bufferevent_enable(uc->bev, want) != 0) {
-		proxy_fail(cr, REASON_UPSTREAM_CONNECT_FAILED, 502);
+		proxy_fail(ex, REASON_UPSTREAM_CONNECT_FAILED, 502);
 		return;
 	}
-	proxy_pump_request(cr);
+	proxy_pump_request(ex);
 }
 
 /* ---- request body: client input -> upstream output ---- */
 
-static void proxy_request_body_error(struct client_req *cr, int status, enum reason reason)
+static void proxy_request_body_error(struct exchange *ex, int status, enum reason reason)
 {
-	proxy_end_txn(cr, false);
-	cr->body_done = false; /* the rest of the body is not read: close after answering */
-	if (!cr->response_started)
-		client_respond_error(cr, status, reason, NULL);
+	proxy_end_txn(ex, false);
+	ex->body_done = false; /* the rest of the body is not read: close after answering */
+	if (!ex->response_started)
+		ex->pipe->respond_error(ex, status, reason, NULL);
 	else
-		client_abort(cr, reason);
+		ex->pipe->abort(ex, reason);
 }
 
 /* Request body fully handed to the upstream output: the response timeout starts now. */
-static void proxy_request_sent(struct client_req *cr)
+static void proxy_request_sent(struct exchange *ex)
 {
-	struct proxy_txn *txn = &cr->txn;
+	struct proxy_txn *txn = &ex->txn;
 	txn->req_done = true;
 	if (!txn->connecting && txn->uc && !txn->read_timer_on) {
-		struct timeval response_tv = proxy_tv(cr, txn->pool->conf->response_timeout);
+		struct timeval response_tv = proxy_tv(ex, txn->pool->conf->response_timeout);
 		bufferevent_set_timeouts(txn->uc->bev, &response_tv, &response_tv);
 		txn->read_timer_on = true;
 	}
 }
 
-static void proxy_pump_request(struct client_req *cr)
+static void proxy_pump_request(struct exchange *ex)
 {
-	struct proxy_txn *txn = &cr->txn;
+	struct proxy_txn *txn = &ex->txn;
 	if (!txn->uc || txn->req_done)
 		return;
-	if (cr->body_done) {
-		proxy_request_sent(cr);
-		return;
-	}
-	/* the body stays in the client input until the connection is up, so a
+	/* the body stays with the protocol until the connection is up, so a
 	 * failed connect leaves it there for a retry on another server */
 	if (txn->connecting)
 		return;
-	struct evbuffer *in = cr->conn->in;
 	struct evbuffer *out = bufferevent_get_output(txn->uc->bev);
-	const struct conf_limits *lim = &cr->req.snap->conf->limits;
+	const struct conf_limits *lim = &ex->req.snap->conf->limits;
+	bool chunked = ex->body == EX_BODY_STREAM;
 
-	while (!cr->body_done && evbuffer_get_length(out) < PROXY_HIGH_WATER) {
-		size_t avail = evbuffer_get_length(in);
-		if (avail == 0)
-			break;
-		if (cr->body == H1_BODY_LENGTH) {
-			size_t n = avail < cr->body_remaining ? avail : (size_t)cr->body_remaining;
-			if (evbuffer_remove_buffer(in, out, n) != (int)n) {
-				proxy_request_body_error(cr, 400, REASON_CLIENT_RESET);
+	while (!ex->body_done && evbuffer_get_length(out) < PROXY_HIGH_WATER) {
+		struct evbuffer *dst = out;
+		if (chunked) {
+			/* a chunk's size goes before its data: read into a scratch buffer (chains move, bytes do not) */
+			if (!txn->req_chunk && !(txn->req_chunk = evbuffer_new())) {
+				proxy_request_body_error(ex, 500, REASON_NONE);
 				return;
 			}
-			cr->body_remaining -= n;
-			txn->req_body_sent += n;
-			cr->req.bytes_in += n;
-			if (cr->body_remaining == 0)
-				cr->body_done = true;
-			continue;
+			dst = txn->req_chunk;
 		}
-		/* chunked: decode, check the size limit, re-encode */
-		struct evbuffer_iovec v;
-		if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
-			break;
-		enum h1_chunk_event ev;
-		const char *line = NULL;
-		size_t line_len = 0;
-		ssize_t n = h1_chunked_feed(&cr->body_chunk, v.iov_base, v.iov_len, &ev, &line, &line_len);
+		int status = 400;
+		enum reason reason = REASON_BAD_REQUEST;
+		ssize_t n = ex->ops->read_body(ex, dst, PROXY_HIGH_WATER - evbuffer_get_length(out), &status, &reason);
 		if (n < 0) {
-			proxy_request_body_error(cr, 400, REASON_BAD_REQUEST);
+			proxy_request_body_error(ex, status, reason);
 			return;
 		}
-		if (ev == H1_CHUNK_NEED_MORE) {
-			if (v.iov_len >= avail)
-				break;
-			/* a line straddles buffer chunks: make it contiguous (bounded by the line limits) */
-			size_t want = avail < 65536 ? avail : 65536;
-			if (!evbuffer_pullup(in, (ssize_t)want)) {
-				proxy_request_body_error(cr, 400, REASON_BAD_REQUEST);
-				return;
-			}
-			if (want <= v.iov_len)
+		if (n == 0) {
+			if (!ex->body_done)
 				break;
 			continue;
 		}
-		switch (ev) {
-		case H1_CHUNK_DATA:
-			if (lim->body_bytes && cr->body_chunk.total > lim->body_bytes) {
-				proxy_request_body_error(cr, 413, REASON_REQUEST_TOO_LARGE);
+		ex->req.bytes_in += (uint64_t)n;
+		if (chunked) {
+			if (lim->body_bytes && ex->req.bytes_in > lim->body_bytes) {
+				proxy_request_body_error(ex, 413, REASON_REQUEST_TOO_LARGE);
 				return;
 			}
 			proxy_add_chunk_size(out, (size_t)n);
-			if (evbuffer_remove_buffer(in, out, (size_t)n) != (int)n || evbuffer_add(out, "\r\n", 2) != 0) {
-				proxy_request_body_error(cr, 400, REASON_CLIENT_RESET);
+			if (evbuffer_add_buffer(out, dst) != 0 || evbuffer_add(out, "\r\n", 2) != 0) {
+				proxy_request_body_error(ex, 500, REASON_NONE);
 				return;
 			}
-			txn->req_body_sent += (uint64_t)n;
-			cr->req.bytes_in += (uint64_t)n;
-			break;
-		case H1_CHUNK_TRAILER:
-			if (proxy_trailer_forwardable(cr, line, line_len)) {
-				if (!cr->body_in_trailers) {
-					cr->body_in_trailers = true;
-					evbuffer_add(out, "0\r\n", 3);
-				}
-				evbuffer_add(out, line, line_len);
+		}
+		txn->req_body_sent += (uint64_t)n;
+	}
+	if (ex->body_done) {
+		if (chunked) {
+			/* the last chunk, the client's trailers, the end */
+			const struct fields *t = &ex->trailers;
+			evbuffer_add(out, "0\r\n", 3);
+			for (size_t i = 0; i < t->n; i++) {
+				if (!proxy_trailer_forwardable(ex, t->v[i].name, t->v[i].name_len))
+					continue;
+				evbuffer_add(out, t->v[i].name, t->v[i].name_len);
+				evbuffer_add(out, ": ", 2);
+				evbuffer_add(out, t->v[i].value, t->v[i].value_len);
 				evbuffer_add(out, "\r\n", 2);
 			}
-			evbuffer_drain(in, (size_t)n);
-			break;
-		case H1_CHUNK_DONE:
-			if (!cr->body_in_trailers)
-				evbuffer_add(out, "0\r\n", 3);
 			evbuffer_add(out, "\r\n", 2);
-			evbuffer_drain(in, (size_t)n);
-			cr->body_done = true;
-			break;
-		case H1_CHUNK_NONE:
-		default:
-			evbuffer_drain(in, (size_t)n);
-			break;
 		}
-	}
-	if (cr->body_done) {
-		/* the body is complete: stop the body timer, keep reading for the next request or EOF */
-		client_body_timer(cr->conn, false);
 		if (txn->req_paused) {
 			txn->req_paused = false;
-			client_pause_reading(cr->conn, false);
+			ex->ops->pause_body(ex, false);
 		}
-		proxy_request_sent(cr);
+		proxy_request_sent(ex);
 		return;
 	}
 	if (evbuffer_get_length(out) >= PROXY_HIGH_WATER && !txn->req_paused) {
 		txn->req_paused = true;
-		client_pause_reading(cr->conn, true);
+		ex->ops->pause_body(ex, true);
 	}
 }
 
-void proxy_on_client_data(struct client_req *cr)
+void proxy_on_client_data(struct exchange *ex)
 {
-	proxy_pump_request(cr);
+	proxy_pump_request(ex);
 }
 
 /* ---- response: upstream input -> client output ---- */
@@ -778,137 +733,62 @@ void proxy_on_client_data(struct client_req *cr)
 /* Whether the upstream response's field i goes to the client: not hop-by-hop
  * (but a HEAD response's Content-Length, which describes the GET body) and
  * not X-Request-Id (ours is sent). */
-static bool proxy_response_field_kept(const struct client_req *cr, size_t i)
+static bool proxy_response_field_kept(const struct exchange *ex, size_t i)
 {
-	const struct h1_response *resp = &cr->txn.resp;
+	const struct h1_response *resp = &ex->txn.resp;
 	const struct http_header *f = &resp->headers[i];
 	if (resp->header_flags[i] & H1_HDR_HOP)
-		return cr->head_is_head_method && http_name_is(f, "content-length");
+		return ex->head_method && http_name_is(f, "content-length");
 	return !http_name_is(f, "x-request-id");
 }
 
-/* The response head to an HTTP/2 stream: fields for h2.c instead of HTTP/1.1 lines. */
-static void proxy_write_stream_head(struct client_req *cr)
+/* The upstream's head as fields for the pipeline, which adds its own and the
+ * modules' and hands them to the client's protocol. The kept fields are
+ * moved up in the parser's own array (no copy, no allocation): they point
+ * into the upstream input, which is drained only after the head went out. */
+static void proxy_write_response_head(struct exchange *ex)
 {
-	struct proxy_txn *txn = &cr->txn;
-	struct request *r = &cr->req;
-	const struct h1_response *resp = &txn->resp;
-	struct http_header *fields = arena_alloc(&r->arena, (resp->num_headers + 2) * sizeof(*fields));
-	size_t n = 0;
-	for (size_t i = 0; i < resp->num_headers; i++) {
-		if (proxy_response_field_kept(cr, i))
-			fields[n++] = resp->headers[i];
-	}
-	char num[24];
-	if (resp->body == H1_BODY_LENGTH)
-		fields[n++] = (struct http_header){"content-length", 14, num, fmt_u64(num, resp->content_length)};
-	fields[n++] = (struct http_header){"x-request-id", 12, r->request_id, strlen(r->request_id)};
-	/* the end of a chunked or close-delimited body is the end of the stream */
-	bool body = resp->body != H1_BODY_NONE && !(resp->body == H1_BODY_LENGTH && resp->content_length == 0);
-	long head = h2_stream_respond(cr->conn->stream, resp->status, fields, n, client_module_lines(cr, NULL), body);
-	if (head < 0) {
-		log_msg(LOG_ERROR, "cannot submit an HTTP/2 response head");
-		txn->resp_body = H1_BODY_NONE; /* the stream is reset when the exchange ends */
-	} else {
-		r->bytes_out += (uint64_t)head;
-	}
-	cr->response_started = true;
-	txn->resp_head_done = true;
-}
-
-static void proxy_write_response_head(struct client_req *cr)
-{
-	struct proxy_txn *txn = &cr->txn;
-	struct client_conn *cc = cr->conn;
-	struct request *r = &cr->req;
-	const struct h1_response *resp = &txn->resp;
-	struct evbuffer *out = cc->out;
-	bool client_http10 = cr->h1.minor_version == 0;
-	size_t before = evbuffer_get_length(out);
+	struct proxy_txn *txn = &ex->txn;
+	struct request *r = &ex->req;
+	struct h1_response *resp = &txn->resp;
 
 	txn->resp_body = resp->body;
 	txn->resp_remaining = resp->body == H1_BODY_LENGTH ? resp->content_length : 0;
-	txn->resp_chunked_out = false;
 	if (resp->body == H1_BODY_CHUNKED)
 		h1_chunked_init(&txn->resp_chunk, 4096, 64 * 1024);
-	r->status = resp->status;
 	r->upstream_status = resp->status;
-	r->upstream_header_us = worker_wall_us(cc->w) - r->start_wall_us;
-	if (cc->stream) {
-		proxy_write_stream_head(cr);
-		return;
-	}
-	/* the client connection can only continue if this response has a known end
-	 * and the request body has been read in full */
-	if (!cr->body_done || cc->w->draining)
-		cc->keep_alive = false;
-	if ((resp->body == H1_BODY_CHUNKED || resp->body == H1_BODY_CLOSE)) {
-		if (client_http10)
-			cc->keep_alive = false; /* HTTP/1.0 has no chunking: the close ends the body */
-		else
-			txn->resp_chunked_out = true;
-	}
+	r->upstream_header_us = worker_wall_us(r->worker) - r->start_wall_us;
 
-	/* the head is built in the arena and added to the output once: every
-	 * evbuffer_add runs the buffer's callbacks */
-	const char *reason = resp->reason;
-	size_t reason_len = resp->reason_len;
-	if (reason_len == 0) {
-		reason = http_status_text(resp->status);
-		reason_len = strlen(reason);
-	}
-	size_t cap = 128 + reason_len + strlen(r->request_id);
+	size_t kept = 0;
 	for (size_t i = 0; i < resp->num_headers; i++)
-		cap += resp->headers[i].name_len + resp->headers[i].value_len + 4;
-	struct head_builder hb = {.buf = arena_alloc(&r->arena, cap), .len = 0, .cap = cap};
-	char num[24];
-	hb_add(&hb, "HTTP/1.1 ", 9);
-	hb_add(&hb, num, fmt_u64(num, (uint64_t)resp->status));
-	hb_add(&hb, " ", 1);
-	hb_add(&hb, reason, reason_len);
-	hb_add(&hb, "\r\n", 2);
-	for (size_t i = 0; i < resp->num_headers; i++) {
-		const struct http_header *f = &resp->headers[i];
-		if (!proxy_response_field_kept(cr, i))
-			continue;
-		hb_add(&hb, f->name, f->name_len);
-		hb_add(&hb, ": ", 2);
-		hb_add(&hb, f->value, f->value_len);
-		hb_add(&hb, "\r\n", 2);
+		if (proxy_response_field_kept(ex, i))
+			resp->headers[kept++] = resp->headers[i];
+	struct fields f;
+	fields_view(&f, &r->arena, resp->headers, NULL, kept, H1_MAX_HEADERS);
+	enum ex_body body = EX_BODY_STREAM; /* chunked or close-delimited */
+	if (resp->body == H1_BODY_NONE || (resp->body == H1_BODY_LENGTH && resp->content_length == 0))
+		body = EX_BODY_NONE;
+	else if (resp->body == H1_BODY_LENGTH)
+		body = EX_BODY_LENGTH;
+	if (resp->body == H1_BODY_LENGTH)
+		fields_add(&f, "content-length", 14, txn->resp_length, fmt_u64(txn->resp_length, resp->content_length));
+	if (!ex->pipe->send_head(ex, resp->status, resp->reason_len ? resp->reason : NULL, resp->reason_len, &f, body)) {
+		log_msg(LOG_ERROR, "cannot send a response head");
+		txn->resp_body = H1_BODY_NONE; /* the exchange ends at once, cut short (reset or close) */
+		txn->resp_head_failed = true;
 	}
-	if (resp->body == H1_BODY_LENGTH) {
-		hb_str(&hb, "content-length: ");
-		hb_add(&hb, num, fmt_u64(num, resp->content_length));
-		hb_add(&hb, "\r\n", 2);
-	} else if (txn->resp_chunked_out) {
-		hb_str(&hb, "transfer-encoding: chunked\r\n");
-	}
-	hb_str(&hb, "x-request-id: ");
-	hb_str(&hb, r->request_id);
-	hb_add(&hb, "\r\n", 2);
-	if (evbuffer_add(out, hb.buf, hb.len) != 0)
-		log_msg(LOG_ERROR, "out of memory writing a response head");
-	client_add_module_headers(cr, out);
-	if (!cc->keep_alive)
-		evbuffer_add(out, "connection: close\r\n\r\n", 21);
-	else if (client_http10)
-		evbuffer_add(out, "connection: keep-alive\r\n\r\n", 26);
-	else
-		evbuffer_add(out, "\r\n", 2);
-	r->bytes_out += evbuffer_get_length(out) - before;
-	cr->response_started = true;
 	txn->resp_head_done = true;
 }
 
 /* Returns true when a complete head was consumed. */
-static bool proxy_read_head(struct client_req *cr, struct evbuffer *in)
+static bool proxy_read_head(struct exchange *ex, struct evbuffer *in)
 {
-	struct proxy_txn *txn = &cr->txn;
+	struct proxy_txn *txn = &ex->txn;
 	for (;;) {
 		size_t avail = evbuffer_get_length(in);
 		if (avail == 0)
 			return false;
-		const struct conf_limits *lim = &cr->req.snap->conf->limits;
+		const struct conf_limits *lim = &ex->req.snap->conf->limits;
 		struct h1_limits hl = {
 		    .max_request_line = PROXY_MAX_RESPONSE_HEAD,
 		    .max_head = PROXY_MAX_RESPONSE_HEAD,
@@ -923,14 +803,14 @@ static bool proxy_read_head(struct client_req *cr, struct evbuffer *in)
 		struct evbuffer_iovec first;
 		int rc = H1_INCOMPLETE;
 		if (evbuffer_peek(in, -1, NULL, &first, 1) >= 1 && first.iov_len < window)
-			rc = h1_parse_response(first.iov_base, first.iov_len, &hl, cr->head_is_head_method, &txn->resp, &why);
+			rc = h1_parse_response(first.iov_base, first.iov_len, &hl, ex->head_method, &txn->resp, &why);
 		if (rc == H1_INCOMPLETE) {
 			const char *p = (const char *)evbuffer_pullup(in, (ssize_t)window);
 			if (!p) {
-				proxy_fail(cr, REASON_UPSTREAM_BAD_RESPONSE, 502);
+				proxy_fail(ex, REASON_UPSTREAM_BAD_RESPONSE, 502);
 				return false;
 			}
-			rc = h1_parse_response(p, window, &hl, cr->head_is_head_method, &txn->resp, &why);
+			rc = h1_parse_response(p, window, &hl, ex->head_method, &txn->resp, &why);
 		}
 		if (rc == H1_INCOMPLETE)
 			return false;
@@ -938,11 +818,11 @@ static bool proxy_read_head(struct client_req *cr, struct evbuffer *in)
 			if (log_enabled(LOG_INFO)) {
 				struct log_line l;
 				log_begin(&l, LOG_WARN, "bad upstream response");
-				log_str(&l, "upstream", cr->req.upstream);
+				log_str(&l, "upstream", ex->req.upstream);
 				log_str(&l, "why", rc == H1_ERROR ? why : "unexpected 101 Switching Protocols");
 				log_end(&l);
 			}
-			proxy_fail(cr, REASON_UPSTREAM_BAD_RESPONSE, 502);
+			proxy_fail(ex, REASON_UPSTREAM_BAD_RESPONSE, 502);
 			return false;
 		}
 		if (txn->resp.status < 200) {
@@ -952,51 +832,62 @@ static bool proxy_read_head(struct client_req *cr, struct evbuffer *in)
 		}
 		const struct conf_pool *pc = txn->pool->conf;
 		bool failure = conf_pool_failure_status(pc, txn->resp.status);
-		proxy_report(cr, failure ? BREAKER_FAILURE : BREAKER_SUCCESS);
+		proxy_report(ex, failure ? BREAKER_FAILURE : BREAKER_SUCCESS);
 		/* a retryable status is answered from another server if one may take
 		 * it; when none can (or the budget says no), this response goes out */
 		if (conf_retry_on_status(&pc->retry, txn->resp.status) &&
-		    proxy_try_retry(cr, true, false) == PROXY_RETRY_STARTED)
+		    proxy_try_retry(ex, true, false) == PROXY_RETRY_STARTED)
 			return false;
-		proxy_write_response_head(cr);
+		proxy_write_response_head(ex);
 		evbuffer_drain(in, (size_t)rc);
 		return true;
 	}
 }
 
-static void proxy_response_complete(struct client_req *cr)
+static void proxy_response_complete(struct exchange *ex)
 {
-	struct proxy_txn *txn = &cr->txn;
+	struct proxy_txn *txn = &ex->txn;
 	txn->resp_done = true;
 	bool reusable = txn->resp.keep_alive && txn->req_done && txn->resp_body != H1_BODY_CLOSE &&
 	                evbuffer_get_length(bufferevent_get_input(txn->uc->bev)) == 0;
-	proxy_end_txn(cr, reusable);
-	client_finish_request(cr);
+	bool head_failed = txn->resp_head_failed;
+	proxy_end_txn(ex, reusable);
+	if (head_failed)
+		ex->pipe->abort(ex, REASON_NONE);
+	else
+		ex->pipe->end(ex);
 }
 
-static void proxy_pump_response(struct client_req *cr)
+/* Body bytes to the client through its protocol. */
+static bool proxy_send(struct exchange *ex, struct evbuffer *in, size_t n)
 {
-	struct proxy_txn *txn = &cr->txn;
+	long k = ex->ops->send_data(ex, in, NULL, n);
+	if (k < 0)
+		return false;
+	ex->req.bytes_out += (uint64_t)k;
+	return true;
+}
+
+static void proxy_pump_response(struct exchange *ex)
+{
+	struct proxy_txn *txn = &ex->txn;
 	struct evbuffer *in = bufferevent_get_input(txn->uc->bev);
-	struct evbuffer *out = cr->conn->out;
-	struct request *r = &cr->req;
 
 	if (txn->resp_body == H1_BODY_NONE) {
-		proxy_response_complete(cr);
+		proxy_response_complete(ex);
 		return;
 	}
-	while (evbuffer_get_length(out) < PROXY_HIGH_WATER) {
+	while (ex->ops->buffered(ex) < PROXY_HIGH_WATER) {
 		size_t avail = evbuffer_get_length(in);
 		if (txn->resp_body == H1_BODY_LENGTH) {
 			size_t n = avail < txn->resp_remaining ? avail : (size_t)txn->resp_remaining;
-			if (n > 0 && evbuffer_remove_buffer(in, out, n) != (int)n) {
-				proxy_fail(cr, REASON_UPSTREAM_RESET, 502);
+			if (n > 0 && !proxy_send(ex, in, n)) {
+				proxy_fail(ex, REASON_UPSTREAM_RESET, 502);
 				return;
 			}
 			txn->resp_remaining -= n;
-			r->bytes_out += n;
 			if (txn->resp_remaining == 0) {
-				proxy_response_complete(cr);
+				proxy_response_complete(ex);
 				return;
 			}
 			if (n == 0 || evbuffer_get_length(in) == 0)
@@ -1006,16 +897,13 @@ static void proxy_pump_response(struct client_req *cr)
 		if (avail == 0)
 			break;
 		if (txn->resp_body == H1_BODY_CLOSE) {
-			size_t before = evbuffer_get_length(out);
-			if (txn->resp_chunked_out)
-				proxy_add_chunk_size(out, avail);
-			evbuffer_remove_buffer(in, out, avail);
-			if (txn->resp_chunked_out)
-				evbuffer_add(out, "\r\n", 2);
-			r->bytes_out += evbuffer_get_length(out) - before;
+			if (!proxy_send(ex, in, avail)) {
+				proxy_fail(ex, REASON_UPSTREAM_RESET, 502);
+				return;
+			}
 			continue;
 		}
-		/* chunked */
+		/* chunked: decoded here; the client's protocol frames it its own way */
 		struct evbuffer_iovec v;
 		if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
 			break;
@@ -1024,7 +912,7 @@ static void proxy_pump_response(struct client_req *cr)
 		size_t line_len = 0;
 		ssize_t n = h1_chunked_feed(&txn->resp_chunk, v.iov_base, v.iov_len, &ev, &line, &line_len);
 		if (n < 0) {
-			proxy_fail(cr, REASON_UPSTREAM_BAD_RESPONSE, 502);
+			proxy_fail(ex, REASON_UPSTREAM_BAD_RESPONSE, 502);
 			return;
 		}
 		if (ev == H1_CHUNK_NEED_MORE) {
@@ -1032,78 +920,69 @@ static void proxy_pump_response(struct client_req *cr)
 				break;
 			size_t want = avail < 65536 ? avail : 65536;
 			if (!evbuffer_pullup(in, (ssize_t)want)) {
-				proxy_fail(cr, REASON_UPSTREAM_BAD_RESPONSE, 502);
+				proxy_fail(ex, REASON_UPSTREAM_BAD_RESPONSE, 502);
 				return;
 			}
 			if (want <= v.iov_len)
 				break;
 			continue;
 		}
-		size_t before = evbuffer_get_length(out);
 		switch (ev) {
 		case H1_CHUNK_DATA:
-			if (txn->resp_chunked_out)
-				proxy_add_chunk_size(out, (size_t)n);
-			evbuffer_remove_buffer(in, out, (size_t)n);
-			if (txn->resp_chunked_out)
-				evbuffer_add(out, "\r\n", 2);
+			if (!proxy_send(ex, in, (size_t)n)) {
+				proxy_fail(ex, REASON_UPSTREAM_RESET, 502);
+				return;
+			}
 			break;
-		case H1_CHUNK_TRAILER:
-			if (!proxy_trailer_forwardable(cr, line, line_len)) {
-				/* dropped */
-			} else if (txn->resp_chunked_out) {
-				if (!txn->resp_in_trailers)
-					evbuffer_add(out, "0\r\n", 3);
-				evbuffer_add(out, line, line_len);
-				evbuffer_add(out, "\r\n", 2);
-				txn->resp_in_trailers = true;
-			} else if (cr->conn->stream) {
-				h2_stream_trailer(cr->conn->stream, line, line_len);
+		case H1_CHUNK_TRAILER: {
+			/* kept as a field (copied: the input is drained before they go out) */
+			const char *colon = memchr(line, ':', line_len);
+			if (colon && proxy_trailer_forwardable(ex, line, (size_t)(colon - line))) {
+				if (!txn->resp_in_trailers) {
+					txn->resp_in_trailers = true;
+					fields_init(&txn->resp_trailers, &ex->req.arena);
+				}
+				fields_add_line(&txn->resp_trailers, line, line_len);
 			}
 			evbuffer_drain(in, (size_t)n);
 			break;
+		}
 		case H1_CHUNK_DONE:
-			if (txn->resp_chunked_out) {
-				if (!txn->resp_in_trailers)
-					evbuffer_add(out, "0\r\n", 3);
-				evbuffer_add(out, "\r\n", 2);
-			}
 			evbuffer_drain(in, (size_t)n);
-			r->bytes_out += evbuffer_get_length(out) - before;
-			proxy_response_complete(cr);
+			if (txn->resp_in_trailers) {
+				long k = ex->ops->send_trailers(ex, &txn->resp_trailers);
+				if (k > 0)
+					ex->req.bytes_out += (uint64_t)k;
+			}
+			proxy_response_complete(ex);
 			return;
 		case H1_CHUNK_NONE:
 		default:
 			evbuffer_drain(in, (size_t)n);
 			break;
 		}
-		r->bytes_out += evbuffer_get_length(out) - before;
 	}
 	if (txn->resp_body == H1_BODY_CLOSE && txn->resp_eof && evbuffer_get_length(in) == 0) {
-		if (txn->resp_chunked_out) {
-			evbuffer_add(out, "0\r\n\r\n", 5);
-			r->bytes_out += 5;
-		}
-		proxy_response_complete(cr);
+		proxy_response_complete(ex);
 		return;
 	}
-	if (evbuffer_get_length(out) >= PROXY_HIGH_WATER && !txn->resp_paused) {
+	if (ex->ops->buffered(ex) >= PROXY_HIGH_WATER && !txn->resp_paused) {
 		/* the client is slower than the upstream: stop reading it until the client catches up */
 		txn->resp_paused = true;
 		bufferevent_disable(txn->uc->bev, EV_READ);
 	}
 }
 
-void proxy_on_client_drained(struct client_req *cr)
+void proxy_on_client_drained(struct exchange *ex)
 {
-	struct proxy_txn *txn = &cr->txn;
+	struct proxy_txn *txn = &ex->txn;
 	if (!txn->uc)
 		return;
 	if (txn->resp_paused) {
 		txn->resp_paused = false;
 		bufferevent_enable(txn->uc->bev, EV_READ);
 		if (txn->resp_head_done)
-			proxy_pump_response(cr);
+			proxy_pump_response(ex);
 	}
 }
 
@@ -1111,68 +990,68 @@ void proxy_on_client_drained(struct client_req *cr)
 
 static void up_read_cb(struct bufferevent *bev, void *arg)
 {
-	struct client_req *cr = arg;
-	struct proxy_txn *txn = &cr->txn;
+	struct exchange *ex = arg;
+	struct proxy_txn *txn = &ex->txn;
 	struct evbuffer *in = bufferevent_get_input(bev);
 	/* libevent reads 4 KiB per wakeup: take the rest of a larger response now,
 	 * so that it leaves in one write instead of one per wakeup */
 	if (evbuffer_get_length(in) >= 4096 && txn->uc && io_flusher_active(&txn->uc->flusher) && !txn->resp_paused)
 		io_read_more(bev, PROXY_UPSTREAM_READ_HIGH);
 	txn->resp_bytes_seen += evbuffer_get_length(in);
-	if (!txn->resp_head_done && !proxy_read_head(cr, in))
+	if (!txn->resp_head_done && !proxy_read_head(ex, in))
 		return;
-	proxy_pump_response(cr);
+	proxy_pump_response(ex);
 }
 
 static void up_write_cb(struct bufferevent *bev, void *arg)
 {
 	(void)bev;
-	struct client_req *cr = arg;
-	struct proxy_txn *txn = &cr->txn;
+	struct exchange *ex = arg;
+	struct proxy_txn *txn = &ex->txn;
 	if (txn->uc)
 		io_flusher_drained(&txn->uc->flusher);
 	if (txn->req_paused) {
 		txn->req_paused = false;
-		client_pause_reading(cr->conn, false);
-		proxy_pump_request(cr);
+		ex->ops->pause_body(ex, false);
+		proxy_pump_request(ex);
 	}
 }
 
 static void up_event_cb(struct bufferevent *bev, short what, void *arg)
 {
-	struct client_req *cr = arg;
-	struct proxy_txn *txn = &cr->txn;
+	struct exchange *ex = arg;
+	struct proxy_txn *txn = &ex->txn;
 	if (what & BEV_EVENT_CONNECTED) {
 		txn->connecting = false;
 		if (txn->pending) {
 			txn->pending = false;
 			atomic_fetch_sub_explicit(&txn->pool->rt->pending, 1, memory_order_relaxed);
 		}
-		cr->req.upstream_connect_us = worker_wall_us(cr->conn->w) - txn->connect_start_us;
-		struct timeval response_tv = proxy_tv(cr, txn->pool->conf->response_timeout);
+		ex->req.upstream_connect_us = worker_wall_us(ex->req.worker) - txn->connect_start_us;
+		struct timeval response_tv = proxy_tv(ex, txn->pool->conf->response_timeout);
 		txn->read_timer_on = txn->req_done;
 		bufferevent_set_timeouts(bev, txn->req_done ? &response_tv : NULL, &response_tv);
 		/* plain sockets write directly from now on (io.h); the request head queued
 		 * while connecting goes out through the flusher */
-		if (!txn->pool->conf->tls && io_flusher_init(&txn->uc->flusher, &cr->conn->w->flush_queue, bev) != 0)
+		if (!txn->pool->conf->tls && io_flusher_init(&txn->uc->flusher, &ex->req.worker->flush_queue, bev) != 0)
 			log_msg(LOG_DEBUG, "direct writes unavailable on an upstream connection");
-		proxy_pump_request(cr);
+		proxy_pump_request(ex);
 		return;
 	}
 	if (what & BEV_EVENT_TIMEOUT) {
-		proxy_fail(cr, REASON_UPSTREAM_TIMEOUT, 504);
+		proxy_fail(ex, REASON_UPSTREAM_TIMEOUT, 504);
 		return;
 	}
 	if (txn->connecting) {
-		proxy_fail(cr, REASON_UPSTREAM_CONNECT_FAILED, 502);
+		proxy_fail(ex, REASON_UPSTREAM_CONNECT_FAILED, 502);
 		return;
 	}
 	if ((what & BEV_EVENT_EOF) && txn->resp_head_done && txn->resp_body == H1_BODY_CLOSE) {
 		/* a close-delimited body ends here; what is still queued is flushed
 		 * first (now, or when a slow client has drained its output) */
 		txn->resp_eof = true;
-		proxy_pump_response(cr);
+		proxy_pump_response(ex);
 		return;
 	}
-	proxy_fail(cr, REASON_UPSTREAM_RESET, 502);
+	proxy_fail(ex, REASON_UPSTREAM_RESET, 502);
 }

@@ -1,10 +1,12 @@
-/* request.h - what the pipeline knows about one request (an HTTP/1 message or,
- * later, an HTTP/2 stream), as seen by modules.
+/* request.h - what the pipeline knows about one request (an HTTP/1 message or
+ * an HTTP/2 stream), as seen by modules.
  *
- * The core (client.c/proxy.c) owns a struct request and fills it as the
- * request advances; modules read it and may allocate from its arena, which is
- * reset when the request ends. Strings are NUL-terminated and live in the
- * arena or in the connection's input buffer for the life of the request. */
+ * A struct request is the first member of its exchange (exchange.h): the
+ * protocol (client.c, h2.c) fills the client side and the head, the pipeline
+ * (pipeline.c, proxy.c) the decisions and the outcome. Modules read it, may
+ * change its header fields (until the proxy phase sends them upstream) and
+ * may allocate from its arena, which is reset when the request ends. Strings
+ * are NUL-terminated and live in the arena for the life of the request. */
 #ifndef SLUICE_REQUEST_H
 #define SLUICE_REQUEST_H
 
@@ -13,10 +15,10 @@
 #include <stdint.h>
 
 #include "arena.h"
+#include "fields.h"
 #include "http.h"
 #include "reason.h"
 
-struct bufferevent;
 struct snapshot;
 struct worker;
 
@@ -29,17 +31,17 @@ struct request {
 	char client_ip[64];
 	uint16_t client_port;
 	const char *listener; /* listener name */
-	struct bufferevent *client_bev; /* the connection's bufferevent (TLS, socket, or an h2 stream's pair end) */
 	const char *scheme;   /* "http" or "https" */
 	const char *protocol; /* "HTTP/1.0", "HTTP/1.1", "HTTP/2.0" */
 
 	/* request head */
 	const char *method;
-	const char *target; /* path and query as sent */
+	const char *target; /* as sent (origin-form, absolute-form or "*") */
+	const char *origin_target; /* path and query: what goes upstream */
 	const char *path;   /* path without query */
+	const char *authority; /* host[:port] as sent (absolute-form target, Host, :authority); NULL if none */
 	const char *host;   /* without port, lower-case; "" if none */
-	const struct http_header *headers;
-	size_t num_headers;
+	struct fields headers; /* request header fields, as they will go upstream (hop-by-hop ones flagged) */
 	char request_id[72]; /* up to 64 characters (client-supplied or generated) + NUL */
 
 	/* decisions */

@@ -29,7 +29,7 @@ struct route_input {
 	size_t method_len;
 	const struct http_header *headers;
 	size_t num_headers;
-	/* RFC 2253 subject of the client certificate verified on this connection (tls_request_info()),
+	/* RFC 2253 subject of the client certificate verified on this connection (the exchange's tls_info),
 	 * NULL or "" without one. Only read by routes with match.client_cert_subject, so callers fill
 	 * it only when route_table_uses_client_subject() says a route looks at it. */
 	const char *client_subject;

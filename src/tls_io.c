@@ -16,7 +16,6 @@
 
 #include "conf.h"
 #include "io.h"
-#include "request.h"
 #include "snapshot.h"
 #include "worker.h"
 
@@ -639,14 +638,4 @@ bool tls_bev_info(struct bufferevent *bev, struct tls_info *out)
 	if (subject)
 		out->client_subject = subject;
 	return true;
-}
-
-bool tls_request_info(const struct request *r, struct tls_info *out)
-{
-	if (!r->scheme || strcmp(r->scheme, "https") != 0)
-		return false;
-	if (!r->client_bev)
-		return false;
-	/* an HTTP/2 stream's client_bev is its session's transport */
-	return tls_bev_info(r->client_bev, out);
 }

@@ -19,7 +19,6 @@
 #include <openssl/types.h>
 
 struct worker;
-struct request;
 struct tls_conn;
 
 /* Per worker: the transports whose filter is gone but whose records still
@@ -64,9 +63,8 @@ struct tls_info {
 	const char *client_subject; /* RFC 2253 subject of a verified client certificate, or "" */
 	bool resumed;
 };
-/* For a transport (or NULL). */
+/* For a transport (or NULL). A request's: pipeline_tls_info() (module.h),
+ * which asks the exchange's protocol. */
 bool tls_bev_info(struct bufferevent *bev, struct tls_info *out);
-/* For the connection a request arrived on. */
-bool tls_request_info(const struct request *r, struct tls_info *out);
 
 #endif

@@ -13,6 +13,7 @@
 #include "io.h"
 #include "log.h"
 #include "module.h"
+#include "pipeline.h"
 #include "pool.h"
 #include "route.h"
 #include "server.h"
@@ -271,7 +272,7 @@ void worker_destroy(struct worker *w)
 		log_int(&line, "fields_dropped", (long long)w->trailer_fields_dropped);
 		log_end(&line);
 	}
-	client_free_reqs(w);
+	pipeline_free_exchanges(w);
 	pool_set_free(w->pools);
 	w->pools = NULL;
 	if (w->module_state) {

@@ -23,7 +23,7 @@ struct snapshot;
 struct route_scratch;
 struct pool_set;
 struct client_conn;
-struct client_req;
+struct exchange;
 
 #define WORKER_CMD_SHUTDOWN 1u /* stop accepting, drain */
 #define WORKER_CMD_STOP 2u     /* drain time is over: close everything */
@@ -64,7 +64,7 @@ struct worker {
 
 	struct io_flush_queue flush_queue; /* direct writes waiting for the end of the current callbacks (io.h) */
 
-	struct client_req *free_reqs; /* recycled per-request objects */
+	struct exchange *free_reqs; /* recycled per-request objects (pipeline.h) */
 	unsigned num_free_reqs;
 
 	uint64_t rng_state;
