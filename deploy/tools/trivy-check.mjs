@@ -23,9 +23,9 @@ for (const r of data.Results || []) {
   scanned++;
   for (const m of r.Misconfigurations || []) {
     if (m.Status && m.Status !== "FAIL") continue;
-    const text = `${r.Target} ${m.ID} ${m.Severity}: ${m.Message}`;
+    const text = `${r.Target} ${m.ID === "N/A" ? m.AVDID : m.ID} ${m.Severity}: ${m.Message}`;
     const why = explained.find(
-      (e) => e.id === m.ID && (!e.target || r.Target.includes(e.target)) && (!e.message || (m.Message || "").includes(e.message)),
+      (e) => (e.id === m.ID || e.id === m.AVDID) && (!e.target || r.Target.includes(e.target)) && (!e.message || (m.Message || "").includes(e.message)),
     );
     if (why) {
       known++;
