@@ -23,7 +23,6 @@
 #include <openssl/x509v3.h>
 
 #include "conf_tls.h"
-#include "log.h"
 #include "tls_io.h"
 
 /* ---- process-wide, set once ---- */

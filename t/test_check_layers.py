@@ -177,3 +177,22 @@ def test_a_c_file_may_declare_its_own_functions_ahead(tmp_path):
     files["src/tls_io.c"] += "void tls_io_helper(void);\nvoid tls_io_helper(void)\n{\n}\n"
     rc, out = run(tree(tmp_path, files, allow=""))
     assert rc == 0, out
+
+
+def test_files_in_subdirectories_are_checked(tmp_path):
+    files = dict(GOOD)
+    # a file moved into a folder of its own is still found, and needs a layer
+    files["src/http/newcodec.c"] = '#include "log.h"\n'
+    rc, out = run(tree(tmp_path, files, allow=""))
+    assert rc == 1
+    assert "src/http/newcodec.c: no layer" in out
+    # one in a module's folder is checked like the others, and a header there
+    # is found by its name, as the -I paths would
+    files = dict(GOOD)
+    files["modules/lua/waf.c"] = '#include "waf.h"\n#include "client.h"\n'
+    files["modules/lua/waf.h"] = '#include "request.h"\n'
+    files["src/route.c"] = '#include "route.h"\n#include "waf.h"\n'
+    rc, out = run(tree(tmp_path / "b", files, allow=""))
+    assert rc == 1, out
+    assert "modules/lua/waf.c:2: includes src/client.h: policies must not include protocol" in out
+    assert "1 problems" in out
