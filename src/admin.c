@@ -48,6 +48,7 @@ struct admin {
 	struct runtime *rt;
 	struct snapshot *snap;
 	struct health *health;
+	struct statefile *sf; /* NULL: no state_file */
 	struct admin_conn *conns;
 	unsigned num_conns;
 	unsigned max_conns; /* admin.max_connections */
@@ -341,6 +342,8 @@ static void show_config(struct admin *a, bool json, struct evbuffer *out)
 	                    c->source, (unsigned long long)a->snap->generation, loaded, c->workers, c->num_listeners,
 	                    c->num_pools, servers, c->num_services, c->num_routes,
 	                    c->state_file ? c->state_file : "(none: changes last until restart)", changes);
+	if (a->sf && !statefile_writable(a->sf))
+		evbuffer_add_printf(out, "state file  NOT WRITTEN on changes: see show state-file\n");
 }
 
 static void show_diff(struct admin *a, bool json, struct evbuffer *out)
@@ -429,6 +432,84 @@ static void show_admin(struct admin *a, bool json, struct evbuffer *out)
 	                    a->refused_full, a->evicted, a->paused, a->idle_closed);
 }
 
+static const char *statefile_status_name(const struct statefile *sf)
+{
+	if (statefile_writable(sf))
+		return sf->forced ? "written (replaced by save-state --force)" : "written on every change";
+	return sf->status == STATEFILE_NOT_REGULAR ? "refused: not a regular file, never written"
+	                                           : "held: unreadable at start, not written until save-state --force";
+}
+
+static void show_state_file(struct admin *a, bool json, struct evbuffer *out)
+{
+	struct statefile *sf = a->sf;
+	if (json) {
+		evbuffer_add_printf(out, "{\"ok\":true,\"path\":");
+		if (sf)
+			out_json_str(out, sf->path);
+		else
+			evbuffer_add_printf(out, "null");
+		evbuffer_add_printf(out, ",\"writable\":%s", sf && statefile_writable(sf) ? "true" : "false");
+		if (sf) {
+			evbuffer_add_printf(out, ",\"status\":");
+			out_json_str(out, statefile_status_name(sf));
+			evbuffer_add_printf(out, ",\"problem\":");
+			out_json_str(out, sf->problem);
+			evbuffer_add_printf(out, ",\"applied_at_start\":%u,\"skipped_at_start\":%u", sf->applied, sf->skipped);
+		}
+		evbuffer_add_printf(out, "}\n");
+		return;
+	}
+	if (!sf) {
+		evbuffer_add_printf(out, "no state_file configured: changes last until the process ends\n");
+		return;
+	}
+	evbuffer_add_printf(out, "path        ");
+	out_text(out, sf->path);
+	evbuffer_add_printf(out, "\nstatus      %s\n", statefile_status_name(sf));
+	if (sf->problem[0]) {
+		evbuffer_add_printf(out, "problem     ");
+		out_text(out, sf->problem);
+		evbuffer_add(out, "\n", 1);
+	}
+	evbuffer_add_printf(out, "at start    %u changes applied, %u lines skipped\n", sf->applied, sf->skipped);
+}
+
+/* save-state [--force]: write the running state now; --force replaces a file
+ * that could not be read at start (its changes are then lost). */
+static void cmd_save_state(struct admin *a, unsigned uid, char **w, size_t n, bool json, struct evbuffer *out)
+{
+	bool force = n == 2 && strcmp(w[1], "--force") == 0;
+	if (n > 2 || (n == 2 && !force)) {
+		reply_error(out, json, "usage: save-state [--force]");
+		return;
+	}
+	if (!a->sf) {
+		reply_error(out, json, "no state_file is configured (set state_file in the config to keep changes)");
+		return;
+	}
+	char err[1024];
+	if (statefile_save(a->sf, a->rt, force, err, sizeof(err)) != 0) {
+		reply_error(out, json, "state file not written: %s", err);
+		return;
+	}
+	struct log_line l;
+	log_begin(&l, LOG_INFO, "admin: state file saved");
+	log_str(&l, "file", a->sf->path);
+	log_int(&l, "force", force);
+	log_int(&l, "uid", uid);
+	log_end(&l);
+	if (json) {
+		evbuffer_add_printf(out, "{\"ok\":true,\"saved\":");
+		out_json_str(out, a->sf->path);
+		evbuffer_add_printf(out, "}\n");
+	} else {
+		evbuffer_add_printf(out, "state file saved: ");
+		out_text(out, a->sf->path);
+		evbuffer_add(out, "\n", 1);
+	}
+}
+
 static void show_help(bool json, struct evbuffer *out)
 {
 	static const char *const lines[] = {
@@ -438,6 +519,8 @@ static void show_help(bool json, struct evbuffer *out)
 		"show config                         the running config: source, when loaded, sizes, state file",
 		"show diff                           where the running state differs from the config file",
 		"show admin                          admin connections: open, cap, refused, evicted, paused, idle-closed",
+		"show state-file                     the state file: path, whether changes are written to it, and why not",
+		"save-state [--force]                write the state file now (--force: replace one unreadable at start)",
 		"set weight POOL ADDRESS W           set a server's weight (0 to 1000; 0 takes no new requests)",
 		"clear weight POOL ADDRESS           go back to the config's weight",
 		"drain POOL ADDRESS                  no new requests; in-flight ones finish; idle connections close",
@@ -469,9 +552,9 @@ static void show_help(bool json, struct evbuffer *out)
 static void changed(struct admin *a, unsigned uid, const char *what, bool json, struct evbuffer *out)
 {
 	atomic_fetch_add(&a->rt->changes, 1);
-	const char *state_file = a->snap->conf->state_file;
-	char err[512] = "";
-	bool saved = state_file && statefile_save(state_file, a->rt, err, sizeof(err)) == 0;
+	const char *state_file = a->sf ? a->sf->path : NULL;
+	char err[1024] = "";
+	bool saved = a->sf && statefile_save(a->sf, a->rt, false, err, sizeof(err)) == 0;
 	struct log_line l;
 	log_begin(&l, LOG_INFO, "admin change");
 	log_str(&l, "change", what);
@@ -492,9 +575,11 @@ static void changed(struct admin *a, unsigned uid, const char *what, bool json, 
 	}
 	out_text(out, what);
 	evbuffer_add(out, "\n", 1);
-	if (state_file && !saved)
-		evbuffer_add_printf(out, "warning: applied, but not saved to the state file (%s): a restart would undo it\n",
-		                    err);
+	if (state_file && !saved) {
+		evbuffer_add_printf(out, "warning: applied, but not saved to the state file (");
+		out_text(out, err);
+		evbuffer_add_printf(out, "): a restart would undo it\n");
+	}
 }
 
 static void cmd_server_change(struct admin *a, unsigned uid, char **w, size_t n, bool json, struct evbuffer *out)
@@ -652,9 +737,13 @@ void admin_execute(struct admin *a, const char *line, size_t len, unsigned uid, 
 			show_diff(a, json, out);
 		else if (strcmp(w[1], "admin") == 0 && n == 2)
 			show_admin(a, json, out);
+		else if (strcmp(w[1], "state-file") == 0 && n == 2)
+			show_state_file(a, json, out);
 		else
-			reply_error(out, json,
-			            "usage: show pools | show servers [POOL] | show breakers | show config | show diff | show admin");
+			reply_error(out, json, "usage: show pools | show servers [POOL] | show breakers | show config | show diff | "
+			                       "show admin | show state-file");
+	} else if (strcmp(w[0], "save-state") == 0) {
+		cmd_save_state(a, uid, w, n, json, out);
 	} else if (n >= 2 && strcmp(w[0], "set") == 0 && strcmp(w[1], "service-weights") == 0) {
 		cmd_service_weights(a, uid, w, n, json, out);
 	} else if ((n >= 2 && (strcmp(w[0], "set") == 0 || strcmp(w[0], "clear") == 0) && strcmp(w[1], "weight") == 0) ||
@@ -927,7 +1016,8 @@ static bool stale_socket(const char *path)
 	return !live && unlink(path) == 0;
 }
 
-struct admin *admin_start(struct event_base *base, struct runtime *rt, struct snapshot *snap, struct health *health)
+struct admin *admin_start(struct event_base *base, struct runtime *rt, struct snapshot *snap, struct health *health,
+                          struct statefile *sf)
 {
 	const struct conf_admin *ca = &snap->conf->admin;
 	struct sockaddr_un sun;
@@ -935,10 +1025,15 @@ struct admin *admin_start(struct event_base *base, struct runtime *rt, struct sn
 	sun.sun_family = AF_UNIX;
 	if (!ca->socket || strlen(ca->socket) >= sizeof(sun.sun_path))
 		return NULL;
-	snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", ca->socket);
+	/* bound under a temporary name and renamed once listening: whoever waits
+	 * for the socket file to appear can connect as soon as it does */
+	char tmp[sizeof(sun.sun_path)];
+	bool via_tmp = strlen(ca->socket) + 4 < sizeof(tmp);
+	snprintf(tmp, sizeof(tmp), via_tmp ? "%s.new" : "%s", ca->socket);
+	snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", tmp);
 	const char *problem = NULL;
 	int fd = -1;
-	if (!stale_socket(ca->socket)) {
+	if (!stale_socket(ca->socket) || (via_tmp && !stale_socket(tmp))) {
 		problem = "the path exists and is not a stale socket (another sluice running?)";
 	} else if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)) < 0) {
 		problem = strerror(errno);
@@ -947,8 +1042,12 @@ struct admin *admin_start(struct event_base *base, struct runtime *rt, struct sn
 		mode_t old = umask(0777 & ~ca->mode);
 		int rc = bind(fd, (struct sockaddr *)&sun, sizeof(sun));
 		umask(old);
-		if (rc != 0 || chmod(ca->socket, ca->mode) != 0 || listen(fd, ADMIN_BACKLOG) != 0)
+		if (rc != 0 || chmod(tmp, ca->mode) != 0 || listen(fd, ADMIN_BACKLOG) != 0 ||
+		    (via_tmp && rename(tmp, ca->socket) != 0)) {
 			problem = strerror(errno);
+			if (rc == 0)
+				unlink(tmp);
+		}
 	}
 	if (problem) {
 		struct log_line l;
@@ -979,6 +1078,7 @@ struct admin *admin_start(struct event_base *base, struct runtime *rt, struct sn
 	a->rt = rt;
 	a->health = health;
 	a->owner = geteuid();
+	a->sf = sf;
 	a->max_conns = ca->max_connections ? ca->max_connections : 1;
 	snapshot_ref(snap);
 	a->snap = snap;

@@ -22,7 +22,8 @@
  * Text answers escape control and non-ASCII bytes as \xHH.
  *
  * Ownership: main thread only. The admin keeps its own reference to the
- * snapshot it describes; the runtime and health objects must outlive it. */
+ * snapshot it describes; the runtime, health and state-file objects must
+ * outlive it. */
 #ifndef SLUICE_ADMIN_H
 #define SLUICE_ADMIN_H
 
@@ -32,9 +33,12 @@ struct admin;
 struct runtime;
 struct snapshot;
 struct health;
+struct statefile;
 
-/* Listen on snap->conf->admin.socket. NULL (after logging why) on failure. */
-struct admin *admin_start(struct event_base *base, struct runtime *rt, struct snapshot *snap, struct health *health);
+/* Listen on snap->conf->admin.socket. NULL (after logging why) on failure.
+ * sf (NULL without a state_file) must outlive the admin. */
+struct admin *admin_start(struct event_base *base, struct runtime *rt, struct snapshot *snap, struct health *health,
+                          struct statefile *sf);
 /* Close the socket and every admin connection, remove the socket file. */
 void admin_stop(struct admin *a);
 

@@ -44,6 +44,7 @@ struct server {
 	struct runtime *runtime;
 	struct health *health;
 	struct admin *admin;
+	struct statefile *statefile;
 };
 
 struct runtime *server_runtime(struct server *srv)
@@ -251,6 +252,7 @@ static void server_cleanup(struct server *srv, int **fds)
 	if (srv->exited_ev)
 		event_free(srv->exited_ev);
 	admin_stop(srv->admin);
+	statefile_free(srv->statefile);
 	health_stop(srv->health);
 	if (srv->base)
 		event_base_free(srv->base);
@@ -293,8 +295,10 @@ int server_run(const char *config_path)
 		return 1;
 	}
 	/* deployers' changes survive restarts: applied before any request is served */
-	if (c->state_file)
-		statefile_apply(c->state_file, srv.runtime);
+	if (c->state_file && !(srv.statefile = statefile_open(c->state_file, srv.runtime))) {
+		server_cleanup(&srv, NULL);
+		return 1;
+	}
 
 	server_set_heap_keep_free(c);
 	unsigned max_conns = server_max_connections(c);
@@ -365,7 +369,7 @@ int server_run(const char *config_path)
 		return 1;
 	}
 	if (c->admin.socket) {
-		srv.admin = admin_start(srv.base, srv.runtime, srv.snap, srv.health);
+		srv.admin = admin_start(srv.base, srv.runtime, srv.snap, srv.health, srv.statefile);
 		if (!srv.admin) {
 			fprintf(stderr, "%s: admin.socket: cannot listen on %s (see the log above)\n", c->source, c->admin.socket);
 			server_cleanup(&srv, fds);

@@ -2,24 +2,15 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "log.h"
-
-/* The directory part of path, for fsync after the rename. */
-static void dir_of(const char *path, char *out, size_t size)
-{
-	const char *slash = strrchr(path, '/');
-	if (!slash)
-		snprintf(out, size, ".");
-	else if (slash == path)
-		snprintf(out, size, "/");
-	else
-		snprintf(out, size, "%.*s", (int)(slash - path), path);
-}
+#include "statefile_parse.h"
 
 static int write_all(int fd, const char *buf, size_t len)
 {
@@ -70,157 +61,308 @@ static char *render(const struct runtime *rt, size_t *len)
 	return buf;
 }
 
-int statefile_save(const char *path, const struct runtime *rt, char *err, size_t err_size)
+static const char *file_kind(mode_t m)
 {
+	return S_ISLNK(m)   ? "a symbolic link"
+	       : S_ISDIR(m) ? "a directory"
+	       : S_ISFIFO(m) ? "a FIFO"
+	       : S_ISCHR(m) ? "a character device"
+	       : S_ISBLK(m) ? "a block device"
+	       : S_ISSOCK(m) ? "a socket"
+	                     : "not a regular file";
+}
+
+/* The directory of path, opened, and the last component's offset in path. */
+static int open_dir_of(const char *path, const char **base)
+{
+	const char *slash = strrchr(path, '/');
+	*base = slash ? slash + 1 : path;
+	char dir[4096];
+	if (!slash)
+		snprintf(dir, sizeof(dir), ".");
+	else if (slash == path)
+		snprintf(dir, sizeof(dir), "/");
+	else if ((size_t)(slash - path) < sizeof(dir))
+		snprintf(dir, sizeof(dir), "%.*s", (int)(slash - path), path);
+	else {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	return open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+}
+
+bool statefile_writable(const struct statefile *sf)
+{
+	return sf->status == STATEFILE_READ || (sf->status == STATEFILE_UNREADABLE && sf->forced);
+}
+
+int statefile_save(struct statefile *sf, const struct runtime *rt, bool force, char *err, size_t err_size)
+{
+	if (sf->status == STATEFILE_NOT_REGULAR) {
+		snprintf(err, err_size, "%s; sluice never replaces it (remove it, or set state_file to a regular file's path)",
+		         sf->problem);
+		return -1;
+	}
+	if (sf->status == STATEFILE_UNREADABLE && !sf->forced && !force) {
+		snprintf(err, err_size,
+		         "%s at start, so it is not overwritten (the changes it holds are kept): fix it and restart, or "
+		         "run `sluice ctl save-state --force` to replace it with the running state",
+		         sf->problem);
+		return -1;
+	}
+	const char *base = NULL;
+	int dfd = open_dir_of(sf->path, &base);
+	if (dfd < 0) {
+		snprintf(err, err_size, "cannot open the directory of %s: %s", sf->path, strerror(errno));
+		return -1;
+	}
+	/* whatever appeared at the path since start must be a regular file too */
+	struct stat st;
+	if (fstatat(dfd, base, &st, AT_SYMLINK_NOFOLLOW) == 0 && !S_ISREG(st.st_mode)) {
+		snprintf(err, err_size, "%s is %s, not a regular file; sluice does not replace it", sf->path,
+		         file_kind(st.st_mode));
+		close(dfd);
+		return -1;
+	}
 	size_t len = 0;
 	char *text = render(rt, &len);
 	if (!text) {
-		snprintf(err, err_size, "out of memory");
+		snprintf(err, err_size, "out of memory rendering %s", sf->path);
+		close(dfd);
 		return -1;
 	}
-	char tmp[4096];
-	if (snprintf(tmp, sizeof(tmp), "%s.tmp.%ld", path, (long)getpid()) >= (int)sizeof(tmp)) {
-		snprintf(err, err_size, "path too long");
+	char tmp[300];
+	if (snprintf(tmp, sizeof(tmp), ".%.255s.tmp.%ld", base, (long)getpid()) >= (int)sizeof(tmp)) {
+		snprintf(err, err_size, "file name too long: %s", sf->path);
 		free(text);
+		close(dfd);
 		return -1;
 	}
-	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	/* a temporary file left by a crash of a process with our pid is ours to remove */
+	int fd = openat(dfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (fd < 0 && errno == EEXIST && unlinkat(dfd, tmp, 0) == 0)
+		fd = openat(dfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (fd < 0) {
-		snprintf(err, err_size, "cannot create %s: %s", tmp, strerror(errno));
+		snprintf(err, err_size, "cannot create a temporary file beside %s: %s", sf->path, strerror(errno));
 		free(text);
+		close(dfd);
 		return -1;
 	}
 	int rc = write_all(fd, text, len);
 	free(text);
 	if (rc != 0 || fsync(fd) != 0) {
-		snprintf(err, err_size, "cannot write %s: %s", tmp, strerror(errno));
+		snprintf(err, err_size, "cannot write a temporary file beside %s: %s", sf->path, strerror(errno));
 		close(fd);
-		unlink(tmp);
+		unlinkat(dfd, tmp, 0);
+		close(dfd);
 		return -1;
 	}
-	if (close(fd) != 0 || rename(tmp, path) != 0) {
-		snprintf(err, err_size, "cannot replace %s: %s", path, strerror(errno));
-		unlink(tmp);
+	if (close(fd) != 0 || renameat(dfd, tmp, dfd, base) != 0) {
+		snprintf(err, err_size, "cannot replace %s: %s", sf->path, strerror(errno));
+		unlinkat(dfd, tmp, 0);
+		close(dfd);
 		return -1;
 	}
 	/* the rename is durable only once the directory entry is */
-	char dir[4096];
-	dir_of(path, dir, sizeof(dir));
-	int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (dfd >= 0) {
-		if (fsync(dfd) != 0)
-			log_msg(LOG_WARN, "state file: fsync of its directory failed");
-		close(dfd);
+	if (fsync(dfd) != 0) {
+		struct log_line l;
+		log_begin(&l, LOG_WARN, "state file: fsync of its directory failed");
+		log_str(&l, "file", sf->path);
+		log_str(&l, "error", strerror(errno));
+		log_end(&l);
+	}
+	close(dfd);
+	if (sf->status == STATEFILE_UNREADABLE && !sf->forced) {
+		sf->forced = true;
+		struct log_line l;
+		log_begin(&l, LOG_WARN, "state file replaced by save-state --force: the running state is saved again");
+		log_str(&l, "file", sf->path);
+		log_str(&l, "was", sf->problem);
+		log_end(&l);
 	}
 	return 0;
 }
 
-static void skip(const char *path, unsigned line, const char *why)
+/* ---- reading at start ---- */
+
+struct statefile_reading {
+	struct statefile *sf;
+	struct runtime *rt;
+	unsigned warned;
+};
+
+static void skip_line(unsigned lineno, const char *why, void *arg)
 {
+	struct statefile_reading *r = arg;
+	r->sf->skipped++;
+	if (r->warned++ >= STATEFILE_MAX_WARNINGS)
+		return;
 	struct log_line l;
 	log_begin(&l, LOG_WARN, "state file: line skipped");
-	log_str(&l, "file", path);
-	log_int(&l, "line", line);
+	log_str(&l, "file", r->sf->path);
+	log_int(&l, "line", lineno);
 	log_str(&l, "why", why);
 	log_end(&l);
 }
 
-static bool parse_weight(const char *s, unsigned *out)
+static void apply_entry(const struct statefile_entry *e, unsigned lineno, void *arg)
 {
-	char *end = NULL;
-	errno = 0;
-	unsigned long v = strtoul(s, &end, 10);
-	if (errno || !*s || *end || v > 1000 || *s == '-' || *s == '+')
-		return false;
-	*out = (unsigned)v;
-	return true;
+	struct statefile_reading *r = arg;
+	if (e->kind == STATEFILE_SERVICE_WEIGHT) {
+		struct runtime_split *sp = runtime_find_split(r->rt, e->name, e->target);
+		if (!sp) {
+			skip_line(lineno, "no such service and pool in the config", r);
+			return;
+		}
+		runtime_set_split_weight(sp, e->weight);
+		r->sf->applied++;
+		return;
+	}
+	struct runtime_pool *p = runtime_find_pool(r->rt, e->name);
+	struct runtime_server *s = p ? runtime_find_server(p, e->target) : NULL;
+	if (!s) {
+		skip_line(lineno, p ? "no such server in the config" : "no such pool in the config", r);
+		return;
+	}
+	if (e->kind == STATEFILE_WEIGHT)
+		runtime_set_weight(s, e->weight);
+	else if (e->kind == STATEFILE_DRAIN)
+		atomic_store(&s->drained, true);
+	else
+		atomic_store(&s->disabled, true);
+	r->sf->applied++;
 }
 
-int statefile_apply(const char *path, struct runtime *rt)
+static void refuse_at_start(struct statefile *sf, enum statefile_status status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void refuse_at_start(struct statefile *sf, enum statefile_status status, const char *fmt, ...)
 {
-	FILE *f = fopen(path, "re");
-	if (!f) {
-		if (errno == ENOENT)
-			return 0;
-		struct log_line l;
-		log_begin(&l, LOG_ERROR, "state file: cannot read it; starting from the config alone");
-		log_str(&l, "file", path);
-		log_str(&l, "error", strerror(errno));
-		log_end(&l);
-		return -1;
-	}
-	char buf[1024];
-	unsigned lineno = 0;
-	int applied = 0;
-	while (fgets(buf, sizeof(buf), f)) {
-		lineno++;
-		size_t n = strlen(buf);
-		if (n == sizeof(buf) - 1 && buf[n - 1] != '\n') {
-			skip(path, lineno, "line too long");
-			int c;
-			while ((c = fgetc(f)) != EOF && c != '\n')
-				;
-			continue;
-		}
-		char *words[6];
-		size_t nw = 0;
-		char *save = NULL;
-		for (char *w = strtok_r(buf, " \t\r\n", &save); w; w = strtok_r(NULL, " \t\r\n", &save)) {
-			if (nw == 6)
-				break;
-			words[nw++] = w;
-		}
-		if (nw == 0 || words[0][0] == '#')
-			continue;
-		bool server_cmd = strcmp(words[0], "weight") == 0 || strcmp(words[0], "drain") == 0 ||
-		                  strcmp(words[0], "disable") == 0;
-		if (server_cmd) {
-			size_t want = strcmp(words[0], "weight") == 0 ? 4 : 3;
-			unsigned weight = 0;
-			if (nw != want || (want == 4 && !parse_weight(words[3], &weight))) {
-				skip(path, lineno, "malformed");
-				continue;
-			}
-			struct runtime_pool *p = runtime_find_pool(rt, words[1]);
-			struct runtime_server *s = p ? runtime_find_server(p, words[2]) : NULL;
-			if (!s) {
-				skip(path, lineno, p ? "no such server in the config" : "no such pool in the config");
-				continue;
-			}
-			if (want == 4)
-				runtime_set_weight(s, weight);
-			else if (strcmp(words[0], "drain") == 0)
-				atomic_store(&s->drained, true);
-			else
-				atomic_store(&s->disabled, true);
-			applied++;
-		} else if (strcmp(words[0], "service-weight") == 0) {
-			unsigned weight = 0;
-			if (nw != 4 || !parse_weight(words[3], &weight)) {
-				skip(path, lineno, "malformed");
-				continue;
-			}
-			struct runtime_split *sp = runtime_find_split(rt, words[1], words[2]);
-			if (!sp) {
-				skip(path, lineno, "no such service and pool in the config");
-				continue;
-			}
-			runtime_set_split_weight(sp, weight);
-			applied++;
-		} else {
-			skip(path, lineno, "unknown change");
-		}
-	}
-	bool read_error = ferror(f) != 0;
-	fclose(f);
-	if (read_error) {
-		log_msg(LOG_ERROR, "state file: read error; some changes may not be applied");
-		return -1;
-	}
+	sf->status = status;
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(sf->problem, sizeof(sf->problem), fmt, ap);
+	va_end(ap);
 	struct log_line l;
+	log_begin(&l, LOG_ERROR,
+	          status == STATEFILE_NOT_REGULAR
+	              ? "state file: not a regular file; not read, and never replaced; starting from the config alone"
+	              : "state file: cannot read it; starting from the config alone, and not overwriting it until "
+	                "`sluice ctl save-state --force`");
+	log_str(&l, "file", sf->path);
+	log_str(&l, "error", sf->problem);
+	log_end(&l);
+}
+
+/* Read the file whole into a buffer (at most STATEFILE_MAX_BYTES), or say why not. */
+static char *read_whole(struct statefile *sf, size_t *len)
+{
+	struct stat st;
+	if (lstat(sf->path, &st) != 0) {
+		if (errno != ENOENT)
+			refuse_at_start(sf, STATEFILE_UNREADABLE, "%s: cannot read it: %s", sf->path, strerror(errno));
+		return NULL;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		refuse_at_start(sf, STATEFILE_NOT_REGULAR, "%s is %s, not a regular file", sf->path, file_kind(st.st_mode));
+		return NULL;
+	}
+	/* O_NONBLOCK and O_NOFOLLOW: if it became a FIFO or a link since lstat, nothing waits or follows */
+	int fd = open(sf->path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+	if (fd < 0) {
+		refuse_at_start(sf, errno == ELOOP ? STATEFILE_NOT_REGULAR : STATEFILE_UNREADABLE,
+		                "%s: cannot open it: %s", sf->path, strerror(errno));
+		return NULL;
+	}
+	if (fstat(fd, &st) != 0) {
+		refuse_at_start(sf, STATEFILE_UNREADABLE, "%s: cannot read it: %s", sf->path, strerror(errno));
+		close(fd);
+		return NULL;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		refuse_at_start(sf, STATEFILE_NOT_REGULAR, "%s is %s, not a regular file", sf->path, file_kind(st.st_mode));
+		close(fd);
+		return NULL;
+	}
+	if ((unsigned long long)st.st_size > STATEFILE_MAX_BYTES) {
+		refuse_at_start(sf, STATEFILE_UNREADABLE, "%s is larger than 16 MiB (a state file is a few KiB)", sf->path);
+		close(fd);
+		return NULL;
+	}
+	char *buf = malloc(STATEFILE_MAX_BYTES + 1);
+	size_t n = 0;
+	while (buf && n <= STATEFILE_MAX_BYTES) {
+		ssize_t r = read(fd, buf + n, STATEFILE_MAX_BYTES + 1 - n);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0) {
+			refuse_at_start(sf, STATEFILE_UNREADABLE, "%s: read error: %s", sf->path, strerror(errno));
+			free(buf);
+			buf = NULL;
+			break;
+		}
+		if (r == 0)
+			break;
+		n += (size_t)r;
+	}
+	close(fd);
+	if (!buf) {
+		if (sf->status == STATEFILE_READ)
+			refuse_at_start(sf, STATEFILE_UNREADABLE, "%s: cannot read it: out of memory", sf->path);
+		return NULL;
+	}
+	if (n > STATEFILE_MAX_BYTES) {
+		refuse_at_start(sf, STATEFILE_UNREADABLE, "%s grew past 16 MiB while being read", sf->path);
+		free(buf);
+		return NULL;
+	}
+	*len = n;
+	return buf;
+}
+
+struct statefile *statefile_open(const char *path, struct runtime *rt)
+{
+	struct statefile *sf = calloc(1, sizeof(*sf));
+	if (sf)
+		sf->path = strdup(path);
+	if (!sf || !sf->path) {
+		log_msg(LOG_ERROR, "state file: out of memory");
+		free(sf);
+		return NULL;
+	}
+	sf->status = STATEFILE_READ;
+	size_t len = 0;
+	char *buf = read_whole(sf, &len);
+	if (!buf)
+		return sf;
+	struct statefile_reading r = {.sf = sf, .rt = rt};
+	struct statefile_entry *scratch = malloc(sizeof(*scratch));
+	if (!scratch) {
+		refuse_at_start(sf, STATEFILE_UNREADABLE, "%s: cannot read it: out of memory", sf->path);
+		free(buf);
+		return sf;
+	}
+	statefile_parse(buf, len, scratch, apply_entry, skip_line, &r);
+	free(scratch);
+	free(buf);
+	struct log_line l;
+	if (r.warned > STATEFILE_MAX_WARNINGS) {
+		log_begin(&l, LOG_WARN, "state file: more lines skipped than logged");
+		log_str(&l, "file", path);
+		log_int(&l, "not_logged", (long long)(r.warned - STATEFILE_MAX_WARNINGS));
+		log_end(&l);
+	}
 	log_begin(&l, LOG_INFO, "state file applied");
 	log_str(&l, "file", path);
-	log_int(&l, "changes", applied);
+	log_int(&l, "changes", sf->applied);
+	log_int(&l, "skipped", sf->skipped);
 	log_end(&l);
-	return applied;
+	return sf;
+}
+
+void statefile_free(struct statefile *sf)
+{
+	if (!sf)
+		return;
+	free(sf->path);
+	free(sf);
 }

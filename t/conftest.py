@@ -494,7 +494,7 @@ class Upstream:
 class Sluice:
     """A running `sluice run -c FILE`. stdout (access log) and stderr go to files."""
 
-    def __init__(self, workdir, config, ports=None, name="sluice", ready=True, extra_args=(), env=None):
+    def __init__(self, workdir, config, ports=None, name="sluice", ready=True, extra_args=(), env=None, user=None):
         self.workdir = Path(workdir)
         self.name = name
         self.conf_path = self.workdir / ("%s.lua" % name)
@@ -521,7 +521,8 @@ class Sluice:
             e.update(env)
         self.proc = subprocess.Popen([SLUICE_BIN, "run", "-c", str(self.conf_path)] + list(extra_args),
                                      stdout=self._out, stderr=self._err, stdin=subprocess.DEVNULL,
-                                     cwd=str(self.workdir), env=e)
+                                     cwd=str(self.workdir), env=e,
+                                     **({"user": user, "group": user, "extra_groups": []} if user is not None else {}))
         self.pid = self.proc.pid
         self.stopped = False
         self.returncode = None

@@ -3,7 +3,6 @@
 than its cap, never lets the answer drive the terminal, and names what is
 wrong with a path that is not a socket."""
 
-import os
 import socket
 import subprocess
 import threading
