@@ -161,7 +161,15 @@ struct signals *signals_start(struct event_base *base, const struct signals_ops 
 		if (sig == SIGPIPE)
 			continue; /* stays SIG_IGN: a peer closing mid-write is an error return */
 		s->ev[sig] = evsignal_new(base, sig, signals_cb, s);
-		if (!s->ev[sig] || evsignal_add(s->ev[sig], NULL) != 0) {
+		int rc = s->ev[sig] ? evsignal_add(s->ev[sig], NULL) : -1;
+		if (rc != 0 && s->ev[sig] && sig >= SIGRTMIN) {
+			/* a real-time signal someone else reserved (valgrind keeps the
+			 * last ones for itself): it stays ignored, as signals_ignore_early() set it */
+			event_free(s->ev[sig]);
+			s->ev[sig] = NULL;
+			continue;
+		}
+		if (rc != 0) {
 			char buf[16];
 			struct log_line l;
 			log_begin(&l, LOG_ERROR, "cannot set up signal handling");
