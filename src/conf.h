@@ -114,6 +114,7 @@ struct conf_retry {
 
 struct conf_pool {
 	char *name;
+	size_t implicit_service; /* 1 + index into conf.services of its "pool:NAME" service; 0: none */
 	struct conf_server *servers;
 	size_t num_servers;
 	enum conf_balance balance; /* default round_robin */
@@ -144,6 +145,11 @@ struct conf_service {
 	size_t num_pools;
 	bool implicit; /* made for a route's `pool = "x"` shorthand; named "pool:x" */
 };
+
+/* A loaded conf keeps conf.pools sorted by name, and conf.services as the
+ * services of the file sorted by name followed by the implicit ones, so that
+ * lookups by name are binary searches (configs with tens of thousands of
+ * pools and routes load in linear-logarithmic time). */
 
 struct conf_header_match {
 	char *name; /* lower-cased */
@@ -306,9 +312,11 @@ struct conf *conf_load_string_traced(const char *chunkname, const char *lua_sour
                                      const struct conf_trace *trace);
 void conf_free(struct conf *c);
 
-/* Index of the pool named name, or -1. */
+/* Index of the pool named name, or -1 (binary search: pools are sorted). */
 int conf_find_pool(const struct conf *c, const char *name);
 /* Index of the service named name (implicit ones are "pool:NAME"), or -1. */
 int conf_find_service(const struct conf *c, const char *name);
+/* The same among the first n services (those from the file: sorted by name). */
+int conf_find_service_in(const struct conf *c, size_t n, const char *name);
 
 #endif

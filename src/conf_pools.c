@@ -227,12 +227,17 @@ void conf_walk_pools(struct conf_walker *w, int root)
 	conf_field_close(w, &f);
 }
 
+static int compare_pool_name(const void *name, const void *pool)
+{
+	return strcmp(name, ((const struct conf_pool *)pool)->name);
+}
+
 int conf_find_pool(const struct conf *c, const char *name)
 {
-	for (size_t i = 0; i < c->num_pools; i++)
-		if (strcmp(c->pools[i].name, name) == 0)
-			return (int)i;
-	return -1;
+	const struct conf_pool *p = c->num_pools ? bsearch(name, c->pools, c->num_pools, sizeof *c->pools,
+	                                                   compare_pool_name)
+	                                         : NULL;
+	return p ? (int)(p - c->pools) : -1;
 }
 
 void conf_unknown_pool_error(struct conf_walker *w, const char *name)

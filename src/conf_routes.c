@@ -286,10 +286,7 @@ static void walk_route_service(struct conf_walker *w, int route_table, struct co
 	const char *name = conf_value_string(w, lua_gettop(w->L));
 	if (name) {
 		/* Only services from the file: "pool:x" names are internal. */
-		int found = -1;
-		for (size_t i = 0; i < explicit_services && found < 0; i++)
-			if (strcmp(w->c->services[i].name, name) == 0)
-				found = (int)i;
+		int found = conf_find_service_in(w->c, explicit_services, name);
 		if (found >= 0) {
 			r->service = (size_t)found;
 		} else {
@@ -361,6 +358,63 @@ static void walk_route(struct conf_walker *w, int t, size_t index, struct conf_r
 	r->action = num_present == 1 && strcmp(present[0], "respond") == 0 ? CONF_ROUTE_RESPOND : CONF_ROUTE_PROXY;
 }
 
+struct named_index {
+	const char *name;
+	size_t index;
+};
+
+static int compare_name_then_index(const void *a, const void *b)
+{
+	const struct named_index *x = a, *y = b;
+	int cmp = strcmp(x->name, y->name);
+	if (cmp != 0)
+		return cmp;
+	return x->index < y->index ? -1 : x->index > y->index;
+}
+
+struct duplicate {
+	size_t index; /* the route with the name again */
+	size_t first; /* the first route with it */
+};
+
+static int compare_duplicates(const void *a, const void *b)
+{
+	const struct duplicate *x = a, *y = b;
+	return x->index < y->index ? -1 : x->index > y->index;
+}
+
+/* Every route whose name an earlier route already has, in route order, each
+ * naming the first route with it. Sorting keeps this n log n: configs with
+ * tens of thousands of routes exist. */
+static void report_duplicate_names(struct conf_walker *w, const struct conf *c)
+{
+	size_t n = c->num_routes;
+	if (n < 2)
+		return;
+	struct named_index *sorted = conf_xcalloc(n, sizeof *sorted);
+	for (size_t i = 0; i < n; i++)
+		sorted[i] = (struct named_index){ c->routes[i].name, i };
+	qsort(sorted, n, sizeof *sorted, compare_name_then_index);
+	struct duplicate *dups = conf_xcalloc(n, sizeof *dups);
+	size_t num_dups = 0;
+	for (size_t i = 1, first = 0; i < n; i++) {
+		if (strcmp(sorted[i].name, sorted[first].name) != 0)
+			first = i;
+		else
+			dups[num_dups++] = (struct duplicate){ sorted[i].index, sorted[first].index };
+	}
+	qsort(dups, num_dups, sizeof *dups, compare_duplicates);
+	for (size_t k = 0; k < num_dups; k++) {
+		size_t mark = conf_path_push_index(w, dups[k].index + 1);
+		char *q = conf_quoted(c->routes[dups[k].index].name);
+		conf_werr_key(w, "name", "duplicate route name %s (also routes[%zu])", q, dups[k].first + 1);
+		free(q);
+		conf_path_pop(w, mark);
+	}
+	free(dups);
+	free(sorted);
+}
+
 void conf_walk_routes(struct conf_walker *w, int root)
 {
 	struct conf *c = w->c;
@@ -393,18 +447,7 @@ void conf_walk_routes(struct conf_walker *w, int root)
 			r->name = conf_xasprintf("routes[%zu]", i);
 		conf_field_close(w, &item);
 	}
-	for (size_t i = 1; i < n; i++) {
-		for (size_t j = 0; j < i; j++) {
-			if (strcmp(c->routes[i].name, c->routes[j].name) == 0) {
-				size_t mark = conf_path_push_index(w, i + 1);
-				char *q = conf_quoted(c->routes[i].name);
-				conf_werr_key(w, "name", "duplicate route name %s (also routes[%zu])", q, j + 1);
-				free(q);
-				conf_path_pop(w, mark);
-				break;
-			}
-		}
-	}
+	report_duplicate_names(w, c);
 out:
 	conf_field_close(w, &f);
 }

@@ -12,12 +12,34 @@
 
 #include <lauxlib.h>
 
+static int compare_service_name(const void *name, const void *service)
+{
+	return strcmp(name, ((const struct conf_service *)service)->name);
+}
+
+int conf_find_service_in(const struct conf *c, size_t n, const char *name)
+{
+	const struct conf_service *s = n ? bsearch(name, c->services, n, sizeof *c->services, compare_service_name)
+	                                 : NULL;
+	return s ? (int)(s - c->services) : -1;
+}
+
 int conf_find_service(const struct conf *c, const char *name)
 {
-	for (size_t i = 0; i < c->num_services; i++)
-		if (strcmp(c->services[i].name, name) == 0)
-			return (int)i;
-	return -1;
+	if (strncmp(name, "pool:", 5) == 0) {
+		int p = conf_find_pool(c, name + 5);
+		return p >= 0 && c->pools[p].implicit_service ? (int)(c->pools[p].implicit_service - 1) : -1;
+	}
+	/* the services from the file come first: find where the implicit ones begin */
+	size_t lo = 0, hi = c->num_services;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (c->services[mid].implicit)
+			hi = mid;
+		else
+			lo = mid + 1;
+	}
+	return conf_find_service_in(c, lo, name);
 }
 
 
@@ -111,9 +133,8 @@ void conf_walk_services(struct conf_walker *w, int root)
 size_t conf_implicit_service(struct conf_walker *w, size_t pool)
 {
 	struct conf *c = w->c;
-	for (size_t i = 0; i < c->num_services; i++)
-		if (c->services[i].implicit && c->services[i].num_pools == 1 && c->services[i].pools[0].pool == pool)
-			return i;
+	if (c->pools[pool].implicit_service)
+		return c->pools[pool].implicit_service - 1;
 	char *name = conf_xasprintf("pool:%s", c->pools[pool].name);
 	struct conf_service *s = add_service(w, name);
 	free(name);
@@ -122,6 +143,7 @@ size_t conf_implicit_service(struct conf_walker *w, size_t pool)
 	s->pools[0].pool = pool;
 	s->pools[0].weight = 100;
 	s->num_pools = 1;
+	c->pools[pool].implicit_service = c->num_services;
 	return c->num_services - 1;
 }
 

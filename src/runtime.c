@@ -42,15 +42,93 @@ void runtime_free(struct runtime *rt)
 		free(rt->splits[i]);
 	}
 	free(rt->splits);
+	free(rt->pool_index);
+	free(rt->split_index);
 	free(rt);
+}
+
+/* FNV-1a over a, then a NUL, then b (b may be NULL). */
+static size_t name_hash(const char *a, const char *b)
+{
+	uint64_t h = 14695981039346656037u;
+	for (const char *s = a;; s++) {
+		h = (h ^ (unsigned char)*s) * 1099511628211u;
+		if (!*s)
+			break;
+	}
+	for (const char *s = b; s && *s; s++)
+		h = (h ^ (unsigned char)*s) * 1099511628211u;
+	return (size_t)h;
+}
+
+static size_t pool_slot(struct runtime_pool *const *index, size_t cap, const char *name)
+{
+	size_t i = name_hash(name, NULL) & (cap - 1);
+	while (index[i] && strcmp(index[i]->name, name) != 0)
+		i = (i + 1) & (cap - 1);
+	return i;
+}
+
+static size_t split_slot(struct runtime_split *const *index, size_t cap, const char *service, const char *pool)
+{
+	size_t i = name_hash(service, pool) & (cap - 1);
+	while (index[i] && (strcmp(index[i]->service, service) != 0 || strcmp(index[i]->pool, pool) != 0))
+		i = (i + 1) & (cap - 1);
+	return i;
+}
+
+/* Makes room for one more entry (count: entries after it) in a half-full-at-most index. */
+static bool index_reserve(void ***index, size_t *cap, size_t count)
+{
+	if (count * 2 <= *cap)
+		return true;
+	size_t grown = *cap ? *cap * 2 : 64;
+	while (count * 2 > grown)
+		grown *= 2;
+	void **fresh = calloc(grown, sizeof(void *));
+	if (!fresh)
+		return false;
+	free(*index);
+	*index = fresh;
+	*cap = grown;
+	return true;
+}
+
+static bool index_pool(struct runtime *rt, struct runtime_pool *p)
+{
+	size_t cap = rt->pool_index_cap;
+	if (!index_reserve((void ***)&rt->pool_index, &rt->pool_index_cap, rt->num_pools))
+		return false;
+	if (cap != rt->pool_index_cap) { /* rebuilt empty: index every pool, p included */
+		for (size_t i = 0; i < rt->num_pools; i++)
+			rt->pool_index[pool_slot(rt->pool_index, rt->pool_index_cap, rt->pools[i]->name)] = rt->pools[i];
+		return true;
+	}
+	rt->pool_index[pool_slot(rt->pool_index, rt->pool_index_cap, p->name)] = p;
+	return true;
+}
+
+static bool index_split(struct runtime *rt, struct runtime_split *sp)
+{
+	size_t cap = rt->split_index_cap;
+	if (!index_reserve((void ***)&rt->split_index, &rt->split_index_cap, rt->num_splits))
+		return false;
+	if (cap != rt->split_index_cap) {
+		for (size_t i = 0; i < rt->num_splits; i++) {
+			struct runtime_split *s = rt->splits[i];
+			rt->split_index[split_slot(rt->split_index, rt->split_index_cap, s->service, s->pool)] = s;
+		}
+		return true;
+	}
+	rt->split_index[split_slot(rt->split_index, rt->split_index_cap, sp->service, sp->pool)] = sp;
+	return true;
 }
 
 struct runtime_pool *runtime_find_pool(const struct runtime *rt, const char *name)
 {
-	for (size_t i = 0; i < rt->num_pools; i++)
-		if (strcmp(rt->pools[i]->name, name) == 0)
-			return rt->pools[i];
-	return NULL;
+	if (!rt->pool_index)
+		return NULL;
+	return rt->pool_index[pool_slot(rt->pool_index, rt->pool_index_cap, name)];
 }
 
 struct runtime_server *runtime_find_server(const struct runtime_pool *p, const char *address)
@@ -63,10 +141,9 @@ struct runtime_server *runtime_find_server(const struct runtime_pool *p, const c
 
 struct runtime_split *runtime_find_split(const struct runtime *rt, const char *service, const char *pool)
 {
-	for (size_t i = 0; i < rt->num_splits; i++)
-		if (strcmp(rt->splits[i]->service, service) == 0 && strcmp(rt->splits[i]->pool, pool) == 0)
-			return rt->splits[i];
-	return NULL;
+	if (!rt->split_index)
+		return NULL;
+	return rt->split_index[split_slot(rt->split_index, rt->split_index_cap, service, pool)];
 }
 
 /* Appends to a pointer array, growing it; false on out-of-memory. */
@@ -87,6 +164,12 @@ static struct runtime_pool *add_pool(struct runtime *rt, const char *name)
 		return NULL;
 	p->name = strdup(name);
 	if (!p->name || !push((void ***)&rt->pools, &rt->num_pools, p)) {
+		free(p->name);
+		free(p);
+		return NULL;
+	}
+	if (!index_pool(rt, p)) {
+		rt->num_pools--;
 		free(p->name);
 		free(p);
 		return NULL;
@@ -123,6 +206,13 @@ static struct runtime_split *add_split(struct runtime *rt, const char *service, 
 	sp->service = strdup(service);
 	sp->pool = strdup(pool);
 	if (!sp->service || !sp->pool || !push((void ***)&rt->splits, &rt->num_splits, sp)) {
+		free(sp->service);
+		free(sp->pool);
+		free(sp);
+		return NULL;
+	}
+	if (!index_split(rt, sp)) {
+		rt->num_splits--;
 		free(sp->service);
 		free(sp->pool);
 		free(sp);

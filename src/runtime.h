@@ -71,6 +71,14 @@ struct runtime {
 	struct runtime_split **splits;
 	size_t num_splits;
 	atomic_uint_fast64_t changes; /* deployer changes applied since start */
+	/* Hash indexes by pool name and by (service, pool), open addressing with
+	 * linear probing, at most half full: finding an entry by name stays O(1),
+	 * so a config of 50,000 pools starts in linear time (a linear search per
+	 * pool made start-up quadratic). Owned here, rebuilt as they grow. */
+	struct runtime_pool **pool_index;
+	size_t pool_index_cap;
+	struct runtime_split **split_index;
+	size_t split_index_cap;
 };
 
 struct runtime *runtime_new(void);

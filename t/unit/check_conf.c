@@ -16,6 +16,7 @@
 #include <lua.h>
 
 #include "conf.h"
+#include "runtime.h"
 
 #ifndef SLUICE_SRCDIR
 #define SLUICE_SRCDIR "."
@@ -1144,6 +1145,58 @@ START_TEST(test_load_missing_file)
 }
 END_TEST
 
+/* Lookups by name in a config of thousands of pools, services and routes: the
+ * conf's binary searches and the runtime's hash indexes find every entry
+ * (issue 17: linear lookups made start-up quadratic). */
+START_TEST(test_lookups_by_name_at_scale)
+{
+	enum { N = 3000 };
+	struct conf *c = load_ok("local pools, services, routes = {}, {}, {}\n"
+	                         "for i = 1, 3000 do\n"
+	                         "  pools['p' .. i] = { servers = { '127.0.0.1:' .. (10000 + i) } }\n"
+	                         "  services['s' .. i] = { pools = { ['p' .. i] = 100 } }\n"
+	                         "  routes[#routes + 1] = { match = { path_prefix = '/s' .. i }, service = 's' .. i }\n"
+	                         "  routes[#routes + 1] = { match = { path_prefix = '/p' .. i }, pool = 'p' .. i }\n"
+	                         "end\n"
+	                         "return { " LISTENERS " pools = pools, services = services, routes = routes }");
+	ck_assert_uint_eq(c->num_pools, N);
+	ck_assert_uint_eq(c->num_services, 2 * N);
+	struct runtime *rt = runtime_new();
+	ck_assert_ptr_nonnull(rt);
+	ck_assert_int_eq(runtime_sync(rt, c), 0);
+	for (size_t i = 1; i <= N; i++) {
+		char name[32], implicit[40];
+		snprintf(name, sizeof name, "p%zu", i);
+		int p = conf_find_pool(c, name);
+		ck_assert_int_ge(p, 0);
+		ck_assert_str_eq(c->pools[p].name, name);
+		struct runtime_pool *rp = runtime_find_pool(rt, name);
+		ck_assert_ptr_nonnull(rp);
+		ck_assert_str_eq(rp->name, name);
+		snprintf(implicit, sizeof implicit, "pool:%s", name);
+		int si = conf_find_service(c, implicit);
+		ck_assert_int_ge(si, 0);
+		ck_assert_str_eq(c->services[si].name, implicit);
+		ck_assert_ptr_nonnull(runtime_find_split(rt, implicit, name));
+		/* route 2i is the `pool =` route of pool i */
+		ck_assert_uint_eq(c->routes[2 * i - 1].service, (size_t)si);
+		snprintf(name, sizeof name, "s%zu", i);
+		si = conf_find_service(c, name);
+		ck_assert_int_ge(si, 0);
+		ck_assert_str_eq(c->services[si].name, name);
+		ck_assert_uint_eq(c->routes[2 * i - 2].service, (size_t)si);
+	}
+	ck_assert_int_eq(conf_find_pool(c, "p0"), -1);
+	ck_assert_int_eq(conf_find_pool(c, "q1"), -1);
+	ck_assert_int_eq(conf_find_service(c, "s0"), -1);
+	ck_assert_int_eq(conf_find_service(c, "pool:p0"), -1);
+	ck_assert_ptr_null(runtime_find_pool(rt, "p0"));
+	ck_assert_ptr_null(runtime_find_split(rt, "s1", "p2"));
+	runtime_free(rt);
+	conf_free(c);
+}
+END_TEST
+
 /* admin.max_connections (issue 17): the admin connection cap, 32 unless set. */
 START_TEST(test_admin_max_connections)
 {
@@ -1192,6 +1245,7 @@ static Suite *conf_suite(void)
 	tcase_add_test(load, test_implicit_services);
 	tcase_add_test(load, test_route_matches_normalised);
 	tcase_add_test(load, test_admin_max_connections);
+	tcase_add_test(load, test_lookups_by_name_at_scale);
 	suite_add_tcase(s, load);
 
 	TCase *errors = tcase_create("errors");
