@@ -28,7 +28,6 @@
 #include "module.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -181,36 +180,29 @@ struct conf *conf_load_string_traced(const char *chunkname, const char *lua_sour
 	return load_chunk(chunkname, lua_source, strlen(lua_source), errs, trace);
 }
 
-struct conf *conf_load(const char *path, struct conf_errors *errs)
+char *conf_read_file(const char *path, size_t *len, struct conf_errors *errs)
 {
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0) {
-		conf_errors_add(errs, "%s: cannot read: %s", path, strerror(errno));
-		return NULL;
-	}
 	struct stat st;
-	char problem[128] = "";
-	if (fstat(fd, &st) != 0)
-		snprintf(problem, sizeof problem, "%s", strerror(errno));
-	else if (S_ISDIR(st.st_mode))
-		snprintf(problem, sizeof problem, "is a directory");
-	else if (!S_ISREG(st.st_mode))
-		snprintf(problem, sizeof problem, "not a regular file");
-	else if ((uintmax_t)st.st_size > config_file_max_bytes)
-		snprintf(problem, sizeof problem, "larger than %zu MiB, too large for a config file",
-		         config_file_max_bytes >> 20);
-	if (problem[0]) {
-		conf_errors_add(errs, "%s: cannot read: %s", path, problem);
-		if (close(fd) != 0)
-			conf_errors_add(errs, "%s: cannot close: %s", path, strerror(errno));
+	char why[160];
+	int fd = conf_open_regular_file(path, &st, why, sizeof why);
+	if (fd < 0) {
+		conf_errors_add(errs, "%s: cannot read: %s", path, why);
 		return NULL;
 	}
-	size_t size = (size_t)st.st_size;
-	char *buf = conf_xmalloc(size + 1);
+	/* st_size is only a hint (a file being written, a /proc file reports 0):
+	 * read up to the cap plus one byte, whatever it says. */
+	size_t cap = (uintmax_t)st.st_size < config_file_max_bytes ? (size_t)st.st_size + 1 : config_file_max_bytes + 1;
+	char *buf = conf_xmalloc(cap + 1);
 	size_t got = 0;
 	int read_errno = 0;
-	while (got < size) {
-		ssize_t r = read(fd, buf + got, size - got);
+	for (;;) {
+		if (got == cap) {
+			if (cap > config_file_max_bytes)
+				break;
+			cap = cap * 2 < config_file_max_bytes + 1 ? cap * 2 : config_file_max_bytes + 1;
+			buf = conf_xreallocarray(buf, cap + 1, 1);
+		}
+		ssize_t r = read(fd, buf + got, cap - got);
 		if (r < 0) {
 			if (errno == EINTR)
 				continue;
@@ -228,8 +220,24 @@ struct conf *conf_load(const char *path, struct conf_errors *errs)
 		free(buf);
 		return NULL;
 	}
+	if (got > config_file_max_bytes) {
+		conf_errors_add(errs, "%s: cannot read: larger than %zu MiB, the most a config file may have", path,
+		                config_file_max_bytes >> 20);
+		free(buf);
+		return NULL;
+	}
 	buf[got] = '\0';
-	struct conf *c = load_chunk(path, buf, got, errs, NULL);
+	*len = got;
+	return buf;
+}
+
+struct conf *conf_load(const char *path, struct conf_errors *errs)
+{
+	size_t len;
+	char *buf = conf_read_file(path, &len, errs);
+	if (!buf)
+		return NULL;
+	struct conf *c = load_chunk(path, buf, len, errs, NULL);
 	free(buf);
 	return c;
 }

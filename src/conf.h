@@ -303,6 +303,11 @@ struct conf_trace {
 	void *ud;
 };
 
+/* The config file's text (NUL-terminated, *len bytes; caller frees): only a
+ * regular file of at most 16 MiB (a FIFO or a device such as /dev/zero is
+ * refused at once, never waited on). NULL with a message in errs otherwise. */
+char *conf_read_file(const char *path, size_t *len, struct conf_errors *errs);
+
 /* Load and validate. Returns NULL and fills errs (>= 1 message) on failure. */
 struct conf *conf_load(const char *path, struct conf_errors *errs);
 /* Same from a string (chunkname used in messages); for tests. */

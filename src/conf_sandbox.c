@@ -7,7 +7,6 @@
 #include "conf_schema.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -92,24 +91,24 @@ static int sandbox_file(lua_State *L)
 	const char *full = name[0] == '/' ? name : lua_pushfstring(L, "%s/%s", sb->base_dir, name);
 
 	/* Size the buffer first, as a userdata: if Lua runs out of memory it raises
-	 * before the file is open, so no descriptor can leak through the longjmp. */
+	 * before the file is open, so no descriptor can leak through the longjmp.
+	 * One byte more than the size, to notice a file that has more than it says. */
 	struct stat st;
+	char why[160];
 	if (stat(full, &st) != 0)
 		return luaL_error(L, "file(\"%s\"): cannot read %s: %s", name, full, strerror(errno));
-	if (!S_ISREG(st.st_mode))
-		return luaL_error(L, "file(\"%s\"): %s is not a regular file", name, full);
-	if ((uintmax_t)st.st_size > sb->mem_limit)
+	if ((uintmax_t)st.st_size >= sb->mem_limit)
 		return luaL_error(L, "file(\"%s\"): %s is too large", name, full);
 	size_t size = (size_t)st.st_size;
-	char *buf = lua_newuserdatauv(L, size ? size : 1, 0);
+	char *buf = lua_newuserdatauv(L, size + 1, 0);
 
-	int fd = open(full, O_RDONLY | O_CLOEXEC);
+	int fd = conf_open_regular_file(full, &st, why, sizeof why);
 	if (fd < 0)
-		return luaL_error(L, "file(\"%s\"): cannot read %s: %s", name, full, strerror(errno));
+		return luaL_error(L, "file(\"%s\"): cannot read %s: %s", name, full, why);
 	size_t got = 0;
 	int read_errno = 0;
-	while (got < size) {
-		ssize_t r = read(fd, buf + got, size - got);
+	while (got <= size) {
+		ssize_t r = read(fd, buf + got, size + 1 - got);
 		if (r < 0) {
 			if (errno == EINTR)
 				continue;
@@ -124,6 +123,13 @@ static int sandbox_file(lua_State *L)
 		read_errno = errno;
 	if (read_errno)
 		return luaL_error(L, "file(\"%s\"): cannot read %s: %s", name, full, strerror(read_errno));
+	/* A /proc or /sys file says it has 0 bytes and then has some: reading it
+	 * by its size gave an empty string without a word. */
+	if (got > size)
+		return luaL_error(L,
+		                  "file(\"%s\"): %s has more bytes than its size says (%I): a /proc or /sys file, or "
+		                  "one being written; file() reads regular files only (copy it to a file, or use env())",
+		                  name, full, (lua_Integer)size);
 	lua_pushlstring(L, buf, got);
 	return 1;
 }

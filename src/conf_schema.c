@@ -7,13 +7,16 @@
 
 #include "conf_schema.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <lauxlib.h>
 
@@ -287,6 +290,19 @@ bool conf_parse_address_why(const char *s, struct sockaddr_storage *ss, socklen_
 	memcpy(host_buf, host, host_len);
 	host_buf[host_len] = '\0';
 
+	/* Digits and dots are an IPv4 address, never a host name to look up
+	 * ("999.1.1.1" went to DNS), and only the dotted-quad spelling: "0" or
+	 * "127.1" would be silently read as 0.0.0.0 and 127.0.0.1. */
+	bool digits_and_dots = true;
+	for (const char *p = host_buf; *p && digits_and_dots; p++)
+		digits_and_dots = conf_is_digit(*p) || *p == '.';
+	struct in_addr v4;
+	if (!bracketed && digits_and_dots && inet_pton(AF_INET, host_buf, &v4) != 1)
+		return address_fail(why, why_size,
+		                    "\"%s\" is not an IPv4 address (write four numbers from 0 to 255 like \"10.0.0.1\", "
+		                    "or \"0.0.0.0\" for every address)",
+		                    host_buf);
+
 	/* Numeric first: a literal address must never trigger a DNS lookup. */
 	struct addrinfo hints, *res = NULL;
 	memset(&hints, 0, sizeof hints);
@@ -294,6 +310,14 @@ bool conf_parse_address_why(const char *s, struct sockaddr_storage *ss, socklen_
 	hints.ai_socktype = SOCK_STREAM;
 	hints.ai_flags = AI_NUMERICHOST;
 	int rc = getaddrinfo(host_buf, NULL, &hints, &res);
+	if (rc == 0 && res && res->ai_family == AF_INET && inet_pton(AF_INET, host_buf, &v4) != 1) {
+		/* getaddrinfo also takes inet_aton's forms ("0x7f.1"): refuse them, they hide typos */
+		freeaddrinfo(res);
+		return address_fail(why, why_size,
+		                    "\"%s\" is not a dotted IPv4 address (write four numbers from 0 to 255 like "
+		                    "\"127.0.0.1\")",
+		                    host_buf);
+	}
 	if (rc != 0) {
 		if (bracketed)
 			return address_fail(why, why_size, "\"%s\" is not an IPv6 address", host_buf);
@@ -1035,4 +1059,45 @@ const char **conf_keys_with_modules(const struct conf_walker *w, const char *con
 	}
 	out[n] = NULL;
 	return out;
+}
+
+static const char *file_kind_problem(mode_t mode)
+{
+	if (S_ISDIR(mode))
+		return "is a directory, not a regular file";
+	if (S_ISFIFO(mode))
+		return "is a FIFO (named pipe), not a regular file";
+	if (S_ISCHR(mode))
+		return "is a character device (like /dev/zero), not a regular file";
+	if (S_ISBLK(mode))
+		return "is a block device, not a regular file";
+	if (S_ISSOCK(mode))
+		return "is a socket, not a regular file";
+	return "is not a regular file";
+}
+
+int conf_open_regular_file(const char *path, struct stat *st, char *why, size_t why_size)
+{
+	/* Look before opening: opening a FIFO blocks until a writer comes, and
+	 * opening some devices has effects of its own. */
+	if (stat(path, st) != 0) {
+		snprintf(why, why_size, "%s", strerror(errno));
+		return -1;
+	}
+	if (!S_ISREG(st->st_mode)) {
+		snprintf(why, why_size, "%s", file_kind_problem(st->st_mode));
+		return -1;
+	}
+	/* O_NONBLOCK: should the path become a FIFO in between, open still returns */
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+	if (fd < 0) {
+		snprintf(why, why_size, "%s", strerror(errno));
+		return -1;
+	}
+	if (fstat(fd, st) != 0 || !S_ISREG(st->st_mode)) {
+		snprintf(why, why_size, "%s", S_ISREG(st->st_mode) ? strerror(errno) : file_kind_problem(st->st_mode));
+		close(fd);
+		return -1;
+	}
+	return fd;
 }

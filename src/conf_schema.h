@@ -20,6 +20,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "conf.h"
 
@@ -163,6 +164,12 @@ enum conf_field_status conf_field_duration(struct conf_walker *w, int t, const c
                                            conf_msec *out);
 enum conf_field_status conf_field_size(struct conf_walker *w, int t, const char *key, uint64_t lo, uint64_t hi,
                                        uint64_t *out);
+
+/* Opens path for reading only if it is a regular file: a FIFO would block the
+ * open (and the loader with it), a device like /dev/zero or /dev/urandom never
+ * ends. Returns the descriptor (O_CLOEXEC) with *st filled, or -1 with what is
+ * wrong in why ("is a FIFO (named pipe), not a regular file", strerror(), ...). */
+int conf_open_regular_file(const char *path, struct stat *st, char *why, size_t why_size);
 
 /* Same address and port (either may be unset: len 0, never equal). */
 bool conf_sockaddr_equal(const struct sockaddr_storage *a, socklen_t alen, const struct sockaddr_storage *b,

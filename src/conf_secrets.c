@@ -261,20 +261,18 @@ size_t conf_secrets_scan(const char *chunkname, const char *src, size_t len, str
 
 size_t conf_secrets_warn(const char *path, FILE *out)
 {
-	FILE *f = fopen(path, "rb");
-	if (!f)
-		return 0;
-	/* Lua source text holds no NUL byte: one getdelim() reads it whole */
-	char *buf = NULL;
-	size_t cap = 0;
-	ssize_t got = getdelim(&buf, &cap, '\0', f);
-	bool read_error = got < 0 && ferror(f);
-	fclose(f);
+	/* conf_read_file refuses a FIFO or a device (which would block or never
+	 * end) and caps the size; conf_load reports why, so nothing here */
+	struct conf_errors unread;
+	conf_errors_init(&unread);
+	size_t got = 0;
+	char *buf = conf_read_file(path, &got, &unread);
+	conf_errors_free(&unread);
 	size_t n = 0;
-	if (!read_error && buf) {
+	if (buf) {
 		struct conf_errors warnings;
 		conf_errors_init(&warnings);
-		n = conf_secrets_scan(path, buf, got > 0 ? (size_t)got : 0, &warnings);
+		n = conf_secrets_scan(path, buf, got, &warnings);
 		for (size_t i = 0; i < warnings.count; i++)
 			fprintf(out, "%s\n", warnings.msgs[i]);
 		conf_errors_free(&warnings);

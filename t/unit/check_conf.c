@@ -259,6 +259,17 @@ START_TEST(test_address_invalid)
 		{ "[::1]", "missing port (write \"[::1]:8080\")" },
 		{ "[::1]8080", "expected \":PORT\" after \"]\"" },
 		{ "[127.0.0.1]:80", "\"127.0.0.1\" is not an IPv6 address" },
+		/* issue 17: digits and dots are never a host name, and only the dotted quad is an IPv4 address */
+		{ "999.1.1.1:80", "\"999.1.1.1\" is not an IPv4 address (write four numbers from 0 to 255 like "
+		                  "\"10.0.0.1\", or \"0.0.0.0\" for every address)" },
+		{ "0:80", "\"0\" is not an IPv4 address (write four numbers from 0 to 255 like \"10.0.0.1\", or "
+		          "\"0.0.0.0\" for every address)" },
+		{ "127.1:80", "\"127.1\" is not an IPv4 address (write four numbers from 0 to 255 like \"10.0.0.1\", "
+		              "or \"0.0.0.0\" for every address)" },
+		{ "1.2.3.4.5:80", "\"1.2.3.4.5\" is not an IPv4 address (write four numbers from 0 to 255 like "
+		                  "\"10.0.0.1\", or \"0.0.0.0\" for every address)" },
+		{ "0x7f.1:80", "\"0x7f.1\" is not a dotted IPv4 address (write four numbers from 0 to 255 like "
+		               "\"127.0.0.1\")" },
 	};
 	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
 		struct sockaddr_storage ss;
@@ -1010,7 +1021,40 @@ START_TEST(test_sandbox_file)
 	c = conf_load(config, &e);
 	ck_assert_ptr_null(c);
 	ck_assert_uint_eq(e.count, 1);
-	ck_assert_msg(strstr(e.msgs[0], "is not a regular file") != NULL, "got: %s", e.msgs[0]);
+	ck_assert_msg(strstr(e.msgs[0], "is a directory, not a regular file") != NULL, "got: %s", e.msgs[0]);
+	conf_errors_free(&e);
+
+	/* issue 17: a FIFO is refused at once (opening it would wait for a writer) */
+	char fifo[128];
+	snprintf(fifo, sizeof fifo, "%s/pipe", sub);
+	ck_assert_int_eq(mkfifo(fifo, 0600), 0);
+	const char *from_fifo = "return { body = file('pipe') }\n";
+	write_file(config, from_fifo, strlen(from_fifo));
+	c = conf_load(config, &e);
+	ck_assert_ptr_null(c);
+	ck_assert_uint_eq(e.count, 1);
+	ck_assert_msg(strstr(e.msgs[0], "file(\"pipe\"): cannot read ") && strstr(e.msgs[0], "is a FIFO (named pipe)"),
+	              "got: %s", e.msgs[0]);
+	conf_errors_free(&e);
+	ck_assert_int_eq(unlink(fifo), 0);
+
+	/* issue 17: a /proc file says it is empty and is not: an error, not "" */
+	const char *from_proc = "return { body = file('/proc/self/status') }\n";
+	write_file(config, from_proc, strlen(from_proc));
+	c = conf_load(config, &e);
+	ck_assert_ptr_null(c);
+	ck_assert_uint_eq(e.count, 1);
+	ck_assert_msg(strstr(e.msgs[0], "file(\"/proc/self/status\"): /proc/self/status has more bytes than its size "
+	                                "says (0): a /proc or /sys file"),
+	              "got: %s", e.msgs[0]);
+	conf_errors_free(&e);
+
+	/* and a device: refused by kind, never read */
+	const char *from_dev = "return { body = file('/dev/zero') }\n";
+	write_file(config, from_dev, strlen(from_dev));
+	c = conf_load(config, &e);
+	ck_assert_ptr_null(c);
+	ck_assert_msg(e.count == 1 && strstr(e.msgs[0], "is a character device"), "got: %s", e.count ? e.msgs[0] : "");
 	conf_errors_free(&e);
 
 	ck_assert_int_eq(unlink(config), 0);
@@ -1140,7 +1184,7 @@ START_TEST(test_load_missing_file)
 	conf_errors_free(&e);
 	ck_assert_ptr_null(conf_load("/tmp", &e));
 	ck_assert_uint_eq(e.count, 1);
-	ck_assert_str_eq(e.msgs[0], "/tmp: cannot read: is a directory");
+	ck_assert_str_eq(e.msgs[0], "/tmp: cannot read: is a directory, not a regular file");
 	conf_errors_free(&e);
 }
 END_TEST
