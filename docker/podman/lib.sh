@@ -28,21 +28,26 @@ apt_install() {
 	done
 	((${#missing[@]})) || return 0
 	echo "installing: ${missing[*]}"
+	local sudo=()
 	if ((EUID != 0)); then
-		echo "error: installing ${missing[*]} needs root" >&2
-		return 1
+		if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+			sudo=(sudo -E)
+		else
+			echo "error: installing ${missing[*]} needs root (or passwordless sudo)" >&2
+			return 1
+		fi
 	fi
 	# package scripts must not start services (prometheus, rsyslog, redis):
 	# the stack starts what it needs itself
 	local policy=/usr/sbin/policy-rc.d created=0
 	if [[ ! -e $policy ]]; then
-		printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 755 "$policy" && created=1
+		printf '#!/bin/sh\nexit 101\n' | "${sudo[@]}" tee "$policy" >/dev/null && "${sudo[@]}" chmod 755 "$policy" && created=1
 	fi
 	local rc=0
-	DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 -qq update &&
-		DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 -q install -y \
+	DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get -o DPkg::Lock::Timeout=600 -qq update &&
+		DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get -o DPkg::Lock::Timeout=600 -q install -y \
 			--no-install-recommends "${missing[@]}" || rc=$?
-	((created)) && rm -f "$policy"
+	((created)) && "${sudo[@]}" rm -f "$policy"
 	return $rc
 }
 
