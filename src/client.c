@@ -396,8 +396,8 @@ static ssize_t client_read_body(struct exchange *ex, struct evbuffer *dst, size_
 		size_t avail = evbuffer_get_length(in);
 		if (avail == 0)
 			break;
-		if (cc->body == H1_BODY_LENGTH) {
-			size_t n = avail < cc->body_remaining ? avail : (size_t)cc->body_remaining;
+		if (ex->h1_body == H1_BODY_LENGTH) {
+			size_t n = avail < ex->h1_body_remaining ? avail : (size_t)ex->h1_body_remaining;
 			if (n > max - moved)
 				n = max - moved;
 			if (evbuffer_remove_buffer(in, dst, n) != (int)n) {
@@ -405,9 +405,9 @@ static ssize_t client_read_body(struct exchange *ex, struct evbuffer *dst, size_
 				*reason = REASON_CLIENT_RESET;
 				return -1;
 			}
-			cc->body_remaining -= n;
+			ex->h1_body_remaining -= n;
 			moved += n;
-			if (cc->body_remaining == 0)
+			if (ex->h1_body_remaining == 0)
 				ex->body_done = true;
 			continue;
 		}
@@ -417,7 +417,7 @@ static ssize_t client_read_body(struct exchange *ex, struct evbuffer *dst, size_
 		enum h1_chunk_event ev;
 		const char *line = NULL;
 		size_t line_len = 0;
-		ssize_t n = h1_chunked_feed(&cc->body_chunk, v.iov_base, v.iov_len, &ev, &line, &line_len);
+		ssize_t n = h1_chunked_feed(&ex->h1_chunk, v.iov_base, v.iov_len, &ev, &line, &line_len);
 		if (n < 0) {
 			*status = 400;
 			*reason = REASON_BAD_REQUEST;
@@ -505,8 +505,8 @@ static void client_begin(struct client_conn *cc, struct exchange *ex)
 	cc->ex = ex;
 	cc->state = CLIENT_BUSY;
 	cc->http10 = false;
-	cc->body = H1_BODY_NONE;
-	cc->body_remaining = 0;
+	ex->h1_body = H1_BODY_NONE;
+	ex->h1_body_remaining = 0;
 }
 
 static const char *rebase(const char *p, const char *old_base, size_t len, const char *new_base)
@@ -555,13 +555,13 @@ static void client_fill_from_head(struct client_conn *cc, struct exchange *ex)
 		r->authority = arena_strndup(&r->arena, h->authority, h->authority_len);
 	fields_view(&r->headers, &r->arena, h->headers, h->header_flags, h->num_headers, H1_MAX_HEADERS);
 	ex->head_method = h->method_len == 4 && memcmp(h->method, "HEAD", 4) == 0;
-	cc->body = h->body;
-	cc->body_remaining = h->body == H1_BODY_LENGTH ? h->content_length : 0;
+	ex->h1_body = h->body;
+	ex->h1_body_remaining = h->body == H1_BODY_LENGTH ? h->content_length : 0;
 	ex->body = h->body == H1_BODY_LENGTH ? EX_BODY_LENGTH : h->body == H1_BODY_CHUNKED ? EX_BODY_STREAM : EX_BODY_NONE;
-	ex->body_length = cc->body_remaining;
+	ex->body_length = ex->h1_body_remaining;
 	ex->body_done = h->body == H1_BODY_NONE || (h->body == H1_BODY_LENGTH && h->content_length == 0);
 	if (h->body == H1_BODY_CHUNKED)
-		h1_chunked_init(&cc->body_chunk, 4096, r->snap->conf->limits.header_bytes);
+		h1_chunked_init(&ex->h1_chunk, 4096, r->snap->conf->limits.header_bytes);
 }
 
 /* Parse and start the next request if its head is complete. Returns false

@@ -62,9 +62,6 @@ struct client_conn {
 	bool http10;           /* the request was HTTP/1.0 */
 	bool chunked_out;      /* the response body is chunked */
 	bool trailers_out;     /* the last chunk and trailers are written */
-	enum h1_body body;     /* the request body's framing */
-	uint64_t body_remaining; /* H1_BODY_LENGTH */
-	struct h1_chunked body_chunk;
 	uint64_t deadline_us;  /* monotonic; 0: none (header, keep-alive, linger) */
 	uint64_t timer_at_us;  /* when the pending libevent timer fires; 0: not pending */
 	unsigned requests; /* served on this connection */

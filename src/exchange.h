@@ -139,7 +139,14 @@ struct exchange {
 
 	/* the large parts last: a recycled exchange clears only what is above them */
 	struct proxy_txn txn;
-	struct h1_request h1; /* HTTP/1 only (client.c): the parser's output, which req.headers views */
+	/* HTTP/1 only (client.c), not cleared on recycling: the parser's output,
+	 * which req.headers views, and the request body's framing as it is read
+	 * (here rather than in the connection, which then holds nothing per
+	 * request while it waits for the next one) */
+	struct h1_request h1;
+	enum h1_body h1_body;
+	uint64_t h1_body_remaining; /* H1_BODY_LENGTH */
+	struct h1_chunked h1_chunk;
 };
 
 /* The exchange of a module's request. */
