@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
 #include <sys/random.h>
 #include <unistd.h>
 
@@ -52,10 +53,45 @@ struct rl_snap {
 	size_t num_limits;
 	bool any_shared;
 	struct rl_redis_config redis;
-	char instance_id[64];
-	atomic_uint instances; /* seen in Redis recently (last heartbeat); >= 1 */
-	struct rl_totals totals;
 };
+
+/* The process-wide part (ratelimit.h): what outlives snapshots. */
+static struct {
+	pthread_once_t once;
+	char instance_id[64];
+	atomic_uint instances; /* seen in Redis recently (last heartbeat); 0 read as 1 */
+	struct rl_totals totals;
+} rl_proc = {.once = PTHREAD_ONCE_INIT};
+
+static void rl_proc_init(void)
+{
+	char host[32] = "";
+	if (gethostname(host, sizeof host - 1) != 0)
+		snprintf(host, sizeof host, "host");
+	uint32_t rnd = 0;
+	if (getrandom(&rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd)
+		rnd = (uint32_t)(uintptr_t)&rnd;
+	snprintf(rl_proc.instance_id, sizeof rl_proc.instance_id, "%s:%ld:%08x", host, (long)getpid(), rnd);
+}
+
+/* Instances that share the limits (the last heartbeat's count), at least 1. */
+static unsigned instances(const struct rl_snap *s)
+{
+	(void)s;
+	unsigned n = atomic_load_explicit(&rl_proc.instances, memory_order_relaxed);
+	return n ? n : 1;
+}
+
+/* What changes a bucket's meaning: a limit whose fingerprint changes on a
+ * reload starts with fresh buckets. */
+static uint64_t limit_fingerprint(const struct conf_rate_limit *cl)
+{
+	uint64_t h = 0xcbf29ce484222325ull;
+	const uint64_t parts[] = {cl->rate, cl->per, cl->burst, cl->shared};
+	for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++)
+		h = (h ^ parts[i]) * 0x100000001b3ull;
+	return h;
+}
 
 struct rl_counters {
 	uint64_t allowed, denied, fallback, waits, transitions;
@@ -112,17 +148,15 @@ static void rl_snapshot_free(void *state);
 static int rl_snapshot_init(const struct conf *c, void **state, struct conf_errors *errs)
 {
 	*state = NULL;
-	if (c->num_rate_limits == 0)
-		return 0;
+	/* state even without limits: a worker's state points at the current snapshot's */
 	struct rl_snap *s = calloc(1, sizeof *s);
-	if (!s || !(s->limits = calloc(c->num_rate_limits, sizeof *s->limits))) {
+	if (!s || !(s->limits = calloc(c->num_rate_limits ? c->num_rate_limits : 1, sizeof *s->limits))) {
 		free(s);
 		conf_errors_add(errs, "%s: rate_limits: out of memory", c->source);
 		return -1;
 	}
 	s->conf = c;
 	s->num_limits = c->num_rate_limits;
-	atomic_init(&s->instances, 1);
 	for (size_t i = 0; i < c->num_rate_limits; i++) {
 		const struct conf_rate_limit *cl = &c->rate_limits[i];
 		struct rl_limit *l = &s->limits[i];
@@ -136,7 +170,8 @@ static int rl_snapshot_init(const struct conf *c, void **state, struct conf_erro
 		}
 		/* an entry idle until its bucket is full again carries no information */
 		uint64_t idle_us = l->rate.cap / l->rate.rate + LEASE_TTL_US;
-		l->table = rl_table_new(cl->max_keys, idle_us);
+		/* the buckets outlive this snapshot: the same limit in the next config keeps them */
+		l->table = rl_table_get(cl->name, cl->max_keys, idle_us, limit_fingerprint(cl));
 		if (!l->table) {
 			conf_errors_add(errs, "%s: rate_limits.%s: out of memory for %u keys (lower max_keys)", c->source,
 			                cl->name, cl->max_keys);
@@ -153,13 +188,7 @@ static int rl_snapshot_init(const struct conf *c, void **state, struct conf_erro
 		s->redis.timeout_us = c->redis.timeout * 1000;
 		s->redis.connect_timeout_us = c->redis.connect_timeout * 1000;
 	}
-	char host[32] = "";
-	if (gethostname(host, sizeof host - 1) != 0)
-		snprintf(host, sizeof host, "host");
-	uint32_t rnd = 0;
-	if (getrandom(&rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd)
-		rnd = (uint32_t)(uintptr_t)s;
-	snprintf(s->instance_id, sizeof s->instance_id, "%s:%ld:%08x", host, (long)getpid(), rnd);
+	pthread_once(&rl_proc.once, rl_proc_init);
 	*state = s;
 	return 0;
 }
@@ -169,29 +198,8 @@ static void rl_snapshot_free(void *state)
 	struct rl_snap *s = state;
 	if (!s)
 		return;
-	uint64_t evictions = 0, expired = 0;
-	for (size_t i = 0; i < s->num_limits; i++) {
-		if (s->limits[i].table) {
-			evictions += rl_table_evictions(s->limits[i].table);
-			expired += rl_table_expired(s->limits[i].table);
-		}
-		rl_table_free(s->limits[i].table);
-	}
-	if (atomic_load(&s->totals.workers) > 0) {
-		/* one line for tests, benchmarks and operators: what the limiter did */
-		struct log_line l;
-		log_begin(&l, LOG_INFO, "ratelimit totals");
-		log_int(&l, "allowed", (long long)atomic_load(&s->totals.allowed));
-		log_int(&l, "denied", (long long)atomic_load(&s->totals.denied));
-		log_int(&l, "fallback", (long long)atomic_load(&s->totals.fallback));
-		log_int(&l, "redis_waits", (long long)atomic_load(&s->totals.waits));
-		log_int(&l, "redis_commands", (long long)atomic_load(&s->totals.commands));
-		log_int(&l, "redis_failures", (long long)atomic_load(&s->totals.failures));
-		log_int(&l, "transitions", (long long)atomic_load(&s->totals.transitions));
-		log_int(&l, "evictions", (long long)evictions);
-		log_int(&l, "expired", (long long)expired);
-		log_end(&l);
-	}
+	for (size_t i = 0; i < s->num_limits; i++)
+		rl_table_put(s->limits[i].table);
 	free(s->limits);
 	free(s);
 }
@@ -429,7 +437,7 @@ static enum decision decide_fallback(struct rl_worker *ws, const struct rl_snap 
 	default: {
 		/* each instance takes its share of the limit */
 		struct rl_rate split;
-		rl_rate_split(&split, &l->rate, atomic_load_explicit(&s->instances, memory_order_relaxed));
+		rl_rate_split(&split, &l->rate, instances(s));
 		return decide_local_rate(q, l, &split, r, key, klen, deny);
 	}
 	}
@@ -476,11 +484,6 @@ static struct rl_op *send_take(struct rl_worker *ws, const struct rl_snap *s, st
 	return op;
 }
 
-static unsigned instances(const struct rl_snap *s)
-{
-	unsigned n = atomic_load_explicit(&s->instances, memory_order_relaxed);
-	return n ? n : 1;
-}
 
 /* Microseconds between two tokens of limit l (at least 1). */
 static uint64_t token_interval_us(const struct rl_limit *l)
@@ -756,14 +759,14 @@ static void rl_log(const struct request *r, const void *ss, void *wsv)
 
 static void beat_done(void *arg, long long n)
 {
-	struct rl_worker *ws = arg;
+	(void)arg;
 	if (n > 0)
-		atomic_store_explicit(&ws->snap->instances, n > 100000 ? 100000u : (unsigned)n, memory_order_relaxed);
+		atomic_store_explicit(&rl_proc.instances, n > 100000 ? 100000u : (unsigned)n, memory_order_relaxed);
 }
 
 static void beat_now(struct rl_worker *ws)
 {
-	rl_redis_beat(ws->redis, INSTANCES_KEY, ws->snap->instance_id, BEAT_WINDOW_S, beat_done, ws);
+	rl_redis_beat(ws->redis, INSTANCES_KEY, rl_proc.instance_id, BEAT_WINDOW_S, beat_done, ws);
 }
 
 static void beat_cb(evutil_socket_t fd, short what, void *arg)
@@ -820,7 +823,7 @@ static void redis_state(void *arg, bool up, const char *why)
 	log_str(&l, "redis", cr->address);
 	log_str(&l, "error", why);
 	log_str(&l, "on_failure", modes[cr->on_failure]);
-	log_int(&l, "instances", atomic_load(&ws->snap->instances));
+	log_int(&l, "instances", instances(ws->snap));
 	log_counters(&l, ws);
 	log_end(&l);
 }
@@ -835,6 +838,22 @@ static size_t my_index(void)
 
 static void rl_worker_free(void *state);
 
+/* The Redis connection (and on worker 0 the heartbeat) once a snapshot has shared limits. */
+static int rl_worker_connect(struct rl_worker *ws)
+{
+	const struct rl_snap *s = ws->snap;
+	if (!s->any_shared || ws->redis)
+		return 0;
+	if (ws->w->id == 0 && !ws->beat_ev) {
+		ws->beat_ev = event_new(ws->w->base, -1, EV_PERSIST, beat_cb, ws);
+		struct timeval tv = {BEAT_INTERVAL_S, 0};
+		if (!ws->beat_ev || event_add(ws->beat_ev, &tv) != 0)
+			return -1;
+	}
+	ws->redis = rl_redis_new(ws->w->base, &s->redis, redis_state, ws);
+	return ws->redis ? 0 : -1;
+}
+
 static int rl_worker_init(struct worker *w, void **state)
 {
 	*state = NULL;
@@ -846,30 +865,62 @@ static int rl_worker_init(struct worker *w, void **state)
 		return -1;
 	ws->w = w;
 	ws->snap = s;
-	atomic_fetch_add(&s->totals.workers, 1);
-	if (s->any_shared) {
-		if (w->id == 0) {
-			ws->beat_ev = event_new(w->base, -1, EV_PERSIST, beat_cb, ws);
-			struct timeval tv = {BEAT_INTERVAL_S, 0};
-			if (!ws->beat_ev || event_add(ws->beat_ev, &tv) != 0) {
-				rl_worker_free(ws);
-				return -1;
-			}
-		}
-		ws->redis = rl_redis_new(w->base, &s->redis, redis_state, ws);
-		if (!ws->redis) {
-			rl_worker_free(ws);
-			return -1;
-		}
+	atomic_fetch_add(&rl_proc.totals.workers, 1);
+	if (rl_worker_connect(ws) != 0) {
+		rl_worker_free(ws);
+		return -1;
 	}
 	*state = ws;
 	return 0;
 }
 
+/* A reload: requests in flight keep their own snapshot's limits (the
+ * pipeline hands them its state); the worker's own pointer follows the new
+ * one. The Redis settings cannot change on reload (server.c refuses it). */
+static void rl_worker_adopt(struct worker *w, void *state, const void *snapshot_state)
+{
+	struct rl_worker *ws = state;
+	if (!ws || !snapshot_state)
+		return;
+	ws->snap = (struct rl_snap *)snapshot_state;
+	if (rl_worker_connect(ws) != 0) {
+		struct log_line l;
+		log_begin(&l, LOG_ERROR, "ratelimit: cannot connect to redis for the new config's shared limits");
+		log_int(&l, "worker", w->id);
+		log_end(&l);
+	}
+}
+
+/* One line for tests, benchmarks and operators when the last worker ends:
+ * what the limiter did (tables of the last config). */
+static void log_totals(const struct rl_snap *s)
+{
+	struct rl_totals *t = &rl_proc.totals;
+	uint64_t evictions = 0, expired = 0;
+	for (size_t i = 0; i < s->num_limits; i++) {
+		evictions += rl_table_evictions(s->limits[i].table);
+		expired += rl_table_expired(s->limits[i].table);
+	}
+	if (s->num_limits == 0)
+		return;
+	struct log_line l;
+	log_begin(&l, LOG_INFO, "ratelimit totals");
+	log_int(&l, "allowed", (long long)atomic_load(&t->allowed));
+	log_int(&l, "denied", (long long)atomic_load(&t->denied));
+	log_int(&l, "fallback", (long long)atomic_load(&t->fallback));
+	log_int(&l, "redis_waits", (long long)atomic_load(&t->waits));
+	log_int(&l, "redis_commands", (long long)atomic_load(&t->commands));
+	log_int(&l, "redis_failures", (long long)atomic_load(&t->failures));
+	log_int(&l, "transitions", (long long)atomic_load(&t->transitions));
+	log_int(&l, "evictions", (long long)evictions);
+	log_int(&l, "expired", (long long)expired);
+	log_end(&l);
+}
+
 static void rl_worker_free(void *state)
 {
 	struct rl_worker *ws = state;
-	struct rl_totals *t = &ws->snap->totals;
+	struct rl_totals *t = &rl_proc.totals;
 	if (ws->beat_ev)
 		event_free(ws->beat_ev);
 	ws->beat_ev = NULL;
@@ -890,6 +941,8 @@ static void rl_worker_free(void *state)
 		ws->free_ops = op->next_free;
 		free(op);
 	}
+	if (atomic_fetch_sub(&t->workers, 1) == 1)
+		log_totals(ws->snap);
 	free(ws);
 }
 
@@ -899,6 +952,7 @@ const struct module ratelimit_module = {
     .snapshot_free = rl_snapshot_free,
     .worker_init = rl_worker_init,
     .worker_free = rl_worker_free,
+    .worker_adopt = rl_worker_adopt,
     .access = rl_access,
     .access_cancel = rl_access_cancel,
     .response_headers = rl_response_headers,

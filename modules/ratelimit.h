@@ -24,9 +24,15 @@
  * the log lines at Redis transitions and, summed, in one "ratelimit totals"
  * line at shutdown.
  *
- * State: the bucket tables and totals hang off the snapshot state (runtime
- * state inside an otherwise immutable snapshot, touched only through
- * rl_table's locks and atomics); everything else is per worker. */
+ * State: the bucket tables are runtime state keyed by limit name in
+ * rl_table's process-wide registry (rl_table_get), referenced by each
+ * snapshot's limits, so buckets survive a reload while the limit keeps its
+ * name and shape. Process-wide too (the module's one global, in
+ * ratelimit.c: rl_proc): this instance's id in Redis, the instance count of
+ * the last heartbeat, and the totals summed as workers end. The per-worker
+ * state (Redis connection, counters, requests in flight) follows the
+ * worker's current snapshot (worker_adopt); a request or a Redis command in
+ * flight keeps its own snapshot's limits. */
 #ifndef SLUICE_RATELIMIT_H
 #define SLUICE_RATELIMIT_H
 

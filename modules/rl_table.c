@@ -23,7 +23,16 @@ struct rl_table {
 	uint64_t seed;
 	atomic_uint_fast64_t evictions;
 	atomic_uint_fast64_t expired;
+	/* the registry (rl_table_get); a table made by rl_table_new() has no name */
+	char *name;
+	size_t max_keys;
+	uint64_t fingerprint;
+	unsigned refs;
+	struct rl_table *next;
 };
+
+static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct rl_table *registry;
 
 static uint64_t mix(uint64_t h)
 {
@@ -182,4 +191,51 @@ uint64_t rl_table_evictions(const struct rl_table *t)
 uint64_t rl_table_expired(const struct rl_table *t)
 {
 	return atomic_load_explicit(&t->expired, memory_order_relaxed);
+}
+
+struct rl_table *rl_table_get(const char *name, size_t max_keys, uint64_t idle_us, uint64_t fingerprint)
+{
+	pthread_mutex_lock(&registry_lock);
+	struct rl_table *t = registry;
+	while (t && !(strcmp(t->name, name) == 0 && t->max_keys == max_keys && t->idle_us == idle_us &&
+	              t->fingerprint == fingerprint))
+		t = t->next;
+	if (t) {
+		t->refs++;
+	} else if ((t = rl_table_new(max_keys, idle_us))) {
+		t->name = strdup(name);
+		if (!t->name) {
+			rl_table_free(t);
+			t = NULL;
+		} else {
+			t->max_keys = max_keys;
+			t->fingerprint = fingerprint;
+			t->refs = 1;
+			t->next = registry;
+			registry = t;
+		}
+	}
+	pthread_mutex_unlock(&registry_lock);
+	return t;
+}
+
+void rl_table_put(struct rl_table *t)
+{
+	if (!t)
+		return;
+	pthread_mutex_lock(&registry_lock);
+	bool last = --t->refs == 0;
+	if (last) {
+		for (struct rl_table **pp = &registry; *pp; pp = &(*pp)->next) {
+			if (*pp == t) {
+				*pp = t->next;
+				break;
+			}
+		}
+	}
+	pthread_mutex_unlock(&registry_lock);
+	if (last) {
+		free(t->name);
+		rl_table_free(t);
+	}
 }

@@ -49,6 +49,17 @@ struct rl_table;
 struct rl_table *rl_table_new(size_t max_keys, uint64_t idle_us);
 void rl_table_free(struct rl_table *t);
 
+/* Tables by limit name, so that buckets survive reloads (runtime state keyed
+ * by name, outside snapshots). rl_table_get() returns the process's table
+ * for name when one with the same shape (max_keys, idle_us and fingerprint:
+ * whatever makes a bucket mean something else, e.g. rate, per, burst) exists,
+ * with one more reference, else a new table with one reference (NULL when out
+ * of memory); rl_table_put() drops a reference and frees the table with the
+ * last. The registry is the module's one piece of global state: a list under
+ * a mutex, touched only when snapshots are built and freed. */
+struct rl_table *rl_table_get(const char *name, size_t max_keys, uint64_t idle_us, uint64_t fingerprint);
+void rl_table_put(struct rl_table *t);
+
 /* Locks and returns the entry for key[0..len) (len <= RL_KEY_MAX), creating
  * it (zeroed except hash, key and used_us; *fresh = true) when absent. */
 struct rl_entry *rl_table_acquire(struct rl_table *t, const char *key, size_t len, uint64_t now_us, bool *fresh);

@@ -56,6 +56,8 @@ struct admin {
 	/* since start, for `show admin` */
 	unsigned long long accepted, refused_uid, refused_full, evicted, paused, idle_closed;
 	struct admin_cmd cmd; /* the command being run (4 KiB: kept off the stack) */
+	admin_reload_fn *reload;
+	void *reload_arg;
 };
 
 /* ---- output helpers ---- */
@@ -332,14 +334,24 @@ static void show_config(struct admin *a, bool json, struct evbuffer *out)
 			out_json_str(out, c->state_file);
 		else
 			evbuffer_add_printf(out, "null");
+		evbuffer_add_printf(out, ",\"loaded_by\":\"%s\",\"loaded_uid\":", a->snap->loaded_how);
+		if (a->snap->loaded_by_uid >= 0)
+			evbuffer_add_printf(out, "%lld", a->snap->loaded_by_uid);
+		else
+			evbuffer_add_printf(out, "null");
 		evbuffer_add_printf(out, ",\"runtime_changes\":%llu}\n", changes);
 		return;
 	}
+	char by[64];
+	if (a->snap->loaded_by_uid >= 0)
+		snprintf(by, sizeof(by), "%s, uid %lld", a->snap->loaded_how, a->snap->loaded_by_uid);
+	else
+		snprintf(by, sizeof(by), "%s", a->snap->loaded_how);
 	evbuffer_add_printf(out,
-	                    "source      %s\ngeneration  %llu\nloaded      %s\nworkers     %u\nlisteners   %zu\n"
+	                    "source      %s\ngeneration  %llu\nloaded      %s by %s\nworkers     %u\nlisteners   %zu\n"
 	                    "pools       %zu (%zu servers)\nservices    %zu\nroutes      %zu\nstate file  %s\n"
 	                    "changes     %llu since start (show diff lists what differs from the config)\n",
-	                    c->source, (unsigned long long)a->snap->generation, loaded, c->workers, c->num_listeners,
+	                    c->source, (unsigned long long)a->snap->generation, loaded, by, c->workers, c->num_listeners,
 	                    c->num_pools, servers, c->num_services, c->num_routes,
 	                    c->state_file ? c->state_file : "(none: changes last until restart)", changes);
 	if (a->sf && !statefile_writable(a->sf))
@@ -528,6 +540,7 @@ static void show_help(bool json, struct evbuffer *out)
 		"enable POOL ADDRESS                 undo drain and disable",
 		"reset breaker POOL ADDRESS          close a server's circuit breaker now",
 		"set service-weights SERVICE POOL=W ...  the split of a service between its pools (0 takes a pool out)",
+		"reload                              re-read the config file; on any error nothing changes",
 		"help                                this list; add --json to any command for a JSON answer",
 	};
 	if (json) {
@@ -544,6 +557,71 @@ static void show_help(bool json, struct evbuffer *out)
 	}
 	for (size_t i = 0; i < sizeof lines / sizeof lines[0]; i++)
 		evbuffer_add_printf(out, "%s\n", lines[i]);
+}
+
+/* ---- reload ---- */
+
+static void cmd_reload(struct admin *a, unsigned uid, bool json, struct evbuffer *out)
+{
+	if (!a->reload) {
+		reply_error(out, json, "reload is not available");
+		return;
+	}
+	struct conf_errors errs;
+	conf_errors_init(&errs);
+	char msg[256];
+	const char *source = a->snap->conf->source;
+	if (a->reload(a->reload_arg, uid, &errs, msg, sizeof(msg)) == 0) {
+		/* a->snap is the new snapshot now */
+		if (json) {
+			const struct conf *c = a->snap->conf;
+			evbuffer_add_printf(out, "{\"ok\":true,\"generation\":%llu,\"routes\":%zu,\"pools\":%zu,\"services\":%zu,"
+			                         "\"message\":",
+			                    (unsigned long long)a->snap->generation, c->num_routes, c->num_pools, c->num_services);
+			out_json_str(out, msg);
+			evbuffer_add_printf(out, "}\n");
+		} else {
+			evbuffer_add_printf(out, "%s\n", msg);
+		}
+		conf_errors_free(&errs);
+		return;
+	}
+	/* the same messages as `sluice check`, after a first line that says nothing changed */
+	if (json) {
+		evbuffer_add_printf(out, "{\"ok\":false,\"error\":\"reload refused: the running config is unchanged\","
+		                         "\"errors\":[");
+		for (size_t i = 0; i < errs.count; i++) {
+			evbuffer_add_printf(out, "%s", i ? "," : "");
+			out_json_str(out, errs.msgs[i]);
+		}
+		evbuffer_add_printf(out, "]}\n");
+	} else {
+		evbuffer_add_printf(out, "error: reload refused: the running config (generation %llu) is unchanged\n",
+		                    (unsigned long long)a->snap->generation);
+		for (size_t i = 0; i < errs.count; i++)
+			evbuffer_add_printf(out, "%s\n", errs.msgs[i]);
+		evbuffer_add_printf(out, "sluice: %zu error%s in %s\n", errs.count, errs.count == 1 ? "" : "s", source);
+	}
+	struct log_line l;
+	log_begin(&l, LOG_WARN, "admin: reload refused: the running config is unchanged");
+	log_int(&l, "uid", uid);
+	log_int(&l, "errors", (long long)errs.count);
+	log_end(&l);
+	conf_errors_free(&errs);
+}
+
+void admin_set_reload(struct admin *a, admin_reload_fn *fn, void *arg)
+{
+	a->reload = fn;
+	a->reload_arg = arg;
+}
+
+void admin_set_snapshot(struct admin *a, struct snapshot *snap, struct health *health)
+{
+	snapshot_ref(snap);
+	snapshot_unref(a->snap);
+	a->snap = snap;
+	a->health = health;
 }
 
 /* ---- changes ---- */
@@ -744,6 +822,8 @@ void admin_execute(struct admin *a, const char *line, size_t len, unsigned uid, 
 			                       "show admin | show state-file");
 	} else if (strcmp(w[0], "save-state") == 0) {
 		cmd_save_state(a, uid, w, n, json, out);
+	} else if (strcmp(w[0], "reload") == 0 && n == 1) {
+		cmd_reload(a, uid, json, out);
 	} else if (n >= 2 && strcmp(w[0], "set") == 0 && strcmp(w[1], "service-weights") == 0) {
 		cmd_service_weights(a, uid, w, n, json, out);
 	} else if ((n >= 2 && (strcmp(w[0], "set") == 0 || strcmp(w[0], "clear") == 0) && strcmp(w[1], "weight") == 0) ||

@@ -22,10 +22,12 @@
  * Text answers escape control and non-ASCII bytes as \xHH.
  *
  * Ownership: main thread only. The admin keeps its own reference to the
- * snapshot it describes; the runtime, health and state-file objects must
- * outlive it. */
+ * snapshot it describes (replaced at each reload); the runtime, health and
+ * state-file objects must outlive it. */
 #ifndef SLUICE_ADMIN_H
 #define SLUICE_ADMIN_H
+
+#include <stddef.h>
 
 #include <event2/event.h>
 
@@ -39,6 +41,14 @@ struct statefile;
  * sf (NULL without a state_file) must outlive the admin. */
 struct admin *admin_start(struct event_base *base, struct runtime *rt, struct snapshot *snap, struct health *health,
                           struct statefile *sf);
+/* `reload`: the process's reload (server.h server_reload): returns 0 with a
+ * one-line summary in msg, or -1 with every error in errs. */
+struct conf_errors;
+typedef int admin_reload_fn(void *arg, long long uid, struct conf_errors *errs, char *msg, size_t msg_size);
+void admin_set_reload(struct admin *a, admin_reload_fn *fn, void *arg);
+/* After a reload: describe snap (takes a reference) and ask health for check results. */
+void admin_set_snapshot(struct admin *a, struct snapshot *snap, struct health *health);
+
 /* Close the socket and every admin connection, remove the socket file. */
 void admin_stop(struct admin *a);
 

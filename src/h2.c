@@ -96,6 +96,7 @@ struct h2_stream {
 
 struct h2_session {
 	struct worker *w;
+	struct snapshot *snap; /* one reference: cfg and limits belong to it */
 	size_t listener;
 	const struct conf_http2 *cfg;
 	struct bufferevent *bev;
@@ -380,7 +381,7 @@ static int stream_add_field(struct h2_stream *st, const uint8_t *name, size_t na
 {
 	struct fields *f = &st->ex->req.headers;
 	struct arena *a = &st->ex->req.arena;
-	const struct conf_limits *lim = &st->s->w->snap->conf->limits;
+	const struct conf_limits *lim = &st->s->snap->conf->limits;
 	size_t max = lim->max_headers < H1_MAX_HEADERS ? lim->max_headers : H1_MAX_HEADERS;
 	if (namelen == 6 && memcmp(name, "cookie", 6) == 0 && st->cookie_field >= 0) {
 		/* RFC 9113 8.2.3: crumbs are joined back into one field for HTTP/1.1 */
@@ -1099,7 +1100,7 @@ static void session_arm_timer(struct h2_session *s)
 	}
 	if (evtimer_pending(s->timer, NULL))
 		return;
-	conf_msec ms = s->cfg->idle_timeout ? s->cfg->idle_timeout : s->w->snap->conf->limits.keepalive_timeout;
+	conf_msec ms = s->cfg->idle_timeout ? s->cfg->idle_timeout : s->snap->conf->limits.keepalive_timeout;
 	struct timeval tv = worker_timeval(s->w, ms);
 	if (evtimer_add(s->timer, &tv) != 0)
 		log_msg(LOG_WARN, "cannot arm the HTTP/2 idle timer: the connection will not time out when idle");
@@ -1259,6 +1260,7 @@ static void session_free(struct h2_session *s)
 		hw->sessions = s->next;
 	if (s->next)
 		s->next->prev = s->prev;
+	snapshot_unref(s->snap);
 	free(s);
 	worker_conn_closed(w);
 }
@@ -1336,13 +1338,15 @@ void h2_session_start(struct worker *w, size_t listener, struct bufferevent *bev
 		bufferevent_free(bev);
 		return;
 	}
+	snapshot_ref(w->snap);
+	s->snap = w->snap;
 	s->next = hw->sessions;
 	if (hw->sessions)
 		hw->sessions->prev = s;
 	hw->sessions = s;
 	hw->sessions_total++;
 	w->num_conns++;
-	const struct conf *c = w->snap->conf;
+	const struct conf *c = s->snap->conf;
 	struct timeval send_tv = worker_timeval(w, c->limits.send_timeout);
 	bufferevent_setwatermark(bev, EV_WRITE, H2_OUT_HIGH / 2, 0);
 	bufferevent_setcb(bev, session_read_cb, session_write_cb, session_event_cb, s);

@@ -11,6 +11,7 @@
 #include <event2/bufferevent.h>
 
 #include "log.h"
+#include "snapshot.h"
 
 /* A status line longer than this is not HTTP. */
 #define HEALTH_MAX_STATUS_LINE 1024
@@ -30,6 +31,7 @@ struct health_target {
 
 struct health {
 	struct event_base *base;
+	struct snapshot *snap; /* one reference: the pools and servers checked belong to it */
 	struct health_target *targets;
 	size_t num_targets;
 	uint64_t rng;
@@ -79,7 +81,7 @@ static void health_finish(struct health_target *t, bool pass, const char *why)
 		t->failures = 0;
 		if (!t->up && t->passes >= t->pool->health_check.rise) {
 			t->up = true;
-			atomic_store(&t->rs->health, RUNTIME_HEALTH_UP);
+			atomic_store(&t->rs->health, t->up ? RUNTIME_HEALTH_UP : RUNTIME_HEALTH_DOWN);
 			health_log_transition(t, true, why);
 		}
 	} else {
@@ -175,11 +177,24 @@ static void health_check_cb(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
-struct health *health_start(struct event_base *base, struct runtime *rt, const struct conf *c)
+/* The target of the previous checker for the same pool name and address, or NULL. */
+static const struct health_target *health_find(const struct health *h, const char *pool, const char *address)
 {
+	for (size_t i = 0; h && i < h->num_targets; i++)
+		if (strcmp(h->targets[i].pool->name, pool) == 0 && strcmp(h->targets[i].srv->address, address) == 0)
+			return &h->targets[i];
+	return NULL;
+}
+
+struct health *health_start(struct event_base *base, struct runtime *rt, struct snapshot *snap,
+                            const struct health *prev)
+{
+	const struct conf *c = snap->conf;
 	struct health *h = calloc(1, sizeof(*h));
 	if (!h)
 		return NULL;
+	snapshot_ref(snap);
+	h->snap = snap;
 	h->base = base;
 	if (getrandom(&h->rng, sizeof(h->rng), 0) != (ssize_t)sizeof(h->rng) || h->rng == 0)
 		h->rng = (uint64_t)getpid() * 0x9E3779B97F4A7C15ull | 1;
@@ -189,7 +204,7 @@ struct health *health_start(struct event_base *base, struct runtime *rt, const s
 			n += c->pools[i].num_servers;
 	h->targets = calloc(n ? n : 1, sizeof(*h->targets));
 	if (!h->targets) {
-		free(h);
+		health_stop(h);
 		return NULL;
 	}
 	for (size_t i = 0; i < c->num_pools; i++) {
@@ -203,8 +218,16 @@ struct health *health_start(struct event_base *base, struct runtime *rt, const s
 			t->pool = p;
 			t->srv = &p->servers[s];
 			t->rs = rp ? runtime_find_server(rp, p->servers[s].address) : NULL;
-			/* servers start up, as they are until shown otherwise; fall checks take one out */
+			/* servers start up, as they are until shown otherwise; fall checks take one out.
+			 * After a reload a server checked before goes on from where it was. */
+			const struct health_target *was = health_find(prev, p->name, p->servers[s].address);
 			t->up = true;
+			if (was && t->rs) {
+				t->up = was->up;
+				t->passes = was->passes;
+				t->failures = was->failures;
+				memcpy(t->last, was->last, sizeof(t->last));
+			}
 			t->timer = evtimer_new(base, health_check_cb, t);
 			t->deadline = evtimer_new(base, health_deadline_cb, t);
 			h->num_targets++;
@@ -213,7 +236,7 @@ struct health *health_start(struct event_base *base, struct runtime *rt, const s
 				health_stop(h);
 				return NULL;
 			}
-			atomic_store(&t->rs->health, RUNTIME_HEALTH_UP);
+			atomic_store(&t->rs->health, t->up ? RUNTIME_HEALTH_UP : RUNTIME_HEALTH_DOWN);
 			/* the first round is spread over a tenth of the interval */
 			health_schedule(t, p->health_check.interval / 20, 100);
 		}
@@ -235,15 +258,12 @@ void health_stop(struct health *h)
 			event_free(t->deadline);
 	}
 	free(h->targets);
+	snapshot_unref(h->snap);
 	free(h);
 }
 
 const char *health_last_result(const struct health *h, const char *pool, const char *address)
 {
-	if (!h)
-		return "";
-	for (size_t i = 0; i < h->num_targets; i++)
-		if (strcmp(h->targets[i].pool->name, pool) == 0 && strcmp(h->targets[i].srv->address, address) == 0)
-			return h->targets[i].last;
-	return "";
+	const struct health_target *t = health_find(h, pool, address);
+	return t ? t->last : "";
 }

@@ -9,8 +9,11 @@
  * reason (status, timeout, refused, ...), and published to every worker at
  * once by one atomic store into the runtime table (runtime.h).
  *
- * Ownership: struct health belongs to the main thread; it reads the conf and
- * runtime entries it was started with, which must outlive it. */
+ * Ownership: struct health belongs to the main thread; it holds a reference
+ * to the snapshot whose pools it checks, and the runtime entries must outlive
+ * it. A reload starts a new checker beside the old one (which is then
+ * stopped): servers of the same pool name and address go on with the old
+ * one's state (up/down, counts in a row, last result). */
 #ifndef SLUICE_HEALTH_H
 #define SLUICE_HEALTH_H
 
@@ -21,8 +24,12 @@
 
 struct health;
 
-/* Starts the checks of every pool of c that has one. NULL on failure (logged). */
-struct health *health_start(struct event_base *base, struct runtime *rt, const struct conf *c);
+struct snapshot;
+
+/* Starts the checks of every pool of snap that has one, carrying over the
+ * state of prev (NULL at start) by name. NULL on failure (logged). */
+struct health *health_start(struct event_base *base, struct runtime *rt, struct snapshot *snap,
+                            const struct health *prev);
 /* Stops every check and frees h (NULL is fine). */
 void health_stop(struct health *h);
 

@@ -9,6 +9,10 @@
  *  - snapshot_init/free: per config snapshot (main thread); the returned state is
  *    immutable and read by all workers (state for the module's own config keys).
  *  - worker_init/free: per worker thread; the state never crosses threads.
+ *  - worker_adopt: the worker adopted a new snapshot (a reload): its state may
+ *    keep pointers into the new snapshot's state (the worker holds it while
+ *    it is current) and must drop those into the old one, which lives on only
+ *    while requests that started on it run (they get its snapshot state).
  *  - access/respond/log: per request, on the request's worker.
  * Phase results follow DESIGN.md: the pipeline, not the module, decides what
  * happens next. A module that returns PHASE_SUSPEND must call
@@ -63,6 +67,7 @@ struct module {
 	/* SIGUSR1 (main thread): open the module's log files again by path, on the
 	 * same descriptors (dup2), so workers writing meanwhile lose nothing */
 	void (*reopen)(const struct conf *c, void *snapshot_state);
+	void (*worker_adopt)(struct worker *w, void *worker_state, const void *snapshot_state);
 	/* access phase: after routing, before balancing */
 	enum phase_result (*access)(struct request *r, const void *snapshot_state, void *worker_state,
 	                            struct phase_deny *deny);

@@ -87,7 +87,7 @@ static void pipeline_release(struct exchange *ex)
 {
 	struct worker *w = ex->req.worker;
 	if (ex->req.snap)
-		snapshot_unref((struct snapshot *)ex->req.snap);
+		worker_snap_leave(w, ex->req.snap);
 	ex->req.snap = NULL;
 	ex->conn = NULL;
 	pipeline_exchange_discard(w, ex);
@@ -109,8 +109,7 @@ void pipeline_begin(struct exchange *ex, struct worker *w, const struct ex_ops *
 	ex->pipe = &pipeline_for_phases;
 	ex->conn = conn;
 	r->worker = w;
-	snapshot_ref(w->snap);
-	r->snap = w->snap;
+	r->snap = worker_snap_enter(w);
 	size_t n = strnlen(peer->ip, sizeof(r->client_ip) - 1);
 	memcpy(r->client_ip, peer->ip, n);
 	r->client_ip[n] = '\0';

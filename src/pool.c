@@ -12,7 +12,6 @@
 #include "conf_tls.h"
 #include "tls_ctx.h"
 #include "runtime.h"
-#include "server.h"
 #include "worker.h"
 
 /* How often idle connections to servers out of rotation (drained, disabled,
@@ -42,7 +41,7 @@ static bool pool_bind_splits(struct pool_set *ps, struct runtime *rt, const stru
 	return true;
 }
 
-struct pool_set *pool_set_new(struct worker *w, const struct conf *c)
+struct pool_set *pool_set_new(struct worker *w, struct runtime *rt, const struct conf *c)
 {
 	struct pool_set *ps = calloc(1, sizeof(*ps));
 	if (!ps)
@@ -53,8 +52,7 @@ struct pool_set *pool_set_new(struct worker *w, const struct conf *c)
 		free(ps);
 		return NULL;
 	}
-	/* runtime_sync() ran on the main thread before the workers were built */
-	struct runtime *rt = server_runtime(w->server);
+	/* runtime_sync() ran on the main thread before the snapshot was published */
 	if (!rt || !pool_bind_splits(ps, rt, c)) {
 		log_msg(LOG_ERROR, "pools: runtime state is missing entries for this config");
 		pool_set_free(ps);
@@ -70,6 +68,7 @@ struct pool_set *pool_set_new(struct worker *w, const struct conf *c)
 		struct pool_state *p = &ps->pools[i];
 		size_t n = c->pools[i].num_servers;
 		p->worker = w;
+		p->set = ps;
 		p->conf = &c->pools[i];
 		p->servers = calloc(n, sizeof(*p->servers));
 		p->swrr_current = calloc(n, sizeof(*p->swrr_current));
@@ -124,6 +123,69 @@ void pool_set_free(struct pool_set *ps)
 		event_free(ps->sweep_ev);
 	free(ps->pools);
 	free(ps);
+}
+
+struct pool_state *pool_set_find(struct pool_set *ps, const char *name)
+{
+	for (size_t i = 0; i < ps->num_pools; i++)
+		if (strcmp(ps->pools[i].conf->name, name) == 0)
+			return &ps->pools[i];
+	return NULL;
+}
+
+static void idle_push(struct upstream_conn *uc);
+static void idle_unlink(struct upstream_conn *uc);
+
+/* Moves a connection (not idle-listed) of another set to the same pool name
+ * and server address in ps. The runtime entries are the same (bound by
+ * name), so only this worker's per-server counts move. False: no such
+ * server, or a TLS pool on either side (its settings may have changed). */
+static bool pool_adopt_conn(struct pool_set *ps, struct upstream_conn *uc)
+{
+	struct pool_state *from = uc->pool;
+	struct pool_state *to = pool_set_find(ps, from->conf->name);
+	if (!to || to == from || to->conf->tls || from->conf->tls)
+		return false;
+	const char *address = from->conf->servers[uc->server].address;
+	for (size_t s = 0; s < to->conf->num_servers; s++) {
+		if (strcmp(to->conf->servers[s].address, address) != 0)
+			continue;
+		if (to->servers[s].num_idle >= to->conf->keepalive_idle)
+			return false;
+		from->servers[uc->server].open--;
+		to->servers[s].open++;
+		uc->pool = to;
+		uc->server = s;
+		return true;
+	}
+	return false;
+}
+
+unsigned pool_set_take_idle(struct pool_set *to, struct pool_set *from)
+{
+	unsigned moved = 0;
+	from->retired = true;
+	for (size_t i = 0; i < from->num_pools; i++) {
+		struct pool_state *p = &from->pools[i];
+		for (size_t s = 0; s < p->conf->num_servers; s++) {
+			/* oldest first, so that the warmest ends up on top of the new list */
+			struct upstream_conn *uc = p->servers[s].idle;
+			while (uc && uc->next)
+				uc = uc->next;
+			while (uc) {
+				struct upstream_conn *prev = uc->prev;
+				idle_unlink(uc);
+				if (pool_adopt_conn(to, uc)) {
+					idle_push(uc);
+					moved++;
+				} else {
+					upstream_conn_free(uc);
+				}
+				uc = prev;
+			}
+		}
+	}
+	return moved;
 }
 
 /* A server whose idle connections must not be kept: drained, disabled, down. */
@@ -317,11 +379,28 @@ static void idle_event_cb(struct bufferevent *bev, short events, void *arg)
 	upstream_conn_free(arg);
 }
 
+static void idle_push(struct upstream_conn *uc)
+{
+	struct pool_server_state *ss = &uc->pool->servers[uc->server];
+	uc->idle = true;
+	uc->prev = NULL;
+	uc->next = ss->idle;
+	if (ss->idle)
+		ss->idle->prev = uc;
+	ss->idle = uc;
+	ss->num_idle++;
+}
+
 void pool_release(struct upstream_conn *uc)
 {
+	uc->owner = NULL;
+	/* a request of an older snapshot: the connection joins the current set */
+	if (uc->pool->set->retired && !pool_adopt_conn(worker_current_pools(uc->pool->worker), uc)) {
+		upstream_conn_free(uc);
+		return;
+	}
 	struct pool_state *p = uc->pool;
 	struct pool_server_state *ss = &p->servers[uc->server];
-	uc->owner = NULL;
 	if (p->worker->draining || ss->num_idle >= p->conf->keepalive_idle || pool_server_retired(p->rs[uc->server]) ||
 	    evbuffer_get_length(bufferevent_get_input(uc->bev)) > 0 ||
 	    evbuffer_get_length(bufferevent_get_output(uc->bev)) > 0) {
@@ -336,11 +415,5 @@ void pool_release(struct upstream_conn *uc)
 		upstream_conn_free(uc);
 		return;
 	}
-	uc->idle = true;
-	uc->prev = NULL;
-	uc->next = ss->idle;
-	if (ss->idle)
-		ss->idle->prev = uc;
-	ss->idle = uc;
-	ss->num_idle++;
+	idle_push(uc);
 }

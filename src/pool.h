@@ -1,5 +1,14 @@
-/* pool.h - a worker's view of the upstream pools of its snapshot: balancing
- * state and keep-alive connections to each server.
+/* pool.h - a worker's view of the upstream pools of one snapshot (a pool
+ * set: per-(snapshot, worker) state, worker.h): balancing state and
+ * keep-alive connections to each server.
+ *
+ * Across reloads a pool set is bound by name, never by another snapshot's
+ * numbers: its runtime entries are found by pool name + server address, and
+ * when a worker adopts a new snapshot, the idle connections of the old set
+ * move to the server of the same pool name and address in the new set
+ * (pool_set_take_idle); a busy connection of an old set that comes back
+ * after that goes to the current set the same way (pool_release). Idle
+ * connections therefore only ever wait in the worker's current set.
  *
  * Everything here belongs to one worker (no locks). Idle connections wait in
  * a per-server LIFO list (the most recently used connection is the warmest);
@@ -22,6 +31,7 @@
 struct worker;
 struct pool_state;
 struct balance_ring;
+struct runtime;
 struct runtime_pool;
 struct runtime_server;
 struct runtime_split;
@@ -45,6 +55,7 @@ struct pool_server_state {
 
 struct pool_state {
 	struct worker *worker;
+	struct pool_set *set;
 	const struct conf_pool *conf;
 	struct pool_server_state *servers;
 	int64_t *swrr_current;
@@ -63,6 +74,7 @@ struct pool_set {
 	struct runtime_split ***splits; /* per service, per entry of its pools[] */
 	size_t num_services;
 	struct event *sweep_ev; /* closes idle connections to servers taken out of rotation */
+	bool retired;           /* no longer the worker's current set: released connections move on */
 };
 
 /* What pool_pick_server chose, or why nothing. */
@@ -74,9 +86,17 @@ struct pool_pick {
 	unsigned retry_after;  /* none: seconds until one may be back (at least 1) */
 };
 
-struct pool_set *pool_set_new(struct worker *w, const struct conf *c);
+/* The pool set of c for worker w, bound by name to the entries of rt (which
+ * runtime_sync() made for c). NULL on out-of-memory or a missing entry. */
+struct pool_set *pool_set_new(struct worker *w, struct runtime *rt, const struct conf *c);
 /* Closes every idle connection. Busy connections must have been released first. */
 void pool_set_free(struct pool_set *ps);
+/* Moves every idle connection of from to the server with the same pool name
+ * and address in to (when both pools are plaintext and to has room), closes
+ * the others, and marks from retired. Returns how many moved. */
+unsigned pool_set_take_idle(struct pool_set *to, struct pool_set *from);
+/* The pool of ps named name, or NULL. */
+struct pool_state *pool_set_find(struct pool_set *ps, const char *name);
 
 /* Choose a server: round robin / least connections, or the hash ring when
  * the pool hashes and a key was found (has_key), among the servers the

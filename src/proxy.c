@@ -231,13 +231,15 @@ void proxy_start(struct exchange *ex)
 	memset(txn, 0, offsetof(struct proxy_txn, resp));
 	txn->server = -1;
 
-	int pool_index = proxy_pick_pool(ex, &c->services[r->service], w->pools->splits[r->service]);
+	/* the pools of the snapshot the request started on, even after a reload */
+	struct pool_set *ps = worker_pools(w, s);
+	int pool_index = proxy_pick_pool(ex, &c->services[r->service], ps->splits[r->service]);
 	if (pool_index < 0) {
 		proxy_refuse(ex, REASON_NO_HEALTHY_UPSTREAM, 1);
 		return;
 	}
 	r->pool = pool_index;
-	struct pool_state *p = &w->pools->pools[pool_index];
+	struct pool_state *p = &ps->pools[pool_index];
 	txn->pool = p;
 	txn->counted = true;
 	unsigned active = atomic_fetch_add_explicit(&p->rt->active_requests, 1, memory_order_relaxed);

@@ -1,8 +1,11 @@
 #include "runtime.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
+
+#include "log.h"
 
 uint64_t runtime_now_us(void)
 {
@@ -341,4 +344,83 @@ void runtime_set_split_weight(struct runtime_split *sp, unsigned weight)
 {
 	atomic_store(&sp->weight_set, true);
 	atomic_store(&sp->weight, weight);
+}
+
+static bool conf_has_server(const struct conf *c, const char *pool, const char *address)
+{
+	int i = conf_find_pool(c, pool);
+	if (i < 0)
+		return false;
+	for (size_t j = 0; j < c->pools[i].num_servers; j++)
+		if (strcmp(c->pools[i].servers[j].address, address) == 0)
+			return true;
+	return false;
+}
+
+static bool conf_has_split(const struct conf *c, const char *service, const char *pool)
+{
+	int i = conf_find_service(c, service);
+	if (i < 0)
+		return false;
+	const struct conf_service *sv = &c->services[i];
+	for (size_t j = 0; j < sv->num_pools; j++)
+		if (strcmp(c->pools[sv->pools[j].pool].name, pool) == 0)
+			return true;
+	return false;
+}
+
+/* Clears what deployers and the breaker left on a server; writes what it was into what. */
+static bool server_drop_state(struct runtime_server *s, char *what, size_t size)
+{
+	size_t n = 0;
+	what[0] = '\0';
+	if (atomic_exchange(&s->weight_set, false))
+		n += (size_t)snprintf(what + n, size - n, "%sweight %u", n ? ", " : "", atomic_load(&s->weight));
+	if (n < size && atomic_exchange(&s->drained, false))
+		n += (size_t)snprintf(what + n, size - n, "%sdrained", n ? ", " : "");
+	if (n < size && atomic_exchange(&s->disabled, false))
+		n += (size_t)snprintf(what + n, size - n, "%sdisabled", n ? ", " : "");
+	if (n < size && atomic_load(&s->breaker_state) != BREAKER_CLOSED) {
+		n += (size_t)snprintf(what + n, size - n, "%sbreaker %s", n ? ", " : "",
+		                      breaker_state_name((enum breaker_state)atomic_load(&s->breaker_state)));
+		runtime_breaker_reset(s);
+	}
+	atomic_store(&s->weight, atomic_load(&s->config_weight));
+	atomic_store(&s->health, RUNTIME_HEALTH_UP);
+	return n > 0;
+}
+
+size_t runtime_prune(struct runtime *rt, const struct conf *c)
+{
+	size_t dropped = 0;
+	for (size_t i = 0; i < rt->num_pools; i++) {
+		struct runtime_pool *p = rt->pools[i];
+		for (size_t j = 0; j < p->num_servers; j++) {
+			struct runtime_server *s = p->servers[j];
+			char what[128];
+			if (conf_has_server(c, p->name, s->address) || !server_drop_state(s, what, sizeof(what)))
+				continue;
+			struct log_line l;
+			log_begin(&l, LOG_WARN, "reload: runtime state dropped: the server is no longer in the config");
+			log_str(&l, "pool", p->name);
+			log_str(&l, "server", s->address);
+			log_str(&l, "dropped", what);
+			log_end(&l);
+			dropped++;
+		}
+	}
+	for (size_t i = 0; i < rt->num_splits; i++) {
+		struct runtime_split *sp = rt->splits[i];
+		if (conf_has_split(c, sp->service, sp->pool) || !atomic_exchange(&sp->weight_set, false))
+			continue;
+		unsigned was = atomic_exchange(&sp->weight, atomic_load(&sp->config_weight));
+		struct log_line l;
+		log_begin(&l, LOG_WARN, "reload: runtime state dropped: the service no longer uses the pool");
+		log_str(&l, "service", sp->service);
+		log_str(&l, "pool", sp->pool);
+		log_int(&l, "weight", was);
+		log_end(&l);
+		dropped++;
+	}
+	return dropped;
 }

@@ -88,6 +88,14 @@ void runtime_free(struct runtime *rt);
  * Returns 0, or -1 on out-of-memory. */
 int runtime_sync(struct runtime *rt, const struct conf *c);
 
+/* After a reload to c (main thread, after runtime_sync): what deployers set
+ * on pools, servers and splits that c no longer has (weight overrides,
+ * drains, disables, an open breaker) is dropped and logged once, one line
+ * per entry. The entries themselves stay (an old snapshot's requests may
+ * still use them) and come back clean if a later config names them again.
+ * Returns how many entries had state dropped. */
+size_t runtime_prune(struct runtime *rt, const struct conf *c);
+
 struct runtime_pool *runtime_find_pool(const struct runtime *rt, const char *name);
 struct runtime_server *runtime_find_server(const struct runtime_pool *p, const char *address);
 struct runtime_split *runtime_find_split(const struct runtime *rt, const char *service, const char *pool);

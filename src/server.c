@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -30,6 +31,8 @@
 
 /* Descriptors kept aside for listeners, logs, the admin socket and health checks. */
 #define SERVER_RESERVED_FDS 64
+/* How long a reload waits for every worker to adopt the new snapshot. */
+#define SERVER_ADOPT_WAIT_MS 5000
 
 struct server {
 	const char *config_path;
@@ -45,6 +48,13 @@ struct server {
 	struct health *health;
 	struct admin *admin;
 	struct statefile *statefile;
+	/* snapshots whose last reference went on a worker wait here for the main loop */
+	pthread_mutex_t reap_lock;
+	struct snapshot *reap_list;
+	struct event *reap_ev;
+	/* workers report adopting a snapshot */
+	pthread_mutex_t adopt_lock;
+	pthread_cond_t adopt_cond;
 };
 
 struct runtime *server_runtime(struct server *srv)
@@ -185,12 +195,6 @@ static void server_signal_shutdown(void *arg, const char *signal_name)
 	server_begin_shutdown(arg, signal_name);
 }
 
-static void server_signal_reload(void *arg)
-{
-	(void)arg;
-	log_msg(LOG_WARN, "reload is not available in this build: the running config stays; restart to change it");
-}
-
 /* logrotate renames the files and sends SIGUSR1: every log sluice writes to
  * a file is opened again by its path, on the same descriptor numbers, so
  * workers writing concurrently never see a closed descriptor. */
@@ -228,6 +232,195 @@ void server_worker_exited(struct server *srv)
 	event_active(srv->exited_ev, EV_READ, 1);
 }
 
+void server_worker_adopted(struct server *srv)
+{
+	pthread_mutex_lock(&srv->adopt_lock);
+	pthread_cond_broadcast(&srv->adopt_cond);
+	pthread_mutex_unlock(&srv->adopt_lock);
+}
+
+/* A snapshot's last reference went on a worker: queue it for the main loop. */
+static void server_reap(struct snapshot *s, void *arg)
+{
+	struct server *srv = arg;
+	pthread_mutex_lock(&srv->reap_lock);
+	s->reap_next = srv->reap_list;
+	srv->reap_list = s;
+	pthread_mutex_unlock(&srv->reap_lock);
+	event_active(srv->reap_ev, EV_READ, 1);
+}
+
+static void server_reap_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	struct server *srv = arg;
+	pthread_mutex_lock(&srv->reap_lock);
+	struct snapshot *list = srv->reap_list;
+	srv->reap_list = NULL;
+	pthread_mutex_unlock(&srv->reap_lock);
+	while (list) {
+		struct snapshot *s = list;
+		list = s->reap_next;
+		struct log_line l;
+		log_begin(&l, LOG_DEBUG, "config freed: its last request ended");
+		log_int(&l, "generation", (long long)s->generation);
+		log_end(&l);
+		snapshot_free(s);
+	}
+}
+
+/* Waits until every worker adopted generation gen; false after the bound. */
+static bool server_wait_adopted(struct server *srv, uint64_t gen)
+{
+	struct timespec until;
+	clock_gettime(CLOCK_MONOTONIC, &until);
+	until.tv_sec += SERVER_ADOPT_WAIT_MS / 1000;
+	bool all = false;
+	pthread_mutex_lock(&srv->adopt_lock);
+	for (;;) {
+		all = true;
+		for (unsigned i = 0; i < srv->num_workers && all; i++)
+			all = atomic_load(&srv->workers[i].adopted) >= gen;
+		if (all || pthread_cond_timedwait(&srv->adopt_cond, &srv->adopt_lock, &until) != 0)
+			break;
+	}
+	pthread_mutex_unlock(&srv->adopt_lock);
+	return all;
+}
+
+static bool same_str(const char *a, const char *b)
+{
+	return (!a && !b) || (a && b && strcmp(a, b) == 0);
+}
+
+/* What a reload cannot change yet: each difference is an error that names
+ * the key and says a restart applies it. */
+static void server_restart_only(const struct conf *old, const struct conf *c, struct conf_errors *errs)
+{
+	const char *restart = "it cannot change on reload; restart sluice to apply it (docs/configuration.md)";
+	if (old->workers != c->workers)
+		conf_errors_add(errs, "%s: workers: changed from %u to %u: %s", c->source, old->workers, c->workers, restart);
+	for (size_t i = 0; i < c->num_listeners; i++) {
+		const struct conf_listener *l = &c->listeners[i];
+		const struct conf_listener *o = i < old->num_listeners ? &old->listeners[i] : NULL;
+		if (!o)
+			conf_errors_add(errs, "%s: listeners[%zu] (%s): added (%s): listeners cannot be added by a reload yet; restart sluice to apply it",
+			                c->source, i + 1, l->name, l->address);
+		else if (strcmp(o->name, l->name) != 0 || strcmp(o->address, l->address) != 0 ||
+		         (o->tls == NULL) != (l->tls == NULL) || o->h2c != l->h2c)
+			conf_errors_add(errs, "%s: listeners[%zu] (%s): changed (was %s on %s%s, now %s on %s%s): listeners cannot "
+			                      "change on reload yet; restart sluice to apply it",
+			                c->source, i + 1, l->name, o->name, o->address, o->tls ? " with tls" : "", l->name,
+			                l->address, l->tls ? " with tls" : "");
+	}
+	for (size_t i = c->num_listeners; i < old->num_listeners; i++)
+		conf_errors_add(errs, "%s: listeners: listener %s (%s) removed: listeners cannot be removed by a reload yet; "
+		                      "restart sluice to apply it",
+		                c->source, old->listeners[i].name, old->listeners[i].address);
+	if (!same_str(old->user, c->user))
+		conf_errors_add(errs, "%s: user: changed: %s", c->source, restart);
+	if (!same_str(old->admin.socket, c->admin.socket) || old->admin.mode != c->admin.mode)
+		conf_errors_add(errs, "%s: admin: changed: %s", c->source, restart);
+	if (!same_str(old->state_file, c->state_file))
+		conf_errors_add(errs, "%s: state_file: changed: %s", c->source, restart);
+	if (old->limits.max_connections != c->limits.max_connections)
+		conf_errors_add(errs, "%s: limits.max_connections: changed: %s", c->source, restart);
+	const struct conf_redis *ro = &old->redis, *rn = &c->redis;
+	if (ro->enabled != rn->enabled ||
+	    (rn->enabled && (!same_str(ro->address, rn->address) || !same_str(ro->password, rn->password) ||
+	                     ro->db != rn->db || ro->timeout != rn->timeout || ro->connect_timeout != rn->connect_timeout)))
+		conf_errors_add(errs, "%s: redis: changed: %s", c->source, restart);
+}
+
+int server_reload(struct server *srv, long long uid, const char *how, struct conf_errors *errs, char *msg,
+                  size_t msg_size)
+{
+	struct timespec t0;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	if (srv->stopping) {
+		conf_errors_add(errs, "%s: sluice is shutting down: not reloaded", srv->config_path);
+		return -1;
+	}
+	uint64_t gen = srv->snap->generation + 1;
+	struct snapshot *s = snapshot_build(srv->config_path, gen, errs);
+	if (!s)
+		return -1;
+	server_restart_only(srv->snap->conf, s->conf, errs);
+	if (errs->count > 0) {
+		snapshot_unref(s);
+		return -1;
+	}
+	s->loaded_by_uid = uid;
+	s->loaded_how = how;
+	snapshot_set_reaper(s, server_reap, srv);
+	/* entries for new names first: the workers bind their pool sets to them */
+	if (runtime_sync(srv->runtime, s->conf) != 0) {
+		conf_errors_add(errs, "%s: out of memory building the runtime state", srv->config_path);
+		snapshot_unref(s);
+		return -1;
+	}
+	struct health *h = health_start(srv->base, srv->runtime, s, srv->health);
+	if (!h) {
+		conf_errors_add(errs, "%s: cannot start the health checks (see the log)", srv->config_path);
+		snapshot_unref(s);
+		return -1;
+	}
+	runtime_prune(srv->runtime, s->conf);
+	server_set_heap_keep_free(s->conf);
+	for (unsigned i = 0; i < srv->num_workers; i++)
+		worker_publish(&srv->workers[i], s);
+	if (srv->admin)
+		admin_set_snapshot(srv->admin, s, h);
+	health_stop(srv->health);
+	srv->health = h;
+	snapshot_unref(srv->snap);
+	srv->snap = s;
+	bool all = server_wait_adopted(srv, gen);
+	struct timespec t1;
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	double ms = (double)(t1.tv_sec - t0.tv_sec) * 1000.0 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
+	const struct conf *c = s->conf;
+	snprintf(msg, msg_size, "reloaded: generation %llu, %zu routes, %zu pools, %zu services in %.0f ms",
+	         (unsigned long long)gen, c->num_routes, c->num_pools, c->num_services, ms);
+	struct log_line l;
+	log_begin(&l, all ? LOG_INFO : LOG_WARN,
+	          all ? "config reloaded" : "config reloaded, but some workers have not adopted it yet");
+	log_str(&l, "config", srv->config_path);
+	log_int(&l, "generation", (long long)gen);
+	log_str(&l, "by", how);
+	log_int(&l, "uid", uid);
+	log_int(&l, "routes", (long long)c->num_routes);
+	log_int(&l, "pools", (long long)c->num_pools);
+	log_int(&l, "services", (long long)c->num_services);
+	log_int(&l, "ms", (long long)(ms + 0.5));
+	log_end(&l);
+	return 0;
+}
+
+static int server_admin_reload(void *arg, long long uid, struct conf_errors *errs, char *msg, size_t msg_size)
+{
+	return server_reload(arg, uid, "ctl reload", errs, msg, msg_size);
+}
+
+/* SIGHUP (signals.h): the same reload; errors only go to the log. */
+static void server_signal_reload(void *arg)
+{
+	struct server *srv = arg;
+	struct conf_errors errs;
+	conf_errors_init(&errs);
+	char msg[256];
+	if (server_reload(srv, -1, "SIGHUP", &errs, msg, sizeof(msg)) != 0) {
+		for (size_t i = 0; i < errs.count; i++) {
+			struct log_line l;
+			log_begin(&l, LOG_ERROR, "reload on SIGHUP refused: the running config is unchanged");
+			log_str(&l, "error", errs.msgs[i]);
+			log_end(&l);
+		}
+	}
+	conf_errors_free(&errs);
+}
+
 static void server_cleanup(struct server *srv, int **fds)
 {
 	for (unsigned i = 0; i < srv->num_workers; i++) {
@@ -254,10 +447,17 @@ static void server_cleanup(struct server *srv, int **fds)
 	admin_stop(srv->admin);
 	statefile_free(srv->statefile);
 	health_stop(srv->health);
+	/* what the workers handed over after the loop ended */
+	server_reap_cb(-1, 0, srv);
+	if (srv->reap_ev)
+		event_free(srv->reap_ev);
 	if (srv->base)
 		event_base_free(srv->base);
 	snapshot_unref(srv->snap);
 	runtime_free(srv->runtime);
+	pthread_mutex_destroy(&srv->reap_lock);
+	pthread_mutex_destroy(&srv->adopt_lock);
+	pthread_cond_destroy(&srv->adopt_cond);
 }
 
 int server_run(const char *config_path)
@@ -265,6 +465,14 @@ int server_run(const char *config_path)
 	struct server srv;
 	memset(&srv, 0, sizeof(srv));
 	srv.config_path = config_path;
+	pthread_condattr_t cattr;
+	if (pthread_mutex_init(&srv.reap_lock, NULL) != 0 || pthread_mutex_init(&srv.adopt_lock, NULL) != 0 ||
+	    pthread_condattr_init(&cattr) != 0 || pthread_condattr_setclock(&cattr, CLOCK_MONOTONIC) != 0 ||
+	    pthread_cond_init(&srv.adopt_cond, &cattr) != 0) {
+		fprintf(stderr, "sluice: cannot create the server's locks\n");
+		return 1;
+	}
+	pthread_condattr_destroy(&cattr);
 	struct conf_errors errs;
 	conf_errors_init(&errs);
 	srv.snap = snapshot_build(config_path, 1, &errs);
@@ -358,12 +566,15 @@ int server_run(const char *config_path)
 	};
 	srv.drain_ev = evtimer_new(srv.base, server_drain_timeout_cb, &srv);
 	srv.exited_ev = event_new(srv.base, -1, 0, server_exited_cb, &srv);
-	if (!srv.drain_ev || !srv.exited_ev || !(srv.signals = signals_start(srv.base, &sig_ops, &srv))) {
+	srv.reap_ev = event_new(srv.base, -1, 0, server_reap_cb, &srv);
+	if (!srv.drain_ev || !srv.exited_ev || !srv.reap_ev || !(srv.signals = signals_start(srv.base, &sig_ops, &srv))) {
 		log_msg(LOG_ERROR, "cannot set up the main event loop");
 		server_cleanup(&srv, fds);
 		return 1;
 	}
-	srv.health = health_start(srv.base, srv.runtime, c);
+	/* from here on a last unref on a worker comes back to this loop */
+	snapshot_set_reaper(srv.snap, server_reap, &srv);
+	srv.health = health_start(srv.base, srv.runtime, srv.snap, NULL);
 	if (!srv.health) {
 		server_cleanup(&srv, fds);
 		return 1;
@@ -375,6 +586,7 @@ int server_run(const char *config_path)
 			server_cleanup(&srv, fds);
 			return 1;
 		}
+		admin_set_reload(srv.admin, server_admin_reload, &srv);
 	}
 
 	/* workers must not take the signals meant for the main loop */

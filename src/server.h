@@ -8,7 +8,10 @@
 #ifndef SLUICE_SERVER_H
 #define SLUICE_SERVER_H
 
+#include <stddef.h>
+
 struct server;
+struct conf_errors;
 struct runtime;
 
 /* Run until SIGTERM/SIGINT. Returns the process exit status. */
@@ -20,6 +23,21 @@ struct runtime *server_runtime(struct server *srv);
 
 /* Called by a worker thread when its loop has ended. */
 void server_worker_exited(struct server *srv);
+/* Called by a worker thread once it adopted a published snapshot. */
+void server_worker_adopted(struct server *srv);
+
+/* Reload (main thread): re-read the config file given to `sluice run -c`,
+ * evaluate and check it; on any error change nothing and return -1 with
+ * every error in errs (the messages `sluice check` prints). Otherwise sync
+ * the runtime state by name, publish the new snapshot to every worker, wait
+ * (a bounded time) until each adopted it, restart the health checks, point
+ * the admin socket at it, and write the one-line summary ("reloaded:
+ * generation N, R routes, P pools, S services in T ms") into msg. uid is
+ * the requester's (-1: unknown), how says through what ("ctl reload",
+ * "SIGHUP"); both are shown by `sluice ctl show config`. Settings that
+ * cannot change without a restart (docs/configuration.md) are errors. */
+int server_reload(struct server *srv, long long uid, const char *how, struct conf_errors *errs, char *msg,
+                  size_t msg_size);
 
 /* Print a summary or every error of the config at path; returns the exit status. */
 int server_check(const char *config_path);

@@ -7,7 +7,7 @@
 #include "module.h"
 #include "route.h"
 
-static void snapshot_free(struct snapshot *s)
+void snapshot_free(struct snapshot *s)
 {
 	if (s->module_state) {
 		for (size_t i = 0; i < module_count; i++)
@@ -70,6 +70,8 @@ struct snapshot *snapshot_build(const char *path, uint64_t generation, struct co
 		return NULL;
 	}
 	atomic_init(&s->refs, 1);
+	s->loaded_by_uid = -1;
+	s->loaded_how = "start";
 	s->generation = generation;
 	s->conf = c;
 	struct timeval tv;
@@ -106,6 +108,17 @@ void snapshot_unref(struct snapshot *s)
 {
 	if (!s)
 		return;
-	if (atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) == 1)
+	if (atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) != 1)
+		return;
+	if (s->reaper && !pthread_equal(pthread_self(), s->reaper_thread))
+		s->reaper(s, s->reaper_arg);
+	else
 		snapshot_free(s);
+}
+
+void snapshot_set_reaper(struct snapshot *s, void (*reaper)(struct snapshot *, void *), void *arg)
+{
+	s->reaper = reaper;
+	s->reaper_arg = arg;
+	s->reaper_thread = pthread_self();
 }

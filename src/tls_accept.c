@@ -47,6 +47,7 @@ static const char *const tls_fail_names[] = {
 
 struct tls_pending {
 	struct worker *w;
+	struct snapshot *snap; /* one reference while linked: the listener's TLS contexts belong to it */
 	size_t listener;
 	struct bufferevent *bev;
 	bool tls;
@@ -79,6 +80,8 @@ static void pending_unlink(struct tls_pending *p)
 		tw->pending = p->next;
 	if (p->next)
 		p->next->prev = p->prev;
+	snapshot_unref(p->snap);
+	p->snap = NULL;
 }
 
 /* Ends a pending connection that never became a client connection. */
@@ -204,6 +207,8 @@ static struct tls_pending *pending_new(struct worker *w, size_t listener, const 
 static void pending_link(struct tls_pending *p)
 {
 	struct tls_worker *tw = p->w->tls;
+	snapshot_ref(p->w->snap);
+	p->snap = p->w->snap;
 	p->next = tw->pending;
 	if (tw->pending)
 		tw->pending->prev = p;

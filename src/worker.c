@@ -137,6 +137,110 @@ static void worker_stop(struct worker *w)
 	event_base_loopexit(w->base, NULL);
 }
 
+static struct worker_gen *worker_gen_new(struct worker *w, struct snapshot *s)
+{
+	struct worker_gen *g = calloc(1, sizeof(*g));
+	if (!g)
+		return NULL;
+	g->pools = pool_set_new(w, server_runtime(w->server), s->conf);
+	if (!g->pools) {
+		free(g);
+		return NULL;
+	}
+	g->snap = s;
+	g->users = 1;
+	return g;
+}
+
+/* Frees g: nothing uses it any more. Its snapshot reference goes to the
+ * snapshot's reaper when this is not the main thread. */
+static void worker_gen_free(struct worker *w, struct worker_gen *g)
+{
+	for (struct worker_gen **pp = &w->gen; *pp; pp = &(*pp)->next) {
+		if (*pp == g) {
+			*pp = g->next;
+			break;
+		}
+	}
+	pool_set_free(g->pools);
+	snapshot_unref(g->snap);
+	free(g);
+}
+
+static void worker_gen_release(struct worker *w, struct worker_gen *g)
+{
+	if (--g->users == 0)
+		worker_gen_free(w, g);
+}
+
+static struct worker_gen *worker_gen_of(struct worker *w, const struct snapshot *s)
+{
+	for (struct worker_gen *g = w->gen; g; g = g->next)
+		if (g->snap == s)
+			return g;
+	return NULL;
+}
+
+struct snapshot *worker_snap_enter(struct worker *w)
+{
+	w->gen->users++;
+	return w->gen->snap;
+}
+
+void worker_snap_leave(struct worker *w, const struct snapshot *s)
+{
+	struct worker_gen *g = worker_gen_of(w, s);
+	if (g)
+		worker_gen_release(w, g);
+	else
+		log_msg(LOG_ERROR, "a request left a snapshot its worker does not know");
+}
+
+struct pool_set *worker_pools(struct worker *w, const struct snapshot *s)
+{
+	struct worker_gen *g = worker_gen_of(w, s);
+	return g ? g->pools : w->gen->pools;
+}
+
+struct pool_set *worker_current_pools(struct worker *w)
+{
+	return w->gen->pools;
+}
+
+/* The worker thread takes snapshot s (one reference, now the generation's). */
+static void worker_adopt(struct worker *w, struct snapshot *s)
+{
+	struct worker_gen *old = w->gen;
+	struct worker_gen *g = worker_gen_new(w, s);
+	if (!g) {
+		struct log_line l;
+		log_begin(&l, LOG_ERROR, "out of memory adopting a new config: this worker keeps the previous one");
+		log_int(&l, "worker", w->id);
+		log_int(&l, "generation", (long long)s->generation);
+		log_end(&l);
+		snapshot_unref(s);
+		return;
+	}
+	unsigned moved = pool_set_take_idle(g->pools, old->pools);
+	g->next = old;
+	w->gen = g;
+	w->snap = s;
+	for (size_t i = 0; i < module_count; i++)
+		if (module_list[i]->worker_adopt)
+			module_list[i]->worker_adopt(w, w->module_state[i], s->module_state[i]);
+	worker_gen_release(w, old);
+	atomic_store(&w->adopted, s->generation);
+	if (log_enabled(LOG_DEBUG)) {
+		struct log_line l;
+		log_begin(&l, LOG_DEBUG, "worker adopted a new config");
+		log_int(&l, "worker", w->id);
+		log_int(&l, "generation", (long long)s->generation);
+		log_int(&l, "idle_upstream_moved", moved);
+		log_end(&l);
+	}
+	server_worker_adopted(w->server);
+}
+
 static void worker_command_cb(evutil_socket_t fd, short what, void *arg)
 {
 	(void)what;
@@ -146,6 +250,11 @@ static void worker_command_cb(evutil_socket_t fd, short what, void *arg)
 	if (read(fd, &count, sizeof(count)) < 0 && errno != EAGAIN)
 		log_msg(LOG_ERROR, "worker command read failed");
 	unsigned cmds = atomic_exchange(&w->commands, 0);
+	if (cmds & WORKER_CMD_ADOPT) {
+		struct snapshot *s = atomic_exchange(&w->pending, NULL);
+		if (s)
+			worker_adopt(w, s);
+	}
 	if (cmds & WORKER_CMD_STOP)
 		worker_stop(w);
 	else if (cmds & WORKER_CMD_SHUTDOWN)
@@ -176,8 +285,6 @@ int worker_init(struct worker *w, struct server *srv, unsigned id, struct snapsh
 		log_msg(LOG_ERROR, "cannot create an event base");
 		return -1;
 	}
-	snapshot_ref(s);
-	w->snap = s;
 	w->command_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	if (w->command_fd >= 0)
 		w->command_ev = event_new(w->base, w->command_fd, EV_READ | EV_PERSIST, worker_command_cb, w);
@@ -190,12 +297,20 @@ int worker_init(struct worker *w, struct server *srv, unsigned id, struct snapsh
 		return -1;
 	}
 	w->route_scratch = route_scratch_new();
-	w->pools = pool_set_new(w, s->conf);
+	snapshot_ref(s);
+	w->gen = worker_gen_new(w, s);
+	if (!w->gen) {
+		snapshot_unref(s);
+		log_msg(LOG_ERROR, "out of memory creating a worker's pools");
+		return -1;
+	}
+	w->snap = s;
+	atomic_store(&w->adopted, s->generation);
 	w->tls = tls_worker_new(worker_dispatch);
 	w->module_state = calloc(module_count ? module_count : 1, sizeof(void *));
 	w->listeners = calloc(num_listeners ? num_listeners : 1, sizeof(*w->listeners));
 	w->listener_ctx = calloc(num_listeners ? num_listeners : 1, sizeof(struct worker_listener));
-	if (!w->route_scratch || !w->pools || !w->module_state || !w->listeners ||
+	if (!w->route_scratch || !w->module_state || !w->listeners ||
 	    !w->listener_ctx || !w->tls) {
 		log_msg(LOG_ERROR, "out of memory creating a worker");
 		return -1;
@@ -273,14 +388,16 @@ void worker_destroy(struct worker *w)
 		log_end(&line);
 	}
 	pipeline_free_exchanges(w);
-	pool_set_free(w->pools);
-	w->pools = NULL;
 	if (w->module_state) {
 		for (size_t i = 0; i < module_count; i++)
 			if (module_list[i]->worker_free && w->module_state[i])
 				module_list[i]->worker_free(w->module_state[i]);
 		free(w->module_state);
 	}
+	/* every request is gone: the generations only have their own holds left */
+	while (w->gen)
+		worker_gen_free(w, w->gen);
+	snapshot_unref(atomic_exchange(&w->pending, NULL));
 	if (w->route_scratch)
 		route_scratch_free(w->route_scratch);
 	free(w->listeners);
@@ -293,7 +410,6 @@ void worker_destroy(struct worker *w)
 		close(w->command_fd);
 	if (w->base)
 		event_base_free(w->base);
-	snapshot_unref(w->snap);
 	memset(w, 0, sizeof(*w));
 }
 
@@ -313,6 +429,14 @@ void worker_request_shutdown(struct worker *w)
 void worker_request_stop(struct worker *w)
 {
 	worker_send(w, WORKER_CMD_STOP);
+}
+
+void worker_publish(struct worker *w, struct snapshot *s)
+{
+	snapshot_ref(s);
+	/* an older one the worker did not get to is dropped here, on the caller's thread */
+	snapshot_unref(atomic_exchange(&w->pending, s));
+	worker_send(w, WORKER_CMD_ADOPT);
 }
 
 /* served by the vDSO: no system call, and precise enough to time a request

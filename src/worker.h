@@ -3,8 +3,22 @@
  * (route scratch, upstream pools, module state, free lists).
  *
  * A connection lives and dies on one worker. Nothing in a struct worker is
- * touched by another thread except through the two events the server fires
- * (shutdown, force stop), which libevent makes thread-safe. */
+ * touched by another thread except through its command channel: the server
+ * sets bits in `commands` (shutdown, force stop, adopt) and writes the
+ * worker's eventfd; a new snapshot waits in the atomic `pending` pointer.
+ *
+ * Snapshots: the worker's current snapshot (w->snap) is the one new requests
+ * start on. For each snapshot it still serves, the worker keeps its
+ * per-(snapshot, worker) state (struct worker_gen: the pool set, pool.h),
+ * built when it adopts the snapshot and bound by name. A request enters the
+ * current generation when its head arrives (worker_snap_enter) and leaves it
+ * when it is logged (worker_snap_leave); the proxy finds the pool set of the
+ * request's snapshot with worker_pools(). When a worker adopts a new
+ * snapshot, idle upstream connections move over by name and the old
+ * generation is freed when its last request leaves; its snapshot reference
+ * is dropped on the worker, and the snapshot's reaper (snapshot.h) frees it
+ * on the main thread. Module worker state stays per worker and is told of
+ * each adopted snapshot (module.h worker_adopt). */
 #ifndef SLUICE_WORKER_H
 #define SLUICE_WORKER_H
 
@@ -27,6 +41,15 @@ struct exchange;
 
 #define WORKER_CMD_SHUTDOWN 1u /* stop accepting, drain */
 #define WORKER_CMD_STOP 2u     /* drain time is over: close everything */
+#define WORKER_CMD_ADOPT 4u    /* a new snapshot waits in `pending` */
+
+/* Per-(snapshot, worker) state. */
+struct worker_gen {
+	struct snapshot *snap;   /* one reference */
+	struct pool_set *pools;  /* bound by name to the runtime entries */
+	unsigned users;          /* requests that started on snap, +1 while it is the current one */
+	struct worker_gen *next; /* the next older generation still in use */
+};
 
 struct worker {
 	unsigned id;
@@ -34,7 +57,10 @@ struct worker {
 	pthread_t thread;
 	bool thread_started;
 	struct event_base *base;
-	struct snapshot *snap; /* the snapshot new requests start on (one reference) */
+	struct snapshot *snap; /* the snapshot new requests start on (= gen->snap) */
+	struct worker_gen *gen; /* current generation first, then older ones still in use */
+	_Atomic(struct snapshot *) pending; /* published, not adopted yet (one reference) */
+	atomic_uint_fast64_t adopted; /* generation of the snapshot adopted last (read by the server) */
 
 	int *listen_fds; /* one per listener, owned until handed to an evconnlistener */
 	struct evconnlistener **listeners;
@@ -49,7 +75,6 @@ struct worker {
 	struct event *command_ev;
 
 	struct route_scratch *route_scratch;
-	struct pool_set *pools;
 	void **module_state; /* per module */
 
 	struct client_conn *conns; /* every open client connection (doubly linked) */
@@ -90,6 +115,19 @@ void worker_destroy(struct worker *w);
 void worker_request_shutdown(struct worker *w);
 /* Thread-safe: drain time is over, close everything now. */
 void worker_request_stop(struct worker *w);
+/* Thread-safe: hand the worker snapshot s (takes a reference for it); the
+ * worker adopts it from its loop and then stores s->generation in `adopted`.
+ * A snapshot published before and not adopted yet is replaced. */
+void worker_publish(struct worker *w, struct snapshot *s);
+
+/* Worker thread: a request starts on the current snapshot, which it returns;
+ * the caller must pass it to worker_snap_leave() when the request ends. */
+struct snapshot *worker_snap_enter(struct worker *w);
+void worker_snap_leave(struct worker *w, const struct snapshot *s);
+/* The pool set of snapshot s on this worker (s entered and not left yet). */
+struct pool_set *worker_pools(struct worker *w, const struct snapshot *s);
+/* The current generation's pool set. */
+struct pool_set *worker_current_pools(struct worker *w);
 
 /* Wall-clock time in microseconds, read through the vDSO (no system call). */
 uint64_t worker_wall_us(struct worker *w);

@@ -228,6 +228,7 @@ static const struct ex_ops fake_ops = {
 /* ---- a worker on a real snapshot ---- */
 
 static struct worker w;
+static struct worker_gen gen; /* the worker's current generation (worker.h): no pools needed here */
 static struct fake fk;
 static char conf_path[64];
 
@@ -261,7 +262,11 @@ static void setup(void)
 	memset(&w, 0, sizeof w);
 	w.base = event_base_new();
 	ck_assert_ptr_nonnull(w.base);
-	w.snap = s; /* the build's reference */
+	w.snap = s; /* the build's reference, held by the generation requests enter */
+	memset(&gen, 0, sizeof gen);
+	gen.snap = s;
+	gen.users = 1;
+	w.gen = &gen;
 	w.route_scratch = route_scratch_new();
 	w.module_state = calloc(module_count, sizeof(void *));
 	w.rng_state = 42;
