@@ -10,6 +10,7 @@
 
 #include "conf_ratelimit.h"
 #include "log.h"
+#include "reqkey.h"
 #include "rl_bucket.h"
 #include "rl_redis.h"
 #include "rl_table.h"
@@ -283,34 +284,6 @@ static void set_deny(struct request *r, struct rl_req *q, const struct rl_limit 
 
 /* ---- keys ---- */
 
-static bool find_cookie(const struct request *r, const char *name, const char **val, size_t *len)
-{
-	size_t nlen = strlen(name);
-	for (size_t i = 0; i < r->headers.n; i++) {
-		const struct http_header *h = &r->headers.v[i];
-		if (!http_name_is(h, "cookie"))
-			continue;
-		const char *p = h->value, *end = h->value + h->value_len;
-		while (p < end) {
-			while (p < end && (*p == ' ' || *p == ';' || *p == '\t'))
-				p++;
-			const char *item = p;
-			while (p < end && *p != ';')
-				p++;
-			const char *eq = memchr(item, '=', (size_t)(p - item));
-			if (eq && (size_t)(eq - item) == nlen && memcmp(item, name, nlen) == 0) {
-				const char *v = eq + 1, *ve = p;
-				while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t'))
-					ve--;
-				*val = v;
-				*len = (size_t)(ve - v);
-				return true;
-			}
-		}
-	}
-	return false;
-}
-
 /* 128 bits of a fixed-seed hash: the same on every instance (keys meet in
  * Redis), and only ever applied to keys longer than RL_KEY_MAX. */
 static void digest(const char *s, size_t n, char out[34])
@@ -339,36 +312,10 @@ static bool build_key(struct request *r, const struct rl_limit *l, char *key, si
 	size_t cap = sizeof small, len = 0;
 	for (size_t i = 0; i < l->c->num_keys; i++) {
 		const struct conf_rl_key *k = &l->c->keys[i];
-		const char *v = NULL;
-		size_t vlen = 0;
-		switch (k->kind) {
-		case CONF_RL_KEY_CLIENT_IP:
-			v = r->client_ip;
-			break;
-		case CONF_RL_KEY_PATH:
-			v = r->path;
-			break;
-		case CONF_RL_KEY_ROUTE:
-			v = r->route_name;
-			break;
-		case CONF_RL_KEY_HOST:
-			v = r->host && r->host[0] ? r->host : NULL;
-			break;
-		case CONF_RL_KEY_HEADER: {
-			v = fields_value(&r->headers, k->name, &vlen);
-			if (!v)
-				return false;
-			break;
-		}
-		case CONF_RL_KEY_COOKIE:
-			if (!find_cookie(r, k->name, &v, &vlen))
-				return false;
-			break;
-		}
-		if (!v)
+		const char *v;
+		size_t vlen;
+		if (!reqkey_get(r, reqkey_of_rate_key(k->kind), k->name, &v, &vlen))
 			return false;
-		if (k->kind != CONF_RL_KEY_HEADER && k->kind != CONF_RL_KEY_COOKIE)
-			vlen = strlen(v);
 		size_t need = len + (i > 0) + vlen;
 		if (need > cap) {
 			/* a long key: gather it in the request arena, then digest it */

@@ -19,6 +19,7 @@
 #include "exchange.h"
 #include "pool.h"
 #include "runtime.h"
+#include "reqkey.h"
 #include "snapshot.h"
 #include "worker.h"
 
@@ -74,55 +75,10 @@ static void proxy_add_chunk_size(struct evbuffer *out, size_t n)
 
 static bool proxy_hash_key(const struct exchange *ex, const struct conf_key *key, uint64_t *hash)
 {
-	const struct request *r = &ex->req;
-	const char *data = NULL;
-	size_t len = 0;
-	switch (key->kind) {
-	case CONF_KEY_CLIENT_IP:
-		data = r->client_ip;
-		len = strlen(data);
-		break;
-	case CONF_KEY_PATH:
-		data = r->path;
-		len = strlen(data);
-		break;
-	case CONF_KEY_HOST:
-		data = r->host;
-		len = strlen(data);
-		break;
-	case CONF_KEY_HEADER: {
-		data = fields_value(&r->headers, key->name, &len);
-		if (!data)
-			return false;
-		break;
-	}
-	case CONF_KEY_COOKIE: {
-		size_t nlen = strlen(key->name);
-		for (size_t h = 0; h < r->headers.n && !data; h++) {
-			if (!http_name_is(&r->headers.v[h], "cookie"))
-				continue;
-			const char *v = r->headers.v[h].value, *end = v + r->headers.v[h].value_len;
-			while (v < end) {
-				while (v < end && (*v == ' ' || *v == ';'))
-					v++;
-				const char *pair_end = memchr(v, ';', (size_t)(end - v));
-				if (!pair_end)
-					pair_end = end;
-				if ((size_t)(pair_end - v) > nlen && memcmp(v, key->name, nlen) == 0 && v[nlen] == '=') {
-					data = v + nlen + 1;
-					len = (size_t)(pair_end - data);
-					break;
-				}
-				v = pair_end;
-			}
-		}
-		if (!data)
-			return false;
-		break;
-	}
-	default:
+	const char *data;
+	size_t len;
+	if (!reqkey_get(&ex->req, reqkey_of_hash_key(key->kind), key->name, &data, &len))
 		return false;
-	}
 	*hash = balance_hash(data, len, 0);
 	return len > 0 || key->kind == CONF_KEY_PATH;
 }
