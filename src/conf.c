@@ -60,6 +60,8 @@ static void set_defaults(struct conf *c)
 	c->limits.body_bytes = (uint64_t)10 << 20;
 	c->limits.client_header_timeout = 10000;
 	c->limits.client_body_timeout = 60000;
+	c->limits.client_body_min_rate = 1024;
+	c->limits.client_body_deadline = 300000;
 	c->limits.send_timeout = 60000;
 	c->limits.keepalive_timeout = 75000;
 	c->limits.max_connections = 0;

@@ -241,6 +241,8 @@ struct conf_limits {
 	uint64_t body_bytes;          /* default 10m; 0 = unlimited */
 	conf_msec client_header_timeout; /* default 10s */
 	conf_msec client_body_timeout;   /* between body reads; default 60s */
+	uint64_t client_body_min_rate;   /* bytes/s a request body must average; default 1k; 0: none */
+	conf_msec client_body_deadline;  /* a whole request body; default 5m; 0: none */
 	conf_msec send_timeout;          /* client not reading the response; default 60s */
 	conf_msec keepalive_timeout;     /* idle keep-alive client; default 75s */
 	unsigned max_connections;        /* per process; default derived from RLIMIT_NOFILE */

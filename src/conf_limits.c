@@ -11,7 +11,8 @@ void conf_walk_limits(struct conf_walker *w, int root)
 {
 	static const char *const keys[] = {
 		"header_bytes", "request_line_bytes", "max_headers", "body_bytes", "client_header_timeout",
-		"client_body_timeout", "send_timeout", "keepalive_timeout", "max_connections", "regex_match_limit", NULL,
+		"client_body_timeout", "client_body_min_rate", "client_body_deadline", "send_timeout", "keepalive_timeout",
+		"max_connections", "regex_match_limit", NULL,
 	};
 	struct conf_limits *l = &w->c->limits;
 	struct conf_field f;
@@ -39,6 +40,8 @@ void conf_walk_limits(struct conf_walker *w, int root)
 	conf_field_size(w, t, "body_bytes", 0, UINT64_MAX, &l->body_bytes);
 	conf_field_duration(w, t, "client_header_timeout", false, &l->client_header_timeout);
 	conf_field_duration(w, t, "client_body_timeout", false, &l->client_body_timeout);
+	conf_field_size(w, t, "client_body_min_rate", 0, (uint64_t)1 << 40, &l->client_body_min_rate);
+	conf_field_duration(w, t, "client_body_deadline", true, &l->client_body_deadline);
 	conf_field_duration(w, t, "send_timeout", false, &l->send_timeout);
 	conf_field_duration(w, t, "keepalive_timeout", true, &l->keepalive_timeout);
 	conf_field_unsigned(w, t, "max_connections", 0, 10000000, &l->max_connections);

@@ -122,12 +122,16 @@ struct exchange {
 	const struct ex_pipeline *pipe;
 	void *conn;                /* the protocol's side (the ops' ex->conn, release's argument) */
 	struct exchange *next_free;
-	struct event *suspend_timer; /* created on the first suspension; kept across recycling */
+	struct event *suspend_timer; /* a module's suspension, then the request body's pace (pipeline.c);
+	                              * created on first use, kept across recycling */
 
 	/* the request body, as the protocol delivers it (decoded) */
 	enum ex_body body;
 	uint64_t body_length;   /* EX_BODY_LENGTH */
 	bool body_done;         /* read to its end (or none) */
+	/* the body's pace (limits.client_body_min_rate, client_body_deadline), monotonic:
+	 * when the body was wanted, and when the rate's measure began with req.bytes_in then */
+	uint64_t body_start_us, rate_start_us, rate_base;
 	bool head_method;       /* HEAD: responses carry no body */
 	struct fields trailers; /* request trailers, once body_done */
 

@@ -78,6 +78,7 @@ struct h2_stream {
 	bool have_length;     /* content-length given */
 	bool bad;             /* a field we refuse: the stream is reset */
 	bool glitched;        /* already counted as a glitch */
+	bool uploading;       /* counted in the session's uploading streams */
 	bool req_ended;
 	uint64_t content_length;
 	uint64_t body_remaining; /* a content-length body: bytes the pipeline has not taken */
@@ -105,6 +106,7 @@ struct h2_session {
 	struct h2_session *prev, *next;
 	struct h2_stream *streams;
 	unsigned num_streams;
+	unsigned uploading;   /* streams whose exchange runs and whose request body is still arriving */
 	struct event *timer;
 	struct event *flush_ev; /* session_flush once the current callbacks are done */
 	/* our own frame scanner (independent of what nghttp2 version does) */
@@ -296,9 +298,19 @@ static void session_schedule(struct h2_session *s)
 	}
 }
 
+/* The stream no longer holds an upstream exchange open for its request body. */
+static void stream_upload_done(struct h2_stream *st)
+{
+	if (st->uploading) {
+		st->uploading = false;
+		st->s->uploading--;
+	}
+}
+
 static void stream_free(struct h2_stream *st)
 {
 	struct h2_session *s = st->s;
+	stream_upload_done(st);
 	if (st->ex) {
 		struct exchange *ex = st->ex;
 		st->ex = NULL;
@@ -615,6 +627,13 @@ static int stream_start(struct h2_session *s, struct h2_stream *st, bool end_str
 		nghttp2_submit_rst_stream(s->ng, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_PROTOCOL_ERROR);
 		return 0;
 	}
+	if (!end_stream && s->uploading >= s->cfg->max_uploading_streams) {
+		/* each such stream holds an upstream request open for as long as
+		 * its client takes to send the body: refused (not processed, so a
+		 * client may retry it) rather than letting one connection hold many */
+		nghttp2_submit_rst_stream(s->ng, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_REFUSED_STREAM);
+		return 0;
+	}
 	st->req_ended = end_stream;
 	st->out = evbuffer_new();
 	if (!end_stream)
@@ -630,6 +649,10 @@ static int stream_start(struct h2_session *s, struct h2_stream *st, bool end_str
 	    .scheme = s->origin.scheme, .ip = s->origin.ip, .port = s->origin.port, .listener = s->listener};
 	pipeline_begin(ex, s->w, &h2_ops, st, &peer);
 	st->started = true;
+	if (!end_stream) {
+		st->uploading = true;
+		s->uploading++;
+	}
 	struct request *r = &ex->req;
 	r->protocol = "HTTP/2.0";
 	r->method = st->method;
@@ -660,6 +683,7 @@ static void stream_end_request(struct h2_stream *st)
 	if (st->req_ended)
 		return;
 	st->req_ended = true;
+	stream_upload_done(st);
 	if (st->ex && st->started && !st->finished && st->in)
 		pipeline_on_body(st->ex);
 }
@@ -998,6 +1022,7 @@ static long h2_finish(struct exchange *ex, enum ex_end how)
 	if (st->finished)
 		return 0;
 	st->finished = true;
+	stream_upload_done(st);
 	st->body_deadline_us = 0;
 	st->complete = how == EX_END_COMPLETE && st->resp_submitted;
 	/* a body nobody will read: its window goes back to the client */

@@ -20,6 +20,8 @@
 static void pipeline_access(struct exchange *ex);
 static void pipeline_resumed(struct exchange *ex, int result, const struct phase_deny *deny);
 static void pipeline_suspend_timeout(evutil_socket_t fd, short what, void *arg);
+static void pipeline_pace_start(struct exchange *ex);
+static void pipeline_body_failed(struct exchange *ex, enum reason reason);
 
 /* ---- exchange objects ---- */
 
@@ -86,6 +88,8 @@ void pipeline_free_exchanges(struct worker *w)
 static void pipeline_release(struct exchange *ex)
 {
 	struct worker *w = ex->req.worker;
+	if (ex->suspend_timer)
+		evtimer_del(ex->suspend_timer); /* a pace check must not reach the next request */
 	if (ex->req.snap)
 		worker_snap_leave(w, ex->req.snap);
 	ex->req.snap = NULL;
@@ -303,18 +307,96 @@ static void pipeline_access(struct exchange *ex)
 		}
 	}
 	ex->phase = EX_PHASE_PROXY;
-	if (!ex->body_done)
+	if (!ex->body_done) {
 		ex->ops->start_body(ex);
+		pipeline_pace_start(ex);
+	}
 	proxy_start(ex);
 }
 
+/* ---- the request body's pace ---- */
+
+/* The first client_body_timeout of a body, at most this, is free of the
+ * minimum rate: a client may take a moment to start. */
+#define PIPELINE_BODY_RATE_GRACE_MS 10000
+
+/* When the request body falls behind: the total deadline, or the moment the
+ * bytes received since the rate's measure began stop covering
+ * client_body_min_rate (after the grace). 0: no limit applies. */
+static uint64_t pipeline_pace_due(const struct exchange *ex)
+{
+	const struct conf_limits *lim = &ex->req.snap->conf->limits;
+	uint64_t due = lim->client_body_deadline ? ex->body_start_us + lim->client_body_deadline * 1000 : 0;
+	uint64_t rate = lim->client_body_min_rate;
+	if (rate) {
+		conf_msec grace = lim->client_body_timeout < PIPELINE_BODY_RATE_GRACE_MS ? lim->client_body_timeout
+		                                                                          : PIPELINE_BODY_RATE_GRACE_MS;
+		uint64_t got = ex->req.bytes_in - ex->rate_base;
+		uint64_t earned_us = got / rate * 1000000 + got % rate * 1000000 / rate;
+		uint64_t at = ex->rate_start_us + grace * 1000 + earned_us;
+		if (!due || at < due)
+			due = at;
+	}
+	return due;
+}
+
+/* The timer is checked only when a limit could have been passed, not per read. */
+static void pipeline_pace_arm(struct exchange *ex, uint64_t due, uint64_t now)
+{
+	struct worker *w = ex->req.worker;
+	if (!ex->suspend_timer && !(ex->suspend_timer = evtimer_new(w->base, pipeline_suspend_timeout, ex))) {
+		log_msg(LOG_ERROR, "cannot create a request body timer: its pace is not checked");
+		return;
+	}
+	struct timeval tv = worker_timeval(w, (due - now + 999) / 1000);
+	if (evtimer_add(ex->suspend_timer, &tv) != 0)
+		log_msg(LOG_ERROR, "cannot arm a request body timer: its pace is not checked");
+}
+
+static void pipeline_pace_start(struct exchange *ex)
+{
+	uint64_t now = worker_mono_us(ex->req.worker);
+	ex->body_start_us = ex->rate_start_us = now;
+	ex->rate_base = ex->req.bytes_in;
+	uint64_t due = pipeline_pace_due(ex);
+	if (due)
+		pipeline_pace_arm(ex, due, now);
+}
+
+/* The body's pace check is due. Time in which the gateway itself did not take
+ * the body (no upstream connection yet, or the upstream reads slower than the
+ * client sends, so the client is held back) is not held against the client:
+ * the rate's measure restarts then. */
+static void pipeline_pace_check(struct exchange *ex)
+{
+	if (ex->phase != EX_PHASE_PROXY || ex->body_done)
+		return;
+	uint64_t now = worker_mono_us(ex->req.worker);
+	const struct proxy_txn *txn = &ex->txn;
+	if (txn->req_paused || txn->connecting || !txn->uc) {
+		ex->rate_start_us = now;
+		ex->rate_base = ex->req.bytes_in;
+	}
+	uint64_t due = pipeline_pace_due(ex);
+	if (due > now) {
+		pipeline_pace_arm(ex, due, now);
+		return;
+	}
+	pipeline_body_failed(ex, REASON_CLIENT_BODY_TOO_SLOW);
+}
+
+/* The exchange's timer: a module's suspension ran out, or the body's pace is due. */
 static void pipeline_suspend_timeout(evutil_socket_t fd, short what, void *arg)
 {
 	(void)fd;
 	(void)what;
 	struct exchange *ex = arg;
-	if (!ex->suspended || !ex->conn)
+	if (!ex->conn)
 		return;
+	if (!ex->suspended) {
+		pipeline_pace_check(ex);
+		return;
+	}
 	pipeline_cancel_module(ex);
 	pipeline_respond_error(ex, 503, REASON_POLICY_ERROR, NULL);
 }
@@ -466,15 +548,21 @@ void pipeline_on_drained(struct exchange *ex)
 		proxy_on_client_drained(ex);
 }
 
-void pipeline_body_timeout(struct exchange *ex)
+/* The client stopped sending its body, or sends it too slowly. */
+static void pipeline_body_failed(struct exchange *ex, enum reason reason)
 {
 	if (ex->phase != EX_PHASE_PROXY || ex->body_done)
 		return;
 	proxy_abort(ex);
 	if (!ex->response_started)
-		pipeline_respond_error(ex, 408, REASON_CLIENT_TIMEOUT, NULL);
+		pipeline_respond_error(ex, 408, reason, NULL);
 	else
-		pipeline_abort(ex, REASON_CLIENT_TIMEOUT);
+		pipeline_abort(ex, reason);
+}
+
+void pipeline_body_timeout(struct exchange *ex)
+{
+	pipeline_body_failed(ex, REASON_CLIENT_TIMEOUT);
 }
 
 void pipeline_cancel(struct exchange *ex, enum reason reason)

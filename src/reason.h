@@ -11,6 +11,7 @@
 	X(BAD_REQUEST, "bad_request")                                                                    \
 	X(REQUEST_TOO_LARGE, "request_too_large")                                                        \
 	X(CLIENT_TIMEOUT, "client_timeout")                                                              \
+	X(CLIENT_BODY_TOO_SLOW, "client_body_too_slow")                                                  \
 	X(CLIENT_RESET, "client_reset")                                                                  \
 	X(RATE_LIMITED, "rate_limited")                                                                  \
 	X(WAF_DENIED, "waf_denied")                                                                      \

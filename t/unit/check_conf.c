@@ -498,6 +498,8 @@ START_TEST(test_defaults)
 	ck_assert_uint_eq(c->limits.body_bytes, 10485760);
 	ck_assert_uint_eq(c->limits.client_header_timeout, 10000);
 	ck_assert_uint_eq(c->limits.client_body_timeout, 60000);
+	ck_assert_uint_eq(c->limits.client_body_min_rate, 1024);
+	ck_assert_uint_eq(c->limits.client_body_deadline, 300000);
 	ck_assert_uint_eq(c->limits.send_timeout, 60000);
 	ck_assert_uint_eq(c->limits.keepalive_timeout, 75000);
 	ck_assert_uint_eq(c->limits.max_connections, 0);
@@ -517,6 +519,7 @@ START_TEST(test_all_keys_set)
 	                         "                  timeouts = { connect = \"250ms\", response = \"1.5s\" } } },\n"
 	                         "limits = { header_bytes = \"32k\", request_line_bytes = 4096, max_headers = 50,\n"
 	                         "           body_bytes = 0, client_header_timeout = \"5s\", client_body_timeout = \"20s\",\n"
+	                         "           client_body_min_rate = \"4k\", client_body_deadline = \"0s\",\n"
 	                         "           send_timeout = \"30s\", keepalive_timeout = \"0s\", max_connections = 5000 },\n"
 	                         "access_log = { path = \"stderr\" } }");
 	ck_assert_uint_eq(c->workers, 8);
@@ -538,6 +541,8 @@ START_TEST(test_all_keys_set)
 	ck_assert_uint_eq(c->limits.body_bytes, 0);
 	ck_assert_uint_eq(c->limits.client_header_timeout, 5000);
 	ck_assert_uint_eq(c->limits.client_body_timeout, 20000);
+	ck_assert_uint_eq(c->limits.client_body_min_rate, 4096);
+	ck_assert_uint_eq(c->limits.client_body_deadline, 0);
 	ck_assert_uint_eq(c->limits.send_timeout, 30000);
 	ck_assert_uint_eq(c->limits.keepalive_timeout, 0);
 	ck_assert_uint_eq(c->limits.max_connections, 5000);
