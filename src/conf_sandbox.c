@@ -7,6 +7,7 @@
 #include "conf_schema.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +23,11 @@
 enum { SANDBOX_HOOK_INTERVAL = 10000 };
 static const uint64_t sandbox_instruction_limit = 50000000;
 static const size_t sandbox_memory_limit = (size_t)256 << 20;
+/* Wall-clock bound on the whole evaluation, and on one pattern match: the
+ * instruction budget takes about a second; this leaves room for a loaded
+ * machine or a sanitizer build. */
+static const uint64_t sandbox_time_limit_ns = (uint64_t)5 * 1000000000u;
+static const uint64_t sandbox_pattern_max_steps = 200000000;
 
 static void *sandbox_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 {
@@ -51,21 +57,26 @@ static struct conf_sandbox *sandbox_of(lua_State *L)
 static void sandbox_hook(lua_State *L, lua_Debug *ar)
 {
 	struct conf_sandbox *sb = sandbox_of(L);
-	if (sb->instructions < sb->instruction_limit) {
+	bool over_time = sb->deadline_ns && luapat_now_ns() > sb->deadline_ns;
+	if (sb->instructions < sb->instruction_limit && !over_time) {
 		sb->instructions += SANDBOX_HOOK_INTERVAL;
 		if (sb->instructions < sb->instruction_limit)
 			return;
-		/* From now on fail at every instruction: a pcall in the config may
-		 * catch one error, but then the code around it fails too. */
-		lua_sethook(L, sandbox_hook, LUA_MASKCOUNT, 1);
 	}
+	/* From now on fail at every instruction: a pcall in the config may catch
+	 * one error, but then the code around it fails too. */
+	lua_sethook(L, sandbox_hook, LUA_MASKCOUNT, 1);
 	/* luaL_error would name the caller's line; the loop is in this function. */
 	if (lua_getinfo(L, "Sl", ar) && ar->currentline > 0)
 		lua_pushfstring(L, "%s:%d: ", ar->short_src, ar->currentline);
 	else
 		lua_pushliteral(L, "");
-	lua_pushfstring(L, "config took too long (stopped after %d million Lua instructions)",
-	                (int)(sb->instruction_limit / 1000000));
+	if (over_time)
+		lua_pushfstring(L, "config took too long (stopped after %d seconds)",
+		                (int)(sandbox_time_limit_ns / 1000000000u));
+	else
+		lua_pushfstring(L, "config took too long (stopped after %d million Lua instructions)",
+		                (int)(sb->instruction_limit / 1000000));
 	lua_concat(L, 2);
 	lua_error(L);
 }
@@ -184,10 +195,12 @@ static int sandbox_open(lua_State *L)
 		luaL_requiref(L, libraries[i].name, libraries[i].open, 0);
 		lua_setfield(L, env, libraries[i].name);
 	}
-	/* string.dump only produces bytecode, which nothing here may load. */
+	/* string.dump only produces bytecode, which nothing here may load; the
+	 * pattern functions run in one C call each, out of the hook's reach. */
 	lua_getfield(L, env, LUA_STRLIBNAME);
 	lua_pushnil(L);
 	lua_setfield(L, -2, "dump");
+	luapat_open(L, -1, &sandbox_of(L)->patterns);
 	lua_pop(L, 1);
 	lua_pushcfunction(L, sandbox_env);
 	lua_setfield(L, env, "env");
@@ -258,6 +271,9 @@ bool conf_sandbox_run(lua_State *L, const char *name, const char *src, size_t le
 		conf_errors_add(errs, "%s: cannot install the sandbox", name);
 		return false;
 	}
+	struct conf_sandbox *sb = sandbox_of(L);
+	sb->deadline_ns = luapat_now_ns() + sandbox_time_limit_ns;
+	sb->patterns.deadline_ns = sb->deadline_ns;
 	lua_sethook(L, sandbox_hook, LUA_MASKCOUNT, SANDBOX_HOOK_INTERVAL);
 	status = lua_pcall(L, 0, 1, 0);
 	if (status != LUA_OK) {
@@ -279,6 +295,8 @@ lua_State *conf_sandbox_new(struct conf_sandbox *sb, const char *base_dir)
 		.mem_limit = sandbox_memory_limit,
 		.instructions = 0,
 		.instruction_limit = sandbox_instruction_limit,
+		.deadline_ns = 0,
+		.patterns = { .deadline_ns = 0, .max_steps = sandbox_pattern_max_steps, .max_rep_bytes = sandbox_memory_limit },
 		.base_dir = base_dir,
 	};
 	return lua_newstate(sandbox_alloc, sb);

@@ -3,7 +3,10 @@
  * A config file is untrusted Lua: it runs in a fresh state whose global
  * environment offers only env("NAME"), file("PATH") and the string, table,
  * math and utf8 libraries (docs/configuration.md, "The sandbox"), bounded by
- * an instruction budget (a count hook) and a memory cap (the allocator).
+ * an instruction budget (a count hook), a memory cap (the allocator) and a
+ * wall-clock deadline, checked by the hook and by the pattern functions,
+ * which are luapat.h's bounded ones (a match runs inside one C call, where
+ * the hook never fires).
  * Only source text is loaded, never bytecode. Errors from the Lua code are
  * added to errs as "FILE:LINE: message" with the whole file name.
  *
@@ -19,12 +22,15 @@
 #include <stdint.h>
 
 #include "conf.h"
+#include "luapat.h"
 
 struct conf_sandbox {
 	size_t mem_used;
 	size_t mem_limit;
 	uint64_t instructions;
 	uint64_t instruction_limit;
+	uint64_t deadline_ns;            /* CLOCK_MONOTONIC; set when the chunk starts */
+	struct luapat_budget patterns;   /* string.find & co. share the deadline */
 	const char *base_dir; /* file() resolves relative paths here */
 };
 

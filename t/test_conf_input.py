@@ -92,3 +92,15 @@ def test_addresses_that_look_numeric_are_not_host_names(tmp_path, address, why):
     r = run_sluice(["check", "-c", str(p)], timeout=20)
     assert r.returncode == 1, r.stderr
     assert "%s: listeners[1].address: %s: %s (write four numbers" % (p, address, why) in r.stderr, r.stderr
+
+
+def test_backtracking_pattern_in_the_config_is_stopped(tmp_path):
+    # issue 17: this ran for minutes inside one C call, out of the instruction budget's reach
+    p = tmp_path / "sluice.lua"
+    p.write_text('local x = string.find(string.rep("a", 3000), string.rep("a*", 8) .. "b")\n'
+                 'return { listeners = { { address = "127.0.0.1:%d" } } }\n' % free_port())
+    r = run_sluice(["check", "-c", str(p)], timeout=30)
+    check_sanitizers(r.stderr)
+    assert r.returncode == 1, r.stderr
+    assert re.search(r"^%s:1: string\.find: (pattern too slow|time limit reached)" % re.escape(str(p)),
+                     r.stderr, re.M), r.stderr

@@ -1194,6 +1194,64 @@ START_TEST(test_load_missing_file)
 }
 END_TEST
 
+/* issue 17: a pattern match runs inside one C call, where the instruction
+ * budget cannot stop it; the sandbox's pattern functions are bounded and the
+ * error names the file and line. */
+START_TEST(test_sandbox_pattern_bounded)
+{
+	struct conf_errors e;
+	conf_errors_init(&e);
+	struct conf *c = conf_load_string("slow.lua",
+	                                  "local x = string.find(string.rep('a', 3000), string.rep('a*', 8) .. 'b')\n"
+	                                  "return {}",
+	                                  &e);
+	ck_assert_ptr_null(c);
+	ck_assert_uint_eq(e.count, 1);
+	ck_assert_msg(strncmp(e.msgs[0], "slow.lua:1: string.find: ", 25) == 0, "got: %s", e.msgs[0]);
+	conf_errors_free(&e);
+	/* as a method too (the string metatable's __index is the same table) */
+	c = conf_load_string("slow.lua", "local s = string.rep('a', 3000)\n"
+	                                 "local n = select(2, s:gsub(string.rep('a-', 8) .. 'b', ''))\n"
+	                                 "return {}",
+	                     &e);
+	ck_assert_ptr_null(c);
+	ck_assert_msg(e.count == 1 && strncmp(e.msgs[0], "slow.lua:2: string.gsub: ", 25) == 0, "got: %s",
+	              e.count ? e.msgs[0] : "");
+	conf_errors_free(&e);
+	/* string.rep is capped at the memory limit with its own message */
+	c = conf_load_string("big.lua", "local s = string.rep('x', 1 << 40)\nreturn {}", &e);
+	ck_assert_ptr_null(c);
+	ck_assert_msg(e.count == 1 && strstr(e.msgs[0], "big.lua:1: string.rep: the result would be larger than "),
+	              "got: %s", e.count ? e.msgs[0] : "");
+	conf_errors_free(&e);
+	/* ordinary patterns work as in Lua */
+	c = load_ok("local host, port = string.match('127.0.0.1:8080', '^(.-):(%d+)$')\n"
+	            "local name = ('web-1'):gsub('%-', '_')\n"
+	            "return { listeners = { { name = name, address = host .. ':' .. port } } }");
+	ck_assert_str_eq(c->listeners[0].name, "web_1");
+	ck_assert_str_eq(c->listeners[0].address, "127.0.0.1:8080");
+	conf_free(c);
+}
+END_TEST
+
+/* A loop whose instructions are few but slow (each builds a large string) is
+ * stopped by the wall-clock deadline the hook checks. */
+START_TEST(test_sandbox_wall_clock_deadline)
+{
+	struct conf_errors e;
+	conf_errors_init(&e);
+	struct conf *c = conf_load_string("loop.lua",
+	                                  "for i = 1, 1000000 do local s = string.rep('x', 100000) end\n"
+	                                  "return {}",
+	                                  &e);
+	ck_assert_ptr_null(c);
+	ck_assert_uint_eq(e.count, 1);
+	ck_assert_msg(strstr(e.msgs[0], "loop.lua:1: config took too long (stopped after 5 seconds)") == e.msgs[0],
+	              "got: %s", e.msgs[0]);
+	conf_errors_free(&e);
+}
+END_TEST
+
 /* Lookups by name in a config of thousands of pools, services and routes: the
  * conf's binary searches and the runtime's hash indexes find every entry
  * (issue 17: linear lookups made start-up quadratic). */
@@ -1322,6 +1380,8 @@ static Suite *conf_suite(void)
 	tcase_add_test(sandbox, test_sandbox_bytecode_refused);
 	tcase_add_test(sandbox, test_sandbox_instruction_budget);
 	tcase_add_test(sandbox, test_sandbox_memory_cap);
+	tcase_add_test(sandbox, test_sandbox_pattern_bounded);
+	tcase_add_test(sandbox, test_sandbox_wall_clock_deadline);
 	tcase_add_test(sandbox, test_lua_errors);
 	tcase_add_test(sandbox, test_load_missing_file);
 	suite_add_tcase(s, sandbox);
