@@ -851,11 +851,15 @@ static void conn_free(struct admin_conn *c)
 	free(c);
 }
 
-static void conn_close_after_flush(struct admin_conn *c)
+/* Returns false if c was freed (nothing left to send). */
+static bool conn_close_after_flush(struct admin_conn *c)
 {
 	c->closing = true;
-	if (bufferevent_disable(c->bev, EV_READ) != 0 || evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+	if (bufferevent_disable(c->bev, EV_READ) != 0 || evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
 		conn_free(c);
+		return false;
+	}
+	return true;
 }
 
 static void conn_run_line(struct admin_conn *c, struct evbuffer *in, size_t len, struct evbuffer *out)
@@ -905,8 +909,7 @@ static bool conn_process(struct admin_conn *c)
 		if (avail > ADMIN_CMD_MAX_LINE) {
 			reply_error(out, false, "line too long (at most %d bytes)", ADMIN_CMD_MAX_LINE);
 			evbuffer_drain(in, avail);
-			conn_close_after_flush(c);
-			return !c->closing || evbuffer_get_length(out) > 0 ? true : false;
+			return conn_close_after_flush(c);
 		}
 		if (c->eof && avail > 0) {
 			conn_run_line(c, in, avail, out);
@@ -914,11 +917,8 @@ static bool conn_process(struct admin_conn *c)
 		}
 		break;
 	}
-	if (c->eof && !c->closing && evbuffer_get_length(in) == 0) {
-		bool flushed = evbuffer_get_length(out) == 0;
-		conn_close_after_flush(c);
-		return !flushed;
-	}
+	if (c->eof && !c->closing && evbuffer_get_length(in) == 0)
+		return conn_close_after_flush(c);
 	return true;
 }
 
