@@ -127,9 +127,18 @@ void pool_set_free(struct pool_set *ps)
 
 struct pool_state *pool_set_find(struct pool_set *ps, const char *name)
 {
-	for (size_t i = 0; i < ps->num_pools; i++)
-		if (strcmp(ps->pools[i].conf->name, name) == 0)
-			return &ps->pools[i];
+	/* a set is in its config's pool order, which is sorted by name (conf_find_pool) */
+	size_t lo = 0, hi = ps->num_pools;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		int cmp = strcmp(name, ps->pools[mid].conf->name);
+		if (cmp == 0)
+			return &ps->pools[mid];
+		if (cmp < 0)
+			hi = mid;
+		else
+			lo = mid + 1;
+	}
 	return NULL;
 }
 
