@@ -10,6 +10,8 @@ import json
 import os
 import re
 import signal
+import socket
+import ssl
 import subprocess
 import threading
 
@@ -19,6 +21,8 @@ import pytest
 from conftest import SLUICE_BIN, RawConn, config_to_lua, free_port, wait_until
 from test_h2 import H2Client
 from test_res_admin import ctl, ctl_ok, sockdir  # noqa: F401  (fixture)
+from test_tls import peer_cert_text
+from test_tls_certs import certs, tls_config  # noqa: F401  (fixture)
 
 
 def two_pool_config(port, sock, blue, green, route_pool, workers=2, extra_routes=(), h2c=True, **pool_extra):
@@ -284,3 +288,33 @@ def test_many_reloads_under_traffic(sluice, upstreams, sockdir):
         th.join(10)
     assert not failures, failures[:5]
     assert counts["n"] > 20
+
+
+def test_reload_rotates_a_certificate(certs, sluice, upstreams, sockdir):
+    """New handshakes use the new certificate; a connection made before keeps working."""
+    (u,) = upstreams(1)
+    old = certs.issue("old", dns=["site.test", "old.test"])
+    new = certs.issue("new", dns=["site.test", "new.test"])
+    port = free_port()
+    sock = os.path.join(sockdir, "admin.sock")
+    cfg = tls_config(port, [u.address], [{"cert": old[0], "key": old[1]}], admin={"socket": sock})
+    gw = sluice(cfg)
+    wait_until(lambda: os.path.exists(sock), what="admin socket")
+    gw.sock = sock
+    assert "DNS:old.test" in peer_cert_text(port, servername="site.test")
+    ctx = ssl.create_default_context(cafile=str(certs.ca))
+    before = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=5), server_hostname="site.test")
+    cfg["listeners"][0]["tls"]["certificates"] = [{"cert": new[0], "key": new[1]}]
+    rewrite(gw, cfg)
+    reload_ok(gw)
+    text = peer_cert_text(port, servername="site.test")
+    assert "DNS:new.test" in text and "DNS:old.test" not in text
+    before.sendall(b"GET /still HTTP/1.1\r\nHost: site.test\r\nConnection: close\r\n\r\n")
+    data = b""
+    while True:
+        chunk = before.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    before.close()
+    assert data.startswith(b"HTTP/1.1 200"), data[:200]
