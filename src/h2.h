@@ -17,7 +17,11 @@
  * connection of the worker; its streams (at most max_concurrent_streams) do not. Floods (rapid reset, CONTINUATION,
  * SETTINGS, PING, empty frames, oversized header blocks, glitches) are
  * counted in our own callbacks, not left to the nghttp2 release, and end the
- * session with GOAWAY and a reason counted per worker. */
+ * session with GOAWAY and a reason counted per worker. Streams over
+ * max_concurrent_streams, or that would be one more still uploading a request
+ * body than max_uploading_streams, are refused (REFUSED_STREAM), never the
+ * connection; a HEADERS frame opening a stream with a non-increasing id ends
+ * it (PROTOCOL_ERROR). */
 #ifndef SLUICE_H2_H
 #define SLUICE_H2_H
 

@@ -478,3 +478,22 @@ def test_h2_a_client_that_keeps_exceeding_the_known_limit_is_closed(limited_gw):
     c.close()
     limited_gw.stop()
     assert '"reason":"glitches"' in limited_gw.stderr()
+
+
+def test_h2_late_body_and_trailers_of_a_refused_stream_are_ignored(limited_gw):
+    """RFC 9113 5.1: a client may still send on a stream it did not yet know was refused; those
+    frames (trailers are a HEADERS frame on a lower id) must not end the connection."""
+    c = RawH2(limited_gw.port)
+    settled(c)
+    enc = hpack.Encoder()
+    post = enc.encode([(":method", "POST", True), (":path", "/echo", True), (":scheme", "http", True),
+                       (":authority", "a.test", True)], huffman=False)
+    c.send(frame(0x1, 0x4, 1, post) + frame(0x1, 0x4, 3, post) + frame(0x1, 0x4, 5, post))
+    got = c.frames(lambda g: rst_codes(g) == [7])
+    assert rst_codes(got) == [7]
+    c.send(frame(0x0, 0, 5, b"late") + frame(0x1, 0x5, 5, enc.encode([("x-late", "1", True)], huffman=False)))
+    c.send(frame(0x0, 0x1, 1, b"one") + frame(0x0, 0x1, 3, b"three"))
+    got = c.frames(lambda g: ended(1)(g) and ended(3)(g))
+    assert goaway_of(got) is None and "closed" not in got, got[-3:]
+    assert sum(1 for f in got if f != "closed" and f[0] == 0x1 and f[2] in (1, 3)) == 2
+    c.close()
