@@ -171,12 +171,16 @@ static bool ends_with(const char *s, const char *suffix)
 
 static bool key_names_secret(const char *key)
 {
-	static const char *const words[] = {"password", "passwd", "secret", "token", "api_key", "apikey",
-	                                    "access_key", "private_key", "credential", "auth_key"};
+	static const char *const words[] = {"password", "passwd", "secret", "token", "api_key", "apikey", "access_key",
+	                                    "private_key", "credential", "auth_key", "authorization"};
+	static const char *const whole[] = {"auth", "pass", "pwd", "psk"};
 	if (ends_with(key, "_file") || ends_with(key, "_path") || ends_with(key, "_env"))
 		return false;
 	for (size_t i = 0; i < sizeof words / sizeof words[0]; i++)
 		if (strstr(key, words[i]))
+			return true;
+	for (size_t i = 0; i < sizeof whole / sizeof whole[0]; i++)
+		if (strcmp(key, whole[i]) == 0)
 			return true;
 	return false;
 }
@@ -185,6 +189,15 @@ static bool has_at(const char *s, size_t n, size_t i, const char *what)
 {
 	size_t m = strlen(what);
 	return i + m <= n && memcmp(s + i, what, m) == 0;
+}
+
+/* Length of the run of token characters (base64, base64url, '.', '-') from i. */
+static size_t token_run(const char *s, size_t n, size_t i)
+{
+	size_t j = i;
+	while (j < n && (isalnum((unsigned char)s[j]) || strchr("+/=_.-", s[j])))
+		j++;
+	return j - i;
 }
 
 /* What secret the literal's content is, or NULL. */
@@ -215,6 +228,15 @@ static const char *content_secret(const char *s, size_t n)
 			if (j < n && s[j] == '@' && colon && colon + 1 < j)
 				return "a URL with a password";
 		}
+		if (i == 0 && (has_at(s, n, 0, "Bearer ") || has_at(s, n, 0, "bearer ") || has_at(s, n, 0, "Basic ")) &&
+		    token_run(s, n, s[0] == 'B' && s[1] == 'a' ? 6 : 7) >= 8)
+			return "an HTTP Authorization credential";
+		if (i == 0 && has_at(s, n, 0, "eyJ") && memchr(s, '.', n))
+			return "a JSON Web Token";
+		if ((has_at(s, n, i, "ghp_") || has_at(s, n, i, "github_pat_") || has_at(s, n, i, "xoxb-") ||
+		     has_at(s, n, i, "xoxp-")) &&
+		    (i == 0 || !isalnum((unsigned char)s[i - 1])) && token_run(s, n, i + 4) >= 16)
+			return "an access token (GitHub or Slack)";
 	}
 	return NULL;
 }

@@ -140,6 +140,25 @@ def test_check_warns_on_secret_looking_content(tmp_path):
     assert "pa55word" not in r.stderr and "AKIAABCDEFGHIJKLMNOP" not in r.stderr
 
 
+def test_check_warns_on_credentials_in_route_headers_and_tokens(tmp_path):
+    text = ('local m = { headers = { ["authorization"] = "Bearer abcdefghijklmnop1234" } }\n'
+            'local n = { headers = { ["x-api"] = "Basic dXNlcjpwYXNzd29yZA==" } }\n'
+            'local jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl"\n'
+            'local gh = "ghp_0123456789abcdefABCDEF0123456789abcd"\n'
+            'local t = { pass = "x1", auth = "y2" }\n'
+            'return {' + CLEAN_TAIL)
+    p, r = check(tmp_path, text)
+    assert r.returncode == 0, r.stderr
+    lines = [l for l in r.stderr.splitlines() if "warning" in l]
+    assert [l.split(":")[1] for l in lines] == ["1", "2", "3", "4", "5", "5"], r.stderr
+    assert '"authorization"' in lines[0]
+    assert "HTTP Authorization credential" in lines[1]
+    assert "JSON Web Token" in lines[2]
+    assert "access token" in lines[3]
+    for secret in ("abcdefghijklmnop1234", "dXNlcjpwYXNzd29yZA", "c2lnbmF0dXJl", "0123456789abcdef", "x1", "y2"):
+        assert secret not in r.stderr
+
+
 def test_check_does_not_warn_on_files_env_and_ordinary_keys(tmp_path):
     (tmp_path / "redis.pw").write_text("pw\n")
     text = ('local secret = env("APP_SECRET")\n'
@@ -148,6 +167,7 @@ def test_check_does_not_warn_on_files_env_and_ordinary_keys(tmp_path):
             'local t = { password_file = "redis.pw", ["token_path"] = "/run/x", key = "client_ip",\n'
             '            hash_key = "header:x-user-id", per_token = { rate = 1 }, password = "" }\n'
             'local s, u = "a string -- with dashes", "http://example.com:80/path@x"\n'
+            'local v = { passthrough = "yes", authority = "ca", b = "Bearer", key = "Basic auth", w = "eyJ" }\n'
             'return {' + CLEAN_TAIL)
     p, r = check(tmp_path, text)
     assert r.returncode == 0, r.stderr
