@@ -393,3 +393,70 @@ def test_two_hundred_reloads_keep_memory_bounded(sluice, upstreams, sockdir):
     rss["end"] = gw.rss_kb()
     keep.close()
     assert rss["end"] - rss["warm"] < 8 * 1024, rss
+
+
+@pytest.mark.timeout(120)
+def test_reloads_under_wrk_h2load_and_new_https_connections(certs, sluice, upstreams, sockdir):
+    """20 reloads moving the main route between two pools while wrk (HTTP/1.1
+    keep-alive), h2load (h2 over TLS) and a stream of new HTTPS connections
+    run: no request fails or is reset, and every request that starts after a
+    reload returned uses the new routing."""
+    ups = upstreams(2, ["blue", "green"])
+    crt, key = certs.issue("a", dns=["a.test"])
+    sock = os.path.join(sockdir, "admin.sock")
+    port, tls_port = free_port(), free_port()
+    cfg_a = two_pool_config(port, sock, ups[0].address, ups[1].address, "blue", h2c=False)
+    cfg_a["listeners"].append({"name": "tls", "address": "127.0.0.1:%d" % tls_port,
+                               "tls": {"certificates": [{"cert": crt, "key": key}]}})
+    cfg_b = json.loads(json.dumps(cfg_a))
+    cfg_b["routes"][-1]["pool"] = "green"
+    gw = sluice(cfg_a)
+    wait_until(lambda: os.path.exists(sock), what="admin socket")
+    gw.sock = sock
+    seconds = 8
+    wrk = subprocess.Popen(["wrk", "-t1", "-c8", "-d%ds" % seconds, "http://127.0.0.1:%d/w" % port],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    h2l = subprocess.Popen(["h2load", "-D", str(seconds), "-c4", "-m8", "https://127.0.0.1:%d/h" % tls_port],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    stop = threading.Event()
+    https = {"ok": 0, "failed": []}
+
+    def new_https_connections():
+        ctx = ssl.create_default_context(cafile=str(certs.ca))
+        while not stop.is_set():
+            try:
+                with ctx.wrap_socket(socket.create_connection(("127.0.0.1", tls_port), timeout=10),
+                                     server_hostname="a.test") as s:
+                    s.sendall(b"GET /n HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n")
+                    data = b""
+                    while True:
+                        chunk = s.recv(65536)
+                        if not chunk:
+                            break
+                        data += chunk
+                if data.startswith(b"HTTP/1.1 200"):
+                    https["ok"] += 1
+                else:
+                    https["failed"].append(data[:100])
+            except (OSError, ssl.SSLError) as e:
+                https["failed"].append(repr(e))
+
+    t = threading.Thread(target=new_https_connections)
+    t.start()
+    try:
+        time.sleep(0.5)
+        for i in range(20):
+            rewrite(gw, cfg_b if i % 2 == 0 else cfg_a)
+            reload_ok(gw)
+            assert server_of(gw) == ("green" if i % 2 == 0 else "blue")
+            time.sleep(0.25)
+    finally:
+        stop.set()
+        t.join(20)
+        wrk_out = wrk.communicate(timeout=60)[0]
+        h2l_out = h2l.communicate(timeout=60)[0]
+    assert "requests in" in wrk_out and "Socket errors" not in wrk_out and "Non-2xx" not in wrk_out, wrk_out
+    m = re.search(r"requests: (\d+) total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored",
+                  h2l_out)
+    assert m and int(m.group(3)) > 0 and m.group(4) == "0" and m.group(5) == "0", h2l_out
+    assert not https["failed"] and https["ok"] > 10, (https["ok"], https["failed"][:3])
