@@ -14,13 +14,21 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
 #include <event2/event.h>
+#include <event2/listener.h>
 
 #include "exchange.h"
 #include "module.h"
 #include "pipeline.h"
+#include "pool.h"
 #include "route.h"
+#include "runtime.h"
 #include "snapshot.h"
 #include "worker.h"
 
@@ -96,8 +104,9 @@ static const struct module probe_module = {
 };
 
 /* The second module: what the access phase reaches after the probe said
- * CONTINUE (it answers 409, so the proxy phase is not entered). */
+ * CONTINUE. It answers 409 unless a test lets it through to the proxy. */
 static int gate_calls;
+static bool gate_open;
 
 static enum phase_result gate_access(struct request *r, const void *ss, void *ws, struct phase_deny *deny)
 {
@@ -105,6 +114,8 @@ static enum phase_result gate_access(struct request *r, const void *ss, void *ws
 	(void)ss;
 	(void)ws;
 	gate_calls++;
+	if (gate_open)
+		return PHASE_CONTINUE;
 	deny->status = 409;
 	deny->reason = REASON_POLICY_ERROR;
 	return PHASE_DENY;
@@ -189,14 +200,27 @@ static void fake_start_body(struct exchange *ex)
 	f->body_started = true;
 }
 
+/* The request body the test protocol delivers, decoded, at most 5 bytes a
+ * call (so that the proxy's framing of each read shows), then a trailer. */
+static const char *body_src;
+static size_t body_pos;
+
 static ssize_t fake_read_body(struct exchange *ex, struct evbuffer *dst, size_t max, int *status, enum reason *reason)
 {
-	(void)dst;
-	(void)max;
 	(void)status;
 	(void)reason;
-	ex->body_done = true;
-	return 0;
+	size_t left = body_src ? strlen(body_src) - body_pos : 0;
+	size_t n = left < 5 ? left : 5;
+	if (n > max)
+		n = max;
+	ck_assert_int_eq(evbuffer_add(dst, body_src ? body_src + body_pos : "", n), 0);
+	body_pos += n;
+	if (body_pos == (body_src ? strlen(body_src) : 0)) {
+		ex->body_done = true;
+		fields_add(&ex->trailers, "x-t", 3, "1", 1);
+		fields_add(&ex->trailers, "content-length", 14, "99", 2); /* not a trailer: dropped */
+	}
+	return (ssize_t)n;
 }
 
 static void fake_pause_body(struct exchange *ex, bool paused)
@@ -228,29 +252,96 @@ static const struct ex_ops fake_ops = {
 /* ---- a worker on a real snapshot ---- */
 
 static struct worker w;
-static struct worker_gen gen; /* the worker's current generation (worker.h): no pools needed here */
+static struct worker_gen gen; /* the worker's current generation (worker.h) */
 static struct fake fk;
 static char conf_path[64];
 
-static void setup(void)
+/* ---- a real upstream on the worker's own loop ---- */
+
+static struct evconnlistener *up_listener;
+static struct runtime *up_runtime;
+static struct evbuffer *up_request; /* what the upstream received */
+static const char *up_end;          /* the request is complete once this is in it */
+static int up_connections;
+static struct bufferevent *up_bevs[8]; /* the upstream's side of each connection, freed by teardown */
+
+static void up_read(struct bufferevent *bev, void *arg)
+{
+	(void)arg;
+	evbuffer_add_buffer(up_request, bufferevent_get_input(bev));
+	size_t n = evbuffer_get_length(up_request);
+	const char *all = (const char *)evbuffer_pullup(up_request, (ev_ssize_t)n);
+	if (n < strlen(up_end) || memcmp(all + n - strlen(up_end), up_end, strlen(up_end)) != 0)
+		return;
+	static const char resp[] = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-type: text/x\r\n"
+	                           "x-up: 1\r\nconnection: keep-alive\r\n\r\nok";
+	bufferevent_write(bev, resp, sizeof resp - 1);
+}
+
+static void up_event(struct bufferevent *bev, short what, void *arg)
+{
+	(void)what;
+	(void)arg;
+	for (int i = 0; i < 8; i++)
+		if (up_bevs[i] == bev)
+			up_bevs[i] = NULL;
+	bufferevent_free(bev);
+}
+
+static void up_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen, void *arg)
+{
+	(void)l;
+	(void)sa;
+	(void)salen;
+	(void)arg;
+	struct bufferevent *bev = bufferevent_socket_new(w.base, fd, BEV_OPT_CLOSE_ON_FREE);
+	ck_assert_ptr_nonnull(bev);
+	ck_assert_int_lt(up_connections, 8);
+	up_bevs[up_connections++] = bev;
+	bufferevent_setcb(bev, up_read, NULL, up_event, NULL);
+	bufferevent_enable(bev, EV_READ);
+}
+
+static void setup_with(bool upstream)
 {
 	memset(&probe, 0, sizeof probe);
 	memset(&fk, 0, sizeof fk);
 	gate_calls = 0;
+	gate_open = false;
+	body_src = NULL;
+	body_pos = 0;
+	up_connections = 0;
+	memset(&w, 0, sizeof w);
+	w.base = event_base_new();
+	ck_assert_ptr_nonnull(w.base);
+	unsigned port = 9; /* discard: never reached without the upstream */
+	if (upstream) {
+		struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+		up_listener = evconnlistener_new_bind(w.base, up_accept, NULL, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE,
+		                                      16, (struct sockaddr *)&sin, sizeof sin);
+		ck_assert_ptr_nonnull(up_listener);
+		socklen_t len = sizeof sin;
+		ck_assert_int_eq(getsockname(evconnlistener_get_fd(up_listener), (struct sockaddr *)&sin, &len), 0);
+		port = ntohs(sin.sin_port);
+		up_request = evbuffer_new();
+		up_end = "\r\n\r\n";
+	}
 	strcpy(conf_path, "/tmp/check_pipeline_XXXXXX");
 	int fd = mkstemp(conf_path);
 	ck_assert_int_ge(fd, 0);
-	static const char cfg[] =
-	    "return {\n"
-	    "  workers = 1,\n"
-	    "  listeners = { { name = \"t\", address = \"127.0.0.1:1\" } },\n"
-	    "  pools = { web = { servers = { \"127.0.0.1:9\" } } },\n"
-	    "  routes = {\n"
-	    "    { name = \"direct\", match = { path = \"/direct\" }, respond = { status = 200, body = \"hi\" } },\n"
-	    "    { name = \"app\", match = { path_prefix = \"/app\" }, pool = \"web\" },\n"
-	    "  },\n"
-	    "}\n";
-	ck_assert_int_eq(write(fd, cfg, sizeof cfg - 1), (ssize_t)(sizeof cfg - 1));
+	char cfg[1024];
+	int k = snprintf(cfg, sizeof cfg,
+	                 "return {\n"
+	                 "  workers = 1,\n"
+	                 "  listeners = { { name = \"t\", address = \"127.0.0.1:1\" } },\n"
+	                 "  pools = { web = { servers = { \"127.0.0.1:%u\" } } },\n"
+	                 "  routes = {\n"
+	                 "    { name = \"direct\", match = { path = \"/direct\" }, respond = { status = 200, body = \"hi\" } },\n"
+	                 "    { name = \"app\", match = { path_prefix = \"/app\" }, pool = \"web\" },\n"
+	                 "  },\n"
+	                 "}\n",
+	                 port);
+	ck_assert_int_eq(write(fd, cfg, (size_t)k), k);
 	close(fd);
 	struct conf_errors errs;
 	conf_errors_init(&errs);
@@ -259,9 +350,6 @@ static void setup(void)
 		fprintf(stderr, "%s\n", errs.msgs[i]);
 	ck_assert_ptr_nonnull(s);
 	conf_errors_free(&errs);
-	memset(&w, 0, sizeof w);
-	w.base = event_base_new();
-	ck_assert_ptr_nonnull(w.base);
 	w.snap = s; /* the build's reference, held by the generation requests enter */
 	memset(&gen, 0, sizeof gen);
 	gen.snap = s;
@@ -271,10 +359,41 @@ static void setup(void)
 	w.module_state = calloc(module_count, sizeof(void *));
 	w.rng_state = 42;
 	fk.body = evbuffer_new();
+	if (upstream) {
+		/* the proxy phase's worker state: the runtime tables and the pool set */
+		ck_assert_int_eq(io_flush_queue_init(&w.flush_queue, w.base), 0);
+		up_runtime = runtime_new();
+		ck_assert_ptr_nonnull(up_runtime);
+		ck_assert_int_eq(runtime_sync(up_runtime, s->conf), 0);
+		gen.pools = pool_set_new(&w, up_runtime, s->conf);
+		ck_assert_ptr_nonnull(gen.pools);
+	}
+}
+
+static void setup(void)
+{
+	setup_with(false);
+}
+
+static void setup_upstream(void)
+{
+	setup_with(true);
 }
 
 static void teardown(void)
 {
+	if (gen.pools) {
+		pool_set_free(gen.pools);
+		gen.pools = NULL;
+		io_flush_queue_free(&w.flush_queue);
+		runtime_free(up_runtime);
+		evconnlistener_free(up_listener);
+		evbuffer_free(up_request);
+		for (int i = 0; i < 8; i++)
+			if (up_bevs[i])
+				bufferevent_free(up_bevs[i]);
+		memset(up_bevs, 0, sizeof up_bevs);
+	}
 	pipeline_free_exchanges(&w);
 	route_scratch_free(w.route_scratch);
 	free(w.module_state);
@@ -475,6 +594,105 @@ START_TEST(suspension_deadline_cancels_and_answers_503)
 }
 END_TEST
 
+/* Run the worker's loop until the test protocol saw the exchange end. */
+static void run_until_released(void)
+{
+	while (fk.releases == 0)
+		ck_assert_int_ge(event_base_loop(w.base, EVLOOP_ONCE), 0);
+}
+
+static char *upstream_request(void)
+{
+	size_t n = evbuffer_get_length(up_request);
+	char *s = calloc(1, n + 1);
+	evbuffer_copyout(up_request, s, n);
+	return s;
+}
+
+START_TEST(continue_through_the_proxy_phase)
+{
+	probe.access_result = PHASE_CONTINUE;
+	gate_open = true;
+	start_request("/app/x?q=1");
+	run_until_released();
+	ck_assert_int_eq(up_connections, 1);
+	char *req = upstream_request();
+	/* the upstream head is built from the fields as the access phase left them */
+	ck_assert_ptr_nonnull(strstr(req, "GET /app/x?q=1 HTTP/1.1\r\nhost: Example.COM:8080\r\n"));
+	ck_assert_ptr_nonnull(strstr(req, "\r\nx-probe-req: changed\r\n"));
+	ck_assert_ptr_null(strstr(req, "original"));
+	ck_assert_ptr_nonnull(strstr(req, "\r\nx-forwarded-for: 192.0.2.7\r\n"));
+	ck_assert_ptr_null(strstr(req, "content-length"));
+	ck_assert_ptr_null(strstr(req, "transfer-encoding"));
+	free(req);
+	expect_answer(200, REASON_NONE);
+	/* the upstream's fields, the pipeline's and the module's, in one head */
+	ck_assert_str_eq(field("x-up"), "1");
+	ck_assert_str_eq(field("content-length"), "2");
+	ck_assert_ptr_null(field("connection")); /* hop-by-hop: not the client's */
+	ck_assert_int_eq(fk.body_kind, EX_BODY_LENGTH);
+	char body[8] = {0};
+	evbuffer_copyout(fk.body, body, sizeof body - 1);
+	ck_assert_str_eq(body, "ok");
+}
+END_TEST
+
+START_TEST(body_of_unknown_length_goes_upstream_chunked)
+{
+	probe.access_result = PHASE_CONTINUE;
+	gate_open = true;
+	body_src = "hello world";
+	up_end = "\r\n0\r\nx-t: 1\r\n\r\n";
+	struct exchange *ex = pipeline_exchange_new(&w);
+	struct pipeline_peer peer = {.scheme = "https", .ip = "192.0.2.8", .port = 1, .listener = 0};
+	fk.ex = ex;
+	pipeline_begin(ex, &w, &fake_ops, &fk, &peer);
+	struct request *r = &ex->req;
+	r->method = "POST";
+	r->target = r->origin_target = r->path = "/app/upload";
+	r->authority = "example.com";
+	ex->body = EX_BODY_STREAM; /* an HTTP/2 body without content-length, say */
+	pipeline_start(ex, 0);
+	ck_assert(fk.body_started); /* admitted: the protocol was told to start the body */
+	run_until_released();
+	char *req = upstream_request();
+	/* the proxy frames each read itself; the trailer that may not be one is dropped */
+	const char *body = strstr(req, "\r\n\r\n");
+	ck_assert_ptr_nonnull(strstr(req, "\r\ntransfer-encoding: chunked\r\n"));
+	ck_assert_ptr_nonnull(body);
+	ck_assert_str_eq(body + 4, "5\r\nhello\r\n5\r\n worl\r\n1\r\nd\r\n0\r\nx-t: 1\r\n\r\n");
+	free(req);
+	expect_answer(200, REASON_NONE);
+	ck_assert(!fk.body_unread);
+}
+END_TEST
+
+START_TEST(body_of_known_length_goes_upstream_as_is)
+{
+	probe.access_result = PHASE_CONTINUE;
+	gate_open = true;
+	body_src = "hello";
+	up_end = "\r\n\r\nhello";
+	struct exchange *ex = pipeline_exchange_new(&w);
+	struct pipeline_peer peer = {.scheme = "http", .ip = "192.0.2.9", .port = 1, .listener = 0};
+	fk.ex = ex;
+	pipeline_begin(ex, &w, &fake_ops, &fk, &peer);
+	struct request *r = &ex->req;
+	r->method = "PUT";
+	r->target = r->origin_target = r->path = "/app/put";
+	r->authority = "example.com";
+	ex->body = EX_BODY_LENGTH;
+	ex->body_length = 5;
+	pipeline_start(ex, 0);
+	run_until_released();
+	char *req = upstream_request();
+	ck_assert_ptr_nonnull(strstr(req, "\r\ncontent-length: 5\r\n\r\nhello"));
+	ck_assert_ptr_null(strstr(req, "transfer-encoding"));
+	free(req);
+	expect_answer(200, REASON_NONE);
+}
+END_TEST
+
 START_TEST(fields_api)
 {
 	struct arena a;
@@ -520,6 +738,13 @@ static Suite *pipeline_suite(void)
 	tcase_add_test(tc, cancel_while_suspended_tells_the_module);
 	tcase_add_test(tc, suspension_deadline_cancels_and_answers_503);
 	suite_add_tcase(s, tc);
+	TCase *tp = tcase_create("proxy");
+	tcase_add_checked_fixture(tp, setup_upstream, teardown);
+	tcase_set_timeout(tp, 30);
+	tcase_add_test(tp, continue_through_the_proxy_phase);
+	tcase_add_test(tp, body_of_unknown_length_goes_upstream_chunked);
+	tcase_add_test(tp, body_of_known_length_goes_upstream_as_is);
+	suite_add_tcase(s, tp);
 	TCase *tf = tcase_create("fields");
 	tcase_add_test(tf, fields_api);
 	suite_add_tcase(s, tf);
