@@ -465,6 +465,11 @@ int server_run(const char *config_path)
 	struct server srv;
 	memset(&srv, 0, sizeof(srv));
 	srv.config_path = config_path;
+	/* a peer closing mid-write must be an error return, not a dead process;
+	 * and no signal an operator sends may kill the gateway while it starts
+	 * (a large config takes a while to load) */
+	signals_ignore_early();
+	log_remember_files();
 	pthread_condattr_t cattr;
 	if (pthread_mutex_init(&srv.reap_lock, NULL) != 0 || pthread_mutex_init(&srv.adopt_lock, NULL) != 0 ||
 	    pthread_condattr_init(&cattr) != 0 || pthread_condattr_setclock(&cattr, CLOCK_MONOTONIC) != 0 ||
@@ -490,11 +495,6 @@ int server_run(const char *config_path)
 		snapshot_unref(srv.snap);
 		return 1;
 	}
-	/* a peer closing mid-write must be an error return, not a dead process;
-	 * and no signal an operator sends may kill the gateway while it starts */
-	signals_ignore_early();
-	log_remember_files();
-
 	/* runtime state first: the workers' pools bind to its entries by name */
 	srv.runtime = runtime_new();
 	if (!srv.runtime || runtime_sync(srv.runtime, c) != 0) {

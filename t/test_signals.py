@@ -5,10 +5,11 @@ test_lifecycle.py), every other one is ignored with a log line."""
 
 import os
 import signal
+import socket
 import threading
 import time
 
-from conftest import ConnectionClosed, RawConn, wait_until
+from conftest import ConnectionClosed, RawConn, base_config, config_to_lua, free_port, wait_until
 
 IGNORED = [signal.SIGUSR2, signal.SIGQUIT, signal.SIGALRM, signal.SIGVTALRM, signal.SIGPROF, signal.SIGTSTP,
            signal.SIGTTIN, signal.SIGTTOU, signal.SIGWINCH, signal.SIGURG, signal.SIGXCPU, signal.SIGXFSZ,
@@ -143,3 +144,35 @@ def test_sigusr1_reopens_a_renamed_access_log_and_error_log(gateway, tmp_path):
     wait_until(lambda: "access log reopened" in gw.stderr(), what="reopen logged in the new error log")
     assert "SIGUSR1: reopening log files" in err_rotated.read_text()
     assert "log file reopened" in gw.stderr()
+
+
+def cpu_ticks(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+def test_signals_while_the_config_loads_do_not_kill(sluice, upstreams):
+    # a config that takes a moment to evaluate: signals arrive before the event loop exists
+    (u,) = upstreams(1)
+    port = free_port()
+    text = "local x = 0\nfor i = 1, 8000000 do x = x + i end\n" + config_to_lua(base_config(port, [u.address]))
+    gw = sluice(text, ports=[port], ready=False)
+    # past exec and the dynamic loader (a signal there would kill any program):
+    # inside sluice, evaluating the config, once it has used some CPU time
+    wait_until(lambda: gw.proc.poll() is not None or cpu_ticks(gw.pid) >= 3, timeout=10, what="sluice running")
+    deadline = time.monotonic() + 20
+    sent = 0
+    while time.monotonic() < deadline and gw.proc.poll() is None:
+        for sig in (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM):
+            gw.send_signal(sig)
+            sent += 1
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.01)
+    assert gw.proc.poll() is None, "sluice died while starting; stderr:\n%s" % gw.stderr()[-2000:]
+    assert sent >= 8
+    with RawConn(port) as c:
+        assert c.request("GET", "/after-start").status == 200
