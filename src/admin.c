@@ -339,6 +339,11 @@ static void show_config(struct admin *a, bool json, struct evbuffer *out)
 			evbuffer_add_printf(out, "%lld", a->snap->loaded_by_uid);
 		else
 			evbuffer_add_printf(out, "null");
+		if (a->sf) {
+			evbuffer_add_printf(out, ",\"state_file_writable\":%s,\"state_file_problem\":",
+			                    statefile_writable(a->sf) ? "true" : "false");
+			out_json_str(out, a->sf->problem);
+		}
 		evbuffer_add_printf(out, ",\"runtime_changes\":%llu}\n", changes);
 		return;
 	}
@@ -354,8 +359,13 @@ static void show_config(struct admin *a, bool json, struct evbuffer *out)
 	                    c->source, (unsigned long long)a->snap->generation, loaded, by, c->workers, c->num_listeners,
 	                    c->num_pools, servers, c->num_services, c->num_routes,
 	                    c->state_file ? c->state_file : "(none: changes last until restart)", changes);
-	if (a->sf && !statefile_writable(a->sf))
-		evbuffer_add_printf(out, "state file  NOT WRITTEN on changes: see show state-file\n");
+	if (a->sf && !statefile_writable(a->sf)) {
+		evbuffer_add_printf(out, "state file  NOT WRITTEN on changes: ");
+		out_text(out, a->sf->problem);
+		evbuffer_add_printf(out, a->sf->status == STATEFILE_UNREADABLE
+		                             ? " (sluice ctl save-state --force replaces it; show state-file)\n"
+		                             : " (never replaced; show state-file)\n");
+	}
 }
 
 static void show_diff(struct admin *a, bool json, struct evbuffer *out)

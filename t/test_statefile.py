@@ -77,7 +77,10 @@ def test_unreadable_state_file_is_not_overwritten_until_forced(upstreams, gatewa
     rc, out, e = as_user(gw, NOBODY, "show", "state-file")
     assert "held: unreadable at start" in out and "Permission denied" in out, out
     rc, out, e = as_user(gw, NOBODY, "show", "config")
-    assert "NOT WRITTEN" in out, out
+    assert "NOT WRITTEN" in out and "Permission denied" in out and "save-state --force" in out, out
+    rc, out, e = as_user(gw, NOBODY, "--json", "show", "config")
+    j = json.loads(out)
+    assert j["state_file_writable"] is False and "Permission denied" in j["state_file_problem"], j
     rc, out, e = as_user(gw, NOBODY, "save-state")
     assert rc == 1 and "not overwritten" in out and open(path).read() == saved, out
     # the operator decides: the running state replaces the file
