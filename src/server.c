@@ -320,7 +320,8 @@ static void server_restart_only(const struct conf *old, const struct conf *c, st
 		                c->source, old->listeners[i].name, old->listeners[i].address);
 	if (!same_str(old->user, c->user))
 		conf_errors_add(errs, "%s: user: changed: %s", c->source, restart);
-	if (!same_str(old->admin.socket, c->admin.socket) || old->admin.mode != c->admin.mode)
+	if (!same_str(old->admin.socket, c->admin.socket) || old->admin.mode != c->admin.mode ||
+	    old->admin.max_connections != c->admin.max_connections)
 		conf_errors_add(errs, "%s: admin: changed: %s", c->source, restart);
 	if (!same_str(old->state_file, c->state_file))
 		conf_errors_add(errs, "%s: state_file: changed: %s", c->source, restart);

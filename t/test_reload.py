@@ -228,11 +228,13 @@ def test_reload_refuses_listener_and_worker_changes(sluice, upstreams, sockdir):
     cfg = json.loads(json.dumps(gw.cfg))
     cfg["listeners"].append({"name": "second", "address": "127.0.0.1:%d" % free_port()})
     cfg["workers"] = 3
+    cfg["admin"]["max_connections"] = 5
     rewrite(gw, cfg)
     rc, out, _ = ctl(gw.sock, "reload")
     assert rc == 1, out
     assert re.search(r"listeners\[2\] \(second\): added .*restart", out), out
     assert re.search(r"workers: changed from 2 to 3: .*restart", out), out
+    assert re.search(r"admin: changed: .*restart", out), out
     assert server_of(gw) == "blue"
 
 
