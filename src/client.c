@@ -540,19 +540,29 @@ static void client_fill_from_head(struct client_conn *cc, struct exchange *ex)
 	struct h1_request *h = &ex->h1;
 	cc->http10 = h->minor_version == 0;
 	r->protocol = cc->http10 ? "HTTP/1.0" : "HTTP/1.1";
-	r->method = arena_strndup(&r->arena, h->method, h->method_len);
-	r->target = arena_strndup(&r->arena, h->target, h->target_len);
-	r->path = arena_strndup(&r->arena, h->path, h->path_len);
+	/* The head is our copy (client_keep_head) and its request line is parsed:
+	 * the space after the method and after the target, and the line end
+	 * after a Host value, may become the strings' ends (no copies). */
+	char *method = (char *)h->method, *target = (char *)h->target;
+	const char *t_end = target + h->target_len;
+	method[h->method_len] = '\0';
+	target[h->target_len] = '\0';
+	r->method = method;
+	r->target = target;
+	r->path = h->path == h->target && h->path_len == h->target_len ? r->target
+	                                                               : arena_strndup(&r->arena, h->path, h->path_len);
 	r->origin_target = r->target;
 	if (h->target_len > 0 && h->target[0] != '/' && h->target[0] != '*') {
 		/* absolute-form: the upstream gets origin-form (path and query) */
-		const char *t_end = h->target + h->target_len;
-		r->origin_target = h->path >= h->target && h->path < t_end
-		                       ? arena_strndup(&r->arena, h->path, (size_t)(t_end - h->path))
-		                       : "/";
+		r->origin_target = h->path >= h->target && h->path < t_end ? h->path : "/";
 	}
-	if (h->authority)
-		r->authority = arena_strndup(&r->arena, h->authority, h->authority_len);
+	if (h->authority && h->authority >= h->target && h->authority < t_end) {
+		r->authority = arena_strndup(&r->arena, h->authority, h->authority_len); /* inside the target */
+	} else if (h->authority) {
+		char *a = (char *)h->authority;
+		a[h->authority_len] = '\0';
+		r->authority = a;
+	}
 	fields_view(&r->headers, &r->arena, h->headers, h->header_flags, h->num_headers, H1_MAX_HEADERS);
 	ex->head_method = h->method_len == 4 && memcmp(h->method, "HEAD", 4) == 0;
 	ex->h1_body = h->body;

@@ -661,7 +661,7 @@ static int stream_start(struct h2_session *s, struct h2_stream *st, bool end_str
 		r->target = r->origin_target = r->path = auth;
 	} else {
 		r->target = r->origin_target = st->target;
-		r->path = arena_strndup(&r->arena, st->target, st->path_len);
+		r->path = st->path_len == st->target_len ? st->target : arena_strndup(&r->arena, st->target, st->path_len);
 	}
 	r->authority = auth;
 	ex->head_method = strcmp(st->method, "HEAD") == 0;
