@@ -46,6 +46,12 @@ static void walk_server(struct conf_walker *w, int v, struct conf_server *s)
 	conf_field_unsigned(w, v, "weight", 0, 1000, &s->weight);
 }
 
+static int compare_server_addresses(const void *a, const void *b)
+{
+	const struct conf_server *x = a, *y = b;
+	return conf_sockaddr_compare(&x->addr, x->addr_len, &y->addr, y->addr_len);
+}
+
 static void walk_servers(struct conf_walker *w, int pool_table, struct conf_pool *p)
 {
 	struct conf_field f;
@@ -64,21 +70,17 @@ static void walk_servers(struct conf_walker *w, int pool_table, struct conf_pool
 		walk_server(w, lua_gettop(w->L), &p->servers[i - 1]);
 		conf_field_close(w, &item);
 	}
-	for (size_t i = 1; i < n; i++) {
-		const struct conf_server *s = &p->servers[i];
-		for (size_t j = 0; j < i; j++) {
-			const struct conf_server *o = &p->servers[j];
-			if (conf_sockaddr_equal(&s->addr, s->addr_len, &o->addr, o->addr_len)) {
-				size_t mark = conf_path_push_index(w, i + 1);
-				char *q = conf_quoted(p->name);
-				conf_werr_key(w, "address", "duplicate server %s in pool %s (also servers[%zu])", s->address, q,
-				         j + 1);
-				free(q);
-				conf_path_pop(w, mark);
-				break;
-			}
-		}
+	struct conf_duplicate *dups = conf_xcalloc(n, sizeof *dups);
+	size_t num_dups = conf_find_duplicates(p->servers, n, sizeof *p->servers, compare_server_addresses, dups);
+	for (size_t k = 0; k < num_dups; k++) {
+		size_t mark = conf_path_push_index(w, dups[k].index + 1);
+		char *q = conf_quoted(p->name);
+		conf_werr_key(w, "address", "duplicate server %s in pool %s (also servers[%zu])",
+		              p->servers[dups[k].index].address, q, dups[k].first + 1);
+		free(q);
+		conf_path_pop(w, mark);
 	}
+	free(dups);
 	conf_field_close(w, &f);
 }
 

@@ -358,53 +358,17 @@ static void walk_route(struct conf_walker *w, int t, size_t index, struct conf_r
 	r->action = num_present == 1 && strcmp(present[0], "respond") == 0 ? CONF_ROUTE_RESPOND : CONF_ROUTE_PROXY;
 }
 
-struct named_index {
-	const char *name;
-	size_t index;
-};
-
-static int compare_name_then_index(const void *a, const void *b)
+static int compare_route_names(const void *a, const void *b)
 {
-	const struct named_index *x = a, *y = b;
-	int cmp = strcmp(x->name, y->name);
-	if (cmp != 0)
-		return cmp;
-	return x->index < y->index ? -1 : x->index > y->index;
+	return strcmp(((const struct conf_route *)a)->name, ((const struct conf_route *)b)->name);
 }
 
-struct duplicate {
-	size_t index; /* the route with the name again */
-	size_t first; /* the first route with it */
-};
-
-static int compare_duplicates(const void *a, const void *b)
-{
-	const struct duplicate *x = a, *y = b;
-	return x->index < y->index ? -1 : x->index > y->index;
-}
-
-/* Every route whose name an earlier route already has, in route order, each
- * naming the first route with it. Sorting keeps this n log n: configs with
- * tens of thousands of routes exist. */
+/* Every route whose name an earlier route already has, each naming the first. */
 static void report_duplicate_names(struct conf_walker *w, const struct conf *c)
 {
-	size_t n = c->num_routes;
-	if (n < 2)
-		return;
-	struct named_index *sorted = conf_xcalloc(n, sizeof *sorted);
-	for (size_t i = 0; i < n; i++)
-		sorted[i] = (struct named_index){ c->routes[i].name, i };
-	qsort(sorted, n, sizeof *sorted, compare_name_then_index);
-	struct duplicate *dups = conf_xcalloc(n, sizeof *dups);
-	size_t num_dups = 0;
-	for (size_t i = 1, first = 0; i < n; i++) {
-		if (strcmp(sorted[i].name, sorted[first].name) != 0)
-			first = i;
-		else
-			dups[num_dups++] = (struct duplicate){ sorted[i].index, sorted[first].index };
-	}
-	qsort(dups, num_dups, sizeof *dups, compare_duplicates);
-	for (size_t k = 0; k < num_dups; k++) {
+	struct conf_duplicate *dups = conf_xcalloc(c->num_routes, sizeof *dups);
+	size_t n = conf_find_duplicates(c->routes, c->num_routes, sizeof *c->routes, compare_route_names, dups);
+	for (size_t k = 0; k < n; k++) {
 		size_t mark = conf_path_push_index(w, dups[k].index + 1);
 		char *q = conf_quoted(c->routes[dups[k].index].name);
 		conf_werr_key(w, "name", "duplicate route name %s (also routes[%zu])", q, dups[k].first + 1);
@@ -412,7 +376,6 @@ static void report_duplicate_names(struct conf_walker *w, const struct conf *c)
 		conf_path_pop(w, mark);
 	}
 	free(dups);
-	free(sorted);
 }
 
 void conf_walk_routes(struct conf_walker *w, int root)

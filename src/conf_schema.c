@@ -350,20 +350,9 @@ bool conf_parse_address(const char *s, struct sockaddr_storage *ss, socklen_t *l
 }
 
 bool conf_sockaddr_equal(const struct sockaddr_storage *a, socklen_t alen, const struct sockaddr_storage *b,
-                           socklen_t blen)
+                         socklen_t blen)
 {
-	if (alen == 0 || blen == 0 || a->ss_family != b->ss_family)
-		return false;
-	if (a->ss_family == AF_INET) {
-		const struct sockaddr_in *x = (const struct sockaddr_in *)a, *y = (const struct sockaddr_in *)b;
-		return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
-	}
-	if (a->ss_family == AF_INET6) {
-		const struct sockaddr_in6 *x = (const struct sockaddr_in6 *)a, *y = (const struct sockaddr_in6 *)b;
-		return x->sin6_port == y->sin6_port && x->sin6_scope_id == y->sin6_scope_id &&
-		       memcmp(&x->sin6_addr, &y->sin6_addr, sizeof x->sin6_addr) == 0;
-	}
-	return alen == blen && memcmp(a, b, alen) == 0;
+	return alen != 0 && blen != 0 && conf_sockaddr_compare(a, alen, b, blen) == 0;
 }
 
 
@@ -1100,4 +1089,78 @@ int conf_open_regular_file(const char *path, struct stat *st, char *why, size_t 
 		return -1;
 	}
 	return fd;
+}
+
+static int compare_ints(long long a, long long b)
+{
+	return a < b ? -1 : a > b;
+}
+
+int conf_sockaddr_compare(const struct sockaddr_storage *a, socklen_t alen, const struct sockaddr_storage *b,
+                          socklen_t blen)
+{
+	if (alen == 0 || blen == 0) /* unset: never equal, ordered by where they are */
+		return a == b ? 0 : (uintptr_t)a < (uintptr_t)b ? -1 : 1;
+	if (a->ss_family != b->ss_family)
+		return compare_ints(a->ss_family, b->ss_family);
+	if (a->ss_family == AF_INET) {
+		const struct sockaddr_in *x = (const struct sockaddr_in *)a, *y = (const struct sockaddr_in *)b;
+		if (x->sin_port != y->sin_port)
+			return compare_ints(ntohs(x->sin_port), ntohs(y->sin_port));
+		return compare_ints(ntohl(x->sin_addr.s_addr), ntohl(y->sin_addr.s_addr));
+	}
+	if (a->ss_family == AF_INET6) {
+		const struct sockaddr_in6 *x = (const struct sockaddr_in6 *)a, *y = (const struct sockaddr_in6 *)b;
+		if (x->sin6_port != y->sin6_port)
+			return compare_ints(ntohs(x->sin6_port), ntohs(y->sin6_port));
+		if (x->sin6_scope_id != y->sin6_scope_id)
+			return compare_ints(x->sin6_scope_id, y->sin6_scope_id);
+		return memcmp(&x->sin6_addr, &y->sin6_addr, sizeof x->sin6_addr);
+	}
+	if (alen != blen)
+		return compare_ints(alen, blen);
+	return memcmp(a, b, alen);
+}
+
+struct duplicate_sort {
+	const char *base;
+	size_t size;
+	int (*compare)(const void *, const void *);
+};
+
+/* Items in order, equal ones by index (qsort is not stable). */
+static int compare_item_indexes(const void *a, const void *b, void *ctx)
+{
+	const struct duplicate_sort *d = ctx;
+	size_t i = *(const size_t *)a, j = *(const size_t *)b;
+	int cmp = d->compare(d->base + i * d->size, d->base + j * d->size);
+	return cmp ? cmp : compare_ints((long long)i, (long long)j);
+}
+
+static int compare_duplicates(const void *a, const void *b)
+{
+	const struct conf_duplicate *x = a, *y = b;
+	return compare_ints((long long)x->index, (long long)y->index);
+}
+
+size_t conf_find_duplicates(const void *base, size_t n, size_t size, int (*compare)(const void *, const void *),
+                            struct conf_duplicate *out)
+{
+	if (n < 2)
+		return 0;
+	struct duplicate_sort d = { base, size, compare };
+	size_t *order = conf_xcalloc(n, sizeof *order);
+	for (size_t i = 0; i < n; i++)
+		order[i] = i;
+	qsort_r(order, n, sizeof *order, compare_item_indexes, &d);
+	size_t count = 0;
+	for (size_t k = 1, first = 0; k < n; k++) {
+		if (compare(d.base + order[k] * size, d.base + order[first] * size) != 0)
+			first = k;
+		else
+			out[count++] = (struct conf_duplicate){ order[k], order[first] };
+	}
+	free(order);
+	qsort(out, count, sizeof *out, compare_duplicates);
+	return count;
 }

@@ -174,6 +174,22 @@ int conf_open_regular_file(const char *path, struct stat *st, char *why, size_t 
 /* Same address and port (either may be unset: len 0, never equal). */
 bool conf_sockaddr_equal(const struct sockaddr_storage *a, socklen_t alen, const struct sockaddr_storage *b,
                          socklen_t blen);
+/* A total order on addresses, 0 exactly when conf_sockaddr_equal (unset ones: never 0). */
+int conf_sockaddr_compare(const struct sockaddr_storage *a, socklen_t alen, const struct sockaddr_storage *b,
+                          socklen_t blen);
+
+/* An item equal to an earlier one: its index and the first one's. */
+struct conf_duplicate {
+	size_t index;
+	size_t first;
+};
+/* The items of an array (n items of size bytes at base) equal to an earlier
+ * one, found by sorting (n log n, for configs of tens of thousands of routes
+ * or servers): compare orders two items, 0 when equal. Fills out (room for
+ * n) in index order; returns how many. */
+size_t conf_find_duplicates(const void *base, size_t n, size_t size, int (*compare)(const void *, const void *),
+                            struct conf_duplicate *out);
+
 /* Number of entries of the table t. */
 size_t conf_count_entries(lua_State *L, int t);
 

@@ -35,6 +35,7 @@ void runtime_free(struct runtime *rt)
 		for (size_t j = 0; j < p->num_servers; j++)
 			server_free(p->servers[j]);
 		free(p->servers);
+		free(p->server_index);
 		free(p->name);
 		free(p);
 	}
@@ -68,6 +69,14 @@ static size_t pool_slot(struct runtime_pool *const *index, size_t cap, const cha
 {
 	size_t i = name_hash(name, NULL) & (cap - 1);
 	while (index[i] && strcmp(index[i]->name, name) != 0)
+		i = (i + 1) & (cap - 1);
+	return i;
+}
+
+static size_t server_slot(struct runtime_server *const *index, size_t cap, const char *address)
+{
+	size_t i = name_hash(address, NULL) & (cap - 1);
+	while (index[i] && strcmp(index[i]->address, address) != 0)
 		i = (i + 1) & (cap - 1);
 	return i;
 }
@@ -111,6 +120,21 @@ static bool index_pool(struct runtime *rt, struct runtime_pool *p)
 	return true;
 }
 
+static bool index_server(struct runtime_pool *p, struct runtime_server *s)
+{
+	size_t cap = p->server_index_cap;
+	if (!index_reserve((void ***)&p->server_index, &p->server_index_cap, p->num_servers))
+		return false;
+	if (cap != p->server_index_cap) {
+		for (size_t i = 0; i < p->num_servers; i++)
+			p->server_index[server_slot(p->server_index, p->server_index_cap, p->servers[i]->address)] =
+			    p->servers[i];
+		return true;
+	}
+	p->server_index[server_slot(p->server_index, p->server_index_cap, s->address)] = s;
+	return true;
+}
+
 static bool index_split(struct runtime *rt, struct runtime_split *sp)
 {
 	size_t cap = rt->split_index_cap;
@@ -136,10 +160,9 @@ struct runtime_pool *runtime_find_pool(const struct runtime *rt, const char *nam
 
 struct runtime_server *runtime_find_server(const struct runtime_pool *p, const char *address)
 {
-	for (size_t i = 0; i < p->num_servers; i++)
-		if (strcmp(p->servers[i]->address, address) == 0)
-			return p->servers[i];
-	return NULL;
+	if (!p->server_index)
+		return NULL;
+	return p->server_index[server_slot(p->server_index, p->server_index_cap, address)];
 }
 
 struct runtime_split *runtime_find_split(const struct runtime *rt, const char *service, const char *pool)
@@ -195,6 +218,11 @@ static struct runtime_server *add_server(struct runtime_pool *p, const char *add
 	atomic_store(&s->breaker_state, BREAKER_CLOSED);
 	atomic_store(&s->breaker_epoch, s->breaker.epoch);
 	if (!push((void ***)&p->servers, &p->num_servers, s)) {
+		server_free(s);
+		return NULL;
+	}
+	if (!index_server(p, s)) {
+		p->num_servers--;
 		server_free(s);
 		return NULL;
 	}

@@ -49,6 +49,8 @@ struct runtime_pool {
 	char *name;
 	struct runtime_server **servers; /* main thread only */
 	size_t num_servers;
+	struct runtime_server **server_index; /* by address, as struct runtime's indexes */
+	size_t server_index_cap;
 	atomic_uint active_requests;
 	atomic_uint retries_inflight;
 	atomic_uint pending;       /* requests waiting for a new connection to open */
@@ -71,7 +73,8 @@ struct runtime {
 	struct runtime_split **splits;
 	size_t num_splits;
 	atomic_uint_fast64_t changes; /* deployer changes applied since start */
-	/* Hash indexes by pool name and by (service, pool), open addressing with
+	/* Hash indexes by pool name and by (service, pool) (and each pool's by
+	 * server address), open addressing with
 	 * linear probing, at most half full: finding an entry by name stays O(1),
 	 * so a config of 50,000 pools starts in linear time (a linear search per
 	 * pool made start-up quadratic). Owned here, rebuilt as they grow. */

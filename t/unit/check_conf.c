@@ -1304,6 +1304,60 @@ START_TEST(test_lookups_by_name_at_scale)
 }
 END_TEST
 
+/* Duplicates among thousands of servers and route names are found by sorting:
+ * each is reported once, in order, naming the first one. */
+START_TEST(test_duplicates_at_scale)
+{
+	struct conf_errors e;
+	conf_errors_init(&e);
+	struct conf *c = conf_load_string("test.lua",
+	                                  "local servers, routes = {}, {}\n"
+	                                  "for i = 1, 3000 do\n"
+	                                  "  servers[i] = '10.0.' .. (i // 256) .. '.' .. (i % 256) .. ':80'\n"
+	                                  "  routes[i] = { name = 'r' .. i, match = { path_prefix = '/' .. i }, pool = 'web' }\n"
+	                                  "end\n"
+	                                  "servers[2500] = '10.0.0.7:80'\n"
+	                                  "servers[2999] = '10.0.0.7:80'\n"
+	                                  "servers[3000] = '[::1]:80'\n"
+	                                  "servers[1] = '[0:0::1]:80'\n"
+	                                  "routes[2000].name = 'r17'\n"
+	                                  "return { " LISTENERS " pools = { web = { servers = servers } }, routes = routes }",
+	                                  &e);
+	ck_assert_ptr_null(c);
+	const char *want[] = {
+		"test.lua: pools.web.servers[2500].address: duplicate server 10.0.0.7:80 in pool \"web\" (also servers[7])",
+		"test.lua: pools.web.servers[2999].address: duplicate server 10.0.0.7:80 in pool \"web\" (also servers[7])",
+		"test.lua: pools.web.servers[3000].address: duplicate server [::1]:80 in pool \"web\" (also servers[1])",
+		"test.lua: routes[2000].name: duplicate route name \"r17\" (also routes[17])",
+	};
+	if (e.count != 4) {
+		char *all = joined(&e);
+		ck_abort_msg("expected 4 errors, got:\n%s", all);
+	}
+	for (size_t i = 0; i < 4; i++)
+		ck_assert_str_eq(e.msgs[i], want[i]);
+	conf_errors_free(&e);
+
+	/* the runtime finds every server of a large pool by address */
+	c = load_ok("local servers = {}\n"
+	            "for i = 1, 3000 do servers[i] = '10.0.' .. (i // 256) .. '.' .. (i % 256) .. ':80' end\n"
+	            "return { " LISTENERS " pools = { web = { servers = servers } } }");
+	struct runtime *rt = runtime_new();
+	ck_assert_ptr_nonnull(rt);
+	ck_assert_int_eq(runtime_sync(rt, c), 0);
+	struct runtime_pool *p = runtime_find_pool(rt, "web");
+	ck_assert_ptr_nonnull(p);
+	for (size_t i = 0; i < c->pools[0].num_servers; i++) {
+		struct runtime_server *s = runtime_find_server(p, c->pools[0].servers[i].address);
+		ck_assert_ptr_nonnull(s);
+		ck_assert_str_eq(s->address, c->pools[0].servers[i].address);
+	}
+	ck_assert_ptr_null(runtime_find_server(p, "10.0.99.1:80"));
+	runtime_free(rt);
+	conf_free(c);
+}
+END_TEST
+
 /* admin.max_connections (issue 17): the admin connection cap, 32 unless set. */
 START_TEST(test_admin_max_connections)
 {
@@ -1353,6 +1407,7 @@ static Suite *conf_suite(void)
 	tcase_add_test(load, test_route_matches_normalised);
 	tcase_add_test(load, test_admin_max_connections);
 	tcase_add_test(load, test_lookups_by_name_at_scale);
+	tcase_add_test(load, test_duplicates_at_scale);
 	suite_add_tcase(s, load);
 
 	TCase *errors = tcase_create("errors");
