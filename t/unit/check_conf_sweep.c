@@ -31,6 +31,12 @@
 #define SLUICE_SRCDIR "."
 #endif
 
+static const char *srcdir(void)
+{
+	const char *d = getenv("SLUICE_SRCDIR");
+	return d && *d ? d : SLUICE_SRCDIR;
+}
+
 /* One of each Lua type, and the numbers that break naive conversions. */
 static const char *const sweep_values[] = {
 	"true", "false", "0", "-1", "1.5", "0/0", "1e300", "-1e300", "math.huge", "math.mininteger",
@@ -82,6 +88,7 @@ struct explore {
 	struct strset slots;    /* paths to sweep */
 	const void **kinds;     /* record key lists already expanded into slots */
 	size_t num_kinds, cap_kinds;
+	struct strset *keys;    /* every record key seen, for the docs check (may be NULL) */
 };
 
 static char *child_path(const char *path, const char *suffix)
@@ -114,6 +121,8 @@ static void visit(void *ud, enum conf_trace_kind kind, const char *path, const c
 		}
 		x->kinds[x->num_kinds++] = keys;
 		for (const char *const *k = keys; *k; k++) {
+			if (x->keys)
+				strset_add(x->keys, *k);
 			char *slot = child_path(path, *k);
 			strset_add(&x->slots, slot);
 			free(slot);
@@ -327,11 +336,12 @@ static void load_traced(const char *source, const char *seed, const char *path, 
 	free(src);
 }
 
-static size_t sweep_file(const char *source, size_t *num_slots)
+static size_t sweep_file(const char *source, size_t *num_slots, struct strset *keys)
 {
 	char *seed = read_file(source);
 	struct explore x;
 	memset(&x, 0, sizeof x);
+	x.keys = keys;
 	struct conf_errors e;
 	conf_errors_init(&e);
 	load_traced(source, seed, NULL, "nil", &x, NULL, &e);
@@ -378,11 +388,6 @@ static size_t sweep_file(const char *source, size_t *num_slots)
 	return loads;
 }
 
-static const char *srcdir(void)
-{
-	const char *d = getenv("SLUICE_SRCDIR");
-	return d && *d ? d : SLUICE_SRCDIR;
-}
 
 START_TEST(test_sweep_shipped_configs)
 {
@@ -392,7 +397,9 @@ START_TEST(test_sweep_shipped_configs)
 	signal(SIGFPE, on_fatal_signal);
 	char path[4096];
 	snprintf(path, sizeof path, "%s/conf/sluice.lua", srcdir());
-	size_t slots = 0, loads = sweep_file(path, &slots);
+	struct strset keys;
+	memset(&keys, 0, sizeof keys);
+	size_t slots = 0, loads = sweep_file(path, &slots, &keys);
 	/* Far more than any hand-made list: the walk found the nested records. */
 	ck_assert_msg(slots > 150, "only %zu slots discovered from %s", slots, path);
 
@@ -408,13 +415,40 @@ START_TEST(test_sweep_shipped_configs)
 		char file[4096 + 256];
 		snprintf(file, sizeof file, "%s/%s", path, de->d_name);
 		size_t s;
-		loads += sweep_file(file, &s);
+		loads += sweep_file(file, &s, &keys);
 		files++;
 	}
 	closedir(d);
 	ck_assert_uint_gt(files, 0);
 	fprintf(stderr, "check_conf_sweep: %zu slots in conf/sluice.lua, %zu loads over %zu files\n", slots, loads,
 	        files + 1);
+
+	/* Every key the schema checks is documented: docs/configuration.md and
+	 * the pages it sends sections to (a module's, TLS), as `key`, key = or .key`. */
+	static const char *const pages[] = { "configuration.md", "rate-limiting.md", "tls.md" };
+	char *docs = NULL;
+	size_t docs_len = 0;
+	FILE *mem = open_memstream(&docs, &docs_len);
+	ck_assert_ptr_nonnull(mem);
+	for (size_t i = 0; i < sizeof pages / sizeof pages[0]; i++) {
+		snprintf(path, sizeof path, "%s/docs/%s", srcdir(), pages[i]);
+		char *text = read_file(path);
+		fputs(text, mem);
+		free(text);
+	}
+	fclose(mem);
+	for (size_t i = 0; i < keys.count; i++) {
+		char ticked[128], assigned[128], dotted[128];
+		snprintf(ticked, sizeof ticked, "`%s`", keys.items[i]);
+		snprintf(assigned, sizeof assigned, " %s = ", keys.items[i]);
+		snprintf(dotted, sizeof dotted, ".%s`", keys.items[i]);
+		ck_assert_msg(strstr(docs, ticked) || strstr(docs, assigned) || strstr(docs, dotted),
+		              "config key \"%s\" is not in docs/configuration.md (nor the pages it refers to)",
+		              keys.items[i]);
+	}
+	ck_assert_uint_gt(keys.count, 100);
+	free(docs);
+	strset_free(&keys);
 }
 END_TEST
 
