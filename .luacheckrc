@@ -14,6 +14,14 @@ files["conf/"] = {
 	max_line_length = false,
 }
 
+-- Lua policies (docs/policies.md) run in the policy sandbox: their config
+-- arrives as `...` (and the global `config`), and the helper libraries are
+-- globals.
+files["conf/examples/policies/"] = {
+	std = "lua54",
+	read_globals = { "config", "url", "html", "base64", "json" },
+}
+
 -- Scripts that run inside Redis (EVAL/EVALSHA) see Redis's globals, and Redis's Lua is 5.1.
 files["lua/redis/"] = {
 	std = "lua51",

@@ -118,6 +118,20 @@ static void jms(struct jbuf *j, const char *key, uint64_t us)
 	jraw(j, num, (size_t)n);
 }
 
+bool accesslog_is_field(const char *name)
+{
+	static const char *const fields[] = {
+	    "time", "request_id", "client_ip", "client_port", "listener", "scheme", "protocol", "tls_version",
+	    "tls_cipher", "tls_sni", "tls_client_subject", "tls_resumed", "method", "host", "target", "route",
+	    "service", "pool", "upstream", "upstream_status", "status", "reason", "bytes_in", "bytes_out", "attempts",
+	    "duration_ms", "upstream_connect_ms", "upstream_header_ms", "policy", "policy_error", NULL,
+	};
+	for (const char *const *f = fields; *f; f++)
+		if (strcmp(*f, name) == 0)
+			return true;
+	return false;
+}
+
 size_t accesslog_format(const struct request *r, char *buf, size_t cap)
 {
 	const struct conf *c = r->snap->conf;
@@ -158,6 +172,17 @@ size_t accesslog_format(const struct request *r, char *buf, size_t cap)
 	jms(&j, "duration_ms", end);
 	jms(&j, "upstream_connect_ms", r->upstream_connect_us);
 	jms(&j, "upstream_header_ms", r->upstream_header_us);
+	/* fields a Lua policy added (r:log): keys checked by the policy module */
+	for (size_t i = 0; i < r->log_fields.n; i++) {
+		const struct http_header *h = &r->log_fields.v[i];
+		jraw(&j, ",\"", 2);
+		jraw(&j, h->name, h->name_len);
+		jraw(&j, "\":\"", 3);
+		size_t len = j.len;
+		log_json_escape(j.buf, j.cap - 2, &len, h->value, h->value_len);
+		j.len = len;
+		jraw(&j, "\"", 1);
+	}
 	j.buf[j.len++] = '}';
 	j.buf[j.len++] = '\n';
 	return j.len;

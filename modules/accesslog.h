@@ -10,6 +10,11 @@
 
 extern const struct module accesslog_module;
 
+/* Whether name is a field the access log writes itself (policies may not
+ * add one of that name with r:log; "policy" and "policy_error" are the
+ * policy module's). */
+bool accesslog_is_field(const char *name);
+
 /* Format r as one JSON line (with the trailing newline) into buf; returns its length. */
 size_t accesslog_format(const struct request *r, char *buf, size_t cap);
 

@@ -113,10 +113,13 @@ static bool parse_key_part(struct conf_walker *w, const char *s, struct conf_rl_
 	} else if (strncmp(s, "cookie:", 7) == 0) {
 		k->kind = CONF_RL_KEY_COOKIE;
 		rest = s + 7;
+	} else if (strncmp(s, "policy:", 7) == 0) {
+		k->kind = CONF_RL_KEY_POLICY;
+		rest = s + 7;
 	}
 	if (!rest) {
 		char *q = conf_quoted(s);
-		conf_werr(w, "unknown key %s (expected client_ip, path, route, host, header:NAME or cookie:NAME)", q);
+		conf_werr(w, "unknown key %s (expected client_ip, path, route, host, header:NAME, cookie:NAME or policy:NAME)", q);
 		free(q);
 		return false;
 	}
@@ -126,12 +129,12 @@ static bool parse_key_part(struct conf_walker *w, const char *s, struct conf_rl_
 	if (!ok) {
 		char *q = conf_quoted(s);
 		conf_werr(w, "key %s: the %s name after the colon must be a non-empty token (e.g. header:authorization)", q,
-		          k->kind == CONF_RL_KEY_HEADER ? "header" : "cookie");
+		          k->kind == CONF_RL_KEY_HEADER ? "header" : k->kind == CONF_RL_KEY_COOKIE ? "cookie" : "policy key");
 		free(q);
 		return false;
 	}
 	k->name = conf_xstrdup(rest);
-	if (k->kind == CONF_RL_KEY_HEADER)
+	if (k->kind == CONF_RL_KEY_HEADER || k->kind == CONF_RL_KEY_POLICY)
 		for (char *p = k->name; *p; p++)
 			*p = lower(*p);
 	return true;

@@ -2,9 +2,13 @@
  * the access and log phases call modules. */
 #include "accesslog.h"
 #include "module.h"
+#include "policy.h"
 #include "ratelimit.h"
 
+/* Policies first: their access phase may set a rate-limit key, and their
+ * log phase may add fields to the access-log line. */
 const struct module *const module_list[] = {
+    &policy_module,
     &accesslog_module,
     &ratelimit_module,
 };

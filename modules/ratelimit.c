@@ -304,18 +304,40 @@ static void digest(const char *s, size_t n, char out[34])
 	snprintf(out, 34, "#%016llx%016llx", (unsigned long long)h[0], (unsigned long long)h[1]);
 }
 
+/* The value a Lua policy set under the limit's own name (names are kept
+ * lower-case), or NULL. */
+static const char *policy_whole_key(const struct request *r, const char *limit, size_t *len)
+{
+	if (r->policy_keys.n == 0)
+		return NULL;
+	char lower[128];
+	size_t n = strnlen(limit, sizeof lower - 1);
+	for (size_t i = 0; i < n; i++)
+		lower[i] = limit[i] >= 'A' && limit[i] <= 'Z' ? (char)(limit[i] - 'A' + 'a') : limit[i];
+	lower[n] = '\0';
+	return fields_value(&r->policy_keys, lower, len);
+}
+
 /* The bucket key for limit l, or false when a part is absent (limit skipped). */
 static bool build_key(struct request *r, const struct rl_limit *l, char *key, size_t *key_len)
 {
 	char small[512];
 	char *buf = small;
 	size_t cap = sizeof small, len = 0;
-	for (size_t i = 0; i < l->c->num_keys; i++) {
+	/* a Lua policy's r:set_limit_key(LIMIT, value) replaces the whole key */
+	size_t whole_len = 0;
+	const char *whole = policy_whole_key(r, l->c->name, &whole_len);
+	size_t parts = whole ? 1 : l->c->num_keys;
+	for (size_t i = 0; i < parts; i++) {
 		const struct conf_rl_key *k = &l->c->keys[i];
 		const char *v;
 		size_t vlen;
-		if (!reqkey_get(r, reqkey_of_rate_key(k->kind), k->name, &v, &vlen))
+		if (whole) {
+			v = whole;
+			vlen = whole_len;
+		} else if (!reqkey_get(r, reqkey_of_rate_key(k->kind), k->name, &v, &vlen)) {
 			return false;
+		}
 		size_t need = len + (i > 0) + vlen;
 		if (need > cap) {
 			/* a long key: gather it in the request arena, then digest it */

@@ -156,6 +156,8 @@ struct conf_header_match {
 	char *value; /* exact, case-sensitive */
 };
 
+struct conf_policies;
+
 enum conf_route_action { CONF_ROUTE_PROXY, CONF_ROUTE_RESPOND };
 
 struct conf_route {
@@ -179,6 +181,8 @@ struct conf_route {
 	char *respond_content_type; /* default "text/plain" */
 	size_t *rate_limits;     /* indexes into conf.rate_limits, in order */
 	size_t num_rate_limits;
+	size_t *policies;        /* indexes into conf.policies->v, in order (modules/conf_policy.h) */
+	size_t num_policies;
 };
 
 /* Rate limits (src/conf_ratelimit.h, docs/rate-limiting.md). */
@@ -189,11 +193,12 @@ enum conf_rl_key_kind {
 	CONF_RL_KEY_PATH,
 	CONF_RL_KEY_ROUTE,
 	CONF_RL_KEY_HOST,
+	CONF_RL_KEY_POLICY, /* "policy:NAME": set by a Lua policy (r:set_limit_key) */
 };
 
 struct conf_rl_key {
 	enum conf_rl_key_kind kind;
-	char *name; /* header name (lower-cased) or cookie name, else NULL */
+	char *name; /* header name (lower-cased), cookie name or policy key name (lower-cased), else NULL */
 };
 
 struct conf_rate_limit {
@@ -285,6 +290,7 @@ struct conf {
 	struct conf_rate_limit *rate_limits;
 	size_t num_rate_limits;
 	struct conf_redis redis;
+	struct conf_policies *policies; /* Lua policies (modules/conf_policy.h); NULL: none */
 };
 
 /* What the schema walk visits, reported to a conf_trace as it goes: tools

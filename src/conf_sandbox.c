@@ -5,6 +5,7 @@
 
 #include "conf_sandbox.h"
 #include "conf_schema.h"
+#include "lua_rt.h"
 
 #include <errno.h>
 #include <stdbool.h>
@@ -145,24 +146,6 @@ static int sandbox_file(lua_State *L)
 	return 1;
 }
 
-/* setmetatable without __gc: Lua runs finalizers with hooks off, so a
- * finalizer would escape the instruction budget. Lua marks an object for
- * finalization only when it gets its metatable, so checking here suffices. */
-static int sandbox_setmetatable(lua_State *L)
-{
-	if (lua_type(L, 2) == LUA_TTABLE) {
-		lua_pushliteral(L, "__gc");
-		if (lua_rawget(L, 2) != LUA_TNIL)
-			return luaL_error(L, "setmetatable: __gc metamethods are not allowed in the config");
-		lua_pop(L, 1);
-	}
-	int nargs = lua_gettop(L);
-	lua_pushvalue(L, lua_upvalueindex(1));
-	lua_insert(L, 1);
-	lua_call(L, nargs, 1);
-	return 1;
-}
-
 /* Builds the config's whole world: an empty table plus the listed helpers. */
 static int sandbox_open(lua_State *L)
 {
@@ -188,8 +171,8 @@ static int sandbox_open(lua_State *L)
 		lua_getfield(L, globals, *name);
 		lua_setfield(L, env, *name);
 	}
-	lua_getfield(L, globals, "setmetatable");
-	lua_pushcclosure(L, sandbox_setmetatable, 1);
+	/* finalizers would run outside the instruction budget */
+	lua_rt_push_setmetatable(L, globals, "the config");
 	lua_setfield(L, env, "setmetatable");
 	for (size_t i = 0; i < sizeof libraries / sizeof libraries[0]; i++) {
 		luaL_requiref(L, libraries[i].name, libraries[i].open, 0);

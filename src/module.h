@@ -44,11 +44,16 @@ enum phase_result { PHASE_CONTINUE, PHASE_DENY, PHASE_SUSPEND, PHASE_ERROR };
 /* Filled by a module that denies: the status and reason the client gets, and
  * extra response fields (e.g. Retry-After). The pipeline hands a deny whose
  * fields are empty and allocate from the request's arena; a module that
- * fills one of its own first calls phase_deny_init(). */
+ * fills one of its own first calls phase_deny_init(). A body (in the
+ * request's arena; content_type NULL: text/plain) replaces the standard
+ * "NNN Reason" text: a policy's own answer (r:respond). */
 struct phase_deny {
 	int status;
 	enum reason reason;
 	struct fields headers;
+	const char *body;
+	size_t body_len;
+	const char *content_type;
 };
 
 static inline void phase_deny_init(struct phase_deny *d, struct request *r, int status, enum reason reason)
@@ -56,6 +61,9 @@ static inline void phase_deny_init(struct phase_deny *d, struct request *r, int 
 	d->status = status;
 	d->reason = reason;
 	fields_init(&d->headers, &r->arena);
+	d->body = NULL;
+	d->body_len = 0;
+	d->content_type = NULL;
 }
 
 struct module {

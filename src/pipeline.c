@@ -147,6 +147,7 @@ bool pipeline_send_head(struct exchange *ex, int status, const char *phrase, siz
 		fields = &none;
 	}
 	fields_add(fields, "x-request-id", 12, r->request_id, strlen(r->request_id));
+	r->status = status; /* the respond phase may read it */
 	/* the respond phase: modules read and change the fields */
 	for (size_t i = 0; i < module_count; i++)
 		if (module_list[i]->response_headers)
@@ -263,6 +264,11 @@ static void pipeline_cancel_module(struct exchange *ex)
 
 static void pipeline_deny(struct exchange *ex, const struct phase_deny *deny)
 {
+	if (deny && deny->body) {
+		pipeline_respond(ex, deny->status, deny->reason, deny->content_type, deny->body, deny->body_len,
+		                 deny->headers.n ? &deny->headers : NULL);
+		return;
+	}
 	pipeline_respond_error(ex, deny ? deny->status : 403, deny ? deny->reason : REASON_POLICY_ERROR,
 	                       deny && deny->headers.n ? &deny->headers : NULL);
 }

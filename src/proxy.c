@@ -189,7 +189,8 @@ void proxy_start(struct exchange *ex)
 
 	/* the pools of the snapshot the request started on, even after a reload */
 	struct pool_set *ps = worker_pools(w, s);
-	int pool_index = proxy_pick_pool(ex, &c->services[r->service], ps->splits[r->service]);
+	/* a policy may have chosen the pool (r:set_pool, one of the service's) */
+	int pool_index = r->pool >= 0 ? r->pool : proxy_pick_pool(ex, &c->services[r->service], ps->splits[r->service]);
 	if (pool_index < 0) {
 		proxy_refuse(ex, REASON_NO_HEALTHY_UPSTREAM, 1);
 		return;

@@ -16,6 +16,7 @@
 	X(RATE_LIMITED, "rate_limited")                                                                  \
 	X(WAF_DENIED, "waf_denied")                                                                      \
 	X(POLICY_ERROR, "policy_error")                                                                  \
+	X(POLICY_DENIED, "policy_denied")                                                                \
 	X(NO_HEALTHY_UPSTREAM, "no_healthy_upstream")                                                    \
 	X(BREAKER_OPEN, "breaker_open")                                                                  \
 	X(POOL_OVERFLOW, "pool_overflow")                                                                \

@@ -90,6 +90,9 @@ bool reqkey_get(const struct request *r, enum reqkey_kind kind, const char *name
 	case REQKEY_HEADER:
 		*val = fields_value(&r->headers, name, len);
 		return *val != NULL;
+	case REQKEY_POLICY:
+		*val = fields_value(&r->policy_keys, name, len);
+		return *val != NULL;
 	case REQKEY_COOKIE: {
 		size_t nlen = strlen(name);
 		for (int i = fields_find(&r->headers, "cookie", 0); i >= 0; i = fields_find(&r->headers, "cookie", (size_t)i + 1))
@@ -141,6 +144,8 @@ enum reqkey_kind reqkey_of_rate_key(enum conf_rl_key_kind k)
 		return REQKEY_ROUTE;
 	case CONF_RL_KEY_HOST:
 		return REQKEY_HOST;
+	case CONF_RL_KEY_POLICY:
+		return REQKEY_POLICY;
 	case CONF_RL_KEY_CLIENT_IP:
 	default:
 		return REQKEY_CLIENT_IP;

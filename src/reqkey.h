@@ -34,6 +34,7 @@ enum reqkey_kind {
 	REQKEY_TLS_SUBJECT, /* RFC 2253 subject of a verified client certificate */
 	REQKEY_HOST,
 	REQKEY_ROUTE,
+	REQKEY_POLICY,      /* name: a key a Lua policy set (r:set_limit_key), lower-case */
 };
 
 /* The value of key (kind, name) in r, the request of an exchange

@@ -59,6 +59,13 @@ struct request {
 	int upstream_status;   /* 0 if none */
 	unsigned attempts;     /* upstream attempts made */
 
+	/* what Lua policies (modules/policy.h) leave for other modules, in the
+	 * arena (fields_init'ed on first use): rate-limit key values
+	 * (r:set_limit_key, names lower-cased) and access-log fields (r:log) */
+	struct fields policy_keys;
+	struct fields log_fields;
+	void *policy; /* the policy module's per-request state */
+
 	/* times, from the worker's cached clocks */
 	uint64_t start_mono_us;
 	uint64_t start_wall_us;      /* microseconds since the epoch */

@@ -16,7 +16,7 @@ FIELDS = {
     "upstream_header_ms": (int, float),
 }
 REASONS = {"", "no_route", "bad_request", "request_too_large", "client_timeout", "client_reset", "rate_limited",
-           "waf_denied", "policy_error", "no_healthy_upstream", "breaker_open", "pool_overflow",
+           "waf_denied", "policy_error", "policy_denied", "no_healthy_upstream", "breaker_open", "pool_overflow",
            "retry_budget_exhausted", "upstream_connect_failed", "upstream_reset", "upstream_timeout",
            "upstream_bad_response", "redis_fallback", "draining"}
 TIME_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")

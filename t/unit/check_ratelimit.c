@@ -337,7 +337,7 @@ START_TEST(test_conf_errors)
 	expect("return { " BASE "rate_limits = { a = { key = 'client_ip', rate = 1, per = '1s', shared = true } } }",
 	       "rate_limits.a.shared: a shared limit needs a `redis` section");
 	expect("return { " BASE "rate_limits = { a = { key = 'ip', rate = 1, per = '1s' } } }",
-	       "rate_limits.a.key: unknown key \"ip\" (expected client_ip, path, route, host, header:NAME or cookie:NAME)");
+	       "rate_limits.a.key: unknown key \"ip\" (expected client_ip, path, route, host, header:NAME, cookie:NAME or policy:NAME)");
 	expect("return { " BASE "rate_limits = { a = { key = 'header:', rate = 1, per = '1s' } } }",
 	       "must be a non-empty token");
 	expect("return { " BASE "rate_limits = { a = { key = 'client_ip', per = '1s' } } }",

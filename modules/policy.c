@@ -1,0 +1,880 @@
+/* policy.c - the Lua policy module (policy.h): per-(snapshot, worker) Lua
+ * states, the phases, and the request object scripts see (docs/policies.md). */
+#include "policy.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <lauxlib.h>
+
+#include "accesslog.h"
+#include "conf_policy.h"
+#include "log.h"
+#include "lua_codec.h"
+#include "lua_rt.h"
+#include "reqkey.h"
+#include "snapshot.h"
+#include "tls_io.h"
+#include "worker.h"
+
+enum pol_phase { PH_ACCESS = CONF_POLICY_ACCESS, PH_RESPONSE = CONF_POLICY_RESPONSE, PH_LOG = CONF_POLICY_LOG };
+static const char *const phase_name[] = {"access", "response", "log"};
+
+/* Failure lines a worker writes per second at most (the rest are counted). */
+enum { POL_LOG_PER_SECOND = 20, POL_MAX_ARGS = 100, POL_NAME_MAX = 128 };
+
+/* One snapshot's policies on one worker. */
+struct pol_gen {
+	const struct snapshot *snap;
+	uint64_t generation;
+	const struct conf_policies *ps;
+	struct lua_rt *rt;
+	int r_ref;         /* the request object (one per state, valid during a call) */
+	int headers_ref[2]; /* r.req_headers, r.resp_headers */
+	int *fn_ref;       /* [policy * 3 + phase], LUA_NOREF when absent */
+	int *config_ref;   /* per policy */
+	unsigned users;    /* requests that started on it */
+	struct pol_gen *next;
+};
+
+struct pol_counts {
+	uint64_t calls, errors, budget, memory, denied, responded, error_denied;
+};
+
+struct pol_worker {
+	struct worker *w;
+	struct pol_gen *gens;
+	struct pol_counts c;
+	uint64_t log_window_us;
+	unsigned logged;
+	uint64_t suppressed;
+};
+
+/* A request's policy state, in its arena (r->policy). */
+struct pol_req {
+	struct pol_gen *gen;
+	int ctx_ref;
+};
+
+/* The call in progress (the runtime's user pointer). */
+struct pol_call {
+	struct request *r;
+	struct pol_req *q;
+	const struct conf_policy *p;
+	size_t policy;
+	enum pol_phase phase;
+	struct fields *resp;
+	struct phase_deny *deny;
+	bool decided;
+};
+
+/* ---- per-(snapshot, worker) state ---- */
+
+static size_t my_index(void)
+{
+	for (size_t i = 0; i < module_count; i++)
+		if (module_list[i] == &policy_module)
+			return i;
+	return 0;
+}
+
+static int pol_snapshot_init(const struct conf *c, void **state, struct conf_errors *errs)
+{
+	(void)errs;
+	*state = c->policies && c->policies->n ? (void *)c->policies : NULL;
+	return 0;
+}
+
+static void gen_free(struct pol_gen *g)
+{
+	if (!g)
+		return;
+	lua_rt_free(g->rt);
+	free(g->fn_ref);
+	free(g->config_ref);
+	free(g);
+}
+
+static void push_request_objects(struct pol_gen *g);
+
+static struct pol_gen *gen_new(const struct snapshot *snap)
+{
+	const struct conf_policies *ps = snap->conf->policies;
+	struct pol_gen *g = calloc(1, sizeof *g);
+	if (!g)
+		return NULL;
+	g->snap = snap;
+	g->generation = snap->generation;
+	g->ps = ps;
+	g->fn_ref = calloc(ps->n * CONF_POLICY_PHASES + 1, sizeof *g->fn_ref);
+	g->config_ref = calloc(ps->n + 1, sizeof *g->config_ref);
+	struct lua_rt_limits lim;
+	conf_policy_limits(ps, NULL, &lim);
+	if (!g->fn_ref || !g->config_ref || !(g->rt = lua_rt_new(&lim))) {
+		gen_free(g);
+		return NULL;
+	}
+	lua_rt_set_modules(g->rt, ps->modules, ps->num_modules);
+	lua_State *L = g->rt->L;
+	push_request_objects(g);
+	for (size_t i = 0; i < ps->n; i++) {
+		char err[512];
+		if (!conf_policy_instantiate(g->rt, &ps->v[i], err, sizeof err)) {
+			struct log_line l;
+			log_begin(&l, LOG_ERROR, "policy failed to load on a worker");
+			log_str(&l, "policy", ps->v[i].name);
+			log_str(&l, "error", err);
+			log_end(&l);
+			gen_free(g);
+			return NULL;
+		}
+		for (int ph = 0; ph < CONF_POLICY_PHASES; ph++) {
+			lua_getfield(L, -1, phase_name[ph]);
+			g->fn_ref[i * CONF_POLICY_PHASES + (size_t)ph] =
+			    lua_isfunction(L, -1) ? luaL_ref(L, LUA_REGISTRYINDEX) : (lua_pop(L, 1), LUA_NOREF);
+		}
+		lua_pop(L, 1);
+		g->config_ref[i] = luaL_ref(L, LUA_REGISTRYINDEX);
+	}
+	lua_settop(L, 0);
+	lua_gc(L, LUA_GCCOLLECT, 0);
+	return g;
+}
+
+static bool gen_current(const struct pol_worker *ws, const struct pol_gen *g)
+{
+	const struct snapshot *cur = ws->w->snap;
+	return cur && cur == g->snap && cur->generation == g->generation;
+}
+
+/* Free the states of snapshots the worker left whose last request is done. */
+static void gens_sweep(struct pol_worker *ws)
+{
+	for (struct pol_gen **pp = &ws->gens; *pp;) {
+		struct pol_gen *g = *pp;
+		if (g->users == 0 && !gen_current(ws, g)) {
+			*pp = g->next;
+			gen_free(g);
+		} else {
+			pp = &g->next;
+		}
+	}
+}
+
+static struct pol_gen *gen_get(struct pol_worker *ws, const struct snapshot *snap)
+{
+	for (struct pol_gen *g = ws->gens; g; g = g->next)
+		if (g->snap == snap && g->generation == snap->generation)
+			return g;
+	gens_sweep(ws);
+	struct pol_gen *g = gen_new(snap);
+	if (!g)
+		return NULL;
+	g->next = ws->gens;
+	ws->gens = g;
+	return g;
+}
+
+static int pol_worker_init(struct worker *w, void **state)
+{
+	struct pol_worker *ws = calloc(1, sizeof *ws);
+	if (!ws)
+		return -1;
+	ws->w = w;
+	*state = ws;
+	/* compile now, not on the first request */
+	if (w->snap && w->snap->module_state[my_index()] && !gen_get(ws, w->snap))
+		return -1;
+	return 0;
+}
+
+/* A reload: compile the new snapshot's policies now, not on its first
+ * request, and free the states no request uses any more. */
+static void pol_worker_adopt(struct worker *w, void *state, const void *snapshot_state)
+{
+	struct pol_worker *ws = state;
+	gens_sweep(ws);
+	if (snapshot_state && w->snap)
+		gen_get(ws, w->snap); /* on failure (logged) the first request tries again */
+}
+
+static void pol_worker_free(void *state)
+{
+	struct pol_worker *ws = state;
+	if (!ws)
+		return;
+	if (ws->c.calls) {
+		struct log_line l;
+		log_begin(&l, LOG_INFO, "policy totals");
+		log_int(&l, "worker", ws->w->id);
+		log_int(&l, "calls", (long long)ws->c.calls);
+		log_int(&l, "errors", (long long)ws->c.errors);
+		log_int(&l, "budget_exceeded", (long long)ws->c.budget);
+		log_int(&l, "memory_exceeded", (long long)ws->c.memory);
+		log_int(&l, "denied", (long long)ws->c.denied);
+		log_int(&l, "responded", (long long)ws->c.responded);
+		log_int(&l, "denied_on_error", (long long)ws->c.error_denied);
+		log_end(&l);
+	}
+	while (ws->gens) {
+		struct pol_gen *g = ws->gens;
+		ws->gens = g->next;
+		gen_free(g);
+	}
+	free(ws);
+}
+
+/* ---- the request object ---- */
+
+static struct pol_call *call_of(lua_State *L)
+{
+	struct pol_call *call = lua_rt_of(L)->user;
+	if (!call)
+		luaL_error(L, "the request object is used outside a policy call");
+	return call;
+}
+
+static void lower_name(lua_State *L, int idx, char out[POL_NAME_MAX], bool check_token)
+{
+	size_t n;
+	const char *s = luaL_checklstring(L, idx, &n);
+	if (n == 0 || n >= POL_NAME_MAX)
+		luaL_argerror(L, idx, "a header name of 1 to 127 characters");
+	for (size_t i = 0; i < n; i++) {
+		char ch = s[i];
+		bool tchar = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+		             (ch && strchr("!#$%&'*+-.^_`|~", ch));
+		if (check_token && !tchar)
+			luaL_argerror(L, idx, "not a valid header name (letters, digits and !#$%&'*+-.^_`|~)");
+		out[i] = ch >= 'A' && ch <= 'Z' ? (char)(ch - 'A' + 'a') : ch;
+	}
+	out[n] = '\0';
+}
+
+/* A header value a script sets: no CR, LF or NUL (no header injection). */
+static const char *checked_value(lua_State *L, int idx)
+{
+	size_t n;
+	const char *v = luaL_checklstring(L, idx, &n);
+	for (size_t i = 0; i < n; i++)
+		if (v[i] == '\r' || v[i] == '\n' || v[i] == '\0')
+			luaL_argerror(L, idx, "header values must not contain CR, LF or NUL");
+	return v;
+}
+
+/* Fields only the gateway sets: framing, hop-by-hop, the routing Host. */
+static bool reserved_header(const char *lower, bool request)
+{
+	static const char *const names[] = {"content-length", "transfer-encoding", "connection", "keep-alive",
+	                                    "te", "trailer", "upgrade", "proxy-connection", NULL};
+	for (const char *const *n = names; *n; n++)
+		if (strcmp(*n, lower) == 0)
+			return true;
+	return request && strcmp(lower, "host") == 0;
+}
+
+/* The fields a header object (upvalue-free userdata holding 0 or 1) stands for. */
+static struct fields *headers_of(lua_State *L, bool write, bool *request)
+{
+	int *which = luaL_checkudata(L, 1, "sluice.headers");
+	struct pol_call *call = call_of(L);
+	*request = *which == 0;
+	if (*request) {
+		if (write && call->phase != PH_ACCESS)
+			luaL_error(L, "request headers can be changed only in the access phase");
+		return &call->r->headers;
+	}
+	if (call->phase != PH_RESPONSE || !call->resp)
+		luaL_error(L, "response headers exist only in the response phase");
+	return call->resp;
+}
+
+static int h_get(lua_State *L)
+{
+	bool req;
+	struct fields *f = headers_of(L, false, &req);
+	char name[POL_NAME_MAX];
+	lower_name(L, 2, name, false);
+	size_t n;
+	const char *v = fields_value(f, name, &n);
+	if (v)
+		lua_pushlstring(L, v, n);
+	else
+		lua_pushnil(L);
+	return 1;
+}
+
+static int h_get_all(lua_State *L)
+{
+	bool req;
+	struct fields *f = headers_of(L, false, &req);
+	char name[POL_NAME_MAX];
+	lower_name(L, 2, name, false);
+	lua_newtable(L);
+	lua_Integer k = 0;
+	for (int i = fields_find(f, name, 0); i >= 0; i = fields_find(f, name, (size_t)i + 1)) {
+		lua_pushlstring(L, f->v[i].value, f->v[i].value_len);
+		lua_rawseti(L, -2, ++k);
+	}
+	return 1;
+}
+
+static struct fields *writable(lua_State *L, char name[POL_NAME_MAX])
+{
+	bool req;
+	struct fields *f = headers_of(L, true, &req);
+	lower_name(L, 2, name, true);
+	if (reserved_header(name, req))
+		luaL_error(L, "header \"%s\" is set by the gateway and cannot be changed by a policy", name);
+	return f;
+}
+
+static int h_set(lua_State *L)
+{
+	char name[POL_NAME_MAX];
+	struct fields *f = writable(L, name);
+	if (lua_isnil(L, 3)) {
+		fields_remove(f, name);
+		return 0;
+	}
+	fields_set(f, name, checked_value(L, 3));
+	return 0;
+}
+
+static int h_add(lua_State *L)
+{
+	char name[POL_NAME_MAX];
+	struct fields *f = writable(L, name);
+	fields_add_copy(f, name, checked_value(L, 3));
+	return 0;
+}
+
+static int h_remove(lua_State *L)
+{
+	char name[POL_NAME_MAX];
+	struct fields *f = writable(L, name);
+	lua_pushinteger(L, (lua_Integer)fields_remove(f, name));
+	return 1;
+}
+
+/* r:header(name): the request's first field of that name, or nil. */
+static int r_header(lua_State *L)
+{
+	struct pol_call *call = call_of(L);
+	char name[POL_NAME_MAX];
+	lower_name(L, 2, name, false);
+	size_t n;
+	const char *v = fields_value(&call->r->headers, name, &n);
+	if (v)
+		lua_pushlstring(L, v, n);
+	else
+		lua_pushnil(L);
+	return 1;
+}
+
+static int r_cookie(lua_State *L)
+{
+	struct pol_call *call = call_of(L);
+	const char *name = luaL_checkstring(L, 2);
+	const char *v;
+	size_t vlen;
+	if (reqkey_get(call->r, REQKEY_COOKIE, name, &v, &vlen))
+		lua_pushlstring(L, v, vlen);
+	else
+		lua_pushnil(L);
+	return 1;
+}
+
+static const char *query_of(const struct request *r, size_t *len)
+{
+	const char *q = strchr(r->origin_target, '?');
+	if (!q) {
+		*len = 0;
+		return "";
+	}
+	*len = strlen(q + 1);
+	return q + 1;
+}
+
+/* r:args(): the decoded query arguments; a repeated name gives a list. */
+static int r_args(lua_State *L)
+{
+	struct pol_call *call = call_of(L);
+	size_t len;
+	const char *q = query_of(call->r, &len);
+	const char *end = q + len;
+	lua_newtable(L);
+	int t = lua_gettop(L);
+	int count = 0;
+	while (q < end && count < POL_MAX_ARGS) {
+		const char *amp = memchr(q, '&', (size_t)(end - q));
+		const char *item_end = amp ? amp : end;
+		if (item_end > q) {
+			const char *eq = memchr(q, '=', (size_t)(item_end - q));
+			const char *kend = eq ? eq : item_end;
+			codec_push_url_decoded(L, q, (size_t)(kend - q), true);
+			if (eq)
+				codec_push_url_decoded(L, eq + 1, (size_t)(item_end - eq - 1), true);
+			else
+				lua_pushliteral(L, "");
+			lua_pushvalue(L, -2);
+			int old = lua_rawget(L, t);
+			if (old == LUA_TNIL) {
+				lua_pop(L, 1);
+				lua_rawset(L, t);
+			} else if (old == LUA_TSTRING) {
+				lua_createtable(L, 2, 0);
+				lua_insert(L, -2);
+				lua_rawseti(L, -2, 1);
+				lua_insert(L, -2);
+				lua_rawseti(L, -2, 2);
+				lua_rawset(L, t);
+			} else {
+				lua_insert(L, -2);
+				lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
+				lua_pop(L, 2);
+			}
+			count++;
+		}
+		q = amp ? amp + 1 : end;
+	}
+	return 1;
+}
+
+static void need_access(lua_State *L, const struct pol_call *call, const char *what)
+{
+	if (call->phase != PH_ACCESS)
+		luaL_error(L, "%s works only in the access phase", what);
+}
+
+/* r:deny([status [, reason]]): refuse the request (403 by default). */
+static int r_deny(lua_State *L)
+{
+	struct pol_call *call = call_of(L);
+	need_access(L, call, "r:deny");
+	lua_Integer status = luaL_optinteger(L, 2, 403);
+	luaL_argcheck(L, status >= 400 && status <= 599, 2, "a status from 400 to 599");
+	size_t rlen = 0;
+	const char *reason = luaL_optlstring(L, 3, NULL, &rlen);
+	struct request *r = call->r;
+	phase_deny_init(call->deny, r, (int)status, REASON_POLICY_DENIED);
+	if (reason && rlen) {
+		char *body = arena_alloc(&r->arena, rlen + 2);
+		memcpy(body, reason, rlen);
+		body[rlen] = '\n';
+		body[rlen + 1] = '\0';
+		call->deny->body = body;
+		call->deny->body_len = rlen + 1;
+	}
+	call->decided = true;
+	return lua_rt_stop(L);
+}
+
+/* r:respond(status [, body [, headers]]): answer the request here. */
+static int r_respond(lua_State *L)
+{
+	struct pol_call *call = call_of(L);
+	need_access(L, call, "r:respond");
+	lua_Integer status = luaL_checkinteger(L, 2);
+	luaL_argcheck(L, status >= 200 && status <= 599, 2, "a status from 200 to 599");
+	size_t blen = 0;
+	const char *body = luaL_optlstring(L, 3, "", &blen);
+	if (!lua_isnoneornil(L, 4))
+		luaL_checktype(L, 4, LUA_TTABLE);
+	struct request *r = call->r;
+	struct phase_deny *d = call->deny;
+	phase_deny_init(d, r, (int)status, REASON_NONE);
+	if (!lua_isnoneornil(L, 4)) {
+		lua_pushnil(L);
+		while (lua_next(L, 4)) {
+			if (lua_type(L, -2) != LUA_TSTRING)
+				return luaL_error(L, "r:respond: header names must be strings");
+			char name[POL_NAME_MAX];
+			lua_pushvalue(L, -2);
+			lower_name(L, lua_gettop(L), name, true);
+			lua_pop(L, 1);
+			if (reserved_header(name, false))
+				return luaL_error(L, "r:respond: header \"%s\" is set by the gateway", name);
+			if (!lua_isstring(L, -1))
+				return luaL_error(L, "r:respond: the value of header \"%s\" must be a string", name);
+			const char *v = checked_value(L, lua_gettop(L));
+			if (strcmp(name, "content-type") == 0)
+				d->content_type = arena_strndup(&r->arena, v, strlen(v));
+			else
+				fields_add_copy(&d->headers, name, v);
+			lua_pop(L, 1);
+		}
+	}
+	char *copy = arena_alloc(&r->arena, blen + 1);
+	memcpy(copy, body, blen);
+	copy[blen] = '\0';
+	d->body = copy;
+	d->body_len = blen;
+	call->decided = true;
+	return lua_rt_stop(L);
+}
+
+static int r_set_pool(lua_State *L)
+{
+	struct pol_call *call = call_of(L);
+	need_access(L, call, "r:set_pool");
+	const char *name = luaL_checkstring(L, 2);
+	struct request *r = call->r;
+	const struct conf *c = r->snap->conf;
+	const struct conf_service *svc = &c->services[r->service];
+	for (size_t i = 0; i < svc->num_pools; i++) {
+		if (strcmp(c->pools[svc->pools[i].pool].name, name) == 0) {
+			r->pool = (int)svc->pools[i].pool;
+			return 0;
+		}
+	}
+	return luaL_error(L, "r:set_pool: pool \"%s\" is not one of service \"%s\"'s pools", name, svc->name);
+}
+
+static void fields_ready(struct fields *f, struct request *r)
+{
+	if (!f->arena)
+		fields_init(f, &r->arena);
+}
+
+static int r_set_limit_key(lua_State *L)
+{
+	struct pol_call *call = call_of(L);
+	need_access(L, call, "r:set_limit_key");
+	char name[POL_NAME_MAX];
+	lower_name(L, 2, name, false);
+	const char *v = luaL_checkstring(L, 3);
+	struct request *r = call->r;
+	fields_ready(&r->policy_keys, r);
+	fields_set(&r->policy_keys, name, v);
+	return 0;
+}
+
+static int r_log(lua_State *L)
+{
+	struct pol_call *call = call_of(L);
+	size_t klen;
+	const char *key = luaL_checklstring(L, 2, &klen);
+	luaL_argcheck(L, klen > 0 && klen < 64, 2, "a key of 1 to 63 characters");
+	for (size_t i = 0; i < klen; i++)
+		if (!((key[i] >= 'a' && key[i] <= 'z') || (key[i] >= '0' && key[i] <= '9') || key[i] == '_'))
+			return luaL_argerror(L, 2, "a key of lower-case letters, digits and _");
+	if (accesslog_is_field(key))
+		return luaL_error(L, "r:log: \"%s\" is one of the access log's own fields; choose another key", key);
+	int t = lua_type(L, 3);
+	if (t != LUA_TSTRING && t != LUA_TNUMBER && t != LUA_TBOOLEAN)
+		return luaL_argerror(L, 3, "a string, number or boolean");
+	const char *v = t == LUA_TBOOLEAN ? (lua_toboolean(L, 3) ? "true" : "false") : lua_tostring(L, 3);
+	struct request *r = call->r;
+	fields_ready(&r->log_fields, r);
+	fields_set(&r->log_fields, key, v);
+	return 0;
+}
+
+static void push_str(lua_State *L, const char *s)
+{
+	if (s)
+		lua_pushstring(L, s);
+	else
+		lua_pushnil(L);
+}
+
+static void push_ctx(lua_State *L, struct pol_call *call)
+{
+	struct pol_req *q = call->q;
+	if (q->ctx_ref == LUA_NOREF) {
+		lua_newtable(L);
+		lua_pushvalue(L, -1);
+		q->ctx_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+		return;
+	}
+	lua_rawgeti(L, LUA_REGISTRYINDEX, q->ctx_ref);
+}
+
+/* r.NAME: fields of the request (methods come from the methods table first). */
+static int r_index(lua_State *L)
+{
+	const char *k = luaL_checkstring(L, 2);
+	lua_pushvalue(L, 2);
+	if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL)
+		return 1;
+	lua_pop(L, 1);
+	struct pol_call *call = call_of(L);
+	struct request *r = call->r;
+	const struct conf *c = r->snap->conf;
+	struct tls_info ti;
+	size_t n;
+	if (strcmp(k, "method") == 0) {
+		lua_pushstring(L, r->method);
+	} else if (strcmp(k, "path") == 0) {
+		lua_pushstring(L, r->path);
+	} else if (strcmp(k, "query") == 0) {
+		const char *q = query_of(r, &n);
+		lua_pushlstring(L, q, n);
+	} else if (strcmp(k, "target") == 0) {
+		lua_pushstring(L, r->target);
+	} else if (strcmp(k, "host") == 0) {
+		lua_pushstring(L, r->host);
+	} else if (strcmp(k, "scheme") == 0) {
+		lua_pushstring(L, r->scheme);
+	} else if (strcmp(k, "protocol") == 0) {
+		lua_pushstring(L, r->protocol);
+	} else if (strcmp(k, "client_ip") == 0) {
+		lua_pushstring(L, r->client_ip);
+	} else if (strcmp(k, "client_port") == 0) {
+		lua_pushinteger(L, r->client_port);
+	} else if (strcmp(k, "tls_version") == 0) {
+		push_str(L, pipeline_tls_info(r, &ti) ? ti.version : NULL);
+	} else if (strcmp(k, "tls_client_subject") == 0) {
+		push_str(L, pipeline_tls_info(r, &ti) && ti.client_subject[0] ? ti.client_subject : NULL);
+	} else if (strcmp(k, "tls_sni") == 0) {
+		push_str(L, pipeline_tls_info(r, &ti) && ti.sni[0] ? ti.sni : NULL);
+	} else if (strcmp(k, "route") == 0) {
+		lua_pushstring(L, r->route_name);
+	} else if (strcmp(k, "service") == 0) {
+		push_str(L, r->service >= 0 ? c->services[r->service].name : NULL);
+	} else if (strcmp(k, "pool") == 0) {
+		push_str(L, r->pool >= 0 ? c->pools[r->pool].name : NULL);
+	} else if (strcmp(k, "listener") == 0) {
+		lua_pushstring(L, r->listener);
+	} else if (strcmp(k, "request_id") == 0) {
+		lua_pushstring(L, r->request_id);
+	} else if (strcmp(k, "status") == 0) {
+		if (r->status)
+			lua_pushinteger(L, r->status);
+		else
+			lua_pushnil(L);
+	} else if (strcmp(k, "upstream_status") == 0) {
+		if (r->upstream_status)
+			lua_pushinteger(L, r->upstream_status);
+		else
+			lua_pushnil(L);
+	} else if (strcmp(k, "upstream") == 0) {
+		push_str(L, r->upstream[0] ? r->upstream : NULL);
+	} else if (strcmp(k, "reason") == 0) {
+		lua_pushstring(L, reason_name(r->reason));
+	} else if (strcmp(k, "phase") == 0) {
+		lua_pushstring(L, phase_name[call->phase]);
+	} else if (strcmp(k, "ctx") == 0) {
+		push_ctx(L, call);
+	} else if (strcmp(k, "config") == 0) {
+		lua_rawgeti(L, LUA_REGISTRYINDEX, call->q->gen->config_ref[call->policy]);
+	} else if (strcmp(k, "req_headers") == 0) {
+		lua_rawgeti(L, LUA_REGISTRYINDEX, call->q->gen->headers_ref[0]);
+	} else if (strcmp(k, "resp_headers") == 0) {
+		if (call->phase == PH_RESPONSE && call->resp)
+			lua_rawgeti(L, LUA_REGISTRYINDEX, call->q->gen->headers_ref[1]);
+		else
+			lua_pushnil(L);
+	} else {
+		lua_pushnil(L);
+	}
+	return 1;
+}
+
+static int r_newindex(lua_State *L)
+{
+	return luaL_error(L, "the request object is read-only (use r.ctx for your own values)");
+}
+
+static void push_request_objects(struct pol_gen *g)
+{
+	static const luaL_Reg methods[] = {
+	    {"args", r_args},       {"header", r_header},   {"cookie", r_cookie},           {"deny", r_deny},
+	    {"respond", r_respond}, {"set_pool", r_set_pool}, {"set_limit_key", r_set_limit_key}, {"log", r_log},
+	    {NULL, NULL},
+	};
+	static const luaL_Reg header_methods[] = {
+	    {"get", h_get}, {"get_all", h_get_all}, {"set", h_set}, {"add", h_add}, {"remove", h_remove}, {NULL, NULL},
+	};
+	lua_State *L = g->rt->L;
+	lua_newuserdatauv(L, 1, 0);
+	luaL_newmetatable(L, "sluice.request");
+	luaL_newlib(L, methods);
+	lua_pushcclosure(L, r_index, 1);
+	lua_setfield(L, -2, "__index");
+	lua_pushcfunction(L, r_newindex);
+	lua_setfield(L, -2, "__newindex");
+	lua_pushliteral(L, "locked");
+	lua_setfield(L, -2, "__metatable");
+	lua_setmetatable(L, -2);
+	g->r_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+	luaL_newmetatable(L, "sluice.headers");
+	luaL_newlib(L, header_methods);
+	lua_setfield(L, -2, "__index");
+	lua_pushliteral(L, "locked");
+	lua_setfield(L, -2, "__metatable");
+	lua_pop(L, 1);
+	for (int i = 0; i < 2; i++) {
+		int *which = lua_newuserdatauv(L, sizeof *which, 0);
+		*which = i;
+		luaL_setmetatable(L, "sluice.headers");
+		g->headers_ref[i] = luaL_ref(L, LUA_REGISTRYINDEX);
+	}
+}
+
+/* ---- running a phase ---- */
+
+static void note_failure(struct pol_worker *ws, const struct pol_call *call, const struct lua_rt *rt,
+                         const char *err, bool denied)
+{
+	ws->c.errors++;
+	if (rt->out_of_budget)
+		ws->c.budget++;
+	if (rt->out_of_memory)
+		ws->c.memory++;
+	struct request *r = call->r;
+	fields_ready(&r->log_fields, r);
+	char *v = arena_strndup(&r->arena, call->p->name, strlen(call->p->name));
+	fields_set(&r->log_fields, "policy_error", v);
+	uint64_t now = worker_mono_us(ws->w);
+	if (now - ws->log_window_us >= 1000000) {
+		ws->log_window_us = now;
+		ws->logged = 0;
+	}
+	if (ws->logged >= POL_LOG_PER_SECOND) {
+		ws->suppressed++;
+		return;
+	}
+	ws->logged++;
+	struct log_line l;
+	log_begin(&l, LOG_WARN, "policy failed");
+	log_str(&l, "policy", call->p->name);
+	log_str(&l, "phase", phase_name[call->phase]);
+	log_str(&l, "error", err);
+	log_str(&l, "kind", rt->out_of_budget ? "instructions" : rt->out_of_memory ? "memory" : "error");
+	log_str(&l, "outcome", denied ? "deny" : "pass");
+	log_str(&l, "route", r->route_name);
+	log_str(&l, "request_id", r->request_id);
+	log_int(&l, "errors", (long long)ws->c.errors);
+	if (ws->suppressed) {
+		log_int(&l, "suppressed", (long long)ws->suppressed);
+		ws->suppressed = 0;
+	}
+	log_end(&l);
+}
+
+/* One phase function of one policy; false when it failed. */
+static bool run_phase(struct pol_worker *ws, struct pol_call *call)
+{
+	struct pol_gen *g = call->q->gen;
+	int ref = g->fn_ref[call->policy * CONF_POLICY_PHASES + call->phase];
+	if (ref == LUA_NOREF)
+		return true;
+	struct lua_rt *rt = g->rt;
+	lua_State *L = rt->L;
+	lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
+	lua_rawgeti(L, LUA_REGISTRYINDEX, g->r_ref);
+	rt->user = call;
+	rt->call_instructions = call->p->instructions;
+	rt->call_memory = (size_t)call->p->memory;
+	char err[512];
+	ws->c.calls++;
+	bool ok = lua_rt_call(rt, 1, 0, err, sizeof err);
+	rt->user = NULL;
+	if (!ok)
+		note_failure(ws, call, rt, err, call->phase == PH_ACCESS && call->p->on_error_deny);
+	return ok;
+}
+
+static const struct conf_route *route_of(const struct request *r)
+{
+	return r->route >= 0 ? &r->snap->conf->routes[r->route] : NULL;
+}
+
+static enum phase_result pol_access(struct request *r, const void *ss, void *wsv, struct phase_deny *deny)
+{
+	const struct conf_route *route = route_of(r);
+	struct pol_worker *ws = wsv;
+	if (!ss || !ws || !route || route->num_policies == 0)
+		return PHASE_CONTINUE;
+	const struct conf_policies *ps = ss;
+	struct pol_gen *g = gen_get(ws, r->snap);
+	struct pol_req *q = arena_alloc(&r->arena, sizeof *q);
+	q->gen = g;
+	q->ctx_ref = LUA_NOREF;
+	if (!g) {
+		/* no Lua state (out of memory): each policy's on_error decides */
+		for (size_t i = 0; i < route->num_policies; i++) {
+			if (ps->v[route->policies[i]].on_error_deny) {
+				ws->c.error_denied++;
+				phase_deny_init(deny, r, 403, REASON_POLICY_ERROR);
+				return PHASE_DENY;
+			}
+		}
+		return PHASE_CONTINUE;
+	}
+	g->users++;
+	r->policy = q;
+	for (size_t i = 0; i < route->num_policies; i++) {
+		struct pol_call call = {.r = r, .q = q, .p = &ps->v[route->policies[i]], .policy = route->policies[i],
+		                        .phase = PH_ACCESS, .deny = deny};
+		bool ok = run_phase(ws, &call);
+		if (call.decided) {
+			if (deny->reason == REASON_POLICY_DENIED)
+				ws->c.denied++;
+			else
+				ws->c.responded++;
+			fields_ready(&r->log_fields, r);
+			fields_set(&r->log_fields, "policy", call.p->name);
+			return PHASE_DENY;
+		}
+		if (!ok && call.p->on_error_deny) {
+			ws->c.error_denied++;
+			phase_deny_init(deny, r, 403, REASON_POLICY_ERROR);
+			return PHASE_DENY;
+		}
+	}
+	return PHASE_CONTINUE;
+}
+
+static void pol_response_headers(struct request *r, const void *ss, void *wsv, struct fields *response)
+{
+	struct pol_req *q = r->policy;
+	struct pol_worker *ws = wsv;
+	const struct conf_route *route = route_of(r);
+	if (!q || !q->gen || !ws || !route)
+		return;
+	const struct conf_policies *ps = ss;
+	for (size_t i = 0; i < route->num_policies; i++) {
+		struct pol_call call = {.r = r, .q = q, .p = &ps->v[route->policies[i]], .policy = route->policies[i],
+		                        .phase = PH_RESPONSE, .resp = response};
+		run_phase(ws, &call);
+	}
+}
+
+static void pol_log(const struct request *cr, const void *ss, void *wsv)
+{
+	struct request *r = (struct request *)cr; /* r:log may still add fields for the access log */
+	struct pol_req *q = r->policy;
+	struct pol_worker *ws = wsv;
+	const struct conf_route *route = route_of(r);
+	if (!q || !q->gen || !ws)
+		return;
+	const struct conf_policies *ps = ss;
+	for (size_t i = 0; route && i < route->num_policies; i++) {
+		struct pol_call call = {.r = r, .q = q, .p = &ps->v[route->policies[i]], .policy = route->policies[i],
+		                        .phase = PH_LOG};
+		run_phase(ws, &call);
+	}
+	struct pol_gen *g = q->gen;
+	if (q->ctx_ref != LUA_NOREF)
+		luaL_unref(g->rt->L, LUA_REGISTRYINDEX, q->ctx_ref);
+	q->ctx_ref = LUA_NOREF;
+	r->policy = NULL;
+	if (--g->users == 0 && !gen_current(ws, g))
+		gens_sweep(ws);
+}
+
+const struct module policy_module = {
+    .name = "policy",
+    .snapshot_init = pol_snapshot_init,
+    .worker_init = pol_worker_init,
+    .worker_free = pol_worker_free,
+    .worker_adopt = pol_worker_adopt,
+    .access = pol_access,
+    .response_headers = pol_response_headers,
+    .log = pol_log,
+    .conf = &conf_policy_section,
+};

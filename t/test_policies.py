@@ -1,0 +1,539 @@
+"""Lua policies (docs/policies.md): config and `sluice check` with FILE:LINE, the
+request API in the access, response and log phases against real upstreams,
+deny/respond, set_pool, and the sandbox (errors, loops, memory, recursion, yields,
+pattern and rep bombs) with the worker serving on."""
+
+import json
+import textwrap
+import time
+
+import pytest
+
+from conftest import RawConn, base_config, free_port, run_sluice, wait_until
+from test_res_admin import sockdir  # noqa: F401  (fixture)
+
+
+def write_policy(tmp_path, name, text):
+    d = tmp_path / "policies"
+    d.mkdir(exist_ok=True)
+    (d / (name + ".lua")).write_text(textwrap.dedent(text))
+    return "policies/%s.lua" % name
+
+
+def policy_gw(tmp_path, sluice, upstreams, policies, route_policies, n_up=1, pools=None, routes=None, **kw):
+    """A gateway with the given policies ({name: (source, extra keys)}) on one catch-all route."""
+    ups = upstreams(n_up)
+    conf_policies = {}
+    for name, spec in policies.items():
+        src, extra = spec if isinstance(spec, tuple) else (spec, {})
+        entry = {"file": write_policy(tmp_path, name, src)}
+        entry.update(extra)
+        conf_policies[name] = entry
+    port = free_port()
+    cfg = base_config(port, [u.address for u in ups], policies=conf_policies, **kw)
+    if pools:
+        cfg["pools"] = pools(ups)
+        cfg["services"] = {"web": {"pools": {p: 100 if i == 0 else 0 for i, p in enumerate(sorted(cfg["pools"]))}}}
+    cfg["routes"] = routes or [{"name": "main", "match": {"path_prefix": "/"}, "service": "web",
+                                "policies": route_policies}]
+    gw = sluice(cfg)
+    gw.upstreams = ups
+    return gw
+
+
+def echo(resp):
+    assert resp.status == 200, resp
+    return resp.json()
+
+
+def upstream_header(body, name):
+    vals = [v for k, v in body["headers"] if k.lower() == name]
+    return vals
+
+
+# ---------------------------------------------------------------------------
+# sluice check
+# ---------------------------------------------------------------------------
+
+def check(tmp_path, policies, routes_policies=("p",), extra_files=None):
+    for name, src in (extra_files or {}).items():
+        write_policy(tmp_path, name, src)
+    conf_policies = {}
+    for name, src in policies.items():
+        conf_policies[name] = {"file": write_policy(tmp_path, name, src)}
+    cfg = base_config(free_port(), ["127.0.0.1:1"], policies=conf_policies)
+    cfg["routes"][0]["policies"] = list(routes_policies)
+    path = tmp_path / "check.lua"
+    from conftest import config_to_lua
+    path.write_text(config_to_lua(cfg))
+    return run_sluice(["check", "-c", str(path)])
+
+
+def test_check_accepts_a_valid_policy(tmp_path):
+    r = check(tmp_path, {"p": "return { access = function(r) r.req_headers:set('x-a', '1') end }\n"})
+    assert r.returncode == 0, r.stderr
+    assert "ok" in r.stdout
+
+
+def test_check_reports_syntax_error_with_file_and_line(tmp_path):
+    r = check(tmp_path, {"p": "return {\n  access = function(r)\n    local x = = 1\n  end\n}\n"})
+    assert r.returncode == 1
+    assert "policies.p: " in r.stderr and "policies/p.lua:3:" in r.stderr, r.stderr
+
+
+def test_check_reports_top_level_errors_and_bad_shapes(tmp_path):
+    r = check(tmp_path, {
+        "a": "local t = nil\nreturn t.x\n",
+        "b": "return 42\n",
+        "c": "return { acess = function() end }\n",
+        "d": "return { access = 'no' }\n",
+        "e": "while true do end\n",
+    }, routes_policies=("a",))
+    assert r.returncode == 1
+    err = r.stderr
+    assert "policies.a: " in err and "policies/a.lua:2:" in err, err
+    assert "policies.b: " in err and "must return a table" in err, err
+    assert "policies.c: " in err and 'a key "acess"' in err, err
+    assert "policies.d: " in err and "access must be a function" in err, err
+    assert "policies.e: " in err and "policies/e.lua:1:" in err and "instruction budget" in err, err
+
+
+def test_check_reports_unknown_policy_in_route_by_path(tmp_path):
+    r = check(tmp_path, {"tenant": "return { access = function() end }\n"}, routes_policies=("tenant", "tenat"))
+    assert r.returncode == 1
+    assert 'routes[1].policies[2]: unknown policy "tenat" (did you mean "tenant"?)' in r.stderr, r.stderr
+
+
+def test_check_reports_missing_file_and_bad_keys(tmp_path):
+    cfg = base_config(free_port(), ["127.0.0.1:1"], policies={
+        "gone": {"file": "policies/nope.lua"},
+        "typo": {"file": "x.lua", "on_eror": "deny"},
+        "oe": {"file": "x.lua", "on_error": "maybe"},
+    })
+    (tmp_path / "x.lua").write_text("return { access = function() end }\n")
+    from conftest import config_to_lua
+    path = tmp_path / "c.lua"
+    path.write_text(config_to_lua(cfg))
+    r = run_sluice(["check", "-c", str(path)])
+    assert r.returncode == 1
+    assert "policies.gone.file: cannot read" in r.stderr, r.stderr
+    assert "policies.typo" in r.stderr and "on_eror" in r.stderr, r.stderr
+    assert 'policies.oe.on_error: unknown value "maybe"' in r.stderr, r.stderr
+
+
+def test_check_require_only_from_policy_directories(tmp_path):
+    (tmp_path / "outside.lua").write_text("return 1\n")
+    r = check(tmp_path, {"p": "local u = require('util')\nreturn { access = function(r) u.f(r) end }\n"},
+              extra_files={"util": "return { f = function(r) end }\n"})
+    assert r.returncode == 0, r.stderr
+    for name in ("../outside", "outside", "os"):
+        r = check(tmp_path, {"p": "require(%r)\nreturn { access = function() end }\n" % name})
+        assert r.returncode == 1, name
+        assert "policies/p.lua:1:" in r.stderr, r.stderr
+
+
+# ---------------------------------------------------------------------------
+# the request API
+# ---------------------------------------------------------------------------
+
+API_POLICY = """
+local cfg = ...
+return {
+  access = function(r)
+    local h = r.req_headers
+    h:set("x-method", r.method)
+    h:set("x-path", r.path)
+    h:set("x-query", r.query)
+    local args = r:args()
+    h:set("x-arg-a", args.a or "-")
+    h:set("x-arg-multi", type(args.m) == "table" and table.concat(args.m, ",") or "-")
+    h:set("x-arg-space", args.s or "-")
+    h:set("x-client", r.client_ip .. ":" .. r.client_port)
+    h:set("x-names", table.concat({ r.route, r.service, r.listener }, "/"))
+    h:set("x-rid", r.request_id)
+    h:set("x-cookie", r:cookie("session") or "-")
+    h:set("x-first", r:header("X-Multi") or "-")
+    h:set("x-all", table.concat(h:get_all("x-multi"), "|"))
+    h:add("x-added", "one")
+    h:add("x-added", "two")
+    h:remove("x-secret")
+    h:set("x-config", cfg.greeting .. ":" .. r.config.list[2])
+    h:set("x-tls", tostring(r.tls_version))
+    r.ctx.seen = "ctx-" .. r.method
+    r:log("policy_note", "access ran")
+    r:log("tenant", r:header("x-tenant") or "none")
+  end,
+  response = function(r)
+    local h = r.resp_headers
+    h:set("x-ctx", r.ctx.seen)
+    h:set("x-status", tostring(r.status) .. "/" .. tostring(r.upstream_status))
+    h:add("x-resp-added", "a")
+    h:remove("x-upstream")
+    h:set("x-had-req", tostring(r.req_headers:get("x-tenant")))
+  end,
+  log = function(r)
+    r:log("final_status", r.status)
+    r:log("ctx_in_log", r.ctx.seen)
+  end,
+}
+"""
+
+
+def api_gw(tmp_path, sluice, upstreams):
+    return policy_gw(tmp_path, sluice, upstreams,
+                     {"api": (API_POLICY, {"config": {"greeting": "hi", "list": ["a", "b"]}})}, ["api"])
+
+
+def test_request_api_in_access_response_and_log(tmp_path, sluice, upstreams):
+    gw = api_gw(tmp_path, sluice, upstreams)
+    with RawConn(gw.port) as c:
+        resp = c.request("GET", "/some/path?a=1&m=x&m=y&s=a+b%21", headers=[
+            ("X-Multi", "first"), ("X-Multi", "second"), ("Cookie", "a=1; session=s3cr3t; b=2"),
+            ("X-Secret", "hidden"), ("X-Tenant", "acme"), ("X-Request-Id", "rid-123")])
+        port = c.local_port
+    body = echo(resp)
+
+    def up(name):
+        vals = upstream_header(body, name)
+        assert len(vals) == 1, (name, body["headers"])
+        return vals[0]
+    assert up("x-method") == "GET"
+    assert up("x-path") == "/some/path"
+    assert up("x-query") == "a=1&m=x&m=y&s=a+b%21"
+    assert up("x-arg-a") == "1"
+    assert up("x-arg-multi") == "x,y"
+    assert up("x-arg-space") == "a b!"
+    assert up("x-client") == "127.0.0.1:%d" % port
+    assert up("x-names") == "main/web/public"
+    assert up("x-rid") == "rid-123"
+    assert up("x-cookie") == "s3cr3t"
+    assert up("x-first") == "first"
+    assert up("x-all") == "first|second"
+    assert upstream_header(body, "x-added") == ["one", "two"]
+    assert upstream_header(body, "x-secret") == []
+    assert up("x-config") == "hi:b"
+    assert up("x-tls") == "nil"
+    # response phase
+    assert resp.header("x-ctx") == "ctx-GET"
+    assert resp.header("x-status") == "200/200"
+    assert resp.header("x-resp-added") == "a"
+    assert resp.header("x-upstream") is None
+    assert resp.header("x-had-req") == "acme"
+    # r:log in the access and log phases lands in the access-log line
+    (e,) = gw.wait_log(request_id="rid-123")
+    assert e["policy_note"] == "access ran" and e["tenant"] == "acme"
+    assert e["final_status"] == "200" and e["ctx_in_log"] == "ctx-GET"
+    assert e["status"] == 200 and e["reason"] == ""
+
+
+def test_ctx_is_per_request(tmp_path, sluice, upstreams):
+    src = """
+    return {
+      access = function(r)
+        r.req_headers:set("x-before", tostring(r.ctx.n))
+        r.ctx.n = (r.ctx.n or 0) + 1
+      end,
+    }
+    """
+    gw = policy_gw(tmp_path, sluice, upstreams, {"c": src}, ["c"])
+    with RawConn(gw.port) as c:
+        for _ in range(5):
+            assert upstream_header(echo(c.request("GET", "/")), "x-before") == ["nil"]
+
+
+def test_policies_run_in_order(tmp_path, sluice, upstreams):
+    first = "return { access = function(r) r.req_headers:set('x-order', 'first') end }"
+    second = ("return { access = function(r) r.req_headers:set('x-order', "
+              "r.req_headers:get('x-order') .. ',second') end }")
+    gw = policy_gw(tmp_path, sluice, upstreams, {"one": first, "two": second}, ["one", "two"])
+    with RawConn(gw.port) as c:
+        assert upstream_header(echo(c.request("GET", "/")), "x-order") == ["first,second"]
+
+
+def test_deny_and_respond(tmp_path, sluice, upstreams):
+    src = """
+    return {
+      access = function(r)
+        local t = r:header("x-tenant")
+        if t == "evil" then r:deny(403, "tenant blocked") end
+        if t == "plain" then r:deny() end
+        if t == "tea" then
+          r:respond(418, "short and stout", { ["content-type"] = "text/x-tea", ["x-extra"] = "1" })
+        end
+        if t == "json" then r:respond(200, '{"ok":true}', { ["content-type"] = "application/json" }) end
+        r.req_headers:set("x-reached", "yes")
+      end,
+      response = function(r) r.resp_headers:set("x-resp-phase", tostring(r.status)) end,
+    }
+    """
+    gw = policy_gw(tmp_path, sluice, upstreams, {"gate": src}, ["gate"])
+    (u,) = gw.upstreams
+    with RawConn(gw.port) as c:
+        r = c.request("GET", "/", headers=[("X-Tenant", "evil"), ("X-Request-Id", "deny-1")])
+        assert r.status == 403 and r.body == b"tenant blocked\n"
+        assert r.header("x-resp-phase") == "403"
+        r = c.request("GET", "/", headers=[("X-Tenant", "plain"), ("X-Request-Id", "deny-2")])
+        assert r.status == 403 and r.body.startswith(b"403")
+        r = c.request("GET", "/", headers=[("X-Tenant", "tea"), ("X-Request-Id", "resp-1")])
+        assert r.status == 418 and r.body == b"short and stout"
+        assert r.header("content-type") == "text/x-tea" and r.header("x-extra") == "1"
+        r = c.request("GET", "/", headers=[("X-Tenant", "json")])
+        assert r.status == 200 and r.json() == {"ok": True}
+        assert r.header("content-type") == "application/json"
+        assert upstream_header(echo(c.request("GET", "/", headers=[("X-Tenant", "ok")])), "x-reached") == ["yes"]
+    assert u.stats()["requests"] == 1  # denied and answered requests never went upstream
+    (e,) = gw.wait_log(request_id="deny-1")
+    assert e["status"] == 403 and e["reason"] == "policy_denied" and e["policy"] == "gate"
+    (e,) = gw.wait_log(request_id="resp-1")
+    assert e["status"] == 418 and e["reason"] == "" and e["policy"] == "gate"
+
+
+def test_header_api_refuses_injection_and_gateway_fields(tmp_path, sluice, upstreams):
+    src = """
+    return {
+      access = function(r)
+        local what = r:header("x-try")
+        if what == "crlf" then r.req_headers:set("x-a", "v\\r\\nx-injected: 1") end
+        if what == "cl" then r.req_headers:set("content-length", "5") end
+        if what == "host" then r.req_headers:set("host", "evil.test") end
+        if what == "name" then r.req_headers:set("bad name", "v") end
+        if what == "resp" then r.resp_headers:set("x-a", "1") end
+        if what == "assign" then r.method = "POST" end
+      end,
+    }
+    """
+    gw = policy_gw(tmp_path, sluice, upstreams, {"h": src}, ["h"])
+    with RawConn(gw.port) as c:
+        for what in ("crlf", "cl", "host", "name", "resp", "assign"):
+            body = echo(c.request("GET", "/", headers=[("X-Try", what)]))  # on_error = pass
+            assert upstream_header(body, "x-injected") == []
+            assert upstream_header(body, "content-length") == []
+    fails = [e for e in gw.log_entries() if e.get("msg") == "policy failed"]
+    assert len(fails) == 6, fails
+    assert all("policies/h.lua:" in e["error"] for e in fails), fails
+
+
+def test_set_pool_within_the_service(tmp_path, sluice, upstreams):
+    src = """
+    return {
+      access = function(r)
+        local p = r:header("x-pool")
+        if p then r:set_pool(p) end
+      end,
+      response = function(r) r.resp_headers:set("x-pool-used", tostring(r.pool)) end,
+    }
+    """
+
+    def pools(ups):
+        return {"blue": {"servers": [{"address": ups[0].address}]}, "green": {"servers": [{"address": ups[1].address}]}}
+    gw = policy_gw(tmp_path, sluice, upstreams, {"pick": src}, ["pick"], n_up=2, pools=pools)
+    with RawConn(gw.port) as c:
+        # green has weight 0: only r:set_pool reaches it
+        assert echo(c.request("GET", "/"))["server"] == gw.upstreams[0].name
+        r = c.request("GET", "/", headers=[("X-Pool", "green")])
+        assert echo(r)["server"] == gw.upstreams[1].name and r.header("x-pool-used") == "green"
+        assert echo(c.request("GET", "/", headers=[("X-Pool", "blue")]))["server"] == gw.upstreams[0].name
+        # a pool outside the service is an error: on_error = pass keeps the service's choice
+        r = c.request("GET", "/", headers=[("X-Pool", "nope")])
+        assert echo(r)["server"] == gw.upstreams[0].name
+    fails = [e for e in gw.log_entries() if e.get("msg") == "policy failed"]
+    assert len(fails) == 1 and 'pool "nope" is not one of service "web"' in fails[0]["error"], fails
+
+
+# ---------------------------------------------------------------------------
+# the sandbox
+# ---------------------------------------------------------------------------
+
+SANDBOX_POLICY = """
+local cases = {
+  error = function() local t = nil; return t.field end,
+  loop = function() while true do end end,
+  memory = function() local t = {} for i = 1, 1e9 do t[i] = ("x"):rep(64) .. i end end,
+  recursion = function() local function f(n) return f(n + 1) + 1 end return f(1) end,
+  yield = function() coroutine.yield(1) end,
+  yield_c = function() local co = coroutine.wrap(function() table.sort({3, 2, 1}, function(a, b)
+    coroutine.yield() return a < b end) end) co() end,
+  rep = function() return ("").rep("", 1e15) .. ("x"):rep(1e12) end,
+  pattern = function() return (("a"):rep(30000)):find(".-.-.-.-.-.-b") end,
+  gsub = function() return (("a"):rep(5000)):gsub("a-a-a-a-b", "x") end,
+  pcall_loop = function() while true do pcall(function() while true do end end) end end,
+  gc = function() setmetatable({}, { __gc = function() while true do end end }) end,
+  globals = function()
+    assert(io == nil and os == nil and debug == nil and package == nil, "unsafe globals")
+    assert(dofile == nil and loadfile == nil and string.dump == nil, "unsafe loaders")
+    local f, err = load(string.char(27) .. "Lua")
+    assert(f == nil, "bytecode loaded")
+    local ok = pcall(load, "return 1", "x", "b")
+    assert(not ok, "binary mode accepted")
+    assert(load("return 1 + 1")() == 2)
+    error("sandbox ok")
+  end,
+}
+return {
+  access = function(r)
+    local c = r:header("x-case")
+    if c then cases[c]() end
+    r.req_headers:set("x-policy-ran", "yes")
+  end,
+}
+"""
+
+SANDBOX_CASES = ["error", "loop", "memory", "recursion", "yield", "yield_c", "rep", "pattern", "gsub",
+                 "pcall_loop", "gc", "globals"]
+
+
+@pytest.mark.timeout(120)
+def test_sandbox_stops_each_failure_and_the_worker_serves_on(tmp_path, sluice, upstreams):
+    gw = policy_gw(tmp_path, sluice, upstreams, {
+        "sb": (SANDBOX_POLICY, {"instructions": 2000000, "memory": "4m"}),
+    }, ["sb"], workers=1)
+    with RawConn(gw.port, timeout=30) as c:
+        for case in SANDBOX_CASES:
+            body = echo(c.request("GET", "/", headers=[("X-Case", case), ("X-Request-Id", "sb-" + case)]))
+            # on_error = "pass": the request goes on, without what the failed policy would have set
+            assert upstream_header(body, "x-policy-ran") == [], case
+            # and the next request on the same worker is served normally
+            body = echo(c.request("GET", "/"))
+            assert upstream_header(body, "x-policy-ran") == ["yes"], case
+    fails = {e["request_id"]: e for e in gw.log_entries() if e.get("msg") == "policy failed"}
+    for case in SANDBOX_CASES:
+        if case == "gc":
+            continue
+        e = fails["sb-" + case]
+        assert e["policy"] == "sb" and e["phase"] == "access" and e["outcome"] == "pass", e
+        assert "policies/sb.lua:" in e["error"], e
+    assert fails["sb-loop"]["kind"] == "instructions"
+    assert fails["sb-pcall_loop"]["kind"] == "instructions"
+    assert fails["sb-memory"]["kind"] == "memory"
+    assert "memory cap" in fails["sb-memory"]["error"]
+    assert "stack overflow" in fails["sb-recursion"]["error"] or fails["sb-recursion"]["kind"] == "memory"
+    assert "yield" in fails["sb-yield"]["error"] and "yield" in fails["sb-yield_c"]["error"]
+    assert "rep" in fails["sb-rep"]["error"]
+    assert "pattern too slow" in fails["sb-pattern"]["error"]
+    assert "pattern too slow" in fails["sb-gsub"]["error"]
+    assert "__gc" in fails["sb-gc"]["error"]
+    assert "sandbox ok" in fails["sb-globals"]["error"]
+    # the failures are in the access log too
+    e = gw.wait_log(request_id="sb-loop")[0]
+    assert e["policy_error"] == "sb" and e["status"] == 200
+
+
+def test_on_error_deny(tmp_path, sluice, upstreams):
+    src = "return { access = function(r) if r:header('x-fail') then error('boom') end end }"
+    gw = policy_gw(tmp_path, sluice, upstreams, {"strict": (src, {"on_error": "deny"})}, ["strict"])
+    (u,) = gw.upstreams
+    with RawConn(gw.port) as c:
+        r = c.request("GET", "/", headers=[("X-Fail", "1"), ("X-Request-Id", "fail-1")])
+        assert r.status == 403
+        echo(c.request("GET", "/"))
+    (e,) = gw.wait_log(request_id="fail-1")
+    assert e["reason"] == "policy_error" and e["policy_error"] == "strict"
+    (f,) = [e for e in gw.log_entries() if e.get("msg") == "policy failed"]
+    assert f["outcome"] == "deny" and "policies/strict.lua:1: boom" in f["error"], f
+    assert u.stats()["requests"] == 1
+
+
+def test_patterns_and_helpers_work(tmp_path, sluice, upstreams):
+    src = r"""
+    return {
+      access = function(r)
+        local h = r.req_headers
+        local out = {}
+        out[#out + 1] = tostring(("key=value"):match("(%w+)=(%w+)"))
+        out[#out + 1] = tostring((" trim me "):match("^%s*(.-)%s*$"))
+        out[#out + 1] = select(1, ("a,b,,c"):gsub(",", ";"))
+        local words = {}
+        for w in ("one two three"):gmatch("%a+") do words[#words + 1] = w end
+        out[#out + 1] = table.concat(words, "+")
+        out[#out + 1] = tostring(("f(a(b)c)d"):find("%b()"))
+        out[#out + 1] = tostring(("THE (quick) fox"):find("%f[%a]%a+", 5))
+        out[#out + 1] = ("abc"):rep(3, "-")
+        out[#out + 1] = url.decode("a%20b+c", true)
+        out[#out + 1] = html.decode("&lt;x&gt; &#65;&#x42; &amp;")
+        out[#out + 1] = base64.decode(base64.encode("hello?"))
+        local j = json.decode('{"a": [1, 2, {"b": "\\u00e9"}], "n": null, "t": true}')
+        out[#out + 1] = j.a[3].b .. tostring(j.n) .. tostring(j.t) .. #j.a
+        out[#out + 1] = tostring(json.decode("{bad"))
+        h:set("x-out", table.concat(out, "|"))
+      end,
+    }
+    """
+    gw = policy_gw(tmp_path, sluice, upstreams, {"helpers": src}, ["helpers"])
+    with RawConn(gw.port) as c:
+        (v,) = upstream_header(echo(c.request("GET", "/")), "x-out")
+    parts = v.split("|")
+    assert parts[:10] + parts[11:] == ["key", "trim me", "a;b;;c", "one+two+three", "2", "6", "abc-abc-abc",
+                                       "a b c", "<x> AB &", "hello?", "nil"], parts
+    assert parts[10].endswith("niltrue3") and len(parts[10]) > len("niltrue3"), parts
+
+
+def test_set_limit_key_feeds_a_real_rate_limit(tmp_path, sluice, upstreams):
+    src = """
+    return {
+      access = function(r)
+        local t = r:header("x-tenant")
+        if t then r:set_limit_key("tenant", t) end
+        local w = r:header("x-whole")
+        if w then r:set_limit_key("by_client", w) end
+      end,
+    }
+    """
+    routes = [{"name": "main", "match": {"path_prefix": "/"}, "service": "web", "policies": ["keys"],
+               "rate_limit": ["per_tenant", "by_client"]}]
+    gw = policy_gw(tmp_path, sluice, upstreams, {"keys": src}, None, routes=routes, rate_limits={
+        "per_tenant": {"key": "policy:tenant", "rate": 2, "per": "1m", "burst": 2},
+        "by_client": {"key": "client_ip", "rate": 3, "per": "1m", "burst": 3},
+    })
+    with RawConn(gw.port) as c:
+        def status(*headers):
+            return c.request("GET", "/", headers=list(headers)).status
+        # per tenant: 2 each; the client-wide limit is overridden per x-whole value
+        assert [status(("X-Tenant", "a"), ("X-Whole", "w1")) for _ in range(3)] == [200, 200, 429]
+        assert [status(("X-Tenant", "b"), ("X-Whole", "w2")) for _ in range(2)] == [200, 200]
+        r = c.request("GET", "/", headers=[("X-Tenant", "b"), ("X-Whole", "w3"), ("X-Request-Id", "rl-b")])
+        assert r.status == 429 and r.header("retry-after")
+        # without the policy's key the tenant limit does not apply; client_ip (3/min) does
+        assert [status() for _ in range(4)] == [200, 200, 200, 429]
+    (e,) = gw.wait_log(request_id="rl-b")
+    assert e["reason"] == "rate_limited"
+
+
+def test_check_rate_limit_policy_key_syntax(tmp_path):
+    cfg = base_config(free_port(), ["127.0.0.1:1"], rate_limits={"x": {"key": "policy:", "rate": 1, "per": "1s"}})
+    from conftest import config_to_lua
+    path = tmp_path / "c.lua"
+    path.write_text(config_to_lua(cfg))
+    r = run_sluice(["check", "-c", str(path)])
+    assert r.returncode == 1 and "rate_limits.x.key" in r.stderr and "policy key" in r.stderr, r.stderr
+
+
+@pytest.mark.timeout(90)
+def test_reload_compiles_policies_and_refuses_a_broken_one(tmp_path, sluice, upstreams, sockdir):
+    import os
+    from test_res_admin import ctl
+    from conftest import config_to_lua
+    sock = os.path.join(sockdir, "admin.sock")
+    src = "return { access = function(r) r.req_headers:set('x-version', '%s') end }\n"
+    gw = policy_gw(tmp_path, sluice, upstreams, {"v": src % "one"}, ["v"], admin={"socket": sock})
+    wait_until(lambda: os.path.exists(sock), what="admin socket")
+    with RawConn(gw.port) as keep:
+        assert upstream_header(echo(keep.request("GET", "/")), "x-version") == ["one"]
+        # a new script: the next request, on the same keep-alive connection, runs it
+        write_policy(tmp_path, "v", src % "two")
+        rc, out, err = ctl(sock, "reload")
+        assert rc == 0, (out, err)
+        assert upstream_header(echo(keep.request("GET", "/")), "x-version") == ["two"]
+        # a broken script fails the reload with FILE:LINE; the old one keeps running
+        write_policy(tmp_path, "v", "return {\n  access = function(r) r.x( end\n}\n")
+        rc, out, err = ctl(sock, "reload")
+        assert rc == 1 and "policies.v: policies/v.lua:2:" in out, (out, err)
+        assert upstream_header(echo(keep.request("GET", "/")), "x-version") == ["two"]
+        # the config the policy gets is part of the snapshot too
+        write_policy(tmp_path, "v", "local c = ...\nreturn { access = function(r) "
+                     "r.req_headers:set('x-version', c.v) end }\n")
+        gw.config["policies"]["v"]["config"] = {"v": "three"}
+        gw.conf_path.write_text(config_to_lua(gw.config))
+        rc, out, err = ctl(sock, "reload")
+        assert rc == 0, (out, err)
+        for _ in range(4):  # every worker
+            assert upstream_header(echo(keep.request("GET", "/")), "x-version") == ["three"]
