@@ -121,7 +121,12 @@ static void rt_hook(lua_State *L, lua_Debug *ar)
 	(void)ar;
 	struct lua_rt *rt = lua_rt_of(L);
 	if (!rt->out_of_budget) {
-		rt->instr_left -= RT_HOOK_INTERVAL;
+		int count = lua_gethookcount(L);
+		rt->instr_left -= count;
+		/* a coroutine an earlier call left failing at every instruction
+		 * (hooks are per thread) counts normally again */
+		if (count != RT_HOOK_INTERVAL)
+			lua_sethook(L, rt_hook, LUA_MASKCOUNT, RT_HOOK_INTERVAL);
 		if (rt->instr_left > 0)
 			return;
 		rt->out_of_budget = true;

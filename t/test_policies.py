@@ -11,6 +11,7 @@ import pytest
 
 from conftest import RawConn, base_config, free_port, run_sluice, wait_until
 from test_res_admin import sockdir  # noqa: F401  (fixture)
+from test_tls_certs import certs  # noqa: F401  (fixture)
 
 
 def write_policy(tmp_path, name, text):
@@ -409,8 +410,9 @@ def test_sandbox_stops_each_failure_and_the_worker_serves_on(tmp_path, sluice, u
     assert "stack overflow" in fails["sb-recursion"]["error"] or fails["sb-recursion"]["kind"] == "memory"
     assert "yield" in fails["sb-yield"]["error"] and "yield" in fails["sb-yield_c"]["error"]
     assert "rep" in fails["sb-rep"]["error"]
-    assert "pattern too slow" in fails["sb-pattern"]["error"]
-    assert "pattern too slow" in fails["sb-gsub"]["error"]
+    for case in ("sb-pattern", "sb-gsub"):  # steps, or the call's time on a loaded machine
+        err = fails[case]["error"]
+        assert "pattern too slow" in err or "time limit reached inside a pattern match" in err, err
     assert "__gc" in fails["sb-gc"]["error"]
     assert "sandbox ok" in fails["sb-globals"]["error"]
     # the failures are in the access log too
@@ -537,3 +539,52 @@ def test_reload_compiles_policies_and_refuses_a_broken_one(tmp_path, sluice, ups
         assert rc == 0, (out, err)
         for _ in range(4):  # every worker
             assert upstream_header(echo(keep.request("GET", "/")), "x-version") == ["three"]
+
+
+def test_tls_fields_and_http2(tmp_path, sluice, upstreams, certs):
+    """r.tls_version, r.tls_client_subject, r.tls_sni, r.protocol over TLS, HTTP/1.1 and HTTP/2,
+    with and without a verified client certificate; headers set by the policy both ways."""
+    from conftest import curl
+    from test_tls_certs import tls_config
+    from test_tls_routing import rfc2253_subject
+    (u,) = upstreams(1)
+    c, k = certs.issue("a", dns=["a.test"])
+    ops = certs.issue("ops", client=True, cn="ops")
+    src = """
+    return {
+      access = function(r)
+        r.req_headers:set("x-seen-proto", r.protocol)
+      end,
+      response = function(r)
+        local h = r.resp_headers
+        h:set("x-tls", tostring(r.tls_version))
+        h:set("x-subject", tostring(r.tls_client_subject))
+        h:set("x-sni", tostring(r.tls_sni))
+        h:set("x-proto", r.protocol .. " " .. r.scheme)
+      end,
+    }
+    """
+    port = free_port()
+    cfg = tls_config(port, [u.address], [{"cert": c, "key": k}],
+                     tls={"client_ca": str(certs.ca), "client_verify": "optional"},
+                     policies={"t": {"file": write_policy(tmp_path, "t", src)}})
+    cfg["routes"][0]["policies"] = ["t"]
+    gw = sluice(cfg)
+    for flag, proto in (("--http1.1", "HTTP/1.1"), ("--http2", "HTTP/2.0")):
+        for cert, subject in ((ops, rfc2253_subject(ops[0])), (None, "nil")):
+            args = ["--cacert", str(certs.ca), "--resolve", "a.test:%d:127.0.0.1" % port, flag, "-D", "-",
+                    "https://a.test:%d/x" % port]
+            if cert:
+                args += ["--cert", cert[0], "--key", cert[1]]
+            r = curl(args)
+            assert r.returncode == 0, r.stderr
+            head, _, body = r.stdout.partition(b"\r\n\r\n")
+            hdrs = {}
+            for ln in head.decode().split("\r\n")[1:]:
+                name, _, value = ln.partition(":")
+                hdrs[name.strip().lower()] = value.strip()
+            assert hdrs["x-tls"] in ("TLSv1.3", "TLSv1.2"), hdrs
+            assert hdrs["x-subject"] == subject, hdrs
+            assert hdrs["x-sni"] == "a.test", hdrs
+            assert hdrs["x-proto"] == proto + " https", hdrs
+            assert upstream_header(json.loads(body), "x-seen-proto") == [proto]
