@@ -34,7 +34,6 @@ enum client_state {
 /* Who is at the other end of a connection, and how it arrived. */
 struct client_origin {
 	const char *scheme;   /* "http" or "https" (static string) */
-	const char *protocol; /* NULL for HTTP/1.x; "HTTP/2.0" when handed to an HTTP/2 session */
 	char ip[64];
 	uint16_t port;
 	bool plain_socket; /* bev is a plain socket bufferevent: responses may be written directly (io.h) */

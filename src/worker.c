@@ -45,7 +45,6 @@ static void worker_dispatch(struct worker *w, const struct tls_handoff *h)
 	o.scheme = h->tls ? "https" : "http";
 	o.plain_socket = !h->tls; /* HTTP/1 on a plain socket gets direct writes (io.h) */
 	if (h->proto == TLS_PROTO_H2) {
-		o.protocol = "HTTP/2.0";
 		h2_session_start(w, h->listener, h->bev, &o);
 	} else {
 		client_accept_bev(w, h->listener, h->bev, &o);
