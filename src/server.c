@@ -48,6 +48,7 @@ struct server {
 	struct health *health;
 	struct admin *admin;
 	struct statefile *statefile;
+	size_t num_start_listeners; /* the listening sockets made at start: fds[worker][0..n) */
 	/* snapshots whose last reference went on a worker wait here for the main loop */
 	pthread_mutex_t reap_lock;
 	struct snapshot *reap_list;
@@ -294,6 +295,98 @@ static bool same_str(const char *a, const char *b)
 	return (!a && !b) || (a && b && strcmp(a, b) == 0);
 }
 
+static int server_find_listener(const struct conf *c, const char *name)
+{
+	for (size_t i = 0; i < c->num_listeners; i++)
+		if (strcmp(c->listeners[i].name, name) == 0)
+			return (int)i;
+	return -1;
+}
+
+/* Listeners on reload: each one of the running config must still be there,
+ * unchanged (name, address, tls on/off, h2c; its certificates and settings
+ * may change); new names are added. Connections keep their listener's
+ * number, so c's listeners are put in the running order, the added ones
+ * after (c is not shared yet). *added: how many. Errors name the listener. */
+static int server_match_listeners(const struct conf *old, struct conf *c, size_t *added, struct conf_errors *errs)
+{
+	size_t before = errs->count;
+	*added = 0;
+	for (size_t i = 0; i < old->num_listeners; i++) {
+		const struct conf_listener *o = &old->listeners[i];
+		int j = server_find_listener(c, o->name);
+		if (j < 0) {
+			conf_errors_add(errs, "%s: listeners: listener %s (%s) removed: a reload cannot remove a listener yet; "
+			                      "restart sluice to apply it",
+			                c->source, o->name, o->address);
+			continue;
+		}
+		const struct conf_listener *l = &c->listeners[j];
+		if (strcmp(o->address, l->address) != 0 || (o->tls == NULL) != (l->tls == NULL) || o->h2c != l->h2c)
+			conf_errors_add(errs, "%s: listeners[%d] (%s): changed (was %s%s%s, now %s%s%s): a reload cannot change a "
+			                      "listener's address, tls on/off or h2c yet (add a listener under a new name, or "
+			                      "restart sluice to apply it)",
+			                c->source, j + 1, l->name, o->address, o->tls ? " with tls" : "", o->h2c ? " h2c" : "",
+			                l->address, l->tls ? " with tls" : "", l->h2c ? " h2c" : "");
+	}
+	if (errs->count > before)
+		return -1;
+	struct conf_listener *ordered = calloc(c->num_listeners ? c->num_listeners : 1, sizeof(*ordered));
+	if (!ordered) {
+		conf_errors_add(errs, "%s: out of memory", c->source);
+		return -1;
+	}
+	size_t n = 0;
+	for (size_t i = 0; i < old->num_listeners; i++)
+		ordered[n++] = c->listeners[server_find_listener(c, old->listeners[i].name)];
+	for (size_t i = 0; i < c->num_listeners; i++)
+		if (server_find_listener(old, c->listeners[i].name) < 0)
+			ordered[n++] = c->listeners[i];
+	*added = c->num_listeners - old->num_listeners;
+	free(c->listeners);
+	c->listeners = ordered;
+	return 0;
+}
+
+/* Sockets for the added listeners (the last `added` of c), one per worker,
+ * bound before anything is published; on a failure nothing is kept and the
+ * error names the listener. fds[k * num_workers + w]. */
+static int server_bind_added(struct server *srv, const struct conf *c, size_t added, int **fds_out,
+                             struct conf_errors *errs)
+{
+	*fds_out = NULL;
+	if (added == 0)
+		return 0;
+	size_t n = added * srv->num_workers;
+	int *fds = malloc(n * sizeof(*fds));
+	if (!fds) {
+		conf_errors_add(errs, "%s: out of memory", c->source);
+		return -1;
+	}
+	for (size_t i = 0; i < n; i++)
+		fds[i] = -1;
+	for (size_t k = 0; k < added; k++) {
+		size_t li = c->num_listeners - added + k;
+		const struct conf_listener *l = &c->listeners[li];
+		const char *why = NULL;
+		if (server_probe_address(l) != 0)
+			why = errno == EADDRINUSE ? "address in use (another process listens there)" : strerror(errno);
+		for (unsigned w = 0; !why && w < srv->num_workers; w++)
+			if ((fds[k * srv->num_workers + w] = server_listen(l)) < 0)
+				why = strerror(errno);
+		if (why) {
+			conf_errors_add(errs, "%s: listener %s: cannot listen on %s: %s", c->source, l->name, l->address, why);
+			for (size_t i = 0; i < n; i++)
+				if (fds[i] >= 0)
+					close(fds[i]);
+			free(fds);
+			return -1;
+		}
+	}
+	*fds_out = fds;
+	return 0;
+}
+
 /* What a reload cannot change yet: each difference is an error that names
  * the key and says a restart applies it. */
 static void server_restart_only(const struct conf *old, const struct conf *c, struct conf_errors *errs)
@@ -301,23 +394,6 @@ static void server_restart_only(const struct conf *old, const struct conf *c, st
 	const char *restart = "it cannot change on reload; restart sluice to apply it (docs/configuration.md)";
 	if (old->workers != c->workers)
 		conf_errors_add(errs, "%s: workers: changed from %u to %u: %s", c->source, old->workers, c->workers, restart);
-	for (size_t i = 0; i < c->num_listeners; i++) {
-		const struct conf_listener *l = &c->listeners[i];
-		const struct conf_listener *o = i < old->num_listeners ? &old->listeners[i] : NULL;
-		if (!o)
-			conf_errors_add(errs, "%s: listeners[%zu] (%s): added (%s): listeners cannot be added by a reload yet; restart sluice to apply it",
-			                c->source, i + 1, l->name, l->address);
-		else if (strcmp(o->name, l->name) != 0 || strcmp(o->address, l->address) != 0 ||
-		         (o->tls == NULL) != (l->tls == NULL) || o->h2c != l->h2c)
-			conf_errors_add(errs, "%s: listeners[%zu] (%s): changed (was %s on %s%s, now %s on %s%s): listeners cannot "
-			                      "change on reload yet; restart sluice to apply it",
-			                c->source, i + 1, l->name, o->name, o->address, o->tls ? " with tls" : "", l->name,
-			                l->address, l->tls ? " with tls" : "");
-	}
-	for (size_t i = c->num_listeners; i < old->num_listeners; i++)
-		conf_errors_add(errs, "%s: listeners: listener %s (%s) removed: listeners cannot be removed by a reload yet; "
-		                      "restart sluice to apply it",
-		                c->source, old->listeners[i].name, old->listeners[i].address);
 	if (!same_str(old->user, c->user))
 		conf_errors_add(errs, "%s: user: changed: %s", c->source, restart);
 	if (!same_str(old->admin.socket, c->admin.socket) || old->admin.mode != c->admin.mode ||
@@ -348,6 +424,11 @@ int server_reload(struct server *srv, long long uid, const char *how, struct con
 	if (!s)
 		return -1;
 	server_restart_only(srv->snap->conf, s->conf, errs);
+	size_t added = 0;
+	server_match_listeners(srv->snap->conf, s->conf, &added, errs);
+	int *added_fds = NULL;
+	if (errs->count == 0)
+		server_bind_added(srv, s->conf, added, &added_fds, errs);
 	if (errs->count > 0) {
 		snapshot_unref(s);
 		return -1;
@@ -356,19 +437,33 @@ int server_reload(struct server *srv, long long uid, const char *how, struct con
 	s->loaded_how = how;
 	snapshot_set_reaper(s, server_reap, srv);
 	/* entries for new names first: the workers bind their pool sets to them */
-	if (runtime_sync(srv->runtime, s->conf) != 0) {
+	struct health *h = NULL;
+	if (runtime_sync(srv->runtime, s->conf) != 0)
 		conf_errors_add(errs, "%s: out of memory building the runtime state", srv->config_path);
-		snapshot_unref(s);
-		return -1;
-	}
-	struct health *h = health_start(srv->base, srv->runtime, s, srv->health);
-	if (!h) {
+	else if (!(h = health_start(srv->base, srv->runtime, s, srv->health)))
 		conf_errors_add(errs, "%s: cannot start the health checks (see the log)", srv->config_path);
+	if (!h) {
+		for (size_t i = 0; i < added * srv->num_workers; i++)
+			close(added_fds[i]);
+		free(added_fds);
 		snapshot_unref(s);
 		return -1;
 	}
 	runtime_prune(srv->runtime, s->conf);
 	server_set_heap_keep_free(s->conf);
+	/* added listeners are bound: each worker gets its sockets before the snapshot that has them */
+	for (size_t k = 0; k < added; k++) {
+		size_t li = s->conf->num_listeners - added + k;
+		for (unsigned i = 0; i < srv->num_workers; i++)
+			worker_add_listener(&srv->workers[i], li, added_fds[k * srv->num_workers + i]);
+		struct log_line ll;
+		log_begin(&ll, LOG_INFO, "listening");
+		log_str(&ll, "listener", s->conf->listeners[li].name);
+		log_str(&ll, "address", s->conf->listeners[li].address);
+		log_str(&ll, "added_by", how);
+		log_end(&ll);
+	}
+	free(added_fds);
 	for (unsigned i = 0; i < srv->num_workers; i++)
 		worker_publish(&srv->workers[i], s);
 	if (srv->admin)
@@ -433,7 +528,7 @@ static void server_cleanup(struct server *srv, int **fds)
 		for (unsigned i = 0; i < srv->num_workers; i++) {
 			if (!fds[i])
 				continue;
-			for (size_t j = 0; j < srv->snap->conf->num_listeners; j++)
+			for (size_t j = 0; j < srv->num_start_listeners; j++)
 				if (fds[i][j] >= 0)
 					close(fds[i][j]);
 			free(fds[i]);
@@ -523,6 +618,7 @@ int server_run(const char *config_path)
 	/* every worker gets its own SO_REUSEPORT socket per listener: the kernel
 	 * spreads connections over workers without a shared accept queue */
 	for (unsigned i = 0; i < srv.num_workers; i++) {
+		srv.num_start_listeners = c->num_listeners;
 		fds[i] = malloc(c->num_listeners * sizeof(int));
 		if (!fds[i]) {
 			server_cleanup(&srv, fds);

@@ -28,6 +28,15 @@ struct worker_listener {
 	size_t index;
 };
 
+/* A listener a reload added: its socket waits here until the worker adopts
+ * the snapshot that has it; the node then stays as the accept callback's
+ * context until the worker is destroyed. */
+struct worker_added_listener {
+	struct worker_listener ctx;
+	int fd; /* -1 once attached (the evconnlistener owns it) */
+	struct worker_added_listener *next;
+};
+
 static void worker_set_accepting(struct worker *w, bool on)
 {
 	for (size_t i = 0; i < w->num_listeners; i++)
@@ -106,7 +115,7 @@ static void worker_close_listeners(struct worker *w)
 			evconnlistener_free(w->listeners[i]); /* LEV_OPT_CLOSE_ON_FREE closes the socket */
 			w->listeners[i] = NULL;
 		}
-		if (w->listen_fds && w->listen_fds[i] >= 0) {
+		if (w->listen_fds && i < w->num_listen_fds && w->listen_fds[i] >= 0) {
 			close(w->listen_fds[i]);
 			w->listen_fds[i] = -1;
 		}
@@ -206,6 +215,62 @@ struct pool_set *worker_current_pools(struct worker *w)
 	return w->gen->pools;
 }
 
+void worker_add_listener(struct worker *w, size_t index, int fd)
+{
+	struct worker_added_listener *a = calloc(1, sizeof(*a));
+	if (!a) {
+		log_msg(LOG_ERROR, "out of memory adding a listener to a worker");
+		close(fd);
+		return;
+	}
+	a->ctx.w = w;
+	a->ctx.index = index;
+	a->fd = fd;
+	pthread_mutex_lock(&w->added_lock);
+	a->next = w->added;
+	w->added = a;
+	pthread_mutex_unlock(&w->added_lock);
+}
+
+/* Worker thread: listen on the queued sockets of listeners below count (the
+ * adopted snapshot's), in the slots after the existing listeners. */
+static void worker_attach_added(struct worker *w, size_t count)
+{
+	if (count > w->num_listeners) {
+		struct evconnlistener **grown = realloc(w->listeners, count * sizeof(*grown));
+		if (!grown) {
+			log_msg(LOG_ERROR, "out of memory adding a listener to a worker");
+			return;
+		}
+		for (size_t i = w->num_listeners; i < count; i++)
+			grown[i] = NULL;
+		w->listeners = grown;
+		w->num_listeners = count;
+	}
+	pthread_mutex_lock(&w->added_lock);
+	for (struct worker_added_listener *a = w->added; a; a = a->next) {
+		if (a->fd < 0 || a->ctx.index >= count)
+			continue;
+		int fd = a->fd;
+		a->fd = -1;
+		if (w->draining) {
+			close(fd);
+			continue;
+		}
+		w->listeners[a->ctx.index] =
+		    evconnlistener_new(w->base, worker_accept_cb, &a->ctx, LEV_OPT_CLOSE_ON_FREE, 0, fd);
+		if (!w->listeners[a->ctx.index]) {
+			log_msg(LOG_ERROR, "cannot watch a listening socket a reload added");
+			close(fd);
+			continue;
+		}
+		evconnlistener_set_error_cb(w->listeners[a->ctx.index], worker_accept_error_cb);
+		if (w->accepting_paused)
+			evconnlistener_disable(w->listeners[a->ctx.index]);
+	}
+	pthread_mutex_unlock(&w->added_lock);
+}
+
 /* The worker thread takes snapshot s (one reference, now the generation's). */
 static void worker_adopt(struct worker *w, struct snapshot *s)
 {
@@ -224,6 +289,7 @@ static void worker_adopt(struct worker *w, struct snapshot *s)
 	g->next = old;
 	w->gen = g;
 	w->snap = s;
+	worker_attach_added(w, s->conf->num_listeners);
 	for (size_t i = 0; i < module_count; i++)
 		if (module_list[i]->worker_adopt)
 			module_list[i]->worker_adopt(w, w->module_state[i], s->module_state[i]);
@@ -269,7 +335,12 @@ int worker_init(struct worker *w, struct server *srv, unsigned id, struct snapsh
 	w->server = srv;
 	w->max_conns = max_conns ? max_conns : 1;
 	w->listen_fds = listen_fds;
+	w->num_listen_fds = num_listeners;
 	w->num_listeners = num_listeners;
+	if (pthread_mutex_init(&w->added_lock, NULL) != 0) {
+		log_msg(LOG_ERROR, "cannot create a worker's lock");
+		return -1;
+	}
 	if (getrandom(&w->rng_state, sizeof(w->rng_state), 0) != (ssize_t)sizeof(w->rng_state))
 		w->rng_state = (uint64_t)getpid() * 0x9E3779B97F4A7C15ull + id;
 	/* no locks: only this thread touches the base (commands come through an
@@ -401,6 +472,15 @@ void worker_destroy(struct worker *w)
 		route_scratch_free(w->route_scratch);
 	free(w->listeners);
 	free(w->listener_ctx);
+	while (w->added) {
+		struct worker_added_listener *a = w->added;
+		w->added = a->next;
+		if (a->fd >= 0)
+			close(a->fd);
+		free(a);
+	}
+	if (w->base)
+		pthread_mutex_destroy(&w->added_lock);
 	io_flush_queue_free(&w->flush_queue);
 	if (w->command_ev)
 		event_free(w->command_ev);

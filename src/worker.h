@@ -62,9 +62,12 @@ struct worker {
 	_Atomic(struct snapshot *) pending; /* published, not adopted yet (one reference) */
 	atomic_uint_fast64_t adopted; /* generation of the snapshot adopted last (read by the server) */
 
-	int *listen_fds; /* one per listener, owned until handed to an evconnlistener */
+	int *listen_fds; /* one per listener at start (num_listen_fds), owned until handed to an evconnlistener */
+	size_t num_listen_fds;
 	struct evconnlistener **listeners;
-	void *listener_ctx; /* per listener: which worker and listener an accept belongs to */
+	void *listener_ctx; /* per listener at start: which worker and listener an accept belongs to */
+	struct worker_added_listener *added; /* listeners a reload added (their ctx, and sockets not attached yet) */
+	pthread_mutex_t added_lock;          /* the server queues sockets for added listeners under it */
 	size_t num_listeners;
 
 	/* The server's commands arrive through an eventfd (the worker's base has no
@@ -115,6 +118,11 @@ void worker_destroy(struct worker *w);
 void worker_request_shutdown(struct worker *w);
 /* Thread-safe: drain time is over, close everything now. */
 void worker_request_stop(struct worker *w);
+/* Thread-safe, before publishing the snapshot that has it: a socket for
+ * listener number index (a listener a reload added, after the existing
+ * ones). The worker listens on it once it adopts a snapshot with that
+ * listener, or closes it if it is draining. */
+void worker_add_listener(struct worker *w, size_t index, int fd);
 /* Thread-safe: hand the worker snapshot s (takes a reference for it); the
  * worker adopts it from its loop and then stores s->generation in `adopted`.
  * A snapshot published before and not adopted yet is replaced. */

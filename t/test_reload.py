@@ -223,19 +223,61 @@ def test_reload_with_errors_changes_nothing(sluice, upstreams, sockdir):
     assert server_of(gw) == "blue"
 
 
-def test_reload_refuses_listener_and_worker_changes(sluice, upstreams, sockdir):
+def test_reload_refuses_keys_that_need_a_restart(sluice, upstreams, sockdir):
     gw = start(sluice, upstreams, sockdir)
     cfg = json.loads(json.dumps(gw.cfg))
-    cfg["listeners"].append({"name": "second", "address": "127.0.0.1:%d" % free_port()})
     cfg["workers"] = 3
     cfg["admin"]["max_connections"] = 5
+    cfg["listeners"][0]["address"] = "127.0.0.1:%d" % free_port()
     rewrite(gw, cfg)
     rc, out, _ = ctl(gw.sock, "reload")
     assert rc == 1, out
-    assert re.search(r"listeners\[2\] \(second\): added .*restart", out), out
     assert re.search(r"workers: changed from 2 to 3: .*restart", out), out
     assert re.search(r"admin: changed: .*restart", out), out
+    assert re.search(r"listeners\[1\] \(public\): changed .*restart", out), out
     assert server_of(gw) == "blue"
+    assert re.search(r"^generation\s+1$", ctl_ok(gw.sock, "show", "config"), re.M)
+
+
+def test_reload_adds_a_listener(sluice, upstreams, sockdir):
+    """An added listener is bound before the new config is published (a
+    request right after the reload is served on it); one whose address cannot
+    be bound fails the reload as a whole; removing one needs a restart."""
+    gw = start(sluice, upstreams, sockdir)
+    # the address is taken: nothing changes, the error names the listener
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    cfg = json.loads(json.dumps(gw.cfg))
+    cfg["listeners"].insert(0, {"name": "second", "address": "127.0.0.1:%d" % taken.getsockname()[1]})
+    cfg["routes"][-1]["pool"] = "green"
+    rewrite(gw, cfg)
+    rc, out, _ = ctl(gw.sock, "reload")
+    taken.close()
+    assert rc == 1 and re.search(r"listener second: cannot listen on 127\.0\.0\.1:\d+: address in use", out), out
+    assert server_of(gw) == "blue"
+
+    # a free address: listed first in the file, served at once on both listeners
+    port2 = free_port()
+    cfg["listeners"][0]["address"] = "127.0.0.1:%d" % port2
+    rewrite(gw, cfg)
+    reload_ok(gw)
+    with RawConn(port2) as c:
+        r = c.request("GET", "/on-second")
+    assert r.status == 200 and r.json()["server"] == "green"
+    assert server_of(gw) == "green"
+    log = gw.wait_log(target="/on-second")
+    assert log[0]["listener"] == "second"
+    assert gw.wait_log(target="/x", pool="green")[0]["listener"] == "public"
+
+    # removing a listener is refused, naming it
+    cfg2 = json.loads(json.dumps(cfg))
+    del cfg2["listeners"][0]
+    rewrite(gw, cfg2)
+    rc, out, _ = ctl(gw.sock, "reload")
+    assert rc == 1 and re.search(r"listener second \(127\.0\.0\.1:%d\) removed: .*restart" % port2, out), out
+    with RawConn(port2) as c:
+        assert c.request("GET", "/still").status == 200
 
 
 def test_sighup_reloads_and_logs_errors(sluice, upstreams, sockdir):
