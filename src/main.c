@@ -14,6 +14,7 @@
 #include "ctl.h"
 #include "log.h"
 #include "probe.h"
+#include "waf_cli.h"
 #include "server.h"
 
 static void usage(FILE *out)
@@ -22,12 +23,14 @@ static void usage(FILE *out)
 	             "       sluice check -c FILE\n"
 	             "       sluice ctl [-s SOCKET] [--json] [--timeout SECONDS] COMMAND...\n"
 	             "       sluice probe tcp HOST:PORT [--timeout DURATION]\n"
+	             "       sluice waf test [--paranoia N] [--rules DIR] FILE...\n"
 	             "       sluice version\n"
 	             "\n"
 	             "  run      start the gateway with the config FILE (a Lua file returning a table)\n"
 	             "  check    validate FILE: exit 0 with a summary, or 1 with every error\n"
 	             "  ctl      talk to a running sluice's admin socket (sluice ctl help)\n"
 	             "  probe    exit 0 if HOST:PORT accepts a TCP connection (a container health check)\n"
+	             "  waf      replay requests against the WAF rules offline (docs/waf.md)\n"
 	             "  version  print the version and the libraries sluice was built with\n");
 }
 
@@ -74,6 +77,8 @@ int main(int argc, char **argv)
 		return ctl_main(argc - 1, argv + 1);
 	if (strcmp(cmd, "probe") == 0)
 		return probe_main(argc - 1, argv + 1);
+	if (strcmp(cmd, "waf") == 0)
+		return waf_cli_main(argc - 1, argv + 1);
 	if (strcmp(cmd, "run") != 0 && strcmp(cmd, "check") != 0) {
 		fprintf(stderr, "sluice: unknown command \"%s\"\n", cmd);
 		usage(stderr);

@@ -196,7 +196,25 @@ static bool json_scalar(struct json *j, const char **out, size_t *len)
 	return true;
 }
 
+struct json_plain {
+	waf_visit_fn visit;
+	void *arg;
+};
+
+static bool json_plain_visit(void *arg, int depth, const char *name, size_t nlen, const char *value, size_t vlen)
+{
+	(void)depth;
+	struct json_plain *p = arg;
+	return p->visit(p->arg, WAF_ARG_VALUE, name, nlen, value, vlen);
+}
+
 bool waf_parse_json(const char *s, size_t n, char *scratch, waf_visit_fn visit, void *arg, const char **err)
+{
+	struct json_plain p = {visit, arg};
+	return waf_parse_json_depth(s, n, scratch, json_plain_visit, &p, err);
+}
+
+bool waf_parse_json_depth(const char *s, size_t n, char *scratch, waf_json_visit_fn visit, void *arg, const char **err)
 {
 	struct json j = {.s = s, .n = n, .scratch = scratch};
 	/* per depth: container type and the name its values take */
@@ -254,7 +272,7 @@ bool waf_parse_json(const char *s, size_t n, char *scratch, waf_visit_fn visit, 
 				*err = j.err;
 				return false;
 			}
-			if (!visit(arg, WAF_ARG_VALUE, name, nlen, v, vlen))
+			if (!visit(arg, depth, name, nlen, v, vlen))
 				return true;
 			expect_value = false;
 			done = depth == 0;

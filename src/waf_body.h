@@ -36,6 +36,11 @@ enum waf_body_kind waf_body_kind_of(const char *ct, size_t n);
 
 bool waf_parse_urlencoded(const char *s, size_t n, char *scratch, waf_visit_fn visit, void *arg, const char **err);
 bool waf_parse_json(const char *s, size_t n, char *scratch, waf_visit_fn visit, void *arg, const char **err);
+/* The same JSON parser with the nesting depth of each value (0: the top
+ * value, 1: a member of the top object, ...): `sluice waf test` reads its
+ * JSON-lines requests with it. */
+typedef bool (*waf_json_visit_fn)(void *arg, int depth, const char *name, size_t nlen, const char *value, size_t vlen);
+bool waf_parse_json_depth(const char *s, size_t n, char *scratch, waf_json_visit_fn visit, void *arg, const char **err);
 /* ct: the Content-Type value (its boundary parameter is required) */
 bool waf_parse_multipart(const char *ct, size_t ctlen, const char *s, size_t n, char *scratch, waf_visit_fn visit,
                          void *arg, const char **err);

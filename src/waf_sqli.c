@@ -302,6 +302,7 @@ struct scan {
 	size_t count;         /* tokens pushed */
 	int select_left;      /* tokens after a SELECT still watched for FROM */
 	bool select_sqlish;
+	int from_wait;        /* after SELECT ... FROM: 1 the table is next, 2 what follows the table */
 	const char *shape;
 };
 
@@ -345,10 +346,26 @@ static const char *shape_anywhere(struct scan *sc)
 		sc->select_left--;
 		if (t->type == 'f' || t->type == 'v' || t->type == ',' || (t->type == 'o' && t->op[0] == '*'))
 			sc->select_sqlish = true;
-		if (t->type == 'k' && named(t, "from") && sc->select_sqlish)
-			return "select ... from";
+		if (t->type == 'k' && named(t, "from") && sc->select_sqlish) {
+			/* prose says "select * from our list": a table name is followed
+			 * by a clause, a separator or the end, not by another word */
+			sc->from_wait = 1;
+			sc->select_left = 0;
+			return NULL;
+		}
 		if ((t->type == 'v' || t->type == 'f') && name_at(sc, 1, 'E', "select"))
 			return "select function or variable";
+	}
+	if (sc->from_wait == 1) {
+		sc->from_wait = (t->type == 'b' || t->type == '(' || t->type == 'f') ? 2 : 0;
+		if (sc->from_wait == 2 && t->comment_after)
+			return "select ... from";
+		return NULL;
+	}
+	if (sc->from_wait == 2) {
+		sc->from_wait = 0;
+		if (strchr("k;).,U&o", t->type))
+			return "select ... from";
 	}
 	/* a statement stacked after ';' with its own grammar */
 	if (back(sc, 1) && back(sc, 2) && type_at(sc, 2, ';') && back(sc, 1)->type == 'E') {
@@ -480,6 +497,8 @@ static bool scan_reading(const char *s, size_t n, char quote, struct waf_sqli_re
 				break;
 		}
 	}
+	if (!shape && sc.from_wait == 2)
+		shape = "select ... from";
 	if (!shape && !start_done)
 		shape = shape_start(&sc);
 	if (!shape)

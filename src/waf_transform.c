@@ -338,7 +338,7 @@ size_t waf_cmdline(char *s, size_t n)
 		} else {
 			i++;
 		}
-		if (c == ',' || c == ';' || is_ws(c))
+		if (c == ',' || is_ws(c))
 			c = ' ';
 		if (c == ' ' && w > 0 && s[w - 1] == ' ')
 			continue;

@@ -23,7 +23,7 @@ enum waf_transform {
 	WAF_T_COMPRESS_WS,     /* runs of whitespace (incl. \v \f NBSP) to one space */
 	WAF_T_REMOVE_COMMENTS, /* C/SQL comments (slash-star, --, #) to one space; MySQL executable-comment bodies kept */
 	WAF_T_NORMALIZE_PATH,  /* backslashes to '/', "//", "/./" and "/x/../" resolved */
-	WAF_T_CMDLINE,         /* shell obfuscation: \ ^ ' " removed, ",;" to space, spaces before / and ( dropped, lower case */
+	WAF_T_CMDLINE,         /* shell obfuscation: \ ^ ' " removed, ',' to space (';' kept: rules look for it), spaces before / and ( dropped, lower case */
 	WAF_T_REMOVE_NULLS,    /* NUL bytes removed */
 	WAF_T_BASE64,          /* standard or URL-safe base64, padding optional; not base64: unchanged */
 	WAF_T_JS_DECODE,       /* \xHH \uHHHH \u{H..} \OOO \n and \C escapes */

@@ -85,7 +85,7 @@ END_TEST
 
 START_TEST(cmdline)
 {
-	T(WAF_T_CMDLINE, "c\\a\"t /e't'c/pa^ss;wd", "cat/etc/pass wd");
+	T(WAF_T_CMDLINE, "c\\a\"t /e't'c/pa^ss;wd", "cat/etc/pass;wd");
 	T(WAF_T_CMDLINE, "cat${IFS}/etc/passwd", "cat/etc/passwd");
 	T(WAF_T_CMDLINE, "w$@ho,AMI", "who ami");
 	T(WAF_T_CMDLINE, "ping  (x)", "ping(x)");
