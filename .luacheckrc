@@ -19,7 +19,7 @@ files["conf/"] = {
 -- globals.
 files["conf/examples/policies/"] = {
 	std = "lua54",
-	read_globals = { "config", "url", "html", "base64", "json" },
+	read_globals = { "config", "url", "html", "base64", "json", "re", "cache" },
 }
 
 -- Scripts that run inside Redis (EVAL/EVALSHA) see Redis's globals, and Redis's Lua is 5.1.

@@ -15,6 +15,8 @@
 
 #include <lauxlib.h>
 
+#include "lua_cache.h"
+
 enum { POLICY_CONFIG_MAX_DEPTH = 32 };
 static const uint64_t policy_default_instructions = 1000000;
 static const uint64_t policy_default_memory = (uint64_t)8 << 20;
@@ -381,6 +383,11 @@ static void walk_policy(struct conf_walker *w, int t, struct conf_policy *p)
 static void check_policies(struct conf_walker *w, struct conf_policies *ps)
 {
 	struct loader ld = {w, ps};
+	struct lua_cache *cache = lua_cache_new(64, 1 << 20); /* what a top level may use */
+	if (!cache) {
+		conf_werr(w, "out of memory for the Lua state");
+		return;
+	}
 	for (size_t i = 0; i < ps->n; i++) {
 		struct conf_policy *p = &ps->v[i];
 		if (!p->src || !p->config_src)
@@ -390,10 +397,11 @@ static void check_policies(struct conf_walker *w, struct conf_policies *ps)
 		struct lua_rt *rt = lua_rt_new(&lim);
 		if (!rt) {
 			conf_werr(w, "out of memory for the Lua state");
-			return;
+			break;
 		}
 		rt->user = &ld;
 		rt->resolve = resolve_module;
+		lua_rt_open_cache(rt, cache);
 		lua_rt_set_modules(rt, ps->modules, ps->num_modules);
 		char err[1024];
 		size_t mark = conf_path_push_key(w, p->name);
@@ -411,6 +419,7 @@ static void check_policies(struct conf_walker *w, struct conf_policies *ps)
 		conf_path_pop(w, mark);
 		lua_rt_free(rt);
 	}
+	lua_cache_free(cache);
 }
 
 static void walk_root(struct conf_walker *w, int root)

@@ -8,7 +8,9 @@
 #include <lauxlib.h>
 #include <lualib.h>
 
+#include "lua_cache.h"
 #include "lua_codec.h"
+#include "lua_re.h"
 #include "luapat.h"
 
 /* Pattern matching runs in C, out of the count hook's reach: each match is
@@ -261,6 +263,7 @@ static void open_sandbox(lua_State *L)
 	luapat_open(L, -1, &rt->patterns);
 	lua_pop(L, 1);
 	codec_open(L, env);
+	lua_re_open(L, env);
 	lua_pushvalue(L, env);
 	lua_setfield(L, env, "_G");
 	/* the sandbox becomes the state's global table: load() and require()
@@ -319,6 +322,14 @@ void lua_rt_free(struct lua_rt *rt)
 		}
 	}
 	free(rt);
+}
+
+void lua_rt_open_cache(struct lua_rt *rt, struct lua_cache *cache)
+{
+	lua_State *L = rt->L;
+	lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
+	lua_cache_open(L, -1, cache);
+	lua_pop(L, 1);
 }
 
 void lua_rt_set_modules(struct lua_rt *rt, const struct lua_rt_module *mods, size_t n)
@@ -419,14 +430,25 @@ static int rt_msgh(lua_State *L)
 	return 1;
 }
 
+void lua_rt_push_handler(struct lua_rt *rt)
+{
+	lua_pushcfunction(rt->L, rt_msgh);
+}
+
 bool lua_rt_call(struct lua_rt *rt, int nargs, int nresults, char *err, size_t err_size)
 {
 	lua_State *L = rt->L;
-	int base = lua_gettop(L) - nargs; /* the function's slot */
-	lua_pushcfunction(L, rt_msgh);
-	lua_insert(L, base);
+	int fn = lua_gettop(L) - nargs; /* the function's slot */
+	/* the message handler below the function: pushed by the caller
+	 * (lua_rt_push_handler), or slipped in here */
+	bool own = lua_tocfunction(L, fn - 1) != rt_msgh;
+	if (own) {
+		lua_pushcfunction(L, rt_msgh);
+		lua_insert(L, fn);
+		fn++;
+	}
+	int handler = fn - 1;
 	rt->in_call = true;
-	rt->out_of_budget = false;
 	rt->out_of_memory = false;
 	rt->instr_left = (int64_t)rt->call_instructions;
 	rt->patterns.max_steps = rt->call_instructions;
@@ -434,13 +456,17 @@ bool lua_rt_call(struct lua_rt *rt, int nargs, int nresults, char *err, size_t e
 	rt->patterns.deadline_ns = luapat_now_ns() + rt_pattern_time_ns;
 	size_t cap = rt->mem_used + rt->call_memory;
 	rt->mem_limit = cap < rt->state_limit ? cap : rt->state_limit;
-	lua_sethook(L, rt_hook, LUA_MASKCOUNT, RT_HOOK_INTERVAL);
-	int status = lua_pcall(L, nargs, nresults, base);
-	lua_sethook(L, NULL, 0, 0);
+	/* the hook stays between calls (no Lua runs then); it is set again only
+	 * after a call that ran out, which left it failing at every instruction */
+	if (rt->out_of_budget || lua_gethook(L) != rt_hook) {
+		rt->out_of_budget = false;
+		lua_sethook(L, rt_hook, LUA_MASKCOUNT, RT_HOOK_INTERVAL);
+	}
+	int status = lua_pcall(L, nargs, nresults, handler);
 	rt->in_call = false;
 	rt->mem_limit = rt->state_limit;
 	rt->instr_left = INT64_MAX;
-	lua_remove(L, base);
+	lua_remove(L, handler);
 	if (status == LUA_OK)
 		return true;
 	if (status == LUA_ERRRUN && is_stop(L, -1)) {

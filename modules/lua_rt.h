@@ -16,7 +16,8 @@
  * and `require` of modules preloaded with lua_rt_add_module() (no file is
  * opened by a worker). No io, os, debug, package, dofile or loadfile;
  * setmetatable refuses __gc (finalizers run with hooks off). Helper
- * libraries (re, decoders, cache) are added by lua_rt_open_helpers().
+ * libraries: url, html, base64, json (lua_codec.h) and re (lua_re.h), and
+ * `cache` once the embedder gives one (lua_rt_open_cache()).
  *
  * Ownership: a runtime belongs to one thread (a worker, or the main thread
  * while a snapshot is built); lua_rt_free() closes it. */
@@ -72,6 +73,10 @@ struct lua_rt_limits {
 struct lua_rt *lua_rt_new(const struct lua_rt_limits *lim);
 void lua_rt_free(struct lua_rt *rt);
 
+struct lua_cache;
+/* Adds the global `cache` (lua_cache.h), bound to c, which must outlive rt. */
+void lua_rt_open_cache(struct lua_rt *rt, struct lua_cache *c);
+
 /* Modules require() may load (the array must outlive the runtime). */
 void lua_rt_set_modules(struct lua_rt *rt, const struct lua_rt_module *mods, size_t n);
 
@@ -83,7 +88,10 @@ bool lua_rt_load(struct lua_rt *rt, const char *name, const char *src, size_t le
 
 /* Calls the function below nargs arguments under a fresh budget; on success
  * leaves nresults values, else nothing and writes "FILE:LINE: message" into
- * err (the state is usable afterwards). */
+ * err (the state is usable afterwards). A caller on a hot path pushes the
+ * message handler first (lua_rt_push_handler, then the function and its
+ * arguments), which saves moving it under them; the call consumes it. */
+void lua_rt_push_handler(struct lua_rt *rt);
 bool lua_rt_call(struct lua_rt *rt, int nargs, int nresults, char *err, size_t err_size);
 
 /* Pushes a new environment table for one script: its globals are its own,

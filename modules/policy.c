@@ -11,6 +11,7 @@
 #include "accesslog.h"
 #include "conf_policy.h"
 #include "log.h"
+#include "lua_cache.h"
 #include "lua_codec.h"
 #include "lua_rt.h"
 #include "reqkey.h"
@@ -23,6 +24,8 @@ static const char *const phase_name[] = {"access", "response", "log"};
 
 /* Failure lines a worker writes per second at most (the rest are counted). */
 enum { POL_LOG_PER_SECOND = 20, POL_MAX_ARGS = 100, POL_NAME_MAX = 128 };
+/* The per-worker `cache`: entries and bytes (docs/policies.md). */
+enum { POL_CACHE_ENTRIES = 10000, POL_CACHE_BYTES = 16 << 20 };
 
 /* One snapshot's policies on one worker. */
 struct pol_gen {
@@ -44,6 +47,7 @@ struct pol_counts {
 
 struct pol_worker {
 	struct worker *w;
+	struct lua_cache *cache; /* the scripts' `cache`, across snapshots */
 	struct pol_gen *gens;
 	struct pol_counts c;
 	uint64_t log_window_us;
@@ -98,7 +102,7 @@ static void gen_free(struct pol_gen *g)
 
 static void push_request_objects(struct pol_gen *g);
 
-static struct pol_gen *gen_new(const struct snapshot *snap)
+static struct pol_gen *gen_new(const struct snapshot *snap, struct lua_cache *cache)
 {
 	const struct conf_policies *ps = snap->conf->policies;
 	struct pol_gen *g = calloc(1, sizeof *g);
@@ -116,6 +120,7 @@ static struct pol_gen *gen_new(const struct snapshot *snap)
 		return NULL;
 	}
 	lua_rt_set_modules(g->rt, ps->modules, ps->num_modules);
+	lua_rt_open_cache(g->rt, cache);
 	lua_State *L = g->rt->L;
 	push_request_objects(g);
 	for (size_t i = 0; i < ps->n; i++) {
@@ -168,7 +173,7 @@ static struct pol_gen *gen_get(struct pol_worker *ws, const struct snapshot *sna
 		if (g->snap == snap && g->generation == snap->generation)
 			return g;
 	gens_sweep(ws);
-	struct pol_gen *g = gen_new(snap);
+	struct pol_gen *g = gen_new(snap, ws->cache);
 	if (!g)
 		return NULL;
 	g->next = ws->gens;
@@ -183,6 +188,8 @@ static int pol_worker_init(struct worker *w, void **state)
 		return -1;
 	ws->w = w;
 	*state = ws;
+	if (!(ws->cache = lua_cache_new(POL_CACHE_ENTRIES, POL_CACHE_BYTES)))
+		return -1;
 	/* compile now, not on the first request */
 	if (w->snap && w->snap->module_state[my_index()] && !gen_get(ws, w->snap))
 		return -1;
@@ -222,6 +229,7 @@ static void pol_worker_free(void *state)
 		ws->gens = g->next;
 		gen_free(g);
 	}
+	lua_cache_free(ws->cache);
 	free(ws);
 }
 
@@ -235,51 +243,71 @@ static struct pol_call *call_of(lua_State *L)
 	return call;
 }
 
-static void lower_name(lua_State *L, int idx, char out[POL_NAME_MAX], bool check_token)
+/* RFC 9110 tchar, as a table (a header name's characters). */
+static bool is_tchar(unsigned char ch)
+{
+	static const char extra[] = "!#$%&'*+-.^_`|~";
+	return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+	       (ch && memchr(extra, ch, sizeof extra - 1));
+}
+
+static size_t lower_name(lua_State *L, int idx, char out[POL_NAME_MAX], bool check_token)
 {
 	size_t n;
 	const char *s = luaL_checklstring(L, idx, &n);
 	if (n == 0 || n >= POL_NAME_MAX)
 		luaL_argerror(L, idx, "a header name of 1 to 127 characters");
 	for (size_t i = 0; i < n; i++) {
-		char ch = s[i];
-		bool tchar = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-		             (ch && strchr("!#$%&'*+-.^_`|~", ch));
-		if (check_token && !tchar)
+		unsigned char ch = (unsigned char)s[i];
+		if (ch >= 'A' && ch <= 'Z')
+			ch = (unsigned char)(ch - 'A' + 'a');
+		else if (check_token && !(ch >= 'a' && ch <= 'z') && ch != '-' && !is_tchar(ch))
 			luaL_argerror(L, idx, "not a valid header name (letters, digits and !#$%&'*+-.^_`|~)");
-		out[i] = ch >= 'A' && ch <= 'Z' ? (char)(ch - 'A' + 'a') : ch;
+		out[i] = (char)ch;
 	}
 	out[n] = '\0';
+	return n;
 }
 
 /* A header value a script sets: no CR, LF or NUL (no header injection). */
-static const char *checked_value(lua_State *L, int idx)
+static const char *checked_value(lua_State *L, int idx, size_t *len)
 {
 	size_t n;
 	const char *v = luaL_checklstring(L, idx, &n);
 	for (size_t i = 0; i < n; i++)
 		if (v[i] == '\r' || v[i] == '\n' || v[i] == '\0')
 			luaL_argerror(L, idx, "header values must not contain CR, LF or NUL");
+	if (len)
+		*len = n;
 	return v;
 }
 
-/* Fields only the gateway sets: framing, hop-by-hop, the routing Host. */
+/* Appends copies (in the request's arena) of a name and value of known lengths. */
+static void add_copies(struct fields *f, const char *name, size_t nlen, const char *value, size_t vlen)
+{
+	fields_add(f, arena_strndup(f->arena, name, nlen), nlen, arena_strndup(f->arena, value, vlen), vlen);
+}
+
+/* Fields only the gateway sets: framing, hop-by-hop, the routing Host
+ * (compared only when the length is one of theirs). */
 static bool reserved_header(const char *lower, bool request)
 {
 	static const char *const names[] = {"content-length", "transfer-encoding", "connection", "keep-alive",
 	                                    "te", "trailer", "upgrade", "proxy-connection", NULL};
-	for (const char *const *n = names; *n; n++)
-		if (strcmp(*n, lower) == 0)
+	size_t n = strlen(lower);
+	if (n != 2 && n != 4 && n != 7 && n != 10 && n != 14 && n != 16 && n != 17)
+		return false;
+	for (const char *const *p = names; *p; p++)
+		if (strcmp(*p, lower) == 0)
 			return true;
 	return request && strcmp(lower, "host") == 0;
 }
 
-/* The fields a header object (upvalue-free userdata holding 0 or 1) stands for. */
+/* The fields a headers object (push_headers_object) stands for. */
 static struct fields *headers_of(lua_State *L, bool write, bool *request)
 {
-	int *which = luaL_checkudata(L, 1, "sluice.headers");
 	struct pol_call *call = call_of(L);
-	*request = *which == 0;
+	*request = lua_tointeger(L, lua_upvalueindex(1)) == 0;
 	if (*request) {
 		if (write && call->phase != PH_ACCESS)
 			luaL_error(L, "request headers can be changed only in the access phase");
@@ -320,11 +348,11 @@ static int h_get_all(lua_State *L)
 	return 1;
 }
 
-static struct fields *writable(lua_State *L, char name[POL_NAME_MAX])
+static struct fields *writable(lua_State *L, char name[POL_NAME_MAX], size_t *nlen)
 {
 	bool req;
 	struct fields *f = headers_of(L, true, &req);
-	lower_name(L, 2, name, true);
+	*nlen = lower_name(L, 2, name, true);
 	if (reserved_header(name, req))
 		luaL_error(L, "header \"%s\" is set by the gateway and cannot be changed by a policy", name);
 	return f;
@@ -333,27 +361,33 @@ static struct fields *writable(lua_State *L, char name[POL_NAME_MAX])
 static int h_set(lua_State *L)
 {
 	char name[POL_NAME_MAX];
-	struct fields *f = writable(L, name);
+	size_t nlen, vlen;
+	struct fields *f = writable(L, name, &nlen);
 	if (lua_isnil(L, 3)) {
 		fields_remove(f, name);
 		return 0;
 	}
-	fields_set(f, name, checked_value(L, 3));
+	const char *v = checked_value(L, 3, &vlen);
+	fields_remove(f, name);
+	add_copies(f, name, nlen, v, vlen);
 	return 0;
 }
 
 static int h_add(lua_State *L)
 {
 	char name[POL_NAME_MAX];
-	struct fields *f = writable(L, name);
-	fields_add_copy(f, name, checked_value(L, 3));
+	size_t nlen, vlen;
+	struct fields *f = writable(L, name, &nlen);
+	const char *v = checked_value(L, 3, &vlen);
+	add_copies(f, name, nlen, v, vlen);
 	return 0;
 }
 
 static int h_remove(lua_State *L)
 {
 	char name[POL_NAME_MAX];
-	struct fields *f = writable(L, name);
+	size_t nlen;
+	struct fields *f = writable(L, name, &nlen);
 	lua_pushinteger(L, (lua_Integer)fields_remove(f, name));
 	return 1;
 }
@@ -498,7 +532,7 @@ static int r_respond(lua_State *L)
 				return luaL_error(L, "r:respond: header \"%s\" is set by the gateway", name);
 			if (!lua_isstring(L, -1))
 				return luaL_error(L, "r:respond: the value of header \"%s\" must be a string", name);
-			const char *v = checked_value(L, lua_gettop(L));
+			const char *v = checked_value(L, lua_gettop(L), NULL);
 			if (strcmp(name, "content-type") == 0)
 				d->content_type = arena_strndup(&r->arena, v, strlen(v));
 			else
@@ -592,83 +626,83 @@ static void push_ctx(lua_State *L, struct pol_call *call)
 	lua_rawgeti(L, LUA_REGISTRYINDEX, q->ctx_ref);
 }
 
-/* r.NAME: fields of the request (methods come from the methods table first). */
+/* The request's fields, read through r's __index (the methods and
+ * req_headers are plain fields of the table r itself). */
+enum r_field {
+	RF_METHOD = 1, RF_PATH, RF_QUERY, RF_TARGET, RF_HOST, RF_SCHEME, RF_PROTOCOL, RF_CLIENT_IP, RF_CLIENT_PORT,
+	RF_TLS_VERSION, RF_TLS_CLIENT_SUBJECT, RF_TLS_SNI, RF_ROUTE, RF_SERVICE, RF_POOL, RF_LISTENER, RF_REQUEST_ID,
+	RF_STATUS, RF_UPSTREAM_STATUS, RF_UPSTREAM, RF_REASON, RF_PHASE, RF_CTX, RF_CONFIG, RF_RESP_HEADERS,
+};
+
+static const char *const r_field_names[] = {
+    NULL, "method", "path", "query", "target", "host", "scheme", "protocol", "client_ip", "client_port",
+    "tls_version", "tls_client_subject", "tls_sni", "route", "service", "pool", "listener", "request_id",
+    "status", "upstream_status", "upstream", "reason", "phase", "ctx", "config", "resp_headers",
+};
+
+static void push_status(lua_State *L, int status)
+{
+	if (status)
+		lua_pushinteger(L, status);
+	else
+		lua_pushnil(L);
+}
+
+/* r.NAME: upvalue 1 maps each field name to its enum r_field (one table
+ * lookup of an interned string, no string comparisons). */
 static int r_index(lua_State *L)
 {
-	const char *k = luaL_checkstring(L, 2);
 	lua_pushvalue(L, 2);
-	if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL)
-		return 1;
+	lua_rawget(L, lua_upvalueindex(1));
+	int field = (int)lua_tointeger(L, -1);
 	lua_pop(L, 1);
+	if (field == 0) {
+		lua_pushnil(L);
+		return 1;
+	}
 	struct pol_call *call = call_of(L);
 	struct request *r = call->r;
 	const struct conf *c = r->snap->conf;
 	struct tls_info ti;
 	size_t n;
-	if (strcmp(k, "method") == 0) {
-		lua_pushstring(L, r->method);
-	} else if (strcmp(k, "path") == 0) {
-		lua_pushstring(L, r->path);
-	} else if (strcmp(k, "query") == 0) {
+	switch ((enum r_field)field) {
+	case RF_METHOD: lua_pushstring(L, r->method); break;
+	case RF_PATH: lua_pushstring(L, r->path); break;
+	case RF_QUERY: {
 		const char *q = query_of(r, &n);
 		lua_pushlstring(L, q, n);
-	} else if (strcmp(k, "target") == 0) {
-		lua_pushstring(L, r->target);
-	} else if (strcmp(k, "host") == 0) {
-		lua_pushstring(L, r->host);
-	} else if (strcmp(k, "scheme") == 0) {
-		lua_pushstring(L, r->scheme);
-	} else if (strcmp(k, "protocol") == 0) {
-		lua_pushstring(L, r->protocol);
-	} else if (strcmp(k, "client_ip") == 0) {
-		lua_pushstring(L, r->client_ip);
-	} else if (strcmp(k, "client_port") == 0) {
-		lua_pushinteger(L, r->client_port);
-	} else if (strcmp(k, "tls_version") == 0) {
-		push_str(L, pipeline_tls_info(r, &ti) ? ti.version : NULL);
-	} else if (strcmp(k, "tls_client_subject") == 0) {
+		break;
+	}
+	case RF_TARGET: lua_pushstring(L, r->target); break;
+	case RF_HOST: lua_pushstring(L, r->host); break;
+	case RF_SCHEME: lua_pushstring(L, r->scheme); break;
+	case RF_PROTOCOL: lua_pushstring(L, r->protocol); break;
+	case RF_CLIENT_IP: lua_pushstring(L, r->client_ip); break;
+	case RF_CLIENT_PORT: lua_pushinteger(L, r->client_port); break;
+	case RF_TLS_VERSION: push_str(L, pipeline_tls_info(r, &ti) ? ti.version : NULL); break;
+	case RF_TLS_CLIENT_SUBJECT:
 		push_str(L, pipeline_tls_info(r, &ti) && ti.client_subject[0] ? ti.client_subject : NULL);
-	} else if (strcmp(k, "tls_sni") == 0) {
-		push_str(L, pipeline_tls_info(r, &ti) && ti.sni[0] ? ti.sni : NULL);
-	} else if (strcmp(k, "route") == 0) {
-		lua_pushstring(L, r->route_name);
-	} else if (strcmp(k, "service") == 0) {
-		push_str(L, r->service >= 0 ? c->services[r->service].name : NULL);
-	} else if (strcmp(k, "pool") == 0) {
-		push_str(L, r->pool >= 0 ? c->pools[r->pool].name : NULL);
-	} else if (strcmp(k, "listener") == 0) {
-		lua_pushstring(L, r->listener);
-	} else if (strcmp(k, "request_id") == 0) {
-		lua_pushstring(L, r->request_id);
-	} else if (strcmp(k, "status") == 0) {
-		if (r->status)
-			lua_pushinteger(L, r->status);
-		else
-			lua_pushnil(L);
-	} else if (strcmp(k, "upstream_status") == 0) {
-		if (r->upstream_status)
-			lua_pushinteger(L, r->upstream_status);
-		else
-			lua_pushnil(L);
-	} else if (strcmp(k, "upstream") == 0) {
-		push_str(L, r->upstream[0] ? r->upstream : NULL);
-	} else if (strcmp(k, "reason") == 0) {
-		lua_pushstring(L, reason_name(r->reason));
-	} else if (strcmp(k, "phase") == 0) {
-		lua_pushstring(L, phase_name[call->phase]);
-	} else if (strcmp(k, "ctx") == 0) {
-		push_ctx(L, call);
-	} else if (strcmp(k, "config") == 0) {
-		lua_rawgeti(L, LUA_REGISTRYINDEX, call->q->gen->config_ref[call->policy]);
-	} else if (strcmp(k, "req_headers") == 0) {
-		lua_rawgeti(L, LUA_REGISTRYINDEX, call->q->gen->headers_ref[0]);
-	} else if (strcmp(k, "resp_headers") == 0) {
+		break;
+	case RF_TLS_SNI: push_str(L, pipeline_tls_info(r, &ti) && ti.sni[0] ? ti.sni : NULL); break;
+	case RF_ROUTE: lua_pushstring(L, r->route_name); break;
+	case RF_SERVICE: push_str(L, r->service >= 0 ? c->services[r->service].name : NULL); break;
+	case RF_POOL: push_str(L, r->pool >= 0 ? c->pools[r->pool].name : NULL); break;
+	case RF_LISTENER: lua_pushstring(L, r->listener); break;
+	case RF_REQUEST_ID: lua_pushstring(L, r->request_id); break;
+	case RF_STATUS: push_status(L, r->status); break;
+	case RF_UPSTREAM_STATUS: push_status(L, r->upstream_status); break;
+	case RF_UPSTREAM: push_str(L, r->upstream[0] ? r->upstream : NULL); break;
+	case RF_REASON: lua_pushstring(L, reason_name(r->reason)); break;
+	case RF_PHASE: lua_pushstring(L, phase_name[call->phase]); break;
+	case RF_CTX: push_ctx(L, call); break;
+	case RF_CONFIG: lua_rawgeti(L, LUA_REGISTRYINDEX, call->q->gen->config_ref[call->policy]); break;
+	case RF_RESP_HEADERS:
 		if (call->phase == PH_RESPONSE && call->resp)
 			lua_rawgeti(L, LUA_REGISTRYINDEX, call->q->gen->headers_ref[1]);
 		else
 			lua_pushnil(L);
-	} else {
-		lua_pushnil(L);
+		break;
+	default: lua_pushnil(L); break;
 	}
 	return 1;
 }
@@ -678,6 +712,33 @@ static int r_newindex(lua_State *L)
 	return luaL_error(L, "the request object is read-only (use r.ctx for your own values)");
 }
 
+static int locked_newindex(lua_State *L)
+{
+	return luaL_error(L, "a headers object is read-only (use its set, add and remove)");
+}
+
+/* A headers object: a table of closures whose upvalue says which fields
+ * (0: the request's, 1: the response's), so a call needs no type check. */
+static int push_headers_object(lua_State *L, int which)
+{
+	static const luaL_Reg header_methods[] = {
+	    {"get", h_get}, {"get_all", h_get_all}, {"set", h_set}, {"add", h_add}, {"remove", h_remove}, {NULL, NULL},
+	};
+	lua_createtable(L, 0, 5);
+	lua_pushinteger(L, which);
+	luaL_setfuncs(L, header_methods, 1);
+	lua_createtable(L, 0, 2);
+	lua_pushcfunction(L, locked_newindex);
+	lua_setfield(L, -2, "__newindex");
+	lua_pushliteral(L, "locked");
+	lua_setfield(L, -2, "__metatable");
+	lua_setmetatable(L, -2);
+	return luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
+/* r: one table per state, reused by every request: its methods and
+ * req_headers are its own fields, the rest comes through __index; writes
+ * are refused (a field added by one request would be seen by the next). */
 static void push_request_objects(struct pol_gen *g)
 {
 	static const luaL_Reg methods[] = {
@@ -685,13 +746,19 @@ static void push_request_objects(struct pol_gen *g)
 	    {"respond", r_respond}, {"set_pool", r_set_pool}, {"set_limit_key", r_set_limit_key}, {"log", r_log},
 	    {NULL, NULL},
 	};
-	static const luaL_Reg header_methods[] = {
-	    {"get", h_get}, {"get_all", h_get_all}, {"set", h_set}, {"add", h_add}, {"remove", h_remove}, {NULL, NULL},
-	};
 	lua_State *L = g->rt->L;
-	lua_newuserdatauv(L, 1, 0);
-	luaL_newmetatable(L, "sluice.request");
-	luaL_newlib(L, methods);
+	g->headers_ref[0] = push_headers_object(L, 0);
+	g->headers_ref[1] = push_headers_object(L, 1);
+	lua_createtable(L, 0, 12);
+	luaL_setfuncs(L, methods, 0);
+	lua_rawgeti(L, LUA_REGISTRYINDEX, g->headers_ref[0]);
+	lua_setfield(L, -2, "req_headers");
+	lua_createtable(L, 0, 4);
+	lua_createtable(L, 0, (int)(sizeof r_field_names / sizeof r_field_names[0]));
+	for (size_t i = 1; i < sizeof r_field_names / sizeof r_field_names[0]; i++) {
+		lua_pushinteger(L, (lua_Integer)i);
+		lua_setfield(L, -2, r_field_names[i]);
+	}
 	lua_pushcclosure(L, r_index, 1);
 	lua_setfield(L, -2, "__index");
 	lua_pushcfunction(L, r_newindex);
@@ -700,18 +767,6 @@ static void push_request_objects(struct pol_gen *g)
 	lua_setfield(L, -2, "__metatable");
 	lua_setmetatable(L, -2);
 	g->r_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-	luaL_newmetatable(L, "sluice.headers");
-	luaL_newlib(L, header_methods);
-	lua_setfield(L, -2, "__index");
-	lua_pushliteral(L, "locked");
-	lua_setfield(L, -2, "__metatable");
-	lua_pop(L, 1);
-	for (int i = 0; i < 2; i++) {
-		int *which = lua_newuserdatauv(L, sizeof *which, 0);
-		*which = i;
-		luaL_setmetatable(L, "sluice.headers");
-		g->headers_ref[i] = luaL_ref(L, LUA_REGISTRYINDEX);
-	}
 }
 
 /* ---- running a phase ---- */
@@ -764,6 +819,7 @@ static bool run_phase(struct pol_worker *ws, struct pol_call *call)
 		return true;
 	struct lua_rt *rt = g->rt;
 	lua_State *L = rt->L;
+	lua_rt_push_handler(rt);
 	lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
 	lua_rawgeti(L, LUA_REGISTRYINDEX, g->r_ref);
 	rt->user = call;
@@ -838,8 +894,11 @@ static void pol_response_headers(struct request *r, const void *ss, void *wsv, s
 		return;
 	const struct conf_policies *ps = ss;
 	for (size_t i = 0; i < route->num_policies; i++) {
-		struct pol_call call = {.r = r, .q = q, .p = &ps->v[route->policies[i]], .policy = route->policies[i],
-		                        .phase = PH_RESPONSE, .resp = response};
+		const struct conf_policy *p = &ps->v[route->policies[i]];
+		if (!p->phases[PH_RESPONSE])
+			continue;
+		struct pol_call call = {.r = r, .q = q, .p = p, .policy = route->policies[i], .phase = PH_RESPONSE,
+		                        .resp = response};
 		run_phase(ws, &call);
 	}
 }
@@ -854,8 +913,10 @@ static void pol_log(const struct request *cr, const void *ss, void *wsv)
 		return;
 	const struct conf_policies *ps = ss;
 	for (size_t i = 0; route && i < route->num_policies; i++) {
-		struct pol_call call = {.r = r, .q = q, .p = &ps->v[route->policies[i]], .policy = route->policies[i],
-		                        .phase = PH_LOG};
+		const struct conf_policy *p = &ps->v[route->policies[i]];
+		if (!p->phases[PH_LOG])
+			continue;
+		struct pol_call call = {.r = r, .q = q, .p = p, .policy = route->policies[i], .phase = PH_LOG};
 		run_phase(ws, &call);
 	}
 	struct pol_gen *g = q->gen;

@@ -588,3 +588,37 @@ def test_tls_fields_and_http2(tmp_path, sluice, upstreams, certs):
             assert hdrs["x-sni"] == "a.test", hdrs
             assert hdrs["x-proto"] == proto + " https", hdrs
             assert upstream_header(json.loads(body), "x-seen-proto") == [proto]
+
+
+def test_re_and_cache(tmp_path, sluice, upstreams):
+    src = r"""
+    return {
+      access = function(r)
+        local out = {}
+        local y, m = re.match("date=2026-12", [[(\d{4})-(\d\d)]])
+        out[#out + 1] = y .. "/" .. m
+        out[#out + 1] = tostring(re.match("ABC", "abc", "i"))
+        local s, e = re.find("xx foo yy", [[\bfoo\b]])
+        out[#out + 1] = s .. "-" .. e
+        local words = {}
+        for w in re.gmatch("a1 b22 c333", [[[a-z](\d+)]]) do words[#words + 1] = w end
+        out[#out + 1] = table.concat(words, ",")
+        out[#out + 1] = (re.gsub("john smith", [[(\w+) (\w+)]], "%2 %1"))
+        out[#out + 1] = (re.gsub("a-b-c", "-", function() return "+" end))
+        out[#out + 1] = tostring(pcall(re.match, "x", "("))
+        out[#out + 1] = select(2, pcall(re.match, ("a"):rep(3000) .. "!", [[^(\w+\s?)*$]])):match("too slow") or "no limit"
+        -- the cache lives between requests on a worker
+        local n = (cache.get("hits:" .. r:header("x-key")) or 0) + 1
+        cache.set("hits:" .. r:header("x-key"), n, 60)
+        cache.set("short", "v", 0.05)
+        out[#out + 1] = tostring(n)
+        r.req_headers:set("x-out", table.concat(out, "|"))
+      end,
+    }
+    """
+    gw = policy_gw(tmp_path, sluice, upstreams, {"rx": src}, ["rx"], workers=1)
+    with RawConn(gw.port) as c:
+        for i in range(1, 4):
+            (v,) = upstream_header(echo(c.request("GET", "/", headers=[("X-Key", "k")])), "x-out")
+            assert v.split("|") == ["2026/12", "ABC", "4-6", "1,22,333", "smith john", "a+b+c", "false",
+                                    "too slow", str(i)], v

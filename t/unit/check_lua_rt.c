@@ -3,7 +3,12 @@
  * check_luapat): budgets and caps stop runaway code with FILE:LINE and leave
  * the state usable, the allocator's pool serves a steady state, and the
  * sandbox holds nothing unsafe. */
+#if !defined(_GNU_SOURCE) && !defined(_POSIX_C_SOURCE)
+#define _POSIX_C_SOURCE 200809L
+#endif
+
 #include <check.h>
+#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +16,7 @@
 #include <lauxlib.h>
 #include <lualib.h>
 
+#include "lua_cache.h"
 #include "lua_rt.h"
 
 static const struct lua_rt_limits test_limits = {
@@ -147,6 +153,52 @@ START_TEST(test_pool_serves_the_steady_state)
 }
 END_TEST
 
+START_TEST(test_re_cache_is_bounded)
+{
+	struct lua_rt *rt = lua_rt_new(&test_limits);
+	char err[512] = "";
+	/* more distinct patterns than the cache keeps: it starts over, and every match still works */
+	const char *src = "local n = 0\n"
+	                  "for i = 1, 1300 do if re.find('x' .. i .. 'y', 'x' .. i .. 'y') then n = n + 1 end end\n"
+	                  "return n";
+	ck_assert(lua_rt_load(rt, "re.lua", src, strlen(src), 0, err, sizeof err));
+	ck_assert_msg(lua_rt_call(rt, 0, 1, err, sizeof err), "%s", err);
+	ck_assert_int_eq(lua_tointeger(rt->L, -1), 1300);
+	lua_pop(rt->L, 1);
+	lua_rt_free(rt);
+}
+END_TEST
+
+START_TEST(test_cache_lru_and_ttl)
+{
+	struct lua_cache *c = lua_cache_new(3, 1 << 20);
+	struct lua_rt *rt = lua_rt_new(&test_limits);
+	lua_rt_open_cache(rt, c);
+	char err[512] = "";
+	const char *src = "cache.set('a', 1) cache.set('b', 'two') cache.set('c', true)\n"
+	                  "assert(cache.get('a') == 1)  -- a is now the most recent\n"
+	                  "cache.set('d', 4.5)          -- evicts b, the least recently used\n"
+	                  "assert(cache.get('b') == nil and cache.get('c') == true and cache.get('d') == 4.5)\n"
+	                  "cache.set('e', 'x', 0.001)\n"
+	                  "local t = os and 0 or 0 for i = 1, 200000 do t = t + i end\n"
+	                  "assert(cache.delete('d') and not cache.delete('zz'))\n"
+	                  "assert(not pcall(cache.set, 'f', {}))\n"
+	                  "return 1";
+	ck_assert(lua_rt_load(rt, "c.lua", src, strlen(src), 0, err, sizeof err));
+	ck_assert_msg(lua_rt_call(rt, 0, 1, err, sizeof err), "%s", err);
+	lua_pop(rt->L, 1);
+	ck_assert_uint_le(lua_cache_count(c), 3);
+	struct timespec ts = {0, 5000000};
+	nanosleep(&ts, NULL);
+	const char *expired = "return cache.get('e')";
+	ck_assert(lua_rt_load(rt, "e.lua", expired, strlen(expired), 0, err, sizeof err));
+	ck_assert_msg(lua_rt_call(rt, 0, 1, err, sizeof err), "%s", err);
+	ck_assert(lua_isnil(rt->L, -1));
+	lua_rt_free(rt);
+	lua_cache_free(c);
+}
+END_TEST
+
 static Suite *lua_rt_suite(void)
 {
 	Suite *s = suite_create("lua_rt");
@@ -157,6 +209,8 @@ static Suite *lua_rt_suite(void)
 	tcase_add_test(t, test_stop_ends_a_call_as_success);
 	tcase_add_test(t, test_syntax_errors_name_file_and_line);
 	tcase_add_test(t, test_pool_serves_the_steady_state);
+	tcase_add_test(t, test_re_cache_is_bounded);
+	tcase_add_test(t, test_cache_lru_and_ttl);
 	suite_add_tcase(s, t);
 	return s;
 }
