@@ -622,3 +622,27 @@ def test_re_and_cache(tmp_path, sluice, upstreams):
             (v,) = upstream_header(echo(c.request("GET", "/", headers=[("X-Key", "k")])), "x-out")
             assert v.split("|") == ["2026/12", "ABC", "4-6", "1,22,333", "smith john", "a+b+c", "false",
                                     "too slow", str(i)], v
+
+
+def test_require_and_separate_globals(tmp_path, sluice, upstreams):
+    """A module of the policy directory, required at load and used per request; each policy's
+    globals are its own."""
+    d = tmp_path / "policies" / "lib"
+    d.mkdir(parents=True)
+    (d / "util.lua").write_text("local M = {}\nfunction M.tag(s) return 'tag:' .. s end\nreturn M\n")
+    one = """
+    local util = require("lib.util")
+    name = "one"
+    return { access = function(r) r.req_headers:set("x-one", util.tag(name)) end }
+    """
+    two = """
+    name = "two"
+    return { access = function(r)
+      r.req_headers:set("x-two", require("lib.util").tag(name))
+    end }
+    """
+    gw = policy_gw(tmp_path, sluice, upstreams, {"one": one, "two": two}, ["one", "two"])
+    with RawConn(gw.port) as c:
+        body = echo(c.request("GET", "/"))
+    assert upstream_header(body, "x-one") == ["tag:one"]
+    assert upstream_header(body, "x-two") == ["tag:two"]
