@@ -103,9 +103,14 @@ void signals_ignore_early(void)
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = SIG_IGN;
 	sigemptyset(&sa.sa_mask);
-	for (size_t i = 0; i < n; i++)
+	for (size_t i = 0; i < n; i++) {
+		/* SIGTERM and SIGINT keep their default while sluice starts: a stop
+		 * asked for then is a stop, not a request lost before the loop runs */
+		if (sigs[i] == SIGTERM || sigs[i] == SIGINT)
+			continue;
 		if (sigaction(sigs[i], &sa, NULL) != 0)
 			log_msg(LOG_WARN, "cannot ignore a signal");
+	}
 }
 
 static void signals_log_ignored(struct signals *s, int sig)

@@ -11,7 +11,8 @@
  *   errors are handled where they happen.
  *
  * signals_ignore_early() makes those signals harmless from the first line of
- * `sluice run`, before the event loop exists; signals_start() then delivers
+ * `sluice run`, before the event loop exists (SIGTERM and SIGINT aside: until
+ * the loop runs they stop the process at once, as a stop should); signals_start() then delivers
  * them through the main thread's event loop (libevent's signal events), and
  * signals_block_for_threads() keeps them away from threads started while it
  * is in effect. Main thread only; the callbacks run on the main loop. */
@@ -30,12 +31,14 @@ struct signals_ops {
 
 struct signals;
 
-/* Set every signal this module handles to SIG_IGN until signals_start(). */
+/* Set every signal this module handles, save SIGTERM and SIGINT, to SIG_IGN
+ * until signals_start(). */
 void signals_ignore_early(void);
 /* Register the handlers on base. NULL (after logging why) on failure. */
 struct signals *signals_start(struct event_base *base, const struct signals_ops *ops, void *arg);
 /* Remove the handlers; the signals go back to being ignored (not to their
- * default), so a late SIGHUP during cleanup cannot kill the process. */
+ * default; SIGTERM and SIGINT to their default), so a late SIGHUP during
+ * cleanup cannot kill the process. */
 void signals_stop(struct signals *s);
 /* Block every handled signal in the calling thread (for the threads it
  * creates next); old receives the mask to restore. Returns 0 or an errno. */

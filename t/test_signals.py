@@ -176,3 +176,14 @@ def test_signals_while_the_config_loads_do_not_kill(sluice, upstreams):
     assert sent >= 8
     with RawConn(port) as c:
         assert c.request("GET", "/after-start").status == 200
+
+
+def test_sigterm_while_the_config_loads_stops_it(sluice, upstreams):
+    (u,) = upstreams(1)
+    port = free_port()
+    text = "local x = 0\nfor i = 1, 8000000 do x = x + i end\n" + config_to_lua(base_config(port, [u.address]))
+    gw = sluice(text, ports=[port], ready=False)
+    wait_until(lambda: gw.proc.poll() is not None or cpu_ticks(gw.pid) >= 3, timeout=10, what="sluice running")
+    gw.send_signal(signal.SIGTERM)
+    rc = gw.wait(10)
+    assert rc is not None, "a SIGTERM while the config loads was lost: sluice still runs"
