@@ -267,6 +267,13 @@ struct conf_admin {
 	char *socket; /* Unix socket path; NULL: no admin socket */
 	unsigned mode; /* permission bits; default 0600 */
 	unsigned max_connections; /* admin connections served at once; default 32, 1 to 1024 */
+	/* the admin HTTP listener (admin_http.h): NULL when not configured */
+	char *http; /* "host:port" as written */
+	struct sockaddr_storage http_addr;
+	socklen_t http_addr_len;
+	char *http_token_file; /* NULL: no token asked (loopback only) */
+	char *http_token;      /* the file's first line (a secret: never logged) */
+	size_t http_token_len;
 };
 
 struct conf {

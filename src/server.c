@@ -19,8 +19,10 @@
 #include "conf.h"
 #include "conf_secrets.h"
 #include "admin.h"
+#include "admin_http.h"
 #include "health.h"
 #include "log.h"
+#include "metrics.h"
 #include "module.h"
 #include "priv.h"
 #include "runtime.h"
@@ -47,6 +49,8 @@ struct server {
 	struct runtime *runtime;
 	struct health *health;
 	struct admin *admin;
+	struct metrics *metrics;       /* NULL without admin.http */
+	struct admin_http *admin_http; /* NULL without admin.http */
 	struct statefile *statefile;
 	size_t num_start_listeners; /* the listening sockets made at start: fds[worker][0..n) */
 	/* snapshots whose last reference went on a worker wait here for the main loop */
@@ -179,6 +183,8 @@ static void server_begin_shutdown(struct server *srv, const char *signal_name)
 	if (srv->stopping)
 		return;
 	srv->stopping = 1;
+	if (srv->metrics)
+		metrics_set_draining(srv->metrics);
 	struct log_line l;
 	log_begin(&l, LOG_INFO, "shutting down: no new connections, finishing in-flight requests");
 	log_str(&l, "signal", signal_name);
@@ -399,6 +405,8 @@ static void server_restart_only(const struct conf *old, const struct conf *c, st
 	if (!same_str(old->admin.socket, c->admin.socket) || old->admin.mode != c->admin.mode ||
 	    old->admin.max_connections != c->admin.max_connections)
 		conf_errors_add(errs, "%s: admin: changed: %s", c->source, restart);
+	if (!same_str(old->admin.http, c->admin.http) || !same_str(old->admin.http_token, c->admin.http_token))
+		conf_errors_add(errs, "%s: admin.http: changed: %s", c->source, restart);
 	if (!same_str(old->state_file, c->state_file))
 		conf_errors_add(errs, "%s: state_file: changed: %s", c->source, restart);
 	if (old->limits.max_connections != c->limits.max_connections)
@@ -468,6 +476,8 @@ int server_reload(struct server *srv, long long uid, const char *how, struct con
 		worker_publish(&srv->workers[i], s);
 	if (srv->admin)
 		admin_set_snapshot(srv->admin, s, h);
+	if (srv->metrics)
+		metrics_set_snapshot(srv->metrics, s);
 	health_stop(srv->health);
 	srv->health = h;
 	snapshot_unref(srv->snap);
@@ -496,7 +506,11 @@ int server_reload(struct server *srv, long long uid, const char *how, struct con
 
 static int server_admin_reload(void *arg, long long uid, struct conf_errors *errs, char *msg, size_t msg_size)
 {
-	return server_reload(arg, uid, "ctl reload", errs, msg, msg_size);
+	struct server *srv = arg;
+	int rc = server_reload(srv, uid, "ctl reload", errs, msg, msg_size);
+	if (srv->metrics)
+		metrics_reloaded(srv->metrics, rc == 0);
+	return rc;
 }
 
 /* SIGHUP (signals.h): the same reload; errors only go to the log. */
@@ -506,7 +520,10 @@ static void server_signal_reload(void *arg)
 	struct conf_errors errs;
 	conf_errors_init(&errs);
 	char msg[256];
-	if (server_reload(srv, -1, "SIGHUP", &errs, msg, sizeof(msg)) != 0) {
+	int rc = server_reload(srv, -1, "SIGHUP", &errs, msg, sizeof(msg));
+	if (srv->metrics)
+		metrics_reloaded(srv->metrics, rc == 0);
+	if (rc != 0) {
 		for (size_t i = 0; i < errs.count; i++) {
 			struct log_line l;
 			log_begin(&l, LOG_ERROR, "reload on SIGHUP refused: the running config is unchanged");
@@ -541,6 +558,8 @@ static void server_cleanup(struct server *srv, int **fds)
 	if (srv->exited_ev)
 		event_free(srv->exited_ev);
 	admin_stop(srv->admin);
+	admin_http_stop(srv->admin_http);
+	metrics_free(srv->metrics);
 	statefile_free(srv->statefile);
 	health_stop(srv->health);
 	/* what the workers handed over after the loop ended */
@@ -685,6 +704,14 @@ int server_run(const char *config_path)
 		}
 		admin_set_reload(srv.admin, server_admin_reload, &srv);
 	}
+	if (c->admin.http) {
+		srv.metrics = metrics_new(srv.runtime, srv.snap, srv.num_workers);
+		if (!srv.metrics || !(srv.admin_http = admin_http_start(srv.base, &c->admin, srv.metrics))) {
+			fprintf(stderr, "%s: admin.http: cannot listen on %s (see the log above)\n", c->source, c->admin.http);
+			server_cleanup(&srv, fds);
+			return 1;
+		}
+	}
 
 	/* workers must not take the signals meant for the main loop */
 	sigset_t old;
@@ -724,6 +751,9 @@ int server_run(const char *config_path)
 		log_int(&l, "pid", getpid());
 		log_end(&l);
 	}
+	/* config loaded, every listener bound, workers serving: /readyz says so */
+	if (srv.metrics)
+		metrics_set_ready(srv.metrics);
 	if (event_base_dispatch(srv.base) < 0)
 		log_msg(LOG_ERROR, "main event loop failed");
 	server_cleanup(&srv, fds);

@@ -1,0 +1,329 @@
+/* metrics.c - /metrics and /readyz (metrics.h). */
+#if !defined(_GNU_SOURCE) && !defined(_POSIX_C_SOURCE)
+#define _POSIX_C_SOURCE 200809L
+#endif
+
+#include "metrics.h"
+
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <event2/buffer.h>
+#include <openssl/opensslv.h>
+
+#include "config.h"
+#include "metrics_impl.h"
+#include "runtime.h"
+#include "snapshot.h"
+
+static uint64_t wall_us(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+struct metrics *metrics_new(struct runtime *rt, struct snapshot *snap, unsigned workers)
+{
+	struct metrics *m = calloc(1, sizeof(*m));
+	if (!m)
+		return NULL;
+	m->rt = rt;
+	m->workers = workers;
+	m->start_wall_us = wall_us();
+	m->last_reload_ok = true;
+	m->last_success_wall_us = snap->loaded_wall_us;
+	snapshot_ref(snap);
+	m->snap = snap;
+	return m;
+}
+
+void metrics_free(struct metrics *m)
+{
+	if (!m)
+		return;
+	snapshot_unref(m->snap);
+	free(m);
+}
+
+void metrics_set_snapshot(struct metrics *m, struct snapshot *snap)
+{
+	snapshot_ref(snap);
+	snapshot_unref(m->snap);
+	m->snap = snap;
+}
+
+void metrics_set_ready(struct metrics *m)
+{
+	m->ready = true;
+}
+
+void metrics_set_draining(struct metrics *m)
+{
+	m->draining = true;
+}
+
+void metrics_reloaded(struct metrics *m, bool ok)
+{
+	m->last_reload_ok = ok;
+	m->last_reload_wall_us = wall_us();
+	if (ok)
+		m->last_success_wall_us = m->snap->loaded_wall_us;
+}
+
+const char *metrics_not_ready(const struct metrics *m)
+{
+	if (m->draining)
+		return "draining";
+	if (!m->ready)
+		return "starting";
+	return NULL;
+}
+
+const char *metrics_breaker_name(int state)
+{
+	switch (state) {
+	case BREAKER_OPEN:
+		return "open";
+	case BREAKER_HALF_OPEN:
+		return "half_open";
+	default:
+		return "closed";
+	}
+}
+
+/* A label value: backslash, double quote and line feed escaped (both formats). */
+static void label_value(struct evbuffer *out, const char *s)
+{
+	const char *run = s;
+	for (; *s; s++) {
+		const char *rep = *s == '\\' ? "\\\\" : *s == '"' ? "\\\"" : *s == '\n' ? "\\n" : NULL;
+		if (!rep)
+			continue;
+		evbuffer_add(out, run, (size_t)(s - run));
+		evbuffer_add(out, rep, 2);
+		run = s + 1;
+	}
+	evbuffer_add(out, run, (size_t)(s - run));
+}
+
+/* # HELP and # TYPE of a family. type "info": OpenMetrics' info type, a gauge
+ * named NAME_info in the Prometheus format. */
+static void family(struct evbuffer *out, bool om, const char *name, const char *type, const char *help)
+{
+	if (strcmp(type, "info") == 0 && !om) {
+		evbuffer_add_printf(out, "# HELP %s_info %s\n# TYPE %s_info gauge\n", name, help, name);
+		return;
+	}
+	evbuffer_add_printf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static void series_begin(struct evbuffer *out, const char *name, const char *l1, const char *v1)
+{
+	evbuffer_add_printf(out, "%s{%s=\"", name, l1);
+	label_value(out, v1);
+	evbuffer_add(out, "\"", 1);
+}
+
+static void series_label(struct evbuffer *out, const char *l, const char *v)
+{
+	evbuffer_add_printf(out, ",%s=\"", l);
+	label_value(out, v);
+	evbuffer_add(out, "\"", 1);
+}
+
+static void series_end(struct evbuffer *out, unsigned long long v)
+{
+	evbuffer_add_printf(out, "} %llu\n", v);
+}
+
+static void scalar(struct evbuffer *out, bool om, const char *name, const char *type, const char *help,
+                   unsigned long long v)
+{
+	family(out, om, name, type, help);
+	evbuffer_add_printf(out, "%s %llu\n", name, v);
+}
+
+static void seconds(struct evbuffer *out, bool om, const char *name, const char *help, uint64_t us)
+{
+	family(out, om, name, "gauge", help);
+	evbuffer_add_printf(out, "%s %llu.%06llu\n", name, (unsigned long long)(us / 1000000u),
+	                    (unsigned long long)(us % 1000000u));
+}
+
+static void process_families(const struct metrics *m, struct evbuffer *out, bool om)
+{
+	family(out, om, "sluice_build", "info", "Build information: the version and the OpenSSL it was built with");
+	evbuffer_add_printf(out, "sluice_build_info{version=\"%s\",openssl=\"%s\"} 1\n", PACKAGE_VERSION,
+	                    OPENSSL_VERSION_TEXT);
+	seconds(out, om, "sluice_start_time_seconds", "When the process started, in seconds since the Unix epoch",
+	        m->start_wall_us);
+	scalar(out, om, "sluice_workers", "gauge", "Worker threads", m->workers);
+	scalar(out, om, "sluice_ready", "gauge",
+	       "1 when the config is loaded, every listener bound and the process not draining (what /readyz says)",
+	       metrics_not_ready(m) == NULL);
+	scalar(out, om, "sluice_config_generation", "gauge",
+	       "Generation of the config in use: 1 at start, +1 per successful reload", m->snap->generation);
+	scalar(out, om, "sluice_config_last_reload_successful", "gauge",
+	       "1 when the last reload (ctl reload, SIGHUP) was applied or none was tried, 0 when it was refused",
+	       m->last_reload_ok);
+	seconds(out, om, "sluice_config_last_reload_success_timestamp_seconds",
+	        "When the config in use was loaded, in seconds since the Unix epoch", m->last_success_wall_us);
+}
+
+/* One gauge per server of every pool of the current config; with a state
+ * label, one series per state (k: its index), 1 for the current one. */
+typedef unsigned long long server_value_fn(const struct runtime_server *s, size_t k);
+
+static unsigned long long srv_up(const struct runtime_server *s, size_t k)
+{
+	(void)k;
+	return atomic_load(&s->health) == RUNTIME_HEALTH_UP;
+}
+static unsigned long long srv_weight(const struct runtime_server *s, size_t k)
+{
+	(void)k;
+	return atomic_load(&s->weight);
+}
+static unsigned long long srv_drained(const struct runtime_server *s, size_t k)
+{
+	(void)k;
+	return atomic_load(&s->drained) || atomic_load(&s->disabled);
+}
+static unsigned long long srv_active(const struct runtime_server *s, size_t k)
+{
+	(void)k;
+	return atomic_load(&s->active_requests);
+}
+static unsigned long long srv_conns(const struct runtime_server *s, size_t k)
+{
+	(void)k;
+	return atomic_load(&s->connections);
+}
+static const int breaker_states[] = { BREAKER_CLOSED, BREAKER_OPEN, BREAKER_HALF_OPEN };
+static unsigned long long srv_breaker(const struct runtime_server *s, size_t k)
+{
+	return atomic_load(&s->breaker_state) == breaker_states[k];
+}
+
+static void server_family(const struct metrics *m, struct evbuffer *out, bool om, const char *name,
+                          const char *help, server_value_fn *fn, size_t states)
+{
+	const struct conf *c = m->snap->conf;
+	family(out, om, name, "gauge", help);
+	for (size_t i = 0; i < c->num_pools; i++) {
+		const struct conf_pool *cp = &c->pools[i];
+		const struct runtime_pool *p = runtime_find_pool(m->rt, cp->name);
+		for (size_t j = 0; p && j < cp->num_servers; j++) {
+			const struct runtime_server *s = runtime_find_server(p, cp->servers[j].address);
+			for (size_t k = 0; s && k < (states ? states : 1); k++) {
+				series_begin(out, name, "pool", cp->name);
+				series_label(out, "server", cp->servers[j].address);
+				if (states)
+					series_label(out, "state", metrics_breaker_name(breaker_states[k]));
+				series_end(out, fn(s, k));
+			}
+		}
+	}
+}
+
+/* Per-pool gauges: a live atomic of struct runtime_pool (by offset), or
+ * computed from the config and the servers' state. */
+enum pool_value { POOL_SERVERS, POOL_USABLE, POOL_FIELD };
+
+static unsigned long long pool_value(const struct metrics *m, const struct conf_pool *cp,
+                                     const struct runtime_pool *p, enum pool_value what, size_t field)
+{
+	if (what == POOL_SERVERS)
+		return cp->num_servers;
+	if (what == POOL_FIELD)
+		return atomic_load((const atomic_uint *)((const char *)p + field));
+	unsigned long long n = 0;
+	for (size_t j = 0; j < cp->num_servers; j++) {
+		const struct runtime_server *s = runtime_find_server(p, cp->servers[j].address);
+		n += s && runtime_server_usable(s, m->now_us);
+	}
+	return n;
+}
+
+static void pool_family(const struct metrics *m, struct evbuffer *out, bool om, const char *name, const char *help,
+                        enum pool_value what, size_t field)
+{
+	const struct conf *c = m->snap->conf;
+	family(out, om, name, "gauge", help);
+	for (size_t i = 0; i < c->num_pools; i++) {
+		const struct runtime_pool *p = runtime_find_pool(m->rt, c->pools[i].name);
+		if (!p)
+			continue;
+		series_begin(out, name, "pool", c->pools[i].name);
+		series_end(out, pool_value(m, &c->pools[i], p, what, field));
+	}
+}
+
+static void split_family(const struct metrics *m, struct evbuffer *out, bool om)
+{
+	const struct conf *c = m->snap->conf;
+	family(out, om, "sluice_service_pool_weight", "gauge",
+	       "A service's current weight for each of its pools (the traffic split; deployer changes included)");
+	for (size_t i = 0; i < c->num_services; i++) {
+		const struct conf_service *sv = &c->services[i];
+		for (size_t j = 0; j < sv->num_pools; j++) {
+			const char *pool = c->pools[sv->pools[j].pool].name;
+			const struct runtime_split *sp = runtime_find_split(m->rt, sv->name, pool);
+			if (!sp)
+				continue;
+			series_begin(out, "sluice_service_pool_weight", "service", sv->name);
+			series_label(out, "pool", pool);
+			series_end(out, atomic_load(&sp->weight));
+		}
+	}
+}
+
+static void listener_family(const struct metrics *m, struct evbuffer *out, bool om)
+{
+	const struct conf *c = m->snap->conf;
+	family(out, om, "sluice_listener_info", "gauge",
+	       "One series per configured listener: its address, whether it speaks TLS (1: listening)");
+	for (size_t i = 0; i < c->num_listeners; i++) {
+		series_begin(out, "sluice_listener_info", "listener", c->listeners[i].name);
+		series_label(out, "address", c->listeners[i].address);
+		series_label(out, "tls", c->listeners[i].tls ? "true" : "false");
+		series_end(out, 1);
+	}
+}
+
+void metrics_write(struct metrics *m, struct evbuffer *out, bool om)
+{
+	m->now_us = runtime_now_us();
+	process_families(m, out, om);
+	listener_family(m, out, om);
+	split_family(m, out, om);
+	pool_family(m, out, om, "sluice_pool_servers", "Servers configured in the pool", POOL_SERVERS, 0);
+	pool_family(m, out, om, "sluice_pool_servers_usable",
+	            "Servers of the pool that may take new requests (up, not drained or disabled, weight above 0, "
+	            "breaker not open)",
+	            POOL_USABLE, 0);
+	pool_family(m, out, om, "sluice_pool_active_requests", "Requests in flight to the pool, all workers",
+	            POOL_FIELD, offsetof(struct runtime_pool, active_requests));
+	pool_family(m, out, om, "sluice_pool_upstream_connections", "Upstream connections open to the pool, all workers",
+	            POOL_FIELD, offsetof(struct runtime_pool, connections));
+	pool_family(m, out, om, "sluice_pool_pending_requests", "Requests waiting for a new upstream connection",
+	            POOL_FIELD, offsetof(struct runtime_pool, pending));
+	server_family(m, out, om, "sluice_server_up", "1 when the server passes its health checks (or has none)",
+	              srv_up, 0);
+	server_family(m, out, om, "sluice_server_breaker_state",
+	              "Circuit breaker of each server: 1 for its current state (closed, open, half_open), 0 for the others",
+	              srv_breaker, sizeof(breaker_states) / sizeof(breaker_states[0]));
+	server_family(m, out, om, "sluice_server_weight", "The server's effective weight (a deployer override included)",
+	              srv_weight, 0);
+	server_family(m, out, om, "sluice_server_drained", "1 when the server is drained or disabled by a deployer",
+	              srv_drained, 0);
+	server_family(m, out, om, "sluice_server_active_requests", "Requests in flight to the server, all workers",
+	              srv_active, 0);
+	server_family(m, out, om, "sluice_server_upstream_connections",
+	              "Upstream connections open to the server, all workers", srv_conns, 0);
+	if (om)
+		evbuffer_add(out, "# EOF\n", 6);
+}
