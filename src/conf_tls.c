@@ -241,7 +241,7 @@ static void walk_http2(struct conf_walker *w, int t, struct conf_http2 *h)
 	static const char *const keys[] = {
 		"enabled", "max_concurrent_streams", "max_header_list_size", "initial_window_size", "idle_timeout",
 		"max_resets_per_s", "max_pings_per_s", "max_settings_per_s", "max_empty_frames_per_s",
-		"max_continuation_frames", "max_glitches_per_s", "max_uploading_streams", NULL,
+		"max_continuation_frames", "max_glitches_per_s", "max_uploading_streams", "max_uploading_streams_per_client", NULL,
 	};
 	h->enabled = true;
 	h->max_concurrent_streams = 100;
@@ -255,6 +255,7 @@ static void walk_http2(struct conf_walker *w, int t, struct conf_http2 *h)
 	h->max_continuation_frames = 4;
 	h->max_glitches_per_s = 50;
 	h->max_uploading_streams = 10;
+	h->max_uploading_streams_per_client = 50;
 	struct conf_field f;
 	if (!conf_field_open_record(w, t, "http2", keys, "a table like { max_concurrent_streams = 100 }", &f))
 		return;
@@ -271,6 +272,7 @@ static void walk_http2(struct conf_walker *w, int t, struct conf_http2 *h)
 	conf_field_unsigned(w, v, "max_continuation_frames", 1, 100000, &h->max_continuation_frames);
 	conf_field_unsigned(w, v, "max_glitches_per_s", 1, 1000000, &h->max_glitches_per_s);
 	conf_field_unsigned(w, v, "max_uploading_streams", 1, 10000, &h->max_uploading_streams);
+	conf_field_unsigned(w, v, "max_uploading_streams_per_client", 1, 1000000, &h->max_uploading_streams_per_client);
 	conf_field_close(w, &f);
 }
 

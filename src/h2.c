@@ -10,6 +10,7 @@
 #include <event2/event.h>
 #include <nghttp2/nghttp2.h>
 
+#include "addrcount.h"
 #include "client.h"
 #include "conf_tls.h"
 #include "exchange.h"
@@ -58,6 +59,11 @@ static const char *const h2_close_names[] = {
 
 struct h2_worker {
 	struct h2_session *sessions;
+	/* streams uploading a request body, per client address, over all of this
+	 * worker's sessions (http2.max_uploading_streams_per_client); NULL until
+	 * the first upload */
+	struct addrcount *uploads_by_addr;
+	uint64_t uploads_refused_conn, uploads_refused_addr;
 	uint64_t sessions_total;
 	uint64_t closed[H2_CLOSE__COUNT];
 };
@@ -304,7 +310,29 @@ static void stream_upload_done(struct h2_stream *st)
 	if (st->uploading) {
 		st->uploading = false;
 		st->s->uploading--;
+		struct h2_worker *hw = st->s->w->h2;
+		if (hw && hw->uploads_by_addr)
+			addrcount_release(hw->uploads_by_addr, st->s->origin.ip);
 	}
+}
+
+/* May stream st of s start one more upload? Counts it for its address when
+ * so. Refused when the connection, or the client address over all of this
+ * worker's connections, already has as many as configured. */
+static bool stream_upload_admit(struct h2_session *s)
+{
+	struct h2_worker *hw = s->w->h2;
+	if (s->uploading >= s->cfg->max_uploading_streams) {
+		hw->uploads_refused_conn++;
+		return false;
+	}
+	if (!hw->uploads_by_addr && !(hw->uploads_by_addr = addrcount_new()))
+		return false;
+	if (!addrcount_acquire(hw->uploads_by_addr, s->origin.ip, s->cfg->max_uploading_streams_per_client)) {
+		hw->uploads_refused_addr++;
+		return false;
+	}
+	return true;
 }
 
 static void stream_free(struct h2_stream *st)
@@ -627,19 +655,20 @@ static int stream_start(struct h2_session *s, struct h2_stream *st, bool end_str
 		nghttp2_submit_rst_stream(s->ng, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_PROTOCOL_ERROR);
 		return 0;
 	}
-	if (!end_stream && s->uploading >= s->cfg->max_uploading_streams) {
-		/* each such stream holds an upstream request open for as long as
-		 * its client takes to send the body: refused (not processed, so a
-		 * client may retry it) rather than letting one connection hold many */
-		nghttp2_submit_rst_stream(s->ng, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_REFUSED_STREAM);
-		return 0;
-	}
 	st->req_ended = end_stream;
 	st->out = evbuffer_new();
 	if (!end_stream)
 		st->in = evbuffer_new();
 	if (!st->out || (!end_stream && !st->in)) {
 		nghttp2_submit_rst_stream(s->ng, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
+		return 0;
+	}
+	if (!end_stream && !stream_upload_admit(s)) {
+		/* each such stream holds an upstream request open for as long as
+		 * its client takes to send the body: refused (not processed, so a
+		 * client may retry it) rather than letting one connection, or one
+		 * address over many connections, hold many */
+		nghttp2_submit_rst_stream(s->ng, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_REFUSED_STREAM);
 		return 0;
 	}
 	evbuffer_add_cb(st->out, out_cb, st);
@@ -1440,6 +1469,15 @@ void h2_worker_free(struct worker *w)
 				log_int(&l, h2_close_names[i], (long long)hw->closed[i]);
 		log_end(&l);
 	}
+	if (hw->uploads_refused_conn || hw->uploads_refused_addr) {
+		struct log_line l;
+		log_begin(&l, LOG_INFO, "HTTP/2 uploads refused");
+		log_int(&l, "worker", w->id);
+		log_int(&l, "per_connection", (long long)hw->uploads_refused_conn);
+		log_int(&l, "per_client", (long long)hw->uploads_refused_addr);
+		log_end(&l);
+	}
+	addrcount_free(hw->uploads_by_addr);
 	free(hw);
 	w->h2 = NULL;
 }

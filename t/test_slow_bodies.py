@@ -145,6 +145,42 @@ def test_h2_streams_past_max_uploading_streams_are_refused(sluice, upstreams):
     t.close()
 
 
+def refused_ids(frames):
+    return [f[2] for f in frames if f != "closed" and f[0] == 0x3 and int.from_bytes(f[3][:4], "big") == 7]
+
+
+def test_h2_uploads_per_client_address_are_capped_over_its_connections(sluice, upstreams):
+    """http2.max_uploading_streams_per_client: one address cannot get round the per-connection cap
+    by opening more connections; a slot comes back when a connection that held it goes away."""
+    cfg = h2c_config(upstreams(1)[0].address)
+    cfg["workers"] = 1  # the count is per worker: one worker sees every connection
+    cfg["listeners"][0]["http2"] = {"max_uploading_streams": 3, "max_uploading_streams_per_client": 5}
+    gw = sluice(cfg)
+    t1 = H2Trickler(gw.port, 3)
+    assert refused_ids(t1.read(timeout=0.5)) == []  # 3 of the address's 5
+    t2 = H2Trickler(gw.port, 3)
+    assert refused_ids(t2.read(lambda g: len(rst_codes(g)) >= 1, timeout=5)) == [5]  # 5 of 5
+    t3 = H2Trickler(gw.port, 3)
+    assert refused_ids(t3.read(lambda g: len(rst_codes(g)) >= 3, timeout=5)) == [1, 3, 5]
+    t1.close()  # its three uploads end with it
+    block = hpack.Encoder().encode([(":method", "POST", True), (":path", "/echo", True),
+                                    (":scheme", "http", True), (":authority", "a.test", True)], huffman=False)
+    sid, deadline = 7, time.monotonic() + 5
+    while True:
+        t3.c.send(frame(0x1, 0x4, sid, block) + frame(0x0, 0x1, sid, b"after"))
+        t3.read(ended(sid), timeout=5)
+        if t3.status.get(sid) == "200" or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)  # the gateway had not seen t1 close yet
+        sid += 2
+    assert t3.status.get(sid) == "200", t3.frames[-4:]
+    for t in (t2, t3):
+        t.close()
+    gw.stop()
+    refused = [e for e in gw.log_entries() if e.get("msg") == "HTTP/2 uploads refused"]
+    assert refused and refused[0]["per_client"] >= 4 and refused[0]["per_connection"] == 0, refused
+
+
 @pytest.mark.timeout(120)
 def test_ten_trickling_h2_connections_cannot_push_fresh_requests_into_503(sluice, upstreams):
     """The issue's attack: 10 connections x 100 POST streams whose bodies trickle, against a

@@ -1,10 +1,12 @@
 /* Unit tests for the small shared pieces: arena, reasons, JSON escaping,
- * time formatting, HTTP helpers. */
+ * time formatting, HTTP helpers, per-address counts. */
 #include <check.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "addrcount.h"
 #include "arena.h"
 #include "http.h"
 #include "log.h"
@@ -110,6 +112,71 @@ START_TEST(http_helpers)
 }
 END_TEST
 
+START_TEST(addrcount_caps_each_address)
+{
+	struct addrcount *t = addrcount_new();
+	ck_assert_ptr_nonnull(t);
+	ck_assert(addrcount_acquire(t, "192.0.2.1", 2));
+	ck_assert(addrcount_acquire(t, "192.0.2.1", 2));
+	ck_assert(!addrcount_acquire(t, "192.0.2.1", 2)); /* at its cap */
+	ck_assert(addrcount_acquire(t, "2001:db8::1", 2)); /* another address is not */
+	ck_assert_uint_eq(addrcount_get(t, "192.0.2.1"), 2);
+	ck_assert_uint_eq(addrcount_size(t), 2);
+	addrcount_release(t, "192.0.2.1");
+	ck_assert(addrcount_acquire(t, "192.0.2.1", 2)); /* room again */
+	addrcount_release(t, "192.0.2.1");
+	addrcount_release(t, "192.0.2.1");
+	ck_assert_uint_eq(addrcount_get(t, "192.0.2.1"), 0);
+	ck_assert_uint_eq(addrcount_size(t), 1); /* an address at zero leaves the table */
+	addrcount_release(t, "198.51.100.9"); /* never acquired: no effect */
+	ck_assert(!addrcount_acquire(t, "198.51.100.9", 0));
+	ck_assert_uint_eq(addrcount_size(t), 1);
+	addrcount_free(t);
+}
+END_TEST
+
+/* Many addresses come and go in a mixed order (growth, probe runs, backward
+ * shifts on release): every count stays exact and the table ends empty. */
+START_TEST(addrcount_many_addresses_churn)
+{
+	struct addrcount *t = addrcount_new();
+	ck_assert_ptr_nonnull(t);
+	enum { N = 5000 };
+	static unsigned held[N];
+	memset(held, 0, sizeof(held));
+	char a[64];
+	uint64_t x = 88172645463325252ull;
+	for (int step = 0; step < 200000; step++) {
+		x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+		unsigned i = (unsigned)(x % N);
+		snprintf(a, sizeof(a), "10.%u.%u.%u", i / 65536, (i / 256) % 256, i % 256);
+		if ((x >> 32) & 1) {
+			bool ok = addrcount_acquire(t, a, 3);
+			ck_assert(ok == (held[i] < 3));
+			held[i] += ok;
+		} else {
+			addrcount_release(t, a);
+			held[i] -= held[i] > 0;
+		}
+		if (step % 9973 == 0)
+			for (unsigned j = 0; j < N; j++) {
+				snprintf(a, sizeof(a), "10.%u.%u.%u", j / 65536, (j / 256) % 256, j % 256);
+				ck_assert_uint_eq(addrcount_get(t, a), held[j]);
+			}
+	}
+	size_t live = 0;
+	for (unsigned j = 0; j < N; j++) {
+		live += held[j] > 0;
+		snprintf(a, sizeof(a), "10.%u.%u.%u", j / 65536, (j / 256) % 256, j % 256);
+		while (held[j]--)
+			addrcount_release(t, a);
+	}
+	ck_assert_uint_gt(live, 0);
+	ck_assert_uint_eq(addrcount_size(t), 0);
+	addrcount_free(t);
+}
+END_TEST
+
 static Suite *misc_suite(void)
 {
 	Suite *s = suite_create("misc");
@@ -121,6 +188,8 @@ static Suite *misc_suite(void)
 	tcase_add_test(tc, json_escape_truncates_without_splitting);
 	tcase_add_test(tc, time_format_rfc3339);
 	tcase_add_test(tc, http_helpers);
+	tcase_add_test(tc, addrcount_caps_each_address);
+	tcase_add_test(tc, addrcount_many_addresses_churn);
 	suite_add_tcase(s, tc);
 	return s;
 }
