@@ -157,6 +157,7 @@ struct conf_header_match {
 };
 
 struct conf_policies;
+struct conf_waf;
 
 enum conf_route_action { CONF_ROUTE_PROXY, CONF_ROUTE_RESPOND };
 
@@ -298,6 +299,7 @@ struct conf {
 	size_t num_rate_limits;
 	struct conf_redis redis;
 	struct conf_policies *policies; /* Lua policies (modules/conf_policy.h); NULL: none */
+	struct conf_waf *waf;           /* the WAF (modules/conf_waf.h); NULL: none */
 };
 
 /* What the schema walk visits, reported to a conf_trace as it goes: tools

@@ -399,6 +399,42 @@ static size_t group_for(struct waf_ruleset *rs, const enum waf_transform *chain,
 	return rs->ngroups++;
 }
 
+static int chain_cmp(const struct group *a, const struct group *b)
+{
+	for (size_t k = 0; k < a->nchain && k < b->nchain; k++)
+		if (a->chain[k] != b->chain[k])
+			return a->chain[k] < b->chain[k] ? -1 : 1;
+	return a->nchain < b->nchain ? -1 : a->nchain > b->nchain;
+}
+
+/* Orders groups by chain (prefixes together) and renumbers the rules'. */
+static void sort_groups(struct waf_ruleset *rs)
+{
+	size_t n = rs->ngroups;
+	if (n < 2)
+		return;
+	size_t *order = conf_xcalloc(n, sizeof(size_t)), *where = conf_xcalloc(n, sizeof(size_t));
+	for (size_t i = 0; i < n; i++)
+		order[i] = i;
+	for (size_t i = 1; i < n; i++) /* insertion sort: tens of groups */
+		for (size_t j = i; j > 0 && chain_cmp(&rs->groups[order[j - 1]], &rs->groups[order[j]]) > 0; j--) {
+			size_t t = order[j];
+			order[j] = order[j - 1];
+			order[j - 1] = t;
+		}
+	struct group *sorted = conf_xcalloc(n, sizeof(*sorted));
+	for (size_t i = 0; i < n; i++) {
+		sorted[i] = rs->groups[order[i]];
+		where[order[i]] = i;
+	}
+	for (size_t i = 0; i < rs->nrules; i++)
+		rs->rules[i].group = where[rs->rules[i].group];
+	free(rs->groups);
+	rs->groups = sorted;
+	free(order);
+	free(where);
+}
+
 struct waf_ruleset *waf_rules_load(const char *dir, struct conf_errors *errs)
 {
 	size_t errs_before = errs->count;
@@ -480,6 +516,7 @@ struct waf_ruleset *waf_rules_load(const char *dir, struct conf_errors *errs)
 	for (size_t f = 0; f < nfiles; f++)
 		free(files[f]);
 	free(files);
+	sort_groups(rs);
 	/* compile the groups */
 	for (size_t g = 0; g < rs->ngroups; g++) {
 		struct group *gr = &rs->groups[g];
@@ -551,8 +588,8 @@ struct waf_eval {
 	const struct waf_ruleset *rs;
 	pcre2_match_data *md;
 	pcre2_match_context *mctx;
-	char *buf;
-	size_t cap;
+	char *tbuf[MAX_CHAIN];   /* tbuf[d]: the value after the chain's first d+1 transforms */
+	size_t tcap[MAX_CHAIN];
 	char *scratch; /* body and query parsing */
 	size_t scap;
 	uint8_t *matched; /* per rule: already counted for this request */
@@ -595,7 +632,8 @@ void waf_eval_free(struct waf_eval *ev)
 		return;
 	pcre2_match_data_free(ev->md);
 	pcre2_match_context_free(ev->mctx);
-	free(ev->buf);
+	for (int d = 0; d < MAX_CHAIN; d++)
+		free(ev->tbuf[d]);
 	free(ev->scratch);
 	free(ev->matched);
 	free(ev->active);
@@ -769,7 +807,10 @@ static void run_other(struct waf_eval *ev, size_t ri, const char *s, size_t n)
 	}
 }
 
-/* One value of a target: every group with a rule for this kind. */
+/* One value of a target: every group with a rule for this kind. Groups are
+ * sorted by chain, so consecutive groups share prefixes: the value after
+ * each step is kept (tbuf) and a group starts from the longest prefix it
+ * shares with the group run before it. */
 static void inspect(struct waf_eval *ev, enum waf_target kind, const char *name, size_t nlen, const char *v, size_t n)
 {
 	ev->seen[kind] = true;
@@ -779,24 +820,32 @@ static void inspect(struct waf_eval *ev, enum waf_target kind, const char *name,
 	ev->name = name ? name : "";
 	ev->nlen = name ? nlen : 0;
 	const struct waf_ruleset *rs = ev->rs;
+	const struct group *prev = NULL;
+	size_t lens[MAX_CHAIN];
 	for (size_t g = 0; g < rs->ngroups; g++) {
 		const struct group *gr = &rs->groups[g];
 		if (!(gr->target_mask & (1u << kind)))
 			continue;
-		if (!grow(&ev->buf, &ev->cap, n + 1))
-			return;
-		memcpy(ev->buf, v, n);
-		size_t len = n;
-		for (size_t t = 0; t < gr->nchain; t++)
-			len = waf_transform_apply(gr->chain[t], ev->buf, len);
-		ev->cur = ev->buf;
-		ev->curlen = len;
+		size_t k = 0;
+		while (prev && k < gr->nchain && k < prev->nchain && gr->chain[k] == prev->chain[k])
+			k++;
+		for (size_t d = k; d < gr->nchain; d++) {
+			if (!grow(&ev->tbuf[d], &ev->tcap[d], n + 1))
+				return;
+			const char *src = d == 0 ? v : ev->tbuf[d - 1];
+			size_t slen = d == 0 ? n : lens[d - 1];
+			memcpy(ev->tbuf[d], src, slen);
+			lens[d] = waf_transform_apply(gr->chain[d], ev->tbuf[d], slen);
+		}
+		prev = gr;
+		ev->cur = gr->nchain ? ev->tbuf[gr->nchain - 1] : v;
+		ev->curlen = gr->nchain ? lens[gr->nchain - 1] : n;
 		if (gr->ac)
-			waf_ac_search(gr->ac, ev->buf, len, on_phrase, ev);
-		for (size_t k = 0; k < gr->nothers; k++) {
-			size_t ri = gr->others[k];
+			waf_ac_search(gr->ac, ev->cur, ev->curlen, on_phrase, ev);
+		for (size_t j = 0; j < gr->nothers; j++) {
+			size_t ri = gr->others[j];
 			if (ev->active[ri] && !ev->matched[ri] && applies(ev, &rs->rules[ri]))
-				run_other(ev, ri, ev->buf, len);
+				run_other(ev, ri, ev->cur, ev->curlen);
 		}
 	}
 }
@@ -845,7 +894,10 @@ static bool policy_has(const uint32_t *ids, size_t n, uint32_t id)
 
 static bool rule_active(const struct waf_rule *r, const struct waf_policy *p)
 {
-	if (r->paranoia > p->paranoia || policy_has(p->exclude_ids, p->nexclude_ids, r->id))
+	if (policy_has(p->exclude_ids, p->nexclude_ids, r->id))
+		return false;
+	/* a rule tried in detect mode runs whatever its paranoia level */
+	if (r->paranoia > p->paranoia && !policy_has(p->detect_ids, p->ndetect_ids, r->id))
 		return false;
 	for (size_t i = 0; i < p->nexclude_tags; i++)
 		for (char **t = r->tags; *t; t++)

@@ -80,7 +80,7 @@ struct waf_policy {
 	size_t nexclude_tags;
 	const struct waf_exclusion *exclude_targets;
 	size_t nexclude_targets;
-	const uint32_t *detect_ids;   /* rules that run but never count towards a block */
+	const uint32_t *detect_ids;   /* rules that run (whatever their paranoia) but never count towards a block */
 	size_t ndetect_ids;
 };
 

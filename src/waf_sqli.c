@@ -239,8 +239,8 @@ static bool next_token(struct lexer *lx, struct tok *t)
 		t->len = j - i;
 		lx->i = j;
 		t->type = 'b';
-		for (size_t w = 0; w < sizeof(words) / sizeof(words[0]); w++)
-			if (strcmp(words[w].name, t->name) == 0) {
+		for (size_t w = 0; w < sizeof(words) / sizeof(words[0]) && j - i <= 9; w++)
+			if (words[w].name[0] == t->name[0] && strcmp(words[w].name, t->name) == 0) {
 				t->type = words[w].type;
 				break;
 			}

@@ -81,6 +81,8 @@ static long hex_run(const char *s, size_t n, size_t i, size_t digits)
 
 size_t waf_url_decode(char *s, size_t n)
 {
+	if (!memchr(s, '%', n) && !memchr(s, '+', n))
+		return n;
 	size_t w = 0;
 	for (size_t i = 0; i < n;) {
 		unsigned char c = (unsigned char)s[i];
@@ -134,6 +136,8 @@ static const struct entity entities[] = {
 
 size_t waf_html_entity_decode(char *s, size_t n)
 {
+	if (!memchr(s, '&', n))
+		return n;
 	size_t w = 0;
 	for (size_t i = 0; i < n;) {
 		if (s[i] != '&' || i + 2 >= n) {
@@ -351,6 +355,8 @@ size_t waf_cmdline(char *s, size_t n)
 
 size_t waf_remove_nulls(char *s, size_t n)
 {
+	if (!memchr(s, '\0', n))
+		return n;
 	size_t w = 0;
 	for (size_t i = 0; i < n; i++)
 		if (s[i] != '\0')
@@ -407,6 +413,8 @@ size_t waf_base64_decode(char *s, size_t n)
 
 size_t waf_js_decode(char *s, size_t n)
 {
+	if (!memchr(s, '\\', n))
+		return n;
 	size_t w = 0;
 	for (size_t i = 0; i < n;) {
 		if (s[i] != '\\' || i + 1 >= n) {
