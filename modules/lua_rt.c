@@ -141,6 +141,47 @@ static void rt_hook(lua_State *L, lua_Debug *ar)
 	lua_error(L);
 }
 
+/* The pattern functions' deadline is set by the first pattern call of a
+ * call (most calls use none, and a clock read per call is measurable);
+ * these wrappers set it, then call luapat's function (upvalue 1). */
+static void pattern_deadline(lua_State *L)
+{
+	struct lua_rt *rt = lua_rt_of(L);
+	if (rt->in_call && rt->patterns.deadline_ns == 0)
+		rt->patterns.deadline_ns = luapat_now_ns() + rt_pattern_time_ns;
+}
+
+static int pattern_call(lua_State *L)
+{
+	pattern_deadline(L);
+	lua_pushvalue(L, lua_upvalueindex(1));
+	lua_insert(L, 1);
+	lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
+	return lua_gettop(L);
+}
+
+/* gmatch: its iterator runs in later calls too, so it is wrapped as well */
+static int pattern_gmatch(lua_State *L)
+{
+	pattern_call(L);
+	lua_settop(L, 1);
+	lua_pushcclosure(L, pattern_call, 1);
+	return 1;
+}
+
+static void wrap_patterns(lua_State *L, int strlib)
+{
+	static const char *const names[] = {"find", "match", "gsub", NULL};
+	for (const char *const *n = names; *n; n++) {
+		lua_getfield(L, strlib, *n);
+		lua_pushcclosure(L, pattern_call, 1);
+		lua_setfield(L, strlib, *n);
+	}
+	lua_getfield(L, strlib, "gmatch");
+	lua_pushcclosure(L, pattern_gmatch, 1);
+	lua_setfield(L, strlib, "gmatch");
+}
+
 /* setmetatable without __gc: finalizers run with hooks off, outside any
  * budget. Lua marks an object for finalization only when it gets its
  * metatable, so checking here suffices. Upvalues: the real setmetatable, and
@@ -261,6 +302,7 @@ static void open_sandbox(lua_State *L)
 	lua_setfield(L, -2, "dump"); /* bytecode, which nothing here may load */
 	struct lua_rt *rt = lua_rt_of(L);
 	luapat_open(L, -1, &rt->patterns);
+	wrap_patterns(L, lua_gettop(L));
 	lua_pop(L, 1);
 	codec_open(L, env);
 	lua_re_open(L, env);
@@ -453,7 +495,7 @@ bool lua_rt_call(struct lua_rt *rt, int nargs, int nresults, char *err, size_t e
 	rt->instr_left = (int64_t)rt->call_instructions;
 	rt->patterns.max_steps = rt->call_instructions;
 	rt->patterns.max_rep_bytes = rt->call_memory;
-	rt->patterns.deadline_ns = luapat_now_ns() + rt_pattern_time_ns;
+	rt->patterns.deadline_ns = 0; /* set by the call's first pattern function */
 	size_t cap = rt->mem_used + rt->call_memory;
 	rt->mem_limit = cap < rt->state_limit ? cap : rt->state_limit;
 	/* the hook stays between calls (no Lua runs then); it is set again only

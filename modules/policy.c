@@ -243,13 +243,26 @@ static struct pol_call *call_of(lua_State *L)
 	return call;
 }
 
-/* RFC 9110 tchar, as a table (a header name's characters). */
-static bool is_tchar(unsigned char ch)
-{
-	static const char extra[] = "!#$%&'*+-.^_`|~";
-	return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-	       (ch && memchr(extra, ch, sizeof extra - 1));
-}
+/* A header name's characters (RFC 9110 tchar: letters, digits and
+ * !#$%&'*+-.^_`|~), lower-cased; 0: not allowed. */
+static const unsigned char name_char[256] = {
+	  0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,
+	  0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,
+	  0,  33,   0,  35,  36,  37,  38,  39,   0,   0,  42,  43,   0,  45,  46,   0,
+	 48,  49,  50,  51,  52,  53,  54,  55,  56,  57,   0,   0,   0,   0,   0,   0,
+	  0,  97,  98,  99, 100, 101, 102, 103, 104, 105, 106, 107, 108, 109, 110, 111,
+	112, 113, 114, 115, 116, 117, 118, 119, 120, 121, 122,   0,   0,   0,  94,  95,
+	 96,  97,  98,  99, 100, 101, 102, 103, 104, 105, 106, 107, 108, 109, 110, 111,
+	112, 113, 114, 115, 116, 117, 118, 119, 120, 121, 122,   0, 124,   0, 126,   0,
+	  0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,
+	  0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,
+	  0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,
+	  0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,
+	  0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,
+	  0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,
+	  0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,
+	  0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,
+};
 
 static size_t lower_name(lua_State *L, int idx, char out[POL_NAME_MAX], bool check_token)
 {
@@ -257,14 +270,15 @@ static size_t lower_name(lua_State *L, int idx, char out[POL_NAME_MAX], bool che
 	const char *s = luaL_checklstring(L, idx, &n);
 	if (n == 0 || n >= POL_NAME_MAX)
 		luaL_argerror(L, idx, "a header name of 1 to 127 characters");
+	unsigned char bad = 1;
 	for (size_t i = 0; i < n; i++) {
-		unsigned char ch = (unsigned char)s[i];
-		if (ch >= 'A' && ch <= 'Z')
-			ch = (unsigned char)(ch - 'A' + 'a');
-		else if (check_token && !(ch >= 'a' && ch <= 'z') && ch != '-' && !is_tchar(ch))
-			luaL_argerror(L, idx, "not a valid header name (letters, digits and !#$%&'*+-.^_`|~)");
-		out[i] = (char)ch;
+		unsigned char c = name_char[(unsigned char)s[i]];
+		bad &= c != 0;
+		/* outside tokens (a lookup by any name): lower-case letters, keep the rest */
+		out[i] = c ? (char)c : s[i];
 	}
+	if (check_token && !bad)
+		luaL_argerror(L, idx, "not a valid header name (letters, digits and !#$%&'*+-.^_`|~)");
 	out[n] = '\0';
 	return n;
 }
@@ -282,10 +296,15 @@ static const char *checked_value(lua_State *L, int idx, size_t *len)
 	return v;
 }
 
-/* Appends copies (in the request's arena) of a name and value of known lengths. */
+/* Appends copies (one piece of the request's arena) of a name and value of known lengths. */
 static void add_copies(struct fields *f, const char *name, size_t nlen, const char *value, size_t vlen)
 {
-	fields_add(f, arena_strndup(f->arena, name, nlen), nlen, arena_strndup(f->arena, value, vlen), vlen);
+	char *p = arena_alloc(f->arena, nlen + vlen + 2);
+	memcpy(p, name, nlen);
+	p[nlen] = '\0';
+	memcpy(p + nlen + 1, value, vlen);
+	p[nlen + 1 + vlen] = '\0';
+	fields_add(f, p, nlen, p + nlen + 1, vlen);
 }
 
 /* Fields only the gateway sets: framing, hop-by-hop, the routing Host
