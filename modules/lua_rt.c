@@ -483,7 +483,7 @@ bool lua_rt_call(struct lua_rt *rt, int nargs, int nresults, char *err, size_t e
 	int fn = lua_gettop(L) - nargs; /* the function's slot */
 	/* the message handler below the function: pushed by the caller
 	 * (lua_rt_push_handler), or slipped in here */
-	bool own = lua_tocfunction(L, fn - 1) != rt_msgh;
+	bool own = fn <= 1 || lua_tocfunction(L, fn - 1) != rt_msgh;
 	if (own) {
 		lua_pushcfunction(L, rt_msgh);
 		lua_insert(L, fn);
