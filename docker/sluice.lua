@@ -21,6 +21,9 @@
 --   SLUICE_WORKERS             worker threads                               one per CPU
 --   SLUICE_DRAIN_TIMEOUT       graceful shutdown bound                      "25s"
 --   SLUICE_ADMIN_SOCKET        admin socket (sluice ctl reads it too)       "/run/sluice/admin.sock"
+--   SLUICE_ADMIN_HTTP          admin HTTP listener: /metrics, /healthz, /readyz (optional)
+--                              e.g. "127.0.0.1:9901"; a non-loopback address needs the token file
+--   SLUICE_ADMIN_HTTP_TOKEN_FILE  file holding the admin HTTP bearer token
 --   SLUICE_STATE_FILE          runtime changes kept across restarts         "/var/lib/sluice/state"
 --   SLUICE_ACCESS_LOG          "stdout", "stderr", "off" or a path          "stdout"
 --   SLUICE_LOG_LEVEL           debug, info, warn, error (read by sluice run) "info"
@@ -106,6 +109,12 @@ if setting("SLUICE_REDIS_ADDRESS", nil) then
   }
 end
 
+local admin = { socket = setting("SLUICE_ADMIN_SOCKET", "/run/sluice/admin.sock"), mode = "0600" }
+if setting("SLUICE_ADMIN_HTTP", nil) then
+  admin.http = setting("SLUICE_ADMIN_HTTP", nil)
+  admin.http_token_file = setting("SLUICE_ADMIN_HTTP_TOKEN_FILE", nil)
+end
+
 return {
   workers = number_setting("SLUICE_WORKERS", nil),
   -- Below Kubernetes' terminationGracePeriodSeconds (30 s) and ECS's stopTimeout.
@@ -129,7 +138,7 @@ return {
     { name = "healthz", match = { path = "/healthz" }, respond = { status = 200, body = "ok\n" } },
     { name = "default", match = { path_prefix = "/" }, service = "web", rate_limit = "per_client" },
   },
-  admin = { socket = setting("SLUICE_ADMIN_SOCKET", "/run/sluice/admin.sock"), mode = "0600" },
+  admin = admin,
   state_file = setting("SLUICE_STATE_FILE", "/var/lib/sluice/state"),
   access_log = { path = setting("SLUICE_ACCESS_LOG", "stdout") },
 }
