@@ -17,6 +17,8 @@
 #include "metrics_impl.h"
 #include "runtime.h"
 #include "snapshot.h"
+#include "conf_tls.h"
+#include "tls_ctx.h"
 
 static uint64_t wall_us(void)
 {
@@ -294,11 +296,39 @@ static void listener_family(const struct metrics *m, struct evbuffer *out, bool 
 	}
 }
 
+static void cert_family(const struct metrics *m, struct evbuffer *out, bool om)
+{
+	const struct conf *c = m->snap->conf;
+	family(out, om, "sluice_tls_certificate_expiry_timestamp_seconds", "gauge",
+	       "When each listener certificate expires (notAfter), in seconds since the Unix epoch; names: the DNS "
+	       "names it answers for");
+	for (size_t i = 0; i < c->num_listeners; i++) {
+		const struct conf_tls *t = c->listeners[i].tls;
+		int64_t not_after;
+		const char *names;
+		for (size_t k = 0; t && tls_server_cert_expiry(t->server, k, &not_after, &names); k++) {
+			series_begin(out, "sluice_tls_certificate_expiry_timestamp_seconds", "listener", c->listeners[i].name);
+			/* "a.test b.test " -> "a.test,b.test" */
+			size_t n = strlen(names);
+			while (n > 0 && names[n - 1] == ' ')
+				n--;
+			char *joined = strndup(names, n);
+			for (char *p = joined; p && *p; p++)
+				if (*p == ' ')
+					*p = ',';
+			series_label(out, "names", joined ? joined : "");
+			free(joined);
+			series_end(out, (unsigned long long)(not_after > 0 ? not_after : 0));
+		}
+	}
+}
+
 void metrics_write(struct metrics *m, struct evbuffer *out, bool om)
 {
 	m->now_us = runtime_now_us();
 	process_families(m, out, om);
 	listener_family(m, out, om);
+	cert_family(m, out, om);
 	split_family(m, out, om);
 	pool_family(m, out, om, "sluice_pool_servers", "Servers configured in the pool", POOL_SERVERS, 0);
 	pool_family(m, out, om, "sluice_pool_servers_usable",

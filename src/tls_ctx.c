@@ -830,6 +830,20 @@ size_t tls_server_num_names(const struct tls_server *ts)
 	return ts ? ts->num_names : 0;
 }
 
+bool tls_server_cert_expiry(const struct tls_server *ts, size_t i, int64_t *not_after, const char **names)
+{
+	if (!ts || i >= ts->num_ctxs)
+		return false;
+	/* the context's current certificate: an ECDSA/RSA twin shares its names and, in practice, its renewal */
+	X509 *x = SSL_CTX_get0_certificate(ts->ctxs[i]);
+	struct tm tm;
+	if (!x || ASN1_TIME_to_tm(X509_get0_notAfter(x), &tm) != 1)
+		return false;
+	*not_after = (int64_t)timegm(&tm);
+	*names = ts->ctx_names[i];
+	return true;
+}
+
 /* ---- upstream (client) contexts ---- */
 
 struct tls_client {

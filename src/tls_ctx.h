@@ -41,6 +41,10 @@ struct tls_server *tls_server_new(const struct conf_tls *t, const char *listener
 void tls_server_free(struct tls_server *ts);
 /* The DNS names the certificates answer for (for `sluice check` and tests). */
 size_t tls_server_num_names(const struct tls_server *ts);
+/* Certificate i (0: the default; false past the last): when it expires
+ * (Unix seconds) and the names it answers for, joined (owned by ts). For
+ * the expiry metric. */
+bool tls_server_cert_expiry(const struct tls_server *ts, size_t i, int64_t *not_after, const char **names);
 /* A new server-side SSL on the listener's default context (SNI may switch
  * it during the handshake); NULL when out of memory. The caller owns it. */
 SSL *tls_server_ssl_new(struct tls_server *ts);

@@ -3,6 +3,7 @@ the real `promtool check metrics`), the status page and its JSON, 404/405,
 strict parsing, keep-alive, and the bearer token a non-loopback address needs."""
 
 import json
+import re
 import shutil
 import signal
 import socket
@@ -16,6 +17,7 @@ import pytest
 from conftest import SLUICE_BIN, RawConn, base_config, free_port, run_sluice, wait_until
 
 PROMTOOL = shutil.which("promtool")
+LABEL_RE = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 
 
 def http_get(port, path, headers=None, method="GET", host="127.0.0.1", timeout=5):
@@ -56,8 +58,8 @@ def parse_metrics(text):
         series, value = line.rsplit(" ", 1)
         if "{" in series:
             name, rest = series.split("{", 1)
-            labels = frozenset(tuple(kv.split("=", 1)) for kv in rest.rstrip("}").split(",") if kv)
-            labels = frozenset((k, v.strip('"')) for k, v in labels)
+            labels = frozenset((k, v.replace('\\"', '"').replace("\\\\", "\\"))
+                               for k, v in LABEL_RE.findall(rest))
         else:
             name, labels = series, frozenset()
         out[(name, labels)] = float(value)
@@ -305,3 +307,25 @@ def test_address_in_use_is_a_clear_error(sluice, upstreams):
         assert "admin.http: cannot listen on 127.0.0.1:%d" % port in gw.stderr()
     finally:
         busy.close()
+
+
+def test_certificate_expiry_metric(sluice, upstreams, tmp_path):
+    from test_tls_certs import Certs, tls_config
+    certs = Certs(tmp_path / "pki")
+    a = certs.issue("a", dns=["a.test"])
+    b = certs.issue("b", dns=["b.test", "www.b.test"], startdate="20260101000000Z", enddate="20270102030405Z")
+    (u,) = upstreams(1)
+    aport = free_port()
+    cfg = tls_config(free_port(), [u.address], [{"cert": c, "key": k} for c, k in (a, b)],
+                     admin={"http": "127.0.0.1:%d" % aport})
+    gw = sluice(cfg)
+    wait_until(lambda: _can_connect(aport), what="admin http listener")
+    text = http_get(aport, "/metrics")[2].decode()
+    m = parse_metrics(text)
+    series = {dict(k[1])["names"]: v for k, v in m.items() if k[0] == "sluice_tls_certificate_expiry_timestamp_seconds"}
+    assert series["b.test,www.b.test"] == 1798859045  # 2027-01-02T03:04:05Z
+    now = time.time()
+    assert 29 * 86400 < series["a.test"] - now < 31 * 86400
+    if PROMTOOL:
+        p = subprocess.run([PROMTOOL, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30)
+        assert p.returncode == 0, p.stdout + p.stderr
