@@ -326,7 +326,10 @@ static bool reserved_header(const char *lower, bool request)
 static struct fields *headers_of(lua_State *L, bool write, bool *request)
 {
 	struct pol_call *call = call_of(L);
-	*request = lua_tointeger(L, lua_upvalueindex(1)) == 0;
+	lua_Integer which = lua_tointeger(L, lua_upvalueindex(1));
+	if (which < 0) /* r:set_header and friends: the phase's own head */
+		which = call->phase == PH_RESPONSE ? 1 : 0;
+	*request = which == 0;
 	if (*request) {
 		if (write && call->phase != PH_ACCESS)
 			luaL_error(L, "request headers can be changed only in the access phase");
@@ -765,11 +768,21 @@ static void push_request_objects(struct pol_gen *g)
 	    {"respond", r_respond}, {"set_pool", r_set_pool}, {"set_limit_key", r_set_limit_key}, {"log", r_log},
 	    {NULL, NULL},
 	};
+	/* shorthands on r for the head of the current phase: the request's in
+	 * access and log, the response's in response */
+	static const luaL_Reg phase_header_methods[] = {
+	    {"set_header", h_set}, {"add_header", h_add}, {"remove_header", h_remove}, {NULL, NULL},
+	};
 	lua_State *L = g->rt->L;
 	g->headers_ref[0] = push_headers_object(L, 0);
 	g->headers_ref[1] = push_headers_object(L, 1);
-	lua_createtable(L, 0, 12);
+	lua_createtable(L, 0, 16);
 	luaL_setfuncs(L, methods, 0);
+	lua_pushinteger(L, -1);
+	luaL_setfuncs(L, phase_header_methods, 1);
+	lua_pushinteger(L, 1);
+	lua_pushcclosure(L, h_get, 1);
+	lua_setfield(L, -2, "resp_header");
 	lua_rawgeti(L, LUA_REGISTRYINDEX, g->headers_ref[0]);
 	lua_setfield(L, -2, "req_headers");
 	lua_createtable(L, 0, 4);

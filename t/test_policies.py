@@ -646,3 +646,28 @@ def test_require_and_separate_globals(tmp_path, sluice, upstreams):
         body = echo(c.request("GET", "/"))
     assert upstream_header(body, "x-one") == ["tag:one"]
     assert upstream_header(body, "x-two") == ["tag:two"]
+
+
+def test_phase_header_shorthands(tmp_path, sluice, upstreams):
+    src = """
+    return {
+      access = function(r)
+        r:set_header("x-set", "1")
+        r:add_header("x-add", "a")
+        r:add_header("x-add", "b")
+        r:remove_header("x-drop")
+      end,
+      response = function(r)
+        r:set_header("x-resp", r:resp_header("content-type"))
+        r:remove_header("x-upstream")
+      end,
+    }
+    """
+    gw = policy_gw(tmp_path, sluice, upstreams, {"s": src}, ["s"])
+    with RawConn(gw.port) as c:
+        resp = c.request("GET", "/", headers=[("X-Drop", "x")])
+    body = echo(resp)
+    assert upstream_header(body, "x-set") == ["1"]
+    assert upstream_header(body, "x-add") == ["a", "b"]
+    assert upstream_header(body, "x-drop") == []
+    assert resp.header("x-resp") == "application/json" and resp.header("x-upstream") is None
