@@ -361,7 +361,11 @@ static void client_release(void *conn, enum ex_end how, bool body_unread)
 	}
 	cc->state = CLIENT_WAIT_HEAD;
 	client_body_timer(cc, false);
-	bufferevent_enable(cc->bev, EV_READ);
+	/* reading is nearly always still on (only a paused body turns it off):
+	 * bufferevent_enable re-adds the read event even then, ~180
+	 * instructions per keep-alive request */
+	if (!(bufferevent_get_enabled(cc->bev) & EV_READ))
+		bufferevent_enable(cc->bev, EV_READ);
 	if (evbuffer_get_length(cc->in) > 0) {
 		if (!cc->in_input_loop)
 			client_handle_input(cc);
