@@ -96,7 +96,7 @@ void client_accept(struct worker *w, size_t listener, int fd, const struct socka
 	/* responses go out as soon as they are complete; latency beats packet count here */
 	if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) != 0 && sa->sa_family != AF_UNIX)
 		log_msg(LOG_DEBUG, "TCP_NODELAY failed on a client socket");
-	/* already non-blocking: evconnlistener accepts with SOCK_NONBLOCK */
+	/* already non-blocking: the worker accepts with SOCK_NONBLOCK */
 	struct bufferevent *bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
 	if (!bev) {
 		close(fd);

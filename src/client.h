@@ -66,7 +66,7 @@ struct client_conn {
 	unsigned requests; /* served on this connection */
 };
 
-/* Accept a new plaintext connection on worker w (fd accepted non-blocking by the worker's evconnlistener). */
+/* Accept a new plaintext connection on worker w (fd accepted non-blocking by the worker). */
 void client_accept(struct worker *w, size_t listener, int fd, const struct sockaddr *sa, int salen);
 /* Serve HTTP/1.x on bev: a socket or a TLS bufferevent after its handshake.
  * Takes ownership of bev (freed on error too). Returns the connection, or NULL. */

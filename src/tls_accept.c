@@ -216,7 +216,7 @@ static void pending_link(struct tls_pending *p)
 	p->w->num_conns++;
 }
 
-/* The socket is already non-blocking: evconnlistener accepts with SOCK_NONBLOCK. */
+/* The socket is already non-blocking: the worker accepts with SOCK_NONBLOCK. */
 static void prepare_socket(int fd)
 {
 	int one = 1;

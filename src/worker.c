@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
@@ -33,15 +34,15 @@ struct worker_listener {
  * context until the worker is destroyed. */
 struct worker_added_listener {
 	struct worker_listener ctx;
-	int fd; /* -1 once attached (the evconnlistener owns it) */
+	int fd; /* -1 once attached (its accept event owns it) */
 	struct worker_added_listener *next;
 };
 
 static void worker_set_accepting(struct worker *w, bool on)
 {
 	for (size_t i = 0; i < w->num_listeners; i++)
-		if (w->listeners[i])
-			(on ? evconnlistener_enable : evconnlistener_disable)(w->listeners[i]);
+		if (w->listeners[i] && (on ? event_add(w->listeners[i], NULL) : event_del(w->listeners[i])) != 0)
+			log_msg(LOG_ERROR, "cannot change a listening socket's watch");
 	w->accepting_paused = !on;
 }
 
@@ -60,11 +61,27 @@ static void worker_dispatch(struct worker *w, const struct tls_handoff *h)
 	}
 }
 
-static void worker_accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen, void *arg)
+static void worker_accept_failed(struct worker *w, int err);
+
+/* One accept4 per wakeup, as nginx does without multi_accept: libevent's
+ * evconnlistener loops until accept fails with EAGAIN, a wasted system call
+ * per wakeup when connections arrive one at a time (the listening socket
+ * stays readable while more wait: the next loop turn takes the next one,
+ * between the other connections' events). */
+static void worker_accept_cb(evutil_socket_t lfd, short what, void *arg)
 {
-	(void)l;
+	(void)what;
 	struct worker_listener *wl = arg;
 	struct worker *w = wl->w;
+	struct sockaddr_storage ss;
+	socklen_t sslen = sizeof(ss);
+	int fd = accept4(lfd, (struct sockaddr *)&ss, &sslen, SOCK_NONBLOCK | SOCK_CLOEXEC);
+	if (fd < 0) {
+		worker_accept_failed(w, errno);
+		return;
+	}
+	struct sockaddr *sa = (struct sockaddr *)&ss;
+	int salen = (int)sslen;
 	const struct conf_listener *cl = &w->snap->conf->listeners[wl->index];
 	if (cl->tls)
 		tls_accept(w, wl->index, fd, sa);
@@ -91,12 +108,15 @@ static void worker_resume_accept_cb(evutil_socket_t fd, short what, void *arg)
 		worker_set_accepting(w, true);
 }
 
-static void worker_accept_error_cb(struct evconnlistener *l, void *arg)
+static void worker_accept_failed(struct worker *w, int err)
 {
-	(void)l;
-	struct worker_listener *wl = arg;
-	struct worker *w = wl->w;
-	int err = EVUTIL_SOCKET_ERROR();
+	/* nothing waiting any more (another worker's wakeup took it), or a
+	 * connection that died in the queue: Linux passes such network errors
+	 * on to accept, to be treated like EAGAIN */
+	if (err == EAGAIN || err == EWOULDBLOCK || err == EINTR || err == ECONNABORTED || err == EPROTO ||
+	    err == EPERM || err == ENETDOWN || err == ENOPROTOOPT || err == EHOSTDOWN || err == ENONET ||
+	    err == EHOSTUNREACH || err == EOPNOTSUPP || err == ENETUNREACH)
+		return;
 	struct log_line line;
 	log_begin(&line, LOG_ERROR, "accept failed");
 	log_str(&line, "error", evutil_socket_error_to_string(err));
@@ -108,11 +128,27 @@ static void worker_accept_error_cb(struct evconnlistener *l, void *arg)
 		worker_set_accepting(w, true);
 }
 
+/* The accept event of listening socket fd (not owned on failure, owned after). */
+static struct event *worker_watch_listener(struct worker *w, struct worker_listener *ctx, int fd, bool on)
+{
+	/* accept4 must not block when the connection that woke us is gone */
+	if (evutil_make_socket_nonblocking(fd) != 0)
+		return NULL;
+	struct event *ev = event_new(w->base, fd, EV_READ | EV_PERSIST, worker_accept_cb, ctx);
+	if (ev && on && event_add(ev, NULL) != 0) {
+		event_free(ev);
+		return NULL;
+	}
+	return ev;
+}
+
 static void worker_close_listeners(struct worker *w)
 {
 	for (size_t i = 0; i < w->num_listeners; i++) {
 		if (w->listeners && w->listeners[i]) {
-			evconnlistener_free(w->listeners[i]); /* LEV_OPT_CLOSE_ON_FREE closes the socket */
+			evutil_socket_t fd = event_get_fd(w->listeners[i]);
+			event_free(w->listeners[i]);
+			close(fd);
 			w->listeners[i] = NULL;
 		}
 		if (w->listen_fds && i < w->num_listen_fds && w->listen_fds[i] >= 0) {
@@ -237,7 +273,7 @@ void worker_add_listener(struct worker *w, size_t index, int fd)
 static void worker_attach_added(struct worker *w, size_t count)
 {
 	if (count > w->num_listeners) {
-		struct evconnlistener **grown = realloc(w->listeners, count * sizeof(*grown));
+		struct event **grown = realloc(w->listeners, count * sizeof(*grown));
 		if (!grown) {
 			log_msg(LOG_ERROR, "out of memory adding a listener to a worker");
 			return;
@@ -257,16 +293,12 @@ static void worker_attach_added(struct worker *w, size_t count)
 			close(fd);
 			continue;
 		}
-		w->listeners[a->ctx.index] =
-		    evconnlistener_new(w->base, worker_accept_cb, &a->ctx, LEV_OPT_CLOSE_ON_FREE, 0, fd);
+		w->listeners[a->ctx.index] = worker_watch_listener(w, &a->ctx, fd, !w->accepting_paused);
 		if (!w->listeners[a->ctx.index]) {
 			log_msg(LOG_ERROR, "cannot watch a listening socket a reload added");
 			close(fd);
 			continue;
 		}
-		evconnlistener_set_error_cb(w->listeners[a->ctx.index], worker_accept_error_cb);
-		if (w->accepting_paused)
-			evconnlistener_disable(w->listeners[a->ctx.index]);
 	}
 	pthread_mutex_unlock(&w->added_lock);
 }
@@ -398,14 +430,12 @@ int worker_init(struct worker *w, struct server *srv, unsigned id, struct snapsh
 	for (size_t i = 0; i < num_listeners; i++) {
 		ctx[i].w = w;
 		ctx[i].index = i;
-		w->listeners[i] = evconnlistener_new(w->base, worker_accept_cb, &ctx[i], LEV_OPT_CLOSE_ON_FREE, 0,
-		                                     listen_fds[i]);
+		w->listeners[i] = worker_watch_listener(w, &ctx[i], listen_fds[i], true);
 		if (!w->listeners[i]) {
 			log_msg(LOG_ERROR, "cannot watch a listening socket");
 			return -1;
 		}
-		listen_fds[i] = -1; /* the listener owns it now */
-		evconnlistener_set_error_cb(w->listeners[i], worker_accept_error_cb);
+		listen_fds[i] = -1; /* the event's socket now, closed with it */
 	}
 	return 0;
 }

@@ -62,9 +62,9 @@ struct worker {
 	_Atomic(struct snapshot *) pending; /* published, not adopted yet (one reference) */
 	atomic_uint_fast64_t adopted; /* generation of the snapshot adopted last (read by the server) */
 
-	int *listen_fds; /* one per listener at start (num_listen_fds), owned until handed to an evconnlistener */
+	int *listen_fds; /* one per listener at start (num_listen_fds), owned until watched by its event */
 	size_t num_listen_fds;
-	struct evconnlistener **listeners;
+	struct event **listeners; /* accept events (EV_READ | EV_PERSIST on the listening socket, which they own) */
 	void *listener_ctx; /* per listener at start: which worker and listener an accept belongs to */
 	struct worker_added_listener *added; /* listeners a reload added (their ctx, and sockets not attached yet) */
 	pthread_mutex_t added_lock;          /* the server queues sockets for added listeners under it */

@@ -169,3 +169,44 @@ def test_second_instance_on_the_same_address_is_refused(gateway, tmp_path):
     assert listening_sockets(gw.port) == 2
     with RawConn(gw.port) as c:
         assert c.request("GET", "/still-mine").status == 200
+
+
+def test_burst_of_connections_all_served(gateway):
+    """Connections that arrive together wait in the listen queue and are taken one accept
+    per loop turn: every one of them is served, none waits for a later arrival."""
+    gw = gateway(1, workers=1)
+    conns = [socket.create_connection(("127.0.0.1", gw.port), timeout=10) for _ in range(300)]
+    try:
+        for i, s in enumerate(conns):
+            s.sendall(b"GET /burst/%d HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n" % i)
+        for i, s in enumerate(conns):
+            head = s.recv(65536)  # the whole answer is far below one segment
+            assert head.startswith(b"HTTP/1.1 200 "), (i, head[:200])
+    finally:
+        for s in conns:
+            s.close()
+
+
+def test_connection_limit_pauses_and_resumes_accepting(gateway):
+    """limits.max_connections: at the limit the worker stops accepting (a new connection
+    waits in the kernel's queue, unanswered), and takes it once a connection closes."""
+    gw = gateway(1, workers=1, limits={"max_connections": 3})
+    held = [RawConn(gw.port) for _ in range(3)]
+    waiting = None
+    try:
+        for c in held:
+            assert c.request("GET", "/held").status == 200
+        waiting = RawConn(gw.port, timeout=1.0)
+        waiting.send(b"GET /waiting HTTP/1.1\r\nHost: a\r\n\r\n")
+        with pytest.raises(socket.timeout):
+            waiting.read_response()
+        # below the limit with headroom (10%): accepting resumes
+        for c in held:
+            c.close()
+        waiting.timeout = 5.0
+        assert waiting.read_response().status == 200
+    finally:
+        for c in held:
+            c.close()
+        if waiting:
+            waiting.close()
