@@ -131,10 +131,8 @@ struct client_conn *client_accept_bev(struct worker *w, size_t listener, struct 
 		return NULL;
 	}
 	const struct conf *c = client_conf(cc);
-	/* the input buffer never holds much more than one maximal head: a
-	 * pipelining client is paused by the kernel's window, not by our memory */
-	size_t read_high = c->limits.header_bytes + 1 > PROXY_HIGH_WATER ? c->limits.header_bytes + 1 : PROXY_HIGH_WATER;
-	bufferevent_setwatermark(cc->bev, EV_READ, 0, read_high);
+	/* the read high-water mark is installed when the input first reaches it
+	 * (client_bound_input) */
 	bufferevent_setwatermark(cc->bev, EV_WRITE, PROXY_HIGH_WATER / 2, 0);
 	bufferevent_setcb(cc->bev, client_read_cb, client_write_cb, client_event_cb, cc);
 	struct timeval send_tv = worker_timeval(w, c->limits.send_timeout);
@@ -656,9 +654,30 @@ static void client_handle_input(struct client_conn *cc)
 
 /* ---- libevent callbacks ---- */
 
+/* The input buffer never holds much more than one maximal head or one
+ * body step: a pipelining client is paused by the kernel's window, not by
+ * our memory. libevent's read high-water mark does that, but once set it
+ * runs a callback on every change of the input (each read, each drain),
+ * ~2 per request, and holds a callback entry on every idle connection; it
+ * is therefore installed only when the input first reaches it (one read
+ * past the mark at most, at most libevent's single read step). */
+static void client_bound_input(struct client_conn *cc, struct evbuffer *in)
+{
+	if (cc->read_high_on)
+		return;
+	const struct conf_limits *lim = &client_conf(cc)->limits;
+	size_t read_high = lim->header_bytes + 1 > PROXY_HIGH_WATER ? lim->header_bytes + 1 : PROXY_HIGH_WATER;
+	if (evbuffer_get_length(in) < read_high)
+		return;
+	/* suspends reading at once, resumes when the input drains below it */
+	bufferevent_setwatermark(cc->bev, EV_READ, 0, read_high);
+	cc->read_high_on = true;
+}
+
 static void client_read_cb(struct bufferevent *bev, void *arg)
 {
 	struct client_conn *cc = arg;
+	client_bound_input(cc, bufferevent_get_input(bev));
 	switch (cc->state) {
 	case CLIENT_WAIT_HEAD:
 		client_handle_input(cc);

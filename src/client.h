@@ -57,6 +57,7 @@ struct client_conn {
 	bool lingering;        /* half-closed, reading and dropping until EOF or timeout */
 	bool body_timer_on;    /* the bufferevent read timeout (client_body_timeout) is set */
 	bool close_now;        /* CLOSING without flush: the timer frees the connection */
+	bool read_high_on;     /* the input's read high-water mark is installed (client_bound_input) */
 	/* the current exchange, as HTTP/1 frames it */
 	bool http10;           /* the request was HTTP/1.0 */
 	bool chunked_out;      /* the response body is chunked */

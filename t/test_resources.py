@@ -155,3 +155,44 @@ def test_repeated_bursts_reuse_the_heap(sluice, upstreams):
     # 4 KiB pages: 500 is 2 MB, against the 128 MB the two bursts moved; without
     # heap_keep_free it was 5,000 to 18,000 (once 622), with it under 100
     assert faults < 500, "the worker faulted %d pages in again over two bursts" % faults
+
+
+@pytest.mark.timeout(90)
+def test_pipelining_flood_is_held_back_by_tcp(sluice, upstreams):
+    """A client that pipelines requests far faster than they are answered (the first one
+    waits 3 s upstream) is held back by the kernel's window: sluice's input stops at its
+    read high-water mark, so its memory stays flat however much the client sends."""
+    from conftest import base_config, free_port
+    (u,) = upstreams(1)
+    gw = sluice(base_config(free_port(), [u.address], workers=1), env=asan_env())
+    with RawConn(gw.port) as c:
+        assert c.request("GET", "/warm").status == 200
+    time.sleep(0.2)
+    base = gw.rss_kb()
+    c = RawConn(gw.port, timeout=30)
+    block = b"GET /p HTTP/1.1\r\nHost: a\r\n\r\n" * (MB // 29)
+    sent = {"n": 0}
+
+    def flood():
+        try:
+            c.send(build_request("GET", "/delay/3000"))
+            for _ in range(100):
+                c.send(block)
+                sent["n"] += len(block)
+        except OSError as e:
+            sent["error"] = repr(e)
+
+    t = threading.Thread(target=flood, daemon=True)
+    t.start()
+    try:
+        peak = base
+        for _ in range(12):  # the first response takes 3 s
+            time.sleep(0.2)
+            peak = max(peak, gw.rss_kb())
+        print("pipelining flood: base %d KB peak %d KB sent %d" % (base, peak, sent["n"]))
+        assert peak - base < BUDGET_KB, "RSS grew by %d KB while requests waited (%d bytes sent)" % (
+            peak - base, sent["n"])
+        assert sent["n"] < 50 * MB, "sluice took %d bytes of pipelined requests it could not serve yet" % sent["n"]
+    finally:
+        c.close()
+        t.join(5)
