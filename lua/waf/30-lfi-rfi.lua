@@ -1,5 +1,6 @@
 -- Path traversal, local and remote file inclusion.
-local targets = { "args", "args_names", "cookies", "path", "files", "headers:referer", "headers:x-file", "query" }
+local targets = { "args", "args_names", "cookies", "path", "files", "headers:referer", "headers:user-agent",
+  "headers:x-file", "query" }
 
 return {
   { id = 12001, paranoia = 1, severity = "critical",
@@ -42,21 +43,21 @@ return {
     tags = { "attack-lfi", "restricted-file" } },
 
   { id = 13001, paranoia = 1, severity = "critical",
-    targets = { "args" },
+    targets = { "args", "cookies", "headers:user-agent" },
     transforms = { "url_decode", "trim", "lowercase" },
     operator = { regex = "^(?:https?|ftps?|s?ftp)://(?:[^/@]*@)?(?:\\d{1,3}\\.){3}\\d{1,3}" },
     message = "Remote file inclusion: URL with an IP address",
     tags = { "attack-rfi" } },
 
   { id = 13002, paranoia = 1, severity = "critical",
-    targets = { "args" },
+    targets = { "args", "cookies", "headers:user-agent", "headers:referer" },
     transforms = { "url_decode", "trim", "lowercase" },
     operator = { regex = "^(?:https?|ftps?)://[^\\s]+?\\?+$|^(?:https?|ftps?)://[^\\s]+\\.(?:txt|php|jpg)\\?+$" },
     message = "Remote file inclusion: URL ending in '?'",
     tags = { "attack-rfi" } },
 
   { id = 13003, paranoia = 1, severity = "critical",
-    targets = { "args", "cookies" },
+    targets = { "args", "cookies", "headers:user-agent", "headers:referer" },
     transforms = { "url_decode", "lowercase", "compress_whitespace" },
     operator = { regex = "\\b(?:include|require)(?:_once)?\\s*\\(?\\s*['\"]?\\s*(?:https?|ftp|php|data)://" },
     message = "Remote file inclusion: include of a URL",

@@ -12,7 +12,8 @@ return {
       "$_server[", "$_cookie[", "$_files[", "$_env[", "$globals[", "create_function(", "call_user_func",
       "file_put_contents(", "move_uploaded_file(", "system($_", "assert($_", "eval($_", "eval(base64",
       "eval(gz", "preg_replace(/", "allow_url_include", "auto_prepend_file", "disable_functions",
-      "php_uname(", "posix_getpwuid(", "popen($_", "include($_", "require($_",
+      "php_uname(", "posix_getpwuid(", "popen($_", "include($_", "require($_", "${@", "@print(",
+      "@eval(", "@system(", "@assert(",
     } },
     message = "PHP code injection",
     tags = { "attack-php" } },
@@ -90,14 +91,14 @@ return {
     tags = { "attack-node" } },
 
   { id = 17002, paranoia = 1, severity = "critical",
-    targets = { "args_names", "args" },
+    targets = { "args_names", "args", "cookies", "headers:user-agent", "headers:referer" },
     transforms = { "url_decode", "lowercase" },
     operator = { regex = "__proto__|\\bconstructor\\]?\\[?\\.?prototype\\b|constructor\\.prototype" },
     message = "Prototype pollution",
     tags = { "attack-node", "prototype-pollution" } },
 
   { id = 17003, paranoia = 1, severity = "critical",
-    targets = { "args_names", "args" },
+    targets = { "args_names", "args", "cookies", "headers:user-agent", "headers:referer" },
     transforms = { "url_decode" },
     operator = { regex = "\\[\\s*\\$(?:ne|gt|gte|lt|lte|nin|in|regex|where|exists|expr|or|and|not|elemMatch)\\s*\\]"
       .. "|^\\$(?:ne|gt|gte|lt|lte|nin|regex|where|expr|elemMatch)$|\\{\\s*\"?\\$(?:ne|gt|where|regex|nin)\"?\\s*:" },

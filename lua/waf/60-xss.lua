@@ -4,7 +4,7 @@ local targets = { "args", "args_names", "cookies", "headers:user-agent", "header
 return {
   { id = 18001, paranoia = 1, severity = "critical",
     targets = targets,
-    transforms = { "url_decode", "html_entity_decode", "remove_nulls" },
+    transforms = { "url_decode", "url_decode", "html_entity_decode", "remove_nulls" },
     operator = { xss = true },
     message = "XSS found by the HTML/JS detector",
     tags = { "attack-xss" } },
