@@ -58,7 +58,8 @@ struct group {
 	struct waf_ac *ac;      /* phrases of the group's phrase rules; ids: rule indexes */
 	size_t *others;         /* indexes of the group's non-phrase rules */
 	size_t nothers;
-	uint32_t target_mask;
+	uint32_t target_mask;  /* kinds some rule of the group reads */
+	uint32_t phrase_mask;  /* kinds some phrase rule reads: the automaton runs only for those */
 };
 
 struct waf_ruleset {
@@ -121,7 +122,7 @@ static void lerr(struct loader *ld, const char *key, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	conf_errors_add(ld->errs, "%s: rules[%zu].%s: %s", ld->file, ld->index, key, msg);
+	conf_errors_add(ld->errs, "%s: rules[%zu]%s%s: %s", ld->file, ld->index, key[0] ? "." : "", key, msg);
 	ld->ok = false;
 }
 
@@ -526,6 +527,7 @@ struct waf_ruleset *waf_rules_load(const char *dir, struct conf_errors *errs)
 				continue;
 			gr->target_mask |= r->target_mask;
 			if (r->op == OP_PHRASES) {
+				gr->phrase_mask |= r->target_mask;
 				if (!gr->ac)
 					gr->ac = waf_ac_new();
 				for (size_t k = 0; gr->ac && k < pend[i].n; k++)
@@ -840,7 +842,7 @@ static void inspect(struct waf_eval *ev, enum waf_target kind, const char *name,
 		prev = gr;
 		ev->cur = gr->nchain ? ev->tbuf[gr->nchain - 1] : v;
 		ev->curlen = gr->nchain ? lens[gr->nchain - 1] : n;
-		if (gr->ac)
+		if (gr->ac && (gr->phrase_mask & (1u << kind)))
 			waf_ac_search(gr->ac, ev->cur, ev->curlen, on_phrase, ev);
 		for (size_t j = 0; j < gr->nothers; j++) {
 			size_t ri = gr->others[j];

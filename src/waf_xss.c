@@ -249,6 +249,13 @@ bool waf_xss_detect(const char *s, size_t n, const char **why)
 {
 	if (n > WAF_XSS_MAX_INPUT)
 		n = WAF_XSS_MAX_INPUT;
+	/* every shape needs one of these: a tag, a scheme, an attribute, a call */
+	if (!memchr(s, '<', n) && !memchr(s, ':', n) && !memchr(s, '=', n) && !memchr(s, '(', n) &&
+	    !memchr(s, '`', n)) {
+		if (why)
+			*why = NULL;
+		return false;
+	}
 	const char *shape = NULL;
 	if (script_url_at(s, n, 0))
 		shape = "script url";
