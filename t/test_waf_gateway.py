@@ -147,3 +147,16 @@ def test_reload_with_a_broken_rule_keeps_the_old_rules(sluice, upstreams, tmp_pa
     wait_until(lambda: "99-broken.lua" in gw.stderr(), what="the reload error")
     assert httpx.get(gw.url(XSS), timeout=5).status_code == 403
     assert httpx.get(gw.url("/ok"), timeout=5).status_code == 200
+
+
+def test_audit_redacts_secret_named_arguments(sluice, upstreams, tmp_path):
+    audit = tmp_path / "audit.jsonl"
+    gw, _ = start(sluice, upstreams, tmp_path, {"rules": RULES, "audit_log": str(audit)})
+    secret = "' or '1'='1 hunter2"
+    r = httpx.get(gw.url("/login?user=bob&password=" + urllib.parse.quote(secret)), timeout=5)
+    assert r.status_code == 403
+    wait_until(lambda: audit.exists() and audit.read_text().strip(), what="an audit line")
+    line = json.loads(audit.read_text().splitlines()[0])
+    pw = [m for m in line["matches"] if m["target"] == "args:password"]
+    assert pw and all(m["snippet"].startswith("[redacted") for m in pw)
+    assert "hunter2" not in audit.read_text()
