@@ -160,3 +160,19 @@ def test_audit_redacts_secret_named_arguments(sluice, upstreams, tmp_path):
     pw = [m for m in line["matches"] if m["target"] == "args:password"]
     assert pw and all(m["snippet"].startswith("[redacted") for m in pw)
     assert "hunter2" not in audit.read_text()
+
+
+def test_h2c_requests_are_inspected_too(sluice, upstreams, tmp_path):
+    up = upstreams(1)[0]
+    port = free_port()
+    cfg = base_config(port, [up.address], waf={"rules": RULES})
+    cfg["listeners"][0]["h2c"] = True
+    gw = sluice(cfg)
+    with httpx.Client(http1=False, http2=True, timeout=5) as c:
+        ok = c.get(gw.url("/a?q=shoes"), headers={"cookie": "a=1"})
+        assert ok.status_code == 200 and ok.http_version == "HTTP/2"
+        r = c.get(gw.url(XSS))
+        assert r.status_code == 403 and r.http_version == "HTTP/2"
+        # cookie crumbs (one field per cookie in HTTP/2) are joined and read one by one
+        r = c.get(gw.url("/a"), headers=[("cookie", "a=1"), ("cookie", "b=" + urllib.parse.quote("<script>alert(1)</script>"))])
+        assert r.status_code == 403
