@@ -50,7 +50,8 @@ return {
     tags = { "attack-rfi" } },
 
   { id = 13002, paranoia = 1, severity = "critical",
-    targets = { "args", "cookies", "headers:user-agent", "headers:referer" },
+    -- not the Referer: a page address may end in '?'
+    targets = { "args", "cookies", "headers:user-agent" },
     transforms = { "url_decode", "trim", "lowercase" },
     operator = { regex = "^(?:https?|ftps?)://[^\\s]+?\\?+$|^(?:https?|ftps?)://[^\\s]+\\.(?:txt|php|jpg)\\?+$" },
     message = "Remote file inclusion: URL ending in '?'",
