@@ -741,7 +741,8 @@ static void client_event_cb(struct bufferevent *bev, short what, void *arg)
 	}
 	if (what & BEV_EVENT_TIMEOUT) {
 		struct exchange *ex = cc->ex;
-		if ((what & BEV_EVENT_READING) && ex && ex->phase == EX_PHASE_PROXY && !ex->body_done &&
+		if ((what & BEV_EVENT_READING) && ex && (ex->phase == EX_PHASE_PROXY || ex->phase == EX_PHASE_BODY) &&
+		    !ex->body_done &&
 		    !ex->response_started) {
 			/* the client stopped sending its body */
 			pipeline_body_timeout(ex);

@@ -161,6 +161,9 @@ struct conf_waf;
 
 enum conf_route_action { CONF_ROUTE_PROXY, CONF_ROUTE_RESPOND };
 
+/* routes[N].request_buffering: at most this much request body is held per request */
+#define CONF_REQUEST_BUFFERING_MAX (16u << 20)
+
 struct conf_route {
 	char *name;          /* `name` key or "routes[N]" (1-based, as written in Lua) */
 	/* match: every present criterion must hold */
@@ -184,6 +187,7 @@ struct conf_route {
 	size_t num_rate_limits;
 	size_t *policies;        /* indexes into conf.policies->v, in order (modules/conf_policy.h) */
 	size_t num_policies;
+	uint64_t request_buffering; /* bytes of request body read before the access phase; 0: stream */
 };
 
 /* Rate limits (src/conf_ratelimit.h, docs/rate-limiting.md). */

@@ -352,6 +352,9 @@ static void walk_route(struct conf_walker *w, int t, size_t index, struct conf_r
 	walk_route_pool(w, t, r);
 	walk_route_service(w, t, r, explicit_services);
 	walk_respond(w, t, r);
+	/* bodies up to this size never hold an upstream connection while they
+	 * arrive (a slow client costs a buffer, not upstream capacity) */
+	conf_field_size(w, t, "request_buffering", 0, CONF_REQUEST_BUFFERING_MAX, &r->request_buffering);
 	for (size_t i = 0; i < w->num_modules; i++)
 		if (w->modules[i]->walk_route)
 			w->modules[i]->walk_route(w, t, r);
@@ -392,7 +395,7 @@ void conf_walk_routes(struct conf_walker *w, int root)
 	}
 	if (!conf_list_length(w, list, "{ { match = { path_prefix = \"/\" }, service = \"web\" } }", &n))
 		goto out;
-	static const char *const core_keys[] = { "name", "match", "pool", "service", "respond", NULL };
+	static const char *const core_keys[] = { "name", "match", "pool", "service", "respond", "request_buffering", NULL };
 	const char *const *keys = conf_keys_with_modules(w, core_keys, true);
 	c->routes = conf_xcalloc(n, sizeof *c->routes);
 	c->num_routes = n;

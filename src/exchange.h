@@ -112,6 +112,7 @@ struct ex_pipeline {
 
 enum ex_phase {
 	EX_PHASE_ACCESS, /* route and access (maybe suspended in a module) */
+	EX_PHASE_BODY,   /* reading the request body into body_buf before access (routes[N].request_buffering) */
 	EX_PHASE_PROXY,  /* the proxy phase owns the exchange */
 	EX_PHASE_DONE,   /* answered: the response is on its way */
 };
@@ -124,11 +125,17 @@ struct exchange {
 	struct exchange *next_free;
 	struct event *suspend_timer; /* a module's suspension, then the request body's pace (pipeline.c);
 	                              * created on first use, kept across recycling */
+	/* routes[N].request_buffering: the request body's first bytes (up to the
+	 * route's size), read before the access phase, decoded; modules may read
+	 * them there. The proxy sends them before the rest. Created on first
+	 * use, kept (empty) across recycling. */
+	struct evbuffer *body_buf;
 
 	/* the request body, as the protocol delivers it (decoded) */
 	enum ex_body body;
 	uint64_t body_length;   /* EX_BODY_LENGTH */
 	bool body_done;         /* read to its end (or none) */
+	bool body_started;      /* start_body was called */
 	/* the body's pace (limits.client_body_min_rate, client_body_deadline), monotonic:
 	 * when the body was wanted, and when the rate's measure began with req.bytes_in then */
 	uint64_t body_start_us, rate_start_us, rate_base;

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <event2/buffer.h>
 #include <event2/event.h>
 
 #include "log.h"
@@ -22,6 +23,8 @@ static void pipeline_resumed(struct exchange *ex, int result, const struct phase
 static void pipeline_suspend_timeout(evutil_socket_t fd, short what, void *arg);
 static void pipeline_pace_start(struct exchange *ex);
 static void pipeline_body_failed(struct exchange *ex, enum reason reason);
+static void pipeline_body_start(struct exchange *ex);
+static void pipeline_buffer_body(struct exchange *ex);
 
 /* ---- exchange objects ---- */
 
@@ -33,11 +36,13 @@ struct exchange *pipeline_exchange_new(struct worker *w)
 		w->num_free_reqs--;
 		struct arena keep = ex->req.arena;
 		struct event *timer = ex->suspend_timer;
+		struct evbuffer *body_buf = ex->body_buf;
 		/* the HTTP/1 head (~5 KiB) is rewritten by its parser, so only the
 		 * small state above the transaction is cleared per request */
 		memset(ex, 0, offsetof(struct exchange, txn));
 		ex->req.arena = keep;
 		ex->suspend_timer = timer;
+		ex->body_buf = body_buf;
 	} else {
 		/* ~7 KiB, nearly all of it parser output that is written before it is
 		 * read: clearing all of it cost more than the rest of an HTTP/2 stream's
@@ -58,6 +63,8 @@ static void pipeline_exchange_free(struct exchange *ex)
 {
 	if (ex->suspend_timer)
 		event_free(ex->suspend_timer);
+	if (ex->body_buf)
+		evbuffer_free(ex->body_buf);
 	arena_free(&ex->req.arena);
 	free(ex);
 }
@@ -90,6 +97,8 @@ static void pipeline_release(struct exchange *ex)
 	struct worker *w = ex->req.worker;
 	if (ex->suspend_timer)
 		evtimer_del(ex->suspend_timer); /* a pace check must not reach the next request */
+	if (ex->body_buf)
+		evbuffer_drain(ex->body_buf, evbuffer_get_length(ex->body_buf));
 	if (ex->req.snap)
 		worker_snap_leave(w, ex->req.snap);
 	ex->req.snap = NULL;
@@ -313,11 +322,63 @@ static void pipeline_access(struct exchange *ex)
 		}
 	}
 	ex->phase = EX_PHASE_PROXY;
-	if (!ex->body_done) {
-		ex->ops->start_body(ex);
-		pipeline_pace_start(ex);
-	}
+	if (!ex->body_done)
+		pipeline_body_start(ex);
 	proxy_start(ex);
+}
+
+/* The body is wanted now (HTTP/1 answers Expect: 100-continue), once; its
+ * pace is measured from here, and again from the proxy phase's start after
+ * a buffering phase (the access phase between them may wait on a module). */
+static void pipeline_body_start(struct exchange *ex)
+{
+	if (!ex->body_started) {
+		ex->body_started = true;
+		ex->ops->start_body(ex);
+	}
+	pipeline_pace_start(ex);
+}
+
+/* ---- request buffering (routes[N].request_buffering) ---- */
+
+/* Read the body into body_buf until it ends or the route's size is reached,
+ * then run the access phase: a body no larger than that size is whole before
+ * any upstream connection is taken, so a slow client holds a buffer, not
+ * upstream capacity. Called again by pipeline_on_body as bytes arrive. */
+static void pipeline_buffer_body(struct exchange *ex)
+{
+	struct request *r = &ex->req;
+	const struct conf *c = r->snap->conf;
+	uint64_t cap = c->routes[r->route].request_buffering;
+	if (!ex->body_buf && !(ex->body_buf = evbuffer_new())) {
+		pipeline_respond_error(ex, 500, REASON_NONE, NULL);
+		return;
+	}
+	while (!ex->body_done) {
+		size_t have = evbuffer_get_length(ex->body_buf);
+		if (have >= cap)
+			break;
+		int status = 400;
+		enum reason reason = REASON_BAD_REQUEST;
+		ssize_t n = ex->ops->read_body(ex, ex->body_buf, (size_t)(cap - have), &status, &reason);
+		if (n < 0) {
+			pipeline_respond_error(ex, status, reason, NULL);
+			return;
+		}
+		if (n == 0) {
+			if (ex->body_done)
+				break;
+			return; /* more comes through pipeline_on_body */
+		}
+		r->bytes_in += (uint64_t)n;
+		if (ex->body == EX_BODY_STREAM && c->limits.body_bytes && r->bytes_in > c->limits.body_bytes) {
+			pipeline_respond_error(ex, 413, REASON_REQUEST_TOO_LARGE, NULL);
+			return;
+		}
+	}
+	if (ex->suspend_timer)
+		evtimer_del(ex->suspend_timer); /* the pace is measured again in the proxy phase */
+	pipeline_access(ex);
 }
 
 /* ---- the request body's pace ---- */
@@ -362,7 +423,9 @@ static void pipeline_pace_arm(struct exchange *ex, uint64_t due, uint64_t now)
 static void pipeline_pace_start(struct exchange *ex)
 {
 	uint64_t now = worker_mono_us(ex->req.worker);
-	ex->body_start_us = ex->rate_start_us = now;
+	if (!ex->body_start_us)
+		ex->body_start_us = now; /* the total deadline runs from the body's first want */
+	ex->rate_start_us = now;
 	ex->rate_base = ex->req.bytes_in;
 	uint64_t due = pipeline_pace_due(ex);
 	if (due)
@@ -375,11 +438,11 @@ static void pipeline_pace_start(struct exchange *ex)
  * the rate's measure restarts then. */
 static void pipeline_pace_check(struct exchange *ex)
 {
-	if (ex->phase != EX_PHASE_PROXY || ex->body_done)
+	if ((ex->phase != EX_PHASE_PROXY && ex->phase != EX_PHASE_BODY) || ex->body_done)
 		return;
 	uint64_t now = worker_mono_us(ex->req.worker);
 	const struct proxy_txn *txn = &ex->txn;
-	if (txn->req_paused || txn->connecting || !txn->uc) {
+	if (ex->phase == EX_PHASE_PROXY && (txn->req_paused || txn->connecting || !txn->uc)) {
 		ex->rate_start_us = now;
 		ex->rate_base = ex->req.bytes_in;
 	}
@@ -498,6 +561,12 @@ static void pipeline_route(struct exchange *ex)
 		pipeline_respond_error(ex, 413, REASON_REQUEST_TOO_LARGE, NULL);
 		return;
 	}
+	if (route->request_buffering && !ex->body_done) {
+		ex->phase = EX_PHASE_BODY;
+		pipeline_body_start(ex);
+		pipeline_buffer_body(ex);
+		return;
+	}
 	pipeline_access(ex);
 }
 
@@ -544,6 +613,10 @@ void pipeline_start(struct exchange *ex, int early_status)
 
 void pipeline_on_body(struct exchange *ex)
 {
+	if (ex->phase == EX_PHASE_BODY) {
+		pipeline_buffer_body(ex);
+		return;
+	}
 	if (ex->phase == EX_PHASE_PROXY && !ex->body_done)
 		proxy_on_client_data(ex);
 }
@@ -557,9 +630,10 @@ void pipeline_on_drained(struct exchange *ex)
 /* The client stopped sending its body, or sends it too slowly. */
 static void pipeline_body_failed(struct exchange *ex, enum reason reason)
 {
-	if (ex->phase != EX_PHASE_PROXY || ex->body_done)
+	if ((ex->phase != EX_PHASE_PROXY && ex->phase != EX_PHASE_BODY) || ex->body_done)
 		return;
-	proxy_abort(ex);
+	if (ex->phase == EX_PHASE_PROXY)
+		proxy_abort(ex);
 	if (!ex->response_started)
 		pipeline_respond_error(ex, 408, reason, NULL);
 	else

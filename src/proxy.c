@@ -605,6 +605,13 @@ static void proxy_request_sent(struct exchange *ex)
 	}
 }
 
+/* Request body bytes read before the access phase (routes[N].request_buffering)
+ * and not yet moved to the upstream. */
+static size_t proxy_body_held(const struct exchange *ex)
+{
+	return ex->body_buf ? evbuffer_get_length(ex->body_buf) : 0;
+}
+
 static void proxy_pump_request(struct exchange *ex)
 {
 	struct proxy_txn *txn = &ex->txn;
@@ -618,7 +625,7 @@ static void proxy_pump_request(struct exchange *ex)
 	const struct conf_limits *lim = &ex->req.snap->conf->limits;
 	bool chunked = ex->body == EX_BODY_STREAM;
 
-	while (!ex->body_done && evbuffer_get_length(out) < PROXY_HIGH_WATER) {
+	while ((!ex->body_done || proxy_body_held(ex)) && evbuffer_get_length(out) < PROXY_HIGH_WATER) {
 		struct evbuffer *dst = out;
 		if (chunked) {
 			/* a chunk's size goes before its data: read into a scratch buffer (chains move, bytes do not) */
@@ -628,19 +635,32 @@ static void proxy_pump_request(struct exchange *ex)
 			}
 			dst = txn->req_chunk;
 		}
-		int status = 400;
-		enum reason reason = REASON_BAD_REQUEST;
-		ssize_t n = ex->ops->read_body(ex, dst, PROXY_HIGH_WATER - evbuffer_get_length(out), &status, &reason);
-		if (n < 0) {
-			proxy_request_body_error(ex, status, reason);
-			return;
+		size_t room = PROXY_HIGH_WATER - evbuffer_get_length(out);
+		size_t held = proxy_body_held(ex);
+		ssize_t n;
+		if (held) {
+			/* read before the access phase (request_buffering): counted then */
+			size_t take = held < room ? held : room;
+			if (evbuffer_remove_buffer(ex->body_buf, dst, take) != (int)take) {
+				proxy_request_body_error(ex, 500, REASON_NONE);
+				return;
+			}
+			n = (ssize_t)take;
+		} else {
+			int status = 400;
+			enum reason reason = REASON_BAD_REQUEST;
+			n = ex->ops->read_body(ex, dst, room, &status, &reason);
+			if (n < 0) {
+				proxy_request_body_error(ex, status, reason);
+				return;
+			}
+			if (n == 0) {
+				if (!ex->body_done)
+					break;
+				continue;
+			}
+			ex->req.bytes_in += (uint64_t)n;
 		}
-		if (n == 0) {
-			if (!ex->body_done)
-				break;
-			continue;
-		}
-		ex->req.bytes_in += (uint64_t)n;
 		if (chunked) {
 			if (lim->body_bytes && ex->req.bytes_in > lim->body_bytes) {
 				proxy_request_body_error(ex, 413, REASON_REQUEST_TOO_LARGE);
@@ -654,7 +674,7 @@ static void proxy_pump_request(struct exchange *ex)
 		}
 		txn->req_body_sent += (uint64_t)n;
 	}
-	if (ex->body_done) {
+	if (ex->body_done && !proxy_body_held(ex)) {
 		if (chunked) {
 			/* the last chunk, the client's trailers, the end */
 			const struct fields *t = &ex->trailers;
