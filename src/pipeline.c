@@ -383,9 +383,13 @@ static void pipeline_buffer_body(struct exchange *ex)
 
 /* ---- the request body's pace ---- */
 
-/* The first client_body_timeout of a body, at most this, is free of the
- * minimum rate: a client may take a moment to start. */
+/* A body's first moments are free of the minimum rate: a client may take a
+ * moment to start. The grace outlasts client_body_timeout by a second when
+ * that is at most 10 s, so a client that sends nothing at all always meets
+ * the idle timeout first (reason client_timeout, not a race between the two
+ * timers); a longer client_body_timeout gets 10 s. */
 #define PIPELINE_BODY_RATE_GRACE_MS 10000
+#define PIPELINE_BODY_RATE_GRACE_OVER_IDLE_MS 1000
 
 /* When the request body falls behind: the total deadline, or the moment the
  * bytes received since the rate's measure began stop covering
@@ -396,8 +400,9 @@ static uint64_t pipeline_pace_due(const struct exchange *ex)
 	uint64_t due = lim->client_body_deadline ? ex->body_start_us + lim->client_body_deadline * 1000 : 0;
 	uint64_t rate = lim->client_body_min_rate;
 	if (rate) {
-		conf_msec grace = lim->client_body_timeout < PIPELINE_BODY_RATE_GRACE_MS ? lim->client_body_timeout
-		                                                                          : PIPELINE_BODY_RATE_GRACE_MS;
+		conf_msec grace = lim->client_body_timeout <= PIPELINE_BODY_RATE_GRACE_MS
+		                      ? lim->client_body_timeout + PIPELINE_BODY_RATE_GRACE_OVER_IDLE_MS
+		                      : PIPELINE_BODY_RATE_GRACE_MS;
 		uint64_t got = ex->req.bytes_in - ex->rate_base;
 		uint64_t earned_us = got / rate * 1000000 + got % rate * 1000000 / rate;
 		uint64_t at = ex->rate_start_us + grace * 1000 + earned_us;

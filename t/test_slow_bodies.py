@@ -189,7 +189,7 @@ def test_ten_trickling_h2_connections_cannot_push_fresh_requests_into_503(sluice
     (u,) = upstreams(1)
     cfg = h2c_config(u.address)
     cfg["pools"]["web"]["limits"] = {"max_requests": 200}
-    cfg["limits"] = {"client_body_timeout": "3s"}  # the rate's grace: 3 s
+    cfg["limits"] = {"client_body_timeout": "3s"}  # the rate's grace: 4 s
     gw = sluice(cfg)
     attackers = [H2Trickler(gw.port, 100) for _ in range(10)]
     statuses = []
