@@ -143,7 +143,7 @@ struct client_conn *client_accept_bev(struct worker *w, size_t listener, struct 
 		return NULL;
 	}
 	/* without a flusher the bufferevent writes as usual: slower, still correct */
-	if (o->plain_socket && io_flusher_init(&cc->flusher, &w->flush_queue, cc->bev) != 0)
+	if (o->plain_socket && io_flusher_init_explicit(&cc->flusher, &w->flush_queue, cc->bev) != 0)
 		log_msg(LOG_DEBUG, "direct writes unavailable on a client connection");
 	cc->next = w->conns;
 	if (w->conns)
@@ -218,6 +218,18 @@ static void client_body_timer(struct client_conn *cc, bool reading_body)
 
 /* ---- the exchange's operations, as HTTP/1.1 ---- */
 
+/* Every add to the output goes through here: the flusher (plain sockets)
+ * does not watch the output with an evbuffer callback, which would run on
+ * every add and drain and cost a callback entry per connection. On a TLS
+ * connection the flusher is not installed (no-op): the filter writes. */
+static int client_out_add(struct client_conn *cc, const void *bytes, size_t n)
+{
+	if (evbuffer_add(cc->out, bytes, n) != 0)
+		return -1;
+	io_flusher_schedule(&cc->flusher);
+	return 0;
+}
+
 static long client_send_head(struct exchange *ex, const struct ex_head *h)
 {
 	struct client_conn *cc = ex->conn;
@@ -279,7 +291,7 @@ static long client_send_head(struct exchange *ex, const struct ex_head *h)
 	size_t end_len = !cc->keep_alive ? sizeof close_hdr - 1 : cc->http10 ? sizeof ka_hdr - 1 : 2;
 	memcpy(p, end, end_len);
 	p += end_len;
-	if (evbuffer_add(cc->out, buf, (size_t)(p - buf)) != 0)
+	if (client_out_add(cc, buf, (size_t)(p - buf)) != 0)
 		return -1;
 	return (long)(p - buf);
 }
@@ -302,6 +314,7 @@ static long client_send_data(struct exchange *ex, struct evbuffer *src, const ch
 		return -1;
 	if (cc->chunked_out && evbuffer_add(out, "\r\n", 2) != 0)
 		return -1;
+	io_flusher_schedule(&cc->flusher);
 	return queued;
 }
 
@@ -319,6 +332,7 @@ static long client_send_trailers(struct exchange *ex, const struct fields *t)
 		evbuffer_add(cc->out, t->v[i].value, t->v[i].value_len);
 		evbuffer_add(cc->out, "\r\n", 2);
 	}
+	io_flusher_schedule(&cc->flusher);
 	return (long)(evbuffer_get_length(cc->out) - before);
 }
 
@@ -335,8 +349,8 @@ static long client_finish(struct exchange *ex, enum ex_end how)
 		return 0;
 	/* the last chunk (after trailers: only the blank line) */
 	if (cc->trailers_out)
-		return evbuffer_add(cc->out, "\r\n", 2) == 0 ? 2 : -1;
-	return evbuffer_add(cc->out, "0\r\n\r\n", 5) == 0 ? 5 : -1;
+		return client_out_add(cc, "\r\n", 2) == 0 ? 2 : -1;
+	return client_out_add(cc, "0\r\n\r\n", 5) == 0 ? 5 : -1;
 }
 
 static void client_release(void *conn, enum ex_end how, bool body_unread)
@@ -379,7 +393,7 @@ static void client_start_body(struct exchange *ex)
 		/* the client waits for our word before sending the body; the upstream
 		 * never sees Expect (we answered it) */
 		static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
-		if (evbuffer_add(cc->out, cont, sizeof(cont) - 1) != 0)
+		if (client_out_add(cc, cont, sizeof(cont) - 1) != 0)
 			log_msg(LOG_ERROR, "out of memory answering Expect: 100-continue");
 	}
 	client_body_timer(cc, true);

@@ -118,7 +118,7 @@ static void io_output_changed(struct evbuffer *buf, const struct evbuffer_cb_inf
 		io_schedule(arg);
 }
 
-int io_flusher_init(struct io_flusher *f, struct io_flush_queue *q, struct bufferevent *bev)
+static int io_flusher_setup(struct io_flusher *f, struct io_flush_queue *q, struct bufferevent *bev, bool watch)
 {
 	f->bev = bev;
 	f->queue = q;
@@ -126,14 +126,29 @@ int io_flusher_init(struct io_flusher *f, struct io_flush_queue *q, struct buffe
 	f->prev = f->next = NULL;
 	f->flush_cb = NULL;
 	f->flush_arg = NULL;
-	f->cb = evbuffer_add_cb(bufferevent_get_output(bev), io_output_changed, f);
-	if (!f->cb || bufferevent_disable(bev, EV_WRITE) != 0) {
+	f->cb = NULL;
+	f->on = true;
+	if (watch && !(f->cb = evbuffer_add_cb(bufferevent_get_output(bev), io_output_changed, f))) {
+		io_flusher_free(f);
+		return -1;
+	}
+	if (bufferevent_disable(bev, EV_WRITE) != 0) {
 		io_flusher_free(f);
 		return -1;
 	}
 	if (evbuffer_get_length(bufferevent_get_output(bev)) > 0)
 		io_schedule(f);
 	return 0;
+}
+
+int io_flusher_init(struct io_flusher *f, struct io_flush_queue *q, struct bufferevent *bev)
+{
+	return io_flusher_setup(f, q, bev, true);
+}
+
+int io_flusher_init_explicit(struct io_flusher *f, struct io_flush_queue *q, struct bufferevent *bev)
+{
+	return io_flusher_setup(f, q, bev, false);
 }
 
 void io_flusher_free(struct io_flusher *f)
@@ -144,11 +159,12 @@ void io_flusher_free(struct io_flusher *f)
 		io_unqueue(f);
 	f->cb = NULL;
 	f->queue = NULL;
+	f->on = false;
 }
 
 bool io_flusher_active(const struct io_flusher *f)
 {
-	return f->cb != NULL;
+	return f->on;
 }
 
 void io_flusher_set_cb(struct io_flusher *f, io_flush_cb cb, void *arg)
@@ -159,13 +175,13 @@ void io_flusher_set_cb(struct io_flusher *f, io_flush_cb cb, void *arg)
 
 void io_flusher_schedule(struct io_flusher *f)
 {
-	if (f->cb)
+	if (f->on)
 		io_schedule(f);
 }
 
 void io_flusher_drained(struct io_flusher *f)
 {
-	if (f->cb && (bufferevent_get_enabled(f->bev) & EV_WRITE) &&
+	if (f->on && (bufferevent_get_enabled(f->bev) & EV_WRITE) &&
 	    evbuffer_get_length(bufferevent_get_output(f->bev)) == 0)
 		bufferevent_disable(f->bev, EV_WRITE);
 }

@@ -39,6 +39,11 @@ void io_flush_queue_free(struct io_flush_queue *q);
 /* Returns 0, or -1 (nothing installed: the bufferevent keeps its usual writes).
  * Bytes already in the output are flushed soon. */
 int io_flusher_init(struct io_flusher *f, struct io_flush_queue *q, struct bufferevent *bev);
+/* The same without watching the output: an evbuffer callback runs on every
+ * add and drain of the output and costs a callback entry per connection, so
+ * an owner that knows where it adds bytes calls io_flusher_schedule() after
+ * each add instead. */
+int io_flusher_init_explicit(struct io_flusher *f, struct io_flush_queue *q, struct bufferevent *bev);
 /* Removes the callback and the event (safe on a zeroed or failed flusher). */
 void io_flusher_free(struct io_flusher *f);
 /* Call from the bufferevent's write callback: when the output is empty the

@@ -25,11 +25,12 @@ typedef void (*io_flush_cb)(struct io_flusher *f, void *arg);
 struct io_flusher {
 	struct bufferevent *bev;
 	struct io_flush_queue *queue;
-	struct evbuffer_cb_entry *cb;
+	struct evbuffer_cb_entry *cb;   /* watches the output; NULL: the owner schedules (io_flusher_init_explicit) */
 	struct io_flusher *prev, *next; /* in queue while scheduled */
 	io_flush_cb flush_cb;           /* NULL: write, then the bufferevent's write callback */
 	void *flush_arg;
 	bool scheduled;
+	bool on;                        /* installed (io_flusher_init or _init_explicit) */
 };
 
 #endif
