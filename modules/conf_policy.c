@@ -323,10 +323,11 @@ static struct conf_policies *policies_of(struct conf *c)
 
 static void walk_policy(struct conf_walker *w, int t, struct conf_policy *p)
 {
-	static const char *const keys[] = {"file", "config", "on_error", "instructions", "memory", NULL};
+	static const char *const keys[] = {"file", "config", "on_error", "instructions", "memory", "body", NULL};
 	conf_check_record_keys(w, t, keys);
 	p->instructions = policy_default_instructions;
 	p->memory = policy_default_memory;
+	conf_field_size(w, t, "body", 0, CONF_REQUEST_BUFFERING_MAX, &p->body);
 	struct conf_field f;
 	if (conf_field_open(w, t, "file", &f)) {
 		const char *s = conf_value_string(w, lua_gettop(w->L));
@@ -517,6 +518,11 @@ static void walk_route(struct conf_walker *w, int t, struct conf_route *r)
 		conf_type_error(w, v, "a list of policy names like { \"tenant\" }");
 	}
 	conf_field_close(w, &f);
+	/* a policy that reads the body makes its routes read that much first */
+	const struct conf_policies *ps = w->c->policies;
+	for (size_t i = 0; ps && i < r->num_policies; i++)
+		if (ps->v[r->policies[i]].body > r->request_buffering)
+			r->request_buffering = ps->v[r->policies[i]].body;
 }
 
 static void free_section(struct conf *c)

@@ -35,6 +35,8 @@ struct conf_policy {
 	bool phases[CONF_POLICY_PHASES]; /* which phase functions the script returns */
 	uint64_t instructions; /* per call; default 1,000,000 */
 	uint64_t memory;       /* bytes a call may allocate; default 8m */
+	uint64_t body;         /* body = "64k": a route using the policy reads that much request
+	                        * body before the access phase (routes[N].request_buffering); 0: none */
 };
 
 struct conf_policies {

@@ -6,10 +6,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <event2/buffer.h>
 #include <lauxlib.h>
 
 #include "accesslog.h"
 #include "conf_policy.h"
+#include "exchange.h"
 #include "log.h"
 #include "lua_cache.h"
 #include "lua_codec.h"
@@ -654,13 +656,38 @@ enum r_field {
 	RF_METHOD = 1, RF_PATH, RF_QUERY, RF_TARGET, RF_HOST, RF_SCHEME, RF_PROTOCOL, RF_CLIENT_IP, RF_CLIENT_PORT,
 	RF_TLS_VERSION, RF_TLS_CLIENT_SUBJECT, RF_TLS_SNI, RF_ROUTE, RF_SERVICE, RF_POOL, RF_LISTENER, RF_REQUEST_ID,
 	RF_STATUS, RF_UPSTREAM_STATUS, RF_UPSTREAM, RF_REASON, RF_PHASE, RF_CTX, RF_CONFIG, RF_RESP_HEADERS,
+	RF_BODY, RF_BODY_COMPLETE,
 };
 
 static const char *const r_field_names[] = {
     NULL, "method", "path", "query", "target", "host", "scheme", "protocol", "client_ip", "client_port",
     "tls_version", "tls_client_subject", "tls_sni", "route", "service", "pool", "listener", "request_id",
     "status", "upstream_status", "upstream", "reason", "phase", "ctx", "config", "resp_headers",
+    "body", "body_complete",
 };
+
+/* r.body in the access phase: the request body read before it (the route's
+ * request_buffering, or a policy's body = "64k"), decoded; nil when the
+ * route reads none, and in the later phases (the proxy has sent it on). */
+static void push_body(lua_State *L, const struct pol_call *call)
+{
+	const struct exchange *ex = ex_of(call->r);
+	const struct conf *c = call->r->snap->conf;
+	if (call->phase != PH_ACCESS || call->r->route < 0 || !c->routes[call->r->route].request_buffering) {
+		lua_pushnil(L);
+		return;
+	}
+	size_t n = ex->body_buf ? evbuffer_get_length(ex->body_buf) : 0;
+	if (!n) {
+		lua_pushliteral(L, "");
+		return;
+	}
+	const unsigned char *bytes = evbuffer_pullup(ex->body_buf, -1);
+	if (bytes)
+		lua_pushlstring(L, (const char *)bytes, n);
+	else
+		lua_pushnil(L);
+}
 
 static void push_status(lua_State *L, int status)
 {
@@ -724,6 +751,8 @@ static int r_index(lua_State *L)
 		else
 			lua_pushnil(L);
 		break;
+	case RF_BODY: push_body(L, call); break;
+	case RF_BODY_COMPLETE: lua_pushboolean(L, call->phase == PH_ACCESS && ex_of(r)->body_done); break;
 	default: lua_pushnil(L); break;
 	}
 	return 1;

@@ -671,3 +671,38 @@ def test_phase_header_shorthands(tmp_path, sluice, upstreams):
     assert upstream_header(body, "x-add") == ["a", "b"]
     assert upstream_header(body, "x-drop") == []
     assert resp.header("x-resp") == "application/json" and resp.header("x-upstream") is None
+
+
+def test_policy_reads_the_request_body_when_it_asks(tmp_path, sluice, upstreams):
+    """body = "1k" on a policy: routes using it read up to 1 KiB of the body before the access
+    phase (routes[N].request_buffering); r.body holds it, decoded, and r.body_complete says
+    whether that is all of it. The upstream still gets the whole body."""
+    src = """
+    return {
+      access = function(r)
+        local b = r.body
+        if b and b:find("DROP TABLE", 1, true) then r:deny(403, "no") end
+        r.req_headers:set("x-body-len", tostring(b and #b or -1))
+        r.req_headers:set("x-body-complete", tostring(r.body_complete))
+      end,
+    }
+    """
+    gw = policy_gw(tmp_path, sluice, upstreams, {"inspect": (src, {"body": "1k"})},
+                   None, routes=[{"name": "reads", "match": {"path_prefix": "/r"}, "service": "web",
+                                  "policies": ["inspect"]},
+                                 {"name": "other", "match": {"path_prefix": "/"}, "service": "web"}])
+    with RawConn(gw.port) as c:
+        got = echo(c.request("POST", "/r", body=b"name=bob"))
+        assert upstream_header(got, "x-body-len") == ["8"] and upstream_header(got, "x-body-complete") == ["true"]
+        big = b"a" * 5000
+        got = echo(c.request("POST", "/r", body=big))
+        assert upstream_header(got, "x-body-len") == ["1024"]
+        assert upstream_header(got, "x-body-complete") == ["false"]
+        assert got["body_len"] == len(big)  # the rest streamed after the first 1 KiB
+        got = echo(c.request("POST", "/r", headers=[("Transfer-Encoding", "chunked")],
+                             body=b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"))
+        assert upstream_header(got, "x-body-len") == ["11"]
+        r = c.request("POST", "/r", body=b"q=1; DROP TABLE users")
+        assert r.status == 403
+        got = echo(c.request("GET", "/r"))
+        assert upstream_header(got, "x-body-len") == ["0"]
