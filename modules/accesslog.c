@@ -1,6 +1,7 @@
 #include "accesslog.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -8,12 +9,28 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "log_syslog.h"
 #include "snapshot.h"
+#include "worker.h"
 #include "tls_io.h"
 
 struct accesslog_state {
-	int fd;
+	int fd;    /* -1: no file (syslog only) */
 	int owned; /* opened by us: closed with the snapshot */
+	bool syslog;
+	struct logsys_target syslog_target;
+	int syslog_facility;
+	const char *syslog_app;
+	const char *syslog_url; /* the conf's: compared when a worker adopts another snapshot */
+};
+
+/* Per worker: its own connection to the syslog collector (log_syslog.h), on
+ * its own loop, so that a slow collector costs a worker nothing but drops. */
+struct accesslog_worker {
+	struct worker *w;
+	struct logsys *sys;
+	char *url; /* the target sys sends to */
+	uint64_t dropped_logged;
 };
 
 static int accesslog_snapshot_init(const struct conf *c, void **state, struct conf_errors *errs)
@@ -27,7 +44,22 @@ static int accesslog_snapshot_init(const struct conf *c, void **state, struct co
 		return -1;
 	}
 	const char *path = c->access_log.path;
-	if (strcmp(path, "stdout") == 0) {
+	s->fd = -1;
+	if (c->access_log.syslog) {
+		char why[256];
+		if (!logsys_parse(c->access_log.syslog, &s->syslog_target, why, sizeof why)) {
+			conf_errors_add(errs, "%s: access_log.syslog: %s", c->source, why);
+			free(s);
+			return -1;
+		}
+		s->syslog = true;
+		s->syslog_facility = c->access_log.syslog_facility;
+		s->syslog_app = c->access_log.syslog_app ? c->access_log.syslog_app : "sluice";
+		s->syslog_url = c->access_log.syslog;
+	}
+	if (!path) {
+		/* syslog only */
+	} else if (strcmp(path, "stdout") == 0) {
 		s->fd = STDOUT_FILENO;
 	} else if (strcmp(path, "stderr") == 0) {
 		s->fd = STDERR_FILENO;
@@ -57,7 +89,7 @@ static void accesslog_reopen(const struct conf *c, void *state)
 {
 	struct accesslog_state *s = state;
 	if (!s->owned)
-		return; /* stdout/stderr: log_reopen() (log.h) handles those */
+		return; /* stdout/stderr: log_reopen() (log.h) handles those; syslog has no file */
 	struct log_line l;
 	int fd = open(c->access_log.path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
 	if (fd < 0 || dup3(fd, s->fd, O_CLOEXEC) < 0) {
@@ -188,23 +220,82 @@ size_t accesslog_format(const struct request *r, char *buf, size_t cap)
 	return j.len;
 }
 
+static int accesslog_worker_init(struct worker *w, void **worker_state)
+{
+	struct accesslog_worker *aw = calloc(1, sizeof(*aw));
+	if (!aw)
+		return -1;
+	aw->w = w;
+	*worker_state = aw;
+	return 0;
+}
+
+static void accesslog_worker_free(void *worker_state)
+{
+	struct accesslog_worker *aw = worker_state;
+	if (aw->sys && logsys_dropped(aw->sys) > 0) {
+		struct log_line l;
+		log_begin(&l, LOG_WARN, "access log: lines not delivered to syslog");
+		log_int(&l, "dropped", (long long)logsys_dropped(aw->sys));
+		log_end(&l);
+	}
+	logsys_free(aw->sys);
+	free(aw->url);
+	free(aw);
+}
+
+/* The worker's syslog sender for s: kept while the target stays the same
+ * across reloads, made anew when it changes. */
+static struct logsys *worker_syslog(struct accesslog_worker *aw, const struct accesslog_state *s)
+{
+	/* compared by value: a freed snapshot's state may share an address with a new one */
+	if (!aw->sys || !aw->url || strcmp(aw->url, s->syslog_url) != 0) {
+		logsys_free(aw->sys);
+		free(aw->url);
+		aw->url = strdup(s->syslog_url);
+		aw->sys = aw->url ? logsys_new(aw->w->base, &s->syslog_target, s->syslog_facility, s->syslog_app) : NULL;
+		aw->dropped_logged = 0;
+	}
+	return aw->sys;
+}
+
 static void accesslog_log(const struct request *r, const void *snapshot_state, void *worker_state)
 {
-	(void)worker_state;
 	const struct accesslog_state *s = snapshot_state;
 	if (!s)
 		return;
 	char line[8192];
 	size_t n = accesslog_format(r, line, sizeof(line));
-	/* a full disk or closed pipe must not stall or kill request handling */
-	ssize_t w = write(s->fd, line, n);
-	(void)w;
+	if (s->fd >= 0) {
+		/* a full disk or closed pipe must not stall or kill request handling */
+		ssize_t w = write(s->fd, line, n);
+		(void)w;
+	}
+	struct accesslog_worker *aw = worker_state;
+	if (s->syslog && aw) {
+		struct logsys *sys = worker_syslog(aw, s);
+		if (!sys)
+			return;
+		logsys_send(sys, 6, line, n, r->start_wall_us);
+		uint64_t d = logsys_dropped(sys);
+		/* the first drop, then every 1000th: visible without flooding */
+		if (d > aw->dropped_logged && (aw->dropped_logged == 0 || d >= aw->dropped_logged + 1000)) {
+			struct log_line l;
+			log_begin(&l, LOG_WARN, "access log: syslog collector unreachable or slow; lines dropped");
+			log_str(&l, "syslog", s->syslog_url);
+			log_int(&l, "dropped", (long long)d);
+			log_end(&l);
+			aw->dropped_logged = d;
+		}
+	}
 }
 
 const struct module accesslog_module = {
     .name = "access_log",
     .snapshot_init = accesslog_snapshot_init,
     .snapshot_free = accesslog_snapshot_free,
+    .worker_init = accesslog_worker_init,
+    .worker_free = accesslog_worker_free,
     .reopen = accesslog_reopen,
     .log = accesslog_log,
 };

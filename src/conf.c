@@ -296,6 +296,8 @@ void conf_free(struct conf *c)
 			module_list[i]->conf->free(c);
 	free(c->routes);
 	free(c->access_log.path);
+	free(c->access_log.syslog);
+	free(c->access_log.syslog_app);
 	free(c->user);
 	conf_admin_free(c);
 	free(c);

@@ -263,7 +263,10 @@ enum { CONF_REGEX_MATCH_LIMIT_DEFAULT = 1000000 };
 
 struct conf_access_log {
 	bool enabled;  /* false when the key is absent or path = "off" */
-	char *path;    /* "stdout", "stderr" or a file path (appended) */
+	char *path;    /* "stdout", "stderr" or a file path (appended); NULL: syslog only */
+	char *syslog;  /* "udp://…", "tcp://…" or "unix:///…" (log_syslog.h); NULL: none */
+	int syslog_facility; /* default 16 (local0) */
+	char *syslog_app;    /* APP-NAME; default "sluice" */
 };
 
 enum { CONF_ADMIN_MAX_CONNECTIONS_DEFAULT = 32, CONF_ADMIN_MAX_CONNECTIONS_MAX = 1024 };

@@ -454,6 +454,17 @@ def raw_exchange(port, data, timeout=5.0, method="GET"):
 # processes
 # ---------------------------------------------------------------------------
 
+def terminate(proc, timeout=10):
+    """SIGTERM a process the test started, SIGKILL it if it has not exited after timeout."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
 class Upstream:
     """A running scripts/demo_upstream.py."""
 
@@ -479,13 +490,7 @@ class Upstream:
         return r.json()
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        terminate(self.proc, 5)
         if self.proc.stdout:
             self.proc.stdout.close()
         self._err.close()

@@ -1,0 +1,269 @@
+/* log_syslog.c - RFC 5424 to a syslog collector (log_syslog.h). */
+#if !defined(_GNU_SOURCE) && !defined(_POSIX_C_SOURCE)
+#define _POSIX_C_SOURCE 200809L
+#endif
+
+#include "log_syslog.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+
+#include "conf.h"
+
+struct logsys {
+	struct event_base *base;
+	struct logsys_target t;
+	int facility;
+	char app[49];      /* RFC 5424 APP-NAME: at most 48 printable characters */
+	char host[256];    /* HOSTNAME */
+	int fd;            /* -1: not open */
+	bool connecting;   /* a stream's non-blocking connect in progress */
+	struct event *io;  /* stream: writable */
+	struct event *retry;
+	struct evbuffer *queue; /* stream: whole frames not yet sent */
+	uint64_t dropped;
+};
+
+bool logsys_parse(const char *url, struct logsys_target *t, char *why, size_t why_size)
+{
+	memset(t, 0, sizeof(*t));
+	const char *forms = "write \"udp://127.0.0.1:514\", \"tcp://127.0.0.1:601\" or \"unix:///dev/log\"";
+	if (strncmp(url, "unix://", 7) == 0) {
+		const char *path = url + 7;
+		struct sockaddr_un *un = (struct sockaddr_un *)&t->addr;
+		if (path[0] != '/' || strlen(path) >= sizeof(un->sun_path)) {
+			snprintf(why, why_size, "\"%s\": a unix socket needs an absolute path of at most %zu bytes (%s)", url,
+			         sizeof(un->sun_path) - 1, forms);
+			return false;
+		}
+		un->sun_family = AF_UNIX;
+		memcpy(un->sun_path, path, strlen(path) + 1);
+		t->addr_len = (socklen_t)sizeof(*un);
+		t->transport = LOGSYS_UNIX;
+		return true;
+	}
+	bool udp = strncmp(url, "udp://", 6) == 0, tcp = strncmp(url, "tcp://", 6) == 0;
+	if (!udp && !tcp) {
+		snprintf(why, why_size, "\"%s\": unknown syslog address (%s)", url, forms);
+		return false;
+	}
+	char w[160];
+	if (!conf_parse_address_why(url + 6, &t->addr, &t->addr_len, w, sizeof w)) {
+		snprintf(why, why_size, "\"%s\": %s (%s)", url, w, forms);
+		return false;
+	}
+	t->transport = udp ? LOGSYS_UDP : LOGSYS_TCP;
+	return true;
+}
+
+int logsys_facility(const char *name)
+{
+	if (strcmp(name, "user") == 0)
+		return 1;
+	if (strcmp(name, "daemon") == 0)
+		return 3;
+	if (strncmp(name, "local", 5) == 0 && name[5] >= '0' && name[5] <= '7' && name[6] == '\0')
+		return 16 + (name[5] - '0');
+	return -1;
+}
+
+static void logsys_close(struct logsys *s)
+{
+	if (s->io) {
+		event_free(s->io);
+		s->io = NULL;
+	}
+	if (s->fd >= 0)
+		close(s->fd);
+	s->fd = -1;
+	s->connecting = false;
+	size_t lost = evbuffer_get_length(s->queue);
+	if (lost) {
+		/* frames cut by the lost connection: the collector drops a partial one */
+		s->dropped++;
+		evbuffer_drain(s->queue, lost);
+	}
+}
+
+static void logsys_flush(struct logsys *s);
+
+static void io_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	struct logsys *s = arg;
+	if (s->connecting) {
+		int err = 0;
+		socklen_t len = sizeof(err);
+		if (getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0 || err != 0) {
+			logsys_close(s);
+			struct timeval tv = { LOGSYS_RETRY_MS / 1000, (LOGSYS_RETRY_MS % 1000) * 1000 };
+			event_add(s->retry, &tv);
+			return;
+		}
+		s->connecting = false;
+	}
+	logsys_flush(s);
+}
+
+static void retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg; /* the next message opens the socket again */
+}
+
+static bool logsys_open(struct logsys *s)
+{
+	if (s->fd >= 0)
+		return true;
+	if (evtimer_pending(s->retry, NULL))
+		return false;
+	int type = s->t.transport == LOGSYS_TCP ? SOCK_STREAM : SOCK_DGRAM;
+	int fd = socket(s->t.addr.ss_family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0 && s->t.transport == LOGSYS_UNIX && errno == EPROTOTYPE)
+		fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		goto later;
+	if (connect(fd, (const struct sockaddr *)&s->t.addr, s->t.addr_len) != 0) {
+		if (errno == EPROTOTYPE && s->t.transport == LOGSYS_UNIX) {
+			/* a stream socket at that path (rsyslog's imuxsock is datagram, others are not) */
+			close(fd);
+			fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+			if (fd < 0 || connect(fd, (const struct sockaddr *)&s->t.addr, s->t.addr_len) != 0) {
+				if (fd >= 0)
+					close(fd);
+				goto later;
+			}
+			s->t.transport = LOGSYS_TCP; /* framed as a stream from now on */
+		} else if (errno == EINPROGRESS) {
+			s->connecting = true;
+		} else {
+			close(fd);
+			goto later;
+		}
+	}
+	s->fd = fd;
+	if (s->t.transport == LOGSYS_TCP) {
+		s->io = event_new(s->base, fd, EV_WRITE, io_cb, s);
+		if (!s->io) {
+			logsys_close(s);
+			goto later;
+		}
+		if (s->connecting)
+			event_add(s->io, NULL);
+	}
+	return true;
+later:;
+	struct timeval tv = { LOGSYS_RETRY_MS / 1000, (LOGSYS_RETRY_MS % 1000) * 1000 };
+	event_add(s->retry, &tv);
+	return false;
+}
+
+static void logsys_flush(struct logsys *s)
+{
+	while (s->fd >= 0 && !s->connecting && evbuffer_get_length(s->queue) > 0) {
+		int n = evbuffer_write(s->queue, s->fd);
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+			break;
+		if (n <= 0) {
+			logsys_close(s);
+			struct timeval tv = { LOGSYS_RETRY_MS / 1000, (LOGSYS_RETRY_MS % 1000) * 1000 };
+			event_add(s->retry, &tv);
+			return;
+		}
+	}
+	if (s->fd >= 0 && s->io && evbuffer_get_length(s->queue) > 0 && !event_pending(s->io, EV_WRITE, NULL))
+		event_add(s->io, NULL);
+}
+
+struct logsys *logsys_new(struct event_base *base, const struct logsys_target *t, int facility, const char *app)
+{
+	struct logsys *s = calloc(1, sizeof(*s));
+	if (!s)
+		return NULL;
+	s->base = base;
+	s->t = *t;
+	s->facility = facility;
+	s->fd = -1;
+	snprintf(s->app, sizeof s->app, "%s", app && *app ? app : "sluice");
+	for (char *p = s->app; *p; p++)
+		if (*p <= ' ' || *p >= 0x7f)
+			*p = '_';
+	if (gethostname(s->host, sizeof s->host - 1) != 0 || !s->host[0])
+		strcpy(s->host, "-");
+	for (char *p = s->host; *p; p++)
+		if (*p <= ' ' || *p >= 0x7f)
+			*p = '_';
+	s->queue = evbuffer_new();
+	s->retry = evtimer_new(base, retry_cb, s);
+	if (!s->queue || !s->retry) {
+		logsys_free(s);
+		return NULL;
+	}
+	return s;
+}
+
+void logsys_free(struct logsys *s)
+{
+	if (!s)
+		return;
+	if (s->queue)
+		logsys_close(s);
+	if (s->retry)
+		event_free(s->retry);
+	if (s->queue)
+		evbuffer_free(s->queue);
+	free(s);
+}
+
+uint64_t logsys_dropped(const struct logsys *s)
+{
+	return s ? s->dropped : 0;
+}
+
+void logsys_send(struct logsys *s, int severity, const char *msg, size_t n, uint64_t wall_us)
+{
+	while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
+		n--;
+	/* <PRI>1 TIMESTAMP HOSTNAME APP-NAME PROCID MSGID STRUCTURED-DATA MSG */
+	char head[400];
+	time_t sec = (time_t)(wall_us / 1000000u);
+	struct tm tm;
+	gmtime_r(&sec, &tm);
+	int hn = snprintf(head, sizeof head, "<%d>1 %04d-%02d-%02dT%02d:%02d:%02d.%06uZ %s %s %ld - - ",
+	                  s->facility * 8 + severity, tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
+	                  tm.tm_sec, (unsigned)(wall_us % 1000000u), s->host, s->app, (long)getpid());
+	if (hn < 0 || (size_t)hn >= sizeof head || !logsys_open(s)) {
+		s->dropped++;
+		return;
+	}
+	if (s->t.transport != LOGSYS_TCP) {
+		struct iovec iov[2] = { { head, (size_t)hn }, { (void *)msg, n } };
+		struct msghdr mh = { .msg_iov = iov, .msg_iovlen = 2 };
+		if (sendmsg(s->fd, &mh, MSG_DONTWAIT | MSG_NOSIGNAL) < 0) {
+			s->dropped++;
+			if (errno != EAGAIN && errno != EWOULDBLOCK && errno != ENOBUFS) {
+				logsys_close(s); /* e.g. ECONNREFUSED, the collector restarted: reopen later */
+			}
+		}
+		return;
+	}
+	size_t frame = (size_t)hn + n;
+	if (evbuffer_get_length(s->queue) + frame + 12 > LOGSYS_MAX_QUEUE) {
+		s->dropped++;
+		return;
+	}
+	evbuffer_add_printf(s->queue, "%zu ", frame);
+	evbuffer_add(s->queue, head, (size_t)hn);
+	evbuffer_add(s->queue, msg, n);
+	logsys_flush(s);
+}

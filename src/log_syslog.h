@@ -1,0 +1,51 @@
+/* log_syslog.h - log lines to a syslog collector: RFC 5424 messages over UDP,
+ * TCP (RFC 6587 octet-counted framing) or a Unix socket (datagram, as
+ * /dev/log is, or stream), from one thread's event loop.
+ *
+ * Never blocks its thread: the socket is non-blocking; a stream keeps at
+ * most LOGSYS_MAX_QUEUE bytes of messages not yet sent, and a message that
+ * does not fit whole, or that a datagram socket refuses, is dropped and
+ * counted (logsys_dropped). A message is queued whole or not at all, so the
+ * collector never gets a partial line; a lost connection is reopened after
+ * LOGSYS_RETRY_MS (what was queued on it is dropped and counted).
+ *
+ * Ownership: one struct logsys per thread, used only on the thread whose
+ * event_base it was made with. */
+#ifndef SLUICE_LOG_SYSLOG_H
+#define SLUICE_LOG_SYSLOG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include <event2/event.h>
+
+#define LOGSYS_MAX_QUEUE (1u << 20)
+#define LOGSYS_RETRY_MS 1000
+
+enum logsys_transport { LOGSYS_UDP, LOGSYS_TCP, LOGSYS_UNIX };
+
+struct logsys_target {
+	enum logsys_transport transport;
+	struct sockaddr_storage addr;
+	socklen_t addr_len;
+};
+
+/* "udp://HOST:PORT", "tcp://HOST:PORT" or "unix:///PATH". False with why
+ * filled (what is wrong and the forms accepted). */
+bool logsys_parse(const char *url, struct logsys_target *t, char *why, size_t why_size);
+/* "local0".."local7", "user", "daemon": the facility number, or -1. */
+int logsys_facility(const char *name);
+
+struct logsys;
+/* app: the APP-NAME field (e.g. "sluice"). NULL when out of memory. */
+struct logsys *logsys_new(struct event_base *base, const struct logsys_target *t, int facility, const char *app);
+void logsys_free(struct logsys *s);
+
+/* Send msg[0..n) (one line, without its newline) at severity (RFC 5424: 6
+ * informational, 4 warning, 3 error) stamped wall_us. */
+void logsys_send(struct logsys *s, int severity, const char *msg, size_t n, uint64_t wall_us);
+uint64_t logsys_dropped(const struct logsys *s);
+
+#endif
