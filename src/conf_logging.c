@@ -68,8 +68,7 @@ void conf_walk_access_log(struct conf_walker *w, int root)
 		}
 		conf_field_close(w, &g);
 	} else if (!w->c->access_log.syslog) {
-		conf_werr_key(w, "path", "missing (write \"stdout\", \"stderr\", \"off\" or a file path, or syslog = "
-		                         "\"tcp://127.0.0.1:601\")");
+		conf_werr_key(w, "path", "missing (write \"stdout\", \"stderr\", \"off\" or a file path)");
 	}
 	if (w->c->access_log.syslog)
 		w->c->access_log.enabled = true;
