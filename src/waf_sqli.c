@@ -518,6 +518,14 @@ bool waf_sqli_detect(const char *s, size_t n, struct waf_sqli_result *out)
 {
 	if (n > WAF_SQLI_MAX_INPUT)
 		n = WAF_SQLI_MAX_INPUT;
+	/* one word or number (letters, digits, '_', '.', '-', no space): no
+	 * reading has two tokens an injection shape could be made of; most
+	 * cookie values, ids and tokens are such words */
+	size_t k = 0;
+	while (k < n && (is_word((unsigned char)s[k]) || s[k] == '.' || s[k] == '-') && (unsigned char)s[k] < 0x80)
+		k++;
+	if (k == n)
+		return false;
 	if (scan_reading(s, n, 0, out))
 		return true;
 	if (memchr(s, '\'', n) && scan_reading(s, n, '\'', out))
