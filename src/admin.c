@@ -58,6 +58,8 @@ struct admin {
 	struct admin_cmd cmd; /* the command being run (4 KiB: kept off the stack) */
 	admin_reload_fn *reload;
 	void *reload_arg;
+	admin_reopen_logs_fn *reopen_logs;
+	void *reopen_logs_arg;
 };
 
 /* ---- output helpers ---- */
@@ -551,6 +553,7 @@ static void show_help(bool json, struct evbuffer *out)
 		"reset breaker POOL ADDRESS          close a server's circuit breaker now",
 		"set service-weights SERVICE POOL=W ...  the split of a service between its pools (0 takes a pool out)",
 		"reload                              re-read the config file; on any error nothing changes",
+		"reopen-logs                         open the log files again by path (logrotate; as SIGUSR1)",
 		"help                                this list; add --json to any command for a JSON answer",
 	};
 	if (json) {
@@ -618,6 +621,30 @@ static void cmd_reload(struct admin *a, unsigned uid, bool json, struct evbuffer
 	log_int(&l, "errors", (long long)errs.count);
 	log_end(&l);
 	conf_errors_free(&errs);
+}
+
+void admin_set_reopen_logs(struct admin *a, admin_reopen_logs_fn *fn, void *arg)
+{
+	a->reopen_logs = fn;
+	a->reopen_logs_arg = arg;
+}
+
+/* logrotate's postrotate without a signal: the files are opened again by path */
+static void cmd_reopen_logs(struct admin *a, unsigned uid, bool json, struct evbuffer *out)
+{
+	if (!a->reopen_logs) {
+		reply_error(out, json, "reopen-logs is not available");
+		return;
+	}
+	struct log_line l;
+	log_begin(&l, LOG_INFO, "admin: reopening log files");
+	log_int(&l, "uid", uid);
+	log_end(&l);
+	a->reopen_logs(a->reopen_logs_arg);
+	if (json)
+		evbuffer_add_printf(out, "{\"ok\":true,\"reopened\":true}\n");
+	else
+		evbuffer_add_printf(out, "log files reopened (the outcome of each is in the log)\n");
 }
 
 void admin_set_reload(struct admin *a, admin_reload_fn *fn, void *arg)
@@ -834,6 +861,8 @@ void admin_execute(struct admin *a, const char *line, size_t len, unsigned uid, 
 		cmd_save_state(a, uid, w, n, json, out);
 	} else if (strcmp(w[0], "reload") == 0 && n == 1) {
 		cmd_reload(a, uid, json, out);
+	} else if (strcmp(w[0], "reopen-logs") == 0 && n == 1) {
+		cmd_reopen_logs(a, uid, json, out);
 	} else if (n >= 2 && strcmp(w[0], "set") == 0 && strcmp(w[1], "service-weights") == 0) {
 		cmd_service_weights(a, uid, w, n, json, out);
 	} else if ((n >= 2 && (strcmp(w[0], "set") == 0 || strcmp(w[0], "clear") == 0) && strcmp(w[1], "weight") == 0) ||

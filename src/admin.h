@@ -46,6 +46,9 @@ struct admin *admin_start(struct event_base *base, struct runtime *rt, struct sn
 struct conf_errors;
 typedef int admin_reload_fn(void *arg, long long uid, struct conf_errors *errs, char *msg, size_t msg_size);
 void admin_set_reload(struct admin *a, admin_reload_fn *fn, void *arg);
+/* `reopen-logs`: the process's log reopening (what SIGUSR1 does). */
+typedef void admin_reopen_logs_fn(void *arg);
+void admin_set_reopen_logs(struct admin *a, admin_reopen_logs_fn *fn, void *arg);
 /* After a reload: describe snap (takes a reference) and ask health for check results. */
 void admin_set_snapshot(struct admin *a, struct snapshot *snap, struct health *health);
 

@@ -703,6 +703,7 @@ int server_run(const char *config_path)
 			return 1;
 		}
 		admin_set_reload(srv.admin, server_admin_reload, &srv);
+		admin_set_reopen_logs(srv.admin, server_signal_reopen_logs, &srv);
 	}
 	if (c->admin.http) {
 		srv.metrics = metrics_new(srv.runtime, srv.snap, srv.num_workers);
