@@ -12,12 +12,20 @@
 
 #include "conf.h"
 
+/* bytes of request body the WAF inspects unless waf.body_limit says otherwise */
+#define CONF_WAF_DEFAULT_BODY_LIMIT (64u << 10)
+
 static struct conf_waf *waf_of(struct conf *c)
 {
-	if (!c->waf)
+	if (!c->waf) {
 		c->waf = conf_xcalloc(1, sizeof *c->waf);
+		c->waf->body_limit = CONF_WAF_DEFAULT_BODY_LIMIT;
+	}
 	return c->waf;
 }
+
+static void waf_route_buffers(const struct conf_waf *cw, const struct conf_waf_route *wr, struct conf_route *r);
+static void walk_route_waf(struct conf_walker *w, int t, struct conf_route *r);
 
 static void walk_ids(struct conf_walker *w, int t, const char *key, uint32_t **out, size_t *n)
 {
@@ -119,7 +127,7 @@ static void walk_targets(struct conf_walker *w, int t, struct conf_waf_opts *o)
 }
 
 static const char *const top_keys[] = {"paranoia", "mode", "threshold", "rules", "audit_log", "exclude",
-                                       "detect_rules", NULL};
+                                       "detect_rules", "body_limit", "on_body_limit", NULL};
 static const char *const route_only_keys[] = {"paranoia", "mode", "threshold", "exclude", "detect_rules", NULL};
 
 static void walk_opts(struct conf_walker *w, int t, struct conf_waf_opts *o)
@@ -199,10 +207,45 @@ static void walk_root(struct conf_walker *w, int root)
 			cw->audit_log = resolve(w, s);
 		conf_field_close(w, &g);
 	}
+	conf_field_size(w, t, "body_limit", 0, CONF_REQUEST_BUFFERING_MAX, &cw->body_limit);
+	if (conf_field_open(w, t, "on_body_limit", &g)) {
+		const char *s = conf_value_string(w, lua_gettop(w->L));
+		if (s && strcmp(s, "pass") != 0 && strcmp(s, "deny") != 0)
+			conf_werr(w, "\"%s\" is not \"pass\" or \"deny\"", s);
+		else if (s)
+			cw->body_limit_deny = strcmp(s, "deny") == 0;
+		conf_field_close(w, &g);
+	}
 	conf_field_close(w, &f);
+	/* routes walked before this table: those the WAF covers read the body first */
+	for (size_t i = 0; i < w->c->num_routes && i < cw->num_routes; i++)
+		waf_route_buffers(cw, &cw->routes[i], &w->c->routes[i]);
+	if (!cw->routes)
+		for (size_t i = 0; i < w->c->num_routes; i++)
+			waf_route_buffers(cw, NULL, &w->c->routes[i]);
+}
+
+/* A route the WAF inspects reads up to body_limit of the request body before
+ * the access phase (routes[N].request_buffering), so the WAF sees it. */
+static void waf_route_buffers(const struct conf_waf *cw, const struct conf_waf_route *wr, struct conf_route *r)
+{
+	enum conf_waf_route_state st = wr ? wr->state : CONF_WAF_INHERIT;
+	bool on = st == CONF_WAF_OWN || (st == CONF_WAF_INHERIT && cw->top);
+	if (on && cw->body_limit > r->request_buffering)
+		r->request_buffering = cw->body_limit;
 }
 
 static void walk_route(struct conf_walker *w, int t, struct conf_route *r)
+{
+	walk_route_waf(w, t, r);
+	struct conf_waf *cw = w->c->waf;
+	if (cw) {
+		size_t idx = (size_t)(r - w->c->routes);
+		waf_route_buffers(cw, idx < cw->num_routes ? &cw->routes[idx] : NULL, r);
+	}
+}
+
+static void walk_route_waf(struct conf_walker *w, int t, struct conf_route *r)
 {
 	struct conf_field f;
 	if (!conf_field_open(w, t, "waf", &f))

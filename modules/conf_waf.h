@@ -50,6 +50,8 @@ struct conf_waf {
 	struct conf_waf_opts opts;
 	char *rules_dir;          /* resolved against the config's directory */
 	char *audit_log;          /* NULL: none */
+	uint64_t body_limit;      /* request body bytes inspected (routes read that much first); 0: heads only */
+	bool body_limit_deny;     /* on_body_limit = "deny": a larger body is refused (413) */
 	struct conf_waf_route *routes; /* conf->num_routes entries (when any route said `waf`) */
 	size_t num_routes;
 };

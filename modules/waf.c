@@ -12,7 +12,10 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <event2/buffer.h>
+
 #include "conf_waf.h"
+#include "exchange.h"
 #include "log.h"
 #include "waf_rules.h"
 #include "worker.h"
@@ -28,6 +31,7 @@ struct waf_route_policy {
 
 struct waf_snap {
 	struct waf_ruleset *rs;
+	bool body_limit_deny; /* waf.on_body_limit = "deny" */
 	int audit_fd; /* -1: none */
 	struct waf_route_policy *routes;
 	size_t num_routes;
@@ -108,6 +112,7 @@ static int snap_init(const struct conf *c, void **state, struct conf_errors *err
 	if (!s)
 		return -1;
 	s->audit_fd = -1;
+	s->body_limit_deny = cw->body_limit_deny;
 	s->routes = calloc(c->num_routes ? c->num_routes : 1, sizeof(*s->routes));
 	if (!s->routes)
 		goto fail;
@@ -301,6 +306,20 @@ static enum phase_result waf_access(struct request *r, const void *snapshot_stat
 	    .headers = hf,
 	    .nheaders = nh,
 	};
+	/* the body read before this phase (waf.body_limit): inspected when whole */
+	struct exchange *ex = ex_of(r);
+	size_t held = ex->body_buf ? evbuffer_get_length(ex->body_buf) : 0;
+	if (held && ex->body_done) {
+		req.body = (const char *)evbuffer_pullup(ex->body_buf, -1);
+		req.body_len = req.body ? held : 0;
+	} else if (held && s->body_limit_deny && !rp->detect) {
+		/* larger than waf.body_limit: not inspectable, refused on request */
+		if (!r->log_fields.arena)
+			fields_init(&r->log_fields, &r->arena);
+		fields_set(&r->log_fields, "waf_action", "body_limit");
+		phase_deny_init(deny, r, 413, REASON_WAF_DENIED);
+		return PHASE_DENY;
+	}
 	struct waf_verdict v;
 	waf_evaluate(ev, &rp->pol, &req, &v);
 	if (v.total_hits == 0)

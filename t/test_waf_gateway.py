@@ -176,3 +176,36 @@ def test_h2c_requests_are_inspected_too(sluice, upstreams, tmp_path):
         # cookie crumbs (one field per cookie in HTTP/2) are joined and read one by one
         r = c.get(gw.url("/a"), headers=[("cookie", "a=1"), ("cookie", "b=" + urllib.parse.quote("<script>alert(1)</script>"))])
         assert r.status_code == 403
+
+
+def test_request_bodies_are_inspected(sluice, upstreams, tmp_path):
+    """Bodies up to waf.body_limit are read before the access phase and inspected as URL-encoded,
+    JSON or multipart; a larger body passes uninspected (on_body_limit = "pass") or is refused
+    with 413 (on_body_limit = "deny")."""
+    gw, up = start(sluice, upstreams, tmp_path, {"paranoia": 1, "rules": RULES, "body_limit": "8k"})
+    with httpx.Client(timeout=5) as c:
+        form = {"content-type": "application/x-www-form-urlencoded"}
+        assert c.post(gw.url("/login"), content="user=alice&note=see+you+at+noon", headers=form).status_code == 200
+        r = c.post(gw.url("/login"), content="user=" + urllib.parse.quote("' or '1'='1") + "&pw=x", headers=form)
+        assert r.status_code == 403
+        js = {"content-type": "application/json"}
+        r = c.post(gw.url("/api"), content=json.dumps({"comment": "<script>alert(1)</script>"}), headers=js)
+        assert r.status_code == 403
+        ok = c.post(gw.url("/api"), content=json.dumps({"comment": "O'Brien liked it"}), headers=js)
+        assert ok.status_code == 200 and ok.json()["body_len"] > 0  # the upstream got the body
+        # past the limit: not inspected, passed on whole
+        big = "pad=" + "x" * 10000 + "&q=" + urllib.parse.quote("<script>alert(1)</script>")
+        r = c.post(gw.url("/api"), content=big, headers=form)
+        assert r.status_code == 200 and r.json()["body_len"] == len(big)
+    blocked = [e for e in gw.access_log() if e.get("reason") == "waf_denied"]
+    assert len(blocked) == 2
+    assert up.stats()["requests"] == 3
+
+    gw2, _ = start(sluice, upstreams, tmp_path, {"paranoia": 1, "rules": RULES, "body_limit": "1k",
+                                                   "on_body_limit": "deny"})
+    with httpx.Client(timeout=5) as c:
+        r = c.post(gw2.url("/api"), content="a=" + "y" * 5000, headers={"content-type": "text/plain"})
+        assert r.status_code == 413
+        assert c.post(gw2.url("/api"), content="a=short", headers=form).status_code == 200
+    (e,) = [e for e in gw2.access_log() if e.get("status") == 413]
+    assert e["reason"] == "waf_denied" and e["waf_action"] == "body_limit"
