@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "log.h"
 #include "log_syslog.h"
 #include "snapshot.h"
@@ -200,7 +201,7 @@ size_t accesslog_format(const struct request *r, char *buf, size_t cap)
 	jnum(&j, "bytes_in", r->bytes_in);
 	jnum(&j, "bytes_out", r->bytes_out);
 	jnum(&j, "attempts", r->attempts);
-	uint64_t end = r->end_mono_us > r->start_mono_us ? r->end_mono_us - r->start_mono_us : 0;
+	uint64_t end = clock_elapsed_us(r->start_mono_us, r->end_mono_us);
 	jms(&j, "duration_ms", end);
 	jms(&j, "upstream_connect_ms", r->upstream_connect_us);
 	jms(&j, "upstream_header_ms", r->upstream_header_us);

@@ -12,6 +12,8 @@
 
 #include <lauxlib.h>
 
+#include "clock.h"
+
 enum cache_type { CACHE_STRING, CACHE_INTEGER, CACHE_NUMBER, CACHE_BOOLEAN };
 
 struct cache_entry {
@@ -34,9 +36,7 @@ struct lua_cache {
 
 static uint64_t now_ns(void)
 {
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+	return clock_mono_ns();
 }
 
 static uint64_t hash_key(const char *k, size_t n)

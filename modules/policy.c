@@ -10,6 +10,7 @@
 #include <lauxlib.h>
 
 #include "accesslog.h"
+#include "clock.h"
 #include "conf_policy.h"
 #include "exchange.h"
 #include "log.h"
@@ -844,7 +845,7 @@ static void note_failure(struct pol_worker *ws, const struct pol_call *call, con
 	fields_ready(&r->log_fields, r);
 	char *v = arena_strndup(&r->arena, call->p->name, strlen(call->p->name));
 	fields_set(&r->log_fields, "policy_error", v);
-	uint64_t now = worker_mono_us(ws->w);
+	uint64_t now = clock_mono_us();
 	if (now - ws->log_window_us >= 1000000) {
 		ws->log_window_us = now;
 		ws->logged = 0;

@@ -8,7 +8,9 @@
 #include <sys/random.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "conf_ratelimit.h"
+#include "counters.h"
 #include "log.h"
 #include "reqkey.h"
 #include "rl_bucket.h"
@@ -43,8 +45,9 @@ struct rl_limit {
 	struct rl_table *table;
 };
 
+/* what the limiter does is counted in the registry (counters.h); this is
+ * only whether any worker still runs it */
 struct rl_totals {
-	atomic_uint_fast64_t allowed, denied, fallback, waits, commands, failures, transitions;
 	atomic_uint workers;
 };
 
@@ -94,9 +97,6 @@ static uint64_t limit_fingerprint(const struct conf_rate_limit *cl)
 	return h;
 }
 
-struct rl_counters {
-	uint64_t allowed, denied, fallback, waits, transitions;
-};
 
 struct rl_op;
 
@@ -124,8 +124,20 @@ struct rl_worker {
 	uint64_t fallback_at_down;
 	struct rl_req *reqs[REQ_BUCKETS];
 	struct rl_op *free_ops;
-	struct rl_counters c;
 };
+
+/* what the limiter does is counted in the worker's registry set (counters.h) */
+#define RL_COUNT(ws, FAMILY, label) CTR_GLOBAL_ADD((ws)->w->counters, FAMILY, label, 1)
+
+static long long rl_own(const struct rl_worker *ws, unsigned slot)
+{
+	return (long long)ctr_global_own(ws->w->counters, slot);
+}
+
+static long long rl_total(unsigned slot)
+{
+	return (long long)counters_get(counters_process, NULL, CTR_DIM_GLOBAL, 0, slot);
+}
 
 struct rl_op {
 	struct rl_op *next_free;
@@ -371,9 +383,9 @@ static bool build_key(struct request *r, const struct rl_limit *l, char *key, si
 static enum decision decide_local_rate(struct rl_req *q, const struct rl_limit *l, const struct rl_rate *rate,
                                        struct request *r, const char *key, size_t klen, struct phase_deny *deny)
 {
-	uint64_t now = rl_clock_us();
+	uint64_t now = clock_mono_us();
 	bool fresh;
-	struct rl_entry *e = rl_table_acquire(l->table, key, klen, now, &fresh);
+	struct rl_entry *e = rl_table_acquire(l->table, key, klen, now, &fresh, r->worker->counters);
 	if (fresh || e->bucket.last_us == 0)
 		rl_bucket_init(&e->bucket, rate, now);
 	uint64_t got = rl_bucket_take(&e->bucket, rate, now, 1);
@@ -393,7 +405,7 @@ static enum decision decide_fallback(struct rl_worker *ws, const struct rl_snap 
                                      const struct rl_limit *l, struct request *r, const char *key, size_t klen,
                                      struct phase_deny *deny)
 {
-	ws->c.fallback++;
+	RL_COUNT(ws, RL_FALLBACK, 0);
 	switch (s->conf->redis.on_failure) {
 	case CONF_REDIS_FAIL_ALLOW:
 		return D_ALLOW;
@@ -500,11 +512,11 @@ static enum decision decide_shared(struct rl_worker *ws, const struct rl_snap *s
 	const struct rl_limit *l = &s->limits[li];
 	if (!ws->redis || !rl_redis_usable(ws->redis))
 		return decide_fallback(ws, s, q, l, r, key, klen, deny);
-	uint64_t now = rl_clock_us();
+	uint64_t now = clock_mono_us();
 	unsigned n = instances(s);
 	bool exact = rl_lease_exact(l->c->burst, n);
 	bool fresh;
-	struct rl_entry *e = rl_table_acquire(l->table, key, klen, now, &fresh);
+	struct rl_entry *e = rl_table_acquire(l->table, key, klen, now, &fresh, ws->w->counters);
 	/* a take older than twice the timeout has failed (the connection is
 	 * dropped at the timeout); never let a lost reply block the key. Another
 	 * worker may have read the clock after us and set it in the meantime. */
@@ -564,7 +576,7 @@ static enum decision decide_shared(struct rl_worker *ws, const struct rl_snap *s
 		return decide_fallback(ws, s, q, l, r, key, klen, deny);
 	}
 	q->op = op;
-	ws->c.waits++;
+	RL_COUNT(ws, RL_REDIS_WAITS, 0);
 	return D_WAIT;
 }
 
@@ -584,11 +596,11 @@ static enum phase_result run_limits(struct rl_worker *ws, const struct rl_snap *
 		if (d == D_WAIT)
 			return PHASE_SUSPEND;
 		if (d == D_DENY) {
-			ws->c.denied++;
+			RL_COUNT(ws, RL_DECISIONS, CTR_RL_LIMITED);
 			return PHASE_DENY;
 		}
 	}
-	ws->c.allowed++;
+	RL_COUNT(ws, RL_DECISIONS, CTR_RL_ALLOWED);
 	return PHASE_CONTINUE;
 }
 
@@ -604,9 +616,9 @@ static void take_done(void *arg, bool ok, const struct rl_take_reply *reply)
 	if (!ok && op->since)
 		refill_unsent(l, op->key, op->key_len, op->since);
 	if (ok) {
-		uint64_t now = rl_clock_us();
+		uint64_t now = clock_mono_us();
 		bool fresh;
-		struct rl_entry *e = rl_table_acquire(l->table, op->key, op->key_len, now, &fresh);
+		struct rl_entry *e = rl_table_acquire(l->table, op->key, op->key_len, now, &fresh, ws->w->counters);
 		unsigned n = instances(s);
 		e->reply_us = now;
 		e->remote_tokens = reply->tokens;
@@ -663,7 +675,7 @@ static void take_done(void *arg, bool ok, const struct rl_take_reply *reply)
 		if (d == D_ALLOW) {
 			res = run_limits(ws, s, r, q, deny);
 		} else {
-			ws->c.denied++;
+			RL_COUNT(ws, RL_DECISIONS, CTR_RL_LIMITED);
 			res = PHASE_DENY;
 		}
 		if (res != PHASE_SUSPEND)
@@ -747,13 +759,13 @@ static void beat_cb(evutil_socket_t fd, short what, void *arg)
 
 static void log_counters(struct log_line *l, const struct rl_worker *ws)
 {
-	log_int(l, "allowed", (long long)ws->c.allowed);
-	log_int(l, "denied", (long long)ws->c.denied);
-	log_int(l, "fallback", (long long)ws->c.fallback);
-	log_int(l, "redis_waits", (long long)ws->c.waits);
+	log_int(l, "allowed", rl_own(ws, CTR_RL_DECISIONS + CTR_RL_ALLOWED));
+	log_int(l, "denied", rl_own(ws, CTR_RL_DECISIONS + CTR_RL_LIMITED));
+	log_int(l, "fallback", rl_own(ws, CTR_RL_FALLBACK));
+	log_int(l, "redis_waits", rl_own(ws, CTR_RL_REDIS_WAITS));
 	log_int(l, "redis_commands", (long long)rl_redis_commands(ws->redis));
 	log_int(l, "redis_failures", (long long)rl_redis_failures(ws->redis));
-	log_int(l, "transitions", (long long)ws->c.transitions);
+	log_int(l, "transitions", rl_own(ws, CTR_RL_REDIS_TRANSITIONS));
 }
 
 static void redis_state(void *arg, bool up, const char *why)
@@ -767,14 +779,14 @@ static void redis_state(void *arg, bool up, const char *why)
 		ws->up = true;
 		ws->ever_up = true;
 		if (recovered)
-			ws->c.transitions++;
+			RL_COUNT(ws, RL_REDIS_TRANSITIONS, 0);
 		log_begin(&l, LOG_INFO, recovered ? "ratelimit: redis available again, shared limits resumed"
 		                                  : "ratelimit: redis connected");
 		log_int(&l, "worker", ws->w->id);
 		log_str(&l, "redis", cr->address);
 		if (recovered) {
-			log_int(&l, "down_ms", (long long)((rl_clock_us() - ws->down_since_us) / 1000));
-			log_int(&l, "fallback_while_down", (long long)(ws->c.fallback - ws->fallback_at_down));
+			log_int(&l, "down_ms", (long long)((clock_mono_us() - ws->down_since_us) / 1000));
+			log_int(&l, "fallback_while_down", rl_own(ws, CTR_RL_FALLBACK) - (long long)ws->fallback_at_down);
 		}
 		log_counters(&l, ws);
 		log_end(&l);
@@ -784,9 +796,9 @@ static void redis_state(void *arg, bool up, const char *why)
 		return;
 	}
 	ws->up = false;
-	ws->c.transitions++;
-	ws->down_since_us = rl_clock_us();
-	ws->fallback_at_down = ws->c.fallback;
+	RL_COUNT(ws, RL_REDIS_TRANSITIONS, 0);
+	ws->down_since_us = clock_mono_us();
+	ws->fallback_at_down = (uint64_t)rl_own(ws, CTR_RL_FALLBACK);
 	log_begin(&l, LOG_WARN, "ratelimit: redis unavailable, shared limits fall back");
 	log_int(&l, "worker", ws->w->id);
 	log_str(&l, "redis", cr->address);
@@ -819,7 +831,7 @@ static int rl_worker_connect(struct rl_worker *ws)
 		if (!ws->beat_ev || event_add(ws->beat_ev, &tv) != 0)
 			return -1;
 	}
-	ws->redis = rl_redis_new(ws->w->base, &s->redis, redis_state, ws);
+	ws->redis = rl_redis_new(ws->w->base, &s->redis, ws->w->counters, redis_state, ws);
 	return ws->redis ? 0 : -1;
 }
 
@@ -861,28 +873,22 @@ static void rl_worker_adopt(struct worker *w, void *state, const void *snapshot_
 }
 
 /* One line for tests, benchmarks and operators when the last worker ends:
- * what the limiter did (tables of the last config). */
+ * what the limiter did (the process's totals, as `ctl show counters` has them). */
 static void log_totals(const struct rl_snap *s)
 {
-	struct rl_totals *t = &rl_proc.totals;
-	uint64_t evictions = 0, expired = 0;
-	for (size_t i = 0; i < s->num_limits; i++) {
-		evictions += rl_table_evictions(s->limits[i].table);
-		expired += rl_table_expired(s->limits[i].table);
-	}
-	if (s->num_limits == 0)
+	if (s->num_limits == 0 || !counters_process)
 		return;
 	struct log_line l;
 	log_begin(&l, LOG_INFO, "ratelimit totals");
-	log_int(&l, "allowed", (long long)atomic_load(&t->allowed));
-	log_int(&l, "denied", (long long)atomic_load(&t->denied));
-	log_int(&l, "fallback", (long long)atomic_load(&t->fallback));
-	log_int(&l, "redis_waits", (long long)atomic_load(&t->waits));
-	log_int(&l, "redis_commands", (long long)atomic_load(&t->commands));
-	log_int(&l, "redis_failures", (long long)atomic_load(&t->failures));
-	log_int(&l, "transitions", (long long)atomic_load(&t->transitions));
-	log_int(&l, "evictions", (long long)evictions);
-	log_int(&l, "expired", (long long)expired);
+	log_int(&l, "allowed", rl_total(CTR_RL_DECISIONS + CTR_RL_ALLOWED));
+	log_int(&l, "denied", rl_total(CTR_RL_DECISIONS + CTR_RL_LIMITED));
+	log_int(&l, "fallback", rl_total(CTR_RL_FALLBACK));
+	log_int(&l, "redis_waits", rl_total(CTR_RL_REDIS_WAITS));
+	log_int(&l, "redis_commands", rl_total(CTR_RL_REDIS_COMMANDS));
+	log_int(&l, "redis_failures", rl_total(CTR_RL_REDIS_FAILURES));
+	log_int(&l, "transitions", rl_total(CTR_RL_REDIS_TRANSITIONS));
+	log_int(&l, "evictions", rl_total(CTR_RL_EVICTIONS));
+	log_int(&l, "expired", rl_total(CTR_RL_EXPIRED));
 	log_end(&l);
 }
 
@@ -894,17 +900,10 @@ static void rl_worker_free(void *state)
 		event_free(ws->beat_ev);
 	ws->beat_ev = NULL;
 	if (ws->redis) {
-		atomic_fetch_add(&t->commands, rl_redis_commands(ws->redis));
-		atomic_fetch_add(&t->failures, rl_redis_failures(ws->redis));
 		/* fails what is in flight: requests are gone by now, refills land in the table */
 		rl_redis_free(ws->redis);
 		ws->redis = NULL;
 	}
-	atomic_fetch_add(&t->allowed, ws->c.allowed);
-	atomic_fetch_add(&t->denied, ws->c.denied);
-	atomic_fetch_add(&t->fallback, ws->c.fallback);
-	atomic_fetch_add(&t->waits, ws->c.waits);
-	atomic_fetch_add(&t->transitions, ws->c.transitions);
 	while (ws->free_ops) {
 		struct rl_op *op = ws->free_ops;
 		ws->free_ops = op->next_free;

@@ -11,6 +11,8 @@
 #include <hiredis/adapters/libevent.h>
 #include <openssl/evp.h>
 
+#include "clock.h"
+#include "counters.h"
 #include "rl_script.h"
 
 #define BACKOFF_MIN_US 100000u
@@ -59,16 +61,8 @@ struct rl_redis {
 	struct rl_cmd *pending_head, *pending_tail;
 	struct rl_cmd *free_cmds;
 	char sha[41];
-	uint64_t commands;
-	uint64_t failures;
+	struct ctr_worker *counters; /* the worker's: commands and failures are counted there */
 };
-
-uint64_t rl_clock_us(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
 
 static struct timeval us_to_tv(uint64_t us)
 {
@@ -110,7 +104,7 @@ static void cmd_fail(struct rl_cmd *c)
 
 static void set_down(struct rl_redis *r, const char *why)
 {
-	r->failures++;
+	CTR_GLOBAL_ADD(r->counters, RL_REDIS_FAILURES, 0, 1);
 	r->state = CONN_DOWN;
 	r->first_attempt = false;
 	evtimer_del(r->connect_timeout_ev);
@@ -148,7 +142,7 @@ static void arm_cmd_timer(struct rl_redis *r)
 {
 	if (r->cmd_timer_armed || !r->pending_head)
 		return;
-	uint64_t now = rl_clock_us();
+	uint64_t now = clock_mono_us();
 	uint64_t d = r->pending_head->deadline_us > now ? r->pending_head->deadline_us - now : 0;
 	struct timeval tv = us_to_tv(d);
 	if (evtimer_add(r->cmd_timeout_ev, &tv) == 0)
@@ -163,7 +157,7 @@ static void cmd_timeout_cb(evutil_socket_t fd, short what, void *arg)
 	r->cmd_timer_armed = false;
 	if (!r->pending_head)
 		return;
-	if (r->pending_head->deadline_us <= rl_clock_us()) {
+	if (r->pending_head->deadline_us <= clock_mono_us()) {
 		fail_connection(r, "command timeout");
 		return;
 	}
@@ -240,7 +234,7 @@ static int send_cmd(struct rl_redis *r, struct rl_cmd *c)
 		return -1;
 	if (redisAsyncCommandArgv(r->ac, cmd_reply_cb, c, c->argc, c->argv, c->argvlen) != REDIS_OK)
 		return -1;
-	r->commands++;
+	CTR_GLOBAL_ADD(r->counters, RL_REDIS_COMMANDS, 0, 1);
 	return 0;
 }
 
@@ -325,7 +319,7 @@ static void connect_now(struct rl_redis *r)
 		const char *argv[2] = {"AUTH", r->password};
 		size_t lens[2] = {4, strlen(r->password)};
 		if (redisAsyncCommandArgv(ac, auth_reply_cb, r, 2, argv, lens) == REDIS_OK)
-			r->commands++;
+			CTR_GLOBAL_ADD(r->counters, RL_REDIS_COMMANDS, 0, 1);
 	}
 	if (r->cfg.db) {
 		char db[16];
@@ -333,17 +327,18 @@ static void connect_now(struct rl_redis *r)
 		const char *argv[2] = {"SELECT", db};
 		size_t lens[2] = {6, (size_t)n};
 		if (redisAsyncCommandArgv(ac, auth_reply_cb, r, 2, argv, lens) == REDIS_OK)
-			r->commands++;
+			CTR_GLOBAL_ADD(r->counters, RL_REDIS_COMMANDS, 0, 1);
 	}
 }
 
-struct rl_redis *rl_redis_new(struct event_base *base, const struct rl_redis_config *cfg, rl_state_cb *state_cb,
-                              void *state_arg)
+struct rl_redis *rl_redis_new(struct event_base *base, const struct rl_redis_config *cfg, struct ctr_worker *counters,
+                              rl_state_cb *state_cb, void *state_arg)
 {
 	struct rl_redis *r = calloc(1, sizeof *r);
 	if (!r)
 		return NULL;
 	r->base = base;
+	r->counters = counters;
 	r->cfg = *cfg;
 	r->state_cb = state_cb;
 	r->state_arg = state_arg;
@@ -419,7 +414,7 @@ static struct rl_cmd *cmd_new(struct rl_redis *r)
 	c->prev = c->next = NULL;
 	c->r = r;
 	c->evaled = false;
-	c->deadline_us = rl_clock_us() + r->cfg.timeout_us;
+	c->deadline_us = clock_mono_us() + r->cfg.timeout_us;
 	return c;
 }
 
@@ -509,10 +504,10 @@ int rl_redis_beat(struct rl_redis *r, const char *instances_key, const char *ins
 
 uint64_t rl_redis_commands(const struct rl_redis *r)
 {
-	return r->commands;
+	return ctr_global_own(r->counters, CTR_RL_REDIS_COMMANDS);
 }
 
 uint64_t rl_redis_failures(const struct rl_redis *r)
 {
-	return r->failures;
+	return ctr_global_own(r->counters, CTR_RL_REDIS_FAILURES);
 }

@@ -26,6 +26,7 @@
 #include <event2/event.h>
 
 struct rl_redis;
+struct ctr_worker;
 
 struct rl_redis_config {
 	const char *host; /* numeric IPv4/IPv6 */
@@ -51,8 +52,9 @@ typedef void rl_beat_cb(void *arg, long long instances);
 typedef void rl_state_cb(void *arg, bool up, const char *why);
 
 /* Starts connecting at once. Returns NULL when out of memory. */
-struct rl_redis *rl_redis_new(struct event_base *base, const struct rl_redis_config *cfg, rl_state_cb *state_cb,
-                              void *state_arg);
+/* counters: the worker's counter set (counters.h), where commands and failures are counted. */
+struct rl_redis *rl_redis_new(struct event_base *base, const struct rl_redis_config *cfg, struct ctr_worker *counters,
+                              rl_state_cb *state_cb, void *state_arg);
 void rl_redis_free(struct rl_redis *r);
 
 bool rl_redis_usable(const struct rl_redis *r);
@@ -66,12 +68,9 @@ int rl_redis_take(struct rl_redis *r, const char *key, size_t key_len, uint64_t 
 int rl_redis_beat(struct rl_redis *r, const char *instances_key, const char *instance_id, unsigned window_s,
                   rl_beat_cb *cb, void *arg);
 
-/* Commands sent on this connection so far (including AUTH, SELECT, retries). */
+/* Commands this worker sent so far (including AUTH, SELECT, retries; its counter set). */
 uint64_t rl_redis_commands(const struct rl_redis *r);
-/* Failures (timeouts, lost connections, refused connects) so far. */
+/* Failures (timeouts, lost connections, refused connects) this worker saw so far. */
 uint64_t rl_redis_failures(const struct rl_redis *r);
-
-/* The monotonic clock the rate limiter uses, in microseconds (vDSO, no syscall). */
-uint64_t rl_clock_us(void);
 
 #endif

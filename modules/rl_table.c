@@ -6,6 +6,8 @@
 #include <string.h>
 #include <sys/random.h>
 
+#include "counters.h"
+
 #define WAYS 8
 #define MAX_LOCKS 256
 
@@ -21,8 +23,6 @@ struct rl_table {
 	size_t num_locks; /* power of two, <= num_sets */
 	uint64_t idle_us;
 	uint64_t seed;
-	atomic_uint_fast64_t evictions;
-	atomic_uint_fast64_t expired;
 	/* the registry (rl_table_get); a table made by rl_table_new() has no name */
 	char *name;
 	size_t max_keys;
@@ -92,8 +92,6 @@ struct rl_table *rl_table_new(size_t max_keys, uint64_t idle_us)
 			return NULL;
 		}
 	}
-	atomic_init(&t->evictions, 0);
-	atomic_init(&t->expired, 0);
 	return t;
 }
 
@@ -135,7 +133,8 @@ struct rl_entry *rl_table_find(struct rl_table *t, const char *key, size_t len)
 	return e;
 }
 
-struct rl_entry *rl_table_acquire(struct rl_table *t, const char *key, size_t len, uint64_t now_us, bool *fresh)
+struct rl_entry *rl_table_acquire(struct rl_table *t, const char *key, size_t len, uint64_t now_us, bool *fresh,
+                                  struct ctr_worker *counters)
 {
 	if (len > RL_KEY_MAX)
 		len = RL_KEY_MAX; /* callers shorten keys first; this only keeps memory safe */
@@ -160,8 +159,8 @@ struct rl_entry *rl_table_acquire(struct rl_table *t, const char *key, size_t le
 				victim = &ways[i];
 			}
 		}
-		if (victim->hash != 0)
-			atomic_fetch_add_explicit(idle ? &t->expired : &t->evictions, 1, memory_order_relaxed);
+		if (victim->hash != 0 && counters)
+			ctr_bump(ctr_global_row(counters) + (idle ? CTR_RL_EXPIRED : CTR_RL_EVICTIONS), 1);
 		e = victim;
 		memset(e, 0, sizeof *e);
 		e->hash = h;
@@ -181,16 +180,6 @@ void rl_table_release(struct rl_table *t, struct rl_entry *e)
 size_t rl_table_slots(const struct rl_table *t)
 {
 	return t->num_sets * WAYS;
-}
-
-uint64_t rl_table_evictions(const struct rl_table *t)
-{
-	return atomic_load_explicit(&t->evictions, memory_order_relaxed);
-}
-
-uint64_t rl_table_expired(const struct rl_table *t)
-{
-	return atomic_load_explicit(&t->expired, memory_order_relaxed);
 }
 
 struct rl_table *rl_table_get(const char *name, size_t max_keys, uint64_t idle_us, uint64_t fingerprint)

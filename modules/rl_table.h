@@ -6,7 +6,7 @@
  * sets. A key goes into its set's free slot, else into a slot idle for longer
  * than idle_us (its bucket would be full again, so forgetting it changes
  * nothing: counted as expired), else it evicts the set's least recently used
- * entry (counted as evicted). A flood of distinct keys therefore costs a fixed
+ * entry (counted as evicted, in the caller's counter set). A flood of distinct keys therefore costs a fixed
  * amount of memory and evicts only within the sets it lands on.
  *
  * Locking: each set belongs to one of up to 256 mutexes. acquire() returns
@@ -44,6 +44,7 @@ struct rl_entry {
 };
 
 struct rl_table;
+struct ctr_worker;
 
 /* Returns NULL when out of memory. */
 struct rl_table *rl_table_new(size_t max_keys, uint64_t idle_us);
@@ -61,14 +62,15 @@ struct rl_table *rl_table_get(const char *name, size_t max_keys, uint64_t idle_u
 void rl_table_put(struct rl_table *t);
 
 /* Locks and returns the entry for key[0..len) (len <= RL_KEY_MAX), creating
- * it (zeroed except hash, key and used_us; *fresh = true) when absent. */
-struct rl_entry *rl_table_acquire(struct rl_table *t, const char *key, size_t len, uint64_t now_us, bool *fresh);
+ * it (zeroed except hash, key and used_us; *fresh = true) when absent. A
+ * key it forgets to make room is counted (expired or evicted) in counters,
+ * the calling thread's counter set (counters.h; NULL: not counted). */
+struct rl_entry *rl_table_acquire(struct rl_table *t, const char *key, size_t len, uint64_t now_us, bool *fresh,
+                                  struct ctr_worker *counters);
 /* Locks and returns the entry for key if present, else NULL (nothing locked). */
 struct rl_entry *rl_table_find(struct rl_table *t, const char *key, size_t len);
 void rl_table_release(struct rl_table *t, struct rl_entry *e);
 
 size_t rl_table_slots(const struct rl_table *t);
-uint64_t rl_table_evictions(const struct rl_table *t);
-uint64_t rl_table_expired(const struct rl_table *t);
 
 #endif

@@ -16,6 +16,8 @@
 
 #include "admin_cmd.h"
 #include "breaker.h"
+#include "clock.h"
+#include "counters.h"
 #include "health.h"
 #include "log.h"
 #include "runtime.h"
@@ -169,7 +171,7 @@ static unsigned error_rate_pct(struct runtime_server *s, const struct conf_pool 
 static void show_pools(struct admin *a, bool json, struct evbuffer *out)
 {
 	const struct conf *c = a->snap->conf;
-	uint64_t now = runtime_now_us();
+	uint64_t now = clock_mono_us();
 	if (json)
 		evbuffer_add_printf(out, "{\"ok\":true,\"pools\":[");
 	else
@@ -185,9 +187,13 @@ static void show_pools(struct admin *a, bool json, struct evbuffer *out)
 			struct runtime_server *s = runtime_find_server(p, c->pools[i].servers[j].address);
 			usable += s && runtime_server_usable(s, now);
 		}
-		unsigned long long overflow = atomic_load(&p->overflow), denied = atomic_load(&p->retry_denied),
-		                   bopen = atomic_load(&p->breaker_open), none = atomic_load(&p->no_server),
-		                   retries = atomic_load(&p->retries);
+		const struct counters_map *m = a->snap->counters;
+#define POOL_REASON(r) (unsigned long long)counters_get(counters_process, m, CTR_DIM_POOL, i, CTR_POOL_REASONS + (r))
+		unsigned long long overflow = POOL_REASON(REASON_POOL_OVERFLOW),
+		                   denied = POOL_REASON(REASON_RETRY_BUDGET_EXHAUSTED),
+		                   bopen = POOL_REASON(REASON_BREAKER_OPEN), none = POOL_REASON(REASON_NO_HEALTHY_UPSTREAM),
+		                   retries = counters_get(counters_process, m, CTR_DIM_POOL, i, CTR_POOL_RETRIES);
+#undef POOL_REASON
 		if (json) {
 			evbuffer_add_printf(out, "%s{\"pool\":", i ? "," : "");
 			out_json_str(out, p->name);
@@ -217,7 +223,7 @@ static void show_servers(struct admin *a, const char *only, bool json, struct ev
 		reply_error(out, json, "unknown pool \"%s\" (show pools lists them)", only);
 		return;
 	}
-	uint64_t now = runtime_now_us();
+	uint64_t now = clock_mono_us();
 	bool first = true;
 	if (json)
 		evbuffer_add_printf(out, "{\"ok\":true,\"servers\":[");
@@ -238,6 +244,11 @@ static void show_servers(struct admin *a, const char *only, bool json, struct ev
 			unsigned rate = error_rate_pct(s, cp, now, &b, &st);
 			const char *bstate = cp->breaker.enabled ? breaker_state_name(b.state) : "off";
 			const char *check = health_last_result(a->health, cp->name, s->address);
+			size_t si = a->snap->counters ? counters_server_index(a->snap->counters, i, j) : 0;
+			unsigned long long requests =
+			    counters_get(counters_process, a->snap->counters, CTR_DIM_SERVER, si, CTR_SERVER_ATTEMPTS);
+			unsigned long long failures =
+			    counters_get(counters_process, a->snap->counters, CTR_DIM_SERVER, si, CTR_SERVER_FAILURES);
 			if (json) {
 				evbuffer_add_printf(out, "%s{\"pool\":", first ? "" : ",");
 				out_json_str(out, cp->name);
@@ -253,14 +264,12 @@ static void show_servers(struct admin *a, const char *only, bool json, struct ev
 				                    "\"requests\":%llu,\"failures\":%llu}",
 				                    admin_state_name(s), bstate, atomic_load(&s->active_requests),
 				                    atomic_load(&s->connections), st.total, st.failures,
-				                    st.total ? (double)st.failures / st.total : 0.0,
-				                    (unsigned long long)atomic_load(&s->requests),
-				                    (unsigned long long)atomic_load(&s->failures));
+				                    st.total ? (double)st.failures / st.total : 0.0, requests, failures);
 			} else {
 				evbuffer_add_printf(out, "%-12s %-22s %6u %6u %-8s %-9s %6u %5u %5u%% %8llu  %s%s%s%s\n", cp->name,
 				                    s->address, atomic_load(&s->weight), atomic_load(&s->config_weight),
 				                    health_name(s), admin_state_name(s), atomic_load(&s->active_requests),
-				                    atomic_load(&s->connections), rate, (unsigned long long)atomic_load(&s->requests),
+				                    atomic_load(&s->connections), rate, requests,
 				                    bstate, *check ? " (last check: " : "", check, *check ? ")" : "");
 			}
 			first = false;
@@ -273,7 +282,7 @@ static void show_servers(struct admin *a, const char *only, bool json, struct ev
 static void show_breakers(struct admin *a, bool json, struct evbuffer *out)
 {
 	const struct conf *c = a->snap->conf;
-	uint64_t now = runtime_now_us();
+	uint64_t now = clock_mono_us();
 	bool first = true;
 	if (json)
 		evbuffer_add_printf(out, "{\"ok\":true,\"breakers\":[");
@@ -323,7 +332,7 @@ static void show_config(struct admin *a, bool json, struct evbuffer *out)
 		servers += c->pools[i].num_servers;
 	char loaded[32];
 	log_format_time(a->snap->loaded_wall_us, loaded);
-	unsigned long long changes = atomic_load(&a->rt->changes);
+	unsigned long long changes = counters_get(counters_process, NULL, CTR_DIM_GLOBAL, 0, CTR_RUNTIME_CHANGES);
 	if (json) {
 		evbuffer_add_printf(out, "{\"ok\":true,\"source\":");
 		out_json_str(out, c->source);
@@ -545,6 +554,7 @@ static void show_help(bool json, struct evbuffer *out)
 		"show admin                          admin connections: open, cap, refused, evicted, paused, idle-closed",
 		"show state-file                     the state file: path, whether changes are written to it, and why not",
 		"save-state [--force]                write the state file now (--force: replace one unreadable at start)",
+		"show counters                       every counter and histogram: requests, reasons, latency, bytes, ...",
 		"set weight POOL ADDRESS W           set a server's weight (0 to 1000; 0 takes no new requests)",
 		"clear weight POOL ADDRESS           go back to the config's weight",
 		"drain POOL ADDRESS                  no new requests; in-flight ones finish; idle connections close",
@@ -666,7 +676,8 @@ void admin_set_snapshot(struct admin *a, struct snapshot *snap, struct health *h
 /* A change was applied: log it, persist it, answer it. */
 static void changed(struct admin *a, unsigned uid, const char *what, bool json, struct evbuffer *out)
 {
-	atomic_fetch_add(&a->rt->changes, 1);
+	if (counters_process)
+		CTR_GLOBAL_ADD(counters_main(counters_process), RUNTIME_CHANGES, 0, 1);
 	const char *state_file = a->sf ? a->sf->path : NULL;
 	char err[1024] = "";
 	bool saved = a->sf && statefile_save(a->sf, a->rt, false, err, sizeof(err)) == 0;
@@ -748,7 +759,7 @@ static void cmd_server_change(struct admin *a, unsigned uid, char **w, size_t n,
 	} else {
 		struct breaker b;
 		struct breaker_stats st;
-		runtime_breaker_read(s, &cp->breaker, runtime_now_us(), &b, &st);
+		runtime_breaker_read(s, &cp->breaker, clock_mono_us(), &b, &st);
 		runtime_breaker_reset(s);
 		snprintf(what, sizeof(what), "pool %s server %s: breaker %s -> closed", cp->name, s->address,
 		         breaker_state_name(b.state));
@@ -854,9 +865,11 @@ void admin_execute(struct admin *a, const char *line, size_t len, unsigned uid, 
 			show_admin(a, json, out);
 		else if (strcmp(w[1], "state-file") == 0 && n == 2)
 			show_state_file(a, json, out);
+		else if (strcmp(w[1], "counters") == 0 && n == 2)
+			counters_write(counters_process, a->snap->counters, json, out);
 		else
 			reply_error(out, json, "usage: show pools | show servers [POOL] | show breakers | show config | show diff | "
-			                       "show admin | show state-file");
+			                       "show admin | show state-file | show counters");
 	} else if (strcmp(w[0], "save-state") == 0) {
 		cmd_save_state(a, uid, w, n, json, out);
 	} else if (strcmp(w[0], "reload") == 0 && n == 1) {
@@ -965,14 +978,14 @@ static void conn_read_cb(struct bufferevent *bev, void *arg)
 {
 	(void)bev;
 	struct admin_conn *c = arg;
-	c->last_us = runtime_now_us();
+	c->last_us = clock_mono_us();
 	conn_process(c);
 }
 
 static void conn_write_cb(struct bufferevent *bev, void *arg)
 {
 	struct admin_conn *c = arg;
-	c->last_us = runtime_now_us();
+	c->last_us = clock_mono_us();
 	if (c->closing) {
 		if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
 			conn_free(c);
@@ -1035,7 +1048,7 @@ static bool evict_idle(struct admin *a)
 		return false;
 	struct log_line l;
 	log_begin(&l, LOG_INFO, "admin: every connection slot taken; the longest idle connection closed to make room");
-	log_int(&l, "idle_ms", (long long)((runtime_now_us() - oldest->last_us) / 1000));
+	log_int(&l, "idle_ms", (long long)((clock_mono_us() - oldest->last_us) / 1000));
 	log_int(&l, "max_connections", a->max_conns);
 	log_end(&l);
 	a->evicted++;
@@ -1094,7 +1107,7 @@ static void admin_accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct
 	}
 	c->a = a;
 	c->uid = (unsigned)cred.uid;
-	c->last_us = runtime_now_us();
+	c->last_us = clock_mono_us();
 	c->bev = bufferevent_socket_new(a->base, fd, BEV_OPT_CLOSE_ON_FREE);
 	if (!c->bev) {
 		close(fd);

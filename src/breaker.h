@@ -8,8 +8,10 @@
  * open time goes back to open_for), any fails -> open again.
  *
  * Contract: no locking and no clock here; the caller serialises access (the
- * runtime table holds one mutex per server) and passes the time in
- * microseconds. Every admitted request carries the epoch breaker_admit gave
+ * runtime table holds one mutex per server) and passes now_us and durations
+ * from the monotonic clock (clock_mono_us, clock_elapsed_us in clock.h):
+ * window buckets, open_until_us and slow calls are all monotonic, so a step
+ * of the wall clock neither trips nor holds open a breaker. Every admitted request carries the epoch breaker_admit gave
  * it; an outcome from an older epoch (a request that started before the last
  * transition) is counted in the statistics but cannot move the state. A
  * disabled breaker (conf->enabled false) still keeps the window statistics. */

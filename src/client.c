@@ -17,6 +17,7 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
+#include "clock.h"
 #include "exchange.h"
 #include "log.h"
 #include "pipeline.h"
@@ -50,7 +51,7 @@ static const struct conf *client_conf(const struct client_conn *cc)
  * timer that fires before the deadline re-arms itself for the remainder. */
 static void client_timer_at(struct client_conn *cc, uint64_t at_us)
 {
-	uint64_t now = worker_mono_us(cc->w);
+	uint64_t now = clock_mono_us();
 	uint64_t ms = at_us > now ? (at_us - now + 999) / 1000 : 0;
 	struct timeval tv = worker_timeval(cc->w, ms);
 	if (evtimer_add(cc->timer, &tv) != 0) {
@@ -62,7 +63,7 @@ static void client_timer_at(struct client_conn *cc, uint64_t at_us)
 
 static void client_arm_timer(struct client_conn *cc, conf_msec ms)
 {
-	cc->deadline_us = worker_mono_us(cc->w) + ms * 1000;
+	cc->deadline_us = clock_mono_us() + ms * 1000;
 	if (cc->timer_at_us == 0 || cc->timer_at_us > cc->deadline_us)
 		client_timer_at(cc, cc->deadline_us);
 }
@@ -776,7 +777,7 @@ static void client_timer_cb(evutil_socket_t fd, short what, void *arg)
 	struct client_conn *cc = arg;
 	cc->timer_at_us = 0; /* a non-persistent timer is no longer pending once it runs */
 	if (cc->deadline_us) {
-		if (worker_mono_us(cc->w) < cc->deadline_us) {
+		if (clock_mono_us() < cc->deadline_us) {
 			client_timer_at(cc, cc->deadline_us);
 			return;
 		}

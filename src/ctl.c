@@ -15,6 +15,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
+
 #define CTL_MAX_LINE 4096
 /* While the backlog of a busy gateway is full, connect() is retried this often. */
 #define CTL_CONNECT_RETRY_MS 20
@@ -30,9 +32,7 @@ static void ctl_usage(FILE *out)
 
 static int64_t ctl_now_ms(void)
 {
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	return (int64_t)(clock_mono_us() / 1000u);
 }
 
 /* Milliseconds left before the deadline, for poll(): 0 once it has passed. */

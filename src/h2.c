@@ -12,6 +12,8 @@
 
 #include "addrcount.h"
 #include "client.h"
+#include "clock.h"
+#include "counters.h"
 #include "conf_tls.h"
 #include "exchange.h"
 #include "log.h"
@@ -32,17 +34,8 @@
  * with its own encryption and framing on both sides. */
 #define H2_TLS_DATA_MAX (16384 - 9)
 
-#define H2_CLOSE_LIST(X)                                                                                               \
-	X(RAPID_RESET, "rapid_reset")                                                                                  \
-	X(CONTINUATION_FLOOD, "continuation_flood")                                                                    \
-	X(SETTINGS_FLOOD, "settings_flood")                                                                            \
-	X(PING_FLOOD, "ping_flood")                                                                                    \
-	X(EMPTY_FRAME_FLOOD, "empty_frame_flood")                                                                      \
-	X(HEADER_LIST_TOO_LARGE, "header_list_too_large")                                                              \
-	X(GLITCHES, "glitches")                                                                                        \
-	X(INVALID_STREAM_ID, "invalid_stream_id")                                                                      \
-	X(PROTOCOL_ERROR, "protocol_error")                                                                            \
-	X(IDLE_TIMEOUT, "idle_timeout")
+/* the close reasons are a fixed label set of the counter registry (counters.h) */
+#define H2_CLOSE_LIST(X) CTR_H2_CLOSE_LIST(X)
 
 enum h2_close {
 #define H2_CLOSE_ENUM(sym, str) H2_CLOSE_##sym,
@@ -64,8 +57,6 @@ struct h2_worker {
 	 * the first upload */
 	struct addrcount *uploads_by_addr;
 	uint64_t uploads_refused_conn, uploads_refused_addr;
-	uint64_t sessions_total;
-	uint64_t closed[H2_CLOSE__COUNT];
 };
 
 struct h2_stream {
@@ -156,9 +147,7 @@ static struct h2_worker *h2w(struct worker *w)
 static void session_closed_because(struct h2_session *s, enum h2_close why, const char *detail)
 {
 	s->closing = true;
-	struct h2_worker *hw = h2w(s->w);
-	if (hw)
-		hw->closed[why]++;
+	CTR_GLOBAL_ADD(s->w->counters, H2_CLOSED, why, 1);
 	struct log_line l;
 	log_begin(&l, why == H2_CLOSE_IDLE_TIMEOUT ? LOG_DEBUG : LOG_WARN, "HTTP/2 connection closed");
 	log_str(&l, "reason", h2_close_names[why]);
@@ -180,8 +169,8 @@ static void session_fail(struct h2_session *s, enum h2_close why, uint32_t code)
 
 static void window_roll(struct h2_session *s)
 {
-	uint64_t now = worker_wall_us(s->w);
-	if (now - s->window_start_us >= 1000000) {
+	uint64_t now = clock_mono_us();
+	if (clock_elapsed_us(s->window_start_us, now) >= 1000000) {
 		s->window_start_us = now;
 		s->resets = s->pings = s->settings = s->empty = s->glitches = 0;
 	}
@@ -597,7 +586,7 @@ static void stream_body_timer_cb(evutil_socket_t fd, short what, void *arg);
 static void stream_body_timer_at(struct h2_stream *st, uint64_t at_us)
 {
 	struct worker *w = st->s->w;
-	uint64_t now = worker_mono_us(w);
+	uint64_t now = clock_mono_us();
 	uint64_t ms = at_us > now ? (at_us - now + 999) / 1000 : 0;
 	struct timeval tv = worker_timeval(w, ms);
 	if (!st->body_timer && !(st->body_timer = evtimer_new(w->base, stream_body_timer_cb, st))) {
@@ -614,7 +603,7 @@ static void stream_body_timer_at(struct h2_stream *st, uint64_t at_us)
 /* (Re)start the body timeout: every DATA frame pushes it back without touching the event loop. */
 static void stream_body_deadline(struct h2_stream *st)
 {
-	st->body_deadline_us = worker_mono_us(st->s->w) + st->s->w->snap->conf->limits.client_body_timeout * 1000;
+	st->body_deadline_us = clock_mono_us() + st->s->w->snap->conf->limits.client_body_timeout * 1000;
 	if (st->body_timer_at_us == 0 || st->body_timer_at_us > st->body_deadline_us)
 		stream_body_timer_at(st, st->body_deadline_us);
 }
@@ -627,7 +616,7 @@ static void stream_body_timer_cb(evutil_socket_t fd, short what, void *arg)
 	st->body_timer_at_us = 0;
 	if (!st->body_deadline_us)
 		return;
-	if (worker_mono_us(st->s->w) < st->body_deadline_us) {
+	if (clock_mono_us() < st->body_deadline_us) {
 		stream_body_timer_at(st, st->body_deadline_us);
 		return;
 	}
@@ -1341,7 +1330,7 @@ void h2_session_start(struct worker *w, size_t listener, struct bufferevent *bev
 	s->data_max = strcmp(o->scheme, "https") == 0 ? H2_TLS_DATA_MAX : SIZE_MAX;
 	s->preface_left = 24;
 	s->cut_reason = REASON_CLIENT_RESET;
-	s->window_start_us = worker_wall_us(w);
+	s->window_start_us = clock_mono_us();
 	nghttp2_session_callbacks_set_on_begin_frame_callback(cbs, on_begin_frame);
 	nghttp2_session_callbacks_set_on_invalid_frame_recv_callback(cbs, on_invalid_frame_recv);
 	nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, on_begin_headers);
@@ -1398,7 +1387,7 @@ void h2_session_start(struct worker *w, size_t listener, struct bufferevent *bev
 	if (hw->sessions)
 		hw->sessions->prev = s;
 	hw->sessions = s;
-	hw->sessions_total++;
+	CTR_GLOBAL_ADD(w->counters, H2_SESSIONS, 0, 1);
 	w->num_conns++;
 	const struct conf *c = s->snap->conf;
 	struct timeval send_tv = worker_timeval(w, c->limits.send_timeout);
@@ -1454,19 +1443,22 @@ void h2_worker_free(struct worker *w)
 	if (!hw)
 		return;
 	h2_close_all(w);
-	uint64_t total = 0;
-	for (int i = 0; i < H2_CLOSE__COUNT; i++)
+	/* this worker's share of the registry's totals (ctl show counters has the sum) */
+	uint64_t total = 0, sessions = w->counters ? ctr_global_own(w->counters, CTR_H2_SESSIONS) : 0;
+	for (int i = 0; sessions && i < H2_CLOSE__COUNT; i++)
 		if (i != H2_CLOSE_IDLE_TIMEOUT)
-			total += hw->closed[i];
-	if (hw->sessions_total) {
+			total += ctr_global_own(w->counters, CTR_H2_CLOSED + (unsigned)i);
+	if (sessions) {
 		struct log_line l;
 		log_begin(&l, LOG_INFO, "HTTP/2 sessions");
 		log_int(&l, "worker", w->id);
-		log_int(&l, "sessions", (long long)hw->sessions_total);
+		log_int(&l, "sessions", (long long)sessions);
 		log_int(&l, "closed_by_defence", (long long)total);
-		for (int i = 0; i < H2_CLOSE__COUNT; i++)
-			if (hw->closed[i])
-				log_int(&l, h2_close_names[i], (long long)hw->closed[i]);
+		for (int i = 0; i < H2_CLOSE__COUNT; i++) {
+			uint64_t n = ctr_global_own(w->counters, CTR_H2_CLOSED + (unsigned)i);
+			if (n)
+				log_int(&l, h2_close_names[i], (long long)n);
+		}
 		log_end(&l);
 	}
 	if (hw->uploads_refused_conn || hw->uploads_refused_addr) {

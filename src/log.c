@@ -7,9 +7,10 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "clock.h"
 
 /* Written once by main() before threads start; read-only afterwards. */
 static enum log_level log_min_level = LOG_INFO;
@@ -124,13 +125,10 @@ void log_int(struct log_line *l, const char *key, long long value)
 
 void log_begin(struct log_line *l, enum log_level level, const char *msg)
 {
-	struct timeval tv;
 	char ts[32];
 	l->len = 0;
 	l->truncated = 0;
-	if (gettimeofday(&tv, NULL) != 0)
-		memset(&tv, 0, sizeof(tv));
-	log_format_time((uint64_t)tv.tv_sec * 1000000u + (uint64_t)tv.tv_usec, ts);
+	log_format_time(clock_wall_us(), ts);
 	log_raw(l, "{\"time\":\"", 9);
 	log_raw(l, ts, strlen(ts));
 	log_raw(l, "\",\"level\":\"", 11);

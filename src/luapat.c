@@ -16,6 +16,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
+
 #include <lauxlib.h>
 
 enum {
@@ -47,10 +49,7 @@ struct match_state {
 
 uint64_t luapat_now_ns(void)
 {
-	struct timespec ts;
-	if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0)
-		return 0;
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+	return clock_mono_ns();
 }
 
 static void step(struct match_state *ms)

@@ -15,6 +15,7 @@
 
 #include "config.h"
 #include "metrics_impl.h"
+#include "clock.h"
 #include "runtime.h"
 #include "snapshot.h"
 #include "conf_tls.h"
@@ -22,9 +23,7 @@
 
 static uint64_t wall_us(void)
 {
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+	return clock_wall_us();
 }
 
 struct metrics *metrics_new(struct runtime *rt, struct snapshot *snap, unsigned workers)
@@ -325,7 +324,7 @@ static void cert_family(const struct metrics *m, struct evbuffer *out, bool om)
 
 void metrics_write(struct metrics *m, struct evbuffer *out, bool om)
 {
-	m->now_us = runtime_now_us();
+	m->now_us = clock_mono_us();
 	process_families(m, out, om);
 	listener_family(m, out, om);
 	cert_family(m, out, om);

@@ -19,7 +19,7 @@ struct metrics {
 	uint64_t last_reload_wall_us;  /* 0: no reload tried */
 	uint64_t last_success_wall_us; /* when the config in use was built */
 	uint64_t start_wall_us;
-	uint64_t now_us; /* the runtime clock, read once per answer */
+	uint64_t now_us; /* the monotonic clock (breaker times), read once per answer */
 };
 
 /* "closed", "open", "half_open" for an enum breaker_state. */

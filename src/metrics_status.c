@@ -10,6 +10,7 @@
 #include <event2/buffer.h>
 
 #include "config.h"
+#include "clock.h"
 #include "metrics_impl.h"
 #include "runtime.h"
 #include "snapshot.h"
@@ -239,7 +240,7 @@ static void json_page(struct metrics *m, struct evbuffer *out)
 
 void metrics_status(struct metrics *m, struct evbuffer *out, bool json)
 {
-	m->now_us = runtime_now_us();
+	m->now_us = clock_mono_us();
 	if (json)
 		json_page(m, out);
 	else

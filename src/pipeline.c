@@ -7,6 +7,8 @@
 #include <event2/buffer.h>
 #include <event2/event.h>
 
+#include "clock.h"
+#include "counters.h"
 #include "log.h"
 #include "module.h"
 #include "proxy.h"
@@ -128,6 +130,7 @@ void pipeline_begin(struct exchange *ex, struct worker *w, const struct ex_ops *
 	r->client_ip[n] = '\0';
 	r->client_port = peer->port;
 	r->listener = r->snap->conf->listeners[peer->listener].name;
+	r->listener_index = peer->listener;
 	r->scheme = peer->scheme ? peer->scheme : "http";
 	r->protocol = "HTTP/1.1";
 	r->method = "";
@@ -139,8 +142,10 @@ void pipeline_begin(struct exchange *ex, struct worker *w, const struct ex_ops *
 	r->route_name = "";
 	r->service = -1;
 	r->pool = -1;
-	r->start_wall_us = worker_wall_us(w);
-	r->start_mono_us = r->start_wall_us;
+	r->server = -1;
+	/* the wall time is only the access log's timestamp; durations use the monotonic start */
+	r->start_wall_us = clock_wall_us();
+	r->start_mono_us = clock_mono_us();
 }
 
 /* ---- respond and log ---- */
@@ -223,7 +228,8 @@ static void pipeline_log(struct exchange *ex)
 	struct request *r = &ex->req;
 	struct worker *w = r->worker;
 	const struct snapshot *s = r->snap;
-	r->end_mono_us = worker_wall_us(w);
+	r->end_mono_us = clock_mono_us();
+	counters_request_done(w->counters, r);
 	for (size_t i = 0; i < module_count; i++)
 		if (module_list[i]->log)
 			module_list[i]->log(r, s->module_state[i], w->module_state[i]);
@@ -427,7 +433,7 @@ static void pipeline_pace_arm(struct exchange *ex, uint64_t due, uint64_t now)
 
 static void pipeline_pace_start(struct exchange *ex)
 {
-	uint64_t now = worker_mono_us(ex->req.worker);
+	uint64_t now = clock_mono_us();
 	if (!ex->body_start_us)
 		ex->body_start_us = now; /* the total deadline runs from the body's first want */
 	ex->rate_start_us = now;
@@ -445,7 +451,7 @@ static void pipeline_pace_check(struct exchange *ex)
 {
 	if ((ex->phase != EX_PHASE_PROXY && ex->phase != EX_PHASE_BODY) || ex->body_done)
 		return;
-	uint64_t now = worker_mono_us(ex->req.worker);
+	uint64_t now = clock_mono_us();
 	const struct proxy_txn *txn = &ex->txn;
 	if (ex->phase == EX_PHASE_PROXY && (txn->req_paused || txn->connecting || !txn->uc)) {
 		ex->rate_start_us = now;

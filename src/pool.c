@@ -8,6 +8,7 @@
 #include <event2/event.h>
 
 #include "balance.h"
+#include "clock.h"
 #include "log.h"
 #include "conf_tls.h"
 #include "tls_ctx.h"
@@ -269,7 +270,7 @@ static int pool_pick_one(struct pool_state *p, const struct balance_ring *ring, 
 void pool_pick_server(struct pool_state *p, const struct balance_ring *ring, bool has_key, uint64_t key_hash,
                       uint64_t avoid, struct pool_pick *out)
 {
-	uint64_t now = worker_wall_us(p->worker);
+	uint64_t now = clock_mono_us();
 	size_t breakers;
 	uint64_t soonest;
 	memset(out, 0, sizeof(*out));

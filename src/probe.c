@@ -10,6 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "conf.h"
 
 #define PROBE_DEFAULT_TIMEOUT_MS 2000
@@ -22,9 +23,7 @@ static void probe_usage(FILE *out)
 
 static long long probe_now_ms(void)
 {
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	return (long long)(clock_mono_us() / 1000u);
 }
 
 /* Returns 0 when connected, else an errno value (ETIMEDOUT at the deadline). */

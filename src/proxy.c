@@ -14,7 +14,9 @@
 #include <event2/event.h>
 
 #include "balance.h"
+#include "clock.h"
 #include "conf_resilience.h"
+#include "counters.h"
 #include "log.h"
 #include "exchange.h"
 #include "pool.h"
@@ -56,12 +58,12 @@ static size_t fmt_u64(char *out, uint64_t v)
 
 /* A trailer field named name[0..n), either direction: forwarded unless RFC
  * 9110 6.5.1 says it cannot be a trailer (h1_trailer_field_allowed).
- * Dropped fields are counted per worker. */
+ * Dropped fields are counted (counters.h). */
 static bool proxy_trailer_forwardable(struct exchange *ex, const char *name, size_t n)
 {
 	if (n > 0 && h1_trailer_field_allowed(name, n))
 		return true;
-	ex->req.worker->trailer_fields_dropped++;
+	CTR_GLOBAL_ADD(ex->req.worker->counters, TRAILER_FIELDS_DROPPED, 0, 1);
 	return false;
 }
 
@@ -116,10 +118,13 @@ static void proxy_report(struct exchange *ex, enum breaker_outcome o)
 	txn->outcome_pending = false;
 	struct pool_state *p = txn->pool;
 	struct runtime_server *rs = p->rs[txn->server];
-	uint64_t now = worker_wall_us(ex->req.worker);
+	uint64_t now = clock_mono_us();
 	enum breaker_state st;
+	if (o != BREAKER_CANCELLED)
+		counters_server_outcome(ex->req.worker->counters, ex->req.snap->counters, (size_t)ex->req.pool,
+		                        (size_t)txn->server, o == BREAKER_FAILURE);
 	if (runtime_breaker_record(rs, &p->conf->breaker, now, txn->breaker_epoch, txn->probe, o,
-	                           now - txn->attempt_start_us, &st)) {
+	                           clock_elapsed_us(txn->attempt_start_us, now), &st)) {
 		struct breaker b;
 		struct breaker_stats stats;
 		runtime_breaker_read(rs, &p->conf->breaker, now, &b, &stats);
@@ -142,6 +147,7 @@ static void proxy_use_server(struct exchange *ex, const struct pool_pick *pick)
 	struct proxy_txn *txn = &ex->txn;
 	struct pool_state *p = txn->pool;
 	txn->server = pick->server;
+	ex->req.server = pick->server;
 	txn->probe = pick->probe;
 	txn->breaker_epoch = pick->epoch;
 	txn->tries++;
@@ -201,7 +207,6 @@ void proxy_start(struct exchange *ex)
 	txn->counted = true;
 	unsigned active = atomic_fetch_add_explicit(&p->rt->active_requests, 1, memory_order_relaxed);
 	if (p->conf->pool_limits.max_requests && active >= p->conf->pool_limits.max_requests) {
-		atomic_fetch_add_explicit(&p->rt->overflow, 1, memory_order_relaxed);
 		proxy_end_txn(ex, false);
 		proxy_refuse(ex, REASON_POOL_OVERFLOW, 1);
 		return;
@@ -211,8 +216,6 @@ void proxy_start(struct exchange *ex)
 	struct pool_pick pick;
 	pool_pick_server(p, s->rings[pool_index], has_key, hash, 0, &pick);
 	if (pick.server < 0) {
-		atomic_fetch_add_explicit(pick.breaker_open ? &p->rt->breaker_open : &p->rt->no_server, 1,
-		                          memory_order_relaxed);
 		proxy_end_txn(ex, false);
 		proxy_refuse(ex, pick.breaker_open ? REASON_BREAKER_OPEN : REASON_NO_HEALTHY_UPSTREAM, pick.retry_after);
 		return;
@@ -421,16 +424,15 @@ static enum proxy_retry proxy_try_retry(struct exchange *ex, bool condition_met,
 		    (pc->pool_limits.max_retries && inflight >= pc->pool_limits.max_retries)) {
 			if (pick.probe) {
 				enum breaker_state st;
-				runtime_breaker_record(p->rs[pick.server], &pc->breaker, worker_wall_us(ex->req.worker), pick.epoch,
+				runtime_breaker_record(p->rs[pick.server], &pc->breaker, clock_mono_us(), pick.epoch,
 				                       true, BREAKER_CANCELLED, 0, &st);
 			}
-			atomic_fetch_add_explicit(&p->rt->retry_denied, 1, memory_order_relaxed);
 			return PROXY_RETRY_DENIED;
 		}
 		atomic_fetch_add_explicit(&p->rt->retries_inflight, 1, memory_order_relaxed);
 		txn->retrying = true;
 	}
-	atomic_fetch_add_explicit(&p->rt->retries, 1, memory_order_relaxed);
+	counters_pool_retry(ex->req.worker->counters, ex->req.snap->counters, (size_t)ex->req.pool);
 	proxy_release_upstream(ex, false);
 	proxy_leave_server(ex, BREAKER_CANCELLED);
 	if (txn->pending) {
@@ -502,10 +504,9 @@ static void proxy_attempt(struct exchange *ex, bool allow_reuse)
 	struct pool_state *p = txn->pool;
 	const struct conf_pool *pc = p->conf;
 	const struct conf_server *srv = &pc->servers[txn->server];
-	struct worker *w = ex->req.worker;
 	r->attempts++;
 	txn->outcome_pending = true;
-	txn->attempt_start_us = worker_wall_us(w);
+	txn->attempt_start_us = clock_mono_us();
 	txn->resp_bytes_seen = 0;
 	txn->resp_head_done = false;
 	txn->resp_done = false;
@@ -523,7 +524,6 @@ static void proxy_attempt(struct exchange *ex, bool allow_reuse)
 		     atomic_load_explicit(&p->rt->connections, memory_order_relaxed) >= lim->max_connections) ||
 		    (lim->max_pending && !txn->pending &&
 		     atomic_load_explicit(&p->rt->pending, memory_order_relaxed) >= lim->max_pending)) {
-			atomic_fetch_add_explicit(&p->rt->overflow, 1, memory_order_relaxed);
 			proxy_end_txn(ex, false);
 			proxy_refuse(ex, REASON_POOL_OVERFLOW, 1);
 			return;
@@ -559,7 +559,7 @@ static void proxy_attempt(struct exchange *ex, bool allow_reuse)
 		bufferevent_set_max_single_read(uc->bev, PROXY_HIGH_WATER);
 		struct timeval connect_tv = proxy_tv(ex, pc->connect_timeout);
 		txn->connecting = true;
-		txn->connect_start_us = worker_wall_us(w);
+		txn->connect_start_us = clock_mono_us();
 		bufferevent_set_timeouts(uc->bev, NULL, &connect_tv);
 		if (bufferevent_socket_connect(uc->bev, (const struct sockaddr *)&srv->addr, (int)srv->addr_len) != 0) {
 			proxy_fail(ex, REASON_UPSTREAM_CONNECT_FAILED, 502);
@@ -736,7 +736,7 @@ static void proxy_write_response_head(struct exchange *ex)
 	if (resp->body == H1_BODY_CHUNKED)
 		h1_chunked_init(&txn->resp_chunk, 4096, 64 * 1024);
 	r->upstream_status = resp->status;
-	r->upstream_header_us = worker_wall_us(r->worker) - r->start_wall_us;
+	r->upstream_header_us = clock_elapsed_us(r->start_mono_us, clock_mono_us());
 
 	size_t kept = 0;
 	for (size_t i = 0; i < resp->num_headers; i++)
@@ -1006,7 +1006,7 @@ static void up_event_cb(struct bufferevent *bev, short what, void *arg)
 			txn->pending = false;
 			atomic_fetch_sub_explicit(&txn->pool->rt->pending, 1, memory_order_relaxed);
 		}
-		ex->req.upstream_connect_us = worker_wall_us(ex->req.worker) - txn->connect_start_us;
+		ex->req.upstream_connect_us = clock_elapsed_us(txn->connect_start_us, clock_mono_us());
 		struct timeval response_tv = proxy_tv(ex, txn->pool->conf->response_timeout);
 		txn->read_timer_on = txn->req_done;
 		bufferevent_set_timeouts(bev, txn->req_done ? &response_tv : NULL, &response_tv);

@@ -31,6 +31,7 @@ struct request {
 	char client_ip[64];
 	uint16_t client_port;
 	const char *listener; /* listener name */
+	size_t listener_index; /* into conf.listeners */
 	const char *scheme;   /* "http" or "https" */
 	const char *protocol; /* "HTTP/1.0", "HTTP/1.1", "HTTP/2.0" */
 
@@ -50,6 +51,7 @@ struct request {
 	int service;           /* index into conf.services, -1 none */
 	int pool;              /* index into conf.pools, -1 none */
 	char upstream[64];     /* "ip:port" of the server used, "" if none */
+	int server;            /* index into the pool's servers, -1 none */
 
 	/* outcome */
 	int status;            /* status sent to the client, 0 if none */

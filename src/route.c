@@ -11,6 +11,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
 #include "log.h"
 
 /* Paths are attacker-controlled while patterns are not, so a pattern with
@@ -206,10 +207,7 @@ static bool headers_match(const struct compiled_route *r, const struct http_head
 
 static uint64_t monotonic_ms(void)
 {
-	struct timespec ts;
-	if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0)
-		return 0;
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+	return clock_mono_us() / 1000u;
 }
 
 /* A match abandoned at a limit (match, depth, heap or JIT stack): the request

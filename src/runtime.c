@@ -3,16 +3,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/time.h>
 
 #include "log.h"
-
-uint64_t runtime_now_us(void)
-{
-	struct timeval tv;
-	gettimeofday(&tv, NULL);
-	return (uint64_t)tv.tv_sec * 1000000u + (uint64_t)tv.tv_usec;
-}
 
 struct runtime *runtime_new(void)
 {
@@ -325,11 +317,6 @@ enum breaker_admit runtime_breaker_admit(struct runtime_server *s, const struct 
 bool runtime_breaker_record(struct runtime_server *s, const struct conf_breaker *c, uint64_t now_us, uint64_t epoch,
                             bool probe, enum breaker_outcome o, uint64_t duration_us, enum breaker_state *state)
 {
-	if (o != BREAKER_CANCELLED) {
-		atomic_fetch_add_explicit(&s->requests, 1, memory_order_relaxed);
-		if (o == BREAKER_FAILURE)
-			atomic_fetch_add_explicit(&s->failures, 1, memory_order_relaxed);
-	}
 	pthread_mutex_lock(&s->lock);
 	bool changed = breaker_record(&s->breaker, c, now_us, epoch, probe, o, duration_us);
 	if (changed)

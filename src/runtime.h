@@ -8,7 +8,8 @@
  * never moves and lives until runtime_free(), so workers keep plain pointers
  * to entries (bound per snapshot in pool.c) and read them with atomic loads.
  * Per server: health, deployer marks (weight override, drain, disabled) and
- * counters are atomics; the breaker sits behind a small per-server mutex,
+ * live load (active requests, connections) are atomics (totals are in the
+ * counter registry, counters.h); the breaker sits behind a small per-server mutex,
  * with its state, epoch and open-until time mirrored in atomics so that the
  * happy case (breaker closed) admits a request without taking the lock. */
 #ifndef SLUICE_RUNTIME_H
@@ -35,7 +36,6 @@ struct runtime_server {
 	atomic_int health;         /* enum runtime_health; UP while no checks run */
 	atomic_uint active_requests;
 	atomic_uint connections;
-	atomic_uint_fast64_t requests, failures; /* totals, for show servers */
 
 	/* breaker: the struct under lock, mirrors for lock-free reads */
 	pthread_mutex_t lock;
@@ -55,8 +55,6 @@ struct runtime_pool {
 	atomic_uint retries_inflight;
 	atomic_uint pending;       /* requests waiting for a new connection to open */
 	atomic_uint connections;   /* upstream connections open, all workers */
-	/* refusals, by reason */
-	atomic_uint_fast64_t overflow, retry_denied, breaker_open, no_server, retries;
 };
 
 /* One pool's share of one service. */
@@ -72,7 +70,6 @@ struct runtime {
 	size_t num_pools;
 	struct runtime_split **splits;
 	size_t num_splits;
-	atomic_uint_fast64_t changes; /* deployer changes applied since start */
 	/* Hash indexes by pool name and by (service, pool) (and each pool's by
 	 * server address), open addressing with
 	 * linear probing, at most half full: finding an entry by name stays O(1),
@@ -122,8 +119,5 @@ void runtime_breaker_read(struct runtime_server *s, const struct conf_breaker *c
 void runtime_set_weight(struct runtime_server *s, unsigned weight);
 void runtime_clear_weight(struct runtime_server *s);
 void runtime_set_split_weight(struct runtime_split *sp, unsigned weight);
-
-/* Wall clock in microseconds (the clock worker_wall_us caches). */
-uint64_t runtime_now_us(void);
 
 #endif

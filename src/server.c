@@ -20,6 +20,8 @@
 #include "conf_secrets.h"
 #include "admin.h"
 #include "admin_http.h"
+#include "clock.h"
+#include "counters.h"
 #include "health.h"
 #include "log.h"
 #include "metrics.h"
@@ -280,9 +282,9 @@ static void server_reap_cb(evutil_socket_t fd, short what, void *arg)
 /* Waits until every worker adopted generation gen; false after the bound. */
 static bool server_wait_adopted(struct server *srv, uint64_t gen)
 {
-	struct timespec until;
-	clock_gettime(CLOCK_MONOTONIC, &until);
-	until.tv_sec += SERVER_ADOPT_WAIT_MS / 1000;
+	/* the condition variable waits on the monotonic clock (set at its creation) */
+	uint64_t deadline_us = clock_mono_us() + (uint64_t)SERVER_ADOPT_WAIT_MS * 1000u;
+	struct timespec until = {(time_t)(deadline_us / 1000000u), (long)(deadline_us % 1000000u) * 1000};
 	bool all = false;
 	pthread_mutex_lock(&srv->adopt_lock);
 	for (;;) {
@@ -421,8 +423,7 @@ static void server_restart_only(const struct conf *old, const struct conf *c, st
 int server_reload(struct server *srv, long long uid, const char *how, struct conf_errors *errs, char *msg,
                   size_t msg_size)
 {
-	struct timespec t0;
-	clock_gettime(CLOCK_MONOTONIC, &t0);
+	uint64_t t0 = clock_mono_us();
 	if (srv->stopping) {
 		conf_errors_add(errs, "%s: sluice is shutting down: not reloaded", srv->config_path);
 		return -1;
@@ -483,9 +484,7 @@ int server_reload(struct server *srv, long long uid, const char *how, struct con
 	snapshot_unref(srv->snap);
 	srv->snap = s;
 	bool all = server_wait_adopted(srv, gen);
-	struct timespec t1;
-	clock_gettime(CLOCK_MONOTONIC, &t1);
-	double ms = (double)(t1.tv_sec - t0.tv_sec) * 1000.0 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
+	double ms = (double)clock_elapsed_us(t0, clock_mono_us()) / 1000.0;
 	const struct conf *c = s->conf;
 	snprintf(msg, msg_size, "reloaded: generation %llu, %zu routes, %zu pools, %zu services in %.0f ms",
 	         (unsigned long long)gen, c->num_routes, c->num_pools, c->num_services, ms);
@@ -573,6 +572,9 @@ static void server_cleanup(struct server *srv, int **fds)
 	pthread_mutex_destroy(&srv->reap_lock);
 	pthread_mutex_destroy(&srv->adopt_lock);
 	pthread_cond_destroy(&srv->adopt_cond);
+	/* last: modules log their totals from it as the snapshot goes */
+	counters_free(counters_process);
+	counters_process = NULL;
 }
 
 int server_run(const char *config_path)
@@ -595,8 +597,17 @@ int server_run(const char *config_path)
 	pthread_condattr_destroy(&cattr);
 	struct conf_errors errs;
 	conf_errors_init(&errs);
+	/* the counter registry first: a snapshot names its series in it as it is built */
+	counters_process = counters_new();
+	if (!counters_process) {
+		fprintf(stderr, "sluice: out of memory\n");
+		conf_errors_free(&errs);
+		return 1;
+	}
 	srv.snap = snapshot_build(config_path, 1, &errs);
 	if (!srv.snap) {
+		counters_free(counters_process);
+		counters_process = NULL;
 		print_errors(&errs, config_path);
 		fprintf(stderr, "sluice: not started\n");
 		conf_errors_free(&errs);

@@ -5,8 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "clock.h"
 #include "log.h"
-#include "runtime.h"
 
 /* The signals sluice ignores on purpose (with a log line): each would stop or
  * kill the process by default, and none means anything to a gateway. */
@@ -115,7 +115,7 @@ void signals_ignore_early(void)
 
 static void signals_log_ignored(struct signals *s, int sig)
 {
-	uint64_t now = runtime_now_us();
+	uint64_t now = clock_mono_us();
 	if (s->last_log_us[sig] && now - s->last_log_us[sig] < SIGNALS_LOG_INTERVAL_US) {
 		s->suppressed[sig]++;
 		return;

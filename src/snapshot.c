@@ -1,9 +1,10 @@
 #include "snapshot.h"
 
 #include <stdlib.h>
-#include <sys/time.h>
 
 #include "balance.h"
+#include "clock.h"
+#include "counters.h"
 #include "module.h"
 #include "route.h"
 
@@ -23,6 +24,7 @@ void snapshot_free(struct snapshot *s)
 	}
 	if (s->routes)
 		route_table_free(s->routes);
+	counters_map_free(s->counters);
 	conf_free(s->conf);
 	free(s);
 }
@@ -74,12 +76,14 @@ struct snapshot *snapshot_build(const char *path, uint64_t generation, struct co
 	s->loaded_how = "start";
 	s->generation = generation;
 	s->conf = c;
-	struct timeval tv;
-	if (gettimeofday(&tv, NULL) == 0)
-		s->loaded_wall_us = (uint64_t)tv.tv_sec * 1000000u + (uint64_t)tv.tv_usec;
+	s->loaded_wall_us = clock_wall_us();
 
 	s->routes = route_table_build(c, errs);
 	int failed = s->routes == NULL;
+	if (counters_process && !(s->counters = counters_map_new(counters_process, c))) {
+		conf_errors_add(errs, "%s: out of memory naming counters", path);
+		failed = 1;
+	}
 	if (snapshot_build_rings(s, errs) != 0)
 		failed = 1;
 	s->module_state = calloc(module_count ? module_count : 1, sizeof(void *));

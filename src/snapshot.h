@@ -24,6 +24,7 @@
 
 #include "conf.h"
 
+struct counters_map;
 struct route_table;
 struct balance_ring;
 
@@ -43,6 +44,7 @@ struct snapshot {
 	void *reaper_arg;
 	pthread_t reaper_thread;
 	struct snapshot *reap_next; /* the reaper's queue */
+	struct counters_map *counters; /* its names in the counter registry (counters.h); NULL without one */
 };
 
 /* Returns a snapshot with one reference, or NULL with every problem in errs. */

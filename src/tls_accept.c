@@ -14,6 +14,7 @@
 
 #include "conf.h"
 #include "conf_tls.h"
+#include "counters.h"
 #include "log.h"
 #include "snapshot.h"
 #include "tls_ctx.h"
@@ -22,15 +23,8 @@
 
 /* ---- pending connections (handshake, h2c sniffing) ---- */
 
-#define TLS_FAIL_LIST(X)                                                                                               \
-	X(TIMEOUT, "timeout")                                                                                          \
-	X(CLOSED, "client_closed")                                                                                     \
-	X(PROTOCOL_VERSION, "protocol_version")                                                                        \
-	X(NO_SHARED_CIPHER, "no_shared_cipher")                                                                        \
-	X(NOT_TLS, "not_tls")                                                                                          \
-	X(CLIENT_CERTIFICATE, "client_certificate")                                                                    \
-	X(CLIENT_ALERT, "client_alert")                                                                                \
-	X(OTHER, "other")
+/* the failure reasons are a fixed label set of the counter registry (counters.h) */
+#define TLS_FAIL_LIST(X) CTR_TLS_FAIL_LIST(X)
 
 enum tls_fail {
 #define TLS_FAIL_ENUM(sym, str) TLS_FAIL_##sym,
@@ -59,8 +53,6 @@ struct tls_worker {
 	tls_dispatch_fn dispatch;
 	struct tls_pending *pending;
 	struct tls_io_worker io;
-	uint64_t handshakes;
-	uint64_t failures[TLS_FAIL__COUNT];
 };
 
 struct tls_worker *tls_worker_new(tls_dispatch_fn dispatch)
@@ -165,7 +157,7 @@ static void handshake_event_cb(struct bufferevent *bev, short what, void *arg)
 	struct tls_pending *p = arg;
 	SSL *ssl = tls_bev_ssl(bev);
 	if ((what & BEV_EVENT_CONNECTED) && ssl) {
-		p->w->tls->handshakes++;
+		CTR_GLOBAL_ADD(p->w->counters, TLS_HANDSHAKES, 0, 1);
 		const unsigned char *alpn = NULL;
 		unsigned alpn_len = 0;
 		SSL_get0_alpn_selected(ssl, &alpn, &alpn_len);
@@ -174,7 +166,7 @@ static void handshake_event_cb(struct bufferevent *bev, short what, void *arg)
 		return;
 	}
 	enum tls_fail f = classify(tls_bev_error(bev), what);
-	p->w->tls->failures[f]++;
+	CTR_GLOBAL_ADD(p->w->counters, TLS_FAILURES, f, 1);
 	if (log_enabled(LOG_DEBUG)) {
 		struct log_line l;
 		log_begin(&l, LOG_DEBUG, "TLS handshake failed");
@@ -316,18 +308,21 @@ void tls_worker_free(struct worker *w)
 		free(p);
 	}
 	tls_io_worker_end(&tw->io);
-	uint64_t total = 0;
-	for (int i = 0; i < TLS_FAIL__COUNT; i++)
-		total += tw->failures[i];
-	if (tw->handshakes || total) {
+	/* this worker's share of the registry's totals (ctl show counters has the sum) */
+	uint64_t total = 0, completed = w->counters ? ctr_global_own(w->counters, CTR_TLS_HANDSHAKES) : 0;
+	for (int i = 0; w->counters && i < TLS_FAIL__COUNT; i++)
+		total += ctr_global_own(w->counters, CTR_TLS_FAILURES + (unsigned)i);
+	if (completed || total) {
 		struct log_line l;
 		log_begin(&l, LOG_INFO, "TLS handshakes");
 		log_int(&l, "worker", w->id);
-		log_int(&l, "completed", (long long)tw->handshakes);
+		log_int(&l, "completed", (long long)completed);
 		log_int(&l, "failed", (long long)total);
-		for (int i = 0; i < TLS_FAIL__COUNT; i++)
-			if (tw->failures[i])
-				log_int(&l, tls_fail_names[i], (long long)tw->failures[i]);
+		for (int i = 0; i < TLS_FAIL__COUNT; i++) {
+			uint64_t n = ctr_global_own(w->counters, CTR_TLS_FAILURES + (unsigned)i);
+			if (n)
+				log_int(&l, tls_fail_names[i], (long long)n);
+		}
 		log_end(&l);
 	}
 	free(tw);

@@ -22,6 +22,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
+#include "clock.h"
 #include "conf_tls.h"
 #include "tls_io.h"
 
@@ -394,11 +395,10 @@ static void slot_write(struct tls_ticket_slot *s, const uint64_t in[TICKET_WORDS
 	atomic_store_explicit(&s->seq, seq + 2, memory_order_release);
 }
 
+/* rotation is a duration: monotonic, so a clock step neither rotates early nor stalls it */
 static uint64_t now_ms(void)
 {
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+	return clock_mono_us() / 1000u;
 }
 
 /* The generation tickets are issued with now, rotating if due. */

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "client.h"
+#include "counters.h"
 #include "h2.h"
 #include "io.h"
 #include "log.h"
@@ -409,11 +410,13 @@ int worker_init(struct worker *w, struct server *srv, unsigned id, struct snapsh
 	w->snap = s;
 	atomic_store(&w->adopted, s->generation);
 	w->tls = tls_worker_new(worker_dispatch);
+	/* owned by the registry: the totals outlive the worker */
+	w->counters = counters_worker_new(counters_process);
 	w->module_state = calloc(module_count ? module_count : 1, sizeof(void *));
 	w->listeners = calloc(num_listeners ? num_listeners : 1, sizeof(*w->listeners));
 	w->listener_ctx = calloc(num_listeners ? num_listeners : 1, sizeof(struct worker_listener));
 	if (!w->route_scratch || !w->module_state || !w->listeners ||
-	    !w->listener_ctx || !w->tls) {
+	    !w->listener_ctx || !w->tls || (counters_process && !w->counters)) {
 		log_msg(LOG_ERROR, "out of memory creating a worker");
 		return -1;
 	}
@@ -480,11 +483,13 @@ void worker_destroy(struct worker *w)
 		client_close_all(w);
 	tls_worker_free(w);
 	h2_worker_free(w);
-	if (w->trailer_fields_dropped) {
+	/* this worker's share of the registry's total (ctl show counters has the sum) */
+	uint64_t dropped = w->counters ? ctr_global_own(w->counters, CTR_TRAILER_FIELDS_DROPPED) : 0;
+	if (dropped) {
 		struct log_line line;
 		log_begin(&line, LOG_INFO, "HTTP trailers");
 		log_int(&line, "worker", w->id);
-		log_int(&line, "fields_dropped", (long long)w->trailer_fields_dropped);
+		log_int(&line, "fields_dropped", (long long)dropped);
 		log_end(&line);
 	}
 	pipeline_free_exchanges(w);
@@ -546,28 +551,6 @@ void worker_publish(struct worker *w, struct snapshot *s)
 	/* an older one the worker did not get to is dropped here, on the caller's thread */
 	snapshot_unref(atomic_exchange(&w->pending, s));
 	worker_send(w, WORKER_CMD_ADOPT);
-}
-
-/* served by the vDSO: no system call, and precise enough to time a request
- * (libevent's cached clock is the 4 ms coarse one without a precise timer) */
-static uint64_t clock_us(clockid_t id)
-{
-	struct timespec ts;
-	if (clock_gettime(id, &ts) != 0)
-		return 0;
-	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
-
-uint64_t worker_wall_us(struct worker *w)
-{
-	(void)w;
-	return clock_us(CLOCK_REALTIME);
-}
-
-uint64_t worker_mono_us(struct worker *w)
-{
-	(void)w;
-	return clock_us(CLOCK_MONOTONIC);
 }
 
 struct timeval worker_timeval(struct worker *w, uint64_t ms)

@@ -38,6 +38,7 @@ struct route_scratch;
 struct pool_set;
 struct client_conn;
 struct exchange;
+struct ctr_worker;
 
 #define WORKER_CMD_SHUTDOWN 1u /* stop accepting, drain */
 #define WORKER_CMD_STOP 2u     /* drain time is over: close everything */
@@ -88,7 +89,6 @@ struct worker {
 
 	struct tls_worker *tls; /* tls_accept.h: handshakes in progress, h2c sniffing, failure counts */
 	struct h2_worker *h2;   /* h2.h: HTTP/2 sessions, defence counts */
-	uint64_t trailer_fields_dropped; /* trailer fields not forwarded (h1_trailer_field_allowed), logged at exit */
 
 	struct io_flush_queue flush_queue; /* direct writes waiting for the end of the current callbacks (io.h) */
 
@@ -96,6 +96,7 @@ struct worker {
 	unsigned num_free_reqs;
 
 	uint64_t rng_state;
+	struct ctr_worker *counters; /* this worker's counter slots (counters.h), owned by the registry */
 
 	/* libevent "common timeouts": a duration used by many events is queued in
 	 * O(1) instead of the timer heap; one per distinct configured duration */
@@ -136,11 +137,6 @@ void worker_snap_leave(struct worker *w, const struct snapshot *s);
 struct pool_set *worker_pools(struct worker *w, const struct snapshot *s);
 /* The current generation's pool set. */
 struct pool_set *worker_current_pools(struct worker *w);
-
-/* Wall-clock time in microseconds, read through the vDSO (no system call). */
-uint64_t worker_wall_us(struct worker *w);
-/* Monotonic time in microseconds (vDSO), for deadlines. */
-uint64_t worker_mono_us(struct worker *w);
 
 /* The timeval to use for a timeout of ms on this worker's events (a common
  * timeout when the worker has room for one more, else a plain timeval). */

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "breaker.h"
+#include "clock.h"
 #include "conf.h"
 #include "conf_resilience.h"
 #include "runtime.h"
@@ -40,6 +41,43 @@ static bool one(struct breaker *b, const struct conf_breaker *c, uint64_t t, enu
 	ck_assert_int_ne(a, BREAKER_DENY);
 	return breaker_record(b, c, t, epoch, a == BREAKER_ADMIT_PROBE, o, 1000);
 }
+
+/* The proxy times an attempt with clock_elapsed_us() over clock_mono_us()
+ * readings and passes monotonic now_us: a reading "before" the start (what a
+ * wall-clock step backwards used to give: a huge unsigned duration) is 0, not
+ * a slow call, while a really slow one still counts. */
+START_TEST(slow_calls_measured_on_the_monotonic_clock)
+{
+	struct conf_breaker c = conf_default();
+	c.consecutive_failures = 0;
+	c.error_rate = 0;
+	c.slow_call = 100; /* ms */
+	c.slow_rate = 0.5;
+	c.min_requests = 4;
+	struct breaker b;
+	breaker_init(&b);
+	uint64_t now = clock_mono_us();
+	for (int i = 0; i < 10; i++) {
+		uint64_t epoch, start = now + 3600 * SEC; /* as if the clock had stepped back an hour */
+		ck_assert_int_eq(breaker_admit(&b, &c, now, &epoch), BREAKER_ADMIT);
+		ck_assert(!breaker_record(&b, &c, now, epoch, false, BREAKER_SUCCESS, clock_elapsed_us(start, now)));
+	}
+	struct breaker_stats st;
+	breaker_window(&b, &c, now, &st);
+	ck_assert_uint_eq(st.slow, 0);
+	ck_assert_int_eq(b.state, BREAKER_CLOSED);
+	bool tripped = false;
+	for (int i = 0; i < 10 && !tripped; i++) {
+		uint64_t epoch;
+		ck_assert_int_eq(breaker_admit(&b, &c, now, &epoch), BREAKER_ADMIT);
+		tripped = breaker_record(&b, &c, now, epoch, false, BREAKER_SUCCESS, clock_elapsed_us(now, now + 200 * MS));
+	}
+	ck_assert(tripped);
+	ck_assert_int_eq(b.state, BREAKER_OPEN);
+	ck_assert_int_eq(b.last_trigger, BREAKER_TRIGGER_SLOW_RATE);
+	ck_assert_uint_eq(b.open_until_us, now + c.open_for * MS);
+}
+END_TEST
 
 START_TEST(consecutive_failures_trip_exactly)
 {
@@ -353,6 +391,7 @@ static Suite *breaker_suite(void)
 	Suite *s = suite_create("breaker");
 	TCase *tc = tcase_create("core");
 	tcase_add_test(tc, consecutive_failures_trip_exactly);
+	tcase_add_test(tc, slow_calls_measured_on_the_monotonic_clock);
 	tcase_add_test(tc, error_rate_needs_min_requests);
 	tcase_add_test(tc, error_rate_below_threshold_stays_closed);
 	tcase_add_test(tc, window_forgets_old_calls);

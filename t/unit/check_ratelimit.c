@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "conf.h"
+#include "counters.h"
 #include "rl_bucket.h"
 #include "rl_table.h"
 
@@ -164,16 +165,35 @@ END_TEST
 
 /* ---- table ---- */
 
+/* the table counts what it forgets in the caller's counter set (a real registry) */
+static struct counters *table_reg;
+static struct ctr_worker *table_cw;
+
+static void table_setup(void)
+{
+	table_reg = counters_new();
+	ck_assert_ptr_nonnull(table_reg);
+	table_cw = counters_worker_new(table_reg);
+	ck_assert_ptr_nonnull(table_cw);
+}
+
+static void table_teardown(void)
+{
+	counters_free(table_reg);
+	table_reg = NULL;
+	table_cw = NULL;
+}
+
 START_TEST(test_table_find_and_reuse)
 {
 	struct rl_table *t = rl_table_new(64, 10 * SEC);
 	ck_assert_ptr_nonnull(t);
 	bool fresh;
-	struct rl_entry *e = rl_table_acquire(t, "1.2.3.4", 7, 1, &fresh);
+	struct rl_entry *e = rl_table_acquire(t, "1.2.3.4", 7, 1, &fresh, table_cw);
 	ck_assert(fresh);
 	e->lease = 42;
 	rl_table_release(t, e);
-	e = rl_table_acquire(t, "1.2.3.4", 7, 2, &fresh);
+	e = rl_table_acquire(t, "1.2.3.4", 7, 2, &fresh, table_cw);
 	ck_assert(!fresh);
 	ck_assert_uint_eq(e->lease, 42);
 	rl_table_release(t, e);
@@ -181,7 +201,7 @@ START_TEST(test_table_find_and_reuse)
 	e = rl_table_find(t, "1.2.3.4", 7);
 	ck_assert_ptr_nonnull(e);
 	rl_table_release(t, e);
-	ck_assert_uint_eq(rl_table_evictions(t), 0);
+	ck_assert_uint_eq(ctr_global_own(table_cw, CTR_RL_EVICTIONS), 0);
 	rl_table_free(t);
 }
 END_TEST
@@ -196,15 +216,15 @@ START_TEST(test_table_bounded_under_flood)
 	for (unsigned i = 0; i < 100000; i++) {
 		int n = snprintf(key, sizeof key, "10.%u.%u.%u", i >> 16, (i >> 8) & 255, i & 255);
 		bool fresh;
-		struct rl_entry *e = rl_table_acquire(t, key, (size_t)n, 1000 + i, &fresh);
+		struct rl_entry *e = rl_table_acquire(t, key, (size_t)n, 1000 + i, &fresh, table_cw);
 		ck_assert(fresh);
 		rl_table_release(t, e);
 	}
-	ck_assert_uint_ge(rl_table_evictions(t), 100000 - 1024);
-	ck_assert_uint_le(rl_table_evictions(t), 100000);
+	ck_assert_uint_ge(ctr_global_own(table_cw, CTR_RL_EVICTIONS), 100000 - 1024);
+	ck_assert_uint_le(ctr_global_own(table_cw, CTR_RL_EVICTIONS), 100000);
 	/* the most recent keys survive (least recently used go first) */
 	bool fresh;
-	struct rl_entry *e = rl_table_acquire(t, key, strlen(key), 200000, &fresh);
+	struct rl_entry *e = rl_table_acquire(t, key, strlen(key), 200000, &fresh, table_cw);
 	ck_assert(!fresh);
 	rl_table_release(t, e);
 	rl_table_free(t);
@@ -218,19 +238,19 @@ START_TEST(test_table_idle_expiry)
 	bool fresh;
 	for (int i = 0; i < 8; i++) {
 		snprintf(key, sizeof key, "k%d", i);
-		rl_table_release(t, rl_table_acquire(t, key, 2, SEC, &fresh));
+		rl_table_release(t, rl_table_acquire(t, key, 2, SEC, &fresh, table_cw));
 	}
 	/* all idle by now: reusing one is an expiry, not an eviction */
-	rl_table_release(t, rl_table_acquire(t, "zz", 2, 100 * SEC, &fresh));
+	rl_table_release(t, rl_table_acquire(t, "zz", 2, 100 * SEC, &fresh, table_cw));
 	ck_assert(fresh);
-	ck_assert_uint_eq(rl_table_expired(t), 1);
-	ck_assert_uint_eq(rl_table_evictions(t), 0);
+	ck_assert_uint_eq(ctr_global_own(table_cw, CTR_RL_EXPIRED), 1);
+	ck_assert_uint_eq(ctr_global_own(table_cw, CTR_RL_EVICTIONS), 0);
 	/* none idle: the least recently used is evicted */
 	for (int i = 0; i < 8; i++) {
 		snprintf(key, sizeof key, "n%d", i);
-		rl_table_release(t, rl_table_acquire(t, key, 2, 100 * SEC + (uint64_t)i, &fresh));
+		rl_table_release(t, rl_table_acquire(t, key, 2, 100 * SEC + (uint64_t)i, &fresh, table_cw));
 	}
-	ck_assert_uint_ge(rl_table_evictions(t), 1);
+	ck_assert_uint_ge(ctr_global_own(table_cw, CTR_RL_EVICTIONS), 1);
 	rl_table_free(t);
 }
 END_TEST
@@ -372,6 +392,7 @@ static Suite *ratelimit_suite(void)
 	tcase_add_test(bucket, test_lease_policy);
 	suite_add_tcase(s, bucket);
 	TCase *table = tcase_create("table");
+	tcase_add_checked_fixture(table, table_setup, table_teardown);
 	tcase_add_test(table, test_table_find_and_reuse);
 	tcase_add_test(table, test_table_bounded_under_flood);
 	tcase_add_test(table, test_table_idle_expiry);

@@ -1,0 +1,384 @@
+/* counters.h - the one counter registry (DESIGN.md "Shared vocabulary: Counters").
+ *
+ * Declared once: every counter and histogram is a line in one of the family
+ * tables below (symbol, exported name, kind, fixed label set, help). A
+ * family belongs to a dimension: GLOBAL (one series per fixed label value)
+ * or a configured name (listener, route, service, pool, server = pool +
+ * address), with at most one fixed label set besides it (status class,
+ * reason, HTTP/2 close reason, TLS failure, rate-limit decision). Label
+ * values therefore come only from the config and from fixed sets, never
+ * from a client, and `ctl show counters` / `/metrics` are a plain walk of
+ * the tables.
+ *
+ * Names: the registry interns every configured name once, on the main
+ * thread, as a snapshot is built (counters_map_new), and never forgets it:
+ * an id stays the name's for the life of the process. A snapshot carries a
+ * map from its own indices (route i, pool j, ...) to those ids, so a request
+ * that started on an old snapshot counts into the right series after a
+ * reload, a route that is still configured keeps its totals, a new one
+ * starts at 0, and one that is removed keeps its final value hidden (it is
+ * shown again, with its totals, if it comes back). What is shown is the
+ * current snapshot's names.
+ *
+ * Per worker: each worker owns a `struct ctr_worker` (rows of slots per
+ * dimension, indexed by name id) and is its only writer: an increment is a
+ * relaxed load and store (plain instructions, no lock prefix). The main
+ * thread sums all workers' slots on demand; it also owns one set of its own
+ * (admin changes). Rows grow (on the worker, when it meets a map with names
+ * it has no row for): the new array is published with a release store and
+ * the old one is kept until counters_free, so a concurrent reader never
+ * reads freed memory and never sees a total go down.
+ *
+ * The process has one registry, `counters_process`, set by the main thread
+ * before the first snapshot is built and cleared after the last is freed;
+ * without it (sluice check, unit tests) snapshots carry no map and nothing
+ * is counted. */
+#ifndef SLUICE_COUNTERS_H
+#define SLUICE_COUNTERS_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "reason.h"
+
+struct conf;
+struct evbuffer;
+struct request;
+
+/* ---- fixed label sets ---- */
+
+/* Status class of the response sent to the client; "none": no response was sent. */
+#define CTR_STATUS_CLASS_LIST(X) X(NONE, "none") X(1XX, "1xx") X(2XX, "2xx") X(3XX, "3xx") X(4XX, "4xx") X(5XX, "5xx")
+enum ctr_status_class {
+#define CTR_SC_ENUM(sym, str) CTR_SC_##sym,
+	CTR_STATUS_CLASS_LIST(CTR_SC_ENUM)
+#undef CTR_SC_ENUM
+	CTR_SC__COUNT
+};
+
+/* Why an HTTP/2 connection was closed by sluice (h2.c). */
+#define CTR_H2_CLOSE_LIST(X)                                                                                           \
+	X(RAPID_RESET, "rapid_reset")                                                                                  \
+	X(CONTINUATION_FLOOD, "continuation_flood")                                                                    \
+	X(SETTINGS_FLOOD, "settings_flood")                                                                            \
+	X(PING_FLOOD, "ping_flood")                                                                                    \
+	X(EMPTY_FRAME_FLOOD, "empty_frame_flood")                                                                      \
+	X(HEADER_LIST_TOO_LARGE, "header_list_too_large")                                                              \
+	X(GLITCHES, "glitches")                                                                                        \
+	X(INVALID_STREAM_ID, "invalid_stream_id")                                                                      \
+	X(PROTOCOL_ERROR, "protocol_error")                                                                            \
+	X(IDLE_TIMEOUT, "idle_timeout")
+enum ctr_h2_close {
+#define CTR_H2_CLOSE_ENUM(sym, str) CTR_H2_CLOSE_##sym,
+	CTR_H2_CLOSE_LIST(CTR_H2_CLOSE_ENUM)
+#undef CTR_H2_CLOSE_ENUM
+	CTR_H2_CLOSE__COUNT
+};
+
+/* Why a TLS handshake failed (tls.c). */
+#define CTR_TLS_FAIL_LIST(X)                                                                                           \
+	X(TIMEOUT, "timeout")                                                                                          \
+	X(CLOSED, "client_closed")                                                                                     \
+	X(PROTOCOL_VERSION, "protocol_version")                                                                        \
+	X(NO_SHARED_CIPHER, "no_shared_cipher")                                                                        \
+	X(NOT_TLS, "not_tls")                                                                                          \
+	X(CLIENT_CERTIFICATE, "client_certificate")                                                                    \
+	X(CLIENT_ALERT, "client_alert")                                                                                \
+	X(OTHER, "other")
+enum ctr_tls_fail {
+#define CTR_TLS_FAIL_ENUM(sym, str) CTR_TLS_FAIL_##sym,
+	CTR_TLS_FAIL_LIST(CTR_TLS_FAIL_ENUM)
+#undef CTR_TLS_FAIL_ENUM
+	CTR_TLS_FAIL__COUNT
+};
+
+/* A rate-limit decision for one request (ratelimit.c). */
+#define CTR_RL_DECISION_LIST(X) X(ALLOWED, "allowed") X(LIMITED, "limited")
+enum ctr_rl_decision {
+#define CTR_RL_ENUM(sym, str) CTR_RL_##sym,
+	CTR_RL_DECISION_LIST(CTR_RL_ENUM)
+#undef CTR_RL_ENUM
+	CTR_RL__COUNT
+};
+
+/* label set: its label name and how many values it has */
+#define CTR_LSET_LIST(X)                                                                                               \
+	X(NONE, NULL, 1)                                                                                               \
+	X(STATUS_CLASS, "status_class", CTR_SC__COUNT)                                                                 \
+	X(REASON, "reason", REASON__COUNT)                                                                             \
+	X(H2_CLOSE, "reason", CTR_H2_CLOSE__COUNT)                                                                     \
+	X(TLS_FAIL, "reason", CTR_TLS_FAIL__COUNT)                                                                     \
+	X(RL_DECISION, "decision", CTR_RL__COUNT)
+enum ctr_lset {
+#define CTR_LSET_ENUM(sym, label, card) CTR_LSET_##sym,
+	CTR_LSET_LIST(CTR_LSET_ENUM)
+#undef CTR_LSET_ENUM
+	CTR_LSET__COUNT
+};
+enum {
+#define CTR_LSET_CARD(sym, label, card) CTR_CARD_##sym = (card),
+	CTR_LSET_LIST(CTR_LSET_CARD)
+#undef CTR_LSET_CARD
+};
+
+/* ---- histograms ---- */
+
+/* Upper bounds of the buckets, in microseconds (Prometheus' usual 5 ms..10 s);
+ * a last bucket (+Inf) catches the rest. Fixed for now; configurable later. */
+#define CTR_HIST_BOUNDS_US 5000, 10000, 25000, 50000, 100000, 250000, 500000, 1000000, 2500000, 5000000, 10000000
+#define CTR_HIST_BOUNDS 11
+/* slots of one histogram: the buckets (+Inf last), then the sum in microseconds */
+#define CTR_HIST_SLOTS (CTR_HIST_BOUNDS + 2)
+#define CTR_HIST_SUM (CTR_HIST_BOUNDS + 1)
+extern const uint64_t ctr_hist_bounds_us[CTR_HIST_BOUNDS];
+
+enum ctr_kind { CTR_KIND_COUNTER, CTR_KIND_HISTOGRAM };
+#define CTR_WIDTH(kind, lset) (CTR_KIND_##kind == CTR_KIND_HISTOGRAM ? CTR_HIST_SLOTS : CTR_CARD_##lset)
+
+/* ---- dimensions and their families ----
+ * X(symbol, exported name, kind, label set, help). Names follow Prometheus:
+ * sluice_ prefix, _total counters, base units (seconds, bytes). */
+
+#define CTR_GLOBAL_FAMILIES(X)                                                                                         \
+	X(H2_SESSIONS, "sluice_h2_sessions_total", COUNTER, NONE, "HTTP/2 sessions started")                          \
+	X(H2_CLOSED, "sluice_h2_sessions_closed_total", COUNTER, H2_CLOSE,                                            \
+	  "HTTP/2 sessions closed by sluice, by reason (defences, protocol errors, idle timeout)")                     \
+	X(TLS_HANDSHAKES, "sluice_tls_handshakes_total", COUNTER, NONE, "TLS handshakes completed")                   \
+	X(TLS_FAILURES, "sluice_tls_handshake_failures_total", COUNTER, TLS_FAIL, "TLS handshakes failed, by reason") \
+	X(RL_DECISIONS, "sluice_ratelimit_decisions_total", COUNTER, RL_DECISION,                                     \
+	  "Requests that went through rate limits: allowed or limited")                                               \
+	X(RL_FALLBACK, "sluice_ratelimit_fallback_total", COUNTER, NONE,                                              \
+	  "Shared-limit decisions taken by the on_failure fallback while Redis was unavailable")                      \
+	X(RL_REDIS_WAITS, "sluice_ratelimit_redis_waits_total", COUNTER, NONE,                                        \
+	  "Requests that waited for a Redis round trip")                                                              \
+	X(RL_REDIS_COMMANDS, "sluice_ratelimit_redis_commands_total", COUNTER, NONE, "Commands sent to Redis")        \
+	X(RL_REDIS_FAILURES, "sluice_ratelimit_redis_failures_total", COUNTER, NONE,                                  \
+	  "Redis failures: timeouts, lost connections, refused connects")                                             \
+	X(RL_REDIS_TRANSITIONS, "sluice_ratelimit_redis_transitions_total", COUNTER, NONE,                            \
+	  "Changes between Redis available and unavailable, per worker connection")                                   \
+	X(RL_EVICTIONS, "sluice_ratelimit_table_evictions_total", COUNTER, NONE,                                      \
+	  "Local rate-limit keys evicted (least recently used) to make room")                                         \
+	X(RL_EXPIRED, "sluice_ratelimit_table_expired_total", COUNTER, NONE,                                          \
+	  "Local rate-limit keys forgotten after being idle")                                                         \
+	X(TRAILER_FIELDS_DROPPED, "sluice_trailer_fields_dropped_total", COUNTER, NONE,                               \
+	  "Trailer fields not forwarded because RFC 9110 6.5.1 rules them out of trailers")                           \
+	X(RUNTIME_CHANGES, "sluice_runtime_changes_total", COUNTER, NONE, "Deployer changes applied through the admin socket")
+
+#define CTR_LISTENER_FAMILIES(X)                                                                                       \
+	X(LISTENER_REQUESTS, "sluice_listener_requests_total", COUNTER, STATUS_CLASS,                                 \
+	  "Requests ended, by listener and status class")                                                             \
+	X(LISTENER_REASONS, "sluice_listener_request_reasons_total", COUNTER, REASON,                                 \
+	  "Requests that ended for a reason other than a normal upstream response, by listener")                      \
+	X(LISTENER_DURATION, "sluice_listener_request_duration_seconds", HISTOGRAM, NONE,                             \
+	  "Request duration, from the complete head to the end of the response, by listener")                         \
+	X(LISTENER_RECEIVED, "sluice_listener_received_bytes_total", COUNTER, NONE, "Request body bytes received")    \
+	X(LISTENER_SENT, "sluice_listener_sent_bytes_total", COUNTER, NONE, "Response bytes sent (head and body)")
+
+#define CTR_ROUTE_FAMILIES(X)                                                                                          \
+	X(ROUTE_REQUESTS, "sluice_route_requests_total", COUNTER, STATUS_CLASS, "Requests ended, by route and status class") \
+	X(ROUTE_REASONS, "sluice_route_request_reasons_total", COUNTER, REASON,                                       \
+	  "Requests that ended for a reason other than a normal upstream response, by route")                         \
+	X(ROUTE_DURATION, "sluice_route_request_duration_seconds", HISTOGRAM, NONE, "Request duration, by route")     \
+	X(ROUTE_RECEIVED, "sluice_route_received_bytes_total", COUNTER, NONE, "Request body bytes received")          \
+	X(ROUTE_SENT, "sluice_route_sent_bytes_total", COUNTER, NONE, "Response bytes sent (head and body)")
+
+#define CTR_SERVICE_FAMILIES(X)                                                                                        \
+	X(SERVICE_REQUESTS, "sluice_service_requests_total", COUNTER, STATUS_CLASS,                                   \
+	  "Requests ended, by service and status class")
+
+#define CTR_POOL_FAMILIES(X)                                                                                           \
+	X(POOL_REQUESTS, "sluice_pool_requests_total", COUNTER, STATUS_CLASS, "Requests ended, by pool and status class") \
+	X(POOL_REASONS, "sluice_pool_request_reasons_total", COUNTER, REASON,                                         \
+	  "Requests sent to the pool that ended for a reason other than a normal upstream response "                  \
+	  "(refusals: pool_overflow, retry_budget_exhausted, breaker_open, no_healthy_upstream)")                      \
+	X(POOL_RETRIES, "sluice_pool_retries_total", COUNTER, NONE, "Attempts retried on another server")             \
+	X(POOL_UPSTREAM_RESPONSE, "sluice_pool_upstream_response_seconds", HISTOGRAM, NONE,                           \
+	  "Time from the request's head to the upstream response head, by pool")
+
+#define CTR_SERVER_FAMILIES(X)                                                                                         \
+	X(SERVER_REQUESTS, "sluice_server_requests_total", COUNTER, STATUS_CLASS,                                     \
+	  "Requests ended on the server, by status class")                                                            \
+	X(SERVER_ATTEMPTS, "sluice_server_attempts_total", COUNTER, NONE,                                             \
+	  "Attempts that got an outcome from the server (the breaker's requests)")                                    \
+	X(SERVER_FAILURES, "sluice_server_failures_total", COUNTER, NONE,                                             \
+	  "Attempts that failed (connect failure, reset, timeout, bad response)")
+
+/* X(symbol, lower-case name, label names..., family table) */
+#define CTR_DIM_LIST(X)                                                                                                \
+	X(GLOBAL, "global", CTR_GLOBAL_FAMILIES)                                                                       \
+	X(LISTENER, "listener", CTR_LISTENER_FAMILIES)                                                                 \
+	X(ROUTE, "route", CTR_ROUTE_FAMILIES)                                                                          \
+	X(SERVICE, "service", CTR_SERVICE_FAMILIES)                                                                    \
+	X(POOL, "pool", CTR_POOL_FAMILIES)                                                                             \
+	X(SERVER, "server", CTR_SERVER_FAMILIES)
+
+enum ctr_dim {
+#define CTR_DIM_ENUM(sym, name, fams) CTR_DIM_##sym,
+	CTR_DIM_LIST(CTR_DIM_ENUM)
+#undef CTR_DIM_ENUM
+	CTR_DIM__COUNT
+};
+
+/* Offsets of each family in its dimension's row, and each row's width:
+ * CTR_<FAMILY> is the first slot, + a label value (or bucket) selects one. */
+#define CTR_OFFSET(sym, name, kind, lset, help) CTR_##sym, CTR_##sym##_LAST_ = CTR_##sym + CTR_WIDTH(kind, lset) - 1,
+enum { CTR_GLOBAL_FAMILIES(CTR_OFFSET) CTR_GLOBAL_WIDTH };
+enum { CTR_LISTENER_FAMILIES(CTR_OFFSET) CTR_LISTENER_WIDTH };
+enum { CTR_ROUTE_FAMILIES(CTR_OFFSET) CTR_ROUTE_WIDTH };
+enum { CTR_SERVICE_FAMILIES(CTR_OFFSET) CTR_SERVICE_WIDTH };
+enum { CTR_POOL_FAMILIES(CTR_OFFSET) CTR_POOL_WIDTH };
+enum { CTR_SERVER_FAMILIES(CTR_OFFSET) CTR_SERVER_WIDTH };
+#undef CTR_OFFSET
+
+/* The strings of the HTTP/2 close reasons and TLS failures (for log lines). */
+const char *counters_h2_close_name(enum ctr_h2_close c);
+const char *counters_tls_fail_name(enum ctr_tls_fail f);
+
+/* ---- the registry, per-worker sets, per-snapshot maps ---- */
+
+struct counters;
+
+/* One thread's slots for one dimension: cap names x the dimension's width. */
+struct ctr_rows {
+	struct ctr_rows *retired_next; /* once grown out of: kept until counters_free */
+	uint32_t cap;
+	atomic_uint_fast64_t v[];
+};
+
+#define CTR_MAX2(a, b) ((int)(a) > (int)(b) ? (int)(a) : (int)(b))
+#define CTR_MAX_WIDTH                                                                                                  \
+	CTR_MAX2(CTR_MAX2(CTR_MAX2(CTR_GLOBAL_WIDTH, CTR_LISTENER_WIDTH), CTR_MAX2(CTR_ROUTE_WIDTH, CTR_SERVICE_WIDTH)), \
+	         CTR_MAX2(CTR_POOL_WIDTH, CTR_SERVER_WIDTH))
+
+struct ctr_worker {
+	_Atomic(struct ctr_rows *) rows[CTR_DIM__COUNT];
+	uint64_t covered; /* the registry's name version these rows have room for */
+	struct counters *reg;
+	struct ctr_rows *retired;
+	struct ctr_worker *next; /* the registry's list (push only) */
+	/* where increments go when rows could not grow (out of memory): dropped */
+	atomic_uint_fast64_t sink[CTR_MAX_WIDTH];
+};
+
+/* A snapshot's indices -> name ids. Immutable once built. */
+struct counters_map {
+	struct counters *reg;
+	uint64_t version;           /* the registry's name version when built */
+	uint32_t *ids[CTR_DIM__COUNT]; /* [GLOBAL] unused; [SERVER] flattened, see server_base */
+	size_t count[CTR_DIM__COUNT];
+	size_t *server_base; /* per pool: index of its first server in ids[SERVER] */
+};
+
+extern struct counters *counters_process;
+
+struct counters *counters_new(void);
+/* Frees the registry, every worker set and the retired rows. No thread may
+ * use it any more. */
+void counters_free(struct counters *reg);
+
+/* A new per-thread set, owned by the registry (freed by counters_free).
+ * Main thread, before the worker starts. NULL when out of memory. */
+struct ctr_worker *counters_worker_new(struct counters *reg);
+/* The main thread's own set (admin changes). */
+struct ctr_worker *counters_main(struct counters *reg);
+
+/* Intern c's names and build its map. Main thread. NULL when out of memory
+ * (or reg is NULL). */
+struct counters_map *counters_map_new(struct counters *reg, const struct conf *c);
+void counters_map_free(struct counters_map *m);
+static inline size_t counters_server_index(const struct counters_map *m, size_t pool, size_t server)
+{
+	return m->server_base[pool] + server;
+}
+
+/* ---- increments (the writing thread only) ---- */
+
+static inline void ctr_bump(atomic_uint_fast64_t *slot, uint64_t n)
+{
+	/* one writer per slot: a relaxed load and store, not a locked add */
+	atomic_store_explicit(slot, atomic_load_explicit(slot, memory_order_relaxed) + n, memory_order_relaxed);
+}
+
+/* Grows cw's rows to cover m (under the registry's lock) and returns the
+ * row of id, or the sink if memory ran out. The rare path of ctr_row. */
+atomic_uint_fast64_t *counters_row_slow(struct ctr_worker *cw, const struct counters_map *m, enum ctr_dim d,
+                                        uint32_t id, unsigned width);
+
+/* The row of name `index` of snapshot map m in dimension d (not GLOBAL). */
+static inline atomic_uint_fast64_t *ctr_row(struct ctr_worker *cw, const struct counters_map *m, enum ctr_dim d,
+                                            size_t index, unsigned width)
+{
+	uint32_t id = m->ids[d][index];
+	if (__builtin_expect(m->version > cw->covered, 0))
+		return counters_row_slow(cw, m, d, id, width);
+	struct ctr_rows *r = atomic_load_explicit(&cw->rows[d], memory_order_relaxed);
+	return r->v + (size_t)id * width;
+}
+
+static inline atomic_uint_fast64_t *ctr_global_row(struct ctr_worker *cw)
+{
+	return atomic_load_explicit(&cw->rows[CTR_DIM_GLOBAL], memory_order_relaxed)->v;
+}
+
+/* CTR_ADD(cw, map, POOL, pool_index, POOL_RETRIES, 0, 1) */
+#define CTR_ADD(cw, m, DIM, index, FAMILY, label, n)                                                               \
+	ctr_bump(ctr_row((cw), (m), CTR_DIM_##DIM, (index), CTR_##DIM##_WIDTH) + CTR_##FAMILY + (label), (n))
+/* CTR_GLOBAL_ADD(cw, H2_CLOSED, why, 1); a NULL set (a test's hand-made
+ * worker, no registry) counts nothing */
+#define CTR_GLOBAL_ADD(cw, FAMILY, label, n)                                                                       \
+	do {                                                                                                           \
+		struct ctr_worker *ctr_cw_ = (cw);                                                                     \
+		if (ctr_cw_)                                                                                           \
+			ctr_bump(ctr_global_row(ctr_cw_) + CTR_##FAMILY + (label), (n));                               \
+	} while (0)
+
+/* A GLOBAL slot of this set alone (the writing thread: its own totals). */
+static inline uint64_t ctr_global_own(struct ctr_worker *cw, unsigned slot)
+{
+	return cw ? atomic_load_explicit(ctr_global_row(cw) + slot, memory_order_relaxed) : 0;
+}
+
+static inline unsigned ctr_hist_bucket(uint64_t us)
+{
+	unsigned b = 0;
+	while (b < CTR_HIST_BOUNDS && us > ctr_hist_bounds_us[b])
+		b++;
+	return b;
+}
+
+static inline void ctr_observe(atomic_uint_fast64_t *hist, unsigned bucket, uint64_t us)
+{
+	ctr_bump(hist + bucket, 1);
+	ctr_bump(hist + CTR_HIST_SUM, us);
+}
+
+static inline enum ctr_status_class ctr_status_class(int status)
+{
+	return status >= 100 && status <= 599 ? (enum ctr_status_class)(status / 100) : CTR_SC_NONE;
+}
+
+/* The log phase: count one finished request (status class, reason, bytes,
+ * durations) for its listener, route, service, pool and server. The one
+ * per-request call; the request's snapshot map gives the names. */
+void counters_request_done(struct ctr_worker *cw, const struct request *r);
+/* An attempt on server `server` of pool `pool` (snapshot indices) got an
+ * outcome (proxy.c, once per attempt; cancelled attempts are not counted). */
+void counters_server_outcome(struct ctr_worker *cw, const struct counters_map *m, size_t pool, size_t server,
+                             bool failed);
+/* An attempt was retried on another server of pool `pool`. */
+void counters_pool_retry(struct ctr_worker *cw, const struct counters_map *m, size_t pool);
+
+/* ---- reading (the main thread: it is the one that interns names) ---- */
+
+/* The total of one slot of the name at `index` of m in dimension d (GLOBAL: m may be NULL). */
+uint64_t counters_get(const struct counters *reg, const struct counters_map *m, enum ctr_dim d, size_t index,
+                      unsigned slot);
+
+/* Everything m's names have, in the text form (one `name{labels} value`
+ * line per series, Prometheus-like) or as JSON. Series that are 0 are left
+ * out. */
+void counters_write(const struct counters *reg, const struct counters_map *m, bool json, struct evbuffer *out);
+
+#endif
