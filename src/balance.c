@@ -1,5 +1,10 @@
 #include "balance.h"
 
+#include "reqkey.h"
+#include "runtime.h"
+
+#include <math.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -309,4 +314,56 @@ int balance_weighted_pick(const unsigned *weights, size_t n, uint64_t r)
 	}
 	/* unreachable: target < total */
 	return -1;
+}
+
+/* ---- service splits ---------------------------------------------------- */
+
+int balance_rendezvous_pick(const unsigned *weights, const uint64_t *seeds, size_t n, uint64_t key)
+{
+	int best = -1;
+	double best_score = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (weights[i] == 0)
+			continue;
+		uint64_t h = mul_fold(key ^ seeds[i] ^ HASH_K2, HASH_K3 ^ seeds[i]);
+		h = mul_fold(h ^ HASH_K0, HASH_K1);
+		/* the top 53 bits as a point strictly inside (0, 1) */
+		double u = ((double)(h >> 11) + 0.5) * (1.0 / 9007199254740992.0);
+		double score = -log(u) / (double)weights[i];
+		if (best < 0 || score < best_score) {
+			best = (int)i;
+			best_score = score;
+		}
+	}
+	return best;
+}
+
+enum { SERVICE_MAX_POOLS = 64 };
+
+int balance_service_pick(const struct request *r, const struct conf_service *svc,
+                         struct runtime_split *const *splits, uint64_t random)
+{
+	for (size_t i = 0; i < svc->num_overrides; i++) {
+		const struct conf_service_override *o = &svc->overrides[i];
+		const char *val;
+		size_t len;
+		if (reqkey_get(r, reqkey_of_hash_key(o->key.kind), o->key.name, &val, &len) &&
+		    len == strlen(o->value) && memcmp(val, o->value, len) == 0)
+			return (int)o->pool;
+	}
+	unsigned weights[SERVICE_MAX_POOLS];
+	uint64_t seeds[SERVICE_MAX_POOLS];
+	size_t n = svc->num_pools < SERVICE_MAX_POOLS ? svc->num_pools : SERVICE_MAX_POOLS;
+	for (size_t i = 0; i < n; i++) {
+		weights[i] = atomic_load_explicit(&splits[i]->weight, memory_order_relaxed);
+		seeds[i] = svc->pools[i].sticky_seed;
+	}
+	int i;
+	const char *val;
+	size_t len;
+	if (svc->sticky_set && reqkey_get(r, reqkey_of_hash_key(svc->sticky.kind), svc->sticky.name, &val, &len))
+		i = balance_rendezvous_pick(weights, seeds, n, balance_hash(val, len, 0));
+	else
+		i = balance_weighted_pick(weights, n, random);
+	return i < 0 ? -1 : (int)svc->pools[i].pool;
 }

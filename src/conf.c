@@ -269,6 +269,12 @@ void conf_free(struct conf *c)
 	for (size_t i = 0; i < c->num_services; i++) {
 		free(c->services[i].name);
 		free(c->services[i].pools);
+		free(c->services[i].sticky.name);
+		for (size_t o = 0; o < c->services[i].num_overrides; o++) {
+			free(c->services[i].overrides[o].key.name);
+			free(c->services[i].overrides[o].value);
+		}
+		free(c->services[i].overrides);
 	}
 	free(c->services);
 	for (size_t i = 0; i < c->num_routes; i++) {

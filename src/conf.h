@@ -50,11 +50,19 @@ bool conf_parse_address_why(const char *s, struct sockaddr_storage *ss, socklen_
 
 enum conf_balance { CONF_BALANCE_ROUND_ROBIN, CONF_BALANCE_LEAST_CONN, CONF_BALANCE_HASH };
 
-enum conf_key_kind { CONF_KEY_CLIENT_IP, CONF_KEY_HEADER, CONF_KEY_COOKIE, CONF_KEY_PATH, CONF_KEY_HOST };
+enum conf_key_kind {
+	CONF_KEY_CLIENT_IP,
+	CONF_KEY_HEADER,
+	CONF_KEY_COOKIE,
+	CONF_KEY_PATH,
+	CONF_KEY_HOST,
+	CONF_KEY_QUERY,       /* "query:NAME" */
+	CONF_KEY_TLS_SUBJECT, /* "tls_subject": a verified client certificate's subject */
+};
 
 struct conf_key {
 	enum conf_key_kind kind;
-	char *name; /* header name (lower-cased) or cookie name (as written: cookies are case-sensitive), else NULL */
+	char *name; /* header name (lower-cased), cookie or query argument name (as written: case-sensitive), else NULL */
 };
 
 struct conf_server {
@@ -137,12 +145,25 @@ struct conf_pool {
 struct conf_service_pool {
 	size_t pool; /* index into conf.pools */
 	unsigned weight;
+	uint64_t sticky_seed; /* the pool name's hash: its rendezvous seed for sticky splits (balance.h) */
+};
+
+/* `overrides` entry: requests whose key (header, cookie or query argument)
+ * equals value go to pool, before the split. */
+struct conf_service_override {
+	struct conf_key key;
+	char *value;
+	size_t pool; /* index into conf.pools */
 };
 
 struct conf_service {
 	char *name;
 	struct conf_service_pool *pools;
 	size_t num_pools;
+	bool sticky_set;         /* `sticky` given: the split is by a hash of this key */
+	struct conf_key sticky;
+	struct conf_service_override *overrides;
+	size_t num_overrides;
 	bool implicit; /* made for a route's `pool = "x"` shorthand; named "pool:x" */
 };
 

@@ -84,13 +84,15 @@ static void walk_servers(struct conf_walker *w, int pool_table, struct conf_pool
 	conf_field_close(w, &f);
 }
 
-static void walk_hash_key(struct conf_walker *w, const char *s, struct conf_key *key)
+void conf_walk_key(struct conf_walker *w, const char *s, struct conf_key *key)
 {
 	static const struct {
 		const char *prefix;
 		enum conf_key_kind kind;
 		const char *what;
-	} named[] = { { "header:", CONF_KEY_HEADER, "header" }, { "cookie:", CONF_KEY_COOKIE, "cookie" } };
+	} named[] = { { "header:", CONF_KEY_HEADER, "header" },
+		      { "cookie:", CONF_KEY_COOKIE, "cookie" },
+		      { "query:", CONF_KEY_QUERY, "query argument" } };
 
 	if (strcmp(s, "client_ip") == 0) {
 		key->kind = CONF_KEY_CLIENT_IP;
@@ -102,6 +104,10 @@ static void walk_hash_key(struct conf_walker *w, const char *s, struct conf_key 
 	}
 	if (strcmp(s, "host") == 0) {
 		key->kind = CONF_KEY_HOST;
+		return;
+	}
+	if (strcmp(s, "tls_subject") == 0) {
+		key->kind = CONF_KEY_TLS_SUBJECT;
 		return;
 	}
 	for (size_t i = 0; i < sizeof named / sizeof named[0]; i++) {
@@ -128,7 +134,7 @@ static void walk_hash_key(struct conf_walker *w, const char *s, struct conf_key 
 		return;
 	}
 	char *q = conf_quoted(s);
-	conf_werr(w, "unknown value %s (expected client_ip, path, host, header:NAME or cookie:NAME)", q);
+	conf_werr(w, "unknown value %s (expected client_ip, path, host, tls_subject, header:NAME, cookie:NAME or query:NAME)", q);
 	free(q);
 }
 
@@ -162,7 +168,7 @@ static void walk_pool(struct conf_walker *w, int t, struct conf_pool *p)
 	if (conf_field_open(w, t, "hash_key", &f)) {
 		const char *s = conf_value_string(w, lua_gettop(w->L));
 		if (s) {
-			walk_hash_key(w, s, &p->hash_key);
+			conf_walk_key(w, s, &p->hash_key);
 			if (p->balance != CONF_BALANCE_HASH)
 				conf_werr(w, "only used with balance = \"hash\"");
 		}

@@ -9,6 +9,10 @@
 #include "conf_schema.h"
 
 void conf_walk_pools(struct conf_walker *w, int root);
+/* A request key as written in the config ("client_ip", "path", "host",
+ * "tls_subject", "header:NAME", "cookie:NAME", "query:NAME"): a pool's
+ * hash_key, a service's sticky key. Reported at the current path when wrong. */
+void conf_walk_key(struct conf_walker *w, const char *s, struct conf_key *key);
 /* "unknown pool "x" (did you mean ...)" at the current path. */
 void conf_unknown_pool_error(struct conf_walker *w, const char *name);
 

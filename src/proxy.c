@@ -87,28 +87,6 @@ static bool proxy_hash_key(const struct exchange *ex, const struct conf_key *key
 
 /* The service's split between pools, with the weights deployers set at run
  * time (runtime.h); a weight of 0 takes a pool out. */
-static int proxy_pick_pool(struct exchange *ex, const struct conf_service *svc, struct runtime_split *const *splits)
-{
-	unsigned weights[64];
-	size_t n = svc->num_pools < 64 ? svc->num_pools : 64;
-	uint64_t total = 0;
-	for (size_t i = 0; i < n; i++) {
-		weights[i] = atomic_load_explicit(&splits[i]->weight, memory_order_relaxed);
-		total += weights[i];
-	}
-	if (total == 0)
-		return -1;
-	if (n == 1)
-		return (int)svc->pools[0].pool;
-	uint64_t x = worker_random(ex->req.worker) % total;
-	for (size_t i = 0; i < n; i++) {
-		if (x < weights[i])
-			return (int)svc->pools[i].pool;
-		x -= weights[i];
-	}
-	return -1;
-}
-
 /* Tell the breaker how the current attempt went (once per attempt). */
 static void proxy_report(struct exchange *ex, enum breaker_outcome o)
 {
@@ -196,7 +174,9 @@ void proxy_start(struct exchange *ex)
 	/* the pools of the snapshot the request started on, even after a reload */
 	struct pool_set *ps = worker_pools(w, s);
 	/* a policy may have chosen the pool (r:set_pool, one of the service's) */
-	int pool_index = r->pool >= 0 ? r->pool : proxy_pick_pool(ex, &c->services[r->service], ps->splits[r->service]);
+	int pool_index = r->pool >= 0 ? r->pool
+	                               : balance_service_pick(&ex->req, &c->services[r->service], ps->splits[r->service],
+	                                                      worker_random(ex->req.worker));
 	if (pool_index < 0) {
 		proxy_refuse(ex, REASON_NO_HEALTHY_UPSTREAM, 1);
 		return;

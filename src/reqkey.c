@@ -125,6 +125,10 @@ enum reqkey_kind reqkey_of_hash_key(enum conf_key_kind k)
 		return REQKEY_PATH;
 	case CONF_KEY_HOST:
 		return REQKEY_HOST;
+	case CONF_KEY_QUERY:
+		return REQKEY_QUERY;
+	case CONF_KEY_TLS_SUBJECT:
+		return REQKEY_TLS_SUBJECT;
 	case CONF_KEY_CLIENT_IP:
 	default:
 		return REQKEY_CLIENT_IP;

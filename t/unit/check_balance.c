@@ -446,6 +446,95 @@ START_TEST(test_weighted_pick_is_sticky_when_shifting)
 }
 END_TEST
 
+
+/* ---- sticky service splits (rendezvous) ----------------------------------- */
+
+enum { SPLIT_KEYS = 10000 };
+
+static uint64_t uid_hash(int k)
+{
+	char key[32];
+	int len = snprintf(key, sizeof key, "uid-%d", k);
+	return balance_hash(key, (size_t)len, 0);
+}
+
+static const uint64_t SPLIT_SEEDS[] = { 0x1234567890abcdefULL, 0x0fedcba987654321ULL, 0x5555aaaa5555aaaaULL,
+	                                0x0123012301230123ULL };
+
+START_TEST(test_rendezvous_shift_moves_only_needed_keys)
+{
+	/* blue/green 90/10 -> 80/20 -> 50/50 -> 0/100 over 10,000 keys: each step
+	 * moves about the share that must move, and only from blue to green */
+	const unsigned steps[][2] = { { 90, 10 }, { 80, 20 }, { 50, 50 }, { 0, 100 } };
+	const unsigned expect_moved[] = { 1000, 3000, 5000 };
+	int *where = calloc(SPLIT_KEYS, sizeof *where);
+	ck_assert_ptr_nonnull(where);
+	unsigned green = 0;
+	for (int k = 0; k < SPLIT_KEYS; k++) {
+		where[k] = balance_rendezvous_pick(steps[0], SPLIT_SEEDS, 2, uid_hash(k));
+		ck_assert_int_ge(where[k], 0);
+		green += where[k] == 1;
+	}
+	ck_assert_msg(green >= 850 && green <= 1150, "green had %u of 10000 keys at 10%%", green);
+	for (size_t s = 1; s < COUNT_OF(steps); s++) {
+		unsigned moved = 0;
+		for (int k = 0; k < SPLIT_KEYS; k++) {
+			int now = balance_rendezvous_pick(steps[s], SPLIT_SEEDS, 2, uid_hash(k));
+			if (now != where[k]) {
+				ck_assert_msg(where[k] == 0 && now == 1, "key %d moved from green back to blue", k);
+				moved++;
+			}
+			where[k] = now;
+		}
+		ck_assert_msg(moved + 200 >= expect_moved[s - 1] && moved <= expect_moved[s - 1] + 200,
+		              "step %zu moved %u keys, expected about %u", s, moved, expect_moved[s - 1]);
+	}
+	free(where);
+}
+END_TEST
+
+START_TEST(test_rendezvous_many_pools)
+{
+	/* a 70/20/10 split: shares within 2%; raising the third pool to 30 moves
+	 * keys only to it, and none between the first two (their ratio holds) */
+	const unsigned before[] = { 70, 20, 10 };
+	const unsigned after[] = { 70, 20, 30 };
+	unsigned count[3] = { 0 }, moved = 0;
+	for (int k = 0; k < SPLIT_KEYS; k++) {
+		uint64_t h = uid_hash(k);
+		int a = balance_rendezvous_pick(before, SPLIT_SEEDS, 3, h);
+		int b = balance_rendezvous_pick(after, SPLIT_SEEDS, 3, h);
+		ck_assert_int_ge(a, 0);
+		count[a]++;
+		if (a != b) {
+			ck_assert_msg(b == 2, "key %d moved from pool %d to %d", k, a, b);
+			moved++;
+		}
+	}
+	ck_assert_msg(count[0] >= 6800 && count[0] <= 7200, "pool 0: %u", count[0]);
+	ck_assert_msg(count[1] >= 1800 && count[1] <= 2200, "pool 1: %u", count[1]);
+	ck_assert_msg(count[2] >= 800 && count[2] <= 1200, "pool 2: %u", count[2]);
+	/* 10% -> 25% of the keys: about 1,500 move */
+	ck_assert_msg(moved >= 1300 && moved <= 1700, "moved %u", moved);
+}
+END_TEST
+
+START_TEST(test_rendezvous_edges)
+{
+	const unsigned zero[] = { 0, 0, 0 };
+	ck_assert_int_eq(balance_rendezvous_pick(zero, SPLIT_SEEDS, 3, 42), -1);
+	ck_assert_int_eq(balance_rendezvous_pick(zero, SPLIT_SEEDS, 0, 42), -1);
+	const unsigned only_second[] = { 0, 7, 0 };
+	for (int k = 0; k < 1000; k++)
+		ck_assert_int_eq(balance_rendezvous_pick(only_second, SPLIT_SEEDS, 3, uid_hash(k)), 1);
+	/* weights are relative: 9/1 and 90/10 place every key alike */
+	const unsigned small[] = { 9, 1 }, large[] = { 90, 10 };
+	for (int k = 0; k < 1000; k++)
+		ck_assert_int_eq(balance_rendezvous_pick(small, SPLIT_SEEDS, 2, uid_hash(k)),
+		                 balance_rendezvous_pick(large, SPLIT_SEEDS, 2, uid_hash(k)));
+}
+END_TEST
+
 /* ---- hash -------------------------------------------------------------- */
 
 START_TEST(test_hash_known_values)
@@ -609,6 +698,9 @@ static Suite *balance_suite(void)
 	tcase_add_test(pick, test_weighted_pick_proportions);
 	tcase_add_test(pick, test_weighted_pick_edges);
 	tcase_add_test(pick, test_weighted_pick_is_sticky_when_shifting);
+	tcase_add_test(pick, test_rendezvous_shift_moves_only_needed_keys);
+	tcase_add_test(pick, test_rendezvous_many_pools);
+	tcase_add_test(pick, test_rendezvous_edges);
 	suite_add_tcase(s, pick);
 
 	TCase *hash = tcase_create("hash");

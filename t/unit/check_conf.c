@@ -617,7 +617,7 @@ START_TEST(test_servers_and_hash_keys)
 	conf_free(c);
 
 	expect_error("return { " LISTENERS "pools = { web = { servers = { \"127.0.0.1:1\" }, balance = \"hash\", hash_key = \"ip\" } } }",
-	             "test.lua: pools.web.hash_key: unknown value \"ip\" (expected client_ip, path, host, header:NAME or cookie:NAME)");
+	             "test.lua: pools.web.hash_key: unknown value \"ip\" (expected client_ip, path, host, tls_subject, header:NAME, cookie:NAME or query:NAME)");
 	expect_error("return { " LISTENERS "pools = { web = { servers = { \"127.0.0.1:1\" }, balance = \"hash\", hash_key = \"header:\" } } }",
 	             "test.lua: pools.web.hash_key: missing the header name (write \"header:NAME\")");
 	expect_error("return { " LISTENERS "pools = { web = { servers = { \"127.0.0.1:1\" }, balance = \"hash\", hash_key = \"cookie:a b\" } } }",
@@ -834,6 +834,73 @@ START_TEST(test_error_route_actions)
 	             "test.lua: routes[1]: several actions (pool and service and respond): set only one of pool, service or respond");
 	expect_error("return { " BASE "routes = { 5 } }",
 	             "test.lua: routes[1]: expected a table like { match = { path_prefix = \"/\" }, service = \"web\" }, got number");
+}
+END_TEST
+
+
+#define BLUE_GREEN "pools = { blue = { servers = { \"127.0.0.1:9001\" } }, green = { servers = { \"127.0.0.1:9002\" } } },\n"
+
+START_TEST(test_service_sticky_and_overrides)
+{
+	struct conf *c = load_ok("return { " LISTENERS BLUE_GREEN
+	                         "services = { web = { pools = { blue = 90, green = 10 }, sticky = \"cookie:uid\",\n"
+	                         "  overrides = { { header = \"X-Canary\", value = \"1\", pool = \"green\" },\n"
+	                         "                { cookie = \"version\", value = \"green\", pool = \"green\" },\n"
+	                         "                { query = \"v\", value = \"blue\", pool = \"blue\" } } } } }");
+	int web = conf_find_service(c, "web");
+	ck_assert_int_ge(web, 0);
+	const struct conf_service *s = &c->services[web];
+	ck_assert(s->sticky_set);
+	ck_assert_int_eq(s->sticky.kind, CONF_KEY_COOKIE);
+	ck_assert_str_eq(s->sticky.name, "uid");
+	ck_assert_uint_eq(s->num_overrides, 3);
+	ck_assert_int_eq(s->overrides[0].key.kind, CONF_KEY_HEADER);
+	ck_assert_str_eq(s->overrides[0].key.name, "x-canary");
+	ck_assert_str_eq(s->overrides[0].value, "1");
+	ck_assert_int_eq(s->overrides[0].pool, conf_find_pool(c, "green"));
+	ck_assert_int_eq(s->overrides[1].key.kind, CONF_KEY_COOKIE);
+	ck_assert_int_eq(s->overrides[2].key.kind, CONF_KEY_QUERY);
+	ck_assert_int_eq(s->overrides[2].pool, conf_find_pool(c, "blue"));
+	/* the seeds are the pool names' hashes: distinct, and the same in every service */
+	ck_assert(s->pools[0].sticky_seed != s->pools[1].sticky_seed);
+	conf_free(c);
+
+	static const char *const keys[] = { "client_ip", "path", "host", "tls_subject", "header:x-user", "query:user" };
+	static const enum conf_key_kind kinds[] = { CONF_KEY_CLIENT_IP, CONF_KEY_PATH, CONF_KEY_HOST,
+		                                    CONF_KEY_TLS_SUBJECT, CONF_KEY_HEADER, CONF_KEY_QUERY };
+	for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+		char src[512];
+		snprintf(src, sizeof src, "return { " LISTENERS BLUE_GREEN
+		         "services = { web = { pools = { blue = 1 }, sticky = \"%s\" } } }", keys[i]);
+		c = load_ok(src);
+		ck_assert_int_eq(c->services[conf_find_service(c, "web")].sticky.kind, kinds[i]);
+		conf_free(c);
+	}
+}
+END_TEST
+
+START_TEST(test_error_service_sticky_and_overrides)
+{
+	expect_error("return { " LISTENERS BLUE_GREEN "services = { web = { pools = { blue = 1 }, sticky = \"cookie\" } } }",
+	             "test.lua: services.web.sticky: unknown value \"cookie\" (expected client_ip, path, host, tls_subject, "
+	             "header:NAME, cookie:NAME or query:NAME)");
+	expect_error("return { " LISTENERS BLUE_GREEN "services = { web = { pools = { blue = 1 }, sticky = \"query:\" } } }",
+	             "test.lua: services.web.sticky: missing the query argument name (write \"query:NAME\")");
+	expect_error("return { " LISTENERS BLUE_GREEN "services = { web = { pools = { blue = 1 },\n"
+	             "  overrides = { { header = \"x-canary\", value = \"1\", pool = \"gren\" } } } } }",
+	             "test.lua: services.web.overrides[1].pool: unknown pool \"gren\" (did you mean \"green\"?)");
+	expect_error("return { " LISTENERS BLUE_GREEN "services = { web = { pools = { blue = 1 },\n"
+	             "  overrides = { { value = \"1\", pool = \"green\" } } } } }",
+	             "test.lua: services.web.overrides[1]: missing what to match (write { header = \"x-canary\", "
+	             "value = \"1\", pool = \"green\" })");
+	expect_error("return { " LISTENERS BLUE_GREEN "services = { web = { pools = { blue = 1 },\n"
+	             "  overrides = { { header = \"a\", cookie = \"b\", value = \"1\", pool = \"green\" } } } } }",
+	             "test.lua: services.web.overrides[1]: give only one of header, cookie or query");
+	expect_error("return { " LISTENERS BLUE_GREEN "services = { web = { pools = { blue = 1 },\n"
+	             "  overrides = { { header = \"a\", pool = \"green\" } } } } }",
+	             "test.lua: services.web.overrides[1].value: missing (the exact value that selects the pool)");
+	expect_error_part("return { " LISTENERS BLUE_GREEN "services = { web = { pools = { blue = 1 }, overides = { } } } }",
+	                  "services.web.overides: unknown key (did you mean \"overrides\"?)");
 }
 END_TEST
 
@@ -1424,6 +1491,8 @@ static Suite *conf_suite(void)
 	tcase_add_test(errors, test_error_duplicates);
 	tcase_add_test(errors, test_error_route_actions);
 	tcase_add_test(errors, test_error_pools_and_services);
+	tcase_add_test(errors, test_service_sticky_and_overrides);
+	tcase_add_test(errors, test_error_service_sticky_and_overrides);
 	tcase_add_test(errors, test_error_match_syntax);
 	tcase_add_test(errors, test_errors_all_reported);
 	suite_add_tcase(s, errors);
