@@ -379,6 +379,18 @@ static void show_config(struct admin *a, bool json, struct evbuffer *out)
 	}
 }
 
+/* One difference: a line of text, or a string of the JSON list (*n so far). */
+static void diff_line(struct evbuffer *out, bool json, size_t *n, const char *line)
+{
+	if (json) {
+		evbuffer_add_printf(out, "%s", *n ? "," : "");
+		out_json_str(out, line);
+	} else {
+		evbuffer_add_printf(out, "%s\n", line);
+	}
+	(*n)++;
+}
+
 static void show_diff(struct admin *a, bool json, struct evbuffer *out)
 {
 	const struct conf *c = a->snap->conf;
@@ -407,13 +419,7 @@ static void show_diff(struct admin *a, bool json, struct evbuffer *out)
 				if (!what[k])
 					continue;
 				snprintf(line, sizeof(line), "pool %s server %s: %s", p->name, s->address, what[k]);
-				if (json) {
-					evbuffer_add_printf(out, "%s", n ? "," : "");
-					out_json_str(out, line);
-				} else {
-					evbuffer_add_printf(out, "%s\n", line);
-				}
-				n++;
+				diff_line(out, json, &n, line);
 			}
 		}
 	}
@@ -425,13 +431,16 @@ static void show_diff(struct admin *a, bool json, struct evbuffer *out)
 		char line[256];
 		snprintf(line, sizeof(line), "service %s pool %s: weight %u -> %u", sp->service, sp->pool,
 		         atomic_load(&sp->config_weight), atomic_load(&sp->weight));
-		if (json) {
-			evbuffer_add_printf(out, "%s", n ? "," : "");
-			out_json_str(out, line);
-		} else {
-			evbuffer_add_printf(out, "%s\n", line);
-		}
-		n++;
+		diff_line(out, json, &n, line);
+	}
+	for (size_t i = 0; i < a->rt->num_splits; i++) {
+		struct runtime_split *sp = a->rt->splits[i];
+		if (!sp->saved_set || conf_find_service(c, sp->service) < 0)
+			continue;
+		char line[256];
+		snprintf(line, sizeof(line), "service %s pool %s: weight %u before the switch (switch %s --back restores it)",
+		         sp->service, sp->pool, sp->saved_weight, sp->service);
+		diff_line(out, json, &n, line);
 	}
 	if (json)
 		evbuffer_add_printf(out, "]}\n");
@@ -562,6 +571,9 @@ static void show_help(bool json, struct evbuffer *out)
 		"enable POOL ADDRESS                 undo drain and disable",
 		"reset breaker POOL ADDRESS          close a server's circuit breaker now",
 		"set service-weights SERVICE POOL=W ...  the split of a service between its pools (0 takes a pool out)",
+		"show services [SERVICE]             service splits: weights, shares, sticky key, switch memory",
+		"switch SERVICE POOL                 blue-green: every request of SERVICE to POOL now (remembers the split)",
+		"switch SERVICE --back               restore the split from before the switch",
 		"reload                              re-read the config file; on any error nothing changes",
 		"reopen-logs                         open the log files again by path (logrotate; as SIGUSR1)",
 		"help                                this list; add --json to any command for a JSON answer",
@@ -767,6 +779,17 @@ static void cmd_server_change(struct admin *a, unsigned uid, char **w, size_t n,
 	changed(a, uid, what, json, out);
 }
 
+/* The running config's service named name, or NULL after answering that there is none. */
+static const struct conf_service *find_service(struct admin *a, const char *name, bool json, struct evbuffer *out)
+{
+	int si = conf_find_service(a->snap->conf, name);
+	if (si < 0) {
+		reply_error(out, json, "unknown service \"%s\"", name);
+		return NULL;
+	}
+	return &a->snap->conf->services[si];
+}
+
 static void cmd_service_weights(struct admin *a, unsigned uid, char **w, size_t n, bool json, struct evbuffer *out)
 {
 	if (n < 4) {
@@ -774,12 +797,9 @@ static void cmd_service_weights(struct admin *a, unsigned uid, char **w, size_t 
 		return;
 	}
 	const struct conf *c = a->snap->conf;
-	int si = conf_find_service(c, w[2]);
-	if (si < 0) {
-		reply_error(out, json, "unknown service \"%s\"", w[2]);
+	const struct conf_service *sv = find_service(a, w[2], json, out);
+	if (!sv)
 		return;
-	}
-	const struct conf_service *sv = &c->services[si];
 	struct runtime_split *splits[ADMIN_CMD_MAX_WORDS];
 	unsigned weights[ADMIN_CMD_MAX_WORDS];
 	size_t m = 0;
@@ -837,6 +857,136 @@ static void cmd_service_weights(struct admin *a, unsigned uid, char **w, size_t 
 	changed(a, uid, what, json, out);
 }
 
+static const char *key_text(const struct conf_key *k, char *buf, size_t size)
+{
+	static const char *const kinds[] = { [CONF_KEY_CLIENT_IP] = "client_ip", [CONF_KEY_HEADER] = "header:",
+		                             [CONF_KEY_COOKIE] = "cookie:",      [CONF_KEY_PATH] = "path",
+		                             [CONF_KEY_HOST] = "host",           [CONF_KEY_QUERY] = "query:",
+		                             [CONF_KEY_TLS_SUBJECT] = "tls_subject" };
+	snprintf(buf, size, "%s%s", kinds[k->kind], k->name ? k->name : "");
+	return buf;
+}
+
+static void show_services(struct admin *a, const char *only, bool json, struct evbuffer *out)
+{
+	const struct conf *c = a->snap->conf;
+	if (only && conf_find_service(c, only) < 0) {
+		reply_error(out, json, "unknown service \"%s\"", only);
+		return;
+	}
+	if (json)
+		evbuffer_add_printf(out, "{\"ok\":true,\"services\":[");
+	else
+		evbuffer_add_printf(out, "%-16s %-16s %6s %6s %6s  %s\n", "SERVICE", "POOL", "WEIGHT", "CONFIG", "SHARE",
+		                    "SPLIT");
+	size_t shown = 0;
+	for (size_t i = 0; i < c->num_services; i++) {
+		const struct conf_service *sv = &c->services[i];
+		if (only ? strcmp(sv->name, only) != 0 : sv->implicit)
+			continue;
+		char key[300] = "per request";
+		if (sv->sticky_set) {
+			char k[256];
+			snprintf(key, sizeof key, "sticky %s", key_text(&sv->sticky, k, sizeof k));
+		}
+		bool switched = runtime_switched(a->rt, c, sv);
+		uint64_t total = 0;
+		for (size_t j = 0; j < sv->num_pools; j++) {
+			struct runtime_split *sp = runtime_service_split(a->rt, c, sv, j);
+			total += sp ? atomic_load(&sp->weight) : 0;
+		}
+		if (json) {
+			evbuffer_add_printf(out, "%s{\"service\":", shown ? "," : "");
+			out_json_str(out, sv->name);
+			evbuffer_add_printf(out, ",\"sticky\":");
+			if (sv->sticky_set) {
+				char k[256];
+				out_json_str(out, key_text(&sv->sticky, k, sizeof k));
+			} else {
+				evbuffer_add_printf(out, "null");
+			}
+			evbuffer_add_printf(out, ",\"overrides\":%zu,\"switched\":%s,\"pools\":[", sv->num_overrides,
+			                    switched ? "true" : "false");
+		}
+		for (size_t j = 0; j < sv->num_pools; j++) {
+			struct runtime_split *sp = runtime_service_split(a->rt, c, sv, j);
+			if (!sp)
+				continue;
+			unsigned wt = atomic_load(&sp->weight);
+			double share = total ? 100.0 * wt / (double)total : 0;
+			if (json) {
+				evbuffer_add_printf(out, "%s{\"pool\":", j ? "," : "");
+				out_json_str(out, sp->pool);
+				evbuffer_add_printf(out, ",\"weight\":%u,\"config_weight\":%u,\"share\":%.1f", wt,
+				                    atomic_load(&sp->config_weight), share);
+				if (sp->saved_set)
+					evbuffer_add_printf(out, ",\"weight_before_switch\":%u", sp->saved_weight);
+				evbuffer_add_printf(out, "}");
+			} else {
+				char extra[400];
+				int len = snprintf(extra, sizeof extra, "%s", j == 0 ? key : "");
+				if (j == 0 && sv->num_overrides)
+					len += snprintf(extra + len, sizeof extra - (size_t)len, ", %zu override%s", sv->num_overrides,
+					                sv->num_overrides == 1 ? "" : "s");
+				if (sp->saved_set)
+					snprintf(extra + len, sizeof extra - (size_t)len, "%sswitched (was %u; switch %s --back)",
+					         len ? ", " : "", sp->saved_weight, sv->name);
+				evbuffer_add_printf(out, "%-16s %-16s %6u %6u %5.1f%%  %s\n", sv->name, sp->pool, wt,
+				                    atomic_load(&sp->config_weight), share, extra);
+			}
+		}
+		if (json)
+			evbuffer_add_printf(out, "]}");
+		shown++;
+	}
+	if (json)
+		evbuffer_add_printf(out, "]}\n");
+}
+
+/* The weights of sv as "blue 90, green 10" for answers and the log. */
+static void split_text(struct admin *a, const struct conf_service *sv, char *buf, size_t size)
+{
+	size_t len = 0;
+	buf[0] = '\0';
+	for (size_t j = 0; j < sv->num_pools && len < size; j++) {
+		struct runtime_split *sp = runtime_service_split(a->rt, a->snap->conf, sv, j);
+		if (sp)
+			len += (size_t)snprintf(buf + len, size - len, "%s%s %u", len ? ", " : "", sp->pool,
+			                        atomic_load(&sp->weight));
+	}
+}
+
+static void cmd_switch(struct admin *a, unsigned uid, char **w, size_t n, bool json, struct evbuffer *out)
+{
+	if (n != 3) {
+		reply_error(out, json, "usage: switch SERVICE POOL | switch SERVICE --back");
+		return;
+	}
+	const struct conf *c = a->snap->conf;
+	const struct conf_service *sv = find_service(a, w[1], json, out);
+	if (!sv)
+		return;
+	char before[512], after[512], what[1100];
+	split_text(a, sv, before, sizeof before);
+	if (strcmp(w[2], "--back") == 0) {
+		if (!runtime_switch_back(a->rt, c, sv)) {
+			reply_error(out, json, "service %s is not switched (nothing to go back to)", sv->name);
+			return;
+		}
+		split_text(a, sv, after, sizeof after);
+		snprintf(what, sizeof what, "service %s: switched back: %s -> %s", sv->name, before, after);
+	} else {
+		if (!runtime_switch(a->rt, c, sv, w[2])) {
+			reply_error(out, json, "service %s has no pool \"%s\"", sv->name, w[2]);
+			return;
+		}
+		split_text(a, sv, after, sizeof after);
+		snprintf(what, sizeof what, "service %s: switched to %s: %s -> %s (switch %s --back restores it)", sv->name,
+		         w[2], before, after, sv->name);
+	}
+	changed(a, uid, what, json, out);
+}
+
 void admin_execute(struct admin *a, const char *line, size_t len, unsigned uid, struct evbuffer *out)
 {
 	struct admin_cmd *cmd = &a->cmd;
@@ -867,9 +1017,11 @@ void admin_execute(struct admin *a, const char *line, size_t len, unsigned uid, 
 			show_state_file(a, json, out);
 		else if (strcmp(w[1], "counters") == 0 && n == 2)
 			counters_write(counters_process, a->snap->counters, json, out);
+		else if (strcmp(w[1], "services") == 0 && n <= 3)
+			show_services(a, n == 3 ? w[2] : NULL, json, out);
 		else
-			reply_error(out, json, "usage: show pools | show servers [POOL] | show breakers | show config | show diff | "
-			                       "show admin | show state-file | show counters");
+			reply_error(out, json, "usage: show pools | show servers [POOL] | show services [SERVICE] | show breakers | "
+			                       "show config | show diff | show admin | show state-file | show counters");
 	} else if (strcmp(w[0], "save-state") == 0) {
 		cmd_save_state(a, uid, w, n, json, out);
 	} else if (strcmp(w[0], "reload") == 0 && n == 1) {
@@ -878,6 +1030,8 @@ void admin_execute(struct admin *a, const char *line, size_t len, unsigned uid, 
 		cmd_reopen_logs(a, uid, json, out);
 	} else if (n >= 2 && strcmp(w[0], "set") == 0 && strcmp(w[1], "service-weights") == 0) {
 		cmd_service_weights(a, uid, w, n, json, out);
+	} else if (strcmp(w[0], "switch") == 0) {
+		cmd_switch(a, uid, w, n, json, out);
 	} else if ((n >= 2 && (strcmp(w[0], "set") == 0 || strcmp(w[0], "clear") == 0) && strcmp(w[1], "weight") == 0) ||
 	           (n >= 2 && strcmp(w[0], "reset") == 0 && strcmp(w[1], "breaker") == 0) || strcmp(w[0], "drain") == 0 ||
 	           strcmp(w[0], "enable") == 0 || strcmp(w[0], "disable") == 0) {

@@ -361,6 +361,71 @@ void runtime_set_split_weight(struct runtime_split *sp, unsigned weight)
 	atomic_store(&sp->weight, weight);
 }
 
+struct runtime_split *runtime_service_split(const struct runtime *rt, const struct conf *c,
+                                            const struct conf_service *sv, size_t i)
+{
+	return runtime_find_split(rt, sv->name, c->pools[sv->pools[i].pool].name);
+}
+
+bool runtime_switched(const struct runtime *rt, const struct conf *c, const struct conf_service *sv)
+{
+	for (size_t i = 0; i < sv->num_pools; i++) {
+		const struct runtime_split *sp = runtime_service_split(rt, c, sv, i);
+		if (sp && sp->saved_set)
+			return true;
+	}
+	return false;
+}
+
+bool runtime_switch(struct runtime *rt, const struct conf *c, const struct conf_service *sv, const char *pool)
+{
+	struct runtime_split *target = NULL;
+	for (size_t i = 0; i < sv->num_pools; i++)
+		if (strcmp(c->pools[sv->pools[i].pool].name, pool) == 0)
+			target = runtime_service_split(rt, c, sv, i);
+	if (!target)
+		return false;
+	bool remembered = runtime_switched(rt, c, sv);
+	for (size_t i = 0; i < sv->num_pools && !remembered; i++) {
+		struct runtime_split *sp = runtime_service_split(rt, c, sv, i);
+		if (sp) {
+			sp->saved_weight = atomic_load(&sp->weight);
+			sp->saved_set = true;
+		}
+	}
+	/* a target already in the split takes everything as soon as the others
+	 * are 0; one at 0 must be raised first, or a pick could find no pool */
+	if (atomic_load(&target->weight) == 0)
+		runtime_set_split_weight(target, RUNTIME_SWITCH_WEIGHT);
+	for (size_t i = 0; i < sv->num_pools; i++) {
+		struct runtime_split *sp = runtime_service_split(rt, c, sv, i);
+		if (sp && sp != target)
+			runtime_set_split_weight(sp, 0);
+	}
+	runtime_set_split_weight(target, RUNTIME_SWITCH_WEIGHT);
+	return true;
+}
+
+bool runtime_switch_back(struct runtime *rt, const struct conf *c, const struct conf_service *sv)
+{
+	if (!runtime_switched(rt, c, sv))
+		return false;
+	/* raise before lowering, so no pick finds every weight at 0 */
+	for (int pass = 0; pass < 2; pass++)
+		for (size_t i = 0; i < sv->num_pools; i++) {
+			struct runtime_split *sp = runtime_service_split(rt, c, sv, i);
+			if (!sp || !sp->saved_set || (sp->saved_weight > atomic_load(&sp->weight)) != (pass == 0))
+				continue;
+			runtime_set_split_weight(sp, sp->saved_weight);
+		}
+	for (size_t i = 0; i < sv->num_pools; i++) {
+		struct runtime_split *sp = runtime_service_split(rt, c, sv, i);
+		if (sp)
+			sp->saved_set = false;
+	}
+	return true;
+}
+
 static bool conf_has_server(const struct conf *c, const char *pool, const char *address)
 {
 	int i = conf_find_pool(c, pool);
@@ -426,7 +491,10 @@ size_t runtime_prune(struct runtime *rt, const struct conf *c)
 	}
 	for (size_t i = 0; i < rt->num_splits; i++) {
 		struct runtime_split *sp = rt->splits[i];
-		if (conf_has_split(c, sp->service, sp->pool) || !atomic_exchange(&sp->weight_set, false))
+		if (conf_has_split(c, sp->service, sp->pool))
+			continue;
+		sp->saved_set = false;
+		if (!atomic_exchange(&sp->weight_set, false))
 			continue;
 		unsigned was = atomic_exchange(&sp->weight, atomic_load(&sp->config_weight));
 		struct log_line l;

@@ -63,6 +63,10 @@ struct runtime_split {
 	atomic_uint config_weight;
 	atomic_uint weight;
 	atomic_bool weight_set;
+	/* blue-green memory: the weight before `ctl switch`, restored by
+	 * `switch --back`; main thread only (workers read weight) */
+	bool saved_set;
+	unsigned saved_weight;
 };
 
 struct runtime {
@@ -119,5 +123,22 @@ void runtime_breaker_read(struct runtime_server *s, const struct conf_breaker *c
 void runtime_set_weight(struct runtime_server *s, unsigned weight);
 void runtime_clear_weight(struct runtime_server *s);
 void runtime_set_split_weight(struct runtime_split *sp, unsigned weight);
+
+/* Blue-green (main thread). runtime_switch() sets every pool of service sv
+ * to weight 0 but `pool`, which gets RUNTIME_SWITCH_WEIGHT, and remembers
+ * the weights before (a second switch keeps the first one's memory), for
+ * runtime_switch_back() to restore. The stores are ordered so that no request
+ * sees every weight at 0, and when `pool` already had a weight above 0 none
+ * sees a mix: every pick after the call goes to `pool`. Returns false (and
+ * changes nothing) when `pool` is not one of sv's pools. */
+#define RUNTIME_SWITCH_WEIGHT 100
+bool runtime_switch(struct runtime *rt, const struct conf *c, const struct conf_service *sv, const char *pool);
+/* Restores the remembered weights and forgets them; false when sv is not switched. */
+bool runtime_switch_back(struct runtime *rt, const struct conf *c, const struct conf_service *sv);
+/* Does sv have a remembered split (a switch not yet undone)? */
+bool runtime_switched(const struct runtime *rt, const struct conf *c, const struct conf_service *sv);
+/* sv's split entry for its i-th pool (NULL only if runtime_sync failed). */
+struct runtime_split *runtime_service_split(const struct runtime *rt, const struct conf *c,
+                                            const struct conf_service *sv, size_t i);
 
 #endif

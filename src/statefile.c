@@ -52,6 +52,8 @@ static char *render(const struct runtime *rt, size_t *len)
 		const struct runtime_split *sp = rt->splits[i];
 		if (atomic_load(&sp->weight_set))
 			fprintf(f, "service-weight %s %s %u\n", sp->service, sp->pool, atomic_load(&sp->weight));
+		if (sp->saved_set)
+			fprintf(f, "service-saved-weight %s %s %u\n", sp->service, sp->pool, sp->saved_weight);
 	}
 	if (fclose(f) != 0) {
 		free(buf);
@@ -208,13 +210,18 @@ static void skip_line(unsigned lineno, const char *why, void *arg)
 static void apply_entry(const struct statefile_entry *e, unsigned lineno, void *arg)
 {
 	struct statefile_reading *r = arg;
-	if (e->kind == STATEFILE_SERVICE_WEIGHT) {
+	if (e->kind == STATEFILE_SERVICE_WEIGHT || e->kind == STATEFILE_SERVICE_SAVED) {
 		struct runtime_split *sp = runtime_find_split(r->rt, e->name, e->target);
 		if (!sp) {
 			skip_line(lineno, "no such service and pool in the config", r);
 			return;
 		}
-		runtime_set_split_weight(sp, e->weight);
+		if (e->kind == STATEFILE_SERVICE_SAVED) {
+			sp->saved_weight = e->weight;
+			sp->saved_set = true;
+		} else {
+			runtime_set_split_weight(sp, e->weight);
+		}
 		r->sf->applied++;
 		return;
 	}

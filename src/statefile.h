@@ -5,6 +5,7 @@
  *   drain POOL ADDRESS
  *   disable POOL ADDRESS
  *   service-weight SERVICE POOL W
+ *   service-saved-weight SERVICE POOL W   (the weight before `ctl switch`, for `switch --back`)
  * (statefile_parse.h parses it.)
  *
  * statefile_open() reads it once at start and applies it: a line naming a

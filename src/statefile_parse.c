@@ -82,6 +82,9 @@ const char *statefile_parse_line(const char *line, size_t len, struct statefile_
 	} else if (statefile_word_is(&w[0], "service-weight")) {
 		kind = STATEFILE_SERVICE_WEIGHT;
 		want = 4;
+	} else if (statefile_word_is(&w[0], "service-saved-weight")) {
+		kind = STATEFILE_SERVICE_SAVED;
+		want = 4;
 	} else {
 		return "unknown change";
 	}

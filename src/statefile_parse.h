@@ -20,6 +20,7 @@ enum statefile_kind {
 	STATEFILE_DRAIN,          /* drain POOL ADDRESS */
 	STATEFILE_DISABLE,        /* disable POOL ADDRESS */
 	STATEFILE_SERVICE_WEIGHT, /* service-weight SERVICE POOL W */
+	STATEFILE_SERVICE_SAVED,  /* service-saved-weight SERVICE POOL W: the weight before `ctl switch` */
 };
 
 struct statefile_entry {

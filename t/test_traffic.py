@@ -154,3 +154,61 @@ def test_override_to_unknown_pool_is_a_config_error(tmp_path):
     assert p.returncode != 0
     assert 'services.web.overrides[1].pool: unknown pool "gren" (did you mean "green"?)' in p.stderr, p.stderr
     assert 'services.web.sticky: missing the cookie name (write "cookie:NAME")' in p.stderr, p.stderr
+
+
+def served(gw, n, target="/s"):
+    with RawConn(gw.port) as c:
+        return [c.request("GET", "%s%d" % (target, i), headers=[("cookie", "uid=u%d" % i)]).header("x-upstream")
+                for i in range(n)]
+
+
+def test_blue_green_switch_and_back(sluice, upstreams, sockdir):
+    gw = blue_green(sluice, upstreams, sockdir, {"pools": {"blue": 90, "green": 10}, "sticky": "cookie:uid"})
+    before = served(gw, 200)
+    assert "green" in before and "blue" in before
+    out = ctl_ok(gw.sock, "switch", "web", "green")
+    assert "service web: switched to green: blue 90, green 10 -> blue 0, green 100" in out, out
+    # at once, on every worker (new connections spread over both)
+    for _ in range(4):
+        assert set(served(gw, 25)) == {"green"}
+    svc = ctl_ok(gw.sock, "show", "services", "web")
+    assert "switched (was 90; switch web --back)" in svc, svc
+    diff = ctl_ok(gw.sock, "show", "diff")
+    assert "service web pool blue: weight 90 before the switch (switch web --back restores it)" in diff, diff
+    assert "service web pool blue: weight 90 -> 0" in diff, diff
+    state = open(os.path.join(sockdir, "state")).read()
+    assert "service-saved-weight web blue 90" in state and "service-weight web green 100" in state, state
+
+    # the memory survives a restart; --back restores the split, and the sticky keys land as before
+    gw.stop()
+    gw2 = sluice(gw.cfg, name="again")
+    wait_until(lambda: os.path.exists(gw.sock), what="admin socket")
+    assert set(served(gw2, 25)) == {"green"}
+    out = ctl_ok(gw.sock, "switch", "web", "--back")
+    assert "service web: switched back: blue 0, green 100 -> blue 90, green 10" in out, out
+    assert served(gw2, 200) == before
+    assert "service-saved-weight" not in open(os.path.join(sockdir, "state")).read()
+    p = subprocess.run([SLUICE_BIN, "ctl", "-s", gw.sock, "switch", "web", "--back"], capture_output=True, text=True,
+                       timeout=15)
+    assert p.returncode == 1 and "service web is not switched (nothing to go back to)" in p.stdout, p
+    p = subprocess.run([SLUICE_BIN, "ctl", "-s", gw.sock, "switch", "web", "purple"], capture_output=True, text=True,
+                       timeout=15)
+    assert p.returncode == 1 and 'service web has no pool "purple"' in p.stdout, p
+
+
+def test_switch_twice_keeps_the_first_split_and_to_a_pool_at_zero(sluice, upstreams, sockdir):
+    gw = blue_green(sluice, upstreams, sockdir, {"pools": {"blue": 100, "green": 0}})
+    ctl_ok(gw.sock, "switch", "web", "green")
+    assert set(served(gw, 20)) == {"green"}
+    ctl_ok(gw.sock, "switch", "web", "blue")
+    assert set(served(gw, 20)) == {"blue"}
+    ctl_ok(gw.sock, "switch", "web", "green")
+    out = ctl_ok(gw.sock, "switch", "web", "--back")
+    assert "-> blue 100, green 0" in out, out
+    assert set(served(gw, 20)) == {"blue"}
+    p = subprocess.run([SLUICE_BIN, "ctl", "-s", gw.sock, "--json", "show", "services"], capture_output=True,
+                       text=True, timeout=15)
+    import json
+    j = json.loads(p.stdout)
+    assert j["ok"] and j["services"][0]["service"] == "web" and j["services"][0]["switched"] is False
+    assert [(x["pool"], x["weight"]) for x in j["services"][0]["pools"]] == [("blue", 100), ("green", 0)]
