@@ -20,6 +20,7 @@
 #include "counters.h"
 #include "health.h"
 #include "log.h"
+#include "rollout.h"
 #include "runtime.h"
 #include "snapshot.h"
 #include "statefile.h"
@@ -62,6 +63,7 @@ struct admin {
 	void *reload_arg;
 	admin_reopen_logs_fn *reopen_logs;
 	void *reopen_logs_arg;
+	struct rollout_ctl *rollouts; /* the rollout controller, reading a->snap */
 };
 
 /* ---- output helpers ---- */
@@ -574,6 +576,12 @@ static void show_help(bool json, struct evbuffer *out)
 		"show services [SERVICE]             service splits: weights, shares, sticky key, switch memory",
 		"switch SERVICE POOL                 blue-green: every request of SERVICE to POOL now (remembers the split)",
 		"switch SERVICE --back               restore the split from before the switch",
+		"rollout start SERVICE --to POOL ...  canary rollout: --steps 5,25,50,100 --interval 30s --max-error-rate 1% "
+		"--max-p99 500ms --min-requests 100",
+		"rollout status [SERVICE]            rollouts: step, weights, the figures judged, verdicts",
+		"rollout pause|resume SERVICE        stop and restart the rollout's clock",
+		"rollout abort SERVICE               back to the weights from before the rollout",
+		"rollout promote SERVICE             the canary to 100% now",
 		"reload                              re-read the config file; on any error nothing changes",
 		"reopen-logs                         open the log files again by path (logrotate; as SIGUSR1)",
 		"help                                this list; add --json to any command for a JSON answer",
@@ -1032,6 +1040,9 @@ void admin_execute(struct admin *a, const char *line, size_t len, unsigned uid, 
 		cmd_service_weights(a, uid, w, n, json, out);
 	} else if (strcmp(w[0], "switch") == 0) {
 		cmd_switch(a, uid, w, n, json, out);
+	} else if (strcmp(w[0], "rollout") == 0) {
+		if (rollout_command(a->rollouts, w, n, json, uid, out) && counters_process)
+			CTR_GLOBAL_ADD(counters_main(counters_process), RUNTIME_CHANGES, 0, 1);
 	} else if ((n >= 2 && (strcmp(w[0], "set") == 0 || strcmp(w[0], "clear") == 0) && strcmp(w[1], "weight") == 0) ||
 	           (n >= 2 && strcmp(w[0], "reset") == 0 && strcmp(w[1], "breaker") == 0) || strcmp(w[0], "drain") == 0 ||
 	           strcmp(w[0], "enable") == 0 || strcmp(w[0], "disable") == 0) {
@@ -1368,6 +1379,12 @@ struct admin *admin_start(struct event_base *base, struct runtime *rt, struct sn
 	a->max_conns = ca->max_connections ? ca->max_connections : 1;
 	snapshot_ref(snap);
 	a->snap = snap;
+	a->rollouts = rollout_ctl_new(base, rt, &a->snap, sf);
+	if (!a->rollouts) {
+		log_msg(LOG_ERROR, "admin: out of memory");
+		admin_stop(a);
+		return NULL;
+	}
 	struct log_line l;
 	log_begin(&l, LOG_INFO, "admin socket listening");
 	log_str(&l, "socket", a->path);
@@ -1382,6 +1399,7 @@ void admin_stop(struct admin *a)
 		return;
 	while (a->conns)
 		conn_free(a->conns);
+	rollout_ctl_free(a->rollouts);
 	evconnlistener_free(a->listener);
 	if (unlink(a->path) != 0 && errno != ENOENT)
 		log_msg(LOG_WARN, "admin: cannot remove the socket file");

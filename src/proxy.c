@@ -85,8 +85,6 @@ static bool proxy_hash_key(const struct exchange *ex, const struct conf_key *key
 	return len > 0 || key->kind == CONF_KEY_PATH;
 }
 
-/* The service's split between pools, with the weights deployers set at run
- * time (runtime.h); a weight of 0 takes a pool out. */
 /* Tell the breaker how the current attempt went (once per attempt). */
 static void proxy_report(struct exchange *ex, enum breaker_outcome o)
 {
@@ -97,6 +95,8 @@ static void proxy_report(struct exchange *ex, enum breaker_outcome o)
 	struct pool_state *p = txn->pool;
 	struct runtime_server *rs = p->rs[txn->server];
 	uint64_t now = clock_mono_us();
+	if (o != BREAKER_CANCELLED) /* for rollouts: a 5xx is an error even when the breaker does not count it */
+		runtime_outcome_record(p->rt, o == BREAKER_FAILURE || txn->resp.status >= 500, now - txn->attempt_start_us);
 	enum breaker_state st;
 	if (o != BREAKER_CANCELLED)
 		counters_server_outcome(ex->req.worker->counters, ex->req.snap->counters, (size_t)ex->req.pool,

@@ -38,6 +38,11 @@ void runtime_free(struct runtime *rt)
 		free(rt->splits[i]);
 	}
 	free(rt->splits);
+	for (size_t i = 0; i < rt->num_rollouts; i++) {
+		free(rt->rollouts[i].service);
+		free(rt->rollouts[i].line);
+	}
+	free(rt->rollouts);
 	free(rt->pool_index);
 	free(rt->split_index);
 	free(rt);
@@ -361,6 +366,111 @@ void runtime_set_split_weight(struct runtime_split *sp, unsigned weight)
 	atomic_store(&sp->weight, weight);
 }
 
+const unsigned runtime_latency_bound_ms[RUNTIME_LATENCY_BUCKETS] = { 1,   2,   5,    10,   20,   50,
+	                                                               100, 200, 300,  500,  750,  1000,
+	                                                               2000, 5000, 10000, UINT32_MAX };
+
+void runtime_outcome_record(struct runtime_pool *p, bool error, uint64_t latency_us)
+{
+	atomic_fetch_add_explicit(&p->outcomes.attempts, 1, memory_order_relaxed);
+	if (error)
+		atomic_fetch_add_explicit(&p->outcomes.errors, 1, memory_order_relaxed);
+	uint64_t ms = latency_us / 1000;
+	size_t b = 0;
+	while (b + 1 < RUNTIME_LATENCY_BUCKETS && ms >= runtime_latency_bound_ms[b])
+		b++;
+	atomic_fetch_add_explicit(&p->outcomes.latency[b], 1, memory_order_relaxed);
+}
+
+void runtime_outcome_read(const struct runtime_pool *p, struct runtime_figures *f)
+{
+	f->attempts = atomic_load_explicit(&p->outcomes.attempts, memory_order_relaxed);
+	f->errors = atomic_load_explicit(&p->outcomes.errors, memory_order_relaxed);
+	for (size_t b = 0; b < RUNTIME_LATENCY_BUCKETS; b++)
+		f->latency[b] = atomic_load_explicit(&p->outcomes.latency[b], memory_order_relaxed);
+}
+
+void runtime_figures_sub(const struct runtime_figures *now, const struct runtime_figures *before,
+                         struct runtime_figures *d)
+{
+	d->attempts = now->attempts - before->attempts;
+	d->errors = now->errors - before->errors;
+	for (size_t b = 0; b < RUNTIME_LATENCY_BUCKETS; b++)
+		d->latency[b] = now->latency[b] - before->latency[b];
+}
+
+unsigned runtime_figures_quantile_ms(const struct runtime_figures *d, double q)
+{
+	uint64_t total = 0;
+	for (size_t b = 0; b < RUNTIME_LATENCY_BUCKETS; b++)
+		total += d->latency[b];
+	if (total == 0)
+		return 0;
+	/* the smallest bucket whose running count reaches q of the total */
+	uint64_t want = (uint64_t)((double)total * q + 0.999999), seen = 0;
+	for (size_t b = 0; b < RUNTIME_LATENCY_BUCKETS; b++) {
+		seen += d->latency[b];
+		if (seen >= want)
+			return runtime_latency_bound_ms[b];
+	}
+	return UINT32_MAX;
+}
+
+const char *runtime_rollout_line(const struct runtime *rt, const char *service)
+{
+	for (size_t i = 0; i < rt->num_rollouts; i++)
+		if (strcmp(rt->rollouts[i].service, service) == 0)
+			return rt->rollouts[i].line;
+	return NULL;
+}
+
+int runtime_set_rollout_line(struct runtime *rt, const char *service, const char *line)
+{
+	size_t i = 0;
+	while (i < rt->num_rollouts && strcmp(rt->rollouts[i].service, service) != 0)
+		i++;
+	if (!line) {
+		if (i < rt->num_rollouts) {
+			free(rt->rollouts[i].service);
+			free(rt->rollouts[i].line);
+			rt->rollouts[i] = rt->rollouts[--rt->num_rollouts];
+		}
+		return 0;
+	}
+	char *copy = strdup(line);
+	if (!copy)
+		return -1;
+	if (i == rt->num_rollouts) {
+		struct runtime_rollout *grown = realloc(rt->rollouts, (rt->num_rollouts + 1) * sizeof *grown);
+		char *name = strdup(service);
+		if (!grown || !name) {
+			if (grown)
+				rt->rollouts = grown;
+			free(name);
+			free(copy);
+			return -1;
+		}
+		rt->rollouts = grown;
+		rt->rollouts[i].service = name;
+		rt->rollouts[i].line = NULL;
+		rt->num_rollouts++;
+	}
+	free(rt->rollouts[i].line);
+	rt->rollouts[i].line = copy;
+	return 0;
+}
+
+void runtime_set_service_weights(struct runtime *rt, const struct conf *c, const struct conf_service *sv,
+                                 const unsigned *weights)
+{
+	for (int pass = 0; pass < 2; pass++)
+		for (size_t i = 0; i < sv->num_pools; i++) {
+			struct runtime_split *sp = runtime_service_split(rt, c, sv, i);
+			if (sp && (weights[i] > atomic_load(&sp->weight)) == (pass == 0))
+				runtime_set_split_weight(sp, weights[i]);
+		}
+}
+
 struct runtime_split *runtime_service_split(const struct runtime *rt, const struct conf *c,
                                             const struct conf_service *sv, size_t i)
 {
@@ -410,19 +520,17 @@ bool runtime_switch_back(struct runtime *rt, const struct conf *c, const struct 
 {
 	if (!runtime_switched(rt, c, sv))
 		return false;
-	/* raise before lowering, so no pick finds every weight at 0 */
-	for (int pass = 0; pass < 2; pass++)
-		for (size_t i = 0; i < sv->num_pools; i++) {
-			struct runtime_split *sp = runtime_service_split(rt, c, sv, i);
-			if (!sp || !sp->saved_set || (sp->saved_weight > atomic_load(&sp->weight)) != (pass == 0))
-				continue;
-			runtime_set_split_weight(sp, sp->saved_weight);
-		}
+	unsigned *weights = calloc(sv->num_pools ? sv->num_pools : 1, sizeof *weights);
+	if (!weights)
+		return false;
 	for (size_t i = 0; i < sv->num_pools; i++) {
 		struct runtime_split *sp = runtime_service_split(rt, c, sv, i);
+		weights[i] = !sp ? 0 : sp->saved_set ? sp->saved_weight : atomic_load(&sp->weight);
 		if (sp)
 			sp->saved_set = false;
 	}
+	runtime_set_service_weights(rt, c, sv, weights);
+	free(weights);
 	return true;
 }
 

@@ -45,8 +45,30 @@ struct runtime_server {
 	atomic_uint_fast64_t open_until_us;
 };
 
+/* Upper bounds (ms) of the upstream latency buckets of a pool's outcomes;
+ * the last bucket takes everything above. */
+#define RUNTIME_LATENCY_BUCKETS 16
+extern const unsigned runtime_latency_bound_ms[RUNTIME_LATENCY_BUCKETS];
+
+/* What a pool's attempts came to, since start: every attempt that got a
+ * response head or failed (connect, reset, timeout, bad response), errors
+ * (a 5xx answer or such a failure), and the time to the response head. The
+ * rollout controller judges a pool on differences of these. Shaped as the
+ * counter registry's per-pool request counts by class and latency histogram
+ * will be (DESIGN.md "Counters"), so it can take them over. */
+struct runtime_outcomes {
+	atomic_uint_fast64_t attempts, errors;
+	atomic_uint_fast64_t latency[RUNTIME_LATENCY_BUCKETS];
+};
+/* A plain copy, and the figures of the difference of two copies. */
+struct runtime_figures {
+	uint64_t attempts, errors;
+	uint64_t latency[RUNTIME_LATENCY_BUCKETS];
+};
+
 struct runtime_pool {
 	char *name;
+	struct runtime_outcomes outcomes;
 	struct runtime_server **servers; /* main thread only */
 	size_t num_servers;
 	struct runtime_server **server_index; /* by address, as struct runtime's indexes */
@@ -69,7 +91,16 @@ struct runtime_split {
 	unsigned saved_weight;
 };
 
+/* A rollout's progress as one line of rollout.c's words, by service; main
+ * thread only: the state file writes and reads it, the controller drives it. */
+struct runtime_rollout {
+	char *service;
+	char *line;
+};
+
 struct runtime {
+	struct runtime_rollout *rollouts;
+	size_t num_rollouts;
 	struct runtime_pool **pools;
 	size_t num_pools;
 	struct runtime_split **splits;
@@ -123,6 +154,26 @@ void runtime_breaker_read(struct runtime_server *s, const struct conf_breaker *c
 void runtime_set_weight(struct runtime_server *s, unsigned weight);
 void runtime_clear_weight(struct runtime_server *s);
 void runtime_set_split_weight(struct runtime_split *sp, unsigned weight);
+
+/* Set every pool of service sv to weights[i] (its i-th pool), raising before
+ * lowering so that no pick on a worker finds every weight at 0. */
+void runtime_set_service_weights(struct runtime *rt, const struct conf *c, const struct conf_service *sv,
+                                 const unsigned *weights);
+
+/* One attempt's outcome on pool p (any worker; relaxed atomics). */
+void runtime_outcome_record(struct runtime_pool *p, bool error, uint64_t latency_us);
+void runtime_outcome_read(const struct runtime_pool *p, struct runtime_figures *f);
+/* now - before, bucket by bucket. */
+void runtime_figures_sub(const struct runtime_figures *now, const struct runtime_figures *before,
+                         struct runtime_figures *d);
+/* The upper bound (ms) of the bucket holding the q-quantile (0..1) of d's
+ * latencies; 0 without attempts; UINT32_MAX past the last bound. */
+unsigned runtime_figures_quantile_ms(const struct runtime_figures *d, double q);
+
+/* The rollout line of service (NULL: none); set or replace it (line NULL
+ * removes it). Returns -1 on out-of-memory. Main thread. */
+const char *runtime_rollout_line(const struct runtime *rt, const char *service);
+int runtime_set_rollout_line(struct runtime *rt, const char *service, const char *line);
 
 /* Blue-green (main thread). runtime_switch() sets every pool of service sv
  * to weight 0 but `pool`, which gets RUNTIME_SWITCH_WEIGHT, and remembers

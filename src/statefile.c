@@ -55,6 +55,8 @@ static char *render(const struct runtime *rt, size_t *len)
 		if (sp->saved_set)
 			fprintf(f, "service-saved-weight %s %s %u\n", sp->service, sp->pool, sp->saved_weight);
 	}
+	for (size_t i = 0; i < rt->num_rollouts; i++)
+		fprintf(f, "rollout %s %s\n", rt->rollouts[i].service, rt->rollouts[i].line);
 	if (fclose(f) != 0) {
 		free(buf);
 		return NULL;
@@ -210,6 +212,14 @@ static void skip_line(unsigned lineno, const char *why, void *arg)
 static void apply_entry(const struct statefile_entry *e, unsigned lineno, void *arg)
 {
 	struct statefile_reading *r = arg;
+	if (e->kind == STATEFILE_ROLLOUT) {
+		/* checked against the config by the rollout controller */
+		if (runtime_set_rollout_line(r->rt, e->name, e->target) != 0)
+			skip_line(lineno, "out of memory", r);
+		else
+			r->sf->applied++;
+		return;
+	}
 	if (e->kind == STATEFILE_SERVICE_WEIGHT || e->kind == STATEFILE_SERVICE_SAVED) {
 		struct runtime_split *sp = runtime_find_split(r->rt, e->name, e->target);
 		if (!sp) {

@@ -6,6 +6,7 @@
  *   disable POOL ADDRESS
  *   service-weight SERVICE POOL W
  *   service-saved-weight SERVICE POOL W   (the weight before `ctl switch`, for `switch --back`)
+ *   rollout SERVICE WORDS...               (a rollout's progress, rollout.h)
  * (statefile_parse.h parses it.)
  *
  * statefile_open() reads it once at start and applies it: a line naming a

@@ -50,6 +50,28 @@ const char *statefile_parse_line(const char *line, size_t len, struct statefile_
 		if ((c < 0x20 && c != '\t') || c == 0x7f)
 			return "not text (a NUL or control byte)";
 	}
+	/* a rollout's words are the controller's own (rollout.c): kept whole */
+	static const char rollout_word[] = "rollout ";
+	if (len > sizeof rollout_word - 1 && memcmp(line, rollout_word, sizeof rollout_word - 1) == 0) {
+		size_t i = sizeof rollout_word - 1, start;
+		while (i < len && line[i] == ' ')
+			i++;
+		start = i;
+		while (i < len && line[i] != ' ' && line[i] != '\t')
+			i++;
+		size_t name_len = i - start;
+		while (i < len && line[i] == ' ')
+			i++;
+		if (name_len == 0 || i == len)
+			return "malformed";
+		e->kind = STATEFILE_ROLLOUT;
+		e->weight = 0;
+		memcpy(e->name, line + start, name_len);
+		e->name[name_len] = '\0';
+		memcpy(e->target, line + i, len - i);
+		e->target[len - i] = '\0';
+		return NULL;
+	}
 	struct statefile_word w[STATEFILE_MAX_WORDS];
 	size_t nw = 0;
 	for (size_t i = 0; i < len;) {

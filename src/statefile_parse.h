@@ -21,6 +21,7 @@ enum statefile_kind {
 	STATEFILE_DISABLE,        /* disable POOL ADDRESS */
 	STATEFILE_SERVICE_WEIGHT, /* service-weight SERVICE POOL W */
 	STATEFILE_SERVICE_SAVED,  /* service-saved-weight SERVICE POOL W: the weight before `ctl switch` */
+	STATEFILE_ROLLOUT,        /* rollout SERVICE WORDS...: target holds WORDS as written (rollout.c's) */
 };
 
 struct statefile_entry {

@@ -7,6 +7,7 @@
 
 #include "admin_cmd.h"
 #include "ctl.h"
+#include "rollout.h"
 #include "statefile_parse.h"
 
 static struct admin_cmd cmd;
@@ -109,6 +110,58 @@ START_TEST(statefile_lines)
 }
 END_TEST
 
+START_TEST(statefile_switch_and_rollout_lines)
+{
+	static struct statefile_entry e;
+	const char *l = "service-saved-weight web blue 90";
+	ck_assert_ptr_null(statefile_parse_line(l, strlen(l), &e));
+	ck_assert_int_eq(e.kind, STATEFILE_SERVICE_SAVED);
+	ck_assert_str_eq(e.name, "web");
+	ck_assert_str_eq(e.target, "blue");
+	ck_assert_uint_eq(e.weight, 90);
+	/* a rollout's words are kept whole, however many */
+	l = "rollout web to=green steps=5,25,50,100 interval_ms=1000 max_error_rate=0.01 max_p99_ms=0 "
+	    "min_requests=10 step=1 state=running start=blue:90,green:10";
+	ck_assert_ptr_null(statefile_parse_line(l, strlen(l), &e));
+	ck_assert_int_eq(e.kind, STATEFILE_ROLLOUT);
+	ck_assert_str_eq(e.name, "web");
+	ck_assert_str_eq(e.target, l + strlen("rollout web "));
+	ck_assert_str_eq(statefile_parse_line("rollout web", 11, &e), "malformed");
+	ck_assert_str_eq(statefile_parse_line("rollout   ", 10, &e), "malformed");
+}
+END_TEST
+
+START_TEST(rollout_rates_and_steps)
+{
+	double r;
+	ck_assert(rollout_parse_rate("1%", &r) && r > 0.00999 && r < 0.01001);
+	ck_assert(rollout_parse_rate("0.5%", &r) && r > 0.004999 && r < 0.005001);
+	ck_assert(rollout_parse_rate("0.02", &r) && r > 0.01999 && r < 0.02001);
+	ck_assert(rollout_parse_rate("0", &r) && r == 0);
+	ck_assert(!rollout_parse_rate("150%", &r));
+	ck_assert(!rollout_parse_rate("-1%", &r));
+	ck_assert(!rollout_parse_rate("1%%", &r));
+	ck_assert(!rollout_parse_rate("", &r));
+	ck_assert(!rollout_parse_rate("nan", &r));
+	unsigned steps[ROLLOUT_MAX_STEPS];
+	size_t n;
+	ck_assert(rollout_parse_steps("5,25,50,100", steps, &n));
+	ck_assert_uint_eq(n, 4);
+	ck_assert_uint_eq(steps[0], 5);
+	ck_assert_uint_eq(steps[3], 100);
+	ck_assert(rollout_parse_steps("100", steps, &n) && n == 1);
+	ck_assert(!rollout_parse_steps("", steps, &n));
+	ck_assert(!rollout_parse_steps("0,50", steps, &n));
+	ck_assert(!rollout_parse_steps("50,20", steps, &n));
+	ck_assert(!rollout_parse_steps("50,50", steps, &n));
+	ck_assert(!rollout_parse_steps("5,101", steps, &n));
+	ck_assert(!rollout_parse_steps("5,", steps, &n));
+	ck_assert(!rollout_parse_steps("5,,6", steps, &n));
+	ck_assert(!rollout_parse_steps("99999999999999999999", steps, &n));
+	ck_assert(!rollout_parse_steps("1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17", steps, &n));
+}
+END_TEST
+
 START_TEST(statefile_long_line_with_nul_is_one_skipped_line)
 {
 	/* fgets() cut such a line at 1,023 bytes and strlen() stopped at the NUL:
@@ -162,6 +215,8 @@ static Suite *admin_parse_suite(void)
 	tcase_add_test(tc, admin_refuses_nul_control_empty_and_long);
 	tcase_add_test(tc, admin_weights);
 	tcase_add_test(tc, statefile_lines);
+	tcase_add_test(tc, statefile_switch_and_rollout_lines);
+	tcase_add_test(tc, rollout_rates_and_steps);
 	tcase_add_test(tc, statefile_long_line_with_nul_is_one_skipped_line);
 	tcase_add_test(tc, ctl_escapes_controls_c1_and_broken_utf8);
 	suite_add_tcase(s, tc);

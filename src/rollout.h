@@ -1,0 +1,55 @@
+/* rollout.h - automated canary rollouts: a controller on the main thread
+ * that moves a service's split towards a canary pool step by step
+ * (`sluice ctl rollout start SERVICE --to POOL --steps 5,25,50,100
+ * --interval 30s --max-error-rate 1% --max-p99 500ms --min-requests 100`).
+ *
+ * At each step the canary gets the step's share of the service (the other
+ * pools share the rest in the proportions they had at the start). After each
+ * interval the controller judges the canary on the pools' outcomes over that
+ * interval (runtime.h: attempts, errors = 5xx answers and upstream failures,
+ * the upstream latency histogram): with fewer than min-requests attempts on
+ * the canary it waits (the interval grows); over the error-rate or p99 limit
+ * while the stable pools do better, it rolls back at once to the start
+ * weights; over a limit with the stable pools as bad, it holds (the cause is
+ * not the canary); else it promotes to the next step, and after the last
+ * step it completes. Every transition is logged, kept in a short history and
+ * written to the state file (as a line of words in the runtime's rollout
+ * table, which statefile.c writes and reads), so a rollout continues after a
+ * restart or a reload from its step, with a fresh interval. A rollout whose
+ * service or pools leave the config is stopped (logged, shown).
+ *
+ * Ownership: main thread only. The runtime, the state file (NULL: none) and
+ * the pointer to the current snapshot (replaced at reload by its owner, the
+ * admin socket) must outlive the controller. */
+#ifndef SLUICE_ROLLOUT_H
+#define SLUICE_ROLLOUT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+
+struct runtime;
+struct snapshot;
+struct statefile;
+struct rollout_ctl;
+
+/* Resumes the rollouts the runtime's table holds (from the state file).
+ * NULL on out-of-memory. */
+struct rollout_ctl *rollout_ctl_new(struct event_base *base, struct runtime *rt, struct snapshot *const *snap,
+                                    struct statefile *sf);
+void rollout_ctl_free(struct rollout_ctl *rc);
+
+/* Run `rollout ...` (w[0] is "rollout"), as peer uid; the answer (text, or
+ * one JSON object) is appended to out. Returns true when it changed
+ * something (the caller counts changes). */
+bool rollout_command(struct rollout_ctl *rc, char **w, size_t n, bool json, unsigned uid, struct evbuffer *out);
+
+/* Parse a percentage or fraction ("1%", "0.5%", "0.01") into [0, 1]. */
+bool rollout_parse_rate(const char *s, double *out);
+/* Parse "5,25,50,100": 1 to ROLLOUT_MAX_STEPS increasing whole percentages 1..100. */
+#define ROLLOUT_MAX_STEPS 16
+bool rollout_parse_steps(const char *s, unsigned *steps, size_t *n);
+
+#endif
