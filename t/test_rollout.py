@@ -20,11 +20,13 @@ import pytest
 from conftest import SLUICE_BIN, RawConn, base_config, free_port, wait_until
 
 CANARY = r'''
-import http.server, os, sys
+import http.server, os, sys, time
 flag = sys.argv[2]
 class H(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     def do_GET(self):
+        if os.path.exists(flag + ".slow"):
+            time.sleep(0.4)
         st = 500 if os.path.exists(flag) else 200
         body = b"canary\n"
         self.send_response(st)
@@ -62,7 +64,8 @@ def canary(sockdir):
         except OSError:
             return False
     wait_until(up, what="canary upstream")
-    yield {"address": "127.0.0.1:%d" % port, "fail": lambda: open(flag, "w").close()}
+    yield {"address": "127.0.0.1:%d" % port, "fail": lambda: open(flag, "w").close(),
+           "slow": lambda: open(flag + ".slow", "w").close()}
     proc.terminate()
     proc.wait(10)
 
@@ -182,6 +185,22 @@ def test_canary_failing_after_step_2_is_rolled_back(sluice, upstreams, sockdir, 
     # once rolled back, nothing reaches the canary
     with RawConn(gw.port) as c:
         assert {c.request("GET", "/x%d" % i).status for i in range(20)} == {200}
+
+
+def test_slow_canary_is_rolled_back_on_p99(sluice, upstreams, sockdir, canary):
+    gw = start_gateway(sluice, upstreams, sockdir, canary)
+    canary["slow"]()
+    traffic = Traffic(gw.port)
+    try:
+        ctl_ok(gw.sock, "rollout", "start", "web", "--to", "green", "--steps", "50,100", "--interval", "1s",
+               "--max-p99", "200ms", "--min-requests", "5")
+        wait_until(lambda: status(gw.sock)["state"] == "rolled_back", timeout=20, what="rollback")
+    finally:
+        traffic.stop()
+    st = status(gw.sock)
+    assert st["step"] == 1 and st["weights"] == "blue 100, green 0", st
+    assert st["verdict"] == "rolled back: p99 500 ms over the limit 200 ms", st
+    assert st["last_interval"]["stable_p99_ms"] <= 50, st
 
 
 def test_abort_restart_reload_pause_and_promote(sluice, upstreams, sockdir, canary):
