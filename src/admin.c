@@ -64,6 +64,15 @@ struct admin {
 	admin_reopen_logs_fn *reopen_logs;
 	void *reopen_logs_arg;
 	struct rollout_ctl *rollouts; /* the rollout controller, reading a->snap */
+	/* binary upgrade (upgrade.h) */
+	const struct admin_upgrade_ops *up_ops;
+	void *up_arg;
+	struct admin_conn *upgrading; /* the new process's connection, once it took the sockets */
+	bool handed_over;             /* draining for a new process */
+	bool published;               /* the socket file at path is ours (not only at tmp_path) */
+	char *tmp_path;               /* admin_start_upgrade: where it listens until admin_publish */
+	dev_t dev;                    /* the socket file we made: only that one is removed at exit */
+	ino_t ino;
 };
 
 /* ---- output helpers ---- */
@@ -336,7 +345,7 @@ static void show_config(struct admin *a, bool json, struct evbuffer *out)
 	log_format_time(a->snap->loaded_wall_us, loaded);
 	unsigned long long changes = counters_get(counters_process, NULL, CTR_DIM_GLOBAL, 0, CTR_RUNTIME_CHANGES);
 	if (json) {
-		evbuffer_add_printf(out, "{\"ok\":true,\"source\":");
+		evbuffer_add_printf(out, "{\"ok\":true,\"pid\":%ld,\"source\":", (long)getpid());
 		out_json_str(out, c->source);
 		evbuffer_add_printf(out,
 		                    ",\"generation\":%llu,\"loaded\":\"%s\",\"workers\":%u,\"listeners\":%zu,\"pools\":%zu,"
@@ -366,10 +375,11 @@ static void show_config(struct admin *a, bool json, struct evbuffer *out)
 	else
 		snprintf(by, sizeof(by), "%s", a->snap->loaded_how);
 	evbuffer_add_printf(out,
-	                    "source      %s\ngeneration  %llu\nloaded      %s by %s\nworkers     %u\nlisteners   %zu\n"
+	                    "pid         %ld\nsource      %s\ngeneration  %llu\nloaded      %s by %s\nworkers     %u\n"
+	                    "listeners   %zu\n"
 	                    "pools       %zu (%zu servers)\nservices    %zu\nroutes      %zu\nstate file  %s\n"
 	                    "changes     %llu since start (show diff lists what differs from the config)\n",
-	                    c->source, (unsigned long long)a->snap->generation, loaded, by, c->workers, c->num_listeners,
+	                    (long)getpid(), c->source, (unsigned long long)a->snap->generation, loaded, by, c->workers, c->num_listeners,
 	                    c->num_pools, servers, c->num_services, c->num_routes,
 	                    c->state_file ? c->state_file : "(none: changes last until restart)", changes);
 	if (a->sf && !statefile_writable(a->sf)) {
@@ -1030,6 +1040,14 @@ void admin_execute(struct admin *a, const char *line, size_t len, unsigned uid, 
 		else
 			reply_error(out, json, "usage: show pools | show servers [POOL] | show services [SERVICE] | show breakers | "
 			                       "show config | show diff | show admin | show state-file | show counters");
+	} else if ((a->upgrading || a->handed_over) &&
+	           (strcmp(w[0], "save-state") == 0 || strcmp(w[0], "reload") == 0 || strcmp(w[0], "set") == 0 ||
+	            strcmp(w[0], "clear") == 0 || strcmp(w[0], "reset") == 0 || strcmp(w[0], "drain") == 0 ||
+	            strcmp(w[0], "enable") == 0 || strcmp(w[0], "disable") == 0 ||
+	            strcmp(w[0], "switch") == 0)) {
+		/* the new process read the state file after this one's last write: a change here would be lost */
+		reply_error(out, json, "a binary upgrade is in progress: this process (pid %ld) is handing over to a new "
+		                       "one; retry the change in a moment (it goes to the new process)", (long)getpid());
 	} else if (strcmp(w[0], "save-state") == 0) {
 		cmd_save_state(a, uid, w, n, json, out);
 	} else if (strcmp(w[0], "reload") == 0 && n == 1) {
@@ -1057,6 +1075,12 @@ void admin_execute(struct admin *a, const char *line, size_t len, unsigned uid, 
 static void conn_free(struct admin_conn *c)
 {
 	struct admin *a = c->a;
+	if (a->upgrading == c) {
+		a->upgrading = NULL;
+		if (!a->handed_over)
+			log_msg(LOG_WARN, "upgrade abandoned: the new process went away before taking over; this process "
+			                  "keeps serving and takes changes again");
+	}
 	if (c->prev)
 		c->prev->next = c->next;
 	else
@@ -1079,6 +1103,69 @@ static bool conn_close_after_flush(struct admin_conn *c)
 	return true;
 }
 
+/* `upgrade-listeners` and `upgrade-drain` (upgrade.h) need the connection
+ * itself: the sockets go out with sendmsg, past the bufferevent. Returns
+ * whether line was one of them. */
+static bool conn_upgrade_line(struct admin_conn *c, const char *line, size_t len, struct evbuffer *out)
+{
+	struct admin *a = c->a;
+	bool listeners = len == strlen("upgrade-listeners") && memcmp(line, "upgrade-listeners", len) == 0;
+	bool drain = len == strlen("upgrade-drain") && memcmp(line, "upgrade-drain", len) == 0;
+	if (!listeners && !drain)
+		return false;
+	int fd = bufferevent_getfd(c->bev);
+	struct ucred cred = {.pid = -1};
+	socklen_t cl = sizeof(cred);
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cl) != 0)
+		cred.pid = -1;
+	char err[256] = "";
+	if (!a->up_ops)
+		snprintf(err, sizeof(err), "binary upgrade is not available in this process");
+	else if (a->handed_over)
+		snprintf(err, sizeof(err), "this process (pid %ld) already hands over to another one", (long)getpid());
+	else if (listeners && a->upgrading)
+		snprintf(err, sizeof(err), "another upgrade is in progress");
+	else if (drain && a->upgrading != c)
+		snprintf(err, sizeof(err), "upgrade-drain comes after upgrade-listeners on the same connection");
+	else if (listeners && evbuffer_get_length(out) > 0)
+		snprintf(err, sizeof(err), "upgrade-listeners must be the first command on its connection");
+	else if (listeners && a->up_ops->send(a->up_arg, fd, err, sizeof(err)) != 0 && !err[0])
+		snprintf(err, sizeof(err), "cannot send the listening sockets");
+	if (err[0]) {
+		struct log_line l;
+		log_begin(&l, LOG_WARN, "upgrade refused");
+		log_str(&l, "error", err);
+		log_int(&l, "peer_pid", cred.pid);
+		log_end(&l);
+		reply_error(out, false, "%s", err);
+		/* the peer reads the error and the close; anything after it would be misread */
+		c->closing = true;
+		if (bufferevent_disable(c->bev, EV_READ) != 0)
+			log_msg(LOG_DEBUG, "admin: cannot stop reading a refused upgrade connection");
+		return true;
+	}
+	struct log_line l;
+	if (listeners) {
+		a->upgrading = c;
+		log_begin(&l, LOG_INFO, "upgrade: listening sockets handed to a new process; changes are refused until it "
+		                        "takes over or goes away");
+	} else {
+		a->handed_over = true;
+		/* sent now, not queued: with no connection left this process exits before the loop would flush it */
+		char ans[96];
+		int n = snprintf(ans, sizeof(ans), "draining: pid %ld hands over to pid %ld\n", (long)getpid(),
+		                 (long)cred.pid);
+		if (evbuffer_get_length(out) > 0 || send(fd, ans, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT) != n)
+			evbuffer_add(out, ans, (size_t)n);
+		log_begin(&l, LOG_INFO, "upgrade: the new process serves; draining");
+	}
+	log_int(&l, "new_pid", cred.pid);
+	log_end(&l);
+	if (drain)
+		a->up_ops->drain(a->up_arg);
+	return true;
+}
+
 static void conn_run_line(struct admin_conn *c, struct evbuffer *in, size_t len, struct evbuffer *out)
 {
 	char line[ADMIN_CMD_MAX_LINE];
@@ -1091,7 +1178,8 @@ static void conn_run_line(struct admin_conn *c, struct evbuffer *in, size_t len,
 		reply_error(out, false, "internal error reading the command");
 		return;
 	}
-	admin_execute(c->a, line, len, c->uid, out);
+	if (!conn_upgrade_line(c, line, len, out))
+		admin_execute(c->a, line, len, c->uid, out);
 }
 
 /* Run every complete line in the input, in order, until the client's unread
@@ -1313,8 +1401,9 @@ static bool stale_socket(const char *path)
 	return !live && unlink(path) == 0;
 }
 
-struct admin *admin_start(struct event_base *base, struct runtime *rt, struct snapshot *snap, struct health *health,
-                          struct statefile *sf)
+/* upgrade: the running process's socket stays at the path until admin_publish(). */
+static struct admin *admin_start_at(struct event_base *base, struct runtime *rt, struct snapshot *snap,
+                                    struct health *health, struct statefile *sf, bool upgrade)
 {
 	const struct conf_admin *ca = &snap->conf->admin;
 	struct sockaddr_un sun;
@@ -1330,7 +1419,9 @@ struct admin *admin_start(struct event_base *base, struct runtime *rt, struct sn
 	snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", tmp);
 	const char *problem = NULL;
 	int fd = -1;
-	if (!stale_socket(ca->socket) || (via_tmp && !stale_socket(tmp))) {
+	if (upgrade && !via_tmp) {
+		problem = "the path is too long to bind beside it for an upgrade (use a shorter admin.socket)";
+	} else if ((!upgrade && !stale_socket(ca->socket)) || (via_tmp && !stale_socket(tmp))) {
 		problem = "the path exists and is not a stale socket (another sluice running?)";
 	} else if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)) < 0) {
 		problem = strerror(errno);
@@ -1340,7 +1431,7 @@ struct admin *admin_start(struct event_base *base, struct runtime *rt, struct sn
 		int rc = bind(fd, (struct sockaddr *)&sun, sizeof(sun));
 		umask(old);
 		if (rc != 0 || chmod(tmp, ca->mode) != 0 || listen(fd, ADMIN_BACKLOG) != 0 ||
-		    (via_tmp && rename(tmp, ca->socket) != 0)) {
+		    (via_tmp && !upgrade && rename(tmp, ca->socket) != 0)) {
 			problem = strerror(errno);
 			if (rc == 0)
 				unlink(tmp);
@@ -1359,6 +1450,8 @@ struct admin *admin_start(struct event_base *base, struct runtime *rt, struct sn
 	struct admin *a = calloc(1, sizeof(*a));
 	if (a)
 		a->path = strdup(ca->socket);
+	if (a && a->path && upgrade && !(a->tmp_path = strdup(tmp)))
+		free(a->path), a->path = NULL;
 	if (a && a->path)
 		a->listener = evconnlistener_new(base, admin_accept_cb, a, LEV_OPT_CLOSE_ON_FREE, -1, fd);
 	if (!a || !a->path || !a->listener) {
@@ -1368,9 +1461,15 @@ struct admin *admin_start(struct event_base *base, struct runtime *rt, struct sn
 		if (a)
 			free(a->path);
 		free(a);
-		unlink(ca->socket);
+		unlink(upgrade ? tmp : ca->socket);
 		return NULL;
 	}
+	struct stat st;
+	if (stat(tmp, &st) == 0 || stat(ca->socket, &st) == 0) {
+		a->dev = st.st_dev;
+		a->ino = st.st_ino;
+	}
+	a->published = !upgrade;
 	a->base = base;
 	a->rt = rt;
 	a->health = health;
@@ -1385,12 +1484,53 @@ struct admin *admin_start(struct event_base *base, struct runtime *rt, struct sn
 		admin_stop(a);
 		return NULL;
 	}
+	if (a->published) {
+		struct log_line l;
+		log_begin(&l, LOG_INFO, "admin socket listening");
+		log_str(&l, "socket", a->path);
+		log_int(&l, "max_connections", a->max_conns);
+		log_end(&l);
+	}
+	return a;
+}
+
+struct admin *admin_start(struct event_base *base, struct runtime *rt, struct snapshot *snap, struct health *health,
+                          struct statefile *sf)
+{
+	return admin_start_at(base, rt, snap, health, sf, false);
+}
+
+struct admin *admin_start_upgrade(struct event_base *base, struct runtime *rt, struct snapshot *snap,
+                                  struct health *health, struct statefile *sf)
+{
+	return admin_start_at(base, rt, snap, health, sf, true);
+}
+
+int admin_publish(struct admin *a)
+{
+	if (a->published)
+		return 0;
+	if (rename(a->tmp_path, a->path) != 0) {
+		struct log_line l;
+		log_begin(&l, LOG_ERROR, "admin: cannot move the admin socket into place");
+		log_str(&l, "socket", a->path);
+		log_str(&l, "error", strerror(errno));
+		log_end(&l);
+		return -1;
+	}
+	a->published = true;
 	struct log_line l;
 	log_begin(&l, LOG_INFO, "admin socket listening");
 	log_str(&l, "socket", a->path);
 	log_int(&l, "max_connections", a->max_conns);
 	log_end(&l);
-	return a;
+	return 0;
+}
+
+void admin_set_upgrade(struct admin *a, const struct admin_upgrade_ops *ops, void *arg)
+{
+	a->up_ops = ops;
+	a->up_arg = arg;
 }
 
 void admin_stop(struct admin *a)
@@ -1401,9 +1541,13 @@ void admin_stop(struct admin *a)
 		conn_free(a->conns);
 	rollout_ctl_free(a->rollouts);
 	evconnlistener_free(a->listener);
-	if (unlink(a->path) != 0 && errno != ENOENT)
+	/* after a binary upgrade the file at the path is the new process's socket: only ours is removed */
+	const char *mine = a->published ? a->path : a->tmp_path;
+	struct stat st;
+	if (lstat(mine, &st) == 0 && st.st_dev == a->dev && st.st_ino == a->ino && unlink(mine) != 0 && errno != ENOENT)
 		log_msg(LOG_WARN, "admin: cannot remove the socket file");
 	free(a->path);
+	free(a->tmp_path);
 	snapshot_unref(a->snap);
 	free(a);
 }

@@ -52,7 +52,25 @@ void admin_set_reopen_logs(struct admin *a, admin_reopen_logs_fn *fn, void *arg)
 /* After a reload: describe snap (takes a reference) and ask health for check results. */
 void admin_set_snapshot(struct admin *a, struct snapshot *snap, struct health *health);
 
-/* Close the socket and every admin connection, remove the socket file. */
+/* Binary upgrade (upgrade.h), the running process's side: `upgrade-listeners`
+ * calls send (the connection's descriptor; 0, or -1 with why in err) and
+ * from then on changes (set, drain, reload, save-state, ...) are refused
+ * until that connection closes; `upgrade-drain` on the same connection
+ * answers "draining: ..." and calls drain. */
+struct admin_upgrade_ops {
+	int (*send)(void *arg, int fd, char *err, size_t err_size);
+	void (*drain)(void *arg);
+};
+void admin_set_upgrade(struct admin *a, const struct admin_upgrade_ops *ops, void *arg);
+/* The new process's side: as admin_start, but listen under PATH.new and
+ * leave the running process's socket at PATH; admin_publish() renames it
+ * into place (0, or -1 logged). */
+struct admin *admin_start_upgrade(struct event_base *base, struct runtime *rt, struct snapshot *snap,
+                                  struct health *health, struct statefile *sf);
+int admin_publish(struct admin *a);
+
+/* Close the socket and every admin connection, remove the socket file if it
+ * is still this process's (not a new process's after an upgrade). */
 void admin_stop(struct admin *a);
 
 #include <stddef.h>

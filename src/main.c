@@ -19,14 +19,15 @@
 
 static void usage(FILE *out)
 {
-	fprintf(out, "usage: sluice run -c FILE [--log-level debug|info|warn|error]   (or SLUICE_LOG_LEVEL)\n"
+	fprintf(out, "usage: sluice run -c FILE [--upgrade] [--log-level debug|info|warn|error]   (or SLUICE_LOG_LEVEL)\n"
 	             "       sluice check -c FILE\n"
 	             "       sluice ctl [-s SOCKET] [--json] [--timeout SECONDS] COMMAND...\n"
 	             "       sluice probe tcp HOST:PORT [--timeout DURATION]\n"
 	             "       sluice waf test [--paranoia N] [--rules DIR] FILE...\n"
 	             "       sluice version\n"
 	             "\n"
-	             "  run      start the gateway with the config FILE (a Lua file returning a table)\n"
+	             "  run      start the gateway with the config FILE (a Lua file returning a table);\n"
+	             "           --upgrade takes over from the sluice on the config's admin socket (docs/admin.md)\n"
 	             "  check    validate FILE: exit 0 with a summary, or 1 with every error\n"
 	             "  ctl      talk to a running sluice's admin socket (sluice ctl help)\n"
 	             "  probe    exit 0 if HOST:PORT accepts a TCP connection (a container health check)\n"
@@ -85,6 +86,7 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	const char *config = NULL;
+	bool upgrade = false;
 	/* containers set the level by environment; --log-level still wins */
 	const char *env_level = getenv("SLUICE_LOG_LEVEL");
 	if (env_level && *env_level) {
@@ -99,6 +101,8 @@ int main(int argc, char **argv)
 	for (int i = 2; i < argc; i++) {
 		if ((strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0) && i + 1 < argc) {
 			config = argv[++i];
+		} else if (strcmp(argv[i], "--upgrade") == 0 && strcmp(cmd, "run") == 0) {
+			upgrade = true;
 		} else if (strcmp(argv[i], "--log-level") == 0 && i + 1 < argc) {
 			enum log_level level;
 			if (parse_level(argv[++i], &level) != 0) {
@@ -119,5 +123,5 @@ int main(int argc, char **argv)
 	}
 	if (strcmp(cmd, "check") == 0)
 		return server_check(config);
-	return server_run(config);
+	return server_run(config, upgrade);
 }

@@ -31,6 +31,7 @@
 #include "signals.h"
 #include "statefile.h"
 #include "snapshot.h"
+#include "upgrade.h"
 #include "worker.h"
 
 /* Descriptors kept aside for listeners, logs, the admin socket and health checks. */
@@ -55,6 +56,9 @@ struct server {
 	struct admin_http *admin_http; /* NULL without admin.http */
 	struct statefile *statefile;
 	size_t num_start_listeners; /* the listening sockets made at start: fds[worker][0..n) */
+	struct upgrade_src *upsrc; /* every listening socket, for a new binary (upgrade.h) */
+	struct upgrade *up;        /* sluice run --upgrade: the old process's sockets, until it drains */
+	bool handover;             /* draining because a new process took over */
 	/* snapshots whose last reference went on a worker wait here for the main loop */
 	pthread_mutex_t reap_lock;
 	struct snapshot *reap_list;
@@ -192,8 +196,10 @@ static void server_begin_shutdown(struct server *srv, const char *signal_name)
 	log_str(&l, "signal", signal_name);
 	log_int(&l, "drain_timeout_ms", (long long)srv->snap->conf->drain_timeout);
 	log_end(&l);
+	/* a socket nobody accepts on must leave the SO_REUSEPORT group now, not at exit */
+	upgrade_src_close(srv->upsrc);
 	for (unsigned i = 0; i < srv->num_workers; i++)
-		worker_request_shutdown(&srv->workers[i]);
+		(srv->handover ? worker_request_handover : worker_request_shutdown)(&srv->workers[i]);
 	struct timeval tv = conf_msec_timeval(srv->snap->conf->drain_timeout);
 	if (evtimer_add(srv->drain_ev, &tv) != 0)
 		log_msg(LOG_ERROR, "cannot arm the drain timer");
@@ -463,8 +469,11 @@ int server_reload(struct server *srv, long long uid, const char *how, struct con
 	/* added listeners are bound: each worker gets its sockets before the snapshot that has them */
 	for (size_t k = 0; k < added; k++) {
 		size_t li = s->conf->num_listeners - added + k;
-		for (unsigned i = 0; i < srv->num_workers; i++)
+		for (unsigned i = 0; i < srv->num_workers; i++) {
+			upgrade_src_add(srv->upsrc, i, s->conf->listeners[li].name, s->conf->listeners[li].address,
+			                added_fds[k * srv->num_workers + i]);
 			worker_add_listener(&srv->workers[i], li, added_fds[k * srv->num_workers + i]);
+		}
 		struct log_line ll;
 		log_begin(&ll, LOG_INFO, "listening");
 		log_str(&ll, "listener", s->conf->listeners[li].name);
@@ -551,6 +560,8 @@ static void server_cleanup(struct server *srv, int **fds)
 		}
 		free(fds);
 	}
+	upgrade_free(srv->up);
+	upgrade_src_free(srv->upsrc);
 	signals_stop(srv->signals);
 	if (srv->drain_ev)
 		event_free(srv->drain_ev);
@@ -577,7 +588,24 @@ static void server_cleanup(struct server *srv, int **fds)
 	counters_process = NULL;
 }
 
-int server_run(const char *config_path)
+static int server_upgrade_send(void *arg, int fd, char *err, size_t err_size)
+{
+	struct server *srv = arg;
+	if (srv->stopping) {
+		snprintf(err, err_size, "this process is shutting down");
+		return -1;
+	}
+	return upgrade_src_send(srv->upsrc, fd, err, err_size);
+}
+
+static void server_upgrade_drain(void *arg)
+{
+	struct server *srv = arg;
+	srv->handover = true;
+	server_begin_shutdown(srv, "upgrade");
+}
+
+int server_run(const char *config_path, bool upgrade)
 {
 	struct server srv;
 	memset(&srv, 0, sizeof(srv));
@@ -615,6 +643,22 @@ int server_run(const char *config_path)
 	}
 	conf_errors_free(&errs);
 	const struct conf *c = srv.snap->conf;
+	/* before the state file is read: the running process refuses changes from here on */
+	if (upgrade) {
+		char err[512];
+		if (!(srv.up = upgrade_begin(c->admin.socket, err, sizeof(err)))) {
+			fprintf(stderr, "%s: --upgrade: %s\nsluice: not started; the running sluice is unchanged\n", c->source,
+			        err);
+			snapshot_unref(srv.snap);
+			return 1;
+		}
+	}
+	if (!(srv.upsrc = upgrade_src_new())) {
+		log_msg(LOG_ERROR, "out of memory");
+		upgrade_free(srv.up);
+		snapshot_unref(srv.snap);
+		return 1;
+	}
 
 	if (evthread_use_pthreads() != 0) {
 		log_msg(LOG_ERROR, "libevent has no thread support");
@@ -657,7 +701,12 @@ int server_run(const char *config_path)
 		for (size_t j = 0; j < c->num_listeners; j++)
 			fds[i][j] = -1;
 		for (size_t j = 0; j < c->num_listeners; j++) {
-			if (i == 0 && server_probe_address(&c->listeners[j]) != 0) {
+			const struct conf_listener *cl = &c->listeners[j];
+			/* the old process's socket for this worker, else a fresh one (it joins the old one's group) */
+			if (srv.up && (fds[i][j] = upgrade_take(srv.up, cl->name, cl->address, i)) >= 0)
+				continue;
+			bool old_has = srv.up && upgrade_has(srv.up, cl->name, cl->address);
+			if (i == 0 && !old_has && server_probe_address(&c->listeners[j]) != 0) {
 				fprintf(stderr, "%s: listeners[%zu] (%s): cannot listen on %s: %s%s\n", c->source, j + 1,
 				        c->listeners[j].name, c->listeners[j].address, strerror(errno),
 				        errno == EADDRINUSE ? " (another process, maybe another sluice, listens there: stop "
@@ -675,6 +724,9 @@ int server_run(const char *config_path)
 			}
 		}
 	}
+	for (unsigned i = 0; i < srv.num_workers; i++)
+		for (size_t j = 0; j < c->num_listeners; j++)
+			upgrade_src_add(srv.upsrc, i, c->listeners[j].name, c->listeners[j].address, fds[i][j]);
 	/* listeners bound and keys read (at config load): nothing needs root any more */
 	if (priv_drop(c->user) != 0) {
 		server_cleanup(&srv, fds);
@@ -707,7 +759,8 @@ int server_run(const char *config_path)
 		return 1;
 	}
 	if (c->admin.socket) {
-		srv.admin = admin_start(srv.base, srv.runtime, srv.snap, srv.health, srv.statefile);
+		srv.admin = (srv.up ? admin_start_upgrade : admin_start)(srv.base, srv.runtime, srv.snap, srv.health,
+		                                                          srv.statefile);
 		if (!srv.admin) {
 			fprintf(stderr, "%s: admin.socket: cannot listen on %s (see the log above)\n", c->source, c->admin.socket);
 			server_cleanup(&srv, fds);
@@ -715,6 +768,8 @@ int server_run(const char *config_path)
 		}
 		admin_set_reload(srv.admin, server_admin_reload, &srv);
 		admin_set_reopen_logs(srv.admin, server_signal_reopen_logs, &srv);
+		static const struct admin_upgrade_ops up_ops = {.send = server_upgrade_send, .drain = server_upgrade_drain};
+		admin_set_upgrade(srv.admin, &up_ops, &srv);
 	}
 	if (c->admin.http) {
 		srv.metrics = metrics_new(srv.runtime, srv.snap, srv.num_workers);
@@ -763,6 +818,28 @@ int server_run(const char *config_path)
 		log_int(&l, "pid", getpid());
 		log_end(&l);
 	}
+	int status = 0;
+	if (srv.up) {
+		/* serving: the old process drains; then the admin socket's path is ours */
+		long old_pid = upgrade_old_pid(srv.up);
+		char err[512];
+		int rc = upgrade_finish(srv.up, err, sizeof(err));
+		srv.up = NULL;
+		struct log_line l;
+		if (rc != 0 || admin_publish(srv.admin) != 0) {
+			log_begin(&l, LOG_ERROR, "upgrade failed: this process stops again; the old one keeps serving");
+			log_str(&l, "error", rc != 0 ? err : "cannot move the admin socket into place");
+			log_int(&l, "old_pid", old_pid);
+			log_end(&l);
+			status = 1;
+			server_begin_shutdown(&srv, "upgrade failed");
+		} else {
+			log_begin(&l, LOG_INFO, "upgrade: took over; the old process drains");
+			log_int(&l, "old_pid", old_pid);
+			log_int(&l, "pid", getpid());
+			log_end(&l);
+		}
+	}
 	/* config loaded, every listener bound, workers serving: /readyz says so */
 	if (srv.metrics)
 		metrics_set_ready(srv.metrics);
@@ -770,5 +847,5 @@ int server_run(const char *config_path)
 		log_msg(LOG_ERROR, "main event loop failed");
 	server_cleanup(&srv, fds);
 	log_msg(LOG_INFO, "stopped");
-	return 0;
+	return status;
 }

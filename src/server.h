@@ -8,14 +8,18 @@
 #ifndef SLUICE_SERVER_H
 #define SLUICE_SERVER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 struct server;
 struct conf_errors;
 struct runtime;
 
-/* Run until SIGTERM/SIGINT. Returns the process exit status. */
-int server_run(const char *config_path);
+/* Run until SIGTERM/SIGINT. Returns the process exit status. upgrade: take
+ * the listening sockets of the sluice running on the config's admin.socket,
+ * then tell it to drain (upgrade.h); if this process fails first, the
+ * running one keeps serving. */
+int server_run(const char *config_path, bool upgrade);
 
 /* The runtime state table (runtime.h) of the running process: pools'
  * entries exist for the current snapshot before any worker is built. */

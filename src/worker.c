@@ -353,6 +353,8 @@ static void worker_command_cb(evutil_socket_t fd, short what, void *arg)
 		if (s)
 			worker_adopt(w, s);
 	}
+	if (cmds & WORKER_CMD_HANDOVER)
+		w->handover = true;
 	if (cmds & WORKER_CMD_STOP)
 		worker_stop(w);
 	else if (cmds & WORKER_CMD_SHUTDOWN)
@@ -538,6 +540,11 @@ static void worker_send(struct worker *w, unsigned cmd)
 void worker_request_shutdown(struct worker *w)
 {
 	worker_send(w, WORKER_CMD_SHUTDOWN);
+}
+
+void worker_request_handover(struct worker *w)
+{
+	worker_send(w, WORKER_CMD_SHUTDOWN | WORKER_CMD_HANDOVER);
 }
 
 void worker_request_stop(struct worker *w)

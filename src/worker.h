@@ -43,6 +43,7 @@ struct ctr_worker;
 #define WORKER_CMD_SHUTDOWN 1u /* stop accepting, drain */
 #define WORKER_CMD_STOP 2u     /* drain time is over: close everything */
 #define WORKER_CMD_ADOPT 4u    /* a new snapshot waits in `pending` */
+#define WORKER_CMD_HANDOVER 8u /* with SHUTDOWN: a new process took the sockets (keep idle keep-alive connections) */
 
 /* Per-(snapshot, worker) state. */
 struct worker_gen {
@@ -86,6 +87,10 @@ struct worker {
 	unsigned max_conns;
 	bool accepting_paused;
 	bool draining;
+	/* draining for a binary upgrade: an idle keep-alive connection is not
+	 * closed under a client that may be sending on it; its next answer says
+	 * connection: close (or its keepalive_timeout or the drain timeout ends it) */
+	bool handover;
 
 	struct tls_worker *tls; /* tls_accept.h: handshakes in progress, h2c sniffing, failure counts */
 	struct h2_worker *h2;   /* h2.h: HTTP/2 sessions, defence counts */
@@ -117,6 +122,8 @@ void worker_destroy(struct worker *w);
 
 /* Thread-safe (any thread): ask the worker to stop accepting and finish in-flight requests. */
 void worker_request_shutdown(struct worker *w);
+/* Thread-safe: as worker_request_shutdown, for a binary upgrade (upgrade.h). */
+void worker_request_handover(struct worker *w);
 /* Thread-safe: drain time is over, close everything now. */
 void worker_request_stop(struct worker *w);
 /* Thread-safe, before publishing the snapshot that has it: a socket for

@@ -1,0 +1,266 @@
+"""Binary upgrade (docs/admin.md "Binary upgrade", docs/runbooks/upgrade-binary.md):
+`sluice run -c FILE --upgrade` takes the running process's listening sockets
+over its admin socket, serves on them, and tells the old one to drain. Under
+load no request fails; the old process exits once its connections are done;
+a new process that cannot start leaves the old one serving and unchanged."""
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+
+from conftest import RawConn, base_config, config_to_lua, free_port, wait_until
+from test_res_admin import ctl, ctl_ok, sockdir  # noqa: F401  (sockdir is a fixture)
+
+
+def show_pid(sock):
+    out = ctl_ok(sock, "show", "config")
+    m = re.search(r"^pid\s+(\d+)$", out, re.M)
+    assert m, out
+    return int(m.group(1))
+
+
+def logged(gw, msg):
+    return [e for e in gw.log_entries() if e.get("msg") == msg]
+
+
+class Load:
+    """Client threads sending requests until stopped, as HTTP/1.1 clients do:
+    keep-alive ones reuse their connection until an answer says
+    `connection: close`; fresh ones open a connection per request. Every
+    error or non-200 answer is a failure (no retries)."""
+
+    def __init__(self, port, keepalive=3, fresh=1):
+        self.port = port
+        self.ok = {"keepalive": 0, "fresh": 0}
+        self.failed = []
+        self.lock = threading.Lock()
+        self.stop_flag = threading.Event()
+        self.threads = [threading.Thread(target=self.loop, args=(i, True), daemon=True) for i in range(keepalive)]
+        self.threads += [threading.Thread(target=self.loop, args=(i, False), daemon=True) for i in range(fresh)]
+        for t in self.threads:
+            t.start()
+
+    def loop(self, n, keepalive):
+        kind = "keepalive" if keepalive else "fresh"
+        i = 0
+        conn = None
+        while not self.stop_flag.is_set():
+            i += 1
+            try:
+                if conn is None:
+                    conn = RawConn(self.port, timeout=5)
+                r = conn.request("GET", "/%s/%d/%d" % (kind, n, i),
+                                 headers=[] if keepalive else [("connection", "close")])
+                with self.lock:
+                    if r.status == 200:
+                        self.ok[kind] += 1
+                    else:
+                        self.failed.append("%s: status %d" % (kind, r.status))
+                if not keepalive or "close" in r.connection_tokens():
+                    conn.close()
+                    conn = None
+            except Exception as e:  # noqa: BLE001  every failure counts
+                with self.lock:
+                    self.failed.append("%s: %r" % (kind, e))
+                if conn:
+                    conn.close()
+                conn = None
+        if conn:
+            conn.close()
+
+    def count(self, kind):
+        with self.lock:
+            return self.ok[kind]
+
+    def stop(self):
+        self.stop_flag.set()
+        for t in self.threads:
+            t.join(10)
+
+
+def start_old(sluice, upstreams, sockdir, tmp_path, workers=2, **kw):  # noqa: F811
+    ups = upstreams(2)
+    sock = os.path.join(sockdir, "admin.sock")
+    cfg = base_config(free_port(), [u.address for u in ups], workers=workers, admin={"socket": sock},
+                      state_file=str(tmp_path / "state"), **kw)
+    old = sluice(cfg)
+    wait_until(lambda: os.path.exists(sock), what="admin socket")
+    return old, cfg, sock, ups
+
+
+def start_new(sluice, cfg, name="new"):
+    return sluice(cfg, ready=False, name=name, extra_args=["--upgrade"])
+
+
+def wait_taken_over(new, timeout=15):
+    wait_until(lambda: logged(new, "upgrade: took over; the old process drains") or new.proc.poll() is not None, timeout=timeout,
+               what="the new process taking over")
+    assert new.proc.poll() is None, "new process exited %s:\n%s" % (new.proc.returncode, new.stderr()[-3000:])
+
+
+@pytest.mark.timeout(90)
+def test_upgrade_under_load_fails_no_request_and_state_passes_over(sluice, upstreams, sockdir, tmp_path):  # noqa: F811
+    old, cfg, sock, ups = start_old(sluice, upstreams, sockdir, tmp_path)
+    # a deployer change the new process must keep (it reads the state file after the old one's last write)
+    ctl_ok(sock, "set", "weight", "web", ups[1].address, "7")
+    assert show_pid(sock) == old.pid
+    load = Load(old.port)
+    try:
+        wait_until(lambda: load.count("keepalive") > 50 and load.count("fresh") > 20, timeout=15,
+                   what="load running")
+        # the new config adds a listener the old process does not have: bound fresh
+        new_cfg = dict(cfg)
+        extra = free_port()
+        new_cfg["listeners"] = cfg["listeners"] + [{"name": "extra", "address": "127.0.0.1:%d" % extra}]
+        new = start_new(sluice, new_cfg)
+        wait_taken_over(new)
+        assert old.wait(15) == 0, "the old process did not drain and exit:\n%s" % old.stderr()[-3000:]
+        ka, fr = load.count("keepalive"), load.count("fresh")
+        wait_until(lambda: load.count("keepalive") > ka + 50 and load.count("fresh") > fr + 20, timeout=15,
+                   what="requests served by the new process alone")
+    finally:
+        load.stop()
+    assert load.failed == [], "%d requests failed (%r served): %r" % (len(load.failed), load.ok, load.failed[:5])
+    # both processes served part of the load
+    assert old.access_log() and new.access_log()
+    # the old one drained the way SIGTERM does, and logged the hand-over
+    assert logged(old, "upgrade: listening sockets handed to a new process; changes are refused until it takes "
+                       "over or goes away")
+    assert [e for e in logged(old, "shutting down: no new connections, finishing in-flight requests")
+            if e.get("signal") == "upgrade"]
+    assert not logged(old, "upgrade abandoned: the new process went away before taking over; this process keeps "
+                           "serving and takes changes again")
+    # the admin socket is the new process's now (the old one did not remove it on exit)
+    assert os.path.exists(sock)
+    assert show_pid(sock) == new.pid
+    out = ctl_ok(sock, "show", "servers", "web")
+    assert re.search(re.escape(ups[1].address) + r".*\b7\b", out), out
+    with RawConn(extra) as c:
+        assert c.request("GET", "/on-the-added-listener").status == 200
+    # changes go to the new process and are saved
+    ctl_ok(sock, "set", "weight", "web", ups[0].address, "3")
+    assert "weight web %s 3" % ups[0].address in (tmp_path / "state").read_text()
+
+
+@pytest.mark.timeout(90)
+def test_old_process_finishes_its_in_flight_request_then_exits(sluice, upstreams, sockdir, tmp_path):  # noqa: F811
+    old, cfg, sock, ups = start_old(sluice, upstreams, sockdir, tmp_path, workers=1)
+    slow = RawConn(old.port, timeout=10)
+    slow.send(b"GET /delay/2500 HTTP/1.1\r\nhost: t\r\n\r\n")
+    time.sleep(0.3)  # the request is on the old process
+    new = start_new(sluice, cfg)
+    wait_taken_over(new)
+    # the old one still serves its request; new connections go to the new one
+    assert old.proc.poll() is None
+    with RawConn(old.port) as c:
+        assert c.request("GET", "/new").status == 200
+    r = slow.read_response()
+    assert r.status == 200
+    assert "close" in r.connection_tokens()  # draining: the connection is not kept
+    slow.close()
+    assert old.wait(10) == 0
+    new.wait_log(target="/new")
+    assert not [e for e in new.access_log() if e.get("target") == "/delay/2500"]
+    old.wait_log(target="/delay/2500")
+
+
+def test_broken_config_leaves_the_old_process_serving(sluice, upstreams, sockdir, tmp_path):  # noqa: F811
+    old, cfg, sock, ups = start_old(sluice, upstreams, sockdir, tmp_path)
+    broken = sluice("return { workers = 1, listeners = ", ready=False, name="broken", extra_args=["--upgrade"])
+    assert broken.wait(15) == 1
+    assert "not started" in broken.stderr()
+    assert old.proc.poll() is None
+    assert show_pid(sock) == old.pid
+    with RawConn(old.port) as c:
+        assert c.request("GET", "/still").status == 200
+    ctl_ok(sock, "set", "weight", "web", ups[0].address, "2")
+
+
+def test_new_process_failing_after_taking_the_sockets_changes_nothing(sluice, upstreams, sockdir,  # noqa: F811
+                                                                      tmp_path):
+    old, cfg, sock, ups = start_old(sluice, upstreams, sockdir, tmp_path)
+    # a listener on an address something else holds: the new process got the sockets, then fails to bind
+    held = socket.socket()
+    held.bind(("127.0.0.1", 0))
+    held.listen(1)
+    try:
+        bad = dict(cfg)
+        bad["listeners"] = cfg["listeners"] + [{"name": "taken", "address": "127.0.0.1:%d" % held.getsockname()[1]}]
+        new = start_new(sluice, bad, name="failing")
+        assert new.wait(15) == 1
+        assert "cannot listen" in new.stderr()
+    finally:
+        held.close()
+    wait_until(lambda: logged(old, "upgrade abandoned: the new process went away before taking over; this process "
+                                   "keeps serving and takes changes again"), what="the old process taking back")
+    assert old.proc.poll() is None
+    assert os.path.exists(sock) and show_pid(sock) == old.pid
+    assert not os.path.exists(sock + ".new")
+    with RawConn(old.port) as c:
+        assert c.request("GET", "/still-old").status == 200
+    ctl_ok(sock, "set", "weight", "web", ups[0].address, "4")
+    # and a later upgrade still works
+    new = start_new(sluice, cfg, name="second")
+    wait_taken_over(new)
+    assert old.wait(15) == 0
+    assert show_pid(sock) == new.pid
+
+
+def test_changes_are_refused_while_the_sockets_are_handed_over(sluice, upstreams, sockdir, tmp_path):  # noqa: F811
+    old, cfg, sock, ups = start_old(sluice, upstreams, sockdir, tmp_path)
+    # what a new process does first, by hand: take the sockets and hold the connection
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    conn.connect(sock)
+    conn.sendall(b"upgrade-listeners\n")
+    got = b""
+    while len(got) < 512:
+        got += conn.recv(512 - len(got))
+    assert got.startswith(b"sluice-upgrade 1 2 %d\n" % old.pid), got[:64]
+    try:
+        rc, out, err = ctl(sock, "set", "weight", "web", ups[0].address, "9")
+        assert rc != 0 and "binary upgrade is in progress" in (out + err), (out, err)
+        # reading still works
+        assert show_pid(sock) == old.pid
+    finally:
+        conn.close()
+    wait_until(lambda: ctl(sock, "set", "weight", "web", ups[0].address, "9")[0] == 0, what="changes taken again")
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.skipif(not shutil.which("wrk"), reason="wrk is installed by scripts/install-deps --bench")
+def test_upgrade_under_wrk_has_no_errors(sluice, upstreams, sockdir, tmp_path):  # noqa: F811
+    old, cfg, sock, ups = start_old(sluice, upstreams, sockdir, tmp_path)
+    wrk = subprocess.Popen(["wrk", "-t2", "-c16", "-d6s", old.url("/wrk")], stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True)
+    try:
+        time.sleep(1.5)
+        new = start_new(sluice, cfg)
+        wait_taken_over(new)
+        out, _ = wrk.communicate(timeout=30)
+    finally:
+        if wrk.poll() is None:
+            wrk.kill()
+            wrk.wait()
+    assert old.wait(15) == 0
+    m = re.search(r"(\d+) requests in", out)
+    assert m and int(m.group(1)) > 100, out
+    assert "Socket errors" not in out, out
+    assert "Non-2xx" not in out, out
+    assert show_pid(sock) == new.pid
+
+
+def test_upgrade_needs_an_admin_socket(sluice, upstreams, tmp_path):
+    ups = upstreams(1)
+    cfg = base_config(free_port(), [ups[0].address])
+    old = sluice(cfg)
+    new = sluice(config_to_lua(cfg), ready=False, name="new", extra_args=["--upgrade"])
+    assert new.wait(15) == 1
+    assert "no admin.socket" in new.stderr()
+    with RawConn(old.port) as c:
+        assert c.request("GET", "/x").status == 200
