@@ -379,7 +379,8 @@ static void show_config(struct admin *a, bool json, struct evbuffer *out)
 	                    "listeners   %zu\n"
 	                    "pools       %zu (%zu servers)\nservices    %zu\nroutes      %zu\nstate file  %s\n"
 	                    "changes     %llu since start (show diff lists what differs from the config)\n",
-	                    (long)getpid(), c->source, (unsigned long long)a->snap->generation, loaded, by, c->workers, c->num_listeners,
+	                    (long)getpid(), c->source, (unsigned long long)a->snap->generation, loaded, by, c->workers,
+	                    c->num_listeners,
 	                    c->num_pools, servers, c->num_services, c->num_routes,
 	                    c->state_file ? c->state_file : "(none: changes last until restart)", changes);
 	if (a->sf && !statefile_writable(a->sf)) {

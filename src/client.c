@@ -820,7 +820,7 @@ void client_drain_all(struct worker *w)
 	struct client_conn *cc = w->conns;
 	while (cc) {
 		struct client_conn *next = cc->next;
-		if (cc->state == CLIENT_WAIT_HEAD && evbuffer_get_length(cc->in) == 0 && !w->handover)
+		if (cc->state == CLIENT_WAIT_HEAD && evbuffer_get_length(cc->in) == 0)
 			client_free(cc, REASON_NONE);
 		else
 			cc->keep_alive = false;

@@ -167,7 +167,11 @@ static void worker_shutdown(struct worker *w)
 	worker_close_listeners(w);
 	tls_worker_close_pending(w);
 	h2_drain_all(w);
-	client_drain_all(w);
+	/* a hand-over closes no HTTP/1 connection under a client that may be
+	 * sending on it: each one's next answer says connection: close (a head
+	 * already sent said keep-alive, so that connection must take one more) */
+	if (!w->handover)
+		client_drain_all(w);
 	if (w->num_conns == 0)
 		event_base_loopexit(w->base, NULL);
 }

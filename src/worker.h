@@ -87,9 +87,9 @@ struct worker {
 	unsigned max_conns;
 	bool accepting_paused;
 	bool draining;
-	/* draining for a binary upgrade: an idle keep-alive connection is not
-	 * closed under a client that may be sending on it; its next answer says
-	 * connection: close (or its keepalive_timeout or the drain timeout ends it) */
+	/* draining for a binary upgrade: no keep-alive connection is closed under
+	 * a client that may be sending on it; its next answer says connection:
+	 * close (or its keepalive_timeout or the drain timeout ends it) */
 	bool handover;
 
 	struct tls_worker *tls; /* tls_accept.h: handshakes in progress, h2c sniffing, failure counts */
