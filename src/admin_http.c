@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -347,10 +348,13 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
 		conn_free(c);
 }
 
-struct admin_http *admin_http_start(struct event_base *base, const struct conf_admin *conf, struct metrics *m)
+struct admin_http *admin_http_start(struct event_base *base, const struct conf_admin *conf, struct metrics *m,
+                                    int fd)
 {
 	struct admin_http *h = calloc(1, sizeof(*h));
 	if (!h) {
+		if (fd >= 0)
+			close(fd);
 		log_msg(LOG_ERROR, "out of memory starting the admin HTTP listener");
 		return NULL;
 	}
@@ -359,15 +363,20 @@ struct admin_http *admin_http_start(struct event_base *base, const struct conf_a
 		h->token = malloc(conf->http_token_len);
 		if (!h->token) {
 			free(h);
+			if (fd >= 0)
+				close(fd);
 			log_msg(LOG_ERROR, "out of memory starting the admin HTTP listener");
 			return NULL;
 		}
 		memcpy(h->token, conf->http_token, conf->http_token_len);
 		h->token_len = conf->http_token_len;
 	}
-	h->listener = evconnlistener_new_bind(base, accept_cb, h,
-	                                      LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC, 128,
-	                                      (const struct sockaddr *)&conf->http_addr, (int)conf->http_addr_len);
+	if (fd >= 0 && !(h->listener = evconnlistener_new(base, accept_cb, h, LEV_OPT_CLOSE_ON_FREE, -1, fd)))
+		close(fd);
+	else if (fd < 0)
+		h->listener = evconnlistener_new_bind(base, accept_cb, h,
+		                                      LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC, 128,
+		                                      (const struct sockaddr *)&conf->http_addr, (int)conf->http_addr_len);
 	if (!h->listener) {
 		struct log_line l;
 		log_begin(&l, LOG_ERROR, "admin HTTP listener: cannot listen");
@@ -383,6 +392,11 @@ struct admin_http *admin_http_start(struct event_base *base, const struct conf_a
 	log_str(&l, "token", h->token ? "required" : "none");
 	log_end(&l);
 	return h;
+}
+
+int admin_http_fd(const struct admin_http *h)
+{
+	return evconnlistener_get_fd(h->listener);
 }
 
 void admin_http_stop(struct admin_http *h)

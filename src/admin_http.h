@@ -33,8 +33,13 @@ struct admin_http;
 struct conf_admin;
 struct metrics;
 
-/* Listen on conf->http_addr. NULL (after logging why) on failure. */
-struct admin_http *admin_http_start(struct event_base *base, const struct conf_admin *conf, struct metrics *m);
+/* Listen on conf->http_addr, or on fd when fd >= 0 (a listening socket a
+ * binary upgrade handed over, upgrade.h; taken over even on failure). NULL
+ * (after logging why) on failure. */
+struct admin_http *admin_http_start(struct event_base *base, const struct conf_admin *conf, struct metrics *m,
+                                    int fd);
+/* The listening socket (for a binary upgrade to hand over). */
+int admin_http_fd(const struct admin_http *h);
 /* Close the listener and every connection. NULL is fine. */
 void admin_http_stop(struct admin_http *h);
 

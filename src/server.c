@@ -602,6 +602,9 @@ static void server_upgrade_drain(void *arg)
 {
 	struct server *srv = arg;
 	srv->handover = true;
+	/* the new process answers /metrics, /healthz and /readyz on the same socket from now on */
+	admin_http_stop(srv->admin_http);
+	srv->admin_http = NULL;
 	server_begin_shutdown(srv, "upgrade");
 }
 
@@ -773,11 +776,13 @@ int server_run(const char *config_path, bool upgrade)
 	}
 	if (c->admin.http) {
 		srv.metrics = metrics_new(srv.runtime, srv.snap, srv.num_workers);
-		if (!srv.metrics || !(srv.admin_http = admin_http_start(srv.base, &c->admin, srv.metrics))) {
+		int fd = srv.up ? upgrade_take(srv.up, "admin.http", c->admin.http, UPGRADE_ADMIN_HTTP) : -1;
+		if (!srv.metrics || !(srv.admin_http = admin_http_start(srv.base, &c->admin, srv.metrics, fd))) {
 			fprintf(stderr, "%s: admin.http: cannot listen on %s (see the log above)\n", c->source, c->admin.http);
 			server_cleanup(&srv, fds);
 			return 1;
 		}
+		upgrade_src_add(srv.upsrc, UPGRADE_ADMIN_HTTP, "admin.http", c->admin.http, admin_http_fd(srv.admin_http));
 	}
 
 	/* workers must not take the signals meant for the main loop */

@@ -27,6 +27,8 @@
 #include <stddef.h>
 
 #define UPGRADE_RECORD 512
+/* The worker number under which the admin HTTP listener's socket goes. */
+#define UPGRADE_ADMIN_HTTP 4294967295u
 /* How long either side waits for the other at each step. */
 #define UPGRADE_TIMEOUT_MS 10000
 

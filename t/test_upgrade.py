@@ -84,10 +84,13 @@ class Load:
             t.join(10)
 
 
-def start_old(sluice, upstreams, sockdir, tmp_path, workers=2, **kw):  # noqa: F811
+def start_old(sluice, upstreams, sockdir, tmp_path, workers=2, admin_http=None, **kw):  # noqa: F811
     ups = upstreams(2)
     sock = os.path.join(sockdir, "admin.sock")
-    cfg = base_config(free_port(), [u.address for u in ups], workers=workers, admin={"socket": sock},
+    admin = {"socket": sock}
+    if admin_http:
+        admin["http"] = admin_http
+    cfg = base_config(free_port(), [u.address for u in ups], workers=workers, admin=admin,
                       state_file=str(tmp_path / "state"), **kw)
     old = sluice(cfg)
     wait_until(lambda: os.path.exists(sock), what="admin socket")
@@ -264,3 +267,17 @@ def test_upgrade_needs_an_admin_socket(sluice, upstreams, tmp_path):
     assert "no admin.socket" in new.stderr()
     with RawConn(old.port) as c:
         assert c.request("GET", "/x").status == 200
+
+
+def test_upgrade_hands_over_the_admin_http_listener(sluice, upstreams, sockdir, tmp_path):  # noqa: F811
+    http_port = free_port()
+    old, cfg, sock, ups = start_old(sluice, upstreams, sockdir, tmp_path, admin_http="127.0.0.1:%d" % http_port)
+    with RawConn(http_port) as c:
+        assert c.request("GET", "/readyz").status == 200
+    new = start_new(sluice, cfg)
+    wait_taken_over(new)
+    assert old.wait(15) == 0
+    # the same address answers, from the new process (the old one is gone)
+    with RawConn(http_port) as c:
+        assert c.request("GET", "/readyz").status == 200
+    assert show_pid(sock) == new.pid
