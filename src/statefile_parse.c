@@ -50,6 +50,12 @@ const char *statefile_parse_line(const char *line, size_t len, struct statefile_
 		if ((c < 0x20 && c != '\t') || c == 0x7f)
 			return "not text (a NUL or control byte)";
 	}
+	/* a comment, of any number of words (sluice writes two at the top) */
+	size_t first = 0;
+	while (first < len && (line[first] == ' ' || line[first] == '\t'))
+		first++;
+	if (first < len && line[first] == '#')
+		return NULL;
 	/* a rollout's words are the controller's own (rollout.c): kept whole */
 	static const char rollout_word[] = "rollout ";
 	if (len > sizeof rollout_word - 1 && memcmp(line, rollout_word, sizeof rollout_word - 1) == 0) {

@@ -98,6 +98,10 @@ START_TEST(statefile_lines)
 	ck_assert_str_eq(e.target, "canary");
 	ck_assert_uint_eq(e.weight, 20);
 	ck_assert_ptr_null(statefile_parse_line("  # comment", 11, &e));
+	/* the header sluice writes itself: a comment of many words */
+	const char *header = "# sluice state: changes made through the admin socket, re-applied at start.";
+	ck_assert_ptr_null(statefile_parse_line(header, strlen(header), &e));
+	ck_assert_int_eq(e.kind, STATEFILE_NOTHING);
 	ck_assert_int_eq(e.kind, STATEFILE_NOTHING);
 	ck_assert_ptr_null(statefile_parse_line("drain web a\r", 12, &e));
 	ck_assert_int_eq(e.kind, STATEFILE_DRAIN);
