@@ -12,6 +12,7 @@
  * FUZZ_SOURCES: statefile_parse.c
  */
 #include <stdio.h>
+#include <stdbool.h>
 #include <string.h>
 
 #include "fuzz_common.h"
@@ -51,6 +52,17 @@ static void check_name(const char *w)
 	}
 }
 
+/* A rollout's words: text (tabs allowed), not empty, not starting with a blank. */
+static void check_words(const char *w)
+{
+	size_t n = strlen(w);
+	FUZZ_REQUIRE(n > 0 && n <= STATEFILE_MAX_LINE && w[0] != ' ');
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)w[i];
+		FUZZ_REQUIRE((c >= 0x20 || c == '\t') && c != 0x7f);
+	}
+}
+
 static void next_line(struct seen *s, unsigned lineno)
 {
 	FUZZ_REQUIRE(lineno > s->last_line && lineno <= s->lines);
@@ -62,9 +74,13 @@ static void on_entry(const struct statefile_entry *e, unsigned lineno, void *arg
 	struct seen *s = arg;
 	next_line(s, lineno);
 	FUZZ_REQUIRE(e->kind == STATEFILE_WEIGHT || e->kind == STATEFILE_DRAIN || e->kind == STATEFILE_DISABLE ||
-	             e->kind == STATEFILE_SERVICE_WEIGHT);
+	             e->kind == STATEFILE_SERVICE_WEIGHT || e->kind == STATEFILE_SERVICE_SAVED ||
+	             e->kind == STATEFILE_ROLLOUT);
 	check_name(e->name);
-	check_name(e->target);
+	if (e->kind == STATEFILE_ROLLOUT)
+		check_words(e->target); /* the controller's words, kept whole */
+	else
+		check_name(e->target);
 	FUZZ_REQUIRE(e->weight <= 1000);
 	size_t n = 0;
 	const char *line = nth_line(s, lineno, &n);
@@ -72,11 +88,14 @@ static void on_entry(const struct statefile_entry *e, unsigned lineno, void *arg
 	FUZZ_REQUIRE(s->again->kind == e->kind && s->again->weight == e->weight);
 	FUZZ_REQUIRE(strcmp(s->again->name, e->name) == 0 && strcmp(s->again->target, e->target) == 0);
 	/* written back as sluice writes it, it reads back the same (when it fits a line) */
-	static const char *const verbs[] = {"", "weight", "drain", "disable", "service-weight"};
+	static const char *const verbs[] = {"", "weight", "drain", "disable", "service-weight", "service-saved-weight",
+	                                    "rollout"};
+	FUZZ_REQUIRE((size_t)e->kind < sizeof(verbs) / sizeof(verbs[0]));
 	char text[3 * STATEFILE_MAX_LINE];
-	int len = e->kind == STATEFILE_WEIGHT || e->kind == STATEFILE_SERVICE_WEIGHT
-	              ? snprintf(text, sizeof(text), "%s %s %s %u", verbs[e->kind], e->name, e->target, e->weight)
-	              : snprintf(text, sizeof(text), "%s %s %s", verbs[e->kind], e->name, e->target);
+	bool weighted = e->kind == STATEFILE_WEIGHT || e->kind == STATEFILE_SERVICE_WEIGHT ||
+	                e->kind == STATEFILE_SERVICE_SAVED;
+	int len = weighted ? snprintf(text, sizeof(text), "%s %s %s %u", verbs[e->kind], e->name, e->target, e->weight)
+	                   : snprintf(text, sizeof(text), "%s %s %s", verbs[e->kind], e->name, e->target);
 	FUZZ_REQUIRE(len > 0 && (size_t)len < sizeof(text));
 	const char *why = statefile_parse_line(text, (size_t)len, s->again);
 	if ((size_t)len > STATEFILE_MAX_LINE) {
