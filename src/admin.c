@@ -587,8 +587,7 @@ static void show_help(bool json, struct evbuffer *out)
 		"show services [SERVICE]             service splits: weights, shares, sticky key, switch memory",
 		"switch SERVICE POOL                 blue-green: every request of SERVICE to POOL now (remembers the split)",
 		"switch SERVICE --back               restore the split from before the switch",
-		"rollout start SERVICE --to POOL ...  canary rollout: --steps 5,25,50,100 --interval 30s --max-error-rate 1% "
-		"--max-p99 500ms --min-requests 100",
+		"rollout start SERVICE --to POOL ...  canary rollout (--steps --interval --max-error-rate --max-p99 --min-requests)",
 		"rollout status [SERVICE]            rollouts: step, weights, the figures judged, verdicts",
 		"rollout pause|resume SERVICE        stop and restart the rollout's clock",
 		"rollout abort SERVICE               back to the weights from before the rollout",
