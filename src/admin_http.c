@@ -18,6 +18,7 @@
 
 #include "conf.h"
 #include "h1.h"
+#include "http.h"
 #include "log.h"
 #include "metrics.h"
 
@@ -69,38 +70,6 @@ static void conn_free(struct admin_http_conn *c)
 	free(c);
 }
 
-static const char *status_text(int status)
-{
-	switch (status) {
-	case 200:
-		return "OK";
-	case 400:
-		return "Bad Request";
-	case 401:
-		return "Unauthorized";
-	case 404:
-		return "Not Found";
-	case 405:
-		return "Method Not Allowed";
-	case 413:
-		return "Content Too Large";
-	case 414:
-		return "URI Too Long";
-	case 417:
-		return "Expectation Failed";
-	case 431:
-		return "Request Header Fields Too Large";
-	case 501:
-		return "Not Implemented";
-	case 503:
-		return "Service Unavailable";
-	case 505:
-		return "HTTP Version Not Supported";
-	default:
-		return "Error";
-	}
-}
-
 /* Queue one answer: body (moved out of its buffer) unless the request was HEAD. */
 static void respond(struct admin_http_conn *c, int status, const char *type, struct evbuffer *body, bool head,
                     bool close, const char *extra)
@@ -110,7 +79,7 @@ static void respond(struct admin_http_conn *c, int status, const char *type, str
 	evbuffer_add_printf(out,
 	                    "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nCache-Control: no-store\r\n"
 	                    "X-Content-Type-Options: nosniff\r\n%s%s\r\n",
-	                    status, status_text(status), type, len, extra ? extra : "", close ? "Connection: close\r\n" : "");
+	                    status, http_status_text(status), type, len, extra ? extra : "", close ? "Connection: close\r\n" : "");
 	if (head)
 		evbuffer_drain(body, len);
 	else
