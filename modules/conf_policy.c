@@ -68,13 +68,6 @@ static char *read_text(const char *path, size_t *len, char *err, size_t err_size
 	return buf;
 }
 
-static char *resolve(const struct conf_walker *w, const char *file)
-{
-	if (file[0] == '/' || strcmp(w->base_dir, ".") == 0)
-		return conf_xstrdup(file);
-	return conf_xasprintf("%s/%s", w->base_dir, file);
-}
-
 static char *dir_of(const char *path)
 {
 	const char *slash = strrchr(path, '/');
@@ -335,7 +328,7 @@ static void walk_policy(struct conf_walker *w, int t, struct conf_policy *p)
 			conf_werr(w, "must not be empty (the path of a Lua file, e.g. \"policies/tenant.lua\")");
 		else if (s) {
 			p->file = conf_xstrdup(s);
-			p->path = resolve(w, s);
+			p->path = conf_resolve_path(w, s);
 		}
 		conf_field_close(w, &f);
 	} else {

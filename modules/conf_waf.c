@@ -165,17 +165,10 @@ static void walk_opts(struct conf_walker *w, int t, struct conf_waf_opts *o)
 	walk_ids(w, t, "detect_rules", &o->detect_ids, &o->num_detect_ids);
 }
 
-static char *resolve(const struct conf_walker *w, const char *file)
-{
-	if (file[0] == '/' || strcmp(w->base_dir, ".") == 0)
-		return conf_xstrdup(file);
-	return conf_xasprintf("%s/%s", w->base_dir, file);
-}
-
 /* The shipped rules: lua/waf next to the config, else the source tree's. */
 static char *default_rules(const struct conf_walker *w)
 {
-	char *p = resolve(w, "lua/waf");
+	char *p = conf_resolve_path(w, "lua/waf");
 	struct stat st;
 	if (stat(p, &st) == 0 && S_ISDIR(st.st_mode))
 		return p;
@@ -196,7 +189,7 @@ static void walk_root(struct conf_walker *w, int root)
 	if (conf_field_open(w, t, "rules", &g)) {
 		const char *s = conf_value_string(w, lua_gettop(w->L));
 		if (s)
-			cw->rules_dir = resolve(w, s);
+			cw->rules_dir = conf_resolve_path(w, s);
 		conf_field_close(w, &g);
 	} else {
 		cw->rules_dir = default_rules(w);
@@ -204,7 +197,7 @@ static void walk_root(struct conf_walker *w, int root)
 	if (conf_field_open(w, t, "audit_log", &g)) {
 		const char *s = conf_value_string(w, lua_gettop(w->L));
 		if (s)
-			cw->audit_log = resolve(w, s);
+			cw->audit_log = conf_resolve_path(w, s);
 		conf_field_close(w, &g);
 	}
 	conf_field_size(w, t, "body_limit", 0, CONF_REQUEST_BUFFERING_MAX, &cw->body_limit);

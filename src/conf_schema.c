@@ -67,6 +67,13 @@ char *conf_xstrndup(const char *s, size_t n)
 	return d;
 }
 
+char *conf_resolve_path(const struct conf_walker *w, const char *file)
+{
+	if (file[0] == '/' || strcmp(w->base_dir, ".") == 0)
+		return conf_xstrdup(file);
+	return conf_xasprintf("%s/%s", w->base_dir, file);
+}
+
 char *conf_xstrdup(const char *s)
 {
 	return conf_xstrndup(s, strlen(s));

@@ -116,6 +116,8 @@ char *conf_xstrndup(const char *s, size_t n);
 char *conf_xstrdup(const char *s);
 char *conf_xvasprintf(const char *fmt, va_list ap) __attribute__((format(printf, 1, 0)));
 char *conf_xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* file as written in the config, resolved against the config file's directory (a copy) */
+char *conf_resolve_path(const struct conf_walker *w, const char *file);
 /* A user-supplied string for a message: quoted, control bytes escaped, long ones cut (caller frees). */
 char *conf_quoted(const char *s);
 
