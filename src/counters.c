@@ -699,3 +699,173 @@ void counters_write(const struct counters *reg, const struct counters_map *m, bo
 		evbuffer_add_printf(out, "]}\n");
 	free(seen);
 }
+
+/* ---- the Prometheus / OpenMetrics exposition ---- */
+
+/* Label sets whose values are mostly 0 for any one name (a request ends for
+ * a reason other than a normal response rarely, and one name meets few of
+ * them): their zero series are left out so the series count stays near what
+ * is used. Every other series is shown from the start, 0 included, so a
+ * rate() sees the first increment. */
+static bool lset_sparse(enum ctr_lset ls)
+{
+	return ls == CTR_LSET_REASON;
+}
+
+static void expo_u64(struct evbuffer *out, uint64_t v)
+{
+	char buf[24], *p = buf + sizeof buf;
+	do
+		*--p = (char)('0' + v % 10);
+	while (v /= 10);
+	evbuffer_add(out, p, (size_t)(buf + sizeof buf - p));
+}
+
+void counters_label_value(struct evbuffer *out, const char *s)
+{
+	const char *run = s;
+	for (; *s; s++) {
+		const char *rep = *s == '\\' ? "\\\\" : *s == '"' ? "\\\"" : *s == '\n' ? "\\n" : NULL;
+		if (!rep)
+			continue;
+		evbuffer_add(out, run, (size_t)(s - run));
+		evbuffer_add(out, rep, 2);
+		run = s + 1;
+	}
+	evbuffer_add(out, run, (size_t)(s - run));
+}
+
+/* One sample: NAME SUFFIX{NAMELABELS,XLABEL="XVALUE"} VALUE. names: the
+ * configured name's labels already escaped (`route="a"`), "" for none. */
+static void expo_sample(struct evbuffer *out, const char *name, const char *suffix, const char *names,
+                        size_t names_len, const char *xlabel, const char *xvalue, uint64_t v)
+{
+	evbuffer_add(out, name, strlen(name));
+	if (suffix)
+		evbuffer_add(out, suffix, strlen(suffix));
+	if (names_len || xlabel) {
+		evbuffer_add(out, "{", 1);
+		evbuffer_add(out, names, names_len);
+		if (xlabel) {
+			if (names_len)
+				evbuffer_add(out, ",", 1);
+			evbuffer_add(out, xlabel, strlen(xlabel));
+			evbuffer_add(out, "=\"", 2);
+			evbuffer_add(out, xvalue, strlen(xvalue));
+			evbuffer_add(out, "\"", 1);
+		}
+		evbuffer_add(out, "} ", 2);
+	} else {
+		evbuffer_add(out, " ", 1);
+	}
+	expo_u64(out, v);
+	evbuffer_add(out, "\n", 1);
+}
+
+struct expo {
+	const struct counters *reg;
+	struct evbuffer *out;
+	bool om;
+	char le[CTR_HIST_BOUNDS][24]; /* the bounds in seconds, as `le` values */
+};
+
+/* Every series of family f for name id; names: its labels, escaped. */
+static void expo_name(const struct expo *x, const struct ctr_family *f, uint32_t id, const char *names,
+                      size_t names_len)
+{
+	uint64_t v[CTR_MAX_WIDTH];
+	if (f->kind == CTR_KIND_HISTOGRAM) {
+		sum_slots(x->reg, f->dim, id, f->offset, CTR_HIST_SLOTS, v);
+		uint64_t cum = 0;
+		for (unsigned b = 0; b <= CTR_HIST_BOUNDS; b++) {
+			cum += v[b];
+			expo_sample(x->out, f->name, "_bucket", names, names_len, "le",
+			            b < CTR_HIST_BOUNDS ? x->le[b] : "+Inf", cum);
+		}
+		/* the sum in seconds with microsecond precision, without a float's rounding */
+		evbuffer_add(x->out, f->name, strlen(f->name));
+		evbuffer_add(x->out, "_sum", 4);
+		if (names_len) {
+			evbuffer_add(x->out, "{", 1);
+			evbuffer_add(x->out, names, names_len);
+			evbuffer_add(x->out, "}", 1);
+		}
+		evbuffer_add_printf(x->out, " %llu.%06llu\n", (unsigned long long)(v[CTR_HIST_SUM] / 1000000u),
+		                    (unsigned long long)(v[CTR_HIST_SUM] % 1000000u));
+		expo_sample(x->out, f->name, "_count", names, names_len, NULL, NULL, cum);
+		return;
+	}
+	unsigned card = lset_card[f->lset];
+	sum_slots(x->reg, f->dim, id, f->offset, card, v);
+	for (unsigned i = 0; i < card; i++) {
+		const char *value = lset_value(f->lset, i);
+		if (!value || (v[i] == 0 && lset_sparse(f->lset)))
+			continue;
+		expo_sample(x->out, f->name, NULL, names, names_len, f->lset == CTR_LSET_NONE ? NULL : lset_label[f->lset],
+		            value, v[i]);
+	}
+}
+
+/* # HELP and # TYPE. OpenMetrics names a counter family without its _total. */
+static void expo_header(const struct expo *x, const struct ctr_family *f)
+{
+	size_t n = strlen(f->name);
+	if (x->om && f->kind == CTR_KIND_COUNTER && n > 6 && strcmp(f->name + n - 6, "_total") == 0)
+		n -= 6;
+	const char *type = f->kind == CTR_KIND_HISTOGRAM ? "histogram" : "counter";
+	evbuffer_add_printf(x->out, "# HELP %.*s %s\n# TYPE %.*s %s\n", (int)n, f->name, f->help, (int)n, f->name, type);
+}
+
+void counters_expose(const struct counters *reg, const struct counters_map *m, bool openmetrics,
+                     struct evbuffer *out)
+{
+	if (!reg)
+		return;
+	struct expo x = {.reg = reg, .out = out, .om = openmetrics};
+	for (unsigned b = 0; b < CTR_HIST_BOUNDS; b++)
+		bound_str(x.le[b], sizeof x.le[b], b);
+	size_t most = 1;
+	for (int d = 0; d < CTR_DIM__COUNT; d++)
+		if (reg->names[d].count > most)
+			most = reg->names[d].count;
+	bool *seen = calloc(most, sizeof(bool));
+	struct evbuffer *lb = evbuffer_new();
+	if (!seen || !lb) {
+		free(seen);
+		if (lb)
+			evbuffer_free(lb);
+		return;
+	}
+	for (size_t i = 0; i < sizeof families / sizeof families[0]; i++) {
+		const struct ctr_family *f = &families[i];
+		expo_header(&x, f);
+		if (f->dim == CTR_DIM_GLOBAL) {
+			expo_name(&x, f, 0, "", 0);
+			continue;
+		}
+		if (!m)
+			continue;
+		memset(seen, 0, reg->names[f->dim].count);
+		for (size_t k = 0; k < m->count[f->dim]; k++) {
+			uint32_t id = m->ids[f->dim][k];
+			if (seen[id]) /* two entries with one name count together: show them once */
+				continue;
+			seen[id] = true;
+			const struct ctr_name *nm = &reg->names[f->dim].v[id];
+			evbuffer_drain(lb, evbuffer_get_length(lb));
+			evbuffer_add_printf(lb, "%s=\"", dim_labels[f->dim][0]);
+			counters_label_value(lb, nm->a);
+			if (nm->b) {
+				evbuffer_add_printf(lb, "\",%s=\"", dim_labels[f->dim][1]);
+				counters_label_value(lb, nm->b);
+			}
+			evbuffer_add(lb, "\"", 1);
+			size_t len = evbuffer_get_length(lb);
+			const char *names = (const char *)evbuffer_pullup(lb, -1);
+			if (names)
+				expo_name(&x, f, id, names, len);
+		}
+	}
+	evbuffer_free(lb);
+	free(seen);
+}

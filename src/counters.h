@@ -381,4 +381,15 @@ uint64_t counters_get(const struct counters *reg, const struct counters_map *m, 
  * out. */
 void counters_write(const struct counters *reg, const struct counters_map *m, bool json, struct evbuffer *out);
 
+/* /metrics: every family of the tables in the Prometheus text format 0.0.4
+ * or (openmetrics) the body of an OpenMetrics 1.0 exposition (the caller
+ * adds "# EOF"): # HELP and # TYPE, then one sample per series of m's
+ * names, 0 included, except zero series of the reason label set;
+ * histograms as _bucket{le} (cumulative, seconds), _sum (seconds), _count.
+ * Main thread; the workers' sets are summed as they are read. */
+void counters_expose(const struct counters *reg, const struct counters_map *m, bool openmetrics,
+                     struct evbuffer *out);
+/* A label value in both text formats: backslash, double quote and line feed escaped. */
+void counters_label_value(struct evbuffer *out, const char *s);
+
 #endif

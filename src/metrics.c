@@ -16,6 +16,7 @@
 #include "config.h"
 #include "metrics_impl.h"
 #include "clock.h"
+#include "counters.h"
 #include "runtime.h"
 #include "snapshot.h"
 #include "conf_tls.h"
@@ -95,21 +96,6 @@ const char *metrics_breaker_name(int state)
 	}
 }
 
-/* A label value: backslash, double quote and line feed escaped (both formats). */
-static void label_value(struct evbuffer *out, const char *s)
-{
-	const char *run = s;
-	for (; *s; s++) {
-		const char *rep = *s == '\\' ? "\\\\" : *s == '"' ? "\\\"" : *s == '\n' ? "\\n" : NULL;
-		if (!rep)
-			continue;
-		evbuffer_add(out, run, (size_t)(s - run));
-		evbuffer_add(out, rep, 2);
-		run = s + 1;
-	}
-	evbuffer_add(out, run, (size_t)(s - run));
-}
-
 /* # HELP and # TYPE of a family. type "info": OpenMetrics' info type, a gauge
  * named NAME_info in the Prometheus format. */
 static void family(struct evbuffer *out, bool om, const char *name, const char *type, const char *help)
@@ -124,14 +110,14 @@ static void family(struct evbuffer *out, bool om, const char *name, const char *
 static void series_begin(struct evbuffer *out, const char *name, const char *l1, const char *v1)
 {
 	evbuffer_add_printf(out, "%s{%s=\"", name, l1);
-	label_value(out, v1);
+	counters_label_value(out, v1);
 	evbuffer_add(out, "\"", 1);
 }
 
 static void series_label(struct evbuffer *out, const char *l, const char *v)
 {
 	evbuffer_add_printf(out, ",%s=\"", l);
-	label_value(out, v);
+	counters_label_value(out, v);
 	evbuffer_add(out, "\"", 1);
 }
 
@@ -353,6 +339,8 @@ void metrics_write(struct metrics *m, struct evbuffer *out, bool om)
 	              srv_active, 0);
 	server_family(m, out, om, "sluice_server_upstream_connections",
 	              "Upstream connections open to the server, all workers", srv_conns, 0);
+	/* the request totals: the counter registry, summed over the workers here */
+	counters_expose(counters_process, m->snap->counters, om, out);
 	if (om)
 		evbuffer_add(out, "# EOF\n", 6);
 }

@@ -54,16 +54,29 @@ static int route_index(const struct conf *c, const char *name)
 	return -1;
 }
 
-static char *text_of(struct counters *reg, const struct counters_map *m, bool json)
+/* What a writer puts in a fresh buffer, as a string (the caller frees it). */
+static char *drain_to_string(struct evbuffer *out)
 {
-	struct evbuffer *out = evbuffer_new();
-	counters_write(reg, m, json, out);
 	size_t n = evbuffer_get_length(out);
 	char *s = malloc(n + 1);
 	evbuffer_remove(out, s, n);
 	s[n] = '\0';
 	evbuffer_free(out);
 	return s;
+}
+
+static char *text_of(struct counters *reg, const struct counters_map *m, bool json)
+{
+	struct evbuffer *out = evbuffer_new();
+	counters_write(reg, m, json, out);
+	return drain_to_string(out);
+}
+
+static char *expo_of(struct counters *reg, const struct counters_map *m, bool om)
+{
+	struct evbuffer *out = evbuffer_new();
+	counters_expose(reg, m, om, out);
+	return drain_to_string(out);
 }
 
 /* A finished request on snapshot s (with its map), as the log phase sees it. */
@@ -180,6 +193,50 @@ START_TEST(test_histogram_buckets)
 	ck_assert_ptr_nonnull(strstr(t, "{\"labels\":{\"route\":\"a\"},\"count\":5,\"sum\":30.211000,"
 	                                "\"buckets\":[2,3,3,3,3,4,4,4,4,4,4,5]}"));
 	ck_assert_ptr_nonnull(strstr(t, "\"buckets\":[0.005,0.01,0.025,0.05,0.1,0.25,0.5,1,2.5,5,10]"));
+	free(t);
+	counters_map_free(s.counters);
+	conf_free(s.conf);
+	counters_free(reg);
+}
+END_TEST
+
+START_TEST(test_exposition)
+{
+	struct counters *reg = counters_new();
+	struct ctr_worker *w = counters_worker_new(reg);
+	struct snapshot s = {0};
+	s.conf = load(CONF_A);
+	s.counters = counters_map_new(reg, s.conf);
+	int a = route_index(s.conf, "a");
+	struct request r = req(&s, a, 200, REASON_NONE, 7 * MS);
+	counters_request_done(w, &r);
+	r = req(&s, a, 429, REASON_RATE_LIMITED, 1 * MS);
+	counters_request_done(w, &r);
+	char *t = expo_of(reg, s.counters, false);
+	ck_assert_ptr_nonnull(strstr(t, "# TYPE sluice_route_requests_total counter\n"));
+	ck_assert_ptr_nonnull(strstr(t, "\nsluice_route_requests_total{route=\"a\",status_class=\"2xx\"} 1\n"));
+	/* zero series are shown for the status classes and the configured names ... */
+	ck_assert_ptr_nonnull(strstr(t, "\nsluice_route_requests_total{route=\"b\",status_class=\"5xx\"} 0\n"));
+	ck_assert_ptr_nonnull(strstr(t, "\nsluice_h2_sessions_total 0\n"));
+	/* ... not for the reasons */
+	ck_assert_ptr_nonnull(strstr(t, "\nsluice_route_request_reasons_total{route=\"a\",reason=\"rate_limited\"} 1\n"));
+	ck_assert_ptr_null(strstr(t, "reason=\"waf_denied\""));
+	ck_assert_ptr_nonnull(strstr(t, "# TYPE sluice_route_request_duration_seconds histogram\n"));
+	ck_assert_ptr_nonnull(strstr(t, "\nsluice_route_request_duration_seconds_bucket{route=\"a\",le=\"0.005\"} 1\n"));
+	ck_assert_ptr_nonnull(strstr(t, "\nsluice_route_request_duration_seconds_bucket{route=\"a\",le=\"0.01\"} 2\n"));
+	ck_assert_ptr_nonnull(strstr(t, "\nsluice_route_request_duration_seconds_sum{route=\"a\"} 0.008000\n"));
+	ck_assert_ptr_nonnull(strstr(t, "\nsluice_route_request_duration_seconds_count{route=\"a\"} 2\n"));
+	ck_assert_ptr_nonnull(strstr(t, "\nsluice_server_attempts_total{pool=\"web\",server=\"127.0.0.1:9002\"} 0\n"));
+	free(t);
+	t = expo_of(reg, s.counters, true);
+	/* OpenMetrics: a counter family is named without _total, its samples with it */
+	ck_assert_ptr_nonnull(strstr(t, "# TYPE sluice_route_requests counter\n"));
+	ck_assert_ptr_null(strstr(t, "# TYPE sluice_route_requests_total"));
+	ck_assert_ptr_nonnull(strstr(t, "\nsluice_route_requests_total{route=\"a\",status_class=\"2xx\"} 1\n"));
+	free(t);
+	t = expo_of(reg, NULL, false); /* no map: the global families alone */
+	ck_assert_ptr_nonnull(strstr(t, "sluice_h2_sessions_total 0\n"));
+	ck_assert_ptr_null(strstr(t, "route=\""));
 	free(t);
 	counters_map_free(s.counters);
 	conf_free(s.conf);
@@ -331,6 +388,7 @@ static Suite *counters_suite(void)
 	tcase_add_test(t, test_tables_are_consistent);
 	tcase_add_test(t, test_two_workers_sum);
 	tcase_add_test(t, test_histogram_buckets);
+	tcase_add_test(t, test_exposition);
 	tcase_add_test(t, test_names_bound_across_snapshots);
 	tcase_add_test(t, test_many_names_grow_rows);
 	tcase_add_test(t, test_no_registry_counts_nothing);
