@@ -183,9 +183,13 @@ class Prometheus:
         url = "http://127.0.0.1:%d/api/v1/%s?%s" % (self.port, path, urllib.parse.urlencode(params))
         try:
             with urllib.request.urlopen(url, timeout=5) as r:
-                return json.loads(r.read())
+                body = r.read()
         except urllib.error.HTTPError as e:
-            return json.loads(e.read())
+            body = e.read()
+        try:
+            return json.loads(body)
+        except ValueError:  # a Prometheus still starting answers 503 in plain text
+            return {"status": "error", "error": body.decode(errors="replace")}
 
     def query(self, q):
         return self.api("query", query=q)
