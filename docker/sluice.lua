@@ -21,8 +21,9 @@
 --   SLUICE_WORKERS             worker threads                               one per CPU
 --   SLUICE_DRAIN_TIMEOUT       graceful shutdown bound                      "25s"
 --   SLUICE_ADMIN_SOCKET        admin socket (sluice ctl reads it too)       "/run/sluice/admin.sock"
---   SLUICE_ADMIN_HTTP          admin HTTP listener: /metrics, /healthz, /readyz (optional)
---                              e.g. "127.0.0.1:9901"; a non-loopback address needs the token file
+--   SLUICE_ADMIN_HTTP          admin HTTP listener: /metrics, /healthz, /readyz  "127.0.0.1:9901"
+--                              ("off": none; the HEALTHCHECK probes /readyz on it); a
+--                              non-loopback address needs the token file
 --   SLUICE_ADMIN_HTTP_TOKEN_FILE  file holding the admin HTTP bearer token
 --   SLUICE_STATE_FILE          runtime changes kept across restarts         "/var/lib/sluice/state"
 --   SLUICE_ACCESS_LOG          "stdout", "stderr", "off" or a path          "stdout"
@@ -110,8 +111,9 @@ if setting("SLUICE_REDIS_ADDRESS", nil) then
 end
 
 local admin = { socket = setting("SLUICE_ADMIN_SOCKET", "/run/sluice/admin.sock"), mode = "0600" }
-if setting("SLUICE_ADMIN_HTTP", nil) then
-  admin.http = setting("SLUICE_ADMIN_HTTP", nil)
+local admin_http = setting("SLUICE_ADMIN_HTTP", "127.0.0.1:9901")
+if admin_http ~= "off" then
+  admin.http = admin_http
   admin.http_token_file = setting("SLUICE_ADMIN_HTTP_TOKEN_FILE", nil)
 end
 

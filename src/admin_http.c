@@ -162,13 +162,16 @@ static void serve(struct admin_http_conn *c, const struct h1_request *req)
 	bool head = req->method_len == 4 && memcmp(req->method, "HEAD", 4) == 0;
 	bool get = req->method_len == 3 && memcmp(req->method, "GET", 3) == 0;
 	bool close = !req->keep_alive;
-	if (!authorized(h, req)) {
+	bool metrics = path_is(req, "/metrics"), healthz = path_is(req, "/healthz"), readyz = path_is(req, "/readyz"),
+	     root = path_is(req, "/");
+	/* Health and readiness answer without the token: kubelets and load
+	 * balancers probe them and cannot hold a secret, and they tell nothing
+	 * beyond "ok", "ready" or why not (starting, draining). */
+	if (!healthz && !readyz && !authorized(h, req)) {
 		respond_text(c, 401, head, close, "WWW-Authenticate: Bearer realm=\"sluice admin\"\r\n",
 		             "unauthorized: send Authorization: Bearer TOKEN (the token in admin.http_token_file)");
 		return;
 	}
-	bool metrics = path_is(req, "/metrics"), healthz = path_is(req, "/healthz"), readyz = path_is(req, "/readyz"),
-	     root = path_is(req, "/");
 	if (!metrics && !healthz && !readyz && !root) {
 		respond_text(c, 404, head, close, NULL, "not found: this listener serves /metrics, /healthz, /readyz and /");
 		return;

@@ -23,6 +23,7 @@ static void usage(FILE *out)
 	             "       sluice check -c FILE\n"
 	             "       sluice ctl [-s SOCKET] [--json] [--timeout SECONDS] COMMAND...\n"
 	             "       sluice probe tcp HOST:PORT [--timeout DURATION]\n"
+	             "       sluice probe http http://HOST:PORT/PATH [--timeout DURATION] [--token-file FILE]\n"
 	             "       sluice waf test [--paranoia N] [--rules DIR] FILE...\n"
 	             "       sluice version\n"
 	             "\n"
@@ -30,7 +31,8 @@ static void usage(FILE *out)
 	             "           --upgrade takes over from the sluice on the config's admin socket (docs/admin.md)\n"
 	             "  check    validate FILE: exit 0 with a summary, or 1 with every error\n"
 	             "  ctl      talk to a running sluice's admin socket (sluice ctl help)\n"
-	             "  probe    exit 0 if HOST:PORT accepts a TCP connection (a container health check)\n"
+	             "  probe    exit 0 if HOST:PORT accepts a TCP connection, or if GET URL answers 2xx\n"
+	             "           (container health checks: http://127.0.0.1:9901/readyz)\n"
 	             "  waf      replay requests against the WAF rules offline (docs/waf.md)\n"
 	             "  version  print the version and the libraries sluice was built with\n");
 }

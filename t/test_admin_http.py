@@ -216,8 +216,8 @@ def test_reload_outcome_and_generation(sluice, upstreams):
     wait_until(lambda: reload_state() == (1, 2), what="the successful reload in /metrics")
 
 
-def test_readyz_503_while_draining(sluice, upstreams):
-    gw = start(sluice, upstreams, drain_timeout="10s")
+def drain_with_a_request_in_flight(gw):
+    """SIGTERM while a 3 s request is in flight; returns (thread, result dict)."""
     result = {}
 
     def slow():
@@ -228,6 +228,12 @@ def test_readyz_503_while_draining(sluice, upstreams):
     t.start()
     time.sleep(0.3)
     gw.send_signal(signal.SIGTERM)
+    return t, result
+
+
+def test_readyz_503_while_draining(sluice, upstreams):
+    gw = start(sluice, upstreams, drain_timeout="10s")
+    t, result = drain_with_a_request_in_flight(gw)
     # the admin loop keeps answering while the in-flight request finishes
     wait_until(lambda: http_get(gw.aport, "/readyz")[0] == 503, what="readyz 503 while draining")
     st, _, body = http_get(gw.aport, "/readyz")
@@ -265,7 +271,14 @@ def test_non_loopback_listens_with_a_token(sluice, upstreams, tmp_path):
     gw = sluice(base_config(free_port(), [ups[0].address],
                             admin={"http": "0.0.0.0:%d" % aport, "http_token_file": str(path)}))
     wait_until(lambda: _can_connect(aport), what="admin http listener")
-    assert http_get(aport, "/healthz")[0] == 401
+    # health and readiness answer without the token (kubelets and load balancers
+    # probe them); everything else needs it
+    assert http_get(aport, "/healthz")[0] == 200
+    assert http_get(aport, "/readyz")[0] == 200
+    assert http_get(aport, "/metrics")[0] == 401
+    assert http_get(aport, "/")[0] == 401
+    assert http_get(aport, "/nope")[0] == 401
+    assert http_get(aport, "/metrics", headers={"Authorization": "Bearer " + token})[0] == 200
     assert http_get(aport, "/healthz", headers={"Authorization": "Bearer " + token})[0] == 200
 
 
@@ -329,3 +342,80 @@ def test_certificate_expiry_metric(sluice, upstreams, tmp_path):
     if PROMTOOL:
         p = subprocess.run([PROMTOOL, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30)
         assert p.returncode == 0, p.stdout + p.stderr
+
+
+# --------------------------------------------- sluice probe http (the image's HEALTHCHECK)
+def probe(*args):
+    return run_sluice(["probe", "http"] + list(args))
+
+
+def test_probe_http_follows_readiness(sluice, upstreams, tmp_path):
+    path, token = write_token(tmp_path)
+    gw = start(sluice, upstreams, admin={"http_token_file": str(path)}, drain_timeout="10s")
+    base = "http://127.0.0.1:%d" % gw.aport
+    r = probe(base + "/readyz")
+    assert r.returncode == 0, r.stderr
+    assert probe(base + "/healthz", "--timeout", "1s").returncode == 0
+    # /metrics needs the token: 401 without, 200 with --token-file
+    r = probe(base + "/metrics")
+    assert r.returncode == 1 and "answered 401" in r.stderr, r.stderr
+    r = probe(base + "/metrics", "--token-file", str(path))
+    assert r.returncode == 0, r.stderr
+    assert probe(base + "/nope", "--token-file", str(path)).returncode == 1
+    # draining: /readyz 503 -> exit 1 while a request is in flight
+    t, done = drain_with_a_request_in_flight(gw)
+    wait_until(lambda: probe(base + "/readyz").returncode == 1, what="probe failing while draining")
+    r = probe(base + "/readyz")
+    assert "answered 503" in r.stderr, r.stderr
+    t.join(15)
+    assert done.get("status") == 200
+    assert gw.wait(15) == 0
+
+
+def test_probe_http_failures_say_why(tmp_path):
+    # refused
+    port = free_port()
+    r = probe("http://127.0.0.1:%d/readyz" % port)
+    assert r.returncode == 1 and "refused" in r.stderr.lower(), r.stderr
+    # a server that answers garbage, and one that never answers
+    garbage = socket.socket()
+    garbage.bind(("127.0.0.1", 0))
+    garbage.listen(4)
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(4)
+    def serve():
+        c, _ = garbage.accept()
+        c.recv(4096)
+        c.sendall(b"SSH-2.0-OpenSSH\r\n")
+        c.close()
+    t = threading.Thread(target=serve)
+    t.start()
+    try:
+        r = probe("http://127.0.0.1:%d/readyz" % garbage.getsockname()[1])
+        assert r.returncode == 1 and "not an HTTP answer" in r.stderr, r.stderr
+        t0 = time.monotonic()
+        r = probe("http://127.0.0.1:%d/readyz" % silent.getsockname()[1], "--timeout", "300ms")
+        assert r.returncode == 1 and "within the timeout" in r.stderr, r.stderr
+        assert time.monotonic() - t0 < 10
+    finally:
+        t.join(5)
+        garbage.close()
+        silent.close()
+
+
+@pytest.mark.parametrize("args, words", [
+    ([], "needs a URL"),
+    (["https://127.0.0.1:9901/readyz"], "https is not supported"),
+    (["127.0.0.1:9901/readyz"], "not an http:// URL"),
+    (["http:///readyz"], "no host"),
+    (["http://127.0.0.1:99999/readyz"], "port out of range"),
+    (["http://127.0.0.1:9901/a b"], "space or a control character"),
+    (["http://127.0.0.1:9901/readyz", "--token-file", "/nonexistent/token"], "--token-file"),
+    (["http://127.0.0.1:9901/readyz", "--timeout", "soon"], "not a duration"),
+    (["http://127.0.0.1:9901/readyz", "extra"], "unexpected argument"),
+])
+def test_probe_http_usage_errors_exit_2(args, words):
+    r = probe(*args)
+    assert r.returncode == 2, (args, r.returncode, r.stderr)
+    assert words in r.stderr, r.stderr

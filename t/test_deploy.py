@@ -194,9 +194,11 @@ def test_container_config_from_environment(tmp_path, upstreams, sluice):
     canary split, the rate limit and the admin paths come from the environment."""
     blue, green = upstreams(2, ["blue", "green"])
     port = free_port()
+    aport = free_port()
     sock = tmp_path / "admin.sock"
     env = {
         "SLUICE_LISTEN": "127.0.0.1:%d" % port,
+        "SLUICE_ADMIN_HTTP": "127.0.0.1:%d" % aport,
         "SLUICE_UPSTREAMS": blue.address,
         "SLUICE_CANARY_UPSTREAMS": green.address,
         "SLUICE_CANARY_WEIGHT": "0",
@@ -210,6 +212,9 @@ def test_container_config_from_environment(tmp_path, upstreams, sluice):
     gw = sluice(CONTAINER_CONF.read_text(), ports=[port], env=env)
     r = curl(["-s", "http://127.0.0.1:%d/healthz" % port])
     assert r.stdout == b"ok\n"
+    # the image's HEALTHCHECK: /readyz on the admin HTTP listener
+    r = run_sluice(["probe", "http", "http://127.0.0.1:%d/readyz" % aport])
+    assert r.returncode == 0, r.stderr
     statuses, servers = [], set()
     for _ in range(8):
         r = curl(["-s", "-w", "\n%{http_code}", "http://127.0.0.1:%d/x" % port])
@@ -226,6 +231,15 @@ def test_container_config_from_environment(tmp_path, upstreams, sluice):
     assert b'"server": "green"' in r.stdout, r.stdout
     assert "service-weight web canary 100" in (tmp_path / "state").read_text()
     gw.stop()
+
+
+def test_container_config_admin_http_default_and_off():
+    env = dict(os.environ, SLUICE_ADMIN_HTTP="off")
+    r = run_sluice(["check", "-c", str(CONTAINER_CONF)], env=env)
+    assert r.returncode == 0, r.stderr
+    env = dict(os.environ, SLUICE_ADMIN_HTTP="0.0.0.0:9901")
+    r = run_sluice(["check", "-c", str(CONTAINER_CONF)], env=env)
+    assert r.returncode == 1 and "http_token_file" in r.stderr, r.stderr
 
 
 def test_container_config_refuses_half_a_tls_pair():

@@ -30,7 +30,7 @@ if (!secretsDir) {
   process.exit(2);
 }
 const secrets = Object.fromEntries(docs.filter((d) => d.kind === "Secret").map((d) => [d.metadata.name, d]));
-let secret = null;
+const played = [];
 for (const d of docs) {
   if (d.kind === "ConfigMap") {
     if (d.metadata.name.startsWith("sluice-env")) Object.assign(d.data, overrides);
@@ -38,13 +38,14 @@ for (const d of docs) {
   } else if (d.kind === "Deployment" && d.metadata.name === "sluice") {
     d.spec.template.spec.hostNetwork = true;
     // with the host network podman refuses port mappings: drop the
-    // containerPorts and point the probes at the overridden listen port
+    // containerPorts and point the probes at the overridden ports
     const listenPort = Number((overrides.SLUICE_HTTP_LISTEN || ":8080").split(":").pop());
+    const adminPort = Number((overrides.SLUICE_ADMIN_HTTP || ":9901").split(":").pop());
     for (const c of d.spec.template.spec.containers) {
       delete c.ports;
       for (const probe of [c.livenessProbe, c.readinessProbe, c.startupProbe]) {
         const action = probe && (probe.httpGet || probe.tcpSocket);
-        if (action) action.port = listenPort;
+        if (action) action.port = action.port === "admin-http" || action.port === 9901 ? adminPort : listenPort;
       }
     }
     for (const v of d.spec.template.spec.volumes || []) {
@@ -59,16 +60,16 @@ for (const d of docs) {
       for (const item of v.secret.items || Object.keys(s.data).map((k) => ({ key: k, path: k }))) {
         fs.writeFileSync(path.join(dir, item.path), Buffer.from(s.data[item.key], "base64"), { mode: 0o440 });
       }
-      secret = s;
+      played.push(s.metadata.name);
       v.hostPath = { path: dir, type: "Directory" };
       delete v.secret;
     }
     out.push(d);
   }
 }
-if (!out.some((d) => d.kind === "Deployment") || !secret) {
+if (!out.some((d) => d.kind === "Deployment") || !played.some((n) => n.startsWith("sluice-redis"))) {
   console.error("kube-play-dev: no sluice Deployment or sluice-redis Secret in " + input);
   process.exit(1);
 }
 fs.writeFileSync(output, out.map((d) => yaml.dump(d)).join("---\n"));
-console.log(`${output}: ${out.length} documents; Secret ${secret.metadata.name} as files in ${secretsDir}`);
+console.log(`${output}: ${out.length} documents; Secrets ${played.join(", ")} as files in ${secretsDir}`);

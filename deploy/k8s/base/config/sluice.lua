@@ -3,9 +3,13 @@
 -- /etc/sluice/k8s. The file is the same in every environment; what differs
 -- (upstreams, Redis, rate limits, TLS on or off) comes from the ConfigMap
 -- sluice-env through env(). Secrets are files mounted from Kubernetes Secrets:
--- /etc/sluice/redis/password and /etc/sluice/tls/tls.{crt,key}. The listen
+-- /etc/sluice/redis/password, /etc/sluice/admin/token (the admin HTTP
+-- listener's bearer token) and /etc/sluice/tls/tls.{crt,key}. The listen
 -- addresses match the Deployment's containerPorts; SLUICE_HTTP_LISTEN and
--- SLUICE_HTTPS_LISTEN exist for `podman kube play` with host networking.
+-- SLUICE_HTTPS_LISTEN exist for `podman kube play` with host networking, and
+-- so does SLUICE_ADMIN_HTTP (default 0.0.0.0:9901: the kubelet's readiness
+-- probe and Prometheus reach /readyz and /metrics on the pod's address;
+-- /metrics needs the token, /healthz and /readyz do not).
 -- A change to this file or to sluice-env changes the ConfigMaps' hashed names,
 -- so the Deployment rolls its pods (docs/deploy.md, "Kubernetes").
 
@@ -91,7 +95,12 @@ return {
     { name = "healthz", match = { path = "/healthz" }, respond = { status = 200, body = "ok\n" } },
     { name = "default", match = { path_prefix = "/" }, service = "web", rate_limit = "per_client" },
   },
-  admin = { socket = "/run/sluice/admin.sock", mode = "0600" },
+  admin = {
+    socket = "/run/sluice/admin.sock",
+    mode = "0600",
+    http = setting("SLUICE_ADMIN_HTTP", "0.0.0.0:9901"),
+    http_token_file = "/etc/sluice/admin/token",
+  },
   state_file = "/var/lib/sluice/state",
   access_log = { path = "stdout" },
 }

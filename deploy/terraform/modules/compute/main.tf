@@ -99,10 +99,14 @@ locals {
     SLUICE_TLS_KEY_FILE        = "/run/secrets/tls.key"
     SLUICE_REDIS_PASSWORD_FILE = "/run/secrets/redis_password"
     SLUICE_WORKERS             = tostring(var.workers)
+    # /readyz for the NLB's health checks and the container's, /metrics with the token
+    SLUICE_ADMIN_HTTP            = "0.0.0.0:9901"
+    SLUICE_ADMIN_HTTP_TOKEN_FILE = "/run/secrets/admin_token"
   })
   fetch = join(" && ", [
     "umask 077",
     "aws secretsmanager get-secret-value --secret-id ${var.redis_secret_arn} --query SecretString --output text > /run/secrets/redis_password",
+    "aws secretsmanager get-secret-value --secret-id ${var.admin_token_secret_arn} --query SecretString --output text > /run/secrets/admin_token",
     "aws secretsmanager get-secret-value --secret-id ${var.tls_certificate_secret_arn} --query SecretString --output text > /run/secrets/tls.crt",
     "aws secretsmanager get-secret-value --secret-id ${var.tls_private_key_secret_arn} --query SecretString --output text > /run/secrets/tls.key",
   ])
@@ -168,7 +172,7 @@ resource "aws_ecs_task_definition" "this" {
         { sourceVolume = "state", containerPath = "/var/lib/sluice", readOnly = false },
       ]
       healthCheck = {
-        command     = ["CMD", "/usr/bin/sluice", "probe", "tcp", "127.0.0.1:8080"]
+        command     = ["CMD", "/usr/bin/sluice", "probe", "http", "http://127.0.0.1:9901/readyz"]
         interval    = 10
         timeout     = 3
         retries     = 3

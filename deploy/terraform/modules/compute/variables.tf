@@ -89,6 +89,11 @@ variable "redis_secret_arn" {
   type        = string
 }
 
+variable "admin_token_secret_arn" {
+  description = "Secrets Manager ARN of the admin HTTP listener's bearer token (admin.http_token_file)."
+  type        = string
+}
+
 variable "tls_certificate_secret_arn" {
   description = "Secrets Manager ARN of the listener's certificate chain (PEM)."
   type        = string

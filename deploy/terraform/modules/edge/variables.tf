@@ -14,7 +14,7 @@ variable "public_subnet_ids" {
 }
 
 variable "health_check_path" {
-  description = "HTTP path the target groups check. sluice's readiness endpoint is /readyz on the admin HTTP listener (issue 14); until it exists the environments check /healthz on the plaintext listener."
+  description = "HTTP path the target groups check: sluice's readiness endpoint /readyz on the admin HTTP listener (200 when serving, 503 while starting or draining; no token needed)."
   type        = string
   default     = "/readyz"
 }

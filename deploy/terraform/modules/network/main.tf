@@ -159,6 +159,18 @@ resource "aws_vpc_security_group_ingress_rule" "gateway_listeners" {
   ip_protocol       = "tcp"
 }
 
+# The NLB's health checks: /readyz on the admin HTTP listener (its /metrics
+# needs the bearer token).
+resource "aws_vpc_security_group_ingress_rule" "gateway_readiness" {
+  for_each          = toset(local.public_cidrs)
+  security_group_id = aws_security_group.gateway.id
+  description       = "admin HTTP 9901 (/readyz health checks) from the NLB subnet ${each.value}"
+  cidr_ipv4         = each.value
+  from_port         = 9901
+  to_port           = 9901
+  ip_protocol       = "tcp"
+}
+
 resource "aws_vpc_security_group_egress_rule" "gateway_upstreams" {
   for_each          = { for p in setproduct(var.upstream_ports, var.upstream_cidrs) : "${p[0]}-${p[1]}" => p }
   security_group_id = aws_security_group.gateway.id

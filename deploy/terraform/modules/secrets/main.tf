@@ -3,6 +3,8 @@
 # modules/compute to the gateway's task and execution roles, nothing else)
 # reads exactly these:
 #   sluice/ENV/redis-auth-token  generated here, also given to modules/redis
+#   sluice/ENV/admin-token       generated here: the bearer token of the admin
+#                                HTTP listener (/metrics; /readyz needs none)
 #   sluice/ENV/tls-certificate   PEM chain      } values put by the certificate
 #   sluice/ENV/tls-private-key   PEM key        } process, never by Terraform
 #                                                 (no private key in state)
@@ -37,6 +39,24 @@ resource "aws_secretsmanager_secret_version" "redis" {
   secret_string = random_password.redis.result
 }
 
+resource "random_password" "admin" {
+  length  = 48
+  special = false
+}
+
+resource "aws_secretsmanager_secret" "admin" {
+  name                    = "sluice/${var.environment}/admin-token"
+  description             = "Bearer token of sluice's admin HTTP listener (admin.http_token_file): Prometheus sends it"
+  kms_key_id              = aws_kms_key.secrets.arn
+  recovery_window_in_days = var.recovery_window_days
+  tags                    = var.tags
+}
+
+resource "aws_secretsmanager_secret_version" "admin" {
+  secret_id     = aws_secretsmanager_secret.admin.id
+  secret_string = random_password.admin.result
+}
+
 resource "aws_secretsmanager_secret" "tls" {
   for_each                = toset(["tls-certificate", "tls-private-key"])
   name                    = "sluice/${var.environment}/${each.key}"
@@ -50,7 +70,7 @@ data "aws_iam_policy_document" "read" {
   statement {
     sid       = "ReadSluiceSecrets"
     actions   = ["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"]
-    resources = concat([aws_secretsmanager_secret.redis.arn], [for s in aws_secretsmanager_secret.tls : s.arn])
+    resources = concat([aws_secretsmanager_secret.redis.arn, aws_secretsmanager_secret.admin.arn], [for s in aws_secretsmanager_secret.tls : s.arn])
   }
   statement {
     sid       = "DecryptSluiceSecrets"

@@ -9,6 +9,11 @@ output "redis_secret_arn" {
   value       = aws_secretsmanager_secret.redis.arn
 }
 
+output "admin_token_secret_arn" {
+  description = "ARN of sluice/ENV/admin-token."
+  value       = aws_secretsmanager_secret.admin.arn
+}
+
 output "tls_certificate_secret_arn" {
   description = "ARN of sluice/ENV/tls-certificate."
   value       = aws_secretsmanager_secret.tls["tls-certificate"].arn

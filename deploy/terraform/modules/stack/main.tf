@@ -166,9 +166,9 @@ module "edge" {
   name              = local.name
   vpc_id            = module.network.vpc_id
   public_subnet_ids = module.network.public_subnet_ids
-  # /readyz arrives with issue 14; until then the plaintext listener's /healthz route
-  health_check_path   = "/healthz"
-  health_check_port   = 8080
+  # readiness on the admin HTTP listener: 503 while a task drains
+  health_check_path   = "/readyz"
+  health_check_port   = 9901
   access_logs_bucket  = aws_s3_bucket.lb_logs.id
   deletion_protection = var.deletion_protection
   tags                = local.tags
@@ -190,6 +190,7 @@ module "compute" {
   lb_arn_suffix              = module.edge.arn_suffix
   secrets_read_policy_arn    = module.secrets.read_policy_arn
   redis_secret_arn           = module.secrets.redis_secret_arn
+  admin_token_secret_arn     = module.secrets.admin_token_secret_arn
   tls_certificate_secret_arn = module.secrets.tls_certificate_secret_arn
   tls_private_key_secret_arn = module.secrets.tls_private_key_secret_arn
   environment_variables      = merge(var.sluice_settings, { SLUICE_REDIS_ADDRESS = module.redis.primary_endpoint })
