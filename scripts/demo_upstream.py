@@ -26,6 +26,8 @@ behaviours (by request path; the query string is passed in ?key=value form):
                        "peer": "ip:port", "conn_id", "conn_request" (1-based
                        index of this request on its connection), "expect_100"}
   /status/NNN         answer with status NNN (small text body, none for 1xx/204/304)
+  /status-if/NAME/NNN the server named NAME (--name) answers like /status/NNN, the
+                      others with the echo (a failing canary among healthy servers)
   /bytes/N            N bytes with Content-Length (pattern: see PATTERN below);
                       ?pause_after=K&pause_ms=MS stalls MS ms after the first K bytes
   /chunked/N          N bytes with Transfer-Encoding: chunked (?chunk=SIZE, default 4096);
@@ -388,6 +390,9 @@ class Conn:
                 return default
 
         base = [("X-Upstream", self.server.name)]
+        if first == "status-if" and arg and len(seg) > 3:
+            # only server NAME answers the status; the others fall through to the echo
+            first, arg = ("status", seg[3]) if arg == self.server.name else ("", "")
         if first == "status" and arg:
             st = num(arg, 200)
             if st < 200 or st in (204, 304):

@@ -53,6 +53,11 @@ def test_body_behaviours(upstreams):
         assert r.header("content-length") == "10" and r.body == b""
         r = c.request("GET", "/status/503")
         assert r.status == 503
+        # /status-if/NAME/NNN: only the server named NAME fails
+        r = c.request("GET", "/status-if/%s/502" % u.name)
+        assert r.status == 502
+        r = c.request("GET", "/status-if/not-%s/502" % u.name)
+        assert r.status == 200 and r.json()["server"] == u.name
         r = c.request("GET", "/close/3000")
         assert r.close_delimited and r.body == pattern_bytes(3000)
 
