@@ -14,6 +14,7 @@
 #   Redis fallback active            Sluice RateLimitFallbacks > 0, and ElastiCache CPU / memory
 #   reload failed                    Sluice ReloadFailures > 0
 #   certificate expiring < 14 days   Sluice CertificateExpirySeconds < 14 days
+#   WAF block-rate spike             Sluice WafBlocked > 600 a minute
 #   (AWS only) gateway CPU high      ECS CPUUtilization > 85 %
 
 resource "aws_sns_topic" "alarms" {
@@ -40,13 +41,14 @@ locals {
     redis-fallback = { metric = "RateLimitFallbacks", stat = "Sum", op = "GreaterThanThreshold", threshold = 0, what = "rate limits fall back to local buckets (Redis slow or down)" }
     reload-failed  = { metric = "ReloadFailures", stat = "Sum", op = "GreaterThanThreshold", threshold = 0, what = "a config reload failed" }
     cert-expiring  = { metric = "CertificateExpirySeconds", stat = "Minimum", op = "LessThanThreshold", threshold = 1209600, what = "a certificate expires within 14 days" }
+    waf-spike      = { metric = "WafBlocked", stat = "Sum", op = "GreaterThanThreshold", threshold = 600, what = "the WAF blocks more than 10 requests a second (an attack, or a rule blocking real users)" }
   }
 }
 
 resource "aws_cloudwatch_metric_alarm" "unhealthy_targets" {
   for_each            = var.target_group_arn_suffixes
   alarm_name          = "${var.name}-${each.key}-unhealthy-targets"
-  alarm_description   = "A gateway task fails the NLB health check (${each.key}): instance not ready. Runbook: docs/runbooks/upstream-failing.md"
+  alarm_description   = "A gateway task fails the NLB health check (/readyz, ${each.key}): instance not ready. Runbook: docs/runbooks/alerts/SluiceNotReady.md"
   namespace           = "AWS/NetworkELB"
   metric_name         = "UnHealthyHostCount"
   dimensions          = { LoadBalancer = var.lb_arn_suffix, TargetGroup = each.value }
