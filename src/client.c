@@ -238,7 +238,7 @@ static long client_send_head(struct exchange *ex, const struct ex_head *h)
 	/* the connection can only continue if this response has a known end and
 	 * the request body has been read in full (unread bytes would be taken
 	 * for the next request) */
-	if (!ex->body_done || cc->w->draining)
+	if (!ex->body_done || cc->w->draining || cc->drain)
 		cc->keep_alive = false;
 	cc->chunked_out = false;
 	cc->trailers_out = false;
@@ -650,7 +650,7 @@ static bool client_try_head(struct client_conn *cc)
 		return false;
 	}
 	client_fill_from_head(cc, ex);
-	if (!ex->h1.keep_alive || w->draining)
+	if (!ex->h1.keep_alive || w->draining || cc->drain)
 		cc->keep_alive = false;
 	pipeline_start(ex, 0);
 	return cc->state == CLIENT_WAIT_HEAD;
@@ -815,17 +815,33 @@ static void client_timer_cb(evutil_socket_t fd, short what, void *arg)
 
 /* ---- worker-wide ---- */
 
-void client_drain_all(struct worker *w)
+static void client_drain_where(struct worker *w, bool all, size_t listener, bool close_idle)
 {
 	struct client_conn *cc = w->conns;
 	while (cc) {
 		struct client_conn *next = cc->next;
-		if (cc->state == CLIENT_WAIT_HEAD && evbuffer_get_length(cc->in) == 0)
+		if (!all && cc->listener != listener) {
+			cc = next;
+			continue;
+		}
+		if (close_idle && cc->state == CLIENT_WAIT_HEAD && evbuffer_get_length(cc->in) == 0)
 			client_free(cc, REASON_NONE);
-		else
+		else if (all)
 			cc->keep_alive = false;
+		else
+			cc->drain = true;
 		cc = next;
 	}
+}
+
+void client_drain_all(struct worker *w)
+{
+	client_drain_where(w, true, 0, true);
+}
+
+void client_drain_listener(struct worker *w, size_t listener, bool close_idle)
+{
+	client_drain_where(w, false, listener, close_idle);
 }
 
 void client_close_all(struct worker *w)

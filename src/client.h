@@ -47,7 +47,7 @@ struct client_conn {
 	struct evbuffer *in, *out; /* bev's buffers */
 	struct event *timer; /* header, keep-alive and linger deadlines */
 	struct client_conn *prev, *next;
-	size_t listener;
+	size_t listener; /* the process's number for it (conf.h id) */
 	enum client_state state;
 	struct exchange *ex; /* the request in the pipeline (CLIENT_BUSY) */
 	bool keep_alive;   /* after the current response */
@@ -58,6 +58,7 @@ struct client_conn {
 	bool body_timer_on;    /* the bufferevent read timeout (client_body_timeout) is set */
 	bool close_now;        /* CLOSING without flush: the timer frees the connection */
 	bool read_high_on;     /* the input's read high-water mark is installed (client_bound_input) */
+	bool drain;            /* its listener is gone: the next answer says connection: close */
 	/* the current exchange, as HTTP/1 frames it */
 	bool http10;           /* the request was HTTP/1.0 */
 	bool chunked_out;      /* the response body is chunked */
@@ -77,6 +78,12 @@ void client_origin_from_sockaddr(struct client_origin *o, const struct sockaddr 
 
 /* Close every idle keep-alive connection (shutdown) and make busy ones close after their response. */
 void client_drain_all(struct worker *w);
+/* A reload removed the listener numbered listener: close its idle
+ * keep-alive connections (close_idle: its address is no longer served;
+ * else a client may be sending on them right now), and each other one
+ * after the answer that says connection: close (one more request if an
+ * answer already promised keep-alive). */
+void client_drain_listener(struct worker *w, size_t listener, bool close_idle);
 /* Free every connection immediately (drain time over). */
 void client_close_all(struct worker *w);
 

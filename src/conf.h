@@ -263,6 +263,12 @@ struct conf_listener {
 	struct conf_tls *tls;       /* NULL: plaintext */
 	bool h2c;                   /* plaintext: HTTP/2 with prior knowledge too */
 	struct conf_http2 *http2;   /* always set: limits for h2 and h2c sessions */
+	/* The running process's number for this listener: connections carry it
+	 * instead of an index. conf_load gives the index; a reload keeps the
+	 * running number while name, address, tls on/off and h2c stay, and
+	 * gives a new one otherwise (server.c), so a number never names two
+	 * different listeners. */
+	unsigned id;
 };
 
 struct conf_limits {
@@ -329,6 +335,10 @@ struct conf {
 	struct conf_policies *policies; /* Lua policies (modules/conf_policy.h); NULL: none */
 	struct conf_waf *waf;           /* the WAF (modules/conf_waf.h); NULL: none */
 };
+
+/* The listener numbered id in c and its index (when index is not NULL), or
+ * NULL: c has no such listener (a reload removed or changed it). */
+const struct conf_listener *conf_listener_by_id(const struct conf *c, unsigned id, size_t *index);
 
 /* What the schema walk visits, reported to a conf_trace as it goes: tools
  * that explore the schema (the schema sweep test) learn every record's keys

@@ -59,6 +59,7 @@ void conf_walk_listeners(struct conf_walker *w, int root)
 			conf_type_error(w, v, "a table like { name = \"public\", address = \"0.0.0.0:8080\" }");
 		if (!c->listeners[i - 1].name)
 			c->listeners[i - 1].name = conf_xasprintf("listener[%zu]", i);
+		c->listeners[i - 1].id = (unsigned)(i - 1);
 		conf_field_close(w, &item);
 	}
 	for (size_t i = 1; i < n; i++) {
@@ -88,3 +89,17 @@ void conf_walk_listeners(struct conf_walker *w, int root)
 	conf_field_close(w, &f);
 }
 
+
+const struct conf_listener *conf_listener_by_id(const struct conf *c, unsigned id, size_t *index)
+{
+	/* the number is the index until a reload changes the listeners */
+	size_t i = id;
+	if (i >= c->num_listeners || c->listeners[i].id != id)
+		for (i = 0; i < c->num_listeners && c->listeners[i].id != id; i++)
+			;
+	if (i == c->num_listeners)
+		return NULL;
+	if (index)
+		*index = i;
+	return &c->listeners[i];
+}

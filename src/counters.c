@@ -419,13 +419,16 @@ void counters_request_done(struct ctr_worker *cw, const struct request *r)
 	uint64_t us = clock_elapsed_us(r->start_mono_us, r->end_mono_us);
 	unsigned bucket = ctr_hist_bucket(us);
 
-	atomic_uint_fast64_t *row = ctr_row(cw, m, CTR_DIM_LISTENER, r->listener_index, CTR_LISTENER_WIDTH);
-	ctr_bump(row + CTR_LISTENER_REQUESTS + sc, 1);
-	if (r->reason != REASON_NONE)
-		ctr_bump(row + CTR_LISTENER_REASONS + r->reason, 1);
-	ctr_observe(row + CTR_LISTENER_DURATION, bucket, us);
-	ctr_bump(row + CTR_LISTENER_RECEIVED, r->bytes_in);
-	ctr_bump(row + CTR_LISTENER_SENT, r->bytes_out);
+	atomic_uint_fast64_t *row;
+	if (r->listener_index != SIZE_MAX) {
+		row = ctr_row(cw, m, CTR_DIM_LISTENER, r->listener_index, CTR_LISTENER_WIDTH);
+		ctr_bump(row + CTR_LISTENER_REQUESTS + sc, 1);
+		if (r->reason != REASON_NONE)
+			ctr_bump(row + CTR_LISTENER_REASONS + r->reason, 1);
+		ctr_observe(row + CTR_LISTENER_DURATION, bucket, us);
+		ctr_bump(row + CTR_LISTENER_RECEIVED, r->bytes_in);
+		ctr_bump(row + CTR_LISTENER_SENT, r->bytes_out);
+	}
 
 	if (r->route >= 0) {
 		row = ctr_row(cw, m, CTR_DIM_ROUTE, (size_t)r->route, CTR_ROUTE_WIDTH);

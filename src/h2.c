@@ -33,6 +33,9 @@
  * a 16 KiB payload would make a record and a second one of 9 bytes, each
  * with its own encryption and framing on both sides. */
 #define H2_TLS_DATA_MAX (16384 - 9)
+/* A graceful drain's final GOAWAY goes this long after the first at most
+ * (sooner when the client answers the PING sent with it). */
+#define H2_DRAIN_NOTICE_MS 1000
 
 /* the close reasons are a fixed label set of the counter registry (counters.h) */
 #define H2_CLOSE_LIST(X) CTR_H2_CLOSE_LIST(X)
@@ -122,7 +125,9 @@ struct h2_session {
 	unsigned cut_next;          /* ... it sent before it knew may still arrive (ring) */
 	int last_invalid;           /* nghttp2's error for the last invalid frame (0: none) */
 	bool closing;   /* fatal: GOAWAY queued, close once flushed */
-	bool draining;  /* graceful: GOAWAY sent, close when no stream is left */
+	bool draining;  /* graceful: the final GOAWAY sent, close when no stream is left */
+	bool notified;  /* graceful, first step: GOAWAY (2^31-1) and a PING sent (session_drain) */
+	struct event *drain_ev; /* the final GOAWAY if the PING's answer is late */
 	bool in_io;     /* inside mem_recv/mem_send: freeing waits */
 	bool dead;      /* free at the end of the current I/O */
 	bool flush_scheduled;
@@ -132,6 +137,8 @@ struct h2_session {
 };
 
 static void session_free(struct h2_session *s);
+static void session_drain_final(struct h2_session *s);
+static void session_drain(struct h2_session *s);
 static void session_flush(struct h2_session *s);
 
 static struct h2_worker *h2w(struct worker *w)
@@ -724,6 +731,12 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame, void *
 		if (st && (frame->hd.flags & NGHTTP2_FLAG_END_STREAM))
 			stream_end_request(st);
 		return 0;
+	case NGHTTP2_PING:
+		/* the answer to session_drain's PING: every stream the client sent
+		 * before it saw the first GOAWAY has arrived */
+		if ((frame->hd.flags & NGHTTP2_FLAG_ACK) && s->notified)
+			session_drain_final(s);
+		return 0;
 	default:
 		return 0;
 	}
@@ -1296,6 +1309,8 @@ static void session_free(struct h2_session *s)
 	bufferevent_free(s->bev);
 	event_free(s->timer);
 	event_free(s->flush_ev);
+	if (s->drain_ev)
+		event_free(s->drain_ev);
 	struct h2_worker *hw = w->h2;
 	if (s->prev)
 		s->prev->next = s->next;
@@ -1308,11 +1323,12 @@ static void session_free(struct h2_session *s)
 	worker_conn_closed(w);
 }
 
-void h2_session_start(struct worker *w, size_t listener, struct bufferevent *bev, const struct client_origin *o)
+void h2_session_start(struct worker *w, struct snapshot *snap, size_t listener, struct bufferevent *bev,
+                      const struct client_origin *o)
 {
 	struct h2_worker *hw = h2w(w);
-	const struct conf_listener *cl = &w->snap->conf->listeners[listener];
-	struct h2_session *s = hw ? calloc(1, sizeof(*s)) : NULL;
+	const struct conf_listener *cl = conf_listener_by_id(snap->conf, (unsigned)listener, NULL);
+	struct h2_session *s = hw && cl ? calloc(1, sizeof(*s)) : NULL;
 	nghttp2_session_callbacks *cbs = NULL;
 	nghttp2_option *opt = NULL;
 	if (!s || nghttp2_session_callbacks_new(&cbs) != 0 || nghttp2_option_new(&opt) != 0) {
@@ -1381,8 +1397,8 @@ void h2_session_start(struct worker *w, size_t listener, struct bufferevent *bev
 		bufferevent_free(bev);
 		return;
 	}
-	snapshot_ref(w->snap);
-	s->snap = w->snap;
+	snapshot_ref(snap);
+	s->snap = snap;
 	s->next = hw->sessions;
 	if (hw->sessions)
 		hw->sessions->prev = s;
@@ -1398,8 +1414,10 @@ void h2_session_start(struct worker *w, size_t listener, struct bufferevent *bev
 		session_free(s);
 		return;
 	}
-	if (w->draining) {
-		h2_drain_all(w);
+	/* draining, or the handshake outlived its listener (a reload changed it) */
+	if (w->draining || !conf_listener_by_id(w->snap->conf, (unsigned)listener, NULL)) {
+		session_drain(s);
+		session_flush(s);
 		return;
 	}
 	if (evbuffer_get_length(bufferevent_get_input(bev)) > 0)
@@ -1408,21 +1426,69 @@ void h2_session_start(struct worker *w, size_t listener, struct bufferevent *bev
 		session_flush(s);
 }
 
-void h2_drain_all(struct worker *w)
+/* The last step of a graceful drain: GOAWAY naming the last stream taken;
+ * the session closes when the streams up to it are done. */
+static void session_drain_final(struct h2_session *s)
+{
+	if (s->draining || s->closing)
+		return;
+	s->draining = true;
+	if (s->drain_ev)
+		evtimer_del(s->drain_ev);
+	nghttp2_submit_goaway(s->ng, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(s->ng), NGHTTP2_NO_ERROR,
+	                      NULL, 0);
+}
+
+static void session_drain_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	struct h2_session *s = arg;
+	session_drain_final(s);
+	session_flush(s);
+}
+
+/* Graceful drain in two steps (RFC 9113 6.8): a GOAWAY with the highest
+ * stream id tells the client to open no more streams here, while streams it
+ * already sent are still taken; a PING follows it, and its answer (or
+ * H2_DRAIN_NOTICE_MS) proves they have arrived; then the final GOAWAY names
+ * the last one. A single GOAWAY naming the last stream processed refused the
+ * streams in flight towards us, which clients such as h2load count as
+ * failed. */
+static void session_drain(struct h2_session *s)
+{
+	if (s->notified || s->draining || s->closing)
+		return;
+	s->notified = true;
+	struct timeval tv = {H2_DRAIN_NOTICE_MS / 1000, (H2_DRAIN_NOTICE_MS % 1000) * 1000};
+	if (nghttp2_submit_shutdown_notice(s->ng) != 0 || nghttp2_submit_ping(s->ng, NGHTTP2_FLAG_NONE, NULL) != 0 ||
+	    !(s->drain_ev = evtimer_new(s->w->base, session_drain_cb, s)) || evtimer_add(s->drain_ev, &tv) != 0)
+		session_drain_final(s);
+}
+
+static void h2_drain_where(struct worker *w, bool all, size_t listener)
 {
 	if (!w->h2)
 		return;
 	struct h2_session *s = w->h2->sessions;
 	while (s) {
 		struct h2_session *next = s->next;
-		if (!s->draining && !s->closing) {
-			s->draining = true;
-			nghttp2_submit_goaway(s->ng, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(s->ng),
-			                      NGHTTP2_NO_ERROR, NULL, 0);
+		if (all || s->listener == listener) {
+			session_drain(s);
+			session_flush(s);
 		}
-		session_flush(s);
 		s = next;
 	}
+}
+
+void h2_drain_all(struct worker *w)
+{
+	h2_drain_where(w, true, 0);
+}
+
+void h2_drain_listener(struct worker *w, size_t listener)
+{
+	h2_drain_where(w, false, listener);
 }
 
 void h2_close_all(struct worker *w)

@@ -31,16 +31,23 @@
 #include <event2/bufferevent.h>
 
 struct worker;
+struct snapshot;
 struct client_origin;
 struct h2_worker;
 
-/* Serve HTTP/2 on bev (the client preface may already wait in its input).
- * Takes ownership of bev (freed on error too). */
-void h2_session_start(struct worker *w, size_t listener, struct bufferevent *bev, const struct client_origin *o);
+/* Serve HTTP/2 on bev (the client preface may already wait in its input),
+ * accepted on the listener numbered `listener` (conf.h id) of snapshot snap
+ * (the session takes a reference: its HTTP/2 settings and limits are
+ * snap's). Takes ownership of bev (freed on error too). */
+void h2_session_start(struct worker *w, struct snapshot *snap, size_t listener, struct bufferevent *bev,
+                      const struct client_origin *o);
 
-/* Graceful shutdown: GOAWAY to every session; each closes once its open
- * streams are done (or when the worker's drain time is over). */
+/* Graceful shutdown: every session is told to open no more streams (GOAWAY
+ * in two steps: streams already on their way are still served); each
+ * closes once its streams are done (or when the worker's drain time is over). */
 void h2_drain_all(struct worker *w);
+/* The same for the sessions of one listener (a reload removed it). */
+void h2_drain_listener(struct worker *w, size_t listener);
 /* Free every session now. */
 void h2_close_all(struct worker *w);
 /* Logs the counts of sessions closed by a defence, frees the per-worker state. */

@@ -129,8 +129,12 @@ void pipeline_begin(struct exchange *ex, struct worker *w, const struct ex_ops *
 	memcpy(r->client_ip, peer->ip, n);
 	r->client_ip[n] = '\0';
 	r->client_port = peer->port;
-	r->listener = r->snap->conf->listeners[peer->listener].name;
-	r->listener_index = peer->listener;
+	/* a connection whose listener a reload removed may still start one (its
+	 * answer closes it): its name stays, it counts under no listener */
+	const struct conf_listener *cl = conf_listener_by_id(r->snap->conf, (unsigned)peer->listener, &r->listener_index);
+	r->listener = cl ? cl->name : worker_listener_name(w, (unsigned)peer->listener);
+	if (!cl)
+		r->listener_index = SIZE_MAX;
 	r->scheme = peer->scheme ? peer->scheme : "http";
 	r->protocol = "HTTP/1.1";
 	r->method = "";

@@ -23,7 +23,7 @@ struct pipeline_peer {
 	const char *scheme; /* "http" or "https" (static) */
 	const char *ip;
 	uint16_t port;
-	size_t listener; /* index into the snapshot's listeners */
+	size_t listener; /* the process's number for it (conf.h id) */
 };
 
 /* A cleared exchange from the worker's free list (or new); NULL when out of

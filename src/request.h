@@ -31,7 +31,7 @@ struct request {
 	char client_ip[64];
 	uint16_t client_port;
 	const char *listener; /* listener name */
-	size_t listener_index; /* into conf.listeners */
+	size_t listener_index; /* into conf.listeners; SIZE_MAX: a reload removed it */
 	const char *scheme;   /* "http" or "https" */
 	const char *protocol; /* "HTTP/1.0", "HTTP/1.1", "HTTP/2.0" */
 

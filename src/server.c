@@ -1,6 +1,7 @@
 #include "server.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <malloc.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -17,6 +18,7 @@
 #include <event2/thread.h>
 
 #include "conf.h"
+#include "conf_schema.h"
 #include "conf_secrets.h"
 #include "admin.h"
 #include "admin_http.h"
@@ -56,6 +58,7 @@ struct server {
 	struct admin_http *admin_http; /* NULL without admin.http */
 	struct statefile *statefile;
 	size_t num_start_listeners; /* the listening sockets made at start: fds[worker][0..n) */
+	unsigned next_listener_id;  /* for the next listener a reload adds or changes (conf.h id) */
 	struct upgrade_src *upsrc; /* every listening socket, for a new binary (upgrade.h) */
 	struct upgrade *up;        /* sluice run --upgrade: the old process's sockets, until it drains */
 	bool handover;             /* draining because a new process took over */
@@ -309,96 +312,140 @@ static bool same_str(const char *a, const char *b)
 	return (!a && !b) || (a && b && strcmp(a, b) == 0);
 }
 
-static int server_find_listener(const struct conf *c, const char *name)
+/* Listeners on reload. A listener of the new config that has the name,
+ * address, tls on/off and h2c of a running one keeps its number (conf.h id)
+ * and its sockets; its certificates and HTTP/2 settings change in place (new
+ * handshakes and sessions take the new snapshot's). Any other is new: a new
+ * number and sockets, which are a running listener's that the new config
+ * drops or changes if one has the same address (its accept queue is kept:
+ * a change of name, tls or h2c refuses no connection), else bound now,
+ * before anything is published. The running listeners that keep no number
+ * are retired: each worker stops accepting on them when it adopts the new
+ * snapshot and drains their connections (worker.c). */
+struct listener_plan {
+	size_t count;   /* listeners that get sockets, in the new config's order */
+	size_t *index;  /* [k]: into the new config's listeners */
+	int *fds;       /* [k * num_workers + worker] */
+	unsigned next_id;
+};
+
+static void listener_plan_free(struct listener_plan *p, unsigned num_workers)
 {
-	for (size_t i = 0; i < c->num_listeners; i++)
-		if (strcmp(c->listeners[i].name, name) == 0)
-			return (int)i;
-	return -1;
+	if (p->fds)
+		for (size_t i = 0; i < p->count * num_workers; i++)
+			if (p->fds[i] >= 0)
+				close(p->fds[i]);
+	free(p->fds);
+	free(p->index);
+	memset(p, 0, sizeof(*p));
 }
 
-/* Listeners on reload: each one of the running config must still be there,
- * unchanged (name, address, tls on/off, h2c; its certificates and settings
- * may change); new names are added. Connections keep their listener's
- * number, so c's listeners are put in the running order, the added ones
- * after (c is not shared yet). *added: how many. Errors name the listener. */
-static int server_match_listeners(const struct conf *old, struct conf *c, size_t *added, struct conf_errors *errs)
+static bool listener_same(const struct conf_listener *a, const struct conf_listener *b)
 {
-	size_t before = errs->count;
-	*added = 0;
-	for (size_t i = 0; i < old->num_listeners; i++) {
-		const struct conf_listener *o = &old->listeners[i];
-		int j = server_find_listener(c, o->name);
-		if (j < 0) {
-			conf_errors_add(errs, "%s: listeners: listener %s (%s) removed: a reload cannot remove a listener yet; "
-			                      "restart sluice to apply it",
-			                c->source, o->name, o->address);
-			continue;
+	return strcmp(a->name, b->name) == 0 && conf_sockaddr_equal(&a->addr, a->addr_len, &b->addr, b->addr_len) &&
+	       (a->tls == NULL) == (b->tls == NULL) && a->h2c == b->h2c;
+}
+
+/* Numbers c's listeners (c is not shared yet) and makes the sockets of the
+ * new ones. On a failure nothing is kept and the error names the listener. */
+static int server_plan_listeners(struct server *srv, const struct conf *old, struct conf *c, struct listener_plan *p,
+                                 struct conf_errors *errs)
+{
+	memset(p, 0, sizeof(*p));
+	p->next_id = srv->next_listener_id;
+	p->index = calloc(c->num_listeners, sizeof(*p->index));
+	p->fds = malloc(c->num_listeners * srv->num_workers * sizeof(*p->fds));
+	if (!p->index || !p->fds) {
+		listener_plan_free(p, srv->num_workers);
+		conf_errors_add(errs, "%s: out of memory", c->source);
+		return -1;
+	}
+	for (size_t i = 0; i < c->num_listeners * srv->num_workers; i++)
+		p->fds[i] = -1;
+	bool *kept = calloc(old->num_listeners ? old->num_listeners : 1, sizeof(*kept));
+	if (!kept) {
+		listener_plan_free(p, srv->num_workers);
+		conf_errors_add(errs, "%s: out of memory", c->source);
+		return -1;
+	}
+	for (size_t i = 0; i < c->num_listeners; i++) {
+		struct conf_listener *l = &c->listeners[i];
+		size_t j = 0;
+		while (j < old->num_listeners && !listener_same(&old->listeners[j], l))
+			j++;
+		if (j < old->num_listeners) {
+			l->id = old->listeners[j].id;
+			kept[j] = true;
+		} else {
+			l->id = p->next_id++;
+			p->index[p->count++] = i;
 		}
-		const struct conf_listener *l = &c->listeners[j];
-		if (strcmp(o->address, l->address) != 0 || (o->tls == NULL) != (l->tls == NULL) || o->h2c != l->h2c)
-			conf_errors_add(errs, "%s: listeners[%d] (%s): changed (was %s%s%s, now %s%s%s): a reload cannot change a "
-			                      "listener's address, tls on/off or h2c yet (add a listener under a new name, or "
-			                      "restart sluice to apply it)",
-			                c->source, j + 1, l->name, o->address, o->tls ? " with tls" : "", o->h2c ? " h2c" : "",
-			                l->address, l->tls ? " with tls" : "", l->h2c ? " h2c" : "");
 	}
-	if (errs->count > before)
-		return -1;
-	struct conf_listener *ordered = calloc(c->num_listeners ? c->num_listeners : 1, sizeof(*ordered));
-	if (!ordered) {
-		conf_errors_add(errs, "%s: out of memory", c->source);
-		return -1;
-	}
-	size_t n = 0;
-	for (size_t i = 0; i < old->num_listeners; i++)
-		ordered[n++] = c->listeners[server_find_listener(c, old->listeners[i].name)];
-	for (size_t i = 0; i < c->num_listeners; i++)
-		if (server_find_listener(old, c->listeners[i].name) < 0)
-			ordered[n++] = c->listeners[i];
-	*added = c->num_listeners - old->num_listeners;
-	free(c->listeners);
-	c->listeners = ordered;
-	return 0;
-}
-
-/* Sockets for the added listeners (the last `added` of c), one per worker,
- * bound before anything is published; on a failure nothing is kept and the
- * error names the listener. fds[k * num_workers + w]. */
-static int server_bind_added(struct server *srv, const struct conf *c, size_t added, int **fds_out,
-                             struct conf_errors *errs)
-{
-	*fds_out = NULL;
-	if (added == 0)
-		return 0;
-	size_t n = added * srv->num_workers;
-	int *fds = malloc(n * sizeof(*fds));
-	if (!fds) {
-		conf_errors_add(errs, "%s: out of memory", c->source);
-		return -1;
-	}
-	for (size_t i = 0; i < n; i++)
-		fds[i] = -1;
-	for (size_t k = 0; k < added; k++) {
-		size_t li = c->num_listeners - added + k;
-		const struct conf_listener *l = &c->listeners[li];
+	int rc = 0;
+	for (size_t k = 0; k < p->count && rc == 0; k++) {
+		const struct conf_listener *l = &c->listeners[p->index[k]];
+		int *fds = &p->fds[k * srv->num_workers];
+		/* a retired listener on the same address passes its sockets on */
+		const struct conf_listener *from = NULL;
+		for (size_t j = 0; j < old->num_listeners && !from; j++)
+			if (!kept[j] && conf_sockaddr_equal(&old->listeners[j].addr, old->listeners[j].addr_len, &l->addr,
+			                                    l->addr_len))
+				from = &old->listeners[j];
 		const char *why = NULL;
-		if (server_probe_address(l) != 0)
+		if (!from && server_probe_address(l) != 0)
 			why = errno == EADDRINUSE ? "address in use (another process listens there)" : strerror(errno);
-		for (unsigned w = 0; !why && w < srv->num_workers; w++)
-			if ((fds[k * srv->num_workers + w] = server_listen(l)) < 0)
+		for (unsigned w = 0; !why && w < srv->num_workers; w++) {
+			int kept_fd = from ? upgrade_src_fd(srv->upsrc, w, from->name, from->address) : -1;
+			fds[w] = kept_fd >= 0 ? fcntl(kept_fd, F_DUPFD_CLOEXEC, 3) : server_listen(l);
+			if (fds[w] < 0)
 				why = strerror(errno);
+		}
 		if (why) {
 			conf_errors_add(errs, "%s: listener %s: cannot listen on %s: %s", c->source, l->name, l->address, why);
-			for (size_t i = 0; i < n; i++)
-				if (fds[i] >= 0)
-					close(fds[i]);
-			free(fds);
-			return -1;
+			rc = -1;
 		}
 	}
-	*fds_out = fds;
-	return 0;
+	free(kept);
+	if (rc != 0)
+		listener_plan_free(p, srv->num_workers);
+	return rc;
+}
+
+/* The plan is certain (nothing can fail any more): the workers get the new
+ * sockets before the snapshot that has them; the upgrade table follows. */
+static void server_apply_listeners(struct server *srv, const struct conf *old, const struct snapshot *s,
+                                   struct listener_plan *p, const char *how)
+{
+	const struct conf *c = s->conf;
+	for (size_t j = 0; j < old->num_listeners; j++) {
+		const struct conf_listener *o = &old->listeners[j];
+		if (conf_listener_by_id(c, o->id, NULL))
+			continue;
+		upgrade_src_remove(srv->upsrc, o->name, o->address);
+		struct log_line l;
+		log_begin(&l, LOG_INFO, "listener removed: no new connections, its connections drain");
+		log_str(&l, "listener", o->name);
+		log_str(&l, "address", o->address);
+		log_str(&l, "removed_by", how);
+		log_end(&l);
+	}
+	for (size_t k = 0; k < p->count; k++) {
+		const struct conf_listener *l = &c->listeners[p->index[k]];
+		for (unsigned w = 0; w < srv->num_workers; w++) {
+			int fd = p->fds[k * srv->num_workers + w];
+			p->fds[k * srv->num_workers + w] = -1;
+			upgrade_src_add(srv->upsrc, w, l->name, l->address, fd);
+			worker_add_listener(&srv->workers[w], l->id, l->name, fd, s->generation);
+		}
+		struct log_line ll;
+		log_begin(&ll, LOG_INFO, "listening");
+		log_str(&ll, "listener", l->name);
+		log_str(&ll, "address", l->address);
+		log_str(&ll, "added_by", how);
+		log_end(&ll);
+	}
+	srv->next_listener_id = p->next_id;
+	listener_plan_free(p, srv->num_workers);
 }
 
 /* What a reload cannot change yet: each difference is an error that names
@@ -439,11 +486,9 @@ int server_reload(struct server *srv, long long uid, const char *how, struct con
 	if (!s)
 		return -1;
 	server_restart_only(srv->snap->conf, s->conf, errs);
-	size_t added = 0;
-	server_match_listeners(srv->snap->conf, s->conf, &added, errs);
-	int *added_fds = NULL;
+	struct listener_plan plan = {0};
 	if (errs->count == 0)
-		server_bind_added(srv, s->conf, added, &added_fds, errs);
+		server_plan_listeners(srv, srv->snap->conf, s->conf, &plan, errs);
 	if (errs->count > 0) {
 		snapshot_unref(s);
 		return -1;
@@ -458,30 +503,13 @@ int server_reload(struct server *srv, long long uid, const char *how, struct con
 	else if (!(h = health_start(srv->base, srv->runtime, s, srv->health)))
 		conf_errors_add(errs, "%s: cannot start the health checks (see the log)", srv->config_path);
 	if (!h) {
-		for (size_t i = 0; i < added * srv->num_workers; i++)
-			close(added_fds[i]);
-		free(added_fds);
+		listener_plan_free(&plan, srv->num_workers);
 		snapshot_unref(s);
 		return -1;
 	}
 	runtime_prune(srv->runtime, s->conf);
 	server_set_heap_keep_free(s->conf);
-	/* added listeners are bound: each worker gets its sockets before the snapshot that has them */
-	for (size_t k = 0; k < added; k++) {
-		size_t li = s->conf->num_listeners - added + k;
-		for (unsigned i = 0; i < srv->num_workers; i++) {
-			upgrade_src_add(srv->upsrc, i, s->conf->listeners[li].name, s->conf->listeners[li].address,
-			                added_fds[k * srv->num_workers + i]);
-			worker_add_listener(&srv->workers[i], li, added_fds[k * srv->num_workers + i]);
-		}
-		struct log_line ll;
-		log_begin(&ll, LOG_INFO, "listening");
-		log_str(&ll, "listener", s->conf->listeners[li].name);
-		log_str(&ll, "address", s->conf->listeners[li].address);
-		log_str(&ll, "added_by", how);
-		log_end(&ll);
-	}
-	free(added_fds);
+	server_apply_listeners(srv, srv->snap->conf, s, &plan, how);
 	for (unsigned i = 0; i < srv->num_workers; i++)
 		worker_publish(&srv->workers[i], s);
 	if (srv->admin)
@@ -730,6 +758,7 @@ int server_run(const char *config_path, bool upgrade)
 	for (unsigned i = 0; i < srv.num_workers; i++)
 		for (size_t j = 0; j < c->num_listeners; j++)
 			upgrade_src_add(srv.upsrc, i, c->listeners[j].name, c->listeners[j].address, fds[i][j]);
+	srv.next_listener_id = (unsigned)c->num_listeners; /* conf_load numbers them by index */
 	/* listeners bound and keys read (at config load): nothing needs root any more */
 	if (priv_drop(c->user) != 0) {
 		server_cleanup(&srv, fds);
@@ -795,7 +824,7 @@ int server_run(const char *config_path, bool upgrade)
 	unsigned per_worker = max_conns / srv.num_workers;
 	int failed = 0;
 	for (unsigned i = 0; i < srv.num_workers && !failed; i++) {
-		if (worker_init(&srv.workers[i], &srv, i, srv.snap, fds[i], c->num_listeners, per_worker) != 0 ||
+		if (worker_init(&srv.workers[i], &srv, i, srv.snap, fds[i], per_worker) != 0 ||
 		    worker_start(&srv.workers[i]) != 0)
 			failed = 1;
 	}

@@ -91,8 +91,11 @@ static void pending_handoff(struct tls_pending *p, enum tls_proto proto)
 {
 	struct worker *w = p->w;
 	struct sockaddr_storage peer = p->peer; /* p is freed before the call */
+	struct snapshot *snap = p->snap;
+	snapshot_ref(snap); /* pending_unlink drops p's */
 	struct tls_handoff h = {
 	    .listener = p->listener,
+	    .snap = snap,
 	    .bev = p->bev,
 	    .proto = proto,
 	    .tls = p->tls,
@@ -104,6 +107,7 @@ static void pending_handoff(struct tls_pending *p, enum tls_proto proto)
 	w->num_conns--;
 	bufferevent_setcb(h.bev, NULL, NULL, NULL, NULL);
 	dispatch(w, &h);
+	snapshot_unref(snap);
 	if (w->draining && w->num_conns == 0)
 		event_base_loopexit(w->base, NULL);
 }
@@ -218,9 +222,9 @@ static void prepare_socket(int fd)
 
 void tls_accept(struct worker *w, size_t listener, int fd, const struct sockaddr *sa)
 {
-	const struct conf_listener *cl = &w->snap->conf->listeners[listener];
+	const struct conf_listener *cl = conf_listener_by_id(w->snap->conf, (unsigned)listener, NULL);
 	prepare_socket(fd);
-	struct tls_pending *p = pending_new(w, listener, sa, true);
+	struct tls_pending *p = cl && cl->tls ? pending_new(w, listener, sa, true) : NULL;
 	SSL *ssl = p ? tls_server_ssl_new(cl->tls->server) : NULL;
 	struct bufferevent *bev = ssl ? tls_io_accept(w, &w->tls->io, ssl, fd) : NULL;
 	if (!bev) {
@@ -294,6 +298,19 @@ void tls_worker_close_pending(struct worker *w)
 		return;
 	while (w->tls->pending)
 		pending_close(w->tls->pending);
+}
+
+void tls_worker_close_listener(struct worker *w, size_t listener)
+{
+	if (!w->tls)
+		return;
+	struct tls_pending *p = w->tls->pending;
+	while (p) {
+		struct tls_pending *next = p->next;
+		if (p->listener == listener)
+			pending_close(p);
+		p = next;
+	}
 }
 
 void tls_worker_free(struct worker *w)

@@ -19,6 +19,7 @@
 #include <sys/socket.h>
 
 struct bufferevent;
+struct snapshot;
 struct worker;
 struct tls_worker;
 
@@ -27,7 +28,10 @@ enum tls_proto { TLS_PROTO_HTTP1, TLS_PROTO_H2 };
 
 /* A finished handshake (or sniff) handed to the worker's dispatcher. */
 struct tls_handoff {
-	size_t listener;
+	size_t listener; /* the process's number for it (conf.h id) */
+	/* the snapshot the connection was accepted on (it has the listener; a
+	 * reload may have removed it from the worker's since): borrowed for the call */
+	struct snapshot *snap;
 	/* The transport: a tls_io.h filter (tls) or the plain socket bufferevent
 	 * (an h2c listener), no callbacks set, reading enabled. The bytes read
 	 * while sniffing are still in its input. */
@@ -47,10 +51,13 @@ typedef void (*tls_dispatch_fn)(struct worker *w, const struct tls_handoff *h);
 struct tls_worker *tls_worker_new(tls_dispatch_fn dispatch);
 /* Close every connection still in its handshake or being sniffed. */
 void tls_worker_close_pending(struct worker *w);
+/* The same for the listener numbered listener (conf.h id): a reload removed it. */
+void tls_worker_close_listener(struct worker *w, size_t listener);
 /* Logs the handshake failure counts, frees. */
 void tls_worker_free(struct worker *w);
 
-/* Accept paths, called by the worker's accept callback with a new socket. */
+/* Accept paths, called by the worker's accept callback with a new socket
+ * accepted on the listener numbered listener (conf.h id). */
 void tls_accept(struct worker *w, size_t listener, int fd, const struct sockaddr *sa);
 void tls_accept_h2c(struct worker *w, size_t listener, int fd, const struct sockaddr *sa);
 

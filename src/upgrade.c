@@ -107,6 +107,31 @@ fail:;
 	return -1;
 }
 
+int upgrade_src_fd(const struct upgrade_src *s, unsigned worker, const char *name, const char *address)
+{
+	for (size_t i = 0; i < s->count; i++)
+		if (s->socks[i].worker == worker && strcmp(s->socks[i].name, name) == 0 &&
+		    strcmp(s->socks[i].address, address) == 0)
+			return s->socks[i].fd;
+	return -1;
+}
+
+void upgrade_src_remove(struct upgrade_src *s, const char *name, const char *address)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < s->count; i++) {
+		struct upgrade_sock *k = &s->socks[i];
+		if (strcmp(k->name, name) == 0 && strcmp(k->address, address) == 0) {
+			free(k->name);
+			free(k->address);
+			close(k->fd);
+		} else {
+			s->socks[n++] = *k;
+		}
+	}
+	s->count = n;
+}
+
 /* Send buf whole, with fd attached to its first byte when fd >= 0; waits
  * while the peer's buffer is full. */
 static int send_all(int conn, const char *buf, size_t len, int fd, long long deadline)

@@ -39,6 +39,13 @@ struct upgrade;
 struct upgrade_src *upgrade_src_new(void);
 /* Remember a duplicate of fd as worker's socket of listener name/address. -1 on failure (logged). */
 int upgrade_src_add(struct upgrade_src *s, unsigned worker, const char *name, const char *address, int fd);
+/* The kept duplicate of worker's socket of listener name/address (still the
+ * table's), or -1. */
+int upgrade_src_fd(const struct upgrade_src *s, unsigned worker, const char *name, const char *address);
+/* Forget (and close) every worker's socket of listener name/address: a
+ * reload removed it, and a kept duplicate would hold it in its
+ * SO_REUSEPORT group. */
+void upgrade_src_remove(struct upgrade_src *s, const char *name, const char *address);
 /* Send the table over the connected admin socket fd. 0, or -1 with why in err. */
 int upgrade_src_send(const struct upgrade_src *s, int fd, char *err, size_t err_size);
 /* Close every socket in the table (the process drains). */

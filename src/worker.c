@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "client.h"
+#include "conf_schema.h"
 #include "counters.h"
 #include "h2.h"
 #include "io.h"
@@ -25,24 +26,24 @@
 /* How long accepting stays paused after the process ran out of descriptors. */
 #define WORKER_ACCEPT_RETRY_MS 100
 
+/* A listener on this worker, by the process's number for it (conf.h id).
+ * Nodes stay until the worker is destroyed: a retired one (a reload removed
+ * or changed its listener) keeps its name for the requests its connections
+ * still carry. */
 struct worker_listener {
 	struct worker *w;
-	size_t index;
-};
-
-/* A listener a reload added: its socket waits here until the worker adopts
- * the snapshot that has it; the node then stays as the accept callback's
- * context until the worker is destroyed. */
-struct worker_added_listener {
-	struct worker_listener ctx;
-	int fd; /* -1 once attached (its accept event owns it) */
-	struct worker_added_listener *next;
+	unsigned id;
+	char *name;
+	struct event *ev; /* accepting on the socket, which it owns; NULL: not yet watched, or retired */
+	int fd;           /* queued by a reload, not watched yet; else -1 */
+	uint64_t generation; /* queued: the generation of the snapshot that has it first */
+	struct worker_listener *next;
 };
 
 static void worker_set_accepting(struct worker *w, bool on)
 {
-	for (size_t i = 0; i < w->num_listeners; i++)
-		if (w->listeners[i] && (on ? event_add(w->listeners[i], NULL) : event_del(w->listeners[i])) != 0)
+	for (struct worker_listener *l = w->listeners; l; l = l->next)
+		if (l->ev && (on ? event_add(l->ev, NULL) : event_del(l->ev)) != 0)
 			log_msg(LOG_ERROR, "cannot change a listening socket's watch");
 	w->accepting_paused = !on;
 }
@@ -56,9 +57,12 @@ static void worker_dispatch(struct worker *w, const struct tls_handoff *h)
 	o.scheme = h->tls ? "https" : "http";
 	o.plain_socket = !h->tls; /* HTTP/1 on a plain socket gets direct writes (io.h) */
 	if (h->proto == TLS_PROTO_H2) {
-		h2_session_start(w, h->listener, h->bev, &o);
+		h2_session_start(w, h->snap, h->listener, h->bev, &o);
 	} else {
-		client_accept_bev(w, h->listener, h->bev, &o);
+		struct client_conn *cc = client_accept_bev(w, h->listener, h->bev, &o);
+		/* the handshake outlived its listener (a reload changed it): one answer, then close */
+		if (cc && !conf_listener_by_id(w->snap->conf, (unsigned)h->listener, NULL))
+			cc->drain = true;
 	}
 }
 
@@ -74,6 +78,8 @@ static void worker_accept_cb(evutil_socket_t lfd, short what, void *arg)
 	(void)what;
 	struct worker_listener *wl = arg;
 	struct worker *w = wl->w;
+	/* watched only while the current snapshot has it (worker_adopt) */
+	const struct conf_listener *cl = conf_listener_by_id(w->snap->conf, wl->id, NULL);
 	struct sockaddr_storage ss;
 	socklen_t sslen = sizeof(ss);
 	int fd = accept4(lfd, (struct sockaddr *)&ss, &sslen, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -83,13 +89,16 @@ static void worker_accept_cb(evutil_socket_t lfd, short what, void *arg)
 	}
 	struct sockaddr *sa = (struct sockaddr *)&ss;
 	int salen = (int)sslen;
-	const struct conf_listener *cl = &w->snap->conf->listeners[wl->index];
+	if (!cl) {
+		close(fd);
+		return;
+	}
 	if (cl->tls)
-		tls_accept(w, wl->index, fd, sa);
+		tls_accept(w, wl->id, fd, sa);
 	else if (cl->h2c)
-		tls_accept_h2c(w, wl->index, fd, sa);
+		tls_accept_h2c(w, wl->id, fd, sa);
 	else
-		client_accept(w, wl->index, fd, sa, salen);
+		client_accept(w, wl->id, fd, sa, salen);
 	if (w->num_conns >= w->max_conns && !w->accepting_paused) {
 		worker_set_accepting(w, false);
 		struct log_line line;
@@ -129,34 +138,62 @@ static void worker_accept_failed(struct worker *w, int err)
 		worker_set_accepting(w, true);
 }
 
-/* The accept event of listening socket fd (not owned on failure, owned after). */
-static struct event *worker_watch_listener(struct worker *w, struct worker_listener *ctx, int fd, bool on)
+/* Accept on listening socket fd for l (l->ev owns fd after, not on failure). */
+static int worker_watch_listener(struct worker *w, struct worker_listener *l, int fd, bool on)
 {
 	/* accept4 must not block when the connection that woke us is gone */
 	if (evutil_make_socket_nonblocking(fd) != 0)
-		return NULL;
-	struct event *ev = event_new(w->base, fd, EV_READ | EV_PERSIST, worker_accept_cb, ctx);
-	if (ev && on && event_add(ev, NULL) != 0) {
-		event_free(ev);
-		return NULL;
+		return -1;
+	struct event *ev = event_new(w->base, fd, EV_READ | EV_PERSIST, worker_accept_cb, l);
+	if (!ev || (on && event_add(ev, NULL) != 0)) {
+		if (ev)
+			event_free(ev);
+		return -1;
 	}
-	return ev;
+	l->ev = ev;
+	return 0;
+}
+
+static struct worker_listener *worker_listener_new(struct worker *w, unsigned id, const char *name, int fd)
+{
+	struct worker_listener *l = calloc(1, sizeof(*l));
+	if (l && !(l->name = strdup(name))) {
+		free(l);
+		l = NULL;
+	}
+	if (l) {
+		l->w = w;
+		l->id = id;
+		l->fd = fd;
+	}
+	return l;
+}
+
+/* Stop accepting on l: its socket is closed (this worker's member of the
+ * SO_REUSEPORT group leaves it) unless a reload passed it on to another
+ * listener, whose node holds its own descriptor. */
+static void worker_unwatch_listener(struct worker_listener *l)
+{
+	if (l->ev) {
+		evutil_socket_t fd = event_get_fd(l->ev);
+		event_free(l->ev);
+		close(fd);
+		l->ev = NULL;
+	}
+	if (l->fd >= 0) {
+		close(l->fd);
+		l->fd = -1;
+	}
 }
 
 static void worker_close_listeners(struct worker *w)
 {
-	for (size_t i = 0; i < w->num_listeners; i++) {
-		if (w->listeners && w->listeners[i]) {
-			evutil_socket_t fd = event_get_fd(w->listeners[i]);
-			event_free(w->listeners[i]);
-			close(fd);
-			w->listeners[i] = NULL;
-		}
-		if (w->listen_fds && i < w->num_listen_fds && w->listen_fds[i] >= 0) {
-			close(w->listen_fds[i]);
-			w->listen_fds[i] = -1;
-		}
-	}
+	for (struct worker_listener *l = w->listeners; l; l = l->next)
+		worker_unwatch_listener(l);
+	pthread_mutex_lock(&w->added_lock);
+	for (struct worker_listener *l = w->added; l; l = l->next)
+		worker_unwatch_listener(l);
+	pthread_mutex_unlock(&w->added_lock);
 }
 
 static void worker_shutdown(struct worker *w)
@@ -256,56 +293,82 @@ struct pool_set *worker_current_pools(struct worker *w)
 	return w->gen->pools;
 }
 
-void worker_add_listener(struct worker *w, size_t index, int fd)
+void worker_add_listener(struct worker *w, unsigned id, const char *name, int fd, uint64_t generation)
 {
-	struct worker_added_listener *a = calloc(1, sizeof(*a));
-	if (!a) {
+	struct worker_listener *l = worker_listener_new(w, id, name, fd);
+	if (!l) {
 		log_msg(LOG_ERROR, "out of memory adding a listener to a worker");
 		close(fd);
 		return;
 	}
-	a->ctx.w = w;
-	a->ctx.index = index;
-	a->fd = fd;
+	l->generation = generation;
 	pthread_mutex_lock(&w->added_lock);
-	a->next = w->added;
-	w->added = a;
+	l->next = w->added;
+	w->added = l;
 	pthread_mutex_unlock(&w->added_lock);
 }
 
-/* Worker thread: listen on the queued sockets of listeners below count (the
- * adopted snapshot's), in the slots after the existing listeners. */
-static void worker_attach_added(struct worker *w, size_t count)
+const char *worker_listener_name(const struct worker *w, unsigned id)
 {
-	if (count > w->num_listeners) {
-		struct event **grown = realloc(w->listeners, count * sizeof(*grown));
-		if (!grown) {
-			log_msg(LOG_ERROR, "out of memory adding a listener to a worker");
-			return;
-		}
-		for (size_t i = w->num_listeners; i < count; i++)
-			grown[i] = NULL;
-		w->listeners = grown;
-		w->num_listeners = count;
-	}
+	for (const struct worker_listener *l = w->listeners; l; l = l->next)
+		if (l->id == id)
+			return l->name;
+	return "";
+}
+
+/* Worker thread, adopting s after prev: the listeners s has and this worker
+ * does not watch yet start accepting (sockets queued by the reloads up to
+ * s); the ones s no longer has stop accepting, and their connections drain:
+ * idle keep-alive ones close (unless s listens on the same address), the
+ * others close after their current request
+ * (HTTP/1: the next answer says connection: close; HTTP/2: GOAWAY), and TLS
+ * handshakes still in progress on them are closed. */
+static void worker_switch_listeners(struct worker *w, const struct snapshot *prev, const struct snapshot *s)
+{
+	const struct conf *c = s->conf;
 	pthread_mutex_lock(&w->added_lock);
-	for (struct worker_added_listener *a = w->added; a; a = a->next) {
-		if (a->fd < 0 || a->ctx.index >= count)
-			continue;
-		int fd = a->fd;
-		a->fd = -1;
-		if (w->draining) {
-			close(fd);
+	struct worker_listener **pp = &w->added;
+	while (*pp) {
+		struct worker_listener *l = *pp;
+		if (l->generation > s->generation) {
+			pp = &l->next; /* for a reload published after s */
 			continue;
 		}
-		w->listeners[a->ctx.index] = worker_watch_listener(w, &a->ctx, fd, !w->accepting_paused);
-		if (!w->listeners[a->ctx.index]) {
+		*pp = l->next;
+		int fd = l->fd;
+		l->fd = -1;
+		l->next = w->listeners;
+		w->listeners = l;
+		if (w->draining || !conf_listener_by_id(c, l->id, NULL)) {
+			close(fd); /* a later reload removed it again, or this worker is stopping */
+		} else if (worker_watch_listener(w, l, fd, !w->accepting_paused) != 0) {
 			log_msg(LOG_ERROR, "cannot watch a listening socket a reload added");
 			close(fd);
-			continue;
 		}
 	}
 	pthread_mutex_unlock(&w->added_lock);
+	for (struct worker_listener *l = w->listeners; l; l = l->next) {
+		if (!l->ev || conf_listener_by_id(c, l->id, NULL))
+			continue;
+		worker_unwatch_listener(l);
+		/* a listener changed on the same address (name, tls, h2c) passed its
+		 * sockets on: its clients may be sending on idle connections and
+		 * handshakes now, which finish and close after one answer */
+		const struct conf_listener *was = conf_listener_by_id(prev->conf, l->id, NULL);
+		bool same_address = false;
+		for (size_t i = 0; was && i < c->num_listeners && !same_address; i++)
+			same_address = conf_sockaddr_equal(&was->addr, was->addr_len, &c->listeners[i].addr,
+			                                   c->listeners[i].addr_len);
+		if (!same_address)
+			tls_worker_close_listener(w, l->id);
+		h2_drain_listener(w, l->id);
+		client_drain_listener(w, l->id, !same_address);
+		struct log_line line;
+		log_begin(&line, LOG_DEBUG, "worker stopped accepting on a listener the config no longer has");
+		log_int(&line, "worker", w->id);
+		log_str(&line, "listener", l->name);
+		log_end(&line);
+	}
 }
 
 /* The worker thread takes snapshot s (one reference, now the generation's). */
@@ -326,7 +389,7 @@ static void worker_adopt(struct worker *w, struct snapshot *s)
 	g->next = old;
 	w->gen = g;
 	w->snap = s;
-	worker_attach_added(w, s->conf->num_listeners);
+	worker_switch_listeners(w, old->snap, s);
 	for (size_t i = 0; i < module_count; i++)
 		if (module_list[i]->worker_adopt)
 			module_list[i]->worker_adopt(w, w->module_state[i], s->module_state[i]);
@@ -366,16 +429,13 @@ static void worker_command_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 int worker_init(struct worker *w, struct server *srv, unsigned id, struct snapshot *s, int *listen_fds,
-                size_t num_listeners, unsigned max_conns)
+                unsigned max_conns)
 {
 	memset(w, 0, sizeof(*w));
 	w->command_fd = -1;
 	w->id = id;
 	w->server = srv;
 	w->max_conns = max_conns ? max_conns : 1;
-	w->listen_fds = listen_fds;
-	w->num_listen_fds = num_listeners;
-	w->num_listeners = num_listeners;
 	if (pthread_mutex_init(&w->added_lock, NULL) != 0) {
 		log_msg(LOG_ERROR, "cannot create a worker's lock");
 		return -1;
@@ -419,10 +479,7 @@ int worker_init(struct worker *w, struct server *srv, unsigned id, struct snapsh
 	/* owned by the registry: the totals outlive the worker */
 	w->counters = counters_worker_new(counters_process);
 	w->module_state = calloc(module_count ? module_count : 1, sizeof(void *));
-	w->listeners = calloc(num_listeners ? num_listeners : 1, sizeof(*w->listeners));
-	w->listener_ctx = calloc(num_listeners ? num_listeners : 1, sizeof(struct worker_listener));
-	if (!w->route_scratch || !w->module_state || !w->listeners ||
-	    !w->listener_ctx || !w->tls || (counters_process && !w->counters)) {
+	if (!w->route_scratch || !w->module_state || !w->tls || (counters_process && !w->counters)) {
 		log_msg(LOG_ERROR, "out of memory creating a worker");
 		return -1;
 	}
@@ -435,12 +492,17 @@ int worker_init(struct worker *w, struct server *srv, unsigned id, struct snapsh
 			return -1;
 		}
 	}
-	struct worker_listener *ctx = w->listener_ctx;
-	for (size_t i = 0; i < num_listeners; i++) {
-		ctx[i].w = w;
-		ctx[i].index = i;
-		w->listeners[i] = worker_watch_listener(w, &ctx[i], listen_fds[i], true);
-		if (!w->listeners[i]) {
+	/* in reverse: the list then has the config's order */
+	for (size_t i = s->conf->num_listeners; i-- > 0;) {
+		const struct conf_listener *cl = &s->conf->listeners[i];
+		struct worker_listener *l = worker_listener_new(w, cl->id, cl->name, -1);
+		if (!l) {
+			log_msg(LOG_ERROR, "out of memory creating a worker");
+			return -1;
+		}
+		l->next = w->listeners;
+		w->listeners = l;
+		if (worker_watch_listener(w, l, listen_fds[i], true) != 0) {
 			log_msg(LOG_ERROR, "cannot watch a listening socket");
 			return -1;
 		}
@@ -511,14 +573,15 @@ void worker_destroy(struct worker *w)
 	snapshot_unref(atomic_exchange(&w->pending, NULL));
 	if (w->route_scratch)
 		route_scratch_free(w->route_scratch);
-	free(w->listeners);
-	free(w->listener_ctx);
-	while (w->added) {
-		struct worker_added_listener *a = w->added;
-		w->added = a->next;
-		if (a->fd >= 0)
-			close(a->fd);
-		free(a);
+	struct worker_listener *lists[2] = {w->listeners, w->added};
+	for (int i = 0; i < 2; i++) {
+		while (lists[i]) {
+			struct worker_listener *l = lists[i];
+			lists[i] = l->next;
+			worker_unwatch_listener(l);
+			free(l->name);
+			free(l);
+		}
 	}
 	if (w->base)
 		pthread_mutex_destroy(&w->added_lock);

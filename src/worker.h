@@ -64,13 +64,11 @@ struct worker {
 	_Atomic(struct snapshot *) pending; /* published, not adopted yet (one reference) */
 	atomic_uint_fast64_t adopted; /* generation of the snapshot adopted last (read by the server) */
 
-	int *listen_fds; /* one per listener at start (num_listen_fds), owned until watched by its event */
-	size_t num_listen_fds;
-	struct event **listeners; /* accept events (EV_READ | EV_PERSIST on the listening socket, which they own) */
-	void *listener_ctx; /* per listener at start: which worker and listener an accept belongs to */
-	struct worker_added_listener *added; /* listeners a reload added (their ctx, and sockets not attached yet) */
-	pthread_mutex_t added_lock;          /* the server queues sockets for added listeners under it */
-	size_t num_listeners;
+	/* listeners by the process's number (conf.h id): the ones this worker
+	 * accepts on, and retired ones (worker.c); worker thread only */
+	struct worker_listener *listeners;
+	struct worker_listener *added; /* queued by reloads, not adopted yet (under added_lock) */
+	pthread_mutex_t added_lock;
 
 	/* The server's commands arrive through an eventfd (the worker's base has no
 	 * locks, so other threads must not touch its events): the main thread sets
@@ -112,10 +110,12 @@ struct worker {
 	size_t num_common_timeouts;
 };
 
-/* Set up w (event base, listeners on the given fds, per-worker state) for snapshot s.
- * Returns 0, or -1 after logging why. */
+/* Set up w (event base, per-worker state, an accept event per listener of s
+ * on listen_fds[i], in s's order) for snapshot s. Each socket watched is the
+ * worker's (its slot set to -1); the caller closes the rest. Returns 0, or
+ * -1 after logging why. */
 int worker_init(struct worker *w, struct server *srv, unsigned id, struct snapshot *s, int *listen_fds,
-                size_t num_listeners, unsigned max_conns);
+                unsigned max_conns);
 int worker_start(struct worker *w);
 void worker_join(struct worker *w);
 void worker_destroy(struct worker *w);
@@ -126,11 +126,16 @@ void worker_request_shutdown(struct worker *w);
 void worker_request_handover(struct worker *w);
 /* Thread-safe: drain time is over, close everything now. */
 void worker_request_stop(struct worker *w);
-/* Thread-safe, before publishing the snapshot that has it: a socket for
- * listener number index (a listener a reload added, after the existing
- * ones). The worker listens on it once it adopts a snapshot with that
- * listener, or closes it if it is draining. */
-void worker_add_listener(struct worker *w, size_t index, int fd);
+/* Thread-safe, before publishing the snapshot (of that generation) that has
+ * it: a socket (owned from here on) for the listener numbered id (a reload
+ * added or changed it). The worker listens on it once it adopts that
+ * snapshot or a later one that still has the listener, else closes it.
+ * Adopting a snapshot without a listener the worker accepts on stops
+ * accepting there and drains its connections (worker.c). */
+void worker_add_listener(struct worker *w, unsigned id, const char *name, int fd, uint64_t generation);
+/* Worker thread: the name of the listener numbered id, also one a reload
+ * removed since ("" if the worker never had it). */
+const char *worker_listener_name(const struct worker *w, unsigned id);
 /* Thread-safe: hand the worker snapshot s (takes a reference for it); the
  * worker adopts it from its loop and then stores s->generation in `adopted`.
  * A snapshot published before and not adopted yet is replaced. */
