@@ -15,6 +15,7 @@
 
 #include "conf.h"
 #include "conf_admin.h"
+#include "conf_metrics.h"
 #include "conf_limits.h"
 #include "conf_listeners.h"
 #include "conf_logging.h"
@@ -79,7 +80,7 @@ static int walk_protected(lua_State *L)
 {
 	static const char *const core_keys[] = {
 		"workers", "drain_timeout", "heap_keep_free", "listeners", "pools", "services", "routes", "limits", "access_log",
-		"admin", "state_file", "user", NULL,
+		"admin", "state_file", "user", "metrics", NULL,
 	};
 	struct conf_walker *w = lua_touserdata(L, 1);
 	const int root = 2;
@@ -97,6 +98,7 @@ static int walk_protected(lua_State *L)
 	conf_walk_limits(w, root);
 	conf_walk_access_log(w, root);
 	conf_walk_admin(w, root);
+	conf_walk_metrics(w, root);
 	conf_tls_walk_user(w, root);
 	return 0;
 }

@@ -311,6 +311,13 @@ struct conf_admin {
 	size_t http_token_len;
 };
 
+/* `metrics` (conf_metrics.h) */
+enum { CONF_METRICS_MAX_BUCKETS = 24 };
+struct conf_metrics {
+	uint64_t buckets_us[CONF_METRICS_MAX_BUCKETS]; /* histogram upper bounds, increasing; default 5 ms .. 10 s */
+	unsigned num_buckets;
+};
+
 struct conf {
 	char *source;         /* the file it was loaded from */
 	unsigned workers;     /* default: number of CPUs */
@@ -327,6 +334,7 @@ struct conf {
 	struct conf_limits limits;
 	struct conf_access_log access_log;
 	struct conf_admin admin;
+	struct conf_metrics metrics;
 	char *state_file; /* deployer changes, re-applied at start; NULL: not kept */
 	char *user;       /* drop privileges to this user after binding (conf_tls.h); NULL: stay */
 	struct conf_rate_limit *rate_limits;

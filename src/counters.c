@@ -14,7 +14,7 @@
 
 struct counters *counters_process;
 
-const uint64_t ctr_hist_bounds_us[CTR_HIST_BOUNDS] = {CTR_HIST_BOUNDS_US};
+_Static_assert(CTR_HIST_MAX_BOUNDS == CONF_METRICS_MAX_BUCKETS, "metrics.histogram_buckets fits a row");
 
 /* ---- the tables, as data ---- */
 
@@ -141,6 +141,7 @@ struct counters {
 	uint64_t version;                   /* +1 per interned name */
 	_Atomic(struct ctr_worker *) workers; /* push-only list, read by the summing thread */
 	struct ctr_worker *main;
+	struct ctr_hist_bounds hist;
 };
 
 static struct ctr_rows *rows_new(uint32_t cap, unsigned width)
@@ -205,6 +206,7 @@ struct ctr_worker *counters_worker_new(struct counters *reg)
 	if (!cw)
 		return NULL;
 	cw->reg = reg;
+	cw->hist = &reg->hist;
 	pthread_mutex_lock(&reg->lock);
 	bool ok = worker_cover_locked(cw);
 	pthread_mutex_unlock(&reg->lock);
@@ -228,6 +230,8 @@ struct counters *counters_new(void)
 		free(reg);
 		return NULL;
 	}
+	static const uint64_t defaults[] = {CTR_HIST_DEFAULT_BOUNDS_US};
+	counters_set_buckets(reg, defaults, CTR_HIST_DEFAULT_BOUNDS);
 	reg->main = counters_worker_new(reg);
 	if (!reg->main) {
 		pthread_mutex_destroy(&reg->lock);
@@ -235,6 +239,20 @@ struct counters *counters_new(void)
 		return NULL;
 	}
 	return reg;
+}
+
+bool counters_set_buckets(struct counters *reg, const uint64_t *us, unsigned n)
+{
+	if (n == 0 || n > CTR_HIST_MAX_BOUNDS)
+		return false;
+	memcpy(reg->hist.us, us, n * sizeof us[0]);
+	reg->hist.n = n;
+	return true;
+}
+
+const struct ctr_hist_bounds *counters_buckets(const struct counters *reg)
+{
+	return &reg->hist;
 }
 
 struct ctr_worker *counters_main(struct counters *reg)
@@ -417,7 +435,7 @@ void counters_request_done(struct ctr_worker *cw, const struct request *r)
 		return;
 	unsigned sc = ctr_status_class(r->status);
 	uint64_t us = clock_elapsed_us(r->start_mono_us, r->end_mono_us);
-	unsigned bucket = ctr_hist_bucket(us);
+	unsigned bucket = ctr_hist_bucket(cw->hist, us);
 
 	atomic_uint_fast64_t *row;
 	if (r->listener_index != SIZE_MAX) {
@@ -448,7 +466,7 @@ void counters_request_done(struct ctr_worker *cw, const struct request *r)
 		if (r->reason != REASON_NONE)
 			ctr_bump(row + CTR_POOL_REASONS + r->reason, 1);
 		if (r->upstream_status)
-			ctr_observe(row + CTR_POOL_UPSTREAM_RESPONSE, ctr_hist_bucket(r->upstream_header_us),
+			ctr_observe(row + CTR_POOL_UPSTREAM_RESPONSE, ctr_hist_bucket(cw->hist, r->upstream_header_us),
 			            r->upstream_header_us);
 		if (r->server >= 0)
 			ctr_bump(ctr_row(cw, m, CTR_DIM_SERVER, counters_server_index(m, (size_t)r->pool, (size_t)r->server),
@@ -543,19 +561,20 @@ static void put_labels(struct evbuffer *out, bool json, const struct label *l, s
 	evbuffer_add(out, "}", 1);
 }
 
-static void bound_str(char *buf, size_t len, unsigned b)
+/* The `le` of bucket b: its upper bound in seconds, or +Inf for the last. */
+static void bound_str(const struct ctr_hist_bounds *h, char *buf, size_t len, unsigned b)
 {
-	if (b >= CTR_HIST_BOUNDS)
+	if (b >= h->n)
 		snprintf(buf, len, "+Inf");
 	else
-		snprintf(buf, len, "%g", (double)ctr_hist_bounds_us[b] / 1e6);
+		snprintf(buf, len, "%g", (double)h->us[b] / 1e6);
 }
 
-static void write_histogram(struct evbuffer *out, bool json, bool *first, const struct ctr_family *f,
-                            const struct label *l, size_t nl, const uint64_t *v)
+static void write_histogram(const struct ctr_hist_bounds *h, struct evbuffer *out, bool json, bool *first,
+                            const struct ctr_family *f, const struct label *l, size_t nl, const uint64_t *v)
 {
 	uint64_t count = 0;
-	for (unsigned b = 0; b <= CTR_HIST_BOUNDS; b++)
+	for (unsigned b = 0; b <= h->n; b++)
 		count += v[b];
 	if (count == 0)
 		return;
@@ -565,17 +584,17 @@ static void write_histogram(struct evbuffer *out, bool json, bool *first, const 
 		put_labels(out, true, l, nl, NULL);
 		evbuffer_add_printf(out, ",\"count\":%llu,\"sum\":%.6f,\"buckets\":[", (unsigned long long)count, sum);
 		uint64_t cum = 0;
-		for (unsigned b = 0; b <= CTR_HIST_BOUNDS; b++) {
+		for (unsigned b = 0; b <= h->n; b++) {
 			cum += v[b];
 			evbuffer_add_printf(out, "%s%llu", b ? "," : "", (unsigned long long)cum);
 		}
 		evbuffer_add(out, "]}", 2);
 	} else {
 		uint64_t cum = 0;
-		for (unsigned b = 0; b <= CTR_HIST_BOUNDS; b++) {
+		for (unsigned b = 0; b <= h->n; b++) {
 			char le[24];
 			cum += v[b];
-			bound_str(le, sizeof(le), b);
+			bound_str(h, le, sizeof(le), b);
 			evbuffer_add_printf(out, "%s_bucket", f->name);
 			put_labels(out, false, l, nl, le);
 			evbuffer_add_printf(out, " %llu\n", (unsigned long long)cum);
@@ -613,7 +632,7 @@ static void write_name(const struct counters *reg, struct evbuffer *out, bool js
 	uint64_t v[CTR_MAX_WIDTH];
 	if (f->kind == CTR_KIND_HISTOGRAM) {
 		sum_slots(reg, f->dim, id, f->offset, CTR_HIST_SLOTS, v);
-		write_histogram(out, json, first, f, l, nl, v);
+		write_histogram(&reg->hist, out, json, first, f, l, nl, v);
 		return;
 	}
 	unsigned card = lset_card[f->lset];
@@ -646,9 +665,9 @@ static void write_family(const struct counters *reg, const struct counters_map *
 		evbuffer_add(out, "]", 1);
 		if (f->kind == CTR_KIND_HISTOGRAM) {
 			evbuffer_add(out, ",\"buckets\":[", 12);
-			for (unsigned b = 0; b < CTR_HIST_BOUNDS; b++) {
+			for (unsigned b = 0; b < reg->hist.n; b++) {
 				char le[24];
-				bound_str(le, sizeof(le), b);
+				bound_str(&reg->hist, le, sizeof(le), b);
 				evbuffer_add_printf(out, "%s%s", b ? "," : "", le);
 			}
 			evbuffer_add(out, "]", 1);
@@ -769,7 +788,7 @@ struct expo {
 	const struct counters *reg;
 	struct evbuffer *out;
 	bool om;
-	char le[CTR_HIST_BOUNDS][24]; /* the bounds in seconds, as `le` values */
+	char le[CTR_HIST_MAX_BOUNDS][24]; /* the bounds in seconds, as `le` values */
 };
 
 /* Every series of family f for name id; names: its labels, escaped. */
@@ -780,10 +799,10 @@ static void expo_name(const struct expo *x, const struct ctr_family *f, uint32_t
 	if (f->kind == CTR_KIND_HISTOGRAM) {
 		sum_slots(x->reg, f->dim, id, f->offset, CTR_HIST_SLOTS, v);
 		uint64_t cum = 0;
-		for (unsigned b = 0; b <= CTR_HIST_BOUNDS; b++) {
+		for (unsigned b = 0; b <= x->reg->hist.n; b++) {
 			cum += v[b];
 			expo_sample(x->out, f->name, "_bucket", names, names_len, "le",
-			            b < CTR_HIST_BOUNDS ? x->le[b] : "+Inf", cum);
+			            b < x->reg->hist.n ? x->le[b] : "+Inf", cum);
 		}
 		/* the sum in seconds with microsecond precision, without a float's rounding */
 		evbuffer_add(x->out, f->name, strlen(f->name));
@@ -825,8 +844,8 @@ void counters_expose(const struct counters *reg, const struct counters_map *m, b
 	if (!reg)
 		return;
 	struct expo x = {.reg = reg, .out = out, .om = openmetrics};
-	for (unsigned b = 0; b < CTR_HIST_BOUNDS; b++)
-		bound_str(x.le[b], sizeof x.le[b], b);
+	for (unsigned b = 0; b < reg->hist.n; b++)
+		bound_str(&reg->hist, x.le[b], sizeof x.le[b], b);
 	size_t most = 1;
 	for (int d = 0; d < CTR_DIM__COUNT; d++)
 		if (reg->names[d].count > most)

@@ -125,14 +125,22 @@ enum {
 
 /* ---- histograms ---- */
 
-/* Upper bounds of the buckets, in microseconds (Prometheus' usual 5 ms..10 s);
- * a last bucket (+Inf) catches the rest. Fixed for now; configurable later. */
-#define CTR_HIST_BOUNDS_US 5000, 10000, 25000, 50000, 100000, 250000, 500000, 1000000, 2500000, 5000000, 10000000
-#define CTR_HIST_BOUNDS 11
-/* slots of one histogram: the buckets (+Inf last), then the sum in microseconds */
-#define CTR_HIST_SLOTS (CTR_HIST_BOUNDS + 2)
-#define CTR_HIST_SUM (CTR_HIST_BOUNDS + 1)
-extern const uint64_t ctr_hist_bounds_us[CTR_HIST_BOUNDS];
+/* Upper bounds of the buckets, in microseconds: the config's
+ * metrics.histogram_buckets (conf_metrics.h), by default Prometheus' usual
+ * 5 ms..10 s; a last bucket (+Inf) catches the rest. The registry holds
+ * them (counters_set_buckets, once, before any worker counts) and every
+ * set points at them. A row reserves room for the most a config may ask
+ * for: slots of one histogram are the buckets (bucket n is +Inf), unused
+ * room, then the sum in microseconds. */
+#define CTR_HIST_DEFAULT_BOUNDS_US 5000, 10000, 25000, 50000, 100000, 250000, 500000, 1000000, 2500000, 5000000, 10000000
+#define CTR_HIST_DEFAULT_BOUNDS 11
+#define CTR_HIST_MAX_BOUNDS 24
+#define CTR_HIST_SLOTS (CTR_HIST_MAX_BOUNDS + 2)
+#define CTR_HIST_SUM (CTR_HIST_MAX_BOUNDS + 1)
+struct ctr_hist_bounds {
+	unsigned n;
+	uint64_t us[CTR_HIST_MAX_BOUNDS];
+};
 
 enum ctr_kind { CTR_KIND_COUNTER, CTR_KIND_HISTOGRAM };
 #define CTR_WIDTH(kind, lset) (CTR_KIND_##kind == CTR_KIND_HISTOGRAM ? CTR_HIST_SLOTS : CTR_CARD_##lset)
@@ -256,6 +264,7 @@ struct ctr_worker {
 	_Atomic(struct ctr_rows *) rows[CTR_DIM__COUNT];
 	uint64_t covered; /* the registry's name version these rows have room for */
 	struct counters *reg;
+	const struct ctr_hist_bounds *hist; /* the registry's */
 	struct ctr_rows *retired;
 	struct ctr_worker *next; /* the registry's list (push only) */
 	/* where increments go when rows could not grow (out of memory): dropped */
@@ -274,6 +283,11 @@ struct counters_map {
 extern struct counters *counters_process;
 
 struct counters *counters_new(void);
+/* The histograms' upper bounds (n: 1 to CTR_HIST_MAX_BOUNDS, increasing).
+ * Main thread, before any worker set counts (a worker started later
+ * already sees them). False (nothing changed) when n is out of range. */
+bool counters_set_buckets(struct counters *reg, const uint64_t *us, unsigned n);
+const struct ctr_hist_bounds *counters_buckets(const struct counters *reg);
 /* Frees the registry, every worker set and the retired rows. No thread may
  * use it any more. */
 void counters_free(struct counters *reg);
@@ -340,10 +354,10 @@ static inline uint64_t ctr_global_own(struct ctr_worker *cw, unsigned slot)
 	return cw ? atomic_load_explicit(ctr_global_row(cw) + slot, memory_order_relaxed) : 0;
 }
 
-static inline unsigned ctr_hist_bucket(uint64_t us)
+static inline unsigned ctr_hist_bucket(const struct ctr_hist_bounds *h, uint64_t us)
 {
 	unsigned b = 0;
-	while (b < CTR_HIST_BOUNDS && us > ctr_hist_bounds_us[b])
+	while (b < h->n && us > h->us[b])
 		b++;
 	return b;
 }

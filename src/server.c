@@ -23,6 +23,7 @@
 #include "admin.h"
 #include "admin_http.h"
 #include "clock.h"
+#include "conf_metrics.h"
 #include "counters.h"
 #include "health.h"
 #include "log.h"
@@ -466,6 +467,8 @@ static void server_restart_only(const struct conf *old, const struct conf *c, st
 		conf_errors_add(errs, "%s: state_file: changed: %s", c->source, restart);
 	if (old->limits.max_connections != c->limits.max_connections)
 		conf_errors_add(errs, "%s: limits.max_connections: changed: %s", c->source, restart);
+	if (conf_metrics_buckets_differ(old, c))
+		conf_errors_add(errs, "%s: metrics.histogram_buckets: changed: %s", c->source, restart);
 	const struct conf_redis *ro = &old->redis, *rn = &c->redis;
 	if (ro->enabled != rn->enabled ||
 	    (rn->enabled && (!same_str(ro->address, rn->address) || !same_str(ro->password, rn->password) ||
@@ -674,6 +677,7 @@ int server_run(const char *config_path, bool upgrade)
 	}
 	conf_errors_free(&errs);
 	const struct conf *c = srv.snap->conf;
+	counters_set_buckets(counters_process, c->metrics.buckets_us, c->metrics.num_buckets);
 	/* before the state file is read: the running process refuses changes from here on */
 	if (upgrade) {
 		char err[512];

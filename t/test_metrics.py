@@ -152,3 +152,60 @@ def test_series_follow_the_current_config(sluice, upstreams, sockdir):
     assert 'route="site"' not in text and 'route="renamed"' in text
     rc, out = promtool_check(text) if PROMTOOL else (0, "")
     assert rc == 0, out
+
+
+def sluice_check(tmp_path, metrics_lua):
+    conf = tmp_path / "c.lua"
+    conf.write_text("""return {
+  listeners = { { name = "public", address = "127.0.0.1:%d" } },
+  pools = { web = { servers = { "127.0.0.1:9" } } },
+  routes = { { name = "d", match = { path_prefix = "/" }, pool = "web" } },
+  metrics = %s,
+}
+""" % (free_port(), metrics_lua))
+    return subprocess.run([SLUICE_BIN, "check", "-c", str(conf)], capture_output=True, text=True, timeout=30)
+
+
+@pytest.mark.parametrize("lua, error", [
+    ("{ histogram_buckets = { 0.1, 0.05 } }",
+     "metrics.histogram_buckets[2]: 0.05 is not above the bound before it (0.1)"),
+    ("{ histogram_buckets = { 0.1, 0.1 } }", "metrics.histogram_buckets[2]: 0.1 is not above the bound before it"),
+    ("{ histogram_buckets = { 0 } }", "metrics.histogram_buckets[1]: 0 is out of range"),
+    ("{ histogram_buckets = { -1 } }", "metrics.histogram_buckets[1]: -1 is out of range"),
+    ("{ histogram_buckets = { 7200 } }", "metrics.histogram_buckets[1]: 7200 is out of range"),
+    ("{ histogram_buckets = { 0.0000005 } }", "out of range"),
+    ("{ histogram_buckets = { 0.0012345 } }", "whole microseconds"),
+    ("{ histogram_buckets = { \"5ms\" } }", "metrics.histogram_buckets[1]: expected an upper bound in seconds"),
+    ("{ histogram_buckets = {} }", "metrics.histogram_buckets: 0 bounds: give 1 to 24"),
+    ("{ histogram_buckets = { %s } }" % ", ".join(str(i) for i in range(1, 26)), "25 bounds: give 1 to 24"),
+    ("{ histogram_buckets = 0.5 }", "metrics.histogram_buckets: expected a list of upper bounds"),
+    ("{ buckets = { 1 } }", "metrics.buckets"),
+    ("5", "metrics: expected a table"),
+])
+def test_histogram_buckets_errors(tmp_path, lua, error):
+    p = sluice_check(tmp_path, lua)
+    assert p.returncode != 0 and error in p.stderr, p.stderr
+
+
+def test_histogram_buckets_valid(tmp_path):
+    p = sluice_check(tmp_path, "{ histogram_buckets = { 0.000001, 0.3, 3600 } }")
+    assert p.returncode == 0, p.stderr
+
+
+def test_configured_buckets_exported_and_fixed_until_restart(sluice, upstreams, sockdir):
+    gw = start(sluice, upstreams, sockdir, metrics={"histogram_buckets": [0.001, 0.3, 2.5]})
+    for _ in range(3):
+        assert get(gw.port, "/site/x") == 200
+    text = scrape(gw.aport)
+    les = set(re.findall(r'^sluice_route_request_duration_seconds_bucket\{route="site",le="([^"]+)"\}', text, re.M))
+    assert les == {"0.001", "0.3", "2.5", "+Inf"}, les
+    assert re.search(r'^sluice_route_request_duration_seconds_bucket\{route="site",le="\+Inf"\} 3$', text, re.M)
+    assert re.search(r'^sluice_pool_upstream_response_seconds_bucket\{pool="web",le="0.3"\} 3$', text, re.M)
+    if PROMTOOL:
+        rc, out = promtool_check(text)
+        assert rc == 0, out
+    # a reload may not change them: refused, named, the old bounds stay
+    gw.conf_path.write_text(gw.conf_path.read_text().replace("2.5", "5"))
+    p = subprocess.run([SLUICE_BIN, "ctl", "-s", gw.sock, "reload"], capture_output=True, text=True, timeout=30)
+    assert p.returncode != 0 and "metrics.histogram_buckets: changed" in p.stdout + p.stderr, p.stdout + p.stderr
+    assert 'le="2.5"' in scrape(gw.aport)

@@ -147,16 +147,17 @@ END_TEST
 
 START_TEST(test_histogram_buckets)
 {
+	const struct ctr_hist_bounds b11 = {CTR_HIST_DEFAULT_BOUNDS, {CTR_HIST_DEFAULT_BOUNDS_US}};
 	/* upper bounds are inclusive (Prometheus "le") */
-	ck_assert_uint_eq(ctr_hist_bucket(0), 0);
-	ck_assert_uint_eq(ctr_hist_bucket(5 * MS), 0);
-	ck_assert_uint_eq(ctr_hist_bucket(5 * MS + 1), 1);
-	ck_assert_uint_eq(ctr_hist_bucket(10 * MS), 1);
-	ck_assert_uint_eq(ctr_hist_bucket(999 * MS), 7);
-	ck_assert_uint_eq(ctr_hist_bucket(1000 * MS), 7);
-	ck_assert_uint_eq(ctr_hist_bucket(10000 * MS), CTR_HIST_BOUNDS - 1);
-	ck_assert_uint_eq(ctr_hist_bucket(10000 * MS + 1), CTR_HIST_BOUNDS); /* +Inf */
-	ck_assert_uint_eq(ctr_hist_bucket(UINT64_MAX), CTR_HIST_BOUNDS);
+	ck_assert_uint_eq(ctr_hist_bucket(&b11, 0), 0);
+	ck_assert_uint_eq(ctr_hist_bucket(&b11, 5 * MS), 0);
+	ck_assert_uint_eq(ctr_hist_bucket(&b11, 5 * MS + 1), 1);
+	ck_assert_uint_eq(ctr_hist_bucket(&b11, 10 * MS), 1);
+	ck_assert_uint_eq(ctr_hist_bucket(&b11, 999 * MS), 7);
+	ck_assert_uint_eq(ctr_hist_bucket(&b11, 1000 * MS), 7);
+	ck_assert_uint_eq(ctr_hist_bucket(&b11, 10000 * MS), CTR_HIST_DEFAULT_BOUNDS - 1);
+	ck_assert_uint_eq(ctr_hist_bucket(&b11, 10000 * MS + 1), CTR_HIST_DEFAULT_BOUNDS); /* +Inf */
+	ck_assert_uint_eq(ctr_hist_bucket(&b11, UINT64_MAX), CTR_HIST_DEFAULT_BOUNDS);
 
 	struct counters *reg = counters_new();
 	struct ctr_worker *w = counters_worker_new(reg);
@@ -173,7 +174,7 @@ START_TEST(test_histogram_buckets)
 	ck_assert_uint_eq(counters_get(reg, s.counters, CTR_DIM_ROUTE, (size_t)a, CTR_ROUTE_DURATION + 0), 2);
 	ck_assert_uint_eq(counters_get(reg, s.counters, CTR_DIM_ROUTE, (size_t)a, CTR_ROUTE_DURATION + 1), 1);
 	ck_assert_uint_eq(counters_get(reg, s.counters, CTR_DIM_ROUTE, (size_t)a, CTR_ROUTE_DURATION + 5), 1);
-	ck_assert_uint_eq(counters_get(reg, s.counters, CTR_DIM_ROUTE, (size_t)a, CTR_ROUTE_DURATION + CTR_HIST_BOUNDS),
+	ck_assert_uint_eq(counters_get(reg, s.counters, CTR_DIM_ROUTE, (size_t)a, CTR_ROUTE_DURATION + CTR_HIST_DEFAULT_BOUNDS),
 	                  1);
 	ck_assert_uint_eq(counters_get(reg, s.counters, CTR_DIM_ROUTE, (size_t)a, CTR_ROUTE_DURATION + CTR_HIST_SUM),
 	                  30211 * MS);
@@ -237,6 +238,44 @@ START_TEST(test_exposition)
 	t = expo_of(reg, NULL, false); /* no map: the global families alone */
 	ck_assert_ptr_nonnull(strstr(t, "sluice_h2_sessions_total 0\n"));
 	ck_assert_ptr_null(strstr(t, "route=\""));
+	free(t);
+	counters_map_free(s.counters);
+	conf_free(s.conf);
+	counters_free(reg);
+}
+END_TEST
+
+START_TEST(test_configured_buckets)
+{
+	struct counters *reg = counters_new();
+	static const uint64_t us[] = {1 * MS, 2 * MS, 1500 * MS};
+	ck_assert(!counters_set_buckets(reg, us, 0));
+	ck_assert(!counters_set_buckets(reg, us, CTR_HIST_MAX_BOUNDS + 1));
+	ck_assert(counters_set_buckets(reg, us, 3));
+	struct ctr_worker *w = counters_worker_new(reg);
+	ck_assert_ptr_eq(w->hist, counters_buckets(reg));
+	ck_assert_uint_eq(ctr_hist_bucket(w->hist, 2 * MS), 1);
+	ck_assert_uint_eq(ctr_hist_bucket(w->hist, 1501 * MS), 3); /* +Inf */
+	struct snapshot s = {0};
+	s.conf = load(CONF_A);
+	s.counters = counters_map_new(reg, s.conf);
+	int a = route_index(s.conf, "a");
+	uint64_t times[] = {1 * MS, 2 * MS, 3 * MS, 1500 * MS, 20000 * MS};
+	for (size_t i = 0; i < 5; i++) {
+		struct request r = req(&s, a, 200, REASON_NONE, times[i]);
+		counters_request_done(w, &r);
+	}
+	char *t = expo_of(reg, s.counters, false);
+	ck_assert_ptr_nonnull(strstr(t, "\nsluice_route_request_duration_seconds_bucket{route=\"a\",le=\"0.001\"} 1\n"));
+	ck_assert_ptr_nonnull(strstr(t, "\nsluice_route_request_duration_seconds_bucket{route=\"a\",le=\"0.002\"} 2\n"));
+	ck_assert_ptr_nonnull(strstr(t, "\nsluice_route_request_duration_seconds_bucket{route=\"a\",le=\"1.5\"} 4\n"));
+	ck_assert_ptr_nonnull(strstr(t, "\nsluice_route_request_duration_seconds_bucket{route=\"a\",le=\"+Inf\"} 5\n"));
+	ck_assert_ptr_null(strstr(t, "le=\"0.005\""));
+	ck_assert_ptr_nonnull(strstr(t, "\nsluice_route_request_duration_seconds_sum{route=\"a\"} 21.506000\n"));
+	free(t);
+	t = text_of(reg, s.counters, true);
+	ck_assert_ptr_nonnull(strstr(t, "\"buckets\":[0.001,0.002,1.5]"));
+	ck_assert_ptr_nonnull(strstr(t, "\"buckets\":[1,2,4,5]}"));
 	free(t);
 	counters_map_free(s.counters);
 	conf_free(s.conf);
@@ -389,6 +428,7 @@ static Suite *counters_suite(void)
 	tcase_add_test(t, test_two_workers_sum);
 	tcase_add_test(t, test_histogram_buckets);
 	tcase_add_test(t, test_exposition);
+	tcase_add_test(t, test_configured_buckets);
 	tcase_add_test(t, test_names_bound_across_snapshots);
 	tcase_add_test(t, test_many_names_grow_rows);
 	tcase_add_test(t, test_no_registry_counts_nothing);
