@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#include <errno.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent_ssl.h>
@@ -18,6 +19,7 @@
 #include <openssl/ssl.h>
 
 #include "clock.h"
+#include "conn_sock.h"
 #include "exchange.h"
 #include "log.h"
 #include "pipeline.h"
@@ -35,42 +37,145 @@ _Static_assert(FIELD_HOP == H1_HDR_HOP, "the parser's flags are the request fiel
 static void client_read_cb(struct bufferevent *bev, void *arg);
 static void client_write_cb(struct bufferevent *bev, void *arg);
 static void client_event_cb(struct bufferevent *bev, short what, void *arg);
-static void client_timer_cb(evutil_socket_t fd, short what, void *arg);
 static void client_handle_input(struct client_conn *cc);
 static void client_close_soon(struct client_conn *cc, bool flush_first);
+static void client_free(struct client_conn *cc, enum reason reason);
+static void client_sock_read_cb(evutil_socket_t fd, short what, void *arg);
+static void client_on_drained(struct client_conn *cc);
+static void client_sock_write_cb(evutil_socket_t fd, short what, void *arg);
+static void client_begin(struct client_conn *cc, struct exchange *ex);
 
 static const struct conf *client_conf(const struct client_conn *cc)
 {
 	return cc->w->snap->conf;
 }
 
-/* The connection's one timer is lazy: a deadline is a number, and the libevent
- * timer is only moved when it would fire too late. On a keep-alive connection
- * the idle deadline is set and cleared once per request; re-adding and
- * deleting the timer each time cost more than the rest of the bookkeeping. A
- * timer that fires before the deadline re-arms itself for the remainder. */
-static void client_timer_at(struct client_conn *cc, uint64_t at_us)
+/* ---- deadlines ---- */
+
+/* A connection has one deadline at a time, on the queue of its kind (all
+ * deadlines of a kind have the same duration: conn_timer.h). */
+enum client_deadline {
+	CLIENT_DL_HEAD,   /* limits.client_header_timeout, from the head's first byte */
+	CLIENT_DL_IDLE,   /* limits.keepalive_timeout */
+	CLIENT_DL_BODY,   /* limits.client_body_timeout between reads (own socket; a bufferevent has its own) */
+	CLIENT_DL_LINGER, /* CLIENT_LINGER_MS */
+	CLIENT_DL_NOW,    /* close from a safe point */
+	CLIENT_DL_KINDS
+};
+
+/* Per worker (w->client), made with its first connection. */
+struct client_worker {
+	struct conn_timer_queue q[CLIENT_DL_KINDS];
+	struct conn_sock_pool bufs;
+};
+
+static size_t client_in_len(const struct client_conn *cc)
 {
-	uint64_t now = clock_mono_us();
-	uint64_t ms = at_us > now ? (at_us - now + 999) / 1000 : 0;
-	struct timeval tv = worker_timeval(cc->w, ms);
-	if (evtimer_add(cc->timer, &tv) != 0) {
-		log_msg(LOG_ERROR, "cannot arm a client timer");
-		return;
-	}
-	cc->timer_at_us = now + ms * 1000;
+	return cc->in ? evbuffer_get_length(cc->in) : 0;
 }
 
-static void client_arm_timer(struct client_conn *cc, conf_msec ms)
+static size_t client_out_len(const struct client_conn *cc)
 {
-	cc->deadline_us = clock_mono_us() + ms * 1000;
-	if (cc->timer_at_us == 0 || cc->timer_at_us > cc->deadline_us)
-		client_timer_at(cc, cc->deadline_us);
+	return cc->out ? evbuffer_get_length(cc->out) : 0;
+}
+
+static void client_arm_timer(struct client_conn *cc, enum client_deadline kind, conf_msec ms)
+{
+	conn_timer_set(&cc->w->client->q[kind], &cc->timer, clock_mono_us() + ms * 1000);
 }
 
 static void client_clear_timer(struct client_conn *cc)
 {
-	cc->deadline_us = 0;
+	conn_timer_clear(&cc->timer);
+}
+
+static bool client_timer_is(const struct client_conn *cc, enum client_deadline kind)
+{
+	return cc->timer.q == &cc->w->client->q[kind];
+}
+
+static void client_deadline(struct client_conn *cc, enum client_deadline kind)
+{
+	switch (kind) {
+	case CLIENT_DL_HEAD:
+	case CLIENT_DL_IDLE: {
+		if (cc->state != CLIENT_WAIT_HEAD || client_in_len(cc) == 0) {
+			/* idle keep-alive connection: close quietly */
+			client_free(cc, REASON_NONE);
+			return;
+		}
+		/* a head that did not complete in time */
+		struct exchange *ex = pipeline_exchange_new(cc->w);
+		if (!ex) {
+			client_free(cc, REASON_NONE);
+			return;
+		}
+		client_begin(cc, ex);
+		evbuffer_drain(cc->in, evbuffer_get_length(cc->in));
+		pipeline_start(ex, 408);
+		return;
+	}
+	case CLIENT_DL_BODY: {
+		struct exchange *ex = cc->ex;
+		if (cc->state == CLIENT_BUSY && ex && (ex->phase == EX_PHASE_PROXY || ex->phase == EX_PHASE_BODY) &&
+		    !ex->body_done && !ex->response_started) {
+			/* the client stopped sending its body */
+			pipeline_body_timeout(ex);
+			return;
+		}
+		client_free(cc, REASON_CLIENT_TIMEOUT);
+		return;
+	}
+	case CLIENT_DL_LINGER:
+	case CLIENT_DL_NOW:
+	default:
+		client_free(cc, REASON_NONE);
+		return;
+	}
+}
+
+#define CLIENT_DEADLINE_CB(name, kind)                                                                             \
+	static void name(struct conn_timer *t)                                                                    \
+	{                                                                                                          \
+		client_deadline((struct client_conn *)((char *)t - offsetof(struct client_conn, timer)), kind);         \
+	}
+CLIENT_DEADLINE_CB(client_head_expired, CLIENT_DL_HEAD)
+CLIENT_DEADLINE_CB(client_idle_expired, CLIENT_DL_IDLE)
+CLIENT_DEADLINE_CB(client_body_expired, CLIENT_DL_BODY)
+CLIENT_DEADLINE_CB(client_linger_expired, CLIENT_DL_LINGER)
+CLIENT_DEADLINE_CB(client_now_expired, CLIENT_DL_NOW)
+
+static struct client_worker *client_worker_get(struct worker *w)
+{
+	if (w->client)
+		return w->client;
+	struct client_worker *cw = calloc(1, sizeof(*cw));
+	if (!cw)
+		return NULL;
+	static const conn_timer_cb cbs[CLIENT_DL_KINDS] = {
+	    client_head_expired, client_idle_expired, client_body_expired, client_linger_expired, client_now_expired};
+	for (int i = 0; i < CLIENT_DL_KINDS; i++) {
+		if (conn_timer_queue_init(&cw->q[i], w->base, cbs[i]) != 0) {
+			for (int j = 0; j <= i; j++)
+				conn_timer_queue_free(&cw->q[j]);
+			free(cw);
+			return NULL;
+		}
+	}
+	w->client = cw;
+	return cw;
+}
+
+void client_worker_free(struct worker *w)
+{
+	struct client_worker *cw = w->client;
+	if (!cw)
+		return;
+	for (int i = 0; i < CLIENT_DL_KINDS; i++)
+		conn_timer_queue_free(&cw->q[i]);
+	conn_sock_pool_free(&cw->bufs);
+	free(cw);
+	w->client = NULL;
 }
 
 /* ---- connection lifecycle ---- */
@@ -90,6 +195,64 @@ void client_origin_from_sockaddr(struct client_origin *o, const struct sockaddr 
 	}
 }
 
+/* The input's bound: a pipelining client is paused by the kernel's window,
+ * not by our memory (one maximal head or one body step). */
+static size_t client_read_high(const struct client_conn *cc)
+{
+	const struct conf_limits *lim = &client_conf(cc)->limits;
+	return lim->header_bytes + 1 > PROXY_HIGH_WATER ? lim->header_bytes + 1 : PROXY_HIGH_WATER;
+}
+
+/* Own socket: the read event is added exactly while reading is wanted. */
+static void client_sock_update_reading(struct client_conn *cc)
+{
+	bool want = !cc->read_paused && !cc->read_full && !cc->close_now;
+	if (want == cc->reading)
+		return;
+	if ((want ? event_add(cc->ev, NULL) : event_del(cc->ev)) != 0) {
+		log_msg(LOG_ERROR, "cannot change a client socket's read watch");
+		return;
+	}
+	cc->reading = want;
+}
+
+/* Own socket: after input was taken, give an empty buffer back and resume
+ * reading stopped at the bound. */
+static void client_sock_input_taken(struct client_conn *cc)
+{
+	if (cc->bev)
+		return;
+	conn_sock_buf_put(&cc->w->client->bufs, &cc->in);
+	if (cc->read_full && client_in_len(cc) < client_read_high(cc)) {
+		cc->read_full = false;
+		client_sock_update_reading(cc);
+	}
+}
+
+/* Own socket: the output buffer, taken from the pool on the first byte. */
+static struct evbuffer *client_out(struct client_conn *cc)
+{
+	if (!cc->out && !cc->bev)
+		cc->out = conn_sock_buf_get(&cc->w->client->bufs);
+	return cc->out;
+}
+
+static void client_sock_flush(struct io_flusher *f, void *arg);
+
+/* Common to both transports: registered, in the worker's list, with the
+ * header deadline running. */
+static void client_start(struct client_conn *cc)
+{
+	struct worker *w = cc->w;
+	cc->next = w->conns;
+	if (w->conns)
+		w->conns->prev = cc;
+	w->conns = cc;
+	w->num_conns++;
+	cc->head_timer_armed = true;
+	client_arm_timer(cc, CLIENT_DL_HEAD, client_conf(cc)->limits.client_header_timeout);
+}
+
 void client_accept(struct worker *w, size_t listener, int fd, const struct sockaddr *sa, int salen)
 {
 	(void)salen;
@@ -98,21 +261,33 @@ void client_accept(struct worker *w, size_t listener, int fd, const struct socka
 	if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) != 0 && sa->sa_family != AF_UNIX)
 		log_msg(LOG_DEBUG, "TCP_NODELAY failed on a client socket");
 	/* already non-blocking: the worker accepts with SOCK_NONBLOCK */
-	struct bufferevent *bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
-	if (!bev) {
+	struct client_conn *cc = client_worker_get(w) ? calloc(1, sizeof(*cc)) : NULL;
+	if (!cc) {
 		close(fd);
 		return;
 	}
-	struct client_origin o;
-	client_origin_from_sockaddr(&o, sa);
-	o.plain_socket = true;
-	client_accept_bev(w, listener, bev, &o);
+	cc->w = w;
+	cc->listener = listener;
+	cc->state = CLIENT_WAIT_HEAD;
+	cc->keep_alive = true;
+	client_origin_from_sockaddr(&cc->origin, sa);
+	cc->origin.plain_socket = true;
+	cc->fd = fd;
+	cc->ev = event_new(w->base, fd, EV_READ | EV_PERSIST, client_sock_read_cb, cc);
+	if (!cc->ev) {
+		close(fd);
+		free(cc);
+		return;
+	}
+	io_flusher_init_cb(&cc->flusher, &w->flush_queue, client_sock_flush, cc);
+	client_sock_update_reading(cc);
+	client_start(cc);
 }
 
 struct client_conn *client_accept_bev(struct worker *w, size_t listener, struct bufferevent *bev,
                                       const struct client_origin *o)
 {
-	struct client_conn *cc = calloc(1, sizeof(*cc));
+	struct client_conn *cc = client_worker_get(w) ? calloc(1, sizeof(*cc)) : NULL;
 	if (!cc) {
 		bufferevent_free(bev);
 		return NULL;
@@ -122,15 +297,10 @@ struct client_conn *client_accept_bev(struct worker *w, size_t listener, struct 
 	cc->state = CLIENT_WAIT_HEAD;
 	cc->keep_alive = true;
 	cc->origin = *o;
+	cc->fd = -1;
 	cc->bev = bev;
 	cc->in = bufferevent_get_input(bev);
 	cc->out = bufferevent_get_output(bev);
-	cc->timer = evtimer_new(w->base, client_timer_cb, cc);
-	if (!cc->timer) {
-		bufferevent_free(bev);
-		free(cc);
-		return NULL;
-	}
 	const struct conf *c = client_conf(cc);
 	/* the read high-water mark is installed when the input first reaches it
 	 * (client_bound_input) */
@@ -139,20 +309,13 @@ struct client_conn *client_accept_bev(struct worker *w, size_t listener, struct 
 	struct timeval send_tv = worker_timeval(w, c->limits.send_timeout);
 	if (bufferevent_set_timeouts(cc->bev, NULL, &send_tv) != 0 || bufferevent_enable(cc->bev, EV_READ) != 0) {
 		bufferevent_free(cc->bev);
-		event_free(cc->timer);
 		free(cc);
 		return NULL;
 	}
 	/* without a flusher the bufferevent writes as usual: slower, still correct */
 	if (o->plain_socket && io_flusher_init_explicit(&cc->flusher, &w->flush_queue, cc->bev) != 0)
 		log_msg(LOG_DEBUG, "direct writes unavailable on a client connection");
-	cc->next = w->conns;
-	if (w->conns)
-		w->conns->prev = cc;
-	w->conns = cc;
-	w->num_conns++;
-	cc->head_timer_armed = true;
-	client_arm_timer(cc, c->limits.client_header_timeout);
+	client_start(cc);
 	/* bytes may already be waiting (an internal stream written before we got it) */
 	if (evbuffer_get_length(cc->in) > 0)
 		client_handle_input(cc);
@@ -175,9 +338,23 @@ static void client_free(struct client_conn *cc, enum reason reason)
 		w->conns = cc->next;
 	if (cc->next)
 		cc->next->prev = cc->prev;
-	event_free(cc->timer);
+	client_clear_timer(cc);
 	io_flusher_free(&cc->flusher);
-	bufferevent_free(cc->bev);
+	if (cc->bev) {
+		bufferevent_free(cc->bev);
+	} else {
+		event_free(cc->ev);
+		if (cc->wev)
+			event_free(cc->wev);
+		close(cc->fd);
+		struct conn_sock_pool *bufs = &w->client->bufs;
+		if (cc->in)
+			evbuffer_drain(cc->in, evbuffer_get_length(cc->in));
+		if (cc->out)
+			evbuffer_drain(cc->out, evbuffer_get_length(cc->out));
+		conn_sock_buf_put(bufs, &cc->in);
+		conn_sock_buf_put(bufs, &cc->out);
+	}
 	free(cc);
 	worker_conn_closed(w);
 }
@@ -188,7 +365,7 @@ static void client_close_soon(struct client_conn *cc, bool flush_first)
 {
 	cc->state = CLIENT_CLOSING;
 	cc->keep_alive = false;
-	if (flush_first && evbuffer_get_length(cc->out) > 0) {
+	if (flush_first && client_out_len(cc) > 0) {
 		/* the write callback takes it from here once the output is flushed.
 		 * Reading stays on (CLOSING drops what arrives): switching it off and
 		 * on again for the linger costs two epoll_ctl per closed connection */
@@ -196,12 +373,15 @@ static void client_close_soon(struct client_conn *cc, bool flush_first)
 		return;
 	}
 	if (flush_first) {
-		client_write_cb(cc->bev, cc);
+		client_on_drained(cc);
 		return;
 	}
-	bufferevent_disable(cc->bev, EV_READ | EV_WRITE);
 	cc->close_now = true;
-	event_active(cc->timer, EV_TIMEOUT, 1);
+	if (cc->bev)
+		bufferevent_disable(cc->bev, EV_READ | EV_WRITE);
+	else
+		client_sock_update_reading(cc);
+	conn_timer_set(&cc->w->client->q[CLIENT_DL_NOW], &cc->timer, 0);
 }
 
 /* Arm (reading_body) or clear the body read timeout; the send timeout stays. */
@@ -210,11 +390,18 @@ static void client_body_timer(struct client_conn *cc, bool reading_body)
 	/* re-adding the events costs more than the check: only change what changes */
 	if (cc->body_timer_on == reading_body)
 		return;
+	cc->body_timer_on = reading_body;
 	const struct conf *c = client_conf(cc);
+	if (!cc->bev) {
+		if (reading_body && !cc->read_paused)
+			client_arm_timer(cc, CLIENT_DL_BODY, c->limits.client_body_timeout);
+		else if (!reading_body && client_timer_is(cc, CLIENT_DL_BODY))
+			client_clear_timer(cc);
+		return;
+	}
 	struct timeval send_tv = worker_timeval(cc->w, c->limits.send_timeout);
 	struct timeval body_tv = worker_timeval(cc->w, c->limits.client_body_timeout);
 	bufferevent_set_timeouts(cc->bev, reading_body ? &body_tv : NULL, &send_tv);
-	cc->body_timer_on = reading_body;
 }
 
 /* ---- the exchange's operations, as HTTP/1.1 ---- */
@@ -225,7 +412,8 @@ static void client_body_timer(struct client_conn *cc, bool reading_body)
  * connection the flusher is not installed (no-op): the filter writes. */
 static int client_out_add(struct client_conn *cc, const void *bytes, size_t n)
 {
-	if (evbuffer_add(cc->out, bytes, n) != 0)
+	struct evbuffer *out = client_out(cc);
+	if (!out || evbuffer_add(out, bytes, n) != 0)
 		return -1;
 	io_flusher_schedule(&cc->flusher);
 	return 0;
@@ -300,10 +488,12 @@ static long client_send_head(struct exchange *ex, const struct ex_head *h)
 static long client_send_data(struct exchange *ex, struct evbuffer *src, const char *bytes, size_t n)
 {
 	struct client_conn *cc = ex->conn;
-	struct evbuffer *out = cc->out;
 	long queued = (long)n;
 	if (n == 0)
 		return 0;
+	struct evbuffer *out = client_out(cc);
+	if (!out)
+		return -1;
 	if (cc->chunked_out) {
 		char line[H1_CHUNK_LINE_MAX];
 		size_t k = h1_chunk_size_line(line, n);
@@ -324,23 +514,26 @@ static long client_send_trailers(struct exchange *ex, const struct fields *t)
 	struct client_conn *cc = ex->conn;
 	if (!cc->chunked_out || cc->trailers_out)
 		return 0; /* a close-delimited body (HTTP/1.0) has nowhere to put them */
-	size_t before = evbuffer_get_length(cc->out);
+	struct evbuffer *out = client_out(cc);
+	if (!out)
+		return -1;
+	size_t before = evbuffer_get_length(out);
 	cc->trailers_out = true;
-	evbuffer_add(cc->out, "0\r\n", 3);
+	evbuffer_add(out, "0\r\n", 3);
 	for (size_t i = 0; i < t->n; i++) {
-		evbuffer_add(cc->out, t->v[i].name, t->v[i].name_len);
-		evbuffer_add(cc->out, ": ", 2);
-		evbuffer_add(cc->out, t->v[i].value, t->v[i].value_len);
-		evbuffer_add(cc->out, "\r\n", 2);
+		evbuffer_add(out, t->v[i].name, t->v[i].name_len);
+		evbuffer_add(out, ": ", 2);
+		evbuffer_add(out, t->v[i].value, t->v[i].value_len);
+		evbuffer_add(out, "\r\n", 2);
 	}
 	io_flusher_schedule(&cc->flusher);
-	return (long)(evbuffer_get_length(cc->out) - before);
+	return (long)(evbuffer_get_length(out) - before);
 }
 
 static size_t client_buffered(const struct exchange *ex)
 {
 	const struct client_conn *cc = ex->conn;
-	return evbuffer_get_length(cc->out);
+	return client_out_len(cc);
 }
 
 static long client_finish(struct exchange *ex, enum ex_end how)
@@ -367,30 +560,34 @@ static void client_release(void *conn, enum ex_end how, bool body_unread)
 	 * sending, so the socket may close as soon as the response is out, the
 	 * way nginx decides; a close with unread bytes would reset the
 	 * connection and could destroy the response before the client reads it */
-	cc->linger = body_unread || evbuffer_get_length(cc->in) > 0;
+	cc->linger = body_unread || client_in_len(cc) > 0;
 	if (!cc->keep_alive) {
 		client_close_soon(cc, true);
 		return;
 	}
 	cc->state = CLIENT_WAIT_HEAD;
 	client_body_timer(cc, false);
-	/* reading is nearly always still on (only a paused body turns it off):
-	 * bufferevent_enable re-adds the read event even then, ~180
-	 * instructions per keep-alive request */
-	if (!(bufferevent_get_enabled(cc->bev) & EV_READ))
+	if (!cc->bev) {
+		cc->read_paused = false;
+		client_sock_update_reading(cc);
+	} else if (!(bufferevent_get_enabled(cc->bev) & EV_READ)) {
+		/* reading is nearly always still on (only a paused body turns it
+		 * off): bufferevent_enable re-adds the read event even then, ~180
+		 * instructions per keep-alive request */
 		bufferevent_enable(cc->bev, EV_READ);
-	if (evbuffer_get_length(cc->in) > 0) {
+	}
+	if (client_in_len(cc) > 0) {
 		if (!cc->in_input_loop)
 			client_handle_input(cc);
 		return;
 	}
-	client_arm_timer(cc, client_conf(cc)->limits.keepalive_timeout);
+	client_arm_timer(cc, CLIENT_DL_IDLE, client_conf(cc)->limits.keepalive_timeout);
 }
 
 static void client_start_body(struct exchange *ex)
 {
 	struct client_conn *cc = ex->conn;
-	if (ex->h1.expect_continue && evbuffer_get_length(cc->in) == 0) {
+	if (ex->h1.expect_continue && client_in_len(cc) == 0) {
 		/* the client waits for our word before sending the body; the upstream
 		 * never sees Expect (we answered it) */
 		static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
@@ -409,7 +606,7 @@ static ssize_t client_read_body(struct exchange *ex, struct evbuffer *dst, size_
 	struct client_conn *cc = ex->conn;
 	struct evbuffer *in = cc->in;
 	size_t moved = 0;
-	while (!ex->body_done && moved < max) {
+	while (in && !ex->body_done && moved < max) {
 		size_t avail = evbuffer_get_length(in);
 		if (avail == 0)
 			break;
@@ -480,22 +677,33 @@ static ssize_t client_read_body(struct exchange *ex, struct evbuffer *dst, size_
 	/* the body is complete: stop the body timer, keep reading for the next request or EOF */
 	if (ex->body_done)
 		client_body_timer(cc, false);
+	client_sock_input_taken(cc);
 	return (ssize_t)moved;
 }
 
 static void client_pause_body(struct exchange *ex, bool paused)
 {
 	struct client_conn *cc = ex->conn;
-	if (paused)
-		bufferevent_disable(cc->bev, EV_READ);
-	else
-		bufferevent_enable(cc->bev, EV_READ);
+	if (cc->bev) {
+		if (paused)
+			bufferevent_disable(cc->bev, EV_READ);
+		else
+			bufferevent_enable(cc->bev, EV_READ);
+		return;
+	}
+	cc->read_paused = paused;
+	client_sock_update_reading(cc);
+	/* the body's read timeout runs only while reading, as a bufferevent's does */
+	if (cc->body_timer_on && paused && client_timer_is(cc, CLIENT_DL_BODY))
+		client_clear_timer(cc);
+	else if (cc->body_timer_on && !paused)
+		client_arm_timer(cc, CLIENT_DL_BODY, client_conf(cc)->limits.client_body_timeout);
 }
 
 static bool client_tls_info(const struct exchange *ex, struct tls_info *out)
 {
 	const struct client_conn *cc = ex->conn;
-	return strcmp(cc->origin.scheme, "https") == 0 && tls_bev_info(cc->bev, out);
+	return cc->bev && strcmp(cc->origin.scheme, "https") == 0 && tls_bev_info(cc->bev, out);
 }
 
 static const struct ex_ops client_ops = {
@@ -597,7 +805,7 @@ static bool client_try_head(struct client_conn *cc)
 {
 	struct worker *w = cc->w;
 	struct evbuffer *in = cc->in;
-	size_t avail = evbuffer_get_length(in);
+	size_t avail = client_in_len(cc);
 	if (avail == 0)
 		return false;
 	const struct conf_limits *lim = &client_conf(cc)->limits;
@@ -622,7 +830,7 @@ static bool client_try_head(struct client_conn *cc)
 		pipeline_exchange_discard(w, ex);
 		if (!cc->head_timer_armed) {
 			cc->head_timer_armed = true;
-			client_arm_timer(cc, lim->client_header_timeout);
+			client_arm_timer(cc, CLIENT_DL_HEAD, lim->client_header_timeout);
 		}
 		return false;
 	}
@@ -665,91 +873,77 @@ static void client_handle_input(struct client_conn *cc)
 	while (cc->state == CLIENT_WAIT_HEAD && client_try_head(cc))
 		;
 	cc->in_input_loop = false;
+	client_sock_input_taken(cc);
 }
 
-/* ---- libevent callbacks ---- */
+/* ---- what the transport reports ---- */
 
-/* The input buffer never holds much more than one maximal head or one
- * body step: a pipelining client is paused by the kernel's window, not by
- * our memory. libevent's read high-water mark does that, but once set it
- * runs a callback on every change of the input (each read, each drain),
- * ~2 per request, and holds a callback entry on every idle connection; it
- * is therefore installed only when the input first reaches it (one read
- * past the mark at most, at most libevent's single read step). */
-static void client_bound_input(struct client_conn *cc, struct evbuffer *in)
+/* New input (either transport). */
+static void client_on_input(struct client_conn *cc)
 {
-	if (cc->read_high_on)
-		return;
-	const struct conf_limits *lim = &client_conf(cc)->limits;
-	size_t read_high = lim->header_bytes + 1 > PROXY_HIGH_WATER ? lim->header_bytes + 1 : PROXY_HIGH_WATER;
-	if (evbuffer_get_length(in) < read_high)
-		return;
-	/* suspends reading at once, resumes when the input drains below it */
-	bufferevent_setwatermark(cc->bev, EV_READ, 0, read_high);
-	cc->read_high_on = true;
-}
-
-static void client_read_cb(struct bufferevent *bev, void *arg)
-{
-	struct client_conn *cc = arg;
-	client_bound_input(cc, bufferevent_get_input(bev));
 	switch (cc->state) {
 	case CLIENT_WAIT_HEAD:
 		client_handle_input(cc);
 		break;
 	case CLIENT_BUSY:
-		if (cc->ex && !cc->ex->body_done) {
-			/* a large body: take what the socket holds beyond libevent's 4 KiB step */
-			if (cc->origin.plain_socket && evbuffer_get_length(bufferevent_get_input(bev)) >= 4096)
-				io_read_more(bev, PROXY_HIGH_WATER);
+		if (cc->ex && !cc->ex->body_done)
 			pipeline_on_body(cc->ex);
-		}
-		/* otherwise bytes of the next request wait in the input buffer (bounded by its high-water mark) */
+		/* otherwise bytes of the next request wait in the input buffer (bounded) */
 		break;
-	case CLIENT_CLOSING: {
+	case CLIENT_CLOSING:
 		/* lingering: whatever the client still sends is read and dropped */
-		struct evbuffer *in = bufferevent_get_input(bev);
-		evbuffer_drain(in, evbuffer_get_length(in));
+		if (cc->in)
+			evbuffer_drain(cc->in, evbuffer_get_length(cc->in));
+		client_sock_input_taken(cc);
 		break;
-	}
 	default:
 		break;
 	}
 }
 
-static void client_write_cb(struct bufferevent *bev, void *arg)
+/* The output drained to the write low-water mark (either transport). */
+static void client_on_drained(struct client_conn *cc)
 {
-	struct client_conn *cc = arg;
-	io_flusher_drained(&cc->flusher);
+	if (!cc->bev && cc->out && !cc->write_blocked)
+		conn_sock_buf_put(&cc->w->client->bufs, &cc->out); /* kept while not empty */
 	if (cc->state == CLIENT_CLOSING) {
-		if (evbuffer_get_length(bufferevent_get_output(bev)) > 0 || cc->lingering)
+		if (client_out_len(cc) > 0 || cc->lingering)
 			return;
 		/* all sent (after a TLS close_notify): close, or half-close and
 		 * linger so that the client can read it all while it still sends */
-		int half_closed = tls_bev_shutdown(bev, cc->linger);
+		int half_closed;
+		if (cc->bev)
+			half_closed = tls_bev_shutdown(cc->bev, cc->linger);
+		else
+			half_closed = !cc->linger ? 1 : shutdown(cc->fd, SHUT_WR) == 0 ? 1 : -1;
 		if (half_closed == 0)
 			return; /* TLS records still on their way to the socket: called again */
 		cc->lingering = true;
 		if (half_closed < 0 || !cc->linger) {
 			cc->close_now = true;
-			event_active(cc->timer, EV_TIMEOUT, 1);
+			conn_timer_set(&cc->w->client->q[CLIENT_DL_NOW], &cc->timer, 0);
 			return;
 		}
-		struct evbuffer *in = bufferevent_get_input(bev);
-		evbuffer_drain(in, evbuffer_get_length(in));
-		bufferevent_set_timeouts(bev, NULL, NULL);
-		bufferevent_enable(bev, EV_READ);
-		client_arm_timer(cc, CLIENT_LINGER_MS);
+		if (cc->in)
+			evbuffer_drain(cc->in, evbuffer_get_length(cc->in));
+		if (cc->bev) {
+			bufferevent_set_timeouts(cc->bev, NULL, NULL);
+			bufferevent_enable(cc->bev, EV_READ);
+		} else {
+			client_sock_input_taken(cc);
+			cc->read_paused = false;
+			client_sock_update_reading(cc);
+		}
+		client_arm_timer(cc, CLIENT_DL_LINGER, CLIENT_LINGER_MS);
 		return;
 	}
 	if (cc->state == CLIENT_BUSY && cc->ex)
 		pipeline_on_drained(cc->ex);
 }
 
-static void client_event_cb(struct bufferevent *bev, short what, void *arg)
+/* EOF, an error or a bufferevent timeout (BEV_EVENT_* bits). */
+static void client_on_event(struct client_conn *cc, short what)
 {
-	(void)bev;
-	struct client_conn *cc = arg;
 	if (cc->state == CLIENT_CLOSING) {
 		client_free(cc, REASON_NONE);
 		return;
@@ -770,47 +964,129 @@ static void client_event_cb(struct bufferevent *bev, short what, void *arg)
 	client_free(cc, REASON_CLIENT_RESET);
 }
 
-static void client_timer_cb(evutil_socket_t fd, short what, void *arg)
+/* ---- the own socket's events ---- */
+
+static void client_sock_read_cb(evutil_socket_t fd, short what, void *arg)
 {
-	(void)fd;
 	(void)what;
 	struct client_conn *cc = arg;
-	cc->timer_at_us = 0; /* a non-persistent timer is no longer pending once it runs */
-	if (cc->deadline_us) {
-		if (clock_mono_us() < cc->deadline_us) {
-			client_timer_at(cc, cc->deadline_us);
-			return;
-		}
-		cc->deadline_us = 0;
-	} else if (!(cc->state == CLIENT_CLOSING && cc->close_now)) {
-		return; /* a timer left from an earlier deadline: nothing is due */
-	}
-	switch (cc->state) {
-	case CLIENT_CLOSING:
+	if (!cc->in && !(cc->in = conn_sock_buf_get(&cc->w->client->bufs))) {
 		client_free(cc, REASON_NONE);
 		return;
-	case CLIENT_WAIT_HEAD: {
-		struct evbuffer *in = cc->in;
-		if (evbuffer_get_length(in) == 0) {
-			/* idle keep-alive connection: close quietly */
-			client_free(cc, REASON_NONE);
-			return;
-		}
-		/* a head that did not complete in time */
-		struct exchange *ex = pipeline_exchange_new(cc->w);
-		if (!ex) {
-			client_free(cc, REASON_NONE);
-			return;
-		}
-		client_begin(cc, ex);
-		evbuffer_drain(in, evbuffer_get_length(in));
-		pipeline_start(ex, 408);
+	}
+	size_t high = client_read_high(cc);
+	/* a head usually fits one read of just under 4 KiB (one buffer chain of 4 KiB) */
+	ssize_t n = conn_sock_read(fd, cc->in, 4096 - 128, high);
+	if (n == -2) {
+		client_sock_input_taken(cc);
 		return;
 	}
-	case CLIENT_BUSY:
-	default:
+	if (n <= 0) {
+		client_on_event(cc, n == 0 ? BEV_EVENT_EOF : BEV_EVENT_ERROR);
 		return;
 	}
+	if (evbuffer_get_length(cc->in) >= high) {
+		/* resumes once the input drains below it (client_sock_input_taken) */
+		cc->read_full = true;
+		client_sock_update_reading(cc);
+	}
+	if (cc->body_timer_on && cc->state == CLIENT_BUSY)
+		client_arm_timer(cc, CLIENT_DL_BODY, client_conf(cc)->limits.client_body_timeout);
+	client_on_input(cc);
+}
+
+/* Write what the output holds; the write event takes over when the socket is full. */
+static void client_sock_write(struct client_conn *cc)
+{
+	if (!cc->out)
+		return;
+	ssize_t left = conn_sock_write(cc->fd, cc->out);
+	if (left < 0) {
+		client_on_event(cc, BEV_EVENT_ERROR | BEV_EVENT_WRITING);
+		return;
+	}
+	if (left > 0) {
+		if (!cc->wev && !(cc->wev = event_new(cc->w->base, cc->fd, EV_WRITE, client_sock_write_cb, cc))) {
+			client_on_event(cc, BEV_EVENT_ERROR | BEV_EVENT_WRITING);
+			return;
+		}
+		/* (re-)added on every progress: the send timeout is the time without one */
+		struct timeval send_tv = worker_timeval(cc->w, client_conf(cc)->limits.send_timeout);
+		if (event_add(cc->wev, &send_tv) != 0) {
+			client_on_event(cc, BEV_EVENT_ERROR | BEV_EVENT_WRITING);
+			return;
+		}
+		cc->write_blocked = true;
+		if ((size_t)left > PROXY_HIGH_WATER / 2)
+			return;
+	}
+	client_on_drained(cc);
+}
+
+static void client_sock_write_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	struct client_conn *cc = arg;
+	cc->write_blocked = false;
+	if (what & EV_TIMEOUT) {
+		client_on_event(cc, BEV_EVENT_TIMEOUT | BEV_EVENT_WRITING);
+		return;
+	}
+	client_sock_write(cc);
+}
+
+static void client_sock_flush(struct io_flusher *f, void *arg)
+{
+	(void)f;
+	struct client_conn *cc = arg;
+	if (!cc->write_blocked) /* otherwise the write event has it */
+		client_sock_write(cc);
+}
+
+/* ---- a bufferevent's callbacks ---- */
+
+/* The input buffer never holds much more than one maximal head or one
+ * body step: a pipelining client is paused by the kernel's window, not by
+ * our memory. libevent's read high-water mark does that, but once set it
+ * runs a callback on every change of the input (each read, each drain),
+ * ~2 per request, and holds a callback entry on every idle connection; it
+ * is therefore installed only when the input first reaches it (one read
+ * past the mark at most, at most libevent's single read step). */
+static void client_bound_input(struct client_conn *cc, struct evbuffer *in)
+{
+	if (cc->read_high_on)
+		return;
+	size_t read_high = client_read_high(cc);
+	if (evbuffer_get_length(in) < read_high)
+		return;
+	/* suspends reading at once, resumes when the input drains below it */
+	bufferevent_setwatermark(cc->bev, EV_READ, 0, read_high);
+	cc->read_high_on = true;
+}
+
+static void client_read_cb(struct bufferevent *bev, void *arg)
+{
+	struct client_conn *cc = arg;
+	client_bound_input(cc, bufferevent_get_input(bev));
+	/* a large body: take what the socket holds beyond libevent's 4 KiB step */
+	if (cc->state == CLIENT_BUSY && cc->ex && !cc->ex->body_done && cc->origin.plain_socket &&
+	    evbuffer_get_length(bufferevent_get_input(bev)) >= 4096)
+		io_read_more(bev, PROXY_HIGH_WATER);
+	client_on_input(cc);
+}
+
+static void client_write_cb(struct bufferevent *bev, void *arg)
+{
+	(void)bev;
+	struct client_conn *cc = arg;
+	io_flusher_drained(&cc->flusher);
+	client_on_drained(cc);
+}
+
+static void client_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	(void)bev;
+	client_on_event(arg, what);
 }
 
 /* ---- worker-wide ---- */
@@ -824,7 +1100,7 @@ static void client_drain_where(struct worker *w, bool all, size_t listener, bool
 			cc = next;
 			continue;
 		}
-		if (close_idle && cc->state == CLIENT_WAIT_HEAD && evbuffer_get_length(cc->in) == 0)
+		if (close_idle && cc->state == CLIENT_WAIT_HEAD && client_in_len(cc) == 0)
 			client_free(cc, REASON_NONE);
 		else if (all)
 			cc->keep_alive = false;

@@ -5,10 +5,12 @@
  * next request (keep-alive, pipelining) or close (with a linger when the
  * client may still be sending).
  *
- * A struct client_conn and its bufferevent belong to one worker. Requests on
+ * A struct client_conn and its transport belong to one worker. Requests on
  * a connection are handled one at a time, in order; bytes of a pipelined next
  * request wait in the input buffer (bounded by a read high-water mark) until
- * the current response is complete. */
+ * the current response is complete. A connection waiting for its next
+ * request on a plain listener holds no buffer and no timer event: its
+ * deadline is on one of the worker's deadline queues (conn_timer.h). */
 #ifndef SLUICE_CLIENT_H
 #define SLUICE_CLIENT_H
 
@@ -20,6 +22,7 @@
 #include <event2/bufferevent.h>
 
 #include "h1.h"
+#include "conn_timer.h"
 #include "io.h"
 
 struct worker;
@@ -42,10 +45,18 @@ struct client_origin {
 struct client_conn {
 	struct worker *w;
 	struct client_origin origin;
-	struct io_flusher flusher; /* direct writes (plain sockets only; ev == NULL otherwise) */
+	/* The transport: a bufferevent (TLS, or a socket another layer handed
+	 * over), or, for a connection accepted on a plain listener (bev NULL), the
+	 * socket itself (conn_sock.h): fd, a persistent read event, a write event
+	 * made when the socket first fills, and buffers held only while they
+	 * hold bytes. */
 	struct bufferevent *bev;
-	struct evbuffer *in, *out; /* bev's buffers */
-	struct event *timer; /* header, keep-alive and linger deadlines */
+	struct evbuffer *in, *out; /* bev's buffers; own socket: taken while not empty (else NULL) */
+	struct event *ev;          /* own socket: EV_READ | EV_PERSIST, added while `reading` */
+	struct event *wev;         /* own socket: EV_WRITE with the send timeout, added while `write_blocked` */
+	int fd;                    /* own socket, -1 otherwise */
+	struct io_flusher flusher; /* direct writes (own or plain sockets; not installed on TLS) */
+	struct conn_timer timer;   /* header, keep-alive, body (own socket), linger deadlines */
 	struct client_conn *prev, *next;
 	size_t listener; /* the process's number for it (conf.h id) */
 	enum client_state state;
@@ -55,16 +66,18 @@ struct client_conn {
 	bool in_input_loop;    /* client_handle_input is on the stack */
 	bool linger;           /* CLOSING: the client may still be sending, so half-close and linger */
 	bool lingering;        /* half-closed, reading and dropping until EOF or timeout */
-	bool body_timer_on;    /* the bufferevent read timeout (client_body_timeout) is set */
+	bool body_timer_on;    /* the request body's read timeout (client_body_timeout) runs */
 	bool close_now;        /* CLOSING without flush: the timer frees the connection */
-	bool read_high_on;     /* the input's read high-water mark is installed (client_bound_input) */
+	bool read_high_on;     /* bev: the input's read high-water mark is installed (client_bound_input) */
 	bool drain;            /* its listener is gone: the next answer says connection: close */
+	bool reading;          /* own socket: ev is added */
+	bool read_paused;      /* own socket: the exchange paused its body */
+	bool read_full;        /* own socket: the input holds its bound; reading waits until it drains */
+	bool write_blocked;    /* own socket: the socket is full, wev is added */
 	/* the current exchange, as HTTP/1 frames it */
 	bool http10;           /* the request was HTTP/1.0 */
 	bool chunked_out;      /* the response body is chunked */
 	bool trailers_out;     /* the last chunk and trailers are written */
-	uint64_t deadline_us;  /* monotonic; 0: none (header, keep-alive, linger) */
-	uint64_t timer_at_us;  /* when the pending libevent timer fires; 0: not pending */
 	unsigned requests; /* served on this connection */
 };
 
@@ -86,5 +99,8 @@ void client_drain_all(struct worker *w);
 void client_drain_listener(struct worker *w, size_t listener, bool close_idle);
 /* Free every connection immediately (drain time over). */
 void client_close_all(struct worker *w);
+/* The worker's client-side state (deadline queues, buffer pool), after
+ * every connection was freed (client_close_all). */
+void client_worker_free(struct worker *w);
 
 #endif

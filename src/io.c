@@ -1,9 +1,10 @@
 #include "io.h"
 
 #include <errno.h>
-#include <sys/uio.h>
 
 #include <event2/buffer.h>
+
+#include "conn_sock.h"
 
 static void io_unqueue(struct io_flusher *f)
 {
@@ -118,7 +119,7 @@ static void io_output_changed(struct evbuffer *buf, const struct evbuffer_cb_inf
 		io_schedule(arg);
 }
 
-static int io_flusher_setup(struct io_flusher *f, struct io_flush_queue *q, struct bufferevent *bev, bool watch)
+static void io_flusher_reset(struct io_flusher *f, struct io_flush_queue *q, struct bufferevent *bev)
 {
 	f->bev = bev;
 	f->queue = q;
@@ -128,6 +129,11 @@ static int io_flusher_setup(struct io_flusher *f, struct io_flush_queue *q, stru
 	f->flush_arg = NULL;
 	f->cb = NULL;
 	f->on = true;
+}
+
+static int io_flusher_setup(struct io_flusher *f, struct io_flush_queue *q, struct bufferevent *bev, bool watch)
+{
+	io_flusher_reset(f, q, bev);
 	if (watch && !(f->cb = evbuffer_add_cb(bufferevent_get_output(bev), io_output_changed, f))) {
 		io_flusher_free(f);
 		return -1;
@@ -149,6 +155,12 @@ int io_flusher_init(struct io_flusher *f, struct io_flush_queue *q, struct buffe
 int io_flusher_init_explicit(struct io_flusher *f, struct io_flush_queue *q, struct bufferevent *bev)
 {
 	return io_flusher_setup(f, q, bev, false);
+}
+
+void io_flusher_init_cb(struct io_flusher *f, struct io_flush_queue *q, io_flush_cb cb, void *arg)
+{
+	io_flusher_reset(f, q, NULL);
+	io_flusher_set_cb(f, cb, arg);
 }
 
 void io_flusher_free(struct io_flusher *f)
@@ -181,7 +193,7 @@ void io_flusher_schedule(struct io_flusher *f)
 
 void io_flusher_drained(struct io_flusher *f)
 {
-	if (f->on && (bufferevent_get_enabled(f->bev) & EV_WRITE) &&
+	if (f->on && f->bev && (bufferevent_get_enabled(f->bev) & EV_WRITE) &&
 	    evbuffer_get_length(bufferevent_get_output(f->bev)) == 0)
 		bufferevent_disable(f->bev, EV_WRITE);
 }
@@ -201,37 +213,9 @@ void io_read_more(struct bufferevent *bev, size_t limit)
 	if (sock < 0)
 		return;
 	/* a socket bufferevent freezes the end of its input (only it may add):
-	 * thaw it for these reads */
+	 * thaw it for these reads. Nothing (EAGAIN), EOF or an error: the read
+	 * event will say which. */
 	evbuffer_unfreeze(in, 0);
-	for (size_t have = evbuffer_get_length(in); have < limit;) {
-		size_t want = limit - have < IO_READ_STEP ? limit - have : IO_READ_STEP;
-		struct evbuffer_iovec vec[2];
-		int nvec = evbuffer_reserve_space(in, (ev_ssize_t)want, vec, 2);
-		if (nvec <= 0)
-			break;
-		struct iovec iov[2];
-		size_t room = 0;
-		for (int i = 0; i < nvec; i++) {
-			iov[i].iov_base = vec[i].iov_base;
-			iov[i].iov_len = vec[i].iov_len;
-			room += vec[i].iov_len;
-		}
-		ssize_t n = readv(sock, iov, nvec);
-		if (n <= 0) {
-			/* nothing (EAGAIN), EOF or an error: the read event will say which */
-			evbuffer_commit_space(in, vec, 0);
-			break;
-		}
-		size_t got = (size_t)n;
-		for (int i = 0; i < nvec; i++) {
-			size_t take = got < vec[i].iov_len ? got : vec[i].iov_len;
-			vec[i].iov_len = take;
-			got -= take;
-		}
-		evbuffer_commit_space(in, vec, nvec);
-		have += (size_t)n;
-		if ((size_t)n < room)
-			break; /* the socket is empty for now */
-	}
+	(void)conn_sock_read(sock, in, IO_READ_STEP, limit);
 	evbuffer_freeze(in, 0);
 }

@@ -44,6 +44,9 @@ int io_flusher_init(struct io_flusher *f, struct io_flush_queue *q, struct buffe
  * an owner that knows where it adds bytes calls io_flusher_schedule() after
  * each add instead. */
 int io_flusher_init_explicit(struct io_flusher *f, struct io_flush_queue *q, struct bufferevent *bev);
+/* A flusher without a bufferevent: its turn runs cb (a connection that owns
+ * its socket and buffers writes there itself, client.c). Cannot fail. */
+void io_flusher_init_cb(struct io_flusher *f, struct io_flush_queue *q, io_flush_cb cb, void *arg);
 /* Removes the callback and the event (safe on a zeroed or failed flusher). */
 void io_flusher_free(struct io_flusher *f);
 /* Call from the bufferevent's write callback: when the output is empty the

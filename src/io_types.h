@@ -23,7 +23,7 @@ struct io_flusher;
 typedef void (*io_flush_cb)(struct io_flusher *f, void *arg);
 
 struct io_flusher {
-	struct bufferevent *bev;
+	struct bufferevent *bev;        /* NULL: io_flusher_init_cb */
 	struct io_flush_queue *queue;
 	struct evbuffer_cb_entry *cb;   /* watches the output; NULL: the owner schedules (io_flusher_init_explicit) */
 	struct io_flusher *prev, *next; /* in queue while scheduled */

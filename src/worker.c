@@ -549,6 +549,7 @@ void worker_destroy(struct worker *w)
 	h2_close_all(w);
 	if (w->conns)
 		client_close_all(w);
+	client_worker_free(w);
 	tls_worker_free(w);
 	h2_worker_free(w);
 	/* this worker's share of the registry's total (ctl show counters has the sum) */

@@ -37,6 +37,7 @@ struct snapshot;
 struct route_scratch;
 struct pool_set;
 struct client_conn;
+struct client_worker;
 struct exchange;
 struct ctr_worker;
 
@@ -81,6 +82,7 @@ struct worker {
 	void **module_state; /* per module */
 
 	struct client_conn *conns; /* every open client connection (doubly linked) */
+	struct client_worker *client; /* client.c's deadline queues and buffer pool */
 	unsigned num_conns;
 	unsigned max_conns;
 	bool accepting_paused;
