@@ -90,6 +90,7 @@ static void snap_free(void *state)
 	if (!s)
 		return;
 	for (size_t i = 0; i < s->num_routes; i++) {
+		waf_policy_release(&s->routes[i].pol);
 		free(s->routes[i].ids);
 		free(s->routes[i].detect_ids);
 		free(s->routes[i].tags);
@@ -141,6 +142,11 @@ static int snap_init(const struct conf *c, void **state, struct conf_errors *err
 	free(def);
 	if (!s->rs)
 		goto fail;
+	for (size_t i = 0; i < s->num_routes; i++)
+		if (s->routes[i].on && !waf_policy_prepare(s->rs, &s->routes[i].pol)) {
+			conf_errors_add(errs, "waf: out of memory planning the rules of route %zu", i + 1);
+			goto fail;
+		}
 	if (cw->audit_log) {
 		s->audit_fd = open(cw->audit_log, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
 		if (s->audit_fd < 0) {

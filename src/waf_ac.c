@@ -1,6 +1,7 @@
 /* waf_ac.c - Aho-Corasick automaton (waf_ac.h). */
 #include "waf_ac.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -19,6 +20,10 @@ struct waf_ac {
 	size_t nclasses;
 	int32_t *delta;     /* nstates * nclasses */
 	int32_t *out_link;  /* nearest proper suffix state with own ids, -1: none */
+	/* the search table: per state and class, the next state's row offset
+	 * (state * nclasses), negated when that state ends some phrase (its
+	 * own or through out_link): one load and one test per byte */
+	int32_t *rows;
 };
 
 static unsigned char fold(unsigned char c)
@@ -163,6 +168,18 @@ bool waf_ac_compile(struct waf_ac *ac)
 	free(queue);
 	free(ac->trie);
 	ac->trie = NULL;
+	if (n * k > INT32_MAX / 2)
+		return false;
+	ac->rows = malloc(n * k * sizeof(*ac->rows));
+	if (!ac->rows)
+		return false;
+	for (size_t i = 0; i < n * k; i++) {
+		int32_t t = ac->delta[i];
+		bool out = ac->own_first[t] || ac->out_link[t] > 0;
+		ac->rows[i] = out ? -(int32_t)((size_t)t * k) : (int32_t)((size_t)t * k);
+	}
+	free(ac->delta);
+	ac->delta = NULL;
 	ac->compiled = true;
 	return true;
 }
@@ -172,10 +189,17 @@ void waf_ac_search(const struct waf_ac *ac, const char *s, size_t n, bool (*foun
 {
 	if (!ac->compiled)
 		return;
-	int32_t st = 0;
+	const int32_t *rows = ac->rows;
+	const uint8_t *cls = ac->cls;
+	const unsigned char *p = (const unsigned char *)s;
 	size_t k = ac->nclasses;
+	int32_t r = 0;
 	for (size_t i = 0; i < n; i++) {
-		st = ac->delta[(size_t)st * k + ac->cls[(unsigned char)s[i]]];
+		r = rows[r + cls[p[i]]];
+		if (r >= 0)
+			continue;
+		r = -r;
+		int32_t st = (int32_t)((size_t)r / k);
 		for (int32_t o = ac->own_first[st] ? st : ac->out_link[st]; o > 0; o = ac->out_link[o])
 			for (uint32_t x = ac->own_first[o]; x; x = ac->next[x])
 				if (found(ac->ids[x], i + 1, arg))
@@ -198,5 +222,6 @@ void waf_ac_free(struct waf_ac *ac)
 	free(ac->next);
 	free(ac->delta);
 	free(ac->out_link);
+	free(ac->rows);
 	free(ac);
 }

@@ -18,7 +18,7 @@
 
 static int usage(void)
 {
-	fprintf(stderr, "usage: sluice waf test [--paranoia N] [--threshold N] [--rules DIR] [--summary] [--quiet] FILE...\n"
+	fprintf(stderr, "usage: sluice waf test [--paranoia N] [--threshold N] [--rules DIR] [--summary] [--quiet] [--exhaustive] FILE...\n"
 	                "  replays raw HTTP requests or JSON lines ({\"method\",\"path\",\"headers\",\"body\",\"expect\"})\n"
 	                "  against the WAF rules; exits 1 when an expectation (block/pass) fails\n");
 	return 2;
@@ -260,7 +260,7 @@ static int test_main(int argc, char **argv)
 	memset(&run, 0, sizeof(run));
 	run.pol.paranoia = 1;
 	run.pol.threshold = 5;
-	bool summary = false;
+	bool summary = false, exhaustive = false;
 	int i = 1;
 	for (; i < argc; i++) {
 		const char *a = argv[i];
@@ -291,6 +291,8 @@ static int test_main(int argc, char **argv)
 			summary = true;
 		} else if (strcmp(a, "--quiet") == 0) {
 			run.quiet = true;
+		} else if (strcmp(a, "--exhaustive") == 0) {
+			exhaustive = true;
 		} else if (strcmp(a, "--") == 0) {
 			i++;
 			break;
@@ -319,11 +321,13 @@ static int test_main(int argc, char **argv)
 	conf_errors_free(&errs);
 	run.rs = rs;
 	run.ev = waf_eval_new(rs);
-	if (!run.ev) {
+	if (!run.ev || !waf_policy_prepare(rs, &run.pol)) {
+		waf_eval_free(run.ev);
 		fprintf(stderr, "sluice waf test: out of memory\n");
 		waf_rules_free(rs);
 		return 2;
 	}
+	waf_eval_exhaustive(run.ev, exhaustive);
 	bool input_ok = true;
 	for (; i < argc; i++) {
 		struct conf_errors e;
@@ -353,6 +357,7 @@ static int test_main(int argc, char **argv)
 			       run.cls[c].total ? 100.0 * run.cls[c].blocked / run.cls[c].total : 0.0, run.cls[c].fail);
 	printf("%u request(s), %u blocked, %u expectation(s) failed (paranoia %d, threshold %d, %zu rules)\n",
 	       run.requests, run.blocked, run.failures, run.pol.paranoia, run.pol.threshold, waf_rules_count(rs));
+	waf_policy_release(&run.pol);
 	waf_eval_free(run.ev);
 	waf_rules_free(rs);
 	if (!input_ok)

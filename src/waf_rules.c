@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "conf_sandbox.h"
 #include "conf_schema.h"
@@ -48,18 +49,31 @@ struct waf_rule {
 	char **words; /* not_within */
 	size_t nwords;
 	size_t length_over;
+	/* necessary bytes, as class masks (0: none known): a value none of whose
+	 * bytes is in need_first, or in need_last, or shorter than minlen, is
+	 * not matched (regexes: from PCRE2's own analysis; xss: its detector's) */
+	uint64_t need_first, need_last;
+	size_t minlen;
+	bool lits;        /* a regex with a literal prefilter in the union automaton (ids nrules + index) */
+	uint32_t all_names; /* kinds (bits) the rule reads every name of */
 	char *message;
 	char **tags; /* NULL-terminated */
 };
 
+/* The rules that share one transform chain. */
 struct group {
 	enum waf_transform chain[MAX_CHAIN];
 	size_t nchain;
-	struct waf_ac *ac;      /* phrases of the group's phrase rules; ids: rule indexes */
-	size_t *others;         /* indexes of the group's non-phrase rules */
-	size_t nothers;
-	uint32_t target_mask;  /* kinds some rule of the group reads */
-	uint32_t phrase_mask;  /* kinds some phrase rule reads: the automaton runs only for those */
+};
+
+/* Byte classes: one bit per ASCII punctuation byte and one per kind of the
+ * other bytes. A value's class mask (the OR over its bytes, one pass) says
+ * which transforms can change it and which rules cannot match it. */
+enum { BC_SPACE = 32, BC_LOWER, BC_UPPER, BC_DIGIT, BC_NUL, BC_CTRL, BC_WSCTRL, BC_NBSP, BC_HIGH };
+static const char punct[] = "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~";
+
+struct class_masks {
+	uint64_t url, amp, upper, space, ws_other, hash, slash, star, dash, dot, backslash, cmdline, nul, base64;
 };
 
 struct waf_ruleset {
@@ -67,7 +81,95 @@ struct waf_ruleset {
 	size_t nrules;
 	struct group *groups;
 	size_t ngroups;
+	struct waf_ac *uac; /* every phrase of every rule (ids: rule indexes), for values no chain changes */
+	uint64_t cls[256];
+	struct class_masks cm;
 };
+
+static uint64_t class_bit(unsigned char c)
+{
+	const char *p = c ? strchr(punct, c) : NULL;
+	if (p)
+		return 1ull << (p - punct);
+	if (c == ' ')
+		return 1ull << BC_SPACE;
+	if (c >= 'a' && c <= 'z')
+		return 1ull << BC_LOWER;
+	if (c >= 'A' && c <= 'Z')
+		return 1ull << BC_UPPER;
+	if (c >= '0' && c <= '9')
+		return 1ull << BC_DIGIT;
+	if (c == 0)
+		return 1ull << BC_NUL;
+	if (c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f')
+		return 1ull << BC_WSCTRL;
+	if (c == 0xa0)
+		return 1ull << BC_NBSP;
+	if (c >= 0x80)
+		return 1ull << BC_HIGH;
+	return 1ull << BC_CTRL;
+}
+
+/* The classes of c in either ASCII case. */
+static uint64_t class_ci(unsigned char c)
+{
+	uint64_t m = class_bit(c);
+	if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'))
+		m |= (1ull << BC_LOWER) | (1ull << BC_UPPER);
+	return m;
+}
+
+static uint64_t classes_of(const char *bytes)
+{
+	uint64_t m = 0;
+	for (const char *p = bytes; *p; p++)
+		m |= class_bit((unsigned char)*p);
+	return m;
+}
+
+static void classes_init(struct waf_ruleset *rs)
+{
+	for (int c = 0; c < 256; c++)
+		rs->cls[c] = class_bit((unsigned char)c);
+	struct class_masks *m = &rs->cm;
+	m->url = classes_of("%+");
+	m->amp = classes_of("&");
+	m->upper = 1ull << BC_UPPER;
+	m->space = 1ull << BC_SPACE;
+	m->ws_other = (1ull << BC_WSCTRL) | (1ull << BC_NBSP);
+	m->hash = classes_of("#");
+	m->slash = classes_of("/");
+	m->star = classes_of("*");
+	m->dash = classes_of("-");
+	m->dot = classes_of(".");
+	m->backslash = classes_of("\\");
+	m->cmdline = classes_of("\\\"'^$,") | m->ws_other | m->upper;
+	m->nul = 1ull << BC_NUL;
+	m->base64 = classes_of("+-/_=") | (1ull << BC_LOWER) | m->upper | (1ull << BC_DIGIT) | m->space | m->ws_other;
+}
+
+/* need_first, need_last and minlen of a regex rule, from PCRE2's analysis:
+ * a match starts with a byte of its first-code-unit set and holds its last
+ * required code unit (either in both ASCII cases, as the pattern may be caseless). */
+static void regex_prefilter(struct waf_rule *r)
+{
+	uint32_t type = 0, cu = 0, minlen = 0;
+	if (pcre2_pattern_info(r->re, PCRE2_INFO_FIRSTCODETYPE, &type) == 0 && type == 1 &&
+	    pcre2_pattern_info(r->re, PCRE2_INFO_FIRSTCODEUNIT, &cu) == 0 && cu < 256) {
+		r->need_first = class_ci((unsigned char)cu);
+	} else if (type == 0) {
+		const uint8_t *bm = NULL;
+		if (pcre2_pattern_info(r->re, PCRE2_INFO_FIRSTBITMAP, &bm) == 0 && bm)
+			for (int c = 0; c < 256; c++)
+				if (bm[c / 8] & (1u << (c % 8)))
+					r->need_first |= class_ci((unsigned char)c);
+	}
+	if (pcre2_pattern_info(r->re, PCRE2_INFO_LASTCODETYPE, &type) == 0 && type == 1 &&
+	    pcre2_pattern_info(r->re, PCRE2_INFO_LASTCODEUNIT, &cu) == 0 && cu < 256)
+		r->need_last = class_ci((unsigned char)cu);
+	if (pcre2_pattern_info(r->re, PCRE2_INFO_MINLENGTH, &minlen) == 0)
+		r->minlen = minlen;
+}
 
 static const char *const target_names[WAF_TGT_COUNT] = {
     [WAF_TGT_PATH] = "path",       [WAF_TGT_QUERY] = "query",
@@ -104,6 +206,282 @@ static const struct {
 	const char *name;
 	int score;
 } severities[] = {{"critical", 5}, {"error", 4}, {"warning", 3}, {"notice", 2}};
+
+/* Literal prefilters for regexes ------------------------------------------
+ *
+ * A set of literal strings at least one of which occurs (ASCII case aside)
+ * in every match, read from the pattern: for a sequence, the best of its
+ * literal runs and of its required groups; for an alternation, the union of
+ * its branches' sets (every branch must have one). Quantified items, classes,
+ * escapes other than single bytes, anchors and lookarounds end a run; a
+ * construct not understood gives no set, and the rule then runs on every
+ * value its byte classes allow (still correct, only slower). The literals go
+ * into the rule set's union automaton: a value none of them occurs in is not
+ * given to PCRE2 at all. */
+
+#define LIT_MAX 24
+#define LITS_MAX 96
+
+struct litset {
+	bool ok;
+	size_t n;
+	char lit[LITS_MAX][LIT_MAX];
+	size_t len[LITS_MAX];
+};
+
+struct litparse {
+	const char *p;
+	size_t n, i;
+	bool fail;
+};
+
+static size_t lits_score(const struct litset *s)
+{
+	if (!s->ok || s->n == 0)
+		return 0;
+	size_t m = SIZE_MAX;
+	for (size_t k = 0; k < s->n; k++)
+		if (s->len[k] < m)
+			m = s->len[k];
+	return m;
+}
+
+static void lits_better(struct litset *best, const struct litset *cand)
+{
+	size_t a = lits_score(best), b = lits_score(cand);
+	if (b > a || (b == a && b > 0 && cand->n < best->n))
+		*best = *cand;
+}
+
+static void lits_run(struct litset *best, const char *run, size_t len)
+{
+	if (len == 0)
+		return;
+	struct litset c = {.ok = true, .n = 1};
+	memcpy(c.lit[0], run, len);
+	c.len[0] = len;
+	lits_better(best, &c);
+}
+
+/* A quantifier at lp->i: its minimum (1 if none), consumed with its lazy or possessive mark. */
+static unsigned lit_quant(struct litparse *lp)
+{
+	unsigned min = 1;
+	if (lp->i >= lp->n)
+		return 1;
+	char c = lp->p[lp->i];
+	if (c == '?' || c == '*') {
+		min = 0;
+		lp->i++;
+	} else if (c == '+') {
+		lp->i++;
+	} else if (c == '{' && lp->i + 1 < lp->n && lp->p[lp->i + 1] >= '0' && lp->p[lp->i + 1] <= '9') {
+		size_t j = lp->i + 1;
+		unsigned v = 0;
+		while (j < lp->n && lp->p[j] >= '0' && lp->p[j] <= '9')
+			v = v * 10 + (unsigned)(lp->p[j++] - '0');
+		while (j < lp->n && lp->p[j] != '}')
+			j++;
+		lp->i = j < lp->n ? j + 1 : j;
+		min = v;
+	} else {
+		return 1;
+	}
+	if (lp->i < lp->n && (lp->p[lp->i] == '?' || lp->p[lp->i] == '+'))
+		lp->i++;
+	return min;
+}
+
+static int hexdig(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if ((c | 0x20) >= 'a' && (c | 0x20) <= 'f')
+		return (c | 0x20) - 'a' + 10;
+	return -1;
+}
+
+static void lit_alt(struct litparse *lp, struct litset *out);
+
+/* One branch: the best set of its items. Stops at '|' or ')'. */
+static void lit_seq(struct litparse *lp, struct litset *best)
+{
+	char run[LIT_MAX];
+	size_t rl = 0;
+	memset(best, 0, sizeof(*best));
+	while (lp->i < lp->n && !lp->fail) {
+		char c = lp->p[lp->i];
+		if (c == '|' || c == ')')
+			break;
+		int lit = -1; /* the byte of a literal item */
+		if (c == '(') {
+			lits_run(best, run, rl);
+			rl = 0;
+			lp->i++;
+			bool capture = true, zero_width = false;
+			if (lp->i < lp->n && lp->p[lp->i] == '?') {
+				capture = false;
+				const char *q = lp->p + lp->i + 1;
+				size_t left = lp->n - lp->i - 1;
+				if (left >= 1 && (q[0] == ':' || q[0] == '>' || q[0] == '|')) {
+					lp->i += 2;
+				} else if (left >= 1 && (q[0] == '=' || q[0] == '!')) {
+					zero_width = true;
+					lp->i += 2;
+				} else if (left >= 2 && q[0] == '<' && (q[1] == '=' || q[1] == '!')) {
+					zero_width = true;
+					lp->i += 3;
+				} else {
+					/* inline flags "(?i)" or "(?i:": extended mode changes what a byte means */
+					size_t j = 0;
+					while (j < left && ((q[j] >= 'a' && q[j] <= 'z') || q[j] == '-') && q[j] != 'x')
+						j++;
+					if (j < left && q[j] == ')') {
+						lp->i += j + 2;
+						continue;
+					}
+					if (j < left && q[j] == ':') {
+						lp->i += j + 2;
+					} else {
+						lp->fail = true;
+						return;
+					}
+				}
+			}
+			(void)capture;
+			struct litset inner;
+			lit_alt(lp, &inner);
+			if (lp->i >= lp->n || lp->p[lp->i] != ')') {
+				lp->fail = true;
+				return;
+			}
+			lp->i++;
+			unsigned min = lit_quant(lp);
+			if (!zero_width && min > 0)
+				lits_better(best, &inner);
+			continue;
+		}
+		if (c == '[') {
+			lits_run(best, run, rl);
+			rl = 0;
+			size_t j = lp->i + 1;
+			if (j < lp->n && lp->p[j] == '^')
+				j++;
+			if (j < lp->n && lp->p[j] == ']')
+				j++;
+			while (j < lp->n && lp->p[j] != ']') {
+				if (lp->p[j] == '\\')
+					j++;
+				else if (lp->p[j] == '[' && j + 1 < lp->n && lp->p[j + 1] == ':') {
+					while (j + 1 < lp->n && !(lp->p[j] == ':' && lp->p[j + 1] == ']'))
+						j++;
+					j++;
+				}
+				j++;
+			}
+			if (j >= lp->n) {
+				lp->fail = true;
+				return;
+			}
+			lp->i = j + 1;
+			(void)lit_quant(lp);
+			continue;
+		}
+		if (c == '\\') {
+			if (lp->i + 1 >= lp->n) {
+				lp->fail = true;
+				return;
+			}
+			char e = lp->p[lp->i + 1];
+			lp->i += 2;
+			if (e == 'x') {
+				int h1 = lp->i < lp->n ? hexdig(lp->p[lp->i]) : -1;
+				int h2 = lp->i + 1 < lp->n ? hexdig(lp->p[lp->i + 1]) : -1;
+				if (h1 < 0 || h2 < 0) {
+					lp->fail = true; /* \x{...} and one-digit forms: not read here */
+					return;
+				}
+				lp->i += 2;
+				lit = h1 * 16 + h2;
+			} else if (e == 'n') {
+				lit = '\n';
+			} else if (e == 'r') {
+				lit = '\r';
+			} else if (e == 't') {
+				lit = '\t';
+			} else if (e == 'Q' || e == 'E' || (e >= '0' && e <= '9') || e == 'g' || e == 'k' || e == 'p' ||
+			           e == 'P' || e == 'c' || e == 'o' || e == 'N') {
+				lp->fail = true;
+				return;
+			} else if ((e >= 'a' && e <= 'z') || (e >= 'A' && e <= 'Z')) {
+				/* \d \w \s \b \B ... : not a literal */
+				lits_run(best, run, rl);
+				rl = 0;
+				(void)lit_quant(lp);
+				continue;
+			} else {
+				lit = (unsigned char)e;
+			}
+		} else if (c == '.' || c == '^' || c == '$') {
+			lp->i++;
+			lits_run(best, run, rl);
+			rl = 0;
+			(void)lit_quant(lp);
+			continue;
+		} else if (c == '*' || c == '+' || c == '?' || c == '{') {
+			lp->fail = true; /* a quantifier without an item */
+			return;
+		} else {
+			lit = (unsigned char)c;
+			lp->i++;
+		}
+		unsigned min = lit_quant(lp);
+		if (min == 0 || rl + (min > 4 ? 4 : min) > LIT_MAX) {
+			lits_run(best, run, rl);
+			rl = 0;
+			if (min == 0)
+				continue;
+		}
+		for (unsigned k = 0; k < min && k < 4; k++)
+			run[rl++] = (char)lit;
+		if (lp->i < lp->n && lp->i > 0 && (lp->p[lp->i - 1] == '+' || lp->p[lp->i - 1] == '}')) {
+			/* a repeated byte: the run ends with it */
+			lits_run(best, run, rl);
+			rl = 0;
+		}
+	}
+	lits_run(best, run, rl);
+}
+
+static void lit_alt(struct litparse *lp, struct litset *out)
+{
+	memset(out, 0, sizeof(*out));
+	out->ok = true;
+	for (;;) {
+		struct litset b;
+		lit_seq(lp, &b);
+		if (lp->fail || !b.ok || b.n == 0 || out->n + b.n > LITS_MAX)
+			out->ok = false;
+		for (size_t k = 0; out->ok && k < b.n; k++) {
+			memcpy(out->lit[out->n], b.lit[k], b.len[k]);
+			out->len[out->n++] = b.len[k];
+		}
+		if (lp->fail || lp->i >= lp->n || lp->p[lp->i] != '|')
+			break;
+		lp->i++;
+	}
+	if (!out->ok)
+		out->n = 0;
+}
+
+/* The literal set of a pattern, or false (no prefilter). Literals shorter
+ * than 2 bytes are left to the byte classes. */
+static bool regex_literals(const char *pat, size_t len, struct litset *out)
+{
+	struct litparse lp = {.p = pat, .n = len};
+	lit_alt(&lp, out);
+	return !lp.fail && lp.i == len && out->ok && lits_score(out) >= 2;
+}
 
 /* loading ---------------------------------------------------------------- */
 
@@ -180,6 +558,7 @@ static const char *const operator_keys[] = {"phrases", "regex", "sqli", "xss", "
 struct pending_phrases {
 	char **phrases;
 	size_t n;
+	struct litset *lits; /* a regex's literal prefilter */
 };
 
 static bool read_rule(lua_State *L, struct loader *ld, struct waf_rule *r, struct pending_phrases *pp,
@@ -189,6 +568,7 @@ static bool read_rule(lua_State *L, struct loader *ld, struct waf_rule *r, struc
 	memset(r, 0, sizeof(*r));
 	pp->phrases = NULL;
 	pp->n = 0;
+	pp->lits = NULL;
 	*nchain = 0;
 	if (!lua_istable(L, t)) {
 		lerr(ld, "", "a rule is a table");
@@ -270,6 +650,8 @@ static bool read_rule(lua_State *L, struct loader *ld, struct waf_rule *r, struc
 		r->targets[r->ntargets].name = name ? xstrdup(name) : NULL;
 		r->ntargets++;
 		r->target_mask |= 1u << kind;
+		if (!name)
+			r->all_names |= 1u << kind;
 	}
 	free_list(targets);
 	char **tr;
@@ -337,6 +719,12 @@ static bool read_rule(lua_State *L, struct loader *ld, struct waf_rule *r, struc
 				lerr(ld, "operator.regex", "%s", msg);
 			} else {
 				(void)pcre2_jit_compile(r->re, PCRE2_JIT_COMPLETE); /* the interpreter serves without JIT */
+				regex_prefilter(r);
+				struct litset *ls = conf_xcalloc(1, sizeof(*ls));
+				if (regex_literals(pat, len, ls))
+					pp->lits = ls;
+				else
+					free(ls);
 			}
 		}
 	}
@@ -344,8 +732,10 @@ static bool read_rule(lua_State *L, struct loader *ld, struct waf_rule *r, struc
 	if (lua_getfield(L, o, "sqli") != LUA_TNIL)
 		r->op = OP_SQLI;
 	lua_pop(L, 1);
-	if (lua_getfield(L, o, "xss") != LUA_TNIL)
+	if (lua_getfield(L, o, "xss") != LUA_TNIL) {
 		r->op = OP_XSS;
+		r->need_first = classes_of(WAF_XSS_NEEDS); /* every shape needs one of these */
+	}
 	lua_pop(L, 1);
 	if (lua_getfield(L, o, "missing") != LUA_TNIL)
 		r->op = OP_MISSING;
@@ -460,6 +850,7 @@ struct waf_ruleset *waf_rules_load(const char *dir, struct conf_errors *errs)
 		conf_errors_add(errs, "%s: no *.lua rule files", dir);
 
 	struct waf_ruleset *rs = conf_xcalloc(1, sizeof(*rs));
+	classes_init(rs);
 	/* phrases per rule until the automata are built */
 	struct pending_phrases *pend = NULL;
 	for (size_t f = 0; f < nfiles; f++) {
@@ -500,6 +891,7 @@ struct waf_ruleset *waf_rules_load(const char *dir, struct conf_errors *errs)
 					if (!ok) {
 						rule_free(&r);
 						free_list(pp.phrases);
+						free(pp.lits);
 						continue;
 					}
 					r.group = group_for(rs, chain, nchain);
@@ -518,31 +910,32 @@ struct waf_ruleset *waf_rules_load(const char *dir, struct conf_errors *errs)
 		free(files[f]);
 	free(files);
 	sort_groups(rs);
-	/* compile the groups */
-	for (size_t g = 0; g < rs->ngroups; g++) {
-		struct group *gr = &rs->groups[g];
-		for (size_t i = 0; i < rs->nrules; i++) {
-			struct waf_rule *r = &rs->rules[i];
-			if (r->group != g)
-				continue;
-			gr->target_mask |= r->target_mask;
-			if (r->op == OP_PHRASES) {
-				gr->phrase_mask |= r->target_mask;
-				if (!gr->ac)
-					gr->ac = waf_ac_new();
-				for (size_t k = 0; gr->ac && k < pend[i].n; k++)
-					if (!waf_ac_add(gr->ac, pend[i].phrases[k], strlen(pend[i].phrases[k]), (uint32_t)i))
-						conf_errors_add(errs, "rule %u: out of memory adding phrases", r->id);
-			} else {
-				gr->others = conf_xreallocarray(gr->others, gr->nothers + 1, sizeof(size_t));
-				gr->others[gr->nothers++] = i;
-			}
-		}
-		if (gr->ac && !waf_ac_compile(gr->ac))
+	/* one automaton for every phrase of every rule (ids: rule indexes) and
+	 * every regex literal (ids: nrules + rule index) */
+	for (size_t i = 0; i < rs->nrules; i++) {
+		struct waf_rule *r = &rs->rules[i];
+		if (!pend[i].n && !pend[i].lits)
+			continue;
+		if (!rs->uac)
+			rs->uac = waf_ac_new();
+		if (!rs->uac) {
 			conf_errors_add(errs, "%s: out of memory compiling phrases", dir);
+			break;
+		}
+		for (size_t k = 0; r->op == OP_PHRASES && k < pend[i].n; k++)
+			if (!waf_ac_add(rs->uac, pend[i].phrases[k], strlen(pend[i].phrases[k]), (uint32_t)i))
+				conf_errors_add(errs, "rule %u: out of memory adding phrases", r->id);
+		for (size_t k = 0; pend[i].lits && k < pend[i].lits->n; k++)
+			if (!waf_ac_add(rs->uac, pend[i].lits->lit[k], pend[i].lits->len[k], (uint32_t)(rs->nrules + i)))
+				conf_errors_add(errs, "rule %u: out of memory adding its literals", r->id);
+		r->lits = pend[i].lits != NULL;
 	}
-	for (size_t i = 0; i < rs->nrules; i++)
+	if (rs->uac && !waf_ac_compile(rs->uac))
+		conf_errors_add(errs, "%s: out of memory compiling phrases", dir);
+	for (size_t i = 0; i < rs->nrules; i++) {
 		free_list(pend[i].phrases);
+		free(pend[i].lits);
+	}
 	free(pend);
 	if (errs->count > errs_before) {
 		waf_rules_free(rs);
@@ -558,11 +951,8 @@ void waf_rules_free(struct waf_ruleset *rs)
 	for (size_t i = 0; i < rs->nrules; i++)
 		rule_free(&rs->rules[i]);
 	free(rs->rules);
-	for (size_t g = 0; g < rs->ngroups; g++) {
-		waf_ac_free(rs->groups[g].ac);
-		free(rs->groups[g].others);
-	}
 	free(rs->groups);
+	waf_ac_free(rs->uac);
 	free(rs);
 }
 
@@ -586,17 +976,269 @@ const char *const *waf_rule_tags(const struct waf_rule *r)
 
 /* evaluation -------------------------------------------------------------- */
 
+/* A policy's plan: what runs for each target kind, worked out once per
+ * policy instead of per request. An entry is one group that has an active
+ * rule reading the kind. The kind's non-phrase rules are numbered (local
+ * indexes) and kept as bitsets: which may run when a byte class occurs
+ * (from need_first and need_last), which belong to each entry, which have
+ * a literal prefilter. A value's candidates are then a few ORs and ANDs of
+ * bitsets instead of a test per rule; `names` lists the names the kind's
+ * named targets use (headers:user-agent), so a header no rule reads by name
+ * costs one bit test per rule. */
+struct entry {
+	size_t group;
+	uint16_t tset;     /* the transforms of the chain, as bits */
+	size_t nchain_ci;  /* the chain without trailing lowercase steps: enough for phrases (matched case-insensitively) */
+	bool phrases;      /* an active phrase rule of the group reads this kind */
+	bool phrase_all;   /* one of them reads every name of the kind */
+	uint32_t phrase_names;
+};
+
+struct orule {
+	size_t ri;      /* rule index */
+	size_t entry;
+	bool all_names; /* reads every name of the kind */
+	uint32_t names; /* else: bit i, reads names[i] */
+};
+
+#define MAX_NAMES 32
+#define NCLASS 64
+
+struct plan_kind {
+	struct entry *e;
+	size_t n;
+	uint16_t tset;     /* every entry's transforms */
+	const char *names[MAX_NAMES];
+	size_t nnames;
+	int32_t *entry_of; /* per rule: the entry of its group, -1 */
+	int32_t *local_of; /* per rule: its index in o, -1 */
+	bool phrases;      /* some entry has phrases */
+	bool any_lits;     /* some rule has literals */
+	struct orule *o;   /* the active non-phrase rules reading this kind, in group order */
+	size_t no, nw;     /* nw: 64-bit words of a bitset over o */
+	uint64_t *bits;    /* the bitsets below, in one allocation */
+	uint64_t *first_any, *last_any, *lits; /* need no first / no last class; have literals */
+	uint64_t *first, *last;                /* [class][nw]: may run when the class occurs */
+	uint64_t *of_entry;                    /* [entry][nw] */
+};
+
+struct waf_plan {
+	const struct waf_ruleset *rs;
+	uint8_t *active; /* per rule: runs under the policy */
+	uint8_t *detect; /* per rule: never counts towards a block */
+	struct plan_kind kinds[WAF_TGT_COUNT];
+	size_t max_nw;
+};
+
+static bool policy_has(const uint32_t *ids, size_t n, uint32_t id)
+{
+	for (size_t i = 0; i < n; i++)
+		if (ids[i] == id)
+			return true;
+	return false;
+}
+
+static bool rule_active(const struct waf_rule *r, const struct waf_policy *p)
+{
+	if (policy_has(p->exclude_ids, p->nexclude_ids, r->id))
+		return false;
+	/* a rule tried in detect mode runs whatever its paranoia level */
+	if (r->paranoia > p->paranoia && !policy_has(p->detect_ids, p->ndetect_ids, r->id))
+		return false;
+	for (size_t i = 0; i < p->nexclude_tags; i++)
+		for (char **t = r->tags; *t; t++)
+			if (strcmp(*t, p->exclude_tags[i]) == 0)
+				return false;
+	return true;
+}
+
+static void plan_free(struct waf_plan *pl)
+{
+	if (!pl)
+		return;
+	for (int k = 0; k < WAF_TGT_COUNT; k++) {
+		free(pl->kinds[k].e);
+		free(pl->kinds[k].entry_of);
+		free(pl->kinds[k].local_of);
+		free(pl->kinds[k].o);
+		free(pl->kinds[k].bits);
+	}
+	free(pl->active);
+	free(pl->detect);
+	free(pl);
+}
+
+static int name_index(struct plan_kind *pk, const char *name)
+{
+	for (size_t i = 0; i < pk->nnames; i++)
+		if (strcasecmp(pk->names[i], name) == 0)
+			return (int)i;
+	if (pk->nnames == MAX_NAMES)
+		return -1;
+	pk->names[pk->nnames] = name;
+	return (int)pk->nnames++;
+}
+
+#define SETBIT(set, i) ((set)[(i) / 64] |= 1ull << ((i) % 64))
+#define HASBIT(set, i) (((set)[(i) / 64] >> ((i) % 64)) & 1)
+
+static bool plan_kind_build(struct plan_kind *pk, const struct waf_ruleset *rs, const uint8_t *active, int k)
+{
+	pk->entry_of = malloc((rs->nrules + 1) * sizeof(*pk->entry_of));
+	pk->local_of = malloc((rs->nrules + 1) * sizeof(*pk->local_of));
+	pk->e = calloc(rs->ngroups + 1, sizeof(*pk->e));
+	pk->o = calloc(rs->nrules + 1, sizeof(*pk->o));
+	if (!pk->entry_of || !pk->local_of || !pk->e || !pk->o)
+		return false;
+	for (size_t i = 0; i < rs->nrules; i++)
+		pk->entry_of[i] = pk->local_of[i] = -1;
+	for (size_t g = 0; g < rs->ngroups; g++) {
+		const struct group *gr = &rs->groups[g];
+		struct entry *e = &pk->e[pk->n];
+		bool used = false;
+		for (size_t i = 0; i < rs->nrules; i++) {
+			const struct waf_rule *r = &rs->rules[i];
+			if (r->group != g || !active[i] || !(r->target_mask & (1u << k)) || r->op == OP_MISSING)
+				continue;
+			used = true;
+			pk->entry_of[i] = (int32_t)pk->n;
+			bool all = false;
+			uint32_t names = 0;
+			for (size_t t = 0; t < r->ntargets; t++) {
+				if (r->targets[t].kind != (enum waf_target)k)
+					continue;
+				int ni = r->targets[t].name ? name_index(pk, r->targets[t].name) : -1;
+				if (ni < 0)
+					all = true; /* every name, or past MAX_NAMES: applies() still checks */
+				else
+					names |= 1u << ni;
+			}
+			if (r->op == OP_PHRASES) {
+				e->phrases = true;
+				e->phrase_all |= all;
+				e->phrase_names |= names;
+				pk->phrases = true;
+				continue;
+			}
+			struct orule *o = &pk->o[pk->no];
+			o->ri = i;
+			o->entry = pk->n;
+			o->all_names = all;
+			o->names = names;
+			pk->any_lits |= r->lits;
+			pk->local_of[i] = (int32_t)pk->no++;
+		}
+		if (!used)
+			continue;
+		e->group = g;
+		size_t nci = gr->nchain;
+		while (nci > 0 && gr->chain[nci - 1] == WAF_T_LOWERCASE)
+			nci--;
+		e->nchain_ci = nci;
+		for (size_t d = 0; d < gr->nchain; d++)
+			e->tset |= (uint16_t)(1u << gr->chain[d]);
+		pk->tset |= e->tset;
+		pk->n++;
+	}
+	size_t nw = pk->no / 64 + 1;
+	pk->nw = nw;
+	pk->bits = calloc((3 + 2 * NCLASS + pk->n + 1) * nw, sizeof(uint64_t));
+	if (!pk->bits)
+		return false;
+	pk->first_any = pk->bits;
+	pk->last_any = pk->first_any + nw;
+	pk->lits = pk->last_any + nw;
+	pk->first = pk->lits + nw;
+	pk->last = pk->first + NCLASS * nw;
+	pk->of_entry = pk->last + NCLASS * nw;
+	for (size_t j = 0; j < pk->no; j++) {
+		const struct waf_rule *r = &rs->rules[pk->o[j].ri];
+		if (!r->need_first)
+			SETBIT(pk->first_any, j);
+		if (!r->need_last)
+			SETBIT(pk->last_any, j);
+		if (r->lits)
+			SETBIT(pk->lits, j);
+		for (int c = 0; c < NCLASS; c++) {
+			if (r->need_first & (1ull << c))
+				SETBIT(pk->first + (size_t)c * nw, j);
+			if (r->need_last & (1ull << c))
+				SETBIT(pk->last + (size_t)c * nw, j);
+		}
+		SETBIT(pk->of_entry + pk->o[j].entry * nw, j);
+	}
+	return true;
+}
+
+static struct waf_plan *plan_new(const struct waf_ruleset *rs, const struct waf_policy *pol)
+{
+	struct waf_plan *pl = calloc(1, sizeof(*pl));
+	if (!pl)
+		return NULL;
+	pl->rs = rs;
+	pl->active = calloc(rs->nrules + 1, 1);
+	pl->detect = calloc(rs->nrules + 1, 1);
+	if (!pl->active || !pl->detect)
+		goto oom;
+	for (size_t i = 0; i < rs->nrules; i++) {
+		const struct waf_rule *r = &rs->rules[i];
+		pl->active[i] = rule_active(r, pol);
+		pl->detect[i] = r->detect || policy_has(pol->detect_ids, pol->ndetect_ids, r->id);
+	}
+	for (int k = 0; k < WAF_TGT_COUNT; k++) {
+		if (!plan_kind_build(&pl->kinds[k], rs, pl->active, k))
+			goto oom;
+		if (pl->kinds[k].nw > pl->max_nw)
+			pl->max_nw = pl->kinds[k].nw;
+	}
+	return pl;
+oom:
+	plan_free(pl);
+	return NULL;
+}
+
+bool waf_policy_prepare(const struct waf_ruleset *rs, struct waf_policy *pol)
+{
+	waf_policy_release(pol);
+	pol->plan = plan_new(rs, pol);
+	return pol->plan != NULL;
+}
+
+void waf_policy_release(struct waf_policy *pol)
+{
+	plan_free(pol->plan);
+	pol->plan = NULL;
+}
+
+/* A value transformed by a chain from its first step that changes it: the
+ * same suffix gives the same bytes, so groups whose chains differ only by
+ * steps that left this value alone share one transform and one detector run. */
+struct memo {
+	const enum waf_transform *steps;
+	size_t nsteps;
+	char *buf;
+	size_t cap, len;
+	uint64_t mask;
+	int8_t sqli, xss; /* -1: not run yet */
+	bool phrases_done;
+	bool lits_done;
+	uint64_t *lits;   /* regex rules (bits) a literal of which occurs in buf */
+};
+
 struct waf_eval {
 	const struct waf_ruleset *rs;
 	pcre2_match_data *md;
 	pcre2_match_context *mctx;
-	char *tbuf[MAX_CHAIN];   /* tbuf[d]: the value after the chain's first d+1 transforms */
-	size_t tcap[MAX_CHAIN];
+	struct memo *memo; /* 2 per group at most: the chain without its trailing lowercase, and whole */
+	size_t nmemo, cap_memo;
+	int32_t *entry_memo; /* per entry of the kind: its phrases' memo, while memos are scanned */
 	char *scratch; /* body and query parsing */
 	size_t scap;
 	uint8_t *matched; /* per rule: already counted for this request */
-	uint8_t *active;  /* per rule: runs under the current policy */
+	struct waf_plan *own_plan; /* for a policy that was not prepared */
+	bool exhaustive;           /* waf_eval_exhaustive() */
 	/* per request */
+	const struct waf_plan *plan;
 	const struct waf_policy *pol;
 	struct waf_verdict *out;
 	bool seen[WAF_TGT_COUNT]; /* a value of this kind was visited */
@@ -604,8 +1246,21 @@ struct waf_eval {
 	enum waf_target kind;
 	const char *name;
 	size_t nlen;
-	const char *cur;
+	int name_bit;      /* the name's index in the kind's names, -1 */
+	const char *raw;
+	size_t rawlen;
+	uint64_t rawmask;
+	unsigned noops;    /* transforms that leave the raw value as it is (bits) */
+	unsigned noops_ci; /* ... as it is, ASCII case aside */
+	uint64_t *lit_raw; /* the kind's rules (local bits) a literal of which occurs in the raw value */
+	uint64_t *lit_into; /* where the automaton's literal hits go; NULL: nowhere */
+	uint64_t *nonid;   /* the kind's rules (local bits) whose chain changes the value, case aside */
+	uint64_t *cand;
+	size_t nwords;
+	int8_t raw_sqli, raw_xss;
+	const char *cur;   /* the value a hit is reported from */
 	size_t curlen;
+	int cur_mode;      /* on_phrase: SCAN_RAW, SCAN_LITS, or SCAN_MEMO + the memo's index */
 };
 
 struct waf_eval *waf_eval_new(const struct waf_ruleset *rs)
@@ -617,8 +1272,21 @@ struct waf_eval *waf_eval_new(const struct waf_ruleset *rs)
 	ev->md = pcre2_match_data_create(2, NULL);
 	ev->mctx = pcre2_match_context_create(NULL);
 	ev->matched = calloc(rs->nrules + 1, 1);
-	ev->active = calloc(rs->nrules + 1, 1);
-	if (!ev->md || !ev->mctx || !ev->matched || !ev->active) {
+	ev->nwords = rs->nrules / 64 + 1;
+	ev->cap_memo = 2 * rs->ngroups + 2;
+	ev->memo = calloc(ev->cap_memo, sizeof(*ev->memo));
+	ev->entry_memo = calloc(rs->ngroups + 1, sizeof(*ev->entry_memo));
+	if (!ev->memo || !ev->entry_memo) {
+		waf_eval_free(ev);
+		return NULL;
+	}
+	ev->lit_raw = calloc(ev->nwords, sizeof(uint64_t));
+	ev->nonid = calloc(ev->nwords, sizeof(uint64_t));
+	ev->cand = calloc(ev->nwords, sizeof(uint64_t));
+	bool ok = ev->lit_raw && ev->nonid && ev->cand;
+	for (size_t i = 0; i < ev->cap_memo; i++)
+		ok = ok && (ev->memo[i].lits = calloc(ev->nwords, sizeof(uint64_t))) != NULL;
+	if (!ev->md || !ev->mctx || !ev->matched || !ok) {
 		waf_eval_free(ev);
 		return NULL;
 	}
@@ -628,17 +1296,29 @@ struct waf_eval *waf_eval_new(const struct waf_ruleset *rs)
 	return ev;
 }
 
+void waf_eval_exhaustive(struct waf_eval *ev, bool on)
+{
+	ev->exhaustive = on;
+}
+
 void waf_eval_free(struct waf_eval *ev)
 {
 	if (!ev)
 		return;
 	pcre2_match_data_free(ev->md);
 	pcre2_match_context_free(ev->mctx);
-	for (int d = 0; d < MAX_CHAIN; d++)
-		free(ev->tbuf[d]);
+	for (size_t d = 0; ev->memo && d < ev->cap_memo; d++) {
+		free(ev->memo[d].buf);
+		free(ev->memo[d].lits);
+	}
+	free(ev->memo);
+	free(ev->entry_memo);
+	free(ev->lit_raw);
+	free(ev->nonid);
+	free(ev->cand);
 	free(ev->scratch);
 	free(ev->matched);
-	free(ev->active);
+	plan_free(ev->own_plan);
 	free(ev);
 }
 
@@ -676,6 +1356,8 @@ static bool name_eq(const char *a, size_t alen, const char *b)
 
 static bool applies(const struct waf_eval *ev, const struct waf_rule *r)
 {
+	if ((r->all_names & (1u << ev->kind)) && ev->pol->nexclude_targets == 0)
+		return true;
 	for (size_t i = 0; i < r->ntargets; i++)
 		if (r->targets[i].kind == ev->kind && (!r->targets[i].name || name_eq(ev->name, ev->nlen, r->targets[i].name)))
 			break;
@@ -710,9 +1392,7 @@ static void record(struct waf_eval *ev, size_t ri, size_t at)
 {
 	const struct waf_rule *r = &ev->rs->rules[ri];
 	ev->matched[ri] = 1;
-	bool detect = r->detect;
-	for (size_t i = 0; i < ev->pol->ndetect_ids; i++)
-		detect |= ev->pol->detect_ids[i] == r->id;
+	bool detect = ev->plan->detect[ri];
 	struct waf_verdict *v = ev->out;
 	if (!detect)
 		v->score += r->score;
@@ -743,10 +1423,33 @@ static void record(struct waf_eval *ev, size_t ri, size_t at)
 	h->snippet[k] = '\0';
 }
 
+enum { SCAN_RAW, SCAN_LITS, SCAN_MEMO };
+
 static bool on_phrase(uint32_t id, size_t end, void *arg)
 {
 	struct waf_eval *ev = arg;
-	if (ev->active[id] && !ev->matched[id] && applies(ev, &ev->rs->rules[id]))
+	size_t nr = ev->rs->nrules;
+	if (id >= nr) {
+		int32_t local = ev->plan->kinds[ev->kind].local_of[id - nr];
+		if (ev->lit_into && local >= 0)
+			SETBIT(ev->lit_into, (size_t)local);
+		return false;
+	}
+	if (ev->matched[id] || !ev->plan->active[id] || ev->cur_mode == SCAN_LITS)
+		return false;
+	const struct waf_rule *r = &ev->rs->rules[id];
+	int32_t ei = ev->plan->kinds[ev->kind].entry_of[id];
+	if (ei < 0)
+		return false;
+	if (ev->cur_mode == SCAN_RAW) {
+		/* the raw value: a phrase counts only for groups whose chain
+		 * leaves this value as it is (case aside) */
+		if (ev->plan->kinds[ev->kind].e[ei].tset & ~ev->noops_ci)
+			return false;
+	} else if (ev->entry_memo[ei] != ev->cur_mode - SCAN_MEMO) {
+		return false; /* a memo: only for the groups whose chain made it */
+	}
+	if (applies(ev, r))
 		record(ev, id, end);
 	return false;
 }
@@ -775,9 +1478,25 @@ static bool not_within(const struct waf_rule *r, const char *v, size_t n)
 	return true;
 }
 
-static void run_other(struct waf_eval *ev, size_t ri, const char *s, size_t n)
+static uint64_t mask_of(const struct waf_ruleset *rs, const char *s, size_t n)
+{
+	uint64_t m = 0;
+	for (size_t i = 0; i < n; i++)
+		m |= rs->cls[(unsigned char)s[i]];
+	return m;
+}
+
+/* Whether a detector's or regex's necessary bytes occur in a value of class mask m. */
+static bool may_match(const struct waf_rule *r, uint64_t m, size_t n)
+{
+	return n >= r->minlen && (!r->need_first || (m & r->need_first)) && (!r->need_last || (m & r->need_last));
+}
+
+static void run_other(struct waf_eval *ev, size_t ri, const char *s, size_t n, uint64_t m, int8_t *sqli, int8_t *xss)
 {
 	const struct waf_rule *r = &ev->rs->rules[ri];
+	if (!ev->exhaustive && !may_match(r, m, n))
+		return;
 	switch (r->op) {
 	case OP_REGEX: {
 		int rc = pcre2_match(r->re, (PCRE2_SPTR)s, n, 0, 0, ev->md, ev->mctx);
@@ -788,11 +1507,15 @@ static void run_other(struct waf_eval *ev, size_t ri, const char *s, size_t n)
 		break;
 	}
 	case OP_SQLI:
-		if (waf_sqli_detect(s, n, NULL))
+		if (*sqli < 0)
+			*sqli = ev->exhaustive ? waf_sqli_detect_all(s, n, NULL) : waf_sqli_detect(s, n, NULL);
+		if (*sqli)
 			record(ev, ri, 0);
 		break;
 	case OP_XSS:
-		if (waf_xss_detect(s, n, NULL))
+		if (*xss < 0)
+			*xss = ev->exhaustive ? waf_xss_detect_all(s, n, NULL) : waf_xss_detect(s, n, NULL);
+		if (*xss)
 			record(ev, ri, 0);
 		break;
 	case OP_NOT_WITHIN:
@@ -809,45 +1532,238 @@ static void run_other(struct waf_eval *ev, size_t ri, const char *s, size_t n)
 	}
 }
 
-/* One value of a target: every group with a rule for this kind. Groups are
- * sorted by chain, so consecutive groups share prefixes: the value after
- * each step is kept (tbuf) and a group starts from the longest prefix it
- * shares with the group run before it. */
+static bool has_pair(const char *s, size_t n, char a, const char *bs)
+{
+	for (const char *p = memchr(s, a, n); p && p + 1 < s + n; p = memchr(p + 1, a, (size_t)(s + n - p - 1)))
+		if (strchr(bs, p[1]) && p[1])
+			return true;
+	return false;
+}
+
+static bool path_is_normal(const char *s, size_t n)
+{
+	size_t i = n > 0 && s[0] == '/' ? 1 : 0;
+	while (i < n) {
+		size_t start = i;
+		while (i < n && s[i] != '/')
+			i++;
+		size_t seg = i - start;
+		if (seg == 0 || (seg == 1 && s[start] == '.') || (seg == 2 && s[start] == '.' && s[start + 1] == '.'))
+			return false;
+		if (i < n)
+			i++;
+	}
+	return true;
+}
+
+static bool is_ws_byte(unsigned char c)
+{
+	return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f' || c == 0xa0;
+}
+
+/* The transforms (bits) that cannot change the value s (class mask m):
+ * conservative, a transform not in the set is simply run. Lower case is a
+ * no-op for a value without capitals. */
+static unsigned raw_noops(const struct waf_ruleset *rs, const char *s, size_t n, uint64_t m, unsigned *ci)
+{
+	const struct class_masks *c = &rs->cm;
+	unsigned ok = 0;
+	*ci = 1u << WAF_T_LOWERCASE;
+	if (!(m & c->url))
+		ok |= 1u << WAF_T_URL_DECODE;
+	if (!(m & c->amp))
+		ok |= 1u << WAF_T_HTML_ENTITY;
+	if (!(m & c->upper))
+		ok |= 1u << WAF_T_LOWERCASE;
+	if (!(m & c->ws_other) && (!(m & c->space) || !has_pair(s, n, ' ', " ")))
+		ok |= 1u << WAF_T_COMPRESS_WS;
+	if (!(m & c->hash) && !((m & c->slash) && (m & c->star)) && (!(m & c->dash) || !has_pair(s, n, '-', "-")))
+		ok |= 1u << WAF_T_REMOVE_COMMENTS;
+	if (!(m & c->backslash) && (!(m & (c->slash | c->dot)) || path_is_normal(s, n)))
+		ok |= 1u << WAF_T_NORMALIZE_PATH;
+	if (!(m & (c->cmdline & ~c->upper)) && (!(m & c->space) || !has_pair(s, n, ' ', " /(")))
+		*ci |= 1u << WAF_T_CMDLINE; /* it lower-cases, and does nothing else here */
+	if (!(m & c->upper))
+		ok |= *ci & (1u << WAF_T_CMDLINE);
+	if (!(m & c->nul))
+		ok |= 1u << WAF_T_REMOVE_NULLS;
+	if (m & ~c->base64)
+		ok |= 1u << WAF_T_BASE64; /* a byte outside the alphabet: not base64, left as it is */
+	if (!(m & c->backslash))
+		ok |= 1u << WAF_T_JS_DECODE;
+	if (n == 0 || (!is_ws_byte((unsigned char)s[0]) && !is_ws_byte((unsigned char)s[n - 1])))
+		ok |= 1u << WAF_T_TRIM;
+	*ci |= ok;
+	return ok;
+}
+
+/* The value after chain[0..n), from the raw value: NULL when out of memory. */
+static struct memo *transformed(struct waf_eval *ev, const enum waf_transform *chain, size_t n)
+{
+	size_t k = 0;
+	while (k < n && (ev->noops & (1u << chain[k])))
+		k++;
+	const enum waf_transform *steps = chain + k;
+	size_t ns = n - k;
+	for (size_t i = 0; i < ev->nmemo; i++) {
+		struct memo *mo = &ev->memo[i];
+		if (mo->nsteps == ns && memcmp(mo->steps, steps, ns * sizeof(*steps)) == 0)
+			return mo;
+	}
+	if (ev->nmemo == ev->cap_memo)
+		return NULL; /* not reached: two memos per group at most */
+	struct memo *mo = &ev->memo[ev->nmemo];
+	if (!grow(&mo->buf, &mo->cap, ev->rawlen + 1))
+		return NULL;
+	ev->nmemo++;
+	mo->steps = steps;
+	mo->nsteps = ns;
+	memcpy(mo->buf, ev->raw, ev->rawlen);
+	size_t len = ev->rawlen;
+	for (size_t d = 0; d < ns; d++)
+		len = waf_transform_apply(steps[d], mo->buf, len);
+	mo->len = len;
+	mo->mask = mask_of(ev->rs, mo->buf, len);
+	mo->sqli = mo->xss = -1;
+	mo->lits_done = mo->phrases_done = false;
+	return mo;
+}
+
+/* Scans a transformed value for the literals of the kind's regex rules (once per memo). */
+static void memo_lits(struct waf_eval *ev, struct memo *mo)
+{
+	if (mo->lits_done)
+		return;
+	memset(mo->lits, 0, ev->nwords * sizeof(uint64_t));
+	ev->lit_into = mo->lits;
+	ev->cur_mode = SCAN_LITS;
+	waf_ac_search(ev->rs->uac, mo->buf, mo->len, on_phrase, ev);
+	ev->lit_into = NULL;
+	mo->lits_done = true;
+}
+
+/* One value of a target. One pass for its byte classes; the union
+ * automaton once over it (the phrases of every group whose chain leaves
+ * the value as it is, case aside, and the regex literals); a group's own
+ * automaton only on the value its chain changed; and of the non-phrase
+ * rules only those whose necessary byte classes and literals occur
+ * (bitsets of the plan), each on the value its chain gives. */
 static void inspect(struct waf_eval *ev, enum waf_target kind, const char *name, size_t nlen, const char *v, size_t n)
 {
 	ev->seen[kind] = true;
+	const struct plan_kind *pk = &ev->plan->kinds[kind];
+	if (pk->n == 0)
+		return;
 	if (n > MAX_VALUE)
 		n = MAX_VALUE;
+	const struct waf_ruleset *rs = ev->rs;
 	ev->kind = kind;
 	ev->name = name ? name : "";
 	ev->nlen = name ? nlen : 0;
-	const struct waf_ruleset *rs = ev->rs;
-	const struct group *prev = NULL;
-	size_t lens[MAX_CHAIN];
-	for (size_t g = 0; g < rs->ngroups; g++) {
-		const struct group *gr = &rs->groups[g];
-		if (!(gr->target_mask & (1u << kind)))
-			continue;
-		size_t k = 0;
-		while (prev && k < gr->nchain && k < prev->nchain && gr->chain[k] == prev->chain[k])
-			k++;
-		for (size_t d = k; d < gr->nchain; d++) {
-			if (!grow(&ev->tbuf[d], &ev->tcap[d], n + 1))
-				return;
-			const char *src = d == 0 ? v : ev->tbuf[d - 1];
-			size_t slen = d == 0 ? n : lens[d - 1];
-			memcpy(ev->tbuf[d], src, slen);
-			lens[d] = waf_transform_apply(gr->chain[d], ev->tbuf[d], slen);
+	ev->name_bit = -1;
+	for (size_t i = 0; i < pk->nnames && name; i++)
+		if (name_eq(name, nlen, pk->names[i])) {
+			ev->name_bit = (int)i;
+			break;
 		}
-		prev = gr;
-		ev->cur = gr->nchain ? ev->tbuf[gr->nchain - 1] : v;
-		ev->curlen = gr->nchain ? lens[gr->nchain - 1] : n;
-		if (gr->ac && (gr->phrase_mask & (1u << kind)))
-			waf_ac_search(gr->ac, ev->cur, ev->curlen, on_phrase, ev);
-		for (size_t j = 0; j < gr->nothers; j++) {
-			size_t ri = gr->others[j];
-			if (ev->active[ri] && !ev->matched[ri] && applies(ev, &rs->rules[ri]))
-				run_other(ev, ri, ev->cur, ev->curlen);
+	ev->raw = v;
+	ev->rawlen = n;
+	uint64_t m = mask_of(rs, v, n);
+	ev->noops = raw_noops(rs, v, n, m, &ev->noops_ci);
+	if (ev->exhaustive)
+		ev->noops = ev->noops_ci = 0; /* every chain runs, every rule is a candidate */
+	ev->raw_sqli = ev->raw_xss = -1;
+	ev->nmemo = 0;
+	size_t nw = pk->nw;
+	memset(ev->lit_raw, 0, nw * sizeof(uint64_t));
+	if ((pk->phrases || pk->any_lits) && rs->uac) {
+		ev->lit_into = ev->lit_raw;
+		ev->cur = v;
+		ev->curlen = n;
+		ev->cur_mode = SCAN_RAW;
+		waf_ac_search(rs->uac, v, n, on_phrase, ev);
+		ev->lit_into = NULL;
+	}
+	uint64_t *nonid = ev->nonid, *cand = ev->cand;
+	memset(nonid, 0, nw * sizeof(uint64_t));
+	if (pk->tset & ~ev->noops_ci) {
+		/* groups whose chain changes the value: their phrases are looked
+		 * for in what the chain makes of it, one scan per distinct result */
+		for (size_t i = 0; i < pk->n; i++)
+			ev->entry_memo[i] = -1;
+		for (size_t i = 0; i < pk->n; i++) {
+			const struct entry *e = &pk->e[i];
+			if (!(e->tset & ~ev->noops_ci))
+				continue;
+			for (size_t w = 0; w < nw; w++)
+				nonid[w] |= pk->of_entry[i * nw + w];
+			if (!e->phrases ||
+			    !(e->phrase_all || (ev->name_bit >= 0 && (e->phrase_names >> ev->name_bit) & 1)))
+				continue;
+			const struct group *gr = &rs->groups[e->group];
+			struct memo *mo = transformed(ev, gr->chain, e->nchain_ci);
+			if (!mo)
+				return;
+			ev->entry_memo[i] = (int32_t)(mo - ev->memo);
+		}
+		for (size_t q = 0; q < ev->nmemo; q++) {
+			struct memo *mo = &ev->memo[q];
+			memset(mo->lits, 0, nw * sizeof(uint64_t));
+			ev->lit_into = mo->lits;
+			ev->cur = mo->buf;
+			ev->curlen = mo->len;
+			ev->cur_mode = SCAN_MEMO + (int)q;
+			waf_ac_search(rs->uac, mo->buf, mo->len, on_phrase, ev);
+			ev->lit_into = NULL;
+			mo->lits_done = mo->phrases_done = true;
+		}
+	}
+	/* the candidates: byte classes and literals decide for values the chain
+	 * leaves as they are (case aside); the others are checked one by one */
+	for (size_t w = 0; w < nw; w++) {
+		uint64_t f = pk->first_any[w], l = pk->last_any[w];
+		for (uint64_t x = m; x; x &= x - 1) {
+			size_t c = (size_t)__builtin_ctzll(x);
+			f |= pk->first[c * nw + w];
+			l |= pk->last[c * nw + w];
+		}
+		cand[w] = (f & l & (ev->lit_raw[w] | ~pk->lits[w]) & ~nonid[w]) | nonid[w];
+		if (ev->exhaustive)
+			cand[w] = ~0ull;
+	}
+	for (size_t w = 0; w < nw; w++) {
+		for (uint64_t x = cand[w]; x; x &= x - 1) {
+			size_t j = w * 64 + (size_t)__builtin_ctzll(x);
+			if (j >= pk->no)
+				break;
+			const struct orule *o = &pk->o[j];
+			size_t ri = o->ri;
+			const struct waf_rule *r = &rs->rules[ri];
+			if (ev->matched[ri] || !(o->all_names || (ev->name_bit >= 0 && (o->names >> ev->name_bit) & 1)))
+				continue;
+			if (ev->pol->nexclude_targets && !applies(ev, r))
+				continue;
+			const struct entry *e = &pk->e[o->entry];
+			if (!(e->tset & ~ev->noops)) {
+				ev->cur = v;
+				ev->curlen = n;
+				run_other(ev, ri, v, n, m, &ev->raw_sqli, &ev->raw_xss);
+				continue;
+			}
+			const struct group *gr = &rs->groups[e->group];
+			struct memo *mo = transformed(ev, gr->chain, gr->nchain);
+			if (!mo)
+				return;
+			if (!ev->exhaustive && !may_match(r, mo->mask, mo->len))
+				continue;
+			if (r->lits && HASBIT(nonid, j) && !ev->exhaustive) {
+				memo_lits(ev, mo);
+				if (!HASBIT(mo->lits, j))
+					continue;
+			}
+			ev->cur = mo->buf;
+			ev->curlen = mo->len;
+			run_other(ev, ri, mo->buf, mo->len, mo->mask, &mo->sqli, &mo->xss);
 		}
 	}
 }
@@ -886,28 +1802,6 @@ static void cookies(struct waf_eval *ev, const char *v, size_t n)
 	}
 }
 
-static bool policy_has(const uint32_t *ids, size_t n, uint32_t id)
-{
-	for (size_t i = 0; i < n; i++)
-		if (ids[i] == id)
-			return true;
-	return false;
-}
-
-static bool rule_active(const struct waf_rule *r, const struct waf_policy *p)
-{
-	if (policy_has(p->exclude_ids, p->nexclude_ids, r->id))
-		return false;
-	/* a rule tried in detect mode runs whatever its paranoia level */
-	if (r->paranoia > p->paranoia && !policy_has(p->detect_ids, p->ndetect_ids, r->id))
-		return false;
-	for (size_t i = 0; i < p->nexclude_tags; i++)
-		for (char **t = r->tags; *t; t++)
-			if (strcmp(*t, p->exclude_tags[i]) == 0)
-				return false;
-	return true;
-}
-
 void waf_evaluate(struct waf_eval *ev, const struct waf_policy *pol, const struct waf_request *req,
                   struct waf_verdict *out)
 {
@@ -916,10 +1810,16 @@ void waf_evaluate(struct waf_eval *ev, const struct waf_policy *pol, const struc
 	memset(ev->seen, 0, sizeof(ev->seen));
 	ev->pol = pol;
 	ev->out = out;
-	for (size_t i = 0; i < rs->nrules; i++) {
-		ev->matched[i] = 0;
-		ev->active[i] = rule_active(&rs->rules[i], pol);
+	ev->plan = pol->plan;
+	if (!ev->plan || ev->plan->rs != rs) {
+		/* an unprepared policy: planned for this call */
+		plan_free(ev->own_plan);
+		ev->own_plan = plan_new(rs, pol);
+		ev->plan = ev->own_plan;
+		if (!ev->plan)
+			return;
 	}
+	memset(ev->matched, 0, rs->nrules);
 	size_t need = req->target_len + req->body_len + 1;
 	if (!grow(&ev->scratch, &ev->scap, need))
 		return;
@@ -976,7 +1876,7 @@ void waf_evaluate(struct waf_eval *ev, const struct waf_policy *pol, const struc
 	/* `missing`: a rule whose target (e.g. headers:user-agent) was never seen */
 	for (size_t i = 0; i < rs->nrules; i++) {
 		const struct waf_rule *r = &rs->rules[i];
-		if (r->op != OP_MISSING || !ev->active[i])
+		if (r->op != OP_MISSING || !ev->plan->active[i])
 			continue;
 		bool present = false;
 		for (size_t t = 0; t < r->ntargets && !present; t++) {

@@ -62,6 +62,7 @@ struct waf_request {
 
 struct waf_rule; /* opaque */
 struct waf_ruleset;
+struct waf_plan;
 
 /* A target exclusion: kind, and a name (NULL: every name). rule_id 0: all rules. */
 struct waf_exclusion {
@@ -82,6 +83,7 @@ struct waf_policy {
 	size_t nexclude_targets;
 	const uint32_t *detect_ids;   /* rules that run (whatever their paranoia) but never count towards a block */
 	size_t ndetect_ids;
+	struct waf_plan *plan;        /* waf_policy_prepare(): what runs per target kind, worked out once */
 };
 
 #define WAF_MAX_HITS 16
@@ -118,9 +120,22 @@ const char *const *waf_rule_tags(const struct waf_rule *r);
 bool waf_target_parse(const char *spec, enum waf_target *kind, const char **name);
 const char *waf_target_name(enum waf_target t);
 
+/* Works out once what a policy runs for each target kind (active rules,
+ * groups, names), into pol->plan; false when out of memory. Call it after
+ * filling the policy and before evaluating with it; the plan belongs to
+ * the rule set it was prepared for. waf_policy_release() frees the plan.
+ * A policy without a plan still evaluates, planned on every call (slow). */
+bool waf_policy_prepare(const struct waf_ruleset *rs, struct waf_policy *pol);
+void waf_policy_release(struct waf_policy *pol);
+
 struct waf_eval;
 struct waf_eval *waf_eval_new(const struct waf_ruleset *rs);
 void waf_eval_free(struct waf_eval *ev);
+/* on: every chain runs on every value and every rule on every value of its
+ * targets, without the shortcuts (byte classes, regex literals, chains that
+ * leave a value as it is, the detectors' own): the same verdicts, slower.
+ * For checking the shortcuts (`sluice waf test --exhaustive`). */
+void waf_eval_exhaustive(struct waf_eval *ev, bool on);
 /* Runs the rule set on a request. */
 void waf_evaluate(struct waf_eval *ev, const struct waf_policy *pol, const struct waf_request *req,
                   struct waf_verdict *out);

@@ -514,17 +514,128 @@ static bool scan_reading(const char *s, size_t n, char quote, struct waf_sqli_re
 	return true;
 }
 
-bool waf_sqli_detect(const char *s, size_t n, struct waf_sqli_result *out)
+/* Words whose tokens every shape of an unquoted reading needs one of (the
+ * logic operators, UNION, the statements, and the literal words that read
+ * as a number), besides what needs '@', '(' or a quote; by last letter. */
+static const char *const shape_words_by_last[26] = {
+    ['c' - 'a'] = "exec",
+    ['d' - 'a'] = "and",
+    ['e' - 'a'] = "update delete execute declare create truncate true false",
+    ['l' - 'a'] = "null",
+    ['n' - 'a'] = "union shutdown",
+    ['p' - 'a'] = "drop",
+    ['r' - 'a'] = "or xor alter waitfor handler",
+    ['t' - 'a'] = "select insert",
+};
+
+/* Whether s[a..b) ends with w[0..l) (ASCII case aside). */
+static bool ends_with_ci(const char *s, size_t a, size_t b, const char *w, size_t l)
+{
+	if (l > b - a)
+		return false;
+	for (size_t j = 0; j < l; j++) {
+		unsigned char c = (unsigned char)s[b - l + j];
+		if ((c >= 'A' && c <= 'Z' ? c + 32 : c) != (unsigned char)w[j])
+			return false;
+	}
+	return true;
+}
+
+/* Whether the run of word bytes s[a..b) ends with a shape word: a word
+ * token is always a suffix of such a run (a number before it in the same
+ * run is a token of its own). */
+static bool run_ends_in_shape_word(const char *s, size_t a, size_t b)
+{
+	unsigned char last = (unsigned char)(s[b - 1] | 0x20);
+	if (last < 'a' || last > 'z' || !shape_words_by_last[last - 'a'])
+		return false;
+	for (const char *w = shape_words_by_last[last - 'a']; *w;) {
+		size_t l = strcspn(w, " ");
+		if (ends_with_ci(s, a, b, w, l))
+			return true;
+		w += l;
+		while (*w == ' ')
+			w++;
+	}
+	return false;
+}
+
+static bool run_ends_in(const char *s, size_t a, size_t b, const char *const *list, size_t n)
+{
+	for (size_t k = 0; k < n; k++)
+		if (ends_with_ci(s, a, b, list[k], strlen(list[k])))
+			return true;
+	return false;
+}
+
+#define RUN_ENDS_IN(s, a, b, list) run_ends_in((s), (a), (b), (list), sizeof(list) / sizeof((list)[0]))
+
+/* False when no reading can have a shape, found without tokenizing: no
+ * quote (the quoted readings and every string token need one), no comment,
+ * no '@' (variables), no "||" or "&&", not starting with a number, no word
+ * of shape_words, and no '(' after a known function's name. Most values
+ * (search words, names, header values) are decided here. */
+static bool worth_reading(const char *s, size_t n)
+{
+	size_t i = 0;
+	while (i < n && is_space((unsigned char)s[i]))
+		i++;
+	if (i < n && (is_digit((unsigned char)s[i]) || (s[i] == '.' && i + 1 < n && is_digit((unsigned char)s[i + 1]))))
+		return true;
+	size_t run = SIZE_MAX; /* start of the current run of word bytes */
+	for (i = 0; i <= n; i++) {
+		unsigned char c = i < n ? (unsigned char)s[i] : ' ';
+		if (i < n && is_word(c)) {
+			if (run == SIZE_MAX)
+				run = i;
+			continue;
+		}
+		if (run != SIZE_MAX && run_ends_in_shape_word(s, run, i))
+			return true;
+		run = SIZE_MAX;
+		switch (c) {
+		case '\'':
+		case '"':
+		case '@':
+		case '#':
+			return true;
+		case '/':
+		case '*':
+			if ((c == '/' && i + 1 < n && s[i + 1] == '*') || (c == '*' && i + 1 < n && s[i + 1] == '/'))
+				return true;
+			break;
+		case '-':
+		case '|':
+		case '&':
+			if (i + 1 < n && s[i + 1] == (char)c)
+				return true;
+			break;
+		case '(': {
+			size_t e = i;
+			while (e > 0 && is_space((unsigned char)s[e - 1]))
+				e--;
+			/* the functions' names all end in a letter (or '_'): "5.0 (" is no call */
+			if (e == 0 || !(((s[e - 1] | 0x20) >= 'a' && (s[e - 1] | 0x20) <= 'z') || s[e - 1] == '_'))
+				break;
+			size_t a = e;
+			while (a > 0 && is_word((unsigned char)s[a - 1]))
+				a--;
+			if (RUN_ENDS_IN(s, a, e, strong_functions) || RUN_ENDS_IN(s, a, e, info_functions))
+				return true;
+			break;
+		}
+		default:
+			break;
+		}
+	}
+	return false;
+}
+
+static bool detect(const char *s, size_t n, struct waf_sqli_result *out, bool shortcut)
 {
 	if (n > WAF_SQLI_MAX_INPUT)
 		n = WAF_SQLI_MAX_INPUT;
-	/* one word or number (letters, digits, '_', '.', '-', no space): no
-	 * reading has two tokens an injection shape could be made of; most
-	 * cookie values, ids and tokens are such words */
-	size_t k = 0;
-	while (k < n && (is_word((unsigned char)s[k]) || s[k] == '.' || s[k] == '-') && (unsigned char)s[k] < 0x80)
-		k++;
-	if (k == n)
+	if (shortcut && !worth_reading(s, n))
 		return false;
 	if (scan_reading(s, n, 0, out))
 		return true;
@@ -533,4 +644,14 @@ bool waf_sqli_detect(const char *s, size_t n, struct waf_sqli_result *out)
 	if (memchr(s, '"', n) && scan_reading(s, n, '"', out))
 		return true;
 	return false;
+}
+
+bool waf_sqli_detect(const char *s, size_t n, struct waf_sqli_result *out)
+{
+	return detect(s, n, out, true);
+}
+
+bool waf_sqli_detect_all(const char *s, size_t n, struct waf_sqli_result *out)
+{
+	return detect(s, n, out, false);
 }

@@ -32,7 +32,13 @@ struct waf_sqli_result {
 	char context;                          /* 0, '\'' or '"': the reading that matched */
 };
 
-/* true if some reading of s has an injection shape; out (may be NULL) says which. */
+/* true if some reading of s has an injection shape; out (may be NULL) says which.
+ * Most values are decided without tokenizing: no quote, no comment, no '@',
+ * no "||"/"&&", no leading number, no word a shape needs (and, or, union,
+ * select and the other statements, null/true/false) and no '(' after a
+ * function's name leave no reading a shape can be made of. */
 bool waf_sqli_detect(const char *s, size_t n, struct waf_sqli_result *out);
+/* The same, tokenizing every value (tests check the shortcut against it). */
+bool waf_sqli_detect_all(const char *s, size_t n, struct waf_sqli_result *out);
 
 #endif

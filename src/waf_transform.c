@@ -364,33 +364,43 @@ size_t waf_remove_nulls(char *s, size_t n)
 	return w;
 }
 
-static int b64val(unsigned char c)
-{
-	if (c >= 'A' && c <= 'Z')
-		return c - 'A';
-	if (c >= 'a' && c <= 'z')
-		return c - 'a' + 26;
-	if (c >= '0' && c <= '9')
-		return c - '0' + 52;
-	if (c == '+' || c == '-')
-		return 62;
-	if (c == '/' || c == '_')
-		return 63;
-	return -1;
-}
+/* A byte's base64 digit (standard and URL-safe alphabets), B64_WS for
+ * whitespace (skipped), B64_BAD for anything else. */
+#define B64_BAD 0xff
+#define B64_WS 0xfe
+#define X B64_BAD
+static const unsigned char b64tab[256] = {
+    X,  X,  X,  X,  X,  X,  X,  X,  X,  0xfe, 0xfe, 0xfe, 0xfe, 0xfe, X,  X,
+    X,  X,  X,  X,  X,  X,  X,  X,  X,  X,  X,  X,  X,  X,  X,  X,
+    0xfe, X, X, X,  X,  X,  X,  X,  X,  X,  X,  62, X,  62, X,  63,
+    52, 53, 54, 55, 56, 57, 58, 59, 60, 61, X,  X,  X,  X,  X,  X,
+    X,  0,  1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 12, 13, 14,
+    15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, X,  X,  X,  X,  63,
+    X,  26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40,
+    41, 42, 43, 44, 45, 46, 47, 48, 49, 50, 51, X,  X,  X,  X,  X,
+    X,  X,  X,  X,  X,  X,  X,  X,  X,  X,  X,  X,  X,  X,  X,  X,
+    X,  X,  X,  X,  X,  X,  X,  X,  X,  X,  X,  X,  X,  X,  X,  X,
+    0xfe, X, X, X,  X,  X,  X,  X,  X,  X,  X,  X,  X,  X,  X,  X,
+    X,  X,  X,  X,  X,  X,  X,  X,  X,  X,  X,  X,  X,  X,  X,  X,
+    X,  X,  X,  X,  X,  X,  X,  X,  X,  X,  X,  X,  X,  X,  X,  X,
+    X,  X,  X,  X,  X,  X,  X,  X,  X,  X,  X,  X,  X,  X,  X,  X,
+    X,  X,  X,  X,  X,  X,  X,  X,  X,  X,  X,  X,  X,  X,  X,  X,
+    X,  X,  X,  X,  X,  X,  X,  X,  X,  X,  X,  X,  X,  X,  X,  X,
+};
+#undef X
 
 size_t waf_base64_decode(char *s, size_t n)
 {
+	const unsigned char *u = (const unsigned char *)s;
 	size_t digits = 0;
 	size_t end = n;
-	while (end > 0 && (s[end - 1] == '=' || is_ws((unsigned char)s[end - 1])))
+	while (end > 0 && (s[end - 1] == '=' || b64tab[u[end - 1]] == B64_WS))
 		end--;
 	for (size_t i = 0; i < end; i++) {
-		if (is_ws((unsigned char)s[i]))
-			continue;
-		if (b64val((unsigned char)s[i]) < 0)
+		unsigned char v = b64tab[u[i]];
+		if (v == B64_BAD)
 			return n;
-		digits++;
+		digits += v != B64_WS;
 	}
 	if (digits < 2 || digits % 4 == 1)
 		return n;
@@ -398,10 +408,10 @@ size_t waf_base64_decode(char *s, size_t n)
 	unsigned acc = 0;
 	int bits = 0;
 	for (size_t i = 0; i < end; i++) {
-		int v = b64val((unsigned char)s[i]);
-		if (v < 0)
+		unsigned char v = b64tab[u[i]];
+		if (v == B64_WS)
 			continue;
-		acc = (acc << 6) | (unsigned)v;
+		acc = (acc << 6) | v;
 		bits += 6;
 		if (bits >= 8) {
 			bits -= 8;

