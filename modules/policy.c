@@ -12,6 +12,7 @@
 #include "accesslog.h"
 #include "clock.h"
 #include "conf_policy.h"
+#include "counters.h"
 #include "exchange.h"
 #include "log.h"
 #include "lua_cache.h"
@@ -44,15 +45,10 @@ struct pol_gen {
 	struct pol_gen *next;
 };
 
-struct pol_counts {
-	uint64_t calls, errors, budget, memory, denied, responded, error_denied;
-};
-
 struct pol_worker {
 	struct worker *w;
 	struct lua_cache *cache; /* the scripts' `cache`, across snapshots */
 	struct pol_gen *gens;
-	struct pol_counts c;
 	uint64_t log_window_us;
 	unsigned logged;
 	uint64_t suppressed;
@@ -214,19 +210,6 @@ static void pol_worker_free(void *state)
 	struct pol_worker *ws = state;
 	if (!ws)
 		return;
-	if (ws->c.calls) {
-		struct log_line l;
-		log_begin(&l, LOG_INFO, "policy totals");
-		log_int(&l, "worker", ws->w->id);
-		log_int(&l, "calls", (long long)ws->c.calls);
-		log_int(&l, "errors", (long long)ws->c.errors);
-		log_int(&l, "budget_exceeded", (long long)ws->c.budget);
-		log_int(&l, "memory_exceeded", (long long)ws->c.memory);
-		log_int(&l, "denied", (long long)ws->c.denied);
-		log_int(&l, "responded", (long long)ws->c.responded);
-		log_int(&l, "denied_on_error", (long long)ws->c.error_denied);
-		log_end(&l);
-	}
 	while (ws->gens) {
 		struct pol_gen *g = ws->gens;
 		ws->gens = g->next;
@@ -833,15 +816,21 @@ static void push_request_objects(struct pol_gen *g)
 
 /* ---- running a phase ---- */
 
+/* The outcome a failed call gives its request (sluice_route_policy_total). */
+static enum ctr_policy_outcome failure_outcome(const struct lua_rt *rt)
+{
+	return rt->out_of_budget ? CTR_POLICY_BUDGET : rt->out_of_memory ? CTR_POLICY_MEMORY : CTR_POLICY_ERROR;
+}
+
+static const enum ctr_policy_phase ctr_phase[] = {[PH_ACCESS] = CTR_POLICY_PHASE_ACCESS,
+                                                  [PH_RESPONSE] = CTR_POLICY_PHASE_RESPONSE,
+                                                  [PH_LOG] = CTR_POLICY_PHASE_LOG};
+
 static void note_failure(struct pol_worker *ws, const struct pol_call *call, const struct lua_rt *rt,
                          const char *err, bool denied)
 {
-	ws->c.errors++;
-	if (rt->out_of_budget)
-		ws->c.budget++;
-	if (rt->out_of_memory)
-		ws->c.memory++;
 	struct request *r = call->r;
+	counters_route_add(r, CTR_ROUTE_POLICY_ERRORS + ctr_phase[call->phase], 1);
 	fields_ready(&r->log_fields, r);
 	char *v = arena_strndup(&r->arena, call->p->name, strlen(call->p->name));
 	fields_set(&r->log_fields, "policy_error", v);
@@ -864,7 +853,6 @@ static void note_failure(struct pol_worker *ws, const struct pol_call *call, con
 	log_str(&l, "outcome", denied ? "deny" : "pass");
 	log_str(&l, "route", r->route_name);
 	log_str(&l, "request_id", r->request_id);
-	log_int(&l, "errors", (long long)ws->c.errors);
 	if (ws->suppressed) {
 		log_int(&l, "suppressed", (long long)ws->suppressed);
 		ws->suppressed = 0;
@@ -888,7 +876,6 @@ static bool run_phase(struct pol_worker *ws, struct pol_call *call)
 	rt->call_instructions = call->p->instructions;
 	rt->call_memory = (size_t)call->p->memory;
 	char err[512];
-	ws->c.calls++;
 	bool ok = lua_rt_call(rt, 1, 0, err, sizeof err);
 	rt->user = NULL;
 	if (!ok)
@@ -914,9 +901,9 @@ static enum phase_result pol_access(struct request *r, const void *ss, void *wsv
 	q->ctx_ref = LUA_NOREF;
 	if (!g) {
 		/* no Lua state (out of memory): each policy's on_error decides */
+		counters_route_add(r, CTR_ROUTE_POLICY + CTR_POLICY_ERROR, 1);
 		for (size_t i = 0; i < route->num_policies; i++) {
 			if (ps->v[route->policies[i]].on_error_deny) {
-				ws->c.error_denied++;
 				phase_deny_init(deny, r, 403, REASON_POLICY_ERROR);
 				return PHASE_DENY;
 			}
@@ -925,25 +912,30 @@ static enum phase_result pol_access(struct request *r, const void *ss, void *wsv
 	}
 	g->users++;
 	r->policy = q;
+	/* one outcome per request: a decision, else the first failure (passed
+	 * or denied by on_error), else allowed */
+	enum ctr_policy_outcome outcome = CTR_POLICY_ALLOWED;
 	for (size_t i = 0; i < route->num_policies; i++) {
 		struct pol_call call = {.r = r, .q = q, .p = &ps->v[route->policies[i]], .policy = route->policies[i],
 		                        .phase = PH_ACCESS, .deny = deny};
 		bool ok = run_phase(ws, &call);
+		if (!ok && outcome == CTR_POLICY_ALLOWED)
+			outcome = failure_outcome(g->rt);
 		if (call.decided) {
-			if (deny->reason == REASON_POLICY_DENIED)
-				ws->c.denied++;
-			else
-				ws->c.responded++;
+			counters_route_add(r, CTR_ROUTE_POLICY +
+			                          (deny->reason == REASON_POLICY_DENIED ? CTR_POLICY_DENIED : CTR_POLICY_RESPONDED),
+			                   1);
 			fields_ready(&r->log_fields, r);
 			fields_set(&r->log_fields, "policy", call.p->name);
 			return PHASE_DENY;
 		}
 		if (!ok && call.p->on_error_deny) {
-			ws->c.error_denied++;
+			counters_route_add(r, CTR_ROUTE_POLICY + outcome, 1);
 			phase_deny_init(deny, r, 403, REASON_POLICY_ERROR);
 			return PHASE_DENY;
 		}
 	}
+	counters_route_add(r, CTR_ROUTE_POLICY + outcome, 1);
 	return PHASE_CONTINUE;
 }
 

@@ -15,6 +15,7 @@
 #include <event2/buffer.h>
 
 #include "conf_waf.h"
+#include "counters.h"
 #include "exchange.h"
 #include "log.h"
 #include "waf_rules.h"
@@ -287,6 +288,16 @@ static void audit(const struct waf_snap *s, struct request *r, const struct waf_
 	(void)w;
 }
 
+/* The route's sluice_route_waf_total{outcome}, and for a block its
+ * sluice_route_waf_blocks_total{group} of every group matched. */
+static void count(const struct request *r, enum ctr_waf_outcome o, uint32_t groups)
+{
+	counters_route_add(r, CTR_ROUTE_WAF + o, 1);
+	for (unsigned g = 0; o == CTR_WAF_BLOCKED && g < CTR_WAF_GROUP__COUNT; g++)
+		if (groups & (1u << g))
+			counters_route_add(r, CTR_ROUTE_WAF_BLOCKS + g, 1);
+}
+
 static enum phase_result waf_access(struct request *r, const void *snapshot_state, void *worker_state,
                                     struct phase_deny *deny)
 {
@@ -295,8 +306,10 @@ static enum phase_result waf_access(struct request *r, const void *snapshot_stat
 		return PHASE_CONTINUE;
 	const struct waf_route_policy *rp = &s->routes[r->route];
 	struct waf_eval *ev = eval_for(worker_state, s->rs);
-	if (!ev)
+	if (!ev) {
+		count(r, CTR_WAF_ERROR, 0);
 		return PHASE_ERROR; /* out of memory: policy_error, never an uninspected pass */
+	}
 	size_t nh = r->headers.n;
 	struct waf_field *hf = arena_alloc(&r->arena, (nh ? nh : 1) * sizeof(*hf));
 	for (size_t i = 0; i < nh; i++) {
@@ -315,6 +328,7 @@ static enum phase_result waf_access(struct request *r, const void *snapshot_stat
 	/* the body read before this phase (waf.body_limit): inspected when whole */
 	struct exchange *ex = ex_of(r);
 	size_t held = ex->body_buf ? evbuffer_get_length(ex->body_buf) : 0;
+	bool over_limit = held && !ex->body_done; /* larger than waf.body_limit: the head alone is inspected */
 	if (held && ex->body_done) {
 		req.body = (const char *)evbuffer_pullup(ex->body_buf, -1);
 		req.body_len = req.body ? held : 0;
@@ -323,14 +337,22 @@ static enum phase_result waf_access(struct request *r, const void *snapshot_stat
 		if (!r->log_fields.arena)
 			fields_init(&r->log_fields, &r->arena);
 		fields_set(&r->log_fields, "waf_action", "body_limit");
+		count(r, CTR_WAF_BODY_LIMIT, 0);
 		phase_deny_init(deny, r, 413, REASON_WAF_DENIED);
 		return PHASE_DENY;
 	}
 	struct waf_verdict v;
 	waf_evaluate(ev, &rp->pol, &req, &v);
+	bool block = v.block && !rp->detect;
+	count(r,
+	      block            ? CTR_WAF_BLOCKED
+	      : v.total_hits   ? CTR_WAF_DETECTED
+	      : over_limit     ? CTR_WAF_BODY_LIMIT
+	      : v.regex_limits ? CTR_WAF_BUDGET
+	                       : CTR_WAF_PASSED,
+	      v.groups);
 	if (v.total_hits == 0)
 		return PHASE_CONTINUE;
-	bool block = v.block && !rp->detect;
 	const char *action = block ? "block" : "detect";
 	/* the access-log line: score, rule ids, what was done */
 	char ids[WAF_MAX_HITS * 12 + 1];

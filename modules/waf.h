@@ -9,12 +9,15 @@
  * body naming the request id; every request with a match gets `waf_score`,
  * `waf_rules` and `waf_action` in its access-log line and, with `audit_log`,
  * one JSON line in the audit log (targets, redacted snippets, messages).
- * Request bodies are not inspected in the gateway yet (the pipeline streams
- * them upstream); `sluice waf test` inspects bodies.
+ * Bodies up to waf.body_limit are read before the access phase and
+ * inspected (conf_waf.c raises the route's request_buffering). Each
+ * request's outcome is counted per route (sluice_route_waf_total; blocks by
+ * rule group in sluice_route_waf_blocks_total).
  *
  * State: the rule set and the audit-log descriptor per snapshot (read-only
- * on workers); per worker, evaluators (PCRE2 match data, scratch) for the
- * current and the previous rule set, never shared.
+ * on workers), with each route's policy and its plan (waf_policy_prepare);
+ * per worker, evaluators (PCRE2 match data, scratch) for the current and
+ * the previous rule set, never shared.
  */
 #ifndef SLUICE_WAF_MODULE_H
 #define SLUICE_WAF_MODULE_H

@@ -11,6 +11,7 @@
 #include "conf.h"
 #include "request.h"
 #include "snapshot.h"
+#include "worker.h"
 
 struct counters *counters_process;
 
@@ -88,6 +89,12 @@ static const char *const rl_names[] = {
     CTR_RL_DECISION_LIST(CTR_RL_STR)
 #undef CTR_RL_STR
 };
+#define CTR_NAME_STR(sym, str) str,
+static const char *const waf_outcome_names[] = {CTR_WAF_OUTCOME_LIST(CTR_NAME_STR)};
+static const char *const waf_group_names[] = {CTR_WAF_GROUP_LIST(CTR_NAME_STR)};
+static const char *const policy_outcome_names[] = {CTR_POLICY_OUTCOME_LIST(CTR_NAME_STR)};
+static const char *const policy_phase_names[] = {CTR_POLICY_PHASE_LIST(CTR_NAME_STR)};
+#undef CTR_NAME_STR
 
 /* The value of a fixed label, or NULL for a value that is never shown (REASON_NONE). */
 static const char *lset_value(enum ctr_lset ls, unsigned i)
@@ -103,6 +110,14 @@ static const char *lset_value(enum ctr_lset ls, unsigned i)
 		return tls_fail_names[i];
 	case CTR_LSET_RL_DECISION:
 		return rl_names[i];
+	case CTR_LSET_WAF_OUTCOME:
+		return waf_outcome_names[i];
+	case CTR_LSET_WAF_GROUP:
+		return waf_group_names[i];
+	case CTR_LSET_POLICY_OUTCOME:
+		return policy_outcome_names[i];
+	case CTR_LSET_POLICY_PHASE:
+		return policy_phase_names[i];
 	case CTR_LSET_NONE:
 	default:
 		return "";
@@ -492,6 +507,14 @@ void counters_pool_retry(struct ctr_worker *cw, const struct counters_map *m, si
 {
 	if (cw && m)
 		CTR_ADD(cw, m, POOL, pool, POOL_RETRIES, 0, 1);
+}
+
+void counters_route_add(const struct request *r, unsigned slot, uint64_t n)
+{
+	const struct counters_map *m = r->snap ? r->snap->counters : NULL;
+	struct ctr_worker *cw = r->worker ? r->worker->counters : NULL;
+	if (cw && m && r->route >= 0 && slot < CTR_ROUTE_WIDTH)
+		ctr_bump(ctr_row(cw, m, CTR_DIM_ROUTE, (size_t)r->route, CTR_ROUTE_WIDTH) + slot, n);
 }
 
 /* ---- reading ---- */

@@ -103,6 +103,66 @@ enum ctr_rl_decision {
 	CTR_RL__COUNT
 };
 
+/* What the WAF did with a request (modules/waf.c, docs/waf.md "Counters"). */
+#define CTR_WAF_OUTCOME_LIST(X)                                                                                        \
+	X(PASSED, "passed")                                                                                            \
+	X(BLOCKED, "blocked")                                                                                          \
+	X(DETECTED, "detected")                                                                                        \
+	X(BODY_LIMIT, "body_limit")                                                                                    \
+	X(BUDGET, "budget_exceeded")                                                                                   \
+	X(ERROR, "error")
+enum ctr_waf_outcome {
+#define CTR_WAF_OUTCOME_ENUM(sym, str) CTR_WAF_##sym,
+	CTR_WAF_OUTCOME_LIST(CTR_WAF_OUTCOME_ENUM)
+#undef CTR_WAF_OUTCOME_ENUM
+	CTR_WAF__COUNT
+};
+
+/* The shipped rules' groups (lua/waf/: a rule's tag "protocol", "scanner"
+ * or "attack-<group>"); "other": a rule with none of these tags. */
+#define CTR_WAF_GROUP_LIST(X)                                                                                          \
+	X(PROTOCOL, "protocol")                                                                                        \
+	X(SCANNER, "scanner")                                                                                          \
+	X(LFI, "lfi")                                                                                                  \
+	X(RFI, "rfi")                                                                                                  \
+	X(RCE, "rce")                                                                                                  \
+	X(PHP, "php")                                                                                                  \
+	X(JAVA, "java")                                                                                                \
+	X(NODE, "node")                                                                                                \
+	X(XSS, "xss")                                                                                                  \
+	X(SQLI, "sqli")                                                                                                \
+	X(OTHER, "other")
+enum ctr_waf_group {
+#define CTR_WAF_GROUP_ENUM(sym, str) CTR_WAF_GROUP_##sym,
+	CTR_WAF_GROUP_LIST(CTR_WAF_GROUP_ENUM)
+#undef CTR_WAF_GROUP_ENUM
+	CTR_WAF_GROUP__COUNT
+};
+
+/* What a route's policies did in the access phase (modules/policy.c). */
+#define CTR_POLICY_OUTCOME_LIST(X)                                                                                     \
+	X(ALLOWED, "allowed")                                                                                          \
+	X(DENIED, "denied")                                                                                            \
+	X(RESPONDED, "responded")                                                                                      \
+	X(ERROR, "error")                                                                                              \
+	X(BUDGET, "budget_exceeded")                                                                                   \
+	X(MEMORY, "memory_exceeded")
+enum ctr_policy_outcome {
+#define CTR_POLICY_OUTCOME_ENUM(sym, str) CTR_POLICY_##sym,
+	CTR_POLICY_OUTCOME_LIST(CTR_POLICY_OUTCOME_ENUM)
+#undef CTR_POLICY_OUTCOME_ENUM
+	CTR_POLICY__COUNT
+};
+
+/* The phase a policy call ran in. */
+#define CTR_POLICY_PHASE_LIST(X) X(ACCESS, "access") X(RESPONSE, "response") X(LOG, "log")
+enum ctr_policy_phase {
+#define CTR_POLICY_PHASE_ENUM(sym, str) CTR_POLICY_PHASE_##sym,
+	CTR_POLICY_PHASE_LIST(CTR_POLICY_PHASE_ENUM)
+#undef CTR_POLICY_PHASE_ENUM
+	CTR_POLICY_PHASE__COUNT
+};
+
 /* label set: its label name and how many values it has */
 #define CTR_LSET_LIST(X)                                                                                               \
 	X(NONE, NULL, 1)                                                                                               \
@@ -110,7 +170,11 @@ enum ctr_rl_decision {
 	X(REASON, "reason", REASON__COUNT)                                                                             \
 	X(H2_CLOSE, "reason", CTR_H2_CLOSE__COUNT)                                                                     \
 	X(TLS_FAIL, "reason", CTR_TLS_FAIL__COUNT)                                                                     \
-	X(RL_DECISION, "decision", CTR_RL__COUNT)
+	X(RL_DECISION, "decision", CTR_RL__COUNT)                                                                      \
+	X(WAF_OUTCOME, "outcome", CTR_WAF__COUNT)                                                                      \
+	X(WAF_GROUP, "group", CTR_WAF_GROUP__COUNT)                                                                    \
+	X(POLICY_OUTCOME, "outcome", CTR_POLICY__COUNT)                                                                \
+	X(POLICY_PHASE, "phase", CTR_POLICY_PHASE__COUNT)
 enum ctr_lset {
 #define CTR_LSET_ENUM(sym, label, card) CTR_LSET_##sym,
 	CTR_LSET_LIST(CTR_LSET_ENUM)
@@ -190,7 +254,17 @@ enum ctr_kind { CTR_KIND_COUNTER, CTR_KIND_HISTOGRAM };
 	  "Requests that ended for a reason other than a normal upstream response, by route")                         \
 	X(ROUTE_DURATION, "sluice_route_request_duration_seconds", HISTOGRAM, NONE, "Request duration, by route")     \
 	X(ROUTE_RECEIVED, "sluice_route_received_bytes_total", COUNTER, NONE, "Request body bytes received")          \
-	X(ROUTE_SENT, "sluice_route_sent_bytes_total", COUNTER, NONE, "Response bytes sent (head and body)")
+	X(ROUTE_SENT, "sluice_route_sent_bytes_total", COUNTER, NONE, "Response bytes sent (head and body)")          \
+	X(ROUTE_WAF, "sluice_route_waf_total", COUNTER, WAF_OUTCOME,                                                  \
+	  "Requests the WAF inspected, by route and outcome (passed, blocked, detected: matched but let through, "     \
+	  "body_limit: body over waf.body_limit, budget_exceeded: a regex gave up, error)")                            \
+	X(ROUTE_WAF_BLOCKS, "sluice_route_waf_blocks_total", COUNTER, WAF_GROUP,                                      \
+	  "Requests the WAF blocked, by route and the rule group of the matches (one per group matched)")              \
+	X(ROUTE_POLICY, "sluice_route_policy_total", COUNTER, POLICY_OUTCOME,                                         \
+	  "Requests through a route's policies (access phase), by outcome (allowed, denied, responded, "              \
+	  "error, budget_exceeded, memory_exceeded)")                                                                  \
+	X(ROUTE_POLICY_ERRORS, "sluice_route_policy_errors_total", COUNTER, POLICY_PHASE,                             \
+	  "Policy calls that failed (error, instruction budget, memory cap), by route and phase")
 
 #define CTR_SERVICE_FAMILIES(X)                                                                                        \
 	X(SERVICE_REQUESTS, "sluice_service_requests_total", COUNTER, STATUS_CLASS,                                   \
@@ -383,6 +457,10 @@ void counters_server_outcome(struct ctr_worker *cw, const struct counters_map *m
                              bool failed);
 /* An attempt was retried on another server of pool `pool`. */
 void counters_pool_retry(struct ctr_worker *cw, const struct counters_map *m, size_t pool);
+/* Adds n to slot (CTR_ROUTE_<FAMILY> + label) of the request's route, in its
+ * worker's set and its snapshot's names; nothing without a registry or a
+ * route. For modules that count per route (the WAF, policies). */
+void counters_route_add(const struct request *r, unsigned slot, uint64_t n);
 
 /* ---- reading (the main thread: it is the one that interns names) ---- */
 

@@ -57,6 +57,8 @@ static void judge(struct run *run, const char *where, const struct waf_request *
 			printf("-");
 		for (size_t i = 0; i < v.nhits; i++)
 			printf("%s%u%s", i ? "," : "", v.hits[i].rule_id, v.hits[i].detect_only ? "(detect)" : "");
+		if (v.regex_limits)
+			printf(" gave_up=%u", v.regex_limits); /* regex matches stopped at their limit: no match assumed */
 		if (expect)
 			printf(" expect=%s %s", expect, failed ? "FAIL" : "ok");
 		if (label && *label)

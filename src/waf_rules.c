@@ -17,6 +17,7 @@
 #include <strings.h>
 
 #include "conf_sandbox.h"
+#include "counters.h"
 #include "conf_schema.h"
 #include "waf_ac.h"
 #include "waf_body.h"
@@ -58,6 +59,7 @@ struct waf_rule {
 	uint32_t all_names; /* kinds (bits) the rule reads every name of */
 	char *message;
 	char **tags; /* NULL-terminated */
+	uint32_t groups; /* bits of enum ctr_waf_group, from the tags */
 };
 
 /* The rules that share one transform chain. */
@@ -550,6 +552,26 @@ static void free_list(char **l)
 	free(l);
 }
 
+static const char *const group_names[CTR_WAF_GROUP__COUNT] = {
+#define GROUP_NAME(sym, str) str,
+    CTR_WAF_GROUP_LIST(GROUP_NAME)
+#undef GROUP_NAME
+};
+
+/* A rule's groups: tags "protocol", "scanner" and "attack-<group>"; "other" without any. */
+static uint32_t rule_groups(char **tags)
+{
+	uint32_t g = 0;
+	for (char **t = tags; *t; t++) {
+		const char *name = strncmp(*t, "attack-", 7) == 0 ? *t + 7 : *t;
+		for (int i = 0; i < CTR_WAF_GROUP__COUNT; i++)
+			if (i != CTR_WAF_GROUP_OTHER && strcmp(name, group_names[i]) == 0 &&
+			    (name != *t || i == CTR_WAF_GROUP_PROTOCOL || i == CTR_WAF_GROUP_SCANNER))
+				g |= 1u << i;
+	}
+	return g ? g : 1u << CTR_WAF_GROUP_OTHER;
+}
+
 static const char *const rule_keys[] = {"id",      "paranoia", "severity", "targets", "transforms",
                                         "operator", "message",  "tags",     "mode",    NULL};
 static const char *const operator_keys[] = {"phrases", "regex", "sqli", "xss", "not_within", "missing",
@@ -630,6 +652,7 @@ static bool read_rule(lua_State *L, struct loader *ld, struct waf_rule *r, struc
 		return false;
 	if (!r->tags)
 		r->tags = conf_xcalloc(1, sizeof(char *));
+	r->groups = rule_groups(r->tags);
 	char **targets;
 	size_t ntargets;
 	if (!string_list(L, t, "targets", ld, &targets, &ntargets))
@@ -1394,8 +1417,10 @@ static void record(struct waf_eval *ev, size_t ri, size_t at)
 	ev->matched[ri] = 1;
 	bool detect = ev->plan->detect[ri];
 	struct waf_verdict *v = ev->out;
-	if (!detect)
+	if (!detect) {
 		v->score += r->score;
+		v->groups |= r->groups;
+	}
 	v->total_hits++;
 	if (v->nhits >= WAF_MAX_HITS)
 		return;
@@ -1503,6 +1528,8 @@ static void run_other(struct waf_eval *ev, size_t ri, const char *s, size_t n, u
 		if (rc >= 0) {
 			PCRE2_SIZE *ov = pcre2_get_ovector_pointer(ev->md);
 			record(ev, ri, ov[1]);
+		} else if (rc == PCRE2_ERROR_MATCHLIMIT || rc == PCRE2_ERROR_DEPTHLIMIT || rc == PCRE2_ERROR_HEAPLIMIT) {
+			ev->out->regex_limits++;
 		}
 		break;
 	}

@@ -7,11 +7,14 @@
  * list of rule tables {id, paranoia, severity, targets, transforms, operator,
  * message, tags, mode}. Every error is reported as "FILE: rules[N].KEY:
  * message"; a set with any error is not built. Compiling groups rules by
- * transform chain: each group has one Aho-Corasick automaton over the
- * phrases of all its phrase rules, its PCRE2 (JIT) regexes, and its detector
- * rules (sqli, xss, not_within, missing, length_over), and each target kind
- * lists the groups that have a rule for it, so a value is transformed once
- * per chain and scanned once for all phrases.
+ * transform chain and puts every phrase, and literals read from each regex
+ * (one of which every match contains), into one Aho-Corasick automaton.
+ * Evaluating a value: its byte classes (one pass) say which transform steps
+ * would leave it as it is (skipped, so chains that then coincide share one
+ * transformed copy), the automaton scans the raw value and each distinct
+ * transformed value once, and only the regex and detector rules whose
+ * necessary byte classes and literals occur run. waf_eval_exhaustive()
+ * turns every shortcut off (same verdicts, for tests).
  *
  * A struct waf_ruleset is immutable after waf_rules_load() and shared by all
  * workers. A struct waf_eval holds one evaluator's scratch (PCRE2 match data,
@@ -104,6 +107,8 @@ struct waf_verdict {
 	bool block;         /* score >= threshold */
 	size_t nhits;       /* recorded hits (at most WAF_MAX_HITS) */
 	size_t total_hits;
+	uint32_t groups;    /* the rule groups of the counting hits: bits of enum ctr_waf_group (counters.h) */
+	unsigned regex_limits; /* regex matches that gave up at their match or depth limit (no match assumed) */
 	struct waf_hit hits[WAF_MAX_HITS];
 };
 

@@ -706,3 +706,60 @@ def test_policy_reads_the_request_body_when_it_asks(tmp_path, sluice, upstreams)
         assert r.status == 403
         got = echo(c.request("GET", "/r"))
         assert upstream_header(got, "x-body-len") == ["0"]
+
+
+def route_counter(sock, family, route):
+    """{label value: count} of a route family, from `ctl show counters --json`."""
+    import subprocess
+    from conftest import SLUICE_BIN
+    p = subprocess.run([SLUICE_BIN, "ctl", "-s", sock, "--json", "show", "counters"], capture_output=True,
+                       text=True, timeout=15)
+    assert p.returncode == 0, (p.stdout, p.stderr)
+    out = {}
+    for f in json.loads(p.stdout)["counters"]:
+        if f["name"] != family:
+            continue
+        for s in f["series"]:
+            if s["labels"].get("route") == route:
+                out[[v for k, v in s["labels"].items() if k != "route"][0]] = s["value"]
+    return out
+
+
+def test_outcomes_and_errors_are_counted_per_route(tmp_path, sluice, upstreams, sockdir):
+    import os
+    sock = os.path.join(sockdir, "admin.sock")
+    src = """
+    return {
+      access = function(r)
+        local c = r:header("x-case")
+        if c == "deny" then r:deny(451, "no") end
+        if c == "respond" then r:respond(200, "here", { ["x-from"] = "policy" }) end
+        if c == "error" then error("boom") end
+        if c == "loop" then while true do end end
+        if c == "memory" then local t = {} for i = 1, 1e9 do t[i] = ("x"):rep(1024) .. i end end
+      end,
+      response = function(r)
+        if r:header("x-case") == "late" then error("late boom") end
+      end,
+    }
+    """
+    routes = [{"name": "strict", "match": {"path_prefix": "/strict"}, "service": "web", "policies": ["s"]},
+              {"name": "pol", "match": {"path_prefix": "/"}, "service": "web", "policies": ["p"]}]
+    gw = policy_gw(tmp_path, sluice, upstreams, {
+        "p": (src, {"instructions": 200000, "memory": "2m"}),
+        "s": ("return { access = function(r) error('strict boom') end }", {"on_error": "deny"}),
+    }, None, routes=routes, admin={"socket": sock}, workers=1)
+    wait_until(lambda: os.path.exists(sock), what="admin socket")
+    plan = [("allow", 3, 200), ("deny", 2, 451), ("respond", 1, 200), ("error", 2, 200), ("loop", 1, 200),
+            ("memory", 1, 200), ("late", 1, 200)]
+    with RawConn(gw.port, timeout=30) as c:
+        for case, n, status in plan:
+            for _ in range(n):
+                assert c.request("GET", "/", headers=[("X-Case", case)]).status == status, case
+        assert c.request("GET", "/strict").status == 403
+    # "late" fails in the response phase: its access phase allowed it
+    assert route_counter(sock, "sluice_route_policy_total", "pol") == {
+        "allowed": 4, "denied": 2, "responded": 1, "error": 2, "budget_exceeded": 1, "memory_exceeded": 1}
+    assert route_counter(sock, "sluice_route_policy_errors_total", "pol") == {"access": 4, "response": 1}
+    assert route_counter(sock, "sluice_route_policy_total", "strict") == {"error": 1}
+    assert route_counter(sock, "sluice_route_policy_errors_total", "strict") == {"access": 1}

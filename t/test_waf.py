@@ -166,3 +166,17 @@ def test_shortcuts_change_no_verdict(tmp_path, paranoia):
     assert not differ, differ[:5]
     # and the extra requests do reach the rules
     assert sum(1 for k, v in fast.items() if "evasions" in k and v[0] == "block") > 50
+
+
+def test_a_regex_that_gives_up_is_reported(tmp_path):
+    import shutil
+    rules = tmp_path / "rules"
+    shutil.copytree(RULES, rules)
+    (rules / "90-slow.lua").write_text(
+        'return { { id = 99001, severity = "notice", targets = { "args" }, '
+        'operator = { regex = "^(a+)+$" }, message = "slow", tags = { "test" } } }\n')
+    f = write_lines(tmp_path / "r.jsonl", [{"path": "/s?q=" + "a" * 3000 + "b"}, {"path": "/s?q=aaa"}])
+    r = run_sluice(["waf", "test", "--rules", str(rules), f])
+    lines = r.stdout.splitlines()
+    assert "gave_up=1" in lines[0] and "rules=-" in lines[0], lines[0]
+    assert "gave_up" not in lines[1] and "99001" in lines[1], lines[1]

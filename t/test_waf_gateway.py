@@ -209,3 +209,44 @@ def test_request_bodies_are_inspected(sluice, upstreams, tmp_path):
         assert c.post(gw2.url("/api"), content="a=short", headers=form).status_code == 200
     (e,) = [e for e in gw2.access_log() if e.get("status") == 413]
     assert e["reason"] == "waf_denied" and e["waf_action"] == "body_limit"
+
+
+def test_outcomes_and_block_groups_are_counted_per_route(sluice, upstreams, tmp_path):
+    import os
+    import shutil
+    from test_policies import route_counter
+    # the shipped rules plus one whose regex gives up on a long run of 'a' (a
+    # notice: it never blocks, but a request on which it gave up is counted)
+    rules = tmp_path / "rules"
+    shutil.copytree(RULES, rules)
+    (rules / "90-slow.lua").write_text(
+        'return { { id = 99001, severity = "notice", targets = { "args" }, '
+        'operator = { regex = "^(a+)+$" }, message = "slow", tags = { "test" } } }\n')
+    sock = str(tmp_path / "admin.sock")
+    up = upstreams(1)[0]
+    port = free_port()
+    routes = [{"name": "watch", "match": {"path_prefix": "/watch"}, "service": "web", "waf": {"mode": "detect"}},
+              {"name": "shop", "match": {"path_prefix": "/"}, "service": "web"}]
+    cfg = base_config(port, [up.address], routes=routes, workers=1, admin={"socket": sock},
+                      waf={"rules": str(rules), "body_limit": "1k", "on_body_limit": "deny"})
+    gw = sluice(cfg)
+    wait_until(lambda: os.path.exists(sock), what="admin socket")
+    with httpx.Client(timeout=10) as c:
+        for _ in range(3):
+            assert c.get(gw.url("/search?q=red+shoes")).status_code == 200
+        assert c.get(gw.url(XSS)).status_code == 403
+        assert c.get(gw.url("/x?a=" + urllib.parse.quote("<svg onload=alert(1)>"))).status_code == 403
+        assert c.get(gw.url("/"), headers={"Cookie": "p=" + urllib.parse.quote("' or '1'='1")}).status_code == 403
+        # one request, two groups: counted once as blocked, once in each group
+        both = "/x?a=" + urllib.parse.quote("<script>alert(1)</script>") + "&b=" + urllib.parse.quote("1 union select 1")
+        assert c.get(gw.url(both)).status_code == 403
+        assert c.post(gw.url("/upload"), content=b"x" * 4096,
+                      headers={"Content-Type": "application/octet-stream"}).status_code == 413
+        assert c.get(gw.url("/search?q=" + "a" * 3000 + "b")).status_code == 200
+        assert c.get(gw.url("/watch" + XSS[len("/search"):])).status_code == 200
+        assert c.get(gw.url("/watch/ok")).status_code == 200
+    assert route_counter(sock, "sluice_route_waf_total", "shop") == {
+        "passed": 3, "blocked": 4, "body_limit": 1, "budget_exceeded": 1}
+    assert route_counter(sock, "sluice_route_waf_blocks_total", "shop") == {"xss": 3, "sqli": 2}
+    assert route_counter(sock, "sluice_route_waf_total", "watch") == {"detected": 1, "passed": 1}
+    assert route_counter(sock, "sluice_route_waf_blocks_total", "watch") == {}

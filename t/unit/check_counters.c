@@ -106,7 +106,8 @@ START_TEST(test_tables_are_consistent)
 	ck_assert_int_eq(CTR_ROUTE_REASONS, CTR_SC__COUNT);
 	ck_assert_int_eq(CTR_ROUTE_DURATION, CTR_SC__COUNT + REASON__COUNT);
 	ck_assert_int_eq(CTR_ROUTE_RECEIVED, CTR_ROUTE_DURATION + CTR_HIST_SLOTS);
-	ck_assert_int_eq(CTR_ROUTE_WIDTH, CTR_ROUTE_SENT + 1);
+	ck_assert_int_eq(CTR_ROUTE_WAF, CTR_ROUTE_SENT + 1);
+	ck_assert_int_eq(CTR_ROUTE_WIDTH, CTR_ROUTE_POLICY_ERRORS + CTR_POLICY_PHASE__COUNT);
 	ck_assert_int_eq(CTR_GLOBAL_WIDTH, CTR_RUNTIME_CHANGES + 1);
 	ck_assert_int_ge(CTR_MAX_WIDTH, CTR_ROUTE_WIDTH);
 	ck_assert_int_eq(ctr_status_class(204), CTR_SC_2XX);
