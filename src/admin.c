@@ -699,6 +699,19 @@ void admin_set_snapshot(struct admin *a, struct snapshot *snap, struct health *h
 	snapshot_unref(a->snap);
 	a->snap = snap;
 	a->health = health;
+	/* a reload may change these two; the path needs a restart (server.c) */
+	const struct conf_admin *ca = &snap->conf->admin;
+	a->max_conns = ca->max_connections ? ca->max_connections : 1;
+	const char *mine = a->published ? a->path : a->tmp_path;
+	struct stat st;
+	if (mine && lstat(mine, &st) == 0 && st.st_dev == a->dev && st.st_ino == a->ino &&
+	    (st.st_mode & 07777) != ca->mode && chmod(mine, ca->mode) != 0) {
+		struct log_line l;
+		log_begin(&l, LOG_WARN, "admin: cannot change the socket's mode");
+		log_str(&l, "socket", mine);
+		log_str(&l, "error", strerror(errno));
+		log_end(&l);
+	}
 }
 
 /* ---- changes ---- */

@@ -366,6 +366,22 @@ struct admin_http *admin_http_start(struct event_base *base, const struct conf_a
 	return h;
 }
 
+int admin_http_set_token(struct admin_http *h, const struct conf_admin *conf)
+{
+	char *token = NULL;
+	if (conf->http_token && !(token = malloc(conf->http_token_len)))
+		return -1;
+	if (token)
+		memcpy(token, conf->http_token, conf->http_token_len);
+	if (h->token) {
+		memset(h->token, 0, h->token_len);
+		free(h->token);
+	}
+	h->token = token;
+	h->token_len = token ? conf->http_token_len : 0;
+	return 0;
+}
+
 int admin_http_fd(const struct admin_http *h)
 {
 	return evconnlistener_get_fd(h->listener);

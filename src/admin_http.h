@@ -38,6 +38,9 @@ struct metrics;
  * (after logging why) on failure. */
 struct admin_http *admin_http_start(struct event_base *base, const struct conf_admin *conf, struct metrics *m,
                                     int fd);
+/* A reload changed admin.http_token_file: requests from now on need conf's
+ * token (none: conf has none). 0, or -1 (out of memory; the old one stays). */
+int admin_http_set_token(struct admin_http *h, const struct conf_admin *conf);
 /* The listening socket (for a binary upgrade to hand over). */
 int admin_http_fd(const struct admin_http *h);
 /* Close the listener and every connection. NULL is fine. */

@@ -458,15 +458,12 @@ static void server_restart_only(const struct conf *old, const struct conf *c, st
 		conf_errors_add(errs, "%s: workers: changed from %u to %u: %s", c->source, old->workers, c->workers, restart);
 	if (!same_str(old->user, c->user))
 		conf_errors_add(errs, "%s: user: changed: %s", c->source, restart);
-	if (!same_str(old->admin.socket, c->admin.socket) || old->admin.mode != c->admin.mode ||
-	    old->admin.max_connections != c->admin.max_connections)
-		conf_errors_add(errs, "%s: admin: changed: %s", c->source, restart);
-	if (!same_str(old->admin.http, c->admin.http) || !same_str(old->admin.http_token, c->admin.http_token))
-		conf_errors_add(errs, "%s: admin.http: changed: %s", c->source, restart);
+	if (!same_str(old->admin.socket, c->admin.socket))
+		conf_errors_add(errs, "%s: admin.socket: changed from %s to %s: %s", c->source,
+		                old->admin.socket ? old->admin.socket : "(none)", c->admin.socket ? c->admin.socket : "(none)",
+		                restart);
 	if (!same_str(old->state_file, c->state_file))
 		conf_errors_add(errs, "%s: state_file: changed: %s", c->source, restart);
-	if (old->limits.max_connections != c->limits.max_connections)
-		conf_errors_add(errs, "%s: limits.max_connections: changed: %s", c->source, restart);
 	if (conf_metrics_buckets_differ(old, c))
 		conf_errors_add(errs, "%s: metrics.histogram_buckets: changed: %s", c->source, restart);
 	const struct conf_redis *ro = &old->redis, *rn = &c->redis;
@@ -474,6 +471,54 @@ static void server_restart_only(const struct conf *old, const struct conf *c, st
 	    (rn->enabled && (!same_str(ro->address, rn->address) || !same_str(ro->password, rn->password) ||
 	                     ro->db != rn->db || ro->timeout != rn->timeout || ro->connect_timeout != rn->connect_timeout)))
 		conf_errors_add(errs, "%s: redis: changed: %s", c->source, restart);
+}
+
+/* admin.http on reload: a new address (or one added) is bound before
+ * anything is published; *moved says whether the listener changes. */
+static int server_plan_admin_http(struct server *srv, const struct conf_admin *ao, const struct conf_admin *an,
+                                  const char *source, bool *moved, struct admin_http **out, struct conf_errors *errs)
+{
+	*out = NULL;
+	*moved = (ao->http == NULL) != (an->http == NULL) ||
+	         (an->http && !conf_sockaddr_equal(&ao->http_addr, ao->http_addr_len, &an->http_addr, an->http_addr_len));
+	if (!*moved || !an->http)
+		return 0;
+	if (!srv->metrics) {
+		if (!(srv->metrics = metrics_new(srv->runtime, srv->snap, srv->num_workers))) {
+			conf_errors_add(errs, "%s: out of memory", source);
+			return -1;
+		}
+		metrics_set_ready(srv->metrics);
+	}
+	if (!(*out = admin_http_start(srv->base, an, srv->metrics, -1))) {
+		conf_errors_add(errs, "%s: admin.http: cannot listen on %s: %s (see the log)", source, an->http,
+		                strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+static void server_apply_admin_http(struct server *srv, const struct conf_admin *ao, const struct conf_admin *an,
+                                    bool moved, struct admin_http *h)
+{
+	if (!moved) {
+		if (srv->admin_http && (ao->http_token_len != an->http_token_len ||
+		                        (an->http_token && memcmp(ao->http_token, an->http_token, an->http_token_len) != 0)))
+			if (admin_http_set_token(srv->admin_http, an) != 0)
+				log_msg(LOG_ERROR, "admin.http: out of memory: the previous token stays");
+		return;
+	}
+	if (srv->admin_http) {
+		upgrade_src_remove(srv->upsrc, "admin.http", ao->http);
+		admin_http_stop(srv->admin_http);
+		struct log_line l;
+		log_begin(&l, LOG_INFO, "admin HTTP listener stopped");
+		log_str(&l, "address", ao->http);
+		log_end(&l);
+	}
+	srv->admin_http = h;
+	if (h)
+		upgrade_src_add(srv->upsrc, UPGRADE_ADMIN_HTTP, "admin.http", an->http, admin_http_fd(h));
 }
 
 int server_reload(struct server *srv, long long uid, const char *how, struct conf_errors *errs, char *msg,
@@ -492,6 +537,11 @@ int server_reload(struct server *srv, long long uid, const char *how, struct con
 	struct listener_plan plan = {0};
 	if (errs->count == 0)
 		server_plan_listeners(srv, srv->snap->conf, s->conf, &plan, errs);
+	const struct conf_admin *ao = &srv->snap->conf->admin, *an = &s->conf->admin;
+	bool http_moved = false;
+	struct admin_http *new_http = NULL;
+	if (errs->count == 0 && server_plan_admin_http(srv, ao, an, s->conf->source, &http_moved, &new_http, errs) != 0)
+		listener_plan_free(&plan, srv->num_workers);
 	if (errs->count > 0) {
 		snapshot_unref(s);
 		return -1;
@@ -507,12 +557,17 @@ int server_reload(struct server *srv, long long uid, const char *how, struct con
 		conf_errors_add(errs, "%s: cannot start the health checks (see the log)", srv->config_path);
 	if (!h) {
 		listener_plan_free(&plan, srv->num_workers);
+		admin_http_stop(new_http);
 		snapshot_unref(s);
 		return -1;
 	}
 	runtime_prune(srv->runtime, s->conf);
 	server_set_heap_keep_free(s->conf);
 	server_apply_listeners(srv, srv->snap->conf, s, &plan, how);
+	server_apply_admin_http(srv, ao, an, http_moved, new_http);
+	unsigned per_worker = server_max_connections(s->conf) / srv->num_workers;
+	for (unsigned i = 0; i < srv->num_workers; i++)
+		worker_set_max_conns(&srv->workers[i], per_worker);
 	for (unsigned i = 0; i < srv->num_workers; i++)
 		worker_publish(&srv->workers[i], s);
 	if (srv->admin)

@@ -390,6 +390,12 @@ static void worker_adopt(struct worker *w, struct snapshot *s)
 	w->gen = g;
 	w->snap = s;
 	worker_switch_listeners(w, old->snap, s);
+	unsigned max_conns = atomic_exchange(&w->max_conns_next, 0);
+	if (max_conns) {
+		w->max_conns = max_conns;
+		if (!w->draining)
+			worker_set_accepting(w, w->num_conns < w->max_conns);
+	}
 	for (size_t i = 0; i < module_count; i++)
 		if (module_list[i]->worker_adopt)
 			module_list[i]->worker_adopt(w, w->module_state[i], s->module_state[i]);
@@ -618,6 +624,11 @@ void worker_request_handover(struct worker *w)
 void worker_request_stop(struct worker *w)
 {
 	worker_send(w, WORKER_CMD_STOP);
+}
+
+void worker_set_max_conns(struct worker *w, unsigned max_conns)
+{
+	atomic_store(&w->max_conns_next, max_conns ? max_conns : 1);
 }
 
 void worker_publish(struct worker *w, struct snapshot *s)

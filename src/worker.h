@@ -85,6 +85,7 @@ struct worker {
 	struct client_worker *client; /* client.c's deadline queues and buffer pool */
 	unsigned num_conns;
 	unsigned max_conns;
+	atomic_uint max_conns_next; /* set by a reload (limits.max_connections), taken when the worker adopts */
 	bool accepting_paused;
 	bool draining;
 	/* draining for a binary upgrade: no keep-alive connection is closed under
@@ -138,6 +139,9 @@ void worker_add_listener(struct worker *w, unsigned id, const char *name, int fd
 /* Worker thread: the name of the listener numbered id, also one a reload
  * removed since ("" if the worker never had it). */
 const char *worker_listener_name(const struct worker *w, unsigned id);
+/* Thread-safe, before publishing a snapshot: the worker's share of
+ * limits.max_connections from that snapshot on. */
+void worker_set_max_conns(struct worker *w, unsigned max_conns);
 /* Thread-safe: hand the worker snapshot s (takes a reference for it); the
  * worker adopts it from its loop and then stores s->generation in `adopted`.
  * A snapshot published before and not adopted yet is replaced. */

@@ -20,6 +20,7 @@ import h2.events
 import pytest
 
 from conftest import SLUICE_BIN, RawConn, config_to_lua, free_port, wait_until
+from test_admin_http import http_get
 from test_h2 import H2Client
 from test_ratelimit import redis  # noqa: F401  (fixture)
 from test_res_admin import ctl, ctl_ok, sockdir  # noqa: F401  (fixture)
@@ -71,6 +72,15 @@ def server_of(gw, path="/x", conn=None):
 
 
 RELOADED = re.compile(r"^reloaded: generation (\d+), (\d+) routes, (\d+) pools, (\d+) services in (\d+) ms\n$")
+
+
+def refused(port):
+    """Whether a connection to port on 127.0.0.1 is refused (nobody listens)."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    except ConnectionRefusedError:
+        return True
+    return False
 
 
 def reload_ok(gw):
@@ -227,12 +237,16 @@ def test_reload_refuses_keys_that_need_a_restart(sluice, upstreams, sockdir):
     gw = start(sluice, upstreams, sockdir)
     cfg = json.loads(json.dumps(gw.cfg))
     cfg["workers"] = 3
-    cfg["admin"]["max_connections"] = 5
+    cfg["admin"]["socket"] = gw.sock + ".2"
+    cfg["state_file"] = os.path.join(sockdir, "state")
+    cfg["admin"]["max_connections"] = 5  # reloadable, but the reload is refused as a whole
     rewrite(gw, cfg)
     rc, out, _ = ctl(gw.sock, "reload")
     assert rc == 1, out
     assert re.search(r"workers: changed from 2 to 3: .*restart", out), out
-    assert re.search(r"admin: changed: .*restart", out), out
+    assert re.search(r"admin\.socket: changed from .* to .*\.2: .*restart", out), out
+    assert re.search(r"state_file: changed: .*restart", out), out
+    assert '"max_connections":32' in ctl_ok(gw.sock, "--json", "show", "admin")
     assert server_of(gw) == "blue"
     assert re.search(r"^generation\s+1$", ctl_ok(gw.sock, "show", "config"), re.M)
 
@@ -274,8 +288,7 @@ def test_reload_adds_a_listener(sluice, upstreams, sockdir):
     del cfg2["listeners"][0]
     rewrite(gw, cfg2)
     reload_ok(gw)
-    with pytest.raises(ConnectionRefusedError):
-        socket.create_connection(("127.0.0.1", port2), timeout=2)
+    assert refused(port2)
     assert server_of(gw) == "green"
 
 
@@ -503,3 +516,108 @@ def test_reloads_under_wrk_h2load_and_new_https_connections(certs, sluice, upstr
                   h2l_out)
     assert m and int(m.group(3)) > 0 and m.group(4) == "0" and m.group(5) == "0", h2l_out
     assert not https["failed"] and https["ok"] > 10, (https["ok"], https["failed"][:3])
+
+
+def test_reload_applies_admin_settings_and_the_connection_budget(sluice, upstreams, sockdir, tmp_path):
+    """admin.mode, admin.max_connections, admin.http (added, moved, token) and
+    limits.max_connections change on reload."""
+    gw = start(sluice, upstreams, sockdir, workers=1)
+    assert os.stat(gw.sock).st_mode & 0o777 == 0o600
+    cfg = json.loads(json.dumps(gw.cfg))
+    cfg["admin"].update({"mode": "0660", "max_connections": 5})
+    aport = free_port()
+    cfg["admin"]["http"] = "127.0.0.1:%d" % aport
+    cfg["limits"] = {"max_connections": 2}
+    rewrite(gw, cfg)
+    reload_ok(gw)
+    assert os.stat(gw.sock).st_mode & 0o777 == 0o660
+    assert '"max_connections":5' in ctl_ok(gw.sock, "--json", "show", "admin")
+    assert http_get(aport, "/healthz")[0] == 200
+    assert http_get(aport, "/metrics")[0] == 200
+
+    # the budget: two connections, a third waits in the accept queue ...
+    a, b = RawConn(gw.port, timeout=10), RawConn(gw.port, timeout=10)
+    assert server_of(gw, conn=a) == "blue" and server_of(gw, conn=b) == "blue"
+    third = RawConn(gw.port, timeout=10)
+    third.send(b"GET /third HTTP/1.1\r\nHost: x\r\n\r\n")
+    with pytest.raises(TimeoutError):  # not accepted: no answer
+        third.read_some(timeout=1)
+    # ... until a reload raises it
+    cfg["limits"] = {"max_connections": 100}
+    token = tmp_path / "token"
+    secret = "5e" * 32
+    token.write_text(secret + "\n")
+    aport2 = free_port()
+    cfg["admin"].update({"http": "127.0.0.1:%d" % aport2, "http_token_file": str(token)})
+    rewrite(gw, cfg)
+    reload_ok(gw)
+    r = third.read_response()
+    assert r.status == 200, r
+    for c in (a, b, third):
+        c.close()
+    # admin.http moved, with a token from now on
+    assert refused(aport)
+    assert http_get(aport2, "/metrics")[0] == 401
+    assert http_get(aport2, "/metrics", headers={"Authorization": "Bearer " + secret})[0] == 200
+    # a rotated token on the same address: the listener stays, the token changes
+    token.write_text("7f" * 32 + "\n")
+    reload_ok(gw)
+    assert http_get(aport2, "/metrics", headers={"Authorization": "Bearer " + secret})[0] == 401
+    assert http_get(aport2, "/metrics", headers={"Authorization": "Bearer " + "7f" * 32})[0] == 200
+    # and gone again
+    del cfg["admin"]["http"], cfg["admin"]["http_token_file"]
+    rewrite(gw, cfg)
+    reload_ok(gw)
+    assert refused(aport2)
+    assert server_of(gw) == "blue"
+
+
+def test_admin_http_that_cannot_be_bound_fails_the_reload(sluice, upstreams, sockdir):
+    gw = start(sluice, upstreams, sockdir)
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    cfg = json.loads(json.dumps(gw.cfg))
+    cfg["admin"]["http"] = "127.0.0.1:%d" % taken.getsockname()[1]
+    cfg["routes"][-1]["pool"] = "green"
+    rewrite(gw, cfg)
+    rc, out, _ = ctl(gw.sock, "reload")
+    taken.close()
+    assert rc == 1 and re.search(r"admin\.http: cannot listen on 127\.0\.0\.1:\d+", out), out
+    assert server_of(gw) == "blue"
+
+
+def test_rate_limit_buckets_survive_a_reload(sluice, upstreams, sockdir):
+    """Buckets follow the limit's name while its shape stays; a new shape starts fresh."""
+    gw = start(sluice, upstreams, sockdir, workers=1)
+    cfg = json.loads(json.dumps(gw.cfg))
+    cfg["rate_limits"] = {"per_client": {"key": "client_ip", "rate": 1, "per": "1m", "burst": 3}}
+    cfg["routes"][-1]["rate_limit"] = "per_client"
+    rewrite(gw, cfg)
+    reload_ok(gw)
+    with RawConn(gw.port) as c:
+        assert [c.request("GET", "/r%d" % i).status for i in range(3)] == [200, 200, 200]
+    cfg["routes"].insert(0, {"name": "extra", "match": {"path": "/never"}, "respond": {"status": 204}})
+    rewrite(gw, cfg)
+    reload_ok(gw)
+    with RawConn(gw.port) as c:
+        assert c.request("GET", "/after").status == 429
+    cfg["rate_limits"]["per_client"]["burst"] = 4
+    rewrite(gw, cfg)
+    reload_ok(gw)
+    with RawConn(gw.port) as c:
+        assert c.request("GET", "/fresh").status == 200
+
+
+def test_reload_moves_the_access_log(sluice, upstreams, sockdir, tmp_path):
+    """Log settings change on reload: the access log goes to the new file."""
+    gw = start(sluice, upstreams, sockdir)
+    cfg = json.loads(json.dumps(gw.cfg))
+    path = tmp_path / "access.log"
+    cfg["access_log"] = {"path": str(path)}
+    rewrite(gw, cfg)
+    reload_ok(gw)
+    with RawConn(gw.port) as c:
+        assert c.request("GET", "/to-the-file").status == 200
+    wait_until(lambda: path.exists() and "/to-the-file" in path.read_text(), what="the request in the new log file")
+    assert "/to-the-file" not in gw.stdout()

@@ -22,7 +22,7 @@ import pytest
 
 from conftest import RawConn, curl, free_port, wait_until
 from test_h2 import H2Client
-from test_reload import reload_ok, rewrite, server_of, two_pool_config
+from test_reload import refused, reload_ok, rewrite, server_of, two_pool_config
 from test_res_admin import ctl, ctl_ok, sockdir  # noqa: F401  (fixture)
 from test_tls_certs import certs  # noqa: F401  (fixture)
 from test_upgrade import Load
@@ -49,14 +49,6 @@ def with_listeners(cfg, listeners, pool=None, slow=None):
     if slow:
         out["routes"][0]["pool"] = slow
     return out
-
-
-def refused(port):
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=2).close()
-    except ConnectionRefusedError:
-        return True
-    return False
 
 
 def h2load(port, seconds):
