@@ -67,6 +67,10 @@ enum client_deadline {
 struct client_worker {
 	struct conn_timer_queue q[CLIENT_DL_KINDS];
 	struct conn_sock_pool bufs;
+	/* an idle connection's next head is read here and parsed in place
+	 * (client_sock_read_cb): no input buffer for the common request that
+	 * is a head alone */
+	char scratch[16 * 1024];
 };
 
 static size_t client_in_len(const struct client_conn *cc)
@@ -227,6 +231,14 @@ static void client_sock_input_taken(struct client_conn *cc)
 		cc->read_full = false;
 		client_sock_update_reading(cc);
 	}
+}
+
+/* Own socket: the input buffer, taken from the pool on the first byte. */
+static struct evbuffer *client_in(struct client_conn *cc)
+{
+	if (!cc->in && !cc->bev)
+		cc->in = conn_sock_buf_get(&cc->w->client->bufs);
+	return cc->in;
 }
 
 /* Own socket: the output buffer, taken from the pool on the first byte. */
@@ -801,13 +813,14 @@ static void client_fill_from_head(struct client_conn *cc, struct exchange *ex)
 
 /* Parse and start the next request if its head is complete. Returns false
  * when nothing more can be done until more bytes arrive. */
-static bool client_try_head(struct client_conn *cc)
+/* Parse and start the request whose bytes are p (avail of them): the
+ * input's first bytes (from_in), or a read into the worker's scratch buffer
+ * while the input was empty, of which whatever is not the head goes into the
+ * input (the body, pipelined requests), as does all of it when it is not a
+ * complete, valid head. */
+static bool client_parse_head(struct client_conn *cc, const char *p, size_t avail, bool from_in)
 {
 	struct worker *w = cc->w;
-	struct evbuffer *in = cc->in;
-	size_t avail = client_in_len(cc);
-	if (avail == 0)
-		return false;
 	const struct conf_limits *lim = &client_conf(cc)->limits;
 	struct h1_limits hl = {
 	    .max_request_line = lim->request_line_bytes,
@@ -815,17 +828,23 @@ static bool client_try_head(struct client_conn *cc)
 	    .max_headers = lim->max_headers < H1_MAX_HEADERS ? lim->max_headers : H1_MAX_HEADERS,
 	};
 	size_t window = avail < hl.max_head + 1 ? avail : hl.max_head + 1;
-	const char *p = (const char *)evbuffer_pullup(in, (ssize_t)window);
 	struct exchange *ex = pipeline_exchange_new(w);
-	if (!p || !ex) {
-		if (ex)
-			pipeline_exchange_discard(w, ex);
+	if (!ex) {
 		client_close_soon(cc, false);
 		return false;
 	}
 	int status = 0;
 	const char *why = NULL;
 	int rc = h1_parse_request(p, window, &hl, &ex->h1, &status, &why);
+	if (rc < 0 && !from_in) {
+		/* incomplete or bad: on as if it had been read into the input */
+		struct evbuffer *in = client_in(cc);
+		if (!in || evbuffer_add(in, p, avail) != 0) {
+			pipeline_exchange_discard(w, ex);
+			client_close_soon(cc, false);
+			return false;
+		}
+	}
 	if (rc == H1_INCOMPLETE) {
 		pipeline_exchange_discard(w, ex);
 		if (!cc->head_timer_armed) {
@@ -851,7 +870,16 @@ static bool client_try_head(struct client_conn *cc)
 		return false;
 	}
 	client_keep_head(ex, p, (size_t)rc);
-	if (evbuffer_drain(in, (size_t)rc) != 0) {
+	int moved;
+	if (from_in) {
+		moved = evbuffer_drain(cc->in, (size_t)rc);
+	} else if ((size_t)rc < avail) {
+		struct evbuffer *in = client_in(cc);
+		moved = in ? evbuffer_add(in, p + rc, avail - (size_t)rc) : -1;
+	} else {
+		moved = 0;
+	}
+	if (moved != 0) {
 		cc->ex = NULL;
 		pipeline_cancel(ex, REASON_NONE);
 		client_close_soon(cc, false);
@@ -862,6 +890,21 @@ static bool client_try_head(struct client_conn *cc)
 		cc->keep_alive = false;
 	pipeline_start(ex, 0);
 	return cc->state == CLIENT_WAIT_HEAD;
+}
+
+static bool client_try_head(struct client_conn *cc)
+{
+	size_t avail = client_in_len(cc);
+	if (avail == 0)
+		return false;
+	size_t max_head = client_conf(cc)->limits.header_bytes;
+	size_t window = avail < max_head + 1 ? avail : max_head + 1;
+	const char *p = (const char *)evbuffer_pullup(cc->in, (ssize_t)window);
+	if (!p) {
+		client_close_soon(cc, false);
+		return false;
+	}
+	return client_parse_head(cc, p, avail, true);
 }
 
 static void client_handle_input(struct client_conn *cc)
@@ -970,6 +1013,26 @@ static void client_sock_read_cb(evutil_socket_t fd, short what, void *arg)
 {
 	(void)what;
 	struct client_conn *cc = arg;
+	if (cc->state == CLIENT_WAIT_HEAD && !cc->in) {
+		char *scratch = cc->w->client->scratch;
+		ssize_t n = read(fd, scratch, sizeof(cc->w->client->scratch));
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+			return;
+		if (n <= 0) {
+			client_on_event(cc, n == 0 ? BEV_EVENT_EOF : BEV_EVENT_ERROR);
+			return;
+		}
+		/* as in client_handle_input: a response completed at once goes on
+		 * with pipelined bytes here, not from inside the pipeline */
+		cc->in_input_loop = true;
+		bool more = client_parse_head(cc, scratch, (size_t)n, false);
+		cc->in_input_loop = false;
+		if (more)
+			client_handle_input(cc);
+		else
+			client_sock_input_taken(cc);
+		return;
+	}
 	if (!cc->in && !(cc->in = conn_sock_buf_get(&cc->w->client->bufs))) {
 		client_free(cc, REASON_NONE);
 		return;
