@@ -27,6 +27,7 @@ struct rl_cmd {
 	struct rl_redis *r;
 	enum cmd_kind kind;
 	uint64_t deadline_us;
+	uint64_t sent_us; /* when it went to Redis (the latency histogram) */
 	bool evaled; /* already re-sent as EVAL after NOSCRIPT */
 	rl_take_cb *take_cb;
 	rl_beat_cb *beat_cb;
@@ -208,6 +209,8 @@ static void cmd_reply_cb(redisAsyncContext *ac, void *reply_v, void *privdata)
 			return;
 	}
 	pending_remove(r, c);
+	if (reply)
+		CTR_GLOBAL_OBSERVE(r->counters, RL_REDIS_LATENCY, clock_elapsed_us(c->sent_us, clock_mono_us()));
 	if (!reply) {
 		/* the connection went away; fail_connection reports it */
 		cmd_fail(c);
@@ -234,6 +237,7 @@ static int send_cmd(struct rl_redis *r, struct rl_cmd *c)
 		return -1;
 	if (redisAsyncCommandArgv(r->ac, cmd_reply_cb, c, c->argc, c->argv, c->argvlen) != REDIS_OK)
 		return -1;
+	c->sent_us = clock_mono_us();
 	CTR_GLOBAL_ADD(r->counters, RL_REDIS_COMMANDS, 0, 1);
 	return 0;
 }

@@ -20,6 +20,7 @@
 
 #include "clock.h"
 #include "conn_sock.h"
+#include "counters.h"
 #include "exchange.h"
 #include "log.h"
 #include "pipeline.h"
@@ -184,6 +185,12 @@ void client_worker_free(struct worker *w)
 
 /* ---- connection lifecycle ---- */
 
+/* The protocol a connection is counted under (counters.h). */
+static enum ctr_protocol client_protocol(const struct client_conn *cc)
+{
+	return cc->origin.scheme && strcmp(cc->origin.scheme, "https") == 0 ? CTR_PROTO_HTTPS : CTR_PROTO_HTTP1;
+}
+
 void client_origin_from_sockaddr(struct client_origin *o, const struct sockaddr *sa)
 {
 	memset(o, 0, sizeof(*o));
@@ -261,6 +268,7 @@ static void client_start(struct client_conn *cc)
 		w->conns->prev = cc;
 	w->conns = cc;
 	w->num_conns++;
+	counters_connection(w->counters, client_protocol(cc), true);
 	cc->head_timer_armed = true;
 	client_arm_timer(cc, CLIENT_DL_HEAD, client_conf(cc)->limits.client_header_timeout);
 }
@@ -367,6 +375,7 @@ static void client_free(struct client_conn *cc, enum reason reason)
 		conn_sock_buf_put(bufs, &cc->in);
 		conn_sock_buf_put(bufs, &cc->out);
 	}
+	counters_connection(w->counters, client_protocol(cc), false);
 	free(cc);
 	worker_conn_closed(w);
 }

@@ -95,6 +95,13 @@ static const char *const waf_group_names[] = {CTR_WAF_GROUP_LIST(CTR_NAME_STR)};
 static const char *const policy_outcome_names[] = {CTR_POLICY_OUTCOME_LIST(CTR_NAME_STR)};
 static const char *const policy_phase_names[] = {CTR_POLICY_PHASE_LIST(CTR_NAME_STR)};
 #undef CTR_NAME_STR
+#define CTR_STR(sym, str) str,
+static const char *const protocol_names[] = {CTR_PROTOCOL_LIST(CTR_STR)};
+static const char *const tls_version_names[] = {CTR_TLS_VERSION_LIST(CTR_STR)};
+static const char *const reload_names[] = {CTR_RELOAD_LIST(CTR_STR)};
+static const char *const upload_limit_names[] = {CTR_UPLOAD_LIMIT_LIST(CTR_STR)};
+static const char *const verdict_names[] = {CTR_ROLLOUT_VERDICT_LIST(CTR_STR)};
+#undef CTR_STR
 
 /* The value of a fixed label, or NULL for a value that is never shown (REASON_NONE). */
 static const char *lset_value(enum ctr_lset ls, unsigned i)
@@ -118,6 +125,16 @@ static const char *lset_value(enum ctr_lset ls, unsigned i)
 		return policy_outcome_names[i];
 	case CTR_LSET_POLICY_PHASE:
 		return policy_phase_names[i];
+	case CTR_LSET_PROTOCOL:
+		return protocol_names[i];
+	case CTR_LSET_TLS_VERSION:
+		return tls_version_names[i];
+	case CTR_LSET_RELOAD:
+		return reload_names[i];
+	case CTR_LSET_UPLOAD_LIMIT:
+		return upload_limit_names[i];
+	case CTR_LSET_ROLLOUT_VERDICT:
+		return verdict_names[i];
 	case CTR_LSET_NONE:
 	default:
 		return "";
@@ -503,6 +520,22 @@ void counters_server_outcome(struct ctr_worker *cw, const struct counters_map *m
 		ctr_bump(row + CTR_SERVER_FAILURES, 1);
 }
 
+void counters_pool_connection(struct ctr_worker *cw, const struct counters_map *m, size_t pool, bool reused)
+{
+	if (!cw || !m)
+		return;
+	if (reused)
+		CTR_ADD(cw, m, POOL, pool, POOL_CONNS_REUSED, 0, 1);
+	else
+		CTR_ADD(cw, m, POOL, pool, POOL_CONNS_OPENED, 0, 1);
+}
+
+void counters_rollout_verdict(const struct counters_map *m, size_t service, enum ctr_rollout_verdict v)
+{
+	if (counters_process && m && service < m->count[CTR_DIM_SERVICE])
+		CTR_ADD(counters_main(counters_process), m, SERVICE, service, SERVICE_ROLLOUT_VERDICTS, v, 1);
+}
+
 void counters_pool_retry(struct ctr_worker *cw, const struct counters_map *m, size_t pool)
 {
 	if (cw && m)
@@ -648,6 +681,22 @@ static void write_value(struct evbuffer *out, bool json, bool *first, const stru
 	*first = false;
 }
 
+/* The values of a counter or gauge family for name id: card of them in v
+ * (a gauge: ups - downs, 0 when a racing read saw a down before its up). */
+static void family_values(const struct counters *reg, const struct ctr_family *f, uint32_t id, uint64_t *v)
+{
+	unsigned card = lset_card[f->lset];
+	sum_slots(reg, f->dim, id, f->offset, f->kind == CTR_KIND_GAUGE ? 2 * card : card, v);
+	if (f->kind == CTR_KIND_GAUGE)
+		for (unsigned i = 0; i < card; i++)
+			v[i] = v[i] > v[card + i] ? v[i] - v[card + i] : 0;
+}
+
+static const char *kind_name(enum ctr_kind k)
+{
+	return k == CTR_KIND_HISTOGRAM ? "histogram" : k == CTR_KIND_GAUGE ? "gauge" : "counter";
+}
+
 /* Every series of family f for name id (labels l[0..nl) of the name). */
 static void write_name(const struct counters *reg, struct evbuffer *out, bool json, bool *first,
                        const struct ctr_family *f, uint32_t id, struct label *l, size_t nl)
@@ -659,7 +708,7 @@ static void write_name(const struct counters *reg, struct evbuffer *out, bool js
 		return;
 	}
 	unsigned card = lset_card[f->lset];
-	sum_slots(reg, f->dim, id, f->offset, card, v);
+	family_values(reg, f, id, v);
 	for (unsigned i = 0; i < card; i++) {
 		const char *value = lset_value(f->lset, i);
 		if (!value)
@@ -675,8 +724,7 @@ static void write_family(const struct counters *reg, const struct counters_map *
                          const struct ctr_family *f, bool *seen)
 {
 	if (json) {
-		evbuffer_add_printf(out, "{\"name\":\"%s\",\"kind\":\"%s\",\"help\":\"", f->name,
-		                    f->kind == CTR_KIND_HISTOGRAM ? "histogram" : "counter");
+		evbuffer_add_printf(out, "{\"name\":\"%s\",\"kind\":\"%s\",\"help\":\"", f->name, kind_name(f->kind));
 		put_escaped(out, f->help);
 		evbuffer_add(out, "\",\"labels\":[", 12);
 		size_t k = 0;
@@ -841,7 +889,7 @@ static void expo_name(const struct expo *x, const struct ctr_family *f, uint32_t
 		return;
 	}
 	unsigned card = lset_card[f->lset];
-	sum_slots(x->reg, f->dim, id, f->offset, card, v);
+	family_values(x->reg, f, id, v);
 	for (unsigned i = 0; i < card; i++) {
 		const char *value = lset_value(f->lset, i);
 		if (!value || (v[i] == 0 && lset_sparse(f->lset)))
@@ -857,8 +905,8 @@ static void expo_header(const struct expo *x, const struct ctr_family *f)
 	size_t n = strlen(f->name);
 	if (x->om && f->kind == CTR_KIND_COUNTER && n > 6 && strcmp(f->name + n - 6, "_total") == 0)
 		n -= 6;
-	const char *type = f->kind == CTR_KIND_HISTOGRAM ? "histogram" : "counter";
-	evbuffer_add_printf(x->out, "# HELP %.*s %s\n# TYPE %.*s %s\n", (int)n, f->name, f->help, (int)n, f->name, type);
+	evbuffer_add_printf(x->out, "# HELP %.*s %s\n# TYPE %.*s %s\n", (int)n, f->name, f->help, (int)n, f->name,
+	                    kind_name(f->kind));
 }
 
 void counters_expose(const struct counters *reg, const struct counters_map *m, bool openmetrics,

@@ -163,6 +163,53 @@ enum ctr_policy_phase {
 	CTR_POLICY_PHASE__COUNT
 };
 
+/* The protocol of a client connection: HTTP/1.x on a plain socket, over TLS, HTTP/2 (TLS or h2c). */
+#define CTR_PROTOCOL_LIST(X) X(HTTP1, "http1") X(HTTPS, "https") X(H2, "h2")
+enum ctr_protocol {
+#define CTR_PROTO_ENUM(sym, str) CTR_PROTO_##sym,
+	CTR_PROTOCOL_LIST(CTR_PROTO_ENUM)
+#undef CTR_PROTO_ENUM
+	CTR_PROTO__COUNT
+};
+
+/* The TLS version a handshake agreed on (OpenSSL's names). */
+#define CTR_TLS_VERSION_LIST(X) X(TLS1_2, "TLSv1.2") X(TLS1_3, "TLSv1.3") X(OTHER, "other")
+enum ctr_tls_version {
+#define CTR_TLSV_ENUM(sym, str) CTR_TLSV_##sym,
+	CTR_TLS_VERSION_LIST(CTR_TLSV_ENUM)
+#undef CTR_TLSV_ENUM
+	CTR_TLSV__COUNT
+};
+
+/* How a config reload (ctl reload, SIGHUP) ended. */
+#define CTR_RELOAD_LIST(X) X(SUCCESS, "success") X(FAILURE, "failure")
+enum ctr_reload {
+#define CTR_RELOAD_ENUM(sym, str) CTR_RELOAD_##sym,
+	CTR_RELOAD_LIST(CTR_RELOAD_ENUM)
+#undef CTR_RELOAD_ENUM
+	CTR_RELOAD__COUNT
+};
+
+/* Which limit refused an HTTP/2 upload (h2.c: max_uploading_streams per connection or per client). */
+#define CTR_UPLOAD_LIMIT_LIST(X) X(CONNECTION, "connection") X(CLIENT, "client")
+enum ctr_upload_limit {
+#define CTR_UPLOAD_ENUM(sym, str) CTR_UPLOAD_##sym,
+	CTR_UPLOAD_LIMIT_LIST(CTR_UPLOAD_ENUM)
+#undef CTR_UPLOAD_ENUM
+	CTR_UPLOAD__COUNT
+};
+
+/* A rollout controller's judgement of one interval (rollout.c). */
+#define CTR_ROLLOUT_VERDICT_LIST(X)                                                                                    \
+	X(PROMOTED, "promoted") X(COMPLETED, "completed") X(ROLLED_BACK, "rolled_back") X(HOLDING, "holding")           \
+	X(WAITING, "waiting")
+enum ctr_rollout_verdict {
+#define CTR_VERDICT_ENUM(sym, str) CTR_VERDICT_##sym,
+	CTR_ROLLOUT_VERDICT_LIST(CTR_VERDICT_ENUM)
+#undef CTR_VERDICT_ENUM
+	CTR_VERDICT__COUNT
+};
+
 /* label set: its label name and how many values it has */
 #define CTR_LSET_LIST(X)                                                                                               \
 	X(NONE, NULL, 1)                                                                                               \
@@ -174,7 +221,12 @@ enum ctr_policy_phase {
 	X(WAF_OUTCOME, "outcome", CTR_WAF__COUNT)                                                                      \
 	X(WAF_GROUP, "group", CTR_WAF_GROUP__COUNT)                                                                    \
 	X(POLICY_OUTCOME, "outcome", CTR_POLICY__COUNT)                                                                \
-	X(POLICY_PHASE, "phase", CTR_POLICY_PHASE__COUNT)
+	X(POLICY_PHASE, "phase", CTR_POLICY_PHASE__COUNT)                                                              \
+	X(PROTOCOL, "protocol", CTR_PROTO__COUNT)                                                                      \
+	X(TLS_VERSION, "version", CTR_TLSV__COUNT)                                                                     \
+	X(RELOAD, "outcome", CTR_RELOAD__COUNT)                                                                        \
+	X(UPLOAD_LIMIT, "limit", CTR_UPLOAD__COUNT)                                                                    \
+	X(ROLLOUT_VERDICT, "verdict", CTR_VERDICT__COUNT)
 enum ctr_lset {
 #define CTR_LSET_ENUM(sym, label, card) CTR_LSET_##sym,
 	CTR_LSET_LIST(CTR_LSET_ENUM)
@@ -206,8 +258,16 @@ struct ctr_hist_bounds {
 	uint64_t us[CTR_HIST_MAX_BOUNDS];
 };
 
-enum ctr_kind { CTR_KIND_COUNTER, CTR_KIND_HISTOGRAM };
-#define CTR_WIDTH(kind, lset) (CTR_KIND_##kind == CTR_KIND_HISTOGRAM ? CTR_HIST_SLOTS : CTR_CARD_##lset)
+/* A GAUGE goes up and down on one thread or several: each set counts its ups
+ * in the first half of the family's slots and its downs in the second
+ * (CTR_GAUGE_UP / CTR_GAUGE_DOWN); the value is ups - downs over all sets,
+ * so a connection opened on one worker and closed on it never needs an
+ * atomic. */
+enum ctr_kind { CTR_KIND_COUNTER, CTR_KIND_HISTOGRAM, CTR_KIND_GAUGE };
+#define CTR_WIDTH(kind, lset)                                                                                          \
+	(CTR_KIND_##kind == CTR_KIND_HISTOGRAM ? CTR_HIST_SLOTS                                                        \
+	 : CTR_KIND_##kind == CTR_KIND_GAUGE   ? 2 * CTR_CARD_##lset                                                  \
+	                                       : CTR_CARD_##lset)
 
 /* ---- dimensions and their families ----
  * X(symbol, exported name, kind, label set, help). Names follow Prometheus:
@@ -236,7 +296,24 @@ enum ctr_kind { CTR_KIND_COUNTER, CTR_KIND_HISTOGRAM };
 	  "Local rate-limit keys forgotten after being idle")                                                         \
 	X(TRAILER_FIELDS_DROPPED, "sluice_trailer_fields_dropped_total", COUNTER, NONE,                               \
 	  "Trailer fields not forwarded because RFC 9110 6.5.1 rules them out of trailers")                           \
-	X(RUNTIME_CHANGES, "sluice_runtime_changes_total", COUNTER, NONE, "Deployer changes applied through the admin socket")
+	X(RUNTIME_CHANGES, "sluice_runtime_changes_total", COUNTER, NONE, "Deployer changes applied through the admin socket") \
+	X(CONNECTIONS, "sluice_connections_total", COUNTER, PROTOCOL,                                                 \
+	  "Client connections served, by protocol (http1, https: HTTP/1.x over TLS, h2: HTTP/2 sessions)")             \
+	X(CONNECTIONS_ACTIVE, "sluice_connections_active", GAUGE, PROTOCOL, "Client connections open, by protocol")   \
+	X(H2_STREAMS, "sluice_h2_streams_total", COUNTER, NONE, "HTTP/2 streams opened by clients")                   \
+	X(H2_STREAMS_ACTIVE, "sluice_h2_streams_active", GAUGE, NONE, "HTTP/2 streams open")                          \
+	X(H2_UPLOADS_REFUSED, "sluice_h2_uploads_refused_total", COUNTER, UPLOAD_LIMIT,                               \
+	  "HTTP/2 request bodies refused (REFUSED_STREAM) by max_uploading_streams, per connection or per client")      \
+	X(TLS_VERSIONS, "sluice_tls_handshakes_by_version_total", COUNTER, TLS_VERSION,                               \
+	  "TLS handshakes completed, by the version agreed")                                                          \
+	X(TLS_RESUMED, "sluice_tls_handshakes_resumed_total", COUNTER, TLS_VERSION,                                   \
+	  "TLS handshakes that resumed an earlier session (ticket or cache), by version")                              \
+	X(RL_REDIS_LATENCY, "sluice_ratelimit_redis_latency_seconds", HISTOGRAM, NONE,                                \
+	  "Time from sending a command to Redis to its reply")                                                        \
+	X(RELOADS, "sluice_config_reloads_total", COUNTER, RELOAD,                                                    \
+	  "Config reloads (ctl reload, SIGHUP) by outcome: success (published) or failure (refused)")                  \
+	X(ROUTE_REGEX_GIVE_UPS, "sluice_route_regex_give_ups_total", COUNTER, NONE,                                   \
+	  "Route path_regex matches abandoned at limits.regex_match_limit (taken as no match)")
 
 #define CTR_LISTENER_FAMILIES(X)                                                                                       \
 	X(LISTENER_REQUESTS, "sluice_listener_requests_total", COUNTER, STATUS_CLASS,                                 \
@@ -268,7 +345,9 @@ enum ctr_kind { CTR_KIND_COUNTER, CTR_KIND_HISTOGRAM };
 
 #define CTR_SERVICE_FAMILIES(X)                                                                                        \
 	X(SERVICE_REQUESTS, "sluice_service_requests_total", COUNTER, STATUS_CLASS,                                   \
-	  "Requests ended, by service and status class")
+	  "Requests ended, by service and status class")                                                              \
+	X(SERVICE_ROLLOUT_VERDICTS, "sluice_service_rollout_verdicts_total", COUNTER, ROLLOUT_VERDICT,                \
+	  "Rollout intervals judged, by verdict (promoted, completed, rolled_back, holding, waiting)")
 
 #define CTR_POOL_FAMILIES(X)                                                                                           \
 	X(POOL_REQUESTS, "sluice_pool_requests_total", COUNTER, STATUS_CLASS, "Requests ended, by pool and status class") \
@@ -277,7 +356,11 @@ enum ctr_kind { CTR_KIND_COUNTER, CTR_KIND_HISTOGRAM };
 	  "(refusals: pool_overflow, retry_budget_exhausted, breaker_open, no_healthy_upstream)")                      \
 	X(POOL_RETRIES, "sluice_pool_retries_total", COUNTER, NONE, "Attempts retried on another server")             \
 	X(POOL_UPSTREAM_RESPONSE, "sluice_pool_upstream_response_seconds", HISTOGRAM, NONE,                           \
-	  "Time from the request's head to the upstream response head, by pool")
+	  "Time from the request's head to the upstream response head, by pool")                                      \
+	X(POOL_CONNS_OPENED, "sluice_pool_upstream_connections_opened_total", COUNTER, NONE,                          \
+	  "Upstream connections opened for a request")                                                                \
+	X(POOL_CONNS_REUSED, "sluice_pool_upstream_connections_reused_total", COUNTER, NONE,                          \
+	  "Requests sent on an idle keep-alive upstream connection instead of a new one")
 
 #define CTR_SERVER_FAMILIES(X)                                                                                         \
 	X(SERVER_REQUESTS, "sluice_server_requests_total", COUNTER, STATUS_CLASS,                                     \
@@ -422,6 +505,11 @@ static inline atomic_uint_fast64_t *ctr_global_row(struct ctr_worker *cw)
 			ctr_bump(ctr_global_row(ctr_cw_) + CTR_##FAMILY + (label), (n));                               \
 	} while (0)
 
+/* A GAUGE family's label value goes up or down by one (CTR_GAUGE_UP(cw, CONNECTIONS_ACTIVE, CTR_PROTO_H2)). */
+#define CTR_GAUGE_UP(cw, FAMILY, label) CTR_GLOBAL_ADD(cw, FAMILY, label, 1)
+#define CTR_GAUGE_DOWN(cw, FAMILY, label)                                                                           \
+	CTR_GLOBAL_ADD(cw, FAMILY, (CTR_##FAMILY##_LAST_ - CTR_##FAMILY + 1) / 2 + (label), 1)
+
 /* A GLOBAL slot of this set alone (the writing thread: its own totals). */
 static inline uint64_t ctr_global_own(struct ctr_worker *cw, unsigned slot)
 {
@@ -442,6 +530,14 @@ static inline void ctr_observe(atomic_uint_fast64_t *hist, unsigned bucket, uint
 	ctr_bump(hist + CTR_HIST_SUM, us);
 }
 
+/* One observation of a GLOBAL histogram (CTR_GLOBAL_OBSERVE(cw, RL_REDIS_LATENCY, us)). */
+static inline void ctr_global_observe(struct ctr_worker *cw, unsigned family, uint64_t us)
+{
+	if (cw)
+		ctr_observe(ctr_global_row(cw) + family, ctr_hist_bucket(cw->hist, us), us);
+}
+#define CTR_GLOBAL_OBSERVE(cw, FAMILY, us) ctr_global_observe((cw), CTR_##FAMILY, (us))
+
 static inline enum ctr_status_class ctr_status_class(int status)
 {
 	return status >= 100 && status <= 599 ? (enum ctr_status_class)(status / 100) : CTR_SC_NONE;
@@ -455,6 +551,20 @@ void counters_request_done(struct ctr_worker *cw, const struct request *r);
  * outcome (proxy.c, once per attempt; cancelled attempts are not counted). */
 void counters_server_outcome(struct ctr_worker *cw, const struct counters_map *m, size_t pool, size_t server,
                              bool failed);
+/* A client connection of protocol p was opened (up) or closed (!up). */
+static inline void counters_connection(struct ctr_worker *cw, enum ctr_protocol p, bool up)
+{
+	if (up) {
+		CTR_GLOBAL_ADD(cw, CONNECTIONS, p, 1);
+		CTR_GAUGE_UP(cw, CONNECTIONS_ACTIVE, p);
+	} else {
+		CTR_GAUGE_DOWN(cw, CONNECTIONS_ACTIVE, p);
+	}
+}
+/* An attempt on pool `pool` took an idle connection (reused) or opened one. */
+void counters_pool_connection(struct ctr_worker *cw, const struct counters_map *m, size_t pool, bool reused);
+/* The main thread: a rollout interval of service `service` (snapshot index) was judged. */
+void counters_rollout_verdict(const struct counters_map *m, size_t service, enum ctr_rollout_verdict v);
 /* An attempt was retried on another server of pool `pool`. */
 void counters_pool_retry(struct ctr_worker *cw, const struct counters_map *m, size_t pool);
 /* Adds n to slot (CTR_ROUTE_<FAMILY> + label) of the request's route, in its

@@ -59,7 +59,6 @@ struct h2_worker {
 	 * worker's sessions (http2.max_uploading_streams_per_client); NULL until
 	 * the first upload */
 	struct addrcount *uploads_by_addr;
-	uint64_t uploads_refused_conn, uploads_refused_addr;
 };
 
 struct h2_stream {
@@ -319,13 +318,13 @@ static bool stream_upload_admit(struct h2_session *s)
 {
 	struct h2_worker *hw = s->w->h2;
 	if (s->uploading >= s->cfg->max_uploading_streams) {
-		hw->uploads_refused_conn++;
+		CTR_GLOBAL_ADD(s->w->counters, H2_UPLOADS_REFUSED, CTR_UPLOAD_CONNECTION, 1);
 		return false;
 	}
 	if (!hw->uploads_by_addr && !(hw->uploads_by_addr = addrcount_new()))
 		return false;
 	if (!addrcount_acquire(hw->uploads_by_addr, s->origin.ip, s->cfg->max_uploading_streams_per_client)) {
-		hw->uploads_refused_addr++;
+		CTR_GLOBAL_ADD(s->w->counters, H2_UPLOADS_REFUSED, CTR_UPLOAD_CLIENT, 1);
 		return false;
 	}
 	return true;
@@ -350,6 +349,7 @@ static void stream_free(struct h2_stream *st)
 	if (st->next)
 		st->next->prev = st->prev;
 	s->num_streams--;
+	CTR_GAUGE_DOWN(s->w->counters, H2_STREAMS_ACTIVE, 0);
 	if (st->body_timer)
 		event_free(st->body_timer);
 	if (st->in)
@@ -382,6 +382,8 @@ static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *frame, voi
 		s->streams->prev = st;
 	s->streams = st;
 	s->num_streams++;
+	CTR_GLOBAL_ADD(s->w->counters, H2_STREAMS, 0, 1);
+	CTR_GAUGE_UP(s->w->counters, H2_STREAMS_ACTIVE, 0);
 	if (nghttp2_session_set_stream_user_data(ng, st->id, st) != 0) {
 		stream_free(st);
 		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
@@ -1320,6 +1322,7 @@ static void session_free(struct h2_session *s)
 		s->next->prev = s->prev;
 	snapshot_unref(s->snap);
 	free(s);
+	counters_connection(w->counters, CTR_PROTO_H2, false);
 	worker_conn_closed(w);
 }
 
@@ -1404,6 +1407,7 @@ void h2_session_start(struct worker *w, struct snapshot *snap, size_t listener, 
 		hw->sessions->prev = s;
 	hw->sessions = s;
 	CTR_GLOBAL_ADD(w->counters, H2_SESSIONS, 0, 1);
+	counters_connection(w->counters, CTR_PROTO_H2, true);
 	w->num_conns++;
 	const struct conf *c = s->snap->conf;
 	struct timeval send_tv = worker_timeval(w, c->limits.send_timeout);
@@ -1527,12 +1531,14 @@ void h2_worker_free(struct worker *w)
 		}
 		log_end(&l);
 	}
-	if (hw->uploads_refused_conn || hw->uploads_refused_addr) {
+	uint64_t refused_conn = ctr_global_own(w->counters, CTR_H2_UPLOADS_REFUSED + CTR_UPLOAD_CONNECTION),
+	         refused_addr = ctr_global_own(w->counters, CTR_H2_UPLOADS_REFUSED + CTR_UPLOAD_CLIENT);
+	if (refused_conn || refused_addr) {
 		struct log_line l;
 		log_begin(&l, LOG_INFO, "HTTP/2 uploads refused");
 		log_int(&l, "worker", w->id);
-		log_int(&l, "per_connection", (long long)hw->uploads_refused_conn);
-		log_int(&l, "per_client", (long long)hw->uploads_refused_addr);
+		log_int(&l, "per_connection", (long long)refused_conn);
+		log_int(&l, "per_client", (long long)refused_addr);
 		log_end(&l);
 	}
 	addrcount_free(hw->uploads_by_addr);

@@ -268,6 +268,74 @@ static void split_family(const struct metrics *m, struct evbuffer *out, bool om)
 	}
 }
 
+/* The value of word `key=` in a rollout line (rollout.c keeps one per
+ * service in the runtime table: "to=POOL steps=5,25,100 ... step=1
+ * state=running start=..."), copied into buf; NULL when absent. */
+static const char *rollout_word(const char *line, const char *key, char *buf, size_t size)
+{
+	size_t klen = strlen(key);
+	for (const char *p = line; p && *p; p = strchr(p, ' ')) {
+		while (*p == ' ')
+			p++;
+		if (strncmp(p, key, klen) == 0 && p[klen] == '=') {
+			size_t n = strcspn(p + klen + 1, " ");
+			if (n >= size)
+				return NULL;
+			memcpy(buf, p + klen + 1, n);
+			buf[n] = '\0';
+			return buf;
+		}
+	}
+	return NULL;
+}
+
+static const char *const rollout_states[] = {"running", "paused", "completed", "aborted", "rolled_back", "stopped"};
+
+/* Rollouts (rollout.h): per service with one, its canary pool's step, the
+ * share that step gives it, and its state; from the runtime's rollout lines. */
+static void rollout_families(const struct metrics *m, struct evbuffer *out, bool om)
+{
+	const struct conf *c = m->snap->conf;
+	static const char *const names[] = {"sluice_service_rollout_step", "sluice_service_rollout_canary_percent",
+	                                    "sluice_service_rollout_state"};
+	static const char *const helps[] = {
+	    "The rollout's current step (1 = the first), per service and canary pool",
+	    "The share of the service (percent) the rollout's current step gives the canary pool",
+	    "The rollout's state: 1 for the current one (running, paused, completed, aborted, rolled_back, stopped)"};
+	for (size_t f = 0; f < 3; f++) {
+		family(out, om, names[f], "gauge", helps[f]);
+		for (size_t i = 0; i < c->num_services; i++) {
+			const char *line = runtime_rollout_line(m->rt, c->services[i].name);
+			char pool[128], steps[128], step[24], state[24];
+			if (!line || !rollout_word(line, "to", pool, sizeof pool) ||
+			    !rollout_word(line, "steps", steps, sizeof steps) || !rollout_word(line, "step", step, sizeof step) ||
+			    !rollout_word(line, "state", state, sizeof state))
+				continue;
+			unsigned long k = strtoul(step, NULL, 10);
+			if (f == 2) {
+				for (size_t j = 0; j < sizeof rollout_states / sizeof rollout_states[0]; j++) {
+					series_begin(out, names[f], "service", c->services[i].name);
+					series_label(out, "pool", pool);
+					series_label(out, "state", rollout_states[j]);
+					series_end(out, strcmp(state, rollout_states[j]) == 0);
+				}
+				continue;
+			}
+			unsigned long pct = 0;
+			const char *p = steps;
+			for (unsigned long j = 0; j <= k && *p; j++) {
+				pct = strtoul(p, NULL, 10);
+				p += strcspn(p, ",");
+				if (*p == ',')
+					p++;
+			}
+			series_begin(out, names[f], "service", c->services[i].name);
+			series_label(out, "pool", pool);
+			series_end(out, f == 0 ? k + 1 : pct);
+		}
+	}
+}
+
 static void listener_family(const struct metrics *m, struct evbuffer *out, bool om)
 {
 	const struct conf *c = m->snap->conf;
@@ -315,6 +383,7 @@ void metrics_write(struct metrics *m, struct evbuffer *out, bool om)
 	listener_family(m, out, om);
 	cert_family(m, out, om);
 	split_family(m, out, om);
+	rollout_families(m, out, om);
 	pool_family(m, out, om, "sluice_pool_servers", "Servers configured in the pool", POOL_SERVERS, 0);
 	pool_family(m, out, om, "sluice_pool_servers_usable",
 	            "Servers of the pool that may take new requests (up, not drained or disabled, weight above 0, "
@@ -324,6 +393,9 @@ void metrics_write(struct metrics *m, struct evbuffer *out, bool om)
 	            POOL_FIELD, offsetof(struct runtime_pool, active_requests));
 	pool_family(m, out, om, "sluice_pool_upstream_connections", "Upstream connections open to the pool, all workers",
 	            POOL_FIELD, offsetof(struct runtime_pool, connections));
+	pool_family(m, out, om, "sluice_pool_upstream_connections_idle",
+	            "Of the upstream connections open to the pool, the idle keep-alive ones (the rest are in use)",
+	            POOL_FIELD, offsetof(struct runtime_pool, idle));
 	pool_family(m, out, om, "sluice_pool_pending_requests", "Requests waiting for a new upstream connection",
 	            POOL_FIELD, offsetof(struct runtime_pool, pending));
 	server_family(m, out, om, "sluice_server_up", "1 when the server passes its health checks (or has none)",

@@ -327,6 +327,7 @@ static void idle_unlink(struct upstream_conn *uc)
 	uc->prev = uc->next = NULL;
 	uc->idle = false;
 	ss->num_idle--;
+	atomic_fetch_sub_explicit(&uc->pool->rt->idle, 1, memory_order_relaxed);
 }
 
 void upstream_conn_free(struct upstream_conn *uc)
@@ -399,6 +400,7 @@ static void idle_push(struct upstream_conn *uc)
 		ss->idle->prev = uc;
 	ss->idle = uc;
 	ss->num_idle++;
+	atomic_fetch_add_explicit(&uc->pool->rt->idle, 1, memory_order_relaxed);
 }
 
 void pool_release(struct upstream_conn *uc)

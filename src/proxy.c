@@ -521,6 +521,7 @@ static void proxy_attempt(struct exchange *ex, bool allow_reuse)
 	txn->uc = uc;
 	uc->owner = ex;
 	uc->requests++;
+	counters_pool_connection(ex->req.worker->counters, ex->req.snap->counters, (size_t)ex->req.pool, txn->reused);
 	bufferevent_setcb(uc->bev, up_read_cb, up_write_cb, up_event_cb, ex);
 	struct timeval response_tv = proxy_tv(ex, pc->response_timeout);
 	txn->read_timer_on = false;

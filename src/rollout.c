@@ -17,6 +17,7 @@
 
 #include "clock.h"
 #include "conf.h"
+#include "counters.h"
 #include "log.h"
 #include "runtime.h"
 #include "snapshot.h"
@@ -451,6 +452,13 @@ static int figures_text(const struct rollout_judged *j, char *buf, size_t size)
 	                100 * rate(j->stable_errors, j->stable_requests), j->stable_p99_ms);
 }
 
+/* A verdict of judge() in the registry (sluice_service_rollout_verdicts_total); sv is of the current config. */
+static void count_verdict(struct rollout_ctl *rc, const struct conf_service *sv, enum ctr_rollout_verdict v)
+{
+	const struct snapshot *s = *rc->snap;
+	counters_rollout_verdict(s->counters, (size_t)(sv - s->conf->services), v);
+}
+
 static void judge(struct rollout_ctl *rc, const struct conf_service *sv, struct rollout *ro)
 {
 	struct runtime_figures now_c, now_s, dc, ds;
@@ -473,6 +481,7 @@ static void judge(struct rollout_ctl *rc, const struct conf_service *sv, struct 
 		/* the interval goes on until the canary has enough requests */
 		snprintf(ro->verdict, sizeof ro->verdict, "waiting: %llu of %llu requests on the canary",
 		         (unsigned long long)dc.attempts, (unsigned long long)ro->min_requests);
+		count_verdict(rc, sv, CTR_VERDICT_WAITING);
 		return;
 	}
 	double err_c = rate(dc.errors, dc.attempts), err_s = rate(ds.errors, ds.attempts);
@@ -493,12 +502,14 @@ static void judge(struct rollout_ctl *rc, const struct conf_service *sv, struct 
 		ro->state = RO_ROLLED_BACK;
 		set_start_weights(rc, sv, ro);
 		snprintf(ro->verdict, sizeof ro->verdict, "rolled back: %s", why);
+		count_verdict(rc, sv, CTR_VERDICT_ROLLED_BACK);
 		note(ro, LOG_WARN, "rolled back at step %zu (%u%%): %s (%s)", ro->step + 1, ro->steps[ro->step], why, figs);
 		save(rc, ro);
 		return;
 	}
 	if (over_err || over_p99) {
 		snprintf(ro->verdict, sizeof ro->verdict, "holding: the canary is over a limit, but the stable pools are as bad");
+		count_verdict(rc, sv, CTR_VERDICT_HOLDING);
 		note(ro, LOG_WARN, "held at step %zu (%u%%): over a limit with the stable pools as bad (%s)", ro->step + 1,
 		     ro->steps[ro->step], figs);
 		new_interval(rc, sv, ro);
@@ -507,11 +518,13 @@ static void judge(struct rollout_ctl *rc, const struct conf_service *sv, struct 
 	if (ro->step + 1 == ro->num_steps) {
 		ro->state = RO_COMPLETED;
 		snprintf(ro->verdict, sizeof ro->verdict, "completed");
+		count_verdict(rc, sv, CTR_VERDICT_COMPLETED);
 		note(ro, LOG_INFO, "completed at %u%% (%s)", ro->steps[ro->step], figs);
 	} else {
 		ro->step++;
 		set_share(rc, sv, ro, ro->steps[ro->step]);
 		snprintf(ro->verdict, sizeof ro->verdict, "promoted to step %zu (%u%%)", ro->step + 1, ro->steps[ro->step]);
+		count_verdict(rc, sv, CTR_VERDICT_PROMOTED);
 		note(ro, LOG_INFO, "promoted to step %zu (%u%%) (%s)", ro->step + 1, ro->steps[ro->step], figs);
 		new_interval(rc, sv, ro);
 	}

@@ -12,6 +12,7 @@
 #include <time.h>
 
 #include "clock.h"
+#include "counters.h"
 #include "log.h"
 
 /* Paths are attacker-controlled while patterns are not, so a pattern with
@@ -89,6 +90,7 @@ struct route_scratch {
 	pcre2_jit_stack *jit_stack;
 	uint32_t match_limit;         /* what match_context holds now (tables may differ across reloads) */
 	uint64_t regex_gave_up;       /* matches abandoned at a limit, since the scratch was made */
+	struct ctr_worker *counters;  /* the worker's registry set (sluice_route_regex_give_ups_total) */
 	uint64_t regex_unlogged;      /* of those, not yet in a log line */
 	uint64_t regex_last_log_ms;   /* monotonic; 0: never logged */
 };
@@ -215,6 +217,7 @@ static uint64_t monotonic_ms(void)
 static void regex_gave_up(const struct compiled_route *r, struct route_scratch *s, int rc)
 {
 	s->regex_gave_up++;
+	CTR_GLOBAL_ADD(s->counters, ROUTE_REGEX_GIVE_UPS, 0, 1);
 	s->regex_unlogged++;
 	uint64_t now = monotonic_ms();
 	if (s->regex_last_log_ms != 0 && now - s->regex_last_log_ms < ROUTE_REGEX_LOG_INTERVAL_MS)
@@ -467,6 +470,11 @@ struct route_scratch *route_scratch_new(void)
 	}
 	s->match_limit = CONF_REGEX_MATCH_LIMIT_DEFAULT;
 	return s;
+}
+
+void route_scratch_count_into(struct route_scratch *s, struct ctr_worker *cw)
+{
+	s->counters = cw;
 }
 
 uint64_t route_scratch_regex_gave_up(const struct route_scratch *s)

@@ -17,6 +17,7 @@
 
 struct route_table;
 struct route_scratch;
+struct ctr_worker;
 
 /* What the matcher looks at. host: lower-case or not (compared case-insensitively),
  * without port; may be NULL. path: without query string. */
@@ -42,6 +43,8 @@ void route_table_free(struct route_table *t);
 
 struct route_scratch *route_scratch_new(void);
 void route_scratch_free(struct route_scratch *s);
+/* The counter set (counters.h) give-ups are also counted in (the worker's; NULL: none). */
+void route_scratch_count_into(struct route_scratch *s, struct ctr_worker *cw);
 
 /* Index into conf.routes of the first matching route, or -1 (404). Does not allocate. A path_regex
  * that exceeds limits.regex_match_limit (catastrophic backtracking on a hostile path) or another

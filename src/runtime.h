@@ -77,6 +77,7 @@ struct runtime_pool {
 	atomic_uint retries_inflight;
 	atomic_uint pending;       /* requests waiting for a new connection to open */
 	atomic_uint connections;   /* upstream connections open, all workers */
+	atomic_uint idle;          /* of those, idle keep-alive connections waiting for a request */
 };
 
 /* One pool's share of one service. */

@@ -598,12 +598,20 @@ int server_reload(struct server *srv, long long uid, const char *how, struct con
 	return 0;
 }
 
+/* A reload ended (rc 0: published): counted, and shown by /metrics. */
+static void server_reload_done(struct server *srv, int rc)
+{
+	if (counters_process)
+		CTR_GLOBAL_ADD(counters_main(counters_process), RELOADS, rc == 0 ? CTR_RELOAD_SUCCESS : CTR_RELOAD_FAILURE, 1);
+	if (srv->metrics)
+		metrics_reloaded(srv->metrics, rc == 0);
+}
+
 static int server_admin_reload(void *arg, long long uid, struct conf_errors *errs, char *msg, size_t msg_size)
 {
 	struct server *srv = arg;
 	int rc = server_reload(srv, uid, "ctl reload", errs, msg, msg_size);
-	if (srv->metrics)
-		metrics_reloaded(srv->metrics, rc == 0);
+	server_reload_done(srv, rc);
 	return rc;
 }
 
@@ -615,8 +623,7 @@ static void server_signal_reload(void *arg)
 	conf_errors_init(&errs);
 	char msg[256];
 	int rc = server_reload(srv, -1, "SIGHUP", &errs, msg, sizeof(msg));
-	if (srv->metrics)
-		metrics_reloaded(srv->metrics, rc == 0);
+	server_reload_done(srv, rc);
 	if (rc != 0) {
 		for (size_t i = 0; i < errs.count; i++) {
 			struct log_line l;

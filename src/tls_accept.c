@@ -162,6 +162,11 @@ static void handshake_event_cb(struct bufferevent *bev, short what, void *arg)
 	SSL *ssl = tls_bev_ssl(bev);
 	if ((what & BEV_EVENT_CONNECTED) && ssl) {
 		CTR_GLOBAL_ADD(p->w->counters, TLS_HANDSHAKES, 0, 1);
+		int v = SSL_version(ssl);
+		enum ctr_tls_version tv = v == TLS1_3_VERSION ? CTR_TLSV_TLS1_3 : v == TLS1_2_VERSION ? CTR_TLSV_TLS1_2 : CTR_TLSV_OTHER;
+		CTR_GLOBAL_ADD(p->w->counters, TLS_VERSIONS, tv, 1);
+		if (SSL_session_reused(ssl))
+			CTR_GLOBAL_ADD(p->w->counters, TLS_RESUMED, tv, 1);
 		const unsigned char *alpn = NULL;
 		unsigned alpn_len = 0;
 		SSL_get0_alpn_selected(ssl, &alpn, &alpn_len);

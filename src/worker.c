@@ -484,6 +484,8 @@ int worker_init(struct worker *w, struct server *srv, unsigned id, struct snapsh
 	w->tls = tls_worker_new(worker_dispatch);
 	/* owned by the registry: the totals outlive the worker */
 	w->counters = counters_worker_new(counters_process);
+	if (w->route_scratch)
+		route_scratch_count_into(w->route_scratch, w->counters);
 	w->module_state = calloc(module_count ? module_count : 1, sizeof(void *));
 	if (!w->route_scratch || !w->module_state || !w->tls || (counters_process && !w->counters)) {
 		log_msg(LOG_ERROR, "out of memory creating a worker");

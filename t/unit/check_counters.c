@@ -108,7 +108,8 @@ START_TEST(test_tables_are_consistent)
 	ck_assert_int_eq(CTR_ROUTE_RECEIVED, CTR_ROUTE_DURATION + CTR_HIST_SLOTS);
 	ck_assert_int_eq(CTR_ROUTE_WAF, CTR_ROUTE_SENT + 1);
 	ck_assert_int_eq(CTR_ROUTE_WIDTH, CTR_ROUTE_POLICY_ERRORS + CTR_POLICY_PHASE__COUNT);
-	ck_assert_int_eq(CTR_GLOBAL_WIDTH, CTR_RUNTIME_CHANGES + 1);
+		ck_assert_int_eq(CTR_GLOBAL_WIDTH, CTR_ROUTE_REGEX_GIVE_UPS + 1);
+	ck_assert_int_eq(CTR_CONNECTIONS_ACTIVE_LAST_ - CTR_CONNECTIONS_ACTIVE + 1, 2 * CTR_PROTO__COUNT); /* a gauge: ups, downs */
 	ck_assert_int_ge(CTR_MAX_WIDTH, CTR_ROUTE_WIDTH);
 	ck_assert_int_eq(ctr_status_class(204), CTR_SC_2XX);
 	ck_assert_int_eq(ctr_status_class(599), CTR_SC_5XX);
@@ -130,6 +131,13 @@ START_TEST(test_two_workers_sum)
 	CTR_GLOBAL_ADD(w2, H2_CLOSED, CTR_H2_CLOSE_PING_FLOOD, 3);
 	CTR_GLOBAL_ADD(w2, TLS_HANDSHAKES, 0, 1);
 	CTR_GLOBAL_ADD(counters_main(reg), RUNTIME_CHANGES, 0, 4);
+	/* a gauge: up on one set, down on another, summed */
+	CTR_GAUGE_UP(w1, CONNECTIONS_ACTIVE, CTR_PROTO_H2);
+	CTR_GAUGE_UP(w1, CONNECTIONS_ACTIVE, CTR_PROTO_H2);
+	CTR_GAUGE_UP(w2, CONNECTIONS_ACTIVE, CTR_PROTO_H2);
+	CTR_GAUGE_DOWN(w2, CONNECTIONS_ACTIVE, CTR_PROTO_H2);
+	CTR_GAUGE_DOWN(w1, CONNECTIONS_ACTIVE, CTR_PROTO_H2);
+	CTR_GAUGE_UP(w1, CONNECTIONS_ACTIVE, CTR_PROTO_HTTP1);
 	ck_assert_uint_eq(counters_get(reg, NULL, CTR_DIM_GLOBAL, 0, CTR_H2_CLOSED + CTR_H2_CLOSE_PING_FLOOD), 5);
 	ck_assert_uint_eq(counters_get(reg, NULL, CTR_DIM_GLOBAL, 0, CTR_H2_CLOSED + CTR_H2_CLOSE_RAPID_RESET), 0);
 	ck_assert_uint_eq(counters_get(reg, NULL, CTR_DIM_GLOBAL, 0, CTR_TLS_HANDSHAKES), 1);
@@ -141,6 +149,13 @@ START_TEST(test_two_workers_sum)
 	ck_assert_ptr_nonnull(strstr(t, "sluice_h2_sessions_closed_total{reason=\"ping_flood\"} 5\n"));
 	ck_assert_ptr_nonnull(strstr(t, "sluice_runtime_changes_total 4\n"));
 	ck_assert_ptr_null(strstr(t, "rapid_reset")); /* zero series are left out */
+	ck_assert_ptr_nonnull(strstr(t, "sluice_connections_active{protocol=\"h2\"} 1\n"));
+	ck_assert_ptr_nonnull(strstr(t, "sluice_connections_active{protocol=\"http1\"} 1\n"));
+	free(t);
+	t = expo_of(reg, NULL, false);
+	ck_assert_ptr_nonnull(strstr(t, "# TYPE sluice_connections_active gauge\n"));
+	ck_assert_ptr_nonnull(strstr(t, "\nsluice_connections_active{protocol=\"h2\"} 1\n"));
+	ck_assert_ptr_nonnull(strstr(t, "\nsluice_connections_active{protocol=\"https\"} 0\n"));
 	free(t);
 	counters_free(reg);
 }
