@@ -296,6 +296,12 @@ enum ctr_kind { CTR_KIND_COUNTER, CTR_KIND_HISTOGRAM, CTR_KIND_GAUGE };
 	  "Local rate-limit keys forgotten after being idle")                                                         \
 	X(TRAILER_FIELDS_DROPPED, "sluice_trailer_fields_dropped_total", COUNTER, NONE,                               \
 	  "Trailer fields not forwarded because RFC 9110 6.5.1 rules them out of trailers")                           \
+	X(TRACE_SPANS_EXPORTED, "sluice_tracing_spans_exported_total", COUNTER, NONE,                                 \
+	  "Spans the OTLP collector accepted")                                                                        \
+	X(TRACE_SPANS_DROPPED, "sluice_tracing_spans_dropped_total", COUNTER, NONE,                                   \
+	  "Sampled spans not delivered: a worker's queue was full, or the collector failed or was not configured")   \
+	X(TRACE_EXPORT_FAILURES, "sluice_tracing_export_failures_total", COUNTER, NONE,                               \
+	  "OTLP export requests that failed (connect, timeout, an answer other than 2xx)")                              \
 	X(RUNTIME_CHANGES, "sluice_runtime_changes_total", COUNTER, NONE, "Deployer changes applied through the admin socket") \
 	X(CONNECTIONS, "sluice_connections_total", COUNTER, PROTOCOL,                                                 \
 	  "Client connections served, by protocol (http1, https: HTTP/1.x over TLS, h2: HTTP/2 sessions)")             \

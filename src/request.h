@@ -68,6 +68,15 @@ struct request {
 	struct fields log_fields;
 	void *policy; /* the policy module's per-request state */
 
+	/* W3C trace context (modules/tracing.h), set before the request goes
+	 * upstream or is answered when tracing is on: the trace, the gateway's
+	 * span in it, the caller's span (all zero: the trace started here) */
+	uint8_t trace_id[16];
+	uint8_t span_id[8];
+	uint8_t parent_span_id[8];
+	uint8_t trace_flags; /* as sent upstream: bit 0 sampled */
+	bool traced;         /* the fields above are set */
+
 	/* times, from the worker's cached clocks */
 	uint64_t start_mono_us;
 	uint64_t start_wall_us;      /* microseconds since the epoch */

@@ -1,0 +1,51 @@
+/* conf_tracing.h - the tracing module's config section (docs/tracing.md,
+ * docs/configuration.md "tracing").
+ *
+ *   tracing = { otlp = "http://127.0.0.1:4318/v1/traces", sample = 0.05,
+ *               service_name = "sluice" }
+ * turns W3C trace context propagation on (traceparent/tracestate checked,
+ * a new trace started when there is none, the gateway's span as the
+ * upstream request's parent) and exports sampled spans over OTLP/HTTP JSON.
+ * Without `otlp` the ids are propagated and logged, nothing is exported.
+ *
+ * Ownership: struct conf_tracing belongs to the conf (conf->tracing), freed
+ * with it.
+ */
+#ifndef SLUICE_CONF_TRACING_H
+#define SLUICE_CONF_TRACING_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "conf.h"
+#include "conf_schema.h"
+
+struct conf_tracing_header {
+	char *name;  /* lower-case token */
+	char *value; /* no CR, LF or NUL */
+};
+
+struct conf_tracing {
+	char *otlp;       /* the collector's URL as written; NULL: no export */
+	char *otlp_host;  /* parsed from it: host (IPv6 without brackets), port, path */
+	char *otlp_port;
+	char *otlp_path;
+	double sample;    /* ratio of new traces sampled, 0..1; default 1 */
+	bool parent_based; /* an incoming sampled flag decides; default true */
+	char *service_name; /* resource service.name; default "sluice" */
+	struct conf_tracing_header *headers; /* sent with every export (e.g. an API key) */
+	size_t num_headers;
+	unsigned batch_size;  /* spans per export request; default 512 */
+	unsigned queue_size;  /* spans waiting per worker; default 2048 */
+	conf_msec timeout;    /* one export request; default 5s */
+	conf_msec interval;   /* longest wait before queued spans go; default 1s */
+};
+
+extern const struct conf_section conf_tracing_section;
+
+/* Splits an OTLP/HTTP URL ("http://HOST[:PORT][/PATH]") into host, port
+ * ("80" if none) and path ("/v1/traces" if none), malloc'ed; false with why
+ * filled when it is not one. */
+bool conf_tracing_parse_url(const char *url, char **host, char **port, char **path, char *why, size_t why_size);
+
+#endif

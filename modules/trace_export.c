@@ -1,0 +1,665 @@
+/* trace_export.c - the span queues and the OTLP/HTTP exporter thread (trace_export.h). */
+#if !defined(_GNU_SOURCE) && !defined(_POSIX_C_SOURCE)
+#define _POSIX_C_SOURCE 200809L
+#endif
+
+#include "trace_export.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "clock.h"
+#include "counters.h"
+#include "log.h"
+
+struct trace_ring {
+	struct trace_ring *next; /* the exporter's list */
+	struct trace_exporter *ex;
+	struct ctr_worker *cw; /* the producer's counters */
+	atomic_bool retired;
+	uint64_t mask;
+	_Alignas(64) atomic_uint_fast64_t head; /* written by the producer */
+	_Alignas(64) atomic_uint_fast64_t tail; /* written by the exporter */
+	struct trace_span slots[];
+};
+
+struct trace_exporter {
+	pthread_t thread;
+	int wake_fd; /* eventfd: a ring half full, or stop */
+	atomic_bool stop;
+	unsigned users; /* main thread only */
+	pthread_mutex_t lock; /* rings (the list head) and conf */
+	struct trace_ring *rings;
+	struct trace_export_conf *conf;
+	uint64_t generation;
+	struct ctr_worker *cw; /* the exporter thread's own counters */
+	/* exporter thread only */
+	struct trace_span *batch;
+	size_t batch_cap;
+	bool failing;
+	uint64_t failed_since_log;
+	uint64_t last_fail_log_us;
+};
+
+/* The process's exporter (trace_export.h): main thread only. */
+static struct trace_exporter *process_exporter;
+
+/* ---- conf ---- */
+
+struct trace_export_conf *trace_export_conf_new(const struct conf_tracing *ct)
+{
+	struct trace_export_conf *ec = calloc(1, sizeof *ec);
+	if (!ec)
+		return NULL;
+	atomic_init(&ec->refs, 1);
+	size_t hlen = 1;
+	for (size_t i = 0; i < ct->num_headers; i++)
+		hlen += strlen(ct->headers[i].name) + strlen(ct->headers[i].value) + 4;
+	ec->host = strdup(ct->otlp_host);
+	ec->port = strdup(ct->otlp_port);
+	ec->path = strdup(ct->otlp_path);
+	ec->service_name = strdup(ct->service_name);
+	ec->extra_headers = malloc(hlen);
+	if (!ec->host || !ec->port || !ec->path || !ec->service_name || !ec->extra_headers) {
+		trace_export_conf_unref(ec);
+		return NULL;
+	}
+	size_t o = 0;
+	for (size_t i = 0; i < ct->num_headers; i++)
+		o += (size_t)snprintf(ec->extra_headers + o, hlen - o, "%s: %s\r\n", ct->headers[i].name,
+		                      ct->headers[i].value);
+	ec->extra_headers[o] = '\0';
+	ec->batch_size = ct->batch_size;
+	ec->queue_size = ct->queue_size;
+	ec->timeout_ms = (unsigned)ct->timeout;
+	ec->interval_ms = (unsigned)ct->interval;
+	return ec;
+}
+
+void trace_export_conf_ref(struct trace_export_conf *ec)
+{
+	atomic_fetch_add_explicit(&ec->refs, 1, memory_order_relaxed);
+}
+
+void trace_export_conf_unref(struct trace_export_conf *ec)
+{
+	if (!ec || atomic_fetch_sub_explicit(&ec->refs, 1, memory_order_acq_rel) != 1)
+		return;
+	free(ec->host);
+	free(ec->port);
+	free(ec->path);
+	free(ec->service_name);
+	free(ec->extra_headers);
+	free(ec);
+}
+
+/* ---- rings ---- */
+
+struct trace_ring *trace_ring_new(struct trace_exporter *ex, unsigned capacity, struct ctr_worker *cw)
+{
+	uint64_t cap = 16;
+	while (cap < capacity)
+		cap <<= 1;
+	struct trace_ring *r = calloc(1, sizeof *r + cap * sizeof(struct trace_span));
+	if (!r)
+		return NULL;
+	r->ex = ex;
+	r->cw = cw;
+	r->mask = cap - 1;
+	atomic_init(&r->retired, false);
+	atomic_init(&r->head, 0);
+	atomic_init(&r->tail, 0);
+	pthread_mutex_lock(&ex->lock);
+	r->next = ex->rings;
+	ex->rings = r;
+	pthread_mutex_unlock(&ex->lock);
+	return r;
+}
+
+void trace_ring_retire(struct trace_exporter *ex, struct trace_ring *r)
+{
+	(void)ex;
+	atomic_store_explicit(&r->retired, true, memory_order_release);
+}
+
+unsigned trace_ring_capacity(const struct trace_ring *r)
+{
+	return (unsigned)(r->mask + 1);
+}
+
+struct trace_span *trace_ring_reserve(struct trace_ring *r)
+{
+	uint64_t h = atomic_load_explicit(&r->head, memory_order_relaxed);
+	uint64_t t = atomic_load_explicit(&r->tail, memory_order_acquire);
+	if (h - t > r->mask) {
+		CTR_GLOBAL_ADD(r->cw, TRACE_SPANS_DROPPED, 0, 1);
+		return NULL;
+	}
+	return &r->slots[h & r->mask];
+}
+
+void trace_ring_commit(struct trace_ring *r)
+{
+	uint64_t h = atomic_load_explicit(&r->head, memory_order_relaxed) + 1;
+	atomic_store_explicit(&r->head, h, memory_order_release);
+	/* half full: wake the exporter now rather than at its next interval */
+	if (h - atomic_load_explicit(&r->tail, memory_order_relaxed) == (r->mask + 1) / 2) {
+		uint64_t one = 1;
+		ssize_t n = write(r->ex->wake_fd, &one, sizeof one);
+		(void)n; /* the eventfd only saturates: the exporter is awake then */
+	}
+}
+
+/* ---- OTLP JSON ---- */
+
+struct tbuf {
+	char *p;
+	size_t len, cap;
+	bool oom;
+};
+
+static bool tb_room(struct tbuf *b, size_t n)
+{
+	if (b->oom)
+		return false;
+	if (b->len + n + 1 <= b->cap)
+		return true;
+	size_t cap = b->cap ? b->cap : 4096;
+	while (cap < b->len + n + 1)
+		cap *= 2;
+	char *p = realloc(b->p, cap);
+	if (!p) {
+		b->oom = true;
+		return false;
+	}
+	b->p = p;
+	b->cap = cap;
+	return true;
+}
+
+static void tb_put(struct tbuf *b, const char *s, size_t n)
+{
+	if (!tb_room(b, n))
+		return;
+	memcpy(b->p + b->len, s, n);
+	b->len += n;
+	b->p[b->len] = '\0';
+}
+
+static void tb_cstr(struct tbuf *b, const char *s)
+{
+	tb_put(b, s, strlen(s));
+}
+
+/* a JSON string, quoted */
+static void tb_json(struct tbuf *b, const char *s)
+{
+	size_t n = strlen(s);
+	if (!tb_room(b, n * 6 + 2))
+		return;
+	b->p[b->len++] = '"';
+	log_json_escape(b->p, b->cap, &b->len, s, n);
+	b->p[b->len++] = '"';
+	b->p[b->len] = '\0';
+}
+
+static void tb_u64(struct tbuf *b, uint64_t v, bool quoted)
+{
+	char num[32];
+	int n = snprintf(num, sizeof num, quoted ? "\"%llu\"" : "%llu", (unsigned long long)v);
+	tb_put(b, num, (size_t)n);
+}
+
+static void attr_str(struct tbuf *b, bool *first, const char *key, const char *value)
+{
+	if (!value || !*value)
+		return;
+	tb_cstr(b, *first ? "{\"key\":" : ",{\"key\":");
+	*first = false;
+	tb_json(b, key);
+	tb_cstr(b, ",\"value\":{\"stringValue\":");
+	tb_json(b, value);
+	tb_cstr(b, "}}");
+}
+
+/* int64 values are strings in OTLP JSON (the protobuf JSON mapping) */
+static void attr_int(struct tbuf *b, bool *first, const char *key, uint64_t value)
+{
+	tb_cstr(b, *first ? "{\"key\":" : ",{\"key\":");
+	*first = false;
+	tb_json(b, key);
+	tb_cstr(b, ",\"value\":{\"intValue\":");
+	tb_u64(b, value, true);
+	tb_cstr(b, "}}");
+}
+
+static void tb_hex(struct tbuf *b, const uint8_t *id, size_t n)
+{
+	char hex[2 * TRACE_ID_LEN + 1];
+	trace_hex(id, n, hex);
+	tb_put(b, "\"", 1);
+	tb_put(b, hex, 2 * n);
+	tb_put(b, "\"", 1);
+}
+
+/* The OpenTelemetry HTTP semantic conventions know these methods; any other
+ * is reported as "_OTHER" with the original beside it. */
+static bool method_known(const char *m)
+{
+	static const char *const known[] = {"GET",     "HEAD",  "POST",  "PUT",   "DELETE", "CONNECT",
+	                                    "OPTIONS", "TRACE", "PATCH", "QUERY", NULL};
+	for (const char *const *k = known; *k; k++)
+		if (strcmp(*k, m) == 0)
+			return true;
+	return false;
+}
+
+static void encode_span(struct tbuf *b, const struct trace_span *s)
+{
+	bool known = method_known(s->method);
+	const char *method = known ? s->method : "_OTHER";
+	tb_cstr(b, "{\"traceId\":");
+	tb_hex(b, s->trace_id, TRACE_ID_LEN);
+	tb_cstr(b, ",\"spanId\":");
+	tb_hex(b, s->span_id, TRACE_SPAN_ID_LEN);
+	bool has_parent = !trace_id_is_zero(s->parent_id, TRACE_SPAN_ID_LEN);
+	if (has_parent) {
+		tb_cstr(b, ",\"parentSpanId\":");
+		tb_hex(b, s->parent_id, TRACE_SPAN_ID_LEN);
+	}
+	if (s->trace_state[0]) {
+		tb_cstr(b, ",\"traceState\":");
+		tb_json(b, s->trace_state);
+	}
+	/* bits 0-7: the W3C flags; bit 8: whether the parent is remote is known; bit 9: it is */
+	tb_cstr(b, ",\"flags\":");
+	tb_u64(b, (uint64_t)s->flags | 0x100u | (has_parent ? 0x200u : 0), false);
+	/* "{method} {http.route}" (the route's name here), else the method alone */
+	char name[sizeof s->method + sizeof s->route + 1];
+	snprintf(name, sizeof name, s->route[0] ? "%s %s" : "%s", method, s->route);
+	tb_cstr(b, ",\"name\":");
+	tb_json(b, name);
+	tb_cstr(b, ",\"kind\":2,\"startTimeUnixNano\":"); /* SPAN_KIND_SERVER */
+	tb_u64(b, s->start_ns, true);
+	tb_cstr(b, ",\"endTimeUnixNano\":");
+	tb_u64(b, s->end_ns, true);
+	tb_cstr(b, ",\"attributes\":[");
+	bool first = true;
+	attr_str(b, &first, "http.request.method", method);
+	if (!known)
+		attr_str(b, &first, "http.request.method_original", s->method);
+	attr_str(b, &first, "url.path", s->path);
+	attr_str(b, &first, "url.scheme", s->scheme);
+	attr_str(b, &first, "http.route", s->route);
+	if (s->status)
+		attr_int(b, &first, "http.response.status_code", s->status);
+	attr_str(b, &first, "server.address", s->host);
+	attr_str(b, &first, "network.protocol.name", "http");
+	attr_str(b, &first, "network.protocol.version", s->protocol);
+	attr_str(b, &first, "client.address", s->client_ip);
+	attr_int(b, &first, "client.port", s->client_port);
+	attr_str(b, &first, "user_agent.original", s->user_agent);
+	attr_int(b, &first, "http.request.body.size", s->bytes_in);
+	attr_str(b, &first, "error.type", s->error_type);
+	attr_str(b, &first, "sluice.listener", s->listener);
+	attr_str(b, &first, "sluice.request_id", s->request_id);
+	attr_str(b, &first, "sluice.upstream.address", s->upstream);
+	if (s->upstream_status)
+		attr_int(b, &first, "sluice.upstream.status_code", s->upstream_status);
+	attr_int(b, &first, "sluice.response.bytes", s->bytes_out);
+	tb_cstr(b, "]");
+	/* a server span is an error for a 5xx or no response at all (4xx is the client's) */
+	if (s->status >= 500 || s->status == 0)
+		tb_cstr(b, ",\"status\":{\"code\":2}");
+	tb_cstr(b, "}");
+}
+
+char *trace_otlp_json(const struct trace_export_conf *ec, const struct trace_span *spans, size_t n, size_t *len)
+{
+	struct tbuf b = {0};
+	tb_cstr(&b, "{\"resourceSpans\":[{\"resource\":{\"attributes\":[");
+	bool first = true;
+	attr_str(&b, &first, "service.name", ec->service_name);
+	attr_str(&b, &first, "service.version", PACKAGE_VERSION);
+	tb_cstr(&b, "]},\"scopeSpans\":[{\"scope\":{\"name\":\"sluice\",\"version\":\"" PACKAGE_VERSION "\"},\"spans\":[");
+	for (size_t i = 0; i < n; i++) {
+		if (i)
+			tb_put(&b, ",", 1);
+		encode_span(&b, &spans[i]);
+	}
+	tb_cstr(&b, "]}]}]}");
+	if (b.oom) {
+		free(b.p);
+		return NULL;
+	}
+	*len = b.len;
+	return b.p;
+}
+
+/* ---- the HTTP client (exporter thread) ---- */
+
+static int wait_fd(int fd, short events, uint64_t deadline_us)
+{
+	for (;;) {
+		uint64_t now = clock_mono_us();
+		if (now >= deadline_us)
+			return 0;
+		struct pollfd p = {.fd = fd, .events = events};
+		int rc = poll(&p, 1, (int)((deadline_us - now + 999) / 1000));
+		if (rc < 0 && errno == EINTR)
+			continue;
+		return rc;
+	}
+}
+
+static int connect_to(const struct trace_export_conf *ec, uint64_t deadline_us, char *why, size_t why_size)
+{
+	struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_family = AF_UNSPEC};
+	struct addrinfo *res = NULL;
+	int rc = getaddrinfo(ec->host, ec->port, &hints, &res);
+	if (rc != 0) {
+		snprintf(why, why_size, "cannot resolve %s: %s", ec->host, gai_strerror(rc));
+		return -1;
+	}
+	int fd = -1;
+	snprintf(why, why_size, "no address for %s", ec->host);
+	for (struct addrinfo *ai = res; ai && fd < 0; ai = ai->ai_next) {
+		fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
+		if (fd < 0) {
+			snprintf(why, why_size, "socket: %s", strerror(errno));
+			continue;
+		}
+		int err = 0;
+		if (connect(fd, ai->ai_addr, ai->ai_addrlen) != 0) {
+			err = errno;
+			if (err == EINPROGRESS) {
+				socklen_t elen = sizeof err;
+				if (wait_fd(fd, POLLOUT, deadline_us) <= 0)
+					err = ETIMEDOUT;
+				else if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &elen) != 0)
+					err = errno;
+			}
+		}
+		if (err) {
+			snprintf(why, why_size, "connect to %s:%s: %s", ec->host, ec->port, strerror(err));
+			close(fd);
+			fd = -1;
+		}
+	}
+	freeaddrinfo(res);
+	return fd;
+}
+
+static bool send_all(int fd, const char *p, size_t n, uint64_t deadline_us)
+{
+	while (n > 0) {
+		ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+		if (w > 0) {
+			p += w;
+			n -= (size_t)w;
+		} else if (w < 0 && errno == EINTR) {
+			continue;
+		} else if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+			if (wait_fd(fd, POLLOUT, deadline_us) <= 0)
+				return false;
+		} else {
+			return false;
+		}
+	}
+	return true;
+}
+
+/* POSTs body; returns the response status, or -1 with why filled. */
+static int otlp_post(const struct trace_export_conf *ec, const char *body, size_t len, char *why, size_t why_size)
+{
+	uint64_t deadline = clock_mono_us() + (uint64_t)ec->timeout_ms * 1000;
+	int fd = connect_to(ec, deadline, why, why_size);
+	if (fd < 0)
+		return -1;
+	char head[1024 + 64];
+	bool v6 = strchr(ec->host, ':') != NULL;
+	int hn = snprintf(head, sizeof head,
+	                  "POST %s HTTP/1.1\r\nHost: %s%s%s:%s\r\nContent-Type: application/json\r\n"
+	                  "Content-Length: %zu\r\nConnection: close\r\nUser-Agent: sluice/" PACKAGE_VERSION "\r\n",
+	                  ec->path, v6 ? "[" : "", ec->host, v6 ? "]" : "", ec->port, len);
+	int status = -1;
+	if (hn < 0 || (size_t)hn >= sizeof head) {
+		snprintf(why, why_size, "the collector's path is too long");
+	} else if (!send_all(fd, head, (size_t)hn, deadline) ||
+	           !send_all(fd, ec->extra_headers, strlen(ec->extra_headers), deadline) ||
+	           !send_all(fd, "\r\n", 2, deadline) || !send_all(fd, body, len, deadline)) {
+		snprintf(why, why_size, "sending to %s:%s: %s", ec->host, ec->port,
+		         errno ? strerror(errno) : "timed out");
+	} else {
+		/* the status line and the end of the head are all this needs */
+		char resp[2048];
+		size_t got = 0;
+		for (;;) {
+			if (got == sizeof resp - 1 || memmem(resp, got, "\r\n\r\n", 4)) {
+				break;
+			}
+			ssize_t r = recv(fd, resp + got, sizeof resp - 1 - got, 0);
+			if (r > 0) {
+				got += (size_t)r;
+			} else if (r == 0) {
+				break;
+			} else if (errno == EINTR) {
+				continue;
+			} else if (errno == EAGAIN || errno == EWOULDBLOCK) {
+				if (wait_fd(fd, POLLIN, deadline) <= 0) {
+					snprintf(why, why_size, "no answer from %s:%s within %u ms", ec->host, ec->port,
+					         ec->timeout_ms);
+					got = 0;
+					break;
+				}
+			} else {
+				snprintf(why, why_size, "reading from %s:%s: %s", ec->host, ec->port, strerror(errno));
+				got = 0;
+				break;
+			}
+		}
+		resp[got] = '\0';
+		unsigned code;
+		if (got && sscanf(resp, "HTTP/1.%*1[01] %3u", &code) == 1 && code >= 100 && code <= 599) {
+			status = (int)code;
+			if (status < 200 || status > 299)
+				snprintf(why, why_size, "the collector answered %d", status);
+		} else if (got) {
+			snprintf(why, why_size, "the collector's answer is not HTTP");
+		}
+	}
+	close(fd);
+	return status;
+}
+
+/* ---- the exporter thread ---- */
+
+static void export_batch(struct trace_exporter *ex, const struct trace_export_conf *ec, size_t n)
+{
+	if (!ec) {
+		CTR_GLOBAL_ADD(ex->cw, TRACE_SPANS_DROPPED, 0, n);
+		return;
+	}
+	size_t len;
+	char *body = trace_otlp_json(ec, ex->batch, n, &len);
+	char why[256] = "out of memory";
+	int status = body ? otlp_post(ec, body, len, why, sizeof why) : -1;
+	free(body);
+	if (status >= 200 && status <= 299) {
+		CTR_GLOBAL_ADD(ex->cw, TRACE_SPANS_EXPORTED, 0, n);
+		if (ex->failing) {
+			struct log_line l;
+			log_begin(&l, LOG_INFO, "tracing: the OTLP collector takes spans again");
+			log_int(&l, "spans_dropped", (long long)ex->failed_since_log);
+			log_end(&l);
+			ex->failing = false;
+			ex->failed_since_log = 0;
+		}
+		return;
+	}
+	CTR_GLOBAL_ADD(ex->cw, TRACE_EXPORT_FAILURES, 0, 1);
+	CTR_GLOBAL_ADD(ex->cw, TRACE_SPANS_DROPPED, 0, n);
+	ex->failed_since_log += n;
+	uint64_t now = clock_mono_us();
+	/* the first failure, then at most one line a minute */
+	if (!ex->failing || now - ex->last_fail_log_us >= 60000000) {
+		struct log_line l;
+		log_begin(&l, LOG_WARN, "tracing: span export failed; spans dropped");
+		log_str(&l, "error", why);
+		log_int(&l, "spans_dropped", (long long)ex->failed_since_log);
+		log_end(&l);
+		ex->failing = true;
+		ex->last_fail_log_us = now;
+		ex->failed_since_log = 0;
+	}
+}
+
+/* Drains every ring into batches and sends them; frees retired rings once empty. */
+static void export_round(struct trace_exporter *ex)
+{
+	pthread_mutex_lock(&ex->lock);
+	struct trace_export_conf *ec = ex->conf;
+	if (ec)
+		trace_export_conf_ref(ec);
+	struct trace_ring *rings = ex->rings; /* only this thread unlinks: the nodes stay */
+	pthread_mutex_unlock(&ex->lock);
+	size_t batch = ec ? ec->batch_size : 512;
+	if (batch > ex->batch_cap) {
+		struct trace_span *b = realloc(ex->batch, batch * sizeof *b);
+		if (b) {
+			ex->batch = b;
+			ex->batch_cap = batch;
+		}
+	}
+	if (batch > ex->batch_cap)
+		batch = ex->batch_cap;
+	for (;;) {
+		size_t n = 0;
+		for (struct trace_ring *r = rings; r && n < batch; r = r->next) {
+			uint64_t t = atomic_load_explicit(&r->tail, memory_order_relaxed);
+			uint64_t h = atomic_load_explicit(&r->head, memory_order_acquire);
+			while (t != h && n < batch)
+				ex->batch[n++] = r->slots[t++ & r->mask];
+			atomic_store_explicit(&r->tail, t, memory_order_release);
+		}
+		if (n == 0)
+			break;
+		export_batch(ex, ec, n);
+		if (n < batch)
+			break;
+	}
+	trace_export_conf_unref(ec);
+	/* retired and drained rings go */
+	pthread_mutex_lock(&ex->lock);
+	for (struct trace_ring **p = &ex->rings; *p;) {
+		struct trace_ring *r = *p;
+		if (atomic_load_explicit(&r->retired, memory_order_acquire) &&
+		    atomic_load_explicit(&r->head, memory_order_acquire) == atomic_load_explicit(&r->tail, memory_order_relaxed)) {
+			*p = r->next;
+			free(r);
+		} else {
+			p = &r->next;
+		}
+	}
+	pthread_mutex_unlock(&ex->lock);
+}
+
+static void *exporter_main(void *arg)
+{
+	struct trace_exporter *ex = arg;
+	while (!atomic_load(&ex->stop)) {
+		pthread_mutex_lock(&ex->lock);
+		int wait_ms = ex->conf ? (int)ex->conf->interval_ms : 1000;
+		pthread_mutex_unlock(&ex->lock);
+		struct pollfd p = {.fd = ex->wake_fd, .events = POLLIN};
+		if (poll(&p, 1, wait_ms) > 0) {
+			uint64_t v;
+			ssize_t n = read(ex->wake_fd, &v, sizeof v);
+			(void)n;
+		}
+		export_round(ex);
+	}
+	export_round(ex); /* the last spans, bounded by the timeout */
+	return NULL;
+}
+
+struct trace_exporter *trace_exporter_get(void)
+{
+	if (process_exporter) {
+		process_exporter->users++;
+		return process_exporter;
+	}
+	struct trace_exporter *ex = calloc(1, sizeof *ex);
+	if (!ex)
+		return NULL;
+	ex->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	atomic_init(&ex->stop, false);
+	if (ex->wake_fd < 0 || pthread_mutex_init(&ex->lock, NULL) != 0) {
+		log_msg(LOG_ERROR, "tracing: cannot create the exporter's wakeup descriptor");
+		if (ex->wake_fd >= 0)
+			close(ex->wake_fd);
+		free(ex);
+		return NULL;
+	}
+	ex->cw = counters_worker_new(counters_process);
+	int rc = pthread_create(&ex->thread, NULL, exporter_main, ex);
+	if (rc != 0) {
+		struct log_line l;
+		log_begin(&l, LOG_ERROR, "tracing: cannot start the exporter thread");
+		log_str(&l, "error", strerror(rc));
+		log_end(&l);
+		pthread_mutex_destroy(&ex->lock);
+		close(ex->wake_fd);
+		free(ex);
+		return NULL;
+	}
+	ex->users = 1;
+	process_exporter = ex;
+	return ex;
+}
+
+void trace_exporter_put(struct trace_exporter *ex)
+{
+	if (!ex || --ex->users > 0)
+		return;
+	atomic_store(&ex->stop, true);
+	uint64_t one = 1;
+	ssize_t n = write(ex->wake_fd, &one, sizeof one);
+	(void)n;
+	pthread_join(ex->thread, NULL);
+	while (ex->rings) {
+		struct trace_ring *r = ex->rings;
+		ex->rings = r->next;
+		free(r);
+	}
+	trace_export_conf_unref(ex->conf);
+	free(ex->batch);
+	pthread_mutex_destroy(&ex->lock);
+	close(ex->wake_fd);
+	if (process_exporter == ex)
+		process_exporter = NULL;
+	free(ex);
+}
+
+void trace_exporter_configure(struct trace_exporter *ex, struct trace_export_conf *ec, uint64_t generation)
+{
+	pthread_mutex_lock(&ex->lock);
+	if (generation > ex->generation || (generation == ex->generation && !ex->conf && ec)) {
+		if (ec)
+			trace_export_conf_ref(ec);
+		trace_export_conf_unref(ex->conf);
+		ex->conf = ec;
+		ex->generation = generation;
+	}
+	pthread_mutex_unlock(&ex->lock);
+}

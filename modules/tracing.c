@@ -1,0 +1,323 @@
+/* tracing.c - the tracing module (tracing.h). */
+#include "tracing.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+#include "conf_tracing.h"
+#include "log.h"
+#include "snapshot.h"
+#include "trace_context.h"
+#include "trace_export.h"
+#include "worker.h"
+
+/* Per snapshot: how to sample, where to export (NULL: nowhere). */
+struct tracing_state {
+	bool sample_all;
+	uint64_t sample_below; /* a new trace is sampled when a random 64-bit value is below this */
+	bool parent_based;
+	unsigned queue_size;
+	struct trace_export_conf *export;
+	uint64_t generation;
+};
+
+struct tracing_worker {
+	struct worker *w;
+	uint64_t rng[4]; /* xoshiro256** */
+	struct trace_exporter *exporter;
+	struct trace_ring *ring; /* created with the first span to export */
+};
+
+static int tracing_snapshot_init(const struct conf *c, void **state, struct conf_errors *errs)
+{
+	*state = NULL;
+	const struct conf_tracing *ct = c->tracing;
+	if (!ct)
+		return 0;
+	struct tracing_state *s = calloc(1, sizeof *s);
+	if (!s) {
+		conf_errors_add(errs, "%s: tracing: out of memory", c->source);
+		return -1;
+	}
+	s->sample_all = ct->sample >= 1.0;
+	/* 2^64 * ratio; ratio < 1 here, so the product fits */
+	s->sample_below = s->sample_all ? UINT64_MAX : (uint64_t)(ct->sample * 18446744073709551616.0);
+	s->parent_based = ct->parent_based;
+	s->queue_size = ct->queue_size;
+	if (ct->otlp) {
+		s->export = trace_export_conf_new(ct);
+		if (!s->export) {
+			conf_errors_add(errs, "%s: tracing: out of memory", c->source);
+			free(s);
+			return -1;
+		}
+	}
+	*state = s;
+	return 0;
+}
+
+static void tracing_snapshot_free(void *state)
+{
+	struct tracing_state *s = state;
+	trace_export_conf_unref(s->export);
+	free(s);
+}
+
+/* ---- ids ---- */
+
+static inline uint64_t rotl(uint64_t x, int k)
+{
+	return (x << k) | (x >> (64 - k));
+}
+
+static uint64_t rng_next(uint64_t s[4])
+{
+	uint64_t result = rotl(s[1] * 5, 7) * 9;
+	uint64_t t = s[1] << 17;
+	s[2] ^= s[0];
+	s[3] ^= s[1];
+	s[1] ^= s[2];
+	s[0] ^= s[3];
+	s[2] ^= t;
+	s[3] = rotl(s[3], 45);
+	return result;
+}
+
+/* n random bytes, never all zero (an all-zero id is invalid) */
+static void random_id(struct tracing_worker *tw, uint8_t *out, size_t n)
+{
+	do {
+		for (size_t i = 0; i < n; i += 8) {
+			uint64_t v = rng_next(tw->rng);
+			memcpy(out + i, &v, n - i < 8 ? n - i : 8);
+		}
+	} while (trace_id_is_zero(out, n));
+}
+
+static const struct tracing_state *state_of(const struct snapshot *s)
+{
+	for (size_t i = 0; i < module_count; i++)
+		if (module_list[i] == &tracing_module)
+			return s->module_state[i];
+	return NULL;
+}
+
+/* The request's trace: continue a valid incoming one or start one, and put
+ * what goes upstream in its fields. */
+static void tracing_begin(struct request *r, const struct tracing_state *s, struct tracing_worker *tw)
+{
+	if (r->traced)
+		return;
+	r->traced = true;
+	size_t n = 0;
+	const char *tp = fields_value(&r->headers, "traceparent", &n);
+	struct trace_parent parent;
+	int at = fields_find(&r->headers, "traceparent", 0);
+	/* two traceparent fields cannot both be the caller's: neither is trusted */
+	bool valid = tp && fields_find(&r->headers, "traceparent", (size_t)at + 1) < 0 && trace_parent_parse(tp, n, &parent);
+	bool sampled;
+	if (valid) {
+		memcpy(r->trace_id, parent.trace_id, sizeof r->trace_id);
+		memcpy(r->parent_span_id, parent.parent_id, sizeof r->parent_span_id);
+		sampled = s->parent_based ? (parent.flags & TRACE_FLAG_SAMPLED) != 0
+		                          : s->sample_all || rng_next(tw->rng) < s->sample_below;
+	} else {
+		random_id(tw, r->trace_id, sizeof r->trace_id);
+		memset(r->parent_span_id, 0, sizeof r->parent_span_id);
+		sampled = s->sample_all || rng_next(tw->rng) < s->sample_below;
+	}
+	random_id(tw, r->span_id, sizeof r->span_id);
+	r->trace_flags = sampled ? TRACE_FLAG_SAMPLED : 0;
+
+	char *out = arena_alloc(&r->arena, TRACE_PARENT_LEN + 1);
+	trace_parent_format(r->trace_id, r->span_id, r->trace_flags, out);
+	fields_set(&r->headers, "traceparent", out);
+
+	/* tracestate belongs to the incoming traceparent: kept (bounded) with it, dropped without */
+	int first = fields_find(&r->headers, "tracestate", 0);
+	if (first < 0)
+		return;
+	if (!valid) {
+		fields_remove(&r->headers, "tracestate");
+		return;
+	}
+	size_t total = 0, count = 0;
+	for (int i = first; i >= 0; i = fields_find(&r->headers, "tracestate", (size_t)i + 1)) {
+		total += r->headers.v[i].value_len + 1;
+		count++;
+	}
+	const char *joined;
+	size_t joined_len;
+	if (count == 1) {
+		joined = r->headers.v[first].value;
+		joined_len = r->headers.v[first].value_len;
+	} else {
+		char *j = arena_alloc(&r->arena, total);
+		joined_len = 0;
+		for (int i = first; i >= 0; i = fields_find(&r->headers, "tracestate", (size_t)i + 1)) {
+			if (joined_len)
+				j[joined_len++] = ',';
+			memcpy(j + joined_len, r->headers.v[i].value, r->headers.v[i].value_len);
+			joined_len += r->headers.v[i].value_len;
+		}
+		joined = j;
+	}
+	char *bounded = arena_alloc(&r->arena, TRACE_STATE_MAX + 1);
+	if (trace_state_bound(joined, joined_len, bounded, TRACE_STATE_MAX + 1) > 0)
+		fields_set(&r->headers, "tracestate", bounded);
+	else
+		fields_remove(&r->headers, "tracestate");
+}
+
+static enum phase_result tracing_access(struct request *r, const void *snapshot_state, void *worker_state,
+                                        struct phase_deny *deny)
+{
+	(void)deny;
+	if (snapshot_state)
+		tracing_begin(r, snapshot_state, worker_state);
+	return PHASE_CONTINUE;
+}
+
+/* A request answered without an access phase (no route, a local answer, an
+ * early error) is traced when its response head goes out. */
+static void tracing_response_headers(struct request *r, const void *snapshot_state, void *worker_state,
+                                     struct fields *response)
+{
+	(void)response;
+	if (snapshot_state)
+		tracing_begin(r, snapshot_state, worker_state);
+}
+
+/* ---- the span ---- */
+
+static void copy_str(char *dst, size_t cap, const char *src)
+{
+	size_t n = src ? strnlen(src, cap - 1) : 0;
+	memcpy(dst, src ? src : "", n);
+	dst[n] = '\0';
+}
+
+static void fill_span(struct trace_span *sp, const struct request *r)
+{
+	memcpy(sp->trace_id, r->trace_id, sizeof sp->trace_id);
+	memcpy(sp->span_id, r->span_id, sizeof sp->span_id);
+	memcpy(sp->parent_id, r->parent_span_id, sizeof sp->parent_id);
+	sp->flags = r->trace_flags;
+	sp->status = (uint16_t)r->status;
+	sp->upstream_status = (uint16_t)r->upstream_status;
+	sp->client_port = r->client_port;
+	sp->start_ns = r->start_wall_us * 1000;
+	sp->end_ns = sp->start_ns + (r->end_mono_us > r->start_mono_us ? r->end_mono_us - r->start_mono_us : 0) * 1000;
+	sp->bytes_in = r->bytes_in;
+	sp->bytes_out = r->bytes_out;
+	copy_str(sp->method, sizeof sp->method, r->method);
+	copy_str(sp->scheme, sizeof sp->scheme, r->scheme);
+	const char *proto = r->protocol ? r->protocol : "";
+	copy_str(sp->protocol, sizeof sp->protocol, strcmp(proto, "HTTP/2.0") == 0 ? "2"
+	                                            : strncmp(proto, "HTTP/", 5) == 0 ? proto + 5
+	                                                                              : proto);
+	sp->error_type[0] = '\0';
+	if (r->status == 0 || r->status >= 500) {
+		if (r->reason != REASON_NONE)
+			copy_str(sp->error_type, sizeof sp->error_type, reason_name(r->reason));
+		else if (r->status)
+			snprintf(sp->error_type, sizeof sp->error_type, "%d", r->status);
+		else
+			copy_str(sp->error_type, sizeof sp->error_type, "_OTHER");
+	}
+	copy_str(sp->route, sizeof sp->route, r->route_name);
+	copy_str(sp->listener, sizeof sp->listener, r->listener);
+	copy_str(sp->client_ip, sizeof sp->client_ip, r->client_ip);
+	copy_str(sp->upstream, sizeof sp->upstream, r->upstream);
+	copy_str(sp->request_id, sizeof sp->request_id, r->request_id);
+	copy_str(sp->host, sizeof sp->host, r->host);
+	copy_str(sp->path, sizeof sp->path, r->path);
+	size_t n = 0;
+	const char *ua = fields_value(&r->headers, "user-agent", &n);
+	n = ua ? (n < sizeof sp->user_agent - 1 ? n : sizeof sp->user_agent - 1) : 0;
+	memcpy(sp->user_agent, ua ? ua : "", n);
+	sp->user_agent[n] = '\0';
+	const char *ts = fields_value(&r->headers, "tracestate", &n);
+	n = ts ? (n < sizeof sp->trace_state - 1 ? n : sizeof sp->trace_state - 1) : 0;
+	memcpy(sp->trace_state, ts ? ts : "", n);
+	sp->trace_state[n] = '\0';
+}
+
+static void tracing_log(const struct request *r, const void *snapshot_state, void *worker_state)
+{
+	const struct tracing_state *s = snapshot_state;
+	struct tracing_worker *tw = worker_state;
+	/* not traced: the client went away before an access phase or a response */
+	if (!s || !s->export || !r->traced || !(r->trace_flags & TRACE_FLAG_SAMPLED) || !tw->exporter)
+		return;
+	if (tw->ring && trace_ring_capacity(tw->ring) < s->queue_size) {
+		trace_ring_retire(tw->exporter, tw->ring); /* a reload asked for a larger queue */
+		tw->ring = NULL;
+	}
+	if (!tw->ring && !(tw->ring = trace_ring_new(tw->exporter, s->queue_size, tw->w->counters)))
+		return;
+	struct trace_span *sp = trace_ring_reserve(tw->ring);
+	if (!sp)
+		return;
+	fill_span(sp, r);
+	trace_ring_commit(tw->ring);
+}
+
+/* ---- worker ---- */
+
+static void tracing_configure(struct tracing_worker *tw, const struct snapshot *snap)
+{
+	const struct tracing_state *s = state_of(snap);
+	if (tw->exporter)
+		trace_exporter_configure(tw->exporter, s ? s->export : NULL, snap->generation);
+}
+
+static int tracing_worker_init(struct worker *w, void **worker_state)
+{
+	struct tracing_worker *tw = calloc(1, sizeof *tw);
+	if (!tw)
+		return -1;
+	tw->w = w;
+	if (getrandom(tw->rng, sizeof tw->rng, 0) != (ssize_t)sizeof tw->rng) {
+		log_msg(LOG_ERROR, "tracing: getrandom failed: cannot seed the trace id generator");
+		free(tw);
+		return -1;
+	}
+	if (trace_id_is_zero((const uint8_t *)tw->rng, sizeof tw->rng))
+		tw->rng[0] = 1; /* xoshiro's one state that never leaves zero */
+	tw->exporter = trace_exporter_get();
+	if (w->snap)
+		tracing_configure(tw, w->snap);
+	*worker_state = tw;
+	return 0;
+}
+
+static void tracing_worker_free(void *worker_state)
+{
+	struct tracing_worker *tw = worker_state;
+	if (tw->ring)
+		trace_ring_retire(tw->exporter, tw->ring);
+	trace_exporter_put(tw->exporter);
+	free(tw);
+}
+
+static void tracing_worker_adopt(struct worker *w, void *worker_state, const void *snapshot_state)
+{
+	(void)snapshot_state;
+	tracing_configure(worker_state, w->snap);
+}
+
+const struct module tracing_module = {
+    .name = "tracing",
+    .snapshot_init = tracing_snapshot_init,
+    .snapshot_free = tracing_snapshot_free,
+    .worker_init = tracing_worker_init,
+    .worker_free = tracing_worker_free,
+    .worker_adopt = tracing_worker_adopt,
+    .access = tracing_access,
+    .response_headers = tracing_response_headers,
+    .log = tracing_log,
+    .conf = &conf_tracing_section,
+};
