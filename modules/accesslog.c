@@ -9,9 +9,11 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "counters.h"
 #include "log.h"
 #include "log_syslog.h"
 #include "snapshot.h"
+#include "trace_context.h"
 #include "worker.h"
 #include "tls_io.h"
 
@@ -32,6 +34,7 @@ struct accesslog_worker {
 	struct logsys *sys;
 	char *url; /* the target sys sends to */
 	uint64_t dropped_logged;
+	uint64_t dropped_counted; /* of sys's drops, already in the counters */
 };
 
 static int accesslog_snapshot_init(const struct conf *c, void **state, struct conf_errors *errs)
@@ -157,7 +160,9 @@ bool accesslog_is_field(const char *name)
 	    "time", "request_id", "client_ip", "client_port", "listener", "scheme", "protocol", "tls_version",
 	    "tls_cipher", "tls_sni", "tls_client_subject", "tls_resumed", "method", "host", "target", "route",
 	    "service", "pool", "upstream", "upstream_status", "status", "reason", "bytes_in", "bytes_out", "attempts",
-	    "duration_ms", "upstream_connect_ms", "upstream_header_ms", "policy", "policy_error", NULL,
+	    "duration_ms", "upstream_connect_ms", "upstream_header_ms", "upstream_duration_ms", "http_version",
+	    "stream_id", "generation", "trace_id", "span_id", "parent_span_id", "trace_sampled", "policy",
+	    "policy_error", NULL,
 	};
 	for (const char *const *f = fields; *f; f++)
 		if (strcmp(*f, name) == 0)
@@ -180,6 +185,9 @@ size_t accesslog_format(const struct request *r, char *buf, size_t cap)
 	jstr(&j, "listener", r->listener);
 	jstr(&j, "scheme", r->scheme);
 	jstr(&j, "protocol", r->protocol);
+	const char *proto = r->protocol ? r->protocol : "";
+	jstr(&j, "http_version", strcmp(proto, "HTTP/2.0") == 0 ? "2" : strncmp(proto, "HTTP/", 5) == 0 ? proto + 5 : proto);
+	jnum(&j, "stream_id", r->stream_id);
 	struct tls_info ti;
 	if (pipeline_tls_info(r, &ti)) {
 		jstr(&j, "tls_version", ti.version);
@@ -205,6 +213,25 @@ size_t accesslog_format(const struct request *r, char *buf, size_t cap)
 	jms(&j, "duration_ms", end);
 	jms(&j, "upstream_connect_ms", r->upstream_connect_us);
 	jms(&j, "upstream_header_ms", r->upstream_header_us);
+	/* the last attempt, from its start to the end of the response (the
+	 * transaction's clock is only this request's once an upstream was chosen) */
+	const struct exchange *ex = (const struct exchange *)r;
+	jms(&j, "upstream_duration_ms",
+	    r->upstream[0] && ex->txn.attempt_start_us ? clock_elapsed_us(ex->txn.attempt_start_us, r->end_mono_us) : 0);
+	jnum(&j, "generation", r->snap->generation);
+	if (r->traced) {
+		char hex[33];
+		trace_hex(r->trace_id, sizeof r->trace_id, hex);
+		jstr(&j, "trace_id", hex);
+		trace_hex(r->span_id, sizeof r->span_id, hex);
+		jstr(&j, "span_id", hex);
+		bool root = trace_id_is_zero(r->parent_span_id, sizeof r->parent_span_id);
+		if (!root)
+			trace_hex(r->parent_span_id, sizeof r->parent_span_id, hex);
+		jstr(&j, "parent_span_id", root ? "" : hex);
+		const char *sampled = (r->trace_flags & TRACE_FLAG_SAMPLED) ? ",\"trace_sampled\":true" : ",\"trace_sampled\":false";
+		jraw(&j, sampled, strlen(sampled));
+	}
 	/* fields a Lua policy added (r:log): keys checked by the policy module */
 	for (size_t i = 0; i < r->log_fields.n; i++) {
 		const struct http_header *h = &r->log_fields.v[i];
@@ -256,6 +283,7 @@ static struct logsys *worker_syslog(struct accesslog_worker *aw, const struct ac
 		aw->url = strdup(s->syslog_url);
 		aw->sys = aw->url ? logsys_new(aw->w->base, &s->syslog_target, s->syslog_facility, s->syslog_app) : NULL;
 		aw->dropped_logged = 0;
+		aw->dropped_counted = 0;
 	}
 	return aw->sys;
 }
@@ -279,6 +307,10 @@ static void accesslog_log(const struct request *r, const void *snapshot_state, v
 			return;
 		logsys_send(sys, 6, line, n, r->start_wall_us);
 		uint64_t d = logsys_dropped(sys);
+		if (d > aw->dropped_counted) {
+			CTR_GLOBAL_ADD(aw->w->counters, ACCESS_LOG_DROPPED, 0, d - aw->dropped_counted);
+			aw->dropped_counted = d;
+		}
 		/* the first drop, then every 1000th: visible without flooding */
 		if (d > aw->dropped_logged && (aw->dropped_logged == 0 || d >= aw->dropped_logged + 1000)) {
 			struct log_line l;

@@ -80,7 +80,7 @@ static int walk_protected(lua_State *L)
 {
 	static const char *const core_keys[] = {
 		"workers", "drain_timeout", "heap_keep_free", "listeners", "pools", "services", "routes", "limits", "access_log",
-		"admin", "state_file", "user", "metrics", NULL,
+		"error_log", "admin", "state_file", "user", "metrics", NULL,
 	};
 	struct conf_walker *w = lua_touserdata(L, 1);
 	const int root = 2;
@@ -97,6 +97,7 @@ static int walk_protected(lua_State *L)
 	conf_walk_routes(w, root);
 	conf_walk_limits(w, root);
 	conf_walk_access_log(w, root);
+	conf_walk_error_log(w, root);
 	conf_walk_admin(w, root);
 	conf_walk_metrics(w, root);
 	conf_tls_walk_user(w, root);
@@ -306,6 +307,9 @@ void conf_free(struct conf *c)
 	free(c->access_log.path);
 	free(c->access_log.syslog);
 	free(c->access_log.syslog_app);
+	free(c->error_log.path);
+	free(c->error_log.syslog);
+	free(c->error_log.syslog_app);
 	free(c->user);
 	conf_admin_free(c);
 	free(c);

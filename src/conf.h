@@ -297,6 +297,15 @@ struct conf_access_log {
 	char *syslog_app;    /* APP-NAME; default "sluice" */
 };
 
+/* error_log: sluice's own messages (log.h) */
+struct conf_error_log {
+	bool off;      /* path = "off": not to stderr (syslog only) */
+	char *path;    /* "stdout" or a file path (appended); NULL: stderr as the process started with */
+	char *syslog;  /* as access_log.syslog; NULL: none */
+	int syslog_facility; /* default 16 (local0) */
+	char *syslog_app;    /* APP-NAME; default "sluice" */
+};
+
 enum { CONF_ADMIN_MAX_CONNECTIONS_DEFAULT = 32, CONF_ADMIN_MAX_CONNECTIONS_MAX = 1024 };
 
 struct conf_admin {
@@ -334,6 +343,7 @@ struct conf {
 	size_t num_routes;
 	struct conf_limits limits;
 	struct conf_access_log access_log;
+	struct conf_error_log error_log;
 	struct conf_admin admin;
 	struct conf_metrics metrics;
 	char *state_file; /* deployer changes, re-applied at start; NULL: not kept */

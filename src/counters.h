@@ -302,6 +302,10 @@ enum ctr_kind { CTR_KIND_COUNTER, CTR_KIND_HISTOGRAM, CTR_KIND_GAUGE };
 	  "Sampled spans not delivered: a worker's queue was full, or the collector failed or was not configured")   \
 	X(TRACE_EXPORT_FAILURES, "sluice_tracing_export_failures_total", COUNTER, NONE,                               \
 	  "OTLP export requests that failed (connect, timeout, an answer other than 2xx)")                              \
+	X(ACCESS_LOG_DROPPED, "sluice_access_log_dropped_total", COUNTER, NONE,                                       \
+	  "Access-log lines not delivered to syslog (the queue was full or the collector unreachable)")               \
+	X(ERROR_LOG_DROPPED, "sluice_error_log_dropped_total", COUNTER, NONE,                                         \
+	  "Error/event log lines not delivered to syslog (the queue was full or the collector unreachable)")          \
 	X(RUNTIME_CHANGES, "sluice_runtime_changes_total", COUNTER, NONE, "Deployer changes applied through the admin socket") \
 	X(CONNECTIONS, "sluice_connections_total", COUNTER, PROTOCOL,                                                 \
 	  "Client connections served, by protocol (http1, https: HTTP/1.x over TLS, h2: HTTP/2 sessions)")             \

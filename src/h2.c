@@ -682,6 +682,7 @@ static int stream_start(struct h2_session *s, struct h2_stream *st, bool end_str
 	}
 	struct request *r = &ex->req;
 	r->protocol = "HTTP/2.0";
+	r->stream_id = (uint32_t)st->id;
 	r->method = st->method;
 	if (connect) {
 		st->early_status = 501; /* no tunnels */

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -16,6 +17,20 @@
 static enum log_level log_min_level = LOG_INFO;
 
 static const char *const log_level_names[] = {"debug", "info", "warn", "error"};
+
+/* The error log's other outputs (log.h): set by the main thread, read by any. */
+static _Atomic(log_sink_fn) log_sink;
+static atomic_int log_stderr_on = 1;
+
+void log_set_sink(log_sink_fn sink)
+{
+	atomic_store(&log_sink, sink);
+}
+
+void log_set_stderr(int on)
+{
+	atomic_store(&log_stderr_on, on);
+}
 
 void log_set_level(enum log_level min_level)
 {
@@ -128,7 +143,9 @@ void log_begin(struct log_line *l, enum log_level level, const char *msg)
 	char ts[32];
 	l->len = 0;
 	l->truncated = 0;
-	log_format_time(clock_wall_us(), ts);
+	l->level = level;
+	l->wall_us = clock_wall_us();
+	log_format_time(l->wall_us, ts);
 	log_raw(l, "{\"time\":\"", 9);
 	log_raw(l, ts, strlen(ts));
 	log_raw(l, "\",\"level\":\"", 11);
@@ -149,9 +166,14 @@ void log_end(struct log_line *l)
 	}
 	l->buf[l->len++] = '}';
 	l->buf[l->len++] = '\n';
-	/* a failed write to stderr has nowhere to be reported */
-	ssize_t w = write(STDERR_FILENO, l->buf, l->len);
-	(void)w;
+	if (atomic_load_explicit(&log_stderr_on, memory_order_relaxed)) {
+		/* a failed write to stderr has nowhere to be reported */
+		ssize_t w = write(STDERR_FILENO, l->buf, l->len);
+		(void)w;
+	}
+	log_sink_fn sink = atomic_load_explicit(&log_sink, memory_order_acquire);
+	if (sink)
+		sink(l->level, l->buf, l->len - 1, l->wall_us);
 }
 
 void log_msg(enum log_level level, const char *msg)
@@ -163,9 +185,14 @@ void log_msg(enum log_level level, const char *msg)
 	log_end(&l);
 }
 
-/* stdout and stderr's paths when they were regular files at start ("" if not):
- * written by log_remember_files() before threads start, then read-only. */
+/* stdout and stderr's paths when they are regular files ("" if not): written
+ * by log_remember_files() before threads start, then only on the main thread
+ * (log_set_error_output, log_reopen). */
 static char log_std_paths[2][PATH_MAX];
+/* what stderr was at start, once log_set_error_output moved it: a duplicate
+ * and its path (main thread) */
+static int log_orig_stderr = -1;
+static char log_orig_stderr_path[PATH_MAX];
 
 void log_remember_files(void)
 {
@@ -210,4 +237,42 @@ void log_reopen(void)
 			log_str(&l, "error", strerror(err));
 		log_end(&l);
 	}
+}
+
+int log_set_error_output(const char *path, char *why, size_t why_size)
+{
+	if (log_orig_stderr < 0) {
+		log_orig_stderr = fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 3);
+		if (log_orig_stderr < 0) {
+			snprintf(why, why_size, "cannot keep the original stderr: %s", strerror(errno));
+			return -1;
+		}
+		memcpy(log_orig_stderr_path, log_std_paths[1], sizeof log_orig_stderr_path);
+	}
+	int fd;
+	const char *name;
+	if (strcmp(path, "stderr") == 0) {
+		fd = log_orig_stderr;
+		name = log_orig_stderr_path;
+	} else if (strcmp(path, "stdout") == 0) {
+		fd = STDOUT_FILENO;
+		name = log_std_paths[0];
+	} else {
+		fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+		if (fd < 0) {
+			snprintf(why, why_size, "cannot open \"%s\" for appending: %s", path, strerror(errno));
+			return -1;
+		}
+		name = path;
+	}
+	int err = dup2(fd, STDERR_FILENO) < 0 ? errno : 0;
+	if (fd != log_orig_stderr && fd != STDOUT_FILENO)
+		close(fd);
+	if (err) {
+		snprintf(why, why_size, "cannot redirect stderr: %s", strerror(err));
+		return -1;
+	}
+	if (name != log_std_paths[1])
+		snprintf(log_std_paths[1], sizeof log_std_paths[1], "%s", name);
+	return 0;
 }

@@ -10,6 +10,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
+#include <sys/eventfd.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -17,6 +19,8 @@
 #include <event2/buffer.h>
 
 #include "conf.h"
+#include "counters.h"
+#include "log.h"
 
 struct logsys {
 	struct event_base *base;
@@ -266,4 +270,211 @@ void logsys_send(struct logsys *s, int severity, const char *msg, size_t n, uint
 	evbuffer_add(s->queue, head, (size_t)hn);
 	evbuffer_add(s->queue, msg, n);
 	logsys_flush(s);
+}
+
+/* ---- the error log's syslog output (log_syslog.h) ---- */
+
+/* a queued line: this header, then its bytes */
+struct errlog_rec {
+	uint64_t wall_us;
+	uint32_t n;
+	uint8_t level;
+};
+
+/* The one error-log sender of the process (log_syslog.h): the queue under
+ * lock is written by any thread; the rest belongs to the main thread. */
+static struct {
+	pthread_mutex_t lock;
+	bool active;
+	char *pending; /* records waiting, ERRLOG_QUEUE bytes */
+	size_t len;
+	uint64_t dropped; /* lines that did not fit */
+	int efd;          /* eventfd: the queue became non-empty */
+	/* main thread */
+	char *draining;
+	struct event *ev;
+	struct event *tick; /* a collector's drops happen after the send: counted each second */
+	struct logsys *sys;
+	char *url;
+	int facility;
+	char *app;
+	uint64_t counted_queue, counted_sys;
+	bool redirected; /* stderr was moved by error_log.path */
+} errlog = {.lock = PTHREAD_MUTEX_INITIALIZER, .efd = -1};
+
+static void errlog_sink(enum log_level level, const char *line, size_t n, uint64_t wall_us)
+{
+	pthread_mutex_lock(&errlog.lock);
+	if (errlog.active) {
+		struct errlog_rec h = {.wall_us = wall_us, .n = (uint32_t)n, .level = (uint8_t)level};
+		if (errlog.len + sizeof h + n > LOGSYS_ERRLOG_QUEUE) {
+			errlog.dropped++;
+		} else {
+			bool wake = errlog.len == 0;
+			memcpy(errlog.pending + errlog.len, &h, sizeof h);
+			memcpy(errlog.pending + errlog.len + sizeof h, line, n);
+			errlog.len += sizeof h + n;
+			if (wake) {
+				/* under the lock: logsys_errlog_stop closes it under the lock too */
+				uint64_t one = 1;
+				ssize_t w = write(errlog.efd, &one, sizeof one);
+				(void)w;
+			}
+		}
+	}
+	pthread_mutex_unlock(&errlog.lock);
+}
+
+static int errlog_severity(uint8_t level)
+{
+	switch (level) {
+	case LOG_DEBUG:
+		return 7;
+	case LOG_INFO:
+		return 6;
+	case LOG_WARN:
+		return 4;
+	default:
+		return 3;
+	}
+}
+
+static void errlog_drain(void)
+{
+	pthread_mutex_lock(&errlog.lock);
+	char *batch = errlog.pending;
+	size_t len = errlog.len;
+	errlog.pending = errlog.draining;
+	errlog.draining = batch;
+	errlog.len = 0;
+	uint64_t dropped = errlog.dropped;
+	pthread_mutex_unlock(&errlog.lock);
+	for (size_t off = 0; off < len;) {
+		struct errlog_rec h;
+		memcpy(&h, batch + off, sizeof h);
+		if (errlog.sys)
+			logsys_send(errlog.sys, errlog_severity(h.level), batch + off + sizeof h, h.n, h.wall_us);
+		off += sizeof h + h.n;
+	}
+	/* drops (a full queue, the collector's) into the main thread's own counters */
+	uint64_t sys_dropped = errlog.sys ? logsys_dropped(errlog.sys) : 0;
+	uint64_t delta = (dropped - errlog.counted_queue) + (sys_dropped - errlog.counted_sys);
+	errlog.counted_queue = dropped;
+	errlog.counted_sys = sys_dropped;
+	if (delta && counters_process)
+		CTR_GLOBAL_ADD(counters_main(counters_process), ERROR_LOG_DROPPED, 0, delta);
+}
+
+static void errlog_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)what;
+	(void)arg;
+	uint64_t v;
+	ssize_t n = read(fd, &v, sizeof v);
+	(void)n;
+	errlog_drain();
+}
+
+static void errlog_tick_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+	errlog_drain();
+}
+
+static bool errlog_same_target(const struct conf_error_log *e)
+{
+	return errlog.sys && errlog.url && strcmp(errlog.url, e->syslog) == 0 && errlog.facility == e->syslog_facility &&
+	       strcmp(errlog.app, e->syslog_app ? e->syslog_app : "sluice") == 0;
+}
+
+static void errlog_drop_target(void)
+{
+	if (errlog.sys)
+		errlog_drain(); /* what was queued for the old target goes there */
+	logsys_free(errlog.sys);
+	errlog.sys = NULL;
+	free(errlog.url);
+	free(errlog.app);
+	errlog.url = errlog.app = NULL;
+	errlog.counted_sys = 0;
+}
+
+int logsys_errlog_apply(const struct conf_error_log *e, struct event_base *base, char *why, size_t why_size)
+{
+	if (e->path || errlog.redirected) {
+		if (log_set_error_output(e->path ? e->path : "stderr", why, why_size) != 0)
+			return -1;
+		errlog.redirected = e->path != NULL;
+	}
+	if (!e->syslog) {
+		log_set_sink(NULL);
+		pthread_mutex_lock(&errlog.lock);
+		errlog.active = false;
+		pthread_mutex_unlock(&errlog.lock);
+		errlog_drop_target();
+		log_set_stderr(1);
+		return 0;
+	}
+	if (!errlog.ev) {
+		errlog.pending = malloc(LOGSYS_ERRLOG_QUEUE);
+		errlog.draining = malloc(LOGSYS_ERRLOG_QUEUE);
+		errlog.efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+		errlog.ev = errlog.efd >= 0 ? event_new(base, errlog.efd, EV_READ | EV_PERSIST, errlog_cb, NULL) : NULL;
+		errlog.tick = event_new(base, -1, EV_PERSIST, errlog_tick_cb, NULL);
+		struct timeval second = {1, 0};
+		if (!errlog.pending || !errlog.draining || !errlog.ev || !errlog.tick || event_add(errlog.ev, NULL) != 0 ||
+		    event_add(errlog.tick, &second) != 0) {
+			snprintf(why, why_size, "cannot set up the error log's syslog queue: %s",
+			         errno ? strerror(errno) : "out of memory");
+			logsys_errlog_stop();
+			return -1;
+		}
+	}
+	if (!errlog_same_target(e)) {
+		struct logsys_target t;
+		if (!logsys_parse(e->syslog, &t, why, why_size))
+			return -1;
+		errlog_drop_target();
+		errlog.url = strdup(e->syslog);
+		errlog.app = strdup(e->syslog_app ? e->syslog_app : "sluice");
+		errlog.facility = e->syslog_facility;
+		errlog.sys = errlog.url && errlog.app ? logsys_new(base, &t, e->syslog_facility, errlog.app) : NULL;
+		if (!errlog.sys) {
+			snprintf(why, why_size, "out of memory");
+			errlog_drop_target();
+			return -1;
+		}
+	}
+	pthread_mutex_lock(&errlog.lock);
+	errlog.active = true;
+	pthread_mutex_unlock(&errlog.lock);
+	log_set_sink(errlog_sink);
+	log_set_stderr(!e->off);
+	return 0;
+}
+
+void logsys_errlog_stop(void)
+{
+	log_set_sink(NULL);
+	log_set_stderr(1);
+	if (errlog.ev)
+		errlog_drain();
+	pthread_mutex_lock(&errlog.lock);
+	errlog.active = false;
+	if (errlog.efd >= 0)
+		close(errlog.efd);
+	errlog.efd = -1;
+	pthread_mutex_unlock(&errlog.lock);
+	if (errlog.ev)
+		event_free(errlog.ev);
+	if (errlog.tick)
+		event_free(errlog.tick);
+	errlog.ev = errlog.tick = NULL;
+	errlog_drop_target();
+	free(errlog.pending);
+	free(errlog.draining);
+	errlog.pending = errlog.draining = NULL;
+	errlog.len = 0;
 }

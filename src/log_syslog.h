@@ -48,4 +48,20 @@ void logsys_free(struct logsys *s);
 void logsys_send(struct logsys *s, int severity, const char *msg, size_t n, uint64_t wall_us);
 uint64_t logsys_dropped(const struct logsys *s);
 
+/* ---- the error/event log (log.h) to syslog: error_log in the config ----
+ * Lines come from every thread: each is copied, under a short lock and
+ * without I/O, into one bounded queue (LOGSYS_ERRLOG_QUEUE bytes; a line
+ * that does not fit is dropped whole and counted) and an eventfd wakes the
+ * main thread, which sends them with a logsys on its loop. Drops (the
+ * queue's and the collector's) are counted in sluice_error_log_dropped_total.
+ * Main thread only: */
+#define LOGSYS_ERRLOG_QUEUE (256u << 10)
+struct conf_error_log;
+/* Applies e (path: log_set_error_output; syslog: the sender above, made or
+ * retargeted on the main loop base). At start and after every reload.
+ * Returns 0, or -1 with why filled (the previous outputs stay). */
+int logsys_errlog_apply(const struct conf_error_log *e, struct event_base *base, char *why, size_t why_size);
+/* Sends what is queued and stops (before the main base is freed). */
+void logsys_errlog_stop(void);
+
 #endif

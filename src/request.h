@@ -34,6 +34,7 @@ struct request {
 	size_t listener_index; /* into conf.listeners; SIZE_MAX: a reload removed it */
 	const char *scheme;   /* "http" or "https" */
 	const char *protocol; /* "HTTP/1.0", "HTTP/1.1", "HTTP/2.0" */
+	uint32_t stream_id;   /* the HTTP/2 stream; 0 for HTTP/1 */
 
 	/* request head */
 	const char *method;

@@ -27,6 +27,7 @@
 #include "counters.h"
 #include "health.h"
 #include "log.h"
+#include "log_syslog.h"
 #include "metrics.h"
 #include "module.h"
 #include "priv.h"
@@ -578,6 +579,13 @@ int server_reload(struct server *srv, long long uid, const char *how, struct con
 	srv->health = h;
 	snapshot_unref(srv->snap);
 	srv->snap = s;
+	char log_why[512];
+	if (logsys_errlog_apply(&s->conf->error_log, srv->base, log_why, sizeof log_why) != 0) {
+		struct log_line el;
+		log_begin(&el, LOG_ERROR, "error_log: cannot apply the reloaded setting; the previous outputs stay");
+		log_str(&el, "error", log_why);
+		log_end(&el);
+	}
 	bool all = server_wait_adopted(srv, gen);
 	double ms = (double)clock_elapsed_us(t0, clock_mono_us()) / 1000.0;
 	const struct conf *c = s->conf;
@@ -669,6 +677,7 @@ static void server_cleanup(struct server *srv, int **fds)
 	server_reap_cb(-1, 0, srv);
 	if (srv->reap_ev)
 		event_free(srv->reap_ev);
+	logsys_errlog_stop();
 	if (srv->base)
 		event_base_free(srv->base);
 	snapshot_unref(srv->snap);
@@ -851,6 +860,12 @@ int server_run(const char *config_path, bool upgrade)
 	}
 	/* from here on a last unref on a worker comes back to this loop */
 	snapshot_set_reaper(srv.snap, server_reap, &srv);
+	char log_why[512];
+	if (logsys_errlog_apply(&c->error_log, srv.base, log_why, sizeof log_why) != 0) {
+		fprintf(stderr, "%s: error_log: %s\nsluice: not started\n", c->source, log_why);
+		server_cleanup(&srv, NULL);
+		return 1;
+	}
 	srv.health = health_start(srv.base, srv.runtime, srv.snap, NULL);
 	if (!srv.health) {
 		server_cleanup(&srv, fds);

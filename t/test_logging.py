@@ -1,19 +1,26 @@
-"""The access log (one JSON object a line, every field) and the error log (JSON lines on stderr)."""
+"""The access log (one JSON object a line, every field) and the error/event log (JSON lines: stderr, a file
+reopened for logrotate, stdout)."""
 
 import json
+import os
 import re
+import signal
 import socket
+import subprocess
 import time
+import urllib.parse
 from datetime import datetime, timezone
 
-from conftest import RawConn, build_request, closed_port, pattern_bytes
+from conftest import (SLUICE_BIN, SRC_DIR, RawConn, base_config, build_request, closed_port, config_to_lua, free_port,
+                      pattern_bytes)
 
 FIELDS = {
     "time": str, "request_id": str, "client_ip": str, "client_port": int, "listener": str, "scheme": str,
     "protocol": str, "method": str, "host": str, "target": str, "route": str, "service": str, "pool": str,
     "upstream": str, "upstream_status": int, "status": int, "reason": str, "bytes_in": int, "bytes_out": int,
     "attempts": int, "duration_ms": (int, float), "upstream_connect_ms": (int, float),
-    "upstream_header_ms": (int, float),
+    "upstream_header_ms": (int, float), "upstream_duration_ms": (int, float), "http_version": str,
+    "stream_id": int, "generation": int,
 }
 REASONS = {"", "no_route", "bad_request", "request_too_large", "client_timeout", "client_reset", "rate_limited",
            "waf_denied", "policy_error", "policy_denied", "no_healthy_upstream", "breaker_open", "pool_overflow",
@@ -53,6 +60,9 @@ def test_access_log_fields_proxied(gateway):
     assert len(r.body) <= e["bytes_out"] < len(r.body) + 2048, e["bytes_out"]
     assert e["attempts"] == 1
     assert e["duration_ms"] >= 0 and e["upstream_connect_ms"] >= 0 and e["upstream_header_ms"] >= 0
+    assert e["http_version"] == "1.1" and e["stream_id"] == 0 and e["generation"] == 1
+    assert 0 < e["upstream_duration_ms"] <= e["duration_ms"]
+    assert "trace_id" not in e  # no tracing configured
 
 
 def test_access_log_timings(gateway):
@@ -61,6 +71,7 @@ def test_access_log_timings(gateway):
         assert c.request("GET", "/delay/300").status == 200
     e = gw.wait_log(target="/delay/300")[0]
     assert e["duration_ms"] >= 290 and e["upstream_header_ms"] >= 290, e
+    assert e["upstream_duration_ms"] >= 290, e
     assert e["duration_ms"] < 5000
 
 
@@ -82,7 +93,7 @@ def test_access_log_http10_protocol_and_host(gateway):
         c.send(build_request("GET", "/ten", version="HTTP/1.0", host="Ten.Test:8080"))
         assert c.read_response().status == 200
     e = gw.wait_log(target="/ten")[0]
-    assert e["protocol"] == "HTTP/1.0"
+    assert e["protocol"] == "HTTP/1.0" and e["http_version"] == "1.0"
     assert e["host"] == "ten.test"
 
 
@@ -128,6 +139,7 @@ def test_access_log_no_route_entry(gateway):
     e = gw.wait_log(target="/missing")[0]
     check_shape(e)
     assert e["reason"] == "no_route" and e["route"] == "" and e["upstream"] == "" and e["attempts"] == 0
+    assert e["upstream_duration_ms"] == 0
 
 
 def test_access_log_client_reset(gateway):
@@ -155,3 +167,113 @@ def test_error_log_is_json_lines(gateway):
         assert {"time", "level", "msg"} <= set(o), o
         assert TIME_RE.match(o["time"]), o
         assert o["level"] in ("debug", "info", "warn", "warning", "error", "fatal"), o
+
+
+TP_RE = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-(0[01])$")
+
+
+def test_access_log_trace_ids_waf_fields_and_generation(sluice, upstreams, tmp_path):
+    """trace_id/span_id are what went upstream in traceparent; WAF fields of a blocked
+    request; the generation moves with a reload (SIGHUP)."""
+    (u,) = upstreams(1)
+    port = free_port()
+    cfg = base_config(port, [u.address], tracing={"sample": 1},
+                      waf={"paranoia": 1, "mode": "block", "rules": str(SRC_DIR / "lua" / "waf")})
+    gw = sluice(cfg)
+    caller = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"
+    with RawConn(port) as c:
+        r = c.request("GET", "/traced", headers=[("traceparent", caller)])
+        (tp,) = [v for k, v in r.json()["headers"] if k.lower() == "traceparent"]
+        blocked = c.request("GET", "/search?q=" + urllib.parse.quote("<script>alert(1)</script>"))
+        assert blocked.status == 403
+    m = TP_RE.match(tp)
+    e = gw.wait_log(target="/traced")[0]
+    check_shape(e)
+    assert e["trace_id"] == m.group(1) == "4bf92f3577b34da6a3ce929d0e0e4736"
+    assert e["span_id"] == m.group(2) and e["parent_span_id"] == "00f067aa0ba902b7"
+    assert e["trace_sampled"] is False  # the caller's -00 decides
+    b = gw.wait_log(status=403)[0]
+    assert re.match(r"^[0-9a-f]{32}$", b["trace_id"]) and b["parent_span_id"] == "" and b["trace_sampled"] is True
+    assert "18001" in b["waf_rules"].split(",") and b["waf_action"] == "block" and int(b["waf_score"]) >= 5
+    gw.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while True:
+        with RawConn(port) as c:
+            assert c.request("GET", "/after-reload").status == 200
+        if [x for x in gw.access_log() if x["target"] == "/after-reload" and x["generation"] == 2]:
+            break
+        assert time.monotonic() < deadline, gw.stderr()[-2000:]
+        time.sleep(0.1)
+
+
+def test_access_log_http2_stream_id(sluice, upstreams):
+    import h2.events
+    from test_h2 import H2Client
+    (u,) = upstreams(1)
+    port = free_port()
+    cfg = base_config(port, [u.address])
+    cfg["listeners"][0]["h2c"] = True
+    gw = sluice(cfg)
+    c = H2Client(port)
+    for path in ("/h2/a", "/h2/b"):
+        sid = c.get(path)
+        c.events_until(lambda g: any(isinstance(e, h2.events.StreamEnded) and e.stream_id == sid for e in g))
+    c.sock.close()
+    a = gw.wait_log(target="/h2/a")[0]
+    b = gw.wait_log(target="/h2/b")[0]
+    check_shape(a)
+    assert a["protocol"] == "HTTP/2.0" and a["http_version"] == "2"
+    # one connection: streams 1 and 3
+    assert (a["stream_id"], b["stream_id"]) == (1, 3), (a["stream_id"], b["stream_id"])
+
+
+def test_error_log_to_a_file_reopened_and_moved_by_reload(sluice, upstreams, tmp_path):
+    """error_log.path: sluice's messages go to the file (relative to the config), which
+    SIGUSR1 and `ctl reopen-logs` reopen by name (logrotate); a reload moves them back."""
+    (u,) = upstreams(1)
+    sock = str(tmp_path / "admin.sock")
+    cfg = base_config(free_port(), [u.address], admin={"socket": sock}, error_log={"path": "logs/error.log"})
+    (tmp_path / "logs").mkdir()
+    path = tmp_path / "logs" / "error.log"
+    gw = sluice(cfg)
+
+    def lines(p):
+        return [json.loads(l) for l in p.read_text().splitlines() if l.strip()] if p.exists() else []
+
+    deadline = time.monotonic() + 5
+    while not [e for e in lines(path) if e["msg"] == "started"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [e for e in lines(path) if e["msg"] == "started"], gw.stderr()
+    os.rename(path, str(path) + ".1")
+    gw.send_signal(signal.SIGUSR1)
+    deadline = time.monotonic() + 5
+    while not [e for e in lines(path) if e["msg"] == "log file reopened"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [e for e in lines(path) if e["msg"] == "log file reopened" and e["stream"] == "stderr"]
+    os.rename(path, str(path) + ".2")
+    p = subprocess.run([SLUICE_BIN, "ctl", "-s", sock, "reopen-logs"], capture_output=True, text=True, timeout=15)
+    assert p.returncode == 0, p.stderr
+    deadline = time.monotonic() + 5
+    while not lines(path) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert lines(path), "reopen-logs did not make a new file"
+    # a reload without error_log: messages go back to the stderr sluice started with
+    cfg.pop("error_log")
+    gw.conf_path.write_text(config_to_lua(cfg))
+    p = subprocess.run([SLUICE_BIN, "ctl", "-s", sock, "reload"], capture_output=True, text=True, timeout=15)
+    assert p.returncode == 0, p.stderr
+    deadline = time.monotonic() + 5
+    while not [e for e in gw.log_entries() if e["msg"] == "config reloaded"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [e for e in gw.log_entries() if e["msg"] == "config reloaded"], gw.stderr()
+    assert '"msg":"started"' not in gw.stderr()  # that one went to the file
+
+
+def test_error_log_to_stdout(sluice, upstreams, tmp_path):
+    (u,) = upstreams(1)
+    cfg = base_config(free_port(), [u.address], error_log={"path": "stdout"}, access_log={"path": "off"})
+    gw = sluice(cfg)
+    deadline = time.monotonic() + 5
+    while '"msg":"started"' not in gw.stdout() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert '"msg":"started"' in gw.stdout()

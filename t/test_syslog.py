@@ -1,7 +1,8 @@
-"""The access log to a syslog collector (issue 14): RFC 5424 over TCP
-(octet-counted), UDP and a Unix datagram socket, received by a real rsyslogd
-started by the test, which writes each message as a JSON line; the test reads
-them back. A collector that is down costs requests nothing."""
+"""The access log and the error/event log to a syslog collector (issue 14):
+RFC 5424 over TCP (octet-counted), UDP and a Unix datagram socket, received by
+a real rsyslogd started by the test, which writes each message as a JSON line;
+the test reads them back. A collector that is down costs requests nothing, and
+what is lost is counted."""
 
 import json
 import os
@@ -13,7 +14,9 @@ import time
 
 import pytest
 
-from conftest import terminate, RawConn, base_config, config_to_lua, free_port, run_sluice, wait_until
+from conftest import (RawConn, base_config, closed_port, config_to_lua, free_port, run_sluice, terminate,
+                      wait_until)
+from test_counters import ctl, total
 
 RSYSLOGD = shutil.which("rsyslogd") or ("/usr/sbin/rsyslogd" if os.path.exists("/usr/sbin/rsyslogd") else None)
 pytestmark = pytest.mark.skipif(not RSYSLOGD, reason="rsyslogd not installed (scripts/install-deps)")
@@ -161,3 +164,82 @@ def test_config_errors(tmp_path):
     assert p.returncode == 1 and "unknown facility" in p.stderr
     assert check({"syslog": "udp://127.0.0.1:514"}).returncode == 0
     assert check({"syslog": "unix:///dev/log", "path": "off"}).returncode == 0
+
+
+def counter(sock, name):
+    return total(ctl(sock, "show", "counters", json_out=True), name)
+
+
+@pytest.mark.parametrize("kind", ["tcp", "unix"])
+def test_error_log_reaches_rsyslog(sluice, upstreams, rsyslog, tmp_path, kind):
+    """error_log.syslog: sluice's own messages (start, a failed upstream, a reload) as RFC 5424
+    with their severity; path = "off" keeps them off stderr."""
+    r = rsyslog(kind)
+    url = "tcp://127.0.0.1:%d" % r.port if kind == "tcp" else "unix://%s" % r.sock
+    sock = str(tmp_path / "admin.sock")
+    cfg = base_config(free_port(), ["127.0.0.1:%d" % closed_port()], workers=2, admin={"socket": sock},
+                      error_log={"path": "off", "syslog": url, "syslog_facility": "local5", "syslog_app": "gw-events"})
+    gw = sluice(cfg)
+    assert get(gw.port, "/x").status == 502
+    ctl(sock, "reload")
+    wait_until(lambda: any('"config reloaded"' in l["msg"] for l in r.lines()), timeout=15,
+               what="the reload line at rsyslog")
+    got = r.lines()
+    msgs = [json.loads(l["msg"]) for l in got]  # each a whole JSON log line
+    assert all({"time", "level", "msg"} <= set(m) for m in msgs)
+    assert all(l["facility"] == "local5" and l["app"] == "gw-events" and l["procid"] == str(gw.pid) for l in got)
+    sev = {"debug": "debug", "info": "info", "warn": "warning", "error": "err"}
+    assert [m for m in msgs if m["msg"] == "started"] and [m for m in msgs if m["msg"] == "config reloaded"]
+    for l, m in zip(got, msgs):
+        assert l["severity"] == sev[m["level"]], (l, m)
+    # "off": nothing on stderr after the config took effect
+    assert not [e for e in gw.log_entries() if e.get("msg") == "config reloaded"], gw.stderr()[-2000:]
+    assert counter(sock, "sluice_error_log_dropped_total") == 0
+
+
+def test_error_log_collector_down_drops_are_counted(sluice, upstreams, tmp_path):
+    sock = str(tmp_path / "admin.sock")
+    port = free_port()  # nobody listens
+    (u,) = upstreams(1)
+    cfg = base_config(free_port(), [u.address], workers=1, admin={"socket": sock},
+                      error_log={"syslog": "tcp://127.0.0.1:%d" % port})
+    gw = sluice(cfg)
+    t0 = time.monotonic()
+    for _ in range(5):
+        ctl(sock, "reload")  # each logs a few lines
+        assert get(gw.port, "/x").status == 200
+    assert time.monotonic() - t0 < 30
+    wait_until(lambda: counter(sock, "sluice_error_log_dropped_total") >= 1, timeout=10, what="error-log drops")
+    # stderr still has every line
+    assert len([e for e in gw.log_entries() if e.get("msg") == "config reloaded"]) == 5
+
+
+def test_access_log_drops_are_counted(sluice, upstreams, tmp_path):
+    sock = str(tmp_path / "admin.sock")
+    ups = upstreams(1)
+    cfg = base_config(free_port(), [ups[0].address], workers=1, admin={"socket": sock},
+                      access_log={"syslog": "tcp://127.0.0.1:%d" % free_port()})  # nobody listens
+    gw = sluice(cfg)
+    for i in range(10):
+        assert get(gw.port, "/d/%d" % i).status == 200
+    wait_until(lambda: counter(sock, "sluice_access_log_dropped_total") >= 1, timeout=10, what="access-log drops")
+
+
+def test_error_log_config_errors(tmp_path):
+    def check(error_log):
+        p = tmp_path / "c.lua"
+        p.write_text(config_to_lua(base_config(free_port(), ["127.0.0.1:9"], error_log=error_log)))
+        return run_sluice(["check", "-c", str(p)])
+
+    p = check({"syslog": "http://x"})
+    assert p.returncode == 1 and "error_log.syslog" in p.stderr and "unknown syslog address" in p.stderr
+    p = check({"path": "off"})
+    assert p.returncode == 1 and "error_log.path" in p.stderr and "needs error_log.syslog" in p.stderr
+    p = check({"path": ""})
+    assert p.returncode == 1 and "error_log.path" in p.stderr
+    p = check({"syslog": "udp://127.0.0.1:514", "syslog_facility": "kern"})
+    assert p.returncode == 1 and "error_log.syslog_facility" in p.stderr
+    p = check({"paths": "x"})
+    assert p.returncode == 1 and "error_log" in p.stderr
+    assert check({"syslog": "udp://127.0.0.1:514", "path": "off"}).returncode == 0
+    assert check({"path": "stdout"}).returncode == 0

@@ -16,7 +16,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from conftest import SLUICE_BIN, RawConn, base_config, closed_port, config_to_lua, free_port, run_sluice, wait_until
+from conftest import RawConn, base_config, closed_port, config_to_lua, free_port, run_sluice, wait_until
+from test_counters import ctl, total
 
 HEX32 = re.compile(r"^[0-9a-f]{32}$")
 HEX16 = re.compile(r"^[0-9a-f]{16}$")
@@ -179,18 +180,8 @@ def get(port, path, headers=None):
         return c.request("GET", path, headers=headers or [])
 
 
-def ctl(sock, *args, json_out=False):
-    cmd = [SLUICE_BIN, "ctl", "-s", sock] + (["--json"] if json_out else []) + list(args)
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=15)
-    assert p.returncode == 0, (args, p.returncode, p.stdout, p.stderr)
-    return json.loads(p.stdout) if json_out else p.stdout
-
-
 def counter(sock, name):
-    doc = ctl(sock, "show", "counters", json_out=True)
-    fam = [f for f in doc["counters"] if f["name"] == name]
-    assert len(fam) == 1, name
-    return sum(s["value"] for s in fam[0]["series"])
+    return total(ctl(sock, "show", "counters", json_out=True), name)
 
 
 def test_new_trace_is_exported_and_the_upstream_is_its_child(sluice, upstreams, collector):
