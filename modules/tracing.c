@@ -41,9 +41,11 @@ static int tracing_snapshot_init(const struct conf *c, void **state, struct conf
 		conf_errors_add(errs, "%s: tracing: out of memory", c->source);
 		return -1;
 	}
-	s->sample_all = ct->sample >= 1.0;
-	/* 2^64 * ratio; ratio < 1 here, so the product fits */
-	s->sample_below = s->sample_all ? UINT64_MAX : (uint64_t)(ct->sample * 18446744073709551616.0);
+	/* 2^64 * ratio; a ratio so close to 1 that the product rounds to 2^64 (out
+	 * of a uint64_t's range) samples everything */
+	double below = ct->sample * 18446744073709551616.0;
+	s->sample_all = ct->sample >= 1.0 || below >= 18446744073709551615.0;
+	s->sample_below = s->sample_all ? UINT64_MAX : (uint64_t)below;
 	s->parent_based = ct->parent_based;
 	s->queue_size = ct->queue_size;
 	if (ct->otlp) {
