@@ -291,8 +291,30 @@ static const char *rollout_word(const char *line, const char *key, char *buf, si
 
 static const char *const rollout_states[] = {"running", "paused", "completed", "aborted", "rolled_back", "stopped"};
 
+bool metrics_rollout(const struct metrics *m, const char *service, struct metrics_rollout *out)
+{
+	const char *line = runtime_rollout_line(m->rt, service);
+	char steps[128], step[24];
+	if (!line || !rollout_word(line, "to", out->pool, sizeof out->pool) ||
+	    !rollout_word(line, "steps", steps, sizeof steps) || !rollout_word(line, "step", step, sizeof step) ||
+	    !rollout_word(line, "state", out->state, sizeof out->state))
+		return false;
+	unsigned long k = strtoul(step, NULL, 10);
+	unsigned long pct = 0;
+	const char *p = steps;
+	for (unsigned long j = 0; j <= k && *p; j++) {
+		pct = strtoul(p, NULL, 10);
+		p += strcspn(p, ",");
+		if (*p == ',')
+			p++;
+	}
+	out->step = (unsigned)k + 1;
+	out->percent = (unsigned)pct;
+	return true;
+}
+
 /* Rollouts (rollout.h): per service with one, its canary pool's step, the
- * share that step gives it, and its state; from the runtime's rollout lines. */
+ * share that step gives it, and its state. */
 static void rollout_families(const struct metrics *m, struct evbuffer *out, bool om)
 {
 	const struct conf *c = m->snap->conf;
@@ -305,33 +327,16 @@ static void rollout_families(const struct metrics *m, struct evbuffer *out, bool
 	for (size_t f = 0; f < 3; f++) {
 		family(out, om, names[f], "gauge", helps[f]);
 		for (size_t i = 0; i < c->num_services; i++) {
-			const char *line = runtime_rollout_line(m->rt, c->services[i].name);
-			char pool[128], steps[128], step[24], state[24];
-			if (!line || !rollout_word(line, "to", pool, sizeof pool) ||
-			    !rollout_word(line, "steps", steps, sizeof steps) || !rollout_word(line, "step", step, sizeof step) ||
-			    !rollout_word(line, "state", state, sizeof state))
+			struct metrics_rollout ro;
+			if (!metrics_rollout(m, c->services[i].name, &ro))
 				continue;
-			unsigned long k = strtoul(step, NULL, 10);
-			if (f == 2) {
-				for (size_t j = 0; j < sizeof rollout_states / sizeof rollout_states[0]; j++) {
-					series_begin(out, names[f], "service", c->services[i].name);
-					series_label(out, "pool", pool);
+			for (size_t j = 0; j < (f == 2 ? sizeof rollout_states / sizeof rollout_states[0] : 1); j++) {
+				series_begin(out, names[f], "service", c->services[i].name);
+				series_label(out, "pool", ro.pool);
+				if (f == 2)
 					series_label(out, "state", rollout_states[j]);
-					series_end(out, strcmp(state, rollout_states[j]) == 0);
-				}
-				continue;
+				series_end(out, f == 0 ? ro.step : f == 1 ? ro.percent : strcmp(ro.state, rollout_states[j]) == 0);
 			}
-			unsigned long pct = 0;
-			const char *p = steps;
-			for (unsigned long j = 0; j <= k && *p; j++) {
-				pct = strtoul(p, NULL, 10);
-				p += strcspn(p, ",");
-				if (*p == ',')
-					p++;
-			}
-			series_begin(out, names[f], "service", c->services[i].name);
-			series_label(out, "pool", pool);
-			series_end(out, f == 0 ? k + 1 : pct);
 		}
 	}
 }

@@ -22,6 +22,16 @@ struct metrics {
 	uint64_t now_us; /* the monotonic clock (breaker times), read once per answer */
 };
 
+/* A service's rollout (rollout.h) as the runtime keeps it: the canary
+ * pool, the current step (1 = the first), the share it gives the canary,
+ * the state ("running", "paused", "completed", ...). False: none. */
+struct metrics_rollout {
+	char pool[128];
+	unsigned step, percent;
+	char state[24];
+};
+bool metrics_rollout(const struct metrics *m, const char *service, struct metrics_rollout *out);
+
 /* "closed", "open", "half_open" for an enum breaker_state. */
 const char *metrics_breaker_name(int state);
 

@@ -1,7 +1,9 @@
 /* metrics_status.c - the status page of GET / and its JSON twin (metrics.h):
- * listeners, services with their split, pools with each server's health,
- * breaker, weight, drain mark, in-flight requests and recent error rate
- * (the breaker's rolling window). One self-contained page: inline style, no
+ * listeners, services with their split, rollouts in progress, rate-limit
+ * and WAF/policy counters (the registry's totals, and per route), pools
+ * with each server's health, breaker, weight, drain mark, in-flight
+ * requests and recent error rate (the breaker's rolling window). One
+ * self-contained page: inline style, no
  * script, refreshed by <meta http-equiv="refresh">. */
 #include "metrics.h"
 
@@ -11,6 +13,7 @@
 
 #include "config.h"
 #include "clock.h"
+#include "counters.h"
 #include "metrics_impl.h"
 #include "runtime.h"
 #include "snapshot.h"
@@ -41,6 +44,72 @@ static void read_server(struct metrics *m, const struct conf_pool *cp, struct ru
 	o->window_requests = (unsigned)st.total;
 	o->error_pct = st.total ? (unsigned)((uint64_t)st.failures * 100 / st.total) : 0;
 }
+
+/* The rate-limit and WAF/policy figures of the page, from the counter
+ * registry: per route (what it refused and why) and for the process. */
+struct status_guard {
+	unsigned long long rate_limited, waf_blocked, waf_detected, waf_errors, policy_denied, policy_errors;
+};
+#define GUARD_FIELDS 6
+
+static unsigned long long route_slot(const struct metrics *m, size_t route, unsigned slot)
+{
+	return counters_get(counters_process, m->snap->counters, CTR_DIM_ROUTE, route, slot);
+}
+
+/* Route i's figures; false when they are all 0. */
+static bool read_route_guard(const struct metrics *m, size_t i, struct status_guard *g)
+{
+	g->rate_limited = route_slot(m, i, CTR_ROUTE_REASONS + REASON_RATE_LIMITED);
+	g->waf_blocked = route_slot(m, i, CTR_ROUTE_WAF + CTR_WAF_BLOCKED);
+	g->waf_detected = route_slot(m, i, CTR_ROUTE_WAF + CTR_WAF_DETECTED);
+	g->waf_errors = route_slot(m, i, CTR_ROUTE_WAF + CTR_WAF_BUDGET) + route_slot(m, i, CTR_ROUTE_WAF + CTR_WAF_ERROR);
+	g->policy_denied = route_slot(m, i, CTR_ROUTE_POLICY + CTR_POLICY_DENIED);
+	g->policy_errors = route_slot(m, i, CTR_ROUTE_POLICY + CTR_POLICY_ERROR) +
+	                   route_slot(m, i, CTR_ROUTE_POLICY + CTR_POLICY_BUDGET) +
+	                   route_slot(m, i, CTR_ROUTE_POLICY + CTR_POLICY_MEMORY);
+	return g->rate_limited || g->waf_blocked || g->waf_detected || g->waf_errors || g->policy_denied ||
+	       g->policy_errors;
+}
+
+static void guard_values(const struct status_guard *g, unsigned long long *v)
+{
+	unsigned long long tmp[GUARD_FIELDS] = {g->rate_limited,  g->waf_blocked,   g->waf_detected,
+	                                        g->waf_errors,    g->policy_denied, g->policy_errors};
+	memcpy(v, tmp, sizeof tmp);
+}
+
+/* The process's rate-limit decisions, and the WAF/policy figures summed over the config's routes. */
+struct status_totals {
+	unsigned long long allowed, limited, fallback, redis_failures;
+	struct status_guard routes;
+};
+
+static void read_totals(const struct metrics *m, struct status_totals *t)
+{
+	const struct counters *reg = counters_process;
+	t->allowed = counters_get(reg, NULL, CTR_DIM_GLOBAL, 0, CTR_RL_DECISIONS + CTR_RL_ALLOWED);
+	t->limited = counters_get(reg, NULL, CTR_DIM_GLOBAL, 0, CTR_RL_DECISIONS + CTR_RL_LIMITED);
+	t->fallback = counters_get(reg, NULL, CTR_DIM_GLOBAL, 0, CTR_RL_FALLBACK);
+	t->redis_failures = counters_get(reg, NULL, CTR_DIM_GLOBAL, 0, CTR_RL_REDIS_FAILURES);
+	memset(&t->routes, 0, sizeof t->routes);
+	for (size_t i = 0; i < m->snap->conf->num_routes; i++) {
+		struct status_guard g;
+		read_route_guard(m, i, &g);
+		t->routes.rate_limited += g.rate_limited;
+		t->routes.waf_blocked += g.waf_blocked;
+		t->routes.waf_detected += g.waf_detected;
+		t->routes.waf_errors += g.waf_errors;
+		t->routes.policy_denied += g.policy_denied;
+		t->routes.policy_errors += g.policy_errors;
+	}
+}
+
+static const char *const guard_names[GUARD_FIELDS] = {"rate_limited",  "waf_blocked",   "waf_detected",
+                                                       "waf_errors",    "policy_denied", "policy_errors"};
+static const char *const guard_titles[GUARD_FIELDS] = {"rate limited",  "WAF blocked",   "WAF detected",
+                                                        "WAF budget exceeded / errors", "policy denied",
+                                                        "policy errors"};
 
 /* ---- HTML ---- */
 
@@ -117,7 +186,53 @@ static void html_page(struct metrics *m, struct evbuffer *out)
 			                    total ? (unsigned)((uint64_t)w * 100 / total) : 0);
 		}
 	}
-	evbuffer_add_printf(out, "</table>\n<h2>Pools</h2>\n<table id=\"pools\"><tr><th>pool / server</th><th>health</th>"
+	evbuffer_add(out, "</table>\n", 9);
+	bool any = false;
+	for (size_t i = 0; i < c->num_services; i++) {
+		struct metrics_rollout ro;
+		if (!metrics_rollout(m, c->services[i].name, &ro))
+			continue;
+		if (!any)
+			evbuffer_add_printf(out, "<h2>Rollouts</h2>\n<table id=\"rollouts\"><tr><th>service</th><th>canary pool"
+			                         "</th><th>step</th><th>canary share</th><th>state</th></tr>\n");
+		any = true;
+		evbuffer_add_printf(out, "<tr data-service=\"");
+		html_text(out, c->services[i].name);
+		evbuffer_add(out, "\">", 2);
+		td(out, NULL, c->services[i].name);
+		td(out, NULL, ro.pool);
+		evbuffer_add_printf(out, "<td>%u</td><td>%u%%</td>", ro.step, ro.percent);
+		td(out, ro.state, ro.state);
+		evbuffer_add(out, "</tr>\n", 6);
+	}
+	if (any)
+		evbuffer_add(out, "</table>\n", 9);
+	struct status_totals t;
+	read_totals(m, &t);
+	evbuffer_add_printf(out,
+	                    "<h2>Rate limits and WAF</h2>\n<table id=\"rate-limits\"><tr><th>allowed</th><th>limited</th>"
+	                    "<th>decided without Redis</th><th>Redis failures</th></tr>\n<tr><td id=\"rl-allowed\">%llu</td>"
+	                    "<td id=\"rl-limited\">%llu</td><td id=\"rl-fallback\">%llu</td>"
+	                    "<td id=\"rl-redis-failures\">%llu</td></tr>\n</table>\n<table id=\"route-guards\"><tr>"
+	                    "<th>route</th>",
+	                    t.allowed, t.limited, t.fallback, t.redis_failures);
+	for (size_t k = 0; k < GUARD_FIELDS; k++)
+		evbuffer_add_printf(out, "<th>%s</th>", guard_titles[k]);
+	evbuffer_add(out, "</tr>\n", 6);
+	for (size_t i = 0; i <= c->num_routes; i++) {
+		struct status_guard g;
+		if (i < c->num_routes && !read_route_guard(m, i, &g))
+			continue;
+		unsigned long long v[GUARD_FIELDS];
+		guard_values(i < c->num_routes ? &g : &t.routes, v);
+		evbuffer_add_printf(out, "<tr%s>", i < c->num_routes ? "" : " class=\"total\"");
+		td(out, NULL, i < c->num_routes ? c->routes[i].name : "all routes");
+		for (size_t k = 0; k < GUARD_FIELDS; k++)
+			evbuffer_add_printf(out, "<td data-field=\"%s\">%llu</td>", guard_names[k], v[k]);
+		evbuffer_add(out, "</tr>\n", 6);
+	}
+	evbuffer_add(out, "</table>\n", 9);
+	evbuffer_add_printf(out, "<h2>Pools</h2>\n<table id=\"pools\"><tr><th>pool / server</th><th>health</th>"
 	                         "<th>breaker</th><th>weight</th><th>drain</th><th>in flight</th><th>connections</th>"
 	                         "<th>recent errors</th></tr>\n");
 	for (size_t i = 0; i < c->num_pools; i++) {
@@ -204,7 +319,49 @@ static void json_page(struct metrics *m, struct evbuffer *out)
 		}
 		evbuffer_add(out, "]}", 2);
 	}
-	evbuffer_add(out, "],\"pools\":[", strlen("],\"pools\":["));
+	evbuffer_add(out, "],\"rollouts\":[", strlen("],\"rollouts\":["));
+	bool rfirst = true;
+	for (size_t i = 0; i < c->num_services; i++) {
+		struct metrics_rollout ro;
+		if (!metrics_rollout(m, c->services[i].name, &ro))
+			continue;
+		evbuffer_add_printf(out, "%s{\"service\":", rfirst ? "" : ",");
+		rfirst = false;
+		json_str(out, c->services[i].name);
+		evbuffer_add(out, ",\"pool\":", strlen(",\"pool\":"));
+		json_str(out, ro.pool);
+		evbuffer_add_printf(out, ",\"step\":%u,\"percent\":%u,\"state\":", ro.step, ro.percent);
+		json_str(out, ro.state);
+		evbuffer_add(out, "}", 1);
+	}
+	struct status_totals t;
+	read_totals(m, &t);
+	evbuffer_add_printf(out,
+	                    "],\"rate_limits\":{\"allowed\":%llu,\"limited\":%llu,\"fallback\":%llu,\"redis_failures\":%llu},"
+	                    "\"guards\":{\"total\":",
+	                    t.allowed, t.limited, t.fallback, t.redis_failures);
+	rfirst = true;
+	for (size_t i = 0; i <= c->num_routes; i++) {
+		struct status_guard g;
+		bool total = i == 0;
+		size_t r = i - 1;
+		if (!total && !read_route_guard(m, r, &g))
+			continue;
+		unsigned long long v[GUARD_FIELDS];
+		guard_values(total ? &t.routes : &g, v);
+		if (!total) {
+			evbuffer_add_printf(out, "%s{\"route\":", rfirst ? "" : ",");
+			rfirst = false;
+			json_str(out, c->routes[r].name);
+			evbuffer_add(out, ",", 1);
+		} else {
+			evbuffer_add(out, "{", 1);
+		}
+		for (size_t k = 0; k < GUARD_FIELDS; k++)
+			evbuffer_add_printf(out, "%s\"%s\":%llu", k ? "," : "", guard_names[k], v[k]);
+		evbuffer_add(out, total ? "},\"routes\":[" : "}", total ? 12 : 1);
+	}
+	evbuffer_add(out, "]},\"pools\":[", strlen("]},\"pools\":["));
 	bool first = true;
 	for (size_t i = 0; i < c->num_pools; i++) {
 		const struct conf_pool *cp = &c->pools[i];
