@@ -153,3 +153,21 @@ def test_no_route_404(rgw):
     assert e["status"] == 404 and e["reason"] == "no_route"
     assert e["upstream"] == "" and e["upstream_status"] == 0
     assert all(u.stats()["requests"] == 0 for u in rgw.upstreams)
+
+
+@pytest.mark.parametrize("target", ["/x/../teapot", "//teapot", "/./teapot", "/%74eapot", "/x/%2e%2e/teapot",
+                                    "/x/..%2Fteapot"])
+def test_routes_match_the_normalized_path(rgw, target):
+    """A route sees the path as an origin that decodes and resolves it will (route_normalize_path):
+    a respond/deny route cannot be walked around with dot segments, "//" or escapes."""
+    r = get(rgw, target, method="DELETE")
+    assert r.status == 418, (target, r.status)
+
+
+def test_normalized_path_only_for_matching(rgw):
+    """The target goes upstream as the client sent it."""
+    r = get(rgw, "/first/./x/%2e%2e/y//z?q=%2e")
+    assert r.status == 200 and r.json()["server"] == "A"
+    assert r.json()["target"] == "/first/./x/%2e%2e/y//z?q=%2e"
+    assert server_of(get(rgw, "/other/../first/second/")) == "A"   # first match wins on /first/second/ too
+    assert server_of(get(rgw, "/first/..//first/second/x")) == "A"

@@ -238,6 +238,42 @@ START_TEST(test_path_prefix)
 }
 END_TEST
 
+/* route_normalize_path: what a deny of a prefix must also catch (scripts/drill pentest found them) */
+static void ck_norm(const char *raw, const char *want)
+{
+	char out[256];
+	size_t n = route_normalize_path(raw, strlen(raw), out);
+	ck_assert_uint_le(n, strlen(raw));
+	out[n] = '\0';
+	ck_assert_msg(strcmp(out, want) == 0, "%s normalized to %s, want %s", raw, out, want);
+}
+
+START_TEST(test_normalize_path)
+{
+	ck_norm("/internal/x", "/internal/x");
+	ck_norm("/a/../internal/x", "/internal/x");
+	ck_norm("/a/%2e%2e/internal/x", "/internal/x");
+	ck_norm("/a/%2E%2E%2Finternal/x", "/internal/x");
+	ck_norm("//internal//x", "/internal/x");
+	ck_norm("/./internal/x", "/internal/x");
+	ck_norm("/%69nternal/x", "/internal/x");
+	ck_norm("/internal%2fx", "/internal/x");
+	ck_norm("/../../internal/x", "/internal/x");
+	ck_norm("/a/b/..", "/a/");
+	ck_norm("/a/.", "/a/");
+	ck_norm("/a/", "/a/");
+	ck_norm("/..", "/");
+	ck_norm("/", "/");
+	ck_norm("/a/..%2f..%2fb", "/b");
+	ck_norm("/a..b/.c/..d", "/a..b/.c/..d");
+	/* escapes of reserved or non-ASCII bytes stay as sent; a broken escape is kept */
+	ck_norm("/a%3Fb/%C3%A9/%25/%2", "/a%3Fb/%C3%A9/%25/%2");
+	ck_norm("/%zz", "/%zz");
+	ck_norm("*", "*");
+	ck_norm("", "");
+}
+END_TEST
+
 START_TEST(test_empty_prefix_matches_every_path)
 {
 	struct conf_route routes[] = { { .name = "root", .path_prefix = "" } };
@@ -646,6 +682,7 @@ static Suite *route_suite(void)
 	tcase_add_test(criteria, test_route_host_matches);
 	tcase_add_test(criteria, test_exact_path);
 	tcase_add_test(criteria, test_path_prefix);
+	tcase_add_test(criteria, test_normalize_path);
 	tcase_add_test(criteria, test_empty_prefix_matches_every_path);
 	tcase_add_test(criteria, test_path_regex);
 	tcase_add_test(criteria, test_regex_with_more_groups_than_scratch_pairs);
