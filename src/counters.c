@@ -783,6 +783,7 @@ void counters_write(const struct counters *reg, const struct counters_map *m, bo
 	}
 	if (json)
 		evbuffer_add_printf(out, "{\"ok\":true,\"counters\":[");
+	size_t before = evbuffer_get_length(out);
 	for (size_t i = 0; i < sizeof families / sizeof families[0]; i++) {
 		if (json && i)
 			evbuffer_add(out, ",", 1);
@@ -790,6 +791,8 @@ void counters_write(const struct counters *reg, const struct counters_map *m, bo
 	}
 	if (json)
 		evbuffer_add_printf(out, "]}\n");
+	else if (evbuffer_get_length(out) == before) /* an empty answer reads as a dead gateway to ctl (exit 2) */
+		evbuffer_add_printf(out, "# every counter is 0 (a series is listed once it has counted something)\n");
 	free(seen);
 }
 

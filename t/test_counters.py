@@ -12,7 +12,7 @@ import tempfile
 
 import pytest
 
-from conftest import SLUICE_BIN, RawConn, base_config, closed_port, free_port
+from conftest import SLUICE_BIN, RawConn, base_config, closed_port, free_port, wait_until
 
 
 @pytest.fixture
@@ -166,6 +166,16 @@ def test_show_counters_is_in_help_and_checked(sluice, upstreams, sockdir):
     assert "sluice_route_requests_total" in names and "sluice_tls_handshake_failures_total" in names
     # (the fixture's readiness probe was a connection: sluice_connections_total counts it)
     assert all(f["series"] == [] for f in doc["counters"] if f["name"] != "sluice_connections_total")
+
+
+def test_show_counters_text_before_any_connection(sluice, upstreams, sockdir):
+    """Nothing counted yet: the text answer says so (an empty answer made `sluice ctl` exit 2,
+    "closed without an answer", as for a dead gateway)."""
+    (u,) = upstreams(1)
+    sock = os.path.join(sockdir, "admin.sock")
+    sluice(base_config(free_port(), [u.address], admin={"socket": sock}), ready=False)
+    wait_until(lambda: os.path.exists(sock), what="the admin socket")
+    assert ctl(sock, "show", "counters") == "# every counter is 0 (a series is listed once it has counted something)\n"
 
 
 def test_counters_kept_by_name_across_a_reload(sluice, upstreams, sockdir):
