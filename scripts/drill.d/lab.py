@@ -332,7 +332,7 @@ def redis_cli(port, *args, timeout=5):
 READINESS = os.path.join(TOP, "docs", "readiness.md")
 HEADER = """# Production readiness: drill results
 
-Written by `scripts/drill` (docs/runbooks/README.md explains the drills): `scripts/drill all`
+Written by `scripts/drill` (`scripts/drill --help`; docs/runbooks/README.md maps the drills to runbooks): `scripts/drill all`
 regenerates this file, a single drill (`scripts/drill load`, `chaos`, `failover`, `dr`, `pentest`)
 appends its section. Every figure below was measured on the machine named in its section, with the
 load generator, the origins and the gateway sharing its CPUs: compare ratios and verdicts, not
