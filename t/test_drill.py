@@ -88,12 +88,14 @@ def test_steady_client_sees_refused_and_relay_faults(gateway):
     try:
         load = steady.Steady(relay.port, 100, conns=4).start()
         time.sleep(0.6)
-        relay.mode = "error500"
+        relay.set_mode("error500")
         t = time.monotonic()
         time.sleep(0.6)
         load.stop()
         assert load.window(0, t - 0.3).get("ok", 0) > 20
-        # keep-alive connections opened in "pass" mode still forward: only new ones answer 500
+        # the relayed connections were closed: the requests after the switch meet the 500s
+        late = load.window(t + 0.1)
+        assert late.get("5xx", 0) > 20 and not late.get("ok"), late
     finally:
         relay.stop()
     fresh = steady.Steady(relay.port, 50, conns=2).start()

@@ -119,10 +119,10 @@ def kill_upstream(rig, t0, w0):
 
 def relay_fault(rig, w0, mode):
     """Switch the relay before b to MODE for a while, then back; (down after s, back after s) from the log."""
-    rig.relay.mode = mode
+    rig.relay.set_mode(mode)
     time.sleep(4 if rig.quick else 8)
     w_fix = time.time()
-    rig.relay.mode = "pass"
+    rig.relay.set_mode("pass")
     up = rig.wait_log(w_fix, "upstream server up", 8)
     down = rig.log_after(w0, "upstream server down")
     return (down - w0) if down else None, (up - w_fix) if up else None

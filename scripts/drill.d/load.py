@@ -2,13 +2,13 @@
 
 Traffic: h2load at a fixed request rate (--rps per client; its per-request log gives
 every latency), one run for the GETs (95%: /small, a 600-byte body, and /16k, 16 KiB,
-in the ratio 14:5) and one beside it for the POSTs (5%, 4 KiB bodies), with browser-like
+in the ratio 14:5) and one beside it for the POSTs (5%, 4 KiB bodies, to a demo upstream that reads them), with browser-like
 request headers. Three protocols: HTTP/1.1 plaintext, HTTP/1.1 over TLS, HTTP/2 over TLS.
 The origin is the bench's nginx; sluice has 2 workers and no access log.
 
 Capacity: the highest rate (doubling from a start, then two bisections) at which the p99
 of the answers stays under P99_TARGET_MS with no error and the generator kept the rate.
-Then a rate limit of that capacity (key "route": one bucket for the whole route, 429) and
+Then a rate limit of that capacity (key "host": one bucket for all the traffic, 429) and
 a pool in-flight bound (503 pool_overflow) are loaded by a reload, and the gateway is
 driven at 1x, 2x and 5x, then at 1x again (recovery). Pass: at every step no error and
 no request left unanswered; the accepted requests keep the p99 target; refusals are
@@ -45,6 +45,9 @@ class Rig:
     def __init__(self, L):
         self.L = L
         _, self.origin_port = L.origin_nginx(SMALL_BODY)
+        # POSTs go to an origin that reads request bodies (nginx's `return 200` answers before reading
+        # one, and sluice then closes the client connection: h2load would lose that client for good)
+        _, self.app_port = L.demo_upstream("app")
         self.cert, self.key, _ = L.certificate()
         self.port, self.tls_port = L.port(), L.port()
         with open(L.path("post-body"), "wb") as f:
@@ -54,19 +57,22 @@ class Rig:
 
     def config(self, limit_rate):
         route = {"name": "all", "match": {"path_prefix": "/"}, "pool": "origin"}
+        posts = {"name": "posts", "match": {"path_prefix": "/", "methods": ["POST"]}, "pool": "app"}
         cfg = {
             "workers": 2,
             "listeners": lab.listeners(self.port, self.tls_port, self.cert, self.key),
             "pools": {"origin": {"servers": ["127.0.0.1:%d" % self.origin_port],
                                  "keepalive": {"idle": 1024, "idle_timeout": "60s"},
                                  "timeouts": {"connect": "5s", "response": "30s"},
-                                 "limits": {"max_requests": 2000}}},
-            "routes": [route],
+                                 "limits": {"max_requests": 2000}},
+                      "app": {"servers": ["127.0.0.1:%d" % self.app_port]}},
+            "routes": [posts, route],
             "access_log": {"path": "off"},
         }
         if limit_rate:
-            route["rate_limit"] = "capacity"
-            cfg["rate_limits"] = {"capacity": {"key": "route", "rate": int(limit_rate), "per": "1s",
+            route["rate_limit"] = posts["rate_limit"] = "capacity"
+            # one bucket for the listener's whole traffic (every request has the same host:port)
+            cfg["rate_limits"] = {"capacity": {"key": "host", "rate": int(limit_rate), "per": "1s",
                                                "burst": max(10, int(limit_rate))}}
             # in flight at once: what the capacity needs at the p99 target, with room to spare
             cfg["pools"]["origin"]["limits"]["max_requests"] = max(256, int(limit_rate * P99_TARGET_MS / 1000 * 4))
@@ -328,7 +334,7 @@ def report(quick, caps, rows, failures, notes):
     out.append("Target: p99 <= %.0f ms with 0 errors. Mix: 95%% GET (/small %d B : /16k 16 KiB = 14 : 5), "
                "5%% POST (4 KiB body), browser-like headers; h2load at a fixed rate (`--rps`), HTTP/1.1 one "
                "request in flight per connection, h2 up to 64 streams a connection. sluice: 2 workers, no "
-               "access log; origin: nginx, 1 worker; all on the same CPUs.\n"
+               "access log; origin: nginx, 1 worker (GETs) and scripts/demo_upstream.py (POSTs); all on the same CPUs.\n"
                % (P99_TARGET_MS, len(SMALL_BODY)))
     if not quick:
         out.append("Capacity found: " + (", ".join("%s %d req/s" % (p, c) for p, c in caps.items()) or "none")

@@ -17,6 +17,7 @@ request: the server may close an idle connection as it is reused); counted as `r
 
 Relay(target_port): a TCP relay in front of one upstream whose mode can be switched:
   pass      forwards both ways
+set_mode() closes the connections already relayed, so new requests meet the new mode.
   slow      each new connection waits `delay` s first; a share `loss` of them is reset
   error500  answers every request itself with 500 (reads request heads, no bodies)
 """
@@ -205,6 +206,7 @@ class Relay:
     def __init__(self, target_port, delay=1.5, loss=0.1):
         self.target_port, self.delay, self.loss = target_port, delay, loss
         self.mode = "pass"
+        self._writers = set()  # the client side of every relayed connection
         self.port = None
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
@@ -216,6 +218,19 @@ class Relay:
         if not self._ready.wait(10):
             raise RuntimeError("relay did not start")
         return self
+
+    def set_mode(self, mode):
+        """Switch the behaviour; connections already relayed are closed (FIN), so that the next requests
+        come on new connections and meet the new mode (as after a restart of the upstream)."""
+        self.mode = mode
+
+        def _close_all():
+            for w in list(self._writers):
+                try:
+                    w.close()
+                except Exception:
+                    pass
+        self._loop.call_soon_threadsafe(_close_all)
 
     def stop(self):
         def _close():
@@ -235,6 +250,7 @@ class Relay:
         self._loop.close()
 
     async def _client(self, reader, writer):
+        self._writers.add(writer)
         try:
             if self.mode == "error500":
                 await self._answer_500(reader, writer)
@@ -251,6 +267,7 @@ class Relay:
         except Exception:
             pass
         finally:
+            self._writers.discard(writer)
             try:
                 writer.close()
             except Exception:
