@@ -1056,8 +1056,8 @@ void admin_execute(struct admin *a, const char *line, size_t len, unsigned uid, 
 	} else if ((a->upgrading || a->handed_over) &&
 	           (strcmp(w[0], "save-state") == 0 || strcmp(w[0], "reload") == 0 || strcmp(w[0], "set") == 0 ||
 	            strcmp(w[0], "clear") == 0 || strcmp(w[0], "reset") == 0 || strcmp(w[0], "drain") == 0 ||
-	            strcmp(w[0], "enable") == 0 || strcmp(w[0], "disable") == 0 ||
-	            strcmp(w[0], "switch") == 0)) {
+	            strcmp(w[0], "enable") == 0 || strcmp(w[0], "disable") == 0 || strcmp(w[0], "switch") == 0 ||
+	            (strcmp(w[0], "rollout") == 0 && !(n >= 2 && strcmp(w[1], "status") == 0)))) {
 		/* the new process read the state file after this one's last write: a change here would be lost */
 		reply_error(out, json, "a binary upgrade is in progress: this process (pid %ld) is handing over to a new "
 		                       "one; retry the change in a moment (it goes to the new process)", (long)getpid());
@@ -1090,9 +1090,11 @@ static void conn_free(struct admin_conn *c)
 	struct admin *a = c->a;
 	if (a->upgrading == c) {
 		a->upgrading = NULL;
-		if (!a->handed_over)
+		if (!a->handed_over) {
+			rollout_ctl_hold(a->rollouts, false);
 			log_msg(LOG_WARN, "upgrade abandoned: the new process went away before taking over; this process "
 			                  "keeps serving and takes changes again");
+		}
 	}
 	if (c->prev)
 		c->prev->next = c->next;
@@ -1160,6 +1162,8 @@ static bool conn_upgrade_line(struct admin_conn *c, const char *line, size_t len
 	struct log_line l;
 	if (listeners) {
 		a->upgrading = c;
+		/* before the new process reads the state file: no rollout step may land here after it */
+		rollout_ctl_hold(a->rollouts, true);
 		log_begin(&l, LOG_INFO, "upgrade: listening sockets handed to a new process; changes are refused until it "
 		                        "takes over or goes away");
 	} else {

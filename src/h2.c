@@ -36,6 +36,8 @@
 /* A graceful drain's final GOAWAY goes this long after the first at most
  * (sooner when the client answers the PING sent with it). */
 #define H2_DRAIN_NOTICE_MS 1000
+/* A binary upgrade: a session without a stream for this long goes (h2_handover). */
+#define H2_HANDOVER_IDLE_MS 1000
 
 /* the close reasons are a fixed label set of the counter registry (counters.h) */
 #define H2_CLOSE_LIST(X) CTR_H2_CLOSE_LIST(X)
@@ -1160,6 +1162,8 @@ static void session_arm_timer(struct h2_session *s)
 	if (evtimer_pending(s->timer, NULL))
 		return;
 	conf_msec ms = s->cfg->idle_timeout ? s->cfg->idle_timeout : s->snap->conf->limits.keepalive_timeout;
+	if (s->w->handover && ms > H2_HANDOVER_IDLE_MS)
+		ms = H2_HANDOVER_IDLE_MS;
 	struct timeval tv = worker_timeval(s->w, ms);
 	if (evtimer_add(s->timer, &tv) != 0)
 		log_msg(LOG_WARN, "cannot arm the HTTP/2 idle timer: the connection will not time out when idle");
@@ -1489,6 +1493,20 @@ static void h2_drain_where(struct worker *w, bool all, size_t listener)
 void h2_drain_all(struct worker *w)
 {
 	h2_drain_where(w, true, 0);
+}
+
+void h2_handover(struct worker *w)
+{
+	if (!w->h2)
+		return;
+	/* the idle timer, re-armed with the short value where it runs */
+	for (struct h2_session *s = w->h2->sessions; s; s = s->next) {
+		if (s->closing || s->notified || s->draining || !evtimer_pending(s->timer, NULL))
+			continue;
+		if (evtimer_del(s->timer) != 0)
+			log_msg(LOG_WARN, "cannot stop the HTTP/2 idle timer");
+		session_arm_timer(s);
+	}
 }
 
 void h2_drain_listener(struct worker *w, size_t listener)

@@ -46,6 +46,12 @@ void h2_session_start(struct worker *w, struct snapshot *snap, size_t listener, 
  * in two steps: streams already on their way are still served); each
  * closes once its streams are done (or when the worker's drain time is over). */
 void h2_drain_all(struct worker *w);
+/* A binary upgrade (the worker's `handover`): sessions are not told to go
+ * while they have streams (a client such as h2load counts a request it
+ * could not send after a GOAWAY as failed, and does not reconnect); a
+ * session idle for H2_HANDOVER_IDLE_MS closes (GOAWAY NO_ERROR) and the
+ * worker drains the rest with h2_drain_all halfway through its drain time. */
+void h2_handover(struct worker *w);
 /* The same for the sessions of one listener (a reload removed it). */
 void h2_drain_listener(struct worker *w, size_t listener);
 /* Free every session now. */

@@ -72,6 +72,7 @@ struct rollout_ctl {
 	struct snapshot *const *snap;
 	struct statefile *sf;
 	struct event *tick;
+	bool held; /* a binary upgrade: the new process drives the rollouts (rollout_ctl_hold) */
 	struct rollout **rollouts;
 	size_t num_rollouts;
 };
@@ -536,6 +537,8 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	struct rollout_ctl *rc = arg;
+	if (rc->held)
+		return;
 	const struct conf *c = cur_conf(rc);
 	uint64_t now = mono_ms();
 	for (size_t i = 0; i < rc->num_rollouts; i++) {
@@ -556,6 +559,11 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 /* ---- the controller --------------------------------------------------- */
+
+void rollout_ctl_hold(struct rollout_ctl *rc, bool held)
+{
+	rc->held = held;
+}
 
 static struct rollout *find(struct rollout_ctl *rc, const char *service, size_t *index)
 {

@@ -40,6 +40,10 @@ struct rollout_ctl;
 struct rollout_ctl *rollout_ctl_new(struct event_base *base, struct runtime *rt, struct snapshot *const *snap,
                                     struct statefile *sf);
 void rollout_ctl_free(struct rollout_ctl *rc);
+/* A binary upgrade hands this process's state to a new one (through the
+ * state file): while held, no rollout is judged or moved here, so the new
+ * process's copy stays the only one that changes. */
+void rollout_ctl_hold(struct rollout_ctl *rc, bool held);
 
 /* Run `rollout ...` (w[0] is "rollout"), as peer uid; the answer (text, or
  * one JSON object) is appended to out. Returns true when it changed

@@ -196,14 +196,38 @@ static void worker_close_listeners(struct worker *w)
 	pthread_mutex_unlock(&w->added_lock);
 }
 
+static void worker_drain_h2_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	h2_drain_all(arg);
+}
+
+/* A hand-over leaves busy HTTP/2 sessions alone for half the drain time
+ * (h2.h h2_handover), then tells them to go, in time for their last streams
+ * to finish before the drain time is over. */
+static void worker_handover_h2(struct worker *w)
+{
+	h2_handover(w);
+	struct timeval tv = conf_msec_timeval(w->snap->conf->drain_timeout / 2);
+	if (event_base_once(w->base, -1, EV_TIMEOUT, worker_drain_h2_cb, w, &tv) != 0)
+		h2_drain_all(w);
+}
+
 static void worker_shutdown(struct worker *w)
 {
 	if (w->draining)
 		return;
 	w->draining = true;
 	worker_close_listeners(w);
-	tls_worker_close_pending(w);
-	h2_drain_all(w);
+	/* a hand-over lets handshakes in progress finish: the client has no
+	 * reason to expect a failure, and the connection then drains */
+	if (!w->handover)
+		tls_worker_close_pending(w);
+	if (w->handover)
+		worker_handover_h2(w);
+	else
+		h2_drain_all(w);
 	/* a hand-over closes no HTTP/1 connection under a client that may be
 	 * sending on it: each one's next answer says connection: close (a head
 	 * already sent said keep-alive, so that connection must take one more) */

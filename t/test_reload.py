@@ -514,6 +514,10 @@ def test_reloads_under_wrk_h2load_and_new_https_connections(certs, sluice, upstr
     assert "requests in" in wrk_out and "Socket errors" not in wrk_out and "Non-2xx" not in wrk_out, wrk_out
     m = re.search(r"requests: (\d+) total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored",
                   h2l_out)
+    w = re.search(r"(\d+) requests in", wrk_out)
+    print("20 reloads under load: wrk %s requests, 0 errors; h2load %s succeeded, %s failed, %s errored; "
+          "new HTTPS connections %d ok, %d failed" % (w and w.group(1), m and m.group(3), m and m.group(4),
+                                                      m and m.group(5), https["ok"], len(https["failed"])))
     assert m and int(m.group(3)) > 0 and m.group(4) == "0" and m.group(5) == "0", h2l_out
     assert not https["failed"] and https["ok"] > 10, (https["ok"], https["failed"][:3])
 

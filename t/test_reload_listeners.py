@@ -136,6 +136,8 @@ def test_removed_listener_drains_while_kept_ones_lose_nothing(sluice, upstreams,
     assert not load.failed, load.failed[:5]
     if h2l:
         ok, failed, out = h2load_figures(h2l)
+        print("listener removed under load: python %r, %d failed; h2load %d succeeded, %d failed"
+              % (load.ok, len(load.failed), ok, failed))
         assert ok > 0 and failed == 0, out
     removed = [e for e in gw.log_entries() if e.get("msg", "").startswith("listener removed")]
     assert [e["listener"] for e in removed] == ["old", "old"], removed
@@ -166,6 +168,7 @@ def test_changed_listener_keeps_its_socket_on_the_same_address(certs, sluice, up
     finally:
         load.stop()
     assert load.count("keepalive") > 20 and load.count("fresh") > 5, load.ok
+    print("listener changed 6 times on its address under load: python %r, %d failed" % (load.ok, len(load.failed)))
     assert not load.failed, load.failed[:5]
     assert {e["listener"] for e in gw.access_log() if e.get("target") == "/h2c"} == {"edge", "public"}
 

@@ -16,6 +16,7 @@ import pytest
 
 from conftest import RawConn, base_config, config_to_lua, free_port, wait_until
 from test_res_admin import ctl, ctl_ok, sockdir  # noqa: F401  (sockdir is a fixture)
+from test_tls_certs import certs, tls_listener  # noqa: F401  (certs is a fixture)
 
 
 def show_pid(sock):
@@ -215,21 +216,31 @@ def test_new_process_failing_after_taking_the_sockets_changes_nothing(sluice, up
     assert show_pid(sock) == new.pid
 
 
-def test_changes_are_refused_while_the_sockets_are_handed_over(sluice, upstreams, sockdir, tmp_path):  # noqa: F811
-    old, cfg, sock, ups = start_old(sluice, upstreams, sockdir, tmp_path)
-    # what a new process does first, by hand: take the sockets and hold the connection
+def take_sockets_by_hand(sock):
+    """What a new process does first: ask for the sockets and hold the
+    connection. Returns the connection and the header record."""
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     conn.connect(sock)
     conn.sendall(b"upgrade-listeners\n")
     got = b""
     while len(got) < 512:
         got += conn.recv(512 - len(got))
+    return conn, got
+
+
+def test_changes_are_refused_while_the_sockets_are_handed_over(sluice, upstreams, sockdir, tmp_path):  # noqa: F811
+    old, cfg, sock, ups = start_old(sluice, upstreams, sockdir, tmp_path)
+    conn, got = take_sockets_by_hand(sock)
     assert got.startswith(b"sluice-upgrade 1 2 %d\n" % old.pid), got[:64]
     try:
         rc, out, err = ctl(sock, "set", "weight", "web", ups[0].address, "9")
         assert rc != 0 and "binary upgrade is in progress" in (out + err), (out, err)
+        # rollouts too: the new process resumes them from the state file
+        rc, out, err = ctl(sock, "rollout", "start", "web", "--to", "web", "--steps", "50,100", "--interval", "1s")
+        assert rc != 0 and "binary upgrade is in progress" in (out + err), (out, err)
         # reading still works
         assert show_pid(sock) == old.pid
+        assert ctl(sock, "rollout", "status")[0] == 0
     finally:
         conn.close()
     wait_until(lambda: ctl(sock, "set", "weight", "web", ups[0].address, "9")[0] == 0, what="changes taken again")
@@ -281,3 +292,91 @@ def test_upgrade_hands_over_the_admin_http_listener(sluice, upstreams, sockdir, 
     with RawConn(http_port) as c:
         assert c.request("GET", "/readyz").status == 200
     assert show_pid(sock) == new.pid
+
+
+def h2load_result(out):
+    m = re.search(r"requests: (\d+) total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored",
+                  out)
+    assert m, out
+    return int(m.group(3)), int(m.group(4)), int(m.group(5))
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.skipif(not shutil.which("h2load") or not shutil.which("wrk"), reason="h2load and wrk are needed")
+def test_upgrade_under_h2load_and_wrk_has_no_failed_request(certs, sluice, upstreams, sockdir, tmp_path):  # noqa: F811
+    """h2load over TLS (h2), h2load on an h2c listener and wrk (HTTP/1.1
+    keep-alive) run across the hand-over: no request fails. HTTP/2 sessions
+    on the old process are drained in two steps (GOAWAY with the highest
+    stream id and a PING, then the final GOAWAY), so no stream already on its
+    way is refused; handshakes in progress finish instead of being cut."""
+    crt, key = certs.issue("a", dns=["a.test"])
+    tls_port, h2c_port = free_port(), free_port()
+    # h2load does not reconnect after a GOAWAY: its sessions stay on the old
+    # process while they have streams, up to half the drain time
+    old, cfg, sock, ups = start_old(sluice, upstreams, sockdir, tmp_path, drain_timeout="20s")
+    cfg = dict(cfg)
+    cfg["listeners"] = cfg["listeners"] + [tls_listener(tls_port, [{"cert": crt, "key": key}]),
+                                           {"name": "h2c", "address": "127.0.0.1:%d" % h2c_port, "h2c": True}]
+    old.conf_path.write_text(config_to_lua(cfg))
+    ctl_ok(sock, "reload")
+    seconds = 7
+    loads = {
+        "h2": ["h2load", "-D", str(seconds), "-c8", "-m8", "https://127.0.0.1:%d/h2" % tls_port],
+        "h2c": ["h2load", "-D", str(seconds), "-c8", "-m8", "http://127.0.0.1:%d/h2c" % h2c_port],
+        "wrk": ["wrk", "-t1", "-c16", "-d%ds" % seconds, old.url("/wrk")],
+    }
+    procs = {k: subprocess.Popen(v, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for k, v in loads.items()}
+    try:
+        time.sleep(2)
+        new = start_new(sluice, cfg)
+        wait_taken_over(new)
+        # a new HTTP/2 connection goes to the new process
+        r = subprocess.run(["nghttp", "http://127.0.0.1:%d/h2-new" % h2c_port], capture_output=True, text=True,
+                           timeout=10)
+        assert r.returncode == 0, r
+        outs = {k: p.communicate(timeout=60)[0] for k, p in procs.items()}
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    assert old.wait(15) == 0, old.stderr()[-3000:]
+    for k in ("h2", "h2c"):
+        ok, failed, errored = h2load_result(outs[k])
+        print("upgrade under h2load (%s): %d succeeded, %d failed, %d errored" % (k, ok, failed, errored))
+        assert ok > 100 and failed == 0 and errored == 0, "%s:\n%s" % (k, outs[k])
+    m = re.search(r"(\d+) requests in", outs["wrk"])
+    print("upgrade under wrk: %s requests, socket errors: %s" % (m and m.group(1), "Socket errors" in outs["wrk"]))
+    assert m and int(m.group(1)) > 100, outs["wrk"]
+    assert "Socket errors" not in outs["wrk"] and "Non-2xx" not in outs["wrk"], outs["wrk"]
+    # both processes served each kind
+    assert {e["protocol"] for e in old.access_log()} >= {"HTTP/2.0", "HTTP/1.1"}
+    assert {e["protocol"] for e in new.access_log()} >= {"HTTP/2.0", "HTTP/1.1"}
+
+
+def test_rollouts_are_held_while_the_sockets_are_handed_over(sluice, upstreams, sockdir, tmp_path):  # noqa: F811
+    """From upgrade-listeners on, the old process moves no rollout: the new
+    one resumes it from the state file. Abandoned, the old one drives it again."""
+    ups = upstreams(2)
+    pools = {"web": {"servers": [{"address": ups[0].address}]}, "green": {"servers": [{"address": ups[1].address}]}}
+    old, cfg, sock, _ = start_old(sluice, upstreams, sockdir, tmp_path, pools=pools,
+                                  services={"web": {"pools": {"web": 100, "green": 0}}})
+    # without traffic and --min-requests 0, each 1 s interval promotes a step
+    ctl_ok(sock, "rollout", "start", "web", "--to", "green", "--steps", "10,20,30,40,50,60,70,80,90,100",
+           "--interval", "1s", "--min-requests", "0")
+
+    def step():
+        m = re.search(r'"step":(\d+)', ctl_ok(sock, "--json", "rollout", "status", "web"))
+        assert m
+        return int(m.group(1))
+
+    wait_until(lambda: step() >= 1, timeout=5, what="the rollout to move")
+    conn, _ = take_sockets_by_hand(sock)
+    try:
+        held = step()
+        time.sleep(2.5)
+        assert step() == held
+    finally:
+        conn.close()
+    wait_until(lambda: step() > held, timeout=5, what="the rollout to move again once the upgrade was abandoned")
