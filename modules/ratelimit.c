@@ -196,6 +196,10 @@ static int rl_snapshot_init(const struct conf *c, void **state, struct conf_erro
 	if (c->redis.enabled) {
 		s->redis.host = c->redis.host;
 		s->redis.port = c->redis.port;
+		s->redis.sentinels = c->redis.sentinels;
+		s->redis.num_sentinels = c->redis.num_sentinels;
+		s->redis.master_name = c->redis.master;
+		s->redis.sentinel_password = c->redis.sentinel_password;
 		s->redis.password = c->redis.password;
 		s->redis.db = c->redis.db;
 		s->redis.timeout_us = c->redis.timeout * 1000;
@@ -784,6 +788,7 @@ static void redis_state(void *arg, bool up, const char *why)
 		                                  : "ratelimit: redis connected");
 		log_int(&l, "worker", ws->w->id);
 		log_str(&l, "redis", cr->address);
+		log_str(&l, "server", rl_redis_address(ws->redis));
 		if (recovered) {
 			log_int(&l, "down_ms", (long long)((clock_mono_us() - ws->down_since_us) / 1000));
 			log_int(&l, "fallback_while_down", rl_own(ws, CTR_RL_FALLBACK) - (long long)ws->fallback_at_down);
@@ -802,6 +807,7 @@ static void redis_state(void *arg, bool up, const char *why)
 	log_begin(&l, LOG_WARN, "ratelimit: redis unavailable, shared limits fall back");
 	log_int(&l, "worker", ws->w->id);
 	log_str(&l, "redis", cr->address);
+	log_str(&l, "server", rl_redis_address(ws->redis));
 	log_str(&l, "error", why);
 	log_str(&l, "on_failure", modes[cr->on_failure]);
 	log_int(&l, "instances", instances(ws->snap));

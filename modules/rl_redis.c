@@ -12,14 +12,21 @@
 #include <openssl/evp.h>
 
 #include "clock.h"
+#include "conf.h"
 #include "counters.h"
+#include "log.h"
+#include "redis_sentinel.h"
 #include "rl_script.h"
 
 #define BACKOFF_MIN_US 100000u
 #define BACKOFF_MAX_US 2000000u
 #define CMD_KEY_MAX 384
+/* the +switch-master subscription is retried this often after it fails */
+#define SUB_RETRY_US 1000000u
 
-enum conn_state { CONN_DOWN, CONN_CONNECTING, CONN_READY };
+/* RESOLVING: asking a sentinel for the master; CONNECTING: connecting to
+ * the master (and, with sentinels, waiting for ROLE to say it is one) */
+enum conn_state { CONN_DOWN, CONN_RESOLVING, CONN_CONNECTING, CONN_READY };
 enum cmd_kind { CMD_TAKE, CMD_BEAT };
 
 struct rl_cmd {
@@ -46,6 +53,21 @@ struct rl_redis {
 	struct rl_redis_config cfg;
 	char *host;
 	char *password;
+	/* Redis Sentinel (none: num_sentinels 0) */
+	struct rs_addr *sentinels;
+	size_t num_sentinels;
+	char *master_name;
+	char *sentinel_password;
+	redisAsyncContext *sac;   /* the sentinel being asked for the master */
+	size_t sentinel_next;     /* asked next (the last that answered is asked first) */
+	size_t sentinel_tries;    /* in this round */
+	char resolve_err[256];    /* why the last sentinel of this round failed */
+	redisAsyncContext *sub;   /* subscribed to +switch-master */
+	bool sub_ready;           /* its SUBSCRIBE was answered */
+	size_t sub_next;
+	struct event *sub_ev;     /* the subscription's connect deadline, then its retry */
+	struct rs_addr target;    /* the master connected to (or being connected to) */
+	char target_text[80];
 	rl_state_cb *state_cb;
 	void *state_arg;
 	redisAsyncContext *ac;
@@ -72,6 +94,8 @@ static struct timeval us_to_tv(uint64_t us)
 }
 
 static void connect_now(struct rl_redis *r);
+static void sentinel_failed(struct rl_redis *r, const char *why);
+static void connect_master(struct rl_redis *r);
 
 static void pending_remove(struct rl_redis *r, struct rl_cmd *c)
 {
@@ -170,8 +194,10 @@ static void connect_timeout_cb(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	struct rl_redis *r = arg;
-	if (r->state == CONN_CONNECTING)
-		fail_connection(r, "connect timeout");
+	if (r->state == CONN_RESOLVING)
+		sentinel_failed(r, "no answer within connect_timeout");
+	else if (r->state == CONN_CONNECTING)
+		fail_connection(r, r->num_sentinels ? "connect (or ROLE) timeout" : "connect timeout");
 }
 
 static void reconnect_cb(evutil_socket_t fd, short what, void *arg)
@@ -216,6 +242,16 @@ static void cmd_reply_cb(redisAsyncContext *ac, void *reply_v, void *privdata)
 		cmd_fail(c);
 		return;
 	}
+	if (reply->type == REDIS_REPLY_ERROR && reply->str && r->ac == ac &&
+	    (strstr(reply->str, "READONLY") || strncmp(reply->str, "MASTERDOWN", 10) == 0)) {
+		/* the server was demoted (a failover) or lost its master: this
+		 * command fails over to on_failure, the next connect finds the master */
+		char why[200];
+		snprintf(why, sizeof why, "%.80s answered %.100s", r->target_text, reply->str);
+		cmd_fail(c);
+		fail_connection(r, why);
+		return;
+	}
 	if (c->kind == CMD_BEAT) {
 		long long n = reply->type == REDIS_REPLY_INTEGER ? reply->integer : -1;
 		c->beat_cb(c->arg, n);
@@ -255,6 +291,47 @@ static void auth_reply_cb(redisAsyncContext *ac, void *reply_v, void *privdata)
 	}
 }
 
+/* The master (with sentinels: confirmed by ROLE) is connected. */
+static void became_ready(struct rl_redis *r)
+{
+	evtimer_del(r->connect_timeout_ev);
+	r->state = CONN_READY;
+	r->backoff_us = 0;
+	r->sentinel_tries = 0;
+	struct rs_addr before;
+	if (r->num_sentinels && rs_master_note(&r->target, &before)) {
+		/* the first worker of the process to reach a new master says so, once */
+		char from[80];
+		rs_addr_format(&before, from, sizeof from);
+		struct log_line l;
+		log_begin(&l, LOG_WARN, "redis: master switched");
+		log_str(&l, "master_name", r->master_name);
+		log_str(&l, "from", from);
+		log_str(&l, "to", r->target_text);
+		log_end(&l);
+	}
+	if (!r->ever_up || r->reported_down) {
+		r->ever_up = true;
+		r->reported_down = false;
+		r->state_cb(r->state_arg, true, "connected");
+	}
+}
+
+static void role_reply_cb(redisAsyncContext *ac, void *reply_v, void *privdata)
+{
+	struct rl_redis *r = privdata;
+	if (!reply_v || ac != r->ac)
+		return;
+	char why[200];
+	if (!rs_role_is_master(reply_v, why, sizeof why)) {
+		char msg[300];
+		snprintf(msg, sizeof msg, "%s: %s", r->target_text, why);
+		fail_connection(r, msg);
+		return;
+	}
+	became_ready(r);
+}
+
 static void on_connect(const redisAsyncContext *ac, int status)
 {
 	struct rl_redis *r = ac->data;
@@ -268,14 +345,9 @@ static void on_connect(const redisAsyncContext *ac, int status)
 		fail_connection(r, why);
 		return;
 	}
-	evtimer_del(r->connect_timeout_ev);
-	r->state = CONN_READY;
-	r->backoff_us = 0;
-	if (!r->ever_up || r->reported_down) {
-		r->ever_up = true;
-		r->reported_down = false;
-		r->state_cb(r->state_arg, true, "connected");
-	}
+	if (!r->num_sentinels)
+		became_ready(r);
+	/* with sentinels: role_reply_cb decides */
 }
 
 static void on_disconnect(const redisAsyncContext *ac, int status)
@@ -290,11 +362,284 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
 	fail_connection(r, why);
 }
 
+/* Queues argv on ac (counted when queued): the connect-time commands, whose
+ * failure to queue shows up as the connection failing. */
+static void send_counted(struct rl_redis *r, redisAsyncContext *ac, redisCallbackFn *cb, int argc, const char **argv)
+{
+	size_t lens[3];
+	for (int i = 0; i < argc; i++)
+		lens[i] = strlen(argv[i]);
+	if (redisAsyncCommandArgv(ac, cb, r, argc, argv, lens) == REDIS_OK)
+		CTR_GLOBAL_ADD(r->counters, RL_REDIS_COMMANDS, 0, 1);
+}
+
+/* ---- asking the sentinels ---- */
+
+static void drop_sentinel(struct rl_redis *r)
+{
+	redisAsyncContext *ac = r->sac;
+	r->sac = NULL;
+	if (ac)
+		redisAsyncFree(ac); /* inside its own callback hiredis defers the free */
+}
+
+static void resolve_next(struct rl_redis *r);
+
+/* The sentinel being asked failed: the next one, or down after a whole round. */
+static void sentinel_failed(struct rl_redis *r, const char *why)
+{
+	const struct rs_addr *s = &r->sentinels[(r->sentinel_next + r->num_sentinels - 1) % r->num_sentinels];
+	char addr[80];
+	rs_addr_format(s, addr, sizeof addr);
+	snprintf(r->resolve_err, sizeof r->resolve_err, "sentinel %.60s: %.150s", addr, why);
+	drop_sentinel(r);
+	evtimer_del(r->connect_timeout_ev);
+	resolve_next(r);
+}
+
+static void sentinel_reply_cb(redisAsyncContext *ac, void *reply_v, void *privdata)
+{
+	struct rl_redis *r = privdata;
+	if (!reply_v || ac != r->sac)
+		return; /* a failed connection is handled by its disconnect callback */
+	char why[200];
+	struct rs_addr m;
+	if (!rs_parse_master_reply(reply_v, r->master_name, &m, why, sizeof why)) {
+		sentinel_failed(r, why);
+		return;
+	}
+	/* this sentinel answered: it is asked first next time */
+	r->sentinel_next = (r->sentinel_next + r->num_sentinels - 1) % r->num_sentinels;
+	drop_sentinel(r);
+	evtimer_del(r->connect_timeout_ev);
+	r->target = m;
+	rs_addr_format(&m, r->target_text, sizeof r->target_text);
+	connect_master(r);
+}
+
+static void sentinel_auth_cb(redisAsyncContext *ac, void *reply_v, void *privdata)
+{
+	struct rl_redis *r = privdata;
+	redisReply *reply = reply_v;
+	if (!reply || ac != r->sac || reply->type != REDIS_REPLY_ERROR)
+		return;
+	char why[160];
+	snprintf(why, sizeof why, "AUTH refused: %.120s", reply->str);
+	sentinel_failed(r, why);
+}
+
+static void sentinel_on_connect(const redisAsyncContext *ac, int status)
+{
+	struct rl_redis *r = ac->data;
+	if (!r || ac != r->sac || status == REDIS_OK)
+		return;
+	char why[160];
+	snprintf(why, sizeof why, "connect failed: %.120s", ac->errstr);
+	r->sac = NULL; /* hiredis frees it after this callback */
+	sentinel_failed(r, why);
+}
+
+static void sentinel_on_disconnect(const redisAsyncContext *ac, int status)
+{
+	struct rl_redis *r = ac->data;
+	if (!r || ac != r->sac)
+		return;
+	char why[160];
+	snprintf(why, sizeof why, "connection lost: %.120s", status == REDIS_OK ? "closed" : ac->errstr);
+	r->sac = NULL;
+	sentinel_failed(r, why);
+}
+
+static void resolve_next(struct rl_redis *r)
+{
+	while (r->sentinel_tries < r->num_sentinels) {
+		const struct rs_addr *s = &r->sentinels[r->sentinel_next];
+		r->sentinel_next = (r->sentinel_next + 1) % r->num_sentinels;
+		r->sentinel_tries++;
+		char addr[80];
+		rs_addr_format(s, addr, sizeof addr);
+		redisAsyncContext *ac = redisAsyncConnect(s->host, s->port);
+		if (!ac) {
+			set_down(r, "out of memory");
+			return;
+		}
+		if (ac->err || (ac->data = r, redisLibeventAttach(ac, r->base) != REDIS_OK)) {
+			snprintf(r->resolve_err, sizeof r->resolve_err, "sentinel %s: connect failed: %.120s", addr,
+			         ac->err ? ac->errstr : "cannot attach to the event loop");
+			redisAsyncFree(ac);
+			continue;
+		}
+		r->sac = ac;
+		r->state = CONN_RESOLVING;
+		redisAsyncSetConnectCallback(ac, sentinel_on_connect);
+		redisAsyncSetDisconnectCallback(ac, sentinel_on_disconnect);
+		struct timeval tv = us_to_tv(r->cfg.connect_timeout_us);
+		evtimer_add(r->connect_timeout_ev, &tv);
+		const char *auth[2] = {"AUTH", r->sentinel_password};
+		if (r->sentinel_password)
+			send_counted(r, ac, sentinel_auth_cb, 2, auth);
+		const char *ask[3] = {"SENTINEL", "get-master-addr-by-name", r->master_name};
+		send_counted(r, ac, sentinel_reply_cb, 3, ask);
+		return;
+	}
+	char why[400];
+	snprintf(why, sizeof why, "no sentinel gave the master of %.60s (%zu asked; last: %.200s)", r->master_name,
+	         r->num_sentinels, r->resolve_err);
+	r->sentinel_tries = 0;
+	set_down(r, why);
+}
+
+/* ---- the +switch-master subscription ---- */
+
+static void sub_drop(struct rl_redis *r)
+{
+	redisAsyncContext *ac = r->sub;
+	r->sub = NULL;
+	r->sub_ready = false;
+	if (ac)
+		redisAsyncFree(ac);
+	struct timeval tv = us_to_tv(SUB_RETRY_US);
+	evtimer_add(r->sub_ev, &tv);
+}
+
+/* The sentinels moved the master: leave the old one now, connect to the new one at once. */
+static void follow_switch(struct rl_redis *r, const struct rs_addr *to)
+{
+	if (r->state == CONN_READY && rs_addr_equal(&r->target, to))
+		return;
+	if (r->state == CONN_CONNECTING && rs_addr_equal(&r->target, to))
+		return;
+	char msg[200];
+	char addr[80];
+	rs_addr_format(to, addr, sizeof addr);
+	snprintf(msg, sizeof msg, "the sentinels switched the master to %s", addr);
+	if (r->ac) {
+		fail_connection(r, msg);
+	} else if (r->sac) {
+		drop_sentinel(r);
+		set_down(r, msg);
+	} else if (r->state != CONN_DOWN) {
+		set_down(r, msg);
+	}
+	evtimer_del(r->reconnect_ev);
+	evtimer_del(r->connect_timeout_ev);
+	r->backoff_us = 0;
+	r->target = *to;
+	rs_addr_format(to, r->target_text, sizeof r->target_text);
+	connect_master(r);
+}
+
+static void sub_msg_cb(redisAsyncContext *ac, void *reply_v, void *privdata)
+{
+	struct rl_redis *r = privdata;
+	redisReply *reply = reply_v;
+	if (!reply || ac != r->sub)
+		return;
+	if (reply->type == REDIS_REPLY_ERROR) {
+		sub_drop(r);
+		return;
+	}
+	if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 3 || reply->element[0]->type != REDIS_REPLY_STRING)
+		return;
+	const redisReply *kind = reply->element[0];
+	if (kind->len == 9 && memcmp(kind->str, "subscribe", 9) == 0) {
+		r->sub_ready = true;
+		evtimer_del(r->sub_ev);
+		return;
+	}
+	const redisReply *payload = reply->element[2];
+	struct rs_addr to;
+	if (kind->len == 7 && memcmp(kind->str, "message", 7) == 0 && payload->type == REDIS_REPLY_STRING &&
+	    rs_parse_switch_master(payload->str, payload->len, r->master_name, &to))
+		follow_switch(r, &to);
+}
+
+static void sub_auth_cb(redisAsyncContext *ac, void *reply_v, void *privdata)
+{
+	struct rl_redis *r = privdata;
+	redisReply *reply = reply_v;
+	if (reply && ac == r->sub && reply->type == REDIS_REPLY_ERROR)
+		sub_drop(r);
+}
+
+static void sub_on_connect(const redisAsyncContext *ac, int status)
+{
+	struct rl_redis *r = ac->data;
+	if (!r || ac != r->sub || status == REDIS_OK)
+		return;
+	r->sub = NULL; /* hiredis frees it */
+	sub_drop(r);
+}
+
+static void sub_on_disconnect(const redisAsyncContext *ac, int status)
+{
+	(void)status;
+	struct rl_redis *r = ac->data;
+	if (!r || ac != r->sub)
+		return;
+	r->sub = NULL;
+	sub_drop(r);
+}
+
+static void sub_connect(struct rl_redis *r)
+{
+	if (r->sub || !r->num_sentinels)
+		return;
+	const struct rs_addr *s = &r->sentinels[r->sub_next];
+	r->sub_next = (r->sub_next + 1) % r->num_sentinels;
+	redisAsyncContext *ac = redisAsyncConnect(s->host, s->port);
+	if (!ac || ac->err || (ac->data = r, redisLibeventAttach(ac, r->base) != REDIS_OK)) {
+		if (ac)
+			redisAsyncFree(ac);
+		sub_drop(r);
+		return;
+	}
+	r->sub = ac;
+	r->sub_ready = false;
+	redisAsyncSetConnectCallback(ac, sub_on_connect);
+	redisAsyncSetDisconnectCallback(ac, sub_on_disconnect);
+	const char *auth[2] = {"AUTH", r->sentinel_password};
+	if (r->sentinel_password)
+		send_counted(r, ac, sub_auth_cb, 2, auth);
+	const char *sub[2] = {"SUBSCRIBE", "+switch-master"};
+	send_counted(r, ac, sub_msg_cb, 2, sub);
+	/* until SUBSCRIBE is answered this is the connect deadline */
+	struct timeval tv = us_to_tv(r->cfg.connect_timeout_us);
+	evtimer_add(r->sub_ev, &tv);
+}
+
+static void sub_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	struct rl_redis *r = arg;
+	if (r->sub && !r->sub_ready) {
+		redisAsyncContext *ac = r->sub;
+		r->sub = NULL;
+		redisAsyncFree(ac);
+	}
+	sub_connect(r);
+}
+
+/* ---- the master ---- */
+
 static void connect_now(struct rl_redis *r)
+{
+	if (r->ac || r->sac)
+		return;
+	if (r->num_sentinels) {
+		r->sentinel_tries = 0;
+		resolve_next(r);
+		return;
+	}
+	connect_master(r);
+}
+
+static void connect_master(struct rl_redis *r)
 {
 	if (r->ac)
 		return;
-	redisAsyncContext *ac = redisAsyncConnect(r->host, r->cfg.port);
+	redisAsyncContext *ac = redisAsyncConnect(r->target.host, r->target.port);
 	if (!ac) {
 		set_down(r, "out of memory");
 		return;
@@ -319,20 +664,18 @@ static void connect_now(struct rl_redis *r)
 	struct timeval tv = us_to_tv(r->cfg.connect_timeout_us);
 	evtimer_add(r->connect_timeout_ev, &tv);
 	/* queued ahead of any command, so they run first once connected */
-	if (r->password) {
-		const char *argv[2] = {"AUTH", r->password};
-		size_t lens[2] = {4, strlen(r->password)};
-		if (redisAsyncCommandArgv(ac, auth_reply_cb, r, 2, argv, lens) == REDIS_OK)
-			CTR_GLOBAL_ADD(r->counters, RL_REDIS_COMMANDS, 0, 1);
-	}
-	if (r->cfg.db) {
-		char db[16];
-		int n = snprintf(db, sizeof db, "%u", r->cfg.db);
-		const char *argv[2] = {"SELECT", db};
-		size_t lens[2] = {6, (size_t)n};
-		if (redisAsyncCommandArgv(ac, auth_reply_cb, r, 2, argv, lens) == REDIS_OK)
-			CTR_GLOBAL_ADD(r->counters, RL_REDIS_COMMANDS, 0, 1);
-	}
+	const char *auth[2] = {"AUTH", r->password};
+	if (r->password)
+		send_counted(r, ac, auth_reply_cb, 2, auth);
+	char db[16];
+	snprintf(db, sizeof db, "%u", r->cfg.db);
+	const char *sel[2] = {"SELECT", db};
+	if (r->cfg.db)
+		send_counted(r, ac, auth_reply_cb, 2, sel);
+	/* a sentinel's answer can be stale: only the server itself knows it is the master */
+	const char *role[1] = {"ROLE"};
+	if (r->num_sentinels)
+		send_counted(r, ac, role_reply_cb, 1, role);
 }
 
 struct rl_redis *rl_redis_new(struct event_base *base, const struct rl_redis_config *cfg, struct ctr_worker *counters,
@@ -346,16 +689,41 @@ struct rl_redis *rl_redis_new(struct event_base *base, const struct rl_redis_con
 	r->cfg = *cfg;
 	r->state_cb = state_cb;
 	r->state_arg = state_arg;
-	r->host = strdup(cfg->host);
+	r->host = strdup(cfg->host ? cfg->host : "");
 	r->password = cfg->password ? strdup(cfg->password) : NULL;
 	r->cfg.host = r->host;
 	r->cfg.password = r->password;
+	r->cfg.sentinels = NULL;
+	r->cfg.master_name = r->cfg.sentinel_password = NULL;
+	bool sentinels_ok = true;
+	if (cfg->num_sentinels) {
+		r->sentinels = calloc(cfg->num_sentinels, sizeof *r->sentinels);
+		r->master_name = strdup(cfg->master_name ? cfg->master_name : "");
+		r->sentinel_password = cfg->sentinel_password ? strdup(cfg->sentinel_password) : NULL;
+		r->sub_ev = evtimer_new(base, sub_timer_cb, r);
+		sentinels_ok = r->sentinels && r->master_name && r->sub_ev &&
+		               (!cfg->sentinel_password || r->sentinel_password);
+		for (size_t i = 0; sentinels_ok && i < cfg->num_sentinels; i++) {
+			const struct conf_redis_sentinel *cs = &cfg->sentinels[i];
+			sentinels_ok = strlen(cs->host) < sizeof r->sentinels[i].host;
+			if (sentinels_ok) {
+				snprintf(r->sentinels[i].host, sizeof r->sentinels[i].host, "%s", cs->host);
+				r->sentinels[i].port = cs->port;
+				r->num_sentinels++;
+			}
+		}
+		snprintf(r->target_text, sizeof r->target_text, "(unresolved)");
+	} else {
+		snprintf(r->target.host, sizeof r->target.host, "%s", r->host ? r->host : "");
+		r->target.port = cfg->port;
+		rs_addr_format(&r->target, r->target_text, sizeof r->target_text);
+	}
 	r->reconnect_ev = evtimer_new(base, reconnect_cb, r);
 	r->connect_timeout_ev = evtimer_new(base, connect_timeout_cb, r);
 	r->cmd_timeout_ev = evtimer_new(base, cmd_timeout_cb, r);
 	unsigned char md[EVP_MAX_MD_SIZE];
 	unsigned mdlen = 0;
-	if (!r->host || (cfg->password && !r->password) || !r->reconnect_ev || !r->connect_timeout_ev ||
+	if (!r->host || !sentinels_ok || (cfg->password && !r->password) || !r->reconnect_ev || !r->connect_timeout_ev ||
 	    !r->cmd_timeout_ev || EVP_Digest(rl_script_text, rl_script_len, md, &mdlen, EVP_sha1(), NULL) != 1 ||
 	    mdlen != 20) {
 		rl_redis_free(r);
@@ -367,6 +735,7 @@ struct rl_redis *rl_redis_new(struct event_base *base, const struct rl_redis_con
 		r->rng = (uint64_t)(uintptr_t)r | 1;
 	r->first_attempt = true;
 	connect_now(r);
+	sub_connect(r);
 	return r;
 }
 
@@ -379,6 +748,14 @@ void rl_redis_free(struct rl_redis *r)
 	r->state = CONN_DOWN;
 	if (ac)
 		redisAsyncFree(ac); /* fails its pending commands */
+	ac = r->sac;
+	r->sac = NULL;
+	if (ac)
+		redisAsyncFree(ac);
+	ac = r->sub;
+	r->sub = NULL;
+	if (ac)
+		redisAsyncFree(ac);
 	while (r->pending_head) {
 		struct rl_cmd *c = r->pending_head;
 		pending_remove(r, c);
@@ -395,6 +772,14 @@ void rl_redis_free(struct rl_redis *r)
 		event_free(r->connect_timeout_ev);
 	if (r->cmd_timeout_ev)
 		event_free(r->cmd_timeout_ev);
+	if (r->sub_ev)
+		event_free(r->sub_ev);
+	free(r->sentinels);
+	free(r->master_name);
+	if (r->sentinel_password) {
+		memset(r->sentinel_password, 0, strlen(r->sentinel_password));
+		free(r->sentinel_password);
+	}
 	free(r->host);
 	if (r->password) {
 		memset(r->password, 0, strlen(r->password));
@@ -506,12 +891,17 @@ int rl_redis_beat(struct rl_redis *r, const char *instances_key, const char *ins
 	return queue_cmd(r, c);
 }
 
+const char *rl_redis_address(const struct rl_redis *r)
+{
+	return r ? r->target_text : "(unresolved)";
+}
+
 uint64_t rl_redis_commands(const struct rl_redis *r)
 {
-	return ctr_global_own(r->counters, CTR_RL_REDIS_COMMANDS);
+	return r ? ctr_global_own(r->counters, CTR_RL_REDIS_COMMANDS) : 0;
 }
 
 uint64_t rl_redis_failures(const struct rl_redis *r)
 {
-	return ctr_global_own(r->counters, CTR_RL_REDIS_FAILURES);
+	return r ? ctr_global_own(r->counters, CTR_RL_REDIS_FAILURES) : 0;
 }

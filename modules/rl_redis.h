@@ -14,6 +14,17 @@
  *   connection attempt (start-up), never while recovering.
  * - The state callback fires once per transition (up <-> down), never per
  *   request or per failed reconnect attempt.
+ * - With sentinels (Redis Sentinel, redis_sentinel.h) each (re)connect first
+ *   asks the sentinels in turn for the master (SENTINEL
+ *   get-master-addr-by-name), connects there and checks with ROLE that it
+ *   is the master before the connection counts as up (so requests during
+ *   the start-up resolve use the fallback). A READONLY or MASTERDOWN answer
+ *   (the old master demoted) drops the connection like a timeout, and the
+ *   next connect asks the sentinels again. A second connection per worker
+ *   subscribes to `+switch-master` on one sentinel (the next one when it
+ *   fails): a switch of our master drops the connection and connects to
+ *   the new master at once, without backoff. The process logs each switch
+ *   once (the first worker to reach the new master).
  * Callbacks run on the worker's thread. rl_redis_free() fails pending
  * commands (callbacks with ok = false) before it returns. */
 #ifndef SLUICE_RL_REDIS_H
@@ -28,9 +39,15 @@
 struct rl_redis;
 struct ctr_worker;
 
+struct conf_redis_sentinel;
+
 struct rl_redis_config {
-	const char *host; /* numeric IPv4/IPv6 */
+	const char *host; /* numeric IPv4/IPv6; NULL with sentinels */
 	int port;
+	const struct conf_redis_sentinel *sentinels; /* num_sentinels > 0: find the master through them */
+	size_t num_sentinels;
+	const char *master_name;       /* the master's name at the sentinels */
+	const char *sentinel_password; /* NULL: no AUTH to the sentinels */
 	const char *password; /* NULL: no AUTH */
 	unsigned db;
 	uint64_t timeout_us;
@@ -68,6 +85,11 @@ int rl_redis_take(struct rl_redis *r, const char *key, size_t key_len, uint64_t 
 int rl_redis_beat(struct rl_redis *r, const char *instances_key, const char *instance_id, unsigned window_s,
                   rl_beat_cb *cb, void *arg);
 
+/* The Redis server this connection uses or last used ("host:port"; with
+ * sentinels the master last learned, "(unresolved)" before the first). */
+const char *rl_redis_address(const struct rl_redis *r);
+
+/* r may be NULL in these (the state callback can run inside rl_redis_new): 0. */
 /* Commands this worker sent so far (including AUTH, SELECT, retries; its counter set). */
 uint64_t rl_redis_commands(const struct rl_redis *r);
 /* Failures (timeouts, lost connections, refused connects) this worker saw so far. */

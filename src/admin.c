@@ -20,6 +20,7 @@
 #include "counters.h"
 #include "health.h"
 #include "log.h"
+#include "redis_sentinel.h"
 #include "rollout.h"
 #include "runtime.h"
 #include "snapshot.h"
@@ -565,6 +566,77 @@ static void cmd_save_state(struct admin *a, unsigned uid, char **w, size_t n, bo
 	}
 }
 
+/* show redis: the shared rate limits' Redis, and with Sentinel the master reached now */
+static void show_redis(struct admin *a, bool json, struct evbuffer *out)
+{
+	const struct conf_redis *cr = &a->snap->conf->redis;
+	static const char *const modes[] = {"local", "allow", "deny"};
+	struct rs_addr m;
+	unsigned long long switches = 0;
+	uint64_t since = 0;
+	bool known = rs_master_current(&m, &switches, &since);
+	char master[80] = "", when[32] = "";
+	if (known) {
+		rs_addr_format(&m, master, sizeof master);
+		log_format_time(since, when);
+	}
+	if (json) {
+		evbuffer_add_printf(out, "{\"ok\":true,\"enabled\":%s", cr->enabled ? "true" : "false");
+		if (cr->enabled) {
+			evbuffer_add_printf(out, ",\"mode\":\"%s\",\"on_failure\":\"%s\"",
+			                    cr->num_sentinels ? "sentinel" : "address", modes[cr->on_failure]);
+			if (cr->num_sentinels) {
+				evbuffer_add_printf(out, ",\"master_name\":");
+				out_json_str(out, cr->master);
+				evbuffer_add_printf(out, ",\"sentinels\":[");
+				for (size_t i = 0; i < cr->num_sentinels; i++) {
+					evbuffer_add_printf(out, "%s", i ? "," : "");
+					out_json_str(out, cr->sentinels[i].address);
+				}
+				evbuffer_add_printf(out, "],\"master\":");
+				if (known)
+					out_json_str(out, master);
+				else
+					evbuffer_add_printf(out, "null");
+				evbuffer_add_printf(out, ",\"master_since\":");
+				if (known)
+					out_json_str(out, when);
+				else
+					evbuffer_add_printf(out, "null");
+				evbuffer_add_printf(out, ",\"switches\":%llu", switches);
+			} else {
+				evbuffer_add_printf(out, ",\"address\":");
+				out_json_str(out, cr->address);
+			}
+		}
+		evbuffer_add_printf(out, "}\n");
+		return;
+	}
+	if (!cr->enabled) {
+		evbuffer_add_printf(out, "no redis section: every rate limit is local\n");
+		return;
+	}
+	if (!cr->num_sentinels) {
+		evbuffer_add_printf(out, "mode        address\naddress     ");
+		out_text(out, cr->address);
+		evbuffer_add_printf(out, "\non_failure  %s\n", modes[cr->on_failure]);
+		return;
+	}
+	evbuffer_add_printf(out, "mode        sentinel\nmaster name ");
+	out_text(out, cr->master);
+	evbuffer_add_printf(out, "\nsentinels   ");
+	for (size_t i = 0; i < cr->num_sentinels; i++) {
+		evbuffer_add_printf(out, "%s", i ? ", " : "");
+		out_text(out, cr->sentinels[i].address);
+	}
+	if (known)
+		evbuffer_add_printf(out, "\nmaster      %s (since %s; %llu switch%s since start)\n", master, when, switches,
+		                    switches == 1 ? "" : "es");
+	else
+		evbuffer_add_printf(out, "\nmaster      (not reached yet: see the log for why)\n");
+	evbuffer_add_printf(out, "on_failure  %s\n", modes[cr->on_failure]);
+}
+
 static void show_help(bool json, struct evbuffer *out)
 {
 	static const char *const lines[] = {
@@ -577,6 +649,7 @@ static void show_help(bool json, struct evbuffer *out)
 		"show state-file                     the state file: path, whether changes are written to it, and why not",
 		"save-state [--force]                write the state file now (--force: replace one unreadable at start)",
 		"show counters                       every counter and histogram: requests, reasons, latency, bytes, ...",
+		"show redis                          the shared rate limits' Redis: address, or sentinels and the master now",
 		"set weight POOL ADDRESS W           set a server's weight (0 to 1000; 0 takes no new requests)",
 		"clear weight POOL ADDRESS           go back to the config's weight",
 		"drain POOL ADDRESS                  no new requests; in-flight ones finish; idle connections close",
@@ -1050,9 +1123,11 @@ void admin_execute(struct admin *a, const char *line, size_t len, unsigned uid, 
 			counters_write(counters_process, a->snap->counters, json, out);
 		else if (strcmp(w[1], "services") == 0 && n <= 3)
 			show_services(a, n == 3 ? w[2] : NULL, json, out);
+		else if (strcmp(w[1], "redis") == 0 && n == 2)
+			show_redis(a, json, out);
 		else
 			reply_error(out, json, "usage: show pools | show servers [POOL] | show services [SERVICE] | show breakers | "
-			                       "show config | show diff | show admin | show state-file | show counters");
+			                       "show config | show diff | show admin | show state-file | show counters | show redis");
 	} else if ((a->upgrading || a->handed_over) &&
 	           (strcmp(w[0], "save-state") == 0 || strcmp(w[0], "reload") == 0 || strcmp(w[0], "set") == 0 ||
 	            strcmp(w[0], "clear") == 0 || strcmp(w[0], "reset") == 0 || strcmp(w[0], "drain") == 0 ||

@@ -243,11 +243,23 @@ struct conf_rate_limit {
 
 enum conf_redis_on_failure { CONF_REDIS_FAIL_LOCAL, CONF_REDIS_FAIL_ALLOW, CONF_REDIS_FAIL_DENY };
 
+/* One `redis.sentinels` entry. */
+struct conf_redis_sentinel {
+	char *address; /* as written */
+	char *host;    /* numeric, for hiredis */
+	int port;
+};
+
 struct conf_redis {
 	bool enabled;      /* the `redis` section is present */
-	char *address;     /* as written */
-	char *host;        /* resolved numeric address for hiredis */
+	char *address;     /* as written; with sentinels: a description ("sentinel master edge via ...") */
+	char *host;        /* resolved numeric address for hiredis; NULL with sentinels */
 	int port;
+	/* Redis Sentinel (redis_sentinel.h): the master is asked of these; `address` and `sentinels` exclude each other */
+	struct conf_redis_sentinel *sentinels;
+	size_t num_sentinels;
+	char *master;            /* the master's name at the sentinels */
+	char *sentinel_password; /* from sentinel_password_file; NULL: no AUTH to the sentinels. Never logged. */
 	char *password;    /* from password_file; NULL: no AUTH. Never logged. */
 	unsigned db;
 	conf_msec timeout;         /* most a request waits on Redis; default 20ms */

@@ -470,6 +470,7 @@ static void server_restart_only(const struct conf *old, const struct conf *c, st
 	const struct conf_redis *ro = &old->redis, *rn = &c->redis;
 	if (ro->enabled != rn->enabled ||
 	    (rn->enabled && (!same_str(ro->address, rn->address) || !same_str(ro->password, rn->password) ||
+	                     !same_str(ro->sentinel_password, rn->sentinel_password) ||
 	                     ro->db != rn->db || ro->timeout != rn->timeout || ro->connect_timeout != rn->connect_timeout)))
 		conf_errors_add(errs, "%s: redis: changed: %s", c->source, restart);
 }

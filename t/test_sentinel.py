@@ -1,0 +1,359 @@
+"""Redis Sentinel for the shared rate limits (docs/rate-limiting.md, "Redis
+Sentinel"; runbook docs/runbooks/redis-failover.md): real redis-server
+processes (a master and a replica) and three real redis-sentinel processes on
+free loopback ports, two sluice instances sharing limits through the master
+the sentinels name. A SENTINEL FAILOVER, and separately a killed master: each
+sluice follows to the new master (the time is measured and printed), the
+limits are shared again afterwards, and what was decided in between by
+`on_failure` is counted (sluice_ratelimit_fallback_total)."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import SLUICE_BIN, free_port, wait_until
+from test_ratelimit import REDIS, Load, Redis, err_lines, get, totals
+
+SENTINEL = shutil.which("redis-sentinel")
+
+pytestmark = pytest.mark.skipif(not REDIS or not SENTINEL,
+                                reason="redis-server and redis-sentinel are needed (scripts/install-deps)")
+
+MASTER = "edge"
+
+
+def resp(port, *args, timeout=3.0):
+    """One command, the whole reply parsed (enough RESP for these tests)."""
+    import socket
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        out = "*%d\r\n" % len(args) + "".join("$%d\r\n%s\r\n" % (len(str(a).encode()), a) for a in args)
+        s.sendall(out.encode())
+        f = s.makefile("rb")
+
+        def read():
+            line = f.readline()
+            if not line:
+                raise OSError("closed")
+            t, rest = line[:1], line[1:-2]
+            if t in (b"+", b"-"):
+                return rest.decode() if t == b"+" else RuntimeError(rest.decode())
+            if t == b":":
+                return int(rest)
+            if t == b"$":
+                n = int(rest)
+                if n < 0:
+                    return None
+                data = f.read(n + 2)[:-2]
+                return data.decode(errors="replace")
+            if t == b"*":
+                n = int(rest)
+                return None if n < 0 else [read() for _ in range(n)]
+            raise OSError("bad reply %r" % line)
+        return read()
+
+
+class Sentinel:
+    """A redis-sentinel on a free port monitoring MASTER with short timeouts."""
+
+    def __init__(self, workdir, master_port, idx):
+        self.port = free_port()
+        self.dir = os.path.join(str(workdir), "sentinel%d" % idx)
+        os.makedirs(self.dir, exist_ok=True)
+        conf = os.path.join(self.dir, "sentinel.conf")
+        with open(conf, "w") as f:
+            f.write("port %d\nbind 127.0.0.1\ndaemonize no\ndir %s\n"
+                    "sentinel monitor %s 127.0.0.1 %d 2\n"
+                    "sentinel down-after-milliseconds %s 1000\n"
+                    "sentinel failover-timeout %s 4000\n"
+                    "sentinel parallel-syncs %s 1\n"
+                    % (self.port, self.dir, MASTER, master_port, MASTER, MASTER, MASTER))
+        self.log = open(os.path.join(self.dir, "sentinel.log"), "ab")
+        self.proc = subprocess.Popen([SENTINEL, conf], stdout=self.log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL)
+        wait_until(self._ping, timeout=10, what="redis-sentinel on %d" % self.port)
+
+    def _ping(self):
+        try:
+            return resp(self.port, "PING") == "PONG"
+        except OSError:
+            return False
+
+    def master(self):
+        try:
+            a = resp(self.port, "SENTINEL", "get-master-addr-by-name", MASTER)
+            return int(a[1]) if a else None
+        except OSError:
+            return None
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.log.close()
+
+
+class Replica(Redis):
+    def __init__(self, workdir, master_port):
+        self.master_port = master_port
+        super().__init__(workdir)
+
+    def start(self):
+        self.log = open(os.path.join(str(self.workdir), "redis-%d.log" % self.port), "ab")
+        self.proc = subprocess.Popen([REDIS, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                                      "--appendonly", "no", "--daemonize", "no",
+                                      "--replicaof", "127.0.0.1", str(self.master_port)],
+                                     stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        wait_until(lambda: self._ping(), timeout=10, what="redis replica on %d" % self.port)
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    """A master, a replica in sync, three sentinels that know both and each other."""
+    started = []
+    try:
+        master = Redis(tmp_path)
+        started.append(master)
+        replica = Replica(tmp_path, master.port)
+        started.append(replica)
+        wait_until(lambda: "master_link_status:up" in resp(replica.port, "INFO", "replication"),
+                   timeout=15, what="replica in sync")
+        sentinels = []
+        for i in range(3):
+            s = Sentinel(tmp_path, master.port, i)
+            started.append(s)
+            sentinels.append(s)
+
+        def ready():
+            for s in sentinels:
+                try:
+                    if len(resp(s.port, "SENTINEL", "replicas", MASTER)) < 1:
+                        return False
+                    if len(resp(s.port, "SENTINEL", "sentinels", MASTER)) < 2:
+                        return False
+                except OSError:
+                    return False
+            return True
+        wait_until(ready, timeout=30, interval=0.2, what="sentinels know the replica and each other")
+        yield master, replica, sentinels
+    finally:
+        for p in reversed(started):
+            p.stop()
+
+
+def gw_config(port, sock, sentinels, on_failure="local"):
+    sl = ", ".join('"127.0.0.1:%d"' % s.port for s in sentinels)
+    return """return {
+  workers = 2,
+  listeners = { { name = "public", address = "127.0.0.1:%d" } },
+  pools = { web = { servers = { { address = "%%s" } } } },
+  admin = { socket = "%s" },
+  rate_limits = {
+    per_client = { key = "header:x-client", rate = 20, per = "1s", burst = 40, shared = true },
+    tight = { key = "header:x-tight", rate = 1, per = "1h", burst = 10, shared = true },
+  },
+  redis = { sentinels = { %s }, master = "%s", timeout = "250ms", connect_timeout = "300ms",
+            on_failure = "%s" },
+  routes = {
+    { match = { path_prefix = "/t/" }, pool = "web", rate_limit = "tight" },
+    { match = { path_prefix = "/" }, pool = "web", rate_limit = "per_client" },
+  },
+  access_log = { path = "stdout" },
+}
+""" % (port, sock, sl, MASTER, on_failure)
+
+
+def ctl(sock, *args):
+    p = subprocess.run([SLUICE_BIN, "ctl", "-s", sock] + list(args), capture_output=True, text=True, timeout=15)
+    return p.returncode, p.stdout, p.stderr
+
+
+def start_two(sluice, upstreams, sentinels, sockdir):
+    (u,) = upstreams(1)
+    gws = []
+    for i in range(2):
+        port = free_port()
+        sock = os.path.join(sockdir, "admin%d.sock" % i)
+        gw = sluice(gw_config(port, sock, sentinels) % u.address, ports=[port], name="gw%d" % i)
+        gw.sock = sock
+        gws.append(gw)
+    for gw in gws:
+        wait_until(lambda: sum(1 for e in err_lines(gw) if e.get("msg") == "ratelimit: redis connected") >= 2,
+                   timeout=10, what="both workers connected to the master")
+    return gws
+
+
+def shared_check(gws, key):
+    """A limit of 10 per hour: 20 requests to the first instance admit 10 (a
+    local fallback would admit half), then the second instance admits none."""
+    a = [get(gws[0].port, "/t/x", {"X-Tight": key})[0] for _ in range(20)]
+    b = [get(gws[1].port, "/t/x", {"X-Tight": key})[0] for _ in range(5)]
+    assert a.count(200) == 10 and a.count(429) == 10, a
+    assert b == [429] * 5, b
+
+
+def fallback_registry(gw):
+    """sluice_ratelimit_fallback_total from `ctl show counters` (the registry /metrics reads)."""
+    rc, out, err = ctl(gw.sock, "--json", "show", "counters")
+    assert rc == 0, (out, err)
+    for fam in json.loads(out)["counters"]:
+        if fam["name"] == "sluice_ratelimit_fallback_total":
+            return sum(int(x["value"]) for x in fam["series"])
+    raise AssertionError("no sluice_ratelimit_fallback_total in show counters")
+
+
+def followed(gws, port):
+    """Every worker of every instance reports the shared limits up on 127.0.0.1:port."""
+    want = "127.0.0.1:%d" % port
+    for gw in gws:
+        ev = err_lines(gw)
+        last = {}
+        for e in ev:
+            if e.get("msg", "").startswith("ratelimit: redis"):
+                last[e.get("worker")] = e
+        if len(last) < 2:
+            return False
+        for e in last.values():
+            if e["msg"] == "ratelimit: redis unavailable, shared limits fall back" or e.get("server") != want:
+                return False
+    return True
+
+
+def run_failover(sluice, upstreams, cluster, sockdir, how):
+    master, replica, sentinels = cluster
+    gws = start_two(sluice, upstreams, sentinels, sockdir)
+    # shared through the master
+    shared_check(gws, "before")
+    assert resp(master.port, "EXISTS", "sluice:rl:tight:before") == 1
+    rc, out, _ = ctl(gws[0].sock, "show", "redis")
+    assert rc == 0 and "mode        sentinel" in out and "127.0.0.1:%d" % master.port in out, out
+    # steady load on both instances through the failover
+    ld = Load([g.port for g in gws], "/api/f", rate=60, seconds=12.0, headers={"X-Client": "fo"}).start()
+    time.sleep(2.0)
+    t0 = time.monotonic()
+    if how == "failover":
+        assert resp(sentinels[0].port, "SENTINEL", "FAILOVER", MASTER) == "OK"
+    else:
+        master.kill(signal.SIGKILL)
+    wait_until(lambda: all(s.master() == replica.port for s in sentinels), timeout=30, interval=0.05,
+               what="the sentinels promoted the replica")
+    t_switch = time.monotonic() - t0
+    wait_until(lambda: followed(gws, replica.port), timeout=20, interval=0.02,
+               what="both sluice instances on the new master")
+    t_follow = time.monotonic() - t0
+    print("%s: sentinels switched after %.2f s; every sluice worker on the new master after %.2f s "
+          "(%.2f s after the switch was visible)" % (how, t_switch, t_follow, t_follow - t_switch))
+    ld.join()
+    statuses = [s for s, _, _ in ld.results]
+    assert all(s in (200, 429) for s in statuses), [s for s in statuses if s not in (200, 429)][:5]
+    # the switch is logged once per process, naming both masters
+    for gw in gws:
+        sw = [e for e in err_lines(gw) if e.get("msg") == "redis: master switched"]
+        assert len(sw) == 1, sw
+        assert sw[0]["from"] == "127.0.0.1:%d" % master.port and sw[0]["to"] == "127.0.0.1:%d" % replica.port
+        rc, out, _ = ctl(gw.sock, "--json", "show", "redis")
+        d = json.loads(out)
+        assert d["master"] == "127.0.0.1:%d" % replica.port and d["switches"] == 1, d
+    # shared again, through the new master
+    shared_check(gws, "after")
+    assert resp(replica.port, "EXISTS", "sluice:rl:tight:after") == 1
+    # what on_failure decided is counted, in the registry as in the totals line
+    fallback = []
+    for gw in gws:
+        reg = fallback_registry(gw)
+        gw.stop()
+        t = totals(gw)
+        assert t["fallback"] == reg, (t, reg)
+        while_down = sum(e["fallback_while_down"] for e in err_lines(gw)
+                         if e.get("msg") == "ratelimit: redis available again, shared limits resumed")
+        fallback.append((reg, while_down))
+    total_requests = len(ld.results) + 2 * 25
+    print("%s: fallback decisions %s of %d requests" % (how, fallback, total_requests))
+    return fallback, t_follow, t_switch
+
+
+@pytest.fixture
+def sockdir(tmp_path):
+    import tempfile
+    d = tempfile.mkdtemp(prefix="sluice-sent-", dir="/tmp")
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.mark.timeout(180)
+def test_sentinel_failover_followed(sluice, upstreams, cluster, sockdir):
+    run_failover(sluice, upstreams, cluster, sockdir, "failover")
+
+
+@pytest.mark.timeout(180)
+def test_master_killed_followed(sluice, upstreams, cluster, sockdir):
+    fallback, _, _ = run_failover(sluice, upstreams, cluster, sockdir, "kill")
+    # the dead master left a gap (down-after-milliseconds 1 s at least): decided
+    # by on_failure, counted, and all of it while the workers were down
+    assert sum(reg for reg, _ in fallback) > 0, fallback
+    assert all(reg == while_down for reg, while_down in fallback), fallback
+
+
+@pytest.mark.timeout(60)
+def test_no_sentinel_answers_falls_back(sluice, upstreams, sockdir):
+    """Every sentinel down: the shared limits fall back (local), the log says
+    why, and nothing waits."""
+    (u,) = upstreams(1)
+
+    class Dead:
+        def __init__(self):
+            self.port = free_port()
+    dead = [Dead(), Dead()]
+    port = free_port()
+    gw = sluice(gw_config(port, os.path.join(sockdir, "a.sock"), dead) % u.address, ports=[port])
+    wait_until(lambda: any(e.get("msg") == "ratelimit: redis unavailable, shared limits fall back"
+                           for e in err_lines(gw)), what="fallback logged")
+    down = [e for e in err_lines(gw) if e.get("msg") == "ratelimit: redis unavailable, shared limits fall back"][0]
+    assert "no sentinel gave the master of edge" in down["error"], down
+    st = [get(port, "/t/x", {"X-Tight": "k"})[0] for _ in range(12)]
+    # local fallback: the limit of 10 for one instance
+    assert st.count(200) == 10, st
+    gw.stop()
+    assert totals(gw)["fallback"] == 12
+
+
+def test_sentinel_config_errors(tmp_path):
+    def check(redis_block):
+        p = tmp_path / "c.lua"
+        p.write_text("""return {
+  listeners = { { name = "public", address = "127.0.0.1:%d" } },
+  pools = { web = { servers = { { address = "127.0.0.1:9" } } } },
+  rate_limits = { l = { key = "client_ip", rate = 1, per = "1s", shared = true } },
+  redis = %s,
+  routes = { { match = { path_prefix = "/" }, pool = "web", rate_limit = "l" } },
+}
+""" % (free_port(), redis_block))
+        r = subprocess.run([SLUICE_BIN, "check", "-c", str(p)], capture_output=True, text=True, timeout=15)
+        return r.returncode, r.stdout + r.stderr
+
+    rc, out = check('{ sentinels = { "127.0.0.1:26379" }, master = "edge" }')
+    assert rc == 0, out
+    rc, out = check('{ address = "127.0.0.1:6379", sentinels = { "127.0.0.1:26379" }, master = "edge" }')
+    assert rc != 0 and "`address` and `sentinels` exclude each other" in out, out
+    rc, out = check('{ sentinels = { "127.0.0.1:26379" } }')
+    assert rc != 0 and "redis.master" in out and "missing" in out, out
+    rc, out = check('{ address = "127.0.0.1:6379", master = "edge" }')
+    assert rc != 0 and "only with `sentinels`" in out, out
+    rc, out = check('{ sentinels = { } , master = "edge" }')
+    assert rc != 0 and "empty" in out, out
+    rc, out = check('{ sentinels = { "127.0.0.1:26379", "127.0.0.1:26379" }, master = "edge" }')
+    assert rc != 0 and "listed twice" in out, out
+    rc, out = check('{ sentinels = { "127.0.0.1:26379" }, master = "a b" }')
+    assert rc != 0 and "no spaces" in out, out
+    rc, out = check('{ sentinels = { "127.0.0.1:26379" }, master = "edge", sentinel_password_file = "nope" }')
+    assert rc != 0 and "sentinel password" in out, out
+    rc, out = check('{ }')
+    assert rc != 0 and "redis.address" in out and "sentinels" in out, out
