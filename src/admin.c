@@ -23,6 +23,7 @@
 #include "redis_sentinel.h"
 #include "rollout.h"
 #include "runtime.h"
+#include "statedump.h"
 #include "snapshot.h"
 #include "statefile.h"
 
@@ -42,6 +43,8 @@ struct admin_conn {
 	bool paused;      /* not read while its answers are not taken */
 	bool eof;         /* the client half-closed */
 	uint64_t last_us; /* last command or answer taken: the longest idle is evicted first */
+	size_t body_want; /* restore-state N: the N bytes of the file still to come */
+	bool body_json;
 	struct admin_conn *prev, *next;
 };
 
@@ -637,6 +640,70 @@ static void show_redis(struct admin *a, bool json, struct evbuffer *out)
 	evbuffer_add_printf(out, "on_failure  %s\n", modes[cr->on_failure]);
 }
 
+/* The file restore-state sends after its line: at most this many bytes. */
+#define ADMIN_MAX_RESTORE_BYTES (64u << 20)
+
+static void statedump_ctx_of(struct admin *a, struct statedump_ctx *x)
+{
+	x->rt = a->rt;
+	x->conf = a->snap->conf;
+	x->generation = a->snap->generation;
+	x->sf = a->sf;
+	x->rollouts = a->rollouts;
+}
+
+/* dump-state: the answer is the file itself (ctl writes it to FILE or stdout) */
+static void cmd_dump_state(struct admin *a, unsigned uid, bool json, struct evbuffer *out)
+{
+	struct statedump_ctx x;
+	statedump_ctx_of(a, &x);
+	char err[1024];
+	uint64_t t0 = clock_mono_us();
+	size_t before = evbuffer_get_length(out);
+	if (statedump_write(&x, out, err, sizeof err) != 0) {
+		reply_error(out, json, "dump-state: %s", err);
+		return;
+	}
+	struct log_line l;
+	log_begin(&l, LOG_INFO, "admin: state dumped");
+	log_int(&l, "bytes", (long long)(evbuffer_get_length(out) - before));
+	log_int(&l, "ms", (long long)((clock_mono_us() - t0) / 1000));
+	log_int(&l, "uid", uid);
+	log_end(&l);
+}
+
+static void cmd_restore_state(struct admin *a, unsigned uid, const char *body, size_t len, bool json,
+                              struct evbuffer *out)
+{
+	struct statedump_ctx x;
+	statedump_ctx_of(a, &x);
+	char summary[1024], err[1024];
+	if (statedump_restore(&x, body, len, summary, sizeof summary, err, sizeof err) != 0) {
+		struct log_line l;
+		log_begin(&l, LOG_WARN, "admin: restore-state refused");
+		log_str(&l, "error", err);
+		log_int(&l, "uid", uid);
+		log_end(&l);
+		reply_error(out, json, "restore-state: %s", err);
+		return;
+	}
+	if (counters_process)
+		CTR_GLOBAL_ADD(counters_main(counters_process), RUNTIME_CHANGES, 0, 1);
+	struct log_line l;
+	log_begin(&l, LOG_INFO, "admin: state restored");
+	log_str(&l, "summary", summary);
+	log_int(&l, "uid", uid);
+	log_end(&l);
+	if (json) {
+		evbuffer_add_printf(out, "{\"ok\":true,\"message\":");
+		out_json_str(out, summary);
+		evbuffer_add_printf(out, "}\n");
+	} else {
+		out_text(out, summary);
+		evbuffer_add(out, "\n", 1);
+	}
+}
+
 static void show_help(bool json, struct evbuffer *out)
 {
 	static const char *const lines[] = {
@@ -648,6 +715,8 @@ static void show_help(bool json, struct evbuffer *out)
 		"show admin                          admin connections: open, cap, refused, evicted, paused, idle-closed",
 		"show state-file                     the state file: path, whether changes are written to it, and why not",
 		"save-state [--force]                write the state file now (--force: replace one unreadable at start)",
+		"dump-state [FILE]                   everything sluice keeps (runtime state, Redis keys) in one file",
+		"restore-state FILE                  check a dump-state file whole, then restore it (nothing on error)",
 		"show counters                       every counter and histogram: requests, reasons, latency, bytes, ...",
 		"show redis                          the shared rate limits' Redis: address, or sentinels and the master now",
 		"set weight POOL ADDRESS W           set a server's weight (0 to 1000; 0 takes no new requests)",
@@ -1132,12 +1201,18 @@ void admin_execute(struct admin *a, const char *line, size_t len, unsigned uid, 
 	           (strcmp(w[0], "save-state") == 0 || strcmp(w[0], "reload") == 0 || strcmp(w[0], "set") == 0 ||
 	            strcmp(w[0], "clear") == 0 || strcmp(w[0], "reset") == 0 || strcmp(w[0], "drain") == 0 ||
 	            strcmp(w[0], "enable") == 0 || strcmp(w[0], "disable") == 0 || strcmp(w[0], "switch") == 0 ||
+	            strcmp(w[0], "restore-state") == 0 ||
 	            (strcmp(w[0], "rollout") == 0 && !(n >= 2 && strcmp(w[1], "status") == 0)))) {
 		/* the new process read the state file after this one's last write: a change here would be lost */
 		reply_error(out, json, "a binary upgrade is in progress: this process (pid %ld) is handing over to a new "
 		                       "one; retry the change in a moment (it goes to the new process)", (long)getpid());
 	} else if (strcmp(w[0], "save-state") == 0) {
 		cmd_save_state(a, uid, w, n, json, out);
+	} else if (strcmp(w[0], "dump-state") == 0 && n == 1) {
+		cmd_dump_state(a, uid, json, out);
+	} else if (strcmp(w[0], "restore-state") == 0) {
+		reply_error(out, json, "usage: sluice ctl restore-state FILE (the file follows the line \"restore-state "
+		                       "BYTES\" on the socket)");
 	} else if (strcmp(w[0], "reload") == 0 && n == 1) {
 		cmd_reload(a, uid, json, out);
 	} else if (strcmp(w[0], "reopen-logs") == 0 && n == 1) {
@@ -1270,8 +1345,49 @@ static void conn_run_line(struct admin_conn *c, struct evbuffer *in, size_t len,
 		reply_error(out, false, "internal error reading the command");
 		return;
 	}
-	if (!conn_upgrade_line(c, line, len, out))
-		admin_execute(c->a, line, len, c->uid, out);
+	if (conn_upgrade_line(c, line, len, out))
+		return;
+	/* restore-state BYTES: the file follows the line (conn_process reads it) */
+	struct admin_cmd *cmd = &c->a->cmd;
+	if (len > 14 && memcmp(line, "restore-state ", 14) == 0 && !admin_cmd_parse(line, len, cmd) &&
+	    cmd->num_words == 2 && !c->a->upgrading && !c->a->handed_over) {
+		char *end = NULL;
+		unsigned long long want = strtoull(cmd->words[1], &end, 10);
+		if (!end || *end || cmd->words[1][0] < '0' || cmd->words[1][0] > '9' || want == 0 ||
+		    want > ADMIN_MAX_RESTORE_BYTES) {
+			reply_error(out, cmd->json, "restore-state: the size must be 1 to %u bytes", ADMIN_MAX_RESTORE_BYTES);
+			return;
+		}
+		c->body_want = (size_t)want;
+		c->body_json = cmd->json;
+		return;
+	}
+	admin_execute(c->a, line, len, c->uid, out);
+}
+
+/* The file after "restore-state BYTES": false while it has not all arrived. */
+static bool conn_body(struct admin_conn *c, struct evbuffer *in, struct evbuffer *out)
+{
+	size_t avail = evbuffer_get_length(in);
+	if (avail < c->body_want) {
+		if (!c->eof)
+			return false;
+		reply_error(out, c->body_json, "restore-state: the file ended after %zu of %zu bytes (nothing was restored)",
+		            avail, c->body_want);
+		evbuffer_drain(in, avail);
+		c->body_want = 0;
+		return true;
+	}
+	char *body = malloc(c->body_want);
+	if (!body || evbuffer_remove(in, body, c->body_want) != (int)c->body_want) {
+		reply_error(out, c->body_json, "restore-state: out of memory reading the file (nothing was restored)");
+		evbuffer_drain(in, c->body_want);
+	} else {
+		cmd_restore_state(c->a, c->uid, body, c->body_want, c->body_json, out);
+	}
+	free(body);
+	c->body_want = 0;
+	return true;
 }
 
 /* Run every complete line in the input, in order, until the client's unread
@@ -1294,6 +1410,11 @@ static bool conn_process(struct admin_conn *c)
 				return false;
 			}
 			return true;
+		}
+		if (c->body_want) {
+			if (!conn_body(c, in, out))
+				break;
+			continue;
 		}
 		size_t eol_len = 0;
 		struct evbuffer_ptr eol = evbuffer_search_eol(in, NULL, &eol_len, EVBUFFER_EOL_LF);

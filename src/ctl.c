@@ -217,6 +217,79 @@ static int ctl_parse_timeout(const char *s, int *ms)
 	return 0;
 }
 
+/* restore-state FILE: the whole file (at most CTL_MAX_ANSWER bytes), or NULL after saying why. */
+static char *ctl_read_file(const char *path, size_t *len)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	struct stat st;
+	if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size <= 0 ||
+	    (uint64_t)st.st_size > CTL_MAX_ANSWER) {
+		fprintf(stderr, "sluice ctl: restore-state: cannot use %s: %s\n", path,
+		        fd < 0                                 ? strerror(errno)
+		        : !S_ISREG(st.st_mode)                 ? "not a regular file"
+		        : st.st_size <= 0                      ? "empty (a file written by sluice ctl dump-state is needed)"
+		                                               : "larger than 64 MiB");
+		if (fd >= 0)
+			close(fd);
+		return NULL;
+	}
+	char *buf = malloc((size_t)st.st_size);
+	size_t got = 0;
+	while (buf && got < (size_t)st.st_size) {
+		ssize_t n = read(fd, buf + got, (size_t)st.st_size - got);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		got += (size_t)n;
+	}
+	close(fd);
+	if (!buf || got != (size_t)st.st_size) {
+		fprintf(stderr, "sluice ctl: restore-state: cannot read %s: %s\n", path, buf ? strerror(errno) : "out of memory");
+		free(buf);
+		return NULL;
+	}
+	*len = got;
+	return buf;
+}
+
+/* dump-state FILE: the answer into FILE, atomically (a temporary file beside it, renamed). */
+static int ctl_write_dump(const char *path, const char *buf, size_t len)
+{
+	char tmp[4096];
+	if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) >= sizeof tmp) {
+		fprintf(stderr, "sluice ctl: dump-state: path too long: %s\n", path);
+		return 2;
+	}
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+	bool ok = fd >= 0;
+	for (size_t off = 0; ok && off < len;) {
+		ssize_t n = write(fd, buf + off, len - off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		ok = n > 0;
+		off += ok ? (size_t)n : 0;
+	}
+	ok = ok && fsync(fd) == 0;
+	int err = errno;
+	if (fd >= 0 && close(fd) != 0 && ok) {
+		ok = false;
+		err = errno;
+	}
+	if (ok && rename(tmp, path) != 0) {
+		ok = false;
+		err = errno;
+	}
+	if (!ok) {
+		fprintf(stderr, "sluice ctl: dump-state: cannot write %s: %s (nothing written)\n", path, strerror(err));
+		if (fd >= 0)
+			unlink(tmp);
+		return 2;
+	}
+	fprintf(stderr, "sluice ctl: dump-state: wrote %s (%zu bytes)\n", path, len);
+	return 0;
+}
+
 int ctl_main(int argc, char **argv)
 {
 	const char *path = getenv("SLUICE_ADMIN_SOCKET");
@@ -251,6 +324,28 @@ int ctl_main(int argc, char **argv)
 	int64_t deadline = ctl_now_ms() + timeout_ms;
 	char line[CTL_MAX_LINE + 2];
 	size_t len = 0;
+	/* dump-state [FILE] and restore-state FILE carry a file: not words of the line */
+	bool dump = strcmp(argv[i], "dump-state") == 0;
+	const char *dump_file = NULL;
+	char *body = NULL;
+	size_t body_len = 0;
+	if (dump) {
+		if (argc - i > 2) {
+			fprintf(stderr, "usage: sluice ctl dump-state [FILE]   (stdout without FILE)\n");
+			return 2;
+		}
+		dump_file = argc - i == 2 ? argv[i + 1] : NULL;
+		argc = i + 1;
+	} else if (strcmp(argv[i], "restore-state") == 0) {
+		if (argc - i != 2) {
+			fprintf(stderr, "usage: sluice ctl restore-state FILE   (a file written by dump-state)\n");
+			return 2;
+		}
+		if (!(body = ctl_read_file(argv[i + 1], &body_len)))
+			return 2;
+		len = (size_t)snprintf(line, sizeof line, "restore-state %zu", body_len);
+		i = argc;
+	}
 	for (; i < argc; i++) {
 		size_t n = strlen(argv[i]);
 		if (strchr(argv[i], '\n') || len + n + 1 > CTL_MAX_LINE) {
@@ -308,8 +403,14 @@ int ctl_main(int argc, char **argv)
 	}
 	/* a refused peer is answered and closed at once: a failed write then is not the story */
 	bool sent = write_all(fd, line, len, deadline) == 0;
+	if (sent && body)
+		sent = write_all(fd, body, body_len, deadline) == 0;
+	free(body);
 	if (sent && shutdown(fd, SHUT_WR) != 0)
 		sent = false;
+	/* dump-state: the whole answer is kept, written (or shown) once it is complete and not an error */
+	char *kept = NULL;
+	size_t kept_len = 0, kept_cap = 0;
 	unsigned char buf[8192];
 	char esc[sizeof(buf) * 4 + 16];
 	struct ctl_escape e;
@@ -340,6 +441,25 @@ int ctl_main(int argc, char **argv)
 			take = (size_t)n;
 		memcpy(head + head_len, buf, take);
 		head_len += take;
+		if (dump && rc < 0) {
+			if (kept_len + (size_t)n > kept_cap) {
+				size_t ncap = kept_cap ? kept_cap * 2 : 65536;
+				while (ncap < kept_len + (size_t)n)
+					ncap *= 2;
+				char *g = realloc(kept, ncap);
+				if (!g) {
+					fprintf(stderr, "sluice ctl: out of memory keeping the dump\n");
+					rc = 2;
+					break;
+				}
+				kept = g;
+				kept_cap = ncap;
+			}
+			memcpy(kept + kept_len, buf, (size_t)n);
+			kept_len += (size_t)n;
+			total += (size_t)n;
+			continue;
+		}
 		size_t m = ctl_escape(&e, buf, (size_t)n, esc);
 		if (fwrite(esc, 1, m, stdout) != m) {
 			close(fd);
@@ -351,6 +471,31 @@ int ctl_main(int argc, char **argv)
 			        path, CTL_MAX_ANSWER >> 20);
 	}
 	close(fd);
+	if (dump) {
+		bool error_answer = kept_len == 0 || (kept_len >= 6 && memcmp(kept, "error:", 6) == 0) ||
+		                    (kept_len >= 11 && memcmp(kept, "{\"ok\":false", 11) == 0);
+		int status = rc >= 0 ? rc : error_answer ? (kept_len ? 1 : 2) : 0;
+		if (kept_len == 0 && rc < 0)
+			fprintf(stderr, "sluice ctl: %s closed without an answer\n", path);
+		if (status == 0 && dump_file) {
+			status = ctl_write_dump(dump_file, kept, kept_len);
+		} else if (kept_len) {
+			/* an error, or no FILE: shown like any answer */
+			size_t at = 0;
+			while (at < kept_len) {
+				size_t piece = kept_len - at < sizeof buf ? kept_len - at : sizeof buf;
+				size_t m = ctl_escape(&e, (const unsigned char *)kept + at, piece, esc);
+				if (fwrite(esc, 1, m, stdout) != m)
+					status = 2;
+				at += piece;
+			}
+			size_t m = ctl_escape_finish(&e, esc);
+			if ((m && fwrite(esc, 1, m, stdout) != m) || fflush(stdout) != 0)
+				status = 2;
+		}
+		free(kept);
+		return status;
+	}
 	size_t m = ctl_escape_finish(&e, esc);
 	if ((m && fwrite(esc, 1, m, stdout) != m) || fflush(stdout) != 0)
 		return 2;

@@ -625,6 +625,50 @@ struct rollout_ctl *rollout_ctl_new(struct event_base *base, struct runtime *rt,
 	return rc;
 }
 
+bool rollout_ctl_check_line(struct rollout_ctl *rc, const char *service, const char *line, const char **why)
+{
+	struct rollout *ro = parse_line(service, line, why);
+	const struct conf_service *sv = NULL;
+	bool ok = ro && still_configured(cur_conf(rc), ro, &sv);
+	if (ro && !ok)
+		*why = "the service or its canary pool is not in the running config";
+	rollout_free(ro);
+	return ok;
+}
+
+bool rollout_ctl_restore(struct rollout_ctl *rc, const char *service, const char *line, const char **why)
+{
+	struct rollout *ro = parse_line(service, line, why);
+	const struct conf_service *sv = NULL;
+	if (!ro || !still_configured(cur_conf(rc), ro, &sv)) {
+		if (ro)
+			*why = "the service or its canary pool is not in the running config";
+		rollout_free(ro);
+		return false;
+	}
+	size_t index;
+	struct rollout *old = find(rc, service, &index);
+	if (old) {
+		rollout_free(old);
+		rc->rollouts[index] = ro;
+	} else if (!add(rc, ro)) {
+		*why = "out of memory";
+		rollout_free(ro);
+		return false;
+	}
+	snprintf(ro->verdict, sizeof ro->verdict, "restored by restore-state");
+	if (ro->state == RO_RUNNING || ro->state == RO_PAUSED) {
+		note(ro, LOG_INFO, "restored at step %zu (%u%%) by restore-state, with a fresh interval", ro->step + 1,
+		     ro->steps[ro->step]);
+		new_interval(rc, sv, ro);
+	}
+	if (runtime_set_rollout_line(rc->rt, service, line) != 0) {
+		*why = "out of memory";
+		return false;
+	}
+	return true;
+}
+
 void rollout_ctl_free(struct rollout_ctl *rc)
 {
 	if (!rc)

@@ -44,6 +44,11 @@ void rollout_ctl_free(struct rollout_ctl *rc);
  * state file): while held, no rollout is judged or moved here, so the new
  * process's copy stays the only one that changes. */
 void rollout_ctl_hold(struct rollout_ctl *rc, bool held);
+/* restore-state (statedump.h): is line (a state-file rollout line) valid for
+ * the running config? Then: replace service's rollout with it, resumed with
+ * a fresh interval (the caller saves the state file). False with why. */
+bool rollout_ctl_check_line(struct rollout_ctl *rc, const char *service, const char *line, const char **why);
+bool rollout_ctl_restore(struct rollout_ctl *rc, const char *service, const char *line, const char **why);
 
 /* Run `rollout ...` (w[0] is "rollout"), as peer uid; the answer (text, or
  * one JSON object) is appended to out. Returns true when it changed

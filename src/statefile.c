@@ -27,7 +27,7 @@ static int write_all(int fd, const char *buf, size_t len)
 	return 0;
 }
 
-static char *render(const struct runtime *rt, size_t *len)
+char *statefile_render(const struct runtime *rt, size_t *len)
 {
 	char *buf = NULL;
 	size_t size = 0;
@@ -129,7 +129,7 @@ int statefile_save(struct statefile *sf, const struct runtime *rt, bool force, c
 		return -1;
 	}
 	size_t len = 0;
-	char *text = render(rt, &len);
+	char *text = statefile_render(rt, &len);
 	if (!text) {
 		snprintf(err, err_size, "out of memory rendering %s", sf->path);
 		close(dfd);

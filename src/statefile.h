@@ -60,5 +60,8 @@ bool statefile_writable(const struct statefile *sf);
  * STATEFILE_NOT_REGULAR). Returns 0, or -1 with the reason (naming the path)
  * in err. */
 int statefile_save(struct statefile *sf, const struct runtime *rt, bool force, char *err, size_t err_size);
+/* The state file's text for rt (malloc'd, *len bytes; NULL when out of
+ * memory): what statefile_save writes, and what dump-state keeps. */
+char *statefile_render(const struct runtime *rt, size_t *len);
 
 #endif
