@@ -60,18 +60,21 @@ def resp(port, *args, timeout=3.0):
 class Sentinel:
     """A redis-sentinel on a free port monitoring MASTER with short timeouts."""
 
-    def __init__(self, workdir, master_port, idx):
+    def __init__(self, workdir, master_port, idx, quorum=2, password=None):
         self.port = free_port()
         self.dir = os.path.join(str(workdir), "sentinel%d" % idx)
         os.makedirs(self.dir, exist_ok=True)
         conf = os.path.join(self.dir, "sentinel.conf")
         with open(conf, "w") as f:
             f.write("port %d\nbind 127.0.0.1\ndaemonize no\ndir %s\n"
-                    "sentinel monitor %s 127.0.0.1 %d 2\n"
+                    "sentinel monitor %s 127.0.0.1 %d %d\n"
                     "sentinel down-after-milliseconds %s 1000\n"
                     "sentinel failover-timeout %s 4000\n"
                     "sentinel parallel-syncs %s 1\n"
-                    % (self.port, self.dir, MASTER, master_port, MASTER, MASTER, MASTER))
+                    % (self.port, self.dir, MASTER, master_port, quorum, MASTER, MASTER, MASTER))
+            if password:
+                f.write("requirepass %s\n" % password)
+        self.password = password
         self.log = open(os.path.join(self.dir, "sentinel.log"), "ab")
         self.proc = subprocess.Popen([SENTINEL, conf], stdout=self.log, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL)
@@ -79,7 +82,8 @@ class Sentinel:
 
     def _ping(self):
         try:
-            return resp(self.port, "PING") == "PONG"
+            r = resp(self.port, "PING")
+            return r == "PONG" or isinstance(r, RuntimeError)  # NOAUTH: up, with a password
         except OSError:
             return False
 
@@ -149,7 +153,7 @@ def cluster(tmp_path):
             p.stop()
 
 
-def gw_config(port, sock, sentinels, on_failure="local"):
+def gw_config(port, sock, sentinels, on_failure="local", extra=""):
     sl = ", ".join('"127.0.0.1:%d"' % s.port for s in sentinels)
     return """return {
   workers = 2,
@@ -161,14 +165,14 @@ def gw_config(port, sock, sentinels, on_failure="local"):
     tight = { key = "header:x-tight", rate = 1, per = "1h", burst = 10, shared = true },
   },
   redis = { sentinels = { %s }, master = "%s", timeout = "250ms", connect_timeout = "300ms",
-            on_failure = "%s" },
+            on_failure = "%s"%s },
   routes = {
     { match = { path_prefix = "/t/" }, pool = "web", rate_limit = "tight" },
     { match = { path_prefix = "/" }, pool = "web", rate_limit = "per_client" },
   },
   access_log = { path = "stdout" },
 }
-""" % (port, sock, sl, MASTER, on_failure)
+""" % (port, sock, sl, MASTER, on_failure, extra)
 
 
 def ctl(sock, *args):
@@ -310,9 +314,20 @@ def run_failover(sluice, upstreams, cluster, sockdir, how):
         gw.stop()
         t = totals(gw)
         assert t["fallback"] == reg, (t, reg)
-        while_down = sum(e["fallback_while_down"] for e in err_lines(gw)
-                         if e.get("msg") == "ratelimit: redis available again, shared limits resumed")
-        fallback.append((reg, while_down))
+        # per worker: each recovery line's fallback_while_down is what was
+        # decided by on_failure since its "unavailable" line, and the last
+        # transition line's running count is the worker's whole share
+        last, down_at = {}, {}
+        for e in err_lines(gw):
+            if not e.get("msg", "").startswith("ratelimit: redis"):
+                continue
+            w = e["worker"]
+            if e["msg"] == "ratelimit: redis unavailable, shared limits fall back":
+                down_at[w] = e["fallback"]
+            elif e["msg"] == "ratelimit: redis available again, shared limits resumed":
+                assert e["fallback_while_down"] == e["fallback"] - down_at[w], (e, down_at)
+            last[w] = e["fallback"]
+        fallback.append((reg, sum(last.values())))
     total_requests = len(ld.results) + 2 * 25
     print("%s: fallback decisions %s of %d requests" % (how, fallback, total_requests))
     return fallback, t_follow, t_switch
@@ -335,9 +350,9 @@ def test_sentinel_failover_followed(sluice, upstreams, cluster, sockdir):
 def test_master_killed_followed(sluice, upstreams, cluster, sockdir):
     fallback, _, _ = run_failover(sluice, upstreams, cluster, sockdir, "kill")
     # the dead master left a gap (down-after-milliseconds 1 s at least): decided
-    # by on_failure, counted, and all of it while the workers were down
+    # by on_failure, counted, the registry's count is the workers' logged ones
     assert sum(reg for reg, _ in fallback) > 0, fallback
-    assert all(reg == while_down for reg, while_down in fallback), fallback
+    assert all(reg == logged for reg, logged in fallback), fallback
 
 
 @pytest.mark.timeout(60)
@@ -395,3 +410,35 @@ def test_sentinel_config_errors(tmp_path):
     assert rc != 0 and "sentinel password" in out, out
     rc, out = check('{ }')
     assert rc != 0 and "redis.address" in out and "sentinels" in out, out
+
+
+@pytest.mark.timeout(60)
+def test_sentinel_password(sluice, upstreams, sockdir, tmp_path):
+    """sentinel_password_file: AUTH to the sentinels (the query and the
+    subscription); a wrong password is said in the log and falls back."""
+    master = Redis(tmp_path)
+    sen = Sentinel(tmp_path, master.port, 0, quorum=1, password="s3cret")
+    try:
+        (u,) = upstreams(1)
+        good = tmp_path / "good.pw"
+        good.write_text("s3cret\n")
+        bad = tmp_path / "bad.pw"
+        bad.write_text("nope\n")
+        port = free_port()
+        gw = sluice(gw_config(port, os.path.join(sockdir, "p.sock"), [sen],
+                              extra=', sentinel_password_file = "%s"' % good) % u.address, ports=[port], name="good")
+        wait_until(lambda: sum(1 for e in err_lines(gw) if e.get("msg") == "ratelimit: redis connected") >= 2,
+                   what="connected through the password-protected sentinel")
+        assert [get(port, "/t/x", {"X-Tight": "pw"})[0] for _ in range(12)].count(200) == 10
+        assert resp(master.port, "EXISTS", "sluice:rl:tight:pw") == 1
+        port2 = free_port()
+        gw2 = sluice(gw_config(port2, os.path.join(sockdir, "q.sock"), [sen],
+                               extra=', sentinel_password_file = "%s"' % bad) % u.address, ports=[port2], name="bad")
+        wait_until(lambda: any(e.get("msg") == "ratelimit: redis unavailable, shared limits fall back"
+                               for e in err_lines(gw2)), what="fallback logged")
+        down = [e for e in err_lines(gw2) if e.get("msg") == "ratelimit: redis unavailable, shared limits fall back"]
+        assert "AUTH refused" in down[0]["error"], down[0]
+        assert "nope" not in gw2.stderr() and "s3cret" not in gw.stderr() + gw2.stderr()
+    finally:
+        sen.stop()
+        master.stop()
