@@ -1350,12 +1350,16 @@ static void conn_run_line(struct admin_conn *c, struct evbuffer *in, size_t len,
 	/* restore-state BYTES: the file follows the line (conn_process reads it) */
 	struct admin_cmd *cmd = &c->a->cmd;
 	if (len > 14 && memcmp(line, "restore-state ", 14) == 0 && !admin_cmd_parse(line, len, cmd) &&
-	    cmd->num_words == 2 && !c->a->upgrading && !c->a->handed_over) {
+	    cmd->num_words == 2) {
 		char *end = NULL;
 		unsigned long long want = strtoull(cmd->words[1], &end, 10);
 		if (!end || *end || cmd->words[1][0] < '0' || cmd->words[1][0] > '9' || want == 0 ||
 		    want > ADMIN_MAX_RESTORE_BYTES) {
 			reply_error(out, cmd->json, "restore-state: the size must be 1 to %u bytes", ADMIN_MAX_RESTORE_BYTES);
+			/* the bytes that follow are a file, not commands: nothing more is read */
+			c->closing = true;
+			if (bufferevent_disable(c->bev, EV_READ) != 0)
+				log_msg(LOG_DEBUG, "admin: cannot stop reading a refused restore-state");
 			return;
 		}
 		c->body_want = (size_t)want;
@@ -1375,6 +1379,15 @@ static bool conn_body(struct admin_conn *c, struct evbuffer *in, struct evbuffer
 		reply_error(out, c->body_json, "restore-state: the file ended after %zu of %zu bytes (nothing was restored)",
 		            avail, c->body_want);
 		evbuffer_drain(in, avail);
+		c->body_want = 0;
+		return true;
+	}
+	if (c->a->upgrading || c->a->handed_over) {
+		/* the new process read the state file already: a restore here would be lost */
+		reply_error(out, c->body_json, "a binary upgrade is in progress: this process (pid %ld) is handing over to a "
+		                               "new one; retry the restore in a moment (it goes to the new process)",
+		            (long)getpid());
+		evbuffer_drain(in, c->body_want);
 		c->body_want = 0;
 		return true;
 	}
