@@ -98,6 +98,7 @@ void conn_timer_set(struct conn_timer_queue *q, struct conn_timer *t, uint64_t a
 		after->next = t;
 	else
 		q->head = t;
-	if (q->head == t)
+	/* a new head that the queue's timer already fires in time for needs no clock reading */
+	if (q->head == t && !(q->armed_us != 0 && q->armed_us <= at_us))
 		conn_timer_arm(q, clock_mono_us());
 }

@@ -1,6 +1,7 @@
 #include "pool.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -20,6 +21,54 @@
 #define POOL_SWEEP_MS 200
 
 static void pool_sweep_cb(evutil_socket_t fd, short what, void *arg);
+
+static struct upstream_conn *pool_timer_conn(struct conn_timer *t)
+{
+	return (struct upstream_conn *)((char *)t - offsetof(struct upstream_conn, timer));
+}
+
+/* An idle connection's time is up: it closes (conn_timer.h callback). */
+static void pool_idle_expired(struct conn_timer *t)
+{
+	upstream_conn_free(pool_timer_conn(t));
+}
+
+static void pool_busy_expired(struct upstream_conn *uc, enum pool_deadline kind)
+{
+	if (uc->on_deadline)
+		uc->on_deadline(uc, kind);
+	else
+		upstream_conn_free(uc); /* no owner to tell: cannot happen, but never leaks */
+}
+
+static void pool_connect_expired(struct conn_timer *t)
+{
+	pool_busy_expired(pool_timer_conn(t), POOL_DL_CONNECT);
+}
+
+static void pool_response_expired(struct conn_timer *t)
+{
+	pool_busy_expired(pool_timer_conn(t), POOL_DL_RESPONSE);
+}
+
+uint64_t pool_deadline_us(const struct pool_state *p, enum pool_deadline kind)
+{
+	switch (kind) {
+	case POOL_DL_CONNECT:
+		return (uint64_t)p->conf->connect_timeout * 1000u;
+	case POOL_DL_RESPONSE:
+		return (uint64_t)p->conf->response_timeout * 1000u;
+	case POOL_DL_IDLE:
+	default:
+		return (uint64_t)p->conf->keepalive_idle_timeout * 1000u;
+	}
+}
+
+void pool_conn_deadline(struct upstream_conn *uc, enum pool_deadline kind, uint64_t from_us)
+{
+	struct pool_state *p = uc->pool;
+	conn_timer_set(&p->dl[kind], &uc->timer, from_us + pool_deadline_us(p, kind));
+}
 
 /* Binds each service entry to its runtime split, by name. */
 static bool pool_bind_splits(struct pool_set *ps, struct runtime *rt, const struct conf *c)
@@ -78,7 +127,10 @@ struct pool_set *pool_set_new(struct worker *w, struct runtime *rt, const struct
 		p->eligible = calloc(n, sizeof(*p->eligible));
 		p->rs = calloc(n ? n : 1, sizeof(*p->rs));
 		p->rt = runtime_find_pool(rt, c->pools[i].name);
-		if (!p->servers || !p->swrr_current || !p->weights || !p->active || !p->eligible || !p->rs || !p->rt) {
+		if (!p->servers || !p->swrr_current || !p->weights || !p->active || !p->eligible || !p->rs || !p->rt ||
+		    conn_timer_queue_init(&p->dl[POOL_DL_IDLE], w->base, pool_idle_expired) != 0 ||
+		    conn_timer_queue_init(&p->dl[POOL_DL_CONNECT], w->base, pool_connect_expired) != 0 ||
+		    conn_timer_queue_init(&p->dl[POOL_DL_RESPONSE], w->base, pool_response_expired) != 0) {
 			pool_set_free(ps);
 			return NULL;
 		}
@@ -115,6 +167,8 @@ void pool_set_free(struct pool_set *ps)
 		free(p->active);
 		free(p->eligible);
 		free(p->rs);
+		for (int k = 0; k < POOL_DL_KINDS; k++)
+			conn_timer_queue_free(&p->dl[k]);
 	}
 	if (ps->splits)
 		for (size_t i = 0; i < ps->num_services; i++)
@@ -143,7 +197,7 @@ struct pool_state *pool_set_find(struct pool_set *ps, const char *name)
 	return NULL;
 }
 
-static void idle_push(struct upstream_conn *uc);
+static void idle_push(struct upstream_conn *uc, uint64_t until_us);
 static void idle_unlink(struct upstream_conn *uc);
 
 /* Moves a connection (not idle-listed) of another set to the same pool name
@@ -184,9 +238,10 @@ unsigned pool_set_take_idle(struct pool_set *to, struct pool_set *from)
 				uc = uc->next;
 			while (uc) {
 				struct upstream_conn *prev = uc->prev;
+				uint64_t until = uc->timer.at_us; /* its idle deadline carries over */
 				idle_unlink(uc);
 				if (pool_adopt_conn(to, uc)) {
-					idle_push(uc);
+					idle_push(uc, until);
 					moved++;
 				} else {
 					upstream_conn_free(uc);
@@ -318,6 +373,7 @@ static void idle_unlink(struct upstream_conn *uc)
 	struct pool_server_state *ss = &uc->pool->servers[uc->server];
 	if (!uc->idle)
 		return;
+	conn_timer_clear(&uc->timer);
 	if (uc->prev)
 		uc->prev->next = uc->next;
 	else
@@ -335,6 +391,7 @@ void upstream_conn_free(struct upstream_conn *uc)
 	if (!uc)
 		return;
 	idle_unlink(uc);
+	conn_timer_clear(&uc->timer);
 	uc->pool->servers[uc->server].open--;
 	atomic_fetch_sub_explicit(&uc->pool->rt->connections, 1, memory_order_relaxed);
 	atomic_fetch_sub_explicit(&uc->pool->rs[uc->server]->connections, 1, memory_order_relaxed);
@@ -375,8 +432,8 @@ struct upstream_conn *pool_new_conn(struct pool_state *p, size_t server)
 	return uc;
 }
 
-/* An idle connection became readable, closed, errored or timed out: in every
- * case it can no longer be trusted for a request. */
+/* An idle connection became readable, closed or errored: in every case it
+ * can no longer be trusted for a request. */
 static void idle_read_cb(struct bufferevent *bev, void *arg)
 {
 	(void)bev;
@@ -390,9 +447,10 @@ static void idle_event_cb(struct bufferevent *bev, short events, void *arg)
 	upstream_conn_free(arg);
 }
 
-static void idle_push(struct upstream_conn *uc)
+static void idle_push(struct upstream_conn *uc, uint64_t until_us)
 {
 	struct pool_server_state *ss = &uc->pool->servers[uc->server];
+	conn_timer_set(&uc->pool->dl[POOL_DL_IDLE], &uc->timer, until_us);
 	uc->idle = true;
 	uc->prev = NULL;
 	uc->next = ss->idle;
@@ -406,6 +464,8 @@ static void idle_push(struct upstream_conn *uc)
 void pool_release(struct upstream_conn *uc)
 {
 	uc->owner = NULL;
+	uc->on_deadline = NULL;
+	conn_timer_clear(&uc->timer); /* the owner's deadline, on the queue of the pool it came from */
 	/* a request of an older snapshot: the connection joins the current set */
 	if (uc->pool->set->retired && !pool_adopt_conn(worker_current_pools(uc->pool->worker), uc)) {
 		upstream_conn_free(uc);
@@ -419,13 +479,11 @@ void pool_release(struct upstream_conn *uc)
 		upstream_conn_free(uc);
 		return;
 	}
-	struct timeval idle_tv = worker_timeval(p->worker, p->conf->keepalive_idle_timeout);
 	bufferevent_setcb(uc->bev, idle_read_cb, NULL, idle_event_cb, uc);
 	/* reading is nearly always on already: enabling it again re-adds the event */
-	if (bufferevent_set_timeouts(uc->bev, &idle_tv, NULL) != 0 ||
-	    (!(bufferevent_get_enabled(uc->bev) & EV_READ) && bufferevent_enable(uc->bev, EV_READ) != 0)) {
+	if (!(bufferevent_get_enabled(uc->bev) & EV_READ) && bufferevent_enable(uc->bev, EV_READ) != 0) {
 		upstream_conn_free(uc);
 		return;
 	}
-	idle_push(uc);
+	idle_push(uc, clock_mono_us() + pool_deadline_us(p, POOL_DL_IDLE));
 }

@@ -14,7 +14,13 @@
  * a per-server LIFO list (the most recently used connection is the warmest);
  * while idle, a connection watches for the upstream closing it or sending
  * anything (both mean it must not be reused) and for its idle timeout, and
- * frees itself when any of these happens. */
+ * frees itself when any of these happens.
+ *
+ * Deadlines: a connection has one at a time (idle, connect or response), on
+ * a per-pool, per-kind queue (conn_timer.h: every deadline of a queue has the
+ * pool's duration of that kind, so setting one is an unlink and an append,
+ * not a libevent timer re-add per request). Busy deadlines run the owner's
+ * on_deadline callback; the idle one frees the connection. */
 #ifndef SLUICE_POOL_H
 #define SLUICE_POOL_H
 
@@ -24,6 +30,7 @@
 
 #include <event2/bufferevent.h>
 
+#include "conn_timer.h"
 #include "io.h"
 
 #include "conf.h"
@@ -36,6 +43,16 @@ struct runtime_pool;
 struct runtime_server;
 struct runtime_split;
 
+enum pool_deadline {
+	POOL_DL_IDLE,     /* pools[N].keepalive.idle_timeout, while idle-listed */
+	POOL_DL_CONNECT,  /* pools[N].timeouts.connect (TCP connect and TLS handshake) */
+	POOL_DL_RESPONSE, /* pools[N].timeouts.response, from the owner's last sign of progress */
+	POOL_DL_KINDS
+};
+
+struct upstream_conn;
+typedef void (*pool_deadline_cb)(struct upstream_conn *uc, enum pool_deadline kind);
+
 struct upstream_conn {
 	struct bufferevent *bev;
 	struct pool_state *pool;
@@ -45,6 +62,10 @@ struct upstream_conn {
 	bool idle;
 	void *owner; /* the proxy transaction using it, NULL when idle */
 	struct io_flusher flusher; /* direct writes once connected (plain sockets only) */
+	struct conn_timer timer;   /* the one deadline (enum pool_deadline), on the pool's queue */
+	pool_deadline_cb on_deadline; /* the owner's, for the busy kinds */
+	uint64_t active_us;        /* owner's use: last progress (monotonic) */
+	size_t out_seen;           /* owner's use: output length when progress was last checked */
 };
 
 struct pool_server_state {
@@ -66,6 +87,7 @@ struct pool_state {
 	/* shared runtime state (runtime.h), bound by name when the set is built */
 	struct runtime_pool *rt;
 	struct runtime_server **rs; /* per server, conf order */
+	struct conn_timer_queue dl[POOL_DL_KINDS]; /* its connections' deadlines, per kind */
 };
 
 struct pool_set {
@@ -115,5 +137,11 @@ struct upstream_conn *pool_new_conn(struct pool_state *p, size_t server);
  * frees it instead when the idle list is full or the worker is draining. */
 void pool_release(struct upstream_conn *uc);
 void upstream_conn_free(struct upstream_conn *uc);
+/* Give a busy connection the deadline `kind` (POOL_DL_CONNECT or
+ * POOL_DL_RESPONSE) at from_us + the pool's duration of that kind, replacing
+ * any it had; uc->on_deadline(uc, kind) runs when it passes. */
+void pool_conn_deadline(struct upstream_conn *uc, enum pool_deadline kind, uint64_t from_us);
+/* The pool's duration of kind, in microseconds. */
+uint64_t pool_deadline_us(const struct pool_state *p, enum pool_deadline kind);
 
 #endif

@@ -37,11 +37,6 @@ static void proxy_attempt(struct exchange *ex, bool allow_reuse);
 static void proxy_pump_request(struct exchange *ex);
 static void proxy_pump_response(struct exchange *ex);
 
-static struct timeval proxy_tv(const struct exchange *ex, conf_msec ms)
-{
-	return worker_timeval(ex->req.worker, ms);
-}
-
 /* Decimal and hex without printf: these run for every response and chunk. */
 static size_t fmt_u64(char *out, uint64_t v)
 {
@@ -477,6 +472,33 @@ static void proxy_fail(struct exchange *ex, enum reason reason, int status)
 	}
 }
 
+/* A busy upstream connection's deadline passed (pool.h). The connect
+ * deadline is final. The response deadline runs from the last progress
+ * (uc->active_us: a read, a drained write, the request sent): it is not
+ * moved on every read, only looked at here; while it is not the upstream's
+ * turn (the request body is still coming from the client, or the client is
+ * slow to take the response) it starts again from now. */
+static void proxy_up_deadline(struct upstream_conn *uc, enum pool_deadline kind)
+{
+	struct exchange *ex = uc->owner;
+	struct proxy_txn *txn = &ex->txn;
+	if (kind == POOL_DL_RESPONSE) {
+		uint64_t now = clock_mono_us();
+		size_t out = evbuffer_get_length(bufferevent_get_output(uc->bev));
+		bool upstreams_turn = out > 0 || (txn->req_done && !txn->resp_paused);
+		if (out != uc->out_seen || !upstreams_turn) {
+			/* request bytes moved (written directly: no write callback), or not waiting on it */
+			uc->out_seen = out;
+			uc->active_us = now;
+		}
+		if (clock_elapsed_us(uc->active_us, now) < pool_deadline_us(uc->pool, POOL_DL_RESPONSE)) {
+			pool_conn_deadline(uc, POOL_DL_RESPONSE, uc->active_us);
+			return;
+		}
+	}
+	proxy_fail(ex, REASON_UPSTREAM_TIMEOUT, 504);
+}
+
 static void proxy_attempt(struct exchange *ex, bool allow_reuse)
 {
 	struct proxy_txn *txn = &ex->txn;
@@ -523,14 +545,14 @@ static void proxy_attempt(struct exchange *ex, bool allow_reuse)
 	uc->requests++;
 	counters_pool_connection(ex->req.worker->counters, ex->req.snap->counters, (size_t)ex->req.pool, txn->reused);
 	bufferevent_setcb(uc->bev, up_read_cb, up_write_cb, up_event_cb, ex);
-	struct timeval response_tv = proxy_tv(ex, pc->response_timeout);
-	txn->read_timer_on = false;
+	/* deadlines are on the pool's queues (pool.h), not bufferevent timeouts:
+	 * those re-add both events on every change, twice per request */
+	uc->on_deadline = proxy_up_deadline;
+	uc->active_us = txn->attempt_start_us;
+	uc->out_seen = 0;
 	if (txn->reused) {
 		txn->connecting = false;
-		/* when the body is already complete the response timer starts now: one
-		 * setting instead of two (each one re-adds both events) */
-		txn->read_timer_on = ex->body_done;
-		bufferevent_set_timeouts(uc->bev, ex->body_done ? &response_tv : NULL, &response_tv);
+		pool_conn_deadline(uc, POOL_DL_RESPONSE, txn->attempt_start_us);
 	} else {
 		/* set once per connection: they survive its stays in the idle list */
 		/* no read high-water mark: libevent would re-add the read event on
@@ -538,10 +560,9 @@ static void proxy_attempt(struct exchange *ex, bool allow_reuse)
 		 * arrives, and reading stops (resp_paused) while the client is slow */
 		bufferevent_setwatermark(uc->bev, EV_WRITE, PROXY_HIGH_WATER / 2, 0);
 		bufferevent_set_max_single_read(uc->bev, PROXY_HIGH_WATER);
-		struct timeval connect_tv = proxy_tv(ex, pc->connect_timeout);
 		txn->connecting = true;
-		txn->connect_start_us = clock_mono_us();
-		bufferevent_set_timeouts(uc->bev, NULL, &connect_tv);
+		txn->connect_start_us = txn->attempt_start_us;
+		pool_conn_deadline(uc, POOL_DL_CONNECT, txn->attempt_start_us);
 		if (bufferevent_socket_connect(uc->bev, (const struct sockaddr *)&srv->addr, (int)srv->addr_len) != 0) {
 			proxy_fail(ex, REASON_UPSTREAM_CONNECT_FAILED, 502);
 			return;
@@ -574,16 +595,15 @@ static void proxy_request_body_error(struct exchange *ex, int status, enum reaso
 		ex->pipe->abort(ex, reason);
 }
 
-/* Request body fully handed to the upstream output: the response timeout starts now. */
+/* Request body fully handed to the upstream output: the response timeout
+ * starts now (proxy_up_deadline measures it from the last progress). */
 static void proxy_request_sent(struct exchange *ex)
 {
 	struct proxy_txn *txn = &ex->txn;
 	txn->req_done = true;
-	if (!txn->connecting && txn->uc && !txn->read_timer_on) {
-		struct timeval response_tv = proxy_tv(ex, txn->pool->conf->response_timeout);
-		bufferevent_set_timeouts(txn->uc->bev, &response_tv, &response_tv);
-		txn->read_timer_on = true;
-	}
+	/* a head alone leaves with the attempt or the connect, which just stamped the time */
+	if (!txn->connecting && txn->uc && ex->body != EX_BODY_NONE)
+		txn->uc->active_us = clock_mono_us();
 }
 
 /* Request body bytes read before the access phase (routes[N].request_buffering)
@@ -940,6 +960,7 @@ void proxy_on_client_drained(struct exchange *ex)
 		return;
 	if (txn->resp_paused) {
 		txn->resp_paused = false;
+		txn->uc->active_us = clock_mono_us(); /* the upstream's turn again, with a full response timeout */
 		bufferevent_enable(txn->uc->bev, EV_READ);
 		if (txn->resp_head_done)
 			proxy_pump_response(ex);
@@ -958,6 +979,8 @@ static void up_read_cb(struct bufferevent *bev, void *arg)
 	if (evbuffer_get_length(in) >= 4096 && txn->uc && io_flusher_active(&txn->uc->flusher) && !txn->resp_paused)
 		io_read_more(bev, PROXY_UPSTREAM_READ_HIGH);
 	txn->resp_bytes_seen += evbuffer_get_length(in);
+	if (txn->uc)
+		txn->uc->active_us = clock_mono_us();
 	if (!txn->resp_head_done && !proxy_read_head(ex, in))
 		return;
 	proxy_pump_response(ex);
@@ -968,8 +991,10 @@ static void up_write_cb(struct bufferevent *bev, void *arg)
 	(void)bev;
 	struct exchange *ex = arg;
 	struct proxy_txn *txn = &ex->txn;
-	if (txn->uc)
+	if (txn->uc) {
+		txn->uc->active_us = clock_mono_us(); /* the upstream took request bytes */
 		io_flusher_drained(&txn->uc->flusher);
+	}
 	if (txn->req_paused) {
 		txn->req_paused = false;
 		ex->ops->pause_body(ex, false);
@@ -987,19 +1012,16 @@ static void up_event_cb(struct bufferevent *bev, short what, void *arg)
 			txn->pending = false;
 			atomic_fetch_sub_explicit(&txn->pool->rt->pending, 1, memory_order_relaxed);
 		}
-		ex->req.upstream_connect_us = clock_elapsed_us(txn->connect_start_us, clock_mono_us());
-		struct timeval response_tv = proxy_tv(ex, txn->pool->conf->response_timeout);
-		txn->read_timer_on = txn->req_done;
-		bufferevent_set_timeouts(bev, txn->req_done ? &response_tv : NULL, &response_tv);
+		uint64_t now = clock_mono_us();
+		ex->req.upstream_connect_us = clock_elapsed_us(txn->connect_start_us, now);
+		txn->uc->active_us = now;
+		txn->uc->out_seen = evbuffer_get_length(bufferevent_get_output(bev));
+		pool_conn_deadline(txn->uc, POOL_DL_RESPONSE, now);
 		/* plain sockets write directly from now on (io.h); the request head queued
 		 * while connecting goes out through the flusher */
 		if (!txn->pool->conf->tls && io_flusher_init(&txn->uc->flusher, &ex->req.worker->flush_queue, bev) != 0)
 			log_msg(LOG_DEBUG, "direct writes unavailable on an upstream connection");
 		proxy_pump_request(ex);
-		return;
-	}
-	if (what & BEV_EVENT_TIMEOUT) {
-		proxy_fail(ex, REASON_UPSTREAM_TIMEOUT, 504);
 		return;
 	}
 	if (txn->connecting) {

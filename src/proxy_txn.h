@@ -43,7 +43,6 @@ struct proxy_txn {
 	uint64_t req_body_sent; /* body bytes moved to the upstream (decoded) */
 	bool req_done;          /* the whole request (head, body, trailers) is in the upstream output */
 	bool req_paused;        /* client reading paused: upstream output above high water */
-	bool read_timer_on;     /* the upstream read (response) timeout is armed */
 	struct evbuffer *req_chunk; /* a body of unknown length: the next chunk's bytes (freed with the txn) */
 
 	/* response side */

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from conftest import ConnectionClosed, RawConn, closed_port, pattern_bytes
+from conftest import ConnectionClosed, RawConn, build_request, closed_port, pattern_bytes
 
 
 def timed_request(gw, target, timeout=8.0):
@@ -129,6 +129,39 @@ def test_response_timeout_between_body_reads(gateway):
     assert time.monotonic() - t0 < 3.5, "stalled upstream body not cut by the response timeout"
     e = gw.wait_log(target="/bytes/1000?pause_after=500&pause_ms=4000")[0]
     assert e["reason"] == "upstream_timeout", e
+
+
+def test_response_timeout_runs_from_the_end_of_a_slow_request_body(gateway):
+    """The client takes 2.5 s to send its body and the upstream answers 700 ms after it
+    has it, with a 1 s response timeout: the upstream was never late (no 504), because
+    its timeout does not run while the body is still coming and starts when it is sent."""
+    gw = gateway(1, pool={"timeouts": {"connect": "1s", "response": "1s"}},
+                 limits={"client_body_timeout": "5s", "client_body_min_rate": "0"})
+    with RawConn(gw.port, timeout=10) as c:
+        c.send(build_request("POST", "/delay/700", [("Content-Length", "10")]))
+        for _ in range(10):
+            time.sleep(0.25)
+            c.send(b"x")
+        r = c.read_response(timeout=10)
+    assert r.status == 200, r
+    assert r.json()["body_len"] == 10
+    (e,) = gw.wait_log(target="/delay/700")
+    assert e["status"] == 200 and e["attempts"] == 1, e
+
+
+def test_slow_client_reader_is_not_an_upstream_timeout(gateway):
+    """The client reads nothing for 2.5 s of a 16 MB response (the upstream is paused
+    meanwhile) with a 1 s response timeout: the whole body still arrives."""
+    gw = gateway(1, pool={"timeouts": {"connect": "1s", "response": "1s"}})
+    n = 16 << 20
+    with RawConn(gw.port, timeout=20) as c:
+        c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 10)
+        c.send(b"GET /bytes/%d HTTP/1.1\r\nHost: x.test\r\n\r\n" % n)
+        time.sleep(2.5)
+        r = c.read_response(timeout=20)
+    assert r.status == 200 and len(r.body) == n
+    (e,) = gw.wait_log(target="/bytes/%d" % n)
+    assert e["status"] == 200 and e["reason"] in ("", None), e
 
 
 @pytest.fixture
