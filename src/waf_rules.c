@@ -1015,6 +1015,7 @@ struct entry {
 	bool phrases;      /* an active phrase rule of the group reads this kind */
 	bool phrase_all;   /* one of them reads every name of the kind */
 	uint32_t phrase_names;
+	bool base64_last;  /* the chain ends with its only base64_decode */
 };
 
 struct orule {
@@ -1032,6 +1033,7 @@ struct plan_kind {
 	size_t n;
 	uint16_t tset;     /* every entry's transforms */
 	const char *names[MAX_NAMES];
+	size_t name_len[MAX_NAMES];
 	size_t nnames;
 	int32_t *entry_of; /* per rule: the entry of its group, -1 */
 	int32_t *local_of; /* per rule: its index in o, -1 */
@@ -1043,6 +1045,8 @@ struct plan_kind {
 	uint64_t *first_any, *last_any, *lits; /* need no first / no last class; have literals */
 	uint64_t *first, *last;                /* [class][nw]: may run when the class occurs */
 	uint64_t *of_entry;                    /* [entry][nw] */
+	size_t enw;                            /* 64-bit words of a bitset over e */
+	uint64_t *with;                        /* [transform][enw]: the entries whose chain has it */
 };
 
 struct waf_plan {
@@ -1051,6 +1055,8 @@ struct waf_plan {
 	uint8_t *detect; /* per rule: never counts towards a block */
 	struct plan_kind kinds[WAF_TGT_COUNT];
 	size_t max_nw;
+	size_t *missing; /* the active `missing` rules */
+	size_t nmissing;
 };
 
 static bool policy_has(const uint32_t *ids, size_t n, uint32_t id)
@@ -1085,9 +1091,11 @@ static void plan_free(struct waf_plan *pl)
 		free(pl->kinds[k].local_of);
 		free(pl->kinds[k].o);
 		free(pl->kinds[k].bits);
+		free(pl->kinds[k].with);
 	}
 	free(pl->active);
 	free(pl->detect);
+	free(pl->missing);
 	free(pl);
 }
 
@@ -1099,6 +1107,7 @@ static int name_index(struct plan_kind *pk, const char *name)
 	if (pk->nnames == MAX_NAMES)
 		return -1;
 	pk->names[pk->nnames] = name;
+	pk->name_len[pk->nnames] = strlen(name);
 	return (int)pk->nnames++;
 }
 
@@ -1158,11 +1167,23 @@ static bool plan_kind_build(struct plan_kind *pk, const struct waf_ruleset *rs, 
 		while (nci > 0 && gr->chain[nci - 1] == WAF_T_LOWERCASE)
 			nci--;
 		e->nchain_ci = nci;
-		for (size_t d = 0; d < gr->nchain; d++)
+		size_t nb64 = 0;
+		for (size_t d = 0; d < gr->nchain; d++) {
 			e->tset |= (uint16_t)(1u << gr->chain[d]);
+			nb64 += gr->chain[d] == WAF_T_BASE64;
+		}
+		e->base64_last = nb64 == 1 && gr->chain[gr->nchain - 1] == WAF_T_BASE64;
 		pk->tset |= e->tset;
 		pk->n++;
 	}
+	pk->enw = pk->n / 64 + 1;
+	pk->with = calloc((size_t)WAF_T_COUNT * pk->enw, sizeof(uint64_t));
+	if (!pk->with)
+		return false;
+	for (size_t i = 0; i < pk->n; i++)
+		for (int t = 0; t < WAF_T_COUNT; t++)
+			if (pk->e[i].tset & (1u << t))
+				SETBIT(pk->with + (size_t)t * pk->enw, i);
 	size_t nw = pk->no / 64 + 1;
 	pk->nw = nw;
 	pk->bits = calloc((3 + 2 * NCLASS + pk->n + 1) * nw, sizeof(uint64_t));
@@ -1203,10 +1224,15 @@ static struct waf_plan *plan_new(const struct waf_ruleset *rs, const struct waf_
 	pl->detect = calloc(rs->nrules + 1, 1);
 	if (!pl->active || !pl->detect)
 		goto oom;
+	pl->missing = calloc(rs->nrules + 1, sizeof(*pl->missing));
+	if (!pl->missing)
+		goto oom;
 	for (size_t i = 0; i < rs->nrules; i++) {
 		const struct waf_rule *r = &rs->rules[i];
 		pl->active[i] = rule_active(r, pol);
 		pl->detect[i] = r->detect || policy_has(pol->detect_ids, pol->ndetect_ids, r->id);
+		if (pl->active[i] && r->op == OP_MISSING)
+			pl->missing[pl->nmissing++] = i;
 	}
 	for (int k = 0; k < WAF_TGT_COUNT; k++) {
 		if (!plan_kind_build(&pl->kinds[k], rs, pl->active, k))
@@ -1233,12 +1259,17 @@ void waf_policy_release(struct waf_policy *pol)
 	pol->plan = NULL;
 }
 
-/* A value transformed by a chain from its first step that changes it: the
- * same suffix gives the same bytes, so groups whose chains differ only by
- * steps that left this value alone share one transform and one detector run. */
+/* A value transformed by steps that changed it, a node of a per-value tree
+ * (its parent and the step that made it from the parent): a chain is walked
+ * from the raw value, skipping every step that would leave the current bytes
+ * as they are, so chains that differ only by such steps end at the same
+ * memo, share its transforms, its scan and its detector runs. */
 struct memo {
-	const enum waf_transform *steps;
-	size_t nsteps;
+	int parent;       /* the memo this one transformed one step further; -1: the raw value */
+	enum waf_transform step;
+	bool noops_known;
+	unsigned noops;   /* as raw_noops(), for a further step */
+	bool scan;        /* some group's phrases are looked for in it */
 	char *buf;
 	size_t cap, len;
 	uint64_t mask;
@@ -1275,12 +1306,17 @@ struct waf_eval {
 	uint64_t rawmask;
 	unsigned noops;    /* transforms that leave the raw value as it is (bits) */
 	unsigned noops_ci; /* ... as it is, ASCII case aside */
+	unsigned need;     /* the transforms the kind's chains use */
 	uint64_t *lit_raw; /* the kind's rules (local bits) a literal of which occurs in the raw value */
 	uint64_t *lit_into; /* where the automaton's literal hits go; NULL: nowhere */
 	uint64_t *nonid;   /* the kind's rules (local bits) whose chain changes the value, case aside */
 	uint64_t *cand;
+	uint64_t *ents;    /* the kind's entries (bits) whose chain changes the value */
 	size_t nwords;
 	int8_t raw_sqli, raw_xss;
+	int8_t b64;        /* -1: not looked at; 0: not base64; 1: b64_mask and b64_len hold its decoded bytes' */
+	uint64_t b64_mask;
+	size_t b64_len;
 	const char *cur;   /* the value a hit is reported from */
 	size_t curlen;
 	int cur_mode;      /* on_phrase: SCAN_RAW, SCAN_LITS, or SCAN_MEMO + the memo's index */
@@ -1296,7 +1332,7 @@ struct waf_eval *waf_eval_new(const struct waf_ruleset *rs)
 	ev->mctx = pcre2_match_context_create(NULL);
 	ev->matched = calloc(rs->nrules + 1, 1);
 	ev->nwords = rs->nrules / 64 + 1;
-	ev->cap_memo = 2 * rs->ngroups + 2;
+	ev->cap_memo = rs->ngroups * MAX_CHAIN + 2; /* one node per step of each chain at most */
 	ev->memo = calloc(ev->cap_memo, sizeof(*ev->memo));
 	ev->entry_memo = calloc(rs->ngroups + 1, sizeof(*ev->entry_memo));
 	if (!ev->memo || !ev->entry_memo) {
@@ -1306,7 +1342,8 @@ struct waf_eval *waf_eval_new(const struct waf_ruleset *rs)
 	ev->lit_raw = calloc(ev->nwords, sizeof(uint64_t));
 	ev->nonid = calloc(ev->nwords, sizeof(uint64_t));
 	ev->cand = calloc(ev->nwords, sizeof(uint64_t));
-	bool ok = ev->lit_raw && ev->nonid && ev->cand;
+	ev->ents = calloc(rs->ngroups / 64 + 1, sizeof(uint64_t));
+	bool ok = ev->lit_raw && ev->nonid && ev->cand && ev->ents;
 	for (size_t i = 0; i < ev->cap_memo; i++)
 		ok = ok && (ev->memo[i].lits = calloc(ev->nwords, sizeof(uint64_t))) != NULL;
 	if (!ev->md || !ev->mctx || !ev->matched || !ok) {
@@ -1339,6 +1376,7 @@ void waf_eval_free(struct waf_eval *ev)
 	free(ev->lit_raw);
 	free(ev->nonid);
 	free(ev->cand);
+	free(ev->ents);
 	free(ev->scratch);
 	free(ev->matched);
 	plan_free(ev->own_plan);
@@ -1505,10 +1543,17 @@ static bool not_within(const struct waf_rule *r, const char *v, size_t n)
 
 static uint64_t mask_of(const struct waf_ruleset *rs, const char *s, size_t n)
 {
-	uint64_t m = 0;
-	for (size_t i = 0; i < n; i++)
-		m |= rs->cls[(unsigned char)s[i]];
-	return m;
+	const unsigned char *p = (const unsigned char *)s;
+	const uint64_t *cls = rs->cls;
+	uint64_t a = 0, b = 0;
+	size_t i = 0;
+	for (; i + 4 <= n; i += 4) {
+		a |= cls[p[i]] | cls[p[i + 1]];
+		b |= cls[p[i + 2]] | cls[p[i + 3]];
+	}
+	for (; i < n; i++)
+		a |= cls[p[i]];
+	return a | b;
 }
 
 /* Whether a detector's or regex's necessary bytes occur in a value of class mask m. */
@@ -1591,10 +1636,12 @@ static bool is_ws_byte(unsigned char c)
 /* The transforms (bits) that cannot change the value s (class mask m):
  * conservative, a transform not in the set is simply run. Lower case is a
  * no-op for a value without capitals. */
-static unsigned raw_noops(const struct waf_ruleset *rs, const char *s, size_t n, uint64_t m, unsigned *ci)
+static unsigned raw_noops(const struct waf_ruleset *rs, const char *s, size_t n, uint64_t m, unsigned need,
+                          unsigned *ci)
 {
 	const struct class_masks *c = &rs->cm;
-	unsigned ok = 0;
+	/* a transform no chain of the kind has is never asked about: "noop" */
+	unsigned ok = ~need & ((1u << WAF_T_COUNT) - 1);
 	*ci = 1u << WAF_T_LOWERCASE;
 	if (!(m & c->url))
 		ok |= 1u << WAF_T_URL_DECODE;
@@ -1602,13 +1649,16 @@ static unsigned raw_noops(const struct waf_ruleset *rs, const char *s, size_t n,
 		ok |= 1u << WAF_T_HTML_ENTITY;
 	if (!(m & c->upper))
 		ok |= 1u << WAF_T_LOWERCASE;
-	if (!(m & c->ws_other) && (!(m & c->space) || !has_pair(s, n, ' ', " ")))
+	if ((need & (1u << WAF_T_COMPRESS_WS)) && !(m & c->ws_other) && (!(m & c->space) || !has_pair(s, n, ' ', " ")))
 		ok |= 1u << WAF_T_COMPRESS_WS;
-	if (!(m & c->hash) && !((m & c->slash) && (m & c->star)) && (!(m & c->dash) || !has_pair(s, n, '-', "-")))
+	if ((need & (1u << WAF_T_REMOVE_COMMENTS)) && !(m & c->hash) && !((m & c->slash) && (m & c->star)) &&
+	    (!(m & c->dash) || !has_pair(s, n, '-', "-")))
 		ok |= 1u << WAF_T_REMOVE_COMMENTS;
-	if (!(m & c->backslash) && (!(m & (c->slash | c->dot)) || path_is_normal(s, n)))
+	if ((need & (1u << WAF_T_NORMALIZE_PATH)) && !(m & c->backslash) &&
+	    (!(m & (c->slash | c->dot)) || path_is_normal(s, n)))
 		ok |= 1u << WAF_T_NORMALIZE_PATH;
-	if (!(m & (c->cmdline & ~c->upper)) && (!(m & c->space) || !has_pair(s, n, ' ', " /(")))
+	if ((need & (1u << WAF_T_CMDLINE)) && !(m & (c->cmdline & ~c->upper)) &&
+	    (!(m & c->space) || !has_pair(s, n, ' ', " /(")))
 		*ci |= 1u << WAF_T_CMDLINE; /* it lower-cases, and does nothing else here */
 	if (!(m & c->upper))
 		ok |= *ci & (1u << WAF_T_CMDLINE);
@@ -1624,36 +1674,58 @@ static unsigned raw_noops(const struct waf_ruleset *rs, const char *s, size_t n,
 	return ok;
 }
 
-/* The value after chain[0..n), from the raw value: NULL when out of memory. */
-static struct memo *transformed(struct waf_eval *ev, const enum waf_transform *chain, size_t n)
+static unsigned memo_noops(struct waf_eval *ev, struct memo *mo)
 {
-	size_t k = 0;
-	while (k < n && (ev->noops & (1u << chain[k])))
-		k++;
-	const enum waf_transform *steps = chain + k;
-	size_t ns = n - k;
-	for (size_t i = 0; i < ev->nmemo; i++) {
-		struct memo *mo = &ev->memo[i];
-		if (mo->nsteps == ns && memcmp(mo->steps, steps, ns * sizeof(*steps)) == 0)
-			return mo;
+	if (!mo->noops_known) {
+		unsigned ci;
+		mo->noops = raw_noops(ev->rs, mo->buf, mo->len, mo->mask, ev->need, &ci);
+		mo->noops_known = true;
 	}
+	return mo->noops;
+}
+
+/* The memo made from memo `parent` (-1: the raw value) by step t, found or
+ * made: its index, or -1 when out of memory. */
+static int memo_child(struct waf_eval *ev, int parent, enum waf_transform t)
+{
+	for (size_t i = 0; i < ev->nmemo; i++)
+		if (ev->memo[i].parent == parent && ev->memo[i].step == t)
+			return (int)i;
 	if (ev->nmemo == ev->cap_memo)
-		return NULL; /* not reached: two memos per group at most */
+		return -1; /* not reached: one node per step of a chain at most */
 	struct memo *mo = &ev->memo[ev->nmemo];
-	if (!grow(&mo->buf, &mo->cap, ev->rawlen + 1))
-		return NULL;
-	ev->nmemo++;
-	mo->steps = steps;
-	mo->nsteps = ns;
-	memcpy(mo->buf, ev->raw, ev->rawlen);
-	size_t len = ev->rawlen;
-	for (size_t d = 0; d < ns; d++)
-		len = waf_transform_apply(steps[d], mo->buf, len);
-	mo->len = len;
-	mo->mask = mask_of(ev->rs, mo->buf, len);
+	const char *src = parent < 0 ? ev->raw : ev->memo[parent].buf;
+	size_t len = parent < 0 ? ev->rawlen : ev->memo[parent].len;
+	if (!grow(&mo->buf, &mo->cap, len + 1))
+		return -1;
+	memcpy(mo->buf, src, len);
+	mo->len = waf_transform_apply(t, mo->buf, len); /* WAF_T_COUNT: a copy */
+	mo->mask = mask_of(ev->rs, mo->buf, mo->len);
+	mo->parent = parent;
+	mo->step = t;
+	mo->noops_known = mo->scan = false;
 	mo->sqli = mo->xss = -1;
 	mo->lits_done = mo->phrases_done = false;
-	return mo;
+	return (int)ev->nmemo++;
+}
+
+/* The value after chain[0..n) (a step that would change nothing is
+ * skipped): a memo, or NULL when out of memory. A chain that leaves the raw
+ * value as it is (only in exhaustive mode: callers ask for chains that
+ * change it) gets a copy of it. */
+static struct memo *transformed(struct waf_eval *ev, const enum waf_transform *chain, size_t n)
+{
+	int cur = -1;
+	for (size_t k = 0; k < n; k++) {
+		unsigned nz = cur < 0 ? ev->noops : memo_noops(ev, &ev->memo[cur]);
+		if (nz & (1u << chain[k]))
+			continue;
+		if ((cur = memo_child(ev, cur, chain[k])) < 0)
+			return NULL;
+	}
+	if (cur < 0 && (cur = memo_child(ev, -1, WAF_T_COUNT)) < 0)
+		return NULL;
+	return &ev->memo[cur];
 }
 
 /* Scans a transformed value for the literals of the kind's regex rules (once per memo). */
@@ -1689,17 +1761,18 @@ static void inspect(struct waf_eval *ev, enum waf_target kind, const char *name,
 	ev->nlen = name ? nlen : 0;
 	ev->name_bit = -1;
 	for (size_t i = 0; i < pk->nnames && name; i++)
-		if (name_eq(name, nlen, pk->names[i])) {
+		if (pk->name_len[i] == nlen && strncasecmp(name, pk->names[i], nlen) == 0) {
 			ev->name_bit = (int)i;
 			break;
 		}
 	ev->raw = v;
 	ev->rawlen = n;
 	uint64_t m = mask_of(rs, v, n);
-	ev->noops = raw_noops(rs, v, n, m, &ev->noops_ci);
+	ev->need = pk->tset;
+	ev->noops = raw_noops(rs, v, n, m, ev->need, &ev->noops_ci);
 	if (ev->exhaustive)
 		ev->noops = ev->noops_ci = 0; /* every chain runs, every rule is a candidate */
-	ev->raw_sqli = ev->raw_xss = -1;
+	ev->raw_sqli = ev->raw_xss = ev->b64 = -1;
 	ev->nmemo = 0;
 	size_t nw = pk->nw;
 	memset(ev->lit_raw, 0, nw * sizeof(uint64_t));
@@ -1716,25 +1789,34 @@ static void inspect(struct waf_eval *ev, enum waf_target kind, const char *name,
 	if (pk->tset & ~ev->noops_ci) {
 		/* groups whose chain changes the value: their phrases are looked
 		 * for in what the chain makes of it, one scan per distinct result */
+		size_t enw = pk->enw;
+		memset(ev->ents, 0, enw * sizeof(uint64_t));
+		for (unsigned t = pk->tset & ~ev->noops_ci; t; t &= t - 1)
+			for (size_t w = 0; w < enw; w++)
+				ev->ents[w] |= pk->with[(size_t)__builtin_ctz(t) * enw + w];
 		for (size_t i = 0; i < pk->n; i++)
 			ev->entry_memo[i] = -1;
-		for (size_t i = 0; i < pk->n; i++) {
-			const struct entry *e = &pk->e[i];
-			if (!(e->tset & ~ev->noops_ci))
-				continue;
-			for (size_t w = 0; w < nw; w++)
-				nonid[w] |= pk->of_entry[i * nw + w];
-			if (!e->phrases ||
-			    !(e->phrase_all || (ev->name_bit >= 0 && (e->phrase_names >> ev->name_bit) & 1)))
-				continue;
-			const struct group *gr = &rs->groups[e->group];
-			struct memo *mo = transformed(ev, gr->chain, e->nchain_ci);
-			if (!mo)
-				return;
-			ev->entry_memo[i] = (int32_t)(mo - ev->memo);
+		for (size_t ew = 0; ew < enw; ew++) {
+			for (uint64_t ex = ev->ents[ew]; ex; ex &= ex - 1) {
+				size_t i = ew * 64 + (size_t)__builtin_ctzll(ex);
+				const struct entry *e = &pk->e[i];
+				for (size_t w = 0; w < nw; w++)
+					nonid[w] |= pk->of_entry[i * nw + w];
+				if (!e->phrases ||
+				    !(e->phrase_all || (ev->name_bit >= 0 && (e->phrase_names >> ev->name_bit) & 1)))
+					continue;
+				const struct group *gr = &rs->groups[e->group];
+				struct memo *mo = transformed(ev, gr->chain, e->nchain_ci);
+				if (!mo)
+					return;
+				mo->scan = true;
+				ev->entry_memo[i] = (int32_t)(mo - ev->memo);
+			}
 		}
 		for (size_t q = 0; q < ev->nmemo; q++) {
 			struct memo *mo = &ev->memo[q];
+			if (!mo->scan)
+				continue;
 			memset(mo->lits, 0, nw * sizeof(uint64_t));
 			ev->lit_into = mo->lits;
 			ev->cur = mo->buf;
@@ -1771,6 +1853,20 @@ static void inspect(struct waf_eval *ev, enum waf_target kind, const char *name,
 			if (ev->pol->nexclude_targets && !applies(ev, r))
 				continue;
 			const struct entry *e = &pk->e[o->entry];
+			if (e->base64_last && (e->tset & ~ev->noops) == 1u << WAF_T_BASE64 && !ev->exhaustive) {
+				/* only the last step, base64, changes the value: its
+				 * bytes' classes, without decoding, decide first */
+				if (ev->b64 < 0)
+					ev->b64 = waf_base64_classes(v, n, rs->cls, &ev->b64_mask, &ev->b64_len);
+				if (!ev->b64) {
+					ev->cur = v; /* not base64: the chain leaves it as it is */
+					ev->curlen = n;
+					run_other(ev, ri, v, n, m, &ev->raw_sqli, &ev->raw_xss);
+					continue;
+				}
+				if (!may_match(r, ev->b64_mask, ev->b64_len))
+					continue;
+			}
 			if (!(e->tset & ~ev->noops)) {
 				ev->cur = v;
 				ev->curlen = n;
@@ -1833,7 +1929,12 @@ void waf_evaluate(struct waf_eval *ev, const struct waf_policy *pol, const struc
                   struct waf_verdict *out)
 {
 	const struct waf_ruleset *rs = ev->rs;
-	memset(out, 0, sizeof(*out));
+	/* the hits are written as they are recorded: the rest of out is what needs zeroing */
+	out->score = 0;
+	out->block = false;
+	out->nhits = out->total_hits = 0;
+	out->groups = 0;
+	out->regex_limits = 0;
 	memset(ev->seen, 0, sizeof(ev->seen));
 	ev->pol = pol;
 	ev->out = out;
@@ -1901,10 +2002,9 @@ void waf_evaluate(struct waf_eval *ev, const struct waf_policy *pol, const struc
 			inspect(ev, WAF_TGT_BODY_ERROR, NULL, 0, err, strlen(err));
 	}
 	/* `missing`: a rule whose target (e.g. headers:user-agent) was never seen */
-	for (size_t i = 0; i < rs->nrules; i++) {
+	for (size_t k = 0; k < ev->plan->nmissing; k++) {
+		size_t i = ev->plan->missing[k];
 		const struct waf_rule *r = &rs->rules[i];
-		if (r->op != OP_MISSING || !ev->plan->active[i])
-			continue;
 		bool present = false;
 		for (size_t t = 0; t < r->ntargets && !present; t++) {
 			const struct rule_target *rt = &r->targets[t];

@@ -514,20 +514,6 @@ static bool scan_reading(const char *s, size_t n, char quote, struct waf_sqli_re
 	return true;
 }
 
-/* Words whose tokens every shape of an unquoted reading needs one of (the
- * logic operators, UNION, the statements, and the literal words that read
- * as a number), besides what needs '@', '(' or a quote; by last letter. */
-static const char *const shape_words_by_last[26] = {
-    ['c' - 'a'] = "exec",
-    ['d' - 'a'] = "and",
-    ['e' - 'a'] = "update delete execute declare create truncate true false",
-    ['l' - 'a'] = "null",
-    ['n' - 'a'] = "union shutdown",
-    ['p' - 'a'] = "drop",
-    ['r' - 'a'] = "or xor alter waitfor handler",
-    ['t' - 'a'] = "select insert",
-};
-
 /* Whether s[a..b) ends with w[0..l) (ASCII case aside). */
 static bool ends_with_ci(const char *s, size_t a, size_t b, const char *w, size_t l)
 {
@@ -541,24 +527,39 @@ static bool ends_with_ci(const char *s, size_t a, size_t b, const char *w, size_
 	return true;
 }
 
-/* Whether the run of word bytes s[a..b) ends with a shape word: a word
- * token is always a suffix of such a run (a number before it in the same
- * run is a token of its own). */
+#define ENDS(w) ends_with_ci(s, a, b, (w), sizeof(w) - 1)
+
+/* Whether the run of word bytes s[a..b) ends with a word whose token every
+ * shape of an unquoted reading needs one of: the logic operators, UNION,
+ * the statements, and the words that read as a number (besides what needs
+ * '@', '(' or a quote). A word token is always a suffix of such a run (a
+ * number before it in the same run is a token of its own). */
 static bool run_ends_in_shape_word(const char *s, size_t a, size_t b)
 {
-	unsigned char last = (unsigned char)(s[b - 1] | 0x20);
-	if (last < 'a' || last > 'z' || !shape_words_by_last[last - 'a'])
+	switch (s[b - 1] | 0x20) {
+	case 'c':
+		return ENDS("exec");
+	case 'd':
+		return ENDS("and");
+	case 'e':
+		return ENDS("update") || ENDS("delete") || ENDS("execute") || ENDS("declare") || ENDS("create") ||
+		       ENDS("truncate") || ENDS("true") || ENDS("false");
+	case 'l':
+		return ENDS("null");
+	case 'n':
+		return ENDS("union") || ENDS("shutdown");
+	case 'p':
+		return ENDS("drop");
+	case 'r':
+		return ENDS("or") || ENDS("xor") || ENDS("alter") || ENDS("waitfor") || ENDS("handler");
+	case 't':
+		return ENDS("select") || ENDS("insert");
+	default:
 		return false;
-	for (const char *w = shape_words_by_last[last - 'a']; *w;) {
-		size_t l = strcspn(w, " ");
-		if (ends_with_ci(s, a, b, w, l))
-			return true;
-		w += l;
-		while (*w == ' ')
-			w++;
 	}
-	return false;
 }
+
+#undef ENDS
 
 static bool run_ends_in(const char *s, size_t a, size_t b, const char *const *list, size_t n)
 {
@@ -575,17 +576,43 @@ static bool run_ends_in(const char *s, size_t a, size_t b, const char *const *li
  * no '@' (variables), no "||" or "&&", not starting with a number, no word
  * of shape_words, and no '(' after a known function's name. Most values
  * (search words, names, header values) are decided here. */
+/* worth_reading's byte classes: SQ_WORD a word byte (is_word), SQ_SPECIAL
+ * a byte it looks closer at, SQ_NOT_PLAIN a byte other than a word byte
+ * below 0x80, '.' or '-'. */
+enum { SQ_WORD = 1, SQ_SPECIAL = 2, SQ_NOT_PLAIN = 4 };
+static const unsigned char sq_class[256] = {
+	4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4,
+	4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4,
+	4, 4, 6, 6, 1, 4, 6, 6, 6, 4, 6, 4, 4, 2, 0, 6,
+	1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 4, 4, 4, 4, 4, 4,
+	6, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+	1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 4, 4, 4, 4, 1,
+	4, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+	1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 4, 6, 4, 4, 4,
+	5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5,
+	5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5,
+	5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5,
+	5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5,
+	5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5,
+	5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5,
+	5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5,
+	5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5,
+};
+
 static bool worth_reading(const char *s, size_t n)
 {
-	size_t i = 0;
-	while (i < n && is_space((unsigned char)s[i]))
-		i++;
-	if (i < n && (is_digit((unsigned char)s[i]) || (s[i] == '.' && i + 1 < n && is_digit((unsigned char)s[i + 1]))))
-		return true;
+	/* A value of letters, digits, '_', '$', '.' and '-' alone ("plain"):
+	 * words can only follow numbers or dots, so the shapes a leading number
+	 * starts (a clause, ORDER BY, a statement) cannot be made; only a shape
+	 * word (or a "--" comment) can. Most cookie values, ids and numbers are
+	 * such values. */
+	unsigned seen = 0;
 	size_t run = SIZE_MAX; /* start of the current run of word bytes */
-	for (i = 0; i <= n; i++) {
+	for (size_t i = 0; i <= n; i++) {
 		unsigned char c = i < n ? (unsigned char)s[i] : ' ';
-		if (i < n && is_word(c)) {
+		unsigned k = i < n ? sq_class[c] : 0;
+		seen |= k;
+		if (k & SQ_WORD) {
 			if (run == SIZE_MAX)
 				run = i;
 			continue;
@@ -593,6 +620,8 @@ static bool worth_reading(const char *s, size_t n)
 		if (run != SIZE_MAX && run_ends_in_shape_word(s, run, i))
 			return true;
 		run = SIZE_MAX;
+		if (!(k & SQ_SPECIAL))
+			continue;
 		switch (c) {
 		case '\'':
 		case '"':
@@ -628,7 +657,12 @@ static bool worth_reading(const char *s, size_t n)
 			break;
 		}
 	}
-	return false;
+	if (!(seen & SQ_NOT_PLAIN))
+		return false;
+	size_t i = 0;
+	while (i < n && is_space((unsigned char)s[i]))
+		i++;
+	return i < n && (is_digit((unsigned char)s[i]) || (s[i] == '.' && i + 1 < n && is_digit((unsigned char)s[i + 1])));
 }
 
 static bool detect(const char *s, size_t n, struct waf_sqli_result *out, bool shortcut)

@@ -2,6 +2,7 @@
 #include "waf_transform.h"
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <string.h>
 
 static int hexval(unsigned char c)
@@ -81,10 +82,14 @@ static long hex_run(const char *s, size_t n, size_t i, size_t digits)
 
 size_t waf_url_decode(char *s, size_t n)
 {
-	if (!memchr(s, '%', n) && !memchr(s, '+', n))
+	/* the bytes before the first '%' or '+' stay where they are */
+	size_t first = 0;
+	while (first < n && s[first] != '%' && s[first] != '+')
+		first++;
+	if (first == n)
 		return n;
-	size_t w = 0;
-	for (size_t i = 0; i < n;) {
+	size_t w = first;
+	for (size_t i = first; i < n;) {
 		unsigned char c = (unsigned char)s[i];
 		if (c == '+') {
 			s[w++] = ' ';
@@ -316,11 +321,28 @@ static bool prefix_ci(const char *s, size_t n, size_t i, const char *p)
 	return true;
 }
 
+/* The bytes waf_cmdline does more with than lower-casing. */
+static bool cmdline_special(unsigned char c)
+{
+	switch (c) {
+	case '\\': case '"': case '\'': case '^': case '$': case ',': case '/': case '(':
+	case ' ': case '\t': case '\n': case '\r': case '\v': case '\f': case 0xa0:
+		return true;
+	default:
+		return false;
+	}
+}
+
 size_t waf_cmdline(char *s, size_t n)
 {
 	size_t w = 0;
 	for (size_t i = 0; i < n;) {
 		unsigned char c = (unsigned char)s[i];
+		if (!cmdline_special(c)) {
+			s[w++] = (char)lower(c);
+			i++;
+			continue;
+		}
 		if (c == '\\' || c == '"' || c == '\'' || c == '^') {
 			i++;
 			continue;
@@ -389,7 +411,10 @@ static const unsigned char b64tab[256] = {
 };
 #undef X
 
-size_t waf_base64_decode(char *s, size_t n)
+/* Decodes s when it is base64: the bytes go to out (which may be s: writes
+ * stay behind reads) or, without out, only tab[byte] is ORed into *mask.
+ * SIZE_MAX when s is not base64. */
+static size_t base64_run(const char *s, size_t n, char *out, const uint64_t *tab, uint64_t *mask)
 {
 	const unsigned char *u = (const unsigned char *)s;
 	size_t digits = 0;
@@ -399,14 +424,15 @@ size_t waf_base64_decode(char *s, size_t n)
 	for (size_t i = 0; i < end; i++) {
 		unsigned char v = b64tab[u[i]];
 		if (v == B64_BAD)
-			return n;
+			return SIZE_MAX;
 		digits += v != B64_WS;
 	}
 	if (digits < 2 || digits % 4 == 1)
-		return n;
+		return SIZE_MAX;
 	size_t w = 0;
 	unsigned acc = 0;
 	int bits = 0;
+	uint64_t m = 0;
 	for (size_t i = 0; i < end; i++) {
 		unsigned char v = b64tab[u[i]];
 		if (v == B64_WS)
@@ -415,10 +441,34 @@ size_t waf_base64_decode(char *s, size_t n)
 		bits += 6;
 		if (bits >= 8) {
 			bits -= 8;
-			s[w++] = (char)((acc >> bits) & 0xff);
+			unsigned char byte = (unsigned char)((acc >> bits) & 0xff);
+			if (out)
+				out[w] = (char)byte;
+			else
+				m |= tab[byte];
+			w++;
 		}
 	}
+	if (mask)
+		*mask |= m;
 	return w;
+}
+
+size_t waf_base64_decode(char *s, size_t n)
+{
+	size_t w = base64_run(s, n, s, NULL, NULL);
+	return w == SIZE_MAX ? n : w;
+}
+
+bool waf_base64_classes(const char *s, size_t n, const uint64_t tab[256], uint64_t *mask, size_t *outlen)
+{
+	uint64_t m = 0;
+	size_t w = base64_run(s, n, NULL, tab, &m);
+	if (w == SIZE_MAX)
+		return false;
+	*mask = m;
+	*outlen = w;
+	return true;
 }
 
 size_t waf_js_decode(char *s, size_t n)

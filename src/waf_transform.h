@@ -14,7 +14,9 @@
 #ifndef SLUICE_WAF_TRANSFORM_H
 #define SLUICE_WAF_TRANSFORM_H
 
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 enum waf_transform {
 	WAF_T_URL_DECODE,      /* %XX and + as space; %uXXXX as UTF-8 (IIS) */
@@ -40,6 +42,12 @@ size_t waf_normalize_path(char *s, size_t n);
 size_t waf_cmdline(char *s, size_t n);
 size_t waf_remove_nulls(char *s, size_t n);
 size_t waf_base64_decode(char *s, size_t n);
+/* What waf_base64_decode would make of s, without writing it: the OR of
+ * tab[byte] over the decoded bytes into *mask and their count into *outlen;
+ * false (nothing set) when s is not base64 and the transform leaves it as
+ * it is. A caller can tell from the decoded bytes' classes whether decoding
+ * is worth it. */
+bool waf_base64_classes(const char *s, size_t n, const uint64_t tab[256], uint64_t *mask, size_t *outlen);
 size_t waf_js_decode(char *s, size_t n);
 size_t waf_trim(char *s, size_t n);
 

@@ -251,8 +251,11 @@ static const char *scan_script_string(const char *s, size_t n)
 static bool sink_called(const char *s, size_t n)
 {
 	for (size_t k = 0; k < n; k++) {
-		if (s[k] != '(' && s[k] != '`')
-			continue;
+		/* the next '(' or backtick */
+		const char *p = memchr(s + k, '(', n - k), *q = memchr(s + k, '`', n - k);
+		if (!p && !q)
+			return false;
+		k = (size_t)((p && (!q || p < q) ? p : q) - s);
 		size_t e = k;
 		while (e > 0 && is_blank((unsigned char)s[e - 1]))
 			e--;

@@ -308,6 +308,7 @@ static const char *const shortcut_values[] = {
     "x; DROP TABLE users", "1;waitfor delay '0:0:5'", "x' or 'a'='a", "\"or\"\"=\"", "admin'--",
     "';alert(1);//", "\"-prompt (1)-\"", "confirm`1`", "x=ALERT\t(1)", "javascript:alert(1)", "<svg onload=x>",
     "a onclick=go()", "(1)", "`", "alert", "alertx(1)", "xalert(1)", "1alert(1)", "x:y", "k=v", "<b>",
+    "1-union-select-1", "1.union.select.1", "0x1or1", "1or1", "1-or-1", "12.5", "-1", "1--", "a--b", "1e5or1",
 };
 
 /* Every value and variations of it (upper case, quotes and separators
