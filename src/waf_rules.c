@@ -76,6 +76,7 @@ static const char punct[] = "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~";
 
 struct class_masks {
 	uint64_t url, amp, upper, space, ws_other, hash, slash, star, dash, dot, backslash, cmdline, nul, base64;
+	uint64_t by_content; /* classes whose bytes' places, not presence, decide a transform */
 };
 
 struct waf_ruleset {
@@ -148,6 +149,7 @@ static void classes_init(struct waf_ruleset *rs)
 	m->cmdline = classes_of("\\\"'^$,") | m->ws_other | m->upper;
 	m->nul = 1ull << BC_NUL;
 	m->base64 = classes_of("+-/_=") | (1ull << BC_LOWER) | m->upper | (1ull << BC_DIGIT) | m->space | m->ws_other;
+	m->by_content = m->space | m->ws_other | m->dash | m->slash | m->dot;
 }
 
 /* need_first, need_last and minlen of a regex rule, from PCRE2's analysis:
@@ -1279,6 +1281,13 @@ struct memo {
 	uint64_t *lits;   /* regex rules (bits) a literal of which occurs in buf */
 };
 
+#define NOOPS_MEMO 8
+struct noops_memo {
+	bool valid;
+	uint64_t mask;
+	unsigned need, noops, noops_ci;
+};
+
 struct waf_eval {
 	const struct waf_ruleset *rs;
 	pcre2_match_data *md;
@@ -1314,6 +1323,7 @@ struct waf_eval {
 	uint64_t *ents;    /* the kind's entries (bits) whose chain changes the value */
 	size_t nwords;
 	int8_t raw_sqli, raw_xss;
+	struct noops_memo nm[NOOPS_MEMO]; /* raw_noops() of masks that decide alone */
 	int8_t b64;        /* -1: not looked at; 0: not base64; 1: b64_mask and b64_len hold its decoded bytes' */
 	uint64_t b64_mask;
 	size_t b64_len;
@@ -1769,13 +1779,27 @@ static void inspect(struct waf_eval *ev, enum waf_target kind, const char *name,
 	ev->rawlen = n;
 	uint64_t m = mask_of(rs, v, n);
 	ev->need = pk->tset;
-	ev->noops = raw_noops(rs, v, n, m, ev->need, &ev->noops_ci);
+	/* what the transforms do depends on the bytes themselves only through
+	 * spaces, dashes, slashes, dots and other whitespace (pairs, segments,
+	 * ends); without them the class mask decides, and values of one
+	 * request mostly share a few masks */
+	struct noops_memo *nm = &ev->nm[(m ^ (m >> 29) ^ ev->need) % NOOPS_MEMO];
+	if (!(m & rs->cm.by_content) && nm->valid && nm->mask == m && nm->need == ev->need) {
+		ev->noops = nm->noops;
+		ev->noops_ci = nm->noops_ci;
+	} else {
+		ev->noops = raw_noops(rs, v, n, m, ev->need, &ev->noops_ci);
+		if (!(m & rs->cm.by_content))
+			*nm = (struct noops_memo){.valid = true, .mask = m, .need = ev->need, .noops = ev->noops,
+			                          .noops_ci = ev->noops_ci};
+	}
 	if (ev->exhaustive)
 		ev->noops = ev->noops_ci = 0; /* every chain runs, every rule is a candidate */
 	ev->raw_sqli = ev->raw_xss = ev->b64 = -1;
 	ev->nmemo = 0;
 	size_t nw = pk->nw;
-	memset(ev->lit_raw, 0, nw * sizeof(uint64_t));
+	for (size_t w = 0; w < nw; w++)
+		ev->lit_raw[w] = 0;
 	if ((pk->phrases || pk->any_lits) && rs->uac) {
 		ev->lit_into = ev->lit_raw;
 		ev->cur = v;
@@ -1785,12 +1809,14 @@ static void inspect(struct waf_eval *ev, enum waf_target kind, const char *name,
 		ev->lit_into = NULL;
 	}
 	uint64_t *nonid = ev->nonid, *cand = ev->cand;
-	memset(nonid, 0, nw * sizeof(uint64_t));
+	for (size_t w = 0; w < nw; w++)
+		nonid[w] = 0;
 	if (pk->tset & ~ev->noops_ci) {
 		/* groups whose chain changes the value: their phrases are looked
 		 * for in what the chain makes of it, one scan per distinct result */
 		size_t enw = pk->enw;
-		memset(ev->ents, 0, enw * sizeof(uint64_t));
+		for (size_t w = 0; w < enw; w++)
+			ev->ents[w] = 0;
 		for (unsigned t = pk->tset & ~ev->noops_ci; t; t &= t - 1)
 			for (size_t w = 0; w < enw; w++)
 				ev->ents[w] |= pk->with[(size_t)__builtin_ctz(t) * enw + w];
