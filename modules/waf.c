@@ -24,6 +24,7 @@
 struct waf_route_policy {
 	bool on;
 	bool detect;
+	bool plan_shared; /* pol.plan is an earlier route's (the same rules run): not freed here */
 	struct waf_policy pol; /* arrays below, owned */
 	uint32_t *ids, *detect_ids;
 	const char **tags;
@@ -85,12 +86,33 @@ oom:
 	return false;
 }
 
+static bool same_ids(const uint32_t *a, size_t na, const uint32_t *b, size_t nb)
+{
+	return na == nb && (na == 0 || memcmp(a, b, na * sizeof(*a)) == 0);
+}
+
+/* Whether two policies run the same rules (what a plan holds: the
+ * threshold and target exclusions are applied per request). */
+static bool same_rules(const struct waf_policy *a, const struct waf_policy *b)
+{
+	if (a->paranoia != b->paranoia || !same_ids(a->exclude_ids, a->nexclude_ids, b->exclude_ids, b->nexclude_ids) ||
+	    !same_ids(a->detect_ids, a->ndetect_ids, b->detect_ids, b->ndetect_ids) ||
+	    a->nexclude_tags != b->nexclude_tags)
+		return false;
+	for (size_t i = 0; i < a->nexclude_tags; i++)
+		if (strcmp(a->exclude_tags[i], b->exclude_tags[i]) != 0)
+			return false;
+	return true;
+}
+
 static void snap_free(void *state)
 {
 	struct waf_snap *s = state;
 	if (!s)
 		return;
 	for (size_t i = 0; i < s->num_routes; i++) {
+		if (s->routes[i].plan_shared)
+			s->routes[i].pol.plan = NULL;
 		waf_policy_release(&s->routes[i].pol);
 		free(s->routes[i].ids);
 		free(s->routes[i].detect_ids);
@@ -143,11 +165,22 @@ static int snap_init(const struct conf *c, void **state, struct conf_errors *err
 	free(def);
 	if (!s->rs)
 		goto fail;
-	for (size_t i = 0; i < s->num_routes; i++)
-		if (s->routes[i].on && !waf_policy_prepare(s->rs, &s->routes[i].pol)) {
+	/* routes that run the same rules share one plan (most inherit the
+	 * top-level settings): a plan is some kilobytes per route */
+	for (size_t i = 0; i < s->num_routes; i++) {
+		struct waf_route_policy *rp = &s->routes[i];
+		if (!rp->on)
+			continue;
+		for (size_t j = 0; j < i && !rp->plan_shared; j++)
+			if (s->routes[j].on && same_rules(&s->routes[j].pol, &rp->pol)) {
+				rp->pol.plan = s->routes[j].pol.plan;
+				rp->plan_shared = true;
+			}
+		if (!rp->plan_shared && !waf_policy_prepare(s->rs, &rp->pol)) {
 			conf_errors_add(errs, "waf: out of memory planning the rules of route %zu", i + 1);
 			goto fail;
 		}
+	}
 	if (cw->audit_log) {
 		s->audit_fd = open(cw->audit_log, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
 		if (s->audit_fd < 0) {
