@@ -18,6 +18,7 @@
 #include "counters.h"
 #include "exchange.h"
 #include "log.h"
+#include "snapshot.h"
 #include "waf_rules.h"
 #include "worker.h"
 
@@ -39,10 +40,12 @@ struct waf_snap {
 	size_t num_routes;
 };
 
-/* An evaluator belongs to one rule set; a worker keeps the one for the
- * current snapshot and the one before it (requests still on it). */
+/* An evaluator belongs to one rule set, found by its snapshot's generation
+ * (a freed rule set's address may come back for a later one); a worker
+ * keeps the one for the current snapshot and the one before it (requests
+ * still on it). */
 struct waf_worker {
-	const struct waf_ruleset *rs[2];
+	uint64_t generation[2];
 	struct waf_eval *ev[2];
 };
 
@@ -232,18 +235,18 @@ static void waf_worker_free(void *state)
 	free(ww);
 }
 
-static struct waf_eval *eval_for(struct waf_worker *ww, const struct waf_ruleset *rs)
+static struct waf_eval *eval_for(struct waf_worker *ww, const struct waf_ruleset *rs, uint64_t generation)
 {
 	for (int i = 0; i < 2; i++)
-		if (ww->rs[i] == rs && ww->ev[i])
+		if (ww->generation[i] == generation && ww->ev[i])
 			return ww->ev[i];
 	/* the older slot goes: its snapshot has no requests left on this worker
 	 * by the time a third one is adopted, or it is rebuilt if one comes */
 	waf_eval_free(ww->ev[1]);
 	ww->ev[1] = ww->ev[0];
-	ww->rs[1] = ww->rs[0];
+	ww->generation[1] = ww->generation[0];
 	ww->ev[0] = waf_eval_new(rs);
-	ww->rs[0] = ww->ev[0] ? rs : NULL;
+	ww->generation[0] = ww->ev[0] ? generation : 0;
 	return ww->ev[0];
 }
 
@@ -338,7 +341,7 @@ static enum phase_result waf_access(struct request *r, const void *snapshot_stat
 	if (!s || r->route < 0 || (size_t)r->route >= s->num_routes || !s->routes[r->route].on)
 		return PHASE_CONTINUE;
 	const struct waf_route_policy *rp = &s->routes[r->route];
-	struct waf_eval *ev = eval_for(worker_state, s->rs);
+	struct waf_eval *ev = eval_for(worker_state, s->rs, r->snap->generation);
 	if (!ev) {
 		count(r, CTR_WAF_ERROR, 0);
 		return PHASE_ERROR; /* out of memory: policy_error, never an uninspected pass */

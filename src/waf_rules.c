@@ -1281,6 +1281,25 @@ struct memo {
 	uint64_t *lits;   /* regex rules (bits) a literal of which occurs in buf */
 };
 
+/* Header and cookie values found clean, per evaluator: a browser sends the
+ * same User-Agent, Accept and cookies with every request, and a value that
+ * matched nothing under a policy matches nothing the next time (the
+ * evaluation is a function of the policy, the kind, the name and the
+ * bytes). Only a value evaluated in full is kept: no rule had matched yet
+ * in its request (a rule that matched is not tried again), none matched on
+ * it and no regex gave up. Direct-mapped; a slot holds name and value whole
+ * (compared byte for byte, the hash only picks the slot). Arguments vary
+ * from request to request and are not kept. */
+#define CLEAN_SLOTS 256
+#define CLEAN_MAX 240
+struct clean {
+	uint64_t hash;
+	const struct waf_policy *pol;
+	int kind; /* -1: empty */
+	uint16_t nlen, vlen;
+	char bytes[CLEAN_MAX]; /* the name, then the value */
+};
+
 #define NOOPS_MEMO 8
 struct noops_memo {
 	bool valid;
@@ -1299,6 +1318,7 @@ struct waf_eval {
 	size_t scap;
 	uint8_t *matched; /* per rule: already counted for this request */
 	struct waf_plan *own_plan; /* for a policy that was not prepared */
+	struct clean *clean;       /* CLEAN_SLOTS */
 	bool exhaustive;           /* waf_eval_exhaustive() */
 	/* per request */
 	const struct waf_plan *plan;
@@ -1341,6 +1361,13 @@ struct waf_eval *waf_eval_new(const struct waf_ruleset *rs)
 	ev->md = pcre2_match_data_create(2, NULL);
 	ev->mctx = pcre2_match_context_create(NULL);
 	ev->matched = calloc(rs->nrules + 1, 1);
+	ev->clean = calloc(CLEAN_SLOTS, sizeof(*ev->clean));
+	if (!ev->clean) {
+		waf_eval_free(ev);
+		return NULL;
+	}
+	for (size_t i = 0; i < CLEAN_SLOTS; i++)
+		ev->clean[i].kind = -1;
 	ev->nwords = rs->nrules / 64 + 1;
 	ev->cap_memo = rs->ngroups * MAX_CHAIN + 2; /* one node per step of each chain at most */
 	ev->memo = calloc(ev->cap_memo, sizeof(*ev->memo));
@@ -1383,6 +1410,7 @@ void waf_eval_free(struct waf_eval *ev)
 	}
 	free(ev->memo);
 	free(ev->entry_memo);
+	free(ev->clean);
 	free(ev->lit_raw);
 	free(ev->nonid);
 	free(ev->cand);
@@ -1757,12 +1785,72 @@ static void memo_lits(struct waf_eval *ev, struct memo *mo)
  * automaton only on the value its chain changed; and of the non-phrase
  * rules only those whose necessary byte classes and literals occur
  * (bitsets of the plan), each on the value its chain gives. */
+static uint64_t clean_hash(int kind, const char *name, size_t nlen, const char *v, size_t n)
+{
+	uint64_t h = 0x9e3779b97f4a7c15ull * (uint64_t)(kind + 1) ^ (nlen << 32 | n);
+	for (int part = 0; part < 2; part++) {
+		const char *p = part ? v : name;
+		size_t len = part ? n : nlen, i = 0;
+		for (; i + 8 <= len; i += 8) {
+			uint64_t w;
+			memcpy(&w, p + i, 8);
+			h = (h ^ w) * 0xff51afd7ed558ccdull;
+			h ^= h >> 32;
+		}
+		uint64_t w = 0;
+		memcpy(&w, p + i, len - i);
+		h = (h ^ w ^ (uint64_t)part) * 0xc4ceb9fe1a85ec53ull;
+		h ^= h >> 29;
+	}
+	return h;
+}
+
+static struct clean *clean_slot(struct waf_eval *ev, enum waf_target kind, const char *name, size_t nlen,
+                                const char *v, size_t n, uint64_t *hash, bool *hit)
+{
+	*hit = false;
+	if ((kind != WAF_TGT_HEADERS && kind != WAF_TGT_COOKIES) || ev->exhaustive || nlen + n > CLEAN_MAX)
+		return NULL;
+	*hash = clean_hash((int)kind, name, nlen, v, n);
+	struct clean *c = &ev->clean[*hash % CLEAN_SLOTS];
+	*hit = c->kind == (int)kind && c->hash == *hash && c->pol == ev->pol && c->nlen == nlen && c->vlen == n &&
+	       memcmp(c->bytes, name, nlen) == 0 && memcmp(c->bytes + nlen, v, n) == 0;
+	return c;
+}
+
+static void inspect_value(struct waf_eval *ev, enum waf_target kind, const char *name, size_t nlen, const char *v,
+                          size_t n);
+
 static void inspect(struct waf_eval *ev, enum waf_target kind, const char *name, size_t nlen, const char *v, size_t n)
 {
 	ev->seen[kind] = true;
-	const struct plan_kind *pk = &ev->plan->kinds[kind];
-	if (pk->n == 0)
+	if (ev->plan->kinds[kind].n == 0)
 		return;
+	if (!name)
+		nlen = 0;
+	uint64_t hash = 0;
+	bool hit;
+	struct clean *c = clean_slot(ev, kind, name, nlen, v, n, &hash, &hit);
+	if (hit)
+		return;
+	inspect_value(ev, kind, name, nlen, v, n);
+	/* kept only when evaluated in full: nothing matched in the request so
+	 * far (the counts only grow: nothing before it either), no regex gave up */
+	if (c && ev->out->total_hits == 0 && ev->out->regex_limits == 0) {
+		c->hash = hash;
+		c->pol = ev->pol;
+		c->kind = (int)kind;
+		c->nlen = (uint16_t)nlen;
+		c->vlen = (uint16_t)n;
+		memcpy(c->bytes, name, nlen);
+		memcpy(c->bytes + nlen, v, n);
+	}
+}
+
+static void inspect_value(struct waf_eval *ev, enum waf_target kind, const char *name, size_t nlen, const char *v,
+                          size_t n)
+{
+	const struct plan_kind *pk = &ev->plan->kinds[kind];
 	if (n > MAX_VALUE)
 		n = MAX_VALUE;
 	const struct waf_ruleset *rs = ev->rs;

@@ -3,6 +3,7 @@ command's behaviour (verdict lines, exit status, errors by file and rule)."""
 
 import json
 import re
+import urllib.parse
 
 import pytest
 
@@ -180,3 +181,21 @@ def test_a_regex_that_gives_up_is_reported(tmp_path):
     lines = r.stdout.splitlines()
     assert "gave_up=1" in lines[0] and "rules=-" in lines[0], lines[0]
     assert "gave_up" not in lines[1] and "99001" in lines[1], lines[1]
+
+
+def test_clean_values_are_remembered_only_when_evaluated_in_full(tmp_path):
+    # header and cookie values found clean are remembered per evaluator; a
+    # value seen after a rule already matched in its request was not tried
+    # against that rule, so it must not be remembered as clean
+    sqli = urllib.parse.quote("' or 'a'='a")
+    f = write_lines(tmp_path / "r.jsonl", [
+        {"path": "/?q=" + urllib.parse.quote("' or '1'='1"), "headers": {"Cookie": "c=" + sqli, "Referer": "x' or 'a'='a"}},
+        {"path": "/", "headers": {"Cookie": "c=" + sqli}},
+        {"path": "/", "headers": {"Referer": "x' or 'a'='a"}},
+        {"path": "/", "headers": {"Cookie": "c=plain", "User-Agent": "Mozilla/5.0"}},
+        {"path": "/", "headers": {"Cookie": "c=plain", "User-Agent": "Mozilla/5.0 () { :; }; /bin/id"}},
+        {"path": "/", "headers": {"Cookie": "c=plain", "User-Agent": "Mozilla/5.0"}},
+    ])
+    lines = run_sluice(["waf", "test", "--rules", RULES, f]).stdout.splitlines()
+    assert [l.split()[1] for l in lines[:6]] == ["block", "block", "block", "pass", "block", "pass"], lines
+    assert "rules=-" in lines[3] and "rules=-" in lines[5]
