@@ -800,12 +800,13 @@ void counters_write(const struct counters *reg, const struct counters_map *m, bo
 
 /* Label sets whose values are mostly 0 for any one name (a request ends for
  * a reason other than a normal response rarely, and one name meets few of
- * them): their zero series are left out so the series count stays near what
- * is used. Every other series is shown from the start, 0 included, so a
- * rate() sees the first increment. */
+ * them; a route's WAF blocks by rule group and its policy errors by phase
+ * likewise): their zero series are left out so the series count stays near
+ * what is used. Every other series is shown from the start, 0 included, so
+ * a rate() sees the first increment. */
 static bool lset_sparse(enum ctr_lset ls)
 {
-	return ls == CTR_LSET_REASON;
+	return ls == CTR_LSET_REASON || ls == CTR_LSET_WAF_GROUP || ls == CTR_LSET_POLICY_PHASE;
 }
 
 static void expo_u64(struct evbuffer *out, uint64_t v)

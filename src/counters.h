@@ -596,7 +596,8 @@ void counters_write(const struct counters *reg, const struct counters_map *m, bo
 /* /metrics: every family of the tables in the Prometheus text format 0.0.4
  * or (openmetrics) the body of an OpenMetrics 1.0 exposition (the caller
  * adds "# EOF"): # HELP and # TYPE, then one sample per series of m's
- * names, 0 included, except zero series of the reason label set;
+ * names, 0 included, except zero series of the sparse label sets (reason,
+ * WAF rule group, policy phase);
  * histograms as _bucket{le} (cumulative, seconds), _sum (seconds), _count.
  * Main thread; the workers' sets are summed as they are read. */
 void counters_expose(const struct counters *reg, const struct counters_map *m, bool openmetrics,
