@@ -215,18 +215,33 @@ static void tb_json(struct tbuf *b, const char *s)
 
 static void tb_u64(struct tbuf *b, uint64_t v, bool quoted)
 {
-	char num[32];
-	int n = snprintf(num, sizeof num, quoted ? "\"%llu\"" : "%llu", (unsigned long long)v);
-	tb_put(b, num, (size_t)n);
+	char num[24];
+	size_t i = sizeof num;
+	if (quoted)
+		num[--i] = '"';
+	do {
+		num[--i] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v);
+	if (quoted)
+		num[--i] = '"';
+	tb_put(b, num + i, sizeof num - i);
+}
+
+/* "KEY": attribute keys are the code's own plain ASCII, not escaped */
+static void tb_key(struct tbuf *b, bool *first, const char *key)
+{
+	tb_cstr(b, *first ? "{\"key\":\"" : ",{\"key\":\"");
+	*first = false;
+	tb_cstr(b, key);
+	tb_put(b, "\"", 1);
 }
 
 static void attr_str(struct tbuf *b, bool *first, const char *key, const char *value)
 {
 	if (!value || !*value)
 		return;
-	tb_cstr(b, *first ? "{\"key\":" : ",{\"key\":");
-	*first = false;
-	tb_json(b, key);
+	tb_key(b, first, key);
 	tb_cstr(b, ",\"value\":{\"stringValue\":");
 	tb_json(b, value);
 	tb_cstr(b, "}}");
@@ -235,9 +250,7 @@ static void attr_str(struct tbuf *b, bool *first, const char *key, const char *v
 /* int64 values are strings in OTLP JSON (the protobuf JSON mapping) */
 static void attr_int(struct tbuf *b, bool *first, const char *key, uint64_t value)
 {
-	tb_cstr(b, *first ? "{\"key\":" : ",{\"key\":");
-	*first = false;
-	tb_json(b, key);
+	tb_key(b, first, key);
 	tb_cstr(b, ",\"value\":{\"intValue\":");
 	tb_u64(b, value, true);
 	tb_cstr(b, "}}");
@@ -285,10 +298,17 @@ static void encode_span(struct tbuf *b, const struct trace_span *s)
 	tb_cstr(b, ",\"flags\":");
 	tb_u64(b, (uint64_t)s->flags | 0x100u | (has_parent ? 0x200u : 0), false);
 	/* "{method} {http.route}" (the route's name here), else the method alone */
-	char name[sizeof s->method + sizeof s->route + 1];
-	snprintf(name, sizeof name, s->route[0] ? "%s %s" : "%s", method, s->route);
 	tb_cstr(b, ",\"name\":");
-	tb_json(b, name);
+	if (s->route[0]) {
+		char name[sizeof s->method + sizeof s->route + 1];
+		size_t ml = strlen(method), rl = strlen(s->route);
+		memcpy(name, method, ml);
+		name[ml] = ' ';
+		memcpy(name + ml + 1, s->route, rl + 1);
+		tb_json(b, name);
+	} else {
+		tb_json(b, method);
+	}
 	tb_cstr(b, ",\"kind\":2,\"startTimeUnixNano\":"); /* SPAN_KIND_SERVER */
 	tb_u64(b, s->start_ns, true);
 	tb_cstr(b, ",\"endTimeUnixNano\":");
@@ -579,7 +599,8 @@ static void *exporter_main(void *arg)
 	struct trace_exporter *ex = arg;
 	while (!atomic_load(&ex->stop)) {
 		pthread_mutex_lock(&ex->lock);
-		int wait_ms = ex->conf ? (int)ex->conf->interval_ms : 1000;
+		/* no tracing and no queue (a process without `tracing`): sleep until configured */
+		int wait_ms = ex->conf ? (int)ex->conf->interval_ms : ex->rings ? 1000 : -1;
 		pthread_mutex_unlock(&ex->lock);
 		struct pollfd p = {.fd = ex->wake_fd, .events = POLLIN};
 		if (poll(&p, 1, wait_ms) > 0) {
@@ -660,6 +681,9 @@ void trace_exporter_configure(struct trace_exporter *ex, struct trace_export_con
 		trace_export_conf_unref(ex->conf);
 		ex->conf = ec;
 		ex->generation = generation;
+		uint64_t one = 1; /* its interval may have changed */
+		ssize_t n = write(ex->wake_fd, &one, sizeof one);
+		(void)n;
 	}
 	pthread_mutex_unlock(&ex->lock);
 }

@@ -6,7 +6,8 @@
  * writes, the exporter thread reads; no lock, no allocation, no system call
  * except a wakeup when the ring is half full). A full ring drops the span
  * and counts it (sluice_tracing_spans_dropped_total). The exporter thread
- * wakes every `interval` (or on that wakeup), encodes up to `batch_size`
+ * wakes every `interval` (or on that wakeup; never while nothing is
+ * configured and no ring exists), encodes up to `batch_size`
  * spans as one OTLP JSON ExportTraceServiceRequest and POSTs it with a small
  * blocking HTTP/1.1 client bounded by `timeout`; spans of a failed request
  * are dropped and counted (no retry: a collector that is down must not

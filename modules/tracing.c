@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/random.h>
 
 #include "conf_tracing.h"
@@ -87,15 +88,15 @@ static uint64_t rng_next(uint64_t s[4])
 	return result;
 }
 
-/* n random bytes, never all zero (an all-zero id is invalid) */
+/* A random id of 8 or 16 bytes, never all zero (an all-zero id is invalid). */
 static void random_id(struct tracing_worker *tw, uint8_t *out, size_t n)
 {
+	uint64_t v[2];
 	do {
-		for (size_t i = 0; i < n; i += 8) {
-			uint64_t v = rng_next(tw->rng);
-			memcpy(out + i, &v, n - i < 8 ? n - i : 8);
-		}
-	} while (trace_id_is_zero(out, n));
+		v[0] = rng_next(tw->rng);
+		v[1] = n > 8 ? rng_next(tw->rng) : 0;
+	} while ((v[0] | v[1]) == 0);
+	memcpy(out, v, n);
 }
 
 static const struct tracing_state *state_of(const struct snapshot *s)
@@ -106,19 +107,34 @@ static const struct tracing_state *state_of(const struct snapshot *s)
 	return NULL;
 }
 
+static bool name_is(const struct http_header *h, const char *lower, size_t n)
+{
+	return h->name_len == n && strncasecmp(h->name, lower, n) == 0;
+}
+
 /* The request's trace: continue a valid incoming one or start one, and put
- * what goes upstream in its fields. */
+ * what goes upstream in its fields (one pass over them finds both). */
 static void tracing_begin(struct request *r, const struct tracing_state *s, struct tracing_worker *tw)
 {
 	if (r->traced)
 		return;
 	r->traced = true;
-	size_t n = 0;
-	const char *tp = fields_value(&r->headers, "traceparent", &n);
+	struct fields *f = &r->headers;
+	int tp_at = -1, tp_count = 0, ts_count = 0;
+	for (size_t i = 0; i < f->n; i++) {
+		const struct http_header *h = &f->v[i];
+		if (h->name_len < 10 || (h->name[0] | 0x20) != 't')
+			continue;
+		if (name_is(h, "traceparent", 11)) {
+			tp_at = (int)i;
+			tp_count++;
+		} else if (name_is(h, "tracestate", 10)) {
+			ts_count++;
+		}
+	}
 	struct trace_parent parent;
-	int at = fields_find(&r->headers, "traceparent", 0);
 	/* two traceparent fields cannot both be the caller's: neither is trusted */
-	bool valid = tp && fields_find(&r->headers, "traceparent", (size_t)at + 1) < 0 && trace_parent_parse(tp, n, &parent);
+	bool valid = tp_count == 1 && trace_parent_parse(f->v[tp_at].value, f->v[tp_at].value_len, &parent);
 	bool sampled;
 	if (valid) {
 		memcpy(r->trace_id, parent.trace_id, sizeof r->trace_id);
@@ -135,42 +151,43 @@ static void tracing_begin(struct request *r, const struct tracing_state *s, stru
 
 	char *out = arena_alloc(&r->arena, TRACE_PARENT_LEN + 1);
 	trace_parent_format(r->trace_id, r->span_id, r->trace_flags, out);
-	fields_set(&r->headers, "traceparent", out);
-
-	/* tracestate belongs to the incoming traceparent: kept (bounded) with it, dropped without */
-	int first = fields_find(&r->headers, "tracestate", 0);
-	if (first < 0)
-		return;
-	if (!valid) {
-		fields_remove(&r->headers, "tracestate");
-		return;
-	}
-	size_t total = 0, count = 0;
-	for (int i = first; i >= 0; i = fields_find(&r->headers, "tracestate", (size_t)i + 1)) {
-		total += r->headers.v[i].value_len + 1;
-		count++;
-	}
-	const char *joined;
-	size_t joined_len;
-	if (count == 1) {
-		joined = r->headers.v[first].value;
-		joined_len = r->headers.v[first].value_len;
+	if (tp_count == 1) {
+		f->v[tp_at].value = out; /* in place: the field's position is kept */
+		f->v[tp_at].value_len = TRACE_PARENT_LEN;
 	} else {
+		if (tp_count > 1)
+			fields_remove(f, "traceparent");
+		fields_add(f, "traceparent", 11, out, TRACE_PARENT_LEN);
+	}
+	if (ts_count == 0)
+		return;
+	/* tracestate belongs to the incoming traceparent: kept (bounded) with it, dropped without */
+	if (!valid) {
+		fields_remove(f, "tracestate");
+		return;
+	}
+	int first = fields_find(f, "tracestate", 0);
+	const char *joined = f->v[first].value;
+	size_t joined_len = f->v[first].value_len;
+	if (ts_count > 1) {
+		size_t total = 0;
+		for (int i = first; i >= 0; i = fields_find(f, "tracestate", (size_t)i + 1))
+			total += f->v[i].value_len + 1;
 		char *j = arena_alloc(&r->arena, total);
 		joined_len = 0;
-		for (int i = first; i >= 0; i = fields_find(&r->headers, "tracestate", (size_t)i + 1)) {
+		for (int i = first; i >= 0; i = fields_find(f, "tracestate", (size_t)i + 1)) {
 			if (joined_len)
 				j[joined_len++] = ',';
-			memcpy(j + joined_len, r->headers.v[i].value, r->headers.v[i].value_len);
-			joined_len += r->headers.v[i].value_len;
+			memcpy(j + joined_len, f->v[i].value, f->v[i].value_len);
+			joined_len += f->v[i].value_len;
 		}
 		joined = j;
 	}
 	char *bounded = arena_alloc(&r->arena, TRACE_STATE_MAX + 1);
 	if (trace_state_bound(joined, joined_len, bounded, TRACE_STATE_MAX + 1) > 0)
-		fields_set(&r->headers, "tracestate", bounded);
+		fields_set(f, "tracestate", bounded);
 	else
-		fields_remove(&r->headers, "tracestate");
+		fields_remove(f, "tracestate");
 }
 
 static enum phase_result tracing_access(struct request *r, const void *snapshot_state, void *worker_state,
