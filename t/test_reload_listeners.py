@@ -117,7 +117,8 @@ def test_removed_listener_drains_while_kept_ones_lose_nothing(sluice, upstreams,
         assert h2s.returncode == 0, out
         # the session is told to stop (GOAWAY, then GOAWAY naming its stream), the stream still ends
         assert re.search(r"recv GOAWAY frame.*\n.*last_stream_id=2147483647, error_code=NO_ERROR", out), out
-        assert re.search(r"recv GOAWAY frame.*\n.*last_stream_id=13, error_code=NO_ERROR", out), out
+        final = re.findall(r"recv GOAWAY frame.*\n.*last_stream_id=(\d+), error_code=NO_ERROR", out)
+        assert len(final) == 2 and 0 < int(final[1]) < 2147483647, out  # the last stream nghttp opened
         assert re.search(r":status: 200", out) and '"server": "green"' in out, out
 
         # back under a new port, and removed again, with the load still on
