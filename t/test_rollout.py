@@ -200,7 +200,8 @@ def test_slow_canary_is_rolled_back_on_p99(sluice, upstreams, sockdir, canary):
     st = status(gw.sock)
     assert st["step"] == 1 and st["weights"] == "blue 100, green 0", st
     assert st["verdict"] == "rolled back: p99 500 ms over the limit 200 ms", st
-    assert st["last_interval"]["stable_p99_ms"] <= 50, st
+    # judged against the stable pool too: the canary (sleeps 400 ms) is the slower one
+    assert st["last_interval"]["stable_p99_ms"] < st["last_interval"]["canary_p99_ms"], st
 
 
 def test_abort_restart_reload_pause_and_promote(sluice, upstreams, sockdir, canary):
