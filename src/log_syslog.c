@@ -30,9 +30,13 @@ struct logsys {
 	char host[256];    /* HOSTNAME */
 	int fd;            /* -1: not open */
 	bool connecting;   /* a stream's non-blocking connect in progress */
-	struct event *io;  /* stream: writable */
+	struct event *io;  /* writable: a stream's frames, or datagrams the socket refused for now */
 	struct event *retry;
-	struct evbuffer *queue; /* stream: whole frames not yet sent */
+	/* what is not sent yet: a stream's whole frames; for datagrams, each as a
+	 * 4-byte length then its bytes (a Unix datagram socket such as /dev/log
+	 * refuses with EAGAIN while the collector's queue, 10 datagrams by
+	 * default, is full: those wait here instead of being dropped) */
+	struct evbuffer *queue;
 	uint64_t dropped;
 };
 
@@ -90,11 +94,25 @@ static void logsys_close(struct logsys *s)
 	s->fd = -1;
 	s->connecting = false;
 	size_t lost = evbuffer_get_length(s->queue);
-	if (lost) {
+	if (lost && s->t.transport != LOGSYS_TCP) {
+		/* datagrams that waited for room: each one is a line lost */
+		uint32_t len;
+		while (evbuffer_copyout(s->queue, &len, sizeof len) == (ev_ssize_t)sizeof len) {
+			s->dropped++;
+			evbuffer_drain(s->queue, sizeof len + len);
+		}
+	} else if (lost) {
 		/* frames cut by the lost connection: the collector drops a partial one */
 		s->dropped++;
-		evbuffer_drain(s->queue, lost);
 	}
+	evbuffer_drain(s->queue, evbuffer_get_length(s->queue));
+}
+
+static void logsys_retry_later(struct logsys *s)
+{
+	logsys_close(s);
+	struct timeval tv = { LOGSYS_RETRY_MS / 1000, (LOGSYS_RETRY_MS % 1000) * 1000 };
+	event_add(s->retry, &tv);
 }
 
 static void logsys_flush(struct logsys *s);
@@ -108,9 +126,7 @@ static void io_cb(evutil_socket_t fd, short what, void *arg)
 		int err = 0;
 		socklen_t len = sizeof(err);
 		if (getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0 || err != 0) {
-			logsys_close(s);
-			struct timeval tv = { LOGSYS_RETRY_MS / 1000, (LOGSYS_RETRY_MS % 1000) * 1000 };
-			event_add(s->retry, &tv);
+			logsys_retry_later(s);
 			return;
 		}
 		s->connecting = false;
@@ -156,15 +172,13 @@ static bool logsys_open(struct logsys *s)
 		}
 	}
 	s->fd = fd;
-	if (s->t.transport == LOGSYS_TCP) {
-		s->io = event_new(s->base, fd, EV_WRITE, io_cb, s);
-		if (!s->io) {
-			logsys_close(s);
-			goto later;
-		}
-		if (s->connecting)
-			event_add(s->io, NULL);
+	s->io = event_new(s->base, fd, EV_WRITE, io_cb, s);
+	if (!s->io) {
+		logsys_close(s);
+		goto later;
 	}
+	if (s->connecting)
+		event_add(s->io, NULL);
 	return true;
 later:;
 	struct timeval tv = { LOGSYS_RETRY_MS / 1000, (LOGSYS_RETRY_MS % 1000) * 1000 };
@@ -172,16 +186,46 @@ later:;
 	return false;
 }
 
+/* Sends queued datagrams in order until the socket refuses one. */
+static void logsys_flush_datagrams(struct logsys *s)
+{
+	uint32_t len;
+	while (s->fd >= 0 && evbuffer_copyout(s->queue, &len, sizeof len) == (ev_ssize_t)sizeof len) {
+		const unsigned char *p = evbuffer_pullup(s->queue, (ev_ssize_t)(sizeof len + len));
+		if (!p) {
+			logsys_retry_later(s);
+			return;
+		}
+		if (send(s->fd, p + sizeof len, len, MSG_DONTWAIT | MSG_NOSIGNAL) < 0) {
+			if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
+				if (!event_pending(s->io, EV_WRITE, NULL))
+					event_add(s->io, NULL);
+				return;
+			}
+			s->dropped++;
+			evbuffer_drain(s->queue, sizeof len + len);
+			if (errno != ENOBUFS) {
+				logsys_retry_later(s); /* e.g. ECONNREFUSED, the collector restarted */
+				return;
+			}
+			continue;
+		}
+		evbuffer_drain(s->queue, sizeof len + len);
+	}
+}
+
 static void logsys_flush(struct logsys *s)
 {
+	if (s->t.transport != LOGSYS_TCP) {
+		logsys_flush_datagrams(s);
+		return;
+	}
 	while (s->fd >= 0 && !s->connecting && evbuffer_get_length(s->queue) > 0) {
 		int n = evbuffer_write(s->queue, s->fd);
 		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
 			break;
 		if (n <= 0) {
-			logsys_close(s);
-			struct timeval tv = { LOGSYS_RETRY_MS / 1000, (LOGSYS_RETRY_MS % 1000) * 1000 };
-			event_add(s->retry, &tv);
+			logsys_retry_later(s);
 			return;
 		}
 	}
@@ -251,14 +295,30 @@ void logsys_send(struct logsys *s, int severity, const char *msg, size_t n, uint
 		return;
 	}
 	if (s->t.transport != LOGSYS_TCP) {
-		struct iovec iov[2] = { { head, (size_t)hn }, { (void *)msg, n } };
-		struct msghdr mh = { .msg_iov = iov, .msg_iovlen = 2 };
-		if (sendmsg(s->fd, &mh, MSG_DONTWAIT | MSG_NOSIGNAL) < 0) {
-			s->dropped++;
-			if (errno != EAGAIN && errno != EWOULDBLOCK && errno != ENOBUFS) {
-				logsys_close(s); /* e.g. ECONNREFUSED, the collector restarted: reopen later */
+		if (evbuffer_get_length(s->queue) == 0) {
+			struct iovec iov[2] = { { head, (size_t)hn }, { (void *)msg, n } };
+			struct msghdr mh = { .msg_iov = iov, .msg_iovlen = 2 };
+			if (sendmsg(s->fd, &mh, MSG_DONTWAIT | MSG_NOSIGNAL) >= 0)
+				return;
+			if (errno != EAGAIN && errno != EWOULDBLOCK) {
+				s->dropped++;
+				if (errno != ENOBUFS)
+					logsys_close(s); /* e.g. ECONNREFUSED, the collector restarted: reopen later */
+				return;
 			}
 		}
+		/* the socket is full (or others wait already): wait in order, bounded */
+		uint32_t len = (uint32_t)((size_t)hn + n);
+		if (evbuffer_get_length(s->queue) + sizeof len + len > LOGSYS_MAX_QUEUE ||
+		    evbuffer_add(s->queue, &len, sizeof len) != 0) {
+			s->dropped++;
+			return;
+		}
+		if (evbuffer_add(s->queue, head, (size_t)hn) != 0 || evbuffer_add(s->queue, msg, n) != 0) {
+			logsys_retry_later(s); /* half a record in the queue: start over, counted */
+			return;
+		}
+		logsys_flush_datagrams(s);
 		return;
 	}
 	size_t frame = (size_t)hn + n;

@@ -2,10 +2,11 @@
  * TCP (RFC 6587 octet-counted framing) or a Unix socket (datagram, as
  * /dev/log is, or stream), from one thread's event loop.
  *
- * Never blocks its thread: the socket is non-blocking; a stream keeps at
- * most LOGSYS_MAX_QUEUE bytes of messages not yet sent, and a message that
- * does not fit whole, or that a datagram socket refuses, is dropped and
- * counted (logsys_dropped). A message is queued whole or not at all, so the
+ * Never blocks its thread: the socket is non-blocking; messages the socket
+ * cannot take now (a stream's, or datagrams refused with EAGAIN, as a full
+ * /dev/log does) wait in order, at most LOGSYS_MAX_QUEUE bytes of them, and
+ * a message that does not fit whole, or that a datagram socket rejects
+ * otherwise, is dropped and counted (logsys_dropped). A message is queued whole or not at all, so the
  * collector never gets a partial line; a lost connection is reopened after
  * LOGSYS_RETRY_MS (what was queued on it is dropped and counted).
  *

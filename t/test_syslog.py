@@ -127,6 +127,27 @@ def test_access_log_reaches_rsyslog(sluice, upstreams, rsyslog, kind):
     assert sorted(e["target"] for e in gw.access_log() if e["target"].startswith("/syslog/")) == sorted(targets)
 
 
+def test_a_stalled_unix_collector_loses_no_line(sluice, upstreams, rsyslog):
+    """/dev/log-style sockets hold 10 datagrams (net.unix.max_dgram_qlen): a
+    collector that stops reading for a moment must not cost lines; they wait
+    in sluice's bounded queue and go out, in order, when it reads again."""
+    r = rsyslog("unix")
+    ups = upstreams(1)
+    gw = sluice(base_config(free_port(), [ups[0].address], workers=1,
+                            access_log={"syslog": "unix://%s" % r.sock}))
+    os.kill(r.proc.pid, signal.SIGSTOP)
+    try:
+        targets = ["/stalled/%d" % i for i in range(120)]
+        for t in targets:
+            assert get(gw.port, t).status == 200  # requests are not held up
+    finally:
+        os.kill(r.proc.pid, signal.SIGCONT)
+    wait_until(lambda: len(r.lines()) >= len(targets), timeout=20, what="120 lines at rsyslog")
+    entries = [json.loads(line["msg"]) for line in r.lines()]
+    assert [e["target"] for e in entries] == targets  # every line, in order
+    assert "lines dropped" not in gw.stderr()
+
+
 def test_collector_down_costs_requests_nothing_and_comes_back(sluice, upstreams, rsyslog, tmp_path):
     port = free_port()  # nobody listens yet
     ups = upstreams(1)
