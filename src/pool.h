@@ -20,7 +20,14 @@
  * a per-pool, per-kind queue (conn_timer.h: every deadline of a queue has the
  * pool's duration of that kind, so setting one is an unlink and an append,
  * not a libevent timer re-add per request). Busy deadlines run the owner's
- * on_deadline callback; the idle one frees the connection. */
+ * on_deadline callback; the idle one frees the connection.
+ *
+ * Reads: once a plaintext connection is up (pool_conn_own_reads), it is read
+ * by its own event with one fixed-size read(2) into the bufferevent's input,
+ * not by libevent's evbuffer_read, which asks ioctl(FIONREAD) first on every
+ * read; the bufferevent's read and event callbacks run as libevent would run
+ * them, so owners see no difference. Start and stop reading through
+ * pool_conn_read(). */
 #ifndef SLUICE_POOL_H
 #define SLUICE_POOL_H
 
@@ -62,6 +69,8 @@ struct upstream_conn {
 	bool idle;
 	void *owner; /* the proxy transaction using it, NULL when idle */
 	struct io_flusher flusher; /* direct writes once connected (plain sockets only) */
+	struct event *rev;         /* own reads (plaintext, once connected); NULL: the bufferevent reads */
+	bool reading;              /* rev is added */
 	struct conn_timer timer;   /* the one deadline (enum pool_deadline), on the pool's queue */
 	pool_deadline_cb on_deadline; /* the owner's, for the busy kinds */
 	uint64_t active_us;        /* owner's use: last progress (monotonic) */
@@ -137,6 +146,11 @@ struct upstream_conn *pool_new_conn(struct pool_state *p, size_t server);
  * frees it instead when the idle list is full or the worker is draining. */
 void pool_release(struct upstream_conn *uc);
 void upstream_conn_free(struct upstream_conn *uc);
+/* A plaintext connection just connected: its reads move off the bufferevent
+ * onto an own event (reading on). Returns 0, or -1: the bufferevent keeps them. */
+int pool_conn_own_reads(struct upstream_conn *uc);
+/* Start or stop reading uc, whoever reads it. Returns 0 or -1. */
+int pool_conn_read(struct upstream_conn *uc, bool on);
 /* Give a busy connection the deadline `kind` (POOL_DL_CONNECT or
  * POOL_DL_RESPONSE) at from_us + the pool's duration of that kind, replacing
  * any it had; uc->on_deadline(uc, kind) runs when it passes. */

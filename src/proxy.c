@@ -575,8 +575,9 @@ static void proxy_attempt(struct exchange *ex, bool allow_reuse)
 	proxy_build_head(ex, bufferevent_get_output(uc->bev));
 	/* a pooled plain connection writes through its flusher (io.h): arming the
 	 * write event here would cost the epoll_ctl pair the flusher saves */
-	short want = io_flusher_active(&uc->flusher) ? EV_READ : EV_READ | EV_WRITE;
-	if ((bufferevent_get_enabled(uc->bev) & want) != want && bufferevent_enable(uc->bev, want) != 0) {
+	bool want_write = !io_flusher_active(&uc->flusher);
+	if ((want_write && !(bufferevent_get_enabled(uc->bev) & EV_WRITE) && bufferevent_enable(uc->bev, EV_WRITE) != 0) ||
+	    pool_conn_read(uc, true) != 0) {
 		proxy_fail(ex, REASON_UPSTREAM_CONNECT_FAILED, 502);
 		return;
 	}
@@ -949,7 +950,7 @@ static void proxy_pump_response(struct exchange *ex)
 	if (ex->ops->buffered(ex) >= PROXY_HIGH_WATER && !txn->resp_paused) {
 		/* the client is slower than the upstream: stop reading it until the client catches up */
 		txn->resp_paused = true;
-		bufferevent_disable(txn->uc->bev, EV_READ);
+		(void)pool_conn_read(txn->uc, false);
 	}
 }
 
@@ -961,7 +962,7 @@ void proxy_on_client_drained(struct exchange *ex)
 	if (txn->resp_paused) {
 		txn->resp_paused = false;
 		txn->uc->active_us = clock_mono_us(); /* the upstream's turn again, with a full response timeout */
-		bufferevent_enable(txn->uc->bev, EV_READ);
+		(void)pool_conn_read(txn->uc, true);
 		if (txn->resp_head_done)
 			proxy_pump_response(ex);
 	}
@@ -975,8 +976,10 @@ static void up_read_cb(struct bufferevent *bev, void *arg)
 	struct proxy_txn *txn = &ex->txn;
 	struct evbuffer *in = bufferevent_get_input(bev);
 	/* libevent reads 4 KiB per wakeup: take the rest of a larger response now,
-	 * so that it leaves in one write instead of one per wakeup */
-	if (evbuffer_get_length(in) >= 4096 && txn->uc && io_flusher_active(&txn->uc->flusher) && !txn->resp_paused)
+	 * so that it leaves in one write instead of one per wakeup (own reads,
+	 * pool.h, already read what the socket held) */
+	if (evbuffer_get_length(in) >= 4096 && txn->uc && !txn->uc->rev && io_flusher_active(&txn->uc->flusher) &&
+	    !txn->resp_paused)
 		io_read_more(bev, PROXY_UPSTREAM_READ_HIGH);
 	txn->resp_bytes_seen += evbuffer_get_length(in);
 	if (txn->uc)
@@ -1021,6 +1024,9 @@ static void up_event_cb(struct bufferevent *bev, short what, void *arg)
 		 * while connecting goes out through the flusher */
 		if (!txn->pool->conf->tls && io_flusher_init(&txn->uc->flusher, &ex->req.worker->flush_queue, bev) != 0)
 			log_msg(LOG_DEBUG, "direct writes unavailable on an upstream connection");
+		/* and read with a plain read(2), without libevent's ioctl(FIONREAD) per read */
+		if (!txn->pool->conf->tls && pool_conn_own_reads(txn->uc) != 0)
+			log_msg(LOG_DEBUG, "own reads unavailable on an upstream connection");
 		proxy_pump_request(ex);
 		return;
 	}
