@@ -624,6 +624,10 @@ static void proxy_pump_request(struct exchange *ex)
 	if (txn->connecting)
 		return;
 	struct evbuffer *out = bufferevent_get_output(txn->uc->bev);
+	/* the flusher does not watch the output (an evbuffer callback on every
+	 * add and drain): what this adds is written once the callbacks are done */
+	if (evbuffer_get_length(out) > 0 || !ex->body_done || proxy_body_held(ex))
+		io_flusher_schedule(&txn->uc->flusher);
 	const struct conf_limits *lim = &ex->req.snap->conf->limits;
 	bool chunked = ex->body == EX_BODY_STREAM;
 
@@ -991,11 +995,13 @@ static void up_read_cb(struct bufferevent *bev, void *arg)
 
 static void up_write_cb(struct bufferevent *bev, void *arg)
 {
-	(void)bev;
 	struct exchange *ex = arg;
 	struct proxy_txn *txn = &ex->txn;
 	if (txn->uc) {
-		txn->uc->active_us = clock_mono_us(); /* the upstream took request bytes */
+		/* the upstream took bytes that had waited for it (a direct write right
+		 * after queueing them, the usual case, is no news for the response timeout) */
+		if (bufferevent_get_enabled(bev) & EV_WRITE)
+			txn->uc->active_us = clock_mono_us();
 		io_flusher_drained(&txn->uc->flusher);
 	}
 	if (txn->req_paused) {
@@ -1022,7 +1028,8 @@ static void up_event_cb(struct bufferevent *bev, short what, void *arg)
 		pool_conn_deadline(txn->uc, POOL_DL_RESPONSE, now);
 		/* plain sockets write directly from now on (io.h); the request head queued
 		 * while connecting goes out through the flusher */
-		if (!txn->pool->conf->tls && io_flusher_init(&txn->uc->flusher, &ex->req.worker->flush_queue, bev) != 0)
+		if (!txn->pool->conf->tls &&
+		    io_flusher_init_explicit(&txn->uc->flusher, &ex->req.worker->flush_queue, bev) != 0)
 			log_msg(LOG_DEBUG, "direct writes unavailable on an upstream connection");
 		/* and read with a plain read(2), without libevent's ioctl(FIONREAD) per read */
 		if (!txn->pool->conf->tls && pool_conn_own_reads(txn->uc) != 0)
