@@ -2,7 +2,9 @@
  * is bound by name, idle upstream connections to a server still configured
  * (same pool name and address) carry over, those to a dropped server or a
  * renamed pool are closed, and a busy connection of an old set that comes
- * back joins the current set. Real sockets (socketpairs) and a real event
+ * back joins the current set. Deadlines: an idle connection closes at its
+ * idle deadline, which it keeps across a reload; a busy one's deadline goes
+ * to its owner's callback. Real sockets (socketpairs) and a real event
  * base; the worker is a plain struct with only what pools use. */
 #include <check.h>
 #include <stdlib.h>
@@ -13,6 +15,7 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 
+#include "clock.h"
 #include "conf.h"
 #include "pool.h"
 #include "runtime.h"
@@ -52,11 +55,11 @@ static struct conf *load(const char *src)
 	return c;
 }
 
-static void setup(struct fixture *f)
+static void setup_confs(struct fixture *f, const char *one, const char *two)
 {
 	memset(f, 0, sizeof(*f));
-	f->one = load(conf_one);
-	f->two = load(conf_two);
+	f->one = load(one);
+	f->two = load(two);
 	f->rt = runtime_new();
 	ck_assert_ptr_nonnull(f->rt);
 	ck_assert_int_eq(runtime_sync(f->rt, f->one), 0);
@@ -64,6 +67,11 @@ static void setup(struct fixture *f)
 	f->w.base = event_base_new();
 	ck_assert_ptr_nonnull(f->w.base);
 	f->w.gen = &f->gen;
+}
+
+static void setup(struct fixture *f)
+{
+	setup_confs(f, conf_one, conf_two);
 }
 
 static void teardown(struct fixture *f)
@@ -215,6 +223,79 @@ START_TEST(prune_drops_state_of_servers_gone)
 }
 END_TEST
 
+/* generation 1 closes idle connections after 100 ms, generation 2 after 60 s */
+static const char *conf_short_idle = "return { " LISTENER
+                                     "pools = { web = { keepalive = { idle = 8, idle_timeout = '100ms' },"
+                                     "                  servers = { { address = '127.0.0.1:1001' } } } },"
+                                     "routes = { { match = { path_prefix = '/' }, pool = 'web' } } }";
+static const char *conf_long_idle = "return { " LISTENER
+                                    "pools = { web = { keepalive = { idle = 8, idle_timeout = '60s' },"
+                                    "                  servers = { { address = '127.0.0.1:1001' } } } },"
+                                    "routes = { { match = { path_prefix = '/' }, pool = 'web' } } }";
+
+static void run_for_ms(struct event_base *base, long ms)
+{
+	struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
+	ck_assert_int_eq(event_base_loopexit(base, &tv), 0);
+	ck_assert_int_ge(event_base_dispatch(base), 0);
+}
+
+static enum pool_deadline seen_kind;
+static int seen_calls;
+
+static void record_deadline(struct upstream_conn *uc, enum pool_deadline kind)
+{
+	seen_kind = kind;
+	seen_calls++;
+	upstream_conn_free(uc);
+}
+
+START_TEST(idle_deadline_closes_and_carries_over)
+{
+	struct fixture f;
+	setup_confs(&f, conf_short_idle, conf_long_idle);
+	struct pool_set *a = pool_set_new(&f.w, f.rt, f.one);
+	f.gen.pools = a;
+	struct pool_state *web = pool_set_find(a, "web");
+	uint64_t before = clock_mono_us();
+	pool_release(connected(&f, web, 0));
+	pool_release(connected(&f, web, 0));
+	ck_assert_uint_eq(web->servers[0].num_idle, 2);
+	struct upstream_conn *first = web->servers[0].idle;
+	ck_assert(conn_timer_pending(&first->timer));
+	ck_assert_uint_ge(first->timer.at_us, before + 100000);
+	ck_assert_uint_le(first->timer.at_us, clock_mono_us() + 100000);
+	uint64_t until = first->timer.at_us;
+
+	/* a reload to a 60 s idle timeout: the connections keep their 100 ms deadline */
+	struct pool_set *b = pool_set_new(&f.w, f.rt, f.two);
+	ck_assert_uint_eq(pool_set_take_idle(b, a), 2);
+	f.gen.pools = b;
+	pool_set_free(a);
+	struct pool_state *nweb = pool_set_find(b, "web");
+	ck_assert_uint_eq(nweb->servers[0].num_idle, 2);
+	ck_assert_ptr_eq(nweb->servers[0].idle->timer.q, &nweb->dl[POOL_DL_IDLE]);
+	ck_assert(nweb->servers[0].idle->timer.at_us == until || nweb->servers[0].idle->next->timer.at_us == until);
+	run_for_ms(f.w.base, 400);
+	ck_assert_uint_eq(nweb->servers[0].num_idle, 0);
+	ck_assert_uint_eq(conns(f.rt, "web", "127.0.0.1:1001"), 0);
+
+	/* a busy connection's deadline goes to its owner's callback, with its kind */
+	struct upstream_conn *busy = connected(&f, nweb, 0);
+	busy->on_deadline = record_deadline;
+	seen_calls = 0;
+	pool_conn_deadline(busy, POOL_DL_RESPONSE, clock_mono_us());
+	pool_conn_deadline(busy, POOL_DL_CONNECT, clock_mono_us() - 5000000); /* replaces it, due now */
+	ck_assert_ptr_eq(busy->timer.q, &nweb->dl[POOL_DL_CONNECT]);
+	run_for_ms(f.w.base, 50);
+	ck_assert_int_eq(seen_calls, 1);
+	ck_assert_int_eq(seen_kind, POOL_DL_CONNECT);
+	ck_assert_uint_eq(conns(f.rt, "web", "127.0.0.1:1001"), 0);
+	pool_set_free(b);
+	teardown(&f);
+}
+END_TEST
+
 static Suite *pool_suite(void)
 {
 	Suite *s = suite_create("pool");
@@ -223,6 +304,7 @@ static Suite *pool_suite(void)
 	tcase_add_test(tc, idle_connections_carry_over_by_name);
 	tcase_add_test(tc, busy_connection_of_an_old_set_joins_the_current_one);
 	tcase_add_test(tc, prune_drops_state_of_servers_gone);
+	tcase_add_test(tc, idle_deadline_closes_and_carries_over);
 	suite_add_tcase(s, tc);
 	return s;
 }
