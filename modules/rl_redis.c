@@ -155,6 +155,10 @@ static void fail_connection(struct rl_redis *r, const char *why)
 {
 	redisAsyncContext *ac = r->ac;
 	r->ac = NULL;
+	/* a master that a sentinel named could not be reached or is none (ROLE):
+	 * that sentinel may be stale, so another one is asked first next time */
+	if (r->state == CONN_CONNECTING && r->num_sentinels)
+		r->sentinel_next = (r->sentinel_next + 1) % r->num_sentinels;
 	set_down(r, why);
 	if (ac) {
 		/* hiredis calls each pending callback with a NULL reply, which

@@ -15,7 +15,8 @@ import tempfile
 import pytest
 
 from conftest import SLUICE_BIN, free_port, wait_until
-from test_ratelimit import REDIS, Redis, get
+from test_ratelimit import REDIS, get
+from test_sentinel import Node
 
 pytestmark = pytest.mark.skipif(not REDIS, reason="redis-server is needed")
 
@@ -87,7 +88,7 @@ def start(sluice, cfg, port, sock, name):
 @pytest.mark.timeout(120)
 def test_dump_lose_restart_restore(sluice, upstreams, sockdir, tmp_path):
     ups = upstreams(3, names=["u1", "u2", "u3"])
-    r = Redis(tmp_path)
+    r = Node(tmp_path)
     try:
         sock = os.path.join(sockdir, "admin.sock")
         state = os.path.join(sockdir, "state")

@@ -77,7 +77,7 @@ class Sentinel:
         self.password = password
         self.log = open(os.path.join(self.dir, "sentinel.log"), "ab")
         self.proc = subprocess.Popen([SENTINEL, conf], stdout=self.log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL)
+                                     stdin=subprocess.DEVNULL, cwd=self.dir)
         wait_until(self._ping, timeout=10, what="redis-sentinel on %d" % self.port)
 
     def _ping(self):
@@ -105,18 +105,26 @@ class Sentinel:
         self.log.close()
 
 
-class Replica(Redis):
-    def __init__(self, workdir, master_port):
+class Node(Redis):
+    """A redis-server in its own directory: a replica's sync writes dump.rdb
+    there (not into the test's working directory, where every later
+    redis-server started there would load it)."""
+
+    def __init__(self, workdir, master_port=None):
         self.master_port = master_port
         super().__init__(workdir)
 
     def start(self):
+        d = os.path.join(str(self.workdir), "redis-%d" % self.port)
+        os.makedirs(d, exist_ok=True)
         self.log = open(os.path.join(str(self.workdir), "redis-%d.log" % self.port), "ab")
-        self.proc = subprocess.Popen([REDIS, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                                      "--appendonly", "no", "--daemonize", "no",
-                                      "--replicaof", "127.0.0.1", str(self.master_port)],
-                                     stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        wait_until(lambda: self._ping(), timeout=10, what="redis replica on %d" % self.port)
+        args = [REDIS, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                "--daemonize", "no", "--dir", d]
+        if self.master_port:
+            args += ["--replicaof", "127.0.0.1", str(self.master_port)]
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     cwd=d)
+        wait_until(lambda: self._ping(), timeout=10, what="redis-server on %d" % self.port)
 
 
 @pytest.fixture
@@ -124,9 +132,9 @@ def cluster(tmp_path):
     """A master, a replica in sync, three sentinels that know both and each other."""
     started = []
     try:
-        master = Redis(tmp_path)
+        master = Node(tmp_path)
         started.append(master)
-        replica = Replica(tmp_path, master.port)
+        replica = Node(tmp_path, master.port)
         started.append(replica)
         wait_until(lambda: "master_link_status:up" in resp(replica.port, "INFO", "replication"),
                    timeout=15, what="replica in sync")
@@ -416,7 +424,7 @@ def test_sentinel_config_errors(tmp_path):
 def test_sentinel_password(sluice, upstreams, sockdir, tmp_path):
     """sentinel_password_file: AUTH to the sentinels (the query and the
     subscription); a wrong password is said in the log and falls back."""
-    master = Redis(tmp_path)
+    master = Node(tmp_path)
     sen = Sentinel(tmp_path, master.port, 0, quorum=1, password="s3cret")
     try:
         (u,) = upstreams(1)
@@ -442,3 +450,96 @@ def test_sentinel_password(sluice, upstreams, sockdir, tmp_path):
     finally:
         sen.stop()
         master.stop()
+
+
+class StaleSentinel:
+    """A fake sentinel that always names one (stale) master and never
+    publishes +switch-master: what a partitioned or lagging sentinel does."""
+
+    def __init__(self, master_port):
+        import socket
+        import threading
+        self.answer = str(master_port)
+        self.srv = socket.socket()
+        self.srv.bind(("127.0.0.1", 0))
+        self.srv.listen(64)
+        self.port = self.srv.getsockname()[1]
+        self.conns = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        import threading
+        while True:
+            try:
+                c, _ = self.srv.accept()
+            except OSError:
+                return
+            self.conns.append(c)
+            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+    def _serve(self, c):
+        f = c.makefile("rb")
+        try:
+            while True:
+                line = f.readline()
+                if not line.startswith(b"*"):
+                    return
+                args = []
+                for _ in range(int(line[1:])):
+                    n = int(f.readline()[1:])
+                    args.append(f.read(n + 2)[:-2].decode().upper())
+                if args[0] == "SENTINEL":
+                    out = "*2\r\n$9\r\n127.0.0.1\r\n$%d\r\n%s\r\n" % (len(self.answer), self.answer)
+                elif args[0] == "SUBSCRIBE":
+                    out = "*3\r\n$9\r\nsubscribe\r\n$14\r\n+switch-master\r\n:1\r\n"
+                else:
+                    out = "+OK\r\n"
+                c.sendall(out.encode())
+        except (OSError, ValueError):
+            return
+
+    def stop(self):
+        self.srv.close()
+        for c in self.conns:
+            try:
+                c.close()
+            except OSError:
+                pass
+
+
+@pytest.mark.timeout(120)
+def test_stale_sentinel_first_and_no_switch_message(sluice, upstreams, cluster, sockdir):
+    """The first sentinel listed is stale and the subscription (on it) never
+    hears of the failover: the demoted master's READONLY (or the dropped
+    connection) makes the worker ask again, ROLE refuses the stale answer, and
+    the next sentinel names the new master."""
+    master, replica, sentinels = cluster
+    stale = StaleSentinel(master.port)
+    try:
+        (u,) = upstreams(1)
+        port = free_port()
+        sock = os.path.join(sockdir, "st.sock")
+        gw = sluice(gw_config(port, sock, [stale] + sentinels) % u.address, ports=[port], name="stale")
+        gw.sock = sock
+        wait_until(lambda: sum(1 for e in err_lines(gw) if e.get("msg") == "ratelimit: redis connected") >= 2,
+                   what="connected (the stale sentinel is right for now)")
+        ld = Load([port], "/api/s", rate=40, seconds=8.0, headers={"X-Client": "st"}).start()
+        time.sleep(1.0)
+        t0 = time.monotonic()
+        assert resp(sentinels[0].port, "SENTINEL", "FAILOVER", MASTER) == "OK"
+        wait_until(lambda: followed([gw], replica.port), timeout=30, interval=0.05,
+                   what="sluice on the new master without the +switch-master message")
+        print("stale sentinel first, no switch message: on the new master %.2f s after SENTINEL FAILOVER"
+              % (time.monotonic() - t0))
+        ld.join()
+        assert all(s in (200, 429) for s, _, _ in ld.results)
+        errors = [e.get("error", "") for e in err_lines(gw)
+                  if e.get("msg") == "ratelimit: redis unavailable, shared limits fall back"]
+        # how the worker noticed, and that the stale answer was refused by ROLE or never used again
+        assert any("READONLY" in x or "connection lost" in x or "not the master" in x for x in errors), errors
+        assert not any("switched the master" in x for x in errors), errors
+        shared = [get(port, "/t/x", {"X-Tight": "stale"})[0] for _ in range(12)]
+        assert shared.count(200) == 10, shared
+        assert resp(replica.port, "EXISTS", "sluice:rl:tight:stale") == 1
+    finally:
+        stale.stop()
