@@ -13,6 +13,7 @@
 #include "module.h"
 #include "proxy.h"
 #include "route.h"
+#include "route_path.h"
 #include "snapshot.h"
 #include "tls_io.h"
 #include "worker.h"
@@ -544,14 +545,14 @@ static void pipeline_route(struct exchange *ex)
 	struct request *r = &ex->req;
 	const struct snapshot *s = r->snap;
 	const struct conf *c = s->conf;
-	/* routes match the normalized path (route.h says why); the target goes upstream unchanged */
+	/* routes match the normalized path (route_path.h says why); the target goes upstream unchanged */
 	size_t raw_len = strlen(r->path);
 	char *path = arena_alloc(&r->arena, raw_len + 1); /* never longer than the raw path */
 	struct route_input in = {
 	    .host = r->host,
 	    .host_len = strlen(r->host),
 	    .path = path,
-	    .path_len = route_normalize_path(r->path, raw_len, path),
+	    .path_len = route_path_normalize(r->path, raw_len, path),
 	    .method = r->method,
 	    .method_len = strlen(r->method),
 	    .headers = r->headers.v,

@@ -20,8 +20,8 @@ struct route_scratch;
 struct ctr_worker;
 
 /* What the matcher looks at. host: lower-case or not (compared case-insensitively),
- * without port; may be NULL. path: without query string, normalized by route_normalize_path()
- * (the caller does it: route_match() does not allocate). */
+ * without port; may be NULL. path: without query string, normalized by route_path_normalize()
+ * (route_path.h; the caller does it: route_match() does not allocate). */
 struct route_input {
 	const char *host;
 	size_t host_len;
@@ -36,16 +36,6 @@ struct route_input {
 	 * it only when route_table_uses_client_subject() says a route looks at it. */
 	const char *client_subject;
 };
-
-/* The path as routes see it: RFC 3986 6.2.2 normalization, plus '/' decoded and "//" merged, so that
- * a route's path, path_prefix or path_regex (a deny of /internal/, another pool for /api/) sees
- * what an origin that decodes and resolves the path will serve: "/a/../internal/x", "//internal/x",
- * "/%69nternal/x" and "/internal%2Fx" all become "/internal/x". Percent-encoded unreserved
- * characters and %2F are decoded (other escapes are kept as sent), runs of '/' merged, "." and ".."
- * segments removed (".." never climbs above "/"). Writes at most len bytes to out (the result is
- * never longer) and returns the length; a path not starting with '/' ("*") is copied as it is.
- * Only for matching: the target goes upstream as the client sent it. */
-size_t route_normalize_path(const char *path, size_t len, char *out);
 
 /* Compile c->routes. On a bad regex, adds "FILE: routes[N].match.path_regex: ..." to errs and
  * returns NULL. The table keeps a pointer to c, which must outlive it. */

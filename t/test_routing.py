@@ -158,7 +158,7 @@ def test_no_route_404(rgw):
 @pytest.mark.parametrize("target", ["/x/../teapot", "//teapot", "/./teapot", "/%74eapot", "/x/%2e%2e/teapot",
                                     "/x/..%2Fteapot"])
 def test_routes_match_the_normalized_path(rgw, target):
-    """A route sees the path as an origin that decodes and resolves it will (route_normalize_path):
+    """A route sees the path as an origin that decodes and resolves it will (route_path_normalize):
     a respond/deny route cannot be walked around with dot segments, "//" or escapes."""
     r = get(rgw, target, method="DELETE")
     assert r.status == 418, (target, r.status)

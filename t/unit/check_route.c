@@ -8,6 +8,7 @@
 #include "conf.h"
 #include "http.h"
 #include "route.h"
+#include "route_path.h"
 
 #define SOURCE "conf/test.lua"
 
@@ -238,11 +239,11 @@ START_TEST(test_path_prefix)
 }
 END_TEST
 
-/* route_normalize_path: what a deny of a prefix must also catch (scripts/drill pentest found them) */
+/* route_path_normalize: what a deny of a prefix must also catch (scripts/drill pentest found them) */
 static void ck_norm(const char *raw, const char *want)
 {
 	char out[256];
-	size_t n = route_normalize_path(raw, strlen(raw), out);
+	size_t n = route_path_normalize(raw, strlen(raw), out);
 	ck_assert_uint_le(n, strlen(raw));
 	out[n] = '\0';
 	ck_assert_msg(strcmp(out, want) == 0, "%s normalized to %s, want %s", raw, out, want);
