@@ -6,8 +6,10 @@ admin socket) and the shared rate-limit keys in Redis. The drill sets a split of
 shared limit write its keys; measures the split over SPLIT_REQUESTS requests; backs up with
 `sluice ctl dump-state FILE`; loses everything (stops sluice, deletes the state file,
 FLUSHALL); starts sluice again and measures the split (the config's); `sluice ctl
-restore-state FILE`; measures again. Pass: after the restore every server's share is within
-SHARE_TOLERANCE of before, the drained server gets nothing, and the state file exists again.
+restore-state FILE`; measures again. Pass: before the backup and after the restore every
+server's share is the one the weights set (within 4 standard deviations of a share over the
+requests measured, at least SHARE_TOLERANCE), the drained server gets nothing, and the state
+file exists again.
 
 When the binary has no dump-state command (the feature is not built into it) the drill says
 MISSING and runs nothing.
@@ -15,13 +17,15 @@ MISSING and runs nothing.
 
 import http.client
 import json
+import math
 import os
 import time
 
 import lab
 
 SPLIT_REQUESTS = 600
-SHARE_TOLERANCE = 0.06
+SHARE_TOLERANCE = 0.05
+EXPECTED = {"blue1": 0.70, "blue2": 0.0, "green1": 0.30}
 
 
 def split(port, n):
@@ -104,10 +108,14 @@ def run(quick):
             failures.append("dump-state wrote nothing: %s%s" % (dump.stdout, dump.stderr))
         if restore.returncode != 0:
             failures.append("restore-state failed: %s%s" % (restore.stdout, restore.stderr))
-        for name in set(before) | set(after):
-            if abs(before.get(name, 0) - after.get(name, 0)) > SHARE_TOLERANCE:
-                failures.append("%s: %.0f%% before, %.0f%% after the restore"
-                                % (name, 100 * before.get(name, 0), 100 * after.get(name, 0)))
+        # the split is drawn per request: compare with the weights set (blue 70 with blue2 drained, green 30)
+        # within 4 standard deviations of a share measured over n requests
+        for name, want in EXPECTED.items():
+            tol = max(SHARE_TOLERANCE, 4 * math.sqrt(want * (1 - want) / n))
+            for label, got in (("before the backup", before), ("after the restore", after)):
+                if abs(got.get(name, 0) - want) > tol:
+                    failures.append("%s: %.0f%% %s, want %.0f%% (+-%.0f)"
+                                    % (name, 100 * got.get(name, 0), label, 100 * want, 100 * tol))
         if after.get("blue2", 0):
             failures.append("the drained server blue2 got %.0f%% after the restore" % (100 * after["blue2"]))
         if not state_back:
