@@ -321,7 +321,11 @@ def run(quick):
                 if not quick and (s["acc_p99"] is None or s["acc_p99"] > P99_TARGET_MS):
                     why.append("accepted p99 %s ms over %.0f ms" % (fmt(s["acc_p99"]), P99_TARGET_MS))
                 if mult > 1 and s["shed"] == 0:
-                    why.append("nothing shed at %dx" % mult)
+                    if s["achieved"] < 0.8 * s["rate"]:
+                        why.append("nothing shed at %dx: the generator reached only %.0f of %d req/s, under the "
+                                   "limit (the machine, not the gateway)" % (mult, s["achieved"], s["rate"]))
+                    else:
+                        why.append("nothing shed at %dx" % mult)
                 if not quick and s["shed_p99"] is not None and s["shed_p99"] > P99_TARGET_MS:
                     why.append("refusals slow (p99 %s ms)" % fmt(s["shed_p99"]))
                 if label == "1x":
