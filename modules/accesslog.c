@@ -68,10 +68,10 @@ static int accesslog_snapshot_init(const struct conf *c, void **state, struct co
 	} else if (strcmp(path, "stderr") == 0) {
 		s->fd = STDERR_FILENO;
 	} else {
-		s->fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+		char why[PATH_MAX + 300];
+		s->fd = log_open_append(path, why, sizeof why);
 		if (s->fd < 0) {
-			conf_errors_add(errs, "%s: access_log.path: cannot open \"%s\" for appending: %s", c->source, path,
-			                strerror(errno));
+			conf_errors_add(errs, "%s: access_log.path: %s", c->source, why);
 			free(s);
 			return -1;
 		}
@@ -95,11 +95,12 @@ static void accesslog_reopen(const struct conf *c, void *state)
 	if (!s->owned)
 		return; /* stdout/stderr: log_reopen() (log.h) handles those; syslog has no file */
 	struct log_line l;
-	int fd = open(c->access_log.path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+	char why[PATH_MAX + 300];
+	int fd = log_open_append(c->access_log.path, why, sizeof why);
 	if (fd < 0 || dup3(fd, s->fd, O_CLOEXEC) < 0) {
 		log_begin(&l, LOG_ERROR, "access log: cannot reopen; still writing to the old file");
 		log_str(&l, "file", c->access_log.path);
-		log_str(&l, "error", strerror(errno));
+		log_str(&l, "error", fd < 0 ? why : strerror(errno));
 	} else {
 		log_begin(&l, LOG_INFO, "access log reopened");
 		log_str(&l, "file", c->access_log.path);

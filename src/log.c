@@ -234,13 +234,51 @@ void log_remember_files(void)
 	}
 }
 
+int log_open_append(const char *path, char *why, size_t why_size)
+{
+	static const char fix[] = "a log path must be a regular file or a character device such as /dev/null; to "
+	                          "feed a program write \"stdout\" and pipe sluice's output, or use syslog";
+	/* O_NONBLOCK: opening a FIFO for writing with no reader would wait for one */
+	int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NONBLOCK, 0640);
+	if (fd < 0) {
+		int err = errno;
+		if (err == ENXIO)
+			snprintf(why, why_size, "cannot open \"%s\" for appending: it is a FIFO (%s)", path, fix);
+		else
+			snprintf(why, why_size, "cannot open \"%s\" for appending: %s", path, strerror(err));
+		errno = err;
+		return -1;
+	}
+	struct stat st;
+	const char *kind = NULL;
+	if (fstat(fd, &st) != 0)
+		kind = "something fstat cannot read";
+	else if (S_ISFIFO(st.st_mode))
+		kind = "a FIFO";
+	else if (S_ISSOCK(st.st_mode))
+		kind = "a socket";
+	else if (!S_ISREG(st.st_mode) && !S_ISCHR(st.st_mode))
+		kind = "neither a file nor a device";
+	int flags = kind ? 0 : fcntl(fd, F_GETFL);
+	if (!kind && (flags < 0 || fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) != 0))
+		kind = "a file whose flags cannot be set";
+	if (kind) {
+		snprintf(why, why_size, "cannot open \"%s\" for appending: it is %s (%s)", path, kind, fix);
+		close(fd);
+		errno = EINVAL;
+		return -1;
+	}
+	return fd;
+}
+
 void log_reopen(void)
 {
 	static const char *const names[] = {"stdout", "stderr"};
 	for (int i = 0; i < 2; i++) {
 		if (!log_std_paths[i][0])
 			continue;
-		int fd = open(log_std_paths[i], O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+		char why[PATH_MAX + 300];
+		int fd = log_open_append(log_std_paths[i], why, sizeof why);
 		int err = errno;
 		/* dup2 replaces the descriptor atomically: a concurrent write goes to one file or the other */
 		if (fd >= 0 && dup2(fd, i + 1) < 0)
@@ -279,11 +317,9 @@ int log_set_error_output(const char *path, char *why, size_t why_size)
 		fd = STDOUT_FILENO;
 		name = log_std_paths[0];
 	} else {
-		fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
-		if (fd < 0) {
-			snprintf(why, why_size, "cannot open \"%s\" for appending: %s", path, strerror(errno));
+		fd = log_open_append(path, why, why_size);
+		if (fd < 0)
 			return -1;
-		}
 		name = path;
 	}
 	int err = dup2(fd, STDERR_FILENO) < 0 ? errno : 0;

@@ -50,6 +50,14 @@ void log_set_sink(log_sink_fn sink);
 /* false: lines go to the sink only, not to stderr (error_log.path = "off"). */
 void log_set_stderr(int on);
 
+/* Opens a log file's path for appending (created 0640 if missing) without
+ * ever blocking: a FIFO or a socket at the path is refused (a writer would
+ * wait for a reader, or block when it stops reading), so is anything that is
+ * not a regular file or a character device (/dev/null, a terminal). Returns
+ * the descriptor (blocking, close-on-exec), or -1 with errno set and why
+ * filled ("cannot open \"PATH\" for appending: ..."). Any thread. */
+int log_open_append(const char *path, char *why, size_t why_size);
+
 /* Point stderr (descriptor 2) at the error log's path, main thread only:
  * "stderr" (what the process started with), "stdout" (descriptor 1), or a
  * file opened for appending, which log_reopen() then reopens by name. The

@@ -104,3 +104,29 @@ def test_backtracking_pattern_in_the_config_is_stopped(tmp_path):
     assert r.returncode == 1, r.stderr
     assert re.search(r"^%s:1: string\.find: (pattern too slow|time limit reached)" % re.escape(str(p)),
                      r.stderr, re.M), r.stderr
+
+
+def log_config(port, key, path):
+    return ('return { listeners = { { address = "127.0.0.1:%d" } },\n'
+            '  pools = { web = { servers = %s } },\n'
+            '  routes = { { match = { path_prefix = "/" }, pool = "web" } },\n'
+            '  %s = { path = "%s" } }\n' % (port, POOL_SERVER, key, path))
+
+
+@pytest.mark.parametrize("key,commands", [("access_log", ["check", "run"]), ("error_log", ["run"])])
+def test_a_log_path_that_is_a_fifo_is_refused_not_waited_on(tmp_path, key, commands):
+    """Opening a FIFO for writing waits for a reader: the gateway would hang
+    at start (or a worker block on a full pipe). Log paths must be files or
+    character devices; /dev/null is fine."""
+    fifo = tmp_path / "log.fifo"
+    os.mkfifo(fifo)
+    conf = tmp_path / "c.lua"
+    conf.write_text(log_config(free_port(), key, fifo))
+    for command in commands:
+        r = run_sluice([command, "-c", str(conf)], timeout=20)
+        check_sanitizers(r.stderr)
+        assert r.returncode == 1, (command, r.stderr)
+        assert ('cannot open "%s" for appending: it is a FIFO' % fifo) in r.stderr, r.stderr
+    conf.write_text(log_config(free_port(), key, "/dev/null"))
+    r = run_sluice(["check", "-c", str(conf)], timeout=20)
+    assert r.returncode == 0, r.stderr
