@@ -17,6 +17,7 @@
 #include "admin_cmd.h"
 #include "breaker.h"
 #include "clock.h"
+#include "control.h"
 #include "counters.h"
 #include "health.h"
 #include "log.h"
@@ -68,6 +69,7 @@ struct admin {
 	admin_reopen_logs_fn *reopen_logs;
 	void *reopen_logs_arg;
 	struct rollout_ctl *rollouts; /* the rollout controller, reading a->snap */
+	struct control *control;      /* fleet control (NULL: none); owned by the server */
 	/* binary upgrade (upgrade.h) */
 	const struct admin_upgrade_ops *up_ops;
 	void *up_arg;
@@ -714,6 +716,7 @@ static void show_help(bool json, struct evbuffer *out)
 		"show diff                           where the running state differs from the config file",
 		"show admin                          admin connections: open, cap, refused, evicted, paused, idle-closed",
 		"show state-file                     the state file: path, whether changes are written to it, and why not",
+		"show control                        fleet control: Redis link, fleet version, changes, rollout drivers",
 		"save-state [--force]                write the state file now (--force: replace one unreadable at start)",
 		"dump-state [FILE]                   everything sluice keeps (runtime state, Redis keys) in one file",
 		"restore-state FILE                  check a dump-state file whole, then restore it (nothing on error)",
@@ -835,6 +838,13 @@ void admin_set_reload(struct admin *a, admin_reload_fn *fn, void *arg)
 	a->reload_arg = arg;
 }
 
+void admin_set_control(struct admin *a, struct control *ctl)
+{
+	a->control = ctl;
+	if (ctl)
+		control_set_rollouts(ctl, a->rollouts);
+}
+
 void admin_set_snapshot(struct admin *a, struct snapshot *snap, struct health *health)
 {
 	snapshot_ref(snap);
@@ -866,6 +876,8 @@ static void changed(struct admin *a, unsigned uid, const char *what, bool json, 
 	const char *state_file = a->sf ? a->sf->path : NULL;
 	char err[1024] = "";
 	bool saved = a->sf && statefile_save(a->sf, a->rt, false, err, sizeof(err)) == 0;
+	if (a->control)
+		control_changed(a->control);
 	struct log_line l;
 	log_begin(&l, LOG_INFO, "admin change");
 	log_str(&l, "change", what);
@@ -1112,8 +1124,16 @@ static void show_services(struct admin *a, const char *only, bool json, struct e
 			evbuffer_add_printf(out, "]}");
 		shown++;
 	}
-	if (json)
-		evbuffer_add_printf(out, "]}\n");
+	if (json) {
+		evbuffer_add_printf(out, "]");
+		if (a->control) {
+			evbuffer_add_printf(out, ",\"control\":");
+			control_brief(a->control, true, out);
+		}
+		evbuffer_add_printf(out, "}\n");
+	} else if (a->control) {
+		control_brief(a->control, false, out);
+	}
 }
 
 /* The weights of sv as "blue 90, green 10" for answers and the log. */
@@ -1194,9 +1214,15 @@ void admin_execute(struct admin *a, const char *line, size_t len, unsigned uid, 
 			show_services(a, n == 3 ? w[2] : NULL, json, out);
 		else if (strcmp(w[1], "redis") == 0 && n == 2)
 			show_redis(a, json, out);
+		else if (strcmp(w[1], "control") == 0 && n == 2 && a->control)
+			control_show(a->control, json, out);
+		else if (strcmp(w[1], "control") == 0 && n == 2)
+			reply_error(out, json, "no fleet control: this instance has no control section (control = { redis = "
+			                       "\"main\" } shares its changes with a fleet; docs/configuration.md)");
 		else
 			reply_error(out, json, "usage: show pools | show servers [POOL] | show services [SERVICE] | show breakers | "
-			                       "show config | show diff | show admin | show state-file | show counters | show redis");
+			                       "show config | show diff | show admin | show state-file | show counters | show redis | "
+			                       "show control");
 	} else if ((a->upgrading || a->handed_over) &&
 	           (strcmp(w[0], "save-state") == 0 || strcmp(w[0], "reload") == 0 || strcmp(w[0], "set") == 0 ||
 	            strcmp(w[0], "clear") == 0 || strcmp(w[0], "reset") == 0 || strcmp(w[0], "drain") == 0 ||

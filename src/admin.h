@@ -51,6 +51,11 @@ typedef void admin_reopen_logs_fn(void *arg);
 void admin_set_reopen_logs(struct admin *a, admin_reopen_logs_fn *fn, void *arg);
 /* After a reload: describe snap (takes a reference) and ask health for check results. */
 void admin_set_snapshot(struct admin *a, struct snapshot *snap, struct health *health);
+/* Fleet control (control.h; NULL: none): changes are written to it, `show
+ * control` reports it, and it drives the rollout controller. Detach (NULL)
+ * before freeing it. */
+struct control;
+void admin_set_control(struct admin *a, struct control *ctl);
 
 /* Binary upgrade (upgrade.h), the running process's side: `upgrade-listeners`
  * calls send (the connection's descriptor; 0, or -1 with why in err) and

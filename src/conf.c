@@ -16,6 +16,7 @@
 #include "conf.h"
 #include "conf_admin.h"
 #include "conf_metrics.h"
+#include "conf_control.h"
 #include "conf_limits.h"
 #include "conf_listeners.h"
 #include "conf_logging.h"
@@ -80,7 +81,7 @@ static int walk_protected(lua_State *L)
 {
 	static const char *const core_keys[] = {
 		"workers", "drain_timeout", "heap_keep_free", "listeners", "pools", "services", "routes", "limits", "access_log",
-		"error_log", "admin", "state_file", "user", "metrics", NULL,
+		"error_log", "admin", "state_file", "user", "metrics", "control", NULL,
 	};
 	struct conf_walker *w = lua_touserdata(L, 1);
 	const int root = 2;
@@ -94,6 +95,7 @@ static int walk_protected(lua_State *L)
 	for (size_t i = 0; i < w->num_modules; i++)
 		if (w->modules[i]->walk)
 			w->modules[i]->walk(w, root);
+	conf_walk_control(w, root); /* after the modules: it may name their redis block */
 	conf_walk_routes(w, root);
 	conf_walk_limits(w, root);
 	conf_walk_access_log(w, root);
@@ -252,6 +254,7 @@ void conf_free(struct conf *c)
 	if (!c)
 		return;
 	free(c->source);
+	conf_control_free(c->control);
 	for (size_t i = 0; i < c->num_listeners; i++) {
 		free(c->listeners[i].name);
 		free(c->listeners[i].address);

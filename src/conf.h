@@ -180,6 +180,7 @@ struct conf_header_match {
 struct conf_policies;
 struct conf_waf;
 struct conf_tracing;
+struct conf_control;
 
 enum conf_route_action { CONF_ROUTE_PROXY, CONF_ROUTE_RESPOND };
 
@@ -366,6 +367,7 @@ struct conf {
 	struct conf_policies *policies; /* Lua policies (modules/conf_policy.h); NULL: none */
 	struct conf_waf *waf;           /* the WAF (modules/conf_waf.h); NULL: none */
 	struct conf_tracing *tracing;   /* trace context and OTLP export (modules/conf_tracing.h); NULL: off */
+	struct conf_control *control;   /* fleet control (conf_control.h); NULL: none */
 };
 
 /* The listener numbered id in c and its index (when index is not NULL), or

@@ -75,6 +75,8 @@ struct rollout_ctl {
 	bool held; /* a binary upgrade: the new process drives the rollouts (rollout_ctl_hold) */
 	struct rollout **rollouts;
 	size_t num_rollouts;
+	const struct rollout_fleet_ops *fleet; /* NULL: this instance alone */
+	void *fleet_arg;
 };
 
 static uint64_t mono_ms(void)
@@ -207,6 +209,8 @@ static void read_figures(struct rollout_ctl *rc, const struct conf_service *sv, 
 			continue;
 		struct runtime_figures f;
 		runtime_outcome_read(p, &f);
+		if (rc->fleet)
+			rc->fleet->add_figures(rc->fleet_arg, name, &f);
 		bool is_canary = strcmp(name, ro->canary) == 0;
 		if (!is_canary && start_weight(ro, name) == 0)
 			continue;
@@ -305,6 +309,8 @@ static void save(struct rollout_ctl *rc, struct rollout *ro)
 		log_str(&l, "error", err);
 		log_end(&l);
 	}
+	if (rc->fleet)
+		rc->fleet->changed(rc->fleet_arg);
 }
 
 static char *xstrndup(const char *s, size_t n)
@@ -545,6 +551,8 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
 		struct rollout *ro = rc->rollouts[i];
 		if (ro->state != RO_RUNNING && ro->state != RO_PAUSED)
 			continue;
+		if (rc->fleet && !rc->fleet->may_drive(rc->fleet_arg, ro->service))
+			continue; /* another instance drives it */
 		const struct conf_service *sv;
 		if (!still_configured(c, ro, &sv)) {
 			ro->state = RO_STOPPED;
@@ -681,6 +689,64 @@ void rollout_ctl_free(struct rollout_ctl *rc)
 	free(rc);
 }
 
+void rollout_ctl_set_fleet(struct rollout_ctl *rc, const struct rollout_fleet_ops *ops, void *arg)
+{
+	rc->fleet = ops;
+	rc->fleet_arg = arg;
+}
+
+const char *rollout_ctl_verdict(const struct rollout_ctl *rc, const char *service)
+{
+	for (size_t i = 0; i < rc->num_rollouts; i++)
+		if (strcmp(rc->rollouts[i]->service, service) == 0)
+			return rc->rollouts[i]->verdict;
+	return NULL;
+}
+
+void rollout_ctl_adopt(struct rollout_ctl *rc, const char *service, const char *verdict)
+{
+	size_t index;
+	struct rollout *old = find(rc, service, &index);
+	const char *line = runtime_rollout_line(rc->rt, service);
+	if (!line) { /* gone from the fleet */
+		if (old) {
+			rollout_free(old);
+			rc->rollouts[index] = rc->rollouts[--rc->num_rollouts];
+		}
+		return;
+	}
+	const char *why;
+	const struct conf_service *sv = NULL;
+	struct rollout *ro = parse_line(service, line, &why);
+	if (!ro || !still_configured(cur_conf(rc), ro, &sv)) {
+		struct log_line l;
+		log_begin(&l, LOG_WARN, "rollout: fleet change not taken");
+		log_str(&l, "service", service);
+		log_str(&l, "why", !ro ? why : "the service or its canary pool is not in the config");
+		log_end(&l);
+		rollout_free(ro);
+		return;
+	}
+	if (old) { /* the story so far stays */
+		memcpy(ro->history, old->history, sizeof ro->history);
+		ro->num_history = old->num_history;
+		ro->last = old->last;
+		memcpy(ro->verdict, old->verdict, sizeof ro->verdict);
+		rollout_free(old);
+		rc->rollouts[index] = ro;
+	} else if (!add(rc, ro)) {
+		log_msg(LOG_ERROR, "rollout: out of memory");
+		rollout_free(ro);
+		return;
+	}
+	if (verdict && strcmp(verdict, ro->verdict) != 0) {
+		snprintf(ro->verdict, sizeof ro->verdict, "%s", verdict);
+		note(ro, LOG_INFO, "fleet: %s", verdict);
+	}
+	if (ro->state == RO_RUNNING || ro->state == RO_PAUSED)
+		new_interval(rc, sv, ro);
+}
+
 /* ---- commands --------------------------------------------------------- */
 
 static void reply_error(struct evbuffer *out, bool json, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -761,6 +827,12 @@ static void status_one(struct rollout_ctl *rc, const struct rollout *ro, bool js
 		}
 		evbuffer_add_printf(out, "},\"verdict\":");
 		json_str(out, ro->verdict);
+		if (rc->fleet) {
+			char driver[256];
+			rc->fleet->driver(rc->fleet_arg, ro->service, driver, sizeof driver);
+			evbuffer_add_printf(out, ",\"driver\":");
+			json_str(out, driver);
+		}
 		if (ro->last.set)
 			evbuffer_add_printf(out,
 			                    ",\"last_interval\":{\"canary_requests\":%llu,\"canary_errors\":%llu,"
@@ -799,6 +871,11 @@ static void status_one(struct rollout_ctl *rc, const struct rollout *ro, bool js
 		char figs[200];
 		figures_text(&ro->last, figs, sizeof figs);
 		evbuffer_add_printf(out, "  judged    %s\n", figs);
+	}
+	if (rc->fleet) {
+		char driver[256];
+		rc->fleet->driver(rc->fleet_arg, ro->service, driver, sizeof driver);
+		evbuffer_add_printf(out, "  driver    %s\n", driver);
 	}
 	evbuffer_add_printf(out, "  verdict   %s\n", ro->verdict);
 	for (size_t i = from; i < ro->num_history; i++) {

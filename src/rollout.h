@@ -50,6 +50,25 @@ void rollout_ctl_hold(struct rollout_ctl *rc, bool held);
 bool rollout_ctl_check_line(struct rollout_ctl *rc, const char *service, const char *line, const char **why);
 bool rollout_ctl_restore(struct rollout_ctl *rc, const char *service, const char *line, const char **why);
 
+/* Fleet control (control.h): with ops set, a rollout is judged (and stopped)
+ * only where may_drive says so, the pools' figures include the rest of the
+ * fleet's (add_figures adds them to f), each saved transition is announced
+ * (changed), and status names the driver (driver writes it into buf). */
+struct runtime_figures;
+struct rollout_fleet_ops {
+	bool (*may_drive)(void *arg, const char *service);
+	void (*add_figures)(void *arg, const char *pool, struct runtime_figures *f);
+	void (*changed)(void *arg);
+	void (*driver)(void *arg, const char *service, char *buf, size_t size);
+};
+void rollout_ctl_set_fleet(struct rollout_ctl *rc, const struct rollout_fleet_ops *ops, void *arg);
+/* The runtime's rollout line of service was changed by another instance (or
+ * this one took the lease): take it as it is, with a fresh interval; verdict
+ * (NULL: keep) is the driver's last one. */
+void rollout_ctl_adopt(struct rollout_ctl *rc, const char *service, const char *verdict);
+/* The last verdict of service's rollout (NULL: none). */
+const char *rollout_ctl_verdict(const struct rollout_ctl *rc, const char *service);
+
 /* Run `rollout ...` (w[0] is "rollout"), as peer uid; the answer (text, or
  * one JSON object) is appended to out. Returns true when it changed
  * something (the caller counts changes). */

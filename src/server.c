@@ -24,6 +24,8 @@
 #include "admin_http.h"
 #include "clock.h"
 #include "conf_metrics.h"
+#include "conf_control.h"
+#include "control.h"
 #include "counters.h"
 #include "health.h"
 #include "log.h"
@@ -59,6 +61,7 @@ struct server {
 	struct metrics *metrics;       /* NULL without admin.http */
 	struct admin_http *admin_http; /* NULL without admin.http */
 	struct statefile *statefile;
+	struct control *control;       /* NULL without a control section */
 	size_t num_start_listeners; /* the listening sockets made at start: fds[worker][0..n) */
 	unsigned next_listener_id;  /* for the next listener a reload adds or changes (conf.h id) */
 	struct upgrade_src *upsrc; /* every listening socket, for a new binary (upgrade.h) */
@@ -467,6 +470,8 @@ static void server_restart_only(const struct conf *old, const struct conf *c, st
 		conf_errors_add(errs, "%s: state_file: changed: %s", c->source, restart);
 	if (conf_metrics_buckets_differ(old, c))
 		conf_errors_add(errs, "%s: metrics.histogram_buckets: changed: %s", c->source, restart);
+	if (!conf_control_same(old->control, c->control))
+		conf_errors_add(errs, "%s: control: changed: %s", c->source, restart);
 	const struct conf_redis *ro = &old->redis, *rn = &c->redis;
 	if (ro->enabled != rn->enabled ||
 	    (rn->enabled && (!same_str(ro->address, rn->address) || !same_str(ro->password, rn->password) ||
@@ -669,6 +674,9 @@ static void server_cleanup(struct server *srv, int **fds)
 		event_free(srv->drain_ev);
 	if (srv->exited_ev)
 		event_free(srv->exited_ev);
+	if (srv->admin)
+		admin_set_control(srv->admin, NULL);
+	control_free(srv->control); /* releases its rollout leases while the controller is still there */
 	admin_stop(srv->admin);
 	admin_http_stop(srv->admin_http);
 	metrics_free(srv->metrics);
@@ -884,6 +892,14 @@ int server_run(const char *config_path, bool upgrade)
 		admin_set_reopen_logs(srv.admin, server_signal_reopen_logs, &srv);
 		static const struct admin_upgrade_ops up_ops = {.send = server_upgrade_send, .drain = server_upgrade_drain};
 		admin_set_upgrade(srv.admin, &up_ops, &srv);
+	}
+	if (c->control) {
+		if (!(srv.control = control_new(srv.base, c->control, srv.runtime, srv.statefile))) {
+			server_cleanup(&srv, fds);
+			return 1;
+		}
+		if (srv.admin)
+			admin_set_control(srv.admin, srv.control);
 	}
 	if (c->admin.http) {
 		srv.metrics = metrics_new(srv.runtime, srv.snap, srv.num_workers);
