@@ -27,6 +27,7 @@
 #include "log.h"
 #include "rollout.h"
 #include "runtime.h"
+#include "snapshot.h"
 #include "statefile.h"
 #include "statefile_parse.h"
 
@@ -106,6 +107,7 @@ struct control {
 	struct runtime *rt;
 	struct statefile *sf;
 	struct rollout_ctl *rc;
+	struct snapshot *const *snap;
 	/* settings (copies) */
 	char *host, *address, *password, *prefix;
 	int port;
@@ -468,10 +470,44 @@ static bool batch_push(struct write_batch *b, char *s)
 	return true;
 }
 
+/* Does this instance's config have what key names (the server in its pool,
+ * the pool in its service, the service)? */
+static bool configured(const struct control *ctl, const char *key)
+{
+	const struct conf *c = (*ctl->snap)->conf;
+	char a[STATEFILE_MAX_LINE + 1];
+	const char *sp = strchr(key, ' ');
+	if (!sp)
+		return false;
+	size_t n = strcspn(sp + 1, " ");
+	if (n >= sizeof a)
+		return false;
+	memcpy(a, sp + 1, n);
+	a[n] = '\0';
+	const char *b = sp[1 + n] == ' ' ? sp + 2 + n : NULL; /* the rest: ADDRESS or POOL */
+	if (strncmp(key, "rollout ", 8) == 0 || strncmp(key, "verdict ", 8) == 0)
+		return conf_find_service(c, a) >= 0;
+	if (strncmp(key, "service-", 8) == 0) {
+		int si = conf_find_service(c, a);
+		for (size_t i = 0; si >= 0 && b && i < c->services[si].num_pools; i++)
+			if (strcmp(c->pools[c->services[si].pools[i].pool].name, b) == 0)
+				return true;
+		return false;
+	}
+	int pi = conf_find_pool(c, a);
+	for (size_t i = 0; pi >= 0 && b && i < c->pools[pi].num_servers; i++)
+		if (strcmp(c->pools[pi].servers[i].address, b) == 0)
+			return true;
+	return false;
+}
+
 static void diff_one(void *arg, const char *key, const char *line, const struct control_item *known)
 {
 	struct write_batch *b = arg;
 	if (b->failed)
+		return;
+	/* gone here because this config lacks it (a reload pruned it), not undone */
+	if (!line && !configured(b->ctl, key))
 		return;
 	char **keys = realloc(b->req->keys, (b->req->num_keys + 1) * sizeof *keys);
 	if (!keys) {
@@ -796,8 +832,9 @@ static void pull_reply(struct control *ctl, struct control_req *r, const redisRe
 		enum control_action act = control_decide(version, origin, known, ctl->floor, ctl->origin);
 		if (act == CONTROL_WAIT || (act == CONTROL_KEEP && known))
 			continue;
+		bool ok = true;
 		if (act == CONTROL_APPLY) {
-			bool ok = apply_entry(ctl, k->str, line, &ab);
+			ok = apply_entry(ctl, k->str, line, &ab);
 			if (ok) {
 				ab.changes++;
 				ctl->applied++;
@@ -816,6 +853,8 @@ static void pull_reply(struct control *ctl, struct control_req *r, const redisRe
 		if (item) {
 			item->version = version;
 			item->unknown = false;
+			/* not applied here (this config lacks it): never undone from here */
+			item->inapplicable = !ok;
 		}
 	}
 	finish_batch(ctl, &ab);
@@ -1255,11 +1294,12 @@ static void cmd_cb(redisAsyncContext *ac, void *reply_v, void *privdata)
 /* ---- public ------------------------------------------------------------- */
 
 struct control *control_new(struct event_base *base, const struct conf_control *cfg, struct runtime *rt,
-                            struct statefile *sf)
+                            struct statefile *sf, struct snapshot *const *snap)
 {
 	struct control *ctl = calloc(1, sizeof *ctl);
 	if (!ctl)
 		goto oom;
+	ctl->snap = snap;
 	ctl->base = base;
 	ctl->rt = rt;
 	ctl->sf = sf;
@@ -1408,10 +1448,10 @@ void control_changed(struct control *ctl)
 /* Local entries Redis does not have yet. */
 static void count_one(void *arg, const char *key, const char *line, const struct control_item *known)
 {
-	(void)key;
-	(void)line;
 	(void)known;
-	(*(size_t *)arg)++;
+	struct control *ctl = ((void **)arg)[0];
+	if (line || configured(ctl, key))
+		(*(size_t *)((void **)arg)[1])++;
 }
 
 static size_t unsynced(struct control *ctl)
@@ -1419,8 +1459,9 @@ static size_t unsynced(struct control *ctl)
 	struct control_set cur;
 	control_set_init(&cur);
 	size_t n = 0;
+	void *args[2] = { ctl, &n };
 	if (current_set(ctl, &cur) == 0)
-		control_set_diff(&cur, &ctl->known, count_one, &n);
+		control_set_diff(&cur, &ctl->known, count_one, args);
 	control_set_free(&cur);
 	return n;
 }

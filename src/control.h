@@ -27,7 +27,12 @@
  * Redis unreachable: the instance keeps serving with the state it has, logs
  * the transition once, reports it (`ctl show control`, `show services`,
  * `rollout status`), stops judging rollouts when its lease runs out, and
- * reconnects each second. Main thread only. */
+ * reconnects each second.
+ *
+ * An entry naming a pool or service this instance's config does not have is
+ * neither applied here nor undone in the fleet because it is missing here: a
+ * fleet in the middle of a config rollout keeps the changes of the instances
+ * that have the pool. Main thread only. */
 #ifndef SLUICE_CONTROL_H
 #define SLUICE_CONTROL_H
 
@@ -42,10 +47,12 @@ struct rollout_ctl;
 struct runtime;
 struct statefile;
 
-/* Starts connecting. cfg is copied; rt and sf (NULL: no state file) must
- * outlive it. NULL on out-of-memory (logged). */
+/* Starts connecting. cfg is copied; rt, sf (NULL: no state file) and snap
+ * (the current snapshot, replaced at reload by its owner) must outlive it.
+ * NULL on out-of-memory (logged). */
+struct snapshot;
 struct control *control_new(struct event_base *base, const struct conf_control *cfg, struct runtime *rt,
-                            struct statefile *sf);
+                            struct statefile *sf, struct snapshot *const *snap);
 /* Releases the leases it holds (a short blocking exchange with Redis), then frees. */
 void control_free(struct control *ctl);
 /* The rollout controller to drive and inform (NULL: none); it must outlive ctl or be detached first. */

@@ -196,14 +196,15 @@ size_t control_set_diff(struct control_set *cur, struct control_set *known, cont
 			i++;
 		} else if (c > 0) { /* only known: gone here unless already a tombstone */
 			const struct control_item *k = &known->items[j];
-			if (k->line || k->unknown) {
+			if ((k->line || k->unknown) && !k->inapplicable) {
 				cb(arg, k->key, NULL, k);
 				changes++;
 			}
 			j++;
 		} else {
 			const struct control_item *k = &known->items[j];
-			if (k->unknown || !same_line(cur->items[i].line, k->line)) {
+			if ((k->unknown || !same_line(cur->items[i].line, k->line)) &&
+			    !(k->inapplicable && !cur->items[i].line)) {
 				cb(arg, k->key, cur->items[i].line, k);
 				changes++;
 			}

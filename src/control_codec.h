@@ -34,6 +34,7 @@ struct control_item {
 	uint64_t version; /* the fleet version it was written at (0: never written) */
 	unsigned pending; /* writes of it in flight */
 	bool unknown;     /* a write of it failed: what Redis holds is not known */
+	bool inapplicable; /* read from Redis but not applied here (the config lacks it): not a local undo */
 };
 
 struct control_set {
@@ -67,7 +68,8 @@ int control_set_add_text(struct control_set *s, const char *text, size_t len);
 /* What differs between the current local set and the known one (what Redis
  * holds as far as this instance knows): each key whose current line differs
  * (an entry known as unknown always differs), with the current line, NULL
- * when it is gone locally (to be written as a tombstone). */
+ * when it is gone locally (to be written as a tombstone; never for an entry
+ * known as inapplicable: it was never here to be undone). */
 typedef void control_diff_cb(void *arg, const char *key, const char *line, const struct control_item *known);
 size_t control_set_diff(struct control_set *cur, struct control_set *known, control_diff_cb *cb, void *arg);
 

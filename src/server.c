@@ -894,7 +894,7 @@ int server_run(const char *config_path, bool upgrade)
 		admin_set_upgrade(srv.admin, &up_ops, &srv);
 	}
 	if (c->control) {
-		if (!(srv.control = control_new(srv.base, c->control, srv.runtime, srv.statefile))) {
+		if (!(srv.control = control_new(srv.base, c->control, srv.runtime, srv.statefile, &srv.snap))) {
 			server_cleanup(&srv, fds);
 			return 1;
 		}

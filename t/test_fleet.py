@@ -93,7 +93,7 @@ def served_by(gw, n=20):
         return [c.request("GET", "/f%d" % i).header("x-upstream") for i in range(n)]
 
 
-def start_fleet(sluice, upstreams, sockdir, redis_port, names=("a", "b", "c"), lease="1s"):
+def start_fleet(sluice, upstreams, sockdir, redis_port, names=("a", "b", "c"), lease="1s", tweak=None):
     blue, green = upstreams(2, names=["blue", "green"])
     fleet = []
     for nm in names:
@@ -105,6 +105,8 @@ def start_fleet(sluice, upstreams, sockdir, redis_port, names=("a", "b", "c"), l
         cfg["pools"] = {"blue": {"servers": [{"address": blue.address}]},
                         "green": {"servers": [{"address": green.address}]}}
         cfg["services"] = {"web": {"pools": {"blue": 100, "green": 0}}}
+        if tweak:
+            tweak(nm, cfg, blue, green)
         gw = sluice(cfg, name=nm)
         wait_until(lambda: os.path.exists(sock), what="admin socket of %s" % nm)
         gw.sock = sock
@@ -333,3 +335,60 @@ def test_control_config_errors(tmp_path):
     assert p.returncode == 0, p.stderr
     p = check(head + ' control = { redis = { address = "127.0.0.1:6379", db = 2 }, instance = "gw-1" } }')
     assert p.returncode == 0, p.stderr
+
+
+@pytest.mark.timeout(90)
+def test_redis_restarted_empty_gets_the_state_back(sluice, upstreams, sockdir, tmp_path):
+    """A control Redis without persistence comes back empty: the instances
+    notice (its version is behind theirs), write their state back, and
+    changes flow again with versions above the old ones."""
+    r = Redis(tmp_path)
+    try:
+        a, b = start_fleet(sluice, upstreams, sockdir, r.port, names=("a", "b"))
+        ctl_ok(a.sock, "set", "service-weights", "web", "blue=40", "green=60")
+        propagation([b], lambda gw: weights(gw) == {"blue": 40, "green": 60}, timeout=1.0)
+        before = control(a)["version"]
+        port = r.port
+        r.stop()
+        for gw in (a, b):
+            wait_until(lambda: control(gw)["state"] != "up", timeout=10, what="%s notices" % gw.name)
+        r = Redis(tmp_path, port)
+        for gw in (a, b):
+            wait_until(lambda: control(gw)["state"] == "up" and control(gw)["unsynced"] == 0, timeout=10,
+                       what="%s in sync again" % gw.name)
+            assert weights(gw) == {"blue": 40, "green": 60}
+        assert r.cmd("HGET", "t-fleet:state", "service-weight web green").strip().endswith("green 60")
+        assert int(r.cmd("GET", "t-fleet:version").split("\r\n")[0]) > before
+        # the first to reconnect noticed and wrote back; the other read it
+        assert log_msgs(a, "fleet control: Redis holds an older") or log_msgs(b, "fleet control: Redis holds an older")
+        ctl_ok(b.sock, "switch", "web", "blue")
+        propagation([a], lambda gw: weights(gw) == {"blue": 100, "green": 0}, timeout=1.0)
+    finally:
+        r.stop()
+
+
+@pytest.mark.timeout(90)
+def test_change_for_a_server_another_instance_lacks(sluice, upstreams, sockdir, redis_server):
+    """Mid config rollout, instances differ: a change for a server one
+    instance does not have is logged there, not applied, and never undone by
+    it; changes it can apply keep flowing."""
+    def tweak(name, cfg, blue, green):
+        if name == "a":
+            cfg["pools"]["blue"]["servers"].append({"address": green.address})
+    r = redis_server()
+    a, b = start_fleet(sluice, upstreams, sockdir, r.port, names=("a", "b"), tweak=tweak)
+    extra = a.green.address
+    ctl_ok(a.sock, "drain", "blue", extra)
+    wait_until(lambda: log_msgs(b, "fleet control: change not applied here"), timeout=3, what="b logs the skip")
+    skip = log_msgs(b, "fleet control: change not applied here")[0]
+    assert skip["entry"] == "drain blue %s" % extra, skip
+    time.sleep(1.5)
+    assert control(b)["unsynced"] == 0, control(b)
+    assert r.cmd("HGET", "t-fleet:state", "drain blue %s" % extra).strip().endswith("drain blue %s" % extra)
+    assert [s["state"] for s in ctl_json(a.sock, "show", "servers", "blue")["servers"]
+            if s["address"] == extra] == ["draining"]
+    ctl_ok(b.sock, "set", "weight", "blue", a.blue.address, "5")
+    propagation([a], lambda gw: ctl_json(gw.sock, "show", "servers", "blue")["servers"][0]["weight"] == 5,
+                timeout=1.0)
+    assert [s["state"] for s in ctl_json(a.sock, "show", "servers", "blue")["servers"]
+            if s["address"] == extra] == ["draining"]

@@ -118,6 +118,19 @@ START_TEST(sets_from_text_and_diff)
 	control_set_find(&known, "drain web 127.0.0.1:2")->unknown = true;
 	ck_assert_uint_eq(control_set_diff(&cur, &known, record, &d), 1);
 	ck_assert_str_eq(d.keys[0], "drain web 127.0.0.1:2");
+	control_set_find(&known, "drain web 127.0.0.1:2")->unknown = false;
+	/* an entry read from Redis that this instance could not apply (its config
+	 * lacks the server) is not undone from here */
+	struct control_item *foreign = control_set_put(&known, "drain web 10.0.0.9:80", "drain web 10.0.0.9:80");
+	ck_assert_ptr_nonnull(foreign);
+	foreign->version = 12;
+	foreign->inapplicable = true;
+	memset(&d, 0, sizeof d);
+	ck_assert_uint_eq(control_set_diff(&cur, &known, record, &d), 0);
+	foreign = control_set_find(&known, "drain web 10.0.0.9:80");
+	foreign->inapplicable = false;
+	ck_assert_uint_eq(control_set_diff(&cur, &known, record, &d), 1);
+	ck_assert_str_eq(d.lines[0], "(gone)");
 	control_set_free(&cur);
 	control_set_free(&known);
 }
