@@ -751,6 +751,8 @@ static void beat_done(void *arg, long long n)
 
 static void beat_now(struct rl_worker *ws)
 {
+	if (!ws->redis)
+		return; /* a reload dropped the shared limits */
 	rl_redis_beat(ws->redis, INSTANCES_KEY, rl_proc.instance_id, BEAT_WINDOW_S, beat_done, ws);
 }
 
@@ -861,14 +863,45 @@ static int rl_worker_init(struct worker *w, void **state)
 	return 0;
 }
 
+static bool rl_str_same(const char *a, const char *b)
+{
+	return a == b || (a && b && strcmp(a, b) == 0);
+}
+
+/* Whether two snapshots' Redis settings would make the same connection. */
+static bool rl_redis_same(const struct rl_redis_config *a, const struct rl_redis_config *b)
+{
+	if (!rl_str_same(a->host, b->host) || a->port != b->port || !rl_str_same(a->password, b->password) ||
+	    a->db != b->db || a->timeout_us != b->timeout_us || a->connect_timeout_us != b->connect_timeout_us ||
+	    a->num_sentinels != b->num_sentinels || !rl_str_same(a->master_name, b->master_name) ||
+	    !rl_str_same(a->sentinel_password, b->sentinel_password))
+		return false;
+	for (size_t i = 0; i < a->num_sentinels; i++)
+		if (!rl_str_same(a->sentinels[i].host, b->sentinels[i].host) || a->sentinels[i].port != b->sentinels[i].port)
+			return false;
+	return true;
+}
+
 /* A reload: requests in flight keep their own snapshot's limits (the
  * pipeline hands them its state); the worker's own pointer follows the new
- * one. The Redis settings cannot change on reload (server.c refuses it). */
+ * one. New Redis settings (an address, a rotated password, other sentinels)
+ * replace the connection: commands waiting on the old one fail and their
+ * requests are decided by on_failure, as when a connection drops. */
 static void rl_worker_adopt(struct worker *w, void *state, const void *snapshot_state)
 {
 	struct rl_worker *ws = state;
 	if (!ws || !snapshot_state)
 		return;
+	const struct rl_snap *old = ws->snap, *s = snapshot_state;
+	if (ws->redis && (!s->any_shared || !rl_redis_same(&old->redis, &s->redis))) {
+		struct log_line l;
+		log_begin(&l, LOG_INFO, "ratelimit: redis settings changed by a reload; reconnecting");
+		log_int(&l, "worker", w->id);
+		log_end(&l);
+		rl_redis_free(ws->redis);
+		ws->redis = NULL;
+		ws->up = false;
+	}
 	ws->snap = (struct rl_snap *)snapshot_state;
 	if (rl_worker_connect(ws) != 0) {
 		struct log_line l;

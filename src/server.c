@@ -472,12 +472,7 @@ static void server_restart_only(const struct conf *old, const struct conf *c, st
 		conf_errors_add(errs, "%s: metrics.histogram_buckets: changed: %s", c->source, restart);
 	if (!conf_control_same(old->control, c->control))
 		conf_errors_add(errs, "%s: control: changed: %s", c->source, restart);
-	const struct conf_redis *ro = &old->redis, *rn = &c->redis;
-	if (ro->enabled != rn->enabled ||
-	    (rn->enabled && (!same_str(ro->address, rn->address) || !same_str(ro->password, rn->password) ||
-	                     !same_str(ro->sentinel_password, rn->sentinel_password) ||
-	                     ro->db != rn->db || ro->timeout != rn->timeout || ro->connect_timeout != rn->connect_timeout)))
-		conf_errors_add(errs, "%s: redis: changed: %s", c->source, restart);
+	/* redis may change: each worker reconnects with the new settings (ratelimit.c) */
 }
 
 /* admin.http on reload: a new address (or one added) is bound before

@@ -625,3 +625,60 @@ def test_reload_moves_the_access_log(sluice, upstreams, sockdir, tmp_path):
         assert c.request("GET", "/to-the-file").status == 200
     wait_until(lambda: path.exists() and "/to-the-file" in path.read_text(), what="the request in the new log file")
     assert "/to-the-file" not in gw.stdout()
+
+
+@pytest.mark.timeout(90)
+def test_reload_moves_shared_limits_to_another_redis_and_rotates_its_password(sluice, upstreams, sockdir, redis,
+                                                                              tmp_path):
+    """Redis settings change on reload: each worker reconnects with the new
+    address or password; requests keep being answered throughout."""
+    import shutil as _shutil
+    cli = _shutil.which("redis-cli")
+    if not cli:
+        pytest.skip("redis-cli is not installed")
+    a, b = redis(), redis()
+    ups = upstreams(2, ["blue", "green"])
+    sock = os.path.join(sockdir, "admin.sock")
+    port = free_port()
+    cfg = two_pool_config(port, sock, ups[0].address, ups[1].address, "blue", h2c=False)
+    cfg["redis"] = {"address": "127.0.0.1:%d" % a.port, "timeout": "1s", "connect_timeout": "1s"}
+    cfg["rate_limits"] = {"per_client": {"key": "header:x-client", "rate": 1000, "per": "1s", "burst": 1000,
+                                         "shared": True}}
+    cfg["routes"][-1]["rate_limit"] = ["per_client"]
+    gw = sluice(cfg)
+    wait_until(lambda: os.path.exists(sock), what="admin socket")
+    gw.sock = sock
+
+    def keys(r, password=None):
+        args = [cli, "-p", str(r.port)] + (["--no-auth-warning", "-a", password] if password else []) + ["DBSIZE"]
+        out = subprocess.run(args, capture_output=True, text=True, timeout=10).stdout.strip()
+        return int(out) if out.isdigit() else -1
+
+    def send(tag, n=20):
+        with RawConn(port) as c:
+            for i in range(n):
+                assert c.request("GET", "/%s/%d" % (tag, i), headers=[("X-Client", "%s-%d" % (tag, i))]).status == 200
+
+    wait_until(lambda: gw.stderr().count("ratelimit: redis connected") >= 2, what="redis connections")
+    send("a")
+    wait_until(lambda: keys(a) > 0, what="buckets in the first redis")
+    assert keys(b) == 0
+    # another address
+    cfg["redis"]["address"] = "127.0.0.1:%d" % b.port
+    rewrite(gw, cfg)
+    reload_ok(gw)
+    wait_until(lambda: gw.stderr().count("redis settings changed by a reload") >= 2, what="reconnects")
+    send("b")
+    wait_until(lambda: keys(b) > 0, what="buckets in the second redis")
+    # a rotated password: set it on the server, then in the file sluice reads
+    pw = tmp_path / "redis-password"
+    subprocess.run([cli, "-p", str(b.port), "CONFIG", "SET", "requirepass", "s3cret-rotated-1"], check=True,
+                   capture_output=True, timeout=10)
+    pw.write_text("s3cret-rotated-1\n")
+    cfg["redis"]["password_file"] = str(pw)
+    rewrite(gw, cfg)
+    reload_ok(gw)
+    before = keys(b, "s3cret-rotated-1")
+    send("c")
+    wait_until(lambda: keys(b, "s3cret-rotated-1") > before, what="buckets written with the new password")
+    assert "s3cret-rotated-1" not in gw.stderr()
