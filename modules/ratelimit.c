@@ -863,21 +863,16 @@ static int rl_worker_init(struct worker *w, void **state)
 	return 0;
 }
 
-static bool rl_str_same(const char *a, const char *b)
-{
-	return a == b || (a && b && strcmp(a, b) == 0);
-}
-
 /* Whether two snapshots' Redis settings would make the same connection. */
 static bool rl_redis_same(const struct rl_redis_config *a, const struct rl_redis_config *b)
 {
-	if (!rl_str_same(a->host, b->host) || a->port != b->port || !rl_str_same(a->password, b->password) ||
+	if (!conf_same_str(a->host, b->host) || a->port != b->port || !conf_same_str(a->password, b->password) ||
 	    a->db != b->db || a->timeout_us != b->timeout_us || a->connect_timeout_us != b->connect_timeout_us ||
-	    a->num_sentinels != b->num_sentinels || !rl_str_same(a->master_name, b->master_name) ||
-	    !rl_str_same(a->sentinel_password, b->sentinel_password))
+	    a->num_sentinels != b->num_sentinels || !conf_same_str(a->master_name, b->master_name) ||
+	    !conf_same_str(a->sentinel_password, b->sentinel_password))
 		return false;
 	for (size_t i = 0; i < a->num_sentinels; i++)
-		if (!rl_str_same(a->sentinels[i].host, b->sentinels[i].host) || a->sentinels[i].port != b->sentinels[i].port)
+		if (!conf_same_str(a->sentinels[i].host, b->sentinels[i].host) || a->sentinels[i].port != b->sentinels[i].port)
 			return false;
 	return true;
 }

@@ -191,17 +191,12 @@ void conf_control_free(struct conf_control *cc)
 	free(cc);
 }
 
-static bool same_str(const char *a, const char *b)
-{
-	return (!a && !b) || (a && b && strcmp(a, b) == 0);
-}
-
 bool conf_control_same(const struct conf_control *a, const struct conf_control *b)
 {
 	if (!a || !b)
 		return a == b;
-	return a->uses_main == b->uses_main && same_str(a->redis.host, b->redis.host) && a->redis.port == b->redis.port &&
-	       same_str(a->redis.password, b->redis.password) && a->redis.db == b->redis.db &&
+	return a->uses_main == b->uses_main && conf_same_str(a->redis.host, b->redis.host) && a->redis.port == b->redis.port &&
+	       conf_same_str(a->redis.password, b->redis.password) && a->redis.db == b->redis.db &&
 	       a->redis.timeout == b->redis.timeout && a->redis.connect_timeout == b->redis.connect_timeout &&
-	       same_str(a->prefix, b->prefix) && same_str(a->instance, b->instance) && a->lease == b->lease;
+	       conf_same_str(a->prefix, b->prefix) && conf_same_str(a->instance, b->instance) && a->lease == b->lease;
 }

@@ -356,6 +356,11 @@ bool conf_parse_address(const char *s, struct sockaddr_storage *ss, socklen_t *l
 	return conf_parse_address_why(s, ss, len, NULL, 0);
 }
 
+bool conf_same_str(const char *a, const char *b)
+{
+	return a == b || (a && b && strcmp(a, b) == 0);
+}
+
 bool conf_sockaddr_equal(const struct sockaddr_storage *a, socklen_t alen, const struct sockaddr_storage *b,
                          socklen_t blen)
 {

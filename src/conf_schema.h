@@ -173,6 +173,8 @@ enum conf_field_status conf_field_size(struct conf_walker *w, int t, const char 
  * wrong in why ("is a FIFO (named pipe), not a regular file", strerror(), ...). */
 int conf_open_regular_file(const char *path, struct stat *st, char *why, size_t why_size);
 
+/* Two optional config strings are the same: both NULL, or equal text. */
+bool conf_same_str(const char *a, const char *b);
 /* Same address and port (either may be unset: len 0, never equal). */
 bool conf_sockaddr_equal(const struct sockaddr_storage *a, socklen_t alen, const struct sockaddr_storage *b,
                          socklen_t blen);

@@ -312,11 +312,6 @@ static bool server_wait_adopted(struct server *srv, uint64_t gen)
 	return all;
 }
 
-static bool same_str(const char *a, const char *b)
-{
-	return (!a && !b) || (a && b && strcmp(a, b) == 0);
-}
-
 /* Listeners on reload. A listener of the new config that has the name,
  * address, tls on/off and h2c of a running one keeps its number (conf.h id)
  * and its sockets; its certificates and HTTP/2 settings change in place (new
@@ -460,13 +455,13 @@ static void server_restart_only(const struct conf *old, const struct conf *c, st
 	const char *restart = "it cannot change on reload; restart sluice to apply it (docs/configuration.md)";
 	if (old->workers != c->workers)
 		conf_errors_add(errs, "%s: workers: changed from %u to %u: %s", c->source, old->workers, c->workers, restart);
-	if (!same_str(old->user, c->user))
+	if (!conf_same_str(old->user, c->user))
 		conf_errors_add(errs, "%s: user: changed: %s", c->source, restart);
-	if (!same_str(old->admin.socket, c->admin.socket))
+	if (!conf_same_str(old->admin.socket, c->admin.socket))
 		conf_errors_add(errs, "%s: admin.socket: changed from %s to %s: %s", c->source,
 		                old->admin.socket ? old->admin.socket : "(none)", c->admin.socket ? c->admin.socket : "(none)",
 		                restart);
-	if (!same_str(old->state_file, c->state_file))
+	if (!conf_same_str(old->state_file, c->state_file))
 		conf_errors_add(errs, "%s: state_file: changed: %s", c->source, restart);
 	if (conf_metrics_buckets_differ(old, c))
 		conf_errors_add(errs, "%s: metrics.histogram_buckets: changed: %s", c->source, restart);
