@@ -18,3 +18,25 @@ def test_bench_help(runner):
     assert "sluice against nginx and HAProxy" in p.stdout
     assert "--callgrind-requests" in p.stdout
     assert p.stderr == "", p.stderr
+
+
+def test_cpu_ticks_split():
+    """The throughput table splits CPU per request into user and system time: cpu_ticks with
+    split gives the two parts of the same /proc figures, and a busy loop shows up as user time."""
+    import importlib.machinery
+    import importlib.util
+    loader = importlib.machinery.SourceFileLoader("bench_mod", BENCH)
+    spec = importlib.util.spec_from_loader("bench_mod", loader)
+    bench = importlib.util.module_from_spec(spec)
+    loader.exec_module(bench)
+    me = os.getpid()
+    u0, s0 = bench.cpu_ticks([me], split=True)
+    x = 0
+    for i in range(3_000_000):
+        x += i
+    u1, s1 = bench.cpu_ticks([me], split=True)
+    assert isinstance(u0, int) and isinstance(s0, int)
+    assert u1 > u0, (u0, u1)
+    assert s1 >= s0
+    assert bench.cpu_ticks([me]) >= u1 + s1
+    assert bench.cpu_ticks([2 ** 22 + 12345]) == 0  # a process that does not exist counts for nothing
