@@ -4,7 +4,8 @@
   tls_request_once(): the same over TLS, plus which protocol the server picks
   when offered h2 by ALPN.
 - Conn: one keep-alive connection; .get(path) sends one request and reads the
-  whole response (Content-Length or chunked).
+  whole response (Content-Length or chunked); .send(raw) the same for a request
+  given as bytes. raw_request_once(): one such request on a fresh connection.
 - run_requests(): exactly N requests, keep-alive on one connection or a new
   connection per request; wrk has no request-count option, and the callgrind
   figures need a fixed count.
@@ -69,7 +70,11 @@ class Conn:
         """Send GET path; return (status, body_bytes, peer_wants_close)."""
         req = "GET %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUser-Agent: sluice-bench\r\n%s\r\n" % (
             path, self.port, "Connection: close\r\n" if close else "")
-        self.sock.sendall(req.encode())
+        return self.send(req.encode())
+
+    def send(self, raw):
+        """Send one raw request (bytes); read its response as get() does."""
+        self.sock.sendall(raw)
         while True:
             i = self.buf.find(b"\r\n\r\n")
             if i >= 0:
@@ -118,6 +123,16 @@ def request_once(port, path, timeout=10.0):
     c = Conn(port, timeout)
     try:
         status, body, _ = c.get(path, close=True)
+        return status, body
+    finally:
+        c.close()
+
+
+def raw_request_once(port, raw, timeout=10.0):
+    """(status, body) of one raw HTTP/1.1 request (bytes, e.g. a POST) on a fresh connection."""
+    c = Conn(port, timeout)
+    try:
+        status, body, _ = c.send(raw)
         return status, body
     finally:
         c.close()
