@@ -335,8 +335,9 @@ HEADER = """# Production readiness: drill results
 Written by `scripts/drill` (`scripts/drill --help`; docs/runbooks/README.md maps the drills to runbooks): `scripts/drill all`
 regenerates this file, a single drill (`scripts/drill load`, `chaos`, `failover`, `dr`, `pentest`)
 appends its section. Every figure below was measured on the machine named in its section, with the
-load generator, the origins and the gateway sharing its CPUs: compare ratios and verdicts, not
-absolute rates, across machines.
+load generator, the origins and the gateway sharing its CPUs (the load drill runs its generator at
+the lowest CPU priority, as if its clients were on other machines): compare ratios and verdicts,
+not absolute rates, across machines.
 """
 
 

@@ -6,9 +6,13 @@ in the ratio 14:5) and one beside it for the POSTs (5%, 4 KiB bodies, to a demo 
 request headers. Three protocols: HTTP/1.1 plaintext, HTTP/1.1 over TLS, HTTP/2 over TLS.
 The origin is the bench's nginx; sluice has 2 workers and no access log.
 
+Fairness: h2load runs at the lowest CPU priority (nice 19, SCHED_IDLE: _generator_setup), as
+clients on other machines would; the origins keep the gateway's priority (see report()).
+
 Capacity: the highest rate (doubling from a start, then two bisections) at which the p99
-of the answers stays under P99_TARGET_MS with no error and the generator kept the rate (a rate
-that misses is run once more: other jobs on a shared machine only add latency).
+of the answers stays under P99_TARGET_MS with no error and the generator kept the rate, on
+every run of it: a rate met once is run again and must be met again (rate_met()), unless its
+p99 was under half the target.
 Then a rate limit of that capacity (key "host": one bucket for all the traffic, 429) and
 a pool in-flight bound (503 pool_overflow) are loaded by a reload, and the gateway is
 driven at 1x, 2x and 5x, then at 1x again (recovery). Pass: at every step no error and
@@ -39,6 +43,7 @@ GET_URIS = ["/small"] * 14 + ["/16k"] * 5
 POST_SHARE = 0.05
 PROTOCOLS = ("h1", "https", "h2")
 QUICK_RATE = 400
+SEARCH_STEP_S, TABLE_STEP_S = 8, 15
 SHED_REASONS = ("rate_limited", "pool_overflow")
 
 
@@ -121,8 +126,27 @@ def _h2load(rig, proto, rate, duration, uris, post, tag):
     if post:
         cmd += ["-d", rig.L.path("post-body"), "-H", "content-type: application/x-www-form-urlencoded"]
     cmd += [base + u for u in uris]
+    return start_generator(cmd), logpath
+
+
+GENERATOR_NICE = 19
+
+
+def _generator_setup():
+    """In the generator's child before exec: die with the drill, and take the lowest CPU priority
+    (nice 19 and SCHED_IDLE, inherited by h2load's threads). Clients of a real gateway run on other
+    machines and take no CPU from it; here the generator costs about as much CPU per request as the
+    gateway, and at normal priority it would take the gateway's CPU exactly when the gateway has
+    most to do (2x, 5x). At the lowest priority it gets only what the gateway and the origins leave."""
+    lab.bench._child_setup()
+    os.setpriority(os.PRIO_PROCESS, 0, GENERATOR_NICE)
+    os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+
+
+def start_generator(cmd):
+    """Popen CMD (a load generator) at the lowest CPU priority; stdout and stderr to a pipe."""
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            preexec_fn=lab.bench._child_setup), logpath
+                            preexec_fn=_generator_setup)
 
 
 def _parse(out, logpath):
@@ -236,10 +260,29 @@ def step(rig, proto, rate, duration):
     }
 
 
-def fits(s):
-    """The rate was served: all answered, no error, the generator kept 97% of the rate, p99 under target."""
-    return (s["errors"] == 0 and s["hung"] == 0 and s["shed"] == 0 and s["done"] >= 0.97 * s["expected"]
-            and s["p99"] is not None and s["p99"] <= P99_TARGET_MS)
+def miss(s):
+    """Why a run of the search does not count as served ('' if it does): an error, a request
+    shed or left hanging, the generator short of 97% of the rate, or the p99 over the target."""
+    why = []
+    if s["errors"] or s["hung"] or s["shed"]:
+        why.append("%d errors, %d hung, %d shed" % (s["errors"], s["hung"], s["shed"]))
+    if s["done"] < 0.97 * s["expected"]:
+        why.append("the generator offered only %.0f req/s" % s["achieved"])
+    if s["p99"] is None or s["p99"] > P99_TARGET_MS:
+        why.append("p99 %s ms over %.0f" % (fmt(s["p99"]), P99_TARGET_MS))
+    return "; ".join(why)
+
+
+def rate_met(runs):
+    """The capacity rule, on the runs of one rate so far: True (met), False (missed) or None (run
+    it again). A rate is met only if every run of it is served (the worse of two runs counts, so
+    the capacity is one the 1x step can hold); one run served with a p99 under half the target is
+    far enough from the edge to count alone."""
+    if miss(runs[-1]):
+        return False
+    if len(runs) >= 2 or runs[-1]["p99"] <= P99_TARGET_MS / 2:
+        return True
+    return None
 
 
 def describe(s):
@@ -256,43 +299,47 @@ def fmt(v):
 
 
 def try_rate(rig, proto, rate, step_s, tried):
-    """One rate of the search, run again once if it misses: other jobs on the machine only ever add
-    latency, so the better of two runs is the gateway's."""
-    for attempt in (1, 2):
+    """One rate of the search: run until rate_met() decides; returns (met, why it missed)."""
+    runs = []
+    while True:
         s = step(rig, proto, rate, step_s)
+        runs.append(s)
         tried.append(s)
-        lab.log("capacity search%s %s" % (" (again)" if attempt == 2 else "", describe(s)))
-        if fits(s):
-            return True
-    return False
+        lab.log("capacity search%s %s" % (" (again)" if len(runs) > 1 else "", describe(s)))
+        met = rate_met(runs)
+        if met is not None:
+            return met, miss(s)
 
 
 def find_capacity(rig, proto, start, step_s, bisections, max_rate):
-    good, bad, rate, tried = None, None, start, []
+    """The highest rate met (doubling from START, then bisecting), the runs, and what stopped it."""
+    good, bad, rate, tried, limit = None, None, start, [], ""
     while rate <= max_rate:
-        if try_rate(rig, proto, rate, step_s, tried):
+        met, why = try_rate(rig, proto, rate, step_s, tried)
+        if met:
             good = rate
             rate *= 2
         else:
-            bad = rate
+            bad, limit = rate, "%d req/s: %s" % (rate, why)
             break
     if good is None:
-        return None, tried
+        return None, tried, limit
     for _ in range(bisections if bad else 0):
         mid = (good + bad) // 2
         if mid - good < max(50, good // 20):
             break
-        if try_rate(rig, proto, mid, step_s, tried):
+        met, why = try_rate(rig, proto, mid, step_s, tried)
+        if met:
             good = mid
         else:
-            bad = mid
-    return good, tried
+            bad, limit = mid, "%d req/s: %s" % (mid, why)
+    return good, tried, limit
 
 
 def run(quick):
-    step_s, table_s = (3, 3) if quick else (8, 15)
+    step_s, table_s = (3, 3) if quick else (SEARCH_STEP_S, TABLE_STEP_S)
     protocols = ("h1", "h2") if quick else PROTOCOLS
-    rows, caps, failures, notes = [], {}, [], []
+    rows, caps, limits, failures, notes = [], {}, {}, [], []
     with lab.Lab("load") as L:
         rig = Rig(L)
         for proto in protocols:
@@ -303,7 +350,7 @@ def run(quick):
                 notes.append("--quick: no capacity search; %d req/s taken as 1x, latency reported but not "
                              "judged (CI machines are shared).\n" % QUICK_RATE)
             else:
-                cap, _ = find_capacity(rig, proto, 500, step_s, 2, 128000)
+                cap, _, limits[proto] = find_capacity(rig, proto, 500, step_s, 2, 128000)
             if cap is None:
                 failures.append("%s: not even %d req/s met p99 <= %.0f ms with no error" % (proto, 500, P99_TARGET_MS))
                 continue
@@ -344,19 +391,34 @@ def run(quick):
                      "machine for a capacity.\n"
                      % (len(busy), len(rows), max(s["cpu"] + s["gen_cpu"] for s in busy)))
     verdict = "PASS" if not failures and caps else "FAIL"
-    return verdict, report(quick, caps, rows, failures, notes), failures
+    return verdict, report(quick, caps, limits, rows, failures, notes), failures
 
 
-def report(quick, caps, rows, failures, notes):
+def report(quick, caps, limits, rows, failures, notes):
     out = [lab.section_head("load", quick)]
     out.append("Target: p99 <= %.0f ms with 0 errors. Mix: 95%% GET (/small %d B : /16k 16 KiB = 14 : 5), "
                "5%% POST (4 KiB body), browser-like headers; h2load at a fixed rate (`--rps`), HTTP/1.1 one "
                "request in flight per connection, h2 up to 64 streams a connection. sluice: 2 workers, no "
                "access log; origin: nginx, 1 worker (GETs) and scripts/demo_upstream.py (POSTs); all on the same CPUs.\n"
                % (P99_TARGET_MS, len(SMALL_BODY)))
+    out.append("Fairness: the load generator (h2load) runs at the lowest CPU priority (nice %d, SCHED_IDLE), as "
+               "clients on other machines would: it gets only the CPU that the gateway and the origins leave, so "
+               "it cannot take the CPU the gateway's accepted requests need at 2x and 5x (it costs more than half "
+               "the gateway's CPU per request: the generator CPU column). When it cannot offer a rate the table "
+               "says so (offered vs answered req/s). The origins keep normal priority, the gateway's: they serve "
+               "only the accepted requests (the rate limit holds them to their 1x share), and at a lower priority "
+               "the gateway's work on refusals would delay the accepted requests' upstream answers, a delay "
+               "upstreams on machines of their own never add.\n"
+               % GENERATOR_NICE)
     if not quick:
-        out.append("Capacity found: " + (", ".join("%s %d req/s" % (p, c) for p, c in caps.items()) or "none")
-                   + "\n")
+        out.append("Capacity rule: a rate is met when every run of it (%d s each) answers all requests with no "
+                   "error and no refusal, the generator keeps 97%% of the rate, and the p99 is within the target; "
+                   "a rate met once is run a second time and must meet it again (the worse of two runs counts) "
+                   "unless its p99 was under half the target. Search: doubling from 500 req/s, then two "
+                   "bisections. The capacity is the highest rate met.\n" % SEARCH_STEP_S)
+        out.append("Capacity found: " + (", ".join("%s %d req/s%s" % (p, c, " (missed at %s)" % limits[p]
+                                                                       if limits.get(p) else "")
+                                                 for p, c in caps.items()) or "none") + "\n")
     out.append("Then a rate limit of the capacity (429, `rate_limited`) and a pool in-flight bound (503, "
                "`pool_overflow`) were loaded (`sluice ctl reload`):\n")
     hdr = ["protocol", "load", "offered req/s", "answered req/s", "accepted", "shed (by reason)", "errors",
