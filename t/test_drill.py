@@ -138,12 +138,13 @@ def _run(p99, errors=0, done=1000):
 
 
 def test_load_capacity_rule_takes_the_worse_of_two_runs():
-    t = load.P99_TARGET_MS
+    t, bound = load.P99_TARGET_MS, load.SEARCH_P99_MS
+    assert bound < t  # headroom under the target for the 1x step
     assert load.rate_met([_run(t * 0.3)]) is True  # far from the edge: one run
-    assert load.rate_met([_run(t * 0.9)]) is None  # near it: run again
-    assert load.rate_met([_run(t * 0.9), _run(t * 0.95)]) is True
-    assert load.rate_met([_run(t * 0.9), _run(t * 1.2)]) is False  # the worse of two counts
-    assert load.rate_met([_run(t * 1.2)]) is False  # a miss is never retried into a pass
+    assert load.rate_met([_run(bound - 1)]) is None  # near it: run again
+    assert load.rate_met([_run(bound - 1), _run(bound - 2)]) is True
+    assert load.rate_met([_run(bound - 1), _run(bound + 1)]) is False  # the worse of two counts
+    assert load.rate_met([_run(bound + 1)]) is False  # a miss is never retried into a pass
     assert load.rate_met([_run(t * 0.3, errors=1)]) is False
     assert load.rate_met([_run(t * 0.3, done=900)]) is False  # the generator fell short of the rate
     assert "offered only 900" in load.miss(_run(t * 0.3, done=900))
