@@ -11,6 +11,7 @@
 #include "clock.h"
 #include "counters.h"
 #include "log.h"
+#include "log_queue.h"
 #include "log_syslog.h"
 #include "snapshot.h"
 #include "trace_context.h"
@@ -18,8 +19,12 @@
 #include "tls_io.h"
 
 struct accesslog_state {
-	int fd;    /* -1: no file (syslog only) */
-	int owned; /* opened by us: closed with the snapshot */
+	/* path's lines go through the worker's queue to the log writer
+	 * (log_queue.h); NULL: no path (syslog only). The writer closes an owned
+	 * file once the lines queued for it are written (snapshot_free). */
+	struct logq_target *target;
+	bool owned;         /* a file we opened: reopened on SIGUSR1 */
+	size_t queue_bytes; /* access_log.queue */
 	bool syslog;
 	struct logsys_target syslog_target;
 	int syslog_facility;
@@ -27,10 +32,12 @@ struct accesslog_state {
 	const char *syslog_url; /* the conf's: compared when a worker adopts another snapshot */
 };
 
-/* Per worker: its own connection to the syslog collector (log_syslog.h), on
- * its own loop, so that a slow collector costs a worker nothing but drops. */
+/* Per worker: its queue of lines for the log writer, and its own connection
+ * to the syslog collector (log_syslog.h), on its own loop, so that a slow
+ * disk, pipe or collector costs a worker nothing but drops. */
 struct accesslog_worker {
 	struct worker *w;
+	struct logq_ring *ring; /* made when the worker first logs to a path */
 	struct logsys *sys;
 	char *url; /* the target sys sends to */
 	uint64_t dropped_logged;
@@ -48,7 +55,7 @@ static int accesslog_snapshot_init(const struct conf *c, void **state, struct co
 		return -1;
 	}
 	const char *path = c->access_log.path;
-	s->fd = -1;
+	s->queue_bytes = c->access_log.queue ? (size_t)c->access_log.queue : LOGQ_DEFAULT_BYTES;
 	if (c->access_log.syslog) {
 		char why[256];
 		if (!logsys_parse(c->access_log.syslog, &s->syslog_target, why, sizeof why)) {
@@ -61,21 +68,34 @@ static int accesslog_snapshot_init(const struct conf *c, void **state, struct co
 		s->syslog_app = c->access_log.syslog_app ? c->access_log.syslog_app : "sluice";
 		s->syslog_url = c->access_log.syslog;
 	}
-	if (!path) {
-		/* syslog only */
-	} else if (strcmp(path, "stdout") == 0) {
-		s->fd = STDOUT_FILENO;
-	} else if (strcmp(path, "stderr") == 0) {
-		s->fd = STDERR_FILENO;
-	} else {
-		char why[PATH_MAX + 300];
-		s->fd = log_open_append(path, why, sizeof why);
-		if (s->fd < 0) {
-			conf_errors_add(errs, "%s: access_log.path: %s", c->source, why);
+	if (path) {
+		int fd;
+		unsigned output;
+		if (strcmp(path, "stdout") == 0) {
+			fd = STDOUT_FILENO;
+			output = CTR_LOG_OUT_STDOUT;
+		} else if (strcmp(path, "stderr") == 0) {
+			fd = STDERR_FILENO;
+			output = CTR_LOG_OUT_STDERR;
+		} else {
+			char why[PATH_MAX + 300];
+			fd = log_open_append(path, why, sizeof why);
+			if (fd < 0) {
+				conf_errors_add(errs, "%s: access_log.path: %s", c->source, why);
+				free(s);
+				return -1;
+			}
+			output = CTR_LOG_OUT_FILE;
+			s->owned = true;
+		}
+		s->target = logq_target_new(fd, s->owned, output, path);
+		if (!s->target) {
+			conf_errors_add(errs, "%s: access_log: out of memory", c->source);
+			if (s->owned)
+				close(fd);
 			free(s);
 			return -1;
 		}
-		s->owned = 1;
 	}
 	*state = s;
 	return 0;
@@ -84,8 +104,7 @@ static int accesslog_snapshot_init(const struct conf *c, void **state, struct co
 static void accesslog_snapshot_free(void *state)
 {
 	struct accesslog_state *s = state;
-	if (s->owned)
-		close(s->fd);
+	logq_target_release(s->target);
 	free(s);
 }
 
@@ -94,10 +113,12 @@ static void accesslog_reopen(const struct conf *c, void *state)
 	struct accesslog_state *s = state;
 	if (!s->owned)
 		return; /* stdout/stderr: log_reopen() (log.h) handles those; syslog has no file */
+	/* what was logged before the reopen goes to the old file (bounded wait) */
+	logq_flush();
 	struct log_line l;
 	char why[PATH_MAX + 300];
 	int fd = log_open_append(c->access_log.path, why, sizeof why);
-	if (fd < 0 || dup3(fd, s->fd, O_CLOEXEC) < 0) {
+	if (fd < 0 || dup3(fd, logq_target_fd(s->target), O_CLOEXEC) < 0) {
 		log_begin(&l, LOG_ERROR, "access log: cannot reopen; still writing to the old file");
 		log_str(&l, "file", c->access_log.path);
 		log_str(&l, "error", fd < 0 ? why : strerror(errno));
@@ -254,6 +275,10 @@ static int accesslog_worker_init(struct worker *w, void **worker_state)
 	struct accesslog_worker *aw = calloc(1, sizeof(*aw));
 	if (!aw)
 		return -1;
+	if (!logq_writer_get()) {
+		free(aw);
+		return -1;
+	}
 	aw->w = w;
 	*worker_state = aw;
 	return 0;
@@ -270,7 +295,26 @@ static void accesslog_worker_free(void *worker_state)
 	}
 	logsys_free(aw->sys);
 	free(aw->url);
+	/* the last worker's put writes what is queued before the process goes on to exit */
+	logq_ring_retire(aw->ring);
+	logq_writer_put();
 	free(aw);
+}
+
+/* A reload that changes access_log.queue: a ring of the new size, read by
+ * the writer only once this worker's previous one is written. */
+static void accesslog_worker_adopt(struct worker *w, void *worker_state, const void *snapshot_state)
+{
+	(void)w;
+	struct accesslog_worker *aw = worker_state;
+	const struct accesslog_state *s = snapshot_state;
+	if (!aw || !aw->ring || !s || !s->target || logq_ring_capacity(aw->ring) == logq_ring_size(s->queue_bytes))
+		return;
+	struct logq_ring *r = logq_ring_new(s->queue_bytes, aw->w->counters, aw->ring);
+	if (!r)
+		return; /* keeps the old one */
+	logq_ring_retire(aw->ring);
+	aw->ring = r;
 }
 
 /* The worker's syslog sender for s: kept while the target stays the same
@@ -296,12 +340,17 @@ static void accesslog_log(const struct request *r, const void *snapshot_state, v
 		return;
 	char line[8192];
 	size_t n = accesslog_format(r, line, sizeof(line));
-	if (s->fd >= 0) {
-		/* a full disk or closed pipe must not stall or kill request handling */
-		ssize_t w = write(s->fd, line, n);
-		(void)w;
-	}
 	struct accesslog_worker *aw = worker_state;
+	if (s->target && aw) {
+		/* never a write here: a full disk, a slow one or a pipe nobody reads
+		 * must not stall request handling (the log writer waits instead) */
+		if (!aw->ring)
+			aw->ring = logq_ring_new(s->queue_bytes, aw->w->counters, NULL);
+		if (aw->ring)
+			logq_push(aw->ring, s->target, line, n);
+		else
+			CTR_GLOBAL_ADD(aw->w->counters, ACCESS_LOG_DROPPED, logq_target_output(s->target), 1);
+	}
 	if (s->syslog && aw) {
 		struct logsys *sys = worker_syslog(aw, s);
 		if (!sys)
@@ -309,7 +358,7 @@ static void accesslog_log(const struct request *r, const void *snapshot_state, v
 		logsys_send(sys, 6, line, n, r->start_wall_us);
 		uint64_t d = logsys_dropped(sys);
 		if (d > aw->dropped_counted) {
-			CTR_GLOBAL_ADD(aw->w->counters, ACCESS_LOG_DROPPED, 0, d - aw->dropped_counted);
+			CTR_GLOBAL_ADD(aw->w->counters, ACCESS_LOG_DROPPED, CTR_LOG_OUT_SYSLOG, d - aw->dropped_counted);
 			aw->dropped_counted = d;
 		}
 		/* the first drop, then every 1000th: visible without flooding */
@@ -330,6 +379,7 @@ const struct module accesslog_module = {
     .snapshot_free = accesslog_snapshot_free,
     .worker_init = accesslog_worker_init,
     .worker_free = accesslog_worker_free,
+    .worker_adopt = accesslog_worker_adopt,
     .reopen = accesslog_reopen,
     .log = accesslog_log,
 };

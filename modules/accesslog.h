@@ -1,8 +1,13 @@
 /* accesslog.h - the access log module: one JSON object a line per request,
- * written in the log phase to access_log.path ("stdout", "stderr" or a file
- * opened for appending). The file is opened per snapshot (so a reload can
- * move it); each line goes out with a single write(2), so lines from several
- * workers never interleave. */
+ * formatted in the log phase and sent to access_log.path ("stdout",
+ * "stderr" or a file opened for appending) and/or access_log.syslog.
+ *
+ * The worker never writes: a path's lines go into the worker's bounded queue
+ * and the log writer thread writes them (log_queue.h: whole lines only, a
+ * full queue drops and counts); syslog lines go to the worker's own
+ * non-blocking sender (log_syslog.h). The file is opened per snapshot (so a
+ * reload can move it) and closed by the writer once the old snapshot's
+ * queued lines are written; SIGUSR1 reopens it on the same descriptor. */
 #ifndef SLUICE_ACCESSLOG_H
 #define SLUICE_ACCESSLOG_H
 

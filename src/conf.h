@@ -308,6 +308,7 @@ struct conf_access_log {
 	char *syslog;  /* "udp://…", "tcp://…" or "unix:///…" (log_syslog.h); NULL: none */
 	int syslog_facility; /* default 16 (local0) */
 	char *syslog_app;    /* APP-NAME; default "sluice" */
+	uint64_t queue;      /* bytes of lines each worker may queue for path (log_queue.h); 0: the default */
 };
 
 /* error_log: sluice's own messages (log.h) */

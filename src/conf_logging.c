@@ -4,6 +4,7 @@
 #endif
 
 #include "conf_logging.h"
+#include "log_queue.h"
 #include "log_syslog.h"
 
 #include <stdlib.h>
@@ -55,13 +56,14 @@ static char *log_path(struct conf_walker *w, const char *s)
 
 void conf_walk_access_log(struct conf_walker *w, int root)
 {
-	static const char *const keys[] = { "path", "syslog", "syslog_facility", "syslog_app", NULL };
+	static const char *const keys[] = { "path", "syslog", "syslog_facility", "syslog_app", "queue", NULL };
 	struct conf_field f;
 	if (!conf_field_open_record(w, root, "access_log", keys, "a table like { path = \"stdout\" }", &f))
 		return;
 	int t = lua_gettop(w->L);
 	struct conf_access_log *a = &w->c->access_log;
 	walk_syslog(w, t, &a->syslog, &a->syslog_facility, &a->syslog_app);
+	conf_field_size(w, t, "queue", LOGQ_MIN_BYTES, LOGQ_MAX_BYTES, &a->queue);
 	struct conf_field g;
 	if (conf_field_open(w, t, "path", &g)) {
 		const char *s = conf_value_string(w, lua_gettop(w->L));

@@ -101,6 +101,7 @@ static const char *const tls_version_names[] = {CTR_TLS_VERSION_LIST(CTR_STR)};
 static const char *const reload_names[] = {CTR_RELOAD_LIST(CTR_STR)};
 static const char *const upload_limit_names[] = {CTR_UPLOAD_LIMIT_LIST(CTR_STR)};
 static const char *const verdict_names[] = {CTR_ROLLOUT_VERDICT_LIST(CTR_STR)};
+static const char *const log_output_names[] = {CTR_LOG_OUTPUT_LIST(CTR_STR)};
 #undef CTR_STR
 
 /* The value of a fixed label, or NULL for a value that is never shown (REASON_NONE). */
@@ -135,6 +136,8 @@ static const char *lset_value(enum ctr_lset ls, unsigned i)
 		return upload_limit_names[i];
 	case CTR_LSET_ROLLOUT_VERDICT:
 		return verdict_names[i];
+	case CTR_LSET_LOG_OUTPUT:
+		return log_output_names[i];
 	case CTR_LSET_NONE:
 	default:
 		return "";

@@ -210,6 +210,15 @@ enum ctr_rollout_verdict {
 	CTR_VERDICT__COUNT
 };
 
+/* Where a log line was to go (sluice_access_log_dropped_total; src/log_queue.h). */
+#define CTR_LOG_OUTPUT_LIST(X) X(FILE, "file") X(STDOUT, "stdout") X(STDERR, "stderr") X(SYSLOG, "syslog")
+enum ctr_log_output {
+#define CTR_LOG_OUT_ENUM(sym, str) CTR_LOG_OUT_##sym,
+	CTR_LOG_OUTPUT_LIST(CTR_LOG_OUT_ENUM)
+#undef CTR_LOG_OUT_ENUM
+	CTR_LOG_OUT__COUNT
+};
+
 /* label set: its label name and how many values it has */
 #define CTR_LSET_LIST(X)                                                                                               \
 	X(NONE, NULL, 1)                                                                                               \
@@ -226,7 +235,8 @@ enum ctr_rollout_verdict {
 	X(TLS_VERSION, "version", CTR_TLSV__COUNT)                                                                     \
 	X(RELOAD, "outcome", CTR_RELOAD__COUNT)                                                                        \
 	X(UPLOAD_LIMIT, "limit", CTR_UPLOAD__COUNT)                                                                    \
-	X(ROLLOUT_VERDICT, "verdict", CTR_VERDICT__COUNT)
+	X(ROLLOUT_VERDICT, "verdict", CTR_VERDICT__COUNT)                                                              \
+	X(LOG_OUTPUT, "output", CTR_LOG_OUT__COUNT)
 enum ctr_lset {
 #define CTR_LSET_ENUM(sym, label, card) CTR_LSET_##sym,
 	CTR_LSET_LIST(CTR_LSET_ENUM)
@@ -302,8 +312,8 @@ enum ctr_kind { CTR_KIND_COUNTER, CTR_KIND_HISTOGRAM, CTR_KIND_GAUGE };
 	  "Sampled spans not delivered: a worker's queue was full, or the collector failed or was not configured")   \
 	X(TRACE_EXPORT_FAILURES, "sluice_tracing_export_failures_total", COUNTER, NONE,                               \
 	  "OTLP export requests that failed (connect, timeout, an answer other than 2xx)")                              \
-	X(ACCESS_LOG_DROPPED, "sluice_access_log_dropped_total", COUNTER, NONE,                                       \
-	  "Access-log lines not delivered to syslog (the queue was full or the collector unreachable)")               \
+	X(ACCESS_LOG_DROPPED, "sluice_access_log_dropped_total", COUNTER, LOG_OUTPUT,                                 \
+	  "Access-log lines dropped, by output: a worker's queue was full, a write failed, or the collector was unreachable") \
 	X(ERROR_LOG_DROPPED, "sluice_error_log_dropped_total", COUNTER, NONE,                                         \
 	  "Error/event log lines not delivered to syslog (the queue was full or the collector unreachable)")          \
 	X(RUNTIME_CHANGES, "sluice_runtime_changes_total", COUNTER, NONE, "Deployer changes applied through the admin socket") \

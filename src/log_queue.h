@@ -1,0 +1,96 @@
+/* log_queue.h - whole log lines from the workers to a descriptor (a file,
+ * stdout, stderr) without a worker ever waiting on it: the access log's
+ * file and stdout outputs (modules/accesslog.c).
+ *
+ * Each worker owns a ring: a single-producer single-consumer queue of whole
+ * lines (bytes, bounded; lines stay in the worker's order). A push copies the
+ * line in and never blocks, allocates or makes a system call, except one
+ * write to an eventfd when the writer sleeps; a line that does not fit whole
+ * is dropped (never a part of one), counted in the worker's counters
+ * (sluice_access_log_dropped_total{output}) and logged at most once a second.
+ *
+ * One writer thread per process drains every ring with writev(2): batches of
+ * consecutive lines for the same target, at most PIPE_BUF bytes at a time on a
+ * pipe, socket or terminal (so lines stay whole beside other writers, e.g. the
+ * error log on the same pipe). The writer alone may wait on an output (a pipe
+ * nobody reads, a slow disk); the workers' rings fill and drop meanwhile. A
+ * failed write (ENOSPC, EIO, EPIPE) drops the batch's lines, counted and
+ * logged at most once a second; the rest of a line cut by a failing write is
+ * kept and written first when the output takes bytes again, so a file never
+ * keeps a partial line.
+ *
+ * Ownership and threads:
+ *  - a target (a descriptor, owned or not) is made and released by the main
+ *    thread (the access log makes one per snapshot). Lines in rings point at
+ *    it without a reference: logq_target_release hands it to the writer,
+ *    which closes and frees it only after it has written every line queued
+ *    before the release (the snapshot's last request pushed its line before
+ *    the snapshot was released). So nothing is written to a closed or reused
+ *    descriptor. Reopening (SIGUSR1) dup3()s a new file onto logq_target_fd.
+ *  - the writer is process-wide state (the one global here, behind a mutex
+ *    for its lists): logq_writer_get/put count its users (the access log's
+ *    worker_init/worker_free, main thread); the thread starts with the first
+ *    ring; the last put writes what is queued (waiting at most
+ *    LOGQ_STOP_WAIT_MS for a blocked output, then gives up, logged) and stops.
+ *  - a ring is made and used by one producer thread (logq_ring_new may run on
+ *    it) and freed by the writer once retired and drained. A ring made with a
+ *    predecessor (a reload changed the queue size) is not read until the
+ *    predecessor is retired and empty: the worker's lines stay in order. */
+#ifndef SLUICE_LOG_QUEUE_H
+#define SLUICE_LOG_QUEUE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct ctr_worker;
+
+#define LOGQ_DEFAULT_BYTES ((size_t)1 << 20)
+#define LOGQ_MIN_BYTES ((size_t)64 << 10)
+#define LOGQ_MAX_BYTES ((size_t)1 << 30)
+#define LOGQ_STOP_WAIT_MS 5000
+#define LOGQ_FLUSH_WAIT_MS 1000
+
+struct logq_target;
+struct logq_ring;
+
+/* A target writing to fd (closed by the writer at the end when owned).
+ * output: the counter label of its drops (enum ctr_log_output); name: shown
+ * in log lines (copied). NULL when out of memory (fd is not closed). Main
+ * thread. */
+struct logq_target *logq_target_new(int fd, bool owned, unsigned output, const char *name);
+int logq_target_fd(const struct logq_target *t);
+unsigned logq_target_output(const struct logq_target *t);
+/* No new line will name t: the writer frees it (and closes an owned fd) once
+ * the lines queued for it are written; at once when no writer runs. Main
+ * thread. NULL: nothing. */
+void logq_target_release(struct logq_target *t);
+
+/* A user of the writer (main thread): false when it cannot be set up (logged). */
+bool logq_writer_get(void);
+/* Drops a use; the last writes everything queued and stops the thread. */
+void logq_writer_put(void);
+/* Writes what is queued now before returning, waiting at most
+ * LOGQ_FLUSH_WAIT_MS (a blocked output): reopening a file for logrotate puts
+ * the lines logged before it into the old file. Main thread. */
+void logq_flush(void);
+
+/* A ring of about bytes (rounded up to a power of two, at least
+ * LOGQ_MIN_BYTES) whose producer counts its drops in cw (may be NULL), read
+ * only after prev (NULL: none; the caller retires prev right after). Needs a
+ * writer user (logq_writer_get). NULL when out of memory or the writer thread
+ * cannot start (logged). The producer's thread, or before it runs. */
+struct logq_ring *logq_ring_new(size_t bytes, struct ctr_worker *cw, struct logq_ring *prev);
+/* The producer is done with r (it pushes no more): the writer frees it once drained. */
+void logq_ring_retire(struct logq_ring *r);
+size_t logq_ring_capacity(const struct logq_ring *r);
+/* The capacity logq_ring_new(bytes, ...) gives (a reload compares it). */
+size_t logq_ring_size(size_t bytes);
+/* Lines this ring dropped because they did not fit. */
+uint64_t logq_ring_dropped(const struct logq_ring *r);
+
+/* Queue line[0..n) (one whole line, its newline included) for t. False: it
+ * did not fit and was dropped (counted). Producer only. */
+bool logq_push(struct logq_ring *r, struct logq_target *t, const char *line, size_t n);
+
+#endif

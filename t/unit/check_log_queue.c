@@ -1,0 +1,369 @@
+/* Unit tests for the per-worker log queues and the log writer thread
+ * (src/log_queue.c): order, whole lines, bounded rings that drop instead of
+ * waiting, wrap-around, a target closed only after its lines are written,
+ * a ring's successor read after it, write failures counted, and the last
+ * user's flush. Real descriptors: temporary files, pipes, /dev/full. The
+ * gateway around it: t/test_access_log_queue.py. */
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "counters.h"
+#include "log_queue.h"
+
+static char tmpl[] = "/tmp/check-logq-XXXXXX";
+
+/* A fresh temporary file: its descriptor (appending) and path in path. */
+static int temp_file(char *path, size_t size)
+{
+	snprintf(path, size, "%s", tmpl);
+	int fd = mkstemp(path);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(fcntl(fd, F_SETFL, O_APPEND), 0);
+	return fd;
+}
+
+static char *slurp(const char *path, size_t *len)
+{
+	FILE *f = fopen(path, "rb");
+	ck_assert_ptr_nonnull(f);
+	size_t cap = 1 << 16, n = 0;
+	char *buf = malloc(cap + 1);
+	for (size_t got; (got = fread(buf + n, 1, cap - n, f)) > 0;) {
+		n += got;
+		if (n == cap)
+			buf = realloc(buf, (cap *= 2) + 1);
+	}
+	fclose(f);
+	buf[n] = '\0';
+	*len = n;
+	return buf;
+}
+
+/* Line i of producer p: a recognisable head and a length that varies with i. */
+static size_t make_line(char *buf, size_t cap, int p, int i)
+{
+	int n = snprintf(buf, cap, "{\"p\":%d,\"i\":%d,\"pad\":\"", p, i);
+	size_t pad = (size_t)((i * 7919) % 3000);
+	memset(buf + n, 'a' + (i % 26), pad);
+	n += (int)pad;
+	n += snprintf(buf + n, cap - (size_t)n, "\"}\n");
+	return (size_t)n;
+}
+
+/* Every line of text is producer p's, whole, numbered from first on without a gap; returns the count. */
+static int check_lines(const char *text, size_t len, int p, int first)
+{
+	char want[4096];
+	int i = first;
+	for (size_t off = 0; off < len; i++) {
+		size_t n = make_line(want, sizeof want, p, i);
+		ck_assert_msg(off + n <= len && memcmp(text + off, want, n) == 0, "line %d of producer %d differs", i, p);
+		off += n;
+	}
+	return i - first;
+}
+
+static uint64_t dropped(struct counters *reg, unsigned output)
+{
+	return counters_get(reg, NULL, CTR_DIM_GLOBAL, 0, CTR_ACCESS_LOG_DROPPED + output);
+}
+
+START_TEST(lines_in_order_and_whole_across_wraps)
+{
+	ck_assert(logq_writer_get());
+	char path[64];
+	int fd = temp_file(path, sizeof path);
+	struct logq_target *t = logq_target_new(fd, true, CTR_LOG_OUT_FILE, path);
+	struct logq_ring *r = logq_ring_new(1, NULL, NULL);
+	ck_assert_ptr_nonnull(r);
+	ck_assert_uint_eq(logq_ring_capacity(r), LOGQ_MIN_BYTES);
+	ck_assert_uint_eq(logq_ring_size(LOGQ_MIN_BYTES + 1), LOGQ_MIN_BYTES * 2);
+	/* about 100 times the ring: it wraps often; a refused line is pushed again */
+	char line[4096];
+	for (int i = 0; i < 4000; i++) {
+		size_t n = make_line(line, sizeof line, 0, i);
+		while (!logq_push(r, t, line, n))
+			usleep(200);
+	}
+	logq_flush();
+	size_t len;
+	char *text = slurp(path, &len);
+	ck_assert_int_eq(check_lines(text, len, 0, 0), 4000);
+	free(text);
+	logq_ring_retire(r);
+	logq_target_release(t);
+	logq_writer_put();
+	unlink(path);
+}
+END_TEST
+
+/* Fills a pipe to the brim: the writer then blocks on it. */
+static void fill_pipe(int wfd)
+{
+	int fl = fcntl(wfd, F_GETFL);
+	fcntl(wfd, F_SETFL, fl | O_NONBLOCK);
+	char junk[4096];
+	memset(junk, '\n', sizeof junk);
+	while (write(wfd, junk, sizeof junk) > 0)
+		;
+	ck_assert_int_eq(errno, EAGAIN);
+	fcntl(wfd, F_SETFL, fl);
+}
+
+START_TEST(a_full_ring_drops_whole_lines_without_waiting)
+{
+	struct counters *reg = counters_new();
+	counters_process = reg;
+	struct ctr_worker *cw = counters_worker_new(reg);
+	ck_assert(logq_writer_get());
+	int p[2];
+	ck_assert_int_eq(pipe(p), 0);
+	fill_pipe(p[1]);
+	struct logq_target *t = logq_target_new(p[1], false, CTR_LOG_OUT_STDOUT, "stdout");
+	struct logq_ring *r = logq_ring_new(LOGQ_MIN_BYTES, cw, NULL);
+	/* the writer is stuck on the full pipe: the ring fills, then refuses */
+	char line[4096];
+	int accepted = 0, refused = 0;
+	for (int i = 0; i < 2000; i++) {
+		size_t n = make_line(line, sizeof line, 1, accepted);
+		if (logq_push(r, t, line, n))
+			accepted++;
+		else
+			refused++;
+	}
+	ck_assert_int_gt(accepted, 10);
+	ck_assert_int_gt(refused, 0);
+	ck_assert_uint_eq(logq_ring_dropped(r), (uint64_t)refused);
+	ck_assert_uint_eq(dropped(reg, CTR_LOG_OUT_STDOUT), (uint64_t)refused);
+	ck_assert_uint_eq(dropped(reg, CTR_LOG_OUT_FILE), 0);
+	/* the reader resumes: what was accepted arrives whole and in order */
+	size_t cap = 8 << 20, len = 0;
+	char *buf = malloc(cap);
+	int prefix = 1, got = 0;
+	char want[4096];
+	size_t expect = 0;
+	for (int i = 0; i < accepted; i++)
+		expect += make_line(want, sizeof want, 1, i);
+	while (len < expect) {
+		struct pollfd pf = {.fd = p[0], .events = POLLIN};
+		ck_assert_int_eq(poll(&pf, 1, 5000), 1);
+		ssize_t n = read(p[0], buf + len, cap - len);
+		ck_assert_int_gt(n, 0);
+		len += (size_t)n;
+		if (prefix) {
+			/* the prefill is newlines only */
+			size_t k = 0;
+			while (k < len && buf[k] == '\n')
+				k++;
+			memmove(buf, buf + k, len - k);
+			len -= k;
+			prefix = len == 0;
+		}
+	}
+	got = check_lines(buf, len, 1, 0);
+	ck_assert_int_eq(got, accepted);
+	free(buf);
+	logq_ring_retire(r);
+	logq_target_release(t);
+	logq_writer_put();
+	close(p[0]);
+	close(p[1]);
+	counters_process = NULL;
+	counters_free(reg);
+}
+END_TEST
+
+START_TEST(a_released_target_is_closed_after_its_lines)
+{
+	ck_assert(logq_writer_get());
+	char path[64];
+	int fd = temp_file(path, sizeof path);
+	struct logq_target *t = logq_target_new(fd, true, CTR_LOG_OUT_FILE, path);
+	struct logq_ring *r = logq_ring_new(LOGQ_MIN_BYTES * 4, NULL, NULL);
+	char line[4096];
+	for (int i = 0; i < 50; i++) {
+		size_t n = make_line(line, sizeof line, 2, i);
+		ck_assert(logq_push(r, t, line, n));
+	}
+	/* released at once, as a snapshot whose last request just logged */
+	logq_target_release(t);
+	logq_flush();
+	ck_assert_int_eq(fcntl(fd, F_GETFD), -1);
+	ck_assert_int_eq(errno, EBADF);
+	size_t len;
+	char *text = slurp(path, &len);
+	ck_assert_int_eq(check_lines(text, len, 2, 0), 50);
+	free(text);
+	logq_ring_retire(r);
+	logq_writer_put();
+	unlink(path);
+}
+END_TEST
+
+START_TEST(a_successor_ring_waits_for_its_predecessor)
+{
+	ck_assert(logq_writer_get());
+	char path[64];
+	int fd = temp_file(path, sizeof path);
+	int p[2];
+	ck_assert_int_eq(pipe(p), 0);
+	/* the old ring's first line blocks the writer on a full pipe, so its
+	 * other lines are still queued when the new ring gets lines */
+	fill_pipe(p[1]);
+	struct logq_target *blocked = logq_target_new(p[1], false, CTR_LOG_OUT_STDOUT, "stdout");
+	struct logq_target *t = logq_target_new(fd, true, CTR_LOG_OUT_FILE, path);
+	struct logq_ring *a = logq_ring_new(LOGQ_MIN_BYTES, NULL, NULL);
+	ck_assert(logq_push(a, blocked, "x\n", 2));
+	char line[4096];
+	for (int i = 0; i < 10; i++) {
+		size_t n = make_line(line, sizeof line, 3, i);
+		ck_assert(logq_push(a, t, line, n));
+	}
+	struct logq_ring *b = logq_ring_new(LOGQ_MIN_BYTES * 2, NULL, a);
+	for (int i = 10; i < 20; i++) {
+		size_t n = make_line(line, sizeof line, 3, i);
+		ck_assert(logq_push(b, t, line, n));
+	}
+	usleep(50 * 1000);
+	logq_ring_retire(a);
+	/* unblock: drain the pipe */
+	int fl = fcntl(p[0], F_GETFL);
+	fcntl(p[0], F_SETFL, fl | O_NONBLOCK);
+	char junk[65536];
+	for (int k = 0; k < 200; k++) {
+		while (read(p[0], junk, sizeof junk) > 0)
+			;
+		usleep(5000);
+	}
+	logq_flush();
+	size_t len;
+	char *text = slurp(path, &len);
+	ck_assert_int_eq(check_lines(text, len, 3, 0), 20);
+	free(text);
+	logq_ring_retire(b);
+	logq_target_release(t);
+	logq_target_release(blocked);
+	logq_writer_put();
+	close(p[0]);
+	close(p[1]);
+	unlink(path);
+}
+END_TEST
+
+START_TEST(write_failures_are_counted_and_survived)
+{
+	struct counters *reg = counters_new();
+	counters_process = reg;
+	ck_assert(logq_writer_get());
+	int fd = open("/dev/full", O_WRONLY | O_CLOEXEC);
+	ck_assert_int_ge(fd, 0);
+	struct logq_target *t = logq_target_new(fd, true, CTR_LOG_OUT_FILE, "/dev/full");
+	struct logq_ring *r = logq_ring_new(LOGQ_MIN_BYTES, NULL, NULL);
+	char line[4096];
+	for (int i = 0; i < 30; i++) {
+		size_t n = make_line(line, sizeof line, 4, i);
+		ck_assert(logq_push(r, t, line, n));
+		if (i % 10 == 9)
+			logq_flush();
+	}
+	logq_flush();
+	ck_assert_uint_eq(dropped(reg, CTR_LOG_OUT_FILE), 30);
+	/* the writer lives on: a good target after a failing one */
+	char path[64];
+	int good = temp_file(path, sizeof path);
+	struct logq_target *g = logq_target_new(good, true, CTR_LOG_OUT_FILE, path);
+	size_t n = make_line(line, sizeof line, 4, 0);
+	ck_assert(logq_push(r, g, line, n));
+	logq_ring_retire(r);
+	logq_target_release(t);
+	logq_target_release(g);
+	/* the last user writes what is queued before it stops */
+	logq_writer_put();
+	size_t len;
+	char *text = slurp(path, &len);
+	ck_assert_int_eq(check_lines(text, len, 4, 0), 1);
+	free(text);
+	unlink(path);
+	counters_process = NULL;
+	counters_free(reg);
+}
+END_TEST
+
+START_TEST(the_last_put_writes_everything_queued)
+{
+	ck_assert(logq_writer_get());
+	ck_assert(logq_writer_get()); /* two workers */
+	char path[64];
+	int fd = temp_file(path, sizeof path);
+	struct logq_target *t = logq_target_new(fd, true, CTR_LOG_OUT_FILE, path);
+	struct logq_ring *r1 = logq_ring_new(LOGQ_MIN_BYTES * 16, NULL, NULL);
+	struct logq_ring *r2 = logq_ring_new(LOGQ_MIN_BYTES * 16, NULL, NULL);
+	char line[4096];
+	int n1 = 0, n2 = 0;
+	for (int i = 0; i < 200; i++) {
+		size_t n = make_line(line, sizeof line, 5, i);
+		ck_assert(logq_push(r1, t, line, n));
+		n1++;
+		n = make_line(line, sizeof line, 6, i);
+		ck_assert(logq_push(r2, t, line, n));
+		n2++;
+	}
+	logq_ring_retire(r1);
+	logq_writer_put();
+	logq_ring_retire(r2);
+	logq_target_release(t); /* held by the writer until written */
+	logq_writer_put();
+	/* each producer's lines in its order; both whole */
+	size_t len;
+	char *text = slurp(path, &len);
+	int seen[2] = {0, 0};
+	for (char *s = text; *s;) {
+		char *nl = strchr(s, '\n');
+		ck_assert_ptr_nonnull(nl);
+		int p, i;
+		ck_assert_int_eq(sscanf(s, "{\"p\":%d,\"i\":%d", &p, &i), 2);
+		ck_assert(p == 5 || p == 6);
+		ck_assert_int_eq(i, seen[p - 5]);
+		char want[4096];
+		size_t n = make_line(want, sizeof want, p, i);
+		ck_assert_uint_eq((size_t)(nl + 1 - s), n);
+		ck_assert(memcmp(s, want, n) == 0);
+		seen[p - 5]++;
+		s = nl + 1;
+	}
+	ck_assert_int_eq(seen[0], n1);
+	ck_assert_int_eq(seen[1], n2);
+	free(text);
+	unlink(path);
+}
+END_TEST
+
+static Suite *logq_suite(void)
+{
+	Suite *s = suite_create("log_queue");
+	TCase *tc = tcase_create("log_queue");
+	tcase_set_timeout(tc, 30);
+	tcase_add_test(tc, lines_in_order_and_whole_across_wraps);
+	tcase_add_test(tc, a_full_ring_drops_whole_lines_without_waiting);
+	tcase_add_test(tc, a_released_target_is_closed_after_its_lines);
+	tcase_add_test(tc, a_successor_ring_waits_for_its_predecessor);
+	tcase_add_test(tc, write_failures_are_counted_and_survived);
+	tcase_add_test(tc, the_last_put_writes_everything_queued);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int main(void)
+{
+	SRunner *sr = srunner_create(logq_suite());
+	srunner_run_all(sr, CK_NORMAL);
+	int failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
