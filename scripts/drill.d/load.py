@@ -156,7 +156,8 @@ def start_generator(cmd):
 
 
 def _parse(out, logpath):
-    r = {"done": 0, "started": 0, "errored": 0, "timeout": 0, "statuses": {}, "lat": {}}
+    r = {"done": 0, "started": 0, "errored": 0, "timeout": 0, "statuses": {}, "lat": {}, "last_start": 0,
+         "no_status_starts": []}
     m = re.search(r"^requests: (\d+) total, (\d+) started, (\d+) done, \d+ succeeded, \d+ failed, "
                   r"(\d+) errored, (\d+) timeout", out, re.M)
     if m:
@@ -168,6 +169,10 @@ def _parse(out, logpath):
                 cols = line.split("\t")
                 if len(cols) >= 3:
                     st = int(cols[1])
+                    start_us = int(cols[0])
+                    r["last_start"] = max(r["last_start"], start_us)
+                    if st == 0:  # closed without an error but with no response head
+                        r["no_status_starts"].append(start_us)
                     r["statuses"][st] = r["statuses"].get(st, 0) + 1
                     r["lat"].setdefault(st, []).append(int(cols[2]) / 1000.0)
     except OSError:
@@ -265,6 +270,10 @@ def step(rig, proto, rate, duration):
         "cpu_us": 1e6 * cpu / lab.bench.CLK_TCK / answered if answered else None,
         "gen_cpu": 100.0 * sum(sampler.gen_ticks.values()) / lab.bench.CLK_TCK / wall if wall else 0,
         "machine": 100.0 * (m1[0] - m0[0]) / max(1, m1[1] - m0[1]),
+        # answers without a status (h2: the stream closed with NO_ERROR before a response head), and how
+        # many of those started in the last second (in flight when h2load ended the run, or not)
+        "no_status": statuses.get(0, 0),
+        "no_status_late": sum(1 for r in res for t in r["no_status_starts"] if t > r["last_start"] - 1e6),
         "raw": outs,
     }
 
@@ -297,11 +306,12 @@ def rate_met(runs):
 def describe(s):
     return ("%s %d req/s: done %d/%d, statuses %s, shed %d %s, errors %d (h2load: %d), cut at the end %d, "
             "hung %d, p50 %s p99 %s p99.9 %s ms (accepted p99 %s, shed p99 %s), CPU %.0f%% (%s µs/answer, "
-            "generator %.0f%%, machine busy %.0f%%), RSS %d KiB"
+            "generator %.0f%%, machine busy %.0f%%), RSS %d KiB%s"
             % (s["proto"], s["rate"], s["done"], s["expected"], s["statuses"], s["shed"], s["shed_by"] or "",
                s["errors"], s["h2load_errors"], s["cut"], s["hung"], fmt(s["p50"]), fmt(s["p99"]), fmt(s["p999"]),
                fmt(s["acc_p99"]), fmt(s["shed_p99"]), s["cpu"], fmt(s["cpu_us"]), s["gen_cpu"], s["machine"],
-               s["rss"]))
+               s["rss"], ("; %d answers without a status, %d of them started in the last second"
+                          % (s["no_status"], s["no_status_late"])) if s["no_status"] else ""))
 
 
 def fmt(v):
@@ -386,6 +396,9 @@ def run(quick):
                 why = []
                 if s["errors"] or s["hung"]:
                     why.append("%d errors, %d hung" % (s["errors"], s["hung"]))
+                    if s["no_status"]:
+                        why.append("of the errors %d answers without a status (%d started in the run's last "
+                                   "second)" % (s["no_status"], s["no_status_late"]))
                 if not quick and (s["acc_p99"] is None or s["acc_p99"] > P99_TARGET_MS):
                     why.append("accepted p99 %s ms over %.0f ms" % (fmt(s["acc_p99"]), P99_TARGET_MS))
                 if mult > 1 and s["shed"] == 0:
