@@ -121,8 +121,9 @@ static void walk_headers(struct conf_walker *w, int t, struct conf_tracing *ct)
 
 static void walk_root(struct conf_walker *w, int root)
 {
-	static const char *const keys[] = {"otlp",       "sample",     "parent_based", "service_name", "headers",
-	                                   "batch_size", "queue_size", "timeout",      "interval",     NULL};
+	static const char *const keys[] = {"otlp",       "protocol",   "sample",  "parent_based", "service_name",
+	                                   "headers",    "batch_size", "queue_size", "timeout",    "interval",
+	                                   NULL};
 	struct conf_field f;
 	if (!conf_field_open_record(w, root, "tracing", keys, TRACING_EXAMPLE, &f))
 		return;
@@ -143,6 +144,17 @@ static void walk_root(struct conf_walker *w, int root)
 			conf_werr(w, "%s", why);
 		else if (s)
 			ct->otlp = conf_xstrdup(s);
+		conf_field_close(w, &g);
+	}
+	if (conf_field_open(w, t, "protocol", &g)) {
+		const char *s = conf_value_string(w, lua_gettop(w->L));
+		if (s && strcmp(s, "http/protobuf") == 0)
+			ct->protocol = CONF_TRACING_HTTP_PROTOBUF;
+		else if (s && strcmp(s, "grpc") == 0)
+			conf_werr(w, "OTLP over gRPC is not supported: use \"http/protobuf\" (or \"http/json\") and the "
+			             "collector's OTLP/HTTP port, usually 4318");
+		else if (s && strcmp(s, "http/json") != 0)
+			conf_werr(w, "\"%s\" is not an OTLP protocol: \"http/json\" (the default) or \"http/protobuf\"", s);
 		conf_field_close(w, &g);
 	}
 	if (conf_field_open(w, t, "sample", &g)) {

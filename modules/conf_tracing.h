@@ -5,8 +5,10 @@
  *               service_name = "sluice" }
  * turns W3C trace context propagation on (traceparent/tracestate checked,
  * a new trace started when there is none, the gateway's span as the
- * upstream request's parent) and exports sampled spans over OTLP/HTTP JSON.
- * Without `otlp` the ids are propagated and logged, nothing is exported.
+ * upstream request's parent) and exports sampled spans over OTLP/HTTP, JSON
+ * by default or binary protobuf with protocol = "http/protobuf" (the names
+ * of OpenTelemetry's OTEL_EXPORTER_OTLP_PROTOCOL). Without `otlp` the ids
+ * are propagated and logged, nothing is exported.
  *
  * Ownership: struct conf_tracing belongs to the conf (conf->tracing), freed
  * with it.
@@ -25,11 +27,17 @@ struct conf_tracing_header {
 	char *value; /* no CR, LF or NUL */
 };
 
+enum conf_tracing_protocol {
+	CONF_TRACING_HTTP_JSON,     /* "http/json": application/json */
+	CONF_TRACING_HTTP_PROTOBUF, /* "http/protobuf": application/x-protobuf */
+};
+
 struct conf_tracing {
 	char *otlp;       /* the collector's URL as written; NULL: no export */
 	char *otlp_host;  /* parsed from it: host (IPv6 without brackets), port, path */
 	char *otlp_port;
 	char *otlp_path;
+	enum conf_tracing_protocol protocol; /* default http/json */
 	double sample;    /* ratio of new traces sampled, 0..1; default 1 */
 	bool parent_based; /* an incoming sampled flag decides; default true */
 	char *service_name; /* resource service.name; default "sluice" */

@@ -21,6 +21,7 @@
 #include "clock.h"
 #include "counters.h"
 #include "log.h"
+#include "trace_otlp.h"
 
 struct trace_ring {
 	struct trace_ring *next; /* the exporter's list */
@@ -83,6 +84,7 @@ struct trace_export_conf *trace_export_conf_new(const struct conf_tracing *ct)
 	ec->queue_size = ct->queue_size;
 	ec->timeout_ms = (unsigned)ct->timeout;
 	ec->interval_ms = (unsigned)ct->interval;
+	ec->protocol = ct->protocol;
 	return ec;
 }
 
@@ -160,212 +162,6 @@ void trace_ring_commit(struct trace_ring *r)
 	}
 }
 
-/* ---- OTLP JSON ---- */
-
-struct tbuf {
-	char *p;
-	size_t len, cap;
-	bool oom;
-};
-
-static bool tb_room(struct tbuf *b, size_t n)
-{
-	if (b->oom)
-		return false;
-	if (b->len + n + 1 <= b->cap)
-		return true;
-	size_t cap = b->cap ? b->cap : 4096;
-	while (cap < b->len + n + 1)
-		cap *= 2;
-	char *p = realloc(b->p, cap);
-	if (!p) {
-		b->oom = true;
-		return false;
-	}
-	b->p = p;
-	b->cap = cap;
-	return true;
-}
-
-static void tb_put(struct tbuf *b, const char *s, size_t n)
-{
-	if (!tb_room(b, n))
-		return;
-	memcpy(b->p + b->len, s, n);
-	b->len += n;
-	b->p[b->len] = '\0';
-}
-
-static void tb_cstr(struct tbuf *b, const char *s)
-{
-	tb_put(b, s, strlen(s));
-}
-
-/* a JSON string, quoted */
-static void tb_json(struct tbuf *b, const char *s)
-{
-	size_t n = strlen(s);
-	if (!tb_room(b, n * 6 + 2))
-		return;
-	b->p[b->len++] = '"';
-	log_json_escape(b->p, b->cap, &b->len, s, n);
-	b->p[b->len++] = '"';
-	b->p[b->len] = '\0';
-}
-
-static void tb_u64(struct tbuf *b, uint64_t v, bool quoted)
-{
-	char num[24];
-	size_t i = sizeof num;
-	if (quoted)
-		num[--i] = '"';
-	do {
-		num[--i] = (char)('0' + v % 10);
-		v /= 10;
-	} while (v);
-	if (quoted)
-		num[--i] = '"';
-	tb_put(b, num + i, sizeof num - i);
-}
-
-/* "KEY": attribute keys are the code's own plain ASCII, not escaped */
-static void tb_key(struct tbuf *b, bool *first, const char *key)
-{
-	tb_cstr(b, *first ? "{\"key\":\"" : ",{\"key\":\"");
-	*first = false;
-	tb_cstr(b, key);
-	tb_put(b, "\"", 1);
-}
-
-static void attr_str(struct tbuf *b, bool *first, const char *key, const char *value)
-{
-	if (!value || !*value)
-		return;
-	tb_key(b, first, key);
-	tb_cstr(b, ",\"value\":{\"stringValue\":");
-	tb_json(b, value);
-	tb_cstr(b, "}}");
-}
-
-/* int64 values are strings in OTLP JSON (the protobuf JSON mapping) */
-static void attr_int(struct tbuf *b, bool *first, const char *key, uint64_t value)
-{
-	tb_key(b, first, key);
-	tb_cstr(b, ",\"value\":{\"intValue\":");
-	tb_u64(b, value, true);
-	tb_cstr(b, "}}");
-}
-
-static void tb_hex(struct tbuf *b, const uint8_t *id, size_t n)
-{
-	char hex[2 * TRACE_ID_LEN + 1];
-	trace_hex(id, n, hex);
-	tb_put(b, "\"", 1);
-	tb_put(b, hex, 2 * n);
-	tb_put(b, "\"", 1);
-}
-
-/* The OpenTelemetry HTTP semantic conventions know these methods; any other
- * is reported as "_OTHER" with the original beside it. */
-static bool method_known(const char *m)
-{
-	static const char *const known[] = {"GET",     "HEAD",  "POST",  "PUT",   "DELETE", "CONNECT",
-	                                    "OPTIONS", "TRACE", "PATCH", "QUERY", NULL};
-	for (const char *const *k = known; *k; k++)
-		if (strcmp(*k, m) == 0)
-			return true;
-	return false;
-}
-
-static void encode_span(struct tbuf *b, const struct trace_span *s)
-{
-	bool known = method_known(s->method);
-	const char *method = known ? s->method : "_OTHER";
-	tb_cstr(b, "{\"traceId\":");
-	tb_hex(b, s->trace_id, TRACE_ID_LEN);
-	tb_cstr(b, ",\"spanId\":");
-	tb_hex(b, s->span_id, TRACE_SPAN_ID_LEN);
-	bool has_parent = !trace_id_is_zero(s->parent_id, TRACE_SPAN_ID_LEN);
-	if (has_parent) {
-		tb_cstr(b, ",\"parentSpanId\":");
-		tb_hex(b, s->parent_id, TRACE_SPAN_ID_LEN);
-	}
-	if (s->trace_state[0]) {
-		tb_cstr(b, ",\"traceState\":");
-		tb_json(b, s->trace_state);
-	}
-	/* bits 0-7: the W3C flags; bit 8: whether the parent is remote is known; bit 9: it is */
-	tb_cstr(b, ",\"flags\":");
-	tb_u64(b, (uint64_t)s->flags | 0x100u | (has_parent ? 0x200u : 0), false);
-	/* "{method} {http.route}" (the route's name here), else the method alone */
-	tb_cstr(b, ",\"name\":");
-	if (s->route[0]) {
-		char name[sizeof s->method + sizeof s->route + 1];
-		size_t ml = strlen(method), rl = strlen(s->route);
-		memcpy(name, method, ml);
-		name[ml] = ' ';
-		memcpy(name + ml + 1, s->route, rl + 1);
-		tb_json(b, name);
-	} else {
-		tb_json(b, method);
-	}
-	tb_cstr(b, ",\"kind\":2,\"startTimeUnixNano\":"); /* SPAN_KIND_SERVER */
-	tb_u64(b, s->start_ns, true);
-	tb_cstr(b, ",\"endTimeUnixNano\":");
-	tb_u64(b, s->end_ns, true);
-	tb_cstr(b, ",\"attributes\":[");
-	bool first = true;
-	attr_str(b, &first, "http.request.method", method);
-	if (!known)
-		attr_str(b, &first, "http.request.method_original", s->method);
-	attr_str(b, &first, "url.path", s->path);
-	attr_str(b, &first, "url.scheme", s->scheme);
-	attr_str(b, &first, "http.route", s->route);
-	if (s->status)
-		attr_int(b, &first, "http.response.status_code", s->status);
-	attr_str(b, &first, "server.address", s->host);
-	attr_str(b, &first, "network.protocol.name", "http");
-	attr_str(b, &first, "network.protocol.version", s->protocol);
-	attr_str(b, &first, "client.address", s->client_ip);
-	attr_int(b, &first, "client.port", s->client_port);
-	attr_str(b, &first, "user_agent.original", s->user_agent);
-	attr_int(b, &first, "http.request.body.size", s->bytes_in);
-	attr_str(b, &first, "error.type", s->error_type);
-	attr_str(b, &first, "sluice.listener", s->listener);
-	attr_str(b, &first, "sluice.request_id", s->request_id);
-	attr_str(b, &first, "sluice.upstream.address", s->upstream);
-	if (s->upstream_status)
-		attr_int(b, &first, "sluice.upstream.status_code", s->upstream_status);
-	attr_int(b, &first, "sluice.response.bytes", s->bytes_out);
-	tb_cstr(b, "]");
-	/* a server span is an error for a 5xx or no response at all (4xx is the client's) */
-	if (s->status >= 500 || s->status == 0)
-		tb_cstr(b, ",\"status\":{\"code\":2}");
-	tb_cstr(b, "}");
-}
-
-char *trace_otlp_json(const struct trace_export_conf *ec, const struct trace_span *spans, size_t n, size_t *len)
-{
-	struct tbuf b = {0};
-	tb_cstr(&b, "{\"resourceSpans\":[{\"resource\":{\"attributes\":[");
-	bool first = true;
-	attr_str(&b, &first, "service.name", ec->service_name);
-	attr_str(&b, &first, "service.version", PACKAGE_VERSION);
-	tb_cstr(&b, "]},\"scopeSpans\":[{\"scope\":{\"name\":\"sluice\",\"version\":\"" PACKAGE_VERSION "\"},\"spans\":[");
-	for (size_t i = 0; i < n; i++) {
-		if (i)
-			tb_put(&b, ",", 1);
-		encode_span(&b, &spans[i]);
-	}
-	tb_cstr(&b, "]}]}]}");
-	if (b.oom) {
-		free(b.p);
-		return NULL;
-	}
-	*len = b.len;
-	return b.p;
-}
-
 /* ---- the HTTP client (exporter thread) ---- */
 
 static int wait_fd(int fd, short events, uint64_t deadline_us)
@@ -420,8 +216,9 @@ static int connect_to(const struct trace_export_conf *ec, uint64_t deadline_us, 
 	return fd;
 }
 
-static bool send_all(int fd, const char *p, size_t n, uint64_t deadline_us)
+static bool send_all(int fd, const void *buf, size_t n, uint64_t deadline_us)
 {
+	const char *p = buf;
 	while (n > 0) {
 		ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
 		if (w > 0) {
@@ -440,7 +237,7 @@ static bool send_all(int fd, const char *p, size_t n, uint64_t deadline_us)
 }
 
 /* POSTs body; returns the response status, or -1 with why filled. */
-static int otlp_post(const struct trace_export_conf *ec, const char *body, size_t len, char *why, size_t why_size)
+static int otlp_post(const struct trace_export_conf *ec, const void *body, size_t len, char *why, size_t why_size)
 {
 	uint64_t deadline = clock_mono_us() + (uint64_t)ec->timeout_ms * 1000;
 	int fd = connect_to(ec, deadline, why, why_size);
@@ -449,9 +246,10 @@ static int otlp_post(const struct trace_export_conf *ec, const char *body, size_
 	char head[1024 + 64];
 	bool v6 = strchr(ec->host, ':') != NULL;
 	int hn = snprintf(head, sizeof head,
-	                  "POST %s HTTP/1.1\r\nHost: %s%s%s:%s\r\nContent-Type: application/json\r\n"
+	                  "POST %s HTTP/1.1\r\nHost: %s%s%s:%s\r\nContent-Type: %s\r\n"
 	                  "Content-Length: %zu\r\nConnection: close\r\nUser-Agent: sluice/" PACKAGE_VERSION "\r\n",
-	                  ec->path, v6 ? "[" : "", ec->host, v6 ? "]" : "", ec->port, len);
+	                  ec->path, v6 ? "[" : "", ec->host, v6 ? "]" : "", ec->port,
+	                  trace_otlp_content_type(ec->protocol), len);
 	int status = -1;
 	if (hn < 0 || (size_t)hn >= sizeof head) {
 		snprintf(why, why_size, "the collector's path is too long");
@@ -510,8 +308,9 @@ static void export_batch(struct trace_exporter *ex, const struct trace_export_co
 		CTR_GLOBAL_ADD(ex->cw, TRACE_SPANS_DROPPED, 0, n);
 		return;
 	}
-	size_t len;
-	char *body = trace_otlp_json(ec, ex->batch, n, &len);
+	size_t len = 0;
+	void *body = ec->protocol == CONF_TRACING_HTTP_PROTOBUF ? (void *)trace_otlp_protobuf(ec, ex->batch, n, &len)
+	                                                       : (void *)trace_otlp_json(ec, ex->batch, n, &len);
 	char why[256] = "out of memory";
 	int status = body ? otlp_post(ec, body, len, why, sizeof why) : -1;
 	free(body);

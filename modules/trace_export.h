@@ -8,7 +8,8 @@
  * and counts it (sluice_tracing_spans_dropped_total). The exporter thread
  * wakes every `interval` (or on that wakeup; never while nothing is
  * configured and no ring exists), encodes up to `batch_size`
- * spans as one OTLP JSON ExportTraceServiceRequest and POSTs it with a small
+ * spans as one OTLP ExportTraceServiceRequest (JSON or protobuf, `protocol`,
+ * trace_otlp.h) and POSTs it with a small
  * blocking HTTP/1.1 client bounded by `timeout`; spans of a failed request
  * are dropped and counted (no retry: a collector that is down must not
  * grow memory).
@@ -35,12 +36,18 @@
 
 struct ctr_worker;
 
-/* One finished server span, as the worker copies it (strings truncated to fit). */
+/* One finished span, as the worker copies it (strings truncated to fit): the
+ * gateway's server span, or a client span for one upstream attempt (client
+ * set; then status is the upstream's, scheme the upstream's, path the path
+ * sent, parent_id the server span's; route, listener, host, user agent
+ * and the client's address are left empty). */
 struct trace_span {
 	uint8_t trace_id[TRACE_ID_LEN];
 	uint8_t span_id[TRACE_SPAN_ID_LEN];
 	uint8_t parent_id[TRACE_SPAN_ID_LEN]; /* all zero: a root span */
 	uint8_t flags;
+	bool client;            /* an upstream attempt (SPAN_KIND_CLIENT), else the server span */
+	uint16_t resend_count;  /* client: attempts before this one */
 	uint16_t status;        /* sent to the client; 0: none */
 	uint16_t upstream_status;
 	uint16_t client_port;
@@ -53,7 +60,8 @@ struct trace_span {
 	char route[64];
 	char listener[64];
 	char client_ip[64];
-	char upstream[64];
+	char upstream[64];      /* the server's "host:port" */
+	char pool[64];          /* client: the pool's name */
 	char request_id[72];
 	char host[256];
 	char path[512];
@@ -71,6 +79,7 @@ struct trace_export_conf {
 	unsigned queue_size;
 	unsigned timeout_ms;
 	unsigned interval_ms;
+	enum conf_tracing_protocol protocol;
 };
 
 /* NULL when out of memory. One reference, the caller's. */
@@ -104,10 +113,5 @@ unsigned trace_ring_capacity(const struct trace_ring *r);
  * span is counted as dropped). Commit with trace_ring_commit. Producer only. */
 struct trace_span *trace_ring_reserve(struct trace_ring *r);
 void trace_ring_commit(struct trace_ring *r);
-
-/* Encodes spans[0..n) as one OTLP JSON ExportTraceServiceRequest; returns a
- * malloc'ed NUL-terminated string (length in *len) or NULL (out of memory).
- * Exposed for the unit test. */
-char *trace_otlp_json(const struct trace_export_conf *ec, const struct trace_span *spans, size_t n, size_t *len);
 
 #endif

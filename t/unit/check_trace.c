@@ -1,14 +1,19 @@
 /* Unit tests for tracing's pure pieces: the W3C traceparent/tracestate
- * parsers (src/trace_context.c), the OTLP JSON encoder and the span ring
- * (modules/trace_export.c). The gateway around them: t/test_tracing.py. */
+ * parsers (src/trace_context.c), the protobuf wire-format writer
+ * (src/pb_write.c), the OTLP JSON and protobuf encoders
+ * (modules/trace_otlp.c) and the span ring (modules/trace_export.c). The
+ * gateway around them, and the protobuf decoded against the OTLP schema:
+ * t/test_tracing.py. */
 #include <check.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "pb_write.h"
 #include "trace_context.h"
 #include "trace_export.h"
+#include "trace_otlp.h"
 
 #define TRACE "4bf92f3577b34da6a3ce929d0e0e4736"
 #define SPAN "00f067aa0ba902b7"
@@ -103,16 +108,24 @@ START_TEST(tracestate_bounds)
 }
 END_TEST
 
-START_TEST(otlp_json_shape)
+/* n spans of one trace (ids ab.., span i: 0i0i..), all else zero */
+static void test_spans(struct trace_span *sp, int n)
 {
-	struct trace_export_conf ec = {.service_name = "edge \"gw\""};
-	struct trace_span sp[2];
-	memset(sp, 0, sizeof sp);
-	for (int i = 0; i < 2; i++) {
+	memset(sp, 0, (size_t)n * sizeof *sp);
+	for (int i = 0; i < n; i++) {
 		memset(sp[i].trace_id, 0xab, sizeof sp[i].trace_id);
 		memset(sp[i].span_id, 0x01 + i, sizeof sp[i].span_id);
 		sp[i].start_ns = 1700000000000000000ull;
 		sp[i].end_ns = 1700000000001000000ull;
+	}
+}
+
+START_TEST(otlp_json_shape)
+{
+	struct trace_export_conf ec = {.service_name = "edge \"gw\""};
+	struct trace_span sp[2];
+	test_spans(sp, 2);
+	for (int i = 0; i < 2; i++) {
 		strcpy(sp[i].scheme, "http");
 		strcpy(sp[i].protocol, "1.1");
 	}
@@ -152,6 +165,270 @@ START_TEST(otlp_json_shape)
 }
 END_TEST
 
+/* ---- the protobuf writer ---- */
+
+static void ck_bytes(const uint8_t *got, size_t got_len, const char *want_hex)
+{
+	char hex[4096];
+	size_t n = 0;
+	for (size_t i = 0; i < got_len && n + 3 < sizeof hex; i++)
+		n += (size_t)snprintf(hex + n, sizeof hex - n, "%02x", got[i]);
+	hex[n] = '\0';
+	ck_assert_str_eq(hex, want_hex);
+}
+
+START_TEST(pb_varint_edges)
+{
+	static const struct {
+		uint64_t v;
+		const char *hex;
+	} cases[] = {
+	    {0, "00"},
+	    {1, "01"},
+	    {127, "7f"},
+	    {128, "8001"},
+	    {150, "9601"},
+	    {300, "ac02"},
+	    {16383, "ff7f"},
+	    {16384, "808001"},
+	    {2097151, "ffff7f"},
+	    {2097152, "80808001"},
+	    {UINT32_MAX, "ffffffff0f"},
+	    {(uint64_t)1 << 63, "80808080808080808001"},
+	    {UINT64_MAX, "ffffffffffffffffff01"}, /* also int64 -1: ten bytes */
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		uint8_t out[PB_VARINT_MAX];
+		size_t n = pb_varint_encode(out, cases[i].v);
+		ck_assert_uint_le(n, PB_VARINT_MAX);
+		ck_bytes(out, n, cases[i].hex);
+	}
+}
+END_TEST
+
+START_TEST(pb_fields)
+{
+	struct pb_buf b;
+	pb_init(&b);
+	pb_varint(&b, 1, 150);              /* 08 96 01 */
+	pb_string(&b, 2, "testing");        /* 12 07 ... */
+	pb_begin(&b, 3);                    /* 1a 03 08 96 01 */
+	pb_varint(&b, 1, 150);
+	pb_end(&b);
+	pb_fixed64(&b, 7, 0x0102030405060708ull); /* 39, little-endian */
+	pb_fixed32(&b, 16, 0x301);          /* field 16: a two-byte tag, 85 01 */
+	pb_bytes(&b, 4, "", 0);             /* 22 00 */
+	pb_varint(&b, 536870911, 0);        /* the largest field number: f8 ff ff ff 0f 00 */
+	size_t len;
+	uint8_t *p = pb_take(&b, &len);
+	ck_assert_ptr_nonnull(p);
+	ck_bytes(p, len,
+	         "089601"
+	         "120774657374696e67"
+	         "1a03089601"
+	         "390807060504030201"
+	         "850101030000"
+	         "2200"
+	         "f8ffffff0f00");
+	free(p);
+	/* an empty message is one */
+	pb_init(&b);
+	p = pb_take(&b, &len);
+	ck_assert_ptr_nonnull(p);
+	ck_assert_uint_eq(len, 0);
+	free(p);
+}
+END_TEST
+
+/* Reads a length-delimited field's header at p[*at]: its field number and
+ * content length; the test's own reader, to check what the writer nested. */
+static uint64_t rd_varint(const uint8_t *p, size_t len, size_t *at)
+{
+	uint64_t v = 0;
+	for (unsigned shift = 0; *at < len && shift < 64; shift += 7) {
+		uint8_t c = p[(*at)++];
+		v |= (uint64_t)(c & 0x7f) << shift;
+		if (!(c & 0x80))
+			return v;
+	}
+	ck_abort_msg("truncated varint");
+	return 0;
+}
+
+static size_t rd_message(const uint8_t *p, size_t len, size_t *at, uint32_t want_field)
+{
+	uint64_t tag = rd_varint(p, len, at);
+	ck_assert_uint_eq(tag, ((uint64_t)want_field << 3) | 2);
+	uint64_t n = rd_varint(p, len, at);
+	ck_assert_uint_le(*at + n, len);
+	return (size_t)n;
+}
+
+START_TEST(pb_nested_lengths)
+{
+	/* contents around each varint length boundary, two levels deep: the
+	 * inner length grows from one byte to two and three, which moves the
+	 * inner content, and with it the outer length */
+	static const size_t sizes[] = {0, 1, 125, 126, 127, 128, 129, 16381, 16382, 16383, 16384, 70000};
+	char *fill = malloc(70000);
+	ck_assert_ptr_nonnull(fill);
+	for (size_t i = 0; i < 70000; i++)
+		fill[i] = (char)('a' + i % 26);
+	for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
+		size_t sz = sizes[k];
+		struct pb_buf b;
+		pb_init(&b);
+		pb_begin(&b, 1);
+		pb_begin(&b, 2);
+		pb_bytes(&b, 3, fill, sz);
+		pb_end(&b);
+		pb_varint(&b, 4, 1); /* after the inner message: must follow it exactly */
+		pb_end(&b);
+		pb_varint(&b, 5, 2);
+		size_t len;
+		uint8_t *p = pb_take(&b, &len);
+		ck_assert_ptr_nonnull(p);
+		size_t at = 0;
+		size_t outer = rd_message(p, len, &at, 1);
+		size_t outer_end = at + outer;
+		size_t inner = rd_message(p, len, &at, 2);
+		size_t inner_end = at + inner;
+		size_t data = rd_message(p, len, &at, 3);
+		ck_assert_uint_eq(data, sz);
+		ck_assert(memcmp(p + at, fill, sz) == 0);
+		ck_assert_uint_eq(at + data, inner_end);
+		at = inner_end;
+		ck_assert_uint_eq(rd_varint(p, len, &at), (4 << 3) | 0);
+		ck_assert_uint_eq(rd_varint(p, len, &at), 1);
+		ck_assert_uint_eq(at, outer_end);
+		ck_assert_uint_eq(rd_varint(p, len, &at), (5 << 3) | 0);
+		ck_assert_uint_eq(rd_varint(p, len, &at), 2);
+		ck_assert_uint_eq(at, len);
+		/* canonical: each length in as few bytes as it needs */
+		uint8_t tmp[PB_VARINT_MAX];
+		ck_assert_uint_eq(len, 1 + pb_varint_encode(tmp, outer) + outer + 2);
+		free(p);
+	}
+	free(fill);
+}
+END_TEST
+
+START_TEST(pb_misuse_fails)
+{
+	struct pb_buf b;
+	size_t len;
+	pb_init(&b);
+	pb_end(&b); /* no message open */
+	ck_assert(b.failed);
+	ck_assert_ptr_null(pb_take(&b, &len));
+	pb_init(&b);
+	pb_begin(&b, 1); /* still open */
+	ck_assert_ptr_null(pb_take(&b, &len));
+	pb_init(&b);
+	for (int i = 0; i <= PB_MAX_DEPTH; i++)
+		pb_begin(&b, 1);
+	ck_assert(b.failed);
+	pb_varint(&b, 1, 1); /* a no-op now */
+	ck_assert_ptr_null(pb_take(&b, &len));
+	ck_assert_ptr_null(b.p);
+}
+END_TEST
+
+/* ---- OTLP protobuf ---- */
+
+/* Where the bytes `needle` (n) are in hay, or NULL. */
+static const uint8_t *find(const uint8_t *hay, size_t hay_len, const void *needle, size_t n)
+{
+	for (size_t i = 0; i + n <= hay_len; i++)
+		if (memcmp(hay + i, needle, n) == 0)
+			return hay + i;
+	return NULL;
+}
+
+/* A KeyValue with a string value, as the writer lays it out (all short). */
+static size_t kv_str(uint8_t *out, const char *key, const char *value)
+{
+	size_t kl = strlen(key), vl = strlen(value), o = 0;
+	out[o++] = 0x0a; /* key */
+	out[o++] = (uint8_t)kl;
+	memcpy(out + o, key, kl);
+	o += kl;
+	out[o++] = 0x12; /* value: AnyValue */
+	out[o++] = (uint8_t)(vl + 2);
+	out[o++] = 0x0a; /* string_value */
+	out[o++] = (uint8_t)vl;
+	memcpy(out + o, value, vl);
+	return o + vl;
+}
+
+START_TEST(otlp_protobuf_layout)
+{
+	struct trace_export_conf ec = {.service_name = "edge", .protocol = CONF_TRACING_HTTP_PROTOBUF};
+	struct trace_span sp[2];
+	test_spans(sp, 2);
+	for (int i = 0; i < 2; i++)
+		strcpy(sp[i].method, "GET");
+	strcpy(sp[0].path, "/caf\xc3\xa9\xff"); /* valid UTF-8, then a byte that is not */
+	sp[0].status = 200;
+	sp[1].client = true;
+	memcpy(sp[1].parent_id, sp[0].span_id, sizeof sp[1].parent_id);
+	strcpy(sp[1].scheme, "https");
+	strcpy(sp[1].upstream, "[::1]:8443");
+	strcpy(sp[1].path, "/x");
+	sp[1].status = 503;
+	sp[1].resend_count = 2;
+	size_t len;
+	uint8_t *p = trace_otlp_protobuf(&ec, sp, 2, &len);
+	ck_assert_ptr_nonnull(p);
+	/* ExportTraceServiceRequest { resource_spans (1) { resource (1) { attributes (1) { "service.name" ... */
+	size_t at = 0;
+	size_t rs = rd_message(p, len, &at, 1);
+	ck_assert_uint_eq(at + rs, len);
+	size_t res = rd_message(p, len, &at, 1);
+	uint8_t kv[64];
+	size_t kvn = kv_str(kv, "service.name", "edge");
+	ck_assert_uint_eq(rd_message(p, len, &at, 1), kvn);
+	ck_assert(memcmp(p + at, kv, kvn) == 0);
+	at += res - 2 - kvn; /* past the resource's other attribute */
+	at += kvn;
+	/* scope_spans (2) { scope (1) { name "sluice" ... } spans (2) ... } */
+	size_t ss = rd_message(p, len, &at, 2);
+	ck_assert_uint_eq(at + ss, len);
+	size_t scope = rd_message(p, len, &at, 1);
+	ck_assert(memcmp(p + at, "\x0a\x06sluice", 8) == 0);
+	at += scope;
+	size_t span0 = rd_message(p, len, &at, 2);
+	const uint8_t *s0 = p + at;
+	/* trace_id (1): 16 bytes; span_id (2): 8 bytes; no parent; kind SERVER; times fixed64 */
+	ck_assert(memcmp(s0, "\x0a\x10\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab\xab"
+	                     "\x12\x08\x01\x01\x01\x01\x01\x01\x01\x01", 28) == 0);
+	ck_assert_ptr_null(find(s0, span0, "\x22\x08", 2)); /* no parent_span_id */
+	ck_assert_ptr_nonnull(find(s0, span0, "\x2a\x03GET\x30\x02", 7)); /* name, kind 2 */
+	ck_assert_ptr_nonnull(find(s0, span0, "\x39\x00\x00\x2a\x36\xfe\x9c\x97\x17", 9)); /* start, LE */
+	/* url.path: é kept, the stray byte replaced by U+FFFD */
+	kvn = kv_str(kv, "url.path", "/caf\xc3\xa9\xef\xbf\xbd");
+	ck_assert_ptr_nonnull(find(s0, span0, kv, kvn));
+	/* http.response.status_code: an int_value (3) varint */
+	ck_assert_ptr_nonnull(find(s0, span0, "http.response.status_code\x12\x03\x18\xc8\x01", 30));
+	ck_assert_ptr_null(find(s0, span0, "\x7a\x02\x18\x02", 4)); /* no ERROR status for a 200 */
+	ck_assert(memcmp(s0 + span0 - 6, "\x85\x01\x00\x01\x00\x00", 6) == 0); /* flags, last: 0x100 */
+	at += span0;
+	size_t span1 = rd_message(p, len, &at, 2);
+	const uint8_t *s1 = p + at;
+	ck_assert_uint_eq(at + span1, len);
+	ck_assert_ptr_nonnull(find(s1, span1, "\x22\x08\x01\x01\x01\x01\x01\x01\x01\x01", 10)); /* parent */
+	ck_assert_ptr_nonnull(find(s1, span1, "\x2a\x03GET\x30\x03", 7)); /* kind CLIENT */
+	kvn = kv_str(kv, "server.address", "::1");
+	ck_assert_ptr_nonnull(find(s1, span1, kv, kvn));
+	ck_assert_ptr_nonnull(find(s1, span1, "server.port\x12\x03\x18\xfb\x41", 16)); /* 8443 */
+	kvn = kv_str(kv, "url.full", "https://[::1]:8443/x");
+	ck_assert_ptr_nonnull(find(s1, span1, kv, kvn));
+	ck_assert_ptr_nonnull(find(s1, span1, "http.request.resend_count\x12\x02\x18\x02", 29));
+	ck_assert_ptr_nonnull(find(s1, span1, "\x7a\x02\x18\x02", 4)); /* status ERROR for a 503 */
+	free(p);
+}
+END_TEST
+
 START_TEST(ring_is_bounded)
 {
 	struct trace_exporter *ex = trace_exporter_get();
@@ -184,6 +461,11 @@ static Suite *trace_suite(void)
 	tcase_add_test(tc, traceparent_invalid);
 	tcase_add_test(tc, tracestate_bounds);
 	tcase_add_test(tc, otlp_json_shape);
+	tcase_add_test(tc, pb_varint_edges);
+	tcase_add_test(tc, pb_fields);
+	tcase_add_test(tc, pb_nested_lengths);
+	tcase_add_test(tc, pb_misuse_fails);
+	tcase_add_test(tc, otlp_protobuf_layout);
 	tcase_add_test(tc, ring_is_bounded);
 	suite_add_tcase(s, tc);
 	return s;

@@ -1,0 +1,507 @@
+/* trace_otlp.c - OTLP JSON and protobuf encodings of span batches (trace_otlp.h). */
+#include "trace_otlp.h"
+
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pb_write.h"
+
+/* ---- one view of a span, for both encodings ---- */
+
+struct otlp_attr {
+	const char *key;
+	const char *str; /* NULL: an int */
+	uint64_t num;
+};
+
+#define OTLP_MAX_ATTRS 24
+
+/* The OpenTelemetry HTTP semantic conventions know these methods; any other
+ * is reported as "_OTHER" with the original beside it. */
+static bool method_known(const char *m)
+{
+	static const char *const known[] = {"GET",     "HEAD",  "POST",  "PUT",   "DELETE", "CONNECT",
+	                                    "OPTIONS", "TRACE", "PATCH", "QUERY", NULL};
+	for (const char *const *k = known; *k; k++)
+		if (strcmp(*k, m) == 0)
+			return true;
+	return false;
+}
+
+struct span_view {
+	const struct trace_span *s;
+	bool has_parent;
+	bool error;        /* status ERROR */
+	unsigned kind;     /* OTLP SpanKind: 2 server, 3 client */
+	uint32_t flags;    /* W3C flags; bit 8: whether the parent is remote is known; bit 9: it is */
+	const char *name;
+	struct otlp_attr attrs[OTLP_MAX_ATTRS];
+	size_t n;
+	char name_buf[sizeof ((struct trace_span *)0)->method + sizeof ((struct trace_span *)0)->route + 1];
+	char peer_host[sizeof ((struct trace_span *)0)->upstream];
+	char url[sizeof ((struct trace_span *)0)->scheme + sizeof ((struct trace_span *)0)->upstream +
+	         sizeof ((struct trace_span *)0)->path + 8];
+};
+
+static void attr_str(struct span_view *v, const char *key, const char *value)
+{
+	if (value && *value && v->n < OTLP_MAX_ATTRS)
+		v->attrs[v->n++] = (struct otlp_attr){.key = key, .str = value};
+}
+
+static void attr_int(struct span_view *v, const char *key, uint64_t value)
+{
+	if (v->n < OTLP_MAX_ATTRS)
+		v->attrs[v->n++] = (struct otlp_attr){.key = key, .num = value};
+}
+
+/* "HOST:PORT" or "[V6]:PORT" into the host (no brackets) and the port (0: none). */
+static unsigned split_host_port(const char *hp, char *host, size_t cap)
+{
+	const char *colon = strrchr(hp, ':');
+	const char *h = hp;
+	size_t hn = colon ? (size_t)(colon - hp) : strlen(hp);
+	if (hn >= 2 && hp[0] == '[' && hp[hn - 1] == ']') {
+		h++;
+		hn -= 2;
+	} else if (colon && memchr(hp, ':', hn)) {
+		/* a bare IPv6 address: no port */
+		hn = strlen(hp);
+		colon = NULL;
+	}
+	if (hn >= cap)
+		hn = cap - 1;
+	memcpy(host, h, hn);
+	host[hn] = '\0';
+	unsigned long port = colon ? strtoul(colon + 1, NULL, 10) : 0;
+	return port <= 65535 ? (unsigned)port : 0;
+}
+
+static void view_server(struct span_view *v, const char *method, bool known)
+{
+	const struct trace_span *s = v->s;
+	v->kind = 2; /* SPAN_KIND_SERVER */
+	v->flags |= v->has_parent ? 0x200u : 0;
+	/* "{method} {http.route}" (the route's name here), else the method alone */
+	if (s->route[0]) {
+		snprintf(v->name_buf, sizeof v->name_buf, "%s %s", method, s->route);
+		v->name = v->name_buf;
+	}
+	attr_str(v, "http.request.method", method);
+	if (!known)
+		attr_str(v, "http.request.method_original", s->method);
+	attr_str(v, "url.path", s->path);
+	attr_str(v, "url.scheme", s->scheme);
+	attr_str(v, "http.route", s->route);
+	if (s->status)
+		attr_int(v, "http.response.status_code", s->status);
+	attr_str(v, "server.address", s->host);
+	attr_str(v, "network.protocol.name", "http");
+	attr_str(v, "network.protocol.version", s->protocol);
+	attr_str(v, "client.address", s->client_ip);
+	attr_int(v, "client.port", s->client_port);
+	attr_str(v, "user_agent.original", s->user_agent);
+	attr_int(v, "http.request.body.size", s->bytes_in);
+	attr_str(v, "error.type", s->error_type);
+	attr_str(v, "sluice.listener", s->listener);
+	attr_str(v, "sluice.request_id", s->request_id);
+	attr_str(v, "sluice.upstream.address", s->upstream);
+	if (s->upstream_status)
+		attr_int(v, "sluice.upstream.status_code", s->upstream_status);
+	attr_int(v, "sluice.response.bytes", s->bytes_out);
+	/* a server span is an error for a 5xx or no response at all (4xx is the client's) */
+	v->error = s->status >= 500 || s->status == 0;
+}
+
+/* One upstream attempt: the OpenTelemetry HTTP client span. */
+static void view_client(struct span_view *v, const char *method, bool known)
+{
+	const struct trace_span *s = v->s;
+	v->kind = 3; /* SPAN_KIND_CLIENT; its parent, the server span, is local */
+	unsigned port = split_host_port(s->upstream, v->peer_host, sizeof v->peer_host);
+	snprintf(v->url, sizeof v->url, "%s://%s%s", s->scheme, s->upstream, s->path);
+	attr_str(v, "http.request.method", method);
+	if (!known)
+		attr_str(v, "http.request.method_original", s->method);
+	attr_str(v, "server.address", v->peer_host);
+	if (port)
+		attr_int(v, "server.port", port);
+	attr_str(v, "url.full", v->url);
+	if (s->status)
+		attr_int(v, "http.response.status_code", s->status);
+	if (s->resend_count)
+		attr_int(v, "http.request.resend_count", s->resend_count);
+	attr_str(v, "error.type", s->error_type);
+	attr_str(v, "network.protocol.name", "http");
+	attr_str(v, "network.protocol.version", "1.1");
+	attr_str(v, "sluice.pool", s->pool);
+	attr_str(v, "sluice.request_id", s->request_id);
+	/* for a client, a 4xx is an error too: the request it sent was refused */
+	v->error = s->status >= 400 || s->status == 0;
+}
+
+static void span_view(const struct trace_span *s, struct span_view *v)
+{
+	v->s = s;
+	v->n = 0;
+	v->has_parent = !trace_id_is_zero(s->parent_id, TRACE_SPAN_ID_LEN);
+	v->flags = (uint32_t)s->flags | 0x100u;
+	bool known = method_known(s->method);
+	const char *method = known ? s->method : "_OTHER";
+	v->name = method;
+	if (s->client)
+		view_client(v, method, known);
+	else
+		view_server(v, method, known);
+}
+
+/* ---- UTF-8 ---- */
+
+/* The length of the valid UTF-8 sequence at p[0..n), 0 when it is not one. */
+static size_t utf8_seq(const unsigned char *p, size_t n)
+{
+	unsigned c = p[0];
+	size_t len;
+	unsigned min;
+	if (c < 0x80)
+		return 1;
+	if (c >= 0xc2 && c <= 0xdf) {
+		len = 2;
+		min = 0x80;
+	} else if (c >= 0xe0 && c <= 0xef) {
+		len = 3;
+		min = 0x800;
+	} else if (c >= 0xf0 && c <= 0xf4) {
+		len = 4;
+		min = 0x10000;
+	} else {
+		return 0;
+	}
+	if (n < len)
+		return 0;
+	unsigned cp = c & (0x7f >> len);
+	for (size_t i = 1; i < len; i++) {
+		if ((p[i] & 0xc0) != 0x80)
+			return 0;
+		cp = (cp << 6) | (p[i] & 0x3f);
+	}
+	if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+		return 0;
+	return len;
+}
+
+/* s itself when it is valid UTF-8, else a copy in out (cap bytes) with each
+ * byte that starts no valid sequence replaced by U+FFFD (cut to fit). */
+static const char *utf8_clean(const char *s, char *out, size_t cap)
+{
+	const unsigned char *p = (const unsigned char *)s;
+	size_t n = strlen(s), i = 0;
+	while (i < n && p[i] < 0x80)
+		i++;
+	while (i < n) {
+		size_t k = utf8_seq(p + i, n - i);
+		if (!k)
+			break;
+		i += k;
+	}
+	if (i >= n)
+		return s;
+	size_t o = 0;
+	for (i = 0; i < n;) {
+		size_t k = utf8_seq(p + i, n - i);
+		const char *src = k ? s + i : "\xef\xbf\xbd";
+		size_t m = k ? k : 3;
+		if (o + m >= cap)
+			break;
+		memcpy(out + o, src, m);
+		o += m;
+		i += k ? k : 1;
+	}
+	out[o] = '\0';
+	return out;
+}
+
+/* room for the longest string field (the path or the URL) with every byte replaced */
+#define CLEAN_CAP (3 * sizeof ((struct span_view *)0)->url + 1)
+
+/* ---- JSON ---- */
+
+struct tbuf {
+	char *p;
+	size_t len, cap;
+	bool oom;
+};
+
+static bool tb_room(struct tbuf *b, size_t n)
+{
+	if (b->oom)
+		return false;
+	if (b->len + n + 1 <= b->cap)
+		return true;
+	size_t cap = b->cap ? b->cap : 4096;
+	while (cap < b->len + n + 1)
+		cap *= 2;
+	char *p = realloc(b->p, cap);
+	if (!p) {
+		b->oom = true;
+		return false;
+	}
+	b->p = p;
+	b->cap = cap;
+	return true;
+}
+
+static void tb_put(struct tbuf *b, const char *s, size_t n)
+{
+	if (!tb_room(b, n))
+		return;
+	memcpy(b->p + b->len, s, n);
+	b->len += n;
+	b->p[b->len] = '\0';
+}
+
+static void tb_cstr(struct tbuf *b, const char *s)
+{
+	tb_put(b, s, strlen(s));
+}
+
+/* a JSON string, quoted: valid UTF-8 goes as it is (the same text as the
+ * protobuf encoding carries), control characters, '"' and '\\' escaped */
+static void tb_json(struct tbuf *b, const char *s)
+{
+	static const char hex[] = "0123456789abcdef";
+	char clean[CLEAN_CAP];
+	s = utf8_clean(s, clean, sizeof clean);
+	size_t n = strlen(s);
+	if (!tb_room(b, n * 6 + 2))
+		return;
+	char *o = b->p + b->len;
+	*o++ = '"';
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+		if (*p >= 0x20 && *p != '"' && *p != '\\' && *p != 0x7f) {
+			*o++ = (char)*p;
+			continue;
+		}
+		*o++ = '\\';
+		switch (*p) {
+		case '"': case '\\': *o++ = (char)*p; break;
+		case '\n': *o++ = 'n'; break;
+		case '\r': *o++ = 'r'; break;
+		case '\t': *o++ = 't'; break;
+		default:
+			memcpy(o, "u00", 3);
+			o[3] = hex[*p >> 4];
+			o[4] = hex[*p & 15];
+			o += 5;
+		}
+	}
+	*o++ = '"';
+	*o = '\0';
+	b->len = (size_t)(o - b->p);
+}
+
+static void tb_u64(struct tbuf *b, uint64_t v, bool quoted)
+{
+	char num[24];
+	size_t i = sizeof num;
+	if (quoted)
+		num[--i] = '"';
+	do {
+		num[--i] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v);
+	if (quoted)
+		num[--i] = '"';
+	tb_put(b, num + i, sizeof num - i);
+}
+
+static void tb_hex(struct tbuf *b, const uint8_t *id, size_t n)
+{
+	char hex[2 * TRACE_ID_LEN + 1];
+	trace_hex(id, n, hex);
+	tb_put(b, "\"", 1);
+	tb_put(b, hex, 2 * n);
+	tb_put(b, "\"", 1);
+}
+
+/* attribute keys are the code's own plain ASCII, not escaped; int64 values
+ * are strings in OTLP JSON (the protobuf JSON mapping) */
+static void tb_attrs(struct tbuf *b, const struct otlp_attr *a, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		tb_cstr(b, i ? ",{\"key\":\"" : "{\"key\":\"");
+		tb_cstr(b, a[i].key);
+		if (a[i].str) {
+			tb_cstr(b, "\",\"value\":{\"stringValue\":");
+			tb_json(b, a[i].str);
+		} else {
+			tb_cstr(b, "\",\"value\":{\"intValue\":");
+			tb_u64(b, a[i].num, true);
+		}
+		tb_cstr(b, "}}");
+	}
+}
+
+static void json_span(struct tbuf *b, const struct trace_span *s)
+{
+	struct span_view v;
+	span_view(s, &v);
+	tb_cstr(b, "{\"traceId\":");
+	tb_hex(b, s->trace_id, TRACE_ID_LEN);
+	tb_cstr(b, ",\"spanId\":");
+	tb_hex(b, s->span_id, TRACE_SPAN_ID_LEN);
+	if (v.has_parent) {
+		tb_cstr(b, ",\"parentSpanId\":");
+		tb_hex(b, s->parent_id, TRACE_SPAN_ID_LEN);
+	}
+	if (s->trace_state[0]) {
+		tb_cstr(b, ",\"traceState\":");
+		tb_json(b, s->trace_state);
+	}
+	tb_cstr(b, ",\"flags\":");
+	tb_u64(b, v.flags, false);
+	tb_cstr(b, ",\"name\":");
+	tb_json(b, v.name);
+	tb_cstr(b, ",\"kind\":");
+	tb_u64(b, v.kind, false);
+	tb_cstr(b, ",\"startTimeUnixNano\":");
+	tb_u64(b, s->start_ns, true);
+	tb_cstr(b, ",\"endTimeUnixNano\":");
+	tb_u64(b, s->end_ns, true);
+	tb_cstr(b, ",\"attributes\":[");
+	tb_attrs(b, v.attrs, v.n);
+	tb_cstr(b, "]");
+	if (v.error)
+		tb_cstr(b, ",\"status\":{\"code\":2}");
+	tb_cstr(b, "}");
+}
+
+char *trace_otlp_json(const struct trace_export_conf *ec, const struct trace_span *spans, size_t n, size_t *len)
+{
+	struct tbuf b = {0};
+	const struct otlp_attr res[] = {{.key = "service.name", .str = ec->service_name},
+	                                {.key = "service.version", .str = PACKAGE_VERSION}};
+	tb_cstr(&b, "{\"resourceSpans\":[{\"resource\":{\"attributes\":[");
+	tb_attrs(&b, res, 2);
+	tb_cstr(&b, "]},\"scopeSpans\":[{\"scope\":{\"name\":\"sluice\",\"version\":\"" PACKAGE_VERSION "\"},\"spans\":[");
+	for (size_t i = 0; i < n; i++) {
+		if (i)
+			tb_put(&b, ",", 1);
+		json_span(&b, &spans[i]);
+	}
+	tb_cstr(&b, "]}]}]}");
+	if (b.oom) {
+		free(b.p);
+		return NULL;
+	}
+	*len = b.len;
+	return b.p;
+}
+
+/* ---- protobuf ----
+ * Field numbers of opentelemetry/proto (collector/trace/v1, trace/v1,
+ * common/v1, resource/v1); fields equal to their default are left out, as
+ * proto3 encoders do. */
+
+enum {
+	PB_REQ_RESOURCE_SPANS = 1,  /* ExportTraceServiceRequest */
+	PB_RS_RESOURCE = 1,         /* ResourceSpans */
+	PB_RS_SCOPE_SPANS = 2,
+	PB_RES_ATTRIBUTES = 1,      /* Resource */
+	PB_SS_SCOPE = 1,            /* ScopeSpans */
+	PB_SS_SPANS = 2,
+	PB_SCOPE_NAME = 1,          /* InstrumentationScope */
+	PB_SCOPE_VERSION = 2,
+	PB_SPAN_TRACE_ID = 1,       /* Span */
+	PB_SPAN_SPAN_ID = 2,
+	PB_SPAN_TRACE_STATE = 3,
+	PB_SPAN_PARENT_SPAN_ID = 4,
+	PB_SPAN_NAME = 5,
+	PB_SPAN_KIND = 6,
+	PB_SPAN_START = 7,
+	PB_SPAN_END = 8,
+	PB_SPAN_ATTRIBUTES = 9,
+	PB_SPAN_STATUS = 15,
+	PB_SPAN_FLAGS = 16,
+	PB_STATUS_CODE = 3,         /* Status */
+	PB_KV_KEY = 1,              /* KeyValue */
+	PB_KV_VALUE = 2,
+	PB_ANY_STRING = 1,          /* AnyValue */
+	PB_ANY_INT = 3,
+};
+
+static void pb_utf8(struct pb_buf *b, uint32_t field, const char *s)
+{
+	char clean[CLEAN_CAP];
+	pb_string(b, field, utf8_clean(s, clean, sizeof clean));
+}
+
+static void pb_attrs(struct pb_buf *b, uint32_t field, const struct otlp_attr *a, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		pb_begin(b, field);
+		pb_string(b, PB_KV_KEY, a[i].key);
+		pb_begin(b, PB_KV_VALUE);
+		if (a[i].str)
+			pb_utf8(b, PB_ANY_STRING, a[i].str);
+		else
+			pb_varint(b, PB_ANY_INT, a[i].num);
+		pb_end(b);
+		pb_end(b);
+	}
+}
+
+static void pb_span(struct pb_buf *b, const struct trace_span *s)
+{
+	struct span_view v;
+	span_view(s, &v);
+	pb_begin(b, PB_SS_SPANS);
+	pb_bytes(b, PB_SPAN_TRACE_ID, s->trace_id, TRACE_ID_LEN);
+	pb_bytes(b, PB_SPAN_SPAN_ID, s->span_id, TRACE_SPAN_ID_LEN);
+	if (s->trace_state[0])
+		pb_utf8(b, PB_SPAN_TRACE_STATE, s->trace_state);
+	if (v.has_parent)
+		pb_bytes(b, PB_SPAN_PARENT_SPAN_ID, s->parent_id, TRACE_SPAN_ID_LEN);
+	pb_utf8(b, PB_SPAN_NAME, v.name);
+	pb_varint(b, PB_SPAN_KIND, v.kind);
+	pb_fixed64(b, PB_SPAN_START, s->start_ns);
+	pb_fixed64(b, PB_SPAN_END, s->end_ns);
+	pb_attrs(b, PB_SPAN_ATTRIBUTES, v.attrs, v.n);
+	if (v.error) {
+		pb_begin(b, PB_SPAN_STATUS);
+		pb_varint(b, PB_STATUS_CODE, 2); /* STATUS_CODE_ERROR */
+		pb_end(b);
+	}
+	pb_fixed32(b, PB_SPAN_FLAGS, v.flags);
+	pb_end(b);
+}
+
+uint8_t *trace_otlp_protobuf(const struct trace_export_conf *ec, const struct trace_span *spans, size_t n,
+                             size_t *len)
+{
+	struct pb_buf b;
+	pb_init(&b);
+	const struct otlp_attr res[] = {{.key = "service.name", .str = ec->service_name},
+	                                {.key = "service.version", .str = PACKAGE_VERSION}};
+	pb_begin(&b, PB_REQ_RESOURCE_SPANS);
+	pb_begin(&b, PB_RS_RESOURCE);
+	pb_attrs(&b, PB_RES_ATTRIBUTES, res, 2);
+	pb_end(&b);
+	pb_begin(&b, PB_RS_SCOPE_SPANS);
+	pb_begin(&b, PB_SS_SCOPE);
+	pb_string(&b, PB_SCOPE_NAME, "sluice");
+	pb_string(&b, PB_SCOPE_VERSION, PACKAGE_VERSION);
+	pb_end(&b);
+	for (size_t i = 0; i < n; i++)
+		pb_span(&b, &spans[i]);
+	pb_end(&b);
+	pb_end(&b);
+	return pb_take(&b, len);
+}
+
+const char *trace_otlp_content_type(enum conf_tracing_protocol protocol)
+{
+	return protocol == CONF_TRACING_HTTP_PROTOBUF ? "application/x-protobuf" : "application/json";
+}

@@ -1,0 +1,31 @@
+/* trace_otlp.h - finished spans as an OTLP ExportTraceServiceRequest, in
+ * either encoding of OTLP/HTTP: JSON (the protobuf JSON mapping, ids in
+ * hex) or binary protobuf (pb_write.h). Pure functions, any thread; the
+ * exporter thread calls them (trace_export.h).
+ *
+ * Both encodings come from one view of each span (its name, kind, flags,
+ * status and attribute list, built once), so they carry the same content:
+ * the server span with the OpenTelemetry HTTP server attributes, a client
+ * span (one per upstream attempt) with the HTTP client ones. Strings that
+ * are not valid UTF-8 (a path or user agent with raw bytes) have each bad
+ * byte replaced by U+FFFD, since a collector refuses a whole batch with an
+ * invalid string in it.
+ */
+#ifndef SLUICE_TRACE_OTLP_H
+#define SLUICE_TRACE_OTLP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "trace_export.h"
+
+/* The spans spans[0..n) as one request body, malloc'ed (length in *len),
+ * or NULL when out of memory. JSON is NUL-terminated. */
+char *trace_otlp_json(const struct trace_export_conf *ec, const struct trace_span *spans, size_t n, size_t *len);
+uint8_t *trace_otlp_protobuf(const struct trace_export_conf *ec, const struct trace_span *spans, size_t n,
+                             size_t *len);
+
+/* The Content-Type of an encoding. */
+const char *trace_otlp_content_type(enum conf_tracing_protocol protocol);
+
+#endif
