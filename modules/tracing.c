@@ -7,6 +7,7 @@
 #include <strings.h>
 #include <sys/random.h>
 
+#include "clock.h"
 #include "conf_tracing.h"
 #include "log.h"
 #include "snapshot.h"
@@ -29,6 +30,29 @@ struct tracing_worker {
 	uint64_t rng[4]; /* xoshiro256** */
 	struct trace_exporter *exporter;
 	struct trace_ring *ring; /* created with the first span to export */
+};
+
+/* Attempts a request records as client spans at most (retries are at most
+ * 10, each with at most one fail-over to a fresh connection): the ids of
+ * any more still change, they are not exported. */
+#define TRACING_MAX_ATTEMPTS 32
+
+/* One upstream attempt of a sampled request: its client span. */
+struct tracing_attempt {
+	uint8_t span_id[TRACE_SPAN_ID_LEN];
+	bool ended;
+	uint16_t status;      /* the upstream's, 0: none */
+	enum reason reason;   /* why it failed, when it did */
+	uint64_t start_mono_us, end_mono_us;
+	char upstream[64];
+};
+
+/* A request's tracing state (r->trace, in its arena), for the proxy's hooks. */
+struct tracing_req {
+	struct tracing_worker *tw;
+	char *traceparent;    /* the value that goes upstream: each attempt writes its span id into it */
+	struct tracing_attempt *attempts; /* sampled requests only */
+	unsigned n, cap;
 };
 
 static int tracing_snapshot_init(const struct conf *c, void **state, struct conf_errors *errs)
@@ -113,11 +137,13 @@ static bool name_is(const struct http_header *h, const char *lower, size_t n)
 }
 
 /* The request's trace: continue a valid incoming one or start one, and put
- * what goes upstream in its fields (one pass over them finds both). */
-static void tracing_begin(struct request *r, const struct tracing_state *s, struct tracing_worker *tw)
+ * what goes upstream in its fields (one pass over them finds both). Returns
+ * the traceparent value the fields hold (NULL: the request was traced
+ * already). */
+static char *tracing_begin(struct request *r, const struct tracing_state *s, struct tracing_worker *tw)
 {
 	if (r->traced)
-		return;
+		return NULL;
 	r->traced = true;
 	struct fields *f = &r->headers;
 	int tp_at = -1, tp_count = 0, ts_count = 0;
@@ -160,11 +186,11 @@ static void tracing_begin(struct request *r, const struct tracing_state *s, stru
 		fields_add(f, "traceparent", 11, out, TRACE_PARENT_LEN);
 	}
 	if (ts_count == 0)
-		return;
+		return out;
 	/* tracestate belongs to the incoming traceparent: kept (bounded) with it, dropped without */
 	if (!valid) {
 		fields_remove(f, "tracestate");
-		return;
+		return out;
 	}
 	int first = fields_find(f, "tracestate", 0);
 	const char *joined = f->v[first].value;
@@ -188,14 +214,85 @@ static void tracing_begin(struct request *r, const struct tracing_state *s, stru
 		fields_set(f, "tracestate", bounded);
 	else
 		fields_remove(f, "tracestate");
+	return out;
 }
+
+/* ---- upstream attempts (the proxy's hooks, request.h) ---- */
+
+/* The open attempt, if any, ends now with this outcome. */
+static void attempt_close(struct tracing_req *tq, int status, enum reason reason, uint64_t now)
+{
+	struct tracing_attempt *a = tq->n ? &tq->attempts[tq->n - 1] : NULL;
+	if (!a || a->ended)
+		return;
+	a->ended = true;
+	a->status = (uint16_t)status;
+	a->reason = reason;
+	a->end_mono_us = now;
+}
+
+static void tracing_attempt_end(struct request *r, int status, enum reason reason)
+{
+	attempt_close(r->trace, status, reason, clock_mono_us());
+}
+
+/* Each attempt is a span of its own, the server span's child: its id goes
+ * upstream as the traceparent's parent id, so the upstream's span hangs
+ * under the attempt that reached it. Unsampled requests change the id too
+ * (their upstreams see a new parent for each try) but record nothing. */
+static void tracing_attempt_begin(struct request *r)
+{
+	struct tracing_req *tq = r->trace;
+	uint64_t now = clock_mono_us();
+	attempt_close(tq, 0, REASON_NONE, now); /* one whose end was not told */
+	uint8_t id[TRACE_SPAN_ID_LEN];
+	random_id(tq->tw, id, sizeof id);
+	char hex[2 * TRACE_SPAN_ID_LEN + 1];
+	trace_hex(id, sizeof id, hex);
+	/* "00-" trace id "-" span id "-" flags */
+	memcpy(tq->traceparent + 3 + 2 * TRACE_ID_LEN + 1, hex, 2 * TRACE_SPAN_ID_LEN);
+	if (!(r->trace_flags & TRACE_FLAG_SAMPLED) || tq->n == TRACING_MAX_ATTEMPTS)
+		return;
+	if (tq->n == tq->cap) {
+		unsigned cap = tq->cap ? 2 * tq->cap : 2;
+		struct tracing_attempt *grown = arena_alloc(&r->arena, cap * sizeof *grown);
+		if (tq->n)
+			memcpy(grown, tq->attempts, tq->n * sizeof *grown);
+		tq->attempts = grown;
+		tq->cap = cap;
+	}
+	struct tracing_attempt *a = &tq->attempts[tq->n++];
+	memcpy(a->span_id, id, sizeof a->span_id);
+	a->ended = false;
+	a->status = 0;
+	a->reason = REASON_NONE;
+	a->start_mono_us = a->end_mono_us = now;
+	size_t n = strnlen(r->upstream, sizeof a->upstream - 1);
+	memcpy(a->upstream, r->upstream, n);
+	a->upstream[n] = '\0';
+}
+
+static const struct request_trace_hooks tracing_hooks = {
+    .attempt_begin = tracing_attempt_begin,
+    .attempt_end = tracing_attempt_end,
+};
 
 static enum phase_result tracing_access(struct request *r, const void *snapshot_state, void *worker_state,
                                         struct phase_deny *deny)
 {
 	(void)deny;
-	if (snapshot_state)
-		tracing_begin(r, snapshot_state, worker_state);
+	if (!snapshot_state)
+		return PHASE_CONTINUE;
+	char *traceparent = tracing_begin(r, snapshot_state, worker_state);
+	if (traceparent) {
+		/* the request may go upstream: its attempts are told to us */
+		struct tracing_req *tq = arena_alloc(&r->arena, sizeof *tq);
+		memset(tq, 0, sizeof *tq);
+		tq->tw = worker_state;
+		tq->traceparent = traceparent;
+		r->trace = tq;
+		r->trace_hooks = &tracing_hooks;
+	}
 	return PHASE_CONTINUE;
 }
 
@@ -209,7 +306,7 @@ static void tracing_response_headers(struct request *r, const void *snapshot_sta
 		tracing_begin(r, snapshot_state, worker_state);
 }
 
-/* ---- the span ---- */
+/* ---- the spans ---- */
 
 static void copy_str(char *dst, size_t cap, const char *src)
 {
@@ -218,12 +315,25 @@ static void copy_str(char *dst, size_t cap, const char *src)
 	dst[n] = '\0';
 }
 
+/* The request's tracestate (as forwarded) into the span. */
+static void copy_trace_state(struct trace_span *sp, const struct request *r)
+{
+	size_t n = 0;
+	const char *ts = fields_value(&r->headers, "tracestate", &n);
+	n = ts ? (n < sizeof sp->trace_state - 1 ? n : sizeof sp->trace_state - 1) : 0;
+	memcpy(sp->trace_state, ts ? ts : "", n);
+	sp->trace_state[n] = '\0';
+}
+
 static void fill_span(struct trace_span *sp, const struct request *r)
 {
 	memcpy(sp->trace_id, r->trace_id, sizeof sp->trace_id);
 	memcpy(sp->span_id, r->span_id, sizeof sp->span_id);
 	memcpy(sp->parent_id, r->parent_span_id, sizeof sp->parent_id);
 	sp->flags = r->trace_flags;
+	sp->client = false;
+	sp->resend_count = 0;
+	sp->pool[0] = '\0';
 	sp->status = (uint16_t)r->status;
 	sp->upstream_status = (uint16_t)r->upstream_status;
 	sp->client_port = r->client_port;
@@ -258,10 +368,43 @@ static void fill_span(struct trace_span *sp, const struct request *r)
 	n = ua ? (n < sizeof sp->user_agent - 1 ? n : sizeof sp->user_agent - 1) : 0;
 	memcpy(sp->user_agent, ua ? ua : "", n);
 	sp->user_agent[n] = '\0';
-	const char *ts = fields_value(&r->headers, "tracestate", &n);
-	n = ts ? (n < sizeof sp->trace_state - 1 ? n : sizeof sp->trace_state - 1) : 0;
-	memcpy(sp->trace_state, ts ? ts : "", n);
-	sp->trace_state[n] = '\0';
+	copy_trace_state(sp, r);
+}
+
+/* Attempt a (the index-th) of r as its client span. */
+static void fill_client_span(struct trace_span *sp, const struct request *r, const struct tracing_attempt *a,
+                             unsigned index)
+{
+	memcpy(sp->trace_id, r->trace_id, sizeof sp->trace_id);
+	memcpy(sp->span_id, a->span_id, sizeof sp->span_id);
+	memcpy(sp->parent_id, r->span_id, sizeof sp->parent_id);
+	sp->flags = r->trace_flags;
+	sp->client = true;
+	sp->resend_count = (uint16_t)index;
+	sp->status = a->status;
+	sp->upstream_status = 0;
+	sp->client_port = 0;
+	sp->start_ns = (r->start_wall_us + clock_elapsed_us(r->start_mono_us, a->start_mono_us)) * 1000;
+	sp->end_ns = sp->start_ns + clock_elapsed_us(a->start_mono_us, a->end_mono_us) * 1000;
+	sp->bytes_in = sp->bytes_out = 0;
+	copy_str(sp->method, sizeof sp->method, r->method);
+	const struct conf *c = r->snap->conf;
+	const struct conf_pool *pool = r->pool >= 0 && (size_t)r->pool < c->num_pools ? &c->pools[r->pool] : NULL;
+	copy_str(sp->scheme, sizeof sp->scheme, pool && pool->tls ? "https" : "http");
+	copy_str(sp->pool, sizeof sp->pool, pool ? pool->name : NULL);
+	copy_str(sp->protocol, sizeof sp->protocol, "1.1");
+	/* an error: the status for a 4xx or 5xx, else the reason it failed */
+	if (a->status >= 400)
+		snprintf(sp->error_type, sizeof sp->error_type, "%u", (unsigned)a->status);
+	else if (a->status == 0)
+		copy_str(sp->error_type, sizeof sp->error_type, a->reason != REASON_NONE ? reason_name(a->reason) : "_OTHER");
+	else
+		sp->error_type[0] = '\0';
+	sp->route[0] = sp->listener[0] = sp->client_ip[0] = sp->host[0] = sp->user_agent[0] = '\0';
+	copy_str(sp->upstream, sizeof sp->upstream, a->upstream);
+	copy_str(sp->request_id, sizeof sp->request_id, r->request_id);
+	copy_str(sp->path, sizeof sp->path, r->path);
+	copy_trace_state(sp, r);
 }
 
 static void tracing_log(const struct request *r, const void *snapshot_state, void *worker_state)
@@ -282,6 +425,22 @@ static void tracing_log(const struct request *r, const void *snapshot_state, voi
 		return;
 	fill_span(sp, r);
 	trace_ring_commit(tw->ring);
+	struct tracing_req *tq = r->trace;
+	if (!tq)
+		return;
+	for (unsigned i = 0; i < tq->n; i++) {
+		struct tracing_attempt a = tq->attempts[i];
+		/* the last attempt ends with the request: its response, or why there was none */
+		if (!a.ended) {
+			a.status = (uint16_t)r->upstream_status;
+			a.reason = r->upstream_status ? REASON_NONE : r->reason;
+			a.end_mono_us = r->end_mono_us > a.start_mono_us ? r->end_mono_us : a.start_mono_us;
+		}
+		if (!(sp = trace_ring_reserve(tw->ring)))
+			return;
+		fill_client_span(sp, r, &a, i);
+		trace_ring_commit(tw->ring);
+	}
 }
 
 /* ---- worker ---- */

@@ -5,15 +5,20 @@
  * traceparent is continued (its trace id kept, its span the parent of the
  * gateway's, its sampled flag decides when parent_based), and tracestate is
  * checked and bounded (trace_context.h); otherwise, or when the incoming one
- * is invalid, a new trace starts, sampled at the configured ratio. The
- * request that goes upstream carries a traceparent whose parent id is the
- * gateway's span: sluice emits one span per request, of kind SERVER,
- * covering the whole exchange (retries included), as nginx's and Envoy's
- * gateways do; the upstream's own server span is its child. The ids are set
- * in the request (request.h) in the access phase, or when the response head
- * goes out for a request that never reached it (no route, a local answer),
- * so the access log can carry them. Sampled spans go to the exporter in the
- * log phase (trace_export.h).
+ * is invalid, a new trace starts, sampled at the configured ratio. Each
+ * request is a span of kind SERVER covering the whole exchange, and each
+ * upstream attempt (a retry, a fail-over to a fresh connection) a span of
+ * kind CLIENT, its child: the proxy tells the module where an attempt
+ * begins and how it ended through the hooks set in the request
+ * (request_trace_hooks, request.h), and the traceparent that goes with the
+ * attempt names the attempt's span, so the upstream's own server span hangs
+ * under the attempt that reached it. The ids are set in the request
+ * (request.h) in the access phase, or when the response head goes out for a
+ * request that never reached it (no route, a local answer), so the access
+ * log can carry them (span_id: the server span). Sampled spans go to the
+ * exporter in the log phase (trace_export.h): the server span, then one
+ * client span per attempt (a failed one ends where the proxy said, the last
+ * one with the request).
  *
  * Ids come from a per-worker xoshiro256** generator seeded from getrandom():
  * fast, unpredictable enough for ids (not for secrets), never shared.

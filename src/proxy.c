@@ -416,6 +416,9 @@ static enum proxy_retry proxy_try_retry(struct exchange *ex, bool condition_met,
 	}
 	proxy_use_server(ex, &pick);
 	txn->failed_over = false;
+	/* a retry on the response's status ends its attempt here (a failure already did, in proxy_fail) */
+	if (ex->req.trace_hooks)
+		ex->req.trace_hooks->attempt_end(&ex->req, txn->resp.status, REASON_NONE);
 	if (log_enabled(LOG_DEBUG)) {
 		struct log_line l;
 		log_begin(&l, LOG_DEBUG, "retrying on another server");
@@ -435,6 +438,8 @@ void proxy_abort(struct exchange *ex)
 static void proxy_fail(struct exchange *ex, enum reason reason, int status)
 {
 	struct proxy_txn *txn = &ex->txn;
+	if (ex->req.trace_hooks)
+		ex->req.trace_hooks->attempt_end(&ex->req, txn->resp_head_done ? txn->resp.status : 0, reason);
 	/* A pooled connection may have been closed by the upstream just as we
 	 * picked it: if nothing of the request body left and no byte came back,
 	 * the request is safe to send again, once, on a fresh connection. */
@@ -507,6 +512,8 @@ static void proxy_attempt(struct exchange *ex, bool allow_reuse)
 	const struct conf_pool *pc = p->conf;
 	const struct conf_server *srv = &pc->servers[txn->server];
 	r->attempts++;
+	if (r->trace_hooks)
+		r->trace_hooks->attempt_begin(r);
 	txn->outcome_pending = true;
 	txn->attempt_start_us = clock_mono_us();
 	txn->resp_bytes_seen = 0;

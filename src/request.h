@@ -21,6 +21,18 @@
 
 struct snapshot;
 struct worker;
+struct request;
+
+/* What the proxy tells the tracing module (modules/tracing.h) about upstream
+ * attempts, through the hooks that module sets in a traced request: each
+ * attempt is a span of its own, whose id goes upstream in its traceparent. */
+struct request_trace_hooks {
+	/* an attempt to r->upstream begins (before its head is built) */
+	void (*attempt_begin)(struct request *r);
+	/* the current attempt failed or is given up for a retry (status: the
+	 * upstream's, 0 if none); the last one otherwise ends with the request */
+	void (*attempt_end)(struct request *r, int status, enum reason reason);
+};
 
 struct request {
 	struct arena arena;
@@ -77,6 +89,8 @@ struct request {
 	uint8_t parent_span_id[8];
 	uint8_t trace_flags; /* as sent upstream: bit 0 sampled */
 	bool traced;         /* the fields above are set */
+	const struct request_trace_hooks *trace_hooks; /* NULL: attempts are not traced */
+	void *trace;         /* the tracing module's per-request state (in the arena) */
 
 	/* times, from the worker's cached clocks */
 	uint64_t start_mono_us;

@@ -163,6 +163,14 @@ class Collector:
                 out.append(rs)
         return out
 
+    def server_spans(self, pred=lambda s: True, count=1, timeout=10):
+        return self.wait_spans(lambda s: s["kind"] == 2 and pred(s), count, timeout)
+
+    def client_spans(self, server, count=1, timeout=10):
+        """The upstream attempts of a server span, in order."""
+        got = self.wait_spans(lambda s: s["kind"] == 3 and s.get("parentSpanId") == server["spanId"], count, timeout)
+        return sorted(got, key=lambda s: s["attributes"].get("http.request.resend_count", 0))
+
     def wait_spans(self, pred=lambda s: True, count=1, timeout=10):
         deadline = time.monotonic() + timeout
         while True:
@@ -192,7 +200,7 @@ def check_otlp(doc):
                 assert HEX16.match(sp["spanId"]) and sp["spanId"] != "0" * 16, sp
                 if "parentSpanId" in sp:
                     assert HEX16.match(sp["parentSpanId"]), sp
-                assert sp["kind"] == 2  # SPAN_KIND_SERVER
+                assert sp["kind"] in (2, 3)  # SPAN_KIND_SERVER, SPAN_KIND_CLIENT (an upstream attempt)
                 assert isinstance(sp["name"], str) and sp["name"]
                 start, end = int(sp["startTimeUnixNano"]), int(sp["endTimeUnixNano"])
                 assert isinstance(sp["startTimeUnixNano"], str) and isinstance(sp["endTimeUnixNano"], str)
@@ -287,10 +295,20 @@ def test_new_trace_is_exported_and_the_upstream_is_its_child(sluice, upstreams, 
     assert ts == []
     m = TP.match(tp)
     assert m and m.group(3) == "01", tp
-    (sp,) = col.wait_spans(lambda s: s["attributes"].get("url.path") == "/app/items")
-    # the upstream request's parent is the exported span
-    assert m.group(1) == sp["traceId"] and m.group(2) == sp["spanId"]
+    (sp,) = col.server_spans(lambda s: s["attributes"].get("url.path") == "/app/items")
+    # the upstream request's parent is the attempt's client span, whose parent is the server span
+    (cl,) = col.client_spans(sp)
+    assert m.group(1) == sp["traceId"] == cl["traceId"] and m.group(2) == cl["spanId"] != sp["spanId"]
     assert "parentSpanId" not in sp  # a root: no incoming trace
+    assert cl["name"] == "GET" and "status" not in cl and cl["flags"] == 0x101  # sampled, a local parent
+    host, port = gw.u.address.rsplit(":", 1)
+    assert cl["attributes"] == {
+        "http.request.method": "GET", "server.address": host, "server.port": int(port),
+        "url.full": "http://%s/app/items" % gw.u.address, "http.response.status_code": 200,
+        "network.protocol.name": "http", "network.protocol.version": "1.1", "sluice.pool": "web",
+        "sluice.request_id": r.header("x-request-id")}
+    assert int(sp["startTimeUnixNano"]) <= int(cl["startTimeUnixNano"]) <= int(cl["endTimeUnixNano"]) \
+        <= int(sp["endTimeUnixNano"])
     assert sp["_resource"]["service.name"] == "edge-gw"
     a = sp["attributes"]
     assert a["http.request.method"] == "GET" and a["url.scheme"] == "http" and a["http.route"] == "app"
@@ -312,9 +330,10 @@ def test_incoming_traceparent_is_continued_with_its_tracestate(sluice, upstreams
     # same trace, a new span whose parent is the caller's; sampled by the parent although sample = 0
     assert m.group(1) == IN_TRACE and m.group(2) != IN_SPAN and m.group(3) == "01"
     assert ts == ["vendor1=abc,k2@sys=x y"]
-    (sp,) = col.wait_spans(lambda s: s["attributes"].get("url.path") == "/app/continued")
-    assert sp["traceId"] == IN_TRACE and sp["parentSpanId"] == IN_SPAN and sp["spanId"] == m.group(2)
-    assert sp["traceState"] == "vendor1=abc,k2@sys=x y"
+    (sp,) = col.server_spans(lambda s: s["attributes"].get("url.path") == "/app/continued")
+    (cl,) = col.client_spans(sp)
+    assert sp["traceId"] == IN_TRACE and sp["parentSpanId"] == IN_SPAN and cl["spanId"] == m.group(2)
+    assert sp["traceState"] == cl["traceState"] == "vendor1=abc,k2@sys=x y"
     assert sp["flags"] & 0x300 == 0x300  # the parent is known to be remote
 
 
@@ -347,7 +366,7 @@ def test_invalid_traceparent_starts_a_new_trace(sluice, upstreams, collector, ba
     m = TP.match(tp)
     assert m and m.group(1) != IN_TRACE.lower() and m.group(3) == "01", tp
     assert ts == []  # tracestate without a valid traceparent is dropped
-    (sp,) = col.wait_spans(lambda s: s["attributes"].get("url.path") == "/app/bad")
+    (sp,) = col.server_spans(lambda s: s["attributes"].get("url.path") == "/app/bad")
     assert sp["traceId"] == m.group(1) and "parentSpanId" not in sp
 
 
@@ -395,13 +414,73 @@ def test_tracestate_is_bounded(sluice, upstreams, collector):
     assert upstream_tp(r)[1] == []
 
 
+def test_each_upstream_attempt_is_a_client_span(sluice, upstreams, collector):
+    """A retry on a status and a retry after a failed connect: one client span
+    per attempt, in order, the server span their parent, the last one the
+    parent of what the upstream that answered received."""
+    col = collector()
+    a, b = upstreams(2, names=["a", "b"])
+    dead = "127.0.0.1:%d" % closed_port()
+    routes = [
+        {"name": "flaky", "match": {"path_prefix": "/status-if"}, "pool": "flaky"},
+        {"name": "failover", "match": {"path_prefix": "/fo"}, "pool": "failover"},
+    ]
+    cfg = base_config(free_port(), [a.address], routes=routes, workers=1,
+                      tracing={"otlp": col.url, "sample": 1, "interval": "100ms"})
+    cfg["pools"]["flaky"] = {"servers": [a.address, b.address], "retry": {"attempts": 2, "on": ["503"]}}
+    cfg["pools"]["failover"] = {"servers": [dead, b.address], "retry": {"attempts": 2, "on": ["connect-failure"]}}
+    gw = sluice(cfg)
+    # round robin over two servers: within a few requests, one goes to the failing server first
+    echoes = {}
+    for i in range(4):
+        for path in ("/status-if/a/503", "/fo/x"):
+            rid = "%s-%d" % (path[1:3], i)
+            r = get(gw.port, path, headers=[("X-Request-Id", rid)])
+            assert r.status == 200, r
+            echoes[rid] = upstream_tp(r)[0][0]
+    wait_until(lambda: len(gw.access_log()) == 8, what="8 access log lines")
+    attempts = {e["request_id"]: e["attempts"] for e in gw.access_log()}
+    assert set(attempts.values()) <= {1, 2}, attempts
+    spans = col.wait_spans(count=8 + sum(attempts.values()))
+    assert len(spans) == 8 + sum(attempts.values())
+    retried = {}
+    for sp in (s for s in spans if s["kind"] == 2):
+        rid = sp["attributes"]["sluice.request_id"]
+        cls = col.client_spans(sp, count=attempts[rid])
+        assert len(cls) == attempts[rid]
+        if len(cls) == 2:
+            retried[rid[:2]] = (sp, cls)
+    assert sorted(retried) == ["fo", "st"], attempts
+
+    sp, (first, second) = retried["st"]
+    assert first["attributes"]["server.address"] + ":%d" % first["attributes"]["server.port"] == a.address
+    assert first["attributes"]["http.response.status_code"] == 503 and first["attributes"]["error.type"] == "503"
+    assert first["status"] == {"code": 2} and "http.request.resend_count" not in first["attributes"]
+    assert second["attributes"]["url.full"] == "http://%s/status-if/a/503" % b.address
+    assert second["attributes"]["http.response.status_code"] == 200 and "error.type" not in second["attributes"]
+    assert second["attributes"]["http.request.resend_count"] == 1 and "status" not in second
+    assert first["spanId"] != second["spanId"] and first["parentSpanId"] == second["parentSpanId"] == sp["spanId"]
+    assert int(first["endTimeUnixNano"]) <= int(second["startTimeUnixNano"])
+    assert sp["attributes"]["sluice.upstream.address"] == b.address and "status" not in sp
+    # what b received names the second attempt as its parent
+    assert TP.match(echoes[sp["attributes"]["sluice.request_id"]]).group(2) == second["spanId"]
+
+    sp, (first, second) = retried["fo"]
+    assert first["attributes"]["server.address"] + ":%d" % first["attributes"]["server.port"] == dead
+    assert first["attributes"]["error.type"] == "upstream_connect_failed" and first["status"] == {"code": 2}
+    assert "http.response.status_code" not in first["attributes"]
+    assert second["attributes"]["http.request.resend_count"] == 1
+    assert second["attributes"]["http.response.status_code"] == 200
+    assert TP.match(echoes[sp["attributes"]["sluice.request_id"]]).group(2) == second["spanId"]
+
+
 def test_local_answers_and_failures_are_spans(sluice, upstreams, collector):
     col = collector()
     gw = traced_gw(sluice, upstreams, {"otlp": col.url, "sample": 1, "interval": "100ms"})
     assert get(gw.port, "/local").status == 200
     assert get(gw.port, "/nowhere").status == 404
     assert get(gw.port, "/dead/x").status == 502
-    sp = {s["attributes"]["url.path"]: s for s in col.wait_spans(count=3)}
+    sp = {s["attributes"]["url.path"]: s for s in col.server_spans(count=3)}
     assert sp["/local"]["attributes"]["http.response.status_code"] == 200 and sp["/local"]["name"] == "GET local"
     assert sp["/nowhere"]["attributes"]["http.response.status_code"] == 404
     assert "status" not in sp["/nowhere"] and "error.type" not in sp["/nowhere"]["attributes"]
@@ -409,6 +488,14 @@ def test_local_answers_and_failures_are_spans(sluice, upstreams, collector):
     dead = sp["/dead/x"]
     assert dead["attributes"]["http.response.status_code"] == 502 and dead["status"]["code"] == 2
     assert dead["attributes"]["error.type"] == "upstream_connect_failed"
+    # the attempt that failed is a client span of its own: no status, the reason as its error
+    (cl,) = col.client_spans(dead)
+    dead_addr = gw.cfg["pools"]["dead"]["servers"][0]["address"]
+    assert cl["status"]["code"] == 2 and cl["attributes"]["error.type"] == "upstream_connect_failed"
+    assert "http.response.status_code" not in cl["attributes"]
+    assert cl["attributes"]["server.port"] == int(dead_addr.rsplit(":", 1)[1])
+    assert not [s for s in col.spans() if s["kind"] == 3 and s.get("parentSpanId") in
+                (sp["/local"]["spanId"], sp["/nowhere"]["spanId"])]  # answered here: no attempt
 
 
 def test_unknown_method_is_other(sluice, upstreams, collector):
@@ -416,7 +503,10 @@ def test_unknown_method_is_other(sluice, upstreams, collector):
     gw = traced_gw(sluice, upstreams, {"otlp": col.url, "sample": 1, "interval": "100ms"})
     with RawConn(gw.port) as c:
         assert c.request("FROBNICATE", "/app/m").status == 200
-    (sp,) = col.wait_spans(lambda s: s["attributes"].get("url.path") == "/app/m")
+    (sp,) = col.server_spans(lambda s: s["attributes"].get("url.path") == "/app/m")
+    (cl,) = col.client_spans(sp)
+    assert cl["attributes"]["http.request.method"] == "_OTHER" and cl["name"] == "_OTHER"
+    assert cl["attributes"]["http.request.method_original"] == "FROBNICATE"
     assert sp["attributes"]["http.request.method"] == "_OTHER"
     assert sp["attributes"]["http.request.method_original"] == "FROBNICATE"
     assert sp["name"] == "_OTHER app"
@@ -437,8 +527,9 @@ def test_http2_client(sluice, upstreams, collector):
     (tp,) = [v for k, v in hs if k.lower() == "traceparent"]
     m = TP.match(tp)
     assert m.group(1) == IN_TRACE
-    (sp,) = col.wait_spans(lambda s: s["attributes"].get("url.path") == "/app/h2")
-    assert sp["spanId"] == m.group(2) and sp["parentSpanId"] == IN_SPAN
+    (sp,) = col.server_spans(lambda s: s["attributes"].get("url.path") == "/app/h2")
+    (cl,) = col.client_spans(sp)
+    assert cl["spanId"] == m.group(2) and sp["parentSpanId"] == IN_SPAN
     assert sp["attributes"]["network.protocol.version"] == "2"
 
 
@@ -460,8 +551,9 @@ def test_collector_down_costs_requests_nothing_and_drops_are_counted(sluice, ups
                    sockdir=sockdir)
     for _ in range(20):
         assert get(gw.port, "/app/down").status == 200
-    wait_until(lambda: counter(gw.sock, "sluice_tracing_spans_dropped_total") == 20, timeout=10,
-               what="20 spans dropped")
+    # each request: its server span and one client span
+    wait_until(lambda: counter(gw.sock, "sluice_tracing_spans_dropped_total") == 40, timeout=10,
+               what="40 spans dropped")
     assert counter(gw.sock, "sluice_tracing_export_failures_total") >= 1
     assert counter(gw.sock, "sluice_tracing_spans_exported_total") == 0
     logs = [e for e in gw.log_entries() if "span export failed" in e.get("msg", "")]
@@ -473,8 +565,8 @@ def test_collector_error_status_counts_failures(sluice, upstreams, collector, so
     gw = traced_gw(sluice, upstreams, {"otlp": col.url, "sample": 1, "interval": "100ms"}, sockdir=sockdir)
     for _ in range(5):
         assert get(gw.port, "/app/e").status == 200
-    wait_until(lambda: counter(gw.sock, "sluice_tracing_spans_dropped_total") == 5, timeout=10,
-               what="5 spans dropped")
+    wait_until(lambda: counter(gw.sock, "sluice_tracing_spans_dropped_total") == 10, timeout=10,
+               what="10 spans dropped")
     assert counter(gw.sock, "sluice_tracing_export_failures_total") >= 1
 
 
@@ -486,8 +578,9 @@ def test_small_queue_drops_and_batches(sluice, upstreams, collector, sockdir):
     for _ in range(40):
         assert get(gw.port, "/app/q").status == 200
     # the queue holds 16: at half full the exporter is woken; what did not fit is counted
+    # a server span and a client span each
     wait_until(lambda: counter(gw.sock, "sluice_tracing_spans_exported_total") +
-               counter(gw.sock, "sluice_tracing_spans_dropped_total") == 40, timeout=20, what="40 spans accounted")
+               counter(gw.sock, "sluice_tracing_spans_dropped_total") == 80, timeout=20, what="80 spans accounted")
     exported = counter(gw.sock, "sluice_tracing_spans_exported_total")
     assert len(col.spans()) == exported and exported >= 4
     with col.lock:
@@ -504,9 +597,9 @@ def test_reload_changes_sampling_and_collector(sluice, upstreams, collector, soc
     gw.conf_path.write_text(config_to_lua(cfg))
     ctl(gw.sock, "reload")
     get(gw.port, "/app/after")
-    (sp,) = col2.wait_spans(lambda s: s["attributes"].get("url.path") == "/app/after")
+    (sp,) = col2.server_spans(lambda s: s["attributes"].get("url.path") == "/app/after")
     assert sp["_resource"]["service.name"] == "after"
-    assert col1.requests == [] and not [s for s in col2.spans() if s["attributes"]["url.path"] == "/app/before"]
+    assert col1.requests == [] and not [s for s in col2.spans() if s["attributes"].get("url.path") == "/app/before"]
     # tracing removed: the upstream sees the client's traceparent untouched
     cfg.pop("tracing")
     gw.conf_path.write_text(config_to_lua(cfg))
@@ -519,7 +612,8 @@ def comparable(sp):
     """A span without what differs between two gateways serving the same
     request: its own id and times, the client's port, the response size
     (the echo carries the connection's port)."""
-    d = {k: v for k, v in sp.items() if k not in ("spanId", "startTimeUnixNano", "endTimeUnixNano")}
+    own = ("spanId", "startTimeUnixNano", "endTimeUnixNano") + (("parentSpanId",) if sp["kind"] == 3 else ())
+    d = {k: v for k, v in sp.items() if k not in own}
     d["attributes"] = {k: v for k, v in sp["attributes"].items() if k not in ("client.port", "sluice.response.bytes")}
     return d
 
@@ -561,13 +655,17 @@ def test_protobuf_export_matches_json(sluice, upstreams, collector):
             with RawConn(gw.port) as c:
                 c.request(method, target, headers=hs, body=b"hello" if method == "POST" else None)
     got = {}
+    want = len(reqs) + 4  # and a client span for each request that went upstream
     for proto, col in cols.items():
-        spans = col.wait_spans(count=len(reqs))
-        assert len(spans) == len(reqs), spans
-        got[proto] = {s["attributes"]["sluice.request_id"]: s for s in spans}
-    assert sorted(got["http/json"]) == sorted(got["http/protobuf"]) == ["req-%d" % i for i in range(len(reqs))]
-    for rid, js in got["http/json"].items():
-        assert comparable(got["http/protobuf"][rid]) == comparable(js), rid
+        spans = col.wait_spans(count=want)
+        assert len(spans) == want, spans
+        got[proto] = {(s["kind"], s["attributes"]["sluice.request_id"]): s for s in spans}
+    assert sorted(got["http/json"]) == sorted(got["http/protobuf"])
+    assert sorted(rid for k, rid in got["http/json"] if k == 3) == ["req-0", "req-1", "req-4", "req-5"]
+    for key, js in got["http/json"].items():
+        assert comparable(got["http/protobuf"][key]) == comparable(js), key
+    assert got["http/protobuf"][(3, "req-1")]["attributes"]["http.request.method_original"] == "FROBNICATE"
+    got["http/protobuf"] = {rid: s for (k, rid), s in got["http/protobuf"].items() if k == 2}
     items = got["http/protobuf"]["req-0"]
     assert items["traceId"] == IN_TRACE and items["parentSpanId"] == IN_SPAN and items["traceState"] == "v1=a,v2=b"
     assert items["attributes"]["user_agent.original"] == "caf\u00e9/1.0 \u2603\ufffd"
