@@ -11,23 +11,22 @@
 #include <string.h>
 #include <strings.h>
 
+#include "conf_tls.h"
+#include "tls_ctx.h"
+
 #define TRACING_EXAMPLE "tracing = { otlp = \"http://127.0.0.1:4318/v1/traces\", sample = 0.05, service_name = \"sluice\" }"
 
-bool conf_tracing_parse_url(const char *url, char **host, char **port, char **path, char *why, size_t why_size)
+bool conf_tracing_parse_url(const char *url, bool *tls, char **host, char **port, char **path, char *why,
+                            size_t why_size)
 {
 	*host = *port = *path = NULL;
-	static const char http[] = "http://";
-	if (strncmp(url, "https://", 8) == 0) {
+	*tls = strncmp(url, "https://", 8) == 0;
+	if (!*tls && strncmp(url, "http://", 7) != 0) {
 		snprintf(why, why_size,
-		         "https is not supported: export to a collector on this host or network over http:// "
-		         "(docs/tracing.md)");
+		         "\"%s\" is not an http:// or https:// URL (write e.g. \"http://127.0.0.1:4318/v1/traces\")", url);
 		return false;
 	}
-	if (strncmp(url, http, sizeof http - 1) != 0) {
-		snprintf(why, why_size, "\"%s\" is not an http:// URL (write e.g. \"http://127.0.0.1:4318/v1/traces\")", url);
-		return false;
-	}
-	const char *h = url + sizeof http - 1;
+	const char *h = url + (*tls ? 8 : 7);
 	const char *slash = strchr(h, '/');
 	size_t hp_len = slash ? (size_t)(slash - h) : strlen(h);
 	const char *hend, *pstart = NULL;
@@ -63,7 +62,7 @@ bool conf_tracing_parse_url(const char *url, char **host, char **port, char **pa
 			return false;
 		}
 	}
-	unsigned long p = 80;
+	unsigned long p = *tls ? 443 : 80;
 	if (pstart) {
 		size_t pn = (size_t)(h + hp_len - pstart);
 		char *end = NULL;
@@ -119,11 +118,35 @@ static void walk_headers(struct conf_walker *w, int t, struct conf_tracing *ct)
 	conf_field_close(w, &f);
 }
 
+/* ca_file, and the client context of an https:// collector (verified
+ * against ca_file or the system store, and by its name or address) */
+static void walk_tls(struct conf_walker *w, int t, struct conf_tracing *ct)
+{
+	struct conf_field g;
+	if (conf_field_open(w, t, "ca_file", &g)) {
+		const char *s = conf_value_string(w, lua_gettop(w->L));
+		if (s && !*s)
+			conf_werr(w, "empty path");
+		else if (s && ct->otlp && !ct->otlp_tls)
+			conf_werr(w, "a CA file is for an https:// collector, and otlp is http://");
+		else if (s)
+			ct->ca_file = conf_resolve_path(w, s);
+		conf_field_close(w, &g);
+	}
+	if (!ct->otlp || !ct->otlp_tls)
+		return;
+	struct conf_upstream_tls u = {.ca = ct->ca_file, .verify = true};
+	struct tls_error e;
+	ct->tls = tls_client_new(&u, &e);
+	if (!ct->tls)
+		conf_werr_key(w, ct->ca_file ? "ca_file" : "otlp", "%s", e.msg);
+}
+
 static void walk_root(struct conf_walker *w, int root)
 {
-	static const char *const keys[] = {"otlp",       "protocol",   "sample",  "parent_based", "service_name",
-	                                   "headers",    "batch_size", "queue_size", "timeout",    "interval",
-	                                   NULL};
+	static const char *const keys[] = {"otlp",       "protocol",   "ca_file",    "sample",  "parent_based",
+	                                   "service_name", "headers",  "batch_size", "queue_size", "timeout",
+	                                   "interval",   NULL};
 	struct conf_field f;
 	if (!conf_field_open_record(w, root, "tracing", keys, TRACING_EXAMPLE, &f))
 		return;
@@ -140,7 +163,8 @@ static void walk_root(struct conf_walker *w, int root)
 	if (conf_field_open(w, t, "otlp", &g)) {
 		const char *s = conf_value_string(w, lua_gettop(w->L));
 		char why[256];
-		if (s && !conf_tracing_parse_url(s, &ct->otlp_host, &ct->otlp_port, &ct->otlp_path, why, sizeof why))
+		if (s && !conf_tracing_parse_url(s, &ct->otlp_tls, &ct->otlp_host, &ct->otlp_port, &ct->otlp_path, why,
+		                                 sizeof why))
 			conf_werr(w, "%s", why);
 		else if (s)
 			ct->otlp = conf_xstrdup(s);
@@ -157,6 +181,7 @@ static void walk_root(struct conf_walker *w, int root)
 			conf_werr(w, "\"%s\" is not an OTLP protocol: \"http/json\" (the default) or \"http/protobuf\"", s);
 		conf_field_close(w, &g);
 	}
+	walk_tls(w, t, ct);
 	if (conf_field_open(w, t, "sample", &g)) {
 		int v = lua_gettop(w->L);
 		if (lua_type(w->L, v) != LUA_TNUMBER)
@@ -203,6 +228,8 @@ static void free_section(struct conf *c)
 	free(ct->otlp_host);
 	free(ct->otlp_port);
 	free(ct->otlp_path);
+	free(ct->ca_file);
+	tls_client_free(ct->tls);
 	free(ct->service_name);
 	for (size_t i = 0; i < ct->num_headers; i++) {
 		free(ct->headers[i].name);

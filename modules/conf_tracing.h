@@ -22,6 +22,8 @@
 #include "conf.h"
 #include "conf_schema.h"
 
+struct tls_client;
+
 struct conf_tracing_header {
 	char *name;  /* lower-case token */
 	char *value; /* no CR, LF or NUL */
@@ -34,10 +36,13 @@ enum conf_tracing_protocol {
 
 struct conf_tracing {
 	char *otlp;       /* the collector's URL as written; NULL: no export */
-	char *otlp_host;  /* parsed from it: host (IPv6 without brackets), port, path */
+	bool otlp_tls;    /* parsed from it: https://, host (IPv6 without brackets), port, path */
+	char *otlp_host;
 	char *otlp_port;
 	char *otlp_path;
 	enum conf_tracing_protocol protocol; /* default http/json */
+	char *ca_file;    /* https: the CA bundle the collector is verified against; NULL: the system store */
+	struct tls_client *tls; /* https: the client context (tls_ctx.h), built while the config loads */
 	double sample;    /* ratio of new traces sampled, 0..1; default 1 */
 	bool parent_based; /* an incoming sampled flag decides; default true */
 	char *service_name; /* resource service.name; default "sluice" */
@@ -51,9 +56,10 @@ struct conf_tracing {
 
 extern const struct conf_section conf_tracing_section;
 
-/* Splits an OTLP/HTTP URL ("http://HOST[:PORT][/PATH]") into host, port
- * ("80" if none) and path ("/v1/traces" if none), malloc'ed; false with why
- * filled when it is not one. */
-bool conf_tracing_parse_url(const char *url, char **host, char **port, char **path, char *why, size_t why_size);
+/* Splits an OTLP/HTTP URL ("http[s]://HOST[:PORT][/PATH]") into whether it
+ * is https, host, port ("80" or "443" if none) and path ("/v1/traces" if
+ * none), malloc'ed; false with why filled when it is not one. */
+bool conf_tracing_parse_url(const char *url, bool *tls, char **host, char **port, char **path, char *why,
+                            size_t why_size);
 
 #endif

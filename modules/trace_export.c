@@ -5,9 +5,12 @@
 
 #include "trace_export.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <netdb.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -18,9 +21,14 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
 #include "clock.h"
 #include "counters.h"
 #include "log.h"
+#include "tls_ctx.h"
 #include "trace_otlp.h"
 
 struct trace_ring {
@@ -85,6 +93,10 @@ struct trace_export_conf *trace_export_conf_new(const struct conf_tracing *ct)
 	ec->timeout_ms = (unsigned)ct->timeout;
 	ec->interval_ms = (unsigned)ct->interval;
 	ec->protocol = ct->protocol;
+	if (ct->tls) {
+		ec->ssl_ctx = tls_client_ctx(ct->tls);
+		SSL_CTX_up_ref(ec->ssl_ctx); /* the exporter may use it after the conf is gone */
+	}
 	return ec;
 }
 
@@ -102,6 +114,7 @@ void trace_export_conf_unref(struct trace_export_conf *ec)
 	free(ec->path);
 	free(ec->service_name);
 	free(ec->extra_headers);
+	SSL_CTX_free(ec->ssl_ctx);
 	free(ec);
 }
 
@@ -216,18 +229,102 @@ static int connect_to(const struct trace_export_conf *ec, uint64_t deadline_us, 
 	return fd;
 }
 
-static bool send_all(int fd, const void *buf, size_t n, uint64_t deadline_us)
+/* One connection to the collector: plain, or TLS over the socket (ssl set). */
+struct otlp_conn {
+	int fd;
+	SSL *ssl;
+};
+
+/* After an SSL call returned rc: when it wants the socket readable or
+ * writable, wait for that; false when it failed or the deadline passed. */
+static bool tls_wait(struct otlp_conn *c, int rc, uint64_t deadline_us)
+{
+	int err = SSL_get_error(c->ssl, rc);
+	if (err == SSL_ERROR_WANT_READ)
+		return wait_fd(c->fd, POLLIN, deadline_us) > 0;
+	if (err == SSL_ERROR_WANT_WRITE)
+		return wait_fd(c->fd, POLLOUT, deadline_us) > 0;
+	return false;
+}
+
+/* The TLS handshake with an https:// collector, verified against the CA
+ * file or the system store and by name: its DNS name (also sent as SNI) or
+ * its IP address must be in the certificate. */
+static bool tls_start(const struct trace_export_conf *ec, struct otlp_conn *c, uint64_t deadline_us, char *why,
+                      size_t why_size)
+{
+	c->ssl = SSL_new(ec->ssl_ctx);
+	if (!c->ssl) {
+		snprintf(why, why_size, "out of memory for a TLS connection");
+		return false;
+	}
+	unsigned char addr[sizeof(struct in6_addr)];
+	bool ip = inet_pton(AF_INET, ec->host, addr) == 1 || inet_pton(AF_INET6, ec->host, addr) == 1;
+	bool ok = ip ? X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(c->ssl), ec->host) == 1
+	             : SSL_set_tlsext_host_name(c->ssl, ec->host) == 1 && SSL_set1_host(c->ssl, ec->host) == 1;
+	/* a collector that closes without close_notify after its answer is not an error */
+	SSL_set_options(c->ssl, SSL_OP_IGNORE_UNEXPECTED_EOF);
+	if (!ok || SSL_set_fd(c->ssl, c->fd) != 1) {
+		snprintf(why, why_size, "cannot set up TLS to %s", ec->host);
+		ERR_clear_error();
+		return false;
+	}
+	for (;;) {
+		ERR_clear_error();
+		int rc = SSL_connect(c->ssl);
+		if (rc == 1)
+			return true;
+		if (tls_wait(c, rc, deadline_us))
+			continue;
+		long v = SSL_get_verify_result(c->ssl);
+		unsigned long e = ERR_peek_last_error();
+		if (v != X509_V_OK)
+			snprintf(why, why_size, "TLS handshake with %s:%s: the collector's certificate is not trusted: %s",
+			         ec->host, ec->port, X509_verify_cert_error_string(v));
+		else if (clock_mono_us() >= deadline_us)
+			snprintf(why, why_size, "TLS handshake with %s:%s: no answer within %u ms", ec->host, ec->port,
+			         ec->timeout_ms);
+		else
+			snprintf(why, why_size, "TLS handshake with %s:%s failed: %s", ec->host, ec->port,
+			         e && ERR_reason_error_string(e) ? ERR_reason_error_string(e) : "the connection closed");
+		ERR_clear_error();
+		return false;
+	}
+}
+
+static void conn_close(struct otlp_conn *c)
+{
+	if (c->ssl) {
+		(void)SSL_shutdown(c->ssl); /* one try: a close_notify if the socket takes it */
+		SSL_free(c->ssl);
+		ERR_clear_error();
+	}
+	close(c->fd);
+}
+
+static bool conn_send(struct otlp_conn *c, const void *buf, size_t n, uint64_t deadline_us)
 {
 	const char *p = buf;
 	while (n > 0) {
-		ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+		if (c->ssl) {
+			ERR_clear_error();
+			int w = SSL_write(c->ssl, p, n > INT_MAX ? INT_MAX : (int)n);
+			if (w > 0) {
+				p += w;
+				n -= (size_t)w;
+			} else if (!tls_wait(c, w, deadline_us)) {
+				return false; /* retried with the same buffer, as SSL_write wants */
+			}
+			continue;
+		}
+		ssize_t w = send(c->fd, p, n, MSG_NOSIGNAL);
 		if (w > 0) {
 			p += w;
 			n -= (size_t)w;
 		} else if (w < 0 && errno == EINTR) {
 			continue;
 		} else if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-			if (wait_fd(fd, POLLOUT, deadline_us) <= 0)
+			if (wait_fd(c->fd, POLLOUT, deadline_us) <= 0)
 				return false;
 		} else {
 			return false;
@@ -236,13 +333,47 @@ static bool send_all(int fd, const void *buf, size_t n, uint64_t deadline_us)
 	return true;
 }
 
+/* Bytes read (> 0), 0 at the end, -1 on an error, -2 past the deadline. */
+static ssize_t conn_recv(struct otlp_conn *c, char *buf, size_t cap, uint64_t deadline_us)
+{
+	for (;;) {
+		if (c->ssl) {
+			ERR_clear_error();
+			int r = SSL_read(c->ssl, buf, cap > INT_MAX ? INT_MAX : (int)cap);
+			if (r > 0)
+				return r;
+			int err = SSL_get_error(c->ssl, r);
+			if (err == SSL_ERROR_ZERO_RETURN)
+				return 0;
+			if (err != SSL_ERROR_WANT_READ && err != SSL_ERROR_WANT_WRITE)
+				return -1;
+			if (!tls_wait(c, r, deadline_us))
+				return -2;
+			continue;
+		}
+		ssize_t r = recv(c->fd, buf, cap, 0);
+		if (r >= 0)
+			return r;
+		if (errno == EINTR)
+			continue;
+		if (errno != EAGAIN && errno != EWOULDBLOCK)
+			return -1;
+		if (wait_fd(c->fd, POLLIN, deadline_us) <= 0)
+			return -2;
+	}
+}
+
 /* POSTs body; returns the response status, or -1 with why filled. */
 static int otlp_post(const struct trace_export_conf *ec, const void *body, size_t len, char *why, size_t why_size)
 {
 	uint64_t deadline = clock_mono_us() + (uint64_t)ec->timeout_ms * 1000;
-	int fd = connect_to(ec, deadline, why, why_size);
-	if (fd < 0)
+	struct otlp_conn c = {.fd = connect_to(ec, deadline, why, why_size)};
+	if (c.fd < 0)
 		return -1;
+	if (ec->ssl_ctx && !tls_start(ec, &c, deadline, why, why_size)) {
+		conn_close(&c);
+		return -1;
+	}
 	char head[1024 + 64];
 	bool v6 = strchr(ec->host, ':') != NULL;
 	int hn = snprintf(head, sizeof head,
@@ -251,40 +382,33 @@ static int otlp_post(const struct trace_export_conf *ec, const void *body, size_
 	                  ec->path, v6 ? "[" : "", ec->host, v6 ? "]" : "", ec->port,
 	                  trace_otlp_content_type(ec->protocol), len);
 	int status = -1;
+	errno = 0;
 	if (hn < 0 || (size_t)hn >= sizeof head) {
 		snprintf(why, why_size, "the collector's path is too long");
-	} else if (!send_all(fd, head, (size_t)hn, deadline) ||
-	           !send_all(fd, ec->extra_headers, strlen(ec->extra_headers), deadline) ||
-	           !send_all(fd, "\r\n", 2, deadline) || !send_all(fd, body, len, deadline)) {
+	} else if (!conn_send(&c, head, (size_t)hn, deadline) ||
+	           !conn_send(&c, ec->extra_headers, strlen(ec->extra_headers), deadline) ||
+	           !conn_send(&c, "\r\n", 2, deadline) || !conn_send(&c, body, len, deadline)) {
 		snprintf(why, why_size, "sending to %s:%s: %s", ec->host, ec->port,
 		         errno ? strerror(errno) : "timed out");
 	} else {
 		/* the status line and the end of the head are all this needs */
 		char resp[2048];
 		size_t got = 0;
-		for (;;) {
-			if (got == sizeof resp - 1 || memmem(resp, got, "\r\n\r\n", 4)) {
+		while (got < sizeof resp - 1 && !memmem(resp, got, "\r\n\r\n", 4)) {
+			ssize_t r = conn_recv(&c, resp + got, sizeof resp - 1 - got, deadline);
+			if (r == 0)
 				break;
-			}
-			ssize_t r = recv(fd, resp + got, sizeof resp - 1 - got, 0);
-			if (r > 0) {
-				got += (size_t)r;
-			} else if (r == 0) {
-				break;
-			} else if (errno == EINTR) {
-				continue;
-			} else if (errno == EAGAIN || errno == EWOULDBLOCK) {
-				if (wait_fd(fd, POLLIN, deadline) <= 0) {
+			if (r < 0) {
+				if (r == -2)
 					snprintf(why, why_size, "no answer from %s:%s within %u ms", ec->host, ec->port,
 					         ec->timeout_ms);
-					got = 0;
-					break;
-				}
-			} else {
-				snprintf(why, why_size, "reading from %s:%s: %s", ec->host, ec->port, strerror(errno));
+				else
+					snprintf(why, why_size, "reading from %s:%s: %s", ec->host, ec->port,
+					         errno ? strerror(errno) : "TLS error");
 				got = 0;
 				break;
 			}
+			got += (size_t)r;
 		}
 		resp[got] = '\0';
 		unsigned code;
@@ -296,7 +420,7 @@ static int otlp_post(const struct trace_export_conf *ec, const void *body, size_
 			snprintf(why, why_size, "the collector's answer is not HTTP");
 		}
 	}
-	close(fd);
+	conn_close(&c);
 	return status;
 }
 

@@ -9,7 +9,8 @@
  * wakes every `interval` (or on that wakeup; never while nothing is
  * configured and no ring exists), encodes up to `batch_size`
  * spans as one OTLP ExportTraceServiceRequest (JSON or protobuf, `protocol`,
- * trace_otlp.h) and POSTs it with a small
+ * trace_otlp.h) and POSTs it (over TLS to an https:// collector, verified
+ * against `ca_file` or the system store) with a small
  * blocking HTTP/1.1 client bounded by `timeout`; spans of a failed request
  * are dropped and counted (no retry: a collector that is down must not
  * grow memory).
@@ -80,6 +81,7 @@ struct trace_export_conf {
 	unsigned timeout_ms;
 	unsigned interval_ms;
 	enum conf_tracing_protocol protocol;
+	struct ssl_ctx_st *ssl_ctx; /* https: the client context (a reference of its own); NULL: http */
 };
 
 /* NULL when out of memory. One reference, the caller's. */

@@ -937,6 +937,11 @@ struct bufferevent *tls_client_bev(struct tls_client *tc, struct event_base *bas
 	return bev;
 }
 
+SSL_CTX *tls_client_ctx(const struct tls_client *tc)
+{
+	return tc->ctx;
+}
+
 SSL *tls_server_ssl_new(struct tls_server *ts)
 {
 	return SSL_new(ts->ctxs[0]);

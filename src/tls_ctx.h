@@ -54,5 +54,9 @@ void tls_client_free(struct tls_client *tc);
 /* A not yet connected TLS bufferevent for an upstream connection (fd -1:
  * connect it with bufferevent_socket_connect()); NULL on failure. */
 struct bufferevent *tls_client_bev(struct tls_client *tc, struct event_base *base);
+/* The client context itself, for a user outside libevent (the OTLP
+ * exporter's blocking client): take a reference (SSL_CTX_up_ref) to keep it
+ * past the conf. */
+SSL_CTX *tls_client_ctx(const struct tls_client *tc);
 
 #endif

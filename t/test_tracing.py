@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shutil
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -22,6 +23,7 @@ import pytest
 
 from conftest import RawConn, base_config, closed_port, config_to_lua, free_port, run_sluice, wait_until
 from test_counters import ctl, total
+from test_tls_certs import certs  # noqa: F401 (a fixture)
 
 HEX32 = re.compile(r"^[0-9a-f]{32}$")
 HEX16 = re.compile(r"^[0-9a-f]{16}$")
@@ -117,7 +119,7 @@ class Collector:
     by its Content-Type, which must be the protocol's) and kept; it answers
     as an OTLP receiver does, in the same encoding."""
 
-    def __init__(self, status=200, protocol="http/json"):
+    def __init__(self, status=200, protocol="http/json", tls=None):
         self.requests = []
         self.status = status
         self.content_type = CONTENT_TYPES[protocol]
@@ -148,6 +150,11 @@ class Collector:
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self.url = "http://127.0.0.1:%d/v1/traces" % self.port
+        if tls:  # (cert, key): an https receiver, reached by the name its certificate gives
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(*tls)
+            self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
+            self.url = "https://localhost:%d/v1/traces" % self.port
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
@@ -608,6 +615,38 @@ def test_reload_changes_sampling_and_collector(sluice, upstreams, collector, soc
     assert upstream_tp(r)[0] == ["garbage"]
 
 
+def test_https_collector(sluice, upstreams, collector, certs, sockdir):  # noqa: F811
+    """An https:// collector: verified against ca_file and by name; one
+    whose certificate names another host, or that the system store does not
+    trust, gets nothing (counted, logged), and requests are not slowed."""
+    crt, key = certs.issue("collector", dns=["localhost"])
+    col = collector(protocol="http/protobuf", tls=(crt, key))
+    gw = traced_gw(sluice, upstreams, {"otlp": col.url, "protocol": "http/protobuf", "ca_file": str(certs.ca),
+                                       "sample": 1, "interval": "100ms"}, sockdir=sockdir)
+    assert get(gw.port, "/app/tls").status == 200
+    (sp,) = col.server_spans(lambda s: s["attributes"].get("url.path") == "/app/tls")
+    col.client_spans(sp)
+    wait_until(lambda: counter(gw.sock, "sluice_tracing_spans_exported_total") == 2, what="2 spans exported")
+    gw.stop()
+
+    other_crt, other_key = certs.issue("other", dns=["other.test"])
+    for i, (tls, ca, why) in enumerate([((other_crt, other_key), str(certs.ca), "hostname mismatch"),
+                                        ((crt, key), None, "local issuer")]):
+        bad = collector(tls=tls)
+        tracing = {"otlp": bad.url, "sample": 1, "interval": "100ms", "timeout": "2s"}
+        if ca:
+            tracing["ca_file"] = ca
+        os.mkdir(os.path.join(sockdir, str(i)))
+        gw = traced_gw(sluice, upstreams, tracing, sockdir=os.path.join(sockdir, str(i)))
+        for _ in range(3):
+            assert get(gw.port, "/app/untrusted").status == 200
+        wait_until(lambda: counter(gw.sock, "sluice_tracing_spans_dropped_total") == 6, what="6 spans dropped")
+        assert counter(gw.sock, "sluice_tracing_spans_exported_total") == 0 and bad.requests == []
+        logs = [e for e in gw.log_entries() if "span export failed" in e.get("msg", "")]
+        assert logs and "not trusted" in logs[0]["error"] and why in logs[0]["error"], logs
+        gw.stop()
+
+
 def comparable(sp):
     """A span without what differs between two gateways serving the same
     request: its own id and times, the client's port, the response size
@@ -693,10 +732,12 @@ def test_config_errors(tmp_path):
         p.write_text(config_to_lua(base_config(free_port(), ["127.0.0.1:9"], tracing=tracing)))
         return run_sluice(["check", "-c", str(p)])
 
-    p = check({"otlp": "https://collector:4318/v1/traces"})
-    assert p.returncode == 1 and "tracing.otlp" in p.stderr and "https is not supported" in p.stderr
     p = check({"otlp": "grpc://collector:4317"})
-    assert p.returncode == 1 and "not an http:// URL" in p.stderr
+    assert p.returncode == 1 and "not an http:// or https:// URL" in p.stderr
+    p = check({"otlp": "https://collector/v1/traces", "ca_file": str(tmp_path / "missing.pem")})
+    assert p.returncode == 1 and "tracing.ca_file" in p.stderr and "missing.pem" in p.stderr
+    p = check({"otlp": "http://collector:4318/v1/traces", "ca_file": "/etc/ssl/certs/ca-certificates.crt"})
+    assert p.returncode == 1 and "tracing.ca_file" in p.stderr and "https://" in p.stderr
     p = check({"otlp": "http://collector:99999/v1/traces"})
     assert p.returncode == 1 and "invalid port" in p.stderr
     p = check({"otlp": "http://127.0.0.1:4318", "sample": 1.5})
@@ -719,6 +760,9 @@ def test_config_errors(tmp_path):
     assert p.returncode == 1 and "tracing.queue_size" in p.stderr
     assert check({"otlp": "http://127.0.0.1:4318/v1/traces", "sample": 0.05, "service_name": "sluice"}).returncode == 0
     assert check({"otlp": "http://127.0.0.1:4318/v1/traces", "protocol": "http/protobuf"}).returncode == 0
+    assert check({"otlp": "https://collector.example/v1/traces"}).returncode == 0  # the system store
+    (tmp_path / "ca.pem").write_text(open("/etc/ssl/certs/ca-certificates.crt").read())
+    assert check({"otlp": "https://[::1]:4318", "ca_file": "ca.pem"}).returncode == 0  # relative to the config
     assert check({"otlp": "http://127.0.0.1:4318/v1/traces", "protocol": "http/json"}).returncode == 0
     assert check({"otlp": "http://[::1]:4318", "headers": {"x-api-key": "k"}, "batch_size": 100,
                   "queue_size": 4096, "timeout": "2s", "interval": "500ms", "parent_based": False}).returncode == 0
