@@ -150,6 +150,19 @@ def test_load_capacity_rule_takes_the_worse_of_two_runs():
     assert "offered only 900" in load.miss(_run(t * 0.3, done=900))
 
 
+def test_load_status_zero_across_warmup_is_an_answer(tmp_path):
+    """h2load's log (start us, status, latency us): a status 0 that started before the first logged end
+    is a request answered across the warm-up's end; one that started later is an error."""
+    log = tmp_path / "h2load.log"
+    log.write_text("1000000\t0\t300000\n"  # started in the warm-up, ended at 1.3 s: answered
+                   "1050000\t200\t260000\n"
+                   "1200000\t200\t5000\n"  # the first end: 1.205 s
+                   "1400000\t0\t1000\n")  # started in the measured phase: lost
+    r = load._parse("", str(log))
+    assert r["statuses"] == {0: 2, 200: 2}
+    assert load.answered_across_warmup(r) == 1
+
+
 @pytest.mark.timeout(120)
 def test_interrupted_drill_leaves_no_process():
     env = dict(os.environ, SLUICE_BIN=SLUICE_BIN)
