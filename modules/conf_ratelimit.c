@@ -1,12 +1,11 @@
 #include "conf_ratelimit.h"
 
-#include <arpa/inet.h>
-#include <errno.h>
 #include <lauxlib.h>
-#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "conf_redis.h"
 
 /* The bucket arithmetic (modules/rl_bucket.h) and the Redis script count in
  * token-microseconds; Lua numbers in Redis are doubles, exact up to 2^53. */
@@ -31,28 +30,7 @@ void conf_rl_free(struct conf *c)
 		free(c->routes[i].rate_limits);
 		c->routes[i].rate_limits = NULL;
 	}
-	free(c->redis.address);
-	free(c->redis.host);
-	if (c->redis.password) {
-		/* a secret: do not leave it in freed memory */
-		volatile char *p = c->redis.password;
-		while (*p)
-			*p++ = 0;
-		free(c->redis.password);
-	}
-	if (c->redis.sentinel_password) {
-		volatile char *p = c->redis.sentinel_password;
-		while (*p)
-			*p++ = 0;
-		free(c->redis.sentinel_password);
-	}
-	for (size_t i = 0; i < c->redis.num_sentinels; i++) {
-		free(c->redis.sentinels[i].address);
-		free(c->redis.sentinels[i].host);
-	}
-	free(c->redis.sentinels);
-	free(c->redis.master);
-	memset(&c->redis, 0, sizeof c->redis);
+	conf_redis_clear(&c->redis);
 }
 
 int conf_rl_find(const struct conf *c, const char *name)
@@ -286,191 +264,20 @@ void conf_rl_walk_limits(struct conf_walker *w, int root)
 	conf_field_close(w, &f);
 }
 
-/* A secret from a file (trailing newline stripped), into *out; what names it in errors. */
-static void read_password(struct conf_walker *w, const char *path, const char *what, char **out)
-{
-	char *full = path[0] == '/' || strcmp(w->base_dir, ".") == 0 ? conf_xstrdup(path)
-	                                                              : conf_xasprintf("%s/%s", w->base_dir, path);
-	FILE *fp = fopen(full, "re");
-	if (!fp) {
-		char *q = conf_quoted(full);
-		conf_werr(w, "cannot read %s: %s (give a readable file holding the %s)", q, strerror(errno), what);
-		free(q);
-		free(full);
-		return;
-	}
-	char buf[1024];
-	size_t got = fread(buf, 1, sizeof buf, fp);
-	bool err = ferror(fp) != 0;
-	bool more = !err && got == sizeof buf && fgetc(fp) != EOF;
-	fclose(fp);
-	while (got > 0 && (buf[got - 1] == '\n' || buf[got - 1] == '\r'))
-		got--;
-	char *q = conf_quoted(full);
-	if (err)
-		conf_werr(w, "cannot read %s (give a readable file holding the %s)", q, what);
-	else if (more)
-		conf_werr(w, "%s is larger than 1023 bytes (it must hold only the %s)", q, what);
-	else if (got == 0)
-		conf_werr(w, "%s is empty (write the %s into it, or remove the key)", q, what);
-	else
-		*out = conf_xstrndup(buf, got);
-	free(q);
-	free(full);
-	memset(buf, 0, sizeof buf);
-}
-
-/* The address string at stack slot v: numeric host and port for hiredis. */
-static bool walk_hostport(struct conf_walker *w, int v, char **address, char **host_out, int *port)
-{
-	struct sockaddr_storage ss;
-	socklen_t len = 0;
-	const char *s = conf_value_address(w, v, &ss, &len);
-	if (!s || len == 0)
-		return false;
-	char host[INET6_ADDRSTRLEN] = "";
-	if (ss.ss_family == AF_INET) {
-		const struct sockaddr_in *in = (const struct sockaddr_in *)&ss;
-		inet_ntop(AF_INET, &in->sin_addr, host, sizeof host);
-		*port = ntohs(in->sin_port);
-	} else if (ss.ss_family == AF_INET6) {
-		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)&ss;
-		inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof host);
-		*port = ntohs(in6->sin6_port);
-	}
-	if (!host[0]) {
-		conf_werr(w, "not an IPv4 or IPv6 address (write \"127.0.0.1:6379\")");
-		return false;
-	}
-	*address = conf_xstrdup(s);
-	*host_out = conf_xstrdup(host);
-	return true;
-}
-
-/* sentinels = { "127.0.0.1:26379", ... } and master = "NAME" */
-static void walk_sentinels(struct conf_walker *w, int t, struct conf_redis *r)
-{
-	struct conf_field g;
-	if (!conf_field_open(w, t, "sentinels", &g))
-		return;
-	int v = lua_gettop(w->L);
-	size_t n;
-	if (lua_type(w->L, v) != LUA_TTABLE) {
-		conf_type_error(w, v, "a list like { \"127.0.0.1:26379\", \"127.0.0.1:26380\", \"127.0.0.1:26381\" }");
-	} else if (conf_list_length(w, v, "{ \"127.0.0.1:26379\", \"127.0.0.1:26380\" }", &n)) {
-		if (n == 0)
-			conf_werr(w, "empty (list the sentinels, e.g. { \"127.0.0.1:26379\", \"127.0.0.1:26380\" })");
-		else if (n > 64)
-			conf_werr(w, "%zu sentinels (at most 64)", n);
-		r->sentinels = conf_xcalloc(n ? n : 1, sizeof *r->sentinels);
-		for (size_t i = 1; i <= n && i <= 64; i++) {
-			struct conf_field item;
-			conf_item_open(w, v, i, &item);
-			struct conf_redis_sentinel *s = &r->sentinels[r->num_sentinels];
-			if (walk_hostport(w, lua_gettop(w->L), &s->address, &s->host, &s->port)) {
-				bool dup = false;
-				for (size_t j = 0; j < r->num_sentinels; j++)
-					dup = dup || (r->sentinels[j].port == s->port && strcmp(r->sentinels[j].host, s->host) == 0);
-				if (dup) {
-					conf_werr(w, "%s is listed twice", s->address);
-					free(s->address);
-					free(s->host);
-					s->address = s->host = NULL;
-				} else {
-					r->num_sentinels++;
-				}
-			}
-			conf_field_close(w, &item);
-		}
-	}
-	conf_field_close(w, &g);
-}
-
 void conf_rl_walk_redis(struct conf_walker *w, int root)
 {
-	static const char *const keys[] = { "address", "sentinels", "master", "sentinel_password_file",
-	                                    "password_file", "db", "timeout", "connect_timeout", "on_failure", NULL };
+	static const char *const more[] = { "on_failure", NULL };
 	struct conf_redis *r = &w->c->redis;
 	r->timeout = 20;
 	r->connect_timeout = 500;
 	r->on_failure = CONF_REDIS_FAIL_LOCAL;
 	struct conf_field f;
-	if (!conf_field_open_record(w, root, "redis", keys,
-	                            "a table like { address = \"127.0.0.1:6379\" } or "
-	                            "{ sentinels = { \"127.0.0.1:26379\" }, master = \"edge\" }",
-	                            &f))
+	if (!conf_field_open(w, root, "redis", &f))
 		return;
-	r->enabled = true;
 	int t = lua_gettop(w->L);
-	bool has_address = present(w, t, "address"), has_sentinels = present(w, t, "sentinels");
+	conf_redis_walk(w, t, more, r);
 	struct conf_field g;
-	if (has_address && has_sentinels) {
-		conf_werr_key(w, "sentinels", "`address` and `sentinels` exclude each other: give `address` for one Redis, "
-		                              "or `sentinels` and `master` to find the master through Redis Sentinel");
-	} else if (has_address) {
-		if (conf_field_open(w, t, "address", &g)) {
-			walk_hostport(w, lua_gettop(w->L), &r->address, &r->host, &r->port);
-			conf_field_close(w, &g);
-		}
-		if (present(w, t, "master"))
-			conf_werr_key(w, "master", "only with `sentinels` (the name the sentinels monitor); remove it, or "
-			                           "replace `address` with sentinels = { \"HOST:PORT\", ... }");
-		if (present(w, t, "sentinel_password_file"))
-			conf_werr_key(w, "sentinel_password_file", "only with `sentinels`; remove it");
-	} else if (has_sentinels) {
-		walk_sentinels(w, t, r);
-		if (conf_field_open(w, t, "master", &g)) {
-			const char *s = conf_value_string(w, lua_gettop(w->L));
-			bool ok = s && *s && strlen(s) <= 200;
-			for (const char *p = s; ok && *p; p++)
-				ok = *p > ' ' && *p < 0x7f;
-			if (ok)
-				r->master = conf_xstrdup(s);
-			else if (s)
-				conf_werr(w, "must be the master's name as the sentinels know it (printable, no spaces, at most "
-				             "200 bytes; e.g. master = \"edge\")");
-			conf_field_close(w, &g);
-		} else {
-			conf_werr_key(w, "master", "missing (the name the sentinels monitor, e.g. master = \"edge\": "
-			                           "`sentinel monitor edge 127.0.0.1 6379 2` in sentinel.conf)");
-		}
-		if (conf_field_open(w, t, "sentinel_password_file", &g)) {
-			const char *s = conf_value_string(w, lua_gettop(w->L));
-			if (s && *s)
-				read_password(w, s, "sentinel password", &r->sentinel_password);
-			else if (s)
-				conf_werr(w, "must not be empty (a path to a file holding the sentinels' password)");
-			conf_field_close(w, &g);
-		}
-		if (r->master && r->num_sentinels) {
-			size_t len = 0;
-			for (size_t i = 0; i < r->num_sentinels; i++)
-				len += strlen(r->sentinels[i].address) + 1;
-			char *list = conf_xcalloc(1, len + 1);
-			for (size_t i = 0; i < r->num_sentinels; i++) {
-				if (i)
-					strcat(list, ",");
-				strcat(list, r->sentinels[i].address);
-			}
-			r->address = conf_xasprintf("sentinel master %s via %s", r->master, list);
-			free(list);
-		}
-	} else {
-		conf_werr_key(w, "address", "missing (write address = \"127.0.0.1:6379\", or sentinels = { "
-		                            "\"127.0.0.1:26379\", ... } with master = \"NAME\" for Redis Sentinel)");
-	}
-	if (conf_field_open(w, t, "password_file", &g)) {
-		const char *s = conf_value_string(w, lua_gettop(w->L));
-		if (s && *s)
-			read_password(w, s, "Redis password", &r->password);
-		else if (s)
-			conf_werr(w, "must not be empty (a path to a file holding the password)");
-		conf_field_close(w, &g);
-	}
-	conf_field_unsigned(w, t, "db", 0, 1000000, &r->db);
-	conf_field_duration(w, t, "timeout", false, &r->timeout);
-	conf_field_duration(w, t, "connect_timeout", false, &r->connect_timeout);
-	if (conf_field_open(w, t, "on_failure", &g)) {
+	if (r->enabled && conf_field_open(w, t, "on_failure", &g)) {
 		const char *s = conf_value_string(w, lua_gettop(w->L));
 		if (s) {
 			if (strcmp(s, "local") == 0) {

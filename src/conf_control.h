@@ -5,6 +5,11 @@
  *   control = { redis = { address = "10.0.0.5:6379", password_file = "redis.pw", db = 2,
  *                         connect_timeout = "500ms", timeout = "2s" },
  *               prefix = "edge-eu", instance = "gw-1", lease = "3s" }
+ *   control = { redis = { sentinels = { "10.0.0.7:26379", "10.0.0.8:26379" }, master = "edge" } }
+ *
+ * Control's own block takes the keys of the top-level one (conf_redis.h: an
+ * address, or sentinels and master) except on_failure; "main" may use
+ * Sentinel too: control.c finds and follows the master like the workers do.
  *
  * prefix names the fleet: every key sluice writes starts with "PREFIX:", so
  * several fleets can share one Redis. instance names this process in leases
@@ -13,7 +18,7 @@
  *
  * Ownership: struct conf_control belongs to the conf (conf->control; NULL
  * when the section is absent), freed by conf_control_free. Its redis is a
- * copy (strings owned here) even when it names the main block. */
+ * deep copy (conf_redis_copy) even when it names the main block. */
 #ifndef SLUICE_CONF_CONTROL_H
 #define SLUICE_CONF_CONTROL_H
 
@@ -26,7 +31,7 @@
 
 struct conf_control {
 	bool uses_main;         /* redis = "main": the top-level redis block */
-	struct conf_redis redis; /* address, host, port, password, db, timeout, connect_timeout */
+	struct conf_redis redis; /* conf_redis.h: address or sentinels + master, passwords, db, timeouts */
 	char *prefix;           /* default "sluice" */
 	char *instance;         /* NULL: host name and pid */
 	conf_msec lease;        /* default 3s */

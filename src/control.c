@@ -25,6 +25,7 @@
 #include "conf_control.h"
 #include "control_codec.h"
 #include "log.h"
+#include "redis_sentinel.h"
 #include "rollout.h"
 #include "runtime.h"
 #include "snapshot.h"
@@ -88,7 +89,7 @@ static const char release_script[] =
 enum link_state { LINK_DOWN, LINK_CONNECTING, LINK_UP };
 static const char *const link_names[] = { "down", "connecting", "up" };
 
-enum req_kind { REQ_AUTH, REQ_VERSION, REQ_PULL, REQ_WRITE, REQ_LEASE, REQ_RELEASE, REQ_FIGURES, REQ_OTHER };
+enum req_kind { REQ_AUTH, REQ_ROLE, REQ_VERSION, REQ_PULL, REQ_WRITE, REQ_LEASE, REQ_RELEASE, REQ_FIGURES, REQ_OTHER };
 
 struct control_lease {
 	char *service;
@@ -109,9 +110,15 @@ struct control {
 	struct rollout_ctl *rc;
 	struct snapshot *const *snap;
 	/* settings (copies) */
-	char *host, *address, *password, *prefix;
-	int port;
+	char *address, *password, *prefix;
 	unsigned db;
+	/* where the master is: the configured address, or what the sentinels say */
+	struct rs_finder *finder; /* NULL: no sentinels */
+	bool resolving;           /* a round of asking the sentinels is running */
+	struct rs_addr target;    /* connected to, or being connected to */
+	char target_text[80];
+	char master_name[208];   /* with sentinels, as the sentinels know it */
+	struct rs_addr reached;   /* the master of the last link up; port 0: none yet */
 	bool uses_main;
 	uint64_t timeout_ms, connect_timeout_ms, lease_ms;
 	char name[CONF_CONTROL_INSTANCE_MAX + 80]; /* as shown */
@@ -209,6 +216,14 @@ static void link_down(struct control *ctl, const char *why)
 	ctl->cmd = ctl->sub = NULL;
 	ctl->cmd_ready = ctl->sub_ready = false;
 	bool was_up = ctl->state == LINK_UP;
+	if (ctl->finder && ctl->resolving) {
+		rs_finder_cancel(ctl->finder);
+		ctl->resolving = false;
+	} else if (ctl->finder && ctl->state == LINK_CONNECTING) {
+		/* the master a sentinel named is unreachable or none (ROLE): that
+		 * sentinel may be stale, another one is asked first next time */
+		rs_finder_stale(ctl->finder);
+	}
 	set_state(ctl, LINK_DOWN);
 	ctl->synced = false;
 	ctl->next_connect_ms = mono_ms() + CONTROL_RECONNECT_MS;
@@ -219,6 +234,8 @@ static void link_down(struct control *ctl, const char *why)
 		log_begin(&l, LOG_WARN, "fleet control: Redis unreachable; serving with this instance's state, "
 		                        "changes are written to Redis when it is back");
 		log_str(&l, "redis", ctl->address);
+		if (ctl->finder)
+			log_str(&l, "master", ctl->target_text);
 		log_str(&l, "why", why);
 		log_end(&l);
 	}
@@ -298,6 +315,17 @@ static void sub_cb(redisAsyncContext *ac, void *reply_v, void *privdata)
 
 static void link_up(struct control *ctl)
 {
+	if (ctl->finder && ctl->reached.port && !rs_addr_equal(&ctl->reached, &ctl->target)) {
+		char from[80];
+		rs_addr_format(&ctl->reached, from, sizeof from);
+		struct log_line l;
+		log_begin(&l, LOG_WARN, "fleet control: Redis master switched");
+		log_str(&l, "master_name", ctl->master_name);
+		log_str(&l, "from", from);
+		log_str(&l, "to", ctl->target_text);
+		log_end(&l);
+	}
+	ctl->reached = ctl->target;
 	set_state(ctl, LINK_UP);
 	ctl->ever_up = true;
 	ctl->reconcile = true;
@@ -308,11 +336,15 @@ static void link_up(struct control *ctl)
 		struct log_line l;
 		log_begin(&l, LOG_INFO, "fleet control: Redis reachable again; re-syncing (the newest change wins)");
 		log_str(&l, "redis", ctl->address);
+		if (ctl->finder)
+			log_str(&l, "master", ctl->target_text);
 		log_end(&l);
 	} else {
 		struct log_line l;
 		log_begin(&l, LOG_INFO, "fleet control: connected to Redis");
 		log_str(&l, "redis", ctl->address);
+		if (ctl->finder)
+			log_str(&l, "master", ctl->target_text);
 		log_str(&l, "prefix", ctl->prefix);
 		log_str(&l, "instance", ctl->origin);
 		log_end(&l);
@@ -342,11 +374,27 @@ static void on_connect(const redisAsyncContext *ac, int status)
 		link_down(ctl, why);
 		return;
 	}
-	if (ac == ctl->cmd)
+	if (ac == ctl->cmd && !ctl->finder)
 		ctl->cmd_ready = true;
-	else
+	else if (ac == ctl->sub)
 		ctl->sub_ready = true;
+	/* with sentinels the command connection is ready when ROLE says master (role_reply) */
 	if (ctl->cmd_ready && ctl->sub_ready)
+		link_up(ctl);
+}
+
+/* A sentinel's answer can be stale: only the server itself knows it is the master. */
+static void role_reply(struct control *ctl, const redisReply *reply)
+{
+	char why[200];
+	if (!rs_role_is_master(reply, why, sizeof why)) {
+		char msg[300];
+		snprintf(msg, sizeof msg, "%s: %s", ctl->target_text, why);
+		link_down(ctl, msg);
+		return;
+	}
+	ctl->cmd_ready = true;
+	if (ctl->sub_ready)
 		link_up(ctl);
 }
 
@@ -366,7 +414,7 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
 
 static redisAsyncContext *open_context(struct control *ctl, bool select, char *why, size_t why_size)
 {
-	redisAsyncContext *ac = redisAsyncConnect(ctl->host, ctl->port);
+	redisAsyncContext *ac = redisAsyncConnect(ctl->target.host, ctl->target.port);
 	if (!ac) {
 		snprintf(why, why_size, "out of memory");
 		return NULL;
@@ -385,19 +433,65 @@ static redisAsyncContext *open_context(struct control *ctl, bool select, char *w
 	redisAsyncSetConnectCallback(ac, on_connect);
 	redisAsyncSetDisconnectCallback(ac, on_disconnect);
 	auth_and_select(ctl, ac, select);
+	if (select && ctl->finder) {
+		const char *argv[] = { "ROLE" };
+		size_t lens[] = { 4 };
+		send_argv(ctl, ac, req_new(ctl, REQ_ROLE), 1, argv, lens);
+	}
 	return ac;
+}
+
+/* Connects both connections to ctl->target. */
+static void connect_master(struct control *ctl)
+{
+	char why[200];
+	set_state(ctl, LINK_CONNECTING);
+	ctl->connect_started_ms = mono_ms();
+	if (!(ctl->cmd = open_context(ctl, true, why, sizeof why)) ||
+	    !(ctl->sub = open_context(ctl, false, why, sizeof why)))
+		link_down(ctl, why);
 }
 
 static void connect_now(struct control *ctl)
 {
-	char why[200];
-	if (!(ctl->cmd = open_context(ctl, true, why, sizeof why)) ||
-	    !(ctl->sub = open_context(ctl, false, why, sizeof why))) {
+	if (!ctl->finder) {
+		connect_master(ctl);
+		return;
+	}
+	if (ctl->resolving)
+		return;
+	/* each sentinel asked is bounded by connect_timeout (the finder's), not the whole round */
+	set_state(ctl, LINK_CONNECTING);
+	ctl->resolving = true;
+	rs_finder_ask(ctl->finder); /* may end the round (master_found) before it returns */
+}
+
+static void master_found(void *arg, const struct rs_addr *master, const char *why)
+{
+	struct control *ctl = arg;
+	ctl->resolving = false;
+	if (!master) {
 		link_down(ctl, why);
 		return;
 	}
-	set_state(ctl, LINK_CONNECTING);
-	ctl->connect_started_ms = mono_ms();
+	ctl->target = *master;
+	rs_addr_format(master, ctl->target_text, sizeof ctl->target_text);
+	connect_master(ctl);
+}
+
+/* The sentinels moved the master: leave the old one now, connect to the new one at once. */
+static void master_switched(void *arg, const struct rs_addr *to)
+{
+	struct control *ctl = arg;
+	if (ctl->freeing || (!ctl->resolving && ctl->state != LINK_DOWN && rs_addr_equal(&ctl->target, to)))
+		return;
+	char addr[80], why[200];
+	rs_addr_format(to, addr, sizeof addr);
+	snprintf(why, sizeof why, "the sentinels switched the master to %s", addr);
+	link_down(ctl, why);
+	ctl->target = *to;
+	snprintf(ctl->target_text, sizeof ctl->target_text, "%s", addr);
+	connect_master(ctl);
 }
 
 /* ---- the local state as entries ---------------------------------------- */
@@ -1238,8 +1332,8 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
 	uint64_t now = mono_ms();
 	if (ctl->state == LINK_DOWN && now >= ctl->next_connect_ms)
 		connect_now(ctl);
-	else if (ctl->state == LINK_CONNECTING && now - ctl->connect_started_ms > ctl->connect_timeout_ms)
-		link_down(ctl, "connect timeout");
+	else if (ctl->state == LINK_CONNECTING && !ctl->resolving && now - ctl->connect_started_ms > ctl->connect_timeout_ms)
+		link_down(ctl, ctl->finder ? "connect (or ROLE) timeout" : "connect timeout");
 	else if (ctl->state == LINK_UP && ctl->inflight && now - ctl->waiting_since_ms > ctl->timeout_ms)
 		link_down(ctl, "no answer in time");
 	if (ctl->state == LINK_UP) {
@@ -1276,6 +1370,9 @@ static void cmd_cb(redisAsyncContext *ac, void *reply_v, void *privdata)
 		snprintf(why, sizeof why, "%s refused: %.150s", r->kind == REQ_AUTH ? "AUTH/SELECT" : "GET", reply->str);
 		if (!ctl->freeing)
 			link_down(ctl, why);
+	} else if (r->kind == REQ_ROLE) {
+		if (ac == ctl->cmd && !ctl->freeing)
+			role_reply(ctl, reply);
 	} else if (r->kind == REQ_VERSION) {
 		version_reply(ctl, reply);
 	} else if (r->kind == REQ_PULL) {
@@ -1287,6 +1384,16 @@ static void cmd_cb(redisAsyncContext *ac, void *reply_v, void *privdata)
 		lease_reply(ctl, r, reply);
 	} else if (r->kind == REQ_FIGURES) {
 		figures_reply(ctl, reply);
+	}
+	if (reply && reply->type == REDIS_REPLY_ERROR && reply->str && ac == ctl->cmd && !ctl->freeing &&
+	    (strstr(reply->str, "READONLY") || strncmp(reply->str, "MASTERDOWN", 10) == 0)) {
+		/* the server was demoted (a failover) or lost its master: the next
+		 * connect finds the master (with sentinels, asks them again) */
+		char why[300];
+		snprintf(why, sizeof why, "%.80s answered %.150s", ctl->target_text, reply->str);
+		link_down(ctl, why);
+		if (ctl->finder)
+			ctl->next_connect_ms = mono_ms(); /* the sentinels know the new master already */
 	}
 	req_free(r);
 }
@@ -1303,7 +1410,6 @@ struct control *control_new(struct event_base *base, const struct conf_control *
 	ctl->base = base;
 	ctl->rt = rt;
 	ctl->sf = sf;
-	ctl->port = cfg->redis.port;
 	ctl->db = cfg->redis.db;
 	ctl->uses_main = cfg->uses_main;
 	ctl->timeout_ms = cfg->redis.timeout ? cfg->redis.timeout : 2000;
@@ -1326,7 +1432,21 @@ struct control *control_new(struct event_base *base, const struct conf_control *
 	for (char *p = ctl->origin; *p; p++)
 		if (*p == ' ')
 			*p = '_';
-	ctl->host = strdup(cfg->redis.host);
+	bool target_ok = true;
+	if (cfg->redis.num_sentinels) {
+		snprintf(ctl->master_name, sizeof ctl->master_name, "%s", cfg->redis.master ? cfg->redis.master : "");
+		snprintf(ctl->target_text, sizeof ctl->target_text, "(not found yet)");
+		ctl->finder = rs_finder_new(base, &cfg->redis, ctl->connect_timeout_ms * 1000, master_found, master_switched,
+		                            ctl);
+		target_ok = ctl->finder != NULL;
+	} else {
+		target_ok = cfg->redis.host && strlen(cfg->redis.host) < sizeof ctl->target.host;
+		if (target_ok) {
+			snprintf(ctl->target.host, sizeof ctl->target.host, "%s", cfg->redis.host);
+			ctl->target.port = cfg->redis.port;
+			rs_addr_format(&ctl->target, ctl->target_text, sizeof ctl->target_text);
+		}
+	}
 	ctl->address = strdup(cfg->redis.address);
 	ctl->password = cfg->redis.password ? strdup(cfg->redis.password) : NULL;
 	ctl->prefix = strdup(cfg->prefix);
@@ -1337,7 +1457,7 @@ struct control *control_new(struct event_base *base, const struct conf_control *
 	ctl->sidecar = sf ? xasprintf("%s.fleet", sf->path) : NULL;
 	ctl->tick = event_new(base, -1, EV_PERSIST, tick_cb, ctl);
 	struct timeval tv = { 0, CONTROL_TICK_MS * 1000 };
-	if (!ctl->host || !ctl->address || (cfg->redis.password && !ctl->password) || !ctl->prefix || !ctl->k_version ||
+	if (!target_ok || !ctl->address || (cfg->redis.password && !ctl->password) || !ctl->prefix || !ctl->k_version ||
 	    !ctl->k_state || !ctl->k_channel || !ctl->k_figures || (sf && !ctl->sidecar) || !ctl->tick ||
 	    event_add(ctl->tick, &tv) != 0)
 		goto oom;
@@ -1361,13 +1481,16 @@ static void release_leases_now(struct control *ctl)
 	if (!any || ctl->state != LINK_UP)
 		return;
 	struct timeval tv = { 0, CONTROL_RELEASE_TIMEOUT_MS * 1000 };
-	redisContext *c = redisConnectWithTimeout(ctl->host, ctl->port, tv);
+	redisContext *c = redisConnectWithTimeout(ctl->target.host, ctl->target.port, tv);
 	if (!c || c->err || redisSetTimeout(c, tv) != REDIS_OK) {
 		if (c)
 			redisFree(c);
 		return;
 	}
 	redisReply *rep = ctl->password ? redisCommand(c, "AUTH %s", ctl->password) : NULL;
+	if (rep)
+		freeReplyObject(rep);
+	rep = ctl->db ? redisCommand(c, "SELECT %u", ctl->db) : NULL; /* the leases live in that db */
 	if (rep)
 		freeReplyObject(rep);
 	for (size_t i = 0; i < ctl->num_leases; i++) {
@@ -1396,6 +1519,7 @@ void control_free(struct control *ctl)
 	if (ctl->floor_dirty)
 		write_sidecar(ctl);
 	ctl->freeing = true;
+	rs_finder_free(ctl->finder);
 	redisAsyncContext *cmd = ctl->cmd, *sub = ctl->sub;
 	ctl->cmd = ctl->sub = NULL;
 	if (cmd)
@@ -1409,7 +1533,6 @@ void control_free(struct control *ctl)
 		free(ctl->leases[i].service);
 	free(ctl->leases);
 	figures_free(ctl);
-	free(ctl->host);
 	free(ctl->address);
 	free(ctl->password);
 	free(ctl->prefix);
@@ -1522,6 +1645,8 @@ void control_show(struct control *ctl, bool json, struct evbuffer *out)
 	if (json) {
 		evbuffer_add_printf(out, "{\"ok\":true,\"control\":{\"redis\":");
 		json_str(out, ctl->address);
+		evbuffer_add_printf(out, ",\"master\":");
+		json_str(out, ctl->state == LINK_UP ? ctl->target_text : "");
 		evbuffer_add_printf(out, ",\"redis_block\":\"%s\",\"prefix\":", ctl->uses_main ? "main" : "own");
 		json_str(out, ctl->prefix);
 		evbuffer_add_printf(out, ",\"instance\":");
@@ -1551,6 +1676,9 @@ void control_show(struct control *ctl, bool json, struct evbuffer *out)
 	}
 	evbuffer_add_printf(out, "redis      %s (%s), key prefix \"%s\"\n", ctl->address,
 	                    ctl->uses_main ? "the top-level redis block \"main\"" : "control's own", ctl->prefix);
+	if (ctl->finder)
+		evbuffer_add_printf(out, "master     %s (\"%s\" as the sentinels name it; followed across failovers)\n",
+		                    ctl->state == LINK_UP ? ctl->target_text : "not reached", ctl->master_name);
 	evbuffer_add_printf(out, "instance   %s\n", ctl->origin);
 	evbuffer_add_printf(out, "state      %s\n", st);
 	evbuffer_add_printf(out, "changes    %llu entries written by this instance, %llu applied from others (last %s), "

@@ -7,6 +7,10 @@
 #include <string.h>
 #include <sys/time.h>
 
+#include <event2/event.h>
+#include <hiredis/adapters/libevent.h>
+#include <hiredis/async.h>
+
 #include "clock.h"
 
 void rs_addr_format(const struct rs_addr *a, char *buf, size_t size)
@@ -289,4 +293,363 @@ redisContext *rs_connect(const struct conf_redis *cr, uint64_t timeout_us, struc
 	snprintf(err, err_size, "no master of %s reached (%zu sentinel%s asked); last: %s", cr->master,
 	         cr->num_sentinels, cr->num_sentinels == 1 ? "" : "s", last);
 	return NULL;
+}
+
+/* ---- asynchronous: the finder ---- */
+
+#define RS_SUB_RETRY_US 1000000u
+
+struct rs_finder {
+	struct event_base *base;
+	struct rs_addr *sentinels;
+	size_t num_sentinels;
+	char *master_name;
+	char *password; /* the sentinels' (NULL: no AUTH) */
+	uint64_t timeout_us;
+	rs_found_cb *found;
+	rs_switched_cb *switched;
+	void *arg;
+	/* a round */
+	redisAsyncContext *ask; /* the sentinel being asked */
+	bool asking;
+	size_t next;  /* asked next (the last that answered is asked first) */
+	size_t tries; /* in this round */
+	char last_err[256];
+	struct event *ask_timer;
+	/* the +switch-master subscription */
+	redisAsyncContext *sub;
+	bool sub_ready;
+	size_t sub_next;
+	struct event *sub_timer; /* its connect deadline, then its retry */
+};
+
+static struct timeval rs_tv(uint64_t us)
+{
+	struct timeval tv = {(time_t)(us / 1000000u), (suseconds_t)(us % 1000000u)};
+	return tv;
+}
+
+/* Connects to sentinel s, attached to the loop; NULL with why. */
+static redisAsyncContext *finder_open(struct rs_finder *f, const struct rs_addr *s, char *why, size_t why_size)
+{
+	redisAsyncContext *ac = redisAsyncConnect(s->host, s->port);
+	if (!ac) {
+		snprintf(why, why_size, "out of memory");
+		return NULL;
+	}
+	if (ac->err || (ac->data = f, redisLibeventAttach(ac, f->base) != REDIS_OK)) {
+		snprintf(why, why_size, "connect failed: %.120s", ac->err ? ac->errstr : "cannot attach to the event loop");
+		redisAsyncFree(ac);
+		return NULL;
+	}
+	return ac;
+}
+
+static void finder_send(redisAsyncContext *ac, redisCallbackFn *cb, void *arg, int argc, const char **argv)
+{
+	size_t lens[3];
+	for (int i = 0; i < argc; i++)
+		lens[i] = strlen(argv[i]);
+	/* a command that cannot be queued shows up as the connection failing */
+	(void)redisAsyncCommandArgv(ac, cb, arg, argc, argv, lens);
+}
+
+static void ask_drop(struct rs_finder *f)
+{
+	redisAsyncContext *ac = f->ask;
+	f->ask = NULL;
+	evtimer_del(f->ask_timer);
+	if (ac)
+		redisAsyncFree(ac); /* inside its own callback hiredis defers the free */
+}
+
+static void ask_next(struct rs_finder *f);
+
+/* The sentinel being asked failed: the next one, or the round ends. */
+static void ask_failed(struct rs_finder *f, const char *why)
+{
+	const struct rs_addr *s = &f->sentinels[(f->next + f->num_sentinels - 1) % f->num_sentinels];
+	char addr[80];
+	rs_addr_format(s, addr, sizeof addr);
+	snprintf(f->last_err, sizeof f->last_err, "sentinel %.60s: %.150s", addr, why);
+	ask_drop(f);
+	ask_next(f);
+}
+
+static void ask_reply_cb(redisAsyncContext *ac, void *reply_v, void *privdata)
+{
+	struct rs_finder *f = privdata;
+	if (!reply_v || ac != f->ask)
+		return; /* a failed connection is handled by its disconnect callback */
+	char why[200];
+	struct rs_addr m;
+	if (!rs_parse_master_reply(reply_v, f->master_name, &m, why, sizeof why)) {
+		ask_failed(f, why);
+		return;
+	}
+	/* this sentinel answered: it is asked first next time */
+	f->next = (f->next + f->num_sentinels - 1) % f->num_sentinels;
+	ask_drop(f);
+	f->asking = false;
+	f->found(f->arg, &m, NULL);
+}
+
+static void ask_auth_cb(redisAsyncContext *ac, void *reply_v, void *privdata)
+{
+	struct rs_finder *f = privdata;
+	redisReply *reply = reply_v;
+	if (!reply || ac != f->ask || reply->type != REDIS_REPLY_ERROR)
+		return;
+	char why[160];
+	snprintf(why, sizeof why, "AUTH refused: %.120s", reply->str);
+	ask_failed(f, why);
+}
+
+static void ask_on_connect(const redisAsyncContext *ac, int status)
+{
+	struct rs_finder *f = ac->data;
+	if (!f || ac != f->ask || status == REDIS_OK)
+		return;
+	char why[160];
+	snprintf(why, sizeof why, "connect failed: %.120s", ac->errstr);
+	f->ask = NULL; /* hiredis frees it after this callback */
+	ask_failed(f, why);
+}
+
+static void ask_on_disconnect(const redisAsyncContext *ac, int status)
+{
+	struct rs_finder *f = ac->data;
+	if (!f || ac != f->ask)
+		return;
+	char why[160];
+	snprintf(why, sizeof why, "connection lost: %.120s", status == REDIS_OK ? "closed" : ac->errstr);
+	f->ask = NULL;
+	ask_failed(f, why);
+}
+
+static void ask_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	struct rs_finder *f = arg;
+	if (f->ask)
+		ask_failed(f, "no answer within connect_timeout");
+}
+
+static void ask_next(struct rs_finder *f)
+{
+	while (f->tries < f->num_sentinels) {
+		const struct rs_addr *s = &f->sentinels[f->next];
+		f->next = (f->next + 1) % f->num_sentinels;
+		f->tries++;
+		char why[160];
+		redisAsyncContext *ac = finder_open(f, s, why, sizeof why);
+		if (!ac) {
+			char addr[80];
+			rs_addr_format(s, addr, sizeof addr);
+			snprintf(f->last_err, sizeof f->last_err, "sentinel %.60s: %.150s", addr, why);
+			continue;
+		}
+		f->ask = ac;
+		redisAsyncSetConnectCallback(ac, ask_on_connect);
+		redisAsyncSetDisconnectCallback(ac, ask_on_disconnect);
+		struct timeval tv = rs_tv(f->timeout_us);
+		evtimer_add(f->ask_timer, &tv);
+		const char *auth[2] = {"AUTH", f->password};
+		if (f->password)
+			finder_send(ac, ask_auth_cb, f, 2, auth);
+		const char *q[3] = {"SENTINEL", "get-master-addr-by-name", f->master_name};
+		finder_send(ac, ask_reply_cb, f, 3, q);
+		return;
+	}
+	char why[400];
+	snprintf(why, sizeof why, "no sentinel gave the master of %.60s (%zu asked; last: %.200s)", f->master_name,
+	         f->num_sentinels, f->last_err);
+	f->asking = false;
+	f->found(f->arg, NULL, why);
+}
+
+void rs_finder_ask(struct rs_finder *f)
+{
+	if (f->asking)
+		return;
+	f->asking = true;
+	f->tries = 0;
+	ask_next(f);
+}
+
+void rs_finder_cancel(struct rs_finder *f)
+{
+	ask_drop(f);
+	f->asking = false;
+}
+
+void rs_finder_stale(struct rs_finder *f)
+{
+	f->next = (f->next + 1) % f->num_sentinels;
+}
+
+/* ---- the +switch-master subscription ---- */
+
+static void sub_retry(struct rs_finder *f)
+{
+	redisAsyncContext *ac = f->sub;
+	f->sub = NULL;
+	f->sub_ready = false;
+	if (ac)
+		redisAsyncFree(ac);
+	struct timeval tv = rs_tv(RS_SUB_RETRY_US);
+	evtimer_add(f->sub_timer, &tv);
+}
+
+static void sub_msg_cb(redisAsyncContext *ac, void *reply_v, void *privdata)
+{
+	struct rs_finder *f = privdata;
+	redisReply *reply = reply_v;
+	if (!reply || ac != f->sub)
+		return;
+	if (reply->type == REDIS_REPLY_ERROR) {
+		sub_retry(f);
+		return;
+	}
+	if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 3 || reply->element[0]->type != REDIS_REPLY_STRING)
+		return;
+	const redisReply *kind = reply->element[0];
+	if (kind->len == 9 && memcmp(kind->str, "subscribe", 9) == 0) {
+		f->sub_ready = true;
+		evtimer_del(f->sub_timer);
+		return;
+	}
+	const redisReply *payload = reply->element[2];
+	struct rs_addr to;
+	if (kind->len == 7 && memcmp(kind->str, "message", 7) == 0 && payload->type == REDIS_REPLY_STRING &&
+	    rs_parse_switch_master(payload->str, payload->len, f->master_name, &to))
+		f->switched(f->arg, &to);
+}
+
+static void sub_auth_cb(redisAsyncContext *ac, void *reply_v, void *privdata)
+{
+	struct rs_finder *f = privdata;
+	redisReply *reply = reply_v;
+	if (reply && ac == f->sub && reply->type == REDIS_REPLY_ERROR)
+		sub_retry(f);
+}
+
+static void sub_on_connect(const redisAsyncContext *ac, int status)
+{
+	struct rs_finder *f = ac->data;
+	if (!f || ac != f->sub || status == REDIS_OK)
+		return;
+	f->sub = NULL; /* hiredis frees it */
+	sub_retry(f);
+}
+
+static void sub_on_disconnect(const redisAsyncContext *ac, int status)
+{
+	(void)status;
+	struct rs_finder *f = ac->data;
+	if (!f || ac != f->sub)
+		return;
+	f->sub = NULL;
+	sub_retry(f);
+}
+
+static void sub_connect(struct rs_finder *f)
+{
+	if (f->sub)
+		return;
+	const struct rs_addr *s = &f->sentinels[f->sub_next];
+	f->sub_next = (f->sub_next + 1) % f->num_sentinels;
+	char why[160];
+	redisAsyncContext *ac = finder_open(f, s, why, sizeof why);
+	if (!ac) {
+		sub_retry(f);
+		return;
+	}
+	f->sub = ac;
+	f->sub_ready = false;
+	redisAsyncSetConnectCallback(ac, sub_on_connect);
+	redisAsyncSetDisconnectCallback(ac, sub_on_disconnect);
+	const char *auth[2] = {"AUTH", f->password};
+	if (f->password)
+		finder_send(ac, sub_auth_cb, f, 2, auth);
+	const char *sub[2] = {"SUBSCRIBE", "+switch-master"};
+	finder_send(ac, sub_msg_cb, f, 2, sub);
+	/* until SUBSCRIBE is answered this is the connect deadline */
+	struct timeval tv = rs_tv(f->timeout_us);
+	evtimer_add(f->sub_timer, &tv);
+}
+
+static void sub_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	struct rs_finder *f = arg;
+	if (f->sub && !f->sub_ready) {
+		redisAsyncContext *ac = f->sub;
+		f->sub = NULL;
+		redisAsyncFree(ac);
+	}
+	sub_connect(f);
+}
+
+struct rs_finder *rs_finder_new(struct event_base *base, const struct conf_redis *cr, uint64_t timeout_us,
+                                rs_found_cb *found, rs_switched_cb *switched, void *arg)
+{
+	if (!cr->num_sentinels || !cr->master)
+		return NULL;
+	struct rs_finder *f = calloc(1, sizeof *f);
+	if (!f)
+		return NULL;
+	f->base = base;
+	f->timeout_us = timeout_us;
+	f->found = found;
+	f->switched = switched;
+	f->arg = arg;
+	f->sentinels = calloc(cr->num_sentinels, sizeof *f->sentinels);
+	f->master_name = strdup(cr->master);
+	f->password = cr->sentinel_password ? strdup(cr->sentinel_password) : NULL;
+	f->ask_timer = evtimer_new(base, ask_timer_cb, f);
+	f->sub_timer = evtimer_new(base, sub_timer_cb, f);
+	bool ok = f->sentinels && f->master_name && (!cr->sentinel_password || f->password) && f->ask_timer &&
+	          f->sub_timer;
+	for (size_t i = 0; ok && i < cr->num_sentinels; i++) {
+		const struct conf_redis_sentinel *cs = &cr->sentinels[i];
+		ok = cs->host && strlen(cs->host) < sizeof f->sentinels[i].host;
+		if (ok) {
+			snprintf(f->sentinels[i].host, sizeof f->sentinels[i].host, "%s", cs->host);
+			f->sentinels[i].port = cs->port;
+			f->num_sentinels++;
+		}
+	}
+	if (!ok) {
+		rs_finder_free(f);
+		return NULL;
+	}
+	sub_connect(f);
+	return f;
+}
+
+void rs_finder_free(struct rs_finder *f)
+{
+	if (!f)
+		return;
+	redisAsyncContext *ask = f->ask, *sub = f->sub;
+	f->ask = f->sub = NULL;
+	/* their callbacks run inside these frees and find nothing of theirs */
+	if (ask)
+		redisAsyncFree(ask);
+	if (sub)
+		redisAsyncFree(sub);
+	if (f->ask_timer)
+		event_free(f->ask_timer);
+	if (f->sub_timer)
+		event_free(f->sub_timer);
+	free(f->sentinels);
+	free(f->master_name);
+	if (f->password) {
+		memset(f->password, 0, strlen(f->password));
+		free(f->password);
+	}
+	free(f);
 }

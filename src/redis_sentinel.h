@@ -14,6 +14,17 @@
  * SELECT follow the config. The workers' asynchronous client
  * (modules/rl_redis.c) uses the same parsers.
  *
+ * rs_finder is the asynchronous "where is the master?" on an event loop,
+ * for a client that keeps its own connections to the master (fleet control,
+ * control.c): a round asks each sentinel in turn (the last one that answered
+ * first, each bounded by the timeout) until one names the master; a second
+ * connection subscribes to `+switch-master` on one sentinel (the next one
+ * when it fails, retried each second) and reports a switch of this master
+ * at once. The client checks ROLE on the master itself (a sentinel's answer
+ * can be stale) and calls rs_finder_stale when the master it was given
+ * failed, so the next round asks another sentinel first. Callbacks run on
+ * the loop's thread; none runs after rs_finder_free.
+ *
  * Process-wide state (documented global): the master last reached by any
  * worker, how many times it changed and when — so a switch is logged once
  * per process, not once per worker, and `sluice ctl show redis` can name
@@ -67,5 +78,26 @@ bool rs_master_current(struct rs_addr *out, unsigned long long *switches, uint64
  * keeps timeout_us as its command timeout; redisFree() it. */
 redisContext *rs_connect(const struct conf_redis *cr, uint64_t timeout_us, struct rs_addr *master, char *err,
                          size_t err_size);
+
+struct event_base;
+struct rs_finder;
+/* A round ended: master is where a sentinel says it is (why NULL), or NULL
+ * with why (no secrets) when no sentinel gave it. */
+typedef void rs_found_cb(void *arg, const struct rs_addr *master, const char *why);
+/* The sentinels moved the master to `to` (`+switch-master`). */
+typedef void rs_switched_cb(void *arg, const struct rs_addr *to);
+
+/* For cr's sentinels, master name and sentinel password (copied; cr must
+ * have sentinels). Subscribes at once. NULL when out of memory. */
+struct rs_finder *rs_finder_new(struct event_base *base, const struct conf_redis *cr, uint64_t timeout_us,
+                                rs_found_cb *found, rs_switched_cb *switched, void *arg);
+/* Starts a round unless one is running; found is called once when it ends,
+ * possibly before this returns (every sentinel failed at once). */
+void rs_finder_ask(struct rs_finder *f);
+/* Ends a round in progress without calling found. */
+void rs_finder_cancel(struct rs_finder *f);
+/* The master the last round gave could not be reached or is no master. */
+void rs_finder_stale(struct rs_finder *f);
+void rs_finder_free(struct rs_finder *f);
 
 #endif

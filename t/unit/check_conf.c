@@ -16,6 +16,8 @@
 #include <lua.h>
 
 #include "conf.h"
+#include "conf_control.h"
+#include "conf_redis.h"
 #include "runtime.h"
 
 #ifndef SLUICE_SRCDIR
@@ -1446,6 +1448,239 @@ START_TEST(test_admin_max_connections)
 }
 END_TEST
 
+
+/* ---- Redis endpoints: the top-level `redis` block and `control.redis` share one walker (conf_redis.h) ---- */
+
+#define SENTINELS "sentinels = { \"127.0.0.1:26379\", \"127.0.0.1:26380\", \"[::1]:26381\" }, master = \"edge\""
+
+/* A file holding text in a fresh directory; its path is returned (caller frees and unlinks). */
+static char *temp_file(const char *text)
+{
+	char dir[] = "/tmp/check_conf_redis.XXXXXX";
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	char *path = malloc(strlen(dir) + 8);
+	ck_assert_ptr_nonnull(path);
+	sprintf(path, "%s/secret", dir);
+	FILE *f = fopen(path, "w");
+	ck_assert_ptr_nonnull(f);
+	fputs(text, f);
+	ck_assert_int_eq(fclose(f), 0);
+	return path;
+}
+
+static void temp_file_remove(char *path)
+{
+	unlink(path);
+	*strrchr(path, '/') = '\0';
+	rmdir(path);
+	free(path);
+}
+
+static struct conf *load_fmt(const char *fmt, const char *arg)
+{
+	char *src = malloc(strlen(fmt) + strlen(arg) + 1);
+	ck_assert_ptr_nonnull(src);
+	sprintf(src, fmt, arg);
+	struct conf *c = load_ok(src);
+	free(src);
+	return c;
+}
+
+START_TEST(test_control_redis_own_sentinels)
+{
+	char *pw = temp_file("sentinel-pw\n");
+	struct conf *c = load_fmt("return { " BASE "control = { redis = { " SENTINELS ", sentinel_password_file = \"%s\", "
+	                          "db = 3, connect_timeout = \"300ms\" }, prefix = \"eu\" } }",
+	                          pw);
+	temp_file_remove(pw);
+	const struct conf_control *cc = c->control;
+	ck_assert_ptr_nonnull(cc);
+	ck_assert(!cc->uses_main && cc->redis.enabled);
+	ck_assert(!c->redis.enabled); /* control's own block is not the top-level one */
+	ck_assert_uint_eq(cc->redis.num_sentinels, 3);
+	ck_assert_str_eq(cc->redis.sentinels[0].host, "127.0.0.1");
+	ck_assert_int_eq(cc->redis.sentinels[1].port, 26380);
+	ck_assert_str_eq(cc->redis.sentinels[2].host, "::1");
+	ck_assert_str_eq(cc->redis.master, "edge");
+	ck_assert_str_eq(cc->redis.sentinel_password, "sentinel-pw");
+	ck_assert_ptr_null(cc->redis.host);
+	ck_assert_str_eq(cc->redis.address,
+	                 "sentinel master edge via 127.0.0.1:26379,127.0.0.1:26380,[::1]:26381");
+	ck_assert_uint_eq(cc->redis.db, 3);
+	ck_assert_uint_eq(cc->redis.timeout, 2000); /* control's default, not the request path's 20ms */
+	ck_assert_uint_eq(cc->redis.connect_timeout, 300);
+	conf_free(c);
+}
+END_TEST
+
+START_TEST(test_control_redis_main_sentinels)
+{
+	struct conf *c = load_ok("return { " BASE "redis = { " SENTINELS ", connect_timeout = \"250ms\", db = 1 },\n"
+	                         "control = { redis = \"main\" } }");
+	const struct conf_control *cc = c->control;
+	ck_assert(cc->uses_main);
+	ck_assert_uint_eq(cc->redis.num_sentinels, 3);
+	/* a deep copy: the control connection outlives nothing of the main block */
+	ck_assert_ptr_ne(cc->redis.sentinels, c->redis.sentinels);
+	ck_assert_ptr_ne(cc->redis.master, c->redis.master);
+	ck_assert_str_eq(cc->redis.master, "edge");
+	ck_assert_str_eq(cc->redis.sentinels[2].address, "[::1]:26381");
+	ck_assert_str_eq(cc->redis.address, c->redis.address);
+	ck_assert_uint_eq(cc->redis.connect_timeout, 250);
+	ck_assert_uint_eq(cc->redis.db, 1);
+	ck_assert_uint_eq(cc->redis.timeout, 2000);
+	ck_assert_uint_eq(c->redis.timeout, 20);
+	conf_free(c);
+}
+END_TEST
+
+/* The same mistake gets the same message in both places, each at its own path. */
+START_TEST(test_error_redis_endpoints)
+{
+	static const struct {
+		const char *block; /* the text of a redis block */
+		const char *msg;   /* after "test.lua: PATH." */
+	} cases[] = {
+	    {"{ address = \"127.0.0.1:6379\", " SENTINELS " }",
+	     "sentinels: `address` and `sentinels` exclude each other: give `address` for one Redis, or `sentinels` "
+	     "and `master` to find the master through Redis Sentinel"},
+	    {"{ sentinels = { \"127.0.0.1:26379\" } }",
+	     "master: missing (the name the sentinels monitor, e.g. master = \"edge\": `sentinel monitor edge "
+	     "127.0.0.1 6379 2` in sentinel.conf)"},
+	    {"{ address = \"127.0.0.1:6379\", master = \"edge\" }",
+	     "master: only with `sentinels` (the name the sentinels monitor); remove it, or replace `address` with "
+	     "sentinels = { \"HOST:PORT\", ... }"},
+	    {"{ address = \"127.0.0.1:6379\", sentinel_password_file = \"x\" }",
+	     "sentinel_password_file: only with `sentinels`; remove it"},
+	    {"{ sentinels = { }, master = \"edge\" }",
+	     "sentinels: empty (list the sentinels, e.g. { \"127.0.0.1:26379\", \"127.0.0.1:26380\" })"},
+	    {"{ sentinels = { \"127.0.0.1:26379\", \"127.0.0.1:26379\" }, master = \"edge\" }",
+	     "sentinels[2]: 127.0.0.1:26379 is listed twice"},
+	    {"{ sentinels = { \"127.0.0.1:26379\" }, master = \"ed ge\" }",
+	     "master: must be the master's name as the sentinels know it (printable, no spaces, at most 200 bytes; "
+	     "e.g. master = \"edge\")"},
+	    {"{ db = 1 }",
+	     "address: missing (write address = \"127.0.0.1:6379\", or sentinels = { \"127.0.0.1:26379\", ... } "
+	     "with master = \"NAME\" for Redis Sentinel)"},
+	    {"{ address = \"127.0.0.1:6379\", password_file = \"\" }",
+	     "password_file: must not be empty (a path to a file holding the Redis password)"},
+	    {"{ address = \"127.0.0.1:6379\", password_file = \"/nonexistent/pw\" }",
+	     "password_file: cannot read \"/nonexistent/pw\": No such file or directory (give a readable file holding "
+	     "the Redis password)"},
+	    {"{ address = \"127.0.0.1:6379\", db = -1 }", "db: -1 is out of range (0 to 1000000)"},
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		char src[1024], msg[600];
+		snprintf(src, sizeof src, "return { " BASE "redis = %s }", cases[i].block);
+		snprintf(msg, sizeof msg, "test.lua: redis.%s", cases[i].msg);
+		expect_error(src, msg);
+		snprintf(src, sizeof src, "return { " BASE "control = { redis = %s } }", cases[i].block);
+		snprintf(msg, sizeof msg, "test.lua: control.redis.%s", cases[i].msg);
+		expect_error(src, msg);
+	}
+	/* on_failure decides requests: only the top-level block has it */
+	expect_error_part("return { " BASE "control = { redis = { address = \"127.0.0.1:6379\", on_failure = \"deny\" } } }",
+	                  "test.lua: control.redis.on_failure: unknown key");
+	expect_error_part("return { " BASE "redis = { address = \"127.0.0.1:6379\", sentinel = \"x\" } }",
+	                  "test.lua: redis.sentinel: unknown key");
+	expect_error_part("return { " BASE "control = { redis = 5 } }",
+	                  "test.lua: control.redis: expected \"main\" (the top-level redis block) or a table");
+	expect_error_part("return { " BASE "redis = \"127.0.0.1:6379\" }",
+	                  "test.lua: redis: expected a table like { address = \"127.0.0.1:6379\" }");
+}
+END_TEST
+
+/* Secrets: one line, not empty, a regular file (a FIFO would block the loader). */
+START_TEST(test_error_redis_secret_files)
+{
+	static const struct {
+		const char *text;
+		const char *msg;
+	} cases[] = {
+	    {"", "is empty (write the Redis password into it, or remove the key)"},
+	    {"\n", "is empty (write the Redis password into it, or remove the key)"},
+	    {"one\ntwo\n", "holds more than one line (it must hold only the Redis password, on one line)"},
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		char *pw = temp_file(cases[i].text);
+		char src[1024];
+		snprintf(src, sizeof src, "return { " BASE "control = { redis = { address = \"127.0.0.1:6379\", "
+		                          "password_file = \"%s\" } } }", pw);
+		expect_error_part(src, cases[i].msg);
+		snprintf(src, sizeof src, "return { " BASE "redis = { " SENTINELS ", sentinel_password_file = \"%s\" } }", pw);
+		expect_error_part(src, "test.lua: redis.sentinel_password_file: \"");
+		temp_file_remove(pw);
+	}
+	char big[1100];
+	memset(big, 'x', sizeof big - 1);
+	big[sizeof big - 1] = '\0';
+	char *pw = temp_file(big);
+	char src[1024];
+	snprintf(src, sizeof src, "return { " BASE "redis = { address = \"127.0.0.1:6379\", password_file = \"%s\" } }", pw);
+	expect_error_part(src, "is larger than 1023 bytes (it must hold only the Redis password)");
+	temp_file_remove(pw);
+	/* exactly 1023 bytes and a newline is fine */
+	big[1023] = '\n';
+	big[1024] = '\0';
+	pw = temp_file(big);
+	struct conf *c = load_fmt("return { " BASE "control = { redis = { address = \"127.0.0.1:6379\", password_file = "
+	                          "\"%s\" } } }", pw);
+	ck_assert_uint_eq(strlen(c->control->redis.password), 1023);
+	conf_free(c);
+	/* a FIFO is refused at once, never opened */
+	unlink(pw);
+	ck_assert_int_eq(mkfifo(pw, 0600), 0);
+	snprintf(src, sizeof src, "return { " BASE "control = { redis = { address = \"127.0.0.1:6379\", password_file = "
+	                          "\"%s\" } } }", pw);
+	expect_error_part(src, "(give a readable file holding the Redis password)");
+	temp_file_remove(pw);
+}
+END_TEST
+
+/* Reload compares control's Redis settings (a change needs a restart): every setting counts. */
+START_TEST(test_control_redis_same)
+{
+	static const char *const variants[] = {
+	    "redis = { " SENTINELS " }",
+	    "redis = { sentinels = { \"127.0.0.1:26379\", \"127.0.0.1:26380\" }, master = \"edge\" }",
+	    "redis = { sentinels = { \"127.0.0.1:26380\", \"127.0.0.1:26379\", \"[::1]:26381\" }, master = \"edge\" }",
+	    "redis = { " SENTINELS ", db = 2 }",
+	    "redis = { sentinels = { \"127.0.0.1:26379\", \"127.0.0.1:26380\", \"[::1]:26381\" }, master = \"edge2\" }",
+	    "redis = { address = \"127.0.0.1:6379\" }",
+	    "redis = { address = \"127.0.0.1:6380\" }",
+	    "redis = { address = \"127.0.0.1:6379\", connect_timeout = \"1s\" }",
+	    "redis = { address = \"127.0.0.1:6379\", timeout = \"1s\" }",
+	};
+	size_t n = sizeof variants / sizeof variants[0];
+	struct conf *a[sizeof variants / sizeof variants[0]], *b[sizeof variants / sizeof variants[0]];
+	for (size_t i = 0; i < n; i++) {
+		a[i] = load_fmt("return { " BASE "control = { %s } }", variants[i]);
+		b[i] = load_fmt("return { " BASE "control = { %s } }", variants[i]);
+	}
+	for (size_t i = 0; i < n; i++)
+		for (size_t j = 0; j < n; j++)
+			ck_assert_msg(conf_control_same(a[i]->control, b[j]->control) == (i == j), "%s vs %s", variants[i],
+			              variants[j]);
+	for (size_t i = 0; i < n; i++) {
+		conf_free(a[i]);
+		conf_free(b[i]);
+	}
+	/* "main" follows the top-level block: another sentinel there is another control connection */
+	struct conf *m1 = load_ok("return { " BASE "redis = { " SENTINELS " }, control = { redis = \"main\" } }");
+	struct conf *m2 = load_ok("return { " BASE "redis = { " SENTINELS ", on_failure = \"deny\" }, control = { redis = "
+	                          "\"main\" } }");
+	struct conf *m3 = load_ok("return { " BASE "redis = { sentinels = { \"127.0.0.1:26379\" }, master = \"edge\" }, "
+	                          "control = { redis = \"main\" } }");
+	ck_assert(conf_control_same(m1->control, m2->control)); /* on_failure is not a connection setting */
+	ck_assert(!conf_control_same(m1->control, m3->control));
+	ck_assert(conf_redis_same(&m1->redis, &m1->redis));
+	ck_assert(!conf_redis_same(&m1->redis, &m3->redis));
+	conf_free(m1);
+	conf_free(m2);
+	conf_free(m3);
+}
+END_TEST
+
 static Suite *conf_suite(void)
 {
 	Suite *s = suite_create("conf");
@@ -1495,6 +1730,11 @@ static Suite *conf_suite(void)
 	tcase_add_test(errors, test_error_service_sticky_and_overrides);
 	tcase_add_test(errors, test_error_match_syntax);
 	tcase_add_test(errors, test_errors_all_reported);
+	tcase_add_test(errors, test_control_redis_own_sentinels);
+	tcase_add_test(errors, test_control_redis_main_sentinels);
+	tcase_add_test(errors, test_error_redis_endpoints);
+	tcase_add_test(errors, test_error_redis_secret_files);
+	tcase_add_test(errors, test_control_redis_same);
 	suite_add_tcase(s, errors);
 
 	TCase *sandbox = tcase_create("sandbox");
