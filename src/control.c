@@ -1436,8 +1436,9 @@ struct control *control_new(struct event_base *base, const struct conf_control *
 	if (cfg->redis.num_sentinels) {
 		snprintf(ctl->master_name, sizeof ctl->master_name, "%s", cfg->redis.master ? cfg->redis.master : "");
 		snprintf(ctl->target_text, sizeof ctl->target_text, "(not found yet)");
-		ctl->finder = rs_finder_new(base, &cfg->redis, ctl->connect_timeout_ms * 1000, master_found, master_switched,
-		                            ctl);
+		ctl->finder = rs_finder_new(base, cfg->redis.sentinels, cfg->redis.num_sentinels, cfg->redis.master,
+		                            cfg->redis.sentinel_password, ctl->connect_timeout_ms * 1000, master_found,
+		                            master_switched, ctl);
 		target_ok = ctl->finder != NULL;
 	} else {
 		target_ok = cfg->redis.host && strlen(cfg->redis.host) < sizeof ctl->target.host;

@@ -593,10 +593,11 @@ static void sub_timer_cb(evutil_socket_t fd, short what, void *arg)
 	sub_connect(f);
 }
 
-struct rs_finder *rs_finder_new(struct event_base *base, const struct conf_redis *cr, uint64_t timeout_us,
-                                rs_found_cb *found, rs_switched_cb *switched, void *arg)
+struct rs_finder *rs_finder_new(struct event_base *base, const struct conf_redis_sentinel *sentinels, size_t n,
+                                const char *master, const char *password, uint64_t timeout_us, rs_found_cb *found,
+                                rs_switched_cb *switched, void *arg)
 {
-	if (!cr->num_sentinels || !cr->master)
+	if (!n || !master)
 		return NULL;
 	struct rs_finder *f = calloc(1, sizeof *f);
 	if (!f)
@@ -606,15 +607,14 @@ struct rs_finder *rs_finder_new(struct event_base *base, const struct conf_redis
 	f->found = found;
 	f->switched = switched;
 	f->arg = arg;
-	f->sentinels = calloc(cr->num_sentinels, sizeof *f->sentinels);
-	f->master_name = strdup(cr->master);
-	f->password = cr->sentinel_password ? strdup(cr->sentinel_password) : NULL;
+	f->sentinels = calloc(n, sizeof *f->sentinels);
+	f->master_name = strdup(master);
+	f->password = password ? strdup(password) : NULL;
 	f->ask_timer = evtimer_new(base, ask_timer_cb, f);
 	f->sub_timer = evtimer_new(base, sub_timer_cb, f);
-	bool ok = f->sentinels && f->master_name && (!cr->sentinel_password || f->password) && f->ask_timer &&
-	          f->sub_timer;
-	for (size_t i = 0; ok && i < cr->num_sentinels; i++) {
-		const struct conf_redis_sentinel *cs = &cr->sentinels[i];
+	bool ok = f->sentinels && f->master_name && (!password || f->password) && f->ask_timer && f->sub_timer;
+	for (size_t i = 0; ok && i < n; i++) {
+		const struct conf_redis_sentinel *cs = &sentinels[i];
 		ok = cs->host && strlen(cs->host) < sizeof f->sentinels[i].host;
 		if (ok) {
 			snprintf(f->sentinels[i].host, sizeof f->sentinels[i].host, "%s", cs->host);

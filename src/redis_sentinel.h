@@ -87,10 +87,11 @@ typedef void rs_found_cb(void *arg, const struct rs_addr *master, const char *wh
 /* The sentinels moved the master to `to` (`+switch-master`). */
 typedef void rs_switched_cb(void *arg, const struct rs_addr *to);
 
-/* For cr's sentinels, master name and sentinel password (copied; cr must
- * have sentinels). Subscribes at once. NULL when out of memory. */
-struct rs_finder *rs_finder_new(struct event_base *base, const struct conf_redis *cr, uint64_t timeout_us,
-                                rs_found_cb *found, rs_switched_cb *switched, void *arg);
+/* For the n (> 0) sentinels, the master name and the sentinels' password
+ * (NULL: no AUTH), all copied. Subscribes at once. NULL when out of memory. */
+struct rs_finder *rs_finder_new(struct event_base *base, const struct conf_redis_sentinel *sentinels, size_t n,
+                                const char *master, const char *password, uint64_t timeout_us, rs_found_cb *found,
+                                rs_switched_cb *switched, void *arg);
 /* Starts a round unless one is running; found is called once when it ends,
  * possibly before this returns (every sentinel failed at once). */
 void rs_finder_ask(struct rs_finder *f);
