@@ -391,6 +391,8 @@ static void role_reply(struct control *ctl, const redisReply *reply)
 		char msg[300];
 		snprintf(msg, sizeof msg, "%s: %s", ctl->target_text, why);
 		link_down(ctl, msg);
+		/* a stale sentinel named it: ask the next one on the next tick, not after a second */
+		ctl->next_connect_ms = mono_ms();
 		return;
 	}
 	ctl->cmd_ready = true;

@@ -9,6 +9,7 @@ into the new master. Both ways of configuring it: `control.redis = "main"`
 with a Sentinel-based top-level block, and control's own `sentinels`. The
 follow time is printed, never asserted as performance."""
 
+import datetime
 import os
 import signal
 import time
@@ -17,7 +18,7 @@ import pytest
 
 from conftest import base_config, free_port, wait_until
 from test_fleet import control, ctl_ok, log_msgs, propagation, sockdir, start_fleet, weights  # noqa: F401
-from test_sentinel import MASTER, SENTINEL, cluster, resp  # noqa: F401
+from test_sentinel import MASTER, SENTINEL, StaleSentinel, cluster, resp, switch_seen_at  # noqa: F401
 from test_ratelimit import REDIS
 
 pytestmark = pytest.mark.skipif(not REDIS or not SENTINEL,
@@ -80,11 +81,19 @@ def run(sluice, upstreams, sockdir, cluster, how, own):
     assert resp(replica.port, "ROLE")[0] == "master"
 
     # each instance logs the switch once, naming both masters
+    seen = switch_seen_at(sentinels)
     for gw in (a, b):
         sw = log_msgs(gw, "fleet control: Redis master switched")
         assert len(sw) == 1, sw
         assert sw[0]["from"] == "127.0.0.1:%d" % master.port and sw[0]["to"] == "127.0.0.1:%d" % replica.port, sw
         assert sw[0]["master_name"] == MASTER
+        down = log_msgs(gw, "fleet control: Redis unreachable")
+        assert len(down) == 1, down
+        # the sentinels' log and sluice's log share the machine's clock
+        at = datetime.datetime.strptime(sw[0]["time"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(
+            tzinfo=datetime.timezone.utc).timestamp()
+        print("  %s: noticed by \"%s\"; on the new master %.0f ms after the sentinels' +switch-master"
+              % (gw.name, down[0]["why"], (at - seen) * 1000 if seen else float("nan")))
 
 
 @pytest.mark.timeout(180)
@@ -95,6 +104,48 @@ def test_fleet_follows_sentinel_failover_main_block(sluice, upstreams, sockdir, 
 @pytest.mark.timeout(180)
 def test_fleet_follows_killed_master_own_sentinels(sluice, upstreams, sockdir, cluster):
     run(sluice, upstreams, sockdir, cluster, "kill", own=True)
+
+
+@pytest.mark.timeout(120)
+def test_fleet_stale_sentinel_first_and_no_switch_message(sluice, upstreams, sockdir, cluster):
+    """The first sentinel listed is stale and the subscription (on it) never
+    hears of the failover: the demoted master's READONLY (or the dropped
+    connection) makes the instance ask again, ROLE refuses the stale answer,
+    and the next sentinel names the new master."""
+    master, replica, sentinels = cluster
+    stale = StaleSentinel(master.port)
+    try:
+        def tweak(nm, cfg, blue, green):
+            del cfg["redis"]
+            cfg["control"]["redis"] = sentinel_block([stale] + sentinels)
+            # the subscription's deadline: long enough that it stays on the (slow, Python) stale sentinel
+            cfg["control"]["redis"]["connect_timeout"] = "2s"
+        (gw,) = start_fleet(sluice, upstreams, sockdir, 0, names=("s",), tweak=tweak)
+        wait_until(lambda: on_master(gw, master.port), timeout=10, what="on the master (the stale sentinel is right)")
+        t0 = time.monotonic()
+        assert resp(sentinels[0].port, "SENTINEL", "FAILOVER", MASTER) == "OK"
+        wait_until(lambda: on_master(gw, replica.port), timeout=30, interval=0.05,
+                   what="fleet control on the new master without the +switch-master message")
+        took = time.monotonic() - t0
+        down = log_msgs(gw, "fleet control: Redis unreachable")
+        back = log_msgs(gw, "fleet control: Redis reachable again")
+        gap = datetime.datetime.strptime(back[0]["time"], "%Y-%m-%dT%H:%M:%S.%fZ") - \
+            datetime.datetime.strptime(down[0]["time"], "%Y-%m-%dT%H:%M:%S.%fZ")
+        # until the sentinels demote the old master (their INFO period, up to 10 s) it takes writes:
+        # without the switch message nothing tells a client earlier
+        print("fleet control, stale sentinel first, no switch message: on the new master %.2f s after "
+              "SENTINEL FAILOVER, %.0f ms after the old master dropped it (%s)"
+              % (took, gap.total_seconds() * 1000, down[0]["why"]))
+        assert len(down) == 1, down
+        why = down[0]["why"]
+        assert "READONLY" in why or "connection lost" in why or "not the master" in why, why
+        assert "switched the master" not in why, why
+        ctl_ok(gw.sock, "set", "service-weights", "web", "blue=40", "green=60")
+        wait_until(lambda: "service-weight web green 60" in (resp(replica.port, "HGET", PREFIX + ":state",
+                                                                   "service-weight web green") or ""),
+                   timeout=3, what="the change written into the new master")
+    finally:
+        stale.stop()
 
 
 @pytest.mark.timeout(60)

@@ -6,6 +6,7 @@
 #include <arpa/inet.h>
 #include <check.h>
 #include <netinet/in.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1476,14 +1477,16 @@ static void temp_file_remove(char *path)
 	free(path);
 }
 
-static struct conf *load_fmt(const char *fmt, const char *arg)
+static struct conf *load_fmt(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static struct conf *load_fmt(const char *fmt, ...)
 {
-	char *src = malloc(strlen(fmt) + strlen(arg) + 1);
-	ck_assert_ptr_nonnull(src);
-	sprintf(src, fmt, arg);
-	struct conf *c = load_ok(src);
-	free(src);
-	return c;
+	char src[4096];
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(src, sizeof src, fmt, ap);
+	va_end(ap);
+	ck_assert(n > 0 && (size_t)n < sizeof src);
+	return load_ok(src);
 }
 
 START_TEST(test_control_redis_own_sentinels)
