@@ -408,13 +408,19 @@ def run(quick):
                     if s["no_status"] > s["across_warmup"]:
                         why.append("%d of the errors closed without a status" % (s["no_status"] - s["across_warmup"]))
                 if not quick and (s["acc_p99"] is None or s["acc_p99"] > P99_TARGET_MS):
-                    why.append("accepted p99 %s ms over %.0f ms" % (fmt(s["acc_p99"]), P99_TARGET_MS))
+                    why.append("accepted p99 %s ms over %.0f ms (machine busy %.0f%%)"
+                               % (fmt(s["acc_p99"]), P99_TARGET_MS, s["machine"]))
                 if mult > 1 and s["shed"] == 0:
                     if s["achieved"] < 0.8 * s["rate"]:
                         why.append("nothing shed at %dx: the generator reached only %.0f of %d req/s, under the "
                                    "limit (the machine, not the gateway)" % (mult, s["achieved"], s["rate"]))
                     else:
                         why.append("nothing shed at %dx" % mult)
+                elif mult > 1 and s["done"] < 0.8 * s["expected"]:
+                    notes.append("%s %s: the generator sent %.0f%% of the %d req/s asked: the CPU the gateway and "
+                                 "the origins left it (it runs at the lowest priority) did not reach further; the "
+                                 "gateway shed what went over the limit.\n"
+                                 % (proto, label, 100.0 * s["done"] / s["expected"], s["rate"]))
                 if not quick and s["shed_p99"] is not None and s["shed_p99"] > P99_TARGET_MS:
                     why.append("refusals slow (p99 %s ms)" % fmt(s["shed_p99"]))
                 if label == "1x":
