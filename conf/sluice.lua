@@ -85,6 +85,9 @@ return {
     body_bytes = "10m",
     client_header_timeout = "10s",
     keepalive_timeout = "75s",
+    -- connections one client address may hold open (0: no cap, the default);
+    -- keep it 0 behind a load balancer (sluice sees every client at its address)
+    -- max_connections_per_client = 200,
   },
 
   -- One JSON object per request and line ("off" disables it).

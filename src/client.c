@@ -268,6 +268,7 @@ static void client_start(struct client_conn *cc)
 		w->conns->prev = cc;
 	w->conns = cc;
 	w->num_conns++;
+	worker_conn_hold_take(w, cc->origin.ip);
 	counters_connection(w->counters, client_protocol(cc), true);
 	cc->head_timer_armed = true;
 	client_arm_timer(cc, CLIENT_DL_HEAD, client_conf(cc)->limits.client_header_timeout);
@@ -375,6 +376,7 @@ static void client_free(struct client_conn *cc, enum reason reason)
 		conn_sock_buf_put(bufs, &cc->in);
 		conn_sock_buf_put(bufs, &cc->out);
 	}
+	worker_conn_hold_release(w, cc->origin.ip);
 	counters_connection(w->counters, client_protocol(cc), false);
 	free(cc);
 	worker_conn_closed(w);

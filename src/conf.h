@@ -277,6 +277,11 @@ struct conf_listener {
 	struct conf_tls *tls;       /* NULL: plaintext */
 	bool h2c;                   /* plaintext: HTTP/2 with prior knowledge too */
 	struct conf_http2 *http2;   /* always set: limits for h2 and h2c sessions */
+	/* connections a client may hold open at once, counted over the whole
+	 * process and every listener, checked when one arrives here: the
+	 * listener's own key, else limits.max_connections_per_client; 0: no cap */
+	unsigned max_connections_per_client;
+	bool max_connections_per_client_set; /* the listener's own key (while loading) */
 	/* The running process's number for this listener: connections carry it
 	 * instead of an index. conf_load gives the index; a reload keeps the
 	 * running number while name, address, tls on/off and h2c stay, and
@@ -297,10 +302,11 @@ struct conf_limits {
 	conf_msec send_timeout;          /* client not reading the response; default 60s */
 	conf_msec keepalive_timeout;     /* idle keep-alive client; default 75s */
 	unsigned max_connections;        /* per process; default derived from RLIMIT_NOFILE */
+	unsigned max_connections_per_client; /* per client address (IPv6: /64), per process; default 0: no cap */
 	uint32_t regex_match_limit;      /* PCRE2 match limit for a route's path_regex; default 1000000 */
 };
 
-enum { CONF_REGEX_MATCH_LIMIT_DEFAULT = 1000000 };
+enum { CONF_REGEX_MATCH_LIMIT_DEFAULT = 1000000, CONF_MAX_CONNECTIONS_PER_CLIENT_MAX = 1000000 };
 
 struct conf_access_log {
 	bool enabled;  /* false when the key is absent or path = "off" */

@@ -7,17 +7,28 @@
 
 #include <lauxlib.h>
 
+/* A listener without its own max_connections_per_client takes the limits'
+ * one (listeners are walked first). */
+static void limits_to_listeners(struct conf *c)
+{
+	for (size_t i = 0; i < c->num_listeners; i++)
+		if (!c->listeners[i].max_connections_per_client_set)
+			c->listeners[i].max_connections_per_client = c->limits.max_connections_per_client;
+}
+
 void conf_walk_limits(struct conf_walker *w, int root)
 {
 	static const char *const keys[] = {
 		"header_bytes", "request_line_bytes", "max_headers", "body_bytes", "client_header_timeout",
 		"client_body_timeout", "client_body_min_rate", "client_body_deadline", "send_timeout", "keepalive_timeout",
-		"max_connections", "regex_match_limit", NULL,
+		"max_connections", "max_connections_per_client", "regex_match_limit", NULL,
 	};
 	struct conf_limits *l = &w->c->limits;
 	struct conf_field f;
-	if (!conf_field_open_record(w, root, "limits", keys, "a table like { header_bytes = \"16k\" }", &f))
+	if (!conf_field_open_record(w, root, "limits", keys, "a table like { header_bytes = \"16k\" }", &f)) {
+		limits_to_listeners(w->c);
 		return;
+	}
 	int t = lua_gettop(w->L);
 	uint64_t v;
 	if (conf_field_size(w, t, "header_bytes", 1024, (uint64_t)1 << 20, &v) == CONF_FIELD_SET)
@@ -45,9 +56,12 @@ void conf_walk_limits(struct conf_walker *w, int root)
 	conf_field_duration(w, t, "send_timeout", false, &l->send_timeout);
 	conf_field_duration(w, t, "keepalive_timeout", true, &l->keepalive_timeout);
 	conf_field_unsigned(w, t, "max_connections", 0, 10000000, &l->max_connections);
+	conf_field_unsigned(w, t, "max_connections_per_client", 0, CONF_MAX_CONNECTIONS_PER_CLIENT_MAX,
+	                    &l->max_connections_per_client);
 	unsigned regex_limit = l->regex_match_limit;
 	if (conf_field_unsigned(w, t, "regex_match_limit", 1000, 100000000, &regex_limit) == CONF_FIELD_SET)
 		l->regex_match_limit = regex_limit;
 	conf_field_close(w, &f);
+	limits_to_listeners(w->c);
 }
 

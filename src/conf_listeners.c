@@ -14,7 +14,7 @@
 
 static void walk_listener(struct conf_walker *w, int t, size_t index, struct conf_listener *l)
 {
-	static const char *const keys[] = { "name", "address", "tls", "h2c", "http2", NULL };
+	static const char *const keys[] = { "name", "address", "tls", "h2c", "http2", "max_connections_per_client", NULL };
 	conf_check_record_keys(w, t, keys);
 	struct conf_field f;
 	if (conf_field_open(w, t, "name", &f)) {
@@ -34,6 +34,10 @@ static void walk_listener(struct conf_walker *w, int t, size_t index, struct con
 		conf_werr_key(w, "address", "missing (write address = \"0.0.0.0:8080\")");
 	}
 	conf_tls_walk_listener(w, t, l);
+	/* else limits.max_connections_per_client (conf_walk_limits) */
+	l->max_connections_per_client_set = conf_field_unsigned(w, t, "max_connections_per_client", 0,
+	                                                        CONF_MAX_CONNECTIONS_PER_CLIENT_MAX,
+	                                                        &l->max_connections_per_client) == CONF_FIELD_SET;
 }
 
 void conf_walk_listeners(struct conf_walker *w, int root)

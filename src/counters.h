@@ -199,6 +199,16 @@ enum ctr_upload_limit {
 	CTR_UPLOAD__COUNT
 };
 
+/* Why a client connection was closed at accept, before anything was read
+ * from it (worker.c): its address held limits.max_connections_per_client. */
+#define CTR_CONN_REFUSED_LIST(X) X(PER_CLIENT_LIMIT, "per_client_limit")
+enum ctr_conn_refused {
+#define CTR_CONN_REFUSED_ENUM(sym, str) CTR_CONN_REFUSED_##sym,
+	CTR_CONN_REFUSED_LIST(CTR_CONN_REFUSED_ENUM)
+#undef CTR_CONN_REFUSED_ENUM
+	CTR_CONN_REFUSED__COUNT
+};
+
 /* A rollout controller's judgement of one interval (rollout.c). */
 #define CTR_ROLLOUT_VERDICT_LIST(X)                                                                                    \
 	X(PROMOTED, "promoted") X(COMPLETED, "completed") X(ROLLED_BACK, "rolled_back") X(HOLDING, "holding")           \
@@ -236,7 +246,8 @@ enum ctr_log_output {
 	X(RELOAD, "outcome", CTR_RELOAD__COUNT)                                                                        \
 	X(UPLOAD_LIMIT, "limit", CTR_UPLOAD__COUNT)                                                                    \
 	X(ROLLOUT_VERDICT, "verdict", CTR_VERDICT__COUNT)                                                              \
-	X(LOG_OUTPUT, "output", CTR_LOG_OUT__COUNT)
+	X(LOG_OUTPUT, "output", CTR_LOG_OUT__COUNT)                                                                    \
+	X(CONN_REFUSED, "reason", CTR_CONN_REFUSED__COUNT)
 enum ctr_lset {
 #define CTR_LSET_ENUM(sym, label, card) CTR_LSET_##sym,
 	CTR_LSET_LIST(CTR_LSET_ENUM)
@@ -343,7 +354,10 @@ enum ctr_kind { CTR_KIND_COUNTER, CTR_KIND_HISTOGRAM, CTR_KIND_GAUGE };
 	X(LISTENER_DURATION, "sluice_listener_request_duration_seconds", HISTOGRAM, NONE,                             \
 	  "Request duration, from the complete head to the end of the response, by listener")                         \
 	X(LISTENER_RECEIVED, "sluice_listener_received_bytes_total", COUNTER, NONE, "Request body bytes received")    \
-	X(LISTENER_SENT, "sluice_listener_sent_bytes_total", COUNTER, NONE, "Response bytes sent (head and body)")
+	X(LISTENER_SENT, "sluice_listener_sent_bytes_total", COUNTER, NONE, "Response bytes sent (head and body)")    \
+	X(LISTENER_CONNS_REFUSED, "sluice_listener_connections_refused_total", COUNTER, CONN_REFUSED,                 \
+	  "Client connections closed at accept, before anything was read, by listener and reason "                    \
+	  "(per_client_limit: the address held limits.max_connections_per_client)")
 
 #define CTR_ROUTE_FAMILIES(X)                                                                                          \
 	X(ROUTE_REQUESTS, "sluice_route_requests_total", COUNTER, STATUS_CLASS, "Requests ended, by route and status class") \

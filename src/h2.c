@@ -1326,6 +1326,7 @@ static void session_free(struct h2_session *s)
 	if (s->next)
 		s->next->prev = s->prev;
 	snapshot_unref(s->snap);
+	worker_conn_hold_release(w, s->origin.ip);
 	free(s);
 	counters_connection(w->counters, CTR_PROTO_H2, false);
 	worker_conn_closed(w);
@@ -1414,6 +1415,7 @@ void h2_session_start(struct worker *w, struct snapshot *snap, size_t listener, 
 	CTR_GLOBAL_ADD(w->counters, H2_SESSIONS, 0, 1);
 	counters_connection(w->counters, CTR_PROTO_H2, true);
 	w->num_conns++;
+	worker_conn_hold_take(w, s->origin.ip);
 	const struct conf *c = s->snap->conf;
 	struct timeval send_tv = worker_timeval(w, c->limits.send_timeout);
 	bufferevent_setwatermark(bev, EV_WRITE, H2_OUT_HIGH / 2, 0);

@@ -20,6 +20,7 @@
 #include "conf.h"
 #include "conf_schema.h"
 #include "conf_secrets.h"
+#include "addrcount.h"
 #include "admin.h"
 #include "admin_http.h"
 #include "clock.h"
@@ -56,6 +57,7 @@ struct server {
 	atomic_uint workers_exited;
 	int stopping;
 	struct runtime *runtime;
+	struct addrcount_shared *conns_by_addr; /* server_conns_by_addr */
 	struct health *health;
 	struct admin *admin;
 	struct metrics *metrics;       /* NULL without admin.http */
@@ -79,6 +81,11 @@ struct server {
 struct runtime *server_runtime(struct server *srv)
 {
 	return srv->runtime;
+}
+
+struct addrcount_shared *server_conns_by_addr(struct server *srv)
+{
+	return srv->conns_by_addr;
 }
 
 static void print_errors(const struct conf_errors *errs, const char *path)
@@ -681,6 +688,7 @@ static void server_cleanup(struct server *srv, int **fds)
 		event_base_free(srv->base);
 	snapshot_unref(srv->snap);
 	runtime_free(srv->runtime);
+	addrcount_shared_free(srv->conns_by_addr);
 	pthread_mutex_destroy(&srv->reap_lock);
 	pthread_mutex_destroy(&srv->adopt_lock);
 	pthread_cond_destroy(&srv->adopt_cond);
@@ -772,7 +780,8 @@ int server_run(const char *config_path, bool upgrade)
 	}
 	/* runtime state first: the workers' pools bind to its entries by name */
 	srv.runtime = runtime_new();
-	if (!srv.runtime || runtime_sync(srv.runtime, c) != 0) {
+	srv.conns_by_addr = addrcount_shared_new();
+	if (!srv.runtime || !srv.conns_by_addr || runtime_sync(srv.runtime, c) != 0) {
 		log_msg(LOG_ERROR, "out of memory building the runtime state");
 		server_cleanup(&srv, NULL);
 		return 1;

@@ -14,6 +14,7 @@
 struct server;
 struct conf_errors;
 struct runtime;
+struct addrcount_shared;
 
 /* Run until SIGTERM/SIGINT. Returns the process exit status. upgrade: take
  * the listening sockets of the sluice running on the config's admin.socket,
@@ -24,6 +25,10 @@ int server_run(const char *config_path, bool upgrade);
 /* The runtime state table (runtime.h) of the running process: pools'
  * entries exist for the current snapshot before any worker is built. */
 struct runtime *server_runtime(struct server *srv);
+/* Open client connections per client address, for the whole process
+ * (addrcount.h; limits.max_connections_per_client): every worker counts in
+ * it; it outlives them and every reload. */
+struct addrcount_shared *server_conns_by_addr(struct server *srv);
 
 /* Called by a worker thread when its loop has ended. */
 void server_worker_exited(struct server *srv);

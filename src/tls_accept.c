@@ -46,6 +46,7 @@ struct tls_pending {
 	struct bufferevent *bev;
 	bool tls;
 	struct sockaddr_storage peer; /* AF_INET or AF_INET6; else only the family is set */
+	char ip[64]; /* peer's address as text ("" if none): what it counts under in w->conns_by_addr */
 	struct tls_pending *prev, *next;
 };
 
@@ -82,6 +83,7 @@ static void pending_close(struct tls_pending *p)
 	struct worker *w = p->w;
 	pending_unlink(p);
 	bufferevent_free(p->bev);
+	worker_conn_hold_release(w, p->ip);
 	free(p);
 	worker_conn_closed(w);
 }
@@ -91,6 +93,8 @@ static void pending_handoff(struct tls_pending *p, enum tls_proto proto)
 {
 	struct worker *w = p->w;
 	struct sockaddr_storage peer = p->peer; /* p is freed before the call */
+	char ip[sizeof(p->ip)];
+	memcpy(ip, p->ip, sizeof(ip));
 	struct snapshot *snap = p->snap;
 	snapshot_ref(snap); /* pending_unlink drops p's */
 	struct tls_handoff h = {
@@ -106,7 +110,9 @@ static void pending_handoff(struct tls_pending *p, enum tls_proto proto)
 	free(p);
 	w->num_conns--;
 	bufferevent_setcb(h.bev, NULL, NULL, NULL, NULL);
+	worker_conn_hold_offer(w); /* p's place in its address's count goes to what the dispatcher makes */
 	dispatch(w, &h);
+	worker_conn_hold_settle(w, ip);
 	snapshot_unref(snap);
 	if (w->draining && w->num_conns == 0)
 		event_base_loopexit(w->base, NULL);
@@ -202,6 +208,7 @@ static struct tls_pending *pending_new(struct worker *w, size_t listener, const 
 		memcpy(&p->peer, sa, sizeof(struct sockaddr_in6));
 	else
 		p->peer.ss_family = sa->sa_family;
+	peer_ip(&p->peer, p->ip, sizeof(p->ip));
 	return p;
 }
 
@@ -215,6 +222,7 @@ static void pending_link(struct tls_pending *p)
 		tw->pending->prev = p;
 	tw->pending = p;
 	p->w->num_conns++;
+	worker_conn_hold_take(p->w, p->ip);
 }
 
 /* The socket is already non-blocking: the worker accepts with SOCK_NONBLOCK. */
@@ -327,6 +335,7 @@ void tls_worker_free(struct worker *w)
 		struct tls_pending *p = tw->pending;
 		pending_unlink(p);
 		bufferevent_free(p->bev);
+		worker_conn_hold_release(w, p->ip);
 		free(p);
 	}
 	tls_io_worker_end(&tw->io);

@@ -9,7 +9,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "addrcount.h"
 #include "client.h"
+#include "clock.h"
 #include "conf_schema.h"
 #include "counters.h"
 #include "h2.h"
@@ -68,6 +70,53 @@ static void worker_dispatch(struct worker *w, const struct tls_handoff *h)
 
 static void worker_accept_failed(struct worker *w, int err);
 
+/* A connection closed at accept because its client holds
+ * max_connections_per_client: counted, and logged at most once a second
+ * (a flood would otherwise be a flood of log lines too). */
+static void worker_conn_refused(struct worker *w, const struct conf_listener *cl, size_t listener_index,
+                                const char *ip)
+{
+	const struct snapshot *s = w->snap;
+	if (w->counters && s->counters)
+		CTR_ADD(w->counters, s->counters, LISTENER, listener_index, LISTENER_CONNS_REFUSED,
+		        CTR_CONN_REFUSED_PER_CLIENT_LIMIT, 1);
+	uint64_t now = clock_mono_us();
+	if (w->conn_refused_logged_us && clock_elapsed_us(w->conn_refused_logged_us, now) < 1000000) {
+		w->conn_refused_unlogged++;
+		return;
+	}
+	char buf[ADDRCOUNT_KEY_MAX];
+	const char *key = addrcount_client_key(ip, buf);
+	struct log_line line;
+	log_begin(&line, LOG_WARN, "connection refused: the client holds max_connections_per_client");
+	log_str(&line, "client_ip", ip);
+	if (key != ip)
+		log_str(&line, "counted_as", key);
+	log_str(&line, "listener", cl->name);
+	log_int(&line, "limit", cl->max_connections_per_client);
+	log_int(&line, "worker", w->id);
+	log_int(&line, "refused_unlogged", w->conn_refused_unlogged); /* since the last such line */
+	log_end(&line);
+	w->conn_refused_logged_us = now;
+	w->conn_refused_unlogged = 0;
+}
+
+/* Admission by client address (limits.max_connections_per_client), in the
+ * process-wide table, so the cap holds however the kernel spreads
+ * connections over workers; the hold is offered to the object the accept
+ * path makes (worker_conn_hold_offer). False: closed here, before any read. */
+static bool worker_admit(struct worker *w, const struct conf_listener *cl, size_t listener_index, const char *ip)
+{
+	unsigned limit = cl->max_connections_per_client ? cl->max_connections_per_client : ADDRCOUNT_NO_LIMIT;
+	if (addrcount_shared_acquire(w->conns_by_addr, ip, limit))
+		return true;
+	if (limit != ADDRCOUNT_NO_LIMIT && addrcount_shared_get(w->conns_by_addr, ip) >= limit)
+		worker_conn_refused(w, cl, listener_index, ip);
+	else
+		log_msg(LOG_ERROR, "out of memory counting a client's connections: connection closed");
+	return false;
+}
+
 /* One accept4 per wakeup, as nginx does without multi_accept: libevent's
  * evconnlistener loops until accept fails with EAGAIN, a wasted system call
  * per wakeup when connections arrive one at a time (the listening socket
@@ -79,7 +128,8 @@ static void worker_accept_cb(evutil_socket_t lfd, short what, void *arg)
 	struct worker_listener *wl = arg;
 	struct worker *w = wl->w;
 	/* watched only while the current snapshot has it (worker_adopt) */
-	const struct conf_listener *cl = conf_listener_by_id(w->snap->conf, wl->id, NULL);
+	size_t listener_index;
+	const struct conf_listener *cl = conf_listener_by_id(w->snap->conf, wl->id, &listener_index);
 	struct sockaddr_storage ss;
 	socklen_t sslen = sizeof(ss);
 	int fd = accept4(lfd, (struct sockaddr *)&ss, &sslen, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -93,12 +143,24 @@ static void worker_accept_cb(evutil_socket_t lfd, short what, void *arg)
 		close(fd);
 		return;
 	}
+	struct client_origin o;
+	client_origin_from_sockaddr(&o, sa);
+	if (!worker_admit(w, cl, listener_index, o.ip)) {
+		/* a reset: a flood of refusals leaves no TIME_WAIT behind */
+		struct linger reset = {.l_onoff = 1, .l_linger = 0};
+		if (setsockopt(fd, SOL_SOCKET, SO_LINGER, &reset, sizeof(reset)) != 0)
+			log_msg(LOG_DEBUG, "SO_LINGER failed on a refused client socket");
+		close(fd);
+		return;
+	}
+	worker_conn_hold_offer(w);
 	if (cl->tls)
 		tls_accept(w, wl->id, fd, sa);
 	else if (cl->h2c)
 		tls_accept_h2c(w, wl->id, fd, sa);
 	else
 		client_accept(w, wl->id, fd, sa, salen);
+	worker_conn_hold_settle(w, o.ip);
 	if (w->num_conns >= w->max_conns && !w->accepting_paused) {
 		worker_set_accepting(w, false);
 		struct log_line line;
@@ -465,6 +527,7 @@ int worker_init(struct worker *w, struct server *srv, unsigned id, struct snapsh
 	w->command_fd = -1;
 	w->id = id;
 	w->server = srv;
+	w->conns_by_addr = server_conns_by_addr(srv);
 	w->max_conns = max_conns ? max_conns : 1;
 	if (pthread_mutex_init(&w->added_lock, NULL) != 0) {
 		log_msg(LOG_ERROR, "cannot create a worker's lock");
@@ -703,4 +766,30 @@ void worker_conn_closed(struct worker *w)
 	/* resume with some headroom so that accept does not flap at the limit */
 	if (w->accepting_paused && w->num_conns < w->max_conns - w->max_conns / 10)
 		worker_set_accepting(w, true);
+}
+
+void worker_conn_hold_offer(struct worker *w)
+{
+	w->conn_hold_offered = true;
+}
+
+void worker_conn_hold_settle(struct worker *w, const char *ip)
+{
+	if (w->conn_hold_offered) {
+		w->conn_hold_offered = false;
+		addrcount_shared_release(w->conns_by_addr, ip);
+	}
+}
+
+void worker_conn_hold_take(struct worker *w, const char *ip)
+{
+	if (w->conn_hold_offered)
+		w->conn_hold_offered = false;
+	else /* not made through an accept path or a hand-over (none today): counted all the same */
+		addrcount_shared_hold(w->conns_by_addr, ip);
+}
+
+void worker_conn_hold_release(struct worker *w, const char *ip)
+{
+	addrcount_shared_release(w->conns_by_addr, ip);
 }

@@ -33,6 +33,7 @@
 #include "io_types.h"
 
 struct server;
+struct addrcount_shared;
 struct snapshot;
 struct route_scratch;
 struct pool_set;
@@ -81,6 +82,13 @@ struct worker {
 	struct route_scratch *route_scratch;
 	void **module_state; /* per module */
 
+	/* open client connections per client address, the process's (the
+	 * server's, shared by every worker; addrcount.h): each connection holds
+	 * one of its address's from admission to close (worker_conn_hold_*) */
+	struct addrcount_shared *conns_by_addr;
+	bool conn_hold_offered; /* a hold waits for the connection object being made to take it */
+	uint64_t conn_refused_logged_us;  /* the last "connection refused" line (max_connections_per_client) */
+	unsigned conn_refused_unlogged;   /* refusals since, not logged */
 	struct client_conn *conns; /* every open client connection (doubly linked) */
 	struct client_worker *client; /* client.c's deadline queues and buffer pool */
 	unsigned num_conns;
@@ -165,5 +173,23 @@ uint64_t worker_random(struct worker *w);
 
 /* A client connection closed: lets the worker resume accepting or finish draining. */
 void worker_conn_closed(struct worker *w);
+
+/* Per-address connection counts (limits.max_connections_per_client): a
+ * connection's place in its address's count is taken when the worker admits
+ * it at accept and held, by whichever object carries the connection (a TLS
+ * handshake or h2c sniff, an HTTP/1 connection, an HTTP/2 session), until
+ * the last one is freed. Passed on, never given back and taken again, so the
+ * count neither dips (letting another worker admit one too many) nor doubles
+ * (refusing one too early). Worker thread. ip: the client's address as
+ * client_origin_from_sockaddr writes it. */
+/* Before calling what makes the next object (an accept path, the TLS
+ * dispatcher): the hold the caller has is offered to it. */
+void worker_conn_hold_offer(struct worker *w);
+/* After that call: an offer no object took is given back. */
+void worker_conn_hold_settle(struct worker *w, const char *ip);
+/* An object starts carrying a connection (where it counts in num_conns). */
+void worker_conn_hold_take(struct worker *w, const char *ip);
+/* It is freed without passing the connection on. */
+void worker_conn_hold_release(struct worker *w, const char *ip);
 
 #endif

@@ -1,6 +1,9 @@
 /* Unit tests for the small shared pieces: arena, reasons, JSON escaping,
- * time formatting, HTTP helpers, per-address counts. */
+ * time formatting, HTTP helpers, per-address counts (one owner's and the
+ * process-wide table, with real threads). */
 #include <check.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -177,6 +180,125 @@ START_TEST(addrcount_many_addresses_churn)
 }
 END_TEST
 
+/* The key a client address counts under: IPv4 as itself (also IPv4-mapped),
+ * IPv6 by /64, anything else as itself. */
+START_TEST(addrcount_client_keys)
+{
+	char buf[ADDRCOUNT_KEY_MAX];
+	const char *ip = "192.0.2.1";
+	ck_assert_ptr_eq(addrcount_client_key(ip, buf), ip);
+	ck_assert_str_eq(addrcount_client_key("::ffff:192.0.2.7", buf), "192.0.2.7");
+	ck_assert_str_eq(addrcount_client_key("2001:db8:1:2:aaaa:bbbb:cccc:dddd", buf), "2001:db8:1:2::/64");
+	ck_assert_str_eq(addrcount_client_key("2001:db8:1:2::1", buf), "2001:db8:1:2::/64");
+	ck_assert_str_eq(addrcount_client_key("2001:db8:1:3::1", buf), "2001:db8:1:3::/64");
+	ck_assert_str_eq(addrcount_client_key("::1", buf), "::/64");
+	ck_assert_str_eq(addrcount_client_key("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", buf), "ffff:ffff:ffff:ffff::/64");
+	ck_assert_str_eq(addrcount_client_key("", buf), "");
+	ck_assert_str_eq(addrcount_client_key("not:an:address", buf), "not:an:address");
+}
+END_TEST
+
+/* The process-wide table: a cap per key, a /64 counted as one, "" never
+ * counted, hold without a cap, release back to empty; a NULL table counts
+ * nothing. */
+START_TEST(addrcount_shared_caps_by_client_key)
+{
+	struct addrcount_shared *t = addrcount_shared_new();
+	ck_assert_ptr_nonnull(t);
+	ck_assert(addrcount_shared_acquire(t, "2001:db8::1", 2));
+	ck_assert(addrcount_shared_acquire(t, "2001:db8::ffff:2", 2)); /* the same /64 */
+	ck_assert(!addrcount_shared_acquire(t, "2001:db8::3", 2));
+	ck_assert(addrcount_shared_acquire(t, "2001:db8:0:1::1", 2)); /* the next /64 */
+	ck_assert_uint_eq(addrcount_shared_get(t, "2001:db8::9"), 2);
+	ck_assert(addrcount_shared_acquire(t, "192.0.2.1", 1));
+	ck_assert(!addrcount_shared_acquire(t, "::ffff:192.0.2.1", 1)); /* the same IPv4 client */
+	ck_assert(addrcount_shared_acquire(t, "192.0.2.2", 1));
+	ck_assert_uint_eq(addrcount_shared_size(t), 4);
+	/* a hold while one is held: no cap */
+	addrcount_shared_hold(t, "192.0.2.1");
+	ck_assert_uint_eq(addrcount_shared_get(t, "192.0.2.1"), 2);
+	/* no address: admitted, never counted */
+	ck_assert(addrcount_shared_acquire(t, "", 1));
+	ck_assert(addrcount_shared_acquire(t, "", 1));
+	addrcount_shared_release(t, "");
+	ck_assert_uint_eq(addrcount_shared_size(t), 4);
+	addrcount_shared_release(t, "192.0.2.1");
+	addrcount_shared_release(t, "::ffff:192.0.2.1");
+	addrcount_shared_release(t, "192.0.2.2");
+	addrcount_shared_release(t, "2001:db8::1");
+	addrcount_shared_release(t, "2001:db8::abcd"); /* any address of the /64 gives back its one */
+	addrcount_shared_release(t, "2001:db8:0:1::1");
+	ck_assert_uint_eq(addrcount_shared_size(t), 0);
+	ck_assert(addrcount_shared_acquire(t, "2001:db8::3", 2));
+	addrcount_shared_release(t, "2001:db8::3");
+	addrcount_shared_free(t);
+	ck_assert(addrcount_shared_acquire(NULL, "192.0.2.1", 1));
+	addrcount_shared_hold(NULL, "192.0.2.1");
+	addrcount_shared_release(NULL, "192.0.2.1");
+	ck_assert_uint_eq(addrcount_shared_get(NULL, "192.0.2.1"), 0);
+}
+END_TEST
+
+/* Workers on threads of their own: each takes and gives back connections
+ * of a few shared addresses under a cap, checking the cap from the table
+ * (a count above it is an admission the lock let through twice), and holds
+ * a second one now and then as a hand-over does. At the end every count is
+ * back to 0. */
+enum { SHARED_THREADS = 4, SHARED_ADDRS = 8, SHARED_CAP = 3 };
+static struct addrcount_shared *shared_table;
+static atomic_uint shared_over_cap;
+
+static void *shared_worker(void *arg)
+{
+	uint64_t x = 0x9E3779B97F4A7C15ull * (uintptr_t)arg + 1;
+	char addrs[SHARED_ADDRS][48];
+	for (unsigned i = 0; i < SHARED_ADDRS; i++) {
+		if (i % 2) /* any address of the /64: one key for every thread */
+			snprintf(addrs[i], sizeof(addrs[i]), "2001:db8:%u::%u", i, (unsigned)(uintptr_t)arg + 1);
+		else
+			snprintf(addrs[i], sizeof(addrs[i]), "198.51.100.%u", i);
+	}
+	unsigned held[SHARED_ADDRS] = {0};
+	for (int step = 0; step < 100000; step++) {
+		x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+		unsigned i = (unsigned)(x % SHARED_ADDRS);
+		if (((x >> 32) & 3) != 0 && held[i] < SHARED_CAP) {
+			if (addrcount_shared_acquire(shared_table, addrs[i], SHARED_CAP)) {
+				held[i]++;
+				if (addrcount_shared_get(shared_table, addrs[i]) > SHARED_CAP + SHARED_THREADS)
+					atomic_fetch_add(&shared_over_cap, 1);
+				if ((x >> 40) & 1) { /* a hand-over: the new object holds before the old gives back */
+					addrcount_shared_hold(shared_table, addrs[i]);
+					addrcount_shared_release(shared_table, addrs[i]);
+				}
+			}
+		} else if (held[i]) {
+			addrcount_shared_release(shared_table, addrs[i]);
+			held[i]--;
+		}
+	}
+	for (unsigned i = 0; i < SHARED_ADDRS; i++)
+		while (held[i]--)
+			addrcount_shared_release(shared_table, addrs[i]);
+	return NULL;
+}
+
+START_TEST(addrcount_shared_across_threads)
+{
+	shared_table = addrcount_shared_new();
+	ck_assert_ptr_nonnull(shared_table);
+	atomic_store(&shared_over_cap, 0);
+	pthread_t th[SHARED_THREADS];
+	for (uintptr_t i = 0; i < SHARED_THREADS; i++)
+		ck_assert_int_eq(pthread_create(&th[i], NULL, shared_worker, (void *)i), 0);
+	for (unsigned i = 0; i < SHARED_THREADS; i++)
+		ck_assert_int_eq(pthread_join(th[i], NULL), 0);
+	ck_assert_uint_eq(atomic_load(&shared_over_cap), 0);
+	ck_assert_uint_eq(addrcount_shared_size(shared_table), 0);
+	addrcount_shared_free(shared_table);
+}
+END_TEST
+
 static Suite *misc_suite(void)
 {
 	Suite *s = suite_create("misc");
@@ -190,6 +312,9 @@ static Suite *misc_suite(void)
 	tcase_add_test(tc, http_helpers);
 	tcase_add_test(tc, addrcount_caps_each_address);
 	tcase_add_test(tc, addrcount_many_addresses_churn);
+	tcase_add_test(tc, addrcount_client_keys);
+	tcase_add_test(tc, addrcount_shared_caps_by_client_key);
+	tcase_add_test(tc, addrcount_shared_across_threads);
 	suite_add_tcase(s, tc);
 	return s;
 }
