@@ -45,13 +45,11 @@ bool waf_parse_urlencoded(const char *s, size_t n, char *scratch, waf_visit_fn v
 	size_t w = 0;
 	*err = NULL;
 	for (size_t i = 0; i < n;) {
-		size_t end = i;
-		while (end < n && s[end] != '&')
-			end++;
+		const char *amp = memchr(s + i, '&', n - i);
+		size_t end = amp ? (size_t)(amp - s) : n;
 		if (end > i) {
-			size_t eq = i;
-			while (eq < end && s[eq] != '=')
-				eq++;
+			const char *eqp = memchr(s + i, '=', end - i);
+			size_t eq = eqp ? (size_t)(eqp - s) : end;
 			char *name = scratch + w;
 			memcpy(name, s + i, eq - i);
 			size_t nlen = waf_url_decode(name, eq - i);

@@ -1285,13 +1285,20 @@ struct memo {
  * same User-Agent, Accept and cookies with every request, and a value that
  * matched nothing under a policy matches nothing the next time (the
  * evaluation is a function of the policy, the kind, the name and the
- * bytes). Only a value evaluated in full is kept: no rule had matched yet
- * in its request (a rule that matched is not tried again), none matched on
- * it and no regex gave up. Direct-mapped; a slot holds name and value whole
- * (compared byte for byte, the hash only picks the slot). Arguments vary
- * from request to request and are not kept. */
+ * bytes). A header or cookie is kept as its name and value together (one
+ * look-up for both); argument names alone: they are the application's
+ * vocabulary, the same from one request to the next. Only what was
+ * evaluated in full is kept: no rule had
+ * matched yet in its request (a rule that matched is not tried again), none
+ * matched on it and no regex gave up. Direct-mapped; a slot holds name and
+ * value whole (compared byte for byte, the hash only picks the slot).
+ * Argument values, the path and the query vary from request to request and
+ * are not kept. */
 #define CLEAN_SLOTS 256
 #define CLEAN_MAX 240
+/* the kinds remembered: header and cookie name-and-value pairs (under the
+ * value's kind), argument names */
+#define CLEAN_KINDS (1u << WAF_TGT_HEADERS | 1u << WAF_TGT_COOKIES | 1u << WAF_TGT_ARGS_NAMES)
 struct clean {
 	uint64_t hash;
 	const struct waf_policy *pol;
@@ -1642,12 +1649,28 @@ static void run_other(struct waf_eval *ev, size_t ri, const char *s, size_t n, u
 	}
 }
 
-static bool has_pair(const char *s, size_t n, char a, const char *bs)
+/* Whether "--" occurs. */
+static bool has_dashes(const char *s, size_t n)
 {
-	for (const char *p = memchr(s, a, n); p && p + 1 < s + n; p = memchr(p + 1, a, (size_t)(s + n - p - 1)))
-		if (strchr(bs, p[1]) && p[1])
+	for (const char *p = memchr(s, '-', n); p && p + 1 < s + n; p = memchr(p + 1, '-', (size_t)(s + n - p - 1)))
+		if (p[1] == '-')
 			return true;
 	return false;
+}
+
+/* One pass over the spaces: whether one is followed by a space (*twice),
+ * and by a space, '/' or '(' (*before, what cmdline removes). */
+static void space_pairs(const char *s, size_t n, bool *twice, bool *before)
+{
+	*twice = *before = false;
+	for (const char *p = memchr(s, ' ', n); p && p + 1 < s + n; p = memchr(p + 1, ' ', (size_t)(s + n - p - 1))) {
+		if (p[1] == ' ') {
+			*twice = *before = true;
+			return;
+		}
+		if (p[1] == '/' || p[1] == '(')
+			*before = true;
+	}
 }
 
 static bool path_is_normal(const char *s, size_t n)
@@ -1687,16 +1710,18 @@ static unsigned raw_noops(const struct waf_ruleset *rs, const char *s, size_t n,
 		ok |= 1u << WAF_T_HTML_ENTITY;
 	if (!(m & c->upper))
 		ok |= 1u << WAF_T_LOWERCASE;
-	if ((need & (1u << WAF_T_COMPRESS_WS)) && !(m & c->ws_other) && (!(m & c->space) || !has_pair(s, n, ' ', " ")))
+	bool sp_twice = false, sp_before = false;
+	if ((m & c->space) && (need & ((1u << WAF_T_COMPRESS_WS) | (1u << WAF_T_CMDLINE))))
+		space_pairs(s, n, &sp_twice, &sp_before);
+	if ((need & (1u << WAF_T_COMPRESS_WS)) && !(m & c->ws_other) && !sp_twice)
 		ok |= 1u << WAF_T_COMPRESS_WS;
 	if ((need & (1u << WAF_T_REMOVE_COMMENTS)) && !(m & c->hash) && !((m & c->slash) && (m & c->star)) &&
-	    (!(m & c->dash) || !has_pair(s, n, '-', "-")))
+	    (!(m & c->dash) || !has_dashes(s, n)))
 		ok |= 1u << WAF_T_REMOVE_COMMENTS;
 	if ((need & (1u << WAF_T_NORMALIZE_PATH)) && !(m & c->backslash) &&
 	    (!(m & (c->slash | c->dot)) || path_is_normal(s, n)))
 		ok |= 1u << WAF_T_NORMALIZE_PATH;
-	if ((need & (1u << WAF_T_CMDLINE)) && !(m & (c->cmdline & ~c->upper)) &&
-	    (!(m & c->space) || !has_pair(s, n, ' ', " /(")))
+	if ((need & (1u << WAF_T_CMDLINE)) && !(m & (c->cmdline & ~c->upper)) && !sp_before)
 		*ci |= 1u << WAF_T_CMDLINE; /* it lower-cases, and does nothing else here */
 	if (!(m & c->upper))
 		ok |= *ci & (1u << WAF_T_CMDLINE);
@@ -1785,23 +1810,33 @@ static void memo_lits(struct waf_eval *ev, struct memo *mo)
  * automaton only on the value its chain changed; and of the non-phrase
  * rules only those whose necessary byte classes and literals occur
  * (bitsets of the plan), each on the value its chain gives. */
+/* Up to 8 bytes of p as a word (zero-filled). */
+static uint64_t load8(const char *p, size_t len)
+{
+	uint64_t w = 0;
+	if (len >= 8) {
+		memcpy(&w, p, 8);
+		return w;
+	}
+	for (size_t i = 0; i < len; i++)
+		w |= (uint64_t)(unsigned char)p[i] << (8 * i);
+	return w;
+}
+
+/* Picks a value's slot from a sample of its bytes (the start of the name,
+ * the start, middle and end of the value) and the lengths: the slot's bytes
+ * are compared whole, so the hash only has to spread the values a browser
+ * sends (a User-Agent or a session cookie that changes changes at its end). */
 static uint64_t clean_hash(int kind, const char *name, size_t nlen, const char *v, size_t n)
 {
-	uint64_t h = 0x9e3779b97f4a7c15ull * (uint64_t)(kind + 1) ^ (nlen << 32 | n);
-	for (int part = 0; part < 2; part++) {
-		const char *p = part ? v : name;
-		size_t len = part ? n : nlen, i = 0;
-		for (; i + 8 <= len; i += 8) {
-			uint64_t w;
-			memcpy(&w, p + i, 8);
-			h = (h ^ w) * 0xff51afd7ed558ccdull;
-			h ^= h >> 32;
-		}
-		uint64_t w = 0;
-		memcpy(&w, p + i, len - i);
-		h = (h ^ w ^ (uint64_t)part) * 0xc4ceb9fe1a85ec53ull;
-		h ^= h >> 29;
-	}
+	uint64_t h = 0x9e3779b97f4a7c15ull * (uint64_t)(kind + 1) ^ ((uint64_t)nlen << 32 | n);
+	uint64_t mid = n > 16 ? load8(v + n / 2 - 4, 8) : 0, last = n > 8 ? load8(v + n - 8, 8) : 0;
+	h = (h ^ load8(name, nlen)) * 0xff51afd7ed558ccdull;
+	h ^= h >> 32;
+	h = (h ^ load8(v, n)) * 0xc4ceb9fe1a85ec53ull;
+	h ^= h >> 29;
+	h = (h ^ mid ^ (last << 1 | last >> 63)) * 0xff51afd7ed558ccdull;
+	h ^= h >> 32;
 	return h;
 }
 
@@ -1809,7 +1844,7 @@ static struct clean *clean_slot(struct waf_eval *ev, enum waf_target kind, const
                                 const char *v, size_t n, uint64_t *hash, bool *hit)
 {
 	*hit = false;
-	if ((kind != WAF_TGT_HEADERS && kind != WAF_TGT_COOKIES) || ev->exhaustive || nlen + n > CLEAN_MAX)
+	if (!(CLEAN_KINDS & (1u << kind)) || ev->exhaustive || nlen + n > CLEAN_MAX)
 		return NULL;
 	*hash = clean_hash((int)kind, name, nlen, v, n);
 	struct clean *c = &ev->clean[*hash % CLEAN_SLOTS];
@@ -1821,30 +1856,49 @@ static struct clean *clean_slot(struct waf_eval *ev, enum waf_target kind, const
 static void inspect_value(struct waf_eval *ev, enum waf_target kind, const char *name, size_t nlen, const char *v,
                           size_t n);
 
-static void inspect(struct waf_eval *ev, enum waf_target kind, const char *name, size_t nlen, const char *v, size_t n)
+/* A value of kind `kind` (with its name), and first the name itself as a
+ * value of kind `names` when names is not WAF_TGT_COUNT (a header or a
+ * cookie: the pair is remembered as one, under `kind`). The slot is
+ * filled only when evaluated in full: nothing matched in the request so
+ * far (the counts only grow: nothing before it either), no regex gave up. */
+static void inspect_pair(struct waf_eval *ev, enum waf_target names, enum waf_target kind, const char *name,
+                         size_t nlen, const char *v, size_t n)
 {
+	bool do_names = names != WAF_TGT_COUNT;
+	if (do_names)
+		ev->seen[names] = true;
 	ev->seen[kind] = true;
-	if (ev->plan->kinds[kind].n == 0)
+	do_names = do_names && ev->plan->kinds[names].n != 0;
+	bool do_value = ev->plan->kinds[kind].n != 0;
+	if (!do_names && !do_value)
 		return;
 	if (!name)
 		nlen = 0;
+	/* a name inspected as the value (args_names) is keyed by its bytes once */
+	size_t klen = name == v ? 0 : nlen;
 	uint64_t hash = 0;
 	bool hit;
-	struct clean *c = clean_slot(ev, kind, name, nlen, v, n, &hash, &hit);
+	struct clean *c = clean_slot(ev, kind, name, klen, v, n, &hash, &hit);
 	if (hit)
 		return;
-	inspect_value(ev, kind, name, nlen, v, n);
-	/* kept only when evaluated in full: nothing matched in the request so
-	 * far (the counts only grow: nothing before it either), no regex gave up */
+	if (do_names)
+		inspect_value(ev, names, name, nlen, name, nlen);
+	if (do_value)
+		inspect_value(ev, kind, name, nlen, v, n);
 	if (c && ev->out->total_hits == 0 && ev->out->regex_limits == 0) {
 		c->hash = hash;
 		c->pol = ev->pol;
 		c->kind = (int)kind;
-		c->nlen = (uint16_t)nlen;
+		c->nlen = (uint16_t)klen;
 		c->vlen = (uint16_t)n;
-		memcpy(c->bytes, name, nlen);
-		memcpy(c->bytes + nlen, v, n);
+		memcpy(c->bytes, name, klen);
+		memcpy(c->bytes + klen, v, n);
 	}
+}
+
+static void inspect(struct waf_eval *ev, enum waf_target kind, const char *name, size_t nlen, const char *v, size_t n)
+{
+	inspect_pair(ev, WAF_TGT_COUNT, kind, name, nlen, v, n);
 }
 
 static void inspect_value(struct waf_eval *ev, enum waf_target kind, const char *name, size_t nlen, const char *v,
@@ -2025,16 +2079,14 @@ static void cookies(struct waf_eval *ev, const char *v, size_t n)
 		while (i < n && (v[i] == ' ' || v[i] == ';'))
 			i++;
 		size_t start = i;
-		while (i < n && v[i] != ';')
-			i++;
-		size_t eq = start;
-		while (eq < i && v[eq] != '=')
-			eq++;
+		const char *semi = memchr(v + i, ';', n - i);
+		i = semi ? (size_t)(semi - v) : n;
+		const char *eqp = memchr(v + start, '=', i - start);
+		size_t eq = eqp ? (size_t)(eqp - v) : i;
 		if (i > start) {
-			inspect(ev, WAF_TGT_COOKIES_NAMES, v + start, eq - start, v + start, eq - start);
 			const char *val = eq < i ? v + eq + 1 : v + i;
 			size_t vl = eq < i ? i - eq - 1 : 0;
-			inspect(ev, WAF_TGT_COOKIES, v + start, eq - start, val, vl);
+			inspect_pair(ev, WAF_TGT_COOKIES_NAMES, WAF_TGT_COOKIES, v + start, eq - start, val, vl);
 		}
 	}
 }
@@ -2089,16 +2141,15 @@ void waf_evaluate(struct waf_eval *ev, const struct waf_policy *pol, const struc
 	size_t ctlen = 0;
 	for (size_t i = 0; i < req->nheaders; i++) {
 		const struct waf_field *f = &req->headers[i];
-		if (name_eq(f->name, f->nlen, "cookie")) {
+		if (f->nlen == 6 && name_eq(f->name, f->nlen, "cookie")) {
 			cookies(ev, f->value, f->vlen);
 			continue;
 		}
-		if (name_eq(f->name, f->nlen, "content-type")) {
+		if (f->nlen == 12 && name_eq(f->name, f->nlen, "content-type")) {
 			ct = f->value;
 			ctlen = f->vlen;
 		}
-		inspect(ev, WAF_TGT_HEADERS_NAMES, f->name, f->nlen, f->name, f->nlen);
-		inspect(ev, WAF_TGT_HEADERS, f->name, f->nlen, f->value, f->vlen);
+		inspect_pair(ev, WAF_TGT_HEADERS_NAMES, WAF_TGT_HEADERS, f->name, f->nlen, f->value, f->vlen);
 	}
 	if (req->body && req->body_len > 0) {
 		enum waf_body_kind bk = ct ? waf_body_kind_of(ct, ctlen) : WAF_BODY_OTHER;

@@ -421,6 +421,34 @@ static size_t base64_run(const char *s, size_t n, char *out, const uint64_t *tab
 	size_t end = n;
 	while (end > 0 && (s[end - 1] == '=' || b64tab[u[end - 1]] == B64_WS))
 		end--;
+	if (!out) {
+		/* only the classes: validate and decode in one pass (nothing is written) */
+		unsigned acc = 0;
+		int bits = 0;
+		uint64_t m = 0;
+		size_t w = 0;
+		for (size_t i = 0; i < end; i++) {
+			unsigned char v = b64tab[u[i]];
+			if (v >= B64_WS) {
+				if (v == B64_BAD)
+					return SIZE_MAX;
+				continue;
+			}
+			digits++;
+			acc = (acc << 6) | v;
+			bits += 6;
+			if (bits >= 8) {
+				bits -= 8;
+				m |= tab[(acc >> bits) & 0xff];
+				w++;
+			}
+		}
+		if (digits < 2 || digits % 4 == 1)
+			return SIZE_MAX;
+		if (mask)
+			*mask |= m;
+		return w;
+	}
 	for (size_t i = 0; i < end; i++) {
 		unsigned char v = b64tab[u[i]];
 		if (v == B64_BAD)
@@ -429,10 +457,10 @@ static size_t base64_run(const char *s, size_t n, char *out, const uint64_t *tab
 	}
 	if (digits < 2 || digits % 4 == 1)
 		return SIZE_MAX;
+	/* valid: decoded in place (writes stay behind reads) */
 	size_t w = 0;
 	unsigned acc = 0;
 	int bits = 0;
-	uint64_t m = 0;
 	for (size_t i = 0; i < end; i++) {
 		unsigned char v = b64tab[u[i]];
 		if (v == B64_WS)
@@ -441,16 +469,9 @@ static size_t base64_run(const char *s, size_t n, char *out, const uint64_t *tab
 		bits += 6;
 		if (bits >= 8) {
 			bits -= 8;
-			unsigned char byte = (unsigned char)((acc >> bits) & 0xff);
-			if (out)
-				out[w] = (char)byte;
-			else
-				m |= tab[byte];
-			w++;
+			out[w++] = (char)((acc >> bits) & 0xff);
 		}
 	}
-	if (mask)
-		*mask |= m;
 	return w;
 }
 

@@ -183,6 +183,29 @@ def test_a_regex_that_gives_up_is_reported(tmp_path):
     assert "gave_up" not in lines[1] and "99001" in lines[1], lines[1]
 
 
+def test_remembered_names_never_hide_a_match(tmp_path):
+    # header, cookie and argument names found clean are remembered per
+    # evaluator too (keyed by the name's bytes); a name that matched is not,
+    # and a remembered name does not stand for the value beside it
+    sqli = urllib.parse.quote("' or 1=1--")
+    f = write_lines(tmp_path / "r.jsonl", [
+        {"path": "/?q=hello", "headers": {"Acunetix-Product": "x"}},
+        {"path": "/?q=hello", "headers": {"Acunetix-Product": "x"}},
+        {"path": "/?__proto__[x]=1"},
+        {"path": "/?__proto__[x]=1"},
+        {"path": "/?q=hello", "headers": {"X-Trace": "1", "Cookie": "theme=dark"}},
+        {"path": "/?q=" + sqli, "headers": {"X-Trace": "1", "Cookie": "theme=dark"}},
+        {"path": "/?q=hello", "headers": {"X-Trace": "1", "Cookie": "theme=" + sqli}},
+        {"path": "/?q=hello", "headers": {"X-Trace": "1", "Cookie": "theme=dark"}},
+    ])
+    lines = run_sluice(["waf", "test", "--rules", RULES, f]).stdout.splitlines()
+    assert [l.split()[1] for l in lines[:8]] == ["block", "block", "block", "block", "pass", "block", "block",
+                                                 "pass"], lines
+    assert "11002" in lines[1] and "17002" in lines[3], lines
+    fast, full = verdicts([f]), verdicts(["--exhaustive", f])
+    assert fast == full
+
+
 def test_clean_values_are_remembered_only_when_evaluated_in_full(tmp_path):
     # header and cookie values found clean are remembered per evaluator; a
     # value seen after a rule already matched in its request was not tried

@@ -1,6 +1,11 @@
 -- Path traversal, local and remote file inclusion.
+-- Not the raw "query": every byte of it but the '&' and '=' that separate
+-- arguments is in an argument's name or value, which are read (decoded once
+-- more) anyway; no match of these rules holds a '&' or '=', and a "/../"
+-- that path normalization would resolve across arguments is itself a match
+-- of 12001 in the argument that holds it (docs/waf.md, "Cost").
 local targets = { "args", "args_names", "cookies", "path", "files", "headers:referer", "headers:user-agent",
-  "headers:x-file", "query" }
+  "headers:x-file" }
 
 return {
   { id = 12001, paranoia = 1, severity = "critical",
