@@ -477,6 +477,9 @@ void lua_rt_push_handler(struct lua_rt *rt)
 	lua_pushcfunction(rt->L, rt_msgh);
 }
 
+static bool call_under(struct lua_rt *rt, int handler, bool keep_handler, int nargs, int nresults, char *err,
+                       size_t err_size);
+
 bool lua_rt_call(struct lua_rt *rt, int nargs, int nresults, char *err, size_t err_size)
 {
 	lua_State *L = rt->L;
@@ -489,7 +492,18 @@ bool lua_rt_call(struct lua_rt *rt, int nargs, int nresults, char *err, size_t e
 		lua_insert(L, fn);
 		fn++;
 	}
-	int handler = fn - 1;
+	return call_under(rt, fn - 1, false, nargs, nresults, err, err_size);
+}
+
+bool lua_rt_call_at(struct lua_rt *rt, int msgh, int nargs, int nresults, char *err, size_t err_size)
+{
+	return call_under(rt, msgh, true, nargs, nresults, err, err_size);
+}
+
+static bool call_under(struct lua_rt *rt, int handler, bool keep_handler, int nargs, int nresults, char *err,
+                       size_t err_size)
+{
+	lua_State *L = rt->L;
 	rt->in_call = true;
 	rt->out_of_memory = false;
 	rt->instr_left = (int64_t)rt->call_instructions;
@@ -508,7 +522,12 @@ bool lua_rt_call(struct lua_rt *rt, int nargs, int nresults, char *err, size_t e
 	rt->in_call = false;
 	rt->mem_limit = rt->state_limit;
 	rt->instr_left = INT64_MAX;
-	lua_remove(L, handler);
+	if (!keep_handler) { /* else it stays where the caller keeps it */
+		if (status == LUA_OK && nresults == 0)
+			lua_settop(L, handler - 1); /* the handler is all that is left */
+		else
+			lua_remove(L, handler);
+	}
 	if (status == LUA_OK)
 		return true;
 	if (status == LUA_ERRRUN && is_stop(L, -1)) {

@@ -93,6 +93,9 @@ bool lua_rt_load(struct lua_rt *rt, const char *name, const char *src, size_t le
  * arguments), which saves moving it under them; the call consumes it. */
 void lua_rt_push_handler(struct lua_rt *rt);
 bool lua_rt_call(struct lua_rt *rt, int nargs, int nresults, char *err, size_t err_size);
+/* The same with the message handler kept at stack index msgh (absolute,
+ * below the function) by a caller that calls often: it stays there. */
+bool lua_rt_call_at(struct lua_rt *rt, int msgh, int nargs, int nresults, char *err, size_t err_size);
 
 /* Pushes a new environment table for one script: its globals are its own,
  * reads fall through to the sandbox's globals. */

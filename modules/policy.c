@@ -26,6 +26,9 @@
 enum pol_phase { PH_ACCESS = CONF_POLICY_ACCESS, PH_RESPONSE = CONF_POLICY_RESPONSE, PH_LOG = CONF_POLICY_LOG };
 static const char *const phase_name[] = {"access", "response", "log"};
 
+/* The stack slots a state keeps between calls (gen_new). */
+enum { POL_SLOT_HANDLER = 1, POL_SLOT_R = 2 };
+
 /* Failure lines a worker writes per second at most (the rest are counted). */
 enum { POL_LOG_PER_SECOND = 20, POL_MAX_ARGS = 100, POL_NAME_MAX = 128 };
 /* The per-worker `cache`: entries and bytes (docs/policies.md). */
@@ -43,6 +46,7 @@ struct pol_gen {
 	int *config_ref;   /* per policy */
 	unsigned users;    /* requests that started on it */
 	struct pol_gen *next;
+	struct pol_name *names; /* POL_NAME_SLOTS */
 };
 
 struct pol_worker {
@@ -52,6 +56,21 @@ struct pol_worker {
 	uint64_t log_window_us;
 	unsigned logged;
 	uint64_t suppressed;
+};
+
+/* Header names the scripts pass, lowered and checked once per Lua state: a
+ * script names the same few headers in every request (string constants of
+ * its code). Direct-mapped by the Lua string's address; a slot holds a
+ * registry reference to its string, so the string lives while the slot
+ * does and an equal address is the same string. */
+enum { POL_NAME_SLOTS = 16 };
+struct pol_name {
+	const char *s; /* the Lua string's bytes; NULL: empty */
+	size_t len;
+	int ref;
+	bool token;       /* every byte a token character (a name that may be set) */
+	bool reserved[2]; /* set by the gateway: [0] in a response head, [1] in a request head */
+	char lower[POL_NAME_MAX];
 };
 
 /* A request's policy state, in its arena (r->policy). */
@@ -94,6 +113,7 @@ static void gen_free(struct pol_gen *g)
 	if (!g)
 		return;
 	lua_rt_free(g->rt);
+	free(g->names);
 	free(g->fn_ref);
 	free(g->config_ref);
 	free(g);
@@ -112,9 +132,10 @@ static struct pol_gen *gen_new(const struct snapshot *snap, struct lua_cache *ca
 	g->ps = ps;
 	g->fn_ref = calloc(ps->n * CONF_POLICY_PHASES + 1, sizeof *g->fn_ref);
 	g->config_ref = calloc(ps->n + 1, sizeof *g->config_ref);
+	g->names = calloc(POL_NAME_SLOTS, sizeof *g->names);
 	struct lua_rt_limits lim;
 	conf_policy_limits(ps, NULL, &lim);
-	if (!g->fn_ref || !g->config_ref || !(g->rt = lua_rt_new(&lim))) {
+	if (!g->fn_ref || !g->config_ref || !g->names || !(g->rt = lua_rt_new(&lim))) {
 		gen_free(g);
 		return NULL;
 	}
@@ -141,7 +162,11 @@ static struct pol_gen *gen_new(const struct snapshot *snap, struct lua_cache *ca
 		lua_pop(L, 1);
 		g->config_ref[i] = luaL_ref(L, LUA_REGISTRYINDEX);
 	}
+	/* kept at the bottom of the stack for every call: the message handler
+	 * (slot POL_SLOT_HANDLER) and the request object (POL_SLOT_R) */
 	lua_settop(L, 0);
+	lua_rt_push_handler(g->rt);
+	lua_rawgeti(L, LUA_REGISTRYINDEX, g->r_ref);
 	lua_gc(L, LUA_GCCOLLECT, 0);
 	return g;
 }
@@ -250,21 +275,23 @@ static const unsigned char name_char[256] = {
 	  0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,
 };
 
-static size_t lower_name(lua_State *L, int idx, char out[POL_NAME_MAX], bool check_token)
+static size_t lower_name(lua_State *L, int idx, char out[POL_NAME_MAX], bool check_token, bool *token)
 {
 	size_t n;
 	const char *s = luaL_checklstring(L, idx, &n);
 	if (n == 0 || n >= POL_NAME_MAX)
 		luaL_argerror(L, idx, "a header name of 1 to 127 characters");
-	unsigned char bad = 1;
+	bool valid = true;
 	for (size_t i = 0; i < n; i++) {
 		unsigned char c = name_char[(unsigned char)s[i]];
-		bad &= c != 0;
+		valid = valid && c != 0;
 		/* outside tokens (a lookup by any name): lower-case letters, keep the rest */
 		out[i] = c ? (char)c : s[i];
 	}
-	if (check_token && !bad)
+	if (check_token && !valid)
 		luaL_argerror(L, idx, "not a valid header name (letters, digits and !#$%&'*+-.^_`|~)");
+	if (token)
+		*token = valid;
 	out[n] = '\0';
 	return n;
 }
@@ -308,11 +335,38 @@ static bool reserved_header(const char *lower, bool request)
 	return request && strcmp(lower, "host") == 0;
 }
 
-/* The fields a headers object (push_headers_object) stands for. */
-static struct fields *headers_of(lua_State *L, bool write, bool *request)
+/* The header name at idx, lowered, from the state's slots (made on a miss):
+ * argument errors as lower_name's. */
+static const struct pol_name *name_at(lua_State *L, struct pol_gen *g, int idx)
 {
-	struct pol_call *call = call_of(L);
-	lua_Integer which = lua_tointeger(L, lua_upvalueindex(1));
+	size_t n;
+	const char *s = luaL_checklstring(L, idx, &n);
+	struct pol_name *e = &g->names[((uintptr_t)s >> 4) % POL_NAME_SLOTS];
+	if (e->s == s && e->len == n)
+		return e;
+	char lower[POL_NAME_MAX];
+	bool token;
+	lower_name(L, idx, lower, false, &token);
+	if (e->s) {
+		e->s = NULL;
+		luaL_unref(L, LUA_REGISTRYINDEX, e->ref);
+	}
+	lua_pushvalue(L, idx);
+	int ref = luaL_ref(L, LUA_REGISTRYINDEX); /* may raise (memory): the slot stays empty */
+	memcpy(e->lower, lower, n + 1);
+	e->len = n;
+	e->token = token;
+	e->reserved[0] = reserved_header(lower, false);
+	e->reserved[1] = reserved_header(lower, true);
+	e->ref = ref;
+	e->s = s;
+	return e;
+}
+
+/* The fields a headers method stands for: which 0 the request's, 1 the
+ * response's, -1 the current phase's (r:set_header and friends). */
+static struct fields *headers_of(lua_State *L, struct pol_call *call, int which, bool write, bool *request)
+{
 	if (which < 0) /* r:set_header and friends: the phase's own head */
 		which = call->phase == PH_RESPONSE ? 1 : 0;
 	*request = which == 0;
@@ -326,14 +380,14 @@ static struct fields *headers_of(lua_State *L, bool write, bool *request)
 	return call->resp;
 }
 
-static int h_get(lua_State *L)
+static int h_get_in(lua_State *L, int which)
 {
 	bool req;
-	struct fields *f = headers_of(L, false, &req);
-	char name[POL_NAME_MAX];
-	lower_name(L, 2, name, false);
+	struct pol_call *call = call_of(L);
+	struct fields *f = headers_of(L, call, which, false, &req);
+	const struct pol_name *name = name_at(L, call->q->gen, 2);
 	size_t n;
-	const char *v = fields_value(f, name, &n);
+	const char *v = fields_value(f, name->lower, &n);
 	if (v)
 		lua_pushlstring(L, v, n);
 	else
@@ -341,12 +395,12 @@ static int h_get(lua_State *L)
 	return 1;
 }
 
-static int h_get_all(lua_State *L)
+static int h_get_all_in(lua_State *L, int which)
 {
 	bool req;
-	struct fields *f = headers_of(L, false, &req);
+	struct fields *f = headers_of(L, call_of(L), which, false, &req);
 	char name[POL_NAME_MAX];
-	lower_name(L, 2, name, false);
+	lower_name(L, 2, name, false, NULL);
 	lua_newtable(L);
 	lua_Integer k = 0;
 	for (int i = fields_find(f, name, 0); i >= 0; i = fields_find(f, name, (size_t)i + 1)) {
@@ -356,58 +410,76 @@ static int h_get_all(lua_State *L)
 	return 1;
 }
 
-static struct fields *writable(lua_State *L, char name[POL_NAME_MAX], size_t *nlen)
+static struct fields *writable(lua_State *L, int which, const struct pol_name **name)
 {
 	bool req;
-	struct fields *f = headers_of(L, true, &req);
-	*nlen = lower_name(L, 2, name, true);
-	if (reserved_header(name, req))
-		luaL_error(L, "header \"%s\" is set by the gateway and cannot be changed by a policy", name);
+	struct pol_call *call = call_of(L);
+	struct fields *f = headers_of(L, call, which, true, &req);
+	*name = name_at(L, call->q->gen, 2);
+	if (!(*name)->token)
+		luaL_argerror(L, 2, "not a valid header name (letters, digits and !#$%&'*+-.^_`|~)");
+	if ((*name)->reserved[req])
+		luaL_error(L, "header \"%s\" is set by the gateway and cannot be changed by a policy", (*name)->lower);
 	return f;
 }
 
-static int h_set(lua_State *L)
+static int h_set_in(lua_State *L, int which)
 {
-	char name[POL_NAME_MAX];
-	size_t nlen, vlen;
-	struct fields *f = writable(L, name, &nlen);
+	const struct pol_name *name;
+	size_t vlen;
+	struct fields *f = writable(L, which, &name);
 	if (lua_isnil(L, 3)) {
-		fields_remove(f, name);
+		fields_remove_len(f, name->lower, name->len);
 		return 0;
 	}
 	const char *v = checked_value(L, 3, &vlen);
-	fields_remove(f, name);
-	add_copies(f, name, nlen, v, vlen);
+	fields_remove_len(f, name->lower, name->len);
+	add_copies(f, name->lower, name->len, v, vlen);
 	return 0;
 }
 
-static int h_add(lua_State *L)
+static int h_add_in(lua_State *L, int which)
 {
-	char name[POL_NAME_MAX];
-	size_t nlen, vlen;
-	struct fields *f = writable(L, name, &nlen);
+	const struct pol_name *name;
+	size_t vlen;
+	struct fields *f = writable(L, which, &name);
 	const char *v = checked_value(L, 3, &vlen);
-	add_copies(f, name, nlen, v, vlen);
+	add_copies(f, name->lower, name->len, v, vlen);
 	return 0;
 }
 
-static int h_remove(lua_State *L)
+static int h_remove_in(lua_State *L, int which)
 {
-	char name[POL_NAME_MAX];
-	size_t nlen;
-	struct fields *f = writable(L, name, &nlen);
-	lua_pushinteger(L, (lua_Integer)fields_remove(f, name));
+	const struct pol_name *name;
+	struct fields *f = writable(L, which, &name);
+	lua_pushinteger(L, (lua_Integer)fields_remove_len(f, name->lower, name->len));
 	return 1;
 }
+
+/* The methods of each head, without an upvalue to read per call: _req the
+ * request's, _resp the response's, _phase the current phase's. */
+#define HEADER_READERS(SUFFIX, WHICH)                                                                             \
+	static int h_get##SUFFIX(lua_State *L) { return h_get_in(L, WHICH); }                                     \
+	static int h_get_all##SUFFIX(lua_State *L) { return h_get_all_in(L, WHICH); }
+#define HEADER_WRITERS(SUFFIX, WHICH)                                                                             \
+	static int h_set##SUFFIX(lua_State *L) { return h_set_in(L, WHICH); }                                     \
+	static int h_add##SUFFIX(lua_State *L) { return h_add_in(L, WHICH); }                                     \
+	static int h_remove##SUFFIX(lua_State *L) { return h_remove_in(L, WHICH); }
+HEADER_READERS(_req, 0)
+HEADER_READERS(_resp, 1)
+HEADER_WRITERS(_req, 0)
+HEADER_WRITERS(_resp, 1)
+HEADER_WRITERS(_phase, -1)
+#undef HEADER_READERS
+#undef HEADER_WRITERS
 
 /* r:header(name): the request's first field of that name, or nil. */
 static int r_header(lua_State *L)
 {
 	struct pol_call *call = call_of(L);
-	char name[POL_NAME_MAX];
-	lower_name(L, 2, name, false);
+	const struct pol_name *name = name_at(L, call->q->gen, 2);
 	size_t n;
-	const char *v = fields_value(&call->r->headers, name, &n);
+	const char *v = fields_value(&call->r->headers, name->lower, &n);
 	if (v)
 		lua_pushlstring(L, v, n);
 	else
@@ -534,7 +606,7 @@ static int r_respond(lua_State *L)
 				return luaL_error(L, "r:respond: header names must be strings");
 			char name[POL_NAME_MAX];
 			lua_pushvalue(L, -2);
-			lower_name(L, lua_gettop(L), name, true);
+			lower_name(L, lua_gettop(L), name, true, NULL);
 			lua_pop(L, 1);
 			if (reserved_header(name, false))
 				return luaL_error(L, "r:respond: header \"%s\" is set by the gateway", name);
@@ -585,7 +657,7 @@ static int r_set_limit_key(lua_State *L)
 	struct pol_call *call = call_of(L);
 	need_access(L, call, "r:set_limit_key");
 	char name[POL_NAME_MAX];
-	lower_name(L, 2, name, false);
+	lower_name(L, 2, name, false, NULL);
 	const char *v = luaL_checkstring(L, 3);
 	struct request *r = call->r;
 	fields_ready(&r->policy_keys, r);
@@ -752,16 +824,19 @@ static int locked_newindex(lua_State *L)
 	return luaL_error(L, "a headers object is read-only (use its set, add and remove)");
 }
 
-/* A headers object: a table of closures whose upvalue says which fields
- * (0: the request's, 1: the response's), so a call needs no type check. */
+/* A headers object: a table of functions that each know which fields they
+ * stand for (0: the request's, 1: the response's), so a call needs no type
+ * check. */
 static int push_headers_object(lua_State *L, int which)
 {
-	static const luaL_Reg header_methods[] = {
-	    {"get", h_get}, {"get_all", h_get_all}, {"set", h_set}, {"add", h_add}, {"remove", h_remove}, {NULL, NULL},
+	static const luaL_Reg methods[2][6] = {
+	    {{"get", h_get_req}, {"get_all", h_get_all_req}, {"set", h_set_req}, {"add", h_add_req},
+	     {"remove", h_remove_req}, {NULL, NULL}},
+	    {{"get", h_get_resp}, {"get_all", h_get_all_resp}, {"set", h_set_resp}, {"add", h_add_resp},
+	     {"remove", h_remove_resp}, {NULL, NULL}},
 	};
 	lua_createtable(L, 0, 5);
-	lua_pushinteger(L, which);
-	luaL_setfuncs(L, header_methods, 1);
+	luaL_setfuncs(L, methods[which], 0);
 	lua_createtable(L, 0, 2);
 	lua_pushcfunction(L, locked_newindex);
 	lua_setfield(L, -2, "__newindex");
@@ -784,18 +859,15 @@ static void push_request_objects(struct pol_gen *g)
 	/* shorthands on r for the head of the current phase: the request's in
 	 * access and log, the response's in response */
 	static const luaL_Reg phase_header_methods[] = {
-	    {"set_header", h_set}, {"add_header", h_add}, {"remove_header", h_remove}, {NULL, NULL},
+	    {"set_header", h_set_phase}, {"add_header", h_add_phase}, {"remove_header", h_remove_phase},
+	    {"resp_header", h_get_resp}, {NULL, NULL},
 	};
 	lua_State *L = g->rt->L;
 	g->headers_ref[0] = push_headers_object(L, 0);
 	g->headers_ref[1] = push_headers_object(L, 1);
 	lua_createtable(L, 0, 16);
 	luaL_setfuncs(L, methods, 0);
-	lua_pushinteger(L, -1);
-	luaL_setfuncs(L, phase_header_methods, 1);
-	lua_pushinteger(L, 1);
-	lua_pushcclosure(L, h_get, 1);
-	lua_setfield(L, -2, "resp_header");
+	luaL_setfuncs(L, phase_header_methods, 0);
 	lua_rawgeti(L, LUA_REGISTRYINDEX, g->headers_ref[0]);
 	lua_setfield(L, -2, "req_headers");
 	lua_createtable(L, 0, 4);
@@ -869,14 +941,13 @@ static bool run_phase(struct pol_worker *ws, struct pol_call *call)
 		return true;
 	struct lua_rt *rt = g->rt;
 	lua_State *L = rt->L;
-	lua_rt_push_handler(rt);
 	lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
-	lua_rawgeti(L, LUA_REGISTRYINDEX, g->r_ref);
+	lua_pushvalue(L, POL_SLOT_R);
 	rt->user = call;
 	rt->call_instructions = call->p->instructions;
 	rt->call_memory = (size_t)call->p->memory;
 	char err[512];
-	bool ok = lua_rt_call(rt, 1, 0, err, sizeof err);
+	bool ok = lua_rt_call_at(rt, POL_SLOT_HANDLER, 1, 0, err, sizeof err);
 	rt->user = NULL;
 	if (!ok)
 		note_failure(ws, call, rt, err, call->phase == PH_ACCESS && call->p->on_error_deny);

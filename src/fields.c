@@ -95,9 +95,14 @@ void fields_add_u64(struct fields *f, const char *name, uint64_t value)
 
 size_t fields_remove(struct fields *f, const char *lower_name)
 {
+	return fields_remove_len(f, lower_name, strlen(lower_name));
+}
+
+size_t fields_remove_len(struct fields *f, const char *lower_name, size_t len)
+{
 	size_t kept = 0, removed = 0;
 	for (size_t i = 0; i < f->n; i++) {
-		if (http_name_is(&f->v[i], lower_name)) {
+		if (f->v[i].name_len == len && strncasecmp(f->v[i].name, lower_name, len) == 0) {
 			removed++;
 			continue;
 		}

@@ -68,6 +68,8 @@ void fields_add_line(struct fields *f, const char *line, size_t len);
 void fields_add_u64(struct fields *f, const char *name, uint64_t value);
 /* Remove every field named lower_name; returns how many. */
 size_t fields_remove(struct fields *f, const char *lower_name);
+/* The same for a name whose length is known. */
+size_t fields_remove_len(struct fields *f, const char *lower_name, size_t len);
 /* Replace every field named lower_name by one with value (both copied). */
 void fields_set(struct fields *f, const char *lower_name, const char *value);
 /* Append all of src (views: src's bytes must live as long). */

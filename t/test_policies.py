@@ -673,6 +673,42 @@ def test_phase_header_shorthands(tmp_path, sluice, upstreams):
     assert resp.header("x-resp") == "application/json" and resp.header("x-upstream") is None
 
 
+def test_header_names_are_checked_whatever_the_state_remembers(tmp_path, sluice, upstreams):
+    # header names are lowered and checked once per Lua state and remembered
+    # by string: many names (more than it keeps), names made at run time,
+    # and a refused name used again must all behave as the first time
+    src = """
+    return {
+      access = function(r)
+        for i = 1, 40 do
+          r.req_headers:set("X-N" .. i, tostring(i))
+        end
+        for i = 1, 40, 13 do
+          r.req_headers:set("x-back" .. i, r.req_headers:get("X-n" .. i) or "missing")
+        end
+        r:remove_header("x-n2")
+        local what = r:header("x-try")
+        if what == "name" then r.req_headers:set("bad name", "v") end
+        if what == "host" then r.req_headers:set("HOST", "evil.test") end
+      end,
+    }
+    """
+    gw = policy_gw(tmp_path, sluice, upstreams, {"n": src}, ["n"])
+    with RawConn(gw.port) as c:
+        for _ in range(3):
+            body = echo(c.request("GET", "/"))
+            assert upstream_header(body, "x-n1") == ["1"] and upstream_header(body, "x-n40") == ["40"]
+            assert upstream_header(body, "x-n2") == []
+            assert [upstream_header(body, "x-back%d" % i) for i in (1, 14, 27, 40)] == [["1"], ["14"], ["27"], ["40"]]
+            for what in ("name", "host", "name"):
+                body = echo(c.request("GET", "/", headers=[("X-Try", what)]))  # on_error = pass
+                assert upstream_header(body, "host") != ["evil.test"]
+    fails = [e for e in gw.log_entries() if e.get("msg") == "policy failed"]
+    assert len(fails) == 9, fails
+    assert sum("not a valid header name" in e["error"] for e in fails) == 6, fails
+    assert sum("set by the gateway" in e["error"] for e in fails) == 3, fails
+
+
 def test_policy_reads_the_request_body_when_it_asks(tmp_path, sluice, upstreams):
     """body = "1k" on a policy: routes using it read up to 1 KiB of the body before the access
     phase (routes[N].request_buffering); r.body holds it, decoded, and r.body_complete says
