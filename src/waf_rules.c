@@ -1290,8 +1290,11 @@ struct memo {
  * vocabulary, the same from one request to the next. Only what was
  * evaluated in full is kept: no rule had
  * matched yet in its request (a rule that matched is not tried again), none
- * matched on it and no regex gave up. Direct-mapped; a slot holds name and
- * value whole (compared byte for byte, the hash only picks the slot).
+ * matched on it and no regex gave up. Two ways per set (a browser's dozen
+ * values in a direct-mapped table collide a third of the time, and two
+ * that share a slot would push each other out on every request), the one
+ * used less recently replaced; a slot holds name and value whole (compared
+ * byte for byte, the hash only picks the set).
  * Argument values, the path and the query vary from request to request and
  * are not kept. */
 #define CLEAN_SLOTS 256
@@ -1304,6 +1307,7 @@ struct clean {
 	const struct waf_policy *pol;
 	int kind; /* -1: empty */
 	uint16_t nlen, vlen;
+	bool recent; /* used after the other way of its set */
 	char bytes[CLEAN_MAX]; /* the name, then the value */
 };
 
@@ -1426,6 +1430,15 @@ void waf_eval_free(struct waf_eval *ev)
 	free(ev->matched);
 	plan_free(ev->own_plan);
 	free(ev);
+}
+
+/* Zeroes a bitset of n words: one store for the usual one word. */
+static inline void zero_words(uint64_t *w, size_t n)
+{
+	if (n == 1)
+		w[0] = 0;
+	else
+		memset(w, 0, n * sizeof(*w));
 }
 
 static bool grow(char **p, size_t *cap, size_t need)
@@ -1796,7 +1809,7 @@ static void memo_lits(struct waf_eval *ev, struct memo *mo)
 {
 	if (mo->lits_done)
 		return;
-	memset(mo->lits, 0, ev->nwords * sizeof(uint64_t));
+	zero_words(mo->lits, ev->nwords);
 	ev->lit_into = mo->lits;
 	ev->cur_mode = SCAN_LITS;
 	waf_ac_search(ev->rs->uac, mo->buf, mo->len, on_phrase, ev);
@@ -1810,7 +1823,8 @@ static void memo_lits(struct waf_eval *ev, struct memo *mo)
  * automaton only on the value its chain changed; and of the non-phrase
  * rules only those whose necessary byte classes and literals occur
  * (bitsets of the plan), each on the value its chain gives. */
-/* Up to 8 bytes of p as a word (zero-filled). */
+/* The first 8 bytes of p as a word; of a shorter p, its first, middle and
+ * last bytes (a sample is all the hash needs). */
 static uint64_t load8(const char *p, size_t len)
 {
 	uint64_t w = 0;
@@ -1818,9 +1832,10 @@ static uint64_t load8(const char *p, size_t len)
 		memcpy(&w, p, 8);
 		return w;
 	}
-	for (size_t i = 0; i < len; i++)
-		w |= (uint64_t)(unsigned char)p[i] << (8 * i);
-	return w;
+	if (len == 0)
+		return 0;
+	const unsigned char *u = (const unsigned char *)p;
+	return (uint64_t)u[0] | (uint64_t)u[len / 2] << 8 | (uint64_t)u[len - 1] << 16;
 }
 
 /* Picks a value's slot from a sample of its bytes (the start of the name,
@@ -1847,10 +1862,20 @@ static struct clean *clean_slot(struct waf_eval *ev, enum waf_target kind, const
 	if (!(CLEAN_KINDS & (1u << kind)) || ev->exhaustive || nlen + n > CLEAN_MAX)
 		return NULL;
 	*hash = clean_hash((int)kind, name, nlen, v, n);
-	struct clean *c = &ev->clean[*hash % CLEAN_SLOTS];
-	*hit = c->kind == (int)kind && c->hash == *hash && c->pol == ev->pol && c->nlen == nlen && c->vlen == n &&
-	       memcmp(c->bytes, name, nlen) == 0 && memcmp(c->bytes + nlen, v, n) == 0;
-	return c;
+	struct clean *set = &ev->clean[(*hash % (CLEAN_SLOTS / 2)) * 2];
+	for (int w = 0; w < 2; w++) {
+		struct clean *c = &set[w];
+		if (c->kind == (int)kind && c->hash == *hash && c->pol == ev->pol && c->nlen == nlen && c->vlen == n &&
+		    memcmp(c->bytes, name, nlen) == 0 && memcmp(c->bytes + nlen, v, n) == 0) {
+			*hit = true;
+			c->recent = true;
+			set[1 - w].recent = false;
+			return c;
+		}
+	}
+	/* the slot a clean value would take: an empty one, else the older */
+	int w = set[0].kind < 0 ? 0 : set[1].kind < 0 ? 1 : set[0].recent ? 1 : 0;
+	return &set[w];
 }
 
 static void inspect_value(struct waf_eval *ev, enum waf_target kind, const char *name, size_t nlen, const char *v,
@@ -1893,6 +1918,10 @@ static void inspect_pair(struct waf_eval *ev, enum waf_target names, enum waf_ta
 		c->vlen = (uint16_t)n;
 		memcpy(c->bytes, name, klen);
 		memcpy(c->bytes + klen, v, n);
+		/* now the newer of its set */
+		struct clean *set = &ev->clean[(size_t)(c - ev->clean) & ~(size_t)1];
+		set[0].recent = c == &set[0];
+		set[1].recent = c == &set[1];
 	}
 }
 
@@ -1940,8 +1969,7 @@ static void inspect_value(struct waf_eval *ev, enum waf_target kind, const char 
 	ev->raw_sqli = ev->raw_xss = ev->b64 = -1;
 	ev->nmemo = 0;
 	size_t nw = pk->nw;
-	for (size_t w = 0; w < nw; w++)
-		ev->lit_raw[w] = 0;
+	zero_words(ev->lit_raw, nw);
 	if ((pk->phrases || pk->any_lits) && rs->uac) {
 		ev->lit_into = ev->lit_raw;
 		ev->cur = v;
@@ -1951,14 +1979,12 @@ static void inspect_value(struct waf_eval *ev, enum waf_target kind, const char 
 		ev->lit_into = NULL;
 	}
 	uint64_t *nonid = ev->nonid, *cand = ev->cand;
-	for (size_t w = 0; w < nw; w++)
-		nonid[w] = 0;
+	zero_words(nonid, nw);
 	if (pk->tset & ~ev->noops_ci) {
 		/* groups whose chain changes the value: their phrases are looked
 		 * for in what the chain makes of it, one scan per distinct result */
 		size_t enw = pk->enw;
-		for (size_t w = 0; w < enw; w++)
-			ev->ents[w] = 0;
+		zero_words(ev->ents, enw);
 		for (unsigned t = pk->tset & ~ev->noops_ci; t; t &= t - 1)
 			for (size_t w = 0; w < enw; w++)
 				ev->ents[w] |= pk->with[(size_t)__builtin_ctz(t) * enw + w];
@@ -1985,7 +2011,7 @@ static void inspect_value(struct waf_eval *ev, enum waf_target kind, const char 
 			struct memo *mo = &ev->memo[q];
 			if (!mo->scan)
 				continue;
-			memset(mo->lits, 0, nw * sizeof(uint64_t));
+			zero_words(mo->lits, nw);
 			ev->lit_into = mo->lits;
 			ev->cur = mo->buf;
 			ev->curlen = mo->len;
@@ -2141,11 +2167,12 @@ void waf_evaluate(struct waf_eval *ev, const struct waf_policy *pol, const struc
 	size_t ctlen = 0;
 	for (size_t i = 0; i < req->nheaders; i++) {
 		const struct waf_field *f = &req->headers[i];
-		if (f->nlen == 6 && name_eq(f->name, f->nlen, "cookie")) {
+		char first = (char)(f->nlen ? f->name[0] | 0x20 : 0);
+		if (f->nlen == 6 && first == 'c' && name_eq(f->name, f->nlen, "cookie")) {
 			cookies(ev, f->value, f->vlen);
 			continue;
 		}
-		if (f->nlen == 12 && name_eq(f->name, f->nlen, "content-type")) {
+		if (f->nlen == 12 && first == 'c' && name_eq(f->name, f->nlen, "content-type")) {
 			ct = f->value;
 			ctlen = f->vlen;
 		}
