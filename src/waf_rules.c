@@ -1311,7 +1311,7 @@ struct clean {
 	char bytes[CLEAN_MAX]; /* the name, then the value */
 };
 
-#define NOOPS_MEMO 8
+#define NOOPS_MEMO 32 /* a request's few masks per kind, spread by a multiplicative hash */
 struct noops_memo {
 	bool valid;
 	uint64_t mask;
@@ -1927,7 +1927,13 @@ static void inspect_pair(struct waf_eval *ev, enum waf_target names, enum waf_ta
 
 static void inspect(struct waf_eval *ev, enum waf_target kind, const char *name, size_t nlen, const char *v, size_t n)
 {
-	inspect_pair(ev, WAF_TGT_COUNT, kind, name, nlen, v, n);
+	if (CLEAN_KINDS & (1u << kind)) {
+		inspect_pair(ev, WAF_TGT_COUNT, kind, name, nlen, v, n);
+		return;
+	}
+	ev->seen[kind] = true;
+	if (ev->plan->kinds[kind].n != 0)
+		inspect_value(ev, kind, name, name ? nlen : 0, v, n);
 }
 
 static void inspect_value(struct waf_eval *ev, enum waf_target kind, const char *name, size_t nlen, const char *v,
@@ -1954,7 +1960,7 @@ static void inspect_value(struct waf_eval *ev, enum waf_target kind, const char 
 	 * spaces, dashes, slashes, dots and other whitespace (pairs, segments,
 	 * ends); without them the class mask decides, and values of one
 	 * request mostly share a few masks */
-	struct noops_memo *nm = &ev->nm[(m ^ (m >> 29) ^ ev->need) % NOOPS_MEMO];
+	struct noops_memo *nm = &ev->nm[(size_t)(((m ^ ev->need) * 0x9e3779b97f4a7c15ull) >> 32) % NOOPS_MEMO];
 	if (!(m & rs->cm.by_content) && nm->valid && nm->mask == m && nm->need == ev->need) {
 		ev->noops = nm->noops;
 		ev->noops_ci = nm->noops_ci;
