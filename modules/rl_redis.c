@@ -21,10 +21,8 @@
 #define BACKOFF_MIN_US 100000u
 #define BACKOFF_MAX_US 2000000u
 #define CMD_KEY_MAX 384
-/* the +switch-master subscription is retried this often after it fails */
-#define SUB_RETRY_US 1000000u
 
-/* RESOLVING: asking a sentinel for the master; CONNECTING: connecting to
+/* RESOLVING: asking the sentinels for the master; CONNECTING: connecting to
  * the master (and, with sentinels, waiting for ROLE to say it is one) */
 enum conn_state { CONN_DOWN, CONN_RESOLVING, CONN_CONNECTING, CONN_READY };
 enum cmd_kind { CMD_TAKE, CMD_BEAT };
@@ -53,19 +51,9 @@ struct rl_redis {
 	struct rl_redis_config cfg;
 	char *host;
 	char *password;
-	/* Redis Sentinel (none: num_sentinels 0) */
-	struct rs_addr *sentinels;
-	size_t num_sentinels;
+	/* Redis Sentinel (redis_sentinel.h; NULL: one address) */
+	struct rs_finder *finder;
 	char *master_name;
-	char *sentinel_password;
-	redisAsyncContext *sac;   /* the sentinel being asked for the master */
-	size_t sentinel_next;     /* asked next (the last that answered is asked first) */
-	size_t sentinel_tries;    /* in this round */
-	char resolve_err[256];    /* why the last sentinel of this round failed */
-	redisAsyncContext *sub;   /* subscribed to +switch-master */
-	bool sub_ready;           /* its SUBSCRIBE was answered */
-	size_t sub_next;
-	struct event *sub_ev;     /* the subscription's connect deadline, then its retry */
 	struct rs_addr target;    /* the master connected to (or being connected to) */
 	char target_text[80];
 	rl_state_cb *state_cb;
@@ -94,7 +82,6 @@ static struct timeval us_to_tv(uint64_t us)
 }
 
 static void connect_now(struct rl_redis *r);
-static void sentinel_failed(struct rl_redis *r, const char *why);
 static void connect_master(struct rl_redis *r);
 
 static void pending_remove(struct rl_redis *r, struct rl_cmd *c)
@@ -157,8 +144,8 @@ static void fail_connection(struct rl_redis *r, const char *why)
 	r->ac = NULL;
 	/* a master that a sentinel named could not be reached or is none (ROLE):
 	 * that sentinel may be stale, so another one is asked first next time */
-	if (r->state == CONN_CONNECTING && r->num_sentinels)
-		r->sentinel_next = (r->sentinel_next + 1) % r->num_sentinels;
+	if (r->state == CONN_CONNECTING && r->finder)
+		rs_finder_stale(r->finder);
 	set_down(r, why);
 	if (ac) {
 		/* hiredis calls each pending callback with a NULL reply, which
@@ -198,10 +185,8 @@ static void connect_timeout_cb(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	struct rl_redis *r = arg;
-	if (r->state == CONN_RESOLVING)
-		sentinel_failed(r, "no answer within connect_timeout");
-	else if (r->state == CONN_CONNECTING)
-		fail_connection(r, r->num_sentinels ? "connect (or ROLE) timeout" : "connect timeout");
+	if (r->state == CONN_CONNECTING)
+		fail_connection(r, r->finder ? "connect (or ROLE) timeout" : "connect timeout");
 }
 
 static void reconnect_cb(evutil_socket_t fd, short what, void *arg)
@@ -301,9 +286,8 @@ static void became_ready(struct rl_redis *r)
 	evtimer_del(r->connect_timeout_ev);
 	r->state = CONN_READY;
 	r->backoff_us = 0;
-	r->sentinel_tries = 0;
 	struct rs_addr before;
-	if (r->num_sentinels && rs_master_note(&r->target, &before)) {
+	if (r->finder && rs_master_note(&r->target, &before)) {
 		/* the first worker of the process to reach a new master says so, once */
 		char from[80];
 		rs_addr_format(&before, from, sizeof from);
@@ -349,7 +333,7 @@ static void on_connect(const redisAsyncContext *ac, int status)
 		fail_connection(r, why);
 		return;
 	}
-	if (!r->num_sentinels)
+	if (!r->finder)
 		became_ready(r);
 	/* with sentinels: role_reply_cb decides */
 }
@@ -377,138 +361,25 @@ static void send_counted(struct rl_redis *r, redisAsyncContext *ac, redisCallbac
 		CTR_GLOBAL_ADD(r->counters, RL_REDIS_COMMANDS, 0, 1);
 }
 
-/* ---- asking the sentinels ---- */
+/* ---- the sentinels (rs_finder) ---- */
 
-static void drop_sentinel(struct rl_redis *r)
+/* A round of asking the sentinels ended. */
+static void master_found(void *arg, const struct rs_addr *m, const char *why)
 {
-	redisAsyncContext *ac = r->sac;
-	r->sac = NULL;
-	if (ac)
-		redisAsyncFree(ac); /* inside its own callback hiredis defers the free */
-}
-
-static void resolve_next(struct rl_redis *r);
-
-/* The sentinel being asked failed: the next one, or down after a whole round. */
-static void sentinel_failed(struct rl_redis *r, const char *why)
-{
-	const struct rs_addr *s = &r->sentinels[(r->sentinel_next + r->num_sentinels - 1) % r->num_sentinels];
-	char addr[80];
-	rs_addr_format(s, addr, sizeof addr);
-	snprintf(r->resolve_err, sizeof r->resolve_err, "sentinel %.60s: %.150s", addr, why);
-	drop_sentinel(r);
-	evtimer_del(r->connect_timeout_ev);
-	resolve_next(r);
-}
-
-static void sentinel_reply_cb(redisAsyncContext *ac, void *reply_v, void *privdata)
-{
-	struct rl_redis *r = privdata;
-	if (!reply_v || ac != r->sac)
-		return; /* a failed connection is handled by its disconnect callback */
-	char why[200];
-	struct rs_addr m;
-	if (!rs_parse_master_reply(reply_v, r->master_name, &m, why, sizeof why)) {
-		sentinel_failed(r, why);
+	struct rl_redis *r = arg;
+	if (!m) {
+		set_down(r, why);
 		return;
 	}
-	/* this sentinel answered: it is asked first next time */
-	r->sentinel_next = (r->sentinel_next + r->num_sentinels - 1) % r->num_sentinels;
-	drop_sentinel(r);
-	evtimer_del(r->connect_timeout_ev);
-	r->target = m;
-	rs_addr_format(&m, r->target_text, sizeof r->target_text);
+	r->target = *m;
+	rs_addr_format(m, r->target_text, sizeof r->target_text);
 	connect_master(r);
 }
 
-static void sentinel_auth_cb(redisAsyncContext *ac, void *reply_v, void *privdata)
-{
-	struct rl_redis *r = privdata;
-	redisReply *reply = reply_v;
-	if (!reply || ac != r->sac || reply->type != REDIS_REPLY_ERROR)
-		return;
-	char why[160];
-	snprintf(why, sizeof why, "AUTH refused: %.120s", reply->str);
-	sentinel_failed(r, why);
-}
-
-static void sentinel_on_connect(const redisAsyncContext *ac, int status)
-{
-	struct rl_redis *r = ac->data;
-	if (!r || ac != r->sac || status == REDIS_OK)
-		return;
-	char why[160];
-	snprintf(why, sizeof why, "connect failed: %.120s", ac->errstr);
-	r->sac = NULL; /* hiredis frees it after this callback */
-	sentinel_failed(r, why);
-}
-
-static void sentinel_on_disconnect(const redisAsyncContext *ac, int status)
-{
-	struct rl_redis *r = ac->data;
-	if (!r || ac != r->sac)
-		return;
-	char why[160];
-	snprintf(why, sizeof why, "connection lost: %.120s", status == REDIS_OK ? "closed" : ac->errstr);
-	r->sac = NULL;
-	sentinel_failed(r, why);
-}
-
-static void resolve_next(struct rl_redis *r)
-{
-	while (r->sentinel_tries < r->num_sentinels) {
-		const struct rs_addr *s = &r->sentinels[r->sentinel_next];
-		r->sentinel_next = (r->sentinel_next + 1) % r->num_sentinels;
-		r->sentinel_tries++;
-		char addr[80];
-		rs_addr_format(s, addr, sizeof addr);
-		redisAsyncContext *ac = redisAsyncConnect(s->host, s->port);
-		if (!ac) {
-			set_down(r, "out of memory");
-			return;
-		}
-		if (ac->err || (ac->data = r, redisLibeventAttach(ac, r->base) != REDIS_OK)) {
-			snprintf(r->resolve_err, sizeof r->resolve_err, "sentinel %s: connect failed: %.120s", addr,
-			         ac->err ? ac->errstr : "cannot attach to the event loop");
-			redisAsyncFree(ac);
-			continue;
-		}
-		r->sac = ac;
-		r->state = CONN_RESOLVING;
-		redisAsyncSetConnectCallback(ac, sentinel_on_connect);
-		redisAsyncSetDisconnectCallback(ac, sentinel_on_disconnect);
-		struct timeval tv = us_to_tv(r->cfg.connect_timeout_us);
-		evtimer_add(r->connect_timeout_ev, &tv);
-		const char *auth[2] = {"AUTH", r->sentinel_password};
-		if (r->sentinel_password)
-			send_counted(r, ac, sentinel_auth_cb, 2, auth);
-		const char *ask[3] = {"SENTINEL", "get-master-addr-by-name", r->master_name};
-		send_counted(r, ac, sentinel_reply_cb, 3, ask);
-		return;
-	}
-	char why[400];
-	snprintf(why, sizeof why, "no sentinel gave the master of %.60s (%zu asked; last: %.200s)", r->master_name,
-	         r->num_sentinels, r->resolve_err);
-	r->sentinel_tries = 0;
-	set_down(r, why);
-}
-
-/* ---- the +switch-master subscription ---- */
-
-static void sub_drop(struct rl_redis *r)
-{
-	redisAsyncContext *ac = r->sub;
-	r->sub = NULL;
-	r->sub_ready = false;
-	if (ac)
-		redisAsyncFree(ac);
-	struct timeval tv = us_to_tv(SUB_RETRY_US);
-	evtimer_add(r->sub_ev, &tv);
-}
-
 /* The sentinels moved the master: leave the old one now, connect to the new one at once. */
-static void follow_switch(struct rl_redis *r, const struct rs_addr *to)
+static void follow_switch(void *arg, const struct rs_addr *to)
 {
+	struct rl_redis *r = arg;
 	if (r->state == CONN_READY && rs_addr_equal(&r->target, to))
 		return;
 	if (r->state == CONN_CONNECTING && rs_addr_equal(&r->target, to))
@@ -519,8 +390,8 @@ static void follow_switch(struct rl_redis *r, const struct rs_addr *to)
 	snprintf(msg, sizeof msg, "the sentinels switched the master to %s", addr);
 	if (r->ac) {
 		fail_connection(r, msg);
-	} else if (r->sac) {
-		drop_sentinel(r);
+	} else if (r->state == CONN_RESOLVING) {
+		rs_finder_cancel(r->finder);
 		set_down(r, msg);
 	} else if (r->state != CONN_DOWN) {
 		set_down(r, msg);
@@ -533,107 +404,15 @@ static void follow_switch(struct rl_redis *r, const struct rs_addr *to)
 	connect_master(r);
 }
 
-static void sub_msg_cb(redisAsyncContext *ac, void *reply_v, void *privdata)
-{
-	struct rl_redis *r = privdata;
-	redisReply *reply = reply_v;
-	if (!reply || ac != r->sub)
-		return;
-	if (reply->type == REDIS_REPLY_ERROR) {
-		sub_drop(r);
-		return;
-	}
-	if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 3 || reply->element[0]->type != REDIS_REPLY_STRING)
-		return;
-	const redisReply *kind = reply->element[0];
-	if (kind->len == 9 && memcmp(kind->str, "subscribe", 9) == 0) {
-		r->sub_ready = true;
-		evtimer_del(r->sub_ev);
-		return;
-	}
-	const redisReply *payload = reply->element[2];
-	struct rs_addr to;
-	if (kind->len == 7 && memcmp(kind->str, "message", 7) == 0 && payload->type == REDIS_REPLY_STRING &&
-	    rs_parse_switch_master(payload->str, payload->len, r->master_name, &to))
-		follow_switch(r, &to);
-}
-
-static void sub_auth_cb(redisAsyncContext *ac, void *reply_v, void *privdata)
-{
-	struct rl_redis *r = privdata;
-	redisReply *reply = reply_v;
-	if (reply && ac == r->sub && reply->type == REDIS_REPLY_ERROR)
-		sub_drop(r);
-}
-
-static void sub_on_connect(const redisAsyncContext *ac, int status)
-{
-	struct rl_redis *r = ac->data;
-	if (!r || ac != r->sub || status == REDIS_OK)
-		return;
-	r->sub = NULL; /* hiredis frees it */
-	sub_drop(r);
-}
-
-static void sub_on_disconnect(const redisAsyncContext *ac, int status)
-{
-	(void)status;
-	struct rl_redis *r = ac->data;
-	if (!r || ac != r->sub)
-		return;
-	r->sub = NULL;
-	sub_drop(r);
-}
-
-static void sub_connect(struct rl_redis *r)
-{
-	if (r->sub || !r->num_sentinels)
-		return;
-	const struct rs_addr *s = &r->sentinels[r->sub_next];
-	r->sub_next = (r->sub_next + 1) % r->num_sentinels;
-	redisAsyncContext *ac = redisAsyncConnect(s->host, s->port);
-	if (!ac || ac->err || (ac->data = r, redisLibeventAttach(ac, r->base) != REDIS_OK)) {
-		if (ac)
-			redisAsyncFree(ac);
-		sub_drop(r);
-		return;
-	}
-	r->sub = ac;
-	r->sub_ready = false;
-	redisAsyncSetConnectCallback(ac, sub_on_connect);
-	redisAsyncSetDisconnectCallback(ac, sub_on_disconnect);
-	const char *auth[2] = {"AUTH", r->sentinel_password};
-	if (r->sentinel_password)
-		send_counted(r, ac, sub_auth_cb, 2, auth);
-	const char *sub[2] = {"SUBSCRIBE", "+switch-master"};
-	send_counted(r, ac, sub_msg_cb, 2, sub);
-	/* until SUBSCRIBE is answered this is the connect deadline */
-	struct timeval tv = us_to_tv(r->cfg.connect_timeout_us);
-	evtimer_add(r->sub_ev, &tv);
-}
-
-static void sub_timer_cb(evutil_socket_t fd, short what, void *arg)
-{
-	(void)fd;
-	(void)what;
-	struct rl_redis *r = arg;
-	if (r->sub && !r->sub_ready) {
-		redisAsyncContext *ac = r->sub;
-		r->sub = NULL;
-		redisAsyncFree(ac);
-	}
-	sub_connect(r);
-}
-
 /* ---- the master ---- */
 
 static void connect_now(struct rl_redis *r)
 {
-	if (r->ac || r->sac)
+	if (r->ac || r->state == CONN_RESOLVING)
 		return;
-	if (r->num_sentinels) {
-		r->sentinel_tries = 0;
-		resolve_next(r);
+	if (r->finder) {
+		r->state = CONN_RESOLVING;
+		rs_finder_ask(r->finder); /* master_found may run before this returns */
 		return;
 	}
 	connect_master(r);
@@ -678,7 +457,7 @@ static void connect_master(struct rl_redis *r)
 		send_counted(r, ac, auth_reply_cb, 2, sel);
 	/* a sentinel's answer can be stale: only the server itself knows it is the master */
 	const char *role[1] = {"ROLE"};
-	if (r->num_sentinels)
+	if (r->finder)
 		send_counted(r, ac, role_reply_cb, 1, role);
 }
 
@@ -701,21 +480,11 @@ struct rl_redis *rl_redis_new(struct event_base *base, const struct rl_redis_con
 	r->cfg.master_name = r->cfg.sentinel_password = NULL;
 	bool sentinels_ok = true;
 	if (cfg->num_sentinels) {
-		r->sentinels = calloc(cfg->num_sentinels, sizeof *r->sentinels);
+		/* asks the sentinels on this worker's loop, and subscribes to +switch-master at once */
 		r->master_name = strdup(cfg->master_name ? cfg->master_name : "");
-		r->sentinel_password = cfg->sentinel_password ? strdup(cfg->sentinel_password) : NULL;
-		r->sub_ev = evtimer_new(base, sub_timer_cb, r);
-		sentinels_ok = r->sentinels && r->master_name && r->sub_ev &&
-		               (!cfg->sentinel_password || r->sentinel_password);
-		for (size_t i = 0; sentinels_ok && i < cfg->num_sentinels; i++) {
-			const struct conf_redis_sentinel *cs = &cfg->sentinels[i];
-			sentinels_ok = strlen(cs->host) < sizeof r->sentinels[i].host;
-			if (sentinels_ok) {
-				snprintf(r->sentinels[i].host, sizeof r->sentinels[i].host, "%s", cs->host);
-				r->sentinels[i].port = cs->port;
-				r->num_sentinels++;
-			}
-		}
+		r->finder = rs_finder_new(base, cfg->sentinels, cfg->num_sentinels, cfg->master_name,
+		                          cfg->sentinel_password, cfg->connect_timeout_us, master_found, follow_switch, r);
+		sentinels_ok = r->master_name && r->finder;
 		snprintf(r->target_text, sizeof r->target_text, "(unresolved)");
 	} else {
 		snprintf(r->target.host, sizeof r->target.host, "%s", r->host ? r->host : "");
@@ -739,7 +508,6 @@ struct rl_redis *rl_redis_new(struct event_base *base, const struct rl_redis_con
 		r->rng = (uint64_t)(uintptr_t)r | 1;
 	r->first_attempt = true;
 	connect_now(r);
-	sub_connect(r);
 	return r;
 }
 
@@ -752,14 +520,8 @@ void rl_redis_free(struct rl_redis *r)
 	r->state = CONN_DOWN;
 	if (ac)
 		redisAsyncFree(ac); /* fails its pending commands */
-	ac = r->sac;
-	r->sac = NULL;
-	if (ac)
-		redisAsyncFree(ac);
-	ac = r->sub;
-	r->sub = NULL;
-	if (ac)
-		redisAsyncFree(ac);
+	rs_finder_free(r->finder);
+	r->finder = NULL;
 	while (r->pending_head) {
 		struct rl_cmd *c = r->pending_head;
 		pending_remove(r, c);
@@ -776,14 +538,7 @@ void rl_redis_free(struct rl_redis *r)
 		event_free(r->connect_timeout_ev);
 	if (r->cmd_timeout_ev)
 		event_free(r->cmd_timeout_ev);
-	if (r->sub_ev)
-		event_free(r->sub_ev);
-	free(r->sentinels);
 	free(r->master_name);
-	if (r->sentinel_password) {
-		memset(r->sentinel_password, 0, strlen(r->sentinel_password));
-		free(r->sentinel_password);
-	}
 	free(r->host);
 	if (r->password) {
 		memset(r->password, 0, strlen(r->password));

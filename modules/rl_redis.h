@@ -14,7 +14,7 @@
  *   connection attempt (start-up), never while recovering.
  * - The state callback fires once per transition (up <-> down), never per
  *   request or per failed reconnect attempt.
- * - With sentinels (Redis Sentinel, redis_sentinel.h) each (re)connect first
+ * - With sentinels (Redis Sentinel, redis_sentinel.h's rs_finder) each (re)connect first
  *   asks the sentinels in turn for the master (SENTINEL
  *   get-master-addr-by-name), connects there and checks with ROLE that it
  *   is the master before the connection counts as up (so requests during
