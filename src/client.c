@@ -191,13 +191,30 @@ static enum ctr_protocol client_protocol(const struct client_conn *cc)
 	return cc->origin.scheme && strcmp(cc->origin.scheme, "https") == 0 ? CTR_PROTO_HTTPS : CTR_PROTO_HTTP1;
 }
 
+/* inet_ntop's text for an IPv4 address: glibc's goes through sprintf, about
+ * 1,700 instructions, and every accepted connection is formatted once or
+ * twice (callgrind: 7% of a connection-per-request's). */
+static void client_ipv4_text(const struct in_addr *a, char *out)
+{
+	const unsigned char *b = (const unsigned char *)&a->s_addr; /* network order: first byte first */
+	for (int i = 0; i < 4; i++) {
+		unsigned v = b[i];
+		if (v >= 100)
+			*out++ = (char)('0' + v / 100);
+		if (v >= 10)
+			*out++ = (char)('0' + v / 10 % 10);
+		*out++ = (char)('0' + v % 10);
+		*out++ = i < 3 ? '.' : '\0';
+	}
+}
+
 void client_origin_from_sockaddr(struct client_origin *o, const struct sockaddr *sa)
 {
 	memset(o, 0, sizeof(*o));
 	o->scheme = "http";
 	if (sa->sa_family == AF_INET) {
 		const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
-		inet_ntop(AF_INET, &in->sin_addr, o->ip, sizeof(o->ip));
+		client_ipv4_text(&in->sin_addr, o->ip);
 		o->port = ntohs(in->sin_port);
 	} else if (sa->sa_family == AF_INET6) {
 		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;

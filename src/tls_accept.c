@@ -118,17 +118,6 @@ static void pending_handoff(struct tls_pending *p, enum tls_proto proto)
 		event_base_loopexit(w->base, NULL);
 }
 
-/* The client's address as text, for a log line. */
-static const char *peer_ip(const struct sockaddr_storage *ss, char *buf, size_t n)
-{
-	const void *addr = ss->ss_family == AF_INET    ? (const void *)&((const struct sockaddr_in *)ss)->sin_addr
-	                   : ss->ss_family == AF_INET6 ? (const void *)&((const struct sockaddr_in6 *)ss)->sin6_addr
-	                                               : NULL;
-	if (!addr || !inet_ntop(ss->ss_family, addr, buf, (socklen_t)n))
-		return "";
-	return buf;
-}
-
 static enum tls_fail classify(unsigned long first, short what)
 {
 	if (what & BEV_EVENT_TIMEOUT)
@@ -186,15 +175,15 @@ static void handshake_event_cb(struct bufferevent *bev, short what, void *arg)
 		struct log_line l;
 		log_begin(&l, LOG_DEBUG, "TLS handshake failed");
 		log_str(&l, "reason", tls_fail_names[f]);
-		char ip[64];
-		log_str(&l, "client_ip", peer_ip(&p->peer, ip, sizeof ip));
+		log_str(&l, "client_ip", p->ip);
 		log_end(&l);
 	}
 	ERR_clear_error();
 	pending_close(p);
 }
 
-static struct tls_pending *pending_new(struct worker *w, size_t listener, const struct sockaddr *sa, bool tls)
+static struct tls_pending *pending_new(struct worker *w, size_t listener, const struct sockaddr *sa, const char *ip,
+                                       bool tls)
 {
 	struct tls_pending *p = calloc(1, sizeof(*p));
 	if (!p)
@@ -208,7 +197,8 @@ static struct tls_pending *pending_new(struct worker *w, size_t listener, const 
 		memcpy(&p->peer, sa, sizeof(struct sockaddr_in6));
 	else
 		p->peer.ss_family = sa->sa_family;
-	peer_ip(&p->peer, p->ip, sizeof(p->ip));
+	size_t n = strnlen(ip, sizeof(p->ip) - 1); /* p is zeroed: terminated */
+	memcpy(p->ip, ip, n);
 	return p;
 }
 
@@ -233,11 +223,11 @@ static void prepare_socket(int fd)
 		log_msg(LOG_DEBUG, "TCP_NODELAY failed on a client socket");
 }
 
-void tls_accept(struct worker *w, size_t listener, int fd, const struct sockaddr *sa)
+void tls_accept(struct worker *w, size_t listener, int fd, const struct sockaddr *sa, const char *ip)
 {
 	const struct conf_listener *cl = conf_listener_by_id(w->snap->conf, (unsigned)listener, NULL);
 	prepare_socket(fd);
-	struct tls_pending *p = cl && cl->tls ? pending_new(w, listener, sa, true) : NULL;
+	struct tls_pending *p = cl && cl->tls ? pending_new(w, listener, sa, ip, true) : NULL;
 	SSL *ssl = p ? tls_server_ssl_new(cl->tls->server) : NULL;
 	struct bufferevent *bev = ssl ? tls_io_accept(w, &w->tls->io, ssl, fd) : NULL;
 	if (!bev) {
@@ -284,10 +274,10 @@ static void sniff_event_cb(struct bufferevent *bev, short what, void *arg)
 	pending_close(arg);
 }
 
-void tls_accept_h2c(struct worker *w, size_t listener, int fd, const struct sockaddr *sa)
+void tls_accept_h2c(struct worker *w, size_t listener, int fd, const struct sockaddr *sa, const char *ip)
 {
 	prepare_socket(fd);
-	struct tls_pending *p = pending_new(w, listener, sa, false);
+	struct tls_pending *p = pending_new(w, listener, sa, ip, false);
 	if (!p) {
 		close(fd);
 		return;

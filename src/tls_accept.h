@@ -57,8 +57,9 @@ void tls_worker_close_listener(struct worker *w, size_t listener);
 void tls_worker_free(struct worker *w);
 
 /* Accept paths, called by the worker's accept callback with a new socket
- * accepted on the listener numbered listener (conf.h id). */
-void tls_accept(struct worker *w, size_t listener, int fd, const struct sockaddr *sa);
-void tls_accept_h2c(struct worker *w, size_t listener, int fd, const struct sockaddr *sa);
+ * accepted on the listener numbered listener (conf.h id) from sa, whose
+ * address the worker admitted as ip (its text, "" if none). */
+void tls_accept(struct worker *w, size_t listener, int fd, const struct sockaddr *sa, const char *ip);
+void tls_accept_h2c(struct worker *w, size_t listener, int fd, const struct sockaddr *sa, const char *ip);
 
 #endif

@@ -155,9 +155,9 @@ static void worker_accept_cb(evutil_socket_t lfd, short what, void *arg)
 	}
 	worker_conn_hold_offer(w);
 	if (cl->tls)
-		tls_accept(w, wl->id, fd, sa);
+		tls_accept(w, wl->id, fd, sa, o.ip);
 	else if (cl->h2c)
-		tls_accept_h2c(w, wl->id, fd, sa);
+		tls_accept_h2c(w, wl->id, fd, sa, o.ip);
 	else
 		client_accept(w, wl->id, fd, sa, salen);
 	worker_conn_hold_settle(w, o.ip);
