@@ -607,19 +607,23 @@ static bool worth_reading(const char *s, size_t n)
 	 * word (or a "--" comment) can. Most cookie values, ids and numbers are
 	 * such values. */
 	unsigned seen = 0;
-	size_t run = SIZE_MAX; /* start of the current run of word bytes */
-	for (size_t i = 0; i <= n; i++) {
-		unsigned char c = i < n ? (unsigned char)s[i] : ' ';
-		unsigned k = i < n ? sq_class[c] : 0;
-		seen |= k;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+		unsigned k = sq_class[c];
 		if (k & SQ_WORD) {
-			if (run == SIZE_MAX)
-				run = i;
-			continue;
+			/* a run of word bytes, read in one go: only its end matters */
+			size_t run = i;
+			do {
+				seen |= k;
+				i++;
+			} while (i < n && ((k = sq_class[(unsigned char)s[i]]) & SQ_WORD));
+			if (run_ends_in_shape_word(s, run, i))
+				return true;
+			if (i == n)
+				break;
+			c = (unsigned char)s[i];
 		}
-		if (run != SIZE_MAX && run_ends_in_shape_word(s, run, i))
-			return true;
-		run = SIZE_MAX;
+		seen |= k;
 		if (!(k & SQ_SPECIAL))
 			continue;
 		switch (c) {
