@@ -202,7 +202,9 @@ def test_container_config_from_environment(tmp_path, upstreams, sluice):
         "SLUICE_UPSTREAMS": blue.address,
         "SLUICE_CANARY_UPSTREAMS": green.address,
         "SLUICE_CANARY_WEIGHT": "0",
-        "SLUICE_RATE_LIMIT": "5",
+        # one token a second after a burst of 5: the 8 requests below meet a 429 as long as they
+        # take under 3 s (curl processes on a loaded machine); 5 a second refilled as fast as they came
+        "SLUICE_RATE_LIMIT": "1",
         "SLUICE_RATE_BURST": "5",
         "SLUICE_WORKERS": "1",
         "SLUICE_ADMIN_SOCKET": str(sock),
