@@ -243,15 +243,17 @@ static void tracing_attempt_end(struct request *r, int status, enum reason reaso
 static void tracing_attempt_begin(struct request *r)
 {
 	struct tracing_req *tq = r->trace;
-	uint64_t now = clock_mono_us();
-	attempt_close(tq, 0, REASON_NONE, now); /* one whose end was not told */
 	uint8_t id[TRACE_SPAN_ID_LEN];
 	random_id(tq->tw, id, sizeof id);
 	char hex[2 * TRACE_SPAN_ID_LEN + 1];
 	trace_hex(id, sizeof id, hex);
 	/* "00-" trace id "-" span id "-" flags */
 	memcpy(tq->traceparent + 3 + 2 * TRACE_ID_LEN + 1, hex, 2 * TRACE_SPAN_ID_LEN);
-	if (!(r->trace_flags & TRACE_FLAG_SAMPLED) || tq->n == TRACING_MAX_ATTEMPTS)
+	if (!(r->trace_flags & TRACE_FLAG_SAMPLED))
+		return; /* nothing recorded: no clock read either */
+	uint64_t now = clock_mono_us();
+	attempt_close(tq, 0, REASON_NONE, now); /* one whose end was not told */
+	if (tq->n == TRACING_MAX_ATTEMPTS)
 		return;
 	if (tq->n == tq->cap) {
 		unsigned cap = tq->cap ? 2 * tq->cap : 2;
@@ -420,25 +422,26 @@ static void tracing_log(const struct request *r, const void *snapshot_state, voi
 	}
 	if (!tw->ring && !(tw->ring = trace_ring_new(tw->exporter, s->queue_size, tw->w->counters)))
 		return;
-	struct trace_span *sp = trace_ring_reserve(tw->ring);
-	if (!sp)
-		return;
-	fill_span(sp, r);
-	trace_ring_commit(tw->ring);
-	struct tracing_req *tq = r->trace;
-	if (!tq)
-		return;
-	for (unsigned i = 0; i < tq->n; i++) {
-		struct tracing_attempt a = tq->attempts[i];
-		/* the last attempt ends with the request: its response, or why there was none */
-		if (!a.ended) {
-			a.status = (uint16_t)r->upstream_status;
-			a.reason = r->upstream_status ? REASON_NONE : r->reason;
-			a.end_mono_us = r->end_mono_us > a.start_mono_us ? r->end_mono_us : a.start_mono_us;
+	/* the server span, then a client span per attempt; what does not fit is
+	 * dropped and counted span by span (trace_ring_reserve counts it) */
+	const struct tracing_req *tq = r->trace;
+	unsigned spans = 1 + (tq ? tq->n : 0);
+	for (unsigned i = 0; i < spans; i++) {
+		struct trace_span *sp = trace_ring_reserve(tw->ring);
+		if (!sp)
+			continue;
+		if (i == 0) {
+			fill_span(sp, r);
+		} else {
+			struct tracing_attempt a = tq->attempts[i - 1];
+			/* the last attempt ends with the request: its response, or why there was none */
+			if (!a.ended) {
+				a.status = (uint16_t)r->upstream_status;
+				a.reason = r->upstream_status ? REASON_NONE : r->reason;
+				a.end_mono_us = r->end_mono_us > a.start_mono_us ? r->end_mono_us : a.start_mono_us;
+			}
+			fill_client_span(sp, r, &a, i - 1);
 		}
-		if (!(sp = trace_ring_reserve(tw->ring)))
-			return;
-		fill_client_span(sp, r, &a, i);
 		trace_ring_commit(tw->ring);
 	}
 }
