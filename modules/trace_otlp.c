@@ -234,12 +234,10 @@ struct tbuf {
 	bool oom;
 };
 
-static bool tb_room(struct tbuf *b, size_t n)
+static bool __attribute__((noinline)) tb_grow(struct tbuf *b, size_t n)
 {
 	if (b->oom)
 		return false;
-	if (b->len + n + 1 <= b->cap)
-		return true;
 	size_t cap = b->cap ? b->cap : 4096;
 	while (cap < b->len + n + 1)
 		cap *= 2;
@@ -251,6 +249,12 @@ static bool tb_room(struct tbuf *b, size_t n)
 	b->p = p;
 	b->cap = cap;
 	return true;
+}
+
+/* room for n more bytes and a NUL */
+static inline bool tb_room(struct tbuf *b, size_t n)
+{
+	return (!b->oom && b->len + n + 1 <= b->cap) || tb_grow(b, n);
 }
 
 static void tb_put(struct tbuf *b, const char *s, size_t n)
@@ -280,9 +284,16 @@ static void tb_json(struct tbuf *b, const char *s)
 	char *o = b->p + b->len;
 	*o++ = '"';
 	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-		if (*p >= 0x20 && *p != '"' && *p != '\\' && *p != 0x7f) {
-			*o++ = (char)*p;
-			continue;
+		/* a run of bytes that go as they are: one copy */
+		const unsigned char *run = p;
+		while (*run >= 0x20 && *run != '"' && *run != '\\' && *run != 0x7f)
+			run++;
+		if (run > p) {
+			memcpy(o, p, (size_t)(run - p));
+			o += run - p;
+			p = run;
+			if (!*p)
+				break;
 		}
 		*o++ = '\\';
 		switch (*p) {
