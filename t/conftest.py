@@ -620,8 +620,18 @@ class Sluice:
                 pass
         return out
 
+    # How long access_log() lets a running gateway's log writer catch up: lines are queued by the
+    # workers and written by the log writer thread (src/log_queue.c), so a line can land a moment
+    # after the response that it logs has reached the client.
+    LOG_SETTLE_S = 0.05
+
     def access_log(self, path=None):
         """Parsed access-log lines (stdout, or the given file). Fails on a non-JSON line."""
+        if self.proc.poll() is None:
+            time.sleep(self.LOG_SETTLE_S)
+        return self._access_log_now(path)
+
+    def _access_log_now(self, path=None):
         text = Path(path).read_bytes().decode("utf-8", "replace") if path else self.stdout()
         out = []
         for ln in text.splitlines():
@@ -642,7 +652,7 @@ class Sluice:
 
         deadline = time.monotonic() + timeout
         while True:
-            got = [e for e in self.access_log(path) if match(e)]
+            got = [e for e in self._access_log_now(path) if match(e)]
             if len(got) >= count:
                 return got
             if time.monotonic() > deadline:
