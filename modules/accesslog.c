@@ -145,35 +145,58 @@ static void jraw(struct jbuf *j, const char *s, size_t n)
 	j->len += n;
 }
 
-static void jstr(struct jbuf *j, const char *key, const char *value)
+static void jkey(struct jbuf *j, const char *key)
 {
 	jraw(j, ",\"", 2);
 	jraw(j, key, strlen(key));
-	jraw(j, "\":\"", 3);
+	jraw(j, "\":", 2);
+}
+
+static void jstr(struct jbuf *j, const char *key, const char *value)
+{
+	jkey(j, key);
+	jraw(j, "\"", 1);
 	size_t len = j->len;
 	log_json_escape(j->buf, j->cap - 2, &len, value ? value : "", value ? strlen(value) : 0);
 	j->len = len;
 	jraw(j, "\"", 1);
 }
 
-static void jnum(struct jbuf *j, const char *key, unsigned long long value)
+/* v in decimal, written backwards ending at end; returns its first digit.
+ * The log phase formats a dozen numbers per request: snprintf cost more than
+ * the rest of the line together (callgrind). */
+static char *jdec(uint64_t v, char *end)
 {
-	char num[32];
-	int n = snprintf(num, sizeof(num), "%llu", value);
-	jraw(j, ",\"", 2);
-	jraw(j, key, strlen(key));
-	jraw(j, "\":", 2);
-	jraw(j, num, (size_t)n);
+	char *p = end;
+	do {
+		*--p = (char)('0' + v % 10);
+		v /= 10;
+	} while (v);
+	return p;
 }
 
+static void jnum(struct jbuf *j, const char *key, unsigned long long value)
+{
+	char num[24];
+	char *end = num + sizeof num;
+	char *p = jdec(value, end);
+	jkey(j, key);
+	jraw(j, p, (size_t)(end - p));
+}
+
+/* microseconds as milliseconds with three decimals: 12.345 */
 static void jms(struct jbuf *j, const char *key, uint64_t us)
 {
 	char num[32];
-	int n = snprintf(num, sizeof(num), "%llu.%03u", (unsigned long long)(us / 1000), (unsigned)(us % 1000));
-	jraw(j, ",\"", 2);
-	jraw(j, key, strlen(key));
-	jraw(j, "\":", 2);
-	jraw(j, num, (size_t)n);
+	char *end = num + sizeof num;
+	unsigned frac = (unsigned)(us % 1000);
+	end[-1] = (char)('0' + frac % 10);
+	end[-2] = (char)('0' + frac / 10 % 10);
+	end[-3] = (char)('0' + frac / 100);
+	end[-4] = '.';
+	char *p = jdec(us / 1000, end - 4);
+	jkey(j, key);
+	jraw(j, p, (size_t)(end - p));
 }
 
 bool accesslog_is_field(const char *name)

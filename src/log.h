@@ -73,7 +73,9 @@ void log_msg(enum log_level level, const char *msg);
 int log_json_escape(char *dst, size_t cap, size_t *len, const char *s, size_t n);
 
 /* Format a wall-clock time (microseconds since the epoch) as RFC 3339 UTC with
- * milliseconds: "2026-11-27T10:00:00.123Z" (24 chars + NUL). */
+ * milliseconds: "2026-11-27T10:00:00.123Z" (24 chars + NUL). Keeps the last
+ * second it formatted in a thread-local cache (the one per-thread state
+ * here): the calendar is worked out once a second per thread. */
 void log_format_time(uint64_t wall_us, char out[32]);
 
 #endif

@@ -97,6 +97,15 @@ START_TEST(time_format_rfc3339)
 	char ts[32];
 	log_format_time(1795000000123456ull, ts);
 	ck_assert_str_eq(ts, "2026-11-18T11:06:40.123Z");
+	/* the second is cached per thread: the same second, the next, one before, far away */
+	log_format_time(1795000000999999ull, ts);
+	ck_assert_str_eq(ts, "2026-11-18T11:06:40.999Z");
+	log_format_time(1795000001000000ull, ts);
+	ck_assert_str_eq(ts, "2026-11-18T11:06:41.000Z");
+	log_format_time(1795000000005000ull, ts);
+	ck_assert_str_eq(ts, "2026-11-18T11:06:40.005Z");
+	log_format_time(0, ts);
+	ck_assert_str_eq(ts, "1970-01-01T00:00:00.000Z");
 }
 END_TEST
 
