@@ -633,6 +633,9 @@ class Sluice:
 
     def _access_log_now(self, path=None):
         text = Path(path).read_bytes().decode("utf-8", "replace") if path else self.stdout()
+        if not text.endswith("\n") and self.proc.poll() is None:
+            # the log writer is in the middle of a write(v): its last line is not whole yet
+            text = text[:text.rfind("\n") + 1]
         out = []
         for ln in text.splitlines():
             if not ln.strip():
