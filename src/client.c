@@ -459,6 +459,23 @@ static int client_out_add(struct client_conn *cc, const void *bytes, size_t n)
 	return 0;
 }
 
+/* A response head whose body has not arrived yet (the upstream's head came
+ * in a read of its own, as nginx's sendfile path sends it) waits for the
+ * body's first bytes, or the end, and leaves with them in one write (over
+ * TLS: one record) instead of a write of its own; nginx's postpone_output.
+ * Only for a body of known length: a streamed one (events, long polls) may
+ * wait upstream for a while, and its head goes out at once. */
+static void client_hold_head(struct client_conn *cc, bool hold)
+{
+	if (cc->head_held == hold)
+		return;
+	cc->head_held = hold;
+	if (cc->bev)
+		tls_bev_hold(cc->bev, hold);
+	else if (!hold && client_out_len(cc) > 0)
+		io_flusher_schedule(&cc->flusher);
+}
+
 static long client_send_head(struct exchange *ex, const struct ex_head *h)
 {
 	struct client_conn *cc = ex->conn;
@@ -520,8 +537,14 @@ static long client_send_head(struct exchange *ex, const struct ex_head *h)
 	size_t end_len = !cc->keep_alive ? sizeof close_hdr - 1 : cc->http10 ? sizeof ka_hdr - 1 : 2;
 	memcpy(p, end, end_len);
 	p += end_len;
-	if (client_out_add(cc, buf, (size_t)(p - buf)) != 0)
+	if (h->body == EX_BODY_LENGTH) {
+		client_hold_head(cc, true);
+		struct evbuffer *out = client_out(cc);
+		if (!out || evbuffer_add(out, buf, (size_t)(p - buf)) != 0)
+			return -1;
+	} else if (client_out_add(cc, buf, (size_t)(p - buf)) != 0) {
 		return -1;
+	}
 	return (long)(p - buf);
 }
 
@@ -531,6 +554,7 @@ static long client_send_data(struct exchange *ex, struct evbuffer *src, const ch
 	long queued = (long)n;
 	if (n == 0)
 		return 0;
+	client_hold_head(cc, false); /* the flush it schedules comes after the add below */
 	struct evbuffer *out = client_out(cc);
 	if (!out)
 		return -1;
@@ -579,6 +603,7 @@ static size_t client_buffered(const struct exchange *ex)
 static long client_finish(struct exchange *ex, enum ex_end how)
 {
 	struct client_conn *cc = ex->conn;
+	client_hold_head(cc, false);
 	if (how != EX_END_COMPLETE || !cc->chunked_out)
 		return 0;
 	/* the last chunk (after trailers: only the blank line) */

@@ -78,6 +78,7 @@ struct client_conn {
 	bool http10;           /* the request was HTTP/1.0 */
 	bool chunked_out;      /* the response body is chunked */
 	bool trailers_out;     /* the last chunk and trailers are written */
+	bool head_held;        /* a response head waits for its body's first bytes (client_hold_head) */
 	unsigned requests; /* served on this connection */
 };
 

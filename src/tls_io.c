@@ -120,6 +120,7 @@ struct tls_conn {
 	bool send_timeout_set;  /* under's write timeout, set the first time the socket is full */
 	bool read_through;      /* tls_filter_in() runs under its bound: the BIO may read the socket */
 	bool drained;           /* the socket had nothing more at the last look */
+	bool hold;              /* tls_bev_hold(): leave a short output for the bytes that follow */
 	struct tls_conn *prev, *next; /* in the worker's lingering list */
 };
 
@@ -387,7 +388,7 @@ static void tls_flush(struct io_flusher *f, void *arg)
 	bufferevent_getwatermark(bev, EV_WRITE, &low, NULL);
 	for (;;) {
 		size_t before = evbuffer_get_length(out);
-		if (tc->ready && before > 0)
+		if (tc->ready && before > 0 && (!tc->hold || before >= TLS_RECORD))
 			tls_encrypt(tc);
 		size_t after = evbuffer_get_length(out);
 		if (after < before && after <= low) {
@@ -408,11 +409,12 @@ static void tls_flush(struct io_flusher *f, void *arg)
 			break;
 		}
 		/* under is empty and the filter still holds data: next batch */
-		if (evbuffer_get_length(out) == 0 || tc->event || !tc->ready)
+		size_t left = evbuffer_get_length(out);
+		if (left == 0 || tc->event || !tc->ready || (tc->hold && left < TLS_RECORD))
 			break;
 	}
-	if (evbuffer_get_length(out) == 0)
-		event_del(&bev->ev_write); /* nothing left for the write timeout to time */
+	if (evbuffer_get_length(out) == 0 || tc->hold)
+		event_del(&bev->ev_write); /* nothing for the write timeout to time (held bytes are not the client's fault) */
 	if (tc->notify_flushed && evbuffer_get_length(bufferevent_get_output(tc->under)) == 0) {
 		tc->notify_flushed = false;
 		bufferevent_trigger(bev, EV_WRITE, BEV_TRIG_IGNORE_WATERMARKS);
@@ -572,9 +574,20 @@ unsigned long tls_bev_error(struct bufferevent *bev)
 	return tc ? tc->error : 0;
 }
 
+void tls_bev_hold(struct bufferevent *bev, bool hold)
+{
+	struct tls_conn *tc = tls_conn_of(bev);
+	if (!tc || tc->hold == hold)
+		return;
+	tc->hold = hold;
+	if (!hold && evbuffer_get_length(bufferevent_get_output(bev)) > 0)
+		io_flusher_schedule(&tc->flusher);
+}
+
 int tls_bev_shutdown(struct bufferevent *bev, bool half_close)
 {
 	struct tls_conn *tc = tls_conn_of(bev);
+	tls_bev_hold(bev, false);
 	if (!tc) {
 		SSL *ssl = bufferevent_openssl_get_ssl(bev);
 		if (ssl && SSL_shutdown(ssl) < 0)

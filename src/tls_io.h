@@ -45,6 +45,16 @@ SSL *tls_bev_ssl(struct bufferevent *bev);
 /* The OpenSSL error that ended a tls_io_accept() transport (0: none, or not one). */
 unsigned long tls_bev_error(struct bufferevent *bev);
 
+/* Hold (true) or release what the filter's output holds below a record's
+ * worth (16 KiB): a response head that arrived from the upstream without any
+ * of its body then leaves in one record (and one write) with the body's
+ * first bytes, as nginx's postpone_output does, instead of a record and a
+ * write of its own. Released, the output is encrypted and written after the
+ * current callbacks. No-op on anything but a tls_io_accept() transport;
+ * tls_bev_shutdown() releases it. While held, the filter's write timeout does
+ * not run. */
+void tls_bev_hold(struct bufferevent *bev, bool hold);
+
 /* End the sending side of a client connection whose output is empty: for TLS
  * a close_notify first; then, once every record is written, shutdown(SHUT_WR)
  * on the socket if half_close (a caller about to close the socket skips it).

@@ -14,7 +14,7 @@ import time
 import h2.events
 import h2.settings
 
-from conftest import RawConn, build_request, chunked_body, free_port, pattern_bytes, sha256
+from conftest import RawConn, base_config, build_request, chunked_body, free_port, pattern_bytes, sha256
 from test_h2 import H2Client, ack, request, stream_done
 from test_tls_certs import certs, tls_config  # noqa: F401  (fixture)
 
@@ -310,18 +310,27 @@ class OneSendUpstream:
                         return
                     buf += data
                 buf = buf[buf.index(b"\r\n\r\n") + 4:]
-                s.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % self.size + pattern_bytes(self.size))
+                if not self.answer(s):
+                    return
+
+    def answer(self, s):
+        s.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % self.size + pattern_bytes(self.size))
+        return True
 
     def close(self):
         self.lsock.close()
 
 
-def test_http1_response_pieces_gathered_into_tls_records(certs, sluice):
+@pytest.mark.parametrize("head_alone", [False, True])
+def test_http1_response_pieces_gathered_into_tls_records(certs, sluice, head_alone):
     """Pieces of the response shorter than a record (the head, the chunks that upstream
     reads made) are gathered into one record while they fit: each record costs both
-    sides an encryption and a frame, and the client a read."""
+    sides an encryption and a frame, and the client a read. A head that arrived from
+    the upstream before its body (16 KiB of known length: head_alone) is not a record
+    and a write of its own either: it waits for the body's first bytes, as nginx's
+    postpone_output does."""
     size = 16384
-    u = OneSendUpstream(size)
+    u = GatedUpstream(size) if head_alone else OneSendUpstream(size)
     c, k = certs.issue("io", dns=["io.test"])
     gw = sluice(tls_config(free_port(), [u.address], [{"cert": c, "key": k}], workers=1))
     c = RecordTls(gw.port, certs.ca, "http/1.1")
@@ -329,12 +338,18 @@ def test_http1_response_pieces_gathered_into_tls_records(certs, sluice):
         for _ in range(3):
             c.records = []
             c.send(build_request("GET", "/bytes", host="io.test"))
+            if head_alone:
+                time.sleep(0.3)  # the head reaches sluice alone meanwhile
+                u.gate.set()
             got = b""
             while b"\r\n\r\n" not in got or len(got) < got.index(b"\r\n\r\n") + 4 + size:
                 got += c.recv()
-            assert got[got.index(b"\r\n\r\n") + 4:] == pattern_bytes(size)
-            print("%d bytes in records of %s" % (len(got), c.records))
-            # before: [head, ~8k, ~8k], the head alone and the body in the pieces of two reads
+            head_len = got.index(b"\r\n\r\n") + 4
+            assert got[head_len:] == pattern_bytes(size)
+            print("head %d bytes; records %s" % (head_len, c.records))
+            # before: [head, ~8k, ~8k], the head alone and the body in the pieces of two
+            # reads; and with the head alone upstream: [head, 16384, ...]
+            assert c.records[0] > head_len, c.records
             assert len(c.records) == 2, c.records
     finally:
         c.close()
@@ -377,3 +392,87 @@ def test_h2_data_frames_fill_tls_records(tls_gw):
         assert len(full) >= size // (16384 - 9) - 1, c.records
     finally:
         c.close()
+
+
+class GatedUpstream(OneSendUpstream):
+    """An upstream that sends a response's head, then waits for the test to open
+    the gate before it sends the body (16 KiB, or chunked): the head reaches sluice
+    in a read of its own, as nginx's sendfile path (head by writev, body by
+    sendfile) often makes it do."""
+
+    def __init__(self, size, chunked=False):
+        import threading
+        self.chunked = chunked
+        self.gate = threading.Event()
+        super().__init__(size)
+
+    def answer(self, s):
+        body = pattern_bytes(self.size)
+        if self.chunked:
+            s.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            body = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+        else:
+            s.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % self.size)
+        if not self.gate.wait(10):
+            return False
+        self.gate.clear()
+        s.sendall(body)
+        return True
+
+    def close(self):
+        self.gate.set()
+        super().close()
+
+
+@pytest.mark.parametrize("tls", [False, True])
+def test_a_streamed_response_head_is_not_held(certs, sluice, tls):
+    """A body of unknown length (chunked: events, long polls) may wait upstream for a
+    long time: its head goes out at once, before any of the body exists."""
+    u = GatedUpstream(100, chunked=True)
+    c, k = certs.issue("io", dns=["io.test"])
+    port = free_port()
+    cfg = tls_config(port, [u.address], [{"cert": c, "key": k}], workers=1) if tls else \
+        base_config(port, [u.address], workers=1)
+    gw = sluice(cfg)
+    conn = TlsConn(gw.port, certs.ca) if tls else RawConn(gw.port)
+    try:
+        conn.send(build_request("GET", "/events", host="io.test"))
+        conn.sock.settimeout(5)
+        head = b""
+        while b"\r\n\r\n" not in head:
+            data = conn.sock.recv(65536)
+            assert data, "closed before the head"
+            head += data
+        assert head.startswith(b"HTTP/1.1 200"), head
+        assert b"transfer-encoding: chunked" in head.lower(), head
+        u.gate.set()
+        while not head.endswith(b"0\r\n\r\n"):
+            data = conn.sock.recv(65536)
+            assert data, "closed before the body's end"
+            head += data
+        assert pattern_bytes(100) in head
+    finally:
+        conn.close()
+        u.close()
+
+
+def test_a_head_that_came_alone_leaves_with_the_body_in_plaintext(sluice):
+    """The same on a plaintext connection: one write for head and body, not two."""
+    size = 16384
+    u = GatedUpstream(size)
+    gw = sluice(base_config(free_port(), [u.address], workers=1))
+    c = RawConn(gw.port)
+    try:
+        c.send(build_request("GET", "/bytes", host="io.test"))
+        time.sleep(0.3)  # the head reaches sluice alone meanwhile
+        u.gate.set()
+        c.sock.settimeout(5)
+        first = c.sock.recv(1 << 20)
+        assert b"\r\n\r\n" in first, first
+        assert len(first) > first.index(b"\r\n\r\n") + 4, "the head came alone: %r" % first
+        c.buf += first
+        r = c.read_response()
+        assert r.status == 200 and r.body == pattern_bytes(size)
+    finally:
+        c.close()
+        u.close()
