@@ -10,6 +10,7 @@
 
 #include "clock.h"
 #include "conf_ratelimit.h"
+#include "conf_redis.h"
 #include "counters.h"
 #include "log.h"
 #include "reqkey.h"
@@ -863,20 +864,6 @@ static int rl_worker_init(struct worker *w, void **state)
 	return 0;
 }
 
-/* Whether two snapshots' Redis settings would make the same connection. */
-static bool rl_redis_same(const struct rl_redis_config *a, const struct rl_redis_config *b)
-{
-	if (!conf_same_str(a->host, b->host) || a->port != b->port || !conf_same_str(a->password, b->password) ||
-	    a->db != b->db || a->timeout_us != b->timeout_us || a->connect_timeout_us != b->connect_timeout_us ||
-	    a->num_sentinels != b->num_sentinels || !conf_same_str(a->master_name, b->master_name) ||
-	    !conf_same_str(a->sentinel_password, b->sentinel_password))
-		return false;
-	for (size_t i = 0; i < a->num_sentinels; i++)
-		if (!conf_same_str(a->sentinels[i].host, b->sentinels[i].host) || a->sentinels[i].port != b->sentinels[i].port)
-			return false;
-	return true;
-}
-
 /* A reload: requests in flight keep their own snapshot's limits (the
  * pipeline hands them its state); the worker's own pointer follows the new
  * one. New Redis settings (an address, a rotated password, other sentinels)
@@ -888,7 +875,7 @@ static void rl_worker_adopt(struct worker *w, void *state, const void *snapshot_
 	if (!ws || !snapshot_state)
 		return;
 	const struct rl_snap *old = ws->snap, *s = snapshot_state;
-	if (ws->redis && (!s->any_shared || !rl_redis_same(&old->redis, &s->redis))) {
+	if (ws->redis && (!s->any_shared || !conf_redis_same(&old->conf->redis, &s->conf->redis))) {
 		struct log_line l;
 		log_begin(&l, LOG_INFO, "ratelimit: redis settings changed by a reload; reconnecting");
 		log_int(&l, "worker", w->id);
