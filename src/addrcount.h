@@ -1,10 +1,12 @@
 /* addrcount.h - how many of something each client address holds, with a cap.
  *
  * Two forms over the same table. `struct addrcount` belongs to one owner and
- * is not thread-safe (an HTTP/2 worker counts the streams whose request body
- * is still arriving, per client address). `struct addrcount_shared` is one
- * table for the whole process, shared by every worker (the server counts
- * each client's open connections: limits.max_connections_per_client): its
+ * is not thread-safe (each shard of the shared form is one).
+ * `struct addrcount_shared` is one table for the whole process, shared by
+ * every worker (the server counts each client's open connections,
+ * limits.max_connections_per_client, and in a second table its HTTP/2
+ * streams whose request body is still arriving,
+ * http2.max_uploading_streams_per_client): its
  * keys are spread over shards, each a mutex and a table, held for one
  * lookup, so two workers meet on a lock only for keys of the same shard.
  * Entries exist only while their count is above zero, so a table's size

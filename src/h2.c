@@ -57,10 +57,6 @@ static const char *const h2_close_names[] = {
 
 struct h2_worker {
 	struct h2_session *sessions;
-	/* streams uploading a request body, per client address, over all of this
-	 * worker's sessions (http2.max_uploading_streams_per_client); NULL until
-	 * the first upload */
-	struct addrcount *uploads_by_addr;
 };
 
 struct h2_stream {
@@ -307,25 +303,21 @@ static void stream_upload_done(struct h2_stream *st)
 	if (st->uploading) {
 		st->uploading = false;
 		st->s->uploading--;
-		struct h2_worker *hw = st->s->w->h2;
-		if (hw && hw->uploads_by_addr)
-			addrcount_release(hw->uploads_by_addr, st->s->origin.ip);
+		addrcount_shared_release(st->s->w->uploads_by_addr, st->s->origin.ip);
 	}
 }
 
 /* May stream st of s start one more upload? Counts it for its address when
- * so. Refused when the connection, or the client address over all of this
- * worker's connections, already has as many as configured. */
+ * so. Refused when the connection, or the client (its address's key: IPv4
+ * as itself, IPv6 by /64) over all its connections to every worker of the
+ * process, already has as many as configured. */
 static bool stream_upload_admit(struct h2_session *s)
 {
-	struct h2_worker *hw = s->w->h2;
 	if (s->uploading >= s->cfg->max_uploading_streams) {
 		CTR_GLOBAL_ADD(s->w->counters, H2_UPLOADS_REFUSED, CTR_UPLOAD_CONNECTION, 1);
 		return false;
 	}
-	if (!hw->uploads_by_addr && !(hw->uploads_by_addr = addrcount_new()))
-		return false;
-	if (!addrcount_acquire(hw->uploads_by_addr, s->origin.ip, s->cfg->max_uploading_streams_per_client)) {
+	if (!addrcount_shared_acquire(s->w->uploads_by_addr, s->origin.ip, s->cfg->max_uploading_streams_per_client)) {
 		CTR_GLOBAL_ADD(s->w->counters, H2_UPLOADS_REFUSED, CTR_UPLOAD_CLIENT, 1);
 		return false;
 	}
@@ -1562,7 +1554,6 @@ void h2_worker_free(struct worker *w)
 		log_int(&l, "per_client", (long long)refused_addr);
 		log_end(&l);
 	}
-	addrcount_free(hw->uploads_by_addr);
 	free(hw);
 	w->h2 = NULL;
 }

@@ -58,6 +58,7 @@ struct server {
 	int stopping;
 	struct runtime *runtime;
 	struct addrcount_shared *conns_by_addr; /* server_conns_by_addr */
+	struct addrcount_shared *uploads_by_addr; /* server_uploads_by_addr */
 	struct health *health;
 	struct admin *admin;
 	struct metrics *metrics;       /* NULL without admin.http */
@@ -86,6 +87,11 @@ struct runtime *server_runtime(struct server *srv)
 struct addrcount_shared *server_conns_by_addr(struct server *srv)
 {
 	return srv->conns_by_addr;
+}
+
+struct addrcount_shared *server_uploads_by_addr(struct server *srv)
+{
+	return srv->uploads_by_addr;
 }
 
 static void print_errors(const struct conf_errors *errs, const char *path)
@@ -689,6 +695,7 @@ static void server_cleanup(struct server *srv, int **fds)
 	snapshot_unref(srv->snap);
 	runtime_free(srv->runtime);
 	addrcount_shared_free(srv->conns_by_addr);
+	addrcount_shared_free(srv->uploads_by_addr);
 	pthread_mutex_destroy(&srv->reap_lock);
 	pthread_mutex_destroy(&srv->adopt_lock);
 	pthread_cond_destroy(&srv->adopt_cond);
@@ -781,7 +788,8 @@ int server_run(const char *config_path, bool upgrade)
 	/* runtime state first: the workers' pools bind to its entries by name */
 	srv.runtime = runtime_new();
 	srv.conns_by_addr = addrcount_shared_new();
-	if (!srv.runtime || !srv.conns_by_addr || runtime_sync(srv.runtime, c) != 0) {
+	srv.uploads_by_addr = addrcount_shared_new();
+	if (!srv.runtime || !srv.conns_by_addr || !srv.uploads_by_addr || runtime_sync(srv.runtime, c) != 0) {
 		log_msg(LOG_ERROR, "out of memory building the runtime state");
 		server_cleanup(&srv, NULL);
 		return 1;

@@ -29,6 +29,10 @@ struct runtime *server_runtime(struct server *srv);
  * (addrcount.h; limits.max_connections_per_client): every worker counts in
  * it; it outlives them and every reload. */
 struct addrcount_shared *server_conns_by_addr(struct server *srv);
+/* HTTP/2 streams whose request body is still arriving, per client address,
+ * for the whole process (http2.max_uploading_streams_per_client), keyed as
+ * server_conns_by_addr; it outlives the workers and every reload. */
+struct addrcount_shared *server_uploads_by_addr(struct server *srv);
 
 /* Called by a worker thread when its loop has ended. */
 void server_worker_exited(struct server *srv);

@@ -528,6 +528,7 @@ int worker_init(struct worker *w, struct server *srv, unsigned id, struct snapsh
 	w->id = id;
 	w->server = srv;
 	w->conns_by_addr = server_conns_by_addr(srv);
+	w->uploads_by_addr = server_uploads_by_addr(srv);
 	w->max_conns = max_conns ? max_conns : 1;
 	if (pthread_mutex_init(&w->added_lock, NULL) != 0) {
 		log_msg(LOG_ERROR, "cannot create a worker's lock");

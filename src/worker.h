@@ -86,6 +86,8 @@ struct worker {
 	 * server's, shared by every worker; addrcount.h): each connection holds
 	 * one of its address's from admission to close (worker_conn_hold_*) */
 	struct addrcount_shared *conns_by_addr;
+	/* HTTP/2 uploads per client address, the process's too (server_uploads_by_addr) */
+	struct addrcount_shared *uploads_by_addr;
 	bool conn_hold_offered; /* a hold waits for the connection object being made to take it */
 	uint64_t conn_refused_logged_us;  /* the last "connection refused" line (max_connections_per_client) */
 	unsigned conn_refused_unlogged;   /* refusals since, not logged */

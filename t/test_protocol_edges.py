@@ -320,8 +320,9 @@ def test_h2_single_oversized_header_block_is_header_list_too_large(h2c_gw):
 class RawH2:
     """HTTP/2 by hand (h2c prior knowledge), for frames a client library would refuse to send."""
 
-    def __init__(self, port):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    def __init__(self, port, src=None):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=5,
+                                             source_address=(src, 0) if src else None)
         self.buf = b""
         self.sock.sendall(PREFACE + frame(0x4, 0, 0))  # empty SETTINGS
 

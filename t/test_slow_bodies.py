@@ -83,8 +83,8 @@ def test_h1_fast_body_passes_with_the_defaults(gateway):
 class H2Trickler:
     """One h2c connection that opens `streams` POST streams and sends their bodies a byte at a time."""
 
-    def __init__(self, port, streams, path="/echo"):
-        self.c = RawH2(port)
+    def __init__(self, port, streams, path="/echo", src=None):
+        self.c = RawH2(port, src=src)
         enc = hpack.Encoder()
         block = enc.encode([(":method", "POST", True), (":path", path, True), (":scheme", "http", True),
                             (":authority", "a.test", True)], huffman=False)
@@ -153,7 +153,7 @@ def test_h2_uploads_per_client_address_are_capped_over_its_connections(sluice, u
     """http2.max_uploading_streams_per_client: one address cannot get round the per-connection cap
     by opening more connections; a slot comes back when a connection that held it goes away."""
     cfg = h2c_config(upstreams(1)[0].address)
-    cfg["workers"] = 1  # the count is per worker: one worker sees every connection
+    cfg["workers"] = 1
     cfg["listeners"][0]["http2"] = {"max_uploading_streams": 3, "max_uploading_streams_per_client": 5}
     gw = sluice(cfg)
     t1 = H2Trickler(gw.port, 3)
@@ -179,6 +179,50 @@ def test_h2_uploads_per_client_address_are_capped_over_its_connections(sluice, u
     gw.stop()
     refused = [e for e in gw.log_entries() if e.get("msg") == "HTTP/2 uploads refused"]
     assert refused and refused[0]["per_client"] >= 4 and refused[0]["per_connection"] == 0, refused
+
+
+def test_h2_uploads_per_client_are_capped_over_every_worker(sluice, upstreams):
+    """The per-client cap is the process's, not each worker's: six connections of one address,
+    spread over two workers by SO_REUSEPORT, get 4 uploads in all, not 4 per worker; another
+    address has its own 4; a slot comes back when a connection that held it goes away."""
+    cfg = h2c_config(upstreams(1)[0].address)
+    cfg["workers"] = 2
+    cfg["listeners"][0]["http2"] = {"max_uploading_streams": 2, "max_uploading_streams_per_client": 4}
+    gw = sluice(cfg)
+    conns = []
+    for _ in range(6):
+        t = H2Trickler(gw.port, 2)
+        t.read(timeout=0.3)  # taken or refused before the next connection asks
+        conns.append(t)
+    for t in conns:
+        t.read(lambda g: False, timeout=0.2)
+    refused = sum(len(refused_ids(t.frames)) for t in conns)
+    assert refused == 12 - 4, [refused_ids(t.frames) for t in conns]
+    # another IPv4 address is another client
+    other = H2Trickler(gw.port, 2, src="127.0.0.2")
+    assert refused_ids(other.read(timeout=0.5)) == []
+    other.close()
+    # a connection holding uploads goes: its slots come back for the address
+    holder = next(t for t in conns if len(refused_ids(t.frames)) < 2)
+    holder.close()
+    block = hpack.Encoder().encode([(":method", "POST", True), (":path", "/echo", True),
+                                    (":scheme", "http", True), (":authority", "a.test", True)], huffman=False)
+    deadline = time.monotonic() + 5
+    while True:
+        t = H2Trickler(gw.port, 0)
+        t.c.send(frame(0x1, 0x4, 1, block))
+        got = t.read(lambda g: len(rst_codes(g)) >= 1, timeout=0.5)
+        t.close()
+        if not refused_ids(got) or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)  # the gateway had not seen the holder close yet
+    assert not refused_ids(got), got[-4:]
+    for c in conns:
+        c.close()
+    gw.stop()
+    lines = [e for e in gw.log_entries() if e.get("msg") == "HTTP/2 uploads refused"]
+    assert sum(e["per_client"] for e in lines) >= 12 - 4, lines
+    assert all(e["per_connection"] == 0 for e in lines), lines
 
 
 @pytest.mark.timeout(120)
