@@ -17,14 +17,13 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <hiredis/adapters/libevent.h>
-#include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 
 #include "clock.h"
 #include "conf_control.h"
 #include "control_codec.h"
 #include "log.h"
+#include "redis_link.h"
 #include "redis_sentinel.h"
 #include "rollout.h"
 #include "runtime.h"
@@ -34,7 +33,6 @@
 
 #define CONTROL_TICK_MS 200
 #define CONTROL_POLL_MS 1000
-#define CONTROL_RECONNECT_MS 1000
 #define CONTROL_FIGURES_MS 1000
 #define CONTROL_FIGURES_MAX_AGE_MS (10u * 60 * 1000)
 #define CONTROL_FIGURES_MAX_BYTES (256u << 10)
@@ -86,10 +84,7 @@ static const char release_script[] =
 	"if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end\n"
 	"return 0\n";
 
-enum link_state { LINK_DOWN, LINK_CONNECTING, LINK_UP };
-static const char *const link_names[] = { "down", "connecting", "up" };
-
-enum req_kind { REQ_AUTH, REQ_ROLE, REQ_VERSION, REQ_PULL, REQ_WRITE, REQ_LEASE, REQ_RELEASE, REQ_FIGURES, REQ_OTHER };
+enum req_kind { REQ_VERSION, REQ_PULL, REQ_WRITE, REQ_LEASE, REQ_RELEASE, REQ_FIGURES, REQ_OTHER };
 
 struct control_lease {
 	char *service;
@@ -104,37 +99,19 @@ struct control_figures {
 };
 
 struct control {
-	struct event_base *base;
 	struct runtime *rt;
 	struct statefile *sf;
 	struct rollout_ctl *rc;
 	struct snapshot *const *snap;
 	/* settings (copies) */
-	char *address, *password, *prefix;
-	unsigned db;
-	/* where the master is: the configured address, or what the sentinels say */
-	struct rs_finder *finder; /* NULL: no sentinels */
-	bool resolving;           /* a round of asking the sentinels is running */
-	struct rs_addr target;    /* connected to, or being connected to */
-	char target_text[80];
-	char master_name[208];   /* with sentinels, as the sentinels know it */
-	struct rs_addr reached;   /* the master of the last link up; port 0: none yet */
+	char *prefix;
 	bool uses_main;
-	uint64_t timeout_ms, connect_timeout_ms, lease_ms;
+	uint64_t lease_ms;
 	char name[CONF_CONTROL_INSTANCE_MAX + 80]; /* as shown */
 	char origin[CONTROL_ORIGIN_MAX];          /* name#nonce: this run's writes and leases */
 	char *k_version, *k_state, *k_channel, *k_figures, *sidecar;
-	/* the link */
-	redisAsyncContext *cmd, *sub;
-	bool cmd_ready, sub_ready;
-	enum link_state state;
-	bool synced;        /* a full read since the link came up */
-	bool ever_up, reported_down;
-	uint64_t state_since_wall_us;
-	char why[200];
-	uint64_t connect_started_ms, next_connect_ms;
-	unsigned inflight;
-	uint64_t waiting_since_ms;
+	struct redis_link *link; /* the master, its command and subscriber connections */
+	bool synced;             /* a full read since the link came up */
 	struct event *tick;
 	uint64_t last_poll_ms, last_lease_ms, last_figures_ms;
 	bool pull_busy, pull_again, reconcile;
@@ -151,7 +128,6 @@ struct control {
 	size_t num_leases;
 	struct control_figures *figs;
 	size_t num_figs;
-	bool freeing;
 };
 
 struct control_req {
@@ -200,63 +176,16 @@ static char *xasprintf(const char *fmt, ...)
 
 /* ---- the link --------------------------------------------------------- */
 
-static void cmd_cb(redisAsyncContext *ac, void *reply, void *privdata);
+static void reply_cb(void *arg, const redisReply *reply);
 static void poll_version(struct control *ctl);
 
-static void set_state(struct control *ctl, enum link_state st)
+/* False (r freed) when it was not sent. */
+static bool send_req(struct control *ctl, struct control_req *r, int argc, const char **argv, const size_t *lens)
 {
-	if (ctl->state != st)
-		ctl->state_since_wall_us = clock_wall_us();
-	ctl->state = st;
-}
-
-static void link_down(struct control *ctl, const char *why)
-{
-	redisAsyncContext *cmd = ctl->cmd, *sub = ctl->sub;
-	ctl->cmd = ctl->sub = NULL;
-	ctl->cmd_ready = ctl->sub_ready = false;
-	bool was_up = ctl->state == LINK_UP;
-	if (ctl->finder && ctl->resolving) {
-		rs_finder_cancel(ctl->finder);
-		ctl->resolving = false;
-	} else if (ctl->finder && ctl->state == LINK_CONNECTING) {
-		/* the master a sentinel named is unreachable or none (ROLE): that
-		 * sentinel may be stale, another one is asked first next time */
-		rs_finder_stale(ctl->finder);
-	}
-	set_state(ctl, LINK_DOWN);
-	ctl->synced = false;
-	ctl->next_connect_ms = mono_ms() + CONTROL_RECONNECT_MS;
-	snprintf(ctl->why, sizeof ctl->why, "%s", why);
-	if (!ctl->reported_down && (was_up || !ctl->ever_up) && !ctl->freeing) {
-		ctl->reported_down = true;
-		struct log_line l;
-		log_begin(&l, LOG_WARN, "fleet control: Redis unreachable; serving with this instance's state, "
-		                        "changes are written to Redis when it is back");
-		log_str(&l, "redis", ctl->address);
-		if (ctl->finder)
-			log_str(&l, "master", ctl->target_text);
-		log_str(&l, "why", why);
-		log_end(&l);
-	}
-	/* hiredis fails the pending commands (callbacks with NULL) */
-	if (cmd)
-		redisAsyncFree(cmd);
-	if (sub)
-		redisAsyncFree(sub);
-	ctl->inflight = 0;
-	ctl->pull_busy = false;
-}
-
-static bool send_argv(struct control *ctl, redisAsyncContext *ac, struct control_req *r, int argc, const char **argv,
-                      const size_t *lens)
-{
-	if (!ac || redisAsyncCommandArgv(ac, cmd_cb, r, argc, argv, lens) != REDIS_OK) {
+	if (!r || !redis_link_command(ctl->link, reply_cb, r, argc, argv, lens)) {
 		req_free(r);
 		return false;
 	}
-	if (ac == ctl->cmd && ctl->inflight++ == 0)
-		ctl->waiting_since_ms = mono_ms();
 	return true;
 }
 
@@ -271,229 +200,70 @@ static struct control_req *req_new(struct control *ctl, enum req_kind kind)
 	return r;
 }
 
-static void auth_and_select(struct control *ctl, redisAsyncContext *ac, bool select)
+static void link_went_up(void *arg, const struct rs_addr *switched_from, bool after_outage)
 {
-	if (ctl->password) {
-		const char *argv[] = { "AUTH", ctl->password };
-		size_t lens[] = { 4, strlen(ctl->password) };
-		send_argv(ctl, ac, req_new(ctl, REQ_AUTH), 2, argv, lens);
-	}
-	if (select && ctl->db) {
-		char db[16];
-		int n = snprintf(db, sizeof db, "%u", ctl->db);
-		const char *argv[] = { "SELECT", db };
-		size_t lens[] = { 6, (size_t)n };
-		send_argv(ctl, ac, req_new(ctl, REQ_AUTH), 2, argv, lens);
-	}
-}
-
-static void sub_cb(redisAsyncContext *ac, void *reply_v, void *privdata)
-{
-	(void)ac;
-	struct control *ctl = privdata;
-	redisReply *reply = reply_v;
-	if (!reply || ctl->freeing)
-		return;
-	if (reply->type == REDIS_REPLY_ERROR) {
-		char why[200];
-		snprintf(why, sizeof why, "SUBSCRIBE refused: %.150s", reply->str);
-		link_down(ctl, why);
-		return;
-	}
-	if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 3 || reply->element[0]->type != REDIS_REPLY_STRING)
-		return;
-	if (strcmp(reply->element[0]->str, "message") != 0)
-		return;
-	/* "VERSION ORIGIN": read the state when it is news */
-	const redisReply *m = reply->element[2];
-	if (m->type != REDIS_REPLY_STRING)
-		return;
-	unsigned long long v = strtoull(m->str, NULL, 10);
-	if (v > ctl->applied_version && ctl->state == LINK_UP)
-		poll_version(ctl);
-}
-
-static void link_up(struct control *ctl)
-{
-	if (ctl->finder && ctl->reached.port && !rs_addr_equal(&ctl->reached, &ctl->target)) {
+	struct control *ctl = arg;
+	struct redis_link_status st;
+	redis_link_status(ctl->link, &st);
+	if (switched_from) {
 		char from[80];
-		rs_addr_format(&ctl->reached, from, sizeof from);
+		rs_addr_format(switched_from, from, sizeof from);
 		struct log_line l;
 		log_begin(&l, LOG_WARN, "fleet control: Redis master switched");
-		log_str(&l, "master_name", ctl->master_name);
+		log_str(&l, "master_name", st.master_name);
 		log_str(&l, "from", from);
-		log_str(&l, "to", ctl->target_text);
+		log_str(&l, "to", st.master);
 		log_end(&l);
 	}
-	ctl->reached = ctl->target;
-	set_state(ctl, LINK_UP);
-	ctl->ever_up = true;
 	ctl->reconcile = true;
 	ctl->synced = false;
-	ctl->why[0] = '\0';
-	if (ctl->reported_down) {
-		ctl->reported_down = false;
+	if (after_outage) {
 		struct log_line l;
 		log_begin(&l, LOG_INFO, "fleet control: Redis reachable again; re-syncing (the newest change wins)");
-		log_str(&l, "redis", ctl->address);
-		if (ctl->finder)
-			log_str(&l, "master", ctl->target_text);
+		log_str(&l, "redis", st.address);
+		if (st.master_name)
+			log_str(&l, "master", st.master);
 		log_end(&l);
 	} else {
 		struct log_line l;
 		log_begin(&l, LOG_INFO, "fleet control: connected to Redis");
-		log_str(&l, "redis", ctl->address);
-		if (ctl->finder)
-			log_str(&l, "master", ctl->target_text);
+		log_str(&l, "redis", st.address);
+		if (st.master_name)
+			log_str(&l, "master", st.master);
 		log_str(&l, "prefix", ctl->prefix);
 		log_str(&l, "instance", ctl->origin);
 		log_end(&l);
 	}
-	const char *argv[] = { "SUBSCRIBE", ctl->k_channel };
-	size_t lens[] = { 9, strlen(ctl->k_channel) };
-	if (redisAsyncCommandArgv(ctl->sub, sub_cb, ctl, 2, argv, lens) != REDIS_OK) {
-		link_down(ctl, "cannot subscribe");
-		return;
-	}
 	poll_version(ctl);
 }
 
-static void on_connect(const redisAsyncContext *ac, int status)
-{
-	struct control *ctl = ac->data;
-	if (!ctl || ctl->freeing || (ac != ctl->cmd && ac != ctl->sub))
-		return;
-	if (status != REDIS_OK) {
-		/* hiredis frees this context after the callback */
-		char why[200];
-		snprintf(why, sizeof why, "connect failed: %.150s", ac->errstr);
-		if (ac == ctl->cmd)
-			ctl->cmd = NULL;
-		else
-			ctl->sub = NULL;
-		link_down(ctl, why);
-		return;
-	}
-	if (ac == ctl->cmd && !ctl->finder)
-		ctl->cmd_ready = true;
-	else if (ac == ctl->sub)
-		ctl->sub_ready = true;
-	/* with sentinels the command connection is ready when ROLE says master (role_reply) */
-	if (ctl->cmd_ready && ctl->sub_ready)
-		link_up(ctl);
-}
-
-/* A sentinel's answer can be stale: only the server itself knows it is the master. */
-static void role_reply(struct control *ctl, const redisReply *reply)
-{
-	char why[200];
-	if (!rs_role_is_master(reply, why, sizeof why)) {
-		char msg[300];
-		snprintf(msg, sizeof msg, "%s: %s", ctl->target_text, why);
-		link_down(ctl, msg);
-		/* a stale sentinel named it: ask the next one on the next tick, not after a second */
-		ctl->next_connect_ms = mono_ms();
-		return;
-	}
-	ctl->cmd_ready = true;
-	if (ctl->sub_ready)
-		link_up(ctl);
-}
-
-static void on_disconnect(const redisAsyncContext *ac, int status)
-{
-	struct control *ctl = ac->data;
-	if (!ctl || ctl->freeing || (ac != ctl->cmd && ac != ctl->sub))
-		return; /* one we dropped ourselves */
-	char why[200];
-	snprintf(why, sizeof why, "connection lost: %.150s", status == REDIS_OK ? "closed" : ac->errstr);
-	if (ac == ctl->cmd)
-		ctl->cmd = NULL;
-	else
-		ctl->sub = NULL;
-	link_down(ctl, why);
-}
-
-static redisAsyncContext *open_context(struct control *ctl, bool select, char *why, size_t why_size)
-{
-	redisAsyncContext *ac = redisAsyncConnect(ctl->target.host, ctl->target.port);
-	if (!ac) {
-		snprintf(why, why_size, "out of memory");
-		return NULL;
-	}
-	if (ac->err) {
-		snprintf(why, why_size, "connect failed: %.150s", ac->errstr);
-		redisAsyncFree(ac);
-		return NULL;
-	}
-	ac->data = ctl;
-	if (redisLibeventAttach(ac, ctl->base) != REDIS_OK) {
-		redisAsyncFree(ac);
-		snprintf(why, why_size, "cannot attach to the event loop");
-		return NULL;
-	}
-	redisAsyncSetConnectCallback(ac, on_connect);
-	redisAsyncSetDisconnectCallback(ac, on_disconnect);
-	auth_and_select(ctl, ac, select);
-	if (select && ctl->finder) {
-		const char *argv[] = { "ROLE" };
-		size_t lens[] = { 4 };
-		send_argv(ctl, ac, req_new(ctl, REQ_ROLE), 1, argv, lens);
-	}
-	return ac;
-}
-
-/* Connects both connections to ctl->target. */
-static void connect_master(struct control *ctl)
-{
-	char why[200];
-	set_state(ctl, LINK_CONNECTING);
-	ctl->connect_started_ms = mono_ms();
-	if (!(ctl->cmd = open_context(ctl, true, why, sizeof why)) ||
-	    !(ctl->sub = open_context(ctl, false, why, sizeof why)))
-		link_down(ctl, why);
-}
-
-static void connect_now(struct control *ctl)
-{
-	if (!ctl->finder) {
-		connect_master(ctl);
-		return;
-	}
-	if (ctl->resolving)
-		return;
-	/* each sentinel asked is bounded by connect_timeout (the finder's), not the whole round */
-	set_state(ctl, LINK_CONNECTING);
-	ctl->resolving = true;
-	rs_finder_ask(ctl->finder); /* may end the round (master_found) before it returns */
-}
-
-static void master_found(void *arg, const struct rs_addr *master, const char *why)
+static void link_went_down(void *arg, const char *why, bool report)
 {
 	struct control *ctl = arg;
-	ctl->resolving = false;
-	if (!master) {
-		link_down(ctl, why);
+	ctl->synced = false;
+	ctl->pull_busy = false;
+	if (!report)
 		return;
-	}
-	ctl->target = *master;
-	rs_addr_format(master, ctl->target_text, sizeof ctl->target_text);
-	connect_master(ctl);
+	struct redis_link_status st;
+	redis_link_status(ctl->link, &st);
+	struct log_line l;
+	log_begin(&l, LOG_WARN, "fleet control: Redis unreachable; serving with this instance's state, "
+	                        "changes are written to Redis when it is back");
+	log_str(&l, "redis", st.address);
+	if (st.master_name)
+		log_str(&l, "master", st.master);
+	log_str(&l, "why", why);
+	log_end(&l);
 }
 
-/* The sentinels moved the master: leave the old one now, connect to the new one at once. */
-static void master_switched(void *arg, const struct rs_addr *to)
+/* A message on PREFIX:changes, "VERSION ORIGIN": read the state when it is news. */
+static void link_message(void *arg, const char *payload, size_t len)
 {
+	(void)len;
 	struct control *ctl = arg;
-	if (ctl->freeing || (!ctl->resolving && ctl->state != LINK_DOWN && rs_addr_equal(&ctl->target, to)))
-		return;
-	char addr[80], why[200];
-	rs_addr_format(to, addr, sizeof addr);
-	snprintf(why, sizeof why, "the sentinels switched the master to %s", addr);
-	link_down(ctl, why);
-	ctl->target = *to;
-	snprintf(ctl->target_text, sizeof ctl->target_text, "%s", addr);
-	connect_master(ctl);
+	unsigned long long v = strtoull(payload, NULL, 10);
+	if (v > ctl->applied_version && redis_link_is_up(ctl->link))
+		poll_version(ctl);
 }
 
 /* ---- the local state as entries ---------------------------------------- */
@@ -633,7 +403,7 @@ static void diff_one(void *arg, const char *key, const char *line, const struct 
  * WRITE_RECONCILE: after an outage or at start, where Redis may be newer. */
 static void flush(struct control *ctl, enum write_mode mode)
 {
-	if (ctl->state != LINK_UP || !ctl->cmd)
+	if (!redis_link_is_up(ctl->link))
 		return;
 	struct control_set cur;
 	control_set_init(&cur);
@@ -669,7 +439,7 @@ static void flush(struct control *ctl, enum write_mode mode)
 		if (!keys) {
 			log_msg(LOG_ERROR, "fleet control: out of memory writing a change to Redis");
 			req_free(req);
-		} else if (send_argv(ctl, ctl->cmd, req, (int)b.argc, b.argv, b.lens)) {
+		} else if (send_req(ctl, req, (int)b.argc, b.argv, b.lens)) {
 			/* what Redis will hold once the reply comes */
 			for (size_t i = 0; i < n; i++) {
 				struct control_item *have = control_set_find(&cur, keys[i]);
@@ -681,7 +451,7 @@ static void flush(struct control *ctl, enum write_mode mode)
 			}
 			ctl->written += n;
 		} else {
-			link_down(ctl, "cannot send a command");
+			redis_link_drop(ctl->link, "cannot send a command");
 		}
 		free(keys);
 	}
@@ -1004,13 +774,13 @@ static void version_reply(struct control *ctl, const redisReply *reply)
 	r->version = v;
 	const char *argv[] = { "HGETALL", ctl->k_state };
 	size_t lens[] = { 7, strlen(ctl->k_state) };
-	if (!send_argv(ctl, ctl->cmd, r, 2, argv, lens))
+	if (!send_req(ctl, r, 2, argv, lens))
 		ctl->pull_busy = false;
 }
 
 static void poll_version(struct control *ctl)
 {
-	if (ctl->state != LINK_UP || !ctl->cmd)
+	if (!redis_link_is_up(ctl->link))
 		return;
 	if (ctl->pull_busy) {
 		ctl->pull_again = true;
@@ -1021,7 +791,7 @@ static void poll_version(struct control *ctl)
 	ctl->last_poll_ms = mono_ms();
 	const char *argv[] = { "GET", ctl->k_version };
 	size_t lens[] = { 3, strlen(ctl->k_version) };
-	if (!send_argv(ctl, ctl->cmd, req_new(ctl, REQ_VERSION), 2, argv, lens))
+	if (!send_req(ctl, req_new(ctl, REQ_VERSION), 2, argv, lens))
 		ctl->pull_busy = false;
 }
 
@@ -1070,7 +840,7 @@ static void lease_send(struct control *ctl, struct control_lease *l, bool releas
 	const char *script = release ? release_script : lease_script;
 	const char *argv[] = { "EVAL", script, "1", key, ctl->origin, ms };
 	size_t lens[] = { 4, strlen(script), 1, strlen(key), strlen(ctl->origin), strlen(ms) };
-	if (send_argv(ctl, ctl->cmd, r, release ? 5 : 6, argv, lens))
+	if (send_req(ctl, r, release ? 5 : 6, argv, lens))
 		l->busy = !release;
 	free(key);
 }
@@ -1078,7 +848,7 @@ static void lease_send(struct control *ctl, struct control_lease *l, bool releas
 static void leases_tick(struct control *ctl)
 {
 	ctl->last_lease_ms = mono_ms();
-	if (ctl->state != LINK_UP || !ctl->synced || !ctl->rc)
+	if (!redis_link_is_up(ctl->link) || !ctl->synced || !ctl->rc)
 		return;
 	for (size_t i = 0; i < ctl->rt->num_rollouts; i++) {
 		if (!line_running(ctl->rt->rollouts[i].line))
@@ -1149,7 +919,7 @@ static void lease_reply(struct control *ctl, struct control_req *r, const redisR
 static void figures_tick(struct control *ctl)
 {
 	ctl->last_figures_ms = mono_ms();
-	if (ctl->state != LINK_UP || !ctl->synced)
+	if (!redis_link_is_up(ctl->link) || !ctl->synced)
 		return;
 	char *buf = NULL;
 	size_t size = 0;
@@ -1178,11 +948,11 @@ static void figures_tick(struct control *ctl)
 	}
 	const char *argv[] = { "HSET", ctl->k_figures, ctl->origin, buf };
 	size_t lens[] = { 4, strlen(ctl->k_figures), strlen(ctl->origin), size };
-	send_argv(ctl, ctl->cmd, req_new(ctl, REQ_OTHER), 4, argv, lens);
+	send_req(ctl, req_new(ctl, REQ_OTHER), 4, argv, lens);
 	free(buf);
 	const char *gargv[] = { "HGETALL", ctl->k_figures };
 	size_t glens[] = { 7, strlen(ctl->k_figures) };
-	send_argv(ctl, ctl->cmd, req_new(ctl, REQ_FIGURES), 2, gargv, glens);
+	send_req(ctl, req_new(ctl, REQ_FIGURES), 2, gargv, glens);
 }
 
 static void figures_free(struct control *ctl)
@@ -1213,7 +983,7 @@ static void figures_reply(struct control *ctl, const redisReply *reply)
 		if (at + CONTROL_FIGURES_MAX_AGE_MS < now) { /* an instance long gone */
 			const char *argv[] = { "HDEL", ctl->k_figures, k->str };
 			size_t lens[] = { 4, strlen(ctl->k_figures), k->len };
-			send_argv(ctl, ctl->cmd, req_new(ctl, REQ_OTHER), 3, argv, lens);
+			send_req(ctl, req_new(ctl, REQ_OTHER), 3, argv, lens);
 			continue;
 		}
 		if (strcmp(k->str, ctl->origin) == 0)
@@ -1275,7 +1045,7 @@ static void fleet_driver(void *arg, const char *service, char *buf, size_t size)
 	const struct control_lease *l = lease_find(ctl, service, false);
 	if (lease_valid(l))
 		snprintf(buf, size, "this instance (%s), lease held", ctl->origin);
-	else if (ctl->state != LINK_UP)
+	else if (!redis_link_is_up(ctl->link))
 		snprintf(buf, size, "unknown: Redis is unreachable (no instance judges this rollout until it is back)");
 	else if (l && l->holder[0] && strcmp(l->holder, ctl->origin) != 0)
 		snprintf(buf, size, "instance %s (this one contributes its counters)", l->holder);
@@ -1332,13 +1102,7 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	struct control *ctl = arg;
 	uint64_t now = mono_ms();
-	if (ctl->state == LINK_DOWN && now >= ctl->next_connect_ms)
-		connect_now(ctl);
-	else if (ctl->state == LINK_CONNECTING && !ctl->resolving && now - ctl->connect_started_ms > ctl->connect_timeout_ms)
-		link_down(ctl, ctl->finder ? "connect (or ROLE) timeout" : "connect timeout");
-	else if (ctl->state == LINK_UP && ctl->inflight && now - ctl->waiting_since_ms > ctl->timeout_ms)
-		link_down(ctl, "no answer in time");
-	if (ctl->state == LINK_UP) {
+	if (redis_link_is_up(ctl->link)) {
 		if (now - ctl->last_poll_ms >= CONTROL_POLL_MS)
 			poll_version(ctl);
 		if (now - ctl->last_lease_ms >= ctl->lease_ms / 3)
@@ -1350,15 +1114,11 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
 		write_sidecar(ctl);
 }
 
-static void cmd_cb(redisAsyncContext *ac, void *reply_v, void *privdata)
+/* Every answer to a command of control's (the link's own AUTH, SELECT and ROLE stay in redis_link.c). */
+static void reply_cb(void *arg, const redisReply *reply)
 {
-	struct control_req *r = privdata;
+	struct control_req *r = arg;
 	struct control *ctl = r->ctl;
-	redisReply *reply = reply_v;
-	if (ac == ctl->cmd && ctl->inflight) {
-		ctl->inflight--;
-		ctl->waiting_since_ms = mono_ms();
-	}
 	if (r->kind == REQ_WRITE) {
 		write_reply(ctl, r, reply);
 	} else if (!reply) {
@@ -1367,14 +1127,10 @@ static void cmd_cb(redisAsyncContext *ac, void *reply_v, void *privdata)
 			if (l)
 				l->busy = false;
 		}
-	} else if (reply->type == REDIS_REPLY_ERROR && (r->kind == REQ_AUTH || r->kind == REQ_VERSION)) {
+	} else if (reply->type == REDIS_REPLY_ERROR && r->kind == REQ_VERSION) {
 		char why[200];
-		snprintf(why, sizeof why, "%s refused: %.150s", r->kind == REQ_AUTH ? "AUTH/SELECT" : "GET", reply->str);
-		if (!ctl->freeing)
-			link_down(ctl, why);
-	} else if (r->kind == REQ_ROLE) {
-		if (ac == ctl->cmd && !ctl->freeing)
-			role_reply(ctl, reply);
+		snprintf(why, sizeof why, "GET refused: %.150s", reply->str);
+		redis_link_drop(ctl->link, why);
 	} else if (r->kind == REQ_VERSION) {
 		version_reply(ctl, reply);
 	} else if (r->kind == REQ_PULL) {
@@ -1386,16 +1142,6 @@ static void cmd_cb(redisAsyncContext *ac, void *reply_v, void *privdata)
 		lease_reply(ctl, r, reply);
 	} else if (r->kind == REQ_FIGURES) {
 		figures_reply(ctl, reply);
-	}
-	if (reply && reply->type == REDIS_REPLY_ERROR && reply->str && ac == ctl->cmd && !ctl->freeing &&
-	    (strstr(reply->str, "READONLY") || strncmp(reply->str, "MASTERDOWN", 10) == 0)) {
-		/* the server was demoted (a failover) or lost its master: the next
-		 * connect finds the master (with sentinels, asks them again) */
-		char why[300];
-		snprintf(why, sizeof why, "%.80s answered %.150s", ctl->target_text, reply->str);
-		link_down(ctl, why);
-		if (ctl->finder)
-			ctl->next_connect_ms = mono_ms(); /* the sentinels know the new master already */
 	}
 	req_free(r);
 }
@@ -1409,13 +1155,9 @@ struct control *control_new(struct event_base *base, const struct conf_control *
 	if (!ctl)
 		goto oom;
 	ctl->snap = snap;
-	ctl->base = base;
 	ctl->rt = rt;
 	ctl->sf = sf;
-	ctl->db = cfg->redis.db;
 	ctl->uses_main = cfg->uses_main;
-	ctl->timeout_ms = cfg->redis.timeout ? cfg->redis.timeout : 2000;
-	ctl->connect_timeout_ms = cfg->redis.connect_timeout ? cfg->redis.connect_timeout : 500;
 	ctl->lease_ms = cfg->lease;
 	control_set_init(&ctl->known);
 	if (cfg->instance) {
@@ -1434,39 +1176,27 @@ struct control *control_new(struct event_base *base, const struct conf_control *
 	for (char *p = ctl->origin; *p; p++)
 		if (*p == ' ')
 			*p = '_';
-	bool target_ok = true;
-	if (cfg->redis.num_sentinels) {
-		snprintf(ctl->master_name, sizeof ctl->master_name, "%s", cfg->redis.master ? cfg->redis.master : "");
-		snprintf(ctl->target_text, sizeof ctl->target_text, "(not found yet)");
-		ctl->finder = rs_finder_new(base, cfg->redis.sentinels, cfg->redis.num_sentinels, cfg->redis.master,
-		                            cfg->redis.sentinel_password, ctl->connect_timeout_ms * 1000, master_found,
-		                            master_switched, ctl);
-		target_ok = ctl->finder != NULL;
-	} else {
-		target_ok = cfg->redis.host && strlen(cfg->redis.host) < sizeof ctl->target.host;
-		if (target_ok) {
-			snprintf(ctl->target.host, sizeof ctl->target.host, "%s", cfg->redis.host);
-			ctl->target.port = cfg->redis.port;
-			rs_addr_format(&ctl->target, ctl->target_text, sizeof ctl->target_text);
-		}
-	}
-	ctl->address = strdup(cfg->redis.address);
-	ctl->password = cfg->redis.password ? strdup(cfg->redis.password) : NULL;
 	ctl->prefix = strdup(cfg->prefix);
 	ctl->k_version = xasprintf("%s:version", cfg->prefix);
 	ctl->k_state = xasprintf("%s:state", cfg->prefix);
 	ctl->k_channel = xasprintf("%s:changes", cfg->prefix);
 	ctl->k_figures = xasprintf("%s:figures", cfg->prefix);
 	ctl->sidecar = sf ? xasprintf("%s.fleet", sf->path) : NULL;
+	static const struct redis_link_events events = {
+		.up = link_went_up,
+		.down = link_went_down,
+		.message = link_message,
+	};
+	if (ctl->k_channel)
+		ctl->link = redis_link_new(base, &cfg->redis, ctl->k_channel, cfg->redis.timeout ? cfg->redis.timeout : 2000,
+		                           cfg->redis.connect_timeout ? cfg->redis.connect_timeout : 500, &events, ctl);
 	ctl->tick = event_new(base, -1, EV_PERSIST, tick_cb, ctl);
 	struct timeval tv = { 0, CONTROL_TICK_MS * 1000 };
-	if (!target_ok || !ctl->address || (cfg->redis.password && !ctl->password) || !ctl->prefix || !ctl->k_version ||
-	    !ctl->k_state || !ctl->k_channel || !ctl->k_figures || (sf && !ctl->sidecar) || !ctl->tick ||
-	    event_add(ctl->tick, &tv) != 0)
+	if (!ctl->link || !ctl->prefix || !ctl->k_version || !ctl->k_state || !ctl->k_channel || !ctl->k_figures ||
+	    (sf && !ctl->sidecar) || !ctl->tick || event_add(ctl->tick, &tv) != 0)
 		goto oom;
 	read_sidecar(ctl);
-	ctl->state_since_wall_us = clock_wall_us();
-	connect_now(ctl);
+	redis_link_start(ctl->link);
 	return ctl;
 oom:
 	log_msg(LOG_ERROR, "fleet control: out of memory starting");
@@ -1481,25 +1211,15 @@ static void release_leases_now(struct control *ctl)
 	bool any = false;
 	for (size_t i = 0; i < ctl->num_leases; i++)
 		any = any || lease_valid(&ctl->leases[i]);
-	if (!any || ctl->state != LINK_UP)
+	if (!any || !ctl->link)
 		return;
-	struct timeval tv = { 0, CONTROL_RELEASE_TIMEOUT_MS * 1000 };
-	redisContext *c = redisConnectWithTimeout(ctl->target.host, ctl->target.port, tv);
-	if (!c || c->err || redisSetTimeout(c, tv) != REDIS_OK) {
-		if (c)
-			redisFree(c);
+	redisContext *c = redis_link_connect_blocking(ctl->link, CONTROL_RELEASE_TIMEOUT_MS * 1000);
+	if (!c)
 		return;
-	}
-	redisReply *rep = ctl->password ? redisCommand(c, "AUTH %s", ctl->password) : NULL;
-	if (rep)
-		freeReplyObject(rep);
-	rep = ctl->db ? redisCommand(c, "SELECT %u", ctl->db) : NULL; /* the leases live in that db */
-	if (rep)
-		freeReplyObject(rep);
 	for (size_t i = 0; i < ctl->num_leases; i++) {
 		if (!lease_valid(&ctl->leases[i]))
 			continue;
-		rep = redisCommand(c, "EVAL %s 1 %s:lease:%s %s", release_script, ctl->prefix, ctl->leases[i].service,
+		redisReply *rep = redisCommand(c, "EVAL %s 1 %s:lease:%s %s", release_script, ctl->prefix, ctl->leases[i].service,
 		                   ctl->origin);
 		if (!rep)
 			break;
@@ -1521,14 +1241,7 @@ void control_free(struct control *ctl)
 		rollout_ctl_set_fleet(ctl->rc, NULL, NULL);
 	if (ctl->floor_dirty)
 		write_sidecar(ctl);
-	ctl->freeing = true;
-	rs_finder_free(ctl->finder);
-	redisAsyncContext *cmd = ctl->cmd, *sub = ctl->sub;
-	ctl->cmd = ctl->sub = NULL;
-	if (cmd)
-		redisAsyncFree(cmd);
-	if (sub)
-		redisAsyncFree(sub);
+	redis_link_free(ctl->link); /* fails the commands in flight: their replies are handled here */
 	if (ctl->tick)
 		event_free(ctl->tick);
 	control_set_free(&ctl->known);
@@ -1536,8 +1249,6 @@ void control_free(struct control *ctl)
 		free(ctl->leases[i].service);
 	free(ctl->leases);
 	figures_free(ctl);
-	free(ctl->address);
-	free(ctl->password);
 	free(ctl->prefix);
 	free(ctl->k_version);
 	free(ctl->k_state);
@@ -1565,7 +1276,7 @@ void control_set_rollouts(struct control *ctl, struct rollout_ctl *rc)
 void control_changed(struct control *ctl)
 {
 	/* before the first read after connecting, the reconcile writes it */
-	if (ctl->state != LINK_UP || !ctl->synced)
+	if (!redis_link_is_up(ctl->link) || !ctl->synced)
 		return;
 	flush(ctl, WRITE_NOW);
 	leases_tick(ctl); /* a rollout started here: take its lease first */
@@ -1609,28 +1320,30 @@ static void json_str(struct evbuffer *out, const char *s)
 	evbuffer_add_printf(out, "\"%.*s\"", (int)len, esc);
 }
 
-static void state_text(struct control *ctl, char *buf, size_t size)
+static void state_text(struct control *ctl, const struct redis_link_status *link, char *buf, size_t size)
 {
 	char since[40];
-	when_text(ctl->state_since_wall_us, since, sizeof since);
-	if (ctl->state == LINK_UP)
+	when_text(link->since_wall_us, since, sizeof since);
+	if (link->state == REDIS_LINK_UP)
 		snprintf(buf, size, "up since %s, %s, fleet version %" PRIu64, since, ctl->synced ? "in sync" : "syncing",
 		         ctl->applied_version);
-	else if (ctl->state == LINK_CONNECTING)
-		snprintf(buf, size, "connecting (since %s)%s%s", since, ctl->why[0] ? "; last error: " : "", ctl->why);
+	else if (link->state == REDIS_LINK_CONNECTING)
+		snprintf(buf, size, "connecting (since %s)%s%s", since, link->why[0] ? "; last error: " : "", link->why);
 	else
 		snprintf(buf, size, "REDIS DOWN since %s: %s; serving with this instance's state (fleet version %" PRIu64
 		                    "), changes are written to Redis when it is back",
-		         since, ctl->why, ctl->applied_version);
+		         since, link->why, ctl->applied_version);
 }
 
 void control_brief(struct control *ctl, bool json, struct evbuffer *out)
 {
 	char st[400];
-	state_text(ctl, st, sizeof st);
+	struct redis_link_status link;
+	redis_link_status(ctl->link, &link);
+	state_text(ctl, &link, st, sizeof st);
 	if (json) {
 		evbuffer_add_printf(out, "{\"state\":\"%s\",\"synced\":%s,\"version\":%" PRIu64 ",\"status\":",
-		                    link_names[ctl->state], ctl->synced ? "true" : "false", ctl->applied_version);
+		                    link.state_name, ctl->synced ? "true" : "false", ctl->applied_version);
 		json_str(out, st);
 		evbuffer_add_printf(out, "}");
 	} else {
@@ -1641,15 +1354,18 @@ void control_brief(struct control *ctl, bool json, struct evbuffer *out)
 void control_show(struct control *ctl, bool json, struct evbuffer *out)
 {
 	char st[400], last[40] = "never";
-	state_text(ctl, st, sizeof st);
+	struct redis_link_status link;
+	redis_link_status(ctl->link, &link);
+	bool up = link.state == REDIS_LINK_UP;
+	state_text(ctl, &link, st, sizeof st);
 	if (ctl->last_applied_wall_us)
 		when_text(ctl->last_applied_wall_us, last, sizeof last);
 	size_t pending = unsynced(ctl);
 	if (json) {
 		evbuffer_add_printf(out, "{\"ok\":true,\"control\":{\"redis\":");
-		json_str(out, ctl->address);
+		json_str(out, link.address);
 		evbuffer_add_printf(out, ",\"master\":");
-		json_str(out, ctl->state == LINK_UP ? ctl->target_text : "");
+		json_str(out, up ? link.master : "");
 		evbuffer_add_printf(out, ",\"redis_block\":\"%s\",\"prefix\":", ctl->uses_main ? "main" : "own");
 		json_str(out, ctl->prefix);
 		evbuffer_add_printf(out, ",\"instance\":");
@@ -1657,9 +1373,9 @@ void control_show(struct control *ctl, bool json, struct evbuffer *out)
 		evbuffer_add_printf(out,
 		                    ",\"state\":\"%s\",\"synced\":%s,\"since_ms\":%" PRIu64 ",\"version\":%" PRIu64
 		                    ",\"written\":%llu,\"applied\":%llu,\"conflicts\":%llu,\"unsynced\":%zu,\"error\":",
-		                    link_names[ctl->state], ctl->synced ? "true" : "false", ctl->state_since_wall_us / 1000,
+		                    link.state_name, ctl->synced ? "true" : "false", link.since_wall_us / 1000,
 		                    ctl->applied_version, ctl->written, ctl->applied, ctl->conflicts, pending);
-		json_str(out, ctl->state == LINK_UP ? "" : ctl->why);
+		json_str(out, up ? "" : link.why);
 		evbuffer_add_printf(out, ",\"status\":");
 		json_str(out, st);
 		evbuffer_add_printf(out, ",\"leases\":[");
@@ -1677,11 +1393,11 @@ void control_show(struct control *ctl, bool json, struct evbuffer *out)
 		evbuffer_add_printf(out, "]}}\n");
 		return;
 	}
-	evbuffer_add_printf(out, "redis      %s (%s), key prefix \"%s\"\n", ctl->address,
+	evbuffer_add_printf(out, "redis      %s (%s), key prefix \"%s\"\n", link.address,
 	                    ctl->uses_main ? "the top-level redis block \"main\"" : "control's own", ctl->prefix);
-	if (ctl->finder)
+	if (link.master_name)
 		evbuffer_add_printf(out, "master     %s (\"%s\" as the sentinels name it; followed across failovers)\n",
-		                    ctl->state == LINK_UP ? ctl->target_text : "not reached", ctl->master_name);
+		                    up ? link.master : "not reached", link.master_name);
 	evbuffer_add_printf(out, "instance   %s\n", ctl->origin);
 	evbuffer_add_printf(out, "state      %s\n", st);
 	evbuffer_add_printf(out, "changes    %llu entries written by this instance, %llu applied from others (last %s), "

@@ -24,12 +24,11 @@
  * each second to the hash PREFIX:figures under its origin; the driver judges
  * on the sum over the fleet (rollout.h's fleet operations).
  *
- * Redis behind Sentinel (`sentinels` + `master`, in control's own block or
- * in "main"): each (re)connect asks the sentinels for the master
- * (redis_sentinel.h's rs_finder), connects both connections there and checks
- * ROLE before the link counts as up; a `+switch-master` for this master, or a
- * READONLY / MASTERDOWN answer (the old master demoted), drops the link and
- * connects to the new master at once, then re-syncs as after any outage.
+ * The connections (a command one, one subscribed to PREFIX:changes) are a
+ * redis_link (redis_link.h): Redis behind Sentinel (`sentinels` + `master`,
+ * in control's own block or in "main") is followed there (ROLE checked,
+ * `+switch-master`, READONLY / MASTERDOWN); after each (re)connect this
+ * module re-syncs as after any outage.
  *
  * Redis unreachable: the instance keeps serving with the state it has, logs
  * the transition once, reports it (`ctl show control`, `show services`,
