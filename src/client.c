@@ -33,6 +33,14 @@
  * destroys the response before the client read it. */
 #define CLIENT_LINGER_MS 2000
 
+/* A response sent before its request body was read (a refusal: 429, 403,
+ * 503): the rest of a Content-Length body up to this size is read and
+ * dropped and the connection kept, as nginx and HAProxy do. A client
+ * refused at overload then keeps its connection instead of reconnecting
+ * (one more TCP and TLS handshake per refusal, and a client that cannot
+ * tell a close after a refusal from a lost connection). */
+#define CLIENT_DISCARD_MAX (64 * 1024)
+
 _Static_assert(FIELD_HOP == H1_HDR_HOP, "the parser's flags are the request fields' flags");
 
 static void client_read_cb(struct bufferevent *bev, void *arg);
@@ -45,6 +53,7 @@ static void client_sock_read_cb(evutil_socket_t fd, short what, void *arg);
 static void client_on_drained(struct client_conn *cc);
 static void client_sock_write_cb(evutil_socket_t fd, short what, void *arg);
 static void client_begin(struct client_conn *cc, struct exchange *ex);
+static bool client_discard(struct client_conn *cc);
 
 static const struct conf *client_conf(const struct client_conn *cc)
 {
@@ -476,6 +485,18 @@ static void client_hold_head(struct client_conn *cc, bool hold)
 		io_flusher_schedule(&cc->flusher);
 }
 
+/* Whether the connection may go on after this response although the request
+ * body is not read to its end: its rest is small and framed by
+ * Content-Length, so it can be dropped (client_discard). Not when the client
+ * may still wait for 100-continue before sending it (it may never come), nor
+ * after an answer about the request's own shape (nginx closes after those). */
+static bool client_can_discard(const struct exchange *ex, int status)
+{
+	if (ex->h1_body != H1_BODY_LENGTH || ex->h1_body_remaining > CLIENT_DISCARD_MAX || ex->h1.expect_continue)
+		return false;
+	return status != 400 && status != 408 && status != 413 && status != 414 && status != 431;
+}
+
 static long client_send_head(struct exchange *ex, const struct ex_head *h)
 {
 	struct client_conn *cc = ex->conn;
@@ -483,7 +504,7 @@ static long client_send_head(struct exchange *ex, const struct ex_head *h)
 	/* the connection can only continue if this response has a known end and
 	 * the request body has been read in full (unread bytes would be taken
 	 * for the next request) */
-	if (!ex->body_done || cc->w->draining || cc->drain)
+	if ((!ex->body_done && !client_can_discard(ex, h->status)) || cc->w->draining || cc->drain)
 		cc->keep_alive = false;
 	cc->chunked_out = false;
 	cc->trailers_out = false;
@@ -604,6 +625,8 @@ static long client_finish(struct exchange *ex, enum ex_end how)
 {
 	struct client_conn *cc = ex->conn;
 	client_hold_head(cc, false);
+	/* what is left of the request body, dropped before the next head if the connection goes on */
+	cc->discard = ex->body_done || ex->h1_body != H1_BODY_LENGTH ? 0 : ex->h1_body_remaining;
 	if (how != EX_END_COMPLETE || !cc->chunked_out)
 		return 0;
 	/* the last chunk (after trailers: only the blank line) */
@@ -631,7 +654,6 @@ static void client_release(void *conn, enum ex_end how, bool body_unread)
 		return;
 	}
 	cc->state = CLIENT_WAIT_HEAD;
-	client_body_timer(cc, false);
 	if (!cc->bev) {
 		cc->read_paused = false;
 		client_sock_update_reading(cc);
@@ -641,12 +663,17 @@ static void client_release(void *conn, enum ex_end how, bool body_unread)
 		 * instructions per keep-alive request */
 		bufferevent_enable(cc->bev, EV_READ);
 	}
+	/* the rest of a refused request's body is read under the body's read timeout */
+	client_body_timer(cc, cc->discard > 0);
+	if (cc->discard > 0 && !cc->bev)
+		client_arm_timer(cc, CLIENT_DL_BODY, client_conf(cc)->limits.client_body_timeout);
 	if (client_in_len(cc) > 0) {
 		if (!cc->in_input_loop)
 			client_handle_input(cc);
 		return;
 	}
-	client_arm_timer(cc, CLIENT_DL_IDLE, client_conf(cc)->limits.keepalive_timeout);
+	if (cc->discard == 0)
+		client_arm_timer(cc, CLIENT_DL_IDLE, client_conf(cc)->limits.keepalive_timeout);
 }
 
 static void client_start_body(struct exchange *ex)
@@ -960,13 +987,41 @@ static bool client_try_head(struct client_conn *cc)
 	return client_parse_head(cc, p, avail, true);
 }
 
+/* Drop what the input holds of the previous request's unread body
+ * (client_can_discard). True when nothing is left to drop: the next head
+ * may be parsed. */
+static bool client_discard(struct client_conn *cc)
+{
+	if (cc->discard == 0)
+		return true;
+	size_t avail = client_in_len(cc);
+	size_t n = avail < cc->discard ? avail : (size_t)cc->discard;
+	if (n > 0 && evbuffer_drain(cc->in, n) != 0) {
+		client_close_soon(cc, false);
+		return false;
+	}
+	cc->discard -= n;
+	if (cc->discard > 0) {
+		/* the body's read timeout runs between reads (a bufferevent restarts its own) */
+		if (n > 0 && !cc->bev)
+			client_arm_timer(cc, CLIENT_DL_BODY, client_conf(cc)->limits.client_body_timeout);
+		return false;
+	}
+	client_body_timer(cc, false);
+	if (client_in_len(cc) == 0) {
+		client_arm_timer(cc, CLIENT_DL_IDLE, client_conf(cc)->limits.keepalive_timeout);
+		return false;
+	}
+	return true;
+}
+
 static void client_handle_input(struct client_conn *cc)
 {
 	/* a loop, not recursion: a client may pipeline thousands of small requests */
 	if (cc->in_input_loop)
 		return;
 	cc->in_input_loop = true;
-	while (cc->state == CLIENT_WAIT_HEAD && client_try_head(cc))
+	while (cc->state == CLIENT_WAIT_HEAD && client_discard(cc) && client_try_head(cc))
 		;
 	cc->in_input_loop = false;
 	client_sock_input_taken(cc);
@@ -1066,7 +1121,7 @@ static void client_sock_read_cb(evutil_socket_t fd, short what, void *arg)
 {
 	(void)what;
 	struct client_conn *cc = arg;
-	if (cc->state == CLIENT_WAIT_HEAD && !cc->in) {
+	if (cc->state == CLIENT_WAIT_HEAD && !cc->in && cc->discard == 0) {
 		char *scratch = cc->w->client->scratch;
 		ssize_t n = read(fd, scratch, sizeof(cc->w->client->scratch));
 		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))

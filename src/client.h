@@ -79,6 +79,7 @@ struct client_conn {
 	bool chunked_out;      /* the response body is chunked */
 	bool trailers_out;     /* the last chunk and trailers are written */
 	bool head_held;        /* a response head waits for its body's first bytes (client_hold_head) */
+	uint64_t discard;  /* bytes of the previous request's body still to drop before the next head */
 	unsigned requests; /* served on this connection */
 };
 

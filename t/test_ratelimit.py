@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from conftest import RawConn, free_port, wait_until
+from conftest import RawConn, build_request, free_port, wait_until
 from test_resources import asan_env
 
 REDIS = shutil.which("redis-server")
@@ -217,6 +217,80 @@ def test_absent_key_skips_and_keys_separate(sluice, upstreams):
     assert get(port, "/b", {"Cookie": "sid=s1"})[0] == 429
     assert get(port, "/c", {"Cookie": "sid=s1"})[0] == 200
     assert get(port, "/b", {"Cookie": "sid=s2; x=y"})[0] == 200
+
+
+def _refusing_gateway(sluice, u, extra_limits=""):
+    """/limited allows one request an hour (a POST answered 429 before its body is read); / is free."""
+    port = free_port()
+    cfg = config(port, u.address, {"once": '{ key = "path", rate = 1, per = "1h", burst = 1 }'},
+                 ['    { match = { path_prefix = "/limited" }, pool = "web", rate_limit = "once" }',
+                  '    { match = { path_prefix = "/" }, pool = "web" }'])
+    if extra_limits:
+        cfg = cfg.replace("  access_log =", "  limits = { %s },\n  access_log =" % extra_limits)
+    return sluice(cfg, ports=[port]), port
+
+
+def test_refused_post_keeps_the_connection(sluice, upstreams):
+    """A POST refused with 429 before its body was read: the gateway reads and drops the rest of a
+    small body and keeps the connection (as nginx and HAProxy do), so a client refused at overload
+    does not reconnect; the body's bytes are never taken for the next request."""
+    (u,) = upstreams(1)
+    gw, port = _refusing_gateway(sluice, u)
+    body = b"field=" + b"v" * 4090
+    with RawConn(port) as c:
+        assert c.request("POST", "/limited", body=body).status == 200
+        # head and body in one write: the body waits in the input when the 429 goes out
+        r = c.request("POST", "/limited", body=body)
+        assert r.status == 429 and "close" not in r.connection_tokens(), r.headers
+        r = c.request("GET", "/after-1")
+        assert r.status == 200 and r.json()["target"] == "/after-1"
+        # the head alone, the 429 read, then the body in pieces, with the next request behind it
+        c.send(build_request("POST", "/limited", headers=[("Content-Length", str(len(body)))]))
+        r = c.read_response()
+        assert r.status == 429 and "close" not in r.connection_tokens(), r.headers
+        for i in range(0, len(body), 1000):
+            c.send(body[i:i + 1000])
+            time.sleep(0.01)
+        r = c.request("GET", "/after-2")
+        assert r.status == 200 and r.json()["target"] == "/after-2"
+        # pipelined: refused POST, its body and a GET in one write
+        c.send(build_request("POST", "/limited", body=body) + build_request("GET", "/after-3"))
+        assert c.read_response().status == 429
+        r = c.read_response()
+        assert r.status == 200 and r.json()["target"] == "/after-3"
+    # the upstream saw none of the refused bodies as a request
+    log = gw.wait_log(count=7)
+    assert sorted(e["target"] for e in log if e["status"] == 200) == ["/after-1", "/after-2", "/after-3", "/limited"]
+
+
+def test_refused_post_closes_when_its_body_cannot_be_dropped(sluice, upstreams):
+    """Not kept: a body over 64 KiB, a chunked one, one the client holds back for 100-continue
+    (the 429 says connection: close and the socket closes); a body that stops coming after the
+    429 ends at client_body_timeout."""
+    (u,) = upstreams(1)
+    gw, port = _refusing_gateway(sluice, u, extra_limits='client_body_timeout = "1s"')
+    assert get(port, "/limited")[0] == 200
+    big = build_request("POST", "/limited", headers=[("Content-Length", str(65537))])
+    chunked = build_request("POST", "/limited", headers=[("Transfer-Encoding", "chunked")])
+    expect = build_request("POST", "/limited", headers=[("Content-Length", "4000"), ("Expect", "100-continue")])
+    for raw in (big, chunked, expect):
+        with RawConn(port) as c:
+            c.send(raw)
+            r = c.read_response()
+            assert r.status == 429 and "close" in r.connection_tokens(), (raw, r.headers)
+            assert c.is_closed(3), raw
+    # 64 KiB exactly is dropped and the connection kept
+    with RawConn(port) as c:
+        r = c.request("POST", "/limited", body=b"x" * 65536)
+        assert r.status == 429 and "close" not in r.connection_tokens()
+        assert c.request("GET", "/kept").status == 200
+    # half a body, then nothing: closed at the body's read timeout, not held forever
+    with RawConn(port) as c:
+        c.send(build_request("POST", "/limited", headers=[("Content-Length", "4000")]) + b"x" * 2000)
+        assert c.read_response().status == 429
+        t0 = time.monotonic()
+        assert c.is_closed(5)
+        assert 0.5 < time.monotonic() - t0 < 4.5
 
 
 def test_key_flood_bounded(sluice, upstreams):
