@@ -21,6 +21,7 @@
 #include "counters.h"
 #include "health.h"
 #include "log.h"
+#include "log_queue.h"
 #include "redis_sentinel.h"
 #include "rollout.h"
 #include "runtime.h"
@@ -739,6 +740,7 @@ static void show_help(bool json, struct evbuffer *out)
 		"rollout promote SERVICE             the canary to 100% now",
 		"reload                              re-read the config file; on any error nothing changes",
 		"reopen-logs                         open the log files again by path (logrotate; as SIGUSR1)",
+		"flush-logs [TIMEOUT_MS]             answer once every access-log line queued before it is written",
 		"help                                this list; add --json to any command for a JSON answer",
 	};
 	if (json) {
@@ -830,6 +832,61 @@ static void cmd_reopen_logs(struct admin *a, unsigned uid, bool json, struct evb
 		evbuffer_add_printf(out, "{\"ok\":true,\"reopened\":true}\n");
 	else
 		evbuffer_add_printf(out, "log files reopened (the outcome of each is in the log)\n");
+}
+
+/* The log writer's outputs get every access-log line queued before the
+ * command (log_queue.h); the main thread waits at most the timeout. */
+static void cmd_flush_logs(const char *arg, bool json, struct evbuffer *out)
+{
+	unsigned long ms = LOGQ_FLUSH_ADMIN_MS;
+	if (arg) {
+		char *end = NULL;
+		ms = strtoul(arg, &end, 10);
+		if (arg[0] < '0' || arg[0] > '9' || !end || *end || ms < 1 || ms > LOGQ_FLUSH_ADMIN_MAX_MS) {
+			reply_error(out, json, "usage: flush-logs [TIMEOUT_MS] (a wait of 1 to %d ms; default %d)",
+			            LOGQ_FLUSH_ADMIN_MAX_MS, LOGQ_FLUSH_ADMIN_MS);
+			return;
+		}
+	}
+	struct logq_flush_result r;
+	logq_flush_wait((unsigned)ms, &r);
+	double waited_ms = (double)r.waited_us / 1000.0;
+	char msg[768];
+	if (!r.done) {
+		int k = snprintf(msg, sizeof msg, "flush-logs: not finished within %lu ms: %llu bytes of access-log lines still "
+		                 "queued", ms, (unsigned long long)r.pending_bytes);
+		if (r.blocked_output[0])
+			snprintf(msg + k, sizeof msg - (size_t)k, "; the log writer has been writing to %s (%s) for %llu ms "
+			         "(a pipe nobody reads? a stalled disk?)", r.blocked_output, r.blocked_name,
+			         (unsigned long long)r.blocked_ms);
+	} else if (r.failed_lines || r.cut_lines) {
+		snprintf(msg, sizeof msg, "flush-logs: written, but %llu lines could not be written (%s) and were dropped "
+		         "(sluice_access_log_dropped_total), %llu cut by a failed write wait for their end",
+		         (unsigned long long)r.failed_lines, r.write_error ? strerror(r.write_error) : "no error",
+		         (unsigned long long)r.cut_lines);
+	} else if (json) {
+		evbuffer_add_printf(out, "{\"ok\":true,\"flushed\":true,\"pid\":%ld,\"queued_bytes\":%llu,\"waited_ms\":%.3f}\n",
+		                    (long)getpid(), (unsigned long long)r.queued_bytes, waited_ms);
+		return;
+	} else {
+		evbuffer_add_printf(out, "flushed: every access-log line queued before the command is written (%llu bytes "
+		                    "in %.1f ms)\n", (unsigned long long)r.queued_bytes, waited_ms);
+		return;
+	}
+	if (!json) {
+		reply_error(out, false, "%s", msg);
+		return;
+	}
+	evbuffer_add_printf(out, "{\"ok\":false,\"error\":");
+	out_json_str(out, msg);
+	evbuffer_add_printf(out, ",\"flushed\":%s,\"pending_bytes\":%llu,\"failed_lines\":%llu,\"cut_lines\":%llu,"
+	                    "\"blocked_output\":", r.done ? "true" : "false", (unsigned long long)r.pending_bytes,
+	                    (unsigned long long)r.failed_lines, (unsigned long long)r.cut_lines);
+	out_json_str(out, r.blocked_output);
+	evbuffer_add_printf(out, ",\"blocked_path\":");
+	out_json_str(out, r.blocked_name);
+	evbuffer_add_printf(out, ",\"blocked_ms\":%llu,\"waited_ms\":%.3f}\n", (unsigned long long)r.blocked_ms,
+	                    waited_ms);
 }
 
 void admin_set_reload(struct admin *a, admin_reload_fn *fn, void *arg)
@@ -1243,6 +1300,8 @@ void admin_execute(struct admin *a, const char *line, size_t len, unsigned uid, 
 		cmd_reload(a, uid, json, out);
 	} else if (strcmp(w[0], "reopen-logs") == 0 && n == 1) {
 		cmd_reopen_logs(a, uid, json, out);
+	} else if (strcmp(w[0], "flush-logs") == 0 && n <= 2) {
+		cmd_flush_logs(n == 2 ? w[1] : NULL, json, out);
 	} else if (n >= 2 && strcmp(w[0], "set") == 0 && strcmp(w[1], "service-weights") == 0) {
 		cmd_service_weights(a, uid, w, n, json, out);
 	} else if (strcmp(w[0], "switch") == 0) {

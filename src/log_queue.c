@@ -71,6 +71,12 @@ struct logq_writer {
 	struct logq_ring *rings;
 	struct logq_target *released;
 	uint64_t flush_asked, flush_done;
+	/* the output the writer is writing to now, for a flush that times out
+	 * (under lock; busy_since_us 0: none) */
+	uint64_t busy_since_us;
+	unsigned busy_output;
+	char busy_name[256];
+	atomic_int last_err;   /* the errno of the last failed write */
 	struct ctr_worker *cw; /* the writer's own counters (write failures) */
 	/* writer thread only */
 	struct logq_target *releasing; /* released, waiting for the rings to be drained past them */
@@ -85,6 +91,8 @@ struct logq_writer {
 static struct logq_writer *logq_w;
 /* Totals for the log lines, and when the last one was written (any thread). */
 static atomic_uint_fast64_t logq_full_total, logq_failed_total;
+/* Lines a failed write cut that wait for their end (targets holding a cut). */
+static atomic_uint_fast64_t logq_cut_lines;
 static _Atomic uint64_t logq_last_log_us;
 
 #define LOGQ_OUTPUT_NAME(sym, str) str,
@@ -166,6 +174,8 @@ static void logq_target_free(struct logq_target *t)
 {
 	if (t->owned)
 		close(t->fd);
+	if (t->cut)
+		atomic_fetch_sub_explicit(&logq_cut_lines, 1, memory_order_relaxed);
 	free(t->cut);
 	free(t->name);
 	free(t);
@@ -331,6 +341,7 @@ static int logq_write_all(int fd, struct iovec *iov, int n, int *done, size_t *p
 
 static void logq_write_failed(struct logq_writer *wr, struct logq_target *t, unsigned lines, int err)
 {
+	atomic_store_explicit(&wr->last_err, err, memory_order_relaxed);
 	if (lines) {
 		atomic_fetch_add_explicit(&logq_failed_total, lines, memory_order_relaxed);
 		CTR_GLOBAL_ADD(wr->cw, ACCESS_LOG_DROPPED, t->output, lines);
@@ -339,8 +350,23 @@ static void logq_write_failed(struct logq_writer *wr, struct logq_target *t, uns
 		logq_log_drops(LOG_ERROR, "access log: cannot write; lines dropped", t, err);
 }
 
+/* Says what the writer is about to wait on (t) or that it waits on nothing
+ * (NULL), for a flush that times out. */
+static void logq_set_busy(struct logq_writer *wr, const struct logq_target *t)
+{
+	pthread_mutex_lock(&wr->lock);
+	if (t) {
+		wr->busy_since_us = clock_mono_us();
+		wr->busy_output = t->output;
+		snprintf(wr->busy_name, sizeof wr->busy_name, "%s", t->name);
+	} else {
+		wr->busy_since_us = 0;
+	}
+	pthread_mutex_unlock(&wr->lock);
+}
+
 /* One batch of whole lines for t. */
-static void logq_target_write(struct logq_writer *wr, struct logq_target *t, struct iovec *iov, int n)
+static void logq_target_write_batch(struct logq_writer *wr, struct logq_target *t, struct iovec *iov, int n)
 {
 	int done;
 	size_t part;
@@ -357,6 +383,7 @@ static void logq_target_write(struct logq_writer *wr, struct logq_target *t, str
 		free(t->cut);
 		t->cut = NULL;
 		t->cut_len = 0;
+		atomic_fetch_sub_explicit(&logq_cut_lines, 1, memory_order_relaxed);
 	}
 	int err = logq_write_all(t->fd, iov, n, &done, &part);
 	if (!err)
@@ -367,10 +394,18 @@ static void logq_target_write(struct logq_writer *wr, struct logq_target *t, str
 		if (t->cut) {
 			memcpy(t->cut, iov[done].iov_base, iov[done].iov_len);
 			t->cut_len = iov[done].iov_len;
+			atomic_fetch_add_explicit(&logq_cut_lines, 1, memory_order_relaxed);
 		}
 		done++;
 	}
 	logq_write_failed(wr, t, (unsigned)(n - done), err);
+}
+
+static void logq_target_write(struct logq_writer *wr, struct logq_target *t, struct iovec *iov, int n)
+{
+	logq_set_busy(wr, t);
+	logq_target_write_batch(wr, t, iov, n);
+	logq_set_busy(wr, NULL);
 }
 
 static bool logq_ring_empty(struct logq_ring *r)
@@ -543,6 +578,7 @@ bool logq_writer_get(void)
 	}
 	atomic_init(&wr->sleeping, false);
 	atomic_init(&wr->stop, false);
+	atomic_init(&wr->last_err, 0);
 	wr->cw = counters_worker_new(counters_process);
 	wr->users = 1;
 	logq_w = wr;
@@ -612,21 +648,63 @@ static struct timespec logq_deadline(bool monotonic, unsigned ms)
 	return ts;
 }
 
-void logq_flush(void)
+/* Bytes in every ring now. Under wr->lock (the writer frees rings under it). */
+static uint64_t logq_queued_bytes(struct logq_writer *wr)
 {
+	uint64_t sum = 0;
+	for (struct logq_ring *r = wr->rings; r; r = r->next)
+		sum += atomic_load_explicit(&r->head, memory_order_acquire) -
+		       atomic_load_explicit(&r->tail, memory_order_acquire);
+	return sum;
+}
+
+bool logq_flush_wait(unsigned timeout_ms, struct logq_flush_result *res)
+{
+	struct logq_flush_result local;
+	if (!res)
+		res = &local;
+	memset(res, 0, sizeof *res);
+	res->done = true;
 	struct logq_writer *wr = logq_w;
 	if (!wr)
-		return;
+		return true;
+	uint64_t t0 = clock_mono_us();
+	uint64_t failed0 = atomic_load(&logq_failed_total);
 	pthread_mutex_lock(&wr->lock);
 	if (wr->started) {
+		res->queued_bytes = logq_queued_bytes(wr);
+		/* the writer's next round reads this, then every ring's head: what
+		 * was queued before it is written before flush_done passes want */
 		uint64_t want = ++wr->flush_asked;
 		logq_wake(wr);
-		struct timespec until = logq_deadline(true, LOGQ_FLUSH_WAIT_MS);
+		struct timespec until = logq_deadline(true, timeout_ms);
 		while (wr->flush_done < want)
 			if (pthread_cond_timedwait(&wr->flushed, &wr->lock, &until) == ETIMEDOUT)
 				break;
+		res->done = wr->flush_done >= want;
+		if (!res->done) {
+			res->pending_bytes = logq_queued_bytes(wr);
+			if (wr->busy_since_us) {
+				unsigned o = wr->busy_output;
+				snprintf(res->blocked_output, sizeof res->blocked_output, "%s",
+				         o < CTR_LOG_OUT__COUNT ? logq_output_names[o] : "");
+				snprintf(res->blocked_name, sizeof res->blocked_name, "%s", wr->busy_name);
+				res->blocked_ms = (clock_mono_us() - wr->busy_since_us) / 1000u;
+			}
+		}
 	}
 	pthread_mutex_unlock(&wr->lock);
+	res->failed_lines = atomic_load(&logq_failed_total) - failed0;
+	if (res->failed_lines)
+		res->write_error = atomic_load_explicit(&wr->last_err, memory_order_relaxed);
+	res->cut_lines = atomic_load(&logq_cut_lines);
+	res->waited_us = clock_mono_us() - t0;
+	return res->done;
+}
+
+void logq_flush(void)
+{
+	logq_flush_wait(LOGQ_FLUSH_WAIT_MS, NULL);
 }
 
 void logq_writer_put(void)

@@ -50,6 +50,10 @@ struct ctr_worker;
 #define LOGQ_MAX_BYTES ((size_t)1 << 30)
 #define LOGQ_STOP_WAIT_MS 5000
 #define LOGQ_FLUSH_WAIT_MS 1000
+/* `sluice ctl flush-logs [TIMEOUT_MS]`: the default and longest wait (the
+ * admin socket's main thread waits that long at most) */
+#define LOGQ_FLUSH_ADMIN_MS 2000
+#define LOGQ_FLUSH_ADMIN_MAX_MS 5000
 
 struct logq_target;
 struct logq_ring;
@@ -70,9 +74,29 @@ void logq_target_release(struct logq_target *t);
 bool logq_writer_get(void);
 /* Drops a use; the last writes everything queued and stops the thread. */
 void logq_writer_put(void);
-/* Writes what is queued now before returning, waiting at most
- * LOGQ_FLUSH_WAIT_MS (a blocked output): reopening a file for logrotate puts
- * the lines logged before it into the old file. Main thread. */
+/* What a flush found (logq_flush_wait). */
+struct logq_flush_result {
+	bool done;              /* every line queued before the call went to its output (or failed, below) */
+	uint64_t queued_bytes;  /* in the rings when the flush began */
+	uint64_t pending_bytes; /* still in the rings when it returned (0 when done) */
+	uint64_t failed_lines;  /* lines a failing write dropped while it waited (counted as drops) */
+	int write_error;        /* the errno of the last failed write, 0: none */
+	uint64_t cut_lines;     /* lines a failed write cut, whose end waits for the output to take bytes */
+	uint64_t waited_us;
+	/* not done: the output the writer was stuck writing to ("" when none)
+	 * and for how long; its name is the target's (a path, "stdout") */
+	char blocked_output[16];
+	char blocked_name[256];
+	uint64_t blocked_ms;
+};
+/* Waits until every line queued before the call (by any ring) is written
+ * to its output, or timeout_ms passed (a blocked output: a pipe nobody
+ * reads, a stalled disk); res (may be NULL) says which and what is left.
+ * Returns res->done. Never waits with no writer thread (nothing queued).
+ * Main thread (the admin's flush-logs, the reopen below). */
+bool logq_flush_wait(unsigned timeout_ms, struct logq_flush_result *res);
+/* logq_flush_wait(LOGQ_FLUSH_WAIT_MS, NULL): reopening a file for logrotate
+ * puts the lines logged before it into the old file. Main thread. */
 void logq_flush(void);
 
 /* A ring of about bytes (rounded up to a power of two, at least

@@ -620,20 +620,48 @@ class Sluice:
                 pass
         return out
 
-    # How long access_log() lets a running gateway's log writer catch up: lines are queued by the
-    # workers and written by the log writer thread (src/log_queue.c), so a line can land a moment
-    # after the response that it logs has reached the client.
+    # Without an admin socket of its own, access_log() can only guess: it lets the log writer thread
+    # (src/log_queue.c) catch up this long, since a line is written a moment after its response.
     LOG_SETTLE_S = 0.05
 
-    def access_log(self, path=None):
-        """Parsed access-log lines (stdout, or the given file). Fails on a non-JSON line."""
-        if self.proc.poll() is None:
-            time.sleep(self.LOG_SETTLE_S)
-        return self._access_log_now(path)
+    def admin_socket(self):
+        """The admin socket in this gateway's config, or None."""
+        if isinstance(self.config, dict):
+            return (self.config.get("admin") or {}).get("socket")
+        m = re.search(r'admin\s*=\s*\{[^}]*\bsocket\s*=\s*"([^"]+)"', self.config_text)
+        return m.group(1) if m else None
 
-    def _access_log_now(self, path=None):
+    def flush_logs(self, timeout_ms=5000):
+        """`sluice ctl flush-logs`: True once every access-log line queued before it is written.
+        False when there is nobody of ours to ask: no admin socket, or it is another process's
+        now (a binary upgrade handed it over). A flush that fails (a blocked output) fails the test."""
+        sock = self.admin_socket()
+        if not sock or self.proc.poll() is not None or not os.path.exists(sock):
+            return False
+        p = subprocess.run([SLUICE_BIN, "ctl", "-s", sock, "--json", "flush-logs", str(timeout_ms)],
+                           capture_output=True, text=True, timeout=timeout_ms / 1000.0 + 10)
+        if p.returncode == 2:
+            return False  # the socket could not be used (going away, or not listening yet)
+        ans = json.loads(p.stdout)
+        assert ans.get("ok"), "flush-logs failed: %s" % p.stdout
+        return ans.get("pid") == self.pid
+
+    def access_log(self, path=None, while_traffic=False):
+        """Parsed access-log lines (stdout, or the given file). Fails on a non-JSON line. On a running
+        gateway it first asks for `flush-logs`, so every request answered before is in; a last line
+        still being written is left out only while_traffic (requests still running) or when the
+        gateway cannot be asked (no admin socket: then after a settle time, a guess)."""
+        partial_ok = False
+        if self.proc.poll() is None:
+            if not self.flush_logs():
+                time.sleep(self.LOG_SETTLE_S)
+                partial_ok = True
+            partial_ok = partial_ok or while_traffic
+        return self._access_log_now(path, partial_ok=partial_ok)
+
+    def _access_log_now(self, path=None, partial_ok=True):
         text = Path(path).read_bytes().decode("utf-8", "replace") if path else self.stdout()
-        if not text.endswith("\n") and self.proc.poll() is None:
+        if not text.endswith("\n") and self.proc.poll() is None and partial_ok:
             # the log writer is in the middle of a write(v): its last line is not whole yet
             text = text[:text.rfind("\n") + 1]
         out = []

@@ -18,7 +18,7 @@ import pytest
 from conftest import (SLUICE_BIN, RawConn, base_config, check_sanitizers, config_to_lua, free_port,
                       run_sluice, wait_until)
 from test_admin_http import _can_connect, http_get, parse_metrics
-from test_res_admin import ctl_ok, sockdir  # noqa: F401  (sockdir is a fixture)
+from test_res_admin import ctl, ctl_ok, sockdir  # noqa: F401  (sockdir is a fixture)
 
 
 def read_lines(path):
@@ -184,6 +184,22 @@ def spawn_with_stdout_pipe(tmp_path, cfg):
     return proc
 
 
+def read_pipe(proc, chunks):
+    """A thread reading proc's stdout pipe into chunks until it closes."""
+    fd = proc.stdout.fileno()
+
+    def read_all():
+        while True:
+            b = os.read(fd, 1 << 16)
+            if not b:
+                return
+            chunks.append(b)
+
+    reader = threading.Thread(target=read_all, daemon=True)
+    reader.start()
+    return reader
+
+
 @pytest.mark.timeout(120)
 def test_a_stdout_pipe_nobody_reads_never_blocks_a_worker(upstreams, tmp_path):
     """stdout is a pipe the reader stopped reading: requests are still
@@ -217,17 +233,7 @@ def test_a_stdout_pipe_nobody_reads_never_blocks_a_worker(upstreams, tmp_path):
         elapsed = time.monotonic() - t0
         assert 1 <= len(drop_lines) <= elapsed + 1, (len(drop_lines), elapsed)
         # the reader resumes
-        fd = proc.stdout.fileno()
-
-        def read_all():
-            while True:
-                b = os.read(fd, 1 << 16)
-                if not b:
-                    return
-                chunks.append(b)
-
-        reader = threading.Thread(target=read_all, daemon=True)
-        reader.start()
+        reader = read_pipe(proc, chunks)
 
         def whole_lines():
             return b"".join(chunks).count(b"\n")
@@ -375,3 +381,104 @@ def test_queue_size_config(tmp_path):
         assert p.returncode == 1 and "access_log.queue" in p.stderr and "out of range (64k to 1g)" in p.stderr, p.stderr
     p = check({"path": "stdout", "queue": "lots"})
     assert p.returncode == 1 and "access_log.queue" in p.stderr and "invalid size" in p.stderr, p.stderr
+
+
+def whole_lines(path):
+    """The whole lines of a file being written (a last line still being written is left out)."""
+    data = open(path, "rb").read()
+    return [json.loads(ln) for ln in data[:data.rfind(b"\n") + 1].split(b"\n")[:-1]]
+
+
+@pytest.mark.timeout(120)
+def test_flush_logs_puts_each_answered_request_on_disk_under_load(sluice, upstreams, tmp_path, sockdir):  # noqa: F811
+    """`ctl flush-logs` answers only once every line queued before it is in
+    the file: a request answered, then flush-logs, then its line is there,
+    thirty times while other clients keep both workers busy; no settle time."""
+    path = str(tmp_path / "access.log")
+    gw = start_gw(sluice, upstreams, tmp_path, sockdir, access_log={"path": path})
+    clients = Clients(gw.port, n=3, prefix="/load")
+    try:
+        wait_until(lambda: clients.count() > 100, timeout=15, what="traffic")
+        for i in range(30):
+            rid = "flush-%d" % i
+            with RawConn(gw.port) as c:
+                assert c.request("GET", "/probe/%d" % i, headers=[("x-request-id", rid)]).status == 200
+            out = ctl_ok(gw.sock, "flush-logs")
+            assert out.startswith("flushed: every access-log line queued before the command is written"), out
+            assert [e for e in whole_lines(path) if e["request_id"] == rid], "line %s not on disk after flush" % rid
+        rc, out, _ = ctl(gw.sock, "flush-logs", json_out=True)
+        ans = json.loads(out)
+        assert rc == 0 and ans["ok"] and ans["flushed"] and ans["pid"] == gw.pid and ans["queued_bytes"] >= 0, out
+    finally:
+        clients.stop()
+    assert not clients.errors, clients.errors[:5]
+    # the conftest reader now relies on it: every answered request, nothing partial
+    ids = {e["request_id"] for e in gw.access_log(path)}
+    assert set(clients.ids) <= ids
+    assert dropped(gw.aport) == 0
+
+
+def test_flush_logs_usage_and_without_an_access_log_file(sluice, upstreams, sockdir):  # noqa: F811
+    (u,) = upstreams(1)
+    sock = os.path.join(sockdir, "admin.sock")
+    gw = sluice(base_config(free_port(), [u.address], admin={"socket": sock}, access_log={"path": "off"}))
+    wait_until(lambda: os.path.exists(sock), what="admin socket")
+    with RawConn(gw.port) as c:
+        assert c.request("GET", "/x").status == 200
+    assert ctl_ok(sock, "flush-logs").startswith("flushed:")
+    for bad in ("0", "abc", "5001", "-1"):
+        rc, out, _ = ctl(sock, "flush-logs", bad)
+        assert rc == 1 and "usage: flush-logs [TIMEOUT_MS] (a wait of 1 to 5000 ms; default 2000)" in out, out
+    rc, out, _ = ctl(sock, "flush-logs", "1", "2")
+    assert rc == 1 and "unknown command" in out, out
+    assert "flush-logs [TIMEOUT_MS]" in ctl_ok(sock, "help")
+
+
+@pytest.mark.timeout(120)
+def test_flush_logs_on_a_stdout_pipe_nobody_reads_says_what_is_pending(upstreams, tmp_path, sockdir):  # noqa: F811
+    """stdout is a pipe nobody reads: flush-logs answers within its timeout
+    with an error naming the blocked output and the bytes still queued (the
+    admin socket keeps answering); once the reader resumes it succeeds."""
+    (u,) = upstreams(1)
+    port = free_port()
+    sock = os.path.join(sockdir, "admin.sock")
+    cfg = base_config(port, [u.address], workers=1, admin={"socket": sock},
+                      access_log={"path": "stdout", "queue": "64k"})
+    proc = spawn_with_stdout_pipe(tmp_path, cfg)
+    try:
+        wait_until(lambda: _can_connect(port) and os.path.exists(sock), timeout=10, what="sluice listening")
+        # more than the pipe holds (64 KiB): the writer blocks, lines stay queued
+        with RawConn(port, timeout=5) as c:
+            for i in range(400):
+                assert c.request("GET", "/blocked/%d/%s" % (i, "x" * 200)).status == 200
+        rc, out, _ = ctl(sock, "flush-logs", "300")
+        assert rc == 1, out
+        assert out.startswith("error: flush-logs: not finished within 300 ms: "), out
+        assert "bytes of access-log lines still queued; the log writer has been writing to stdout (stdout) for" in out
+        rc, out, _ = ctl(sock, "flush-logs", "200", json_out=True)
+        ans = json.loads(out)
+        assert rc == 1 and not ans["ok"] and not ans["flushed"], out
+        assert ans["pending_bytes"] > 0 and ans["blocked_output"] == "stdout" and ans["blocked_ms"] >= 200, out
+        assert ans["waited_ms"] >= 200
+        # the admin socket is not held by it
+        assert "connections" in ctl_ok(sock, "show", "admin")
+        # the reader resumes
+        chunks = []
+        reader = read_pipe(proc, chunks)
+        assert ctl_ok(sock, "flush-logs", "5000").startswith("flushed:")
+        with RawConn(port, timeout=5) as c:
+            assert c.request("GET", "/after-resume").status == 200
+        ctl_ok(sock, "flush-logs")
+        assert b"/after-resume" in b"".join(chunks)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+        reader.join(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+    data = b"".join(chunks)
+    lines = [json.loads(ln) for ln in data.split(b"\n")[:-1]]
+    assert data.endswith(b"\n") and lines[-1]["target"] == "/after-resume"
+    stderr = open(tmp_path / "pipe.stderr").read()
+    assert not check_sanitizers(stderr), stderr[-3000:]

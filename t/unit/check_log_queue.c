@@ -2,15 +2,23 @@
  * (src/log_queue.c): order, whole lines, bounded rings that drop instead of
  * waiting, wrap-around, a target closed only after its lines are written,
  * a ring's successor read after it, write failures counted, and the last
- * user's flush. Real descriptors: temporary files, pipes, /dev/full. The
+ * user's flush, a flush that waits for the lines queued before it (not
+ * after) or says which output blocks it, and a line cut by a short or a
+ * failed write finished before the next. Real descriptors: temporary files, pipes, /dev/full. The
  * gateway around it: t/test_access_log_queue.py. */
 #include <check.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "counters.h"
@@ -344,6 +352,330 @@ START_TEST(the_last_put_writes_everything_queued)
 }
 END_TEST
 
+/* Reads a pipe slowly (a few KiB every millisecond or two) until told to stop, keeping what it read. */
+struct slow_reader {
+	int fd;
+	size_t chunk;
+	unsigned pause_us;
+	atomic_bool stop;
+	pthread_mutex_t lock;
+	char *buf;
+	size_t len, cap;
+	pthread_t thread;
+};
+
+static void *slow_read(void *arg)
+{
+	struct slow_reader *sr = arg;
+	char tmp[65536];
+	while (!atomic_load(&sr->stop)) {
+		struct pollfd pf = {.fd = sr->fd, .events = POLLIN};
+		if (poll(&pf, 1, 10) != 1)
+			continue;
+		/* the read and the count under one lock: a reader of len plus what is
+		 * still in the pipe never misses the bytes in between */
+		pthread_mutex_lock(&sr->lock);
+		ssize_t n = read(sr->fd, tmp, sr->chunk < sizeof tmp ? sr->chunk : sizeof tmp);
+		if (n <= 0) {
+			pthread_mutex_unlock(&sr->lock);
+			break;
+		}
+		if (sr->len + (size_t)n > sr->cap) {
+			sr->cap = (sr->len + (size_t)n) * 2;
+			sr->buf = realloc(sr->buf, sr->cap);
+		}
+		memcpy(sr->buf + sr->len, tmp, (size_t)n);
+		sr->len += (size_t)n;
+		pthread_mutex_unlock(&sr->lock);
+		usleep(sr->pause_us);
+	}
+	return NULL;
+}
+
+static void slow_reader_start(struct slow_reader *sr, int fd, size_t chunk, unsigned pause_us)
+{
+	memset(sr, 0, sizeof *sr);
+	sr->fd = fd;
+	sr->chunk = chunk;
+	sr->pause_us = pause_us;
+	atomic_init(&sr->stop, false);
+	pthread_mutex_init(&sr->lock, NULL);
+	ck_assert_int_eq(pthread_create(&sr->thread, NULL, slow_read, sr), 0);
+}
+
+/* Stops the reader, then takes what is left in the pipe (non-blocking). */
+static void slow_reader_finish(struct slow_reader *sr)
+{
+	atomic_store(&sr->stop, true);
+	pthread_join(sr->thread, NULL);
+	fcntl(sr->fd, F_SETFL, fcntl(sr->fd, F_GETFL) | O_NONBLOCK);
+	char tmp[65536];
+	for (ssize_t n; (n = read(sr->fd, tmp, sizeof tmp)) > 0;) {
+		if (sr->len + (size_t)n > sr->cap) {
+			sr->cap = (sr->len + (size_t)n) * 2;
+			sr->buf = realloc(sr->buf, sr->cap);
+		}
+		memcpy(sr->buf + sr->len, tmp, (size_t)n);
+		sr->len += (size_t)n;
+	}
+}
+
+/* A producer that keeps its ring full (pushing again what does not fit) until stopped. */
+struct producer {
+	struct logq_ring *ring;
+	struct logq_target *target;
+	int id;
+	atomic_int pushed;
+	atomic_bool stop;
+	pthread_t thread;
+};
+
+static void *produce(void *arg)
+{
+	struct producer *pr = arg;
+	char line[4096];
+	for (int i = 0; !atomic_load(&pr->stop); i++) {
+		size_t n = make_line(line, sizeof line, pr->id, i);
+		while (!logq_push(pr->ring, pr->target, line, n))
+			if (atomic_load(&pr->stop))
+				return NULL;
+		atomic_store(&pr->pushed, i + 1);
+	}
+	return NULL;
+}
+
+/* Bytes of producer p's lines [0, n). */
+static size_t lines_bytes(int p, int n)
+{
+	char line[4096];
+	size_t sum = 0;
+	for (int i = 0; i < n; i++)
+		sum += make_line(line, sizeof line, p, i);
+	return sum;
+}
+
+START_TEST(a_flush_waits_for_the_lines_queued_before_it_not_after)
+{
+	ck_assert(logq_writer_get());
+	/* one ring to a file, one kept full by a producer that never stops, to a
+	 * pipe read slowly: the flush must not wait for the lines pushed after it
+	 * (the second ring is never empty) */
+	char path[64];
+	int fd = temp_file(path, sizeof path);
+	struct logq_target *file = logq_target_new(fd, true, CTR_LOG_OUT_FILE, path);
+	int p[2];
+	ck_assert_int_eq(pipe(p), 0);
+	struct logq_target *slow = logq_target_new(p[1], false, CTR_LOG_OUT_STDOUT, "stdout");
+	struct logq_ring *rf = logq_ring_new(LOGQ_MIN_BYTES * 4, NULL, NULL);
+	struct producer pr = {.ring = logq_ring_new(LOGQ_MIN_BYTES, NULL, NULL), .target = slow, .id = 8};
+	atomic_init(&pr.pushed, 0);
+	atomic_init(&pr.stop, false);
+	struct slow_reader sr;
+	slow_reader_start(&sr, p[0], 8192, 2000);
+	ck_assert_int_eq(pthread_create(&pr.thread, NULL, produce, &pr), 0);
+	char line[4096];
+	int in_file = 0;
+	for (int round = 0; round < 5; round++) {
+		for (int i = 0; i < 40; i++, in_file++) {
+			size_t n = make_line(line, sizeof line, 7, in_file);
+			ck_assert(logq_push(rf, file, line, n));
+		}
+		while (atomic_load(&pr.pushed) < (round + 1) * 50)
+			usleep(1000);
+		int before = atomic_load(&pr.pushed);
+		struct logq_flush_result res;
+		ck_assert_msg(logq_flush_wait(10000, &res), "flush %d not done: %llu bytes pending", round,
+		              (unsigned long long)res.pending_bytes);
+		ck_assert_uint_eq(res.pending_bytes, 0);
+		ck_assert_uint_eq(res.failed_lines, 0);
+		ck_assert_uint_gt(res.queued_bytes, 0);
+		/* the file has exactly the lines pushed before */
+		size_t len;
+		char *text = slurp(path, &len);
+		ck_assert_int_eq(check_lines(text, len, 7, 0), in_file);
+		free(text);
+		/* the pipe got at least every line pushed before (read, or in the pipe) */
+		int inpipe = 0;
+		ck_assert_int_eq(ioctl(p[0], FIONREAD, &inpipe), 0);
+		pthread_mutex_lock(&sr.lock);
+		size_t got = sr.len + (size_t)inpipe;
+		pthread_mutex_unlock(&sr.lock);
+		ck_assert_uint_ge(got, lines_bytes(8, before));
+	}
+	atomic_store(&pr.stop, true);
+	pthread_join(pr.thread, NULL);
+	logq_ring_retire(pr.ring);
+	logq_ring_retire(rf);
+	ck_assert(logq_flush_wait(10000, NULL));
+	slow_reader_finish(&sr);
+	ck_assert_int_eq(check_lines(sr.buf, sr.len, 8, 0), atomic_load(&pr.pushed));
+	free(sr.buf);
+	logq_target_release(file);
+	logq_target_release(slow);
+	logq_writer_put();
+	close(p[0]);
+	close(p[1]);
+	unlink(path);
+}
+END_TEST
+
+START_TEST(a_flush_on_a_blocked_output_times_out_and_says_which)
+{
+	ck_assert(logq_writer_get());
+	/* no writer thread yet (no ring): nothing is queued, done at once */
+	struct logq_flush_result res;
+	ck_assert(logq_flush_wait(100, &res));
+	ck_assert_uint_eq(res.queued_bytes, 0);
+	int p[2];
+	ck_assert_int_eq(pipe(p), 0);
+	fill_pipe(p[1]);
+	struct logq_target *t = logq_target_new(p[1], false, CTR_LOG_OUT_STDOUT, "stdout");
+	struct logq_ring *r = logq_ring_new(LOGQ_MIN_BYTES, NULL, NULL);
+	char line[4096];
+	size_t queued = 0;
+	for (int i = 0; i < 5; i++) {
+		size_t n = make_line(line, sizeof line, 9, i);
+		ck_assert(logq_push(r, t, line, n));
+		queued += n;
+	}
+	ck_assert(!logq_flush_wait(200, &res));
+	ck_assert(!res.done);
+	ck_assert_uint_gt(res.pending_bytes, 0);
+	ck_assert_uint_ge(res.waited_us, 200000);
+	ck_assert_str_eq(res.blocked_output, "stdout");
+	ck_assert_str_eq(res.blocked_name, "stdout");
+	ck_assert_uint_ge(res.blocked_ms, 100);
+	/* the reader comes back: the same lines go through, whole */
+	struct slow_reader sr;
+	slow_reader_start(&sr, p[0], 65536, 0);
+	ck_assert(logq_flush_wait(5000, &res));
+	ck_assert_uint_eq(res.pending_bytes, 0);
+	ck_assert_str_eq(res.blocked_output, "");
+	slow_reader_finish(&sr);
+	size_t k = 0;
+	while (k < sr.len && sr.buf[k] == '\n')
+		k++; /* the prefill */
+	ck_assert_int_eq(check_lines(sr.buf + k, sr.len - k, 9, 0), 5);
+	free(sr.buf);
+	logq_ring_retire(r);
+	logq_target_release(t);
+	logq_writer_put();
+	close(p[0]);
+	close(p[1]);
+}
+END_TEST
+
+/* Line i of producer p, long: 3 to 11 KiB, past PIPE_BUF and the pipe's own buffer. */
+static size_t make_long_line(char *buf, size_t cap, int p, int i)
+{
+	int n = snprintf(buf, cap, "{\"p\":%d,\"i\":%d,\"pad\":\"", p, i);
+	size_t pad = 3000 + (size_t)((i * 7919) % 8000);
+	memset(buf + n, 'a' + (i % 26), pad);
+	n += (int)pad;
+	n += snprintf(buf + n, cap - (size_t)n, "\"}\n");
+	return (size_t)n;
+}
+
+START_TEST(a_line_cut_by_a_short_write_is_finished_before_the_next)
+{
+	ck_assert(logq_writer_get());
+	/* a non-blocking pipe with one page of buffer, read a little at a time:
+	 * nearly every writev takes part of a line */
+	int p[2];
+	ck_assert_int_eq(pipe(p), 0);
+	ck_assert_int_ge(fcntl(p[1], F_SETPIPE_SZ, 4096), 4096);
+	fcntl(p[1], F_SETFL, fcntl(p[1], F_GETFL) | O_NONBLOCK);
+	struct logq_target *t = logq_target_new(p[1], false, CTR_LOG_OUT_STDOUT, "stdout");
+	struct logq_ring *r = logq_ring_new(LOGQ_MIN_BYTES * 16, NULL, NULL);
+	struct slow_reader sr;
+	slow_reader_start(&sr, p[0], 1000, 200);
+	char line[16384];
+	size_t want_len = 0;
+	for (int i = 0; i < 120; i++) {
+		size_t n = make_long_line(line, sizeof line, 10, i);
+		ck_assert(logq_push(r, t, line, n));
+		want_len += n;
+	}
+	ck_assert(logq_flush_wait(30000, NULL));
+	slow_reader_finish(&sr);
+	ck_assert_uint_eq(sr.len, want_len);
+	size_t off = 0;
+	for (int i = 0; i < 120; i++) {
+		size_t n = make_long_line(line, sizeof line, 10, i);
+		ck_assert_msg(memcmp(sr.buf + off, line, n) == 0, "line %d cut or mixed", i);
+		off += n;
+	}
+	free(sr.buf);
+	logq_ring_retire(r);
+	logq_target_release(t);
+	logq_writer_put();
+	close(p[0]);
+	close(p[1]);
+}
+END_TEST
+
+START_TEST(a_line_cut_by_a_failed_write_is_finished_first_when_the_output_recovers)
+{
+	/* the file may grow only so far (RLIMIT_FSIZE: a write past it is cut,
+	 * the next fails with EFBIG), then may grow again: the line the limit cut
+	 * is finished before the next one, and the lines refused meanwhile are
+	 * dropped whole */
+	signal(SIGXFSZ, SIG_IGN);
+	struct counters *reg = counters_new();
+	counters_process = reg;
+	ck_assert(logq_writer_get());
+	char path[64];
+	int fd = temp_file(path, sizeof path);
+	struct logq_target *t = logq_target_new(fd, true, CTR_LOG_OUT_FILE, path);
+	struct logq_ring *r = logq_ring_new(LOGQ_MIN_BYTES, NULL, NULL);
+	char line[4096];
+	size_t first = make_line(line, sizeof line, 11, 0);
+	struct rlimit old, lim;
+	ck_assert_int_eq(getrlimit(RLIMIT_FSIZE, &old), 0);
+	lim = old;
+	lim.rlim_cur = first + 10; /* line 0 whole, then 10 bytes of line 1 */
+	ck_assert_int_eq(setrlimit(RLIMIT_FSIZE, &lim), 0);
+	for (int i = 0; i < 3; i++) {
+		size_t n = make_line(line, sizeof line, 11, i);
+		ck_assert(logq_push(r, t, line, n));
+	}
+	struct logq_flush_result res;
+	ck_assert(logq_flush_wait(5000, &res));
+	ck_assert_uint_eq(res.failed_lines, 1); /* line 2: refused whole */
+	ck_assert_int_eq(res.write_error, EFBIG);
+	ck_assert_uint_eq(res.cut_lines, 1); /* line 1: its start is in the file */
+	struct stat st;
+	ck_assert_int_eq(stat(path, &st), 0);
+	ck_assert_int_eq(st.st_size, (off_t)(first + 10));
+	ck_assert_uint_eq(dropped(reg, CTR_LOG_OUT_FILE), 1);
+	ck_assert_int_eq(setrlimit(RLIMIT_FSIZE, &old), 0);
+	/* the output takes bytes again: the end of line 1, then line 3 */
+	size_t n = make_line(line, sizeof line, 11, 3);
+	ck_assert(logq_push(r, t, line, n));
+	ck_assert(logq_flush_wait(5000, &res));
+	ck_assert_uint_eq(res.failed_lines, 0);
+	ck_assert_uint_eq(res.cut_lines, 0);
+	size_t len;
+	char *text = slurp(path, &len);
+	size_t off = 0;
+	for (int i = 0; i < 4; i++) {
+		if (i == 2)
+			continue;
+		size_t m = make_line(line, sizeof line, 11, i);
+		ck_assert_msg(off + m <= len && memcmp(text + off, line, m) == 0, "line %d not whole in its place", i);
+		off += m;
+	}
+	ck_assert_uint_eq(off, len);
+	free(text);
+	logq_ring_retire(r);
+	logq_target_release(t);
+	logq_writer_put();
+	unlink(path);
+	counters_process = NULL;
+	counters_free(reg);
+}
+END_TEST
+
 static Suite *logq_suite(void)
 {
 	Suite *s = suite_create("log_queue");
@@ -355,6 +687,10 @@ static Suite *logq_suite(void)
 	tcase_add_test(tc, a_successor_ring_waits_for_its_predecessor);
 	tcase_add_test(tc, write_failures_are_counted_and_survived);
 	tcase_add_test(tc, the_last_put_writes_everything_queued);
+	tcase_add_test(tc, a_flush_waits_for_the_lines_queued_before_it_not_after);
+	tcase_add_test(tc, a_flush_on_a_blocked_output_times_out_and_says_which);
+	tcase_add_test(tc, a_line_cut_by_a_short_write_is_finished_before_the_next);
+	tcase_add_test(tc, a_line_cut_by_a_failed_write_is_finished_first_when_the_output_recovers);
 	suite_add_tcase(s, tc);
 	return s;
 }
