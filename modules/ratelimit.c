@@ -21,6 +21,8 @@
 #include "worker.h"
 
 #define REQ_BUCKETS 1024
+/* the worker's takes on their way, by key, for requests that join one */
+#define OP_BUCKETS 64
 /* A lease is dropped this long after the oldest token in it arrived. Every
  * held token is then younger than this (plus redis.timeout), which bounds
  * over-admission by rate x (TTL + timeout) besides the count bound (docs:
@@ -101,13 +103,23 @@ static uint64_t limit_fingerprint(const struct conf_rate_limit *cl)
 
 struct rl_op;
 
+/* How take_done answers one waiter of a take. */
+enum wait_outcome { W_ALLOW, W_DENY, W_FALLBACK };
+
 /* A request's rate-limit state, in its arena, found through the worker's map. */
 struct rl_req {
 	struct rl_req *next;
 	const struct request *r;
 	uint64_t start_us;
 	size_t next_limit;
-	struct rl_op *op; /* in flight to Redis while the request is suspended */
+	/* while suspended: the take it waits for (one it sent or joined), its
+	 * place in that take's queue, and what it resumes with */
+	struct rl_op *op;
+	struct rl_req *next_waiter;
+	struct request *wr;
+	const struct rl_snap *ws;
+	size_t wait_limit;
+	enum wait_outcome outcome;
 	bool denied;
 	bool hdr;
 	uint64_t hdr_limit, hdr_remaining, hdr_reset_s;
@@ -124,7 +136,9 @@ struct rl_worker {
 	uint64_t down_since_us;
 	uint64_t fallback_at_down;
 	struct rl_req *reqs[REQ_BUCKETS];
+	struct rl_op *ops[OP_BUCKETS]; /* takes on their way that requests may join */
 	struct rl_op *free_ops;
+	uint64_t rtt_us; /* a take's round trip (mean, a quarter weight per reply; 0: none yet) */
 };
 
 /* what the limiter does is counted in the worker's registry set (counters.h) */
@@ -140,15 +154,23 @@ static long long rl_total(unsigned slot)
 	return (long long)counters_get(counters_process, NULL, CTR_DIM_GLOBAL, 0, slot);
 }
 
+/* One take on its way to Redis, with the requests waiting for it (in order:
+ * the reply serves them first come first served). Outside exact mode it is
+ * in the worker's ops map until it is answered, so that a request finding no
+ * lease waits for it instead of sending a take of its own. */
 struct rl_op {
 	struct rl_op *next_free;
+	struct rl_op *next_mapped; /* in ws->ops */
 	struct rl_worker *ws;
-	struct rl_req *rq; /* NULL: a background refill, or the request went away */
-	struct request *r;
+	struct rl_req *waiters, *waiters_tail;
+	size_t num_waiters;
+	bool mapped;
 	struct snapshot *snap; /* one reference while in flight */
 	const struct rl_snap *s;
 	size_t limit;
-	uint64_t since; /* the entry's refill_since_us this op set (0: it set none) */
+	uint64_t hash;    /* the key's hash in the limit's table */
+	uint64_t since;   /* the entry's refill_since_us this op set (0: it set none) */
+	uint64_t sent_us; /* the round trip's start */
 	uint8_t key_len;
 	char key[RL_KEY_MAX];
 };
@@ -431,8 +453,94 @@ static enum decision decide_fallback(struct rl_worker *ws, const struct rl_snap 
 
 static void take_done(void *arg, bool ok, const struct rl_take_reply *reply);
 
-static struct rl_op *send_take(struct rl_worker *ws, const struct rl_snap *s, struct request *r, struct rl_req *q,
-                               size_t li, const char *key, size_t klen, uint64_t want, uint64_t since)
+/* ---- takes on their way, and the requests waiting for them ---- */
+
+static size_t op_slot(uint64_t hash)
+{
+	return (size_t)(hash ^ (hash >> 29)) & (OP_BUCKETS - 1);
+}
+
+static void op_map(struct rl_worker *ws, struct rl_op *op)
+{
+	size_t slot = op_slot(op->hash);
+	op->next_mapped = ws->ops[slot];
+	ws->ops[slot] = op;
+	op->mapped = true;
+}
+
+static void op_unmap(struct rl_worker *ws, struct rl_op *op)
+{
+	if (!op->mapped)
+		return;
+	for (struct rl_op **pp = &ws->ops[op_slot(op->hash)]; *pp; pp = &(*pp)->next_mapped) {
+		if (*pp == op) {
+			*pp = op->next_mapped;
+			break;
+		}
+	}
+	op->mapped = false;
+}
+
+/* This worker's take on its way for the key of table t, or NULL. Tables are
+ * shared by snapshots with the same limit, so a request of a newer snapshot
+ * joins a take an older one sent for the same bucket. */
+static struct rl_op *op_find(struct rl_worker *ws, const struct rl_table *t, uint64_t hash, const char *key,
+                             size_t klen)
+{
+	for (struct rl_op *op = ws->ops[op_slot(hash)]; op; op = op->next_mapped)
+		if (op->hash == hash && op->s->limits[op->limit].table == t && op->key_len == klen &&
+		    memcmp(op->key, key, klen) == 0)
+			return op;
+	return NULL;
+}
+
+/* Queues request q (limit li of snapshot state s) behind op. */
+static void op_wait(struct rl_op *op, struct rl_req *q, struct request *r, const struct rl_snap *s, size_t li)
+{
+	q->op = op;
+	q->next_waiter = NULL;
+	q->wr = r;
+	q->ws = s;
+	q->wait_limit = li;
+	if (op->waiters_tail)
+		op->waiters_tail->next_waiter = q;
+	else
+		op->waiters = q;
+	op->waiters_tail = q;
+	op->num_waiters++;
+}
+
+/* Takes q out of its op's queue (its client went away): the token the reply
+ * would have given it goes to the lease, for the next request. */
+static void op_unwait(struct rl_req *q)
+{
+	struct rl_op *op = q->op;
+	if (!op)
+		return;
+	struct rl_req *prev = NULL;
+	for (struct rl_req *w = op->waiters; w; prev = w, w = w->next_waiter) {
+		if (w != q)
+			continue;
+		if (prev)
+			prev->next_waiter = q->next_waiter;
+		else
+			op->waiters = q->next_waiter;
+		if (op->waiters_tail == q)
+			op->waiters_tail = prev;
+		op->num_waiters--;
+		break;
+	}
+	q->op = NULL;
+	q->next_waiter = NULL;
+}
+
+/* Sends a take of `want` tokens for key of limit li. joinable: requests
+ * that find no lease may queue behind it (not in exact mode: there a token
+ * is taken by the request that uses it). Returns NULL when it could not go
+ * out (the caller decides without Redis). */
+static struct rl_op *send_take(struct rl_worker *ws, const struct rl_snap *s, struct snapshot *snap, size_t li,
+                               const char *key, size_t klen, uint64_t hash, uint64_t want, uint64_t since,
+                               bool joinable)
 {
 	const struct rl_limit *l = &s->limits[li];
 	char rkey[sizeof(KEY_PREFIX) + 256 + RL_KEY_MAX];
@@ -452,21 +560,26 @@ static struct rl_op *send_take(struct rl_worker *ws, const struct rl_snap *s, st
 	else if (!(op = malloc(sizeof *op)))
 		return NULL;
 	op->ws = ws;
-	op->rq = q;
-	op->r = r;
+	op->waiters = op->waiters_tail = NULL;
+	op->num_waiters = 0;
+	op->mapped = false;
 	op->s = s;
 	op->limit = li;
+	op->hash = hash;
 	op->since = since;
+	op->sent_us = clock_mono_us();
 	op->key_len = (uint8_t)klen;
 	memcpy(op->key, key, klen);
-	op->snap = (struct snapshot *)r->snap;
+	op->snap = snap;
 	if (rl_redis_take(ws->redis, rkey, rlen, l->c->rate, l->per_us, l->c->burst, want, take_done, op) != 0) {
 		op->next_free = ws->free_ops;
 		ws->free_ops = op;
 		return NULL;
 	}
-	/* the op may outlive the request: keep its snapshot (and our tables) alive */
+	/* the op may outlive the requests: keep its snapshot (and our tables) alive */
 	snapshot_ref(op->snap);
+	if (joinable)
+		op_map(ws, op);
 	return op;
 }
 
@@ -489,19 +602,36 @@ static void refill_unsent(const struct rl_limit *l, const char *key, size_t klen
 	rl_table_release(l->table, e);
 }
 
-/* Sends a take that only feeds the lease (no request waits for it). */
+/* Sends a take that only feeds the lease (no request waits for it yet). */
 static bool send_refill(struct rl_worker *ws, const struct rl_snap *s, struct request *r, size_t li, const char *key,
-                        size_t klen, uint64_t want, uint64_t since)
+                        size_t klen, uint64_t hash, uint64_t want, uint64_t since)
 {
-	if (send_take(ws, s, r, NULL, li, key, klen, want, since))
+	if (send_take(ws, s, (struct snapshot *)r->snap, li, key, klen, hash, want, since, true))
 		return true;
 	refill_unsent(&s->limits[li], key, klen, since);
 	return false;
 }
 
+/* Counts a token asked for in the key's consumption rate (entry locked). */
+static void use_note(struct rl_entry *e, uint64_t now)
+{
+	e->use_count++;
+	if (e->use_mark_us == 0 || now < e->use_mark_us) {
+		e->use_mark_us = now; /* the first use, or another worker read the clock after us */
+		e->use_count = 0;
+		return;
+	}
+	if (now - e->use_mark_us < RL_RATE_WINDOW_US)
+		return;
+	e->use_rate = rl_use_rate(e->use_rate, e->use_count, now - e->use_mark_us);
+	e->use_mark_us = now;
+	e->use_count = 0;
+}
+
 /* A shared limit (docs/rate-limiting.md, "Shared limits: leases"). In order:
- * 1. a leased token: admit at once; when the lease is low, refill it in the
- *    background (also at batch 1: the next request then finds a token);
+ * 1. a leased token: admit at once; when what is left would not last until a
+ *    refill is back (entry->refill_at), refill it in the background (also at
+ *    batch 1: the next request then finds a token);
  * 2. Redis said no token before deny_until: refuse locally;
  * 3. Redis said empty recently (within the time the instances need to share
  *    one token each): refuse locally and, unless a take is already on its
@@ -509,8 +639,10 @@ static bool send_refill(struct rl_worker *ws, const struct rl_snap *s, struct re
  *    request. Tokens are not lost, only passed to the next request, so at or
  *    above the limit nobody waits; in exact mode only the refusal is local;
  * 4. otherwise (a cold key, exact mode, or tokens left in Redis but none
- *    here) the request waits for one take: its token plus, outside exact
- *    mode, the next batch. */
+ *    here) the request waits: outside exact mode behind a take this worker
+ *    has on its way for the key (its reply serves the waiters first), else
+ *    for a take of its own: its token plus, outside exact mode and when no
+ *    refill is in flight, the next batch. */
 static enum decision decide_shared(struct rl_worker *ws, const struct rl_snap *s, struct rl_req *q, size_t li,
                                    struct request *r, const char *key, size_t klen, struct phase_deny *deny)
 {
@@ -522,6 +654,7 @@ static enum decision decide_shared(struct rl_worker *ws, const struct rl_snap *s
 	bool exact = rl_lease_exact(l->c->burst, n);
 	bool fresh;
 	struct rl_entry *e = rl_table_acquire(l->table, key, klen, now, &fresh, ws->w->counters);
+	uint64_t hash = e->hash;
 	/* a take older than twice the timeout has failed (the connection is
 	 * dropped at the timeout); never let a lost reply block the key. Another
 	 * worker may have read the clock after us and set it in the meantime. */
@@ -530,9 +663,10 @@ static enum decision decide_shared(struct rl_worker *ws, const struct rl_snap *s
 	uint64_t full = e->remote_full_us > now ? e->remote_full_us - now : 0;
 	if (e->lease > 0 && now < e->lease_until_us) {
 		e->lease--;
+		use_note(e, now);
 		uint64_t remaining = e->lease + e->remote_tokens;
 		/* refill ahead, but not while Redis said it has nothing before deny_until */
-		bool refill = !exact && !inflight && e->lease <= e->want / 2 &&
+		bool refill = !exact && !inflight && e->lease <= e->refill_at &&
 		              (e->remote_tokens > 0 || now >= e->deny_until_us);
 		uint64_t want = e->want ? e->want : 1;
 		if (refill)
@@ -540,7 +674,7 @@ static enum decision decide_shared(struct rl_worker *ws, const struct rl_snap *s
 		rl_table_release(l->table, e);
 		note(q, l, remaining, full, false);
 		if (refill)
-			(void)send_refill(ws, s, r, li, key, klen, want, now); /* unsent: the next request asks */
+			(void)send_refill(ws, s, r, li, key, klen, hash, want, now); /* unsent: the next request asks */
 		return D_ALLOW;
 	}
 	e->lease = 0;
@@ -560,10 +694,20 @@ static enum decision decide_shared(struct rl_worker *ws, const struct rl_snap *s
 		if (send)
 			e->refill_since_us = now;
 		rl_table_release(l->table, e);
-		if (send && !send_refill(ws, s, r, li, key, klen, want, now))
+		if (send && !send_refill(ws, s, r, li, key, klen, hash, want, now))
 			return decide_fallback(ws, s, q, l, r, key, klen, deny);
 		set_deny(r, q, l, iv, full, deny);
 		return D_DENY;
+	}
+	use_note(e, now);
+	struct rl_op *op = exact ? NULL : op_find(ws, l->table, hash, key, klen);
+	if (op) {
+		/* a take of ours is on its way (a refill, or another waiter's):
+		 * wait for its reply instead of sending one more */
+		rl_table_release(l->table, e);
+		op_wait(op, q, r, s, li);
+		RL_COUNT(ws, RL_REDIS_WAITS, 0);
+		return D_WAIT;
 	}
 	/* wait: this request's token, plus the next batch when nothing else is on its way */
 	uint64_t want = 1;
@@ -574,13 +718,13 @@ static enum decision decide_shared(struct rl_worker *ws, const struct rl_snap *s
 		e->refill_since_us = since = now;
 	}
 	rl_table_release(l->table, e);
-	struct rl_op *op = send_take(ws, s, r, q, li, key, klen, want, since);
+	op = send_take(ws, s, (struct snapshot *)r->snap, li, key, klen, hash, want, since, !exact);
 	if (!op) {
 		if (since)
 			refill_unsent(l, key, klen, since);
 		return decide_fallback(ws, s, q, l, r, key, klen, deny);
 	}
-	q->op = op;
+	op_wait(op, q, r, s, li);
 	RL_COUNT(ws, RL_REDIS_WAITS, 0);
 	return D_WAIT;
 }
@@ -609,83 +753,185 @@ static enum phase_result run_limits(struct rl_worker *ws, const struct rl_snap *
 	return PHASE_CONTINUE;
 }
 
+/* What a reply settled, for answering the waiters after the entry is released. */
+struct take_result {
+	size_t served;       /* waiters (from the head) that have a token */
+	uint64_t resend;     /* tokens to ask for the waiters left (0: none) */
+	uint64_t since;      /* the refill mark the resend set (0: none) */
+	uint64_t remaining;  /* tokens here and in Redis, for RateLimit-* */
+	uint64_t full_us, wait_us;
+};
+
+/* Brings the key's entry up to date with a reply (entry locked inside):
+ * Redis's state, the round trip and the next lease size; the grant serves
+ * op's waiters in order, then the lease (also what another worker's refill
+ * brought) serves who is left, and what is left over goes to the lease. */
+static void take_apply(struct rl_worker *ws, struct rl_op *op, const struct rl_take_reply *reply,
+                       struct take_result *res)
+{
+	const struct rl_snap *s = op->s;
+	const struct rl_limit *l = &s->limits[op->limit];
+	uint64_t now = clock_mono_us();
+	uint64_t rtt = now > op->sent_us ? now - op->sent_us : 1;
+	ws->rtt_us = ws->rtt_us ? (3 * ws->rtt_us + rtt) / 4 : rtt;
+	bool fresh;
+	struct rl_entry *e = rl_table_acquire(l->table, op->key, op->key_len, now, &fresh, ws->w->counters);
+	unsigned n = instances(s);
+	e->reply_us = now;
+	e->remote_tokens = reply->tokens;
+	e->remote_full_us = now + reply->full_us;
+	e->want = rl_lease_size(rl_lease_want(reply->tokens, l->c->burst, n, l->c->batch), e->use_rate, ws->rtt_us);
+	e->refill_at = (uint32_t)rl_lease_refill_at(e->want > UINT32_MAX ? UINT32_MAX : e->want, e->use_rate,
+	                                           ws->rtt_us);
+	if (op->since && e->refill_since_us == op->since)
+		e->refill_since_us = 0;
+	uint64_t g = reply->granted;
+	size_t served = g < op->num_waiters ? (size_t)g : op->num_waiters;
+	g -= served;
+	if (g > 0) {
+		/* the deadline stays the oldest held token's: a lease topped up
+		 * ahead of need never keeps a token past the TTL */
+		if (e->lease == 0 || e->lease_until_us <= now) {
+			e->lease = 0;
+			e->lease_until_us = now + LEASE_TTL_US;
+		}
+		e->lease += g;
+	}
+	if (served < op->num_waiters && e->lease > 0 && now < e->lease_until_us) {
+		size_t more = op->num_waiters - served;
+		if (more > e->lease)
+			more = (size_t)e->lease;
+		e->lease -= more;
+		served += more;
+	}
+	res->served = served;
+	res->resend = res->since = 0;
+	size_t left = op->num_waiters - served;
+	if (left > 0 && reply->tokens > 0) {
+		/* more waiters than this take asked for, and Redis has more: one
+		 * take for all of them, plus the next batch when no refill is out */
+		bool inflight = e->refill_since_us != 0 &&
+		                (now < e->refill_since_us || now - e->refill_since_us < 2 * s->redis.timeout_us);
+		res->resend = left;
+		if (!inflight) {
+			res->resend += e->want;
+			e->refill_since_us = res->since = now;
+		}
+	}
+	if (reply->tokens > 0) {
+		e->deny_until_us = 0; /* Redis has tokens again: an older "empty" no longer holds */
+	} else {
+		/* Redis is empty until wait_us: refuse locally until then plus a
+		 * random share of the other instances' intervals, so that about
+		 * one instance (not all of them) asks for each new token;
+		 * unclaimed tokens stay in Redis for the next ask */
+		uint64_t spread = n > 1 ? (uint64_t)(n - 1) * token_interval_us(l) : 0;
+		if (spread > SPREAD_MAX_US)
+			spread = SPREAD_MAX_US;
+		e->deny_until_us = now + reply->wait_us + (spread ? worker_random(ws->w) % spread : 0);
+	}
+	res->remaining = e->lease + reply->tokens;
+	res->full_us = reply->full_us;
+	res->wait_us = reply->wait_us;
+	rl_table_release(l->table, e);
+}
+
+/* Answers one waiter taken off its op's queue. */
+static void waiter_resume(struct rl_worker *ws, struct rl_req *q, const struct rl_op *op, const struct take_result *res)
+{
+	struct request *r = q->wr;
+	const struct rl_snap *s = q->ws;
+	const struct rl_limit *l = &s->limits[q->wait_limit];
+	struct phase_deny *deny = &q->deny;
+	enum phase_result pr;
+	enum decision d = D_DENY;
+	if (q->outcome == W_ALLOW) {
+		note(q, l, res->remaining, res->full_us, false);
+		d = D_ALLOW;
+	} else if (q->outcome == W_DENY) {
+		set_deny(r, q, l, res->wait_us, res->full_us, deny);
+	} else {
+		d = decide_fallback(ws, s, q, l, r, op->key, op->key_len, deny);
+	}
+	if (d == D_ALLOW) {
+		pr = run_limits(ws, s, r, q, deny);
+	} else {
+		RL_COUNT(ws, RL_DECISIONS, CTR_RL_LIMITED);
+		pr = PHASE_DENY;
+	}
+	if (pr != PHASE_SUSPEND)
+		pipeline_resume(r, pr, deny);
+}
+
+/* A take's reply (ok) or failure (!ok: timeout, connection lost, worker
+ * stopping or reloading): every waiter is answered exactly once, here or
+ * by the take that the waiters left over are moved to. */
 static void take_done(void *arg, bool ok, const struct rl_take_reply *reply)
 {
 	struct rl_op *op = arg;
 	struct rl_worker *ws = op->ws;
 	const struct rl_snap *s = op->s;
 	const struct rl_limit *l = &s->limits[op->limit];
-	struct rl_req *q = op->rq;
-	bool allowed = false;
-	uint64_t remaining = 0, full = 0, wait = 0;
+	op_unmap(ws, op); /* answered: nobody joins it any more */
+	struct take_result res = {0};
+	struct rl_op *next = NULL;
 	if (!ok && op->since)
 		refill_unsent(l, op->key, op->key_len, op->since);
 	if (ok) {
-		uint64_t now = clock_mono_us();
-		bool fresh;
-		struct rl_entry *e = rl_table_acquire(l->table, op->key, op->key_len, now, &fresh, ws->w->counters);
-		unsigned n = instances(s);
-		e->reply_us = now;
-		e->remote_tokens = reply->tokens;
-		e->remote_full_us = now + reply->full_us;
-		e->want = rl_lease_want(reply->tokens, l->c->burst, n, l->c->batch);
-		if (op->since && e->refill_since_us == op->since)
-			e->refill_since_us = 0;
-		uint64_t g = reply->granted;
-		if (q && g > 0) {
-			g--;
-			allowed = true;
+		take_apply(ws, op, reply, &res);
+		if (res.resend) {
+			next = send_take(ws, s, op->snap, op->limit, op->key, op->key_len, op->hash, res.resend, res.since,
+			                 true);
+			if (!next && res.since)
+				refill_unsent(l, op->key, op->key_len, res.since);
 		}
-		if (g > 0) {
-			/* the deadline stays the oldest held token's: a lease topped up
-			 * ahead of need never keeps a token past the TTL */
-			if (e->lease == 0 || e->lease_until_us <= now) {
-				e->lease = 0;
-				e->lease_until_us = now + LEASE_TTL_US;
-			}
-			e->lease += g;
-		}
-		if (reply->tokens > 0) {
-			e->deny_until_us = 0; /* Redis has tokens again: an older "empty" no longer holds */
-		} else {
-			/* Redis is empty until wait_us: refuse locally until then plus a
-			 * random share of the other instances' intervals, so that about
-			 * one instance (not all of them) asks for each new token;
-			 * unclaimed tokens stay in Redis for the next ask */
-			uint64_t spread = n > 1 ? (uint64_t)(n - 1) * token_interval_us(l) : 0;
-			if (spread > SPREAD_MAX_US)
-				spread = SPREAD_MAX_US;
-			e->deny_until_us = now + reply->wait_us + (spread ? worker_random(ws->w) % spread : 0);
-		}
-		remaining = e->lease + reply->tokens;
-		full = reply->full_us;
-		wait = reply->wait_us;
-		rl_table_release(l->table, e);
 	}
-	struct request *r = op->r;
+	/* outcomes first (nothing runs in between), then the resumptions, which
+	 * may cancel other waiters of this op (an HTTP/2 session closing) */
+	size_t i = 0;
+	struct rl_req *moved = NULL, *moved_tail = NULL;
+	for (struct rl_req **pp = &op->waiters; *pp; i++) {
+		struct rl_req *q = *pp;
+		if (!ok) {
+			q->outcome = W_FALLBACK;
+		} else if (i < res.served) {
+			q->outcome = W_ALLOW;
+		} else if (next) {
+			/* Redis has tokens for them: they wait for the next take */
+			*pp = q->next_waiter;
+			op->num_waiters--;
+			q->next_waiter = NULL;
+			if (moved_tail)
+				moved_tail->next_waiter = q;
+			else
+				moved = q;
+			moved_tail = q;
+			continue;
+		} else {
+			q->outcome = reply->tokens > 0 ? W_FALLBACK : W_DENY;
+		}
+		op->waiters_tail = q;
+		pp = &q->next_waiter;
+	}
+	if (!op->waiters)
+		op->waiters_tail = NULL;
+	for (struct rl_req *q = moved, *nq; q; q = nq) {
+		nq = q->next_waiter;
+		op_wait(next, q, q->wr, q->ws, q->wait_limit);
+	}
+	struct rl_req *q;
+	while ((q = op->waiters)) {
+		op->waiters = q->next_waiter;
+		if (!op->waiters)
+			op->waiters_tail = NULL;
+		op->num_waiters--;
+		q->op = NULL;
+		q->next_waiter = NULL;
+		waiter_resume(ws, q, op, &res);
+	}
 	struct snapshot *snap = op->snap;
 	op->next_free = ws->free_ops;
 	ws->free_ops = op;
-	if (q) {
-		q->op = NULL;
-		struct phase_deny *deny = &q->deny;
-		enum phase_result res;
-		enum decision d = !ok ? decide_fallback(ws, s, q, l, r, op->key, op->key_len, deny)
-		                  : allowed ? D_ALLOW
-		                            : D_DENY;
-		if (ok && allowed)
-			note(q, l, remaining, full, false);
-		else if (ok)
-			set_deny(r, q, l, wait, full, deny);
-		if (d == D_ALLOW) {
-			res = run_limits(ws, s, r, q, deny);
-		} else {
-			RL_COUNT(ws, RL_DECISIONS, CTR_RL_LIMITED);
-			res = PHASE_DENY;
-		}
-		if (res != PHASE_SUSPEND)
-			pipeline_resume(r, res, deny);
-	}
 	snapshot_unref(snap);
 }
 
@@ -712,11 +958,8 @@ static void rl_access_cancel(struct request *r, const void *ss, void *wsv)
 	if (!ws)
 		return;
 	struct rl_req *q = req_find(ws, r);
-	if (q && q->op) {
-		/* the reply still comes; its tokens go to the lease */
-		q->op->rq = NULL;
-		q->op = NULL;
-	}
+	if (q)
+		op_unwait(q); /* the reply still comes; this request's token goes to the lease */
 }
 
 static void rl_response_headers(struct request *r, const void *ss, void *wsv, struct fields *response)
@@ -737,8 +980,12 @@ static void rl_log(const struct request *r, const void *ss, void *wsv)
 {
 	(void)ss;
 	struct rl_worker *ws = wsv;
-	if (ws)
-		req_detach(ws, r);
+	if (!ws)
+		return;
+	struct rl_req *q = req_find(ws, r);
+	if (q)
+		op_unwait(q); /* never left behind in a take's queue */
+	req_detach(ws, r);
 }
 
 /* ---- the worker's Redis connection ---- */

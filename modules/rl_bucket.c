@@ -95,3 +95,58 @@ uint64_t rl_lease_want(uint64_t tokens_left, uint64_t burst, unsigned instances,
 		want = batch;
 	return want ? want : 1;
 }
+
+/* a bound far above any real rate (10^9 tokens/s) keeps the products below 2^64 */
+#define RATE_MAX ((uint64_t)1000000000u * RL_RATE_SCALE)
+
+uint64_t rl_use_rate(uint64_t old_rate, uint64_t used, uint64_t dt_us)
+{
+	if (dt_us == 0)
+		dt_us = 1;
+	if (used > RATE_MAX / 1000000u)
+		used = RATE_MAX / 1000000u;
+	uint64_t sample = used * 1000000u * RL_RATE_SCALE / dt_us;
+	if (sample > RATE_MAX)
+		sample = RATE_MAX;
+	if (sample == 0)
+		sample = 1; /* a use was seen: 0 stays "no estimate" */
+	if (old_rate == 0)
+		return sample;
+	uint64_t next = (3 * old_rate + sample) / 4;
+	return next ? next : 1;
+}
+
+/* tokens used in us microseconds at rate, rounded up; with rate <= 10^12 and
+ * us <= 10^7 the product stays below 2^64 */
+static uint64_t tokens_in(uint64_t rate, uint64_t us)
+{
+	if (rate > RATE_MAX)
+		rate = RATE_MAX;
+	if (us > 10000000u)
+		us = 10000000u;
+	return ceil_div(rate * us, 1000000u * (uint64_t)RL_RATE_SCALE);
+}
+
+uint64_t rl_lease_size(uint64_t cap, uint64_t rate, uint64_t rtt_us)
+{
+	if (cap == 0)
+		cap = 1;
+	if (rate == 0)
+		return cap;
+	uint64_t span = 2 * rtt_us > RL_LEASE_HORIZON_US ? 2 * rtt_us : RL_LEASE_HORIZON_US;
+	uint64_t want = tokens_in(rate, span);
+	if (want > cap)
+		want = cap;
+	return want ? want : 1;
+}
+
+uint64_t rl_lease_refill_at(uint64_t want, uint64_t rate, uint64_t rtt_us)
+{
+	uint64_t at = want / 2;
+	uint64_t trip = tokens_in(rate, rtt_us + rtt_us / 2);
+	if (trip > at)
+		at = trip;
+	if (want > 0 && at > want - 1)
+		at = want - 1;
+	return want ? at : 0;
+}

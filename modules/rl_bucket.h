@@ -67,4 +67,28 @@ bool rl_lease_exact(uint64_t burst, unsigned instances);
  * at most batch; 1 in exact mode. instances 0 counts as 1. */
 uint64_t rl_lease_want(uint64_t tokens_left, uint64_t burst, unsigned instances, uint64_t batch);
 
+/* Lease sizing from what the process measures (docs/rate-limiting.md,
+ * "Shared limits: leases"). Consumption rates are in tokens per 1000 s
+ * (RL_RATE_SCALE per token per second), so slow keys keep a resolution.
+ *
+ * rl_use_rate(): the next estimate after `used` tokens in dt_us (an
+ * exponentially weighted mean, a quarter weight per sample; old_rate 0: no
+ * estimate yet, the sample is taken whole).
+ *
+ * rl_lease_size(): the next batch for a process that uses rate and waits
+ * rtt_us for Redis: what lasts RL_LEASE_HORIZON_US at that rate (so no
+ * token is leased that the lease's TTL would drop), but never less than two
+ * round trips' worth, and never more than cap (rl_lease_want(): the batch
+ * and the burst share); cap while nothing is measured (rate 0).
+ *
+ * rl_lease_refill_at(): refill when the lease falls to this: half a batch, or
+ * earlier when what is left lasts less than about 1.5 round trips at rate;
+ * at most want - 1, so a process holds at most 2 x want - 1 tokens. */
+#define RL_RATE_SCALE 1000u
+#define RL_RATE_WINDOW_US 20000u
+#define RL_LEASE_HORIZON_US 5000000u
+uint64_t rl_use_rate(uint64_t old_rate, uint64_t used, uint64_t dt_us);
+uint64_t rl_lease_size(uint64_t cap, uint64_t rate, uint64_t rtt_us);
+uint64_t rl_lease_refill_at(uint64_t want, uint64_t rate, uint64_t rtt_us);
+
 #endif

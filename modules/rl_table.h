@@ -39,6 +39,10 @@ struct rl_entry {
 	uint64_t remote_tokens;   /* tokens left in Redis after the last grant */
 	uint64_t remote_full_us;  /* Redis bucket full again at this local time */
 	uint64_t reply_us;        /* last answer from Redis (0: none yet, a cold key) */
+	uint64_t use_rate;        /* tokens this process asks for, per 1000 s (rl_use_rate; 0: unmeasured) */
+	uint64_t use_mark_us;     /* start of the window use_count counts in */
+	uint32_t use_count;       /* tokens asked for since use_mark_us */
+	uint32_t refill_at;       /* refill ahead when the lease falls to this (rl_lease_refill_at) */
 	uint8_t key_len;
 	char key[RL_KEY_MAX];
 };

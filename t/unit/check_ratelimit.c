@@ -163,6 +163,63 @@ START_TEST(test_lease_policy)
 }
 END_TEST
 
+START_TEST(test_lease_sizing)
+{
+	/* the consumption rate, in tokens per 1000 s: a first sample is taken whole */
+	ck_assert_uint_eq(rl_use_rate(0, 70, 1000), 70000ull * RL_RATE_SCALE); /* 70 in 1 ms: 70k/s */
+	ck_assert_uint_eq(rl_use_rate(0, 1, 10 * SEC), 100);                  /* 0.1/s */
+	ck_assert_uint_eq(rl_use_rate(0, 1, 100000 * SEC), 1);                /* used once: never 0 */
+	/* then a quarter weight per sample: 4000 -> 1000 moves a quarter of the way */
+	ck_assert_uint_eq(rl_use_rate(4000, 1, SEC), 3250);
+	uint64_t r = 0;
+	for (int i = 0; i < 40; i++)
+		r = rl_use_rate(r, 1400, 20000); /* 70k/s in 20 ms windows */
+	ck_assert_uint_eq(r, 70000ull * RL_RATE_SCALE);
+	/* absurd inputs stay finite */
+	ck_assert_uint_gt(rl_use_rate(0, UINT64_MAX, 0), 0);
+
+	/* nothing measured: the cap (batch, burst share) */
+	ck_assert_uint_eq(rl_lease_size(100, 0, 0), 100);
+	ck_assert_uint_eq(rl_lease_size(0, 0, 0), 1);
+	/* a fast process: what lasts the horizon is far above the batch */
+	ck_assert_uint_eq(rl_lease_size(100, 70000ull * RL_RATE_SCALE, 1000), 100);
+	/* a slow key: 5 s of its use (2/s -> 10), no token the TTL would drop */
+	ck_assert_uint_eq(rl_lease_size(100, 2 * RL_RATE_SCALE, 1000), 10);
+	ck_assert_uint_eq(rl_lease_size(100, 100, 1000), 1); /* 0.1/s */
+	/* a slow Redis (3 s round trips): two round trips' worth */
+	ck_assert_uint_eq(rl_lease_size(100, 2 * RL_RATE_SCALE, 3 * SEC), 12);
+	/* never above the cap, never 0 */
+	for (uint64_t cap = 1; cap <= 300; cap += 7)
+		for (uint64_t rate = 1; rate < 10000000000ull; rate = rate * 3 + 1)
+			for (uint64_t rtt = 0; rtt < 100 * SEC; rtt = rtt * 5 + 1) {
+				uint64_t w = rl_lease_size(cap, rate, rtt);
+				ck_assert_uint_ge(w, 1);
+				ck_assert_uint_le(w, cap);
+				/* the refill point: at least half a batch, below the batch */
+				uint64_t at = rl_lease_refill_at(w, rate, rtt);
+				ck_assert_uint_ge(at, w / 2);
+				ck_assert_uint_le(at + 1, w);
+			}
+
+	/* refill ahead: half a batch, or 1.5 round trips of use when that is more */
+	ck_assert_uint_eq(rl_lease_refill_at(100, 0, 0), 50);
+	ck_assert_uint_eq(rl_lease_refill_at(100, 10000ull * RL_RATE_SCALE, 1000), 50); /* 15 per 1.5 ms */
+	ck_assert_uint_eq(rl_lease_refill_at(100, 40000ull * RL_RATE_SCALE, 1000), 60);
+	ck_assert_uint_eq(rl_lease_refill_at(100, 70000ull * RL_RATE_SCALE, 1000), 99); /* capped: batch - 1 */
+	ck_assert_uint_eq(rl_lease_refill_at(1, 70000ull * RL_RATE_SCALE, 1000), 0); /* batch 1: when used up */
+	/* what a process holds at once (refill point + a batch) stays within a
+	 * quarter of the burst over all instances (docs: "Accuracy bound") */
+	for (unsigned n = 1; n <= 16; n++) {
+		for (uint64_t burst = 1; burst <= 2000; burst++) {
+			if (rl_lease_exact(burst, n))
+				continue;
+			uint64_t w = rl_lease_size(rl_lease_want(burst, burst, n, 100000), 1000000000ull, 5000);
+			ck_assert_uint_le(n * (w + rl_lease_refill_at(w, 1000000000ull, 5000)), burst / 4);
+		}
+	}
+}
+END_TEST
+
 /* ---- table ---- */
 
 /* the table counts what it forgets in the caller's counter set (a real registry) */
@@ -390,6 +447,7 @@ static Suite *ratelimit_suite(void)
 	tcase_add_test(bucket, test_rate_limits_checked);
 	tcase_add_test(bucket, test_rate_split);
 	tcase_add_test(bucket, test_lease_policy);
+	tcase_add_test(bucket, test_lease_sizing);
 	suite_add_tcase(s, bucket);
 	TCase *table = tcase_create("table");
 	tcase_add_checked_fixture(table, table_setup, table_teardown);
