@@ -260,22 +260,29 @@ static struct rl_req *req_find(struct rl_worker *ws, const struct request *r)
 	return NULL;
 }
 
-static void req_detach(struct rl_worker *ws, const struct request *r)
+/* Unlinks r's record (if any) and returns it. */
+static struct rl_req *req_detach(struct rl_worker *ws, const struct request *r)
 {
 	for (struct rl_req **pp = &ws->reqs[req_slot(r)]; *pp; pp = &(*pp)->next) {
 		if ((*pp)->r == r) {
-			*pp = (*pp)->next;
-			return;
+			struct rl_req *q = *pp;
+			*pp = q->next;
+			return q;
 		}
 	}
+	return NULL;
 }
+
+static void op_unwait(struct rl_req *q);
 
 static struct rl_req *req_attach(struct rl_worker *ws, struct request *r)
 {
 	struct rl_req *q = req_find(ws, r);
 	if (q)
 		return q;
-	req_detach(ws, r); /* a stale record for a recycled request object */
+	struct rl_req *stale = req_detach(ws, r); /* a stale record for a recycled request object */
+	if (stale && stale->op)
+		op_unwait(stale);
 	q = arena_alloc(&r->arena, sizeof *q);
 	if (!q)
 		return NULL;
@@ -612,20 +619,23 @@ static bool send_refill(struct rl_worker *ws, const struct rl_snap *s, struct re
 	return false;
 }
 
-/* Counts a token asked for in the key's consumption rate (entry locked). */
-static void use_note(struct rl_entry *e, uint64_t now)
+/* A window of the key's consumption rate is over (or none started yet). */
+static void use_window(struct rl_entry *e, uint64_t now)
 {
-	e->use_count++;
-	if (e->use_mark_us == 0 || now < e->use_mark_us) {
-		e->use_mark_us = now; /* the first use, or another worker read the clock after us */
-		e->use_count = 0;
-		return;
-	}
-	if (now - e->use_mark_us < RL_RATE_WINDOW_US)
-		return;
-	e->use_rate = rl_use_rate(e->use_rate, e->use_count, now - e->use_mark_us);
+	/* mark 0: the first use; now before it: another worker read the clock after us */
+	if (e->use_mark_us != 0 && now > e->use_mark_us)
+		e->use_rate = rl_use_rate(e->use_rate, e->use_count, now - e->use_mark_us);
 	e->use_mark_us = now;
 	e->use_count = 0;
+}
+
+/* Counts a token asked for in the key's consumption rate (entry locked):
+ * on the lease's hot path, so the window's end is one unsigned compare. */
+static inline void use_note(struct rl_entry *e, uint64_t now)
+{
+	e->use_count++;
+	if (now - e->use_mark_us >= RL_RATE_WINDOW_US)
+		use_window(e, now);
 }
 
 /* A shared limit (docs/rate-limiting.md, "Shared limits: leases"). In order:
@@ -982,10 +992,9 @@ static void rl_log(const struct request *r, const void *ss, void *wsv)
 	struct rl_worker *ws = wsv;
 	if (!ws)
 		return;
-	struct rl_req *q = req_find(ws, r);
-	if (q)
+	struct rl_req *q = req_detach(ws, r);
+	if (q && q->op)
 		op_unwait(q); /* never left behind in a take's queue */
-	req_detach(ws, r);
 }
 
 /* ---- the worker's Redis connection ---- */
