@@ -23,7 +23,8 @@
  * at once. The client checks ROLE on the master itself (a sentinel's answer
  * can be stale) and calls rs_finder_stale when the master it was given
  * failed, so the next round asks another sentinel first. Callbacks run on
- * the loop's thread; none runs after rs_finder_free.
+ * the loop's thread; none runs after rs_finder_free. Tested against real
+ * redis-sentinel and redis-server processes in t/unit/check_rs_finder.c.
  *
  * Process-wide state (documented global): the master last reached by any
  * worker, how many times it changed and when — so a switch is logged once
