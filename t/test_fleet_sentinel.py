@@ -11,14 +11,13 @@ follow time is printed, never asserted as performance."""
 
 import datetime
 import os
-import signal
 import time
 
 import pytest
 
 from conftest import base_config, free_port, wait_until
 from test_fleet import control, ctl_ok, log_msgs, propagation, sockdir, start_fleet, weights  # noqa: F401
-from test_sentinel import MASTER, SENTINEL, StaleSentinel, cluster, resp, switch_seen_at  # noqa: F401
+from test_sentinel import MASTER, SENTINEL, StaleSentinel, cluster, promote_replica, resp, switch_seen_at  # noqa: F401
 from test_ratelimit import REDIS
 
 pytestmark = pytest.mark.skipif(not REDIS or not SENTINEL,
@@ -58,14 +57,7 @@ def run(sluice, upstreams, sockdir, cluster, how, own):
     propagation([b], lambda gw: weights(gw) == {"blue": 70, "green": 30}, timeout=3.0)
     assert "service-weight web green 30" in resp(master.port, "HGET", PREFIX + ":state", "service-weight web green")
 
-    t0 = time.monotonic()
-    if how == "failover":
-        assert resp(sentinels[0].port, "SENTINEL", "FAILOVER", MASTER) == "OK"
-    else:
-        master.kill(signal.SIGKILL)
-    wait_until(lambda: all(s.master() == replica.port for s in sentinels), timeout=30, interval=0.05,
-               what="the sentinels promoted the replica")
-    t_switch = time.monotonic() - t0
+    t0, t_switch = promote_replica(cluster, how)
     wait_until(lambda: on_master(a, replica.port) and on_master(b, replica.port), timeout=20, interval=0.02,
                what="both instances' fleet control on the new master")
     print("fleet control (%s, %s): sentinels switched after %.2f s, both instances in sync on the new master "

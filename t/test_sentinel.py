@@ -267,6 +267,22 @@ def resumed_at(gws):
     return last
 
 
+def promote_replica(cluster, how):
+    """A `SENTINEL FAILOVER` (how "failover") or the master SIGKILLed (how
+    "kill"), until every sentinel names the replica: when it began
+    (time.monotonic()) and how long the sentinels took (printed by the
+    callers, never asserted)."""
+    master, replica, sentinels = cluster
+    t0 = time.monotonic()
+    if how == "failover":
+        assert resp(sentinels[0].port, "SENTINEL", "FAILOVER", MASTER) == "OK"
+    else:
+        master.kill(signal.SIGKILL)
+    wait_until(lambda: all(s.master() == replica.port for s in sentinels), timeout=30, interval=0.05,
+               what="the sentinels promoted the replica")
+    return t0, time.monotonic() - t0
+
+
 def run_failover(sluice, upstreams, cluster, sockdir, how):
     master, replica, sentinels = cluster
     gws = start_two(sluice, upstreams, sentinels, sockdir)
@@ -278,14 +294,7 @@ def run_failover(sluice, upstreams, cluster, sockdir, how):
     # steady load on both instances through the failover
     ld = Load([g.port for g in gws], "/api/f", rate=60, seconds=12.0, headers={"X-Client": "fo"}).start()
     time.sleep(2.0)
-    t0 = time.monotonic()
-    if how == "failover":
-        assert resp(sentinels[0].port, "SENTINEL", "FAILOVER", MASTER) == "OK"
-    else:
-        master.kill(signal.SIGKILL)
-    wait_until(lambda: all(s.master() == replica.port for s in sentinels), timeout=30, interval=0.05,
-               what="the sentinels promoted the replica")
-    t_switch = time.monotonic() - t0
+    t0, t_switch = promote_replica(cluster, how)
     wait_until(lambda: followed(gws, replica.port), timeout=20, interval=0.02,
                what="both sluice instances on the new master")
     t_follow = time.monotonic() - t0
