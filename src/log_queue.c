@@ -82,9 +82,19 @@ struct logq_writer {
 	struct logq_target *releasing; /* released, waiting for the rings to be drained past them */
 	struct iovec iov[IOV_MAX];
 	/* read by every push: on a cache line of its own (last, the struct's
-	 * size rounds up to its alignment) */
-	_Alignas(64) atomic_bool sleeping;
+	 * size rounds up to its alignment); enum logq_state */
+	_Alignas(64) atomic_int state;
 };
+
+/* What the writer is doing, for a push deciding whether to wake it:
+ *  - AWAKE: it will read the rings again without being told;
+ *  - DOZING: it wrote less than LOGQ_DOZE_ROUNDS x LOGQ_BATCH_MS ago and
+ *    reads them again within LOGQ_BATCH_MS: only a ring more than half full
+ *    wakes it sooner, so lines that keep coming cost no wakeup each, and the
+ *    writer writes them in batches;
+ *  - SLEEPING: nothing came for that long: the first line wakes it (and it
+ *    stays asleep, no timer, while nothing comes). */
+enum logq_state { LOGQ_AWAKE, LOGQ_DOZING, LOGQ_SLEEPING };
 
 /* The process's writer (log_queue.h): set and cleared by the main thread
  * while no worker runs; read by workers in between. */
@@ -263,13 +273,25 @@ bool logq_push(struct logq_ring *r, struct logq_target *t, const char *line, siz
 	struct logq_rec rec = {.len = (uint32_t)n, .target = t};
 	memcpy(r->buf + off, &rec, sizeof rec);
 	memcpy(r->buf + off + LOGQ_HDR, line, n);
-	atomic_store_explicit(&r->head, h + need, memory_order_release);
-	/* Dekker with the writer going to sleep (it sets sleeping, fences, then
+	h += need;
+	atomic_store_explicit(&r->head, h, memory_order_release);
+	/* Dekker with the writer going to sleep (it sets SLEEPING, fences, then
 	 * reads the heads): one of the two sees the other's store */
 	atomic_thread_fence(memory_order_seq_cst);
 	struct logq_writer *wr = logq_w;
-	if (atomic_load_explicit(&wr->sleeping, memory_order_relaxed) &&
-	    atomic_exchange_explicit(&wr->sleeping, false, memory_order_relaxed))
+	int st = atomic_load_explicit(&wr->state, memory_order_relaxed);
+	if (st == LOGQ_AWAKE)
+		return true;
+	if (st == LOGQ_DOZING) {
+		/* it comes back within LOGQ_BATCH_MS: only a ring filling up calls it sooner */
+		if (h - r->tail_seen <= cap / 2)
+			return true;
+		r->tail_seen = atomic_load_explicit(&r->tail, memory_order_acquire);
+		if (h - r->tail_seen <= cap / 2)
+			return true;
+	}
+	if (atomic_compare_exchange_strong_explicit(&wr->state, &st, LOGQ_AWAKE, memory_order_relaxed,
+	                                            memory_order_relaxed))
 		logq_wake(wr);
 	return true;
 }
@@ -518,33 +540,57 @@ static bool logq_has_work(struct logq_writer *wr)
 	return work;
 }
 
+/* Waits on the wakeup eventfd at most ms (-1: no limit), then is AWAKE;
+ * returns whether somebody woke it. */
+static bool logq_wait(struct logq_writer *wr, int ms)
+{
+	struct pollfd p = {.fd = wr->wake_fd, .events = POLLIN};
+	bool woken = poll(&p, 1, ms) > 0;
+	atomic_store(&wr->state, LOGQ_AWAKE);
+	if (woken) {
+		uint64_t v;
+		ssize_t n = read(wr->wake_fd, &v, sizeof v);
+		(void)n; /* EAGAIN: another reader got there (none), or a spurious readiness */
+	}
+	return woken;
+}
+
 static void *logq_writer_main(void *arg)
 {
 	struct logq_writer *wr = arg;
 	int old;
 	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old);
+	unsigned quiet = LOGQ_DOZE_ROUNDS; /* rounds in a row that found nothing */
 	for (;;) {
 		/* read before the round: a stop comes after the last push, so a
 		 * round that began after seeing it has read every last head */
 		bool stopping = atomic_load(&wr->stop);
 		enum logq_round rr = logq_writer_round(wr);
 		if (rr == LOGQ_WROTE)
-			continue;
+			quiet = 0;
 		if (rr == LOGQ_IDLE && stopping)
 			break;
-		struct pollfd p = {.fd = wr->wake_fd, .events = POLLIN};
 		if (rr == LOGQ_WAITING) {
-			(void)poll(&p, 1, 1); /* a worker is about to retire its previous ring */
+			logq_wait(wr, 1); /* a worker is about to retire its previous ring */
 			continue;
 		}
-		atomic_store(&wr->sleeping, true);
+		if (stopping)
+			continue;
+		if (rr == LOGQ_WROTE || ++quiet <= LOGQ_DOZE_ROUNDS) {
+			/* lines came a moment ago: more are likely, let them gather
+			 * without a wakeup each (a push wakes us only when its ring
+			 * passes half full; a flush, a release or a stop at once) */
+			atomic_store(&wr->state, LOGQ_DOZING);
+			logq_wait(wr, LOGQ_BATCH_MS);
+			continue;
+		}
+		quiet = LOGQ_DOZE_ROUNDS;
+		atomic_store(&wr->state, LOGQ_SLEEPING);
 		atomic_thread_fence(memory_order_seq_cst);
 		if (!logq_has_work(wr) && !atomic_load(&wr->stop))
-			(void)poll(&p, 1, 1000);
-		atomic_store(&wr->sleeping, false);
-		uint64_t v;
-		ssize_t n = read(wr->wake_fd, &v, sizeof v);
-		(void)n; /* EAGAIN: woken by the timeout, or by nobody */
+			logq_wait(wr, -1);
+		else
+			atomic_store(&wr->state, LOGQ_AWAKE);
 	}
 	return NULL;
 }
@@ -576,7 +622,7 @@ bool logq_writer_get(void)
 		free(wr);
 		return false;
 	}
-	atomic_init(&wr->sleeping, false);
+	atomic_init(&wr->state, LOGQ_AWAKE);
 	atomic_init(&wr->stop, false);
 	atomic_init(&wr->last_err, 0);
 	wr->cw = counters_worker_new(counters_process);

@@ -5,7 +5,11 @@
  * Each worker owns a ring: a single-producer single-consumer queue of whole
  * lines (bytes, bounded; lines stay in the worker's order). A push copies the
  * line in and never blocks, allocates or makes a system call, except one
- * write to an eventfd when the writer sleeps; a line that does not fit whole
+ * write to an eventfd when the writer sleeps (no line came for
+ * LOGQ_DOZE_ROUNDS x LOGQ_BATCH_MS) or when the ring passes half full while
+ * the writer dozes (it reads the rings every LOGQ_BATCH_MS while lines
+ * come): so traffic costs the workers no wakeup per line, and the writer at
+ * most one round each LOGQ_BATCH_MS; a line that does not fit whole
  * is dropped (never a part of one), counted in the worker's counters
  * (sluice_access_log_dropped_total{output}) and logged at most once a second.
  *
@@ -50,6 +54,13 @@ struct ctr_worker;
 #define LOGQ_MAX_BYTES ((size_t)1 << 30)
 #define LOGQ_STOP_WAIT_MS 5000
 #define LOGQ_FLUSH_WAIT_MS 1000
+/* How long a line may wait in a ring while the writer gathers more after
+ * a write (log_queue.c, LOGQ_DOZING): the bound on a line's delay beyond
+ * writing what is ahead of it. */
+#define LOGQ_BATCH_MS 10
+/* Rounds of LOGQ_BATCH_MS that find nothing before the writer sleeps
+ * until a push wakes it (100 ms without a line). */
+#define LOGQ_DOZE_ROUNDS 10
 /* `sluice ctl flush-logs [TIMEOUT_MS]`: the default and longest wait (the
  * admin socket's main thread waits that long at most) */
 #define LOGQ_FLUSH_ADMIN_MS 2000

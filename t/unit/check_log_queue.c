@@ -77,6 +77,20 @@ static int check_lines(const char *text, size_t len, int p, int first)
 	return i - first;
 }
 
+/* The file at path holds producer p's lines 0..n-1, whole; then the ring,
+ * the target and the writer go, and the file. */
+static void expect_lines_then_stop(char *path, int p, int n, struct logq_ring *r, struct logq_target *t)
+{
+	size_t len;
+	char *text = slurp(path, &len);
+	ck_assert_int_eq(check_lines(text, len, p, 0), n);
+	free(text);
+	logq_ring_retire(r);
+	logq_target_release(t);
+	logq_writer_put();
+	unlink(path);
+}
+
 static uint64_t dropped(struct counters *reg, unsigned output)
 {
 	return counters_get(reg, NULL, CTR_DIM_GLOBAL, 0, CTR_ACCESS_LOG_DROPPED + output);
@@ -100,14 +114,7 @@ START_TEST(lines_in_order_and_whole_across_wraps)
 			usleep(200);
 	}
 	logq_flush();
-	size_t len;
-	char *text = slurp(path, &len);
-	ck_assert_int_eq(check_lines(text, len, 0, 0), 4000);
-	free(text);
-	logq_ring_retire(r);
-	logq_target_release(t);
-	logq_writer_put();
-	unlink(path);
+	expect_lines_then_stop(path, 0, 4000, r, t);
 }
 END_TEST
 
@@ -676,6 +683,49 @@ START_TEST(a_line_cut_by_a_failed_write_is_finished_first_when_the_output_recove
 }
 END_TEST
 
+/* Waits (at most 10 s: a lost wakeup fails) until the file holds bytes. */
+static void wait_file_size(const char *path, size_t bytes)
+{
+	struct stat st;
+	for (int i = 0; i < 10000; i++) {
+		ck_assert_int_eq(stat(path, &st), 0);
+		if ((size_t)st.st_size >= bytes)
+			return;
+		usleep(1000);
+	}
+	ck_abort_msg("%s has %lld of %zu bytes: a line was never written", path, (long long)st.st_size, bytes);
+}
+
+START_TEST(lines_are_written_without_a_flush_whether_the_writer_dozes_or_sleeps)
+{
+	/* no flush here: the writer must come back by itself, from a doze (it
+	 * wrote a moment ago: a push does not wake it) or from its sleep (a
+	 * push wakes it); pauses around LOGQ_BATCH_MS and the doze's end catch
+	 * a line left waiting for a wakeup nobody sends */
+	ck_assert(logq_writer_get());
+	char path[64];
+	int fd = temp_file(path, sizeof path);
+	struct logq_target *t = logq_target_new(fd, true, CTR_LOG_OUT_FILE, path);
+	struct logq_ring *r = logq_ring_new(LOGQ_MIN_BYTES, NULL, NULL);
+	static const unsigned pauses_us[] = {0, 100, 2000, LOGQ_BATCH_MS * 1000, LOGQ_BATCH_MS * 1000 + 500,
+	                                     LOGQ_DOZE_ROUNDS * LOGQ_BATCH_MS * 1000 - 3000,
+	                                     LOGQ_DOZE_ROUNDS * LOGQ_BATCH_MS * 1000 + 20000};
+	char line[4096];
+	size_t total = 0;
+	int i = 0;
+	for (int round = 0; round < 3; round++) {
+		for (size_t k = 0; k < sizeof pauses_us / sizeof pauses_us[0]; k++, i++) {
+			size_t n = make_line(line, sizeof line, 12, i);
+			ck_assert(logq_push(r, t, line, n));
+			total += n;
+			wait_file_size(path, total);
+			usleep(pauses_us[k]);
+		}
+	}
+	expect_lines_then_stop(path, 12, i, r, t);
+}
+END_TEST
+
 static Suite *logq_suite(void)
 {
 	Suite *s = suite_create("log_queue");
@@ -687,6 +737,7 @@ static Suite *logq_suite(void)
 	tcase_add_test(tc, a_successor_ring_waits_for_its_predecessor);
 	tcase_add_test(tc, write_failures_are_counted_and_survived);
 	tcase_add_test(tc, the_last_put_writes_everything_queued);
+	tcase_add_test(tc, lines_are_written_without_a_flush_whether_the_writer_dozes_or_sleeps);
 	tcase_add_test(tc, a_flush_waits_for_the_lines_queued_before_it_not_after);
 	tcase_add_test(tc, a_flush_on_a_blocked_output_times_out_and_says_which);
 	tcase_add_test(tc, a_line_cut_by_a_short_write_is_finished_before_the_next);
