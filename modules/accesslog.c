@@ -40,6 +40,7 @@ struct accesslog_worker {
 	struct logq_ring *ring; /* made when the worker first logs to a path */
 	struct logsys *sys;
 	char *url; /* the target sys sends to */
+	size_t syslog_queue; /* sys's queue bound (access_log.queue; 0: not set yet) */
 	uint64_t dropped_logged;
 	uint64_t dropped_counted; /* of sys's drops, already in the counters */
 };
@@ -349,9 +350,18 @@ static struct logsys *worker_syslog(struct accesslog_worker *aw, const struct ac
 		logsys_free(aw->sys);
 		free(aw->url);
 		aw->url = strdup(s->syslog_url);
+		aw->syslog_queue = 0;
 		aw->sys = aw->url ? logsys_new(aw->w->base, &s->syslog_target, s->syslog_facility, s->syslog_app) : NULL;
+		/* `ctl flush-logs` waits for what it holds (untracked if out of memory: it still sends) */
+		if (aw->sys && !logsys_track(aw->sys, s->syslog_url))
+			log_msg(LOG_WARN, "access log: out of memory: flush-logs will not wait for this worker's syslog lines");
 		aw->dropped_logged = 0;
 		aw->dropped_counted = 0;
+	}
+	/* access_log.queue bounds the sender too (a reload may change it) */
+	if (aw->sys && aw->syslog_queue != s->queue_bytes) {
+		logsys_set_max_queue(aw->sys, s->queue_bytes);
+		aw->syslog_queue = s->queue_bytes;
 	}
 	return aw->sys;
 }

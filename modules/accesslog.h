@@ -5,7 +5,8 @@
  * The worker never writes: a path's lines go into the worker's bounded queue
  * and the log writer thread writes them (log_queue.h: whole lines only, a
  * full queue drops and counts); syslog lines go to the worker's own
- * non-blocking sender (log_syslog.h). The file is opened per snapshot (so a
+ * non-blocking sender (log_syslog.h), its queue bounded by access_log.queue
+ * too and tracked for `ctl flush-logs`. The file is opened per snapshot (so a
  * reload can move it) and closed by the writer once the old snapshot's
  * queued lines are written; SIGUSR1 reopens it on the same descriptor. */
 #ifndef SLUICE_ACCESSLOG_H

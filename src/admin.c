@@ -856,8 +856,8 @@ static void cmd_flush_logs(const char *arg, bool json, struct evbuffer *out)
 		int k = snprintf(msg, sizeof msg, "flush-logs: not finished within %lu ms: %llu bytes of access-log lines still "
 		                 "queued", ms, (unsigned long long)r.pending_bytes);
 		if (r.blocked_output[0])
-			snprintf(msg + k, sizeof msg - (size_t)k, "; the log writer has been writing to %s (%s) for %llu ms "
-			         "(a pipe nobody reads? a stalled disk?)", r.blocked_output, r.blocked_name,
+			snprintf(msg + k, sizeof msg - (size_t)k, "; waiting on %s (%s) for %llu ms (a pipe nobody "
+			         "reads? a stalled disk or collector?)", r.blocked_output, r.blocked_name,
 			         (unsigned long long)r.blocked_ms);
 	} else if (r.failed_lines || r.cut_lines) {
 		snprintf(msg, sizeof msg, "flush-logs: written, but %llu lines could not be written (%s) and were dropped "

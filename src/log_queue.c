@@ -17,6 +17,7 @@
 #include "clock.h"
 #include "counters.h"
 #include "log.h"
+#include "log_syslog.h"
 
 /* A queued line: this header, then its bytes, the whole padded to LOGQ_ALIGN
  * so that the room left before the ring's end always holds a header. */
@@ -704,17 +705,13 @@ static uint64_t logq_queued_bytes(struct logq_writer *wr)
 	return sum;
 }
 
-bool logq_flush_wait(unsigned timeout_ms, struct logq_flush_result *res)
+/* The file/stdout part of logq_flush_wait. */
+static void logq_flush_rings(unsigned timeout_ms, struct logq_flush_result *res)
 {
-	struct logq_flush_result local;
-	if (!res)
-		res = &local;
-	memset(res, 0, sizeof *res);
 	res->done = true;
 	struct logq_writer *wr = logq_w;
 	if (!wr)
-		return true;
-	uint64_t t0 = clock_mono_us();
+		return;
 	uint64_t failed0 = atomic_load(&logq_failed_total);
 	pthread_mutex_lock(&wr->lock);
 	if (wr->started) {
@@ -744,13 +741,39 @@ bool logq_flush_wait(unsigned timeout_ms, struct logq_flush_result *res)
 	if (res->failed_lines)
 		res->write_error = atomic_load_explicit(&wr->last_err, memory_order_relaxed);
 	res->cut_lines = atomic_load(&logq_cut_lines);
+}
+
+bool logq_flush_wait(unsigned timeout_ms, struct logq_flush_result *res)
+{
+	struct logq_flush_result local;
+	if (!res)
+		res = &local;
+	memset(res, 0, sizeof *res);
+	uint64_t t0 = clock_mono_us();
+	logq_flush_rings(timeout_ms, res);
+	/* then the workers' syslog senders, in what is left of the time */
+	uint64_t used_ms = (clock_mono_us() - t0) / 1000u;
+	uint64_t s0 = clock_mono_us(), sys_left = 0;
+	char name[sizeof res->blocked_name] = "";
+	if (!logsys_flush_wait(used_ms >= timeout_ms ? 0 : timeout_ms - (unsigned)used_ms, &sys_left, name, sizeof name)) {
+		res->done = false;
+		res->pending_bytes += sys_left;
+		if (!res->blocked_output[0]) {
+			snprintf(res->blocked_output, sizeof res->blocked_output, "syslog");
+			snprintf(res->blocked_name, sizeof res->blocked_name, "%s", name);
+			res->blocked_ms = (clock_mono_us() - s0) / 1000u;
+		}
+	}
 	res->waited_us = clock_mono_us() - t0;
 	return res->done;
 }
 
 void logq_flush(void)
 {
-	logq_flush_wait(LOGQ_FLUSH_WAIT_MS, NULL);
+	/* the files only: syslog has nothing to do with reopening them */
+	struct logq_flush_result res;
+	memset(&res, 0, sizeof res);
+	logq_flush_rings(LOGQ_FLUSH_WAIT_MS, &res);
 }
 
 void logq_writer_put(void)

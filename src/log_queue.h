@@ -101,13 +101,16 @@ struct logq_flush_result {
 	uint64_t blocked_ms;
 };
 /* Waits until every line queued before the call (by any ring) is written
- * to its output, or timeout_ms passed (a blocked output: a pipe nobody
- * reads, a stalled disk); res (may be NULL) says which and what is left.
- * Returns res->done. Never waits with no writer thread (nothing queued).
- * Main thread (the admin's flush-logs, the reopen below). */
+ * to its output, then until every access-log syslog sender (log_syslog.h,
+ * logsys_track) has handed to its socket what it held, or timeout_ms
+ * passed (a blocked output: a pipe nobody reads, a stalled disk or
+ * collector); res (may be NULL) says which and what is left ("syslog" and
+ * the collector's URL for a sender). Returns res->done. Main thread (the
+ * admin's flush-logs). */
 bool logq_flush_wait(unsigned timeout_ms, struct logq_flush_result *res);
-/* logq_flush_wait(LOGQ_FLUSH_WAIT_MS, NULL): reopening a file for logrotate
- * puts the lines logged before it into the old file. Main thread. */
+/* The rings' part of logq_flush_wait, at most LOGQ_FLUSH_WAIT_MS: reopening
+ * a file for logrotate puts the lines logged before it into the old file.
+ * Main thread. */
 void logq_flush(void);
 
 /* A ring of about bytes (rounded up to a power of two, at least

@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +19,7 @@
 
 #include <event2/buffer.h>
 
+#include "clock.h"
 #include "conf.h"
 #include "counters.h"
 #include "log.h"
@@ -37,8 +39,21 @@ struct logsys {
 	 * refuses with EAGAIN while the collector's queue, 10 datagrams by
 	 * default, is full: those wait here instead of being dropped) */
 	struct evbuffer *queue;
+	size_t max_queue; /* bytes queue may hold (LOGSYS_MAX_QUEUE unless set) */
 	uint64_t dropped;
+	/* logsys_track: bytes into and out of the queue (sent or dropped),
+	 * read by a flush on another thread; the rest under logsys_tracked_lock */
+	_Atomic uint64_t in_total, out_total;
+	bool tracked;
+	struct logsys *tnext, *tprev;
+	char *name;
+	uint64_t mark, mark_gen; /* in_total when flush mark_gen began */
 };
+
+/* The tracked senders (logsys_track) and the last flush's number. */
+static pthread_mutex_t logsys_tracked_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct logsys *logsys_tracked;
+static uint64_t logsys_flush_gen;
 
 bool logsys_parse(const char *url, struct logsys_target *t, char *why, size_t why_size)
 {
@@ -242,6 +257,7 @@ struct logsys *logsys_new(struct event_base *base, const struct logsys_target *t
 	s->t = *t;
 	s->facility = facility;
 	s->fd = -1;
+	s->max_queue = LOGSYS_MAX_QUEUE;
 	snprintf(s->app, sizeof s->app, "%s", app && *app ? app : "sluice");
 	for (char *p = s->app; *p; p++)
 		if (*p <= ' ' || *p >= 0x7f)
@@ -264,6 +280,18 @@ void logsys_free(struct logsys *s)
 {
 	if (!s)
 		return;
+	if (s->tracked) {
+		/* a flush stops waiting for it: what it still holds is dropped (counted) below */
+		pthread_mutex_lock(&logsys_tracked_lock);
+		if (s->tprev)
+			s->tprev->tnext = s->tnext;
+		else
+			logsys_tracked = s->tnext;
+		if (s->tnext)
+			s->tnext->tprev = s->tprev;
+		pthread_mutex_unlock(&logsys_tracked_lock);
+		free(s->name);
+	}
 	if (s->queue)
 		logsys_close(s);
 	if (s->retry)
@@ -271,6 +299,81 @@ void logsys_free(struct logsys *s)
 	if (s->queue)
 		evbuffer_free(s->queue);
 	free(s);
+}
+
+static void logsys_queue_cb(struct evbuffer *b, const struct evbuffer_cb_info *info, void *arg)
+{
+	(void)b;
+	struct logsys *s = arg;
+	if (info->n_added)
+		atomic_fetch_add_explicit(&s->in_total, info->n_added, memory_order_relaxed);
+	if (info->n_deleted)
+		atomic_fetch_add_explicit(&s->out_total, info->n_deleted, memory_order_release);
+}
+
+void logsys_set_max_queue(struct logsys *s, size_t bytes)
+{
+	s->max_queue = bytes;
+}
+
+bool logsys_track(struct logsys *s, const char *name)
+{
+	s->name = strdup(name ? name : "");
+	if (!s->name || !evbuffer_add_cb(s->queue, logsys_queue_cb, s)) {
+		free(s->name);
+		s->name = NULL;
+		return false;
+	}
+	atomic_init(&s->in_total, evbuffer_get_length(s->queue));
+	atomic_init(&s->out_total, 0);
+	pthread_mutex_lock(&logsys_tracked_lock);
+	s->tracked = true;
+	s->tnext = logsys_tracked;
+	if (logsys_tracked)
+		logsys_tracked->tprev = s;
+	logsys_tracked = s;
+	pthread_mutex_unlock(&logsys_tracked_lock);
+	return true;
+}
+
+/* Bytes that tracked senders held at flush gen's start and still hold;
+ * name: one of them (may be NULL). */
+static uint64_t logsys_left(uint64_t gen, char *name, size_t name_size)
+{
+	uint64_t left = 0;
+	pthread_mutex_lock(&logsys_tracked_lock);
+	for (struct logsys *s = logsys_tracked; s; s = s->tnext) {
+		uint64_t out = atomic_load_explicit(&s->out_total, memory_order_acquire);
+		if (s->mark_gen != gen || out >= s->mark)
+			continue;
+		if (!left && name)
+			snprintf(name, name_size, "%s", s->name);
+		left += s->mark - out;
+	}
+	pthread_mutex_unlock(&logsys_tracked_lock);
+	return left;
+}
+
+bool logsys_flush_wait(unsigned timeout_ms, uint64_t *pending, char *name, size_t name_size)
+{
+	uint64_t until = clock_mono_us() + (uint64_t)timeout_ms * 1000u;
+	pthread_mutex_lock(&logsys_tracked_lock);
+	uint64_t gen = ++logsys_flush_gen;
+	for (struct logsys *s = logsys_tracked; s; s = s->tnext) {
+		s->mark = atomic_load_explicit(&s->in_total, memory_order_relaxed);
+		s->mark_gen = gen;
+	}
+	pthread_mutex_unlock(&logsys_tracked_lock);
+	/* the senders make progress on their own loops: look every millisecond */
+	for (;;) {
+		uint64_t left = logsys_left(gen, name, name_size);
+		if (!left || clock_mono_us() >= until) {
+			*pending = left;
+			return left == 0;
+		}
+		struct timespec ms = {0, 1000000};
+		nanosleep(&ms, NULL);
+	}
 }
 
 uint64_t logsys_dropped(const struct logsys *s)
@@ -309,7 +412,7 @@ void logsys_send(struct logsys *s, int severity, const char *msg, size_t n, uint
 		}
 		/* the socket is full (or others wait already): wait in order, bounded */
 		uint32_t len = (uint32_t)((size_t)hn + n);
-		if (evbuffer_get_length(s->queue) + sizeof len + len > LOGSYS_MAX_QUEUE ||
+		if (evbuffer_get_length(s->queue) + sizeof len + len > s->max_queue ||
 		    evbuffer_add(s->queue, &len, sizeof len) != 0) {
 			s->dropped++;
 			return;
@@ -322,7 +425,7 @@ void logsys_send(struct logsys *s, int severity, const char *msg, size_t n, uint
 		return;
 	}
 	size_t frame = (size_t)hn + n;
-	if (evbuffer_get_length(s->queue) + frame + 12 > LOGSYS_MAX_QUEUE) {
+	if (evbuffer_get_length(s->queue) + frame + 12 > s->max_queue) {
 		s->dropped++;
 		return;
 	}

@@ -4,7 +4,8 @@
  *
  * Never blocks its thread: the socket is non-blocking; messages the socket
  * cannot take now (a stream's, or datagrams refused with EAGAIN, as a full
- * /dev/log does) wait in order, at most LOGSYS_MAX_QUEUE bytes of them, and
+ * /dev/log does) wait in order, at most LOGSYS_MAX_QUEUE bytes of them
+ * (logsys_set_max_queue changes it), and
  * a message that does not fit whole, or that a datagram socket rejects
  * otherwise, is dropped and counted (logsys_dropped). A message is queued whole or not at all, so the
  * collector never gets a partial line; a lost connection is reopened after
@@ -48,6 +49,20 @@ void logsys_free(struct logsys *s);
  * informational, 4 warning, 3 error) stamped wall_us. */
 void logsys_send(struct logsys *s, int severity, const char *msg, size_t n, uint64_t wall_us);
 uint64_t logsys_dropped(const struct logsys *s);
+/* The most bytes s may queue from now on (a smaller size drops nothing
+ * already queued). */
+void logsys_set_max_queue(struct logsys *s, size_t bytes);
+
+/* A flush (logsys_flush_wait, from another thread) waits for s: what s
+ * queues is counted as it leaves the queue (handed to the socket, or
+ * dropped). name (copied): shown when a flush times out. False when out of
+ * memory (s works untracked). The owner's thread; logsys_free untracks. */
+bool logsys_track(struct logsys *s, const char *name);
+/* Waits until every tracked sender has handed to its socket (or dropped)
+ * what it held when the call began, or timeout_ms passed, polling every
+ * millisecond; *pending: the bytes still held, name: one sender still
+ * holding some. One caller at a time (the main thread). */
+bool logsys_flush_wait(unsigned timeout_ms, uint64_t *pending, char *name, size_t name_size);
 
 /* ---- the error/event log (log.h) to syslog: error_log in the config ----
  * Lines come from every thread: each is copied, under a short lock and

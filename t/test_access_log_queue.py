@@ -9,6 +9,7 @@ nobody reads, a reload that moves the file while requests run, shutdown and
 import json
 import os
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -18,6 +19,7 @@ import pytest
 from conftest import (SLUICE_BIN, RawConn, base_config, check_sanitizers, config_to_lua, free_port,
                       run_sluice, wait_until)
 from test_admin_http import _can_connect, http_get, parse_metrics
+from test_counters import total
 from test_res_admin import ctl, ctl_ok, sockdir  # noqa: F401  (sockdir is a fixture)
 
 
@@ -454,7 +456,7 @@ def test_flush_logs_on_a_stdout_pipe_nobody_reads_says_what_is_pending(upstreams
         rc, out, _ = ctl(sock, "flush-logs", "300")
         assert rc == 1, out
         assert out.startswith("error: flush-logs: not finished within 300 ms: "), out
-        assert "bytes of access-log lines still queued; the log writer has been writing to stdout (stdout) for" in out
+        assert "bytes of access-log lines still queued; waiting on stdout (stdout) for" in out
         rc, out, _ = ctl(sock, "flush-logs", "200", json_out=True)
         ans = json.loads(out)
         assert rc == 1 and not ans["ok"] and not ans["flushed"], out
@@ -482,3 +484,117 @@ def test_flush_logs_on_a_stdout_pipe_nobody_reads_says_what_is_pending(upstreams
     assert data.endswith(b"\n") and lines[-1]["target"] == "/after-resume"
     stderr = open(tmp_path / "pipe.stderr").read()
     assert not check_sanitizers(stderr), stderr[-3000:]
+
+
+class DgramCollector:
+    """A Unix datagram socket standing in for /dev/log, read only when asked
+    (the kernel holds a few datagrams for it meanwhile: net.unix.max_dgram_qlen)."""
+
+    def __init__(self, path):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(path)
+        self.sock.setblocking(False)
+        self.got = []
+
+    def drain(self):
+        while True:
+            try:
+                self.got.append(self.sock.recv(65536))
+            except BlockingIOError:
+                return
+
+    def read_while(self, fn):
+        """fn() while a thread reads the socket; then what is left."""
+        stop = threading.Event()
+
+        def reader():
+            while not stop.is_set():
+                self.drain()
+                time.sleep(0.005)
+
+        t = threading.Thread(target=reader, daemon=True)
+        t.start()
+        try:
+            return fn()
+        finally:
+            stop.set()
+            t.join(5)
+            self.drain()
+
+    def targets(self):
+        return [json.loads(m.split(b" - - ", 1)[1])["target"] for m in self.got]
+
+    def close(self):
+        self.sock.close()
+
+
+def syslog_dropped(sock):
+    rc, out, _ = ctl(sock, "show", "counters", json_out=True)
+    assert rc == 0, out
+    return total(json.loads(out), "sluice_access_log_dropped_total", output="syslog")
+
+
+@pytest.mark.parametrize("queue", ["64k", None])
+def test_the_syslog_queue_follows_access_log_queue(sluice, upstreams, sockdir, queue):  # noqa: F811
+    """A collector that does not read: each worker's sender holds what the
+    socket refuses up to access_log.queue bytes (default 1m), then drops
+    whole lines, counted."""
+    (u,) = upstreams(1)
+    sock, logsock = os.path.join(sockdir, "admin.sock"), os.path.join(sockdir, "log.sock")
+    coll = DgramCollector(logsock)
+    try:
+        al = {"syslog": "unix://" + logsock}
+        if queue:
+            al["queue"] = queue
+        gw = sluice(base_config(free_port(), [u.address], workers=1, admin={"socket": sock}, access_log=al))
+        wait_until(lambda: os.path.exists(sock), what="admin socket")
+        n = 300  # about 200 KiB of frames: more than 64k, less than 1m
+        with RawConn(gw.port) as c:
+            for i in range(n):
+                assert c.request("GET", "/q/%d/%s" % (i, "y" * 200)).status == 200
+        dropped_now = syslog_dropped(sock)
+        coll.read_while(lambda: ctl_ok(sock, "flush-logs", "5000"))  # what the senders held, sent
+        got = coll.targets()
+        assert got == sorted(got, key=lambda t: int(t.split("/")[2]))  # in order, whole
+        assert len(got) + dropped_now == n, (len(got), dropped_now)
+        if queue:
+            smallest = min(len(m) for m in coll.got)
+            # the kernel held 11 (net.unix.max_dgram_qlen + 1), the sender at most 64 KiB
+            assert dropped_now > 0 and (len(got) - 11) * smallest <= 64 * 1024, (len(got), dropped_now)
+        else:
+            assert dropped_now == 0
+    finally:
+        coll.close()
+
+
+@pytest.mark.timeout(60)
+def test_flush_logs_waits_for_the_syslog_senders(sluice, upstreams, sockdir):  # noqa: F811
+    """access_log.syslog to a Unix datagram socket that does not read: the
+    kernel holds 10 datagrams, the rest wait in the worker's sender, so
+    flush-logs times out naming the collector; once it reads, flush-logs
+    answers only after every line is in the collector's socket."""
+    (u,) = upstreams(1)
+    sock, logsock = os.path.join(sockdir, "admin.sock"), os.path.join(sockdir, "log.sock")
+    coll = DgramCollector(logsock)
+    try:
+        gw = sluice(base_config(free_port(), [u.address], workers=2, admin={"socket": sock},
+                                access_log={"syslog": "unix://" + logsock}))
+        wait_until(lambda: os.path.exists(sock), what="admin socket")
+        with RawConn(gw.port) as c:
+            for i in range(60):
+                assert c.request("GET", "/sys/%d" % i).status == 200
+        rc, out, _ = ctl(sock, "flush-logs", "300")
+        assert rc == 1 and "not finished within 300 ms" in out, out
+        assert "waiting on syslog (unix://%s) for" % logsock in out, out
+        # it answers once the senders are empty; what they held is in the socket then
+        assert coll.read_while(lambda: ctl_ok(sock, "flush-logs", "5000")).startswith("flushed:")
+        assert coll.targets() == ["/sys/%d" % i for i in range(60)]  # one connection: one worker, in order
+        # with nothing held up, a request then flush-logs: its line is in the socket
+        with RawConn(gw.port) as c:
+            assert c.request("GET", "/sys/after").status == 200
+        ctl_ok(sock, "flush-logs")
+        coll.got.clear()
+        coll.drain()
+        assert coll.targets() == ["/sys/after"]
+    finally:
+        coll.close()
