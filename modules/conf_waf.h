@@ -21,7 +21,7 @@
 #include <stdint.h>
 
 #include "conf_schema.h"
-#include "waf_rules.h"
+#include "waf_policy.h"
 
 struct conf_waf_opts {
 	bool has_paranoia, has_threshold, has_mode;

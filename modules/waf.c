@@ -19,6 +19,8 @@
 #include "exchange.h"
 #include "log.h"
 #include "snapshot.h"
+#include "waf_eval.h"
+#include "waf_policy.h"
 #include "waf_rules.h"
 #include "worker.h"
 

@@ -12,6 +12,8 @@
 
 #include "conf.h"
 #include "waf_body.h"
+#include "waf_eval.h"
+#include "waf_policy.h"
 #include "waf_rules.h"
 
 #define MAX_HEADERS 100
