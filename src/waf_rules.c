@@ -20,6 +20,7 @@
 #include "conf_schema.h"
 #include "waf_ac.h"
 #include "waf_compiled.h"
+#include "waf_lits.h"
 #include "waf_transform.h"
 #include "waf_xss.h"
 
@@ -151,282 +152,6 @@ static const struct {
 	int score;
 } severities[] = {{"critical", 5}, {"error", 4}, {"warning", 3}, {"notice", 2}};
 
-/* Literal prefilters for regexes ------------------------------------------
- *
- * A set of literal strings at least one of which occurs (ASCII case aside)
- * in every match, read from the pattern: for a sequence, the best of its
- * literal runs and of its required groups; for an alternation, the union of
- * its branches' sets (every branch must have one). Quantified items, classes,
- * escapes other than single bytes, anchors and lookarounds end a run; a
- * construct not understood gives no set, and the rule then runs on every
- * value its byte classes allow (still correct, only slower). The literals go
- * into the rule set's union automaton: a value none of them occurs in is not
- * given to PCRE2 at all. */
-
-#define LIT_MAX 24
-#define LITS_MAX 96
-
-struct litset {
-	bool ok;
-	size_t n;
-	char lit[LITS_MAX][LIT_MAX];
-	size_t len[LITS_MAX];
-};
-
-struct litparse {
-	const char *p;
-	size_t n, i;
-	bool fail;
-};
-
-static size_t lits_score(const struct litset *s)
-{
-	if (!s->ok || s->n == 0)
-		return 0;
-	size_t m = SIZE_MAX;
-	for (size_t k = 0; k < s->n; k++)
-		if (s->len[k] < m)
-			m = s->len[k];
-	return m;
-}
-
-static void lits_better(struct litset *best, const struct litset *cand)
-{
-	size_t a = lits_score(best), b = lits_score(cand);
-	if (b > a || (b == a && b > 0 && cand->n < best->n))
-		*best = *cand;
-}
-
-static void lits_run(struct litset *best, const char *run, size_t len)
-{
-	if (len == 0)
-		return;
-	struct litset c = {.ok = true, .n = 1};
-	memcpy(c.lit[0], run, len);
-	c.len[0] = len;
-	lits_better(best, &c);
-}
-
-/* A quantifier at lp->i: its minimum (1 if none), consumed with its lazy or possessive mark. */
-static unsigned lit_quant(struct litparse *lp)
-{
-	unsigned min = 1;
-	if (lp->i >= lp->n)
-		return 1;
-	char c = lp->p[lp->i];
-	if (c == '?' || c == '*') {
-		min = 0;
-		lp->i++;
-	} else if (c == '+') {
-		lp->i++;
-	} else if (c == '{' && lp->i + 1 < lp->n && lp->p[lp->i + 1] >= '0' && lp->p[lp->i + 1] <= '9') {
-		size_t j = lp->i + 1;
-		unsigned v = 0;
-		while (j < lp->n && lp->p[j] >= '0' && lp->p[j] <= '9')
-			v = v * 10 + (unsigned)(lp->p[j++] - '0');
-		while (j < lp->n && lp->p[j] != '}')
-			j++;
-		lp->i = j < lp->n ? j + 1 : j;
-		min = v;
-	} else {
-		return 1;
-	}
-	if (lp->i < lp->n && (lp->p[lp->i] == '?' || lp->p[lp->i] == '+'))
-		lp->i++;
-	return min;
-}
-
-static int hexdig(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if ((c | 0x20) >= 'a' && (c | 0x20) <= 'f')
-		return (c | 0x20) - 'a' + 10;
-	return -1;
-}
-
-static void lit_alt(struct litparse *lp, struct litset *out);
-
-/* One branch: the best set of its items. Stops at '|' or ')'. */
-static void lit_seq(struct litparse *lp, struct litset *best)
-{
-	char run[LIT_MAX];
-	size_t rl = 0;
-	memset(best, 0, sizeof(*best));
-	while (lp->i < lp->n && !lp->fail) {
-		char c = lp->p[lp->i];
-		if (c == '|' || c == ')')
-			break;
-		int lit = -1; /* the byte of a literal item */
-		if (c == '(') {
-			lits_run(best, run, rl);
-			rl = 0;
-			lp->i++;
-			bool capture = true, zero_width = false;
-			if (lp->i < lp->n && lp->p[lp->i] == '?') {
-				capture = false;
-				const char *q = lp->p + lp->i + 1;
-				size_t left = lp->n - lp->i - 1;
-				if (left >= 1 && (q[0] == ':' || q[0] == '>' || q[0] == '|')) {
-					lp->i += 2;
-				} else if (left >= 1 && (q[0] == '=' || q[0] == '!')) {
-					zero_width = true;
-					lp->i += 2;
-				} else if (left >= 2 && q[0] == '<' && (q[1] == '=' || q[1] == '!')) {
-					zero_width = true;
-					lp->i += 3;
-				} else {
-					/* inline flags "(?i)" or "(?i:": extended mode changes what a byte means */
-					size_t j = 0;
-					while (j < left && ((q[j] >= 'a' && q[j] <= 'z') || q[j] == '-') && q[j] != 'x')
-						j++;
-					if (j < left && q[j] == ')') {
-						lp->i += j + 2;
-						continue;
-					}
-					if (j < left && q[j] == ':') {
-						lp->i += j + 2;
-					} else {
-						lp->fail = true;
-						return;
-					}
-				}
-			}
-			(void)capture;
-			struct litset inner;
-			lit_alt(lp, &inner);
-			if (lp->i >= lp->n || lp->p[lp->i] != ')') {
-				lp->fail = true;
-				return;
-			}
-			lp->i++;
-			unsigned min = lit_quant(lp);
-			if (!zero_width && min > 0)
-				lits_better(best, &inner);
-			continue;
-		}
-		if (c == '[') {
-			lits_run(best, run, rl);
-			rl = 0;
-			size_t j = lp->i + 1;
-			if (j < lp->n && lp->p[j] == '^')
-				j++;
-			if (j < lp->n && lp->p[j] == ']')
-				j++;
-			while (j < lp->n && lp->p[j] != ']') {
-				if (lp->p[j] == '\\')
-					j++;
-				else if (lp->p[j] == '[' && j + 1 < lp->n && lp->p[j + 1] == ':') {
-					while (j + 1 < lp->n && !(lp->p[j] == ':' && lp->p[j + 1] == ']'))
-						j++;
-					j++;
-				}
-				j++;
-			}
-			if (j >= lp->n) {
-				lp->fail = true;
-				return;
-			}
-			lp->i = j + 1;
-			(void)lit_quant(lp);
-			continue;
-		}
-		if (c == '\\') {
-			if (lp->i + 1 >= lp->n) {
-				lp->fail = true;
-				return;
-			}
-			char e = lp->p[lp->i + 1];
-			lp->i += 2;
-			if (e == 'x') {
-				int h1 = lp->i < lp->n ? hexdig(lp->p[lp->i]) : -1;
-				int h2 = lp->i + 1 < lp->n ? hexdig(lp->p[lp->i + 1]) : -1;
-				if (h1 < 0 || h2 < 0) {
-					lp->fail = true; /* \x{...} and one-digit forms: not read here */
-					return;
-				}
-				lp->i += 2;
-				lit = h1 * 16 + h2;
-			} else if (e == 'n') {
-				lit = '\n';
-			} else if (e == 'r') {
-				lit = '\r';
-			} else if (e == 't') {
-				lit = '\t';
-			} else if (e == 'Q' || e == 'E' || (e >= '0' && e <= '9') || e == 'g' || e == 'k' || e == 'p' ||
-			           e == 'P' || e == 'c' || e == 'o' || e == 'N') {
-				lp->fail = true;
-				return;
-			} else if ((e >= 'a' && e <= 'z') || (e >= 'A' && e <= 'Z')) {
-				/* \d \w \s \b \B ... : not a literal */
-				lits_run(best, run, rl);
-				rl = 0;
-				(void)lit_quant(lp);
-				continue;
-			} else {
-				lit = (unsigned char)e;
-			}
-		} else if (c == '.' || c == '^' || c == '$') {
-			lp->i++;
-			lits_run(best, run, rl);
-			rl = 0;
-			(void)lit_quant(lp);
-			continue;
-		} else if (c == '*' || c == '+' || c == '?' || c == '{') {
-			lp->fail = true; /* a quantifier without an item */
-			return;
-		} else {
-			lit = (unsigned char)c;
-			lp->i++;
-		}
-		unsigned min = lit_quant(lp);
-		if (min == 0 || rl + (min > 4 ? 4 : min) > LIT_MAX) {
-			lits_run(best, run, rl);
-			rl = 0;
-			if (min == 0)
-				continue;
-		}
-		for (unsigned k = 0; k < min && k < 4; k++)
-			run[rl++] = (char)lit;
-		if (lp->i < lp->n && lp->i > 0 && (lp->p[lp->i - 1] == '+' || lp->p[lp->i - 1] == '}')) {
-			/* a repeated byte: the run ends with it */
-			lits_run(best, run, rl);
-			rl = 0;
-		}
-	}
-	lits_run(best, run, rl);
-}
-
-static void lit_alt(struct litparse *lp, struct litset *out)
-{
-	memset(out, 0, sizeof(*out));
-	out->ok = true;
-	for (;;) {
-		struct litset b;
-		lit_seq(lp, &b);
-		if (lp->fail || !b.ok || b.n == 0 || out->n + b.n > LITS_MAX)
-			out->ok = false;
-		for (size_t k = 0; out->ok && k < b.n; k++) {
-			memcpy(out->lit[out->n], b.lit[k], b.len[k]);
-			out->len[out->n++] = b.len[k];
-		}
-		if (lp->fail || lp->i >= lp->n || lp->p[lp->i] != '|')
-			break;
-		lp->i++;
-	}
-	if (!out->ok)
-		out->n = 0;
-}
-
-/* The literal set of a pattern, or false (no prefilter). Literals shorter
- * than 2 bytes are left to the byte classes. */
-static bool regex_literals(const char *pat, size_t len, struct litset *out)
-{
-	struct litparse lp = {.p = pat, .n = len};
-	lit_alt(&lp, out);
-	return !lp.fail && lp.i == len && out->ok && lits_score(out) >= 2;
-}
-
 /* loading ---------------------------------------------------------------- */
 
 struct loader {
@@ -522,7 +247,7 @@ static const char *const operator_keys[] = {"phrases", "regex", "sqli", "xss", "
 struct pending_phrases {
 	char **phrases;
 	size_t n;
-	struct litset *lits; /* a regex's literal prefilter */
+	struct waf_litset *lits; /* a regex's literal prefilter */
 };
 
 static bool read_rule(lua_State *L, struct loader *ld, struct waf_rule *r, struct pending_phrases *pp,
@@ -685,8 +410,8 @@ static bool read_rule(lua_State *L, struct loader *ld, struct waf_rule *r, struc
 			} else {
 				(void)pcre2_jit_compile(r->re, PCRE2_JIT_COMPLETE); /* the interpreter serves without JIT */
 				regex_prefilter(r);
-				struct litset *ls = conf_xcalloc(1, sizeof(*ls));
-				if (regex_literals(pat, len, ls))
+				struct waf_litset *ls = conf_xcalloc(1, sizeof(*ls));
+				if (waf_lits_of_regex(pat, len, ls))
 					pp->lits = ls;
 				else
 					free(ls);

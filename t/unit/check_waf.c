@@ -1,6 +1,6 @@
 /* check_waf.c - the WAF engine's pieces: every transform, the Aho-Corasick
  * matcher (against a naive search), the SQL and XSS detectors on attacks and
- * on ordinary text, and the body parsers. */
+ * on ordinary text, the body parsers, and the literals read from a regex. */
 #include <check.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -9,6 +9,7 @@
 
 #include "waf_ac.h"
 #include "waf_body.h"
+#include "waf_lits.h"
 #include "waf_sqli.h"
 #include "waf_transform.h"
 #include "waf_xss.h"
@@ -427,6 +428,62 @@ START_TEST(body_kinds)
 }
 END_TEST
 
+/* The literal set of pat is exactly want[0..n) in order; n == 0: no set. */
+static void expect_lits(const char *pat, size_t n, const char *const *want)
+{
+	static struct waf_litset s;
+	bool ok = waf_lits_of_regex(pat, strlen(pat), &s);
+	ck_assert_msg(ok == (n > 0), "%s: %s", pat, ok ? "a set" : "no set");
+	if (!ok)
+		return;
+	ck_assert_msg(s.n == n, "%s: %zu literals, want %zu", pat, s.n, n);
+	for (size_t k = 0; k < n; k++)
+		ck_assert_msg(s.len[k] == strlen(want[k]) && memcmp(s.lit[k], want[k], s.len[k]) == 0,
+		              "%s: literal %zu is \"%.*s\", want \"%s\"", pat, k, (int)s.len[k], s.lit[k], want[k]);
+}
+
+#define LITS(pat, ...)                                                                      \
+	do {                                                                                \
+		static const char *const want_[] = {__VA_ARGS__};                           \
+		expect_lits((pat), sizeof(want_) / sizeof(want_[0]), want_);                \
+	} while (0)
+#define NO_LITS(pat) expect_lits((pat), 0, NULL)
+
+START_TEST(regex_literals)
+{
+	/* a sequence: its best run (the longest shortest literal), first of equals */
+	LITS("union\\s+select", "select");
+	LITS("[abc]+def", "def");
+	LITS("ab?cd", "cd");
+	LITS("abc(def)?ghi", "abc");
+	LITS("a(?:bc|de)+fg", "fg");
+	LITS("(?:abc|de){0,2}xy", "xy"); /* a group that may not occur gives nothing */
+	LITS("xy{2,}z", "xyy");           /* a repeated byte ends its run */
+	/* an alternation: every branch's set */
+	LITS("(?:foo|barbaz)", "foo", "barbaz");
+	LITS("(?i)nikto|sqlmap", "nikto", "sqlmap");
+	LITS("on(?:load|error)\\s*=", "load", "error");
+	/* escapes of one byte are literal */
+	LITS("\\x41BCd", "ABCd");
+	LITS("a\\.b\\.c", "a.b.c");
+	LITS("\\$\\{jndi:", "${jndi:");
+	/* lookarounds hold no literal of the match */
+	LITS("(?<=ab)cdx", "cdx");
+	LITS("ab(?=cd)", "ab");
+	/* a run is cut at WAF_LIT_MAX bytes */
+	LITS("zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz", "zzzzzzzzzzzzzzzzzzzzzzzz");
+	/* no set: a branch without a literal of 2 bytes, or what is not read here */
+	NO_LITS("a|b");
+	NO_LITS("ab|");
+	NO_LITS("x*");
+	NO_LITS("\\d+");
+	NO_LITS("(?x)a b c"); /* extended mode: a space is not a byte of the match */
+	NO_LITS("\\Qabc\\E");
+	NO_LITS("(?#c)abc");
+	NO_LITS("(abc");
+}
+END_TEST
+
 static Suite *waf_suite(void)
 {
 	Suite *s = suite_create("waf");
@@ -449,6 +506,7 @@ static Suite *waf_suite(void)
 	tcase_add_test(tc, json);
 	tcase_add_test(tc, multipart);
 	tcase_add_test(tc, body_kinds);
+	tcase_add_test(tc, regex_literals);
 	suite_add_tcase(s, tc);
 	return s;
 }
