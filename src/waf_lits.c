@@ -55,9 +55,15 @@ static unsigned lit_quant(struct litparse *lp)
 		unsigned v = 0;
 		while (j < lp->n && lp->p[j] >= '0' && lp->p[j] <= '9')
 			v = v * 10 + (unsigned)(lp->p[j++] - '0');
-		while (j < lp->n && lp->p[j] != '}')
-			j++;
-		lp->i = j < lp->n ? j + 1 : j;
+		if (j < lp->n && lp->p[j] == ',')
+			for (j++; j < lp->n && lp->p[j] >= '0' && lp->p[j] <= '9'; j++)
+				;
+		/* anything but {n}, {n,} or {n,m} is not a quantifier: PCRE2 reads
+		 * the brace as a byte of the match, and so do our callers (which
+		 * give up on it) */
+		if (j >= lp->n || lp->p[j] != '}')
+			return 1;
+		lp->i = j + 1;
 		min = v;
 	} else {
 		return 1;

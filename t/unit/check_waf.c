@@ -481,6 +481,12 @@ START_TEST(regex_literals)
 	NO_LITS("\\Qabc\\E");
 	NO_LITS("(?#c)abc");
 	NO_LITS("(abc");
+	/* a brace that does not make a quantifier is a byte of the match (PCRE2):
+	 * "a{2xyz" matches only "a{2xyz", which holds no "aa" */
+	NO_LITS("a{2xyz");
+	NO_LITS("a{2,x}b");
+	LITS("a{2}bc", "aa");
+	LITS("xa{2,3}bc", "xaa");
 }
 END_TEST
 
