@@ -19,7 +19,9 @@ from conftest import SRC_DIR, SLUICE_BIN, wait_until
 
 DRILL = str(SRC_DIR / "scripts" / "drill")
 sys.path.insert(0, str(SRC_DIR / "scripts" / "drill.d"))
+import lab  # noqa: E402
 import load  # noqa: E402
+import probe  # noqa: E402
 import steady  # noqa: E402
 
 
@@ -47,7 +49,7 @@ def processes_under(path):
 def test_usage():
     r = run_drill("--help")
     assert r.returncode == 0
-    for name in ("load", "chaos", "failover", "dr", "pentest", "all", "--quick"):
+    for name in ("load", "chaos", "failover", "dr", "pentest", "all", "--quick", "max_connections_per_client"):
         assert name in r.stdout
     r = run_drill("nosuch")
     assert r.returncode == 2
@@ -132,9 +134,12 @@ def test_load_generator_runs_at_lowest_priority(gateway):
     assert m and int(m.group(2)) >= 40, out
 
 
-def _run(p99, errors=0, done=1000):
+def _run(p99, errors=0, done=1000, gw_within=100.0, h2load_p99=None, killed=()):
+    """A step's figures as load.step() returns them: p99 is the latency probe's accepted p99."""
     return {"errors": errors, "hung": 0, "shed": 0, "done": done, "expected": 1000, "achieved": done,
-            "p99": p99}
+            "p99": h2load_p99 if h2load_p99 is not None else p99, "acc_p99": h2load_p99, "killed": list(killed),
+            "probe": {"p99": p99, "ok": 500, "n": 500, "statuses": {200: 500}}, "gw_within": gw_within,
+            "machine": 50.0}
 
 
 def test_load_capacity_rule_takes_the_worse_of_two_runs():
@@ -148,6 +153,48 @@ def test_load_capacity_rule_takes_the_worse_of_two_runs():
     assert load.rate_met([_run(t * 0.3, errors=1)]) is False
     assert load.rate_met([_run(t * 0.3, done=900)]) is False  # the generator fell short of the rate
     assert "offered only 900" in load.miss(_run(t * 0.3, done=900))
+    # the gateway's own histogram under 99% within the target, or a generator killed: missed
+    assert load.rate_met([_run(t * 0.3, gw_within=98.9)]) is False
+    assert load.rate_met([_run(t * 0.3, killed=["POST"])]) is False
+    # h2load's latencies (its wait for a CPU at the lowest priority in them) do not decide
+    assert load.rate_met([_run(t * 0.3, h2load_p99=t * 3)]) is True
+
+
+def test_load_step_latency_verdict():
+    """A step fails on latency when the probe's accepted p99 is over the target or the gateway's own
+    histogram holds under 99% within it, never on h2load's figures alone; a killed generator is named."""
+    t = load.P99_TARGET_MS
+    assert load.latency_misses(_run(t * 0.5, h2load_p99=t * 3)) == []
+    why = load.latency_misses(_run(t * 1.2))
+    assert len(why) == 1 and "latency probe" in why[0]
+    why = load.latency_misses(_run(t * 0.5, gw_within=97.0))  # the gateway itself slow: fails whatever the probe
+    assert len(why) == 1 and "97.00%" in why[0]
+    assert len(load.latency_misses(_run(t * 1.2, gw_within=97.0))) == 2
+    none_accepted = _run(None)
+    assert "no request of the latency probe was accepted" in load.latency_misses(none_accepted)[0]
+    assert load.generator_killed(_run(1, killed=["POST"])).startswith("h2load (POST) still ran")
+    assert load.generator_killed(_run(1)) == ""
+
+
+@pytest.mark.timeout(120)
+def test_latency_probe_counts_real_answers():
+    """The probe against the load drill's own rig (real nginx origin, demo upstream for POSTs, sluice over
+    plain HTTP/1.1, TLS and h2) with a rate limit it exceeds: every request answered 200 or 429, POSTs among
+    them, none lost; accepted and refused latencies measured."""
+    with lab.Lab("probe-test") as L:
+        rig = load.Rig(L)
+        rig.set_limit(20)
+        for proto in ("h1", "https", "h2"):
+            port = rig.port if proto == "h1" else rig.tls_port
+            p = probe.Probe(proto, port, 60, 2, load.GET_URIS, load.HEADERS, rig.post_body, post_every=10,
+                            cafile=rig.cert).start()
+            p.join()
+            s = p.summary(load.pct)
+            assert s["n"] == 120 and not s["errors"], (proto, s)
+            assert set(s["statuses"]) == {200, 429} and s["ok"] + s["shed"] == 120, (proto, s)
+            assert {m for m, _, _ in p.results} == {"GET", "POST"}
+            assert 0 < s["p50"] <= s["p99"] <= s["max"] < probe.TIMEOUT_S * 1000
+            assert s["shed_p99"] is not None
 
 
 def test_load_status_zero_across_warmup_is_an_answer(tmp_path):

@@ -1,7 +1,9 @@
 """load.py - `scripts/drill load`: the capacity of this machine, then 1x, 2x and 5x of it.
 
 Traffic: h2load at a fixed request rate (--rps per client; its per-request log gives
-every latency), one run for the GETs (95%: /small, a 600-byte body, and /16k, 16 KiB,
+every latency, reported but not judged) and, beside it, the latency probe (probe.py: a few
+dozen requests a second at normal priority, whose accepted p99 decides with the gateway's
+own duration histogram: latency_misses()), one run for the GETs (95%: /small, a 600-byte body, and /16k, 16 KiB,
 in the ratio 14:5) and one beside it for the POSTs (5%, 4 KiB bodies, to a demo upstream that reads them), with browser-like
 request headers. Three protocols: HTTP/1.1 plaintext, HTTP/1.1 over TLS, HTTP/2 over TLS.
 The origin is the bench's nginx; sluice has 2 workers and no access log.
@@ -17,8 +19,9 @@ p99 was under half the target.
 Then a rate limit of that capacity (key "host": one bucket for all the traffic, 429) and
 a pool in-flight bound (503 pool_overflow) are loaded by a reload, and the gateway is
 driven at 1x, 2x and 5x, then at 1x again (recovery). Pass: at every step no error and
-no request left unanswered; the accepted requests keep the p99 target; refusals are
-429/503 from the configured limits and fast; RSS at 5x stays within 2x of 1x (+32 MiB);
+no request left unanswered (nor a generator killed with its requests uncounted); the
+accepted requests keep the p99 target (the probe's) and the gateway's own histogram holds
+99% within it; refusals are 429/503 from the configured limits and fast; RSS at 5x stays within 2x of 1x (+32 MiB);
 the recovery step is clean.
 """
 
@@ -31,6 +34,7 @@ import threading
 import time
 
 import lab
+import probe
 
 P99_TARGET_MS = 50.0
 # the capacity search's bound: headroom under the target, so that the longer 1x step holds the target
@@ -51,6 +55,12 @@ SEARCH_STEP_S, TABLE_STEP_S = 8, 15
 # three protocols the drill stays within its budget (scripts/drill: 900 s)
 SEARCH_BUDGET_S = 170
 SHED_REASONS = ("rate_limited", "pool_overflow")
+# the latency probe's rate (probe.py): what decides a step's client-side latency
+PROBE_RATE = 50
+# the gateway's own duration histogram must put this share of its answers within the target
+GATEWAY_WITHIN_MIN = 99.0
+# a generator still running this long after its duration is killed and the step's figures void
+GENERATOR_GRACE_S = 15
 # the gateway's duration histograms (metrics.histogram_buckets): one bound at the p99 target
 HIST_BOUNDS_S = (0.005, 0.01, 0.025, P99_TARGET_MS / 1000, 0.1, 0.25, 0.5, 1, 2.5, 5)
 
@@ -64,8 +74,9 @@ class Rig:
         _, self.app_port = L.demo_upstream("app")
         self.cert, self.key, _ = L.certificate()
         self.port, self.tls_port = L.port(), L.port()
+        self.post_body = b"field=" + b"v" * 4090
         with open(L.path("post-body"), "wb") as f:
-            f.write(b"field=" + b"v" * 4090)
+            f.write(self.post_body)
         self.gw = L.gateway("load", self.config(None))
         self.gw.start()
 
@@ -247,18 +258,25 @@ def step(rig, proto, rate, duration):
     post, post_log = _h2load(rig, proto, rate * POST_SHARE, duration, ["/small"], True, "post")
     sampler = Sampler(gw, [get.pid, post.pid])
     sampler.start()
-    outs = []
-    for p in (get, post):
+    # h2load measures after its warm-up second; the probe runs over the same measured time
+    pr = probe.Probe(proto, rig.port if proto == "h1" else rig.tls_port, PROBE_RATE, duration, GET_URIS, HEADERS,
+                     rig.post_body, post_every=round(1 / POST_SHARE), cafile=rig.cert)
+    time.sleep(1.0)
+    pr.start()
+    outs, killed = [], []
+    for name, p in (("GET", get), ("POST", post)):
         try:
-            o, _ = p.communicate(timeout=duration + 60)
+            o, _ = p.communicate(timeout=max(1.0, t0 + duration + 1 + GENERATOR_GRACE_S - time.monotonic()))
         except subprocess.TimeoutExpired:
             p.kill()
             o, _ = p.communicate()
-            o += "\n(h2load killed: it ran 60 s past its duration)"
+            killed.append(name)
         outs.append(o)
     wall = time.monotonic() - t0
     cpu = gw.cpu_ticks() - cpu0
     m1 = machine_ticks()
+    pr.join()
+    probe_s = pr.summary(pct)
     hung = rig.active_requests_after(2.0)
     sampler.stop_ev.set()
     sampler.join()
@@ -280,7 +298,9 @@ def step(rig, proto, rate, duration):
     across_warmup = sum(answered_across_warmup(r) for r in res)
     bad_status = (sum(v for k, v in statuses.items() if k not in (200, 429, 503)) + statuses.get(503, 0) - overflow
                   - across_warmup)
-    errors = sum(r["errored"] + r["timeout"] for r in res) + bad_status
+    probe_errors = sum(probe_s["errors"].values()) + sum(
+        v for k, v in probe_s["statuses"].items() if k not in (200, 429, 503))
+    errors = sum(r["errored"] + r["timeout"] for r in res) + bad_status + probe_errors
     shed = statuses.get(429, 0) + overflow
     acc = sorted(lat.get(200, []))
     shed_lat = sorted(lat.get(429, []) + lat.get(503, []))
@@ -290,7 +310,9 @@ def step(rig, proto, rate, duration):
     return {
         "proto": proto, "rate": rate, "duration": duration, "expected": expected,
         "done": done, "cut": started - done, "hung": hung,
-        "h2load_errors": sum(r["errored"] + r["timeout"] for r in res), "achieved": done / wall if wall else 0,
+        "h2load_errors": sum(r["errored"] + r["timeout"] for r in res),
+        # h2load counts the requests of its measured DURATION (after its warm-up second)
+        "achieved": done / duration, "wall": wall, "killed": killed, "probe": probe_s, "probe_errors": probe_errors,
         "ok": ok, "shed": shed, "shed_by": shed_by, "errors": errors, "statuses": statuses,
         "p50": pct(every, 50), "p99": pct(every, 99), "p999": pct(every, 99.9),
         "acc_p50": pct(acc, 50), "acc_p99": pct(acc, 99), "acc_p999": pct(acc, 99.9),
@@ -306,16 +328,40 @@ def step(rig, proto, rate, duration):
     }
 
 
+def generator_killed(s):
+    """Why a step's h2load figures are void ('' if they are not): a generator that ran
+    GENERATOR_GRACE_S past its duration was killed, and its requests were never counted."""
+    if not s["killed"]:
+        return ""
+    return ("h2load (%s) still ran %d s after its duration and was killed: its requests are not counted"
+            % (" and ".join(s["killed"]), GENERATOR_GRACE_S))
+
+
+def gateway_slow(s):
+    """Why the gateway itself was slow ('' if it was not): its own duration histogram put fewer than
+    GATEWAY_WITHIN_MIN % of its answers within the target."""
+    if s["gw_within"] is not None and s["gw_within"] >= GATEWAY_WITHIN_MIN:
+        return ""
+    return ("the gateway's own histogram: %s of its answers within %.0f ms (under %.0f%%)"
+            % (pct_str(s["gw_within"]), P99_TARGET_MS, GATEWAY_WITHIN_MIN))
+
+
 def miss(s):
     """Why a run of the search does not count as served ('' if it does): an error, a request
-    shed or left hanging, the generator short of 97% of the rate, or the p99 over SEARCH_P99_MS."""
+    shed or left hanging, the generator short of 97% of the rate or killed, the latency probe's
+    p99 over SEARCH_P99_MS, or the gateway's own histogram under GATEWAY_WITHIN_MIN within the target."""
     why = []
     if s["errors"] or s["hung"] or s["shed"]:
         why.append("%d errors, %d hung, %d shed" % (s["errors"], s["hung"], s["shed"]))
+    if generator_killed(s):
+        why.append(generator_killed(s))
     if s["done"] < 0.97 * s["expected"]:
         why.append("the generator offered only %.0f req/s" % s["achieved"])
-    if s["p99"] is None or s["p99"] > SEARCH_P99_MS:
-        why.append("p99 %s ms over %.0f" % (fmt(s["p99"]), SEARCH_P99_MS))
+    p99 = s["probe"]["p99"]
+    if p99 is None or p99 > SEARCH_P99_MS:
+        why.append("p99 %s ms over %.0f (latency probe)" % (fmt(p99), SEARCH_P99_MS))
+    if gateway_slow(s):
+        why.append(gateway_slow(s))
     return "; ".join(why)
 
 
@@ -326,21 +372,26 @@ def rate_met(runs):
     far enough from the edge to count alone."""
     if miss(runs[-1]):
         return False
-    if len(runs) >= 2 or runs[-1]["p99"] <= P99_TARGET_MS / 2:
+    if len(runs) >= 2 or runs[-1]["probe"]["p99"] <= P99_TARGET_MS / 2:
         return True
     return None
 
 
 def describe(s):
-    return ("%s %d req/s: done %d/%d, statuses %s, shed %d %s, errors %d (h2load: %d), cut at the end %d, "
-            "hung %d, p50 %s p99 %s p99.9 %s ms (accepted p99 %s, shed p99 %s; the gateway's own: %s within "
-            "%.0f ms), CPU %.0f%% (%s µs/answer, generator %.0f%%, machine busy %.0f%%), RSS %d KiB%s"
+    pr = s["probe"]
+    return ("%s %d req/s: done %d/%d, statuses %s, shed %d %s, errors %d (h2load: %d, probe: %d), cut at the end %d, "
+            "hung %d; latency probe: %d requests %s%s, accepted p50 %s p99 %s max %s ms, shed p99 %s ms; h2load: "
+            "p50 %s p99 %s p99.9 %s ms (accepted p99 %s, shed p99 %s); the gateway's own: %s within %.0f ms; "
+            "CPU %.0f%% (%s µs/answer, generator %.0f%%, machine busy %.0f%%), RSS %d KiB, wall %.1f s%s%s"
             % (s["proto"], s["rate"], s["done"], s["expected"], s["statuses"], s["shed"], s["shed_by"] or "",
-               s["errors"], s["h2load_errors"], s["cut"], s["hung"], fmt(s["p50"]), fmt(s["p99"]), fmt(s["p999"]),
+               s["errors"], s["h2load_errors"], s["probe_errors"], s["cut"], s["hung"], pr["n"], pr["statuses"],
+               (" errors %s" % pr["errors"]) if pr["errors"] else "", fmt(pr["p50"]), fmt(pr["p99"]),
+               fmt(pr["max"]), fmt(pr["shed_p99"]), fmt(s["p50"]), fmt(s["p99"]), fmt(s["p999"]),
                fmt(s["acc_p99"]), fmt(s["shed_p99"]), pct_str(s["gw_within"]), P99_TARGET_MS, s["cpu"],
-               fmt(s["cpu_us"]), s["gen_cpu"], s["machine"], s["rss"],
+               fmt(s["cpu_us"]), s["gen_cpu"], s["machine"], s["rss"], s["wall"],
                ("; %d closed without a status, %d of them answers across h2load's warm-up end"
-                % (s["no_status"], s["across_warmup"])) if s["no_status"] else ""))
+                % (s["no_status"], s["across_warmup"])) if s["no_status"] else "",
+               ("; " + generator_killed(s)) if s["killed"] else ""))
 
 
 def pct_str(v):
@@ -400,6 +451,24 @@ def find_capacity(rig, proto, start, step_s, bisections, max_rate, budget_s):
     return good, tried, limit
 
 
+def latency_misses(s):
+    """What fails a step on latency: the latency probe's accepted p99 over the target (what a client
+    on another machine sees), or the gateway itself slow (gateway_slow). h2load's own latencies are
+    reported, not judged: it runs at the lowest CPU priority, and its wait for a CPU between a
+    response's arrival and its read is in every one of them."""
+    why = []
+    pr = s["probe"]
+    if pr["p99"] is None:
+        why.append("no request of the latency probe was accepted (%d sent: %s)" % (pr["n"], pr["statuses"]))
+    elif pr["p99"] > P99_TARGET_MS:
+        why.append("accepted p99 %s ms over %.0f ms (latency probe, %d accepted; machine busy %.0f%%; the "
+                   "gateway's own histogram: %s within %.0f ms)"
+                   % (fmt(pr["p99"]), P99_TARGET_MS, pr["ok"], s["machine"], pct_str(s["gw_within"]), P99_TARGET_MS))
+    if gateway_slow(s):
+        why.append(gateway_slow(s))
+    return why
+
+
 def run(quick):
     step_s, table_s = (3, 3) if quick else (SEARCH_STEP_S, TABLE_STEP_S)
     protocols = ("h1", "h2") if quick else PROTOCOLS
@@ -431,11 +500,10 @@ def run(quick):
                     why.append("%d errors, %d hung" % (s["errors"], s["hung"]))
                     if s["no_status"] > s["across_warmup"]:
                         why.append("%d of the errors closed without a status" % (s["no_status"] - s["across_warmup"]))
-                if not quick and (s["acc_p99"] is None or s["acc_p99"] > P99_TARGET_MS):
-                    why.append("accepted p99 %s ms over %.0f ms (machine busy %.0f%%; the gateway's own "
-                               "histogram: %s of its answers within %.0f ms)"
-                               % (fmt(s["acc_p99"]), P99_TARGET_MS, s["machine"], pct_str(s["gw_within"]),
-                                  P99_TARGET_MS))
+                if generator_killed(s):
+                    why.append(generator_killed(s))
+                if not quick:
+                    why += latency_misses(s)
                 if mult > 1 and s["shed"] == 0:
                     if s["achieved"] < 0.8 * s["rate"]:
                         why.append("nothing shed at %dx: the generator reached only %.0f of %d req/s, under the "
@@ -447,8 +515,8 @@ def run(quick):
                                  "the origins left it (it runs at the lowest priority) did not reach further; the "
                                  "gateway shed what went over the limit.\n"
                                  % (proto, label, 100.0 * s["done"] / s["expected"], s["rate"]))
-                if not quick and s["shed_p99"] is not None and s["shed_p99"] > P99_TARGET_MS:
-                    why.append("refusals slow (p99 %s ms)" % fmt(s["shed_p99"]))
+                if not quick and s["probe"]["shed_p99"] is not None and s["probe"]["shed_p99"] > P99_TARGET_MS:
+                    why.append("refusals slow (latency probe: p99 %s ms)" % fmt(s["probe"]["shed_p99"]))
                 if label == "1x":
                     base_rss = s["rss"]
                 if mult == 5 and base_rss and s["rss"] > 2 * base_rss + 32768:
@@ -484,37 +552,57 @@ def report(quick, caps, limits, rows, failures, notes):
                "the gateway's work on refusals would delay the accepted requests' upstream answers, a delay "
                "upstreams on machines of their own never add.\n"
                % GENERATOR_NICE)
+    out.append("Which latency decides: the latency probe's. At the lowest priority h2load waits for a CPU between "
+               "a response's arrival and its read whenever the machine is saturated, and that wait, which a client "
+               "on another machine never has, is in every latency h2load logs (its columns are kept for "
+               "comparison). Beside it the latency probe (scripts/drill.d/probe.py) runs at normal priority: %d "
+               "requests a second of the same mix and protocol over the measured time of each run, on connections "
+               "of its own, on a fixed schedule, each timed from its write (and connect, when it needs a new "
+               "connection) to its last byte. A step fails on latency when the probe's accepted p99 is over "
+               "%.0f ms, or when the gateway's own duration histogram puts fewer than %.0f%% of its answers within "
+               "%.0f ms (the gateway itself slow, whatever any client measured); refusals are slow when the "
+               "probe's p99 of 429/503 answers is over %.0f ms%s. The probe's errors (resets, timeouts, statuses "
+               "other than 200/429/503) count in the errors column. A generator still running %d s after its "
+               "duration is killed and fails its step (its requests were never counted).\n"
+               % (PROBE_RATE, P99_TARGET_MS, GATEWAY_WITHIN_MIN, P99_TARGET_MS, P99_TARGET_MS,
+                  " (--quick: latency reported, not judged)" if quick else "", GENERATOR_GRACE_S))
     if not quick:
         out.append("Capacity rule: a rate is met when every run of it (%d s each) answers all requests with no "
-                   "error and no refusal, the generator keeps 97%% of the rate, and the p99 is within %.0f ms "
-                   "(80%% of the target: headroom, so that the longer 1x step of %d s holds the target); a rate "
-                   "met once is run a second time and must meet it again (the worse of two runs counts) unless "
-                   "its p99 was under half the target. Search: doubling from 500 req/s, then two bisections, no "
+                   "error and no refusal, the generator keeps 97%% of the rate, the latency probe's p99 is within "
+                   "%.0f ms (80%% of the target: headroom, so that the longer 1x step of %d s holds the target) "
+                   "and the gateway's own histogram holds %.0f%% within the target; a rate met once is run a "
+                   "second time and must meet it again (the worse of two runs counts) unless its probe p99 was "
+                   "under half the target. Search: doubling from 500 req/s, then two bisections, no "
                    "new rate after %d s (the drill's time budget). The capacity is the highest rate met.\n"
-                   % (SEARCH_STEP_S, SEARCH_P99_MS, TABLE_STEP_S, SEARCH_BUDGET_S))
+                   % (SEARCH_STEP_S, SEARCH_P99_MS, TABLE_STEP_S, GATEWAY_WITHIN_MIN, SEARCH_BUDGET_S))
         out.append("Capacity found: " + (", ".join("%s %d req/s%s" % (p, c, " (%s)" % limits[p]
                                                                        if limits.get(p) else "")
                                                  for p, c in caps.items()) or "none") + "\n")
     out.append("Then a rate limit of the capacity (429, `rate_limited`) and a pool in-flight bound (503, "
                "`pool_overflow`) were loaded (`sluice ctl reload`):\n")
     hdr = ["protocol", "load", "offered req/s", "answered req/s", "accepted", "shed (by reason)", "errors",
-           "hung", "p50 ms", "p99 ms", "p99.9 ms", "accepted p99 ms", "shed p99 ms", "gateway ≤ %.0f ms" % P99_TARGET_MS, "CPU", "CPU µs/answer", "generator CPU", "machine busy", "RSS KiB"]
+           "hung", "probe accepted p50 / p99 ms (n)", "probe shed p99 ms", "gateway ≤ %.0f ms" % P99_TARGET_MS,
+           "h2load p50 ms", "h2load p99 ms", "h2load p99.9 ms", "h2load accepted p99 ms", "h2load shed p99 ms",
+           "CPU", "CPU µs/answer", "generator CPU", "machine busy", "RSS KiB"]
     body = []
     for s in rows:
         by = ", ".join("%s %d" % kv for kv in s["shed_by"].items())
         share = (100.0 * s["shed"] / s["done"]) if s["done"] else 0
         body.append([s["proto"], s["label"], s["rate"], "%.0f" % s["achieved"], s["ok"],
                      "%d (%.0f%%%s)" % (s["shed"], share, ": " + by if by else ""), s["errors"], s["hung"],
+                     "%s / %s (%d)" % (fmt(s["probe"]["p50"]), fmt(s["probe"]["p99"]), s["probe"]["ok"]),
+                     fmt(s["probe"]["shed_p99"]), pct_str(s["gw_within"]),
                      fmt(s["p50"]), fmt(s["p99"]), fmt(s["p999"]), fmt(s["acc_p99"]), fmt(s["shed_p99"]),
-                     pct_str(s["gw_within"]), "%.0f%%" % s["cpu"], fmt(s["cpu_us"]), "%.0f%%" % s["gen_cpu"],
+                     "%.0f%%" % s["cpu"], fmt(s["cpu_us"]), "%.0f%%" % s["gen_cpu"],
                      "%.0f%%" % s["machine"], s["rss"]])
     out.append(lab.table(hdr, body, ["l", "l"] + ["r"] * (len(hdr) - 2)) + "\n")
     out.append("gateway ≤ %.0f ms: the share of the gateway's answers (accepted and shed) that its own duration "
                "histogram puts within the target, from the complete request head to the end of the response: "
                "what the gateway takes once it has read a request. The time before that (the client, the kernel's "
                "socket queues, a worker's loop busy with other connections) is not in it: 99%% or more there with "
-               "a p99 over the target in the columns before means the requests queued before the gateway read "
-               "them, on a busy machine or in a busy worker (the CPU columns tell which).\n"
+               "a probe p99 over the target means the requests queued before the gateway read them, on a busy "
+               "machine or in a busy worker (the CPU columns tell which). answered req/s: the requests h2load "
+               "completed in its measured time, over that time.\n"
                % P99_TARGET_MS)
     out.append("CPU: the gateway's (user + system, both workers; 200% = both cores); CPU µs/answer: the gateway's "
                "CPU time per request it answered, accepted or shed (compare 1x, all accepted, with 5x, mostly "

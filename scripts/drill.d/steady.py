@@ -145,25 +145,7 @@ class Steady:
     async def _exchange(self, c, path, got_bytes):
         c.writer.write(("GET %s HTTP/1.1\r\nHost: drill.test\r\nUser-Agent: sluice-drill\r\n\r\n" % path).encode())
         await c.writer.drain()
-        head = await c.reader.readuntil(b"\r\n\r\n")
-        got_bytes[0] = True
-        lines = head.decode("latin-1").split("\r\n")
-        status = int(lines[0].split()[1])
-        hdr = {}
-        for ln in lines[1:]:
-            if ":" in ln:
-                k, v = ln.split(":", 1)
-                hdr[k.strip().lower()] = v.strip()
-        if "content-length" in hdr:
-            await c.reader.readexactly(int(hdr["content-length"]))
-        elif "chunked" in hdr.get("transfer-encoding", ""):
-            while True:
-                size = int((await c.reader.readuntil(b"\r\n")).split(b";")[0], 16)
-                if size == 0:
-                    while (await c.reader.readuntil(b"\r\n")) != b"\r\n":
-                        pass  # trailer fields
-                    break
-                await c.reader.readexactly(size + 2)
+        status, hdr = await read_response(c.reader, got_bytes)
         keep = "close" not in hdr.get("connection", "").lower()
         return status, keep, "retry-after" in hdr
 
@@ -198,6 +180,32 @@ class Steady:
     def first_ok_after(self, t0):
         oks = [due for due, o, _, _ in list(self.results) if due >= t0 and o == "ok"]
         return min(oks) if oks else None
+
+
+async def read_response(reader, got_head=None):
+    """One whole HTTP/1.1 response from READER (its body read and dropped): (status, fields with
+    lower-case names). GOT_HEAD, a one-item list, becomes [True] once the head is in."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    if got_head is not None:
+        got_head[0] = True
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    hdr = {}
+    for ln in lines[1:]:
+        if ":" in ln:
+            k, v = ln.split(":", 1)
+            hdr[k.strip().lower()] = v.strip()
+    if "content-length" in hdr:
+        await reader.readexactly(int(hdr["content-length"]))
+    elif "chunked" in hdr.get("transfer-encoding", ""):
+        while True:
+            size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
+            if size == 0:
+                while (await reader.readuntil(b"\r\n")) != b"\r\n":
+                    pass  # trailer fields
+                break
+            await reader.readexactly(size + 2)
+    return status, hdr
 
 
 class Relay:
