@@ -1,34 +1,26 @@
 /* trace_export.c - the span queues and the OTLP/HTTP exporter thread (trace_export.h). */
-#if !defined(_GNU_SOURCE) && !defined(_POSIX_C_SOURCE)
-#define _POSIX_C_SOURCE 200809L
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* pthread_setname_np */
 #endif
 
 #include "trace_export.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
-#include <fcntl.h>
-#include <limits.h>
-#include <netdb.h>
-#include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
-#include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
-#include <openssl/err.h>
 #include <openssl/ssl.h>
-#include <openssl/x509v3.h>
 
 #include "clock.h"
 #include "counters.h"
 #include "log.h"
 #include "tls_ctx.h"
+#include "trace_client.h"
 #include "trace_otlp.h"
 
 struct trace_ring {
@@ -53,12 +45,18 @@ struct trace_exporter {
 	uint64_t generation;
 	struct ctr_worker *cw; /* the exporter thread's own counters */
 	/* exporter thread only */
+	struct trace_client client; /* the connection to the collector, kept open */
 	struct trace_span *batch;
 	size_t batch_cap;
 	bool failing;
 	uint64_t failed_since_log;
 	uint64_t last_fail_log_us;
 };
+
+/* A kept-alive connection to the collector unused this long is closed (a
+ * collector behind a load balancer gets a fresh pick now and then; most
+ * close idle connections sooner themselves). */
+#define TRACE_EXPORT_IDLE_CLOSE_US (90ull * 1000000)
 
 /* The process's exporter (trace_export.h): main thread only. */
 static struct trace_exporter *process_exporter;
@@ -175,258 +173,9 @@ void trace_ring_commit(struct trace_ring *r)
 	}
 }
 
-/* ---- the HTTP client (exporter thread) ---- */
-
-static int wait_fd(int fd, short events, uint64_t deadline_us)
-{
-	for (;;) {
-		uint64_t now = clock_mono_us();
-		if (now >= deadline_us)
-			return 0;
-		struct pollfd p = {.fd = fd, .events = events};
-		int rc = poll(&p, 1, (int)((deadline_us - now + 999) / 1000));
-		if (rc < 0 && errno == EINTR)
-			continue;
-		return rc;
-	}
-}
-
-static int connect_to(const struct trace_export_conf *ec, uint64_t deadline_us, char *why, size_t why_size)
-{
-	struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_family = AF_UNSPEC};
-	struct addrinfo *res = NULL;
-	int rc = getaddrinfo(ec->host, ec->port, &hints, &res);
-	if (rc != 0) {
-		snprintf(why, why_size, "cannot resolve %s: %s", ec->host, gai_strerror(rc));
-		return -1;
-	}
-	int fd = -1;
-	snprintf(why, why_size, "no address for %s", ec->host);
-	for (struct addrinfo *ai = res; ai && fd < 0; ai = ai->ai_next) {
-		fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
-		if (fd < 0) {
-			snprintf(why, why_size, "socket: %s", strerror(errno));
-			continue;
-		}
-		int err = 0;
-		if (connect(fd, ai->ai_addr, ai->ai_addrlen) != 0) {
-			err = errno;
-			if (err == EINPROGRESS) {
-				socklen_t elen = sizeof err;
-				if (wait_fd(fd, POLLOUT, deadline_us) <= 0)
-					err = ETIMEDOUT;
-				else if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &elen) != 0)
-					err = errno;
-			}
-		}
-		if (err) {
-			snprintf(why, why_size, "connect to %s:%s: %s", ec->host, ec->port, strerror(err));
-			close(fd);
-			fd = -1;
-		}
-	}
-	freeaddrinfo(res);
-	return fd;
-}
-
-/* One connection to the collector: plain, or TLS over the socket (ssl set). */
-struct otlp_conn {
-	int fd;
-	SSL *ssl;
-};
-
-/* After an SSL call returned rc: when it wants the socket readable or
- * writable, wait for that; false when it failed or the deadline passed. */
-static bool tls_wait(struct otlp_conn *c, int rc, uint64_t deadline_us)
-{
-	int err = SSL_get_error(c->ssl, rc);
-	if (err == SSL_ERROR_WANT_READ)
-		return wait_fd(c->fd, POLLIN, deadline_us) > 0;
-	if (err == SSL_ERROR_WANT_WRITE)
-		return wait_fd(c->fd, POLLOUT, deadline_us) > 0;
-	return false;
-}
-
-/* The TLS handshake with an https:// collector, verified against the CA
- * file or the system store and by name: its DNS name (also sent as SNI) or
- * its IP address must be in the certificate. */
-static bool tls_start(const struct trace_export_conf *ec, struct otlp_conn *c, uint64_t deadline_us, char *why,
-                      size_t why_size)
-{
-	c->ssl = SSL_new(ec->ssl_ctx);
-	if (!c->ssl) {
-		snprintf(why, why_size, "out of memory for a TLS connection");
-		return false;
-	}
-	unsigned char addr[sizeof(struct in6_addr)];
-	bool ip = inet_pton(AF_INET, ec->host, addr) == 1 || inet_pton(AF_INET6, ec->host, addr) == 1;
-	bool ok = ip ? X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(c->ssl), ec->host) == 1
-	             : SSL_set_tlsext_host_name(c->ssl, ec->host) == 1 && SSL_set1_host(c->ssl, ec->host) == 1;
-	/* a collector that closes without close_notify after its answer is not an error */
-	SSL_set_options(c->ssl, SSL_OP_IGNORE_UNEXPECTED_EOF);
-	if (!ok || SSL_set_fd(c->ssl, c->fd) != 1) {
-		snprintf(why, why_size, "cannot set up TLS to %s", ec->host);
-		ERR_clear_error();
-		return false;
-	}
-	for (;;) {
-		ERR_clear_error();
-		int rc = SSL_connect(c->ssl);
-		if (rc == 1)
-			return true;
-		if (tls_wait(c, rc, deadline_us))
-			continue;
-		long v = SSL_get_verify_result(c->ssl);
-		unsigned long e = ERR_peek_last_error();
-		if (v != X509_V_OK)
-			snprintf(why, why_size, "TLS handshake with %s:%s: the collector's certificate is not trusted: %s",
-			         ec->host, ec->port, X509_verify_cert_error_string(v));
-		else if (clock_mono_us() >= deadline_us)
-			snprintf(why, why_size, "TLS handshake with %s:%s: no answer within %u ms", ec->host, ec->port,
-			         ec->timeout_ms);
-		else
-			snprintf(why, why_size, "TLS handshake with %s:%s failed: %s", ec->host, ec->port,
-			         e && ERR_reason_error_string(e) ? ERR_reason_error_string(e) : "the connection closed");
-		ERR_clear_error();
-		return false;
-	}
-}
-
-static void conn_close(struct otlp_conn *c)
-{
-	if (c->ssl) {
-		(void)SSL_shutdown(c->ssl); /* one try: a close_notify if the socket takes it */
-		SSL_free(c->ssl);
-		ERR_clear_error();
-	}
-	close(c->fd);
-}
-
-static bool conn_send(struct otlp_conn *c, const void *buf, size_t n, uint64_t deadline_us)
-{
-	const char *p = buf;
-	while (n > 0) {
-		if (c->ssl) {
-			ERR_clear_error();
-			int w = SSL_write(c->ssl, p, n > INT_MAX ? INT_MAX : (int)n);
-			if (w > 0) {
-				p += w;
-				n -= (size_t)w;
-			} else if (!tls_wait(c, w, deadline_us)) {
-				return false; /* retried with the same buffer, as SSL_write wants */
-			}
-			continue;
-		}
-		ssize_t w = send(c->fd, p, n, MSG_NOSIGNAL);
-		if (w > 0) {
-			p += w;
-			n -= (size_t)w;
-		} else if (w < 0 && errno == EINTR) {
-			continue;
-		} else if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-			if (wait_fd(c->fd, POLLOUT, deadline_us) <= 0)
-				return false;
-		} else {
-			return false;
-		}
-	}
-	return true;
-}
-
-/* Bytes read (> 0), 0 at the end, -1 on an error, -2 past the deadline. */
-static ssize_t conn_recv(struct otlp_conn *c, char *buf, size_t cap, uint64_t deadline_us)
-{
-	for (;;) {
-		if (c->ssl) {
-			ERR_clear_error();
-			int r = SSL_read(c->ssl, buf, cap > INT_MAX ? INT_MAX : (int)cap);
-			if (r > 0)
-				return r;
-			int err = SSL_get_error(c->ssl, r);
-			if (err == SSL_ERROR_ZERO_RETURN)
-				return 0;
-			if (err != SSL_ERROR_WANT_READ && err != SSL_ERROR_WANT_WRITE)
-				return -1;
-			if (!tls_wait(c, r, deadline_us))
-				return -2;
-			continue;
-		}
-		ssize_t r = recv(c->fd, buf, cap, 0);
-		if (r >= 0)
-			return r;
-		if (errno == EINTR)
-			continue;
-		if (errno != EAGAIN && errno != EWOULDBLOCK)
-			return -1;
-		if (wait_fd(c->fd, POLLIN, deadline_us) <= 0)
-			return -2;
-	}
-}
-
-/* POSTs body; returns the response status, or -1 with why filled. */
-static int otlp_post(const struct trace_export_conf *ec, const void *body, size_t len, char *why, size_t why_size)
-{
-	uint64_t deadline = clock_mono_us() + (uint64_t)ec->timeout_ms * 1000;
-	struct otlp_conn c = {.fd = connect_to(ec, deadline, why, why_size)};
-	if (c.fd < 0)
-		return -1;
-	if (ec->ssl_ctx && !tls_start(ec, &c, deadline, why, why_size)) {
-		conn_close(&c);
-		return -1;
-	}
-	char head[1024 + 64];
-	bool v6 = strchr(ec->host, ':') != NULL;
-	int hn = snprintf(head, sizeof head,
-	                  "POST %s HTTP/1.1\r\nHost: %s%s%s:%s\r\nContent-Type: %s\r\n"
-	                  "Content-Length: %zu\r\nConnection: close\r\nUser-Agent: sluice/" PACKAGE_VERSION "\r\n",
-	                  ec->path, v6 ? "[" : "", ec->host, v6 ? "]" : "", ec->port,
-	                  trace_otlp_content_type(ec->protocol), len);
-	int status = -1;
-	errno = 0;
-	if (hn < 0 || (size_t)hn >= sizeof head) {
-		snprintf(why, why_size, "the collector's path is too long");
-	} else if (!conn_send(&c, head, (size_t)hn, deadline) ||
-	           !conn_send(&c, ec->extra_headers, strlen(ec->extra_headers), deadline) ||
-	           !conn_send(&c, "\r\n", 2, deadline) || !conn_send(&c, body, len, deadline)) {
-		snprintf(why, why_size, "sending to %s:%s: %s", ec->host, ec->port,
-		         errno ? strerror(errno) : "timed out");
-	} else {
-		/* the status line and the end of the head are all this needs */
-		char resp[2048];
-		size_t got = 0;
-		while (got < sizeof resp - 1 && !memmem(resp, got, "\r\n\r\n", 4)) {
-			ssize_t r = conn_recv(&c, resp + got, sizeof resp - 1 - got, deadline);
-			if (r == 0)
-				break;
-			if (r < 0) {
-				if (r == -2)
-					snprintf(why, why_size, "no answer from %s:%s within %u ms", ec->host, ec->port,
-					         ec->timeout_ms);
-				else
-					snprintf(why, why_size, "reading from %s:%s: %s", ec->host, ec->port,
-					         errno ? strerror(errno) : "TLS error");
-				got = 0;
-				break;
-			}
-			got += (size_t)r;
-		}
-		resp[got] = '\0';
-		unsigned code;
-		if (got && sscanf(resp, "HTTP/1.%*1[01] %3u", &code) == 1 && code >= 100 && code <= 599) {
-			status = (int)code;
-			if (status < 200 || status > 299)
-				snprintf(why, why_size, "the collector answered %d", status);
-		} else if (got) {
-			snprintf(why, why_size, "the collector's answer is not HTTP");
-		}
-	}
-	conn_close(&c);
-	return status;
-}
-
 /* ---- the exporter thread ---- */
 
-static void export_batch(struct trace_exporter *ex, const struct trace_export_conf *ec, size_t n)
+static void export_batch(struct trace_exporter *ex, struct trace_export_conf *ec, size_t n)
 {
 	if (!ec) {
 		CTR_GLOBAL_ADD(ex->cw, TRACE_SPANS_DROPPED, 0, n);
@@ -436,8 +185,11 @@ static void export_batch(struct trace_exporter *ex, const struct trace_export_co
 	void *body = ec->protocol == CONF_TRACING_HTTP_PROTOBUF ? (void *)trace_otlp_protobuf(ec, ex->batch, n, &len)
 	                                                       : (void *)trace_otlp_json(ec, ex->batch, n, &len);
 	char why[256] = "out of memory";
-	int status = body ? otlp_post(ec, body, len, why, sizeof why) : -1;
+	struct trace_answer ans;
+	int status = body ? trace_client_post(&ex->client, ec, body, len, &ans, why, sizeof why) : -1;
 	free(body);
+	if (status >= 0 && (status < 200 || status > 299))
+		snprintf(why, sizeof why, "the collector answered %d", status);
 	if (status >= 200 && status <= 299) {
 		CTR_GLOBAL_ADD(ex->cw, TRACE_SPANS_EXPORTED, 0, n);
 		if (ex->failing) {
@@ -501,6 +253,10 @@ static void export_round(struct trace_exporter *ex)
 		if (n < batch)
 			break;
 	}
+	if (!ec)
+		trace_client_reset(&ex->client); /* tracing gone: no connection kept for it */
+	else
+		trace_client_close_idle(&ex->client, TRACE_EXPORT_IDLE_CLOSE_US);
 	trace_export_conf_unref(ec);
 	/* retired and drained rings go */
 	pthread_mutex_lock(&ex->lock);
@@ -534,6 +290,7 @@ static void *exporter_main(void *arg)
 		export_round(ex);
 	}
 	export_round(ex); /* the last spans, bounded by the timeout */
+	trace_client_reset(&ex->client);
 	return NULL;
 }
 
@@ -556,7 +313,10 @@ struct trace_exporter *trace_exporter_get(void)
 		return NULL;
 	}
 	ex->cw = counters_worker_new(counters_process);
+	trace_client_init(&ex->client);
 	int rc = pthread_create(&ex->thread, NULL, exporter_main, ex);
+	if (rc == 0)
+		(void)pthread_setname_np(ex->thread, "sluice-otlp"); /* top -H, strace -p: which thread exports */
 	if (rc != 0) {
 		struct log_line l;
 		log_begin(&l, LOG_ERROR, "tracing: cannot start the exporter thread");

@@ -117,31 +117,70 @@ def decode_protobuf(body):
 class Collector:
     """An OTLP/HTTP receiver: every POST body is decoded (JSON or protobuf,
     by its Content-Type, which must be the protocol's) and kept; it answers
-    as an OTLP receiver does, in the same encoding."""
+    as an OTLP receiver does, in the same encoding, over HTTP/1.1 keep-alive.
+    It counts the connections it accepted (and, over TLS, which resumed a
+    session); close_every=N answers every Nth request with Connection: close;
+    rejected=N answers a partial success (N spans rejected, with message);
+    chunked=True frames its answers with chunked transfer coding;
+    drop_idle_every=N closes the connection without a word a moment after
+    every Nth answer (as a collector's idle timeout does)."""
 
-    def __init__(self, status=200, protocol="http/json", tls=None):
+    def __init__(self, status=200, protocol="http/json", tls=None, close_every=0, rejected=0,
+                 message="", chunked=False, drop_idle_every=0):
         self.requests = []
+        self.connections = 0
+        self.socks = []
+        self.drop_idle_every = drop_idle_every
+        self.resumed = []  # over TLS: per connection, whether it resumed a session
         self.status = status
+        self.close_every = close_every
+        self.rejected = rejected
+        self.message = message
+        self.chunked = chunked
         self.content_type = CONTENT_TYPES[protocol]
         self.lock = threading.Lock()
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def setup(self):
+                super().setup()
+                with outer.lock:
+                    outer.connections += 1
+                    outer.socks.append(self.connection)
+                    if hasattr(self.connection, "session_reused"):
+                        outer.resumed.append(self.connection.session_reused)
+
             def do_POST(self):
                 n = int(self.headers.get("content-length", "0"))
                 body = self.rfile.read(n)
                 with outer.lock:
                     outer.requests.append((self.path, dict((k.lower(), v) for k, v in self.headers.items()), body))
-                ct = outer.content_type
-                if ct == "application/json":
-                    answer = b"{}"
-                else:
-                    answer = otlp_pb().ExportTraceServiceResponse().SerializeToString()
+                    close = outer.close_every and len(outer.requests) % outer.close_every == 0
+                answer = outer.answer()
                 self.send_response(outer.status)
-                self.send_header("content-type", ct)
-                self.send_header("content-length", str(len(answer)))
+                self.send_header("content-type", outer.content_type)
+                if outer.chunked:
+                    self.send_header("transfer-encoding", "chunked")
+                else:
+                    self.send_header("content-length", str(len(answer)))
+                if close:
+                    self.send_header("connection", "close")
+                    self.close_connection = True
                 self.end_headers()
-                self.wfile.write(answer)
+                if outer.chunked:
+                    half = len(answer) // 2
+                    for part in (answer[:half], answer[half:]):
+                        if part:
+                            self.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
+                    self.wfile.write(b"0\r\n\r\n")
+                else:
+                    self.wfile.write(answer)
+                if outer.drop_idle_every and len(outer.requests) % outer.drop_idle_every == 0:
+                    self.wfile.flush()
+                    time.sleep(0.05)
+                    self.close_connection = True
 
             def log_message(self, *a):
                 pass
@@ -157,6 +196,19 @@ class Collector:
             self.url = "https://localhost:%d/v1/traces" % self.port
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
+
+    def answer(self):
+        """An ExportTraceServiceResponse in the collector's encoding: empty, or a partial success."""
+        if self.content_type == "application/json":
+            if not self.rejected:
+                return b"{}"
+            return json.dumps({"partialSuccess": {"rejectedSpans": str(self.rejected),
+                                                  "errorMessage": self.message}}).encode()
+        resp = otlp_pb().ExportTraceServiceResponse()
+        if self.rejected:
+            resp.partial_success.rejected_spans = self.rejected
+            resp.partial_success.error_message = self.message
+        return resp.SerializeToString()
 
     def spans(self):
         out = []
@@ -190,6 +242,13 @@ class Collector:
     def stop(self):
         self.server.shutdown()
         self.server.server_close()
+        with self.lock:
+            socks = list(self.socks)
+        for sk in socks:  # kept-alive connections end with the collector
+            try:
+                sk.shutdown(2)
+            except OSError:
+                pass
 
 
 def check_otlp(doc):
@@ -644,6 +703,75 @@ def test_https_collector(sluice, upstreams, collector, certs, sockdir):  # noqa:
         assert counter(gw.sock, "sluice_tracing_spans_exported_total") == 0 and bad.requests == []
         logs = [e for e in gw.log_entries() if "span export failed" in e.get("msg", "")]
         assert logs and "not trusted" in logs[0]["error"] and why in logs[0]["error"], logs
+        gw.stop()
+
+
+def export_spaced(gw, n, path):
+    """n requests, each in an export of its own (the interval is 100 ms)."""
+    for i in range(n):
+        assert get(gw.port, "%s/%d" % (path, i)).status == 200
+        time.sleep(0.25)
+
+
+def span_ids_once(col, want):
+    """Every span the collector got, each exactly once: want of them."""
+    ids = [s["spanId"] for s in col.wait_spans(count=want)]
+    assert len(ids) == want and len(set(ids)) == want, ids
+
+
+def test_exports_share_one_kept_alive_connection(sluice, upstreams, collector, sockdir):
+    """Many exports, one connection: the exporter keeps it open (HTTP/1.1
+    keep-alive) and reads each whole answer, Content-Length or chunked."""
+    for chunked in (False, True):
+        col = collector(chunked=chunked)
+        gw = traced_gw(sluice, upstreams, {"otlp": col.url, "sample": 1, "interval": "100ms"},
+                       sockdir=sockdir, workers=1)
+        export_spaced(gw, 6, "/app/ka")
+        span_ids_once(col, 12)
+        assert len(col.requests) >= 4, len(col.requests)  # several exports ...
+        assert col.connections == 1, (chunked, col.connections)  # ... on one connection
+        assert all("close" not in h.get("connection", "") for _, h, _ in col.requests)
+        wait_until(lambda: counter(gw.sock, "sluice_tracing_spans_exported_total") == 12, what="12 exported")
+        gw.stop()
+
+
+def test_collector_closing_means_a_new_connection_and_no_span_lost(sluice, upstreams, collector, sockdir):
+    """A collector that answers Connection: close (every second answer), or
+    drops an idle connection without a word (every third): the next export
+    goes on a new connection; every span arrives exactly once."""
+    for kw, n in (({"close_every": 2}, 8), ({"drop_idle_every": 3}, 9)):
+        col = collector(**kw)
+        gw = traced_gw(sluice, upstreams, {"otlp": col.url, "sample": 1, "interval": "100ms"},
+                       sockdir=sockdir, workers=1)
+        export_spaced(gw, n, "/app/close")
+        span_ids_once(col, 2 * n)
+        wait_until(lambda: counter(gw.sock, "sluice_tracing_spans_exported_total") == 2 * n,
+                   what="%d exported" % (2 * n))
+        assert counter(gw.sock, "sluice_tracing_spans_dropped_total") == 0
+        assert counter(gw.sock, "sluice_tracing_export_failures_total") == 0
+        every = kw.get("close_every") or kw.get("drop_idle_every")
+        exports = len(col.requests)
+        # a new connection after every closing answer, and no more
+        assert col.connections == (exports + every - 1) // every, (kw, exports, col.connections)
+        gw.stop()
+
+
+def test_https_collector_keeps_one_tls_connection_and_resumes(sluice, upstreams, collector, certs, sockdir):  # noqa: F811
+    """https: many exports on one TLS connection; after the collector closes
+    it, the reconnect resumes the TLS session (no full handshake)."""
+    crt, key = certs.issue("collector", dns=["localhost"])
+    for close_every in (0, 2):
+        col = collector(protocol="http/protobuf", tls=(crt, key), close_every=close_every)
+        gw = traced_gw(sluice, upstreams, {"otlp": col.url, "protocol": "http/protobuf", "ca_file": str(certs.ca),
+                                           "sample": 1, "interval": "100ms"}, sockdir=sockdir, workers=1)
+        export_spaced(gw, 6, "/app/tls-ka")
+        span_ids_once(col, 12)
+        exports = len(col.requests)
+        if close_every:
+            assert col.connections == (exports + 1) // 2 and col.connections >= 2, (exports, col.connections)
+            assert col.resumed[0] is False and all(col.resumed[1:]), col.resumed
+        else:
+            assert exports >= 4 and col.connections == 1, (exports, col.connections)
         gw.stop()
 
 
