@@ -51,6 +51,8 @@ struct trace_exporter {
 	bool failing;
 	uint64_t failed_since_log;
 	uint64_t last_fail_log_us;
+	uint64_t rejected_since_log; /* partial successes not logged yet (one line a second) */
+	uint64_t last_reject_log_us;
 };
 
 /* A kept-alive connection to the collector unused this long is closed (a
@@ -175,6 +177,39 @@ void trace_ring_commit(struct trace_ring *r)
 
 /* ---- the exporter thread ---- */
 
+/* A 2xx answer's partial success: the spans the collector says it rejected
+ * (at most the batch) are counted as rejected and dropped, and logged with
+ * its message at most once a second (a warning without rejected spans,
+ * too). Returns how many. */
+static size_t collector_rejected(struct trace_exporter *ex, const struct trace_export_conf *ec,
+                                 const struct trace_answer *ans, size_t n)
+{
+	char msg[512];
+	uint64_t rejected = ans->body_len ? trace_otlp_rejected(ec->protocol, ans->content_type, ans->body,
+	                                                        ans->body_len, msg, sizeof msg)
+	                                  : 0;
+	if (!ans->body_len || (!rejected && !msg[0]))
+		return 0;
+	if (rejected > n)
+		rejected = n;
+	CTR_GLOBAL_ADD(ex->cw, TRACE_SPANS_REJECTED, CTR_TRACE_REJECT_PARTIAL_SUCCESS, rejected);
+	CTR_GLOBAL_ADD(ex->cw, TRACE_SPANS_DROPPED, 0, rejected);
+	ex->rejected_since_log += rejected;
+	uint64_t now = clock_mono_us();
+	if (ex->last_reject_log_us && now - ex->last_reject_log_us < 1000000)
+		return (size_t)rejected;
+	struct log_line l;
+	log_begin(&l, ex->rejected_since_log ? LOG_WARN : LOG_INFO,
+	          ex->rejected_since_log ? "tracing: the OTLP collector rejected spans"
+	                                 : "tracing: the OTLP collector sent a warning");
+	log_str(&l, "error", msg[0] ? msg : "(no message)");
+	log_int(&l, "spans_rejected", (long long)ex->rejected_since_log);
+	log_end(&l);
+	ex->last_reject_log_us = now;
+	ex->rejected_since_log = 0;
+	return (size_t)rejected;
+}
+
 static void export_batch(struct trace_exporter *ex, struct trace_export_conf *ec, size_t n)
 {
 	if (!ec) {
@@ -191,7 +226,8 @@ static void export_batch(struct trace_exporter *ex, struct trace_export_conf *ec
 	if (status >= 0 && (status < 200 || status > 299))
 		snprintf(why, sizeof why, "the collector answered %d", status);
 	if (status >= 200 && status <= 299) {
-		CTR_GLOBAL_ADD(ex->cw, TRACE_SPANS_EXPORTED, 0, n);
+		size_t rejected = collector_rejected(ex, ec, &ans, n);
+		CTR_GLOBAL_ADD(ex->cw, TRACE_SPANS_EXPORTED, 0, n - rejected);
 		if (ex->failing) {
 			struct log_line l;
 			log_begin(&l, LOG_INFO, "tracing: the OTLP collector takes spans again");
@@ -204,6 +240,9 @@ static void export_batch(struct trace_exporter *ex, struct trace_export_conf *ec
 	}
 	CTR_GLOBAL_ADD(ex->cw, TRACE_EXPORT_FAILURES, 0, 1);
 	CTR_GLOBAL_ADD(ex->cw, TRACE_SPANS_DROPPED, 0, n);
+	/* OTLP: a 4xx other than these is the collector refusing the data, not a passing failure */
+	if (status >= 400 && status <= 499 && status != 408 && status != 429)
+		CTR_GLOBAL_ADD(ex->cw, TRACE_SPANS_REJECTED, CTR_TRACE_REJECT_REFUSED, n);
 	ex->failed_since_log += n;
 	uint64_t now = clock_mono_us();
 	/* the first failure, then at most one line a minute */

@@ -512,6 +512,281 @@ uint8_t *trace_otlp_protobuf(const struct trace_export_conf *ec, const struct tr
 	return pb_take(&b, len);
 }
 
+/* ---- the collector's answer: a partial success ---- */
+
+/* A JSON scanner just big enough to find two fields in an
+ * ExportTraceServiceResponse: every value is walked (nesting bounded),
+ * only the two asked for are read. */
+struct jscan {
+	const char *p, *end;
+};
+
+static void js_ws(struct jscan *j)
+{
+	while (j->p < j->end && (*j->p == ' ' || *j->p == '\t' || *j->p == '\n' || *j->p == '\r'))
+		j->p++;
+}
+
+static bool js_lit(struct jscan *j, char c)
+{
+	js_ws(j);
+	if (j->p < j->end && *j->p == c) {
+		j->p++;
+		return true;
+	}
+	return false;
+}
+
+static size_t put_utf8(char *o, unsigned cp)
+{
+	if (cp < 0x80) {
+		o[0] = (char)cp;
+		return 1;
+	}
+	if (cp < 0x800) {
+		o[0] = (char)(0xc0 | cp >> 6);
+		o[1] = (char)(0x80 | (cp & 0x3f));
+		return 2;
+	}
+	o[0] = (char)(0xe0 | cp >> 12);
+	o[1] = (char)(0x80 | ((cp >> 6) & 0x3f));
+	o[2] = (char)(0x80 | (cp & 0x3f));
+	return 3;
+}
+
+/* A string at j->p, unescaped into out (cap bytes, NUL-terminated, cut to
+ * fit; a \u escape outside the BMP's plain range becomes U+FFFD), or only
+ * walked over when out is NULL. */
+static bool js_string(struct jscan *j, char *out, size_t cap)
+{
+	static const char esc_in[] = "\"\\/bfnrt", esc_out[] = "\"\\/\b\f\n\r\t";
+	size_t o = 0;
+	if (!js_lit(j, '"'))
+		return false;
+	while (j->p < j->end && *j->p != '"') {
+		char tmp[4];
+		size_t n = 1;
+		tmp[0] = *j->p++;
+		if (tmp[0] == '\\') {
+			if (j->p >= j->end)
+				return false;
+			const char *e = strchr(esc_in, *j->p);
+			if (*j->p == 'u') {
+				unsigned cp = 0;
+				if (j->end - j->p < 5)
+					return false;
+				for (int i = 1; i <= 4; i++) {
+					char h = j->p[i];
+					unsigned d = h >= '0' && h <= '9' ? (unsigned)(h - '0') : h >= 'a' && h <= 'f' ? (unsigned)(h - 'a' + 10)
+					           : h >= 'A' && h <= 'F' ? (unsigned)(h - 'A' + 10) : 16;
+					if (d == 16)
+						return false;
+					cp = cp << 4 | d;
+				}
+				j->p += 5;
+				n = put_utf8(tmp, cp >= 0xd800 && cp <= 0xdfff ? 0xfffd : cp);
+			} else if (e && *e) {
+				tmp[0] = esc_out[e - esc_in];
+				j->p++;
+			} else {
+				return false;
+			}
+		}
+		if (out && o + n < cap) {
+			memcpy(out + o, tmp, n);
+			o += n;
+		}
+	}
+	if (out && cap)
+		out[o < cap ? o : cap - 1] = '\0';
+	return js_lit(j, '"');
+}
+
+static bool js_skip(struct jscan *j, int depth);
+
+/* The members of an object at j->p: on each key, member(key, j, ctx) reads
+ * or skips its value. */
+static bool js_object(struct jscan *j, int depth, bool (*member)(const char *key, struct jscan *j, int depth, void *ctx),
+                      void *ctx)
+{
+	if (depth > 32 || !js_lit(j, '{'))
+		return false;
+	if (js_lit(j, '}'))
+		return true;
+	do {
+		char key[32];
+		if (!js_string(j, key, sizeof key) || !js_lit(j, ':') || !member(key, j, depth + 1, ctx))
+			return false;
+	} while (js_lit(j, ','));
+	return js_lit(j, '}');
+}
+
+static bool js_skip_member(const char *key, struct jscan *j, int depth, void *ctx)
+{
+	(void)key;
+	(void)ctx;
+	return js_skip(j, depth);
+}
+
+static bool js_skip(struct jscan *j, int depth)
+{
+	js_ws(j);
+	if (j->p >= j->end || depth > 32)
+		return false;
+	if (*j->p == '"')
+		return js_string(j, NULL, 0);
+	if (*j->p == '{')
+		return js_object(j, depth, js_skip_member, NULL);
+	if (*j->p == '[') {
+		j->p++;
+		if (js_lit(j, ']'))
+			return true;
+		do {
+			if (!js_skip(j, depth + 1))
+				return false;
+		} while (js_lit(j, ','));
+		return js_lit(j, ']');
+	}
+	const char *start = j->p; /* a number, true, false, null */
+	while (j->p < j->end && *j->p && strchr("0123456789+-.eEtruefalsn", *j->p))
+		j->p++;
+	return j->p > start;
+}
+
+struct partial {
+	uint64_t rejected;
+	char *msg;
+	size_t msg_cap;
+};
+
+/* an int64 as the JSON mapping writes it (a string) or as a number; a
+ * negative or fractional count is none */
+static bool js_count(struct jscan *j, uint64_t *v)
+{
+	js_ws(j);
+	bool quoted = j->p < j->end && *j->p == '"';
+	const char *start = j->p + quoted;
+	struct jscan k = *j;
+	if (!(quoted ? js_string(&k, NULL, 0) : js_skip(&k, 0)))
+		return false;
+	uint64_t n = 0;
+	const char *q = start;
+	for (; q < k.end && *q >= '0' && *q <= '9'; q++)
+		n = n > (UINT64_MAX - 9) / 10 ? UINT64_MAX : n * 10 + (uint64_t)(*q - '0');
+	*v = q > start && q == k.p - quoted ? n : 0;
+	*j = k;
+	return true;
+}
+
+static bool js_partial_member(const char *key, struct jscan *j, int depth, void *ctx)
+{
+	struct partial *ps = ctx;
+	if (strcmp(key, "rejectedSpans") == 0 || strcmp(key, "rejected_spans") == 0)
+		return js_count(j, &ps->rejected);
+	if (strcmp(key, "errorMessage") == 0 || strcmp(key, "error_message") == 0) {
+		js_ws(j);
+		return j->p < j->end && *j->p == '"' ? js_string(j, ps->msg, ps->msg_cap) : js_skip(j, depth);
+	}
+	return js_skip(j, depth);
+}
+
+static bool js_response_member(const char *key, struct jscan *j, int depth, void *ctx)
+{
+	if (strcmp(key, "partialSuccess") == 0 || strcmp(key, "partial_success") == 0) {
+		js_ws(j);
+		return j->p < j->end && *j->p == '{' ? js_object(j, depth, js_partial_member, ctx) : js_skip(j, depth);
+	}
+	return js_skip(j, depth);
+}
+
+/* One field of a protobuf message at *p: its number, wire type, and a
+ * varint's value or a length-delimited field's bytes. */
+static bool pb_field(const uint8_t **p, const uint8_t *end, uint32_t *field, unsigned *wt, uint64_t *v,
+                     const uint8_t **data)
+{
+	uint64_t tag = 0;
+	for (int shift = 0;; shift += 7) {
+		if (*p >= end || shift > 63)
+			return false;
+		uint8_t c = *(*p)++;
+		tag |= (uint64_t)(c & 0x7f) << shift;
+		if (!(c & 0x80))
+			break;
+	}
+	*field = (uint32_t)(tag >> 3);
+	*wt = (unsigned)(tag & 7);
+	*v = 0;
+	if (*wt == 0 || *wt == 2) {
+		for (int shift = 0;; shift += 7) {
+			if (*p >= end || shift > 63)
+				return false;
+			uint8_t c = *(*p)++;
+			*v |= (uint64_t)(c & 0x7f) << shift;
+			if (!(c & 0x80))
+				break;
+		}
+		if (*wt == 0)
+			return true;
+		if (*v > (uint64_t)(end - *p))
+			return false;
+		*data = *p;
+		*p += *v;
+		return true;
+	}
+	size_t n = *wt == 1 ? 8 : *wt == 5 ? 4 : 0;
+	if (!n || (size_t)(end - *p) < n)
+		return false;
+	*p += n;
+	return true;
+}
+
+enum { PB_RESP_PARTIAL = 1, PB_PARTIAL_REJECTED = 1, PB_PARTIAL_MESSAGE = 2 };
+
+static void pb_partial(const uint8_t *p, const uint8_t *end, struct partial *ps)
+{
+	uint32_t f;
+	unsigned wt;
+	uint64_t v;
+	const uint8_t *d = NULL;
+	while (p < end && pb_field(&p, end, &f, &wt, &v, &d)) {
+		if (f == PB_PARTIAL_REJECTED && wt == 0)
+			ps->rejected = (int64_t)v > 0 ? v : 0;
+		else if (f == PB_PARTIAL_MESSAGE && wt == 2 && ps->msg_cap) {
+			size_t n = v < ps->msg_cap - 1 ? (size_t)v : ps->msg_cap - 1;
+			memcpy(ps->msg, d, n);
+			ps->msg[n] = '\0';
+		}
+	}
+}
+
+uint64_t trace_otlp_rejected(enum conf_tracing_protocol protocol, const char *content_type, const char *body,
+                             size_t len, char *msg, size_t msg_cap)
+{
+	struct partial ps = {.msg = msg, .msg_cap = msg_cap};
+	if (msg_cap)
+		msg[0] = '\0';
+	bool pb = strcmp(content_type, "application/x-protobuf") == 0 ||
+	          (strcmp(content_type, "application/json") != 0 && protocol == CONF_TRACING_HTTP_PROTOBUF);
+	if (pb) {
+		const uint8_t *p = (const uint8_t *)body, *end = p + len;
+		uint32_t f;
+		unsigned wt;
+		uint64_t v;
+		const uint8_t *d = NULL;
+		while (p < end && pb_field(&p, end, &f, &wt, &v, &d))
+			if (f == PB_RESP_PARTIAL && wt == 2)
+				pb_partial(d, d + v, &ps);
+	} else {
+		struct jscan j = {body, body + len};
+		struct partial tmp = ps;
+		/* a body that is not the JSON it should be tells nothing */
+		if (!js_object(&j, 0, js_response_member, &tmp))
+			tmp.rejected = 0;
+		ps.rejected = tmp.rejected;
+	}
+	return ps.rejected;
+}
+
 const char *trace_otlp_content_type(enum conf_tracing_protocol protocol)
 {
 	return protocol == CONF_TRACING_HTTP_PROTOBUF ? "application/x-protobuf" : "application/json";

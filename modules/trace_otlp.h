@@ -25,6 +25,15 @@ char *trace_otlp_json(const struct trace_export_conf *ec, const struct trace_spa
 uint8_t *trace_otlp_protobuf(const struct trace_export_conf *ec, const struct trace_span *spans, size_t n,
                              size_t *len);
 
+/* The collector's answer to an export (an ExportTraceServiceResponse, in
+ * the encoding its content_type names, lower case without parameters, or
+ * the request's protocol when it names neither): how many spans its
+ * partial_success says were rejected (0: none, or a body that does not
+ * parse) and its error_message in msg (cut to msg_cap, NUL-terminated; ""
+ * when none; JSON escapes undone, bytes as the collector sent them). */
+uint64_t trace_otlp_rejected(enum conf_tracing_protocol protocol, const char *content_type, const char *body,
+                             size_t len, char *msg, size_t msg_cap);
+
 /* The Content-Type of an encoding. */
 const char *trace_otlp_content_type(enum conf_tracing_protocol protocol);
 

@@ -103,6 +103,7 @@ static const char *const upload_limit_names[] = {CTR_UPLOAD_LIMIT_LIST(CTR_STR)}
 static const char *const verdict_names[] = {CTR_ROLLOUT_VERDICT_LIST(CTR_STR)};
 static const char *const log_output_names[] = {CTR_LOG_OUTPUT_LIST(CTR_STR)};
 static const char *const conn_refused_names[] = {CTR_CONN_REFUSED_LIST(CTR_STR)};
+static const char *const trace_reject_names[] = {CTR_TRACE_REJECT_LIST(CTR_STR)};
 #undef CTR_STR
 
 /* The value of a fixed label, or NULL for a value that is never shown (REASON_NONE). */
@@ -141,6 +142,8 @@ static const char *lset_value(enum ctr_lset ls, unsigned i)
 		return log_output_names[i];
 	case CTR_LSET_CONN_REFUSED:
 		return conn_refused_names[i];
+	case CTR_LSET_TRACE_REJECT:
+		return trace_reject_names[i];
 	case CTR_LSET_NONE:
 	default:
 		return "";

@@ -229,6 +229,17 @@ enum ctr_log_output {
 	CTR_LOG_OUT__COUNT
 };
 
+/* Why the OTLP collector refused spans (sluice_tracing_spans_rejected_total;
+ * modules/trace_export.c): named in a 2xx answer's partialSuccess, or the
+ * whole batch refused with a 4xx other than 408 and 429 (not worth a resend). */
+#define CTR_TRACE_REJECT_LIST(X) X(PARTIAL_SUCCESS, "partial_success") X(REFUSED, "refused")
+enum ctr_trace_reject {
+#define CTR_TRACE_REJECT_ENUM(sym, str) CTR_TRACE_REJECT_##sym,
+	CTR_TRACE_REJECT_LIST(CTR_TRACE_REJECT_ENUM)
+#undef CTR_TRACE_REJECT_ENUM
+	CTR_TRACE_REJECT__COUNT
+};
+
 /* label set: its label name and how many values it has */
 #define CTR_LSET_LIST(X)                                                                                               \
 	X(NONE, NULL, 1)                                                                                               \
@@ -247,7 +258,8 @@ enum ctr_log_output {
 	X(UPLOAD_LIMIT, "limit", CTR_UPLOAD__COUNT)                                                                    \
 	X(ROLLOUT_VERDICT, "verdict", CTR_VERDICT__COUNT)                                                              \
 	X(LOG_OUTPUT, "output", CTR_LOG_OUT__COUNT)                                                                    \
-	X(CONN_REFUSED, "reason", CTR_CONN_REFUSED__COUNT)
+	X(CONN_REFUSED, "reason", CTR_CONN_REFUSED__COUNT)                                                            \
+	X(TRACE_REJECT, "reason", CTR_TRACE_REJECT__COUNT)
 enum ctr_lset {
 #define CTR_LSET_ENUM(sym, label, card) CTR_LSET_##sym,
 	CTR_LSET_LIST(CTR_LSET_ENUM)
@@ -323,6 +335,8 @@ enum ctr_kind { CTR_KIND_COUNTER, CTR_KIND_HISTOGRAM, CTR_KIND_GAUGE };
 	  "Sampled spans not delivered: a worker's queue was full, or the collector failed or was not configured")   \
 	X(TRACE_EXPORT_FAILURES, "sluice_tracing_export_failures_total", COUNTER, NONE,                               \
 	  "OTLP export requests that failed (connect, timeout, an answer other than 2xx)")                              \
+	X(TRACE_SPANS_REJECTED, "sluice_tracing_spans_rejected_total", COUNTER, TRACE_REJECT,                         \
+	  "Spans the OTLP collector refused, by reason (also counted as dropped)")                                    \
 	X(ACCESS_LOG_DROPPED, "sluice_access_log_dropped_total", COUNTER, LOG_OUTPUT,                                 \
 	  "Access-log lines dropped, by output: a worker's queue was full, a write failed, or the collector was unreachable") \
 	X(ERROR_LOG_DROPPED, "sluice_error_log_dropped_total", COUNTER, NONE,                                         \

@@ -22,6 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from conftest import RawConn, base_config, closed_port, config_to_lua, free_port, run_sluice, wait_until
+from test_admin_http import http_get
 from test_counters import ctl, total
 from test_tls_certs import certs  # noqa: F401 (a fixture)
 
@@ -327,7 +328,7 @@ def traced_gw(sluice, upstreams, tracing, sockdir=None, **kw):
     cfg = base_config(port, [u.address], routes=routes, tracing=tracing, **kw)
     cfg["pools"]["dead"] = {"servers": [{"address": "127.0.0.1:%d" % closed_port()}]}
     if sockdir:
-        cfg["admin"] = {"socket": os.path.join(sockdir, "admin.sock")}
+        cfg["admin"] = dict(cfg.get("admin", {}), socket=os.path.join(sockdir, "admin.sock"))
     gw = sluice(cfg)
     gw.cfg = cfg
     gw.u = u
@@ -634,6 +635,7 @@ def test_collector_error_status_counts_failures(sluice, upstreams, collector, so
     wait_until(lambda: counter(gw.sock, "sluice_tracing_spans_dropped_total") == 10, timeout=10,
                what="10 spans dropped")
     assert counter(gw.sock, "sluice_tracing_export_failures_total") >= 1
+    assert counter(gw.sock, "sluice_tracing_spans_rejected_total") == 0  # a 503 passes: not a refusal
 
 
 def test_small_queue_drops_and_batches(sluice, upstreams, collector, sockdir):
@@ -773,6 +775,54 @@ def test_https_collector_keeps_one_tls_connection_and_resumes(sluice, upstreams,
         else:
             assert exports >= 4 and col.connections == 1, (exports, col.connections)
         gw.stop()
+
+
+@pytest.mark.parametrize("protocol", ["http/json", "http/protobuf"])
+def test_partial_success_is_counted_and_logged(sluice, upstreams, collector, sockdir, protocol):
+    """A 200 whose body is an OTLP partial success (one span of each batch
+    rejected, with a message): the rejected spans are counted (rejected
+    with reason partial_success, and dropped), the rest exported, and the
+    collector's message logged at most once a second."""
+    col = collector(protocol=protocol, rejected=1, message="span \"x\" is too old")
+    aport = free_port()
+    gw = traced_gw(sluice, upstreams, {"otlp": col.url, "protocol": protocol, "sample": 1, "interval": "100ms"},
+                   sockdir=sockdir, workers=1, admin={"http": "127.0.0.1:%d" % aport})
+    t0 = time.monotonic()
+    export_spaced(gw, 8, "/app/partial")
+    span_ids_once(col, 16)
+    exports = len(col.requests)
+    wait_until(lambda: counter(gw.sock, "sluice_tracing_spans_exported_total") == 16 - exports,
+               what="%d exported" % (16 - exports))
+    elapsed = time.monotonic() - t0
+    doc = ctl(gw.sock, "show", "counters", json_out=True)
+    assert total(doc, "sluice_tracing_spans_rejected_total", reason="partial_success") == exports
+    assert total(doc, "sluice_tracing_spans_rejected_total") == exports
+    assert total(doc, "sluice_tracing_spans_dropped_total") == exports
+    assert total(doc, "sluice_tracing_export_failures_total") == 0
+    logs = [e for e in gw.log_entries() if "rejected spans" in e.get("msg", "")]
+    assert logs and all(e["error"] == "span \"x\" is too old" for e in logs), logs
+    # one line a second at most: fewer lines than exports, none for most of them
+    assert 1 <= len(logs) <= int(elapsed) + 1 and len(logs) < exports, (len(logs), exports, elapsed)
+    assert sum(e["spans_rejected"] for e in logs) <= exports
+    # /metrics shows the family with its label
+    st, _, body = http_get(aport, "/metrics")
+    assert st == 200 and ('sluice_tracing_spans_rejected_total{reason="partial_success"} %d' % exports
+                          in body.decode()), body
+
+
+def test_collector_refusing_a_batch_counts_it_rejected(sluice, upstreams, collector, sockdir):
+    """A 400 (the collector refuses the data: resending would not help) is a
+    failed export whose spans are also counted as rejected, reason refused;
+    a 503 is a failure only."""
+    col = collector(status=400)
+    gw = traced_gw(sluice, upstreams, {"otlp": col.url, "sample": 1, "interval": "100ms"}, sockdir=sockdir)
+    for _ in range(3):
+        assert get(gw.port, "/app/refused").status == 200
+    wait_until(lambda: counter(gw.sock, "sluice_tracing_spans_dropped_total") == 6, what="6 spans dropped")
+    doc = ctl(gw.sock, "show", "counters", json_out=True)
+    assert total(doc, "sluice_tracing_spans_rejected_total", reason="refused") == 6
+    assert total(doc, "sluice_tracing_spans_rejected_total", reason="partial_success") == 0
+    assert counter(gw.sock, "sluice_tracing_export_failures_total") >= 1
 
 
 def comparable(sp):

@@ -453,6 +453,43 @@ START_TEST(ring_is_bounded)
 }
 END_TEST
 
+/* The collector's partial success, in both encodings, and answers that
+ * carry none or do not parse. */
+START_TEST(otlp_partial_success)
+{
+	char msg[32];
+	const char *j = "{ \"partialSuccess\" : {\"rejectedSpans\":\"3\",\"errorMessage\":\"span \\\"x\\\" too old \\u00e9\"},"
+	                "\"other\":[1,{\"a\":null},true]}";
+	ck_assert_uint_eq(trace_otlp_rejected(CONF_TRACING_HTTP_JSON, "application/json", j, strlen(j), msg, sizeof msg),
+	                  3);
+	ck_assert_str_eq(msg, "span \"x\" too old \xc3\xa9");
+	/* a number instead of the mapping's string; the proto field names; a message cut to fit */
+	j = "{\"partial_success\":{\"error_message\":\"0123456789012345678901234567890123456789\",\"rejected_spans\":7}}";
+	ck_assert_uint_eq(trace_otlp_rejected(CONF_TRACING_HTTP_JSON, "", j, strlen(j), msg, sizeof msg), 7);
+	ck_assert_uint_eq(strlen(msg), sizeof msg - 1);
+	/* none: an empty answer, {}, a partial success with only a message (a warning), garbage, negative */
+	const char *none[] = {"", "{}", "{\"partialSuccess\":{}}", "{\"partialSuccess\":{\"errorMessage\":\"warn\"}}",
+	                      "{\"partialSuccess\":{\"rejectedSpans\":\"5\"", "not json",
+	                      "{\"partialSuccess\":{\"rejectedSpans\":-2}}", "{\"partialSuccess\":{\"rejectedSpans\":\"1x\"}}"};
+	for (size_t i = 0; i < sizeof none / sizeof *none; i++)
+		ck_assert_uint_eq(trace_otlp_rejected(CONF_TRACING_HTTP_JSON, "application/json", none[i], strlen(none[i]),
+		                                      msg, sizeof msg),
+		                  0);
+	/* protobuf: partial_success (1) { rejected_spans (1) = 300, error_message (2) = "full" }, an unknown field after */
+	const char pb[] = "\x0a\x09\x08\xac\x02\x12\x04" "full" "\x18\x01";
+	ck_assert_uint_eq(trace_otlp_rejected(CONF_TRACING_HTTP_PROTOBUF, "application/x-protobuf", pb, sizeof pb - 1, msg,
+	                                      sizeof msg),
+	                  300);
+	ck_assert_str_eq(msg, "full");
+	/* by the request's protocol when the answer names no type; a truncated one tells nothing */
+	ck_assert_uint_eq(trace_otlp_rejected(CONF_TRACING_HTTP_PROTOBUF, "", pb, sizeof pb - 1, msg, sizeof msg), 300);
+	ck_assert_uint_eq(trace_otlp_rejected(CONF_TRACING_HTTP_PROTOBUF, "application/x-protobuf", pb, 4, msg, sizeof msg),
+	                  0);
+	ck_assert_uint_eq(trace_otlp_rejected(CONF_TRACING_HTTP_PROTOBUF, "application/x-protobuf", "", 0, msg, sizeof msg),
+	                  0);
+}
+END_TEST
+
 static Suite *trace_suite(void)
 {
 	Suite *s = suite_create("trace");
@@ -467,6 +504,7 @@ static Suite *trace_suite(void)
 	tcase_add_test(tc, pb_misuse_fails);
 	tcase_add_test(tc, otlp_protobuf_layout);
 	tcase_add_test(tc, ring_is_bounded);
+	tcase_add_test(tc, otlp_partial_success);
 	suite_add_tcase(s, tc);
 	return s;
 }
