@@ -236,10 +236,10 @@ static void tracing_attempt_end(struct request *r, int status, enum reason reaso
 	attempt_close(r->trace, status, reason, clock_mono_us());
 }
 
-/* Each attempt is a span of its own, the server span's child: its id goes
- * upstream as the traceparent's parent id, so the upstream's span hangs
- * under the attempt that reached it. Unsampled requests change the id too
- * (their upstreams see a new parent for each try) but record nothing. */
+/* Each attempt of a sampled request is a span of its own, the server
+ * span's child: its id goes upstream as the traceparent's parent id, so the
+ * upstream's span hangs under the attempt that reached it. (Unsampled
+ * requests have no hooks: tracing_access.) */
 static void tracing_attempt_begin(struct request *r)
 {
 	struct tracing_req *tq = r->trace;
@@ -249,8 +249,6 @@ static void tracing_attempt_begin(struct request *r)
 	trace_hex(id, sizeof id, hex);
 	/* "00-" trace id "-" span id "-" flags */
 	memcpy(tq->traceparent + 3 + 2 * TRACE_ID_LEN + 1, hex, 2 * TRACE_SPAN_ID_LEN);
-	if (!(r->trace_flags & TRACE_FLAG_SAMPLED))
-		return; /* nothing recorded: no clock read either */
 	uint64_t now = clock_mono_us();
 	attempt_close(tq, 0, REASON_NONE, now); /* one whose end was not told */
 	if (tq->n == TRACING_MAX_ATTEMPTS)
@@ -286,7 +284,12 @@ static enum phase_result tracing_access(struct request *r, const void *snapshot_
 	if (!snapshot_state)
 		return PHASE_CONTINUE;
 	char *traceparent = tracing_begin(r, snapshot_state, worker_state);
-	if (traceparent) {
+	/* An unsampled request records no attempt, so none needs an id of its
+	 * own: every attempt sends the server span's id as the parent (the
+	 * traceparent tracing_begin wrote), as nginx-otel does for every
+	 * request; W3C lets the parent id name the gateway's operation, and
+	 * keeps the trace id and the flags propagating. No hooks, no state. */
+	if (traceparent && (r->trace_flags & TRACE_FLAG_SAMPLED)) {
 		/* the request may go upstream: its attempts are told to us */
 		struct tracing_req *tq = arena_alloc(&r->arena, sizeof *tq);
 		memset(tq, 0, sizeof *tq);

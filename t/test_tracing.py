@@ -541,6 +541,77 @@ def test_each_upstream_attempt_is_a_client_span(sluice, upstreams, collector):
     assert TP.match(echoes[sp["attributes"]["sluice.request_id"]]).group(2) == second["spanId"]
 
 
+class Recorder:
+    """An upstream that keeps the traceparent of every request it gets and
+    answers with a fixed status (HTTP/1.1 keep-alive)."""
+
+    def __init__(self, status):
+        self.got = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self):
+                outer.got.append((self.path, self.headers.get_all("traceparent") or []))
+                self.send_response(status)
+                self.send_header("content-length", "3")
+                self.end_headers()
+                self.wfile.write(b"ok\n")
+
+            def log_message(self, *a):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.address = "127.0.0.1:%d" % self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize("sample", [0, 1])
+def test_unsampled_attempts_keep_propagating_one_parent(sluice, collector, sample):
+    """A request retried on another server: sampled, each attempt sends a
+    parent id of its own (its client span); unsampled, every attempt sends
+    a valid traceparent with the sampled flag off, the same trace id, and
+    the server span's id (the access log's span_id) as the parent."""
+    col = collector()
+    bad, good = Recorder(503), Recorder(200)
+    try:
+        routes = [{"name": "r", "match": {"path_prefix": "/"}, "pool": "p"}]
+        cfg = base_config(free_port(), [bad.address], routes=routes, workers=1,
+                          tracing={"otlp": col.url, "sample": sample, "interval": "100ms"})
+        cfg["pools"]["p"] = {"servers": [bad.address, good.address], "balance": "round_robin",
+                             "retry": {"attempts": 2, "on": ["503"]}}
+        gw = sluice(cfg)
+        for i in range(4):
+            assert get(gw.port, "/x/%d" % i, headers=[("X-Request-Id", "rq-%d" % i)]).status == 200
+        wait_until(lambda: len(gw.access_log()) == 4, what="4 access log lines")
+        log = {e["target"]: e for e in gw.access_log()}
+        seen = {}
+        for path, tps in bad.got + good.got:
+            assert len(tps) == 1, tps
+            m = TP.match(tps[0])
+            assert m, tps
+            seen.setdefault(path, []).append(m.groups())
+        retried = [p for p, got in seen.items() if len(got) == 2]
+        assert retried, seen  # round robin: some request met the 503 first
+        for path in retried:
+            (t1, p1, f1), (t2, p2, f2) = seen[path]
+            e = log[path]
+            assert t1 == t2 == e["trace_id"] and e["attempts"] == 2
+            if sample:
+                assert f1 == f2 == "01" and p1 != p2 and e["span_id"] not in (p1, p2)
+            else:
+                assert f1 == f2 == "00" and p1 == p2 == e["span_id"]
+    finally:
+        bad.stop()
+        good.stop()
+
+
 def test_local_answers_and_failures_are_spans(sluice, upstreams, collector):
     col = collector()
     gw = traced_gw(sluice, upstreams, {"otlp": col.url, "sample": 1, "interval": "100ms"})
