@@ -79,7 +79,7 @@ static unsigned split_host_port(const char *hp, char *host, size_t cap)
 	return port <= 65535 ? (unsigned)port : 0;
 }
 
-static void view_server(struct span_view *v, const char *method, bool known)
+static void view_server(struct span_view *v, const char *method)
 {
 	const struct trace_span *s = v->s;
 	v->kind = 2; /* SPAN_KIND_SERVER */
@@ -89,9 +89,6 @@ static void view_server(struct span_view *v, const char *method, bool known)
 		snprintf(v->name_buf, sizeof v->name_buf, "%s %s", method, s->route);
 		v->name = v->name_buf;
 	}
-	attr_str(v, "http.request.method", method);
-	if (!known)
-		attr_str(v, "http.request.method_original", s->method);
 	attr_str(v, "url.path", s->path);
 	attr_str(v, "url.scheme", s->scheme);
 	attr_str(v, "http.route", s->route);
@@ -116,15 +113,12 @@ static void view_server(struct span_view *v, const char *method, bool known)
 }
 
 /* One upstream attempt: the OpenTelemetry HTTP client span. */
-static void view_client(struct span_view *v, const char *method, bool known)
+static void view_client(struct span_view *v)
 {
 	const struct trace_span *s = v->s;
 	v->kind = 3; /* SPAN_KIND_CLIENT; its parent, the server span, is local */
 	unsigned port = split_host_port(s->upstream, v->peer_host, sizeof v->peer_host);
 	snprintf(v->url, sizeof v->url, "%s://%s%s", s->scheme, s->upstream, s->path);
-	attr_str(v, "http.request.method", method);
-	if (!known)
-		attr_str(v, "http.request.method_original", s->method);
 	attr_str(v, "server.address", v->peer_host);
 	if (port)
 		attr_int(v, "server.port", port);
@@ -151,10 +145,14 @@ static void span_view(const struct trace_span *s, struct span_view *v)
 	bool known = method_known(s->method);
 	const char *method = known ? s->method : "_OTHER";
 	v->name = method;
+	/* both kinds start with the method */
+	attr_str(v, "http.request.method", method);
+	if (!known)
+		attr_str(v, "http.request.method_original", s->method);
 	if (s->client)
-		view_client(v, method, known);
+		view_client(v);
 	else
-		view_server(v, method, known);
+		view_server(v, method);
 }
 
 /* ---- UTF-8 ---- */
@@ -257,18 +255,19 @@ static inline bool tb_room(struct tbuf *b, size_t n)
 	return (!b->oom && b->len + n + 1 <= b->cap) || tb_grow(b, n);
 }
 
+/* (the NUL goes on at the end: trace_otlp_json; tb_room keeps room for it) */
 static void tb_put(struct tbuf *b, const char *s, size_t n)
 {
 	if (!tb_room(b, n))
 		return;
 	memcpy(b->p + b->len, s, n);
 	b->len += n;
-	b->p[b->len] = '\0';
 }
 
-static void tb_cstr(struct tbuf *b, const char *s)
+static inline void tb_put1(struct tbuf *b, char c)
 {
-	tb_put(b, s, strlen(s));
+	if (tb_room(b, 1))
+		b->p[b->len++] = c;
 }
 
 /* a JSON string, quoted: valid UTF-8 goes as it is (the same text as the
@@ -330,185 +329,388 @@ static void tb_u64(struct tbuf *b, uint64_t v, bool quoted)
 
 static void tb_hex(struct tbuf *b, const uint8_t *id, size_t n)
 {
-	char hex[2 * TRACE_ID_LEN + 1];
-	trace_hex(id, n, hex);
-	tb_put(b, "\"", 1);
-	tb_put(b, hex, 2 * n);
-	tb_put(b, "\"", 1);
+	char hex[2 * TRACE_ID_LEN + 3];
+	trace_hex(id, n, hex + 1);
+	hex[0] = hex[2 * n + 1] = '"';
+	tb_put(b, hex, 2 * n + 2);
 }
 
-/* attribute keys are the code's own plain ASCII, not escaped; int64 values
- * are strings in OTLP JSON (the protobuf JSON mapping) */
-static void tb_attrs(struct tbuf *b, const struct otlp_attr *a, size_t n)
+/* ---- one walk, two writers ----
+ * The request is walked once (walk_request: the envelope, the resource,
+ * each span's fields and attributes); a writer turns each field into its
+ * encoding. A field names itself both ways: its JSON member (the OTLP JSON
+ * mapping: lowerCamel, ids in hex, 64-bit integers as strings) and its
+ * protobuf number (opentelemetry/proto: collector/trace/v1, trace/v1,
+ * common/v1, resource/v1; fields equal to their default are left out, as
+ * proto3 encoders do). */
+
+enum otlp_type {
+	OT_MSG,     /* a message, or one element of a repeated message field */
+	OT_ID,      /* bytes: hex in JSON */
+	OT_STR,
+	OT_ENUM,    /* a varint: a number in JSON */
+	OT_FIXED32, /* a number in JSON */
+	OT_FIXED64, /* a string in JSON */
+	OT_INT64,   /* a varint: a string in JSON */
+};
+
+struct otlp_field {
+	const char *json; /* ",\"name\":", the member's key as written after another (the first: from json + 1) */
+	size_t json_len;
+	uint32_t pb;
+	enum otlp_type type;
+};
+
+#define OTLP_FIELD(sym, name, number, t)                                                                           \
+	static const struct otlp_field sym = {",\"" name "\":", sizeof(",\"" name "\":") - 1, number, t}
+OTLP_FIELD(F_RESOURCE_SPANS, "resourceSpans", 1, OT_MSG); /* ExportTraceServiceRequest */
+OTLP_FIELD(F_RESOURCE, "resource", 1, OT_MSG);            /* ResourceSpans */
+OTLP_FIELD(F_SCOPE_SPANS, "scopeSpans", 2, OT_MSG);
+OTLP_FIELD(F_RES_ATTRIBUTES, "attributes", 1, OT_MSG);    /* Resource */
+OTLP_FIELD(F_SCOPE, "scope", 1, OT_MSG);                  /* ScopeSpans */
+OTLP_FIELD(F_SPANS, "spans", 2, OT_MSG);
+OTLP_FIELD(F_SCOPE_NAME, "name", 1, OT_STR);              /* InstrumentationScope */
+OTLP_FIELD(F_SCOPE_VERSION, "version", 2, OT_STR);
+OTLP_FIELD(F_TRACE_ID, "traceId", 1, OT_ID);              /* Span */
+OTLP_FIELD(F_SPAN_ID, "spanId", 2, OT_ID);
+OTLP_FIELD(F_TRACE_STATE, "traceState", 3, OT_STR);
+OTLP_FIELD(F_PARENT_SPAN_ID, "parentSpanId", 4, OT_ID);
+OTLP_FIELD(F_NAME, "name", 5, OT_STR);
+OTLP_FIELD(F_KIND, "kind", 6, OT_ENUM);
+OTLP_FIELD(F_START, "startTimeUnixNano", 7, OT_FIXED64);
+OTLP_FIELD(F_END, "endTimeUnixNano", 8, OT_FIXED64);
+OTLP_FIELD(F_SPAN_ATTRIBUTES, "attributes", 9, OT_MSG);
+OTLP_FIELD(F_STATUS, "status", 15, OT_MSG);
+OTLP_FIELD(F_FLAGS, "flags", 16, OT_FIXED32);
+OTLP_FIELD(F_STATUS_CODE, "code", 3, OT_ENUM);            /* Status */
+OTLP_FIELD(F_KV_KEY, "key", 1, OT_STR);                   /* KeyValue */
+OTLP_FIELD(F_KV_VALUE, "value", 2, OT_MSG);
+OTLP_FIELD(F_ANY_STRING, "stringValue", 1, OT_STR);       /* AnyValue */
+OTLP_FIELD(F_ANY_INT, "intValue", 3, OT_INT64);
+#undef OTLP_FIELD
+
+/* A writer. A repeated message field is list_begin, an elem_begin/elem_end
+ * pair per element, list_end; a single one msg_begin/msg_end. str's plain:
+ * the code's own ASCII (keys, the scope), written as it is; else a string
+ * from outside, cleaned to UTF-8 (and escaped in JSON). */
+struct otlp_writer {
+	bool by_number; /* fields in field-number order (protobuf's canonical form) */
+	void (*list_begin)(void *o, const struct otlp_field *f);
+	void (*list_end)(void *o);
+	void (*elem_begin)(void *o, const struct otlp_field *f);
+	void (*msg_begin)(void *o, const struct otlp_field *f);
+	void (*end)(void *o); /* of an element or a message */
+	void (*id)(void *o, const struct otlp_field *f, const uint8_t *id, size_t n);
+	void (*str)(void *o, const struct otlp_field *f, const char *s, bool plain);
+	void (*num)(void *o, const struct otlp_field *f, uint64_t v);
+	/* one KeyValue of the repeated field list (attributes: the most
+	 * frequent message, written in one piece) */
+	void (*attr)(void *o, const struct otlp_field *list, const struct otlp_attr *a);
+};
+
+static void walk_attrs(const struct otlp_writer *w, void *o, const struct otlp_field *list,
+                       const struct otlp_attr *a, size_t n)
 {
-	for (size_t i = 0; i < n; i++) {
-		tb_cstr(b, i ? ",{\"key\":\"" : "{\"key\":\"");
-		tb_cstr(b, a[i].key);
-		if (a[i].str) {
-			tb_cstr(b, "\",\"value\":{\"stringValue\":");
-			tb_json(b, a[i].str);
-		} else {
-			tb_cstr(b, "\",\"value\":{\"intValue\":");
-			tb_u64(b, a[i].num, true);
-		}
-		tb_cstr(b, "}}");
-	}
+	w->list_begin(o, list);
+	for (size_t i = 0; i < n; i++)
+		w->attr(o, list, &a[i]);
+	w->list_end(o);
 }
 
-static void json_span(struct tbuf *b, const struct trace_span *s)
+static void walk_span(const struct otlp_writer *w, void *o, const struct trace_span *s)
 {
 	struct span_view v;
 	span_view(s, &v);
-	tb_cstr(b, "{\"traceId\":");
-	tb_hex(b, s->trace_id, TRACE_ID_LEN);
-	tb_cstr(b, ",\"spanId\":");
-	tb_hex(b, s->span_id, TRACE_SPAN_ID_LEN);
-	if (v.has_parent) {
-		tb_cstr(b, ",\"parentSpanId\":");
-		tb_hex(b, s->parent_id, TRACE_SPAN_ID_LEN);
+	w->elem_begin(o, &F_SPANS);
+	w->id(o, &F_TRACE_ID, s->trace_id, TRACE_ID_LEN);
+	w->id(o, &F_SPAN_ID, s->span_id, TRACE_SPAN_ID_LEN);
+	/* the encodings' only difference in order: JSON keeps the member order
+	 * it always had, protobuf goes by field number */
+	if (w->by_number && s->trace_state[0])
+		w->str(o, &F_TRACE_STATE, s->trace_state, false);
+	if (v.has_parent)
+		w->id(o, &F_PARENT_SPAN_ID, s->parent_id, TRACE_SPAN_ID_LEN);
+	if (!w->by_number) {
+		if (s->trace_state[0])
+			w->str(o, &F_TRACE_STATE, s->trace_state, false);
+		w->num(o, &F_FLAGS, v.flags);
 	}
-	if (s->trace_state[0]) {
-		tb_cstr(b, ",\"traceState\":");
-		tb_json(b, s->trace_state);
+	w->str(o, &F_NAME, v.name, false);
+	w->num(o, &F_KIND, v.kind);
+	w->num(o, &F_START, s->start_ns);
+	w->num(o, &F_END, s->end_ns);
+	walk_attrs(w, o, &F_SPAN_ATTRIBUTES, v.attrs, v.n);
+	if (v.error) {
+		w->msg_begin(o, &F_STATUS);
+		w->num(o, &F_STATUS_CODE, 2); /* STATUS_CODE_ERROR */
+		w->end(o);
 	}
-	tb_cstr(b, ",\"flags\":");
-	tb_u64(b, v.flags, false);
-	tb_cstr(b, ",\"name\":");
-	tb_json(b, v.name);
-	tb_cstr(b, ",\"kind\":");
-	tb_u64(b, v.kind, false);
-	tb_cstr(b, ",\"startTimeUnixNano\":");
-	tb_u64(b, s->start_ns, true);
-	tb_cstr(b, ",\"endTimeUnixNano\":");
-	tb_u64(b, s->end_ns, true);
-	tb_cstr(b, ",\"attributes\":[");
-	tb_attrs(b, v.attrs, v.n);
-	tb_cstr(b, "]");
-	if (v.error)
-		tb_cstr(b, ",\"status\":{\"code\":2}");
-	tb_cstr(b, "}");
+	if (w->by_number)
+		w->num(o, &F_FLAGS, v.flags);
+	w->end(o);
 }
+
+static void walk_request(const struct otlp_writer *w, void *o, const struct trace_export_conf *ec,
+                         const struct trace_span *spans, size_t n)
+{
+	const struct otlp_attr res[] = {{.key = "service.name", .str = ec->service_name},
+	                                {.key = "service.version", .str = PACKAGE_VERSION}};
+	w->list_begin(o, &F_RESOURCE_SPANS);
+	w->elem_begin(o, &F_RESOURCE_SPANS);
+	w->msg_begin(o, &F_RESOURCE);
+	walk_attrs(w, o, &F_RES_ATTRIBUTES, res, 2);
+	w->end(o);
+	w->list_begin(o, &F_SCOPE_SPANS);
+	w->elem_begin(o, &F_SCOPE_SPANS);
+	w->msg_begin(o, &F_SCOPE);
+	w->str(o, &F_SCOPE_NAME, "sluice", true);
+	w->str(o, &F_SCOPE_VERSION, PACKAGE_VERSION, true);
+	w->end(o);
+	w->list_begin(o, &F_SPANS);
+	for (size_t i = 0; i < n; i++)
+		walk_span(w, o, &spans[i]);
+	w->list_end(o);
+	w->end(o);
+	w->list_end(o);
+	w->end(o);
+	w->list_end(o);
+}
+
+/* ---- the JSON writer ---- */
+
+#define JSON_MAX_DEPTH 16
+
+struct json_out {
+	struct tbuf b;
+	unsigned depth;
+	bool later[JSON_MAX_DEPTH]; /* a member or element was written at this depth: the next needs a comma */
+};
+
+static void jw_sep(struct json_out *j)
+{
+	if (j->later[j->depth])
+		tb_put1(&j->b, ',');
+	j->later[j->depth] = true;
+}
+
+static void jw_key(struct json_out *j, const struct otlp_field *f)
+{
+	size_t first = !j->later[j->depth]; /* no comma before the first member */
+	j->later[j->depth] = true;
+	tb_put(&j->b, f->json + first, f->json_len - first);
+}
+
+static void jw_open(struct json_out *j, char c)
+{
+	tb_put1(&j->b, c);
+	if (j->depth + 1 < JSON_MAX_DEPTH) {
+		j->later[++j->depth] = false;
+	} else {
+		j->b.oom = true; /* deeper than OTLP goes: a bug, reported as a failure */
+		j->later[j->depth] = false;
+	}
+}
+
+static void jw_close(struct json_out *j, char c)
+{
+	tb_put1(&j->b, c);
+	if (j->depth > 0 && !j->b.oom)
+		j->depth--;
+}
+
+static void jw_list_begin(void *o, const struct otlp_field *f)
+{
+	jw_key(o, f);
+	jw_open(o, '[');
+}
+
+static void jw_list_end(void *o)
+{
+	jw_close(o, ']');
+}
+
+static void jw_elem_begin(void *o, const struct otlp_field *f)
+{
+	(void)f;
+	jw_sep(o);
+	jw_open(o, '{');
+}
+
+static void jw_msg_begin(void *o, const struct otlp_field *f)
+{
+	jw_key(o, f);
+	jw_open(o, '{');
+}
+
+static void jw_end(void *o)
+{
+	jw_close(o, '}');
+}
+
+static void jw_id(void *o, const struct otlp_field *f, const uint8_t *id, size_t n)
+{
+	struct json_out *j = o;
+	jw_key(j, f);
+	tb_hex(&j->b, id, n);
+}
+
+static void jw_str(void *o, const struct otlp_field *f, const char *s, bool plain)
+{
+	struct json_out *j = o;
+	jw_key(j, f);
+	if (!plain) {
+		tb_json(&j->b, s);
+		return;
+	}
+	size_t n = strlen(s);
+	if (!tb_room(&j->b, n + 2))
+		return;
+	char *w = j->b.p + j->b.len;
+	w[0] = '"';
+	memcpy(w + 1, s, n);
+	w[n + 1] = '"';
+	j->b.len += n + 2;
+}
+
+/* 64-bit integers are strings in OTLP JSON (the protobuf JSON mapping) */
+static void jw_num(void *o, const struct otlp_field *f, uint64_t v)
+{
+	struct json_out *j = o;
+	jw_key(j, f);
+	tb_u64(&j->b, v, f->type == OT_FIXED64 || f->type == OT_INT64);
+}
+
+/* {"key":"K","value":{"stringValue":"V"}} or {..."intValue":"N"}}: keys are
+ * the code's own ASCII */
+static void jw_attr(void *o, const struct otlp_field *list, const struct otlp_attr *a)
+{
+	(void)list;
+	struct json_out *j = o;
+	jw_sep(j);
+	size_t n = strlen(a->key);
+	if (!tb_room(&j->b, n + 40))
+		return;
+	char *w = j->b.p + j->b.len;
+	memcpy(w, "{\"key\":\"", 8);
+	memcpy(w + 8, a->key, n);
+	w += 8 + n;
+	if (a->str) {
+		memcpy(w, "\",\"value\":{\"stringValue\":", 25);
+		j->b.len = (size_t)(w + 25 - j->b.p);
+		tb_json(&j->b, a->str);
+	} else {
+		memcpy(w, "\",\"value\":{\"intValue\":", 22);
+		j->b.len = (size_t)(w + 22 - j->b.p);
+		tb_u64(&j->b, a->num, true);
+	}
+	tb_put(&j->b, "}}", 2);
+}
+
+static const struct otlp_writer json_writer = {
+    .by_number = false,
+    .list_begin = jw_list_begin,
+    .list_end = jw_list_end,
+    .elem_begin = jw_elem_begin,
+    .msg_begin = jw_msg_begin,
+    .end = jw_end,
+    .id = jw_id,
+    .str = jw_str,
+    .num = jw_num,
+    .attr = jw_attr,
+};
 
 char *trace_otlp_json(const struct trace_export_conf *ec, const struct trace_span *spans, size_t n, size_t *len)
 {
-	struct tbuf b = {0};
-	const struct otlp_attr res[] = {{.key = "service.name", .str = ec->service_name},
-	                                {.key = "service.version", .str = PACKAGE_VERSION}};
-	tb_cstr(&b, "{\"resourceSpans\":[{\"resource\":{\"attributes\":[");
-	tb_attrs(&b, res, 2);
-	tb_cstr(&b, "]},\"scopeSpans\":[{\"scope\":{\"name\":\"sluice\",\"version\":\"" PACKAGE_VERSION "\"},\"spans\":[");
-	for (size_t i = 0; i < n; i++) {
-		if (i)
-			tb_put(&b, ",", 1);
-		json_span(&b, &spans[i]);
-	}
-	tb_cstr(&b, "]}]}]}");
-	if (b.oom) {
-		free(b.p);
+	struct json_out j = {0};
+	jw_open(&j, '{');
+	walk_request(&json_writer, &j, ec, spans, n);
+	jw_close(&j, '}');
+	if (!j.b.oom && tb_room(&j.b, 0))
+		j.b.p[j.b.len] = '\0';
+	if (j.b.oom) {
+		free(j.b.p);
 		return NULL;
 	}
-	*len = b.len;
-	return b.p;
+	*len = j.b.len;
+	return j.b.p;
 }
 
-/* ---- protobuf ----
- * Field numbers of opentelemetry/proto (collector/trace/v1, trace/v1,
- * common/v1, resource/v1); fields equal to their default are left out, as
- * proto3 encoders do. */
+/* ---- the protobuf writer (pb_write.h) ---- */
 
-enum {
-	PB_REQ_RESOURCE_SPANS = 1,  /* ExportTraceServiceRequest */
-	PB_RS_RESOURCE = 1,         /* ResourceSpans */
-	PB_RS_SCOPE_SPANS = 2,
-	PB_RES_ATTRIBUTES = 1,      /* Resource */
-	PB_SS_SCOPE = 1,            /* ScopeSpans */
-	PB_SS_SPANS = 2,
-	PB_SCOPE_NAME = 1,          /* InstrumentationScope */
-	PB_SCOPE_VERSION = 2,
-	PB_SPAN_TRACE_ID = 1,       /* Span */
-	PB_SPAN_SPAN_ID = 2,
-	PB_SPAN_TRACE_STATE = 3,
-	PB_SPAN_PARENT_SPAN_ID = 4,
-	PB_SPAN_NAME = 5,
-	PB_SPAN_KIND = 6,
-	PB_SPAN_START = 7,
-	PB_SPAN_END = 8,
-	PB_SPAN_ATTRIBUTES = 9,
-	PB_SPAN_STATUS = 15,
-	PB_SPAN_FLAGS = 16,
-	PB_STATUS_CODE = 3,         /* Status */
-	PB_KV_KEY = 1,              /* KeyValue */
-	PB_KV_VALUE = 2,
-	PB_ANY_STRING = 1,          /* AnyValue */
-	PB_ANY_INT = 3,
-};
+static void pw_none(void *o)
+{
+	(void)o;
+}
 
-static void pb_utf8(struct pb_buf *b, uint32_t field, const char *s)
+static void pw_list_begin(void *o, const struct otlp_field *f)
+{
+	(void)o;
+	(void)f;
+}
+
+static void pw_begin(void *o, const struct otlp_field *f)
+{
+	pb_begin(o, f->pb);
+}
+
+static void pw_end(void *o)
+{
+	pb_end(o);
+}
+
+static void pw_id(void *o, const struct otlp_field *f, const uint8_t *id, size_t n)
+{
+	pb_bytes(o, f->pb, id, n);
+}
+
+static void pw_str(void *o, const struct otlp_field *f, const char *s, bool plain)
 {
 	char clean[CLEAN_CAP];
-	pb_string(b, field, utf8_clean(s, clean, sizeof clean));
+	pb_string(o, f->pb, plain ? s : utf8_clean(s, clean, sizeof clean));
 }
 
-static void pb_attrs(struct pb_buf *b, uint32_t field, const struct otlp_attr *a, size_t n)
+static void pw_num(void *o, const struct otlp_field *f, uint64_t v)
 {
-	for (size_t i = 0; i < n; i++) {
-		pb_begin(b, field);
-		pb_string(b, PB_KV_KEY, a[i].key);
-		pb_begin(b, PB_KV_VALUE);
-		if (a[i].str)
-			pb_utf8(b, PB_ANY_STRING, a[i].str);
-		else
-			pb_varint(b, PB_ANY_INT, a[i].num);
-		pb_end(b);
-		pb_end(b);
-	}
+	if (f->type == OT_FIXED64)
+		pb_fixed64(o, f->pb, v);
+	else if (f->type == OT_FIXED32)
+		pb_fixed32(o, f->pb, (uint32_t)v);
+	else
+		pb_varint(o, f->pb, v);
 }
 
-static void pb_span(struct pb_buf *b, const struct trace_span *s)
+static void pw_attr(void *o, const struct otlp_field *list, const struct otlp_attr *a)
 {
-	struct span_view v;
-	span_view(s, &v);
-	pb_begin(b, PB_SS_SPANS);
-	pb_bytes(b, PB_SPAN_TRACE_ID, s->trace_id, TRACE_ID_LEN);
-	pb_bytes(b, PB_SPAN_SPAN_ID, s->span_id, TRACE_SPAN_ID_LEN);
-	if (s->trace_state[0])
-		pb_utf8(b, PB_SPAN_TRACE_STATE, s->trace_state);
-	if (v.has_parent)
-		pb_bytes(b, PB_SPAN_PARENT_SPAN_ID, s->parent_id, TRACE_SPAN_ID_LEN);
-	pb_utf8(b, PB_SPAN_NAME, v.name);
-	pb_varint(b, PB_SPAN_KIND, v.kind);
-	pb_fixed64(b, PB_SPAN_START, s->start_ns);
-	pb_fixed64(b, PB_SPAN_END, s->end_ns);
-	pb_attrs(b, PB_SPAN_ATTRIBUTES, v.attrs, v.n);
-	if (v.error) {
-		pb_begin(b, PB_SPAN_STATUS);
-		pb_varint(b, PB_STATUS_CODE, 2); /* STATUS_CODE_ERROR */
-		pb_end(b);
-	}
-	pb_fixed32(b, PB_SPAN_FLAGS, v.flags);
-	pb_end(b);
+	pb_begin(o, list->pb);
+	pb_string(o, F_KV_KEY.pb, a->key);
+	pb_begin(o, F_KV_VALUE.pb);
+	if (a->str)
+		pw_str(o, &F_ANY_STRING, a->str, false);
+	else
+		pb_varint(o, F_ANY_INT.pb, a->num);
+	pb_end(o);
+	pb_end(o);
 }
+
+static const struct otlp_writer pb_writer = {
+    .by_number = true,
+    .list_begin = pw_list_begin,
+    .list_end = pw_none,
+    .elem_begin = pw_begin,
+    .msg_begin = pw_begin,
+    .end = pw_end,
+    .id = pw_id,
+    .str = pw_str,
+    .num = pw_num,
+    .attr = pw_attr,
+};
 
 uint8_t *trace_otlp_protobuf(const struct trace_export_conf *ec, const struct trace_span *spans, size_t n,
                              size_t *len)
 {
 	struct pb_buf b;
 	pb_init(&b);
-	const struct otlp_attr res[] = {{.key = "service.name", .str = ec->service_name},
-	                                {.key = "service.version", .str = PACKAGE_VERSION}};
-	pb_begin(&b, PB_REQ_RESOURCE_SPANS);
-	pb_begin(&b, PB_RS_RESOURCE);
-	pb_attrs(&b, PB_RES_ATTRIBUTES, res, 2);
-	pb_end(&b);
-	pb_begin(&b, PB_RS_SCOPE_SPANS);
-	pb_begin(&b, PB_SS_SCOPE);
-	pb_string(&b, PB_SCOPE_NAME, "sluice");
-	pb_string(&b, PB_SCOPE_VERSION, PACKAGE_VERSION);
-	pb_end(&b);
-	for (size_t i = 0; i < n; i++)
-		pb_span(&b, &spans[i]);
-	pb_end(&b);
-	pb_end(&b);
+	walk_request(&pb_writer, &b, ec, spans, n);
 	return pb_take(&b, len);
 }
 

@@ -3,8 +3,9 @@
  * hex) or binary protobuf (pb_write.h). Pure functions, any thread; the
  * exporter thread calls them (trace_export.h).
  *
- * Both encodings come from one view of each span (its name, kind, flags,
- * status and attribute list, built once), so they carry the same content:
+ * Both encodings come from one walk over the request with a writer for
+ * each, and from one view of each span (its name, kind, flags, status and
+ * attribute list, built once), so they carry the same content:
  * the server span with the OpenTelemetry HTTP server attributes, a client
  * span (one per upstream attempt) with the HTTP client ones. Strings that
  * are not valid UTF-8 (a path or user agent with raw bytes) have each bad

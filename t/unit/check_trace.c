@@ -15,6 +15,10 @@
 #include "trace_export.h"
 #include "trace_otlp.h"
 
+#ifndef SLUICE_SRCDIR
+#define SLUICE_SRCDIR "."
+#endif
+
 #define TRACE "4bf92f3577b34da6a3ce929d0e0e4736"
 #define SPAN "00f067aa0ba902b7"
 
@@ -162,6 +166,109 @@ START_TEST(otlp_json_shape)
 	ck_assert_ptr_nonnull(strstr(second, "\"status\":{\"code\":2}}"));
 	ck_assert(strcmp(j + len - 6, "]}]}]}") == 0);
 	free(j);
+}
+END_TEST
+
+/* A varied batch (a server span continued with tracestate, escapes, bad
+ * UTF-8 and an IPv6 client; a retried client span with an unknown method;
+ * a failed root span with a path long enough for two-byte lengths), whose
+ * two encodings must stay byte for byte what the files in t/unit/data hold
+ * (made by the encoders before they shared one walk). With
+ * SLUICE_WRITE_GOLDEN set, the files are written instead: only for an
+ * intended change of the output. */
+static void golden_spans(struct trace_span *sp)
+{
+	test_spans(sp, 3);
+	struct trace_span *s = &sp[0];
+	memset(s->parent_id, 0xcd, sizeof s->parent_id);
+	s->flags = 1;
+	s->status = 200;
+	s->upstream_status = 200;
+	s->client_port = 40000;
+	s->bytes_in = 5;
+	s->bytes_out = 1234;
+	strcpy(s->method, "GET");
+	strcpy(s->scheme, "https");
+	strcpy(s->protocol, "2");
+	strcpy(s->route, "api");
+	strcpy(s->listener, "pub");
+	strcpy(s->client_ip, "2001:db8::1");
+	strcpy(s->upstream, "10.0.0.2:8080");
+	strcpy(s->request_id, "rid-1");
+	strcpy(s->host, "example.test");
+	strcpy(s->path, "/a\"b\\c\n\x01\x7f/caf\xc3\xa9");
+	strcpy(s->user_agent, "ua \xff\xc3 \xe2\x98\x83");
+	strcpy(s->trace_state, "k=v,x@sys=a b");
+	s = &sp[1];
+	memcpy(s->parent_id, sp[0].span_id, sizeof s->parent_id);
+	s->client = true;
+	s->flags = 1;
+	s->resend_count = 1;
+	s->status = 503;
+	strcpy(s->error_type, "503");
+	strcpy(s->method, "BREW");
+	strcpy(s->scheme, "http");
+	strcpy(s->upstream, "[::1]:9000");
+	strcpy(s->path, "/p");
+	strcpy(s->pool, "web");
+	strcpy(s->request_id, "rid-1");
+	strcpy(s->trace_state, "k=v,x@sys=a b");
+	s = &sp[2];
+	strcpy(s->error_type, "upstream_timeout");
+	strcpy(s->method, "POST");
+	strcpy(s->scheme, "http");
+	strcpy(s->protocol, "1.1");
+	memset(s->path, 'p', 300);
+	s->path[0] = '/';
+	s->path[300] = '\0';
+}
+
+static void golden(const char *name, const void *got, size_t len)
+{
+	char path[512];
+	snprintf(path, sizeof path, "%s/t/unit/data/%s", SLUICE_SRCDIR, name);
+	if (getenv("SLUICE_WRITE_GOLDEN")) {
+		FILE *f = fopen(path, "wb");
+		ck_assert_ptr_nonnull(f);
+		ck_assert_uint_eq(fwrite(got, 1, len, f), len);
+		ck_assert_int_eq(fclose(f), 0);
+		return;
+	}
+	static char want[16384];
+	FILE *f = fopen(path, "rb");
+	ck_assert_msg(f != NULL, "cannot read %s", path);
+	size_t n = fread(want, 1, sizeof want, f);
+	fclose(f);
+	ck_assert_uint_eq(len, n);
+	ck_assert_msg(memcmp(got, want, n) == 0,
+	              "%s: the encoding changed (a new PACKAGE_VERSION is in it too: then rewrite the files with "
+	              "SLUICE_WRITE_GOLDEN=1 t/unit/check_trace)",
+	              name);
+}
+
+START_TEST(otlp_encodings_unchanged)
+{
+	struct trace_export_conf ec = {.service_name = "edge \"gw\" \xff"};
+	struct trace_span sp[3];
+	golden_spans(sp);
+	size_t len;
+	char *j = trace_otlp_json(&ec, sp, 3, &len);
+	ck_assert_ptr_nonnull(j);
+	golden("otlp_golden.json", j, len);
+	free(j);
+	uint8_t *p = trace_otlp_protobuf(&ec, sp, 3, &len);
+	ck_assert_ptr_nonnull(p);
+	golden("otlp_golden.pb", p, len);
+	free(p);
+	/* an empty batch */
+	j = trace_otlp_json(&ec, sp, 0, &len);
+	ck_assert_ptr_nonnull(j);
+	golden("otlp_golden_empty.json", j, len);
+	free(j);
+	p = trace_otlp_protobuf(&ec, sp, 0, &len);
+	ck_assert_ptr_nonnull(p);
+	golden("otlp_golden_empty.pb", p, len);
+	free(p);
 }
 END_TEST
 
@@ -505,6 +612,7 @@ static Suite *trace_suite(void)
 	tcase_add_test(tc, otlp_protobuf_layout);
 	tcase_add_test(tc, ring_is_bounded);
 	tcase_add_test(tc, otlp_partial_success);
+	tcase_add_test(tc, otlp_encodings_unchanged);
 	suite_add_tcase(s, tc);
 	return s;
 }
