@@ -208,6 +208,7 @@ bool accesslog_is_field(const char *name)
 	    "service", "pool", "upstream", "upstream_status", "status", "reason", "bytes_in", "bytes_out", "attempts",
 	    "duration_ms", "upstream_connect_ms", "upstream_header_ms", "upstream_duration_ms", "http_version",
 	    "stream_id", "generation", "trace_id", "span_id", "parent_span_id", "trace_sampled", "policy",
+	    "upstream_span_id",
 	    "policy_error", NULL,
 	};
 	for (const char *const *f = fields; *f; f++)
@@ -275,6 +276,9 @@ size_t accesslog_format(const struct request *r, char *buf, size_t cap)
 		if (!root)
 			trace_hex(r->parent_span_id, sizeof r->parent_span_id, hex);
 		jstr(&j, "parent_span_id", root ? "" : hex);
+		if (r->attempts)
+			trace_hex(r->upstream_span_id, sizeof r->upstream_span_id, hex);
+		jstr(&j, "upstream_span_id", r->attempts ? hex : "");
 		const char *sampled = (r->trace_flags & TRACE_FLAG_SAMPLED) ? ",\"trace_sampled\":true" : ",\"trace_sampled\":false";
 		jraw(&j, sampled, strlen(sampled));
 	}

@@ -173,6 +173,7 @@ static char *tracing_begin(struct request *r, const struct tracing_state *s, str
 		sampled = s->sample_all || rng_next(tw->rng) < s->sample_below;
 	}
 	random_id(tw, r->span_id, sizeof r->span_id);
+	memcpy(r->upstream_span_id, r->span_id, sizeof r->upstream_span_id); /* unsampled: every attempt's parent */
 	r->trace_flags = sampled ? TRACE_FLAG_SAMPLED : 0;
 
 	char *out = arena_alloc(&r->arena, TRACE_PARENT_LEN + 1);
@@ -249,6 +250,7 @@ static void tracing_attempt_begin(struct request *r)
 	trace_hex(id, sizeof id, hex);
 	/* "00-" trace id "-" span id "-" flags */
 	memcpy(tq->traceparent + 3 + 2 * TRACE_ID_LEN + 1, hex, 2 * TRACE_SPAN_ID_LEN);
+	memcpy(r->upstream_span_id, id, sizeof r->upstream_span_id); /* for the access log */
 	uint64_t now = clock_mono_us();
 	attempt_close(tq, 0, REASON_NONE, now); /* one whose end was not told */
 	if (tq->n == TRACING_MAX_ATTEMPTS)

@@ -87,6 +87,7 @@ struct request {
 	uint8_t trace_id[16];
 	uint8_t span_id[8];
 	uint8_t parent_span_id[8];
+	uint8_t upstream_span_id[8]; /* the parent id the last upstream attempt was sent (valid with attempts > 0) */
 	uint8_t trace_flags; /* as sent upstream: bit 0 sampled */
 	bool traced;         /* the fields above are set */
 	const struct request_trace_hooks *trace_hooks; /* NULL: attempts are not traced */

@@ -173,8 +173,8 @@ TP_RE = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-(0[01])$")
 
 
 def test_access_log_trace_ids_waf_fields_and_generation(sluice, upstreams, tmp_path):
-    """trace_id is what went upstream in traceparent (its parent id: the attempt's span,
-    a child of the logged span_id, docs/tracing.md); WAF fields of a blocked
+    """trace_id is what went upstream in traceparent (its parent id, for this
+    unsampled request, the logged span_id itself, docs/tracing.md); WAF fields of a blocked
     request; the generation moves with a reload (SIGHUP)."""
     (u,) = upstreams(1)
     port = free_port()
@@ -191,11 +191,13 @@ def test_access_log_trace_ids_waf_fields_and_generation(sluice, upstreams, tmp_p
     e = gw.wait_log(target="/traced")[0]
     check_shape(e)
     assert e["trace_id"] == m.group(1) == "4bf92f3577b34da6a3ce929d0e0e4736"
-    assert re.match(r"^[0-9a-f]{16}$", e["span_id"]) and e["span_id"] != m.group(2)
+    assert re.match(r"^[0-9a-f]{16}$", e["span_id"]) and e["span_id"] == m.group(2) != "00f067aa0ba902b7"
     assert e["parent_span_id"] == "00f067aa0ba902b7"
+    assert e["upstream_span_id"] == m.group(2)  # the parent id the upstream got
     assert e["trace_sampled"] is False  # the caller's -00 decides
     b = gw.wait_log(status=403)[0]
     assert re.match(r"^[0-9a-f]{32}$", b["trace_id"]) and b["parent_span_id"] == "" and b["trace_sampled"] is True
+    assert b["upstream_span_id"] == ""  # answered by sluice: no upstream attempt
     assert "18001" in b["waf_rules"].split(",") and b["waf_action"] == "block" and int(b["waf_score"]) >= 5
     gw.send_signal(signal.SIGHUP)
     deadline = time.monotonic() + 10

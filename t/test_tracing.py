@@ -607,6 +607,8 @@ def test_unsampled_attempts_keep_propagating_one_parent(sluice, collector, sampl
                 assert f1 == f2 == "01" and p1 != p2 and e["span_id"] not in (p1, p2)
             else:
                 assert f1 == f2 == "00" and p1 == p2 == e["span_id"]
+            # the access log names the last attempt's id: the parent the answering upstream got
+            assert e["upstream_span_id"] == p2
     finally:
         bad.stop()
         good.stop()
