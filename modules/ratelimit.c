@@ -165,6 +165,7 @@ struct rl_op {
 	struct rl_req *waiters, *waiters_tail;
 	size_t num_waiters;
 	bool mapped;
+	bool answered; /* take_done is answering the waiters (each has its outcome) */
 	struct snapshot *snap; /* one reference while in flight */
 	const struct rl_snap *s;
 	size_t limit;
@@ -517,13 +518,33 @@ static void op_wait(struct rl_op *op, struct rl_req *q, struct request *r, const
 	op->num_waiters++;
 }
 
+/* A token given to a waiter that went away before it was resumed: the lease
+ * keeps it for the next request. */
+static void lease_return(const struct rl_op *op)
+{
+	const struct rl_limit *l = &op->s->limits[op->limit];
+	struct rl_entry *e = rl_table_find(l->table, op->key, op->key_len);
+	if (!e)
+		return;
+	uint64_t now = clock_mono_us();
+	if (e->lease == 0 || e->lease_until_us <= now) {
+		e->lease = 0;
+		e->lease_until_us = now + LEASE_TTL_US;
+	}
+	e->lease++;
+	rl_table_release(l->table, e);
+}
+
 /* Takes q out of its op's queue (its client went away): the token the reply
- * would have given it goes to the lease, for the next request. */
+ * would have given it (or gave it, while the reply's waiters are resumed)
+ * goes to the lease, for the next request. */
 static void op_unwait(struct rl_req *q)
 {
 	struct rl_op *op = q->op;
 	if (!op)
 		return;
+	if (op->answered && q->outcome == W_ALLOW)
+		lease_return(op);
 	struct rl_req *prev = NULL;
 	for (struct rl_req *w = op->waiters; w; prev = w, w = w->next_waiter) {
 		if (w != q)
@@ -570,6 +591,7 @@ static struct rl_op *send_take(struct rl_worker *ws, const struct rl_snap *s, st
 	op->waiters = op->waiters_tail = NULL;
 	op->num_waiters = 0;
 	op->mapped = false;
+	op->answered = false;
 	op->s = s;
 	op->limit = li;
 	op->hash = hash;
@@ -898,6 +920,7 @@ static void take_done(void *arg, bool ok, const struct rl_take_reply *reply)
 	}
 	/* outcomes first (nothing runs in between), then the resumptions, which
 	 * may cancel other waiters of this op (an HTTP/2 session closing) */
+	op->answered = true;
 	size_t i = 0;
 	struct rl_req *moved = NULL, *moved_tail = NULL;
 	for (struct rl_req **pp = &op->waiters; *pp; i++) {

@@ -393,3 +393,44 @@ def test_slow_redis_limit_holds_across_instances(sluice, upstreams, redis):
     assert allowed <= bound, (allowed, bound)
     # and the limit is not starved by the slow round trips either
     assert allowed >= 0.85 * expected, (allowed, expected)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("how", ["reload", "stop"])
+def test_waiters_answered_on_reload_and_stop(sluice, upstreams, redis, how):
+    """Waiters queued behind a take when the worker drops its Redis connection
+    for a reload that changes the redis settings, or when sluice is told to
+    stop: each is answered once by on_failure (deny: 503) — a reload at once,
+    a stop at the latest when the command's timeout passes — and none hangs."""
+    (u,) = upstreams(1)
+    r = redis()
+    port = free_port()
+    text = one_limit(port, u.address, r.port, FAR, workers=1, timeout="3s", on_failure="deny")
+    gw = start_gw(sluice, text, port)
+    r.kill(signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        ts, out = concurrent_gets(port, 20, "reload")
+        time.sleep(1.0)
+        assert all(t.is_alive() for t in ts)  # all waiting for the stalled Redis
+        if how == "reload":
+            gw.conf_path.write_text(text.replace('timeout = "3s"', 'timeout = "2s"'))
+            gw.send_signal(signal.SIGHUP)
+        else:
+            gw.send_signal(signal.SIGTERM)
+        for t in ts:
+            t.join(20)
+        took = time.monotonic() - t0
+        if how == "stop":
+            assert gw.wait(20) == 0
+    finally:
+        r.kill(signal.SIGCONT)
+    assert [st for st, _ in out] == [503] * 20, out
+    # a reload answers them when the connection is replaced, well before the 3 s timeout
+    assert took < (2.8 if how == "reload" else 8), took
+    if how == "reload":
+        log = gw.wait_log(count=20, target="/j")
+        assert len(log) == 20 and all(e["reason"] == "redis_fallback" for e in log), log
+        gw.stop()
+    t = totals(gw)
+    assert t["fallback"] == 20 and t["denied"] == 20, t
