@@ -16,6 +16,7 @@
 #include "counters.h"
 #include "conf_tls.h"
 #include "exchange.h"
+#include "h2_mem.h"
 #include "log.h"
 #include "pipeline.h"
 #include "snapshot.h"
@@ -55,8 +56,15 @@ static const char *const h2_close_names[] = {
 #undef H2_CLOSE_STR
 };
 
+/* Streams kept for reuse per worker, each with its (empty) response buffer:
+ * a burst of streams (and of refusals) then costs no malloc for them. */
+#define H2_MAX_FREE_STREAMS 256
+
 struct h2_worker {
 	struct h2_session *sessions;
+	struct h2_stream *free_streams; /* linked through ->next */
+	unsigned num_free_streams;
+	struct h2_mem *mem; /* nghttp2's allocator for the worker's sessions */
 };
 
 struct h2_stream {
@@ -140,8 +148,14 @@ static void session_flush(struct h2_session *s);
 
 static struct h2_worker *h2w(struct worker *w)
 {
-	if (!w->h2)
-		w->h2 = calloc(1, sizeof(struct h2_worker));
+	if (!w->h2) {
+		struct h2_worker *hw = calloc(1, sizeof(struct h2_worker));
+		if (hw && !(hw->mem = h2_mem_new())) {
+			free(hw);
+			hw = NULL;
+		}
+		w->h2 = hw;
+	}
 	return w->h2;
 }
 
@@ -348,11 +362,33 @@ static void stream_free(struct h2_stream *st)
 		event_free(st->body_timer);
 	if (st->in)
 		evbuffer_free(st->in);
-	if (st->out)
-		evbuffer_free(st->out);
 	if (st->resp_trailers)
 		evbuffer_free(st->resp_trailers);
+	struct h2_worker *hw = s->w->h2;
+	size_t left = st->out ? evbuffer_get_length(st->out) : 0;
+	if (st->out && hw->num_free_streams < H2_MAX_FREE_STREAMS && (left == 0 || evbuffer_drain(st->out, left) == 0)) {
+		st->next = hw->free_streams;
+		hw->free_streams = st;
+		hw->num_free_streams++;
+		return;
+	}
+	if (st->out)
+		evbuffer_free(st->out);
 	free(st);
+}
+
+/* A cleared stream, with an empty response buffer (st->out) when one was kept. */
+static struct h2_stream *stream_new(struct h2_worker *hw)
+{
+	struct h2_stream *st = hw->free_streams;
+	if (!st)
+		return calloc(1, sizeof(*st));
+	hw->free_streams = st->next;
+	hw->num_free_streams--;
+	struct evbuffer *out = st->out;
+	memset(st, 0, sizeof(*st));
+	st->out = out;
+	return st;
 }
 
 static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *frame, void *arg)
@@ -361,10 +397,13 @@ static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *frame, voi
 	s->block_bytes = 0;
 	if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
 		return 0;
-	struct h2_stream *st = calloc(1, sizeof(*st));
+	struct h2_worker *hw = s->w->h2;
+	struct h2_stream *st = stream_new(hw);
 	if (!st)
 		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
 	if (!(st->ex = pipeline_exchange_new(s->w))) {
+		if (st->out)
+			evbuffer_free(st->out);
 		free(st);
 		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
 	}
@@ -385,10 +424,13 @@ static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *frame, voi
 	return 0;
 }
 
+/* nghttp2 refuses these too (RFC 9113 8.2.1); checked again here, whatever
+ * its version does, since they would split an HTTP/1.1 head. One comparison
+ * per byte for the usual (printable) ones. */
 static bool field_ok(const uint8_t *v, size_t n)
 {
 	for (size_t i = 0; i < n; i++)
-		if (v[i] == '\r' || v[i] == '\n' || v[i] == '\0')
+		if (v[i] <= '\r' && (v[i] == '\r' || v[i] == '\n' || v[i] == '\0'))
 			return false;
 	return true;
 }
@@ -564,23 +606,6 @@ static void stream_ack(struct h2_stream *st)
 	session_schedule(st->s);
 }
 
-static void in_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
-{
-	(void)buf;
-	if (info->n_deleted)
-		stream_ack(arg);
-}
-
-static void out_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
-{
-	(void)buf;
-	struct h2_stream *st = arg;
-	if (info->n_added && st->deferred) {
-		st->deferred = false;
-		nghttp2_session_resume_data(st->s->ng, st->id);
-		session_schedule(st->s);
-	}
-}
 
 /* ---- the body timeout: a lazy deadline, like a client connection's ---- */
 
@@ -648,7 +673,8 @@ static int stream_start(struct h2_session *s, struct h2_stream *st, bool end_str
 		return 0;
 	}
 	st->req_ended = end_stream;
-	st->out = evbuffer_new();
+	if (!st->out)
+		st->out = evbuffer_new();
 	if (!end_stream)
 		st->in = evbuffer_new();
 	if (!st->out || (!end_stream && !st->in)) {
@@ -663,9 +689,6 @@ static int stream_start(struct h2_session *s, struct h2_stream *st, bool end_str
 		nghttp2_submit_rst_stream(s->ng, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_REFUSED_STREAM);
 		return 0;
 	}
-	evbuffer_add_cb(st->out, out_cb, st);
-	if (st->in)
-		evbuffer_add_cb(st->in, in_cb, st);
 	struct pipeline_peer peer = {
 	    .scheme = s->origin.scheme, .ip = s->origin.ip, .port = s->origin.port, .listener = s->listener};
 	pipeline_begin(ex, s->w, &h2_ops, st, &peer);
@@ -967,15 +990,6 @@ static long h2_send_head(struct exchange *ex, const struct ex_head *h)
 	size_t k = 0;
 	nv[k++] = (nghttp2_nv){(uint8_t *)":status", (uint8_t *)status_text, 7, 3, NGHTTP2_NV_FLAG_NONE};
 	long head_bytes = 15; /* "HTTP/1.1 200 \r\n" ... "\r\n" */
-	/* names must be lower case in HTTP/2: upper-case ones are copied here */
-	size_t need = 0;
-	for (size_t i = 0; i < f->n; i++)
-		need += f->v[i].name_len;
-	char stack[2048];
-	char *low = need <= sizeof stack ? stack : malloc(need);
-	if (!low)
-		return -1;
-	size_t used = 0;
 	for (size_t i = 0; i < f->n && k < H2_MAX_NV; i++) {
 		const struct http_header *fh = &f->v[i];
 		/* connection-specific fields have no place in HTTP/2 (a module may have added one) */
@@ -983,10 +997,12 @@ static long h2_send_head(struct exchange *ex, const struct ex_head *h)
 			continue;
 		const char *name = fh->name;
 		if (!lower_case(fh->name, fh->name_len)) {
+			/* names must be lower case in HTTP/2: an upper-case one (an
+			 * HTTP/1 upstream's) is copied, into the request's arena */
+			char *low = arena_alloc(&ex->req.arena, fh->name_len);
 			for (size_t j = 0; j < fh->name_len; j++)
-				low[used + j] = (char)tolower((unsigned char)fh->name[j]);
-			name = low + used;
-			used += fh->name_len;
+				low[j] = (char)tolower((unsigned char)fh->name[j]);
+			name = low;
 		}
 		nv[k++] = (nghttp2_nv){(uint8_t *)name, (uint8_t *)fh->value, fh->name_len, fh->value_len,
 		                       nv_index_flag(name, fh->name_len)};
@@ -995,8 +1011,6 @@ static long h2_send_head(struct exchange *ex, const struct ex_head *h)
 	nghttp2_data_provider prd = {.source.ptr = st, .read_callback = data_read};
 	/* nghttp2 copies the fields: they may go with the request's arena */
 	int rc = nghttp2_submit_response(s->ng, st->id, nv, k, h->body != EX_BODY_NONE ? &prd : NULL);
-	if (low != stack)
-		free(low);
 	st->resp_submitted = rc == 0;
 	session_schedule(s);
 	return rc == 0 ? head_bytes : -1;
@@ -1010,6 +1024,14 @@ static long h2_send_data(struct exchange *ex, struct evbuffer *src, const char *
 	/* no framing here: DATA frames are cut from st->out as the client's window allows */
 	if (src ? evbuffer_remove_buffer(src, st->out, n) != (int)n : evbuffer_add(st->out, bytes, n) != 0)
 		return -1;
+	/* this is the only way bytes reach st->out: the data provider waiting
+	 * for them is woken here (an evbuffer callback cost a calloc per stream
+	 * and a call on every add and drain) */
+	if (st->deferred) {
+		st->deferred = false;
+		nghttp2_session_resume_data(st->s->ng, st->id);
+		session_schedule(st->s);
+	}
 	return (long)n;
 }
 
@@ -1085,7 +1107,7 @@ static void h2_start_body(struct exchange *ex)
 }
 
 /* Request DATA as it came: nothing to decode. Taking it from st->in gives its
- * window back to the client (in_cb), so flow control follows the proxy. */
+ * window back to the client (stream_ack), so flow control follows the proxy. */
 static ssize_t h2_read_body(struct exchange *ex, struct evbuffer *dst, size_t max, int *status, enum reason *reason)
 {
 	struct h2_stream *st = ex->conn;
@@ -1099,6 +1121,8 @@ static ssize_t h2_read_body(struct exchange *ex, struct evbuffer *dst, size_t ma
 		*reason = REASON_NONE;
 		return -1;
 	}
+	if (n > 0)
+		stream_ack(st); /* what the pipeline took goes back to the client's window */
 	if (ex->body == EX_BODY_LENGTH) {
 		st->body_remaining -= n;
 		ex->body_done = st->body_remaining == 0;
@@ -1361,7 +1385,9 @@ void h2_session_start(struct worker *w, struct snapshot *snap, size_t listener, 
 	nghttp2_option_set_no_auto_window_update(opt, 1);
 	nghttp2_option_set_max_deflate_dynamic_table_size(opt, 4096);
 	nghttp2_option_set_max_outbound_ack(opt, 100);
-	int rc = nghttp2_session_server_new2(&s->ng, cbs, s, opt);
+	nghttp2_mem mem;
+	h2_mem_bind(hw->mem, &mem);
+	int rc = nghttp2_session_server_new3(&s->ng, cbs, s, opt, &mem);
 	nghttp2_session_callbacks_del(cbs);
 	nghttp2_option_del(opt);
 	s->timer = evtimer_new(w->base, session_timer_cb, s);
@@ -1554,6 +1580,13 @@ void h2_worker_free(struct worker *w)
 		log_int(&l, "per_client", (long long)refused_addr);
 		log_end(&l);
 	}
+	while (hw->free_streams) {
+		struct h2_stream *st = hw->free_streams;
+		hw->free_streams = st->next;
+		evbuffer_free(st->out);
+		free(st);
+	}
+	h2_mem_free(hw->mem); /* after every session went (h2_close_all) */
 	free(hw);
 	w->h2 = NULL;
 }
