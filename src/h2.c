@@ -37,6 +37,15 @@
 /* A graceful drain's final GOAWAY goes this long after the first at most
  * (sooner when the client answers the PING sent with it). */
 #define H2_DRAIN_NOTICE_MS 1000
+/* HEADERS frames one read turn hands to nghttp2 at most. A client may send
+ * hundreds of requests in one read (64 per connection from h2load -m 64,
+ * more as refused streams free their slots at once); all of them answered
+ * in one callback kept the worker from everything else for that long,
+ * accepted streams' upstream answers included. Past this, the session stops
+ * reading the socket, flushes what it has, and takes the next turn after
+ * the event loop's next poll (resume_ev), as HAProxy and nginx bound the
+ * work of one event. */
+#define H2_STREAMS_PER_TURN 32
 /* A binary upgrade: a session without a stream for this long goes (h2_handover). */
 #define H2_HANDOVER_IDLE_MS 1000
 
@@ -114,6 +123,10 @@ struct h2_session {
 	unsigned uploading;   /* streams whose exchange runs and whose request body is still arriving */
 	struct event *timer;
 	struct event *flush_ev; /* session_flush once the current callbacks are done */
+	struct event *resume_ev; /* the next read turn (H2_STREAMS_PER_TURN); made at the first */
+	unsigned turn_streams;  /* HEADERS frames handed to nghttp2 in this turn */
+	bool turn_full;         /* this turn took H2_STREAMS_PER_TURN: the rest waits */
+	bool read_paused;       /* socket reading stopped until resume_ev */
 	/* our own frame scanner (independent of what nghttp2 version does) */
 	size_t preface_left;
 	unsigned settings_acks; /* SETTINGS ACKs from the client (the second is not nghttp2's) */
@@ -241,6 +254,10 @@ static size_t scan_frames(struct h2_session *s, const uint8_t *p, size_t n, size
 		const uint8_t *fh = p + off;
 		uint32_t len = (uint32_t)fh[0] << 16 | (uint32_t)fh[1] << 8 | fh[2];
 		uint8_t type = fh[3], flags = fh[4];
+		if (type == NGHTTP2_HEADERS && ++s->turn_streams > H2_STREAMS_PER_TURN) {
+			s->turn_full = true; /* this frame starts the next turn */
+			return off;
+		}
 		if (type == NGHTTP2_SETTINGS && (flags & NGHTTP2_FLAG_ACK) && len == 0 && ++s->settings_acks == 2) {
 			/* the ACK of the SETTINGS that announced max_concurrent_streams
 			 * (h2_session_start): nghttp2 never sees it, so it keeps refusing
@@ -1243,12 +1260,33 @@ static void session_flush_cb(evutil_socket_t fd, short what, void *arg)
 	session_flush(s);
 }
 
-static void session_read_cb(struct bufferevent *bev, void *arg)
+static void session_resume_cb(evutil_socket_t fd, short what, void *arg);
+
+/* The turn took its share with input left: stop reading the socket (the
+ * client's own TCP window holds it back, not our memory) and take the next
+ * turn after the loop's next poll, where other connections and upstream
+ * answers get their turn first. False: no timer, so no turns. */
+static bool session_yield(struct h2_session *s)
 {
-	struct h2_session *s = arg;
-	struct evbuffer *in = bufferevent_get_input(bev);
-	s->in_io = true;
-	while (evbuffer_get_length(in) > 0 && !s->closing && !s->dead) {
+	static const struct timeval now = {0, 0};
+	if (!s->resume_ev && !(s->resume_ev = evtimer_new(s->w->base, session_resume_cb, s)))
+		return false;
+	if (evtimer_add(s->resume_ev, &now) != 0)
+		return false;
+	if (!s->read_paused) {
+		s->read_paused = true;
+		bufferevent_disable(s->bev, EV_READ);
+	}
+	return true;
+}
+
+/* Hands nghttp2 what the input holds, H2_STREAMS_PER_TURN new streams at
+ * most (scan_frames cuts there). True when input was left for another turn. */
+static bool session_read_turn(struct h2_session *s, struct evbuffer *in)
+{
+	s->turn_streams = 0;
+	s->turn_full = false;
+	while (evbuffer_get_length(in) > 0 && !s->closing && !s->dead && !s->turn_full) {
 		struct evbuffer_iovec v;
 		if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
 			break;
@@ -1257,6 +1295,8 @@ static void session_read_cb(struct bufferevent *bev, void *arg)
 		if (s->closing)
 			break;
 		if (ok == 0 && drop == 0) {
+			if (s->turn_full)
+				break;
 			/* a frame header cut at the end of this piece: join it to the next */
 			if (evbuffer_get_length(in) < 9 || !evbuffer_pullup(in, 9))
 				break;
@@ -1283,10 +1323,34 @@ static void session_read_cb(struct bufferevent *bev, void *arg)
 			bufferevent_disable(s->bev, EV_READ);
 		}
 	}
+	return s->turn_full && evbuffer_get_length(in) > 0 && !s->closing && !s->dead;
+}
+
+static void session_read_cb(struct bufferevent *bev, void *arg)
+{
+	struct h2_session *s = arg;
+	struct evbuffer *in = bufferevent_get_input(bev);
+	s->in_io = true;
+	while (session_read_turn(s, in) && !session_yield(s))
+		; /* no timer for a next turn: all of it now */
 	if (s->closing)
 		evbuffer_drain(in, evbuffer_get_length(in));
 	s->in_io = false;
-	session_flush(s);
+	session_flush(s); /* one flush per turn: the answers of this turn's streams */
+}
+
+static void session_resume_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	struct h2_session *s = arg;
+	if (s->read_paused) {
+		s->read_paused = false;
+		/* before the turn, which may free s; a turn that fills pauses again */
+		if (!s->closing && !s->dead)
+			bufferevent_enable(s->bev, EV_READ);
+	}
+	session_read_cb(s->bev, s);
 }
 
 static void session_write_cb(struct bufferevent *bev, void *arg)
@@ -1332,6 +1396,8 @@ static void session_free(struct h2_session *s)
 	bufferevent_free(s->bev);
 	event_free(s->timer);
 	event_free(s->flush_ev);
+	if (s->resume_ev)
+		event_free(s->resume_ev);
 	if (s->drain_ev)
 		event_free(s->drain_ev);
 	struct h2_worker *hw = w->h2;

@@ -1,8 +1,9 @@
 """HTTP/2 under overload: a connection that sends many requests at once, most of them over a
 rate limit. Every refused stream still gets a whole 429 (the documented fields and body), the
 accepted streams on the same connection get their upstream answers, every refusal is counted
-and logged, and bursts of 100 streams sent in one write are all answered without losing or
-stalling a stream, over h2c and over TLS."""
+and logged, and bursts of 100 streams sent in one write, more than one read turn takes
+(H2_STREAMS_PER_TURN in src/h2.c: the rest waits for the next turn with the socket's reading
+paused), are all answered without losing or stalling a stream, over h2c and over TLS."""
 
 import json
 import os
@@ -108,8 +109,8 @@ def test_a_burst_over_the_limit_gets_whole_429s_and_the_accepted_streams_their_a
 
 
 def test_streams_after_a_long_burst_on_the_same_connection_are_served(shed_gw):
-    """Three bursts of 100 streams, each sent in one write, on one connection: every stream of
-    every burst is answered; nothing stalls between them."""
+    """Three bursts of 100 streams, each sent in one write and so taken in several turns, on one
+    connection: every stream of every burst is answered; a turn that paused reading resumes it."""
     c = H2Client(shed_gw.port, tls_ca=shed_gw.ca)
     scheme = "https" if shed_gw.ca else "http"
     done = set()
