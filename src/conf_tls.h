@@ -62,7 +62,7 @@ struct conf_http2 {
 	unsigned max_continuation_frames; /* per header block (CVE-2024-27316 class); default 4 */
 	unsigned max_glitches_per_s;      /* malformed or refused streams, bad frames; default 50 */
 	unsigned max_uploading_streams;   /* streams still receiving a request body; default 10 */
-	unsigned max_uploading_streams_per_client; /* the same per client address over a worker's connections; default 50 */
+	unsigned max_uploading_streams_per_client; /* the same per client (IPv4 address, IPv6 /64) over the process; default 50 */
 };
 
 struct conf_upstream_tls {

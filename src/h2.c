@@ -17,6 +17,7 @@
 #include "conf_tls.h"
 #include "exchange.h"
 #include "h2_mem.h"
+#include "h2_scan.h"
 #include "log.h"
 #include "pipeline.h"
 #include "snapshot.h"
@@ -37,28 +38,10 @@
 /* A graceful drain's final GOAWAY goes this long after the first at most
  * (sooner when the client answers the PING sent with it). */
 #define H2_DRAIN_NOTICE_MS 1000
-/* HEADERS frames one read turn hands to nghttp2 at most. A client may send
- * hundreds of requests in one read (64 per connection from h2load -m 64,
- * more as refused streams free their slots at once); all of them answered
- * in one callback kept the worker from everything else for that long,
- * accepted streams' upstream answers included. Past this, the session stops
- * reading the socket, flushes what it has, and takes the next turn after
- * the event loop's next poll (resume_ev), as HAProxy and nginx bound the
- * work of one event. */
-#define H2_STREAMS_PER_TURN 32
 /* A binary upgrade: a session without a stream for this long goes (h2_handover). */
 #define H2_HANDOVER_IDLE_MS 1000
 
-/* the close reasons are a fixed label set of the counter registry (counters.h) */
-#define H2_CLOSE_LIST(X) CTR_H2_CLOSE_LIST(X)
-
-enum h2_close {
-#define H2_CLOSE_ENUM(sym, str) H2_CLOSE_##sym,
-	H2_CLOSE_LIST(H2_CLOSE_ENUM)
-#undef H2_CLOSE_ENUM
-	H2_CLOSE__COUNT
-};
-
+/* the close reasons (h2_scan.h) are a fixed label set of the counter registry (counters.h) */
 static const char *const h2_close_names[] = {
 #define H2_CLOSE_STR(sym, str) str,
     H2_CLOSE_LIST(H2_CLOSE_STR)
@@ -124,19 +107,10 @@ struct h2_session {
 	struct event *timer;
 	struct event *flush_ev; /* session_flush once the current callbacks are done */
 	struct event *resume_ev; /* the next read turn (H2_STREAMS_PER_TURN); made at the first */
-	unsigned turn_streams;  /* HEADERS frames handed to nghttp2 in this turn */
-	bool turn_full;         /* this turn took H2_STREAMS_PER_TURN: the rest waits */
 	bool read_paused;       /* socket reading stopped until resume_ev */
-	/* our own frame scanner (independent of what nghttp2 version does) */
-	size_t preface_left;
-	unsigned settings_acks; /* SETTINGS ACKs from the client (the second is not nghttp2's) */
-	uint32_t frame_left;
-	unsigned cont_frames; /* CONTINUATION frames in the current header block */
+	struct h2_scan scan;    /* our own look at the frames (flood counts, turns) */
 	size_t block_bytes;   /* decoded header bytes of the current block */
 	unsigned block_conts; /* CONTINUATION frames of the block nghttp2 is decoding */
-	/* counts in the current one-second window */
-	uint64_t window_start_us;
-	unsigned resets, pings, settings, empty, glitches;
 	/* RFC 9113 5.1.1: new streams must have increasing odd ids */
 	int32_t max_stream_id;      /* highest id that opened a stream */
 	int32_t cut_ids[16];        /* streams closed before the client ended its side: frames */
@@ -198,19 +172,9 @@ static void session_fail(struct h2_session *s, enum h2_close why, uint32_t code)
 	bufferevent_disable(s->bev, EV_READ);
 }
 
-static void window_roll(struct h2_session *s)
-{
-	uint64_t now = clock_mono_us();
-	if (clock_elapsed_us(s->window_start_us, now) >= 1000000) {
-		s->window_start_us = now;
-		s->resets = s->pings = s->settings = s->empty = s->glitches = 0;
-	}
-}
-
 static void glitch(struct h2_session *s)
 {
-	window_roll(s);
-	if (++s->glitches > s->cfg->max_glitches_per_s)
+	if (h2_scan_glitch(&s->scan, s->cfg, clock_mono_us()))
 		session_fail(s, H2_CLOSE_GLITCHES, NGHTTP2_ENHANCE_YOUR_CALM);
 }
 
@@ -226,89 +190,6 @@ static void stream_glitch(struct h2_session *s, int32_t id)
 		st->glitched = true;
 	}
 	glitch(s);
-}
-
-/* Looks at every frame header before nghttp2 does. Returns how many of the
- * n bytes nghttp2 may take now: all, or fewer when a frame header is cut at
- * the end (it is judged once whole) or when the frame starting there is not
- * nghttp2's: *drop is then its size, for the caller to discard. */
-static size_t scan_frames(struct h2_session *s, const uint8_t *p, size_t n, size_t *drop)
-{
-	size_t off = 0;
-	*drop = 0;
-	while (off < n && !s->closing) {
-		if (s->preface_left) {
-			size_t k = n - off < s->preface_left ? n - off : s->preface_left;
-			s->preface_left -= k;
-			off += k;
-			continue;
-		}
-		if (s->frame_left) {
-			size_t k = n - off < s->frame_left ? n - off : s->frame_left;
-			s->frame_left -= (uint32_t)k;
-			off += k;
-			continue;
-		}
-		if (n - off < 9)
-			break;
-		const uint8_t *fh = p + off;
-		uint32_t len = (uint32_t)fh[0] << 16 | (uint32_t)fh[1] << 8 | fh[2];
-		uint8_t type = fh[3], flags = fh[4];
-		if (type == NGHTTP2_HEADERS && ++s->turn_streams > H2_STREAMS_PER_TURN) {
-			s->turn_full = true; /* this frame starts the next turn */
-			return off;
-		}
-		if (type == NGHTTP2_SETTINGS && (flags & NGHTTP2_FLAG_ACK) && len == 0 && ++s->settings_acks == 2) {
-			/* the ACK of the SETTINGS that announced max_concurrent_streams
-			 * (h2_session_start): nghttp2 never sees it, so it keeps refusing
-			 * excess streams with REFUSED_STREAM, as it does before an ACK,
-			 * instead of ending the connection with PROTOCOL_ERROR */
-			*drop = 9;
-			return off;
-		}
-		off += 9;
-		s->frame_left = len;
-		window_roll(s);
-		switch (type) {
-		case NGHTTP2_DATA:
-			if (len == 0 && !(flags & NGHTTP2_FLAG_END_STREAM) && ++s->empty > s->cfg->max_empty_frames_per_s)
-				session_fail(s, H2_CLOSE_EMPTY_FRAME_FLOOD, NGHTTP2_ENHANCE_YOUR_CALM);
-			break;
-		case NGHTTP2_HEADERS:
-			s->cont_frames = 0;
-			break;
-		case NGHTTP2_CONTINUATION:
-			if (++s->cont_frames > s->cfg->max_continuation_frames)
-				session_fail(s, H2_CLOSE_CONTINUATION_FLOOD, NGHTTP2_ENHANCE_YOUR_CALM);
-			else if (len == 0 && !(flags & NGHTTP2_FLAG_END_HEADERS) &&
-			         ++s->empty > s->cfg->max_empty_frames_per_s)
-				session_fail(s, H2_CLOSE_EMPTY_FRAME_FLOOD, NGHTTP2_ENHANCE_YOUR_CALM);
-			break;
-		case NGHTTP2_SETTINGS:
-			if (!(flags & NGHTTP2_FLAG_ACK) && ++s->settings > s->cfg->max_settings_per_s)
-				session_fail(s, H2_CLOSE_SETTINGS_FLOOD, NGHTTP2_ENHANCE_YOUR_CALM);
-			break;
-		case NGHTTP2_PING:
-			if (!(flags & NGHTTP2_FLAG_ACK) && ++s->pings > s->cfg->max_pings_per_s)
-				session_fail(s, H2_CLOSE_PING_FLOOD, NGHTTP2_ENHANCE_YOUR_CALM);
-			break;
-		case NGHTTP2_RST_STREAM:
-			if (++s->resets > s->cfg->max_resets_per_s)
-				session_fail(s, H2_CLOSE_RAPID_RESET, NGHTTP2_ENHANCE_YOUR_CALM);
-			break;
-		case NGHTTP2_WINDOW_UPDATE:
-		case NGHTTP2_PRIORITY:
-			/* cheap to send, and nothing to do for us: a stream of them is a flood too */
-			if (len == 0 || type == NGHTTP2_PRIORITY) {
-				if (++s->empty > s->cfg->max_empty_frames_per_s * 4)
-					session_fail(s, H2_CLOSE_EMPTY_FRAME_FLOOD, NGHTTP2_ENHANCE_YOUR_CALM);
-			}
-			break;
-		default:
-			break;
-		}
-	}
-	return off;
 }
 
 /* ---- streams: request side ---- */
@@ -863,7 +744,7 @@ static int on_invalid_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame
 	bool refused = lib_error_code == NGHTTP2_ERR_REFUSED_STREAM;
 	if (refused)
 		remember_cut(s, frame->hd.stream_id); /* its body and trailers may be on their way */
-	if (frame->hd.stream_id != 0 && (!refused || s->settings_acks >= 2))
+	if (frame->hd.stream_id != 0 && (!refused || h2_scan_limit_known(&s->scan)))
 		stream_glitch(s, frame->hd.stream_id);
 	return s->closing ? NGHTTP2_ERR_CALLBACK_FAILURE : 0;
 }
@@ -1281,21 +1162,24 @@ static bool session_yield(struct h2_session *s)
 }
 
 /* Hands nghttp2 what the input holds, H2_STREAMS_PER_TURN new streams at
- * most (scan_frames cuts there). True when input was left for another turn. */
+ * most (the scanner cuts there). True when input was left for another turn. */
 static bool session_read_turn(struct h2_session *s, struct evbuffer *in)
 {
-	s->turn_streams = 0;
-	s->turn_full = false;
-	while (evbuffer_get_length(in) > 0 && !s->closing && !s->dead && !s->turn_full) {
+	uint64_t now = clock_mono_us();
+	h2_scan_turn(&s->scan);
+	while (evbuffer_get_length(in) > 0 && !s->closing && !s->dead && !s->scan.turn_full) {
 		struct evbuffer_iovec v;
 		if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
 			break;
 		size_t drop;
-		size_t ok = scan_frames(s, v.iov_base, v.iov_len, &drop);
+		enum h2_close why;
+		size_t ok = h2_scan_frames(&s->scan, s->cfg, v.iov_base, v.iov_len, now, &drop, &why);
+		if (why != H2_CLOSE__COUNT)
+			session_fail(s, why, NGHTTP2_ENHANCE_YOUR_CALM);
 		if (s->closing)
 			break;
 		if (ok == 0 && drop == 0) {
-			if (s->turn_full)
+			if (s->scan.turn_full)
 				break;
 			/* a frame header cut at the end of this piece: join it to the next */
 			if (evbuffer_get_length(in) < 9 || !evbuffer_pullup(in, 9))
@@ -1323,7 +1207,7 @@ static bool session_read_turn(struct h2_session *s, struct evbuffer *in)
 			bufferevent_disable(s->bev, EV_READ);
 		}
 	}
-	return s->turn_full && evbuffer_get_length(in) > 0 && !s->closing && !s->dead;
+	return s->scan.turn_full && evbuffer_get_length(in) > 0 && !s->closing && !s->dead;
 }
 
 static void session_read_cb(struct bufferevent *bev, void *arg)
@@ -1435,9 +1319,8 @@ void h2_session_start(struct worker *w, struct snapshot *snap, size_t listener, 
 	s->bev = bev;
 	s->origin = *o;
 	s->data_max = strcmp(o->scheme, "https") == 0 ? H2_TLS_DATA_MAX : SIZE_MAX;
-	s->preface_left = 24;
 	s->cut_reason = REASON_CLIENT_RESET;
-	s->window_start_us = clock_mono_us();
+	h2_scan_init(&s->scan, clock_mono_us());
 	nghttp2_session_callbacks_set_on_begin_frame_callback(cbs, on_begin_frame);
 	nghttp2_session_callbacks_set_on_invalid_frame_recv_callback(cbs, on_invalid_frame_recv);
 	nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, on_begin_headers);
@@ -1476,7 +1359,7 @@ void h2_session_start(struct worker *w, struct snapshot *snap, size_t listener, 
 	    {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
 	};
 	/* The stream limit goes in a SETTINGS frame of its own whose ACK nghttp2
-	 * never sees (scan_frames): nghttp2 ends the connection with
+	 * never sees (h2_scan_frames): nghttp2 ends the connection with
 	 * PROTOCOL_ERROR when an acknowledged limit is exceeded, and refuses the
 	 * stream (REFUSED_STREAM, which a client may retry) while it is not
 	 * acknowledged. RFC 9113 5.1.2 asks for a stream error. */
