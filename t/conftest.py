@@ -20,6 +20,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -437,6 +438,67 @@ class RawConn:
 
     def __exit__(self, *a):
         self.close()
+
+
+class ClientLoad:
+    """Client threads sending GET requests until stopped, as HTTP/1.1 clients do: keep-alive ones
+    reuse their connection until an answer says `connection: close`; fresh ones open a connection
+    per request. Keeps the 200s per kind ("keepalive", "fresh"), the x-request-id of each (every
+    answered request must have its access-log line) and every failure, an error or another status
+    (no retries). Paths: PREFIX/N/I, PREFIX "/keepalive" or "/fresh" unless given."""
+
+    def __init__(self, port, keepalive=3, fresh=1, prefix=None, timeout=5):
+        self.port, self.prefix, self.timeout = port, prefix, timeout
+        self.ok = {"keepalive": 0, "fresh": 0}
+        self.ids = []
+        self.failed = []
+        self.lock = threading.Lock()
+        self.stop_flag = threading.Event()
+        self.threads = [threading.Thread(target=self.loop, args=(i, True), daemon=True) for i in range(keepalive)]
+        self.threads += [threading.Thread(target=self.loop, args=(i, False), daemon=True) for i in range(fresh)]
+        for t in self.threads:
+            t.start()
+
+    def loop(self, n, keepalive):
+        kind = "keepalive" if keepalive else "fresh"
+        i = 0
+        conn = None
+        while not self.stop_flag.is_set():
+            i += 1
+            try:
+                if conn is None:
+                    conn = RawConn(self.port, timeout=self.timeout)
+                r = conn.request("GET", "%s/%d/%d" % (self.prefix or "/" + kind, n, i),
+                                 headers=[] if keepalive else [("connection", "close")])
+                with self.lock:
+                    if r.status == 200:
+                        self.ok[kind] += 1
+                        self.ids.append(r.header("x-request-id"))
+                    else:
+                        self.failed.append("%s: status %d" % (kind, r.status))
+                if not keepalive or "close" in r.connection_tokens():
+                    conn.close()
+                    conn = None
+            except Exception as e:  # noqa: BLE001  every failure counts
+                with self.lock:
+                    self.failed.append("%s: %r" % (kind, e))
+                if conn:
+                    conn.close()
+                conn = None
+                if self.stop_flag.wait(0.05):  # e.g. refused at shutdown: do not spin
+                    break
+        if conn:
+            conn.close()
+
+    def count(self, kind=None):
+        """200s so far, of one kind or of both."""
+        with self.lock:
+            return self.ok[kind] if kind else sum(self.ok.values())
+
+    def stop(self):
+        self.stop_flag.set()
+        for t in self.threads:
+            t.join(15)
 
 
 def raw_exchange(port, data, timeout=5.0, method="GET"):

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from conftest import (SLUICE_BIN, RawConn, base_config, check_sanitizers, config_to_lua, free_port,
+from conftest import (SLUICE_BIN, ClientLoad, RawConn, base_config, check_sanitizers, config_to_lua, free_port,
                       run_sluice, wait_until)
 from test_admin_http import _can_connect, http_get, parse_metrics
 from test_counters import total
@@ -67,56 +67,9 @@ def dropped(aport, output=None):
     return int(family_sum(metrics(aport), "sluice_access_log_dropped_total", **labels))
 
 
-class Clients:
-    """Threads sending keep-alive requests until stopped, keeping the
-    x-request-id of every answered request (each must have its log line)."""
-
-    def __init__(self, port, n=3, prefix="/c"):
-        self.port = port
-        self.ids = []
-        self.errors = []
-        self.lock = threading.Lock()
-        self.stop_flag = threading.Event()
-        self.threads = [threading.Thread(target=self.loop, args=(i, prefix), daemon=True) for i in range(n)]
-        for t in self.threads:
-            t.start()
-
-    def loop(self, n, prefix):
-        i = 0
-        conn = None
-        while not self.stop_flag.is_set():
-            i += 1
-            try:
-                if conn is None:
-                    conn = RawConn(self.port, timeout=10)
-                r = conn.request("GET", "%s/%d/%d" % (prefix, n, i))
-                with self.lock:
-                    if r.status == 200:
-                        self.ids.append(r.header("x-request-id"))
-                    else:
-                        self.errors.append(r.status)
-                if "close" in r.connection_tokens():
-                    conn.close()
-                    conn = None
-            except Exception as e:  # noqa: BLE001  a refused connection at shutdown ends the loop
-                with self.lock:
-                    self.errors.append(repr(e))
-                if conn:
-                    conn.close()
-                conn = None
-                if self.stop_flag.wait(0.05):
-                    break
-        if conn:
-            conn.close()
-
-    def count(self):
-        with self.lock:
-            return len(self.ids)
-
-    def stop(self):
-        self.stop_flag.set()
-        for t in self.threads:
-            t.join(15)
+def Clients(port, n=3, prefix="/c"):
+    """n keep-alive clients (conftest.ClientLoad): .ids of every answered request, .failed."""
+    return ClientLoad(port, keepalive=n, fresh=0, prefix=prefix, timeout=10)
 
 
 def start_gw(sluice, upstreams, tmp_path, sockdir, workers=2, **kw):  # noqa: F811
@@ -155,7 +108,7 @@ def test_rotation_under_load_loses_no_line(sluice, upstreams, tmp_path, sockdir)
             wrk.wait()
         clients.stop()
     assert "requests in" in out and "Non-2xx" not in out, out
-    assert clients.count() > 50 and not clients.errors, clients.errors[:5]
+    assert clients.count() > 50 and not clients.failed, clients.failed[:5]
     files = [path + ".1", path + ".2", path]
 
     def logged():
@@ -286,7 +239,7 @@ def test_reload_moves_the_file_while_requests_run(sluice, upstreams, tmp_path, s
         wait_until(lambda: clients.count() > n + 200, timeout=15, what="traffic after the reload")
     finally:
         clients.stop()
-    assert not clients.errors, clients.errors[:5]
+    assert not clients.failed, clients.failed[:5]
     wait_until(lambda: count_lines(a) + count_lines(b) == requests_total(gw.aport), timeout=15,
                what="every line written")
     la, lb = read_lines(a), read_lines(b)
@@ -413,7 +366,7 @@ def test_flush_logs_puts_each_answered_request_on_disk_under_load(sluice, upstre
         assert rc == 0 and ans["ok"] and ans["flushed"] and ans["pid"] == gw.pid and ans["queued_bytes"] >= 0, out
     finally:
         clients.stop()
-    assert not clients.errors, clients.errors[:5]
+    assert not clients.failed, clients.failed[:5]
     # the conftest reader now relies on it: every answered request, nothing partial
     ids = {e["request_id"] for e in gw.access_log(path)}
     assert set(clients.ids) <= ids

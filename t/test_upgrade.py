@@ -9,11 +9,11 @@ import re
 import shutil
 import socket
 import subprocess
-import threading
 import time
 
 import pytest
 
+from conftest import ClientLoad as Load  # test_reload_listeners imports it from here
 from conftest import RawConn, base_config, config_to_lua, free_port, wait_until
 from test_res_admin import ctl, ctl_ok, sockdir  # noqa: F401  (sockdir is a fixture)
 from test_tls_certs import certs, tls_listener  # noqa: F401  (certs is a fixture)
@@ -28,61 +28,6 @@ def show_pid(sock):
 
 def logged(gw, msg):
     return [e for e in gw.log_entries() if e.get("msg") == msg]
-
-
-class Load:
-    """Client threads sending requests until stopped, as HTTP/1.1 clients do:
-    keep-alive ones reuse their connection until an answer says
-    `connection: close`; fresh ones open a connection per request. Every
-    error or non-200 answer is a failure (no retries)."""
-
-    def __init__(self, port, keepalive=3, fresh=1):
-        self.port = port
-        self.ok = {"keepalive": 0, "fresh": 0}
-        self.failed = []
-        self.lock = threading.Lock()
-        self.stop_flag = threading.Event()
-        self.threads = [threading.Thread(target=self.loop, args=(i, True), daemon=True) for i in range(keepalive)]
-        self.threads += [threading.Thread(target=self.loop, args=(i, False), daemon=True) for i in range(fresh)]
-        for t in self.threads:
-            t.start()
-
-    def loop(self, n, keepalive):
-        kind = "keepalive" if keepalive else "fresh"
-        i = 0
-        conn = None
-        while not self.stop_flag.is_set():
-            i += 1
-            try:
-                if conn is None:
-                    conn = RawConn(self.port, timeout=5)
-                r = conn.request("GET", "/%s/%d/%d" % (kind, n, i),
-                                 headers=[] if keepalive else [("connection", "close")])
-                with self.lock:
-                    if r.status == 200:
-                        self.ok[kind] += 1
-                    else:
-                        self.failed.append("%s: status %d" % (kind, r.status))
-                if not keepalive or "close" in r.connection_tokens():
-                    conn.close()
-                    conn = None
-            except Exception as e:  # noqa: BLE001  every failure counts
-                with self.lock:
-                    self.failed.append("%s: %r" % (kind, e))
-                if conn:
-                    conn.close()
-                conn = None
-        if conn:
-            conn.close()
-
-    def count(self, kind):
-        with self.lock:
-            return self.ok[kind]
-
-    def stop(self):
-        self.stop_flag.set()
-        for t in self.threads:
-            t.join(10)
 
 
 def start_old(sluice, upstreams, sockdir, tmp_path, workers=2, admin_http=None, **kw):  # noqa: F811
