@@ -4,7 +4,10 @@ writes them; a full queue drops lines whole and counts them in
 sluice_access_log_dropped_total{output}. Driven with the real binary and real
 clients: rotation under load (rename + `ctl reopen-logs`), a stdout pipe
 nobody reads, a reload that moves the file while requests run, shutdown and
-`run --upgrade` while requests run, and a disk that is full (/dev/full)."""
+`run --upgrade` while requests run, and a disk that is full (/dev/full).
+`ctl flush-logs`: a request's line is on disk once it answers (under load),
+a blocked stdout pipe or syslog collector gets a timeout answer naming it;
+the syslog sender's queue follows access_log.queue."""
 
 import json
 import os
