@@ -180,7 +180,7 @@ def test_load_step_latency_verdict():
 def test_latency_probe_counts_real_answers():
     """The probe against the load drill's own rig (real nginx origin, demo upstream for POSTs, sluice over
     plain HTTP/1.1, TLS and h2) with a rate limit it exceeds: every request answered 200 or 429, POSTs among
-    them, none lost; accepted and refused latencies measured."""
+    them, none lost; accepted and refused latencies measured; its connections taken in turn."""
     with lab.Lab("probe-test") as L:
         rig = load.Rig(L)
         rig.set_limit(20)
@@ -195,6 +195,12 @@ def test_latency_probe_counts_real_answers():
             assert {m for m, _, _ in p.results} == {"GET", "POST"}
             assert 0 < s["p50"] <= s["p99"] <= s["max"] < probe.TIMEOUT_S * 1000
             assert s["shed_p99"] is not None
+            # requests take turns over SPREAD connections, so that both workers are sampled (HTTP/1.1 opens
+            # more only while all of them have a request in flight)
+            if proto == "h2":
+                assert p.connects == probe.SPREAD, p.connects
+            else:
+                assert probe.SPREAD <= p.connects <= probe.H1_CONNS, (proto, p.connects)
 
 
 def test_load_status_zero_across_warmup_is_an_answer(tmp_path):

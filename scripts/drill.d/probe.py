@@ -4,8 +4,8 @@ The load generator (h2load) runs at the lowest CPU priority (load.py): on a satu
 it waits for a CPU between a response's arrival and its read, and that wait is in every latency
 it logs. The probe is a small client at normal priority beside it: a few dozen requests a second
 of the same mix (GET /small : /16k = 14 : 5, every 20th a POST of the same body) and the same
-protocol (HTTP/1.1, HTTP/1.1 over TLS, HTTP/2 over TLS), on connections of its own, sent on a
-fixed schedule (open loop: a slow answer does not delay the next request). Its cost is a few
+protocol (HTTP/1.1, HTTP/1.1 over TLS, HTTP/2 over TLS), on connections of its own (requests
+take turns over SPREAD of them, so that both workers are sampled), sent on a fixed schedule (open loop: a slow answer does not delay the next request). Its cost is a few
 thousandths of the load, so it measures the gateway, the origin and the kernel's queues, not
 itself. Each request's latency runs from the moment it is written (after a connect when it
 needs a new connection: a client pays that too) to the last byte of its response.
@@ -29,6 +29,9 @@ from steady import read_response
 
 TIMEOUT_S = 10.0
 H1_CONNS = 16  # at most this many HTTP/1.1 connections (one request in flight on each)
+# requests take turns over this many connections (HTTP/1.1: at least; HTTP/2: exactly), so that
+# the kernel's SO_REUSEPORT hash puts some on each worker (one connection would see one worker only)
+SPREAD = 6
 
 
 class Probe:
@@ -37,6 +40,7 @@ class Probe:
         self.uris, self.headers, self.post_body, self.post_every = list(uris), list(headers), post_body, post_every
         self.cafile = cafile
         self.results = []  # (method, status or error string, latency ms)
+        self.connects = 0  # connections opened
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -77,7 +81,7 @@ class Probe:
         return ctx
 
     async def _main(self):
-        client = _H2(self) if self.proto == "h2" else _H1(self)
+        client = _H2Spread(self) if self.proto == "h2" else _H1(self)
         t0 = time.monotonic()
         tasks = []
         n = int(self.rate * self.duration)
@@ -116,14 +120,16 @@ class _H1:
 
     async def _conn(self):
         while True:
-            if self.idle:
-                return self.idle.pop()
+            if self.idle and self.open >= SPREAD:
+                return self.idle.pop(0)  # the longest idle: turns over all of them
             if self.open < H1_CONNS:
                 self.open += 1
                 try:
                     ctx = self.p._ssl("http/1.1") if self.p.proto == "https" else None
-                    return await asyncio.open_connection("127.0.0.1", self.p.port, ssl=ctx,
+                    conn = await asyncio.open_connection("127.0.0.1", self.p.port, ssl=ctx,
                                                          server_hostname="127.0.0.1" if ctx else None)
+                    self.p.connects += 1
+                    return conn
                 except OSError:
                     self.open -= 1
                     raise ConnectionRefusedError()
@@ -155,6 +161,22 @@ class _H1:
         self.idle = []
 
 
+class _H2Spread:
+    """HTTP/2 over TLS: SPREAD connections, each request a stream on the next one in turn."""
+
+    def __init__(self, probe):
+        self.conns = [_H2(probe) for _ in range(SPREAD)]
+        self.turn = 0
+
+    async def request(self, method, path, body):
+        self.turn += 1
+        return await self.conns[self.turn % len(self.conns)].request(method, path, body)
+
+    async def close(self):
+        for c in self.conns:
+            await c.close()
+
+
 class _H2:
     """HTTP/2 over TLS: one connection, every request a stream on it (a new connection after a failure)."""
 
@@ -167,6 +189,7 @@ class _H2:
     async def _connect(self):
         r, w = await asyncio.open_connection("127.0.0.1", self.p.port, ssl=self.p._ssl("h2"),
                                              server_hostname="127.0.0.1")
+        self.p.connects += 1
         conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
         conn.initiate_connection()
         w.write(conn.data_to_send())
