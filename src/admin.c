@@ -1,7 +1,6 @@
 #include "admin.h"
 
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,14 +14,14 @@
 #include <event2/listener.h>
 
 #include "admin_cmd.h"
+#include "admin_reply.h"
+#include "admin_show.h"
 #include "breaker.h"
 #include "clock.h"
 #include "control.h"
 #include "counters.h"
-#include "health.h"
 #include "log.h"
 #include "log_queue.h"
-#include "redis_sentinel.h"
 #include "rollout.h"
 #include "runtime.h"
 #include "statedump.h"
@@ -82,71 +81,6 @@ struct admin {
 	ino_t ino;
 };
 
-/* ---- output helpers ---- */
-
-static void out_json_str(struct evbuffer *out, const char *s)
-{
-	char buf[1024];
-	size_t len = 0;
-	log_json_escape(buf, sizeof(buf), &len, s, strlen(s));
-	evbuffer_add(out, "\"", 1);
-	evbuffer_add(out, buf, len);
-	evbuffer_add(out, "\"", 1);
-}
-
-/* Text answers carry names a client typed (an unknown pool, say): control
- * bytes, and every byte above 0x7f (so no C1 control slips through as UTF-8),
- * are written as \xHH, never raw, so an answer cannot drive the operator's
- * terminal. */
-static void out_text(struct evbuffer *out, const char *s)
-{
-	static const char hex[] = "0123456789abcdef";
-	const char *run = s;
-	for (; *s; s++) {
-		unsigned char c = (unsigned char)*s;
-		if (c >= 0x20 && c < 0x7f)
-			continue;
-		evbuffer_add(out, run, (size_t)(s - run));
-		char esc[4] = {'\\', 'x', hex[c >> 4], hex[c & 15]};
-		evbuffer_add(out, esc, sizeof(esc));
-		run = s + 1;
-	}
-	evbuffer_add(out, run, (size_t)(s - run));
-}
-
-static void reply_error(struct evbuffer *out, bool json, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void reply_error(struct evbuffer *out, bool json, const char *fmt, ...)
-{
-	char msg[512];
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
-	if (json) {
-		evbuffer_add_printf(out, "{\"ok\":false,\"error\":");
-		out_json_str(out, msg);
-		evbuffer_add_printf(out, "}\n");
-	} else {
-		evbuffer_add_printf(out, "error: ");
-		out_text(out, msg);
-		evbuffer_add(out, "\n", 1);
-	}
-}
-
-static const char *health_name(const struct runtime_server *s)
-{
-	return atomic_load(&s->health) == RUNTIME_HEALTH_UP ? "up" : "down";
-}
-
-static const char *admin_state_name(const struct runtime_server *s)
-{
-	if (atomic_load(&s->disabled))
-		return "disabled";
-	if (atomic_load(&s->drained))
-		return "draining";
-	return "active";
-}
-
 /* ---- lookups ---- */
 
 static const struct conf_pool *find_conf_pool(const struct admin *a, const char *name)
@@ -162,7 +96,7 @@ static struct runtime_server *find_server(struct admin *a, const char *pool, con
 	const struct conf_pool *cp = find_conf_pool(a, pool);
 	struct runtime_pool *p = cp ? runtime_find_pool(a->rt, pool) : NULL;
 	if (!p) {
-		reply_error(out, json, "unknown pool \"%s\" (show pools lists them)", pool);
+		admin_reply_error(out, json, "unknown pool \"%s\" (show pools lists them)", pool);
 		return NULL;
 	}
 	bool in_conf = false;
@@ -170,7 +104,7 @@ static struct runtime_server *find_server(struct admin *a, const char *pool, con
 		in_conf = strcmp(cp->servers[i].address, address) == 0;
 	struct runtime_server *s = in_conf ? runtime_find_server(p, address) : NULL;
 	if (!s) {
-		reply_error(out, json, "no server \"%s\" in pool %s (show servers %s lists them)", address, pool, pool);
+		admin_reply_error(out, json, "no server \"%s\" in pool %s (show servers %s lists them)", address, pool, pool);
 		return NULL;
 	}
 	*cp_out = cp;
@@ -179,362 +113,28 @@ static struct runtime_server *find_server(struct admin *a, const char *pool, con
 
 /* ---- show ---- */
 
-static unsigned error_rate_pct(struct runtime_server *s, const struct conf_pool *cp, uint64_t now,
-                               struct breaker *b, struct breaker_stats *st)
+/* What the `show` renderers (admin_show.h) describe: the snapshot and tables this admin serves. */
+static struct admin_show_view show_view(const struct admin *a)
 {
-	runtime_breaker_read(s, &cp->breaker, now, b, st);
-	return st->total ? (unsigned)((uint64_t)st->failures * 100 / st->total) : 0;
+	return (struct admin_show_view){
+	    .snap = a->snap, .rt = a->rt, .health = a->health, .sf = a->sf, .control = a->control};
 }
 
-static void show_pools(struct admin *a, bool json, struct evbuffer *out)
+static void show_admin(const struct admin *a, bool json, struct evbuffer *out)
 {
-	const struct conf *c = a->snap->conf;
-	uint64_t now = clock_mono_us();
-	if (json)
-		evbuffer_add_printf(out, "{\"ok\":true,\"pools\":[");
-	else
-		evbuffer_add_printf(out, "%-16s %7s %4s %6s %6s %7s %7s %8s %8s %8s %8s %8s\n", "POOL", "SERVERS", "UP",
-		                    "ACTIVE", "CONNS", "PENDING", "RETRIES", "OVERFLOW", "BUDGET", "BREAKER", "NOSERVER",
-		                    "RETRIED");
-	for (size_t i = 0; i < c->num_pools; i++) {
-		struct runtime_pool *p = runtime_find_pool(a->rt, c->pools[i].name);
-		if (!p)
-			continue;
-		size_t usable = 0;
-		for (size_t j = 0; j < c->pools[i].num_servers; j++) {
-			struct runtime_server *s = runtime_find_server(p, c->pools[i].servers[j].address);
-			usable += s && runtime_server_usable(s, now);
-		}
-		const struct counters_map *m = a->snap->counters;
-#define POOL_REASON(r) (unsigned long long)counters_get(counters_process, m, CTR_DIM_POOL, i, CTR_POOL_REASONS + (r))
-		unsigned long long overflow = POOL_REASON(REASON_POOL_OVERFLOW),
-		                   denied = POOL_REASON(REASON_RETRY_BUDGET_EXHAUSTED),
-		                   bopen = POOL_REASON(REASON_BREAKER_OPEN), none = POOL_REASON(REASON_NO_HEALTHY_UPSTREAM),
-		                   retries = counters_get(counters_process, m, CTR_DIM_POOL, i, CTR_POOL_RETRIES);
-#undef POOL_REASON
-		if (json) {
-			evbuffer_add_printf(out, "%s{\"pool\":", i ? "," : "");
-			out_json_str(out, p->name);
-			evbuffer_add_printf(out,
-			                    ",\"servers\":%zu,\"usable\":%zu,\"active_requests\":%u,\"connections\":%u,"
-			                    "\"pending\":%u,\"retries_in_flight\":%u,\"refused\":{\"pool_overflow\":%llu,"
-			                    "\"retry_budget_exhausted\":%llu,\"breaker_open\":%llu,\"no_healthy_upstream\":%llu},"
-			                    "\"retries\":%llu}",
-			                    c->pools[i].num_servers, usable, atomic_load(&p->active_requests),
-			                    atomic_load(&p->connections), atomic_load(&p->pending),
-			                    atomic_load(&p->retries_inflight), overflow, denied, bopen, none, retries);
-		} else {
-			evbuffer_add_printf(out, "%-16s %7zu %4zu %6u %6u %7u %7u %8llu %8llu %8llu %8llu %8llu\n", p->name,
-			                    c->pools[i].num_servers, usable, atomic_load(&p->active_requests),
-			                    atomic_load(&p->connections), atomic_load(&p->pending),
-			                    atomic_load(&p->retries_inflight), overflow, denied, bopen, none, retries);
-		}
-	}
-	if (json)
-		evbuffer_add_printf(out, "]}\n");
-}
-
-static void show_servers(struct admin *a, const char *only, bool json, struct evbuffer *out)
-{
-	const struct conf *c = a->snap->conf;
-	if (only && !find_conf_pool(a, only)) {
-		reply_error(out, json, "unknown pool \"%s\" (show pools lists them)", only);
-		return;
-	}
-	uint64_t now = clock_mono_us();
-	bool first = true;
-	if (json)
-		evbuffer_add_printf(out, "{\"ok\":true,\"servers\":[");
-	else
-		evbuffer_add_printf(out, "%-12s %-22s %6s %6s %-8s %-9s %6s %5s %6s %8s  %s\n", "POOL", "ADDRESS", "WEIGHT",
-		                    "CONFIG", "HEALTH", "STATE", "ACTIVE", "CONNS", "ERR%", "REQUESTS", "BREAKER");
-	for (size_t i = 0; i < c->num_pools; i++) {
-		const struct conf_pool *cp = &c->pools[i];
-		if (only && strcmp(only, cp->name) != 0)
-			continue;
-		struct runtime_pool *p = runtime_find_pool(a->rt, cp->name);
-		for (size_t j = 0; p && j < cp->num_servers; j++) {
-			struct runtime_server *s = runtime_find_server(p, cp->servers[j].address);
-			if (!s)
-				continue;
-			struct breaker b;
-			struct breaker_stats st;
-			unsigned rate = error_rate_pct(s, cp, now, &b, &st);
-			const char *bstate = cp->breaker.enabled ? breaker_state_name(b.state) : "off";
-			const char *check = health_last_result(a->health, cp->name, s->address);
-			size_t si = a->snap->counters ? counters_server_index(a->snap->counters, i, j) : 0;
-			unsigned long long requests =
-			    counters_get(counters_process, a->snap->counters, CTR_DIM_SERVER, si, CTR_SERVER_ATTEMPTS);
-			unsigned long long failures =
-			    counters_get(counters_process, a->snap->counters, CTR_DIM_SERVER, si, CTR_SERVER_FAILURES);
-			if (json) {
-				evbuffer_add_printf(out, "%s{\"pool\":", first ? "" : ",");
-				out_json_str(out, cp->name);
-				evbuffer_add_printf(out, ",\"address\":");
-				out_json_str(out, s->address);
-				evbuffer_add_printf(out,
-				                    ",\"weight\":%u,\"config_weight\":%u,\"health\":\"%s\",\"last_check\":",
-				                    atomic_load(&s->weight), atomic_load(&s->config_weight), health_name(s));
-				out_json_str(out, check);
-				evbuffer_add_printf(out,
-				                    ",\"state\":\"%s\",\"breaker\":\"%s\",\"active_requests\":%u,\"connections\":%u,"
-				                    "\"window_requests\":%u,\"window_failures\":%u,\"error_rate\":%.3f,"
-				                    "\"requests\":%llu,\"failures\":%llu}",
-				                    admin_state_name(s), bstate, atomic_load(&s->active_requests),
-				                    atomic_load(&s->connections), st.total, st.failures,
-				                    st.total ? (double)st.failures / st.total : 0.0, requests, failures);
-			} else {
-				evbuffer_add_printf(out, "%-12s %-22s %6u %6u %-8s %-9s %6u %5u %5u%% %8llu  %s%s%s%s\n", cp->name,
-				                    s->address, atomic_load(&s->weight), atomic_load(&s->config_weight),
-				                    health_name(s), admin_state_name(s), atomic_load(&s->active_requests),
-				                    atomic_load(&s->connections), rate, requests,
-				                    bstate, *check ? " (last check: " : "", check, *check ? ")" : "");
-			}
-			first = false;
-		}
-	}
-	if (json)
-		evbuffer_add_printf(out, "]}\n");
-}
-
-static void show_breakers(struct admin *a, bool json, struct evbuffer *out)
-{
-	const struct conf *c = a->snap->conf;
-	uint64_t now = clock_mono_us();
-	bool first = true;
-	if (json)
-		evbuffer_add_printf(out, "{\"ok\":true,\"breakers\":[");
-	else
-		evbuffer_add_printf(out, "%-12s %-22s %-9s %5s %-20s %9s %9s %7s %7s\n", "POOL", "ADDRESS", "STATE", "TRIPS",
-		                    "LAST_TRIGGER", "OPEN_MS", "LEFT_MS", "WIN_REQ", "WIN_ERR");
-	for (size_t i = 0; i < c->num_pools; i++) {
-		const struct conf_pool *cp = &c->pools[i];
-		struct runtime_pool *p = runtime_find_pool(a->rt, cp->name);
-		for (size_t j = 0; p && j < cp->num_servers; j++) {
-			struct runtime_server *s = runtime_find_server(p, cp->servers[j].address);
-			if (!s)
-				continue;
-			struct breaker b;
-			struct breaker_stats st;
-			error_rate_pct(s, cp, now, &b, &st);
-			const char *state = cp->breaker.enabled ? breaker_state_name(b.state) : "off";
-			unsigned long long left =
-			    b.state == BREAKER_OPEN && b.open_until_us > now ? (b.open_until_us - now) / 1000 : 0;
-			if (json) {
-				evbuffer_add_printf(out, "%s{\"pool\":", first ? "" : ",");
-				out_json_str(out, cp->name);
-				evbuffer_add_printf(out, ",\"address\":");
-				out_json_str(out, s->address);
-				evbuffer_add_printf(out,
-				                    ",\"state\":\"%s\",\"trips\":%llu,\"last_trigger\":\"%s\",\"open_ms\":%llu,"
-				                    "\"remaining_ms\":%llu,\"window_requests\":%u,\"window_failures\":%u}",
-				                    state, (unsigned long long)b.trips, breaker_trigger_name(b.last_trigger),
-				                    (unsigned long long)(b.open_for_us / 1000), left, st.total, st.failures);
-			} else {
-				evbuffer_add_printf(out, "%-12s %-22s %-9s %5llu %-20s %9llu %9llu %7u %7u\n", cp->name, s->address,
-				                    state, (unsigned long long)b.trips, breaker_trigger_name(b.last_trigger),
-				                    (unsigned long long)(b.open_for_us / 1000), left, st.total, st.failures);
-			}
-			first = false;
-		}
-	}
-	if (json)
-		evbuffer_add_printf(out, "]}\n");
-}
-
-static void show_config(struct admin *a, bool json, struct evbuffer *out)
-{
-	const struct conf *c = a->snap->conf;
-	size_t servers = 0;
-	for (size_t i = 0; i < c->num_pools; i++)
-		servers += c->pools[i].num_servers;
-	char loaded[32];
-	log_format_time(a->snap->loaded_wall_us, loaded);
-	unsigned long long changes = counters_get(counters_process, NULL, CTR_DIM_GLOBAL, 0, CTR_RUNTIME_CHANGES);
-	if (json) {
-		evbuffer_add_printf(out, "{\"ok\":true,\"pid\":%ld,\"source\":", (long)getpid());
-		out_json_str(out, c->source);
-		evbuffer_add_printf(out,
-		                    ",\"generation\":%llu,\"loaded\":\"%s\",\"workers\":%u,\"listeners\":%zu,\"pools\":%zu,"
-		                    "\"servers\":%zu,\"services\":%zu,\"routes\":%zu,\"state_file\":",
-		                    (unsigned long long)a->snap->generation, loaded, c->workers, c->num_listeners,
-		                    c->num_pools, servers, c->num_services, c->num_routes);
-		if (c->state_file)
-			out_json_str(out, c->state_file);
-		else
-			evbuffer_add_printf(out, "null");
-		evbuffer_add_printf(out, ",\"loaded_by\":\"%s\",\"loaded_uid\":", a->snap->loaded_how);
-		if (a->snap->loaded_by_uid >= 0)
-			evbuffer_add_printf(out, "%lld", a->snap->loaded_by_uid);
-		else
-			evbuffer_add_printf(out, "null");
-		if (a->sf) {
-			evbuffer_add_printf(out, ",\"state_file_writable\":%s,\"state_file_problem\":",
-			                    statefile_writable(a->sf) ? "true" : "false");
-			out_json_str(out, a->sf->problem);
-		}
-		evbuffer_add_printf(out, ",\"runtime_changes\":%llu}\n", changes);
-		return;
-	}
-	char by[64];
-	if (a->snap->loaded_by_uid >= 0)
-		snprintf(by, sizeof(by), "%s, uid %lld", a->snap->loaded_how, a->snap->loaded_by_uid);
-	else
-		snprintf(by, sizeof(by), "%s", a->snap->loaded_how);
-	evbuffer_add_printf(out,
-	                    "pid         %ld\nsource      %s\ngeneration  %llu\nloaded      %s by %s\nworkers     %u\n"
-	                    "listeners   %zu\n"
-	                    "pools       %zu (%zu servers)\nservices    %zu\nroutes      %zu\nstate file  %s\n"
-	                    "changes     %llu since start (show diff lists what differs from the config)\n",
-	                    (long)getpid(), c->source, (unsigned long long)a->snap->generation, loaded, by, c->workers,
-	                    c->num_listeners,
-	                    c->num_pools, servers, c->num_services, c->num_routes,
-	                    c->state_file ? c->state_file : "(none: changes last until restart)", changes);
-	if (a->sf && !statefile_writable(a->sf)) {
-		evbuffer_add_printf(out, "state file  NOT WRITTEN on changes: ");
-		out_text(out, a->sf->problem);
-		evbuffer_add_printf(out, a->sf->status == STATEFILE_UNREADABLE
-		                             ? " (sluice ctl save-state --force replaces it; show state-file)\n"
-		                             : " (never replaced; show state-file)\n");
-	}
-}
-
-/* One difference: a line of text, or a string of the JSON list (*n so far). */
-static void diff_line(struct evbuffer *out, bool json, size_t *n, const char *line)
-{
-	if (json) {
-		evbuffer_add_printf(out, "%s", *n ? "," : "");
-		out_json_str(out, line);
-	} else {
-		evbuffer_add_printf(out, "%s\n", line);
-	}
-	(*n)++;
-}
-
-static void show_diff(struct admin *a, bool json, struct evbuffer *out)
-{
-	const struct conf *c = a->snap->conf;
-	size_t n = 0;
-	if (json)
-		evbuffer_add_printf(out, "{\"ok\":true,\"differences\":[");
-	for (size_t i = 0; i < c->num_pools; i++) {
-		struct runtime_pool *p = runtime_find_pool(a->rt, c->pools[i].name);
-		for (size_t j = 0; p && j < c->pools[i].num_servers; j++) {
-			struct runtime_server *s = runtime_find_server(p, c->pools[i].servers[j].address);
-			if (!s)
-				continue;
-			char line[256];
-			const char *what[3] = { NULL, NULL, NULL };
-			char weight[64];
-			if (atomic_load(&s->weight_set) && atomic_load(&s->weight) != atomic_load(&s->config_weight)) {
-				snprintf(weight, sizeof(weight), "weight %u -> %u", atomic_load(&s->config_weight),
-				         atomic_load(&s->weight));
-				what[0] = weight;
-			}
-			if (atomic_load(&s->drained))
-				what[1] = "drained";
-			if (atomic_load(&s->disabled))
-				what[2] = "disabled";
-			for (size_t k = 0; k < 3; k++) {
-				if (!what[k])
-					continue;
-				snprintf(line, sizeof(line), "pool %s server %s: %s", p->name, s->address, what[k]);
-				diff_line(out, json, &n, line);
-			}
-		}
-	}
-	for (size_t i = 0; i < a->rt->num_splits; i++) {
-		struct runtime_split *sp = a->rt->splits[i];
-		if (!atomic_load(&sp->weight_set) || atomic_load(&sp->weight) == atomic_load(&sp->config_weight) ||
-		    conf_find_service(c, sp->service) < 0)
-			continue;
-		char line[256];
-		snprintf(line, sizeof(line), "service %s pool %s: weight %u -> %u", sp->service, sp->pool,
-		         atomic_load(&sp->config_weight), atomic_load(&sp->weight));
-		diff_line(out, json, &n, line);
-	}
-	for (size_t i = 0; i < a->rt->num_splits; i++) {
-		struct runtime_split *sp = a->rt->splits[i];
-		if (!sp->saved_set || conf_find_service(c, sp->service) < 0)
-			continue;
-		char line[256];
-		snprintf(line, sizeof(line), "service %s pool %s: weight %u before the switch (switch %s --back restores it)",
-		         sp->service, sp->pool, sp->saved_weight, sp->service);
-		diff_line(out, json, &n, line);
-	}
-	if (json)
-		evbuffer_add_printf(out, "]}\n");
-	else if (n == 0)
-		evbuffer_add_printf(out, "no differences: the running state is the config file's\n");
-}
-
-static void show_admin(struct admin *a, bool json, struct evbuffer *out)
-{
-	unsigned long long open = a->num_conns;
-	if (json) {
-		evbuffer_add_printf(out,
-		                    "{\"ok\":true,\"connections\":%llu,\"max_connections\":%u,\"idle_timeout_s\":%d,"
-		                    "\"max_unread_answer_bytes\":%u,\"accepted\":%llu,\"refused_uid\":%llu,"
-		                    "\"refused_full\":%llu,\"evicted_idle\":%llu,\"paused_unread\":%llu,\"closed_idle\":%llu}\n",
-		                    open, a->max_conns, ADMIN_IDLE_SECONDS, ADMIN_MAX_PENDING_OUTPUT, a->accepted,
-		                    a->refused_uid, a->refused_full, a->evicted, a->paused, a->idle_closed);
-		return;
-	}
-	evbuffer_add_printf(out,
-	                    "connections        %llu open of %u (admin.max_connections; the last one is kept for the socket's owner)\n"
-	                    "idle timeout       %d s\n"
-	                    "unread answers     at most %u bytes a connection, then it is not read until they drain\n"
-	                    "accepted           %llu\n"
-	                    "refused (uid)      %llu\n"
-	                    "refused (full)     %llu\n"
-	                    "evicted (idle)     %llu (the longest idle, to make room)\n"
-	                    "paused (unread)    %llu\n"
-	                    "closed (idle)      %llu\n",
-	                    open, a->max_conns, ADMIN_IDLE_SECONDS, ADMIN_MAX_PENDING_OUTPUT, a->accepted, a->refused_uid,
-	                    a->refused_full, a->evicted, a->paused, a->idle_closed);
-}
-
-static const char *statefile_status_name(const struct statefile *sf)
-{
-	if (statefile_writable(sf))
-		return sf->forced ? "written (replaced by save-state --force)" : "written on every change";
-	return sf->status == STATEFILE_NOT_REGULAR ? "refused: not a regular file, never written"
-	                                           : "held: unreadable at start, not written until save-state --force";
-}
-
-static void show_state_file(struct admin *a, bool json, struct evbuffer *out)
-{
-	struct statefile *sf = a->sf;
-	if (json) {
-		evbuffer_add_printf(out, "{\"ok\":true,\"path\":");
-		if (sf)
-			out_json_str(out, sf->path);
-		else
-			evbuffer_add_printf(out, "null");
-		evbuffer_add_printf(out, ",\"writable\":%s", sf && statefile_writable(sf) ? "true" : "false");
-		if (sf) {
-			evbuffer_add_printf(out, ",\"status\":");
-			out_json_str(out, statefile_status_name(sf));
-			evbuffer_add_printf(out, ",\"problem\":");
-			out_json_str(out, sf->problem);
-			evbuffer_add_printf(out, ",\"applied_at_start\":%u,\"skipped_at_start\":%u", sf->applied, sf->skipped);
-		}
-		evbuffer_add_printf(out, "}\n");
-		return;
-	}
-	if (!sf) {
-		evbuffer_add_printf(out, "no state_file configured: changes last until the process ends\n");
-		return;
-	}
-	evbuffer_add_printf(out, "path        ");
-	out_text(out, sf->path);
-	evbuffer_add_printf(out, "\nstatus      %s\n", statefile_status_name(sf));
-	if (sf->problem[0]) {
-		evbuffer_add_printf(out, "problem     ");
-		out_text(out, sf->problem);
-		evbuffer_add(out, "\n", 1);
-	}
-	evbuffer_add_printf(out, "at start    %u changes applied, %u lines skipped\n", sf->applied, sf->skipped);
+	const struct admin_show_limits s = {
+	    .num_conns = a->num_conns,
+	    .max_conns = a->max_conns,
+	    .idle_seconds = ADMIN_IDLE_SECONDS,
+	    .max_pending_output = ADMIN_MAX_PENDING_OUTPUT,
+	    .accepted = a->accepted,
+	    .refused_uid = a->refused_uid,
+	    .refused_full = a->refused_full,
+	    .evicted = a->evicted,
+	    .paused = a->paused,
+	    .idle_closed = a->idle_closed,
+	};
+	admin_show_admin(&s, json, out);
 }
 
 /* save-state [--force]: write the running state now; --force replaces a file
@@ -543,16 +143,16 @@ static void cmd_save_state(struct admin *a, unsigned uid, char **w, size_t n, bo
 {
 	bool force = n == 2 && strcmp(w[1], "--force") == 0;
 	if (n > 2 || (n == 2 && !force)) {
-		reply_error(out, json, "usage: save-state [--force]");
+		admin_reply_error(out, json, "usage: save-state [--force]");
 		return;
 	}
 	if (!a->sf) {
-		reply_error(out, json, "no state_file is configured (set state_file in the config to keep changes)");
+		admin_reply_error(out, json, "no state_file is configured (set state_file in the config to keep changes)");
 		return;
 	}
 	char err[1024];
 	if (statefile_save(a->sf, a->rt, force, err, sizeof(err)) != 0) {
-		reply_error(out, json, "state file not written: %s", err);
+		admin_reply_error(out, json, "state file not written: %s", err);
 		return;
 	}
 	struct log_line l;
@@ -563,84 +163,13 @@ static void cmd_save_state(struct admin *a, unsigned uid, char **w, size_t n, bo
 	log_end(&l);
 	if (json) {
 		evbuffer_add_printf(out, "{\"ok\":true,\"saved\":");
-		out_json_str(out, a->sf->path);
+		admin_reply_json_str(out, a->sf->path);
 		evbuffer_add_printf(out, "}\n");
 	} else {
 		evbuffer_add_printf(out, "state file saved: ");
-		out_text(out, a->sf->path);
+		admin_reply_text(out, a->sf->path);
 		evbuffer_add(out, "\n", 1);
 	}
-}
-
-/* show redis: the shared rate limits' Redis, and with Sentinel the master reached now */
-static void show_redis(struct admin *a, bool json, struct evbuffer *out)
-{
-	const struct conf_redis *cr = &a->snap->conf->redis;
-	static const char *const modes[] = {"local", "allow", "deny"};
-	struct rs_addr m;
-	unsigned long long switches = 0;
-	uint64_t since = 0;
-	bool known = rs_master_current(&m, &switches, &since);
-	char master[80] = "", when[32] = "";
-	if (known) {
-		rs_addr_format(&m, master, sizeof master);
-		log_format_time(since, when);
-	}
-	if (json) {
-		evbuffer_add_printf(out, "{\"ok\":true,\"enabled\":%s", cr->enabled ? "true" : "false");
-		if (cr->enabled) {
-			evbuffer_add_printf(out, ",\"mode\":\"%s\",\"on_failure\":\"%s\"",
-			                    cr->num_sentinels ? "sentinel" : "address", modes[cr->on_failure]);
-			if (cr->num_sentinels) {
-				evbuffer_add_printf(out, ",\"master_name\":");
-				out_json_str(out, cr->master);
-				evbuffer_add_printf(out, ",\"sentinels\":[");
-				for (size_t i = 0; i < cr->num_sentinels; i++) {
-					evbuffer_add_printf(out, "%s", i ? "," : "");
-					out_json_str(out, cr->sentinels[i].address);
-				}
-				evbuffer_add_printf(out, "],\"master\":");
-				if (known)
-					out_json_str(out, master);
-				else
-					evbuffer_add_printf(out, "null");
-				evbuffer_add_printf(out, ",\"master_since\":");
-				if (known)
-					out_json_str(out, when);
-				else
-					evbuffer_add_printf(out, "null");
-				evbuffer_add_printf(out, ",\"switches\":%llu", switches);
-			} else {
-				evbuffer_add_printf(out, ",\"address\":");
-				out_json_str(out, cr->address);
-			}
-		}
-		evbuffer_add_printf(out, "}\n");
-		return;
-	}
-	if (!cr->enabled) {
-		evbuffer_add_printf(out, "no redis section: every rate limit is local\n");
-		return;
-	}
-	if (!cr->num_sentinels) {
-		evbuffer_add_printf(out, "mode        address\naddress     ");
-		out_text(out, cr->address);
-		evbuffer_add_printf(out, "\non_failure  %s\n", modes[cr->on_failure]);
-		return;
-	}
-	evbuffer_add_printf(out, "mode        sentinel\nmaster name ");
-	out_text(out, cr->master);
-	evbuffer_add_printf(out, "\nsentinels   ");
-	for (size_t i = 0; i < cr->num_sentinels; i++) {
-		evbuffer_add_printf(out, "%s", i ? ", " : "");
-		out_text(out, cr->sentinels[i].address);
-	}
-	if (known)
-		evbuffer_add_printf(out, "\nmaster      %s (since %s; %llu switch%s since start)\n", master, when, switches,
-		                    switches == 1 ? "" : "es");
-	else
-		evbuffer_add_printf(out, "\nmaster      (not reached yet: see the log for why)\n");
-	evbuffer_add_printf(out, "on_failure  %s\n", modes[cr->on_failure]);
 }
 
 /* The file restore-state sends after its line: at most this many bytes. */
@@ -664,7 +193,7 @@ static void cmd_dump_state(struct admin *a, unsigned uid, bool json, struct evbu
 	uint64_t t0 = clock_mono_us();
 	size_t before = evbuffer_get_length(out);
 	if (statedump_write(&x, out, err, sizeof err) != 0) {
-		reply_error(out, json, "dump-state: %s", err);
+		admin_reply_error(out, json, "dump-state: %s", err);
 		return;
 	}
 	struct log_line l;
@@ -687,7 +216,7 @@ static void cmd_restore_state(struct admin *a, unsigned uid, const char *body, s
 		log_str(&l, "error", err);
 		log_int(&l, "uid", uid);
 		log_end(&l);
-		reply_error(out, json, "restore-state: %s", err);
+		admin_reply_error(out, json, "restore-state: %s", err);
 		return;
 	}
 	if (counters_process)
@@ -699,10 +228,10 @@ static void cmd_restore_state(struct admin *a, unsigned uid, const char *body, s
 	log_end(&l);
 	if (json) {
 		evbuffer_add_printf(out, "{\"ok\":true,\"message\":");
-		out_json_str(out, summary);
+		admin_reply_json_str(out, summary);
 		evbuffer_add_printf(out, "}\n");
 	} else {
-		out_text(out, summary);
+		admin_reply_text(out, summary);
 		evbuffer_add(out, "\n", 1);
 	}
 }
@@ -750,7 +279,7 @@ static void show_help(bool json, struct evbuffer *out)
 			const char *gap = strstr(lines[i], "  ");
 			snprintf(cmd, sizeof(cmd), "%.*s", (int)(gap - lines[i]), lines[i]);
 			evbuffer_add_printf(out, "%s", i ? "," : "");
-			out_json_str(out, cmd);
+			admin_reply_json_str(out, cmd);
 		}
 		evbuffer_add_printf(out, "]}\n");
 		return;
@@ -764,7 +293,7 @@ static void show_help(bool json, struct evbuffer *out)
 static void cmd_reload(struct admin *a, unsigned uid, bool json, struct evbuffer *out)
 {
 	if (!a->reload) {
-		reply_error(out, json, "reload is not available");
+		admin_reply_error(out, json, "reload is not available");
 		return;
 	}
 	struct conf_errors errs;
@@ -778,7 +307,7 @@ static void cmd_reload(struct admin *a, unsigned uid, bool json, struct evbuffer
 			evbuffer_add_printf(out, "{\"ok\":true,\"generation\":%llu,\"routes\":%zu,\"pools\":%zu,\"services\":%zu,"
 			                         "\"message\":",
 			                    (unsigned long long)a->snap->generation, c->num_routes, c->num_pools, c->num_services);
-			out_json_str(out, msg);
+			admin_reply_json_str(out, msg);
 			evbuffer_add_printf(out, "}\n");
 		} else {
 			evbuffer_add_printf(out, "%s\n", msg);
@@ -792,7 +321,7 @@ static void cmd_reload(struct admin *a, unsigned uid, bool json, struct evbuffer
 		                         "\"errors\":[");
 		for (size_t i = 0; i < errs.count; i++) {
 			evbuffer_add_printf(out, "%s", i ? "," : "");
-			out_json_str(out, errs.msgs[i]);
+			admin_reply_json_str(out, errs.msgs[i]);
 		}
 		evbuffer_add_printf(out, "]}\n");
 	} else {
@@ -820,7 +349,7 @@ void admin_set_reopen_logs(struct admin *a, admin_reopen_logs_fn *fn, void *arg)
 static void cmd_reopen_logs(struct admin *a, unsigned uid, bool json, struct evbuffer *out)
 {
 	if (!a->reopen_logs) {
-		reply_error(out, json, "reopen-logs is not available");
+		admin_reply_error(out, json, "reopen-logs is not available");
 		return;
 	}
 	struct log_line l;
@@ -843,8 +372,8 @@ static void cmd_flush_logs(const char *arg, bool json, struct evbuffer *out)
 		char *end = NULL;
 		ms = strtoul(arg, &end, 10);
 		if (arg[0] < '0' || arg[0] > '9' || !end || *end || ms < 1 || ms > LOGQ_FLUSH_ADMIN_MAX_MS) {
-			reply_error(out, json, "usage: flush-logs [TIMEOUT_MS] (a wait of 1 to %d ms; default %d)",
-			            LOGQ_FLUSH_ADMIN_MAX_MS, LOGQ_FLUSH_ADMIN_MS);
+			admin_reply_error(out, json, "usage: flush-logs [TIMEOUT_MS] (a wait of 1 to %d ms; default %d)",
+			                  LOGQ_FLUSH_ADMIN_MAX_MS, LOGQ_FLUSH_ADMIN_MS);
 			return;
 		}
 	}
@@ -874,17 +403,17 @@ static void cmd_flush_logs(const char *arg, bool json, struct evbuffer *out)
 		return;
 	}
 	if (!json) {
-		reply_error(out, false, "%s", msg);
+		admin_reply_error(out, false, "%s", msg);
 		return;
 	}
 	evbuffer_add_printf(out, "{\"ok\":false,\"error\":");
-	out_json_str(out, msg);
+	admin_reply_json_str(out, msg);
 	evbuffer_add_printf(out, ",\"flushed\":%s,\"pending_bytes\":%llu,\"failed_lines\":%llu,\"cut_lines\":%llu,"
 	                    "\"blocked_output\":", r.done ? "true" : "false", (unsigned long long)r.pending_bytes,
 	                    (unsigned long long)r.failed_lines, (unsigned long long)r.cut_lines);
-	out_json_str(out, r.blocked_output);
+	admin_reply_json_str(out, r.blocked_output);
 	evbuffer_add_printf(out, ",\"blocked_path\":");
-	out_json_str(out, r.blocked_name);
+	admin_reply_json_str(out, r.blocked_name);
 	evbuffer_add_printf(out, ",\"blocked_ms\":%llu,\"waited_ms\":%.3f}\n", (unsigned long long)r.blocked_ms,
 	                    waited_ms);
 }
@@ -944,20 +473,20 @@ static void changed(struct admin *a, unsigned uid, const char *what, bool json, 
 	log_end(&l);
 	if (json) {
 		evbuffer_add_printf(out, "{\"ok\":true,\"changed\":");
-		out_json_str(out, what);
+		admin_reply_json_str(out, what);
 		evbuffer_add_printf(out, ",\"persisted\":%s", saved ? "true" : "false");
 		if (state_file && !saved) {
 			evbuffer_add_printf(out, ",\"warning\":");
-			out_json_str(out, err);
+			admin_reply_json_str(out, err);
 		}
 		evbuffer_add_printf(out, "}\n");
 		return;
 	}
-	out_text(out, what);
+	admin_reply_text(out, what);
 	evbuffer_add(out, "\n", 1);
 	if (state_file && !saved) {
 		evbuffer_add_printf(out, "warning: applied, but not saved to the state file (");
-		out_text(out, err);
+		admin_reply_text(out, err);
 		evbuffer_add_printf(out, "): a restart would undo it\n");
 	}
 }
@@ -974,14 +503,14 @@ static void cmd_server_change(struct admin *a, unsigned uid, char **w, size_t n,
 		                    : strcmp(w[0], "reset") == 0 ? "reset breaker POOL ADDRESS"
 		                                                 : NULL;
 		if (usage)
-			reply_error(out, json, "usage: %s", usage);
+			admin_reply_error(out, json, "usage: %s", usage);
 		else
-			reply_error(out, json, "usage: %s POOL ADDRESS", w[0]);
+			admin_reply_error(out, json, "usage: %s POOL ADDRESS", w[0]);
 		return;
 	}
 	unsigned weight = 0;
 	if (strcmp(w[0], "set") == 0 && !admin_cmd_weight(w[4], &weight)) {
-		reply_error(out, json, "invalid weight \"%s\" (a whole number from 0 to 1000)", w[4]);
+		admin_reply_error(out, json, "invalid weight \"%s\" (a whole number from 0 to 1000)", w[4]);
 		return;
 	}
 	const struct conf_pool *cp = NULL;
@@ -1026,7 +555,7 @@ static const struct conf_service *find_service(struct admin *a, const char *name
 {
 	int si = conf_find_service(a->snap->conf, name);
 	if (si < 0) {
-		reply_error(out, json, "unknown service \"%s\"", name);
+		admin_reply_error(out, json, "unknown service \"%s\"", name);
 		return NULL;
 	}
 	return &a->snap->conf->services[si];
@@ -1035,7 +564,7 @@ static const struct conf_service *find_service(struct admin *a, const char *name
 static void cmd_service_weights(struct admin *a, unsigned uid, char **w, size_t n, bool json, struct evbuffer *out)
 {
 	if (n < 4) {
-		reply_error(out, json, "usage: set service-weights SERVICE POOL=WEIGHT ...");
+		admin_reply_error(out, json, "usage: set service-weights SERVICE POOL=WEIGHT ...");
 		return;
 	}
 	const struct conf *c = a->snap->conf;
@@ -1049,7 +578,7 @@ static void cmd_service_weights(struct admin *a, unsigned uid, char **w, size_t 
 	for (size_t i = 3; i < n; i++) {
 		char *eq = strchr(w[i], '=');
 		if (!eq || eq == w[i]) {
-			reply_error(out, json, "expected POOL=WEIGHT, got \"%s\"", w[i]);
+			admin_reply_error(out, json, "expected POOL=WEIGHT, got \"%s\"", w[i]);
 			return;
 		}
 		*eq = '\0';
@@ -1058,16 +587,16 @@ static void cmd_service_weights(struct admin *a, unsigned uid, char **w, size_t 
 			if (strcmp(c->pools[sv->pools[j].pool].name, w[i]) == 0)
 				sp = runtime_find_split(a->rt, sv->name, w[i]);
 		if (!sp) {
-			reply_error(out, json, "service %s has no pool \"%s\"", sv->name, w[i]);
+			admin_reply_error(out, json, "service %s has no pool \"%s\"", sv->name, w[i]);
 			return;
 		}
 		for (size_t k = 0; k < m; k++)
 			if (splits[k] == sp) {
-				reply_error(out, json, "pool %s is given twice", w[i]);
+				admin_reply_error(out, json, "pool %s is given twice", w[i]);
 				return;
 			}
 		if (!admin_cmd_weight(eq + 1, &weights[m])) {
-			reply_error(out, json, "invalid weight \"%s\" for pool %s (a whole number from 0 to 1000)", eq + 1, w[i]);
+			admin_reply_error(out, json, "invalid weight \"%s\" for pool %s (a whole number from 0 to 1000)", eq + 1, w[i]);
 			return;
 		}
 		splits[m++] = sp;
@@ -1083,8 +612,8 @@ static void cmd_service_weights(struct admin *a, unsigned uid, char **w, size_t 
 		total += v;
 	}
 	if (total == 0) {
-		reply_error(out, json, "every pool of service %s would have weight 0 (use drain or disable to stop traffic)",
-		            sv->name);
+		admin_reply_error(out, json, "every pool of service %s would have weight 0 (use drain or disable to stop traffic)",
+		                  sv->name);
 		return;
 	}
 	char what[1024];
@@ -1097,100 +626,6 @@ static void cmd_service_weights(struct admin *a, unsigned uid, char **w, size_t 
 			                        splits[k]->pool, before, weights[k]);
 	}
 	changed(a, uid, what, json, out);
-}
-
-static const char *key_text(const struct conf_key *k, char *buf, size_t size)
-{
-	static const char *const kinds[] = { [CONF_KEY_CLIENT_IP] = "client_ip", [CONF_KEY_HEADER] = "header:",
-		                             [CONF_KEY_COOKIE] = "cookie:",      [CONF_KEY_PATH] = "path",
-		                             [CONF_KEY_HOST] = "host",           [CONF_KEY_QUERY] = "query:",
-		                             [CONF_KEY_TLS_SUBJECT] = "tls_subject" };
-	snprintf(buf, size, "%s%s", kinds[k->kind], k->name ? k->name : "");
-	return buf;
-}
-
-static void show_services(struct admin *a, const char *only, bool json, struct evbuffer *out)
-{
-	const struct conf *c = a->snap->conf;
-	if (only && conf_find_service(c, only) < 0) {
-		reply_error(out, json, "unknown service \"%s\"", only);
-		return;
-	}
-	if (json)
-		evbuffer_add_printf(out, "{\"ok\":true,\"services\":[");
-	else
-		evbuffer_add_printf(out, "%-16s %-16s %6s %6s %6s  %s\n", "SERVICE", "POOL", "WEIGHT", "CONFIG", "SHARE",
-		                    "SPLIT");
-	size_t shown = 0;
-	for (size_t i = 0; i < c->num_services; i++) {
-		const struct conf_service *sv = &c->services[i];
-		if (only ? strcmp(sv->name, only) != 0 : sv->implicit)
-			continue;
-		char key[300] = "per request";
-		if (sv->sticky_set) {
-			char k[256];
-			snprintf(key, sizeof key, "sticky %s", key_text(&sv->sticky, k, sizeof k));
-		}
-		bool switched = runtime_switched(a->rt, c, sv);
-		uint64_t total = 0;
-		for (size_t j = 0; j < sv->num_pools; j++) {
-			struct runtime_split *sp = runtime_service_split(a->rt, c, sv, j);
-			total += sp ? atomic_load(&sp->weight) : 0;
-		}
-		if (json) {
-			evbuffer_add_printf(out, "%s{\"service\":", shown ? "," : "");
-			out_json_str(out, sv->name);
-			evbuffer_add_printf(out, ",\"sticky\":");
-			if (sv->sticky_set) {
-				char k[256];
-				out_json_str(out, key_text(&sv->sticky, k, sizeof k));
-			} else {
-				evbuffer_add_printf(out, "null");
-			}
-			evbuffer_add_printf(out, ",\"overrides\":%zu,\"switched\":%s,\"pools\":[", sv->num_overrides,
-			                    switched ? "true" : "false");
-		}
-		for (size_t j = 0; j < sv->num_pools; j++) {
-			struct runtime_split *sp = runtime_service_split(a->rt, c, sv, j);
-			if (!sp)
-				continue;
-			unsigned wt = atomic_load(&sp->weight);
-			double share = total ? 100.0 * wt / (double)total : 0;
-			if (json) {
-				evbuffer_add_printf(out, "%s{\"pool\":", j ? "," : "");
-				out_json_str(out, sp->pool);
-				evbuffer_add_printf(out, ",\"weight\":%u,\"config_weight\":%u,\"share\":%.1f", wt,
-				                    atomic_load(&sp->config_weight), share);
-				if (sp->saved_set)
-					evbuffer_add_printf(out, ",\"weight_before_switch\":%u", sp->saved_weight);
-				evbuffer_add_printf(out, "}");
-			} else {
-				char extra[400];
-				int len = snprintf(extra, sizeof extra, "%s", j == 0 ? key : "");
-				if (j == 0 && sv->num_overrides)
-					len += snprintf(extra + len, sizeof extra - (size_t)len, ", %zu override%s", sv->num_overrides,
-					                sv->num_overrides == 1 ? "" : "s");
-				if (sp->saved_set)
-					snprintf(extra + len, sizeof extra - (size_t)len, "%sswitched (was %u; switch %s --back)",
-					         len ? ", " : "", sp->saved_weight, sv->name);
-				evbuffer_add_printf(out, "%-16s %-16s %6u %6u %5.1f%%  %s\n", sv->name, sp->pool, wt,
-				                    atomic_load(&sp->config_weight), share, extra);
-			}
-		}
-		if (json)
-			evbuffer_add_printf(out, "]}");
-		shown++;
-	}
-	if (json) {
-		evbuffer_add_printf(out, "]");
-		if (a->control) {
-			evbuffer_add_printf(out, ",\"control\":");
-			control_brief(a->control, true, out);
-		}
-		evbuffer_add_printf(out, "}\n");
-	} else if (a->control) {
-		control_brief(a->control, false, out);
-	}
 }
 
 /* The weights of sv as "blue 90, green 10" for answers and the log. */
@@ -1209,7 +644,7 @@ static void split_text(struct admin *a, const struct conf_service *sv, char *buf
 static void cmd_switch(struct admin *a, unsigned uid, char **w, size_t n, bool json, struct evbuffer *out)
 {
 	if (n != 3) {
-		reply_error(out, json, "usage: switch SERVICE POOL | switch SERVICE --back");
+		admin_reply_error(out, json, "usage: switch SERVICE POOL | switch SERVICE --back");
 		return;
 	}
 	const struct conf *c = a->snap->conf;
@@ -1220,14 +655,14 @@ static void cmd_switch(struct admin *a, unsigned uid, char **w, size_t n, bool j
 	split_text(a, sv, before, sizeof before);
 	if (strcmp(w[2], "--back") == 0) {
 		if (!runtime_switch_back(a->rt, c, sv)) {
-			reply_error(out, json, "service %s is not switched (nothing to go back to)", sv->name);
+			admin_reply_error(out, json, "service %s is not switched (nothing to go back to)", sv->name);
 			return;
 		}
 		split_text(a, sv, after, sizeof after);
 		snprintf(what, sizeof what, "service %s: switched back: %s -> %s", sv->name, before, after);
 	} else {
 		if (!runtime_switch(a->rt, c, sv, w[2])) {
-			reply_error(out, json, "service %s has no pool \"%s\"", sv->name, w[2]);
+			admin_reply_error(out, json, "service %s has no pool \"%s\"", sv->name, w[2]);
 			return;
 		}
 		split_text(a, sv, after, sizeof after);
@@ -1243,7 +678,7 @@ void admin_execute(struct admin *a, const char *line, size_t len, unsigned uid, 
 	const char *refused = admin_cmd_parse(line, len, cmd);
 	bool json = cmd->json;
 	if (refused) {
-		reply_error(out, json, "%s", refused);
+		admin_reply_error(out, json, "%s", refused);
 		return;
 	}
 	char **w = cmd->words;
@@ -1251,35 +686,36 @@ void admin_execute(struct admin *a, const char *line, size_t len, unsigned uid, 
 	if (strcmp(w[0], "help") == 0 && n == 1) {
 		show_help(json, out);
 	} else if (strcmp(w[0], "show") == 0 && n >= 2) {
+		const struct admin_show_view v = show_view(a);
 		if (strcmp(w[1], "pools") == 0 && n == 2)
-			show_pools(a, json, out);
+			admin_show_pools(&v, json, out);
 		else if (strcmp(w[1], "servers") == 0 && n <= 3)
-			show_servers(a, n == 3 ? w[2] : NULL, json, out);
+			admin_show_servers(&v, n == 3 ? w[2] : NULL, json, out);
 		else if (strcmp(w[1], "breakers") == 0 && n == 2)
-			show_breakers(a, json, out);
+			admin_show_breakers(&v, json, out);
 		else if (strcmp(w[1], "config") == 0 && n == 2)
-			show_config(a, json, out);
+			admin_show_config(&v, json, out);
 		else if (strcmp(w[1], "diff") == 0 && n == 2)
-			show_diff(a, json, out);
+			admin_show_diff(&v, json, out);
 		else if (strcmp(w[1], "admin") == 0 && n == 2)
 			show_admin(a, json, out);
 		else if (strcmp(w[1], "state-file") == 0 && n == 2)
-			show_state_file(a, json, out);
+			admin_show_state_file(&v, json, out);
 		else if (strcmp(w[1], "counters") == 0 && n == 2)
 			counters_write(counters_process, a->snap->counters, json, out);
 		else if (strcmp(w[1], "services") == 0 && n <= 3)
-			show_services(a, n == 3 ? w[2] : NULL, json, out);
+			admin_show_services(&v, n == 3 ? w[2] : NULL, json, out);
 		else if (strcmp(w[1], "redis") == 0 && n == 2)
-			show_redis(a, json, out);
+			admin_show_redis(&v, json, out);
 		else if (strcmp(w[1], "control") == 0 && n == 2 && a->control)
 			control_show(a->control, json, out);
 		else if (strcmp(w[1], "control") == 0 && n == 2)
-			reply_error(out, json, "no fleet control: this instance has no control section (control = { redis = "
-			                       "\"main\" } shares its changes with a fleet; docs/configuration.md)");
+			admin_reply_error(out, json, "no fleet control: this instance has no control section (control = { redis = "
+			                             "\"main\" } shares its changes with a fleet; docs/configuration.md)");
 		else
-			reply_error(out, json, "usage: show pools | show servers [POOL] | show services [SERVICE] | show breakers | "
-			                       "show config | show diff | show admin | show state-file | show counters | show redis | "
-			                       "show control");
+			admin_reply_error(out, json, "usage: show pools | show servers [POOL] | show services [SERVICE] | show breakers | "
+			                             "show config | show diff | show admin | show state-file | show counters | show redis | "
+			                             "show control");
 	} else if ((a->upgrading || a->handed_over) &&
 	           (strcmp(w[0], "save-state") == 0 || strcmp(w[0], "reload") == 0 || strcmp(w[0], "set") == 0 ||
 	            strcmp(w[0], "clear") == 0 || strcmp(w[0], "reset") == 0 || strcmp(w[0], "drain") == 0 ||
@@ -1287,15 +723,15 @@ void admin_execute(struct admin *a, const char *line, size_t len, unsigned uid, 
 	            strcmp(w[0], "restore-state") == 0 ||
 	            (strcmp(w[0], "rollout") == 0 && !(n >= 2 && strcmp(w[1], "status") == 0)))) {
 		/* the new process read the state file after this one's last write: a change here would be lost */
-		reply_error(out, json, "a binary upgrade is in progress: this process (pid %ld) is handing over to a new "
-		                       "one; retry the change in a moment (it goes to the new process)", (long)getpid());
+		admin_reply_error(out, json, "a binary upgrade is in progress: this process (pid %ld) is handing over to a new "
+		                             "one; retry the change in a moment (it goes to the new process)", (long)getpid());
 	} else if (strcmp(w[0], "save-state") == 0) {
 		cmd_save_state(a, uid, w, n, json, out);
 	} else if (strcmp(w[0], "dump-state") == 0 && n == 1) {
 		cmd_dump_state(a, uid, json, out);
 	} else if (strcmp(w[0], "restore-state") == 0) {
-		reply_error(out, json, "usage: sluice ctl restore-state FILE (the file follows the line \"restore-state "
-		                       "BYTES\" on the socket)");
+		admin_reply_error(out, json, "usage: sluice ctl restore-state FILE (the file follows the line \"restore-state "
+		                             "BYTES\" on the socket)");
 	} else if (strcmp(w[0], "reload") == 0 && n == 1) {
 		cmd_reload(a, uid, json, out);
 	} else if (strcmp(w[0], "reopen-logs") == 0 && n == 1) {
@@ -1314,7 +750,7 @@ void admin_execute(struct admin *a, const char *line, size_t len, unsigned uid, 
 	           strcmp(w[0], "enable") == 0 || strcmp(w[0], "disable") == 0) {
 		cmd_server_change(a, uid, w, n, json, out);
 	} else {
-		reply_error(out, json, "unknown command \"%.80s\" (try help)", w[0]);
+		admin_reply_error(out, json, "unknown command \"%.80s\" (try help)", w[0]);
 	}
 }
 
@@ -1387,7 +823,7 @@ static bool conn_upgrade_line(struct admin_conn *c, const char *line, size_t len
 		log_str(&l, "error", err);
 		log_int(&l, "peer_pid", cred.pid);
 		log_end(&l);
-		reply_error(out, false, "%s", err);
+		admin_reply_error(out, false, "%s", err);
 		/* the peer reads the error and the close; anything after it would be misread */
 		c->closing = true;
 		if (bufferevent_disable(c->bev, EV_READ) != 0)
@@ -1423,11 +859,11 @@ static void conn_run_line(struct admin_conn *c, struct evbuffer *in, size_t len,
 	char line[ADMIN_CMD_MAX_LINE];
 	if (len > sizeof(line)) {
 		evbuffer_drain(in, len);
-		reply_error(out, false, "line too long (at most %d bytes)", ADMIN_CMD_MAX_LINE);
+		admin_reply_error(out, false, "line too long (at most %d bytes)", ADMIN_CMD_MAX_LINE);
 		return;
 	}
 	if (evbuffer_remove(in, line, len) != (int)len) {
-		reply_error(out, false, "internal error reading the command");
+		admin_reply_error(out, false, "internal error reading the command");
 		return;
 	}
 	if (conn_upgrade_line(c, line, len, out))
@@ -1440,7 +876,7 @@ static void conn_run_line(struct admin_conn *c, struct evbuffer *in, size_t len,
 		unsigned long long want = strtoull(cmd->words[1], &end, 10);
 		if (!end || *end || cmd->words[1][0] < '0' || cmd->words[1][0] > '9' || want == 0 ||
 		    want > ADMIN_MAX_RESTORE_BYTES) {
-			reply_error(out, cmd->json, "restore-state: the size must be 1 to %u bytes", ADMIN_MAX_RESTORE_BYTES);
+			admin_reply_error(out, cmd->json, "restore-state: the size must be 1 to %u bytes", ADMIN_MAX_RESTORE_BYTES);
 			/* the bytes that follow are a file, not commands: nothing more is read */
 			c->closing = true;
 			if (bufferevent_disable(c->bev, EV_READ) != 0)
@@ -1461,7 +897,7 @@ static bool conn_body(struct admin_conn *c, struct evbuffer *in, struct evbuffer
 	if (avail < c->body_want) {
 		if (!c->eof)
 			return false;
-		reply_error(out, c->body_json, "restore-state: the file ended after %zu of %zu bytes (nothing was restored)",
+		admin_reply_error(out, c->body_json, "restore-state: the file ended after %zu of %zu bytes (nothing was restored)",
 		            avail, c->body_want);
 		evbuffer_drain(in, avail);
 		c->body_want = 0;
@@ -1469,7 +905,7 @@ static bool conn_body(struct admin_conn *c, struct evbuffer *in, struct evbuffer
 	}
 	if (c->a->upgrading || c->a->handed_over) {
 		/* the new process read the state file already: a restore here would be lost */
-		reply_error(out, c->body_json, "a binary upgrade is in progress: this process (pid %ld) is handing over to a "
+		admin_reply_error(out, c->body_json, "a binary upgrade is in progress: this process (pid %ld) is handing over to a "
 		                               "new one; retry the restore in a moment (it goes to the new process)",
 		            (long)getpid());
 		evbuffer_drain(in, c->body_want);
@@ -1478,7 +914,7 @@ static bool conn_body(struct admin_conn *c, struct evbuffer *in, struct evbuffer
 	}
 	char *body = malloc(c->body_want);
 	if (!body || evbuffer_remove(in, body, c->body_want) != (int)c->body_want) {
-		reply_error(out, c->body_json, "restore-state: out of memory reading the file (nothing was restored)");
+		admin_reply_error(out, c->body_json, "restore-state: out of memory reading the file (nothing was restored)");
 		evbuffer_drain(in, c->body_want);
 	} else {
 		cmd_restore_state(c->a, c->uid, body, c->body_want, c->body_json, out);
@@ -1523,7 +959,7 @@ static bool conn_process(struct admin_conn *c)
 			continue;
 		}
 		if (avail > ADMIN_CMD_MAX_LINE) {
-			reply_error(out, false, "line too long (at most %d bytes)", ADMIN_CMD_MAX_LINE);
+			admin_reply_error(out, false, "line too long (at most %d bytes)", ADMIN_CMD_MAX_LINE);
 			evbuffer_drain(in, avail);
 			return conn_close_after_flush(c);
 		}
