@@ -15,6 +15,11 @@
  * parsed by admin_cmd.h (bytes with a length; a last line without its
  * newline before the half-close counts).
  *
+ * Three files behind this header: admin.c, the command table (what each
+ * command does, its hooks); admin_server.c, the socket (binding, the peer
+ * check, caps, reading lines; admin_server.h); admin_show.c, the `show`
+ * answers (admin_show.h).
+ *
  * No client can hold the main thread's socket: at most admin.max_connections
  * at once (the last slot kept for the owner or root, who may evict the
  * longest idle connection), idle ones closed after ADMIN_IDLE_SECONDS, and a

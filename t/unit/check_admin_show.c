@@ -1,8 +1,10 @@
 /* Unit tests for the admin answers apart from the socket: admin_reply.h
- * (escaping, the error line) and admin_show.h (every `show` renderer, text
- * and JSON) over a real config, a real runtime table and a real state file
- * in a temporary directory. The integration tests (t/test_ctl.py,
- * t/test_res_admin.py, ...) drive the same renderers through the socket. */
+ * (escaping, the error line), admin_show.h (every `show` renderer, text
+ * and JSON), and the command table (admin_execute, admin_restore_state)
+ * with the server's counters (admin_server_limits) on an admin object that
+ * has no socket, over a real config, a real runtime table and a real state
+ * file in a temporary directory. The integration tests (t/test_ctl.py,
+ * t/test_res_admin.py, ...) drive the same code through the socket. */
 #include <check.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -12,6 +14,7 @@
 #include <event2/buffer.h>
 
 #include "admin_reply.h"
+#include "admin_server.h"
 #include "admin_show.h"
 #include "conf.h"
 #include "runtime.h"
@@ -275,6 +278,84 @@ START_TEST(admin_limits)
 }
 END_TEST
 
+/* An admin object as admin_start makes it, but without a socket (no
+ * connections, no rollout controller, no state file): the command table's
+ * view of the fixture. Freed with free(). */
+static struct admin *admin_without_socket(struct fixture *f)
+{
+	struct admin *a = calloc(1, sizeof(*a));
+	ck_assert_ptr_nonnull(a);
+	a->rt = f->rt;
+	a->snap = &f->snap;
+	return a;
+}
+
+/* The command table on an admin object without a socket: what the socket's
+ * counters say, a show, a change and its answer. */
+START_TEST(execute_without_socket)
+{
+	struct fixture f;
+	setup(&f, CONF_TEXT);
+	struct admin *a = admin_without_socket(&f);
+	a->num_conns = 3;
+	a->max_conns = 8;
+	a->accepted = 11;
+	a->evicted = 2;
+
+	struct admin_show_limits l;
+	admin_server_limits(a, &l);
+	ck_assert_uint_eq(l.num_conns, 3);
+	ck_assert_uint_eq(l.max_conns, 8);
+	ck_assert_int_eq(l.idle_seconds, 10);
+	ck_assert_uint_eq(l.max_pending_output, 1u << 20);
+	ck_assert_uint_eq(l.accepted, 11);
+	ck_assert_uint_eq(l.evicted, 2);
+
+	static const char show_admin[] = "show admin --json";
+	admin_execute(a, show_admin, sizeof(show_admin) - 1, 0, f.out);
+	ck_assert_str_eq(taken(&f), "{\"ok\":true,\"connections\":3,\"max_connections\":8,\"idle_timeout_s\":10,"
+	                            "\"max_unread_answer_bytes\":1048576,\"accepted\":11,\"refused_uid\":0,"
+	                            "\"refused_full\":0,\"evicted_idle\":2,\"paused_unread\":0,\"closed_idle\":0}\n");
+	static const char set[] = "set weight blue 127.0.0.1:9001 5";
+	admin_execute(a, set, sizeof(set) - 1, 0, f.out);
+	ck_assert_str_eq(taken(&f), "pool blue server 127.0.0.1:9001: weight 1 -> 5\n");
+	ck_assert_uint_eq(atomic_load(&server(&f, "blue", "127.0.0.1:9001")->weight), 5);
+	static const char show_diff[] = "show diff";
+	admin_execute(a, show_diff, sizeof(show_diff) - 1, 0, f.out);
+	ck_assert_str_eq(taken(&f), "pool blue server 127.0.0.1:9001: weight 1 -> 5\n");
+	static const char unknown[] = "show pools extra";
+	admin_execute(a, unknown, sizeof(unknown) - 1, 0, f.out);
+	ck_assert_msg(strncmp(taken(&f), "error: usage: show pools | ", 27) == 0, "%s", f.text);
+	free(a);
+	teardown(&f);
+}
+END_TEST
+
+/* The file after "restore-state BYTES" (the socket reads it): checked whole
+ * before anything changes, then applied, and answered either way. */
+START_TEST(restore_state)
+{
+	struct fixture f;
+	setup(&f, CONF_TEXT);
+	struct admin *a = admin_without_socket(&f);
+	static const char bad[] = "{\"format\":\"sluice-state-dump\",\"version\":1,"
+	                          "\"runtime\":[\"weight blue 127.0.0.1:9001 5\",\"drain nopool 127.0.0.1:1\"],\"redis\":null}";
+	admin_restore_state(a, 0, bad, sizeof(bad) - 1, false, f.out);
+	const char *t = taken(&f);
+	ck_assert_msg(strncmp(t, "error: restore-state: ", 22) == 0 && strstr(t, "nopool") != NULL, "%s", t);
+	ck_assert_uint_eq(atomic_load(&server(&f, "blue", "127.0.0.1:9001")->weight), 1);
+
+	static const char good[] = "{\"format\":\"sluice-state-dump\",\"version\":1,"
+	                           "\"runtime\":[\"weight blue 127.0.0.1:9001 5\"],\"redis\":null}";
+	admin_restore_state(a, 0, good, sizeof(good) - 1, true, f.out);
+	t = taken(&f);
+	ck_assert_msg(strncmp(t, "{\"ok\":true,\"message\":\"restored: 1 runtime change", 45) == 0, "%s", t);
+	ck_assert_uint_eq(atomic_load(&server(&f, "blue", "127.0.0.1:9001")->weight), 5);
+	free(a);
+	teardown(&f);
+}
+END_TEST
+
 static Suite *admin_show_suite(void)
 {
 	Suite *s = suite_create("admin_show");
@@ -287,6 +368,8 @@ static Suite *admin_show_suite(void)
 	tcase_add_test(tc, state_file_and_config);
 	tcase_add_test(tc, redis);
 	tcase_add_test(tc, admin_limits);
+	tcase_add_test(tc, execute_without_socket);
+	tcase_add_test(tc, restore_state);
 	suite_add_tcase(s, tc);
 	return s;
 }
