@@ -15,6 +15,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "admin_reply.h"
 #include "clock.h"
 #include "conf.h"
 #include "counters.h"
@@ -749,36 +750,11 @@ void rollout_ctl_adopt(struct rollout_ctl *rc, const char *service, const char *
 
 /* ---- commands --------------------------------------------------------- */
 
-static void reply_error(struct evbuffer *out, bool json, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void reply_error(struct evbuffer *out, bool json, const char *fmt, ...)
-{
-	char msg[512], esc[1100];
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof msg, fmt, ap);
-	va_end(ap);
-	if (json) {
-		size_t len = 0;
-		log_json_escape(esc, sizeof esc, &len, msg, strlen(msg));
-		evbuffer_add_printf(out, "{\"ok\":false,\"error\":\"%.*s\"}\n", (int)len, esc);
-	} else {
-		evbuffer_add_printf(out, "error: %s\n", msg);
-	}
-}
-
-static void json_str(struct evbuffer *out, const char *s)
-{
-	char esc[1100];
-	size_t len = 0;
-	log_json_escape(esc, sizeof esc, &len, s, strlen(s));
-	evbuffer_add_printf(out, "\"%.*s\"", (int)len, esc);
-}
-
 static void reply_ok(struct evbuffer *out, bool json, const char *msg)
 {
 	if (json) {
 		evbuffer_add_printf(out, "{\"ok\":true,\"message\":");
-		json_str(out, msg);
+		admin_reply_json_str(out, msg);
 		evbuffer_add_printf(out, "}\n");
 	} else {
 		evbuffer_add_printf(out, "%s\n", msg);
@@ -807,9 +783,9 @@ static void status_one(struct rollout_ctl *rc, const struct rollout *ro, bool js
 	size_t from = ro->num_history - kept;
 	if (json) {
 		evbuffer_add_printf(out, "%s{\"service\":", first ? "" : ",");
-		json_str(out, ro->service);
+		admin_reply_json_str(out, ro->service);
 		evbuffer_add_printf(out, ",\"canary\":");
-		json_str(out, ro->canary);
+		admin_reply_json_str(out, ro->canary);
 		evbuffer_add_printf(out, ",\"state\":\"%s\",\"step\":%zu,\"steps\":[", state_names[ro->state], ro->step + 1);
 		for (size_t i = 0; i < ro->num_steps; i++)
 			evbuffer_add_printf(out, "%s%u", i ? "," : "", ro->steps[i]);
@@ -818,20 +794,20 @@ static void status_one(struct rollout_ctl *rc, const struct rollout *ro, bool js
 		                    "\"min_requests\":%llu,\"weights\":",
 		                    ro->steps[ro->step], (unsigned long long)ro->interval_ms, ro->max_error_rate,
 		                    (unsigned long long)ro->max_p99_ms, (unsigned long long)ro->min_requests);
-		json_str(out, weights);
+		admin_reply_json_str(out, weights);
 		evbuffer_add_printf(out, ",\"start_weights\":{");
 		for (size_t i = 0; i < ro->num_start; i++) {
 			evbuffer_add_printf(out, "%s", i ? "," : "");
-			json_str(out, ro->start_pools[i]);
+			admin_reply_json_str(out, ro->start_pools[i]);
 			evbuffer_add_printf(out, ":%u", ro->start_weights[i]);
 		}
 		evbuffer_add_printf(out, "},\"verdict\":");
-		json_str(out, ro->verdict);
+		admin_reply_json_str(out, ro->verdict);
 		if (rc->fleet) {
 			char driver[256];
 			rc->fleet->driver(rc->fleet_arg, ro->service, driver, sizeof driver);
 			evbuffer_add_printf(out, ",\"driver\":");
-			json_str(out, driver);
+			admin_reply_json_str(out, driver);
 		}
 		if (ro->last.set)
 			evbuffer_add_printf(out,
@@ -851,7 +827,7 @@ static void status_one(struct rollout_ctl *rc, const struct rollout *ro, bool js
 			const struct rollout_event *e = &ro->history[i % ROLLOUT_HISTORY];
 			evbuffer_add_printf(out, "%s{\"time_ms\":%llu,\"event\":", i > from ? "," : "",
 			                    (unsigned long long)(e->wall_us / 1000));
-			json_str(out, e->text);
+			admin_reply_json_str(out, e->text);
 			evbuffer_add_printf(out, "}");
 		}
 		evbuffer_add_printf(out, "]}");
@@ -892,11 +868,11 @@ static void status_one(struct rollout_ctl *rc, const struct rollout *ro, bool js
 static void cmd_status(struct rollout_ctl *rc, char **w, size_t n, bool json, struct evbuffer *out)
 {
 	if (n > 3) {
-		reply_error(out, json, "usage: rollout status [SERVICE]");
+		admin_reply_error(out, json, "usage: rollout status [SERVICE]");
 		return;
 	}
 	if (n == 3 && !find(rc, w[2], NULL)) {
-		reply_error(out, json, "no rollout for service \"%s\" (rollout status lists them)", w[2]);
+		admin_reply_error(out, json, "no rollout for service \"%s\" (rollout status lists them)", w[2]);
 		return;
 	}
 	if (json)
@@ -916,24 +892,24 @@ static bool cmd_start(struct rollout_ctl *rc, char **w, size_t n, bool json, str
 	static const char usage[] = "usage: rollout start SERVICE --to POOL [--steps 5,25,50,100] [--interval 30s] "
 	                            "[--max-error-rate 1%] [--max-p99 500ms] [--min-requests 100]";
 	if (n < 3) {
-		reply_error(out, json, "%s", usage);
+		admin_reply_error(out, json, "%s", usage);
 		return false;
 	}
 	const struct conf *c = cur_conf(rc);
 	const struct conf_service *sv = find_service(c, w[2]);
 	if (!sv) {
-		reply_error(out, json, "unknown service \"%s\"", w[2]);
+		admin_reply_error(out, json, "unknown service \"%s\"", w[2]);
 		return false;
 	}
 	struct rollout *old = find(rc, sv->name, NULL);
 	if (old && (old->state == RO_RUNNING || old->state == RO_PAUSED)) {
-		reply_error(out, json, "service %s has a rollout %s (rollout abort %s first)", sv->name,
-		            state_names[old->state], sv->name);
+		admin_reply_error(out, json, "service %s has a rollout %s (rollout abort %s first)", sv->name,
+		                  state_names[old->state], sv->name);
 		return false;
 	}
 	struct rollout *ro = calloc(1, sizeof *ro);
 	if (!ro) {
-		reply_error(out, json, "out of memory");
+		admin_reply_error(out, json, "out of memory");
 		return false;
 	}
 	static const unsigned default_steps[] = { 5, 25, 50, 100 };
@@ -947,46 +923,46 @@ static bool cmd_start(struct rollout_ctl *rc, char **w, size_t n, bool json, str
 		const char *opt = w[i], *v = i + 1 < n ? w[i + 1] : NULL;
 		conf_msec ms;
 		if (!v) {
-			reply_error(out, json, "%s needs a value (%s)", opt, usage);
+			admin_reply_error(out, json, "%s needs a value (%s)", opt, usage);
 			goto fail;
 		}
 		if (strcmp(opt, "--to") == 0) {
 			to = v;
 		} else if (strcmp(opt, "--steps") == 0) {
 			if (!rollout_parse_steps(v, ro->steps, &ro->num_steps)) {
-				reply_error(out, json, "invalid --steps \"%s\" (increasing percentages from 1 to 100, at most %d, "
-				            "like 5,25,50,100)", v, ROLLOUT_MAX_STEPS);
+				admin_reply_error(out, json, "invalid --steps \"%s\" (increasing percentages from 1 to 100, at most %d, "
+				                  "like 5,25,50,100)", v, ROLLOUT_MAX_STEPS);
 				goto fail;
 			}
 		} else if (strcmp(opt, "--interval") == 0) {
 			if (!conf_parse_duration(v, &ms) || ms == 0 || ms > 86400000) {
-				reply_error(out, json, "invalid --interval \"%s\" (a duration like 30s, 1m, 500ms)", v);
+				admin_reply_error(out, json, "invalid --interval \"%s\" (a duration like 30s, 1m, 500ms)", v);
 				goto fail;
 			}
 			ro->interval_ms = ms;
 		} else if (strcmp(opt, "--max-error-rate") == 0) {
 			if (!rollout_parse_rate(v, &ro->max_error_rate)) {
-				reply_error(out, json, "invalid --max-error-rate \"%s\" (a percentage like 1%% or 0.5%%)", v);
+				admin_reply_error(out, json, "invalid --max-error-rate \"%s\" (a percentage like 1%% or 0.5%%)", v);
 				goto fail;
 			}
 		} else if (strcmp(opt, "--max-p99") == 0) {
 			if (!conf_parse_duration(v, &ms) || ms > 86400000) {
-				reply_error(out, json, "invalid --max-p99 \"%s\" (a duration like 500ms; 0 turns it off)", v);
+				admin_reply_error(out, json, "invalid --max-p99 \"%s\" (a duration like 500ms; 0 turns it off)", v);
 				goto fail;
 			}
 			ro->max_p99_ms = ms;
 		} else if (strcmp(opt, "--min-requests") == 0) {
 			if (!parse_u64(v, 1000000000, &ro->min_requests)) {
-				reply_error(out, json, "invalid --min-requests \"%s\" (a whole number)", v);
+				admin_reply_error(out, json, "invalid --min-requests \"%s\" (a whole number)", v);
 				goto fail;
 			}
 		} else {
-			reply_error(out, json, "unknown option \"%s\" (%s)", opt, usage);
+			admin_reply_error(out, json, "unknown option \"%s\" (%s)", opt, usage);
 			goto fail;
 		}
 	}
 	if (!to) {
-		reply_error(out, json, "missing --to POOL (%s)", usage);
+		admin_reply_error(out, json, "missing --to POOL (%s)", usage);
 		goto fail;
 	}
 	ro->service = strdup(sv->name);
@@ -994,7 +970,7 @@ static bool cmd_start(struct rollout_ctl *rc, char **w, size_t n, bool json, str
 	ro->start_pools = calloc(sv->num_pools, sizeof *ro->start_pools);
 	ro->start_weights = calloc(sv->num_pools, sizeof *ro->start_weights);
 	if (!ro->service || !ro->canary || !ro->start_pools || !ro->start_weights) {
-		reply_error(out, json, "out of memory");
+		admin_reply_error(out, json, "out of memory");
 		goto fail;
 	}
 	bool has_canary = false;
@@ -1003,7 +979,7 @@ static bool cmd_start(struct rollout_ctl *rc, char **w, size_t n, bool json, str
 		struct runtime_split *sp = runtime_service_split(rc->rt, c, sv, i);
 		const char *name = pool_name(c, sv, i);
 		if (!(ro->start_pools[i] = strdup(name))) {
-			reply_error(out, json, "out of memory");
+			admin_reply_error(out, json, "out of memory");
 			goto fail;
 		}
 		ro->num_start++;
@@ -1014,11 +990,11 @@ static bool cmd_start(struct rollout_ctl *rc, char **w, size_t n, bool json, str
 			stable += ro->start_weights[i];
 	}
 	if (!has_canary) {
-		reply_error(out, json, "service %s has no pool \"%s\"", sv->name, to);
+		admin_reply_error(out, json, "service %s has no pool \"%s\"", sv->name, to);
 		goto fail;
 	}
 	if (stable == 0) {
-		reply_error(out, json, "service %s has no other pool with a weight above 0 to shift from", sv->name);
+		admin_reply_error(out, json, "service %s has no other pool with a weight above 0 to shift from", sv->name);
 		goto fail;
 	}
 	size_t index;
@@ -1026,7 +1002,7 @@ static bool cmd_start(struct rollout_ctl *rc, char **w, size_t n, bool json, str
 		rollout_free(rc->rollouts[index]);
 		rc->rollouts[index] = ro;
 	} else if (!add(rc, ro)) {
-		reply_error(out, json, "out of memory");
+		admin_reply_error(out, json, "out of memory");
 		goto fail;
 	}
 	set_share(rc, sv, ro, ro->steps[0]);
@@ -1049,28 +1025,28 @@ static bool cmd_change(struct rollout_ctl *rc, char **w, size_t n, bool json, un
 {
 	const char *verb = w[1];
 	if (n != 3) {
-		reply_error(out, json, "usage: rollout %s SERVICE", verb);
+		admin_reply_error(out, json, "usage: rollout %s SERVICE", verb);
 		return false;
 	}
 	struct rollout *ro = find(rc, w[2], NULL);
 	if (!ro) {
-		reply_error(out, json, "no rollout for service \"%s\" (rollout status lists them)", w[2]);
+		admin_reply_error(out, json, "no rollout for service \"%s\" (rollout status lists them)", w[2]);
 		return false;
 	}
 	const struct conf_service *sv;
 	if (!still_configured(cur_conf(rc), ro, &sv)) {
-		reply_error(out, json, "service %s or its pool %s is no longer in the config", ro->service, ro->canary);
+		admin_reply_error(out, json, "service %s or its pool %s is no longer in the config", ro->service, ro->canary);
 		return false;
 	}
 	bool live = ro->state == RO_RUNNING || ro->state == RO_PAUSED;
 	if (!live) {
-		reply_error(out, json, "the rollout of service %s is %s (nothing to %s)", ro->service, state_names[ro->state],
-		            verb);
+		admin_reply_error(out, json, "the rollout of service %s is %s (nothing to %s)", ro->service, state_names[ro->state],
+		                  verb);
 		return false;
 	}
 	if (strcmp(verb, "pause") == 0) {
 		if (ro->state == RO_PAUSED) {
-			reply_error(out, json, "the rollout of service %s is already paused", ro->service);
+			admin_reply_error(out, json, "the rollout of service %s is already paused", ro->service);
 			return false;
 		}
 		ro->state = RO_PAUSED;
@@ -1078,7 +1054,7 @@ static bool cmd_change(struct rollout_ctl *rc, char **w, size_t n, bool json, un
 		note(ro, LOG_INFO, "paused by uid %u at step %zu (%u%%)", uid, ro->step + 1, ro->steps[ro->step]);
 	} else if (strcmp(verb, "resume") == 0) {
 		if (ro->state == RO_RUNNING) {
-			reply_error(out, json, "the rollout of service %s is not paused", ro->service);
+			admin_reply_error(out, json, "the rollout of service %s is not paused", ro->service);
 			return false;
 		}
 		ro->state = RO_RUNNING;
@@ -1118,7 +1094,7 @@ bool rollout_command(struct rollout_ctl *rc, char **w, size_t n, bool json, unsi
 	if (n >= 2 && (strcmp(w[1], "pause") == 0 || strcmp(w[1], "resume") == 0 || strcmp(w[1], "abort") == 0 ||
 	               strcmp(w[1], "promote") == 0))
 		return cmd_change(rc, w, n, json, uid, out);
-	reply_error(out, json, "usage: rollout start SERVICE --to POOL ... | rollout status [SERVICE] | "
-	                       "rollout pause|resume|abort|promote SERVICE");
+	admin_reply_error(out, json, "usage: rollout start SERVICE --to POOL ... | rollout status [SERVICE] | "
+	                             "rollout pause|resume|abort|promote SERVICE");
 	return false;
 }
