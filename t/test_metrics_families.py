@@ -197,6 +197,8 @@ def test_rollout_step_and_verdicts(sluice, upstreams, sockdir):
     aport = admin(cfg, sockdir)
     gw = sluice(cfg)
     wait_until(lambda: os.path.exists(sock), what="admin socket")
+    # the admin socket is bound before the admin HTTP listener: wait for the latter too
+    wait_until(lambda: _can_connect(aport), what="admin HTTP listener")
     m = metrics(aport)
     assert value(m, "sluice_service_rollout_step", service="web", pool="green") is None
     p = subprocess.run([SLUICE_BIN, "ctl", "-s", sock, "rollout", "start", "web", "--to", "green", "--steps",
