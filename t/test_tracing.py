@@ -124,14 +124,17 @@ class Collector:
     rejected=N answers a partial success (N spans rejected, with message);
     chunked=True frames its answers with chunked transfer coding;
     drop_idle_every=N closes the connection without a word a moment after
-    every Nth answer (as a collector's idle timeout does)."""
+    every Nth answer (as a collector's idle timeout does); hang_up_on=N
+    takes the Nth request on each connection and closes it unanswered."""
 
     def __init__(self, status=200, protocol="http/json", tls=None, close_every=0, rejected=0,
-                 message="", chunked=False, drop_idle_every=0):
+                 message="", chunked=False, drop_idle_every=0, hang_up_on=0):
         self.requests = []
         self.connections = 0
         self.socks = []
         self.drop_idle_every = drop_idle_every
+        self.hang_up_on = hang_up_on
+        self.hung_up = 0
         self.resumed = []  # over TLS: per connection, whether it resumed a session
         self.status = status
         self.close_every = close_every
@@ -147,6 +150,7 @@ class Collector:
 
             def setup(self):
                 super().setup()
+                self.on_this_connection = 0
                 with outer.lock:
                     outer.connections += 1
                     outer.socks.append(self.connection)
@@ -156,9 +160,14 @@ class Collector:
             def do_POST(self):
                 n = int(self.headers.get("content-length", "0"))
                 body = self.rfile.read(n)
+                self.on_this_connection += 1
                 with outer.lock:
                     outer.requests.append((self.path, dict((k.lower(), v) for k, v in self.headers.items()), body))
                     close = outer.close_every and len(outer.requests) % outer.close_every == 0
+                    if self.on_this_connection == outer.hang_up_on:
+                        outer.hung_up += 1
+                        self.close_connection = True
+                        return
                 answer = outer.answer()
                 self.send_response(outer.status)
                 self.send_header("content-type", outer.content_type)
@@ -829,6 +838,28 @@ def test_collector_closing_means_a_new_connection_and_no_span_lost(sluice, upstr
         # a new connection after every closing answer, and no more
         assert col.connections == (exports + every - 1) // every, (kw, exports, col.connections)
         gw.stop()
+
+
+def test_collector_hanging_up_unanswered_gets_the_batch_once_more(sluice, upstreams, collector, sockdir):
+    """The one resend (docs/tracing.md, "Lost or twice"): a collector that
+    takes a batch on a kept-alive connection and closes it without an answer
+    gets that batch again on a new connection; nothing is lost, nothing is
+    counted as failed, and no batch is sent a third time."""
+    col = collector(hang_up_on=2)
+    gw = traced_gw(sluice, upstreams, {"otlp": col.url, "sample": 1, "interval": "100ms"},
+                   sockdir=sockdir, workers=1)
+    export_spaced(gw, 6, "/app/hangup")
+    wait_until(lambda: counter(gw.sock, "sluice_tracing_spans_exported_total") == 12, what="12 exported")
+    assert counter(gw.sock, "sluice_tracing_export_failures_total") == 0
+    assert counter(gw.sock, "sluice_tracing_spans_dropped_total") == 0
+    with col.lock:
+        bodies = [b for _, _, b in col.requests]
+    # every batch hung up on came again, right after, on a new connection
+    assert col.hung_up >= 2 and len(bodies) == len(set(bodies)) + col.hung_up, (col.hung_up, len(bodies))
+    assert all(bodies.count(b) <= 2 for b in bodies)
+    assert col.connections == col.hung_up + 1
+    ids = [s["spanId"] for s in col.spans()]
+    assert len(set(ids)) == 12
 
 
 def test_https_collector_keeps_one_tls_connection_and_resumes(sluice, upstreams, collector, certs, sockdir):  # noqa: F811
