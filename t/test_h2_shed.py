@@ -137,3 +137,15 @@ def test_streams_after_a_long_burst_on_the_same_connection_are_served(shed_gw):
     assert list(statuses.values()).count("200") == TOKENS
     assert list(statuses.values()).count("429") == 300 - TOKENS
     c.close()
+
+
+def test_bench_h2_shed_help():
+    """scripts/bench-h2-shed, which measured this (docs/benchmarks.md), answers --help and refuses
+    a call without its two binaries."""
+    import subprocess
+    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts", "bench-h2-shed")
+    p = subprocess.run([script, "--help"], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and p.stdout.startswith("usage: bench-h2-shed"), (p.stdout, p.stderr)
+    assert "--no-callgrind" in p.stdout and "--normal-priority" in p.stdout
+    p = subprocess.run([script], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2 and "required" in p.stderr, p.stderr
