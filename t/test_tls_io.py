@@ -476,3 +476,28 @@ def test_a_head_that_came_alone_leaves_with_the_body_in_plaintext(sluice):
     finally:
         c.close()
         u.close()
+
+
+def test_refused_post_over_tls_keeps_the_connection(certs, sluice, upstreams):
+    """Over TLS too (the bufferevent transport): a POST refused with 429 before its body was read keeps
+    the connection; the rest of the body, sent after the 429, is dropped, not taken for a request."""
+    (u,) = upstreams(1)
+    c, k = certs.issue("io", dns=["io.test"])
+    port = free_port()
+    routes = [{"name": "limited", "match": {"path_prefix": "/limited"}, "service": "web", "rate_limit": "once"},
+              {"name": "default", "match": {"path_prefix": "/"}, "service": "web"}]
+    gw = sluice(tls_config(port, [u.address], [{"cert": c, "key": k}], workers=1, routes=routes,
+                           rate_limits={"once": {"key": "path", "rate": 1, "per": "1h", "burst": 1}}))
+    body = b"v" * 4000
+    with TlsConn(gw.port, certs.ca) as conn:
+        assert conn.request("POST", "/limited", body=body, host="io.test").status == 200
+        r = conn.request("POST", "/limited", body=body, host="io.test")
+        assert r.status == 429 and "close" not in r.connection_tokens(), r.headers
+        conn.send(build_request("POST", "/limited", headers=[("Content-Length", str(len(body)))], host="io.test"))
+        r = conn.read_response()
+        assert r.status == 429 and "close" not in r.connection_tokens(), r.headers
+        conn.send(body[:1500])
+        time.sleep(0.05)
+        conn.send(body[1500:])
+        r = conn.request("GET", "/after", host="io.test")
+        assert r.status == 200 and r.json()["target"] == "/after"
