@@ -106,6 +106,7 @@ struct control {
 	/* settings (copies) */
 	char *prefix;
 	bool uses_main;
+	bool has_password; /* the control Redis block has a password_file (for the hint when Redis refuses) */
 	uint64_t lease_ms;
 	char name[CONF_CONTROL_INSTANCE_MAX + 80]; /* as shown */
 	char origin[CONTROL_ORIGIN_MAX];          /* name#nonce: this run's writes and leases */
@@ -237,6 +238,37 @@ static void link_went_up(void *arg, const struct rs_addr *switched_from, bool af
 	poll_version(ctl);
 }
 
+/* Redis answered the link's AUTH, SELECT or SUBSCRIBE with an error: a
+ * config (or server) mistake that retrying does not mend, logged once per
+ * outage with where it is configured and how to fix it. */
+static void log_refused(struct control *ctl, const struct redis_link_status *st)
+{
+	const char *block = ctl->uses_main ? "redis" : "control.redis";
+	char fix[400];
+	if (ctl->has_password)
+		snprintf(fix, sizeof fix,
+		         "check the password in the file %s.password_file names: it must be the one this Redis expects "
+		         "(requirepass or its ACL user); if the error is about the db, %s.db must be below the server's "
+		         "`databases`. Fix the file and restart sluice (control is restart-only), or fix Redis: the link "
+		         "retries each second",
+		         block, block);
+	else
+		snprintf(fix, sizeof fix,
+		         "this Redis requires a password: set %s.password_file to a file holding it and restart sluice "
+		         "(control is restart-only); the link retries each second",
+		         block);
+	struct log_line l;
+	log_begin(&l, LOG_ERROR, "fleet control: Redis refused this instance (password or db); serving with this "
+	                         "instance's state, changes are written to Redis once it accepts them");
+	log_str(&l, "config", ctl->uses_main ? "redis (control.redis = \"main\")" : "control.redis");
+	log_str(&l, "redis", st->address);
+	if (st->master_name)
+		log_str(&l, "master", st->master);
+	log_str(&l, "why", st->why);
+	log_str(&l, "fix", fix);
+	log_end(&l);
+}
+
 static void link_went_down(void *arg, const char *why, bool report)
 {
 	struct control *ctl = arg;
@@ -246,6 +278,10 @@ static void link_went_down(void *arg, const char *why, bool report)
 		return;
 	struct redis_link_status st;
 	redis_link_status(ctl->link, &st);
+	if (st.refused) {
+		log_refused(ctl, &st);
+		return;
+	}
 	struct log_line l;
 	log_begin(&l, LOG_WARN, "fleet control: Redis unreachable; serving with this instance's state, "
 	                        "changes are written to Redis when it is back");
@@ -1158,6 +1194,7 @@ struct control *control_new(struct event_base *base, const struct conf_control *
 	ctl->rt = rt;
 	ctl->sf = sf;
 	ctl->uses_main = cfg->uses_main;
+	ctl->has_password = cfg->redis.password != NULL;
 	ctl->lease_ms = cfg->lease;
 	control_set_init(&ctl->known);
 	if (cfg->instance) {

@@ -38,9 +38,14 @@ struct redis_link {
 	struct rs_addr reached; /* the master of the last link up; port 0: none yet */
 	/* the connections */
 	redisAsyncContext *cmd, *sub;
-	bool cmd_ready, sub_ready;
+	/* the link is up once both are connected and have answered their
+	 * handshake (AUTH, SELECT and ROLE on cmd; AUTH and SUBSCRIBE on sub):
+	 * a server that refuses the password never counts as up */
+	bool cmd_connected, sub_connected;
+	unsigned cmd_handshake, sub_handshake; /* handshake answers still awaited */
 	enum redis_link_state state;
 	bool ever_up, reported_down;
+	bool refused; /* the last failure: the server answered the handshake with an error */
 	uint64_t state_since_wall_us;
 	char why[200];
 	uint64_t connect_started_ms, next_connect_ms;
@@ -74,11 +79,13 @@ static void set_state(struct redis_link *l, enum redis_link_state st)
 	l->state = st;
 }
 
-static void link_down(struct redis_link *l, const char *why)
+static void link_down_as(struct redis_link *l, const char *why, bool refused)
 {
 	redisAsyncContext *cmd = l->cmd, *sub = l->sub;
 	l->cmd = l->sub = NULL;
-	l->cmd_ready = l->sub_ready = false;
+	l->cmd_connected = l->sub_connected = false;
+	l->cmd_handshake = l->sub_handshake = 0;
+	l->refused = refused;
 	bool was_up = l->state == REDIS_LINK_UP;
 	if (l->finder && l->resolving) {
 		rs_finder_cancel(l->finder);
@@ -104,6 +111,20 @@ static void link_down(struct redis_link *l, const char *why)
 		l->ev.down(l->arg, l->why, report);
 }
 
+static void link_down(struct redis_link *l, const char *why)
+{
+	link_down_as(l, why, false);
+}
+
+/* The server answered a handshake command with an error (a wrong password,
+ * a db it does not have, NOAUTH): retrying helps only once one side changes. */
+static void link_refused(struct redis_link *l, const char *what, const char *err)
+{
+	char why[200];
+	snprintf(why, sizeof why, "%s refused: %.150s", what, err);
+	link_down_as(l, why, true);
+}
+
 static struct link_cmd *cmd_new(struct redis_link *l, enum link_cmd_kind kind, redis_link_reply_cb *cb, void *arg)
 {
 	struct link_cmd *c = malloc(sizeof *c);
@@ -127,38 +148,55 @@ static bool send_argv(struct redis_link *l, redisAsyncContext *ac, struct link_c
 	return true;
 }
 
-static void auth_and_select(struct redis_link *l, redisAsyncContext *ac, bool select)
+/* One handshake command on ac (counted in *awaited until answered); false when not sent. */
+static bool send_handshake(struct redis_link *l, redisAsyncContext *ac, unsigned *awaited, enum link_cmd_kind kind,
+                           int argc, const char **argv, const size_t *lens)
+{
+	if (!send_argv(l, ac, cmd_new(l, kind, NULL, NULL), argc, argv, lens))
+		return false;
+	(*awaited)++;
+	return true;
+}
+
+static bool auth_and_select(struct redis_link *l, redisAsyncContext *ac, unsigned *awaited, bool select)
 {
 	if (l->password) {
 		const char *argv[] = { "AUTH", l->password };
 		size_t lens[] = { 4, strlen(l->password) };
-		send_argv(l, ac, cmd_new(l, CMD_AUTH, NULL, NULL), 2, argv, lens);
+		if (!send_handshake(l, ac, awaited, CMD_AUTH, 2, argv, lens))
+			return false;
 	}
 	if (select && l->db) {
 		char db[16];
 		int n = snprintf(db, sizeof db, "%u", l->db);
 		const char *argv[] = { "SELECT", db };
 		size_t lens[] = { 6, (size_t)n };
-		send_argv(l, ac, cmd_new(l, CMD_AUTH, NULL, NULL), 2, argv, lens);
+		if (!send_handshake(l, ac, awaited, CMD_AUTH, 2, argv, lens))
+			return false;
 	}
+	return true;
 }
+
+static void maybe_up(struct redis_link *l);
 
 static void sub_cb(redisAsyncContext *ac, void *reply_v, void *privdata)
 {
-	(void)ac;
 	struct redis_link *l = privdata;
 	redisReply *reply = reply_v;
 	if (!reply || l->freeing)
 		return;
 	if (reply->type == REDIS_REPLY_ERROR) {
-		char why[200];
-		snprintf(why, sizeof why, "SUBSCRIBE refused: %.150s", reply->str);
-		link_down(l, why);
+		link_refused(l, "SUBSCRIBE", reply->str);
 		return;
 	}
 	if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 3 || reply->element[0]->type != REDIS_REPLY_STRING)
 		return;
-	if (strcmp(reply->element[0]->str, "message") != 0)
+	if (strcmp(reply->element[0]->str, "subscribe") == 0 && ac == l->sub && l->sub_handshake) {
+		l->sub_handshake--;
+		maybe_up(l);
+		return;
+	}
+	if (strcmp(reply->element[0]->str, "message") != 0 || l->state != REDIS_LINK_UP)
 		return;
 	const redisReply *m = reply->element[2];
 	if (m->type != REDIS_REPLY_STRING)
@@ -174,15 +212,18 @@ static void link_up(struct redis_link *l)
 	set_state(l, REDIS_LINK_UP);
 	l->ever_up = true;
 	l->why[0] = '\0';
+	l->refused = false;
 	bool after_outage = l->reported_down;
 	l->reported_down = false;
-	const char *argv[] = { "SUBSCRIBE", l->channel };
-	size_t lens[] = { 9, strlen(l->channel) };
-	if (redisAsyncCommandArgv(l->sub, sub_cb, l, 2, argv, lens) != REDIS_OK) {
-		link_down(l, "cannot subscribe");
-		return;
-	}
 	l->ev.up(l->arg, switched ? &from : NULL, after_outage);
+}
+
+/* Up once both connections are made and every handshake command has been answered. */
+static void maybe_up(struct redis_link *l)
+{
+	if (l->state == REDIS_LINK_CONNECTING && l->cmd_connected && l->sub_connected && !l->cmd_handshake &&
+	    !l->sub_handshake)
+		link_up(l);
 }
 
 static void on_connect(const redisAsyncContext *ac, int status)
@@ -201,13 +242,11 @@ static void on_connect(const redisAsyncContext *ac, int status)
 		link_down(l, why);
 		return;
 	}
-	if (ac == l->cmd && !l->finder)
-		l->cmd_ready = true;
-	else if (ac == l->sub)
-		l->sub_ready = true;
-	/* with sentinels the command connection is ready when ROLE says master (role_reply) */
-	if (l->cmd_ready && l->sub_ready)
-		link_up(l);
+	if (ac == l->cmd)
+		l->cmd_connected = true;
+	else
+		l->sub_connected = true;
+	maybe_up(l);
 }
 
 /* A sentinel's answer can be stale: only the server itself knows it is the master. */
@@ -222,9 +261,9 @@ static void role_reply(struct redis_link *l, const redisReply *reply)
 		l->next_connect_ms = mono_ms();
 		return;
 	}
-	l->cmd_ready = true;
-	if (l->sub_ready)
-		link_up(l);
+	if (l->cmd_handshake)
+		l->cmd_handshake--;
+	maybe_up(l);
 }
 
 static void on_disconnect(const redisAsyncContext *ac, int status)
@@ -232,13 +271,18 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
 	struct redis_link *l = ac->data;
 	if (!l || l->freeing || (ac != l->cmd && ac != l->sub))
 		return; /* one we dropped ourselves */
+	/* hiredis drops a connection whose SUBSCRIBE (or any command without a
+	 * callback) is answered with an error (NOAUTH: a password is needed) */
+	bool refused = status != REDIS_OK && ac->err == REDIS_ERR_OTHER && l->state == REDIS_LINK_CONNECTING;
 	char why[200];
-	snprintf(why, sizeof why, "connection lost: %.150s", status == REDIS_OK ? "closed" : ac->errstr);
+	snprintf(why, sizeof why, "%s: %.150s",
+	         !refused ? "connection lost" : ac == l->sub ? "SUBSCRIBE refused" : "connection refused by Redis",
+	         status == REDIS_OK ? "closed" : ac->errstr);
 	if (ac == l->cmd)
 		l->cmd = NULL;
 	else
 		l->sub = NULL;
-	link_down(l, why);
+	link_down_as(l, why, refused);
 }
 
 static void reply_cb(redisAsyncContext *ac, void *reply_v, void *privdata)
@@ -253,10 +297,13 @@ static void reply_cb(redisAsyncContext *ac, void *reply_v, void *privdata)
 	if (c->kind == CMD_OWNER) {
 		c->cb(c->arg, reply);
 	} else if (reply && c->kind == CMD_AUTH && reply->type == REDIS_REPLY_ERROR) {
-		char why[200];
-		snprintf(why, sizeof why, "AUTH/SELECT refused: %.150s", reply->str);
 		if (!l->freeing)
-			link_down(l, why);
+			link_refused(l, "AUTH/SELECT", reply->str);
+	} else if (reply && c->kind == CMD_AUTH && !l->freeing && (ac == l->cmd || ac == l->sub)) {
+		unsigned *awaited = ac == l->cmd ? &l->cmd_handshake : &l->sub_handshake;
+		if (*awaited)
+			(*awaited)--;
+		maybe_up(l);
 	} else if (reply && c->kind == CMD_ROLE) {
 		if (ac == l->cmd && !l->freeing)
 			role_reply(l, reply);
@@ -274,7 +321,10 @@ static void reply_cb(redisAsyncContext *ac, void *reply_v, void *privdata)
 	free(c);
 }
 
-static redisAsyncContext *open_context(struct redis_link *l, bool select, char *why, size_t why_size)
+/* select: the command connection (SELECT, ROLE), else the subscriber (SUBSCRIBE);
+ * *awaited counts the handshake answers it is waiting for. */
+static redisAsyncContext *open_context(struct redis_link *l, bool select, unsigned *awaited, char *why,
+                                       size_t why_size)
 {
 	redisAsyncContext *ac = redisAsyncConnect(l->target.host, l->target.port);
 	if (!ac) {
@@ -294,11 +344,23 @@ static redisAsyncContext *open_context(struct redis_link *l, bool select, char *
 	}
 	redisAsyncSetConnectCallback(ac, on_connect);
 	redisAsyncSetDisconnectCallback(ac, on_disconnect);
-	auth_and_select(l, ac, select);
-	if (select && l->finder) {
+	bool sent = auth_and_select(l, ac, awaited, select);
+	if (sent && select && l->finder) {
 		const char *argv[] = { "ROLE" };
 		size_t lens[] = { 4 };
-		send_argv(l, ac, cmd_new(l, CMD_ROLE, NULL, NULL), 1, argv, lens);
+		sent = send_handshake(l, ac, awaited, CMD_ROLE, 1, argv, lens);
+	}
+	if (sent && !select) {
+		/* the subscriber: up once its SUBSCRIBE is confirmed */
+		const char *argv[] = { "SUBSCRIBE", l->channel };
+		size_t lens[] = { 9, strlen(l->channel) };
+		sent = redisAsyncCommandArgv(ac, sub_cb, l, 2, argv, lens) == REDIS_OK;
+		*awaited += sent;
+	}
+	if (!sent) {
+		snprintf(why, why_size, "out of memory");
+		redisAsyncFree(ac); /* fails what was queued: those callbacks see it is not l->cmd or l->sub */
+		return NULL;
 	}
 	return ac;
 }
@@ -309,7 +371,9 @@ static void connect_master(struct redis_link *l)
 	char why[200];
 	set_state(l, REDIS_LINK_CONNECTING);
 	l->connect_started_ms = mono_ms();
-	if (!(l->cmd = open_context(l, true, why, sizeof why)) || !(l->sub = open_context(l, false, why, sizeof why)))
+	l->cmd_handshake = l->sub_handshake = 0;
+	if (!(l->cmd = open_context(l, true, &l->cmd_handshake, why, sizeof why)) ||
+	    !(l->sub = open_context(l, false, &l->sub_handshake, why, sizeof why)))
 		link_down(l, why);
 }
 
@@ -366,7 +430,9 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
 	if (l->state == REDIS_LINK_DOWN && now >= l->next_connect_ms)
 		connect_now(l);
 	else if (l->state == REDIS_LINK_CONNECTING && !l->resolving && now - l->connect_started_ms > l->connect_timeout_ms)
-		link_down(l, l->finder ? "connect (or ROLE) timeout" : "connect timeout");
+		link_down(l, !(l->cmd_connected && l->sub_connected) ? "connect timeout"
+		             : l->finder ? "no answer to AUTH/SELECT/ROLE/SUBSCRIBE within connect_timeout"
+		                         : "no answer to AUTH/SELECT/SUBSCRIBE within connect_timeout");
 	else if (l->state == REDIS_LINK_UP && l->inflight && now - l->waiting_since_ms > l->timeout_ms)
 		link_down(l, "no answer in time");
 }
@@ -486,4 +552,5 @@ void redis_link_status(const struct redis_link *l, struct redis_link_status *st)
 	st->address = l->address;
 	st->master = l->target_text;
 	st->master_name = l->finder ? l->master_name : NULL;
+	st->refused = l->state != REDIS_LINK_UP && l->refused;
 }

@@ -7,9 +7,12 @@
  * (redis_sentinel.h's rs_finder): each (re)connect asks the sentinels, and
  * with them the link is up only once ROLE on the command connection says
  * master (a sentinel's answer can be stale). AUTH (and SELECT on the command
- * connection) follow the config. Down: a connect error, a lost connection,
- * no connect within connect_timeout, a command unanswered for longer than
- * timeout, a refused AUTH/SELECT/SUBSCRIBE, or the owner's redis_link_drop.
+ * connection) follow the config. Up means usable: both connections made and
+ * their handshake answered (AUTH and SELECT, ROLE with sentinels, the
+ * channel's SUBSCRIBE confirmed), so a wrong password never counts as up.
+ * Down: a connect error, a lost connection, no connect and handshake within
+ * connect_timeout, a command unanswered for longer than timeout, a refused
+ * AUTH/SELECT/SUBSCRIBE, or the owner's redis_link_drop.
  * It reconnects a second after going down; at once after a `+switch-master`
  * for its master, a READONLY or MASTERDOWN answer (the master was demoted)
  * or a ROLE that is not master, when the sentinels may know better already.
@@ -35,7 +38,7 @@ struct redis_link;
 enum redis_link_state { REDIS_LINK_DOWN, REDIS_LINK_CONNECTING, REDIS_LINK_UP };
 
 struct redis_link_events {
-	/* Both connections are up and the channel's SUBSCRIBE is sent.
+	/* Both connections are up, AUTH/SELECT (and ROLE) answered and the channel's SUBSCRIBE confirmed.
 	 * switched_from: the master the link was up on before, when the
 	 * sentinels have moved it since (NULL otherwise); after_outage: the
 	 * link was reported down (below) since it was last up. */
@@ -85,6 +88,10 @@ struct redis_link_status {
 	const char *address;     /* the config's (with sentinels: its description) */
 	const char *master;      /* connected to or being connected to ("(not found yet)") */
 	const char *master_name; /* as the sentinels name it; NULL: no sentinels */
+	/* not up, and the last failure was the server refusing the handshake
+	 * (a wrong password or db, NOAUTH): retrying helps only once the config
+	 * or the server changes */
+	bool refused;
 };
 void redis_link_status(const struct redis_link *l, struct redis_link_status *st);
 

@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -397,3 +398,61 @@ def test_change_for_a_server_another_instance_lacks(sluice, upstreams, sockdir, 
                 timeout=1.0)
     assert [s["state"] for s in ctl_json(a.sock, "show", "servers", "blue")["servers"]
             if s["address"] == extra] == ["draining"]
+
+
+def redis_as(port, password, *args):
+    """AUTH password, then one command on the same connection: the second reply's first line."""
+    with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+        out = ""
+        for cmd in (("AUTH", password), args):
+            out += "*%d\r\n" % len(cmd) + "".join("$%d\r\n%s\r\n" % (len(a.encode()), a) for a in cmd)
+        s.sendall(out.encode())
+        data = b""
+        while data.count(b"\r\n") < 2:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        return data.decode().split("\r\n")[1]
+
+
+@pytest.mark.timeout(90)
+def test_wrong_control_redis_password_is_one_clear_error(sluice, upstreams, sockdir, redis_server, tmp_path):
+    """A wrong password for the control Redis: the link never counts as up
+    (no "connected" / "reachable again" / "unreachable" flapping, no
+    re-sync each retry), one error line says what, where and how to fix it,
+    `sluice ctl` keeps answering; once Redis takes the password the instance
+    connects and syncs."""
+    r = redis_server()
+    assert r.cmd("CONFIG", "SET", "requirepass", "right-pw") == "+OK"
+    pw = tmp_path / "control.pw"
+    pw.write_text("wrong-pw\n")
+    (u,) = upstreams(1)
+    sock = os.path.join(sockdir, "pw.sock")
+    gw = sluice(base_config(free_port(), [u.address], admin={"socket": sock},
+                            control={"redis": {"address": "127.0.0.1:%d" % r.port, "password_file": str(pw)},
+                                     "prefix": "t-pw", "instance": "pw"}), name="pw")
+    gw.sock = sock
+    wait_until(lambda: log_msgs(gw, "fleet control: Redis refused"), timeout=10, what="the refusal logged")
+    time.sleep(3)  # about three retries
+    refused = log_msgs(gw, "fleet control: Redis refused")
+    assert len(refused) == 1, refused
+    e = refused[0]
+    assert e["level"] == "error", e
+    assert e["config"] == "control.redis" and e["redis"] == "127.0.0.1:%d" % r.port, e
+    assert "WRONGPASS" in e["why"] and "AUTH" in e["why"], e
+    assert "control.redis.password_file" in e["fix"], e
+    for flap in ("fleet control: connected to Redis", "fleet control: Redis reachable again",
+                 "fleet control: Redis unreachable"):
+        assert log_msgs(gw, flap) == [], (flap, log_msgs(gw, "fleet control"))
+    assert "wrong-pw" not in gw.stderr() and "right-pw" not in gw.stderr()
+    st = control(gw)
+    assert st["state"] in ("down", "connecting") and not st["synced"], st
+    assert "WRONGPASS" in st["status"], st
+    assert "fleet control:" in ctl_ok(sock, "show", "services")
+
+    # Redis takes the instance's password: connected, in sync, said once
+    assert redis_as(r.port, "right-pw", "CONFIG", "SET", "requirepass", "wrong-pw") == "+OK"
+    wait_until(lambda: control(gw)["state"] == "up" and control(gw)["synced"], timeout=10, what="up with the password")
+    assert len(log_msgs(gw, "fleet control: Redis reachable again")) == 1, log_msgs(gw, "fleet control")
+    assert len(log_msgs(gw, "fleet control: Redis refused")) == 1

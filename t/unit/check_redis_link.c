@@ -3,8 +3,9 @@
  * (redis_procs.h): up with AUTH and SELECT, commands and their replies, a
  * message on the channel, a blocking connection for the last exchange; down
  * reported once per outage (a killed server, a stopped one that leaves a
- * command unanswered, a refused AUTH, nobody listening, the owner's drop) and
- * up again after it; commands in flight failed (reply NULL) when the link
+ * command unanswered, nobody listening, the owner's drop) and up again after
+ * it; a refused AUTH, SELECT or SUBSCRIBE (NOAUTH) never up, reported once,
+ * up once the server takes the password; commands in flight failed (reply NULL) when the link
  * goes down or is freed; with sentinels, ROLE checked and a failover
  * followed to the new master. */
 #include <check.h>
@@ -293,27 +294,81 @@ START_TEST(unanswered_command_times_out)
 }
 END_TEST
 
+/* Runs the link through three failed attempts (a second apart): down each
+ * time, reported once, never up, the status saying it was refused. */
+static void refused_every_time(struct link_setup *t, const char *why1, const char *why2)
+{
+	proc_run_until(t->base, &t->seen.downs, 2, WAIT_MS);
+	ck_assert_uint_ge(t->seen.downs, 3);
+	ck_assert_uint_eq(t->seen.ups, 0);
+	ck_assert_uint_eq(t->seen.reports, 1);
+	ck_assert_msg(strstr(t->seen.why, why1) && strstr(t->seen.why, why2), "%s", t->seen.why);
+	ck_assert(!redis_link_is_up(t->link));
+	struct redis_link_status st;
+	redis_link_status(t->link, &st);
+	ck_assert(st.refused);
+	ck_assert_int_ne(st.state, REDIS_LINK_UP);
+	ck_assert_str_eq(st.why, t->seen.why);
+}
+
+/* A blocking command to 127.0.0.1:port after AUTH password; true when it answered OK. */
+static bool command_as(int port, const char *password, const char *fmt, const char *arg)
+{
+	redisContext *c = redisConnect("127.0.0.1", port);
+	ck_assert(c && !c->err);
+	redisReply *r = redisCommand(c, "AUTH %s", password);
+	bool ok = r && r->type == REDIS_REPLY_STATUS;
+	if (r)
+		freeReplyObject(r);
+	r = ok ? redisCommand(c, fmt, arg) : NULL;
+	ok = r && r->type == REDIS_REPLY_STATUS && strcmp(r->str, "OK") == 0;
+	if (r)
+		freeReplyObject(r);
+	redisFree(c);
+	return ok;
+}
+
 START_TEST(refused_and_unreachable)
 {
 	int port = proc_free_port(), nobody = proc_free_port();
 	pid_t pid = proc_start_redis(port, 0, "right");
 	struct link_setup t;
+	/* a wrong password: never up (the connections are made, AUTH is
+	 * refused), reported once however often it is retried */
 	link_start(&t, port, 0, "wrong", 0, 2000);
-	proc_run_until(t.base, &t.seen.downs, 0, WAIT_MS);
-	/* (without sentinels the link counts as up once both connections are
-	 * made, before AUTH's answer: an up may come first) */
-	ck_assert_uint_eq(t.seen.reports, 1);
-	ck_assert_msg(strstr(t.seen.why, "AUTH/SELECT refused") && strstr(t.seen.why, "WRONGPASS"), "%s", t.seen.why);
-	ck_assert(!redis_link_is_up(t.link));
+	refused_every_time(&t, "AUTH/SELECT refused", "WRONGPASS");
+	/* the server's password changes to the link's: up, after the outage */
+	ck_assert(command_as(port, "right", "CONFIG SET requirepass %s", "wrong"));
+	proc_run_until(t.base, &t.seen.ups, 0, WAIT_MS);
+	ck_assert_uint_eq(t.seen.ups, 1);
+	ck_assert(t.seen.after_outage);
+	struct redis_link_status st;
+	redis_link_status(t.link, &st);
+	ck_assert(!st.refused);
+	ck_assert_str_eq(st.why, "");
+	const char *set[] = { "SET", "k", "v" };
+	roundtrip(&t, 3, set);
+	ck_assert_str_eq(t.seen.reply_text, "OK");
+	link_stop(&t);
+	ck_assert(command_as(port, "wrong", "CONFIG SET requirepass %s", "right"));
+
+	/* no password where one is needed: the SUBSCRIBE is refused (NOAUTH) */
+	link_start(&t, port, 0, NULL, 0, 2000);
+	refused_every_time(&t, "refused", "NOAUTH");
+	link_stop(&t);
+
+	/* a db the server does not have */
+	link_start(&t, port, 0, "right", 99, 2000);
+	refused_every_time(&t, "AUTH/SELECT refused", "DB index");
 	link_stop(&t);
 
 	link_start(&t, nobody, 0, NULL, 0, 2000);
 	proc_run_until(t.base, &t.seen.downs, 0, WAIT_MS);
 	ck_assert_uint_eq(t.seen.reports, 1);
 	ck_assert_msg(strstr(t.seen.why, "connect failed"), "%s", t.seen.why);
-	struct redis_link_status st;
 	redis_link_status(t.link, &st);
 	ck_assert_int_ne(st.state, REDIS_LINK_UP);
+	ck_assert(!st.refused);
 	ck_assert_str_eq(st.why, t.seen.why);
 	link_stop(&t);
 	proc_stop(pid);
