@@ -98,6 +98,45 @@ void admin_show_pools(const struct admin_show_view *v, bool json, struct evbuffe
 		evbuffer_add_printf(out, "]}\n");
 }
 
+/* Every configured server that has runtime state, pool by pool (only the pool
+ * named ONLY when set), with its breaker read once: the walk that show servers
+ * and show breakers share. */
+struct server_walk {
+	const struct admin_show_view *v;
+	const char *only;
+	size_t pool, server;
+};
+
+struct server_row {
+	const struct conf_pool *pool;
+	size_t pool_index, server_index;
+	struct runtime_server *server;
+	struct breaker breaker;
+	struct breaker_stats stats;
+	const char *breaker_state;
+};
+
+static bool server_walk_next(struct server_walk *w, uint64_t now, struct server_row *row)
+{
+	const struct conf *c = w->v->snap->conf;
+	for (; w->pool < c->num_pools; w->pool++, w->server = 0) {
+		const struct conf_pool *cp = &c->pools[w->pool];
+		if (w->only && strcmp(w->only, cp->name) != 0)
+			continue;
+		struct runtime_pool *p = runtime_find_pool(w->v->rt, cp->name);
+		while (p && w->server < cp->num_servers) {
+			size_t j = w->server++;
+			struct runtime_server *s = runtime_find_server(p, cp->servers[j].address);
+			if (!s)
+				continue;
+			*row = (struct server_row){ .pool = cp, .pool_index = w->pool, .server_index = j, .server = s };
+			row->breaker_state = breaker_read(s, cp, now, &row->breaker, &row->stats);
+			return true;
+		}
+	}
+	return false;
+}
+
 void admin_show_servers(const struct admin_show_view *v, const char *only, bool json, struct evbuffer *out)
 {
 	const struct conf *c = v->snap->conf;
@@ -112,47 +151,41 @@ void admin_show_servers(const struct admin_show_view *v, const char *only, bool 
 	else
 		evbuffer_add_printf(out, "%-12s %-22s %6s %6s %-8s %-9s %6s %5s %6s %8s  %s\n", "POOL", "ADDRESS", "WEIGHT",
 		                    "CONFIG", "HEALTH", "STATE", "ACTIVE", "CONNS", "ERR%", "REQUESTS", "BREAKER");
-	for (size_t i = 0; i < c->num_pools; i++) {
-		const struct conf_pool *cp = &c->pools[i];
-		if (only && strcmp(only, cp->name) != 0)
-			continue;
-		struct runtime_pool *p = runtime_find_pool(v->rt, cp->name);
-		for (size_t j = 0; p && j < cp->num_servers; j++) {
-			struct runtime_server *s = runtime_find_server(p, cp->servers[j].address);
-			if (!s)
-				continue;
-			struct breaker b;
-			struct breaker_stats st;
-			const char *bstate = breaker_read(s, cp, now, &b, &st);
-			unsigned rate = st.total ? (unsigned)((uint64_t)st.failures * 100 / st.total) : 0;
-			const char *check = health_last_result(v->health, cp->name, s->address);
-			size_t si = v->snap->counters ? counters_server_index(v->snap->counters, i, j) : 0;
-			unsigned long long requests =
-			    counters_get(counters_process, v->snap->counters, CTR_DIM_SERVER, si, CTR_SERVER_ATTEMPTS);
-			unsigned long long failures =
-			    counters_get(counters_process, v->snap->counters, CTR_DIM_SERVER, si, CTR_SERVER_FAILURES);
-			if (json) {
-				json_server_head(out, first, cp->name, s->address);
-				evbuffer_add_printf(out,
-				                    ",\"weight\":%u,\"config_weight\":%u,\"health\":\"%s\",\"last_check\":",
-				                    atomic_load(&s->weight), atomic_load(&s->config_weight), health_name(s));
-				admin_reply_json_str(out, check);
-				evbuffer_add_printf(out,
-				                    ",\"state\":\"%s\",\"breaker\":\"%s\",\"active_requests\":%u,\"connections\":%u,"
-				                    "\"window_requests\":%u,\"window_failures\":%u,\"error_rate\":%.3f,"
-				                    "\"requests\":%llu,\"failures\":%llu}",
-				                    admin_state_name(s), bstate, atomic_load(&s->active_requests),
-				                    atomic_load(&s->connections), st.total, st.failures,
-				                    st.total ? (double)st.failures / st.total : 0.0, requests, failures);
-			} else {
-				evbuffer_add_printf(out, "%-12s %-22s %6u %6u %-8s %-9s %6u %5u %5u%% %8llu  %s%s%s%s\n", cp->name,
-				                    s->address, atomic_load(&s->weight), atomic_load(&s->config_weight),
-				                    health_name(s), admin_state_name(s), atomic_load(&s->active_requests),
-				                    atomic_load(&s->connections), rate, requests,
-				                    bstate, *check ? " (last check: " : "", check, *check ? ")" : "");
-			}
-			first = false;
+	struct server_row row;
+	for (struct server_walk w = { .v = v, .only = only }; server_walk_next(&w, now, &row);) {
+		const struct conf_pool *cp = row.pool;
+		struct runtime_server *s = row.server;
+		struct breaker_stats st = row.stats;
+		const char *bstate = row.breaker_state;
+		size_t i = row.pool_index, j = row.server_index;
+		unsigned rate = st.total ? (unsigned)((uint64_t)st.failures * 100 / st.total) : 0;
+		const char *check = health_last_result(v->health, cp->name, s->address);
+		size_t si = v->snap->counters ? counters_server_index(v->snap->counters, i, j) : 0;
+		unsigned long long requests =
+		    counters_get(counters_process, v->snap->counters, CTR_DIM_SERVER, si, CTR_SERVER_ATTEMPTS);
+		unsigned long long failures =
+		    counters_get(counters_process, v->snap->counters, CTR_DIM_SERVER, si, CTR_SERVER_FAILURES);
+		if (json) {
+			json_server_head(out, first, cp->name, s->address);
+			evbuffer_add_printf(out,
+			                    ",\"weight\":%u,\"config_weight\":%u,\"health\":\"%s\",\"last_check\":",
+			                    atomic_load(&s->weight), atomic_load(&s->config_weight), health_name(s));
+			admin_reply_json_str(out, check);
+			evbuffer_add_printf(out,
+			                    ",\"state\":\"%s\",\"breaker\":\"%s\",\"active_requests\":%u,\"connections\":%u,"
+			                    "\"window_requests\":%u,\"window_failures\":%u,\"error_rate\":%.3f,"
+			                    "\"requests\":%llu,\"failures\":%llu}",
+			                    admin_state_name(s), bstate, atomic_load(&s->active_requests),
+			                    atomic_load(&s->connections), st.total, st.failures,
+			                    st.total ? (double)st.failures / st.total : 0.0, requests, failures);
+		} else {
+			evbuffer_add_printf(out, "%-12s %-22s %6u %6u %-8s %-9s %6u %5u %5u%% %8llu  %s%s%s%s\n", cp->name,
+			                    s->address, atomic_load(&s->weight), atomic_load(&s->config_weight),
+			                    health_name(s), admin_state_name(s), atomic_load(&s->active_requests),
+			                    atomic_load(&s->connections), rate, requests,
+			                    bstate, *check ? " (last check: " : "", check, *check ? ")" : "");
 		}
+		first = false;
 	}
 	if (json)
 		evbuffer_add_printf(out, "]}\n");
@@ -160,7 +193,6 @@ void admin_show_servers(const struct admin_show_view *v, const char *only, bool 
 
 void admin_show_breakers(const struct admin_show_view *v, bool json, struct evbuffer *out)
 {
-	const struct conf *c = v->snap->conf;
 	uint64_t now = clock_mono_us();
 	bool first = true;
 	if (json)
@@ -168,32 +200,28 @@ void admin_show_breakers(const struct admin_show_view *v, bool json, struct evbu
 	else
 		evbuffer_add_printf(out, "%-12s %-22s %-9s %5s %-20s %9s %9s %7s %7s\n", "POOL", "ADDRESS", "STATE", "TRIPS",
 		                    "LAST_TRIGGER", "OPEN_MS", "LEFT_MS", "WIN_REQ", "WIN_ERR");
-	for (size_t i = 0; i < c->num_pools; i++) {
-		const struct conf_pool *cp = &c->pools[i];
-		struct runtime_pool *p = runtime_find_pool(v->rt, cp->name);
-		for (size_t j = 0; p && j < cp->num_servers; j++) {
-			struct runtime_server *s = runtime_find_server(p, cp->servers[j].address);
-			if (!s)
-				continue;
-			struct breaker b;
-			struct breaker_stats st;
-			const char *state = breaker_read(s, cp, now, &b, &st);
-			unsigned long long left =
-			    b.state == BREAKER_OPEN && b.open_until_us > now ? (b.open_until_us - now) / 1000 : 0;
-			if (json) {
-				json_server_head(out, first, cp->name, s->address);
-				evbuffer_add_printf(out,
-				                    ",\"state\":\"%s\",\"trips\":%llu,\"last_trigger\":\"%s\",\"open_ms\":%llu,"
-				                    "\"remaining_ms\":%llu,\"window_requests\":%u,\"window_failures\":%u}",
-				                    state, (unsigned long long)b.trips, breaker_trigger_name(b.last_trigger),
-				                    (unsigned long long)(b.open_for_us / 1000), left, st.total, st.failures);
-			} else {
-				evbuffer_add_printf(out, "%-12s %-22s %-9s %5llu %-20s %9llu %9llu %7u %7u\n", cp->name, s->address,
-				                    state, (unsigned long long)b.trips, breaker_trigger_name(b.last_trigger),
-				                    (unsigned long long)(b.open_for_us / 1000), left, st.total, st.failures);
-			}
-			first = false;
+	struct server_row row;
+	for (struct server_walk w = { .v = v }; server_walk_next(&w, now, &row);) {
+		const struct conf_pool *cp = row.pool;
+		struct runtime_server *s = row.server;
+		struct breaker b = row.breaker;
+		struct breaker_stats st = row.stats;
+		const char *state = row.breaker_state;
+		unsigned long long left =
+		    b.state == BREAKER_OPEN && b.open_until_us > now ? (b.open_until_us - now) / 1000 : 0;
+		if (json) {
+			json_server_head(out, first, cp->name, s->address);
+			evbuffer_add_printf(out,
+			                    ",\"state\":\"%s\",\"trips\":%llu,\"last_trigger\":\"%s\",\"open_ms\":%llu,"
+			                    "\"remaining_ms\":%llu,\"window_requests\":%u,\"window_failures\":%u}",
+			                    state, (unsigned long long)b.trips, breaker_trigger_name(b.last_trigger),
+			                    (unsigned long long)(b.open_for_us / 1000), left, st.total, st.failures);
+		} else {
+			evbuffer_add_printf(out, "%-12s %-22s %-9s %5llu %-20s %9llu %9llu %7u %7u\n", cp->name, s->address,
+			                    state, (unsigned long long)b.trips, breaker_trigger_name(b.last_trigger),
+			                    (unsigned long long)(b.open_for_us / 1000), left, st.total, st.failures);
 		}
+		first = false;
 	}
 	if (json)
 		evbuffer_add_printf(out, "]}\n");
