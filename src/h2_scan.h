@@ -35,8 +35,13 @@ enum h2_close {
  * accepted streams' upstream answers included. Past this, the session stops
  * reading the socket, flushes what it has, and takes the next turn after
  * the event loop's next poll, as HAProxy and nginx bound the work of one
- * event. */
-#define H2_STREAMS_PER_TURN 32
+ * event. Four, not 32: with 50 connections of 64 streams each at twice the
+ * rate limit, 32 a turn made loop iterations of 20-50 ms, and every other
+ * client's request waited one or two of them (load drill h2 2x: probe p99
+ * 85-163 ms, the gateway's own histogram 96-98% within 50 ms); at 4 the
+ * same step held p99 37-44 ms and 99.9% (docs/benchmarks.md), throughput
+ * unchanged (h2load -m 100: 51-53k req/s vs 44-51k). */
+#define H2_STREAMS_PER_TURN 4
 
 struct h2_scan {
 	size_t preface_left;    /* client preface bytes not passed yet */

@@ -220,7 +220,7 @@ START_TEST(a_turn_ends_before_one_headers_frame_too_many)
 {
 	struct conf_http2 cfg = limits();
 	struct h2_scan sc = fresh();
-	enum { STREAMS = H2_STREAMS_PER_TURN * 2 + 5 };
+	enum { STREAMS = H2_STREAMS_PER_TURN * 2 + (H2_STREAMS_PER_TURN + 1) / 2 }; /* 3 turns, the last part-full */
 	uint8_t *buf = malloc(64 + STREAMS * (9 + 20 + 9 + 4));
 	size_t drop, n = sizeof PREFACE - 1;
 	enum h2_close why;
