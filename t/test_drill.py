@@ -134,25 +134,37 @@ def test_load_generator_runs_at_lowest_priority(gateway):
     assert m and int(m.group(2)) >= 40, out
 
 
-def _run(p99, errors=0, done=1000, gw_within=100.0, h2load_p99=None, killed=()):
-    """A step's figures as load.step() returns them: p99 is the latency probe's accepted p99."""
-    return {"errors": errors, "hung": 0, "shed": 0, "done": done, "expected": 1000, "achieved": done,
+def _run(p99, errors=0, done=1000, ok=450, gw_within=100.0, h2load_p99=None, killed=(), shed_p99=None):
+    """A search run's figures as load.step() returns them (and try_rate() completes: the limit): 1 s of
+    2,500 req/s asked over a limit of 500 req/s, DONE sent, the latency probe's 50 accepted requests
+    among the 500 accepted: p99 is the probe's accepted p99, shed_p99 its refused one's."""
+    return {"errors": errors, "hung": 0, "shed": done - ok, "ok": ok, "done": done, "expected": 2500,
+            "achieved": done, "rate": 2500, "limit": 500, "duration": 1,
             "p99": h2load_p99 if h2load_p99 is not None else p99, "acc_p99": h2load_p99, "killed": list(killed),
-            "probe": {"p99": p99, "ok": 500, "n": 500, "statuses": {200: 500}}, "gw_within": gw_within,
-            "machine": 50.0}
+            "probe": {"p99": p99, "shed_p99": shed_p99, "ok": 50, "n": 50, "statuses": {200: 50}},
+            "gw_within": gw_within, "machine": 50.0}
 
 
 def test_load_capacity_rule_takes_the_worse_of_two_runs():
     t, bound = load.P99_TARGET_MS, load.SEARCH_P99_MS
-    assert bound < t  # headroom under the target for the 1x step
-    assert load.rate_met([_run(t * 0.3)]) is True  # far from the edge: one run
+    assert bound < t  # headroom under the target for the table steps
+    assert load.SEARCH_OVERLOAD >= 5  # a capacity is met while the limit refuses what the 5x step brings
+    assert load.rate_met([_run(t * 0.3)]) is True  # far from the edge: one run (half of it refused)
     assert load.rate_met([_run(bound - 1)]) is None  # near it: run again
     assert load.rate_met([_run(bound - 1), _run(bound - 2)]) is True
     assert load.rate_met([_run(bound - 1), _run(bound + 1)]) is False  # the worse of two counts
     assert load.rate_met([_run(bound + 1)]) is False  # a miss is never retried into a pass
     assert load.rate_met([_run(t * 0.3, errors=1)]) is False
-    assert load.rate_met([_run(t * 0.3, done=900)]) is False  # the generator fell short of the rate
-    assert "offered only 900" in load.miss(_run(t * 0.3, done=900))
+    # the generator fell short of the overload: no overload, no capacity
+    assert load.rate_met([_run(t * 0.3, done=700)]) is False
+    assert "offered only 700 of 2500" in load.miss(_run(t * 0.3, done=700))
+    assert load.rate_met([_run(t * 0.3, done=760)]) is True  # over 1.5 times the limit: overloaded
+    # the gateway accepted under 97% of the limit's rate (the probe's accepted requests count): missed
+    assert load.rate_met([_run(t * 0.3, ok=430)]) is False
+    assert "480 req/s accepted" in load.miss(_run(t * 0.3, ok=430))
+    # refusals slow (the probe's 429s): missed; fast ones do not decide
+    assert load.rate_met([_run(t * 0.3, shed_p99=bound + 1)]) is False
+    assert load.rate_met([_run(t * 0.3, shed_p99=bound - 1)]) is True
     # the gateway's own histogram under 99% within the target, or a generator killed: missed
     assert load.rate_met([_run(t * 0.3, gw_within=98.9)]) is False
     assert load.rate_met([_run(t * 0.3, killed=["POST"])]) is False
