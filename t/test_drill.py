@@ -56,6 +56,16 @@ def test_usage():
     assert "unknown drill 'nosuch'" in r.stderr
     r = run_drill()
     assert r.returncode == 2
+    # --capacity: the load drill's table at given limits, no search; wrong uses are usage errors
+    assert "--capacity" in run_drill("--help").stdout
+    for args, said in ((("--capacity", "h3=100", "load"), "the protocol is one of h1, https, h2"),
+                       (("--capacity", "h2=fast", "load"), "the rate is a whole number"),
+                       (("--capacity", "h2=0", "load"), "the rate is a whole number"),
+                       (("--capacity", "h1=300", "load"), "the latency probe sends 50 a second"),
+                       (("--capacity", "h2=2000", "chaos"), "goes with the load drill"),
+                       (("--capacity", "h2=2000", "--quick"), "goes with the load drill")):
+        r = run_drill(*args)
+        assert r.returncode == 2 and said in r.stderr, (args, r.stderr)
 
 
 @pytest.mark.timeout(120)

@@ -64,6 +64,9 @@ SEARCH_OVERLOAD = 5
 # a search run counts only if the generator sent at least this multiple of the limit (at the lowest
 # CPU priority it falls short of 5x on a saturated machine: the table's 5x steps send 2-3.5x)
 SEARCH_OFFERED_MIN = 1.5
+# capacities given on the command line (scripts/drill load --capacity h2=28000,...): the table runs at
+# these limits, for these protocols only, without a search (set by scripts/drill before run())
+GIVEN_CAPACITY = {}
 # the latency probe's rate (probe.py): what decides a step's client-side latency
 PROBE_RATE = 50
 # the gateway's own duration histogram must put this share of its answers within the target
@@ -493,7 +496,7 @@ def latency_misses(s):
 
 def run(quick):
     step_s, table_s = (3, 3) if quick else (SEARCH_STEP_S, TABLE_STEP_S)
-    protocols = ("h1", "h2") if quick else PROTOCOLS
+    protocols = ("h1", "h2") if quick else tuple(p for p in PROTOCOLS if p in GIVEN_CAPACITY) or PROTOCOLS
     rows, caps, limits, failures, notes = [], {}, {}, [], []
     with lab.Lab("load") as L:
         rig = Rig(L)
@@ -504,6 +507,9 @@ def run(quick):
                 cap = QUICK_RATE
                 notes.append("--quick: no capacity search; %d req/s taken as 1x, latency reported but not "
                              "judged (CI machines are shared).\n" % QUICK_RATE)
+            elif proto in GIVEN_CAPACITY:
+                cap = GIVEN_CAPACITY[proto]
+                limits[proto] = "given with --capacity: not searched"
             else:
                 cap, _, limits[proto] = find_capacity(rig, proto, 500, step_s, 2, 128000, SEARCH_BUDGET_S)
             if cap is None:
@@ -605,7 +611,7 @@ def report(quick, caps, limits, rows, failures, notes):
                    "highest rate met.\n"
                    % (SEARCH_OVERLOAD, SEARCH_STEP_S, SEARCH_OFFERED_MIN, SEARCH_P99_MS, TABLE_STEP_S,
                       GATEWAY_WITHIN_MIN, SEARCH_BUDGET_S))
-        out.append("Capacity found: " + (", ".join("%s %d req/s%s" % (p, c, " (%s)" % limits[p]
+        out.append(("Capacity given (--capacity, no search): " if GIVEN_CAPACITY else "Capacity found: ") + (", ".join("%s %d req/s%s" % (p, c, " (%s)" % limits[p]
                                                                        if limits.get(p) else "")
                                                  for p, c in caps.items()) or "none") + "\n")
     out.append("Then a rate limit of the capacity (429, `rate_limited`) and a pool in-flight bound (503, "
