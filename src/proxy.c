@@ -490,7 +490,12 @@ static void proxy_up_deadline(struct upstream_conn *uc, enum pool_deadline kind)
 	if (kind == POOL_DL_RESPONSE) {
 		uint64_t now = clock_mono_us();
 		size_t out = evbuffer_get_length(bufferevent_get_output(uc->bev));
-		bool upstreams_turn = out > 0 || (txn->req_done && !txn->resp_paused);
+		/* bytes wait on the upstream only once a write found its socket full (the
+		 * write event armed); bytes just queued for this loop turn's flush (io.h)
+		 * are the client's progress: a slow body whose byte landed in the same
+		 * turn as this check, twice at the same length, read as a stalled upstream */
+		bool stuck = out > 0 && (bufferevent_get_enabled(uc->bev) & EV_WRITE);
+		bool upstreams_turn = stuck || (txn->req_done && !txn->resp_paused);
 		if (out != uc->out_seen || !upstreams_turn) {
 			/* request bytes moved (written directly: no write callback), or not waiting on it */
 			uc->out_seen = out;
