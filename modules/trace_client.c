@@ -340,12 +340,58 @@ static void consume(struct trace_client *c, size_t n)
 	c->in_len -= n;
 }
 
-/* The answer's body, as far as it is kept. */
-static void keep(struct trace_client *c, char *body, size_t *blen, size_t n)
+/* The answer's body, as far as it is kept (limit bytes). */
+static void keep(struct trace_client *c, char *body, size_t *blen, size_t n, size_t limit)
 {
-	size_t room = TRACE_CLIENT_BODY_KEEP - *blen;
+	size_t room = limit - *blen;
 	memcpy(body + *blen, c->in, n < room ? n : room);
 	*blen += n < room ? n : room;
+}
+
+long trace_client_retry_after(const char *v, size_t n, int64_t now_s)
+{
+	static const long max_s = 86400;
+	while (n && (v[n - 1] == ' ' || v[n - 1] == '\t'))
+		n--;
+	while (n && (*v == ' ' || *v == '\t')) {
+		v++;
+		n--;
+	}
+	if (n && v[0] >= '0' && v[0] <= '9') {
+		long s = 0;
+		for (size_t i = 0; i < n; i++) {
+			if (v[i] < '0' || v[i] > '9')
+				return -1;
+			s = s >= max_s ? max_s : s * 10 + (v[i] - '0');
+		}
+		return s > max_s ? max_s : s;
+	}
+	/* IMF-fixdate: "Sun, 06 Nov 1994 08:49:37 GMT" */
+	static const char months[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
+	char buf[32], mon[4] = "";
+	if (n != 29)
+		return -1;
+	memcpy(buf, v, n);
+	buf[n] = '\0';
+	int d, y, hh, mm, ss, used = 0;
+	if (sscanf(buf, "%*3[A-Za-z], %2d %3[A-Za-z] %4d %2d:%2d:%2d GMT%n", &d, mon, &y, &hh, &mm, &ss, &used) != 6 ||
+	    used != 29)
+		return -1;
+	const char *mp = strlen(mon) == 3 ? strstr(months, mon) : NULL;
+	if (!mp || (mp - months) % 3 || d < 1 || d > 31 || hh > 23 || mm > 59 || ss > 60)
+		return -1;
+	/* days from the civil date (proleptic Gregorian), as in H. Hinnant's algorithm */
+	int m = (int)((mp - months) / 3) + 1;
+	int yy = m <= 2 ? y - 1 : y;
+	int era = yy / 400;
+	int yoe = yy - era * 400;
+	int doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+	int doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+	int64_t days = (int64_t)era * 146097 + doe - 719468;
+	int64_t at = days * 86400 + hh * 3600 + mm * 60 + ss;
+	if (at <= now_s)
+		return 0;
+	return at - now_s > max_s ? max_s : (long)(at - now_s);
 }
 
 enum read_result { READ_OK, READ_FAILED, READ_NOTHING };
@@ -396,7 +442,11 @@ static enum read_result read_answer(struct trace_client *c, uint64_t deadline, s
 	}
 	ans->status = res.status;
 	ans->content_type[0] = '\0';
+	ans->retry_after_s = -1;
 	for (size_t i = 0; i < res.num_headers; i++) {
+		if (http_name_is(&res.headers[i], "retry-after"))
+			ans->retry_after_s = trace_client_retry_after(res.headers[i].value, res.headers[i].value_len,
+			                                              (int64_t)(clock_wall_us() / 1000000));
 		if (!http_name_is(&res.headers[i], "content-type"))
 			continue;
 		size_t n = 0;
@@ -412,20 +462,27 @@ static enum read_result read_answer(struct trace_client *c, uint64_t deadline, s
 	*reuse = res.keep_alive && framing != H1_BODY_CLOSE;
 	consume(c, (size_t)head);
 	size_t blen = 0;
+	/* a refusal's reason is in its first bytes: the rest is not waited for */
+	bool refusal = res.status > 299;
+	size_t limit = refusal ? TRACE_CLIENT_ERROR_BODY_KEEP : TRACE_CLIENT_BODY_KEEP;
 	struct h1_chunked ch;
 	h1_chunked_init(&ch, 1024, 8192);
 	for (;;) {
 		if (framing == H1_BODY_NONE || (framing == H1_BODY_LENGTH && left == 0))
 			break;
+		if (refusal && blen >= limit) {
+			*reuse = false; /* the rest of the body is still coming: the connection goes */
+			break;
+		}
 		if (framing == H1_BODY_LENGTH && c->in_len) {
 			size_t n = c->in_len < left ? c->in_len : (size_t)left;
-			keep(c, body, &blen, n);
+			keep(c, body, &blen, n, limit);
 			consume(c, n);
 			left -= n;
 			continue;
 		}
 		if (framing == H1_BODY_CLOSE && c->in_len) {
-			keep(c, body, &blen, c->in_len);
+			keep(c, body, &blen, c->in_len, limit);
 			consume(c, c->in_len);
 		}
 		if (framing == H1_BODY_CHUNKED && c->in_len) {
@@ -436,7 +493,7 @@ static enum read_result read_answer(struct trace_client *c, uint64_t deadline, s
 				return READ_FAILED;
 			}
 			if (ev == H1_CHUNK_DATA)
-				keep(c, body, &blen, (size_t)n);
+				keep(c, body, &blen, (size_t)n, limit);
 			consume(c, (size_t)n);
 			if (ev == H1_CHUNK_DONE)
 				break;

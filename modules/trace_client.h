@@ -12,7 +12,10 @@
  * The whole answer is read before the next request (status, head, a body
  * framed by Content-Length, chunked, or the close), so the connection
  * stays in step; the first TRACE_CLIENT_BODY_KEEP bytes of the body are
- * kept for the caller (a partial success, an error message).
+ * kept for the caller (a partial success). A refusal (a final status not
+ * 2xx) is read only up to TRACE_CLIENT_ERROR_BODY_KEEP bytes of its body
+ * (what carries its reason): a longer or endless one is cut there and the
+ * connection closed, so it costs no more than that.
  *
  * Retry: a POST on a reused connection that the collector had closed (the
  * send fails, or the connection ends before any byte of an answer) is sent
@@ -32,6 +35,7 @@
 
 #define TRACE_CLIENT_HEAD_MAX 16384
 #define TRACE_CLIENT_BODY_KEEP 65536
+#define TRACE_CLIENT_ERROR_BODY_KEEP 4096
 
 struct ssl_st;
 struct ssl_session_st;
@@ -57,6 +61,7 @@ struct trace_answer {
 	char content_type[64]; /* without parameters, lower case; "" when absent */
 	const char *body;      /* the body's first body_len bytes (at most TRACE_CLIENT_BODY_KEEP) */
 	size_t body_len;
+	long retry_after_s;    /* the Retry-After header in seconds from now; -1: none, or unreadable */
 };
 
 void trace_client_init(struct trace_client *c);
@@ -68,6 +73,11 @@ void trace_client_reset(struct trace_client *c);
  * why filled (connect, TLS, send, timeout, an answer that is not HTTP). */
 int trace_client_post(struct trace_client *c, struct trace_export_conf *ec, const void *body, size_t len,
                       struct trace_answer *ans, char *why, size_t why_size);
+
+/* A Retry-After value (delta-seconds, or an HTTP-date: IMF-fixdate) as
+ * seconds from now_s (Unix time; a date already past is 0; capped at one
+ * day); -1 when it is neither. */
+long trace_client_retry_after(const char *v, size_t n, int64_t now_s);
 
 /* Closes a connection unused for idle_us (a collector behind a load
  * balancer gets a fresh pick now and then). */

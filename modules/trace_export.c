@@ -60,6 +60,9 @@ struct trace_exporter {
  * close idle connections sooner themselves). */
 #define TRACE_EXPORT_IDLE_CLOSE_US (90ull * 1000000)
 
+/* The most of a refusal's reason a log line carries (bytes of UTF-8). */
+#define TRACE_EXPORT_COLLECTOR_MESSAGE_MAX 200
+
 /* The process's exporter (trace_export.h): main thread only. */
 static struct trace_exporter *process_exporter;
 
@@ -210,6 +213,18 @@ static size_t collector_rejected(struct trace_exporter *ex, const struct trace_e
 	return (size_t)rejected;
 }
 
+/* Why the collector refused an export, as it said it (docs/tracing.md,
+ * "Why the collector refused"): the reason in its answer's body, bounded, and when
+ * it asks to be left alone for a while, for how long. */
+static void log_refusal(struct log_line *l, int status, const struct trace_answer *ans)
+{
+	char msg[TRACE_EXPORT_COLLECTOR_MESSAGE_MAX + 1];
+	if (ans->body_len && trace_otlp_status_message(ans->content_type, ans->body, ans->body_len, msg, sizeof msg))
+		log_str(l, "collector_message", msg);
+	if ((status == 429 || status == 503) && ans->retry_after_s >= 0)
+		log_int(l, "retry_after_s", ans->retry_after_s);
+}
+
 static void export_batch(struct trace_exporter *ex, struct trace_export_conf *ec, size_t n)
 {
 	if (!ec) {
@@ -250,6 +265,8 @@ static void export_batch(struct trace_exporter *ex, struct trace_export_conf *ec
 		struct log_line l;
 		log_begin(&l, LOG_WARN, "tracing: span export failed; spans dropped");
 		log_str(&l, "error", why);
+		if (status >= 0)
+			log_refusal(&l, status, &ans);
 		log_int(&l, "spans_dropped", (long long)ex->failed_since_log);
 		log_end(&l);
 		ex->failing = true;

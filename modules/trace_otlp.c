@@ -190,6 +190,27 @@ static size_t utf8_seq(const unsigned char *p, size_t n)
 	return len;
 }
 
+/* s[0..n) copied into out (cap > 0 bytes, NUL-terminated) with each byte
+ * that starts no valid sequence, and each NUL, replaced by U+FFFD; cut to
+ * fit between characters. Returns the length written. */
+static size_t utf8_copy(const char *s, size_t n, char *out, size_t cap)
+{
+	const unsigned char *p = (const unsigned char *)s;
+	size_t o = 0;
+	for (size_t i = 0; i < n;) {
+		size_t k = p[i] ? utf8_seq(p + i, n - i) : 0;
+		const char *src = k ? s + i : "\xef\xbf\xbd";
+		size_t m = k ? k : 3;
+		if (o + m >= cap)
+			break;
+		memcpy(out + o, src, m);
+		o += m;
+		i += k ? k : 1;
+	}
+	out[o] = '\0';
+	return o;
+}
+
 /* s itself when it is valid UTF-8, else a copy in out (cap bytes) with each
  * byte that starts no valid sequence replaced by U+FFFD (cut to fit). */
 static const char *utf8_clean(const char *s, char *out, size_t cap)
@@ -206,18 +227,7 @@ static const char *utf8_clean(const char *s, char *out, size_t cap)
 	}
 	if (i >= n)
 		return s;
-	size_t o = 0;
-	for (i = 0; i < n;) {
-		size_t k = utf8_seq(p + i, n - i);
-		const char *src = k ? s + i : "\xef\xbf\xbd";
-		size_t m = k ? k : 3;
-		if (o + m >= cap)
-			break;
-		memcpy(out + o, src, m);
-		o += m;
-		i += k ? k : 1;
-	}
-	out[o] = '\0';
+	utf8_copy(s, n, out, cap);
 	return out;
 }
 
@@ -987,6 +997,74 @@ uint64_t trace_otlp_rejected(enum conf_tracing_protocol protocol, const char *co
 		ps.rejected = tmp.rejected;
 	}
 	return ps.rejected;
+}
+
+/* ---- the collector's refusal: a google.rpc.Status ---- */
+
+struct status {
+	char raw[1024]; /* the JSON message unescaped, cut to fit */
+	bool found;
+};
+
+static bool js_status_member(const char *key, struct jscan *j, int depth, void *ctx)
+{
+	struct status *st = ctx;
+	js_ws(j);
+	if (strcmp(key, "message") == 0 && j->p < j->end && *j->p == '"') {
+		if (!js_string(j, st->raw, sizeof st->raw))
+			return false;
+		st->found = true;
+		return true;
+	}
+	return js_skip(j, depth);
+}
+
+enum { PB_STATUS_MESSAGE = 2 };
+
+/* The first line of a body that is text (or is taken as text), leading
+ * blank space skipped, trailing blank space dropped. */
+static size_t first_line(const char *body, size_t len, char *msg, size_t msg_cap)
+{
+	size_t i = 0;
+	while (i < len && (body[i] == ' ' || body[i] == '\t' || body[i] == '\r' || body[i] == '\n'))
+		i++;
+	size_t e = i;
+	while (e < len && e - i < msg_cap - 1 && body[e] != '\r' && body[e] != '\n')
+		e++;
+	while (e > i && (body[e - 1] == ' ' || body[e - 1] == '\t'))
+		e--;
+	return utf8_copy(body + i, e - i, msg, msg_cap);
+}
+
+size_t trace_otlp_status_message(const char *content_type, const char *body, size_t len, char *msg, size_t msg_cap)
+{
+	if (!msg_cap)
+		return 0;
+	msg[0] = '\0';
+	if (strcmp(content_type, "application/x-protobuf") == 0) {
+		const uint8_t *p = (const uint8_t *)body, *end = p + len, *d = NULL;
+		const uint8_t *m = NULL;
+		size_t mlen = 0;
+		uint32_t f;
+		unsigned wt;
+		uint64_t v;
+		/* fields up to the first that does not parse; the last message wins, as protobuf merges */
+		while (p < end && pb_field(&p, end, &f, &wt, &v, &d))
+			if (f == PB_STATUS_MESSAGE && wt == 2) {
+				m = d;
+				mlen = (size_t)v;
+			}
+		return m ? utf8_copy((const char *)m, mlen, msg, msg_cap) : 0;
+	}
+	if (strcmp(content_type, "application/json") == 0) {
+		/* a message read whole counts even when what follows is cut (the body is kept bounded) */
+		struct status st = {.found = false};
+		struct jscan j = {body, body + len};
+		(void)js_object(&j, 0, js_status_member, &st);
+		if (st.found && st.raw[0])
+			return utf8_copy(st.raw, strlen(st.raw), msg, msg_cap);
+	}
+	return first_line(body, len, msg, msg_cap);
 }
 
 const char *trace_otlp_content_type(enum conf_tracing_protocol protocol)

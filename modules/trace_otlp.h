@@ -35,6 +35,18 @@ uint8_t *trace_otlp_protobuf(const struct trace_export_conf *ec, const struct tr
 uint64_t trace_otlp_rejected(enum conf_tracing_protocol protocol, const char *content_type, const char *body,
                              size_t len, char *msg, size_t msg_cap);
 
+/* The reason in a collector's refusal (a non-2xx answer, whose body is a
+ * google.rpc.Status in OTLP/HTTP), by its content_type (lower case, no
+ * parameters): application/json -> the "message" string (escapes undone);
+ * application/x-protobuf -> field 2; JSON without a message (or not JSON),
+ * and any other type (text/plain, text/html from a proxy in front of the
+ * collector) -> the body's first non-blank line. Written to msg (at most
+ * msg_cap - 1 bytes and a NUL, cut between characters; a JSON message is
+ * read up to 1 KiB), valid UTF-8: each byte that starts no valid sequence,
+ * and each NUL, is U+FFFD. Returns its length (0: no message, e.g. an empty
+ * body or a protobuf Status without one). */
+size_t trace_otlp_status_message(const char *content_type, const char *body, size_t len, char *msg, size_t msg_cap);
+
 /* The Content-Type of an encoding. */
 const char *trace_otlp_content_type(enum conf_tracing_protocol protocol);
 

@@ -125,10 +125,15 @@ class Collector:
     chunked=True frames its answers with chunked transfer coding;
     drop_idle_every=N closes the connection without a word a moment after
     every Nth answer (as a collector's idle timeout does); hang_up_on=N
-    takes the Nth request on each connection and closes it unanswered."""
+    takes the Nth request on each connection and closes it unanswered;
+    body=(content_type, bytes) answers that body instead (a refusal's
+    reason), body=(content_type, None) a chunked body that never ends;
+    headers adds header fields (a Retry-After)."""
 
     def __init__(self, status=200, protocol="http/json", tls=None, close_every=0, rejected=0,
-                 message="", chunked=False, drop_idle_every=0, hang_up_on=0):
+                 message="", chunked=False, drop_idle_every=0, hang_up_on=0, body=None, headers=()):
+        self.body = body
+        self.headers = headers
         self.requests = []
         self.connections = 0
         self.socks = []
@@ -168,6 +173,9 @@ class Collector:
                         outer.hung_up += 1
                         self.close_connection = True
                         return
+                if outer.body:
+                    self.answer_body(*outer.body)
+                    return
                 answer = outer.answer()
                 self.send_response(outer.status)
                 self.send_header("content-type", outer.content_type)
@@ -190,6 +198,27 @@ class Collector:
                 if outer.drop_idle_every and len(outer.requests) % outer.drop_idle_every == 0:
                     self.wfile.flush()
                     time.sleep(0.05)
+                    self.close_connection = True
+
+            def answer_body(self, ctype, body):
+                self.send_response(outer.status)
+                self.send_header("content-type", ctype)
+                for k, v in outer.headers:
+                    self.send_header(k, v)
+                if body is None:
+                    self.send_header("transfer-encoding", "chunked")
+                else:
+                    self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                try:
+                    if body is not None:
+                        self.wfile.write(body)
+                        return
+                    while True:  # endless: until the exporter hangs up
+                        self.wfile.write(b"400\r\n%s\r\n" % (b"z" * 1024))
+                        self.wfile.flush()
+                        time.sleep(0.01)
+                except OSError:  # the exporter closed without reading the rest
                     self.close_connection = True
 
             def log_message(self, *a):
@@ -928,6 +957,82 @@ def test_collector_refusing_a_batch_counts_it_rejected(sluice, upstreams, collec
     assert total(doc, "sluice_tracing_spans_rejected_total", reason="refused") == 6
     assert total(doc, "sluice_tracing_spans_rejected_total", reason="partial_success") == 0
     assert counter(gw.sock, "sluice_tracing_export_failures_total") >= 1
+
+
+def pb_status(code, message):
+    """A google.rpc.Status in protobuf: code (1), message (2)."""
+    m = message.encode()
+    assert len(m) < 128
+    return b"\x08" + bytes([code]) + b"\x12" + bytes([len(m)]) + m + b"\x1a\x02\x0a\x00"
+
+
+def export_failures_logged(gw, n):
+    """Export n batches (each request its own) against a refusing collector;
+    the failure lines the gateway logged."""
+    export_spaced(gw, n, "/app/refused")
+    wait_until(lambda: counter(gw.sock, "sluice_tracing_export_failures_total") >= n, timeout=20,
+               what="%d failed exports" % n)
+    return [e for e in gw.log_entries() if e.get("msg") == "tracing: span export failed; spans dropped"]
+
+
+REASON = 'resource attribute "service.name" is invalid\tat index 0'
+
+
+@pytest.mark.parametrize("protocol,status,body,headers,message,retry_after", [
+    ("http/json", 400, ("application/json", json.dumps({"code": 3, "message": REASON, "details": [
+        {"@type": "type.googleapis.com/google.rpc.BadRequest", "message": "nested"}]}).encode()), (), REASON, None),
+    ("http/protobuf", 400, ("application/x-protobuf", pb_status(3, REASON)), (), REASON, None),
+    ("http/json", 503, ("text/plain", b"  collector overloaded, try later \r\nsecond line\n"),
+     (("Retry-After", "7"),), "collector overloaded, try later", 7),
+    ("http/protobuf", 429, ("text/html", b"<html><body>429 Too Many Requests</body></html>"),
+     (("Retry-After", "  120 "),), "<html><body>429 Too Many Requests</body></html>", 120),
+], ids=["json-status", "protobuf-status", "text-503-retry-after", "html-429-retry-after"])
+def test_refusal_reason_is_logged(sluice, upstreams, collector, sockdir, protocol, status, body, headers, message,
+                                  retry_after):
+    """A collector's refusal says why (a google.rpc.Status in the answer's
+    encoding, or a proxy's text in front of it): the failure line carries
+    its message as collector_message (escaped by the log, quotes and tabs
+    kept) and, for a 429/503 with Retry-After, retry_after_s; still the
+    first failure and then one line a minute, not one per export."""
+    col = collector(protocol=protocol, status=status, body=body, headers=headers)
+    gw = traced_gw(sluice, upstreams, {"otlp": col.url, "protocol": protocol, "sample": 1, "interval": "100ms"},
+                   sockdir=sockdir, workers=1)
+    logs = export_failures_logged(gw, 4)
+    assert len(col.requests) >= 4
+    assert len(logs) == 1, logs
+    (e,) = logs
+    assert e["level"] == "warn" and e["error"] == "the collector answered %d" % status, e
+    assert e["collector_message"] == message, e
+    if retry_after is None:
+        assert "retry_after_s" not in e, e
+    else:
+        assert e["retry_after_s"] == retry_after, e
+
+
+@pytest.mark.parametrize("body", [("text/plain", b"A" * (1 << 20)), ("application/json", b'{"message":"' +
+                                                                       b"B" * (1 << 20) + b'"}'),
+                                  ("text/plain", None)], ids=["1MiB-text", "1MiB-json-message", "endless"])
+def test_huge_refusal_body_is_bounded(sluice, upstreams, collector, sockdir, body):
+    """A refusal whose body is 1 MiB, or never ends: the exporter reads a
+    bounded start of it and goes on (each export well within its timeout:
+    the failure is the status, not a timeout), and the log carries at most
+    200 bytes of it."""
+    col = collector(status=400, body=body)
+    gw = traced_gw(sluice, upstreams, {"otlp": col.url, "sample": 1, "interval": "100ms", "timeout": "10s"},
+                   sockdir=sockdir, workers=1)
+    logs = export_failures_logged(gw, 3)
+    assert len(logs) == 1, logs
+    e = logs[0]
+    # the status, not "no answer within 10000 ms": the rest of the body was not waited for
+    assert e["error"] == "the collector answered 400", e
+    expect = "A" * 200 if body[0] == "text/plain" and body[1] else None
+    if expect:
+        assert e["collector_message"] == expect, e
+    elif body[1] is None:
+        assert e["collector_message"] == "z" * 200, e
+    else:  # the message is cut by the kept body: its first line, bounded
+        assert e["collector_message"] == ('{"message":"' + "B" * 200)[:200], e
+    assert all(len(ln) < 2048 for ln in gw.stderr().splitlines())
 
 
 def comparable(sp):

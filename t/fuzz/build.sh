@@ -1,7 +1,7 @@
 #!/bin/sh
 # build.sh OUTDIR - build every t/fuzz/fuzz_*.c into a libFuzzer binary in OUTDIR.
 # Each target names the src/ files it links in a "FUZZ_SOURCES:" comment line
-# (and any library in a "FUZZ_LIBS:" line).
+# (and any library in a "FUZZ_LIBS:" line, any compiler flag in "FUZZ_CFLAGS:").
 # CC (default clang) and EXTRA_CFLAGS may be set in the environment.
 set -eu
 
@@ -29,13 +29,15 @@ for target in "$fuzz_dir"/fuzz_*.c; do
 	fi
 	# libraries beyond libc (e.g. -lpcre2-8), from a "FUZZ_LIBS:" line
 	libs=$(sed -n 's/^.*FUZZ_LIBS:[[:space:]]*//p' "$target" | head -n 1)
+	# flags the sources need (headers outside src/, macros config.h gives the build)
+	tflags=$(sed -n 's/^.*FUZZ_CFLAGS:[[:space:]]*//p' "$target" | head -n 1)
 	set --
 	for src in $sources; do
 		set -- "$@" "$repo/src/$src"
 	done
 	echo "building $name"
 	# shellcheck disable=SC2086 # flags are word lists on purpose
-	$cc $cflags ${EXTRA_CFLAGS:-} -I"$repo/src" -I"$fuzz_dir" "$target" "$@" $libs -o "$out/$name"
+	$cc $cflags $tflags ${EXTRA_CFLAGS:-} -I"$repo/src" -I"$fuzz_dir" "$target" "$@" $libs -o "$out/$name"
 	built=$((built + 1))
 done
 if [ "$built" -eq 0 ]; then

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "pb_write.h"
+#include "trace_client.h"
 #include "trace_context.h"
 #include "trace_export.h"
 #include "trace_otlp.h"
@@ -597,6 +598,117 @@ START_TEST(otlp_partial_success)
 }
 END_TEST
 
+/* The reason in a collector's refusal (a google.rpc.Status, or a proxy's
+ * text), whatever bytes it comes as. */
+static const char *status_msg(const char *type, const char *body, size_t len, char *msg, size_t cap)
+{
+	size_t n = trace_otlp_status_message(type, body, len, msg, cap);
+	ck_assert_uint_eq(n, strlen(msg));
+	ck_assert_uint_lt(n, cap);
+	return msg;
+}
+
+#define JS(body, msg) status_msg("application/json", body, strlen(body), msg, sizeof msg)
+#define PB(lit, msg) status_msg("application/x-protobuf", lit, sizeof lit - 1, msg, sizeof msg)
+
+START_TEST(otlp_status_json)
+{
+	char msg[64];
+	/* the message among the other members, escapes undone (\u00e9 is UTF-8 after) */
+	ck_assert_str_eq(JS("{\"code\":3,\"message\":\"invalid \\\"resource\\\" attribute\\n\\u00e9\\/\","
+	                    "\"details\":[{\"@type\":\"x\",\"message\":\"nested\"}]}", msg),
+	                 "invalid \"resource\" attribute\n\xc3\xa9/");
+	ck_assert_str_eq(JS("  {\"details\":[],\"message\":\"late\"}", msg), "late");
+	/* a surrogate escape, an escaped NUL: U+FFFD, the NUL ends the unescaped text */
+	ck_assert_str_eq(JS("{\"message\":\"a\\ud800b\"}", msg), "a\xef\xbf\xbd" "b");
+	ck_assert_str_eq(JS("{\"message\":\"a\\u0000b\"}", msg), "a");
+	/* raw bytes that are not UTF-8 inside the string */
+	ck_assert_str_eq(JS("{\"message\":\"x\xff\xc3(y\"}", msg), "x\xef\xbf\xbd\xef\xbf\xbd(y");
+	/* a message read whole counts though the body is cut after it */
+	ck_assert_str_eq(JS("{\"message\":\"cut after\",\"details\":[{\"@ty", msg), "cut after");
+	/* no message (or not a string, or cut inside it): the body's first line, as text */
+	ck_assert_str_eq(JS("{\"code\":3}", msg), "{\"code\":3}");
+	ck_assert_str_eq(JS("{\"message\":42}\nsecond", msg), "{\"message\":42}");
+	ck_assert_str_eq(JS("{\"message\":\"never ends", msg), "{\"message\":\"never ends");
+	ck_assert_str_eq(JS("{\"message\":\"bad \\q escape\"}", msg), "{\"message\":\"bad \\q escape\"}");
+	ck_assert_str_eq(JS("{\"message\":\"\"}", msg), "{\"message\":\"\"}");
+	ck_assert_str_eq(JS("", msg), "");
+	/* a long message is cut to the bound, between characters */
+	char big[300];
+	memset(big, 0, sizeof big);
+	strcpy(big, "{\"message\":\"");
+	for (size_t i = strlen(big); i < 12 + 2 * 100; i += 2)
+		memcpy(big + i, "\xc3\xa9", 2);
+	strcat(big, "\"}");
+	char small[8];
+	ck_assert_str_eq(JS(big, small), "\xc3\xa9\xc3\xa9\xc3\xa9");
+}
+END_TEST
+
+START_TEST(otlp_status_protobuf)
+{
+	char msg[64];
+	/* code (1) = 3, message (2) = "bad span", details (3) = {...} */
+	ck_assert_str_eq(PB("\x08\x03\x12\x08" "bad span" "\x1a\x02\x0a\x00", msg), "bad span");
+	/* no code; the last message wins (protobuf merging); an unknown fixed64 field is skipped */
+	ck_assert_str_eq(PB("\x12\x01" "a" "\x21" "12345678" "\x12\x01" "b", msg), "b");
+	/* a message field of the wrong wire type is not the message */
+	ck_assert_str_eq(PB("\x10\x05", msg), "");
+	ck_assert_str_eq(PB("\x15" "abcd" "\x12\x02" "ok", msg), "ok");
+	/* malformed: a varint that never ends, one too long, a length past the end, a bad wire type */
+	ck_assert_str_eq(PB("\x08\xff\xff", msg), "");
+	ck_assert_str_eq(PB("\x08\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01\x12\x01x", msg), "");
+	ck_assert_str_eq(PB("\x12\x09" "short", msg), "");
+	ck_assert_str_eq(PB("\x12\x02" "ok" "\x0f", msg), "ok"); /* fields before the bad one count */
+	ck_assert_str_eq(PB("\x0b\x12\x02" "ok", msg), "");
+	/* no message at all; an empty body */
+	ck_assert_str_eq(PB("\x08\x07", msg), "");
+	ck_assert_str_eq(PB("", msg), "");
+	/* bytes that are not UTF-8, and a NUL: U+FFFD each */
+	ck_assert_str_eq(PB("\x12\x05" "a\x00\xfe\xe2\x82", msg), "a\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd");
+	/* a 4-byte character that does not fit is left out whole */
+	char small[6];
+	ck_assert_str_eq(PB("\x12\x08" "ab\xf0\x9f\x98\x80" "cd", small), "ab");
+}
+END_TEST
+
+START_TEST(otlp_status_text)
+{
+	char msg[16];
+	/* anything else (text/plain, text/html, no type): the first non-blank line, trimmed, cut to fit */
+	ck_assert_str_eq(status_msg("text/plain", "\r\n  upstream busy  \r\nmore", 24, msg, sizeof msg), "upstream busy");
+	ck_assert_str_eq(status_msg("text/html", "<html><body>502 Bad Gateway", 27, msg, sizeof msg), "<html><body>502");
+	ck_assert_str_eq(status_msg("", "\x08\x03\x12\x01x", 5, msg, sizeof msg), "\b\x03\x12\x01x");
+	ck_assert_str_eq(status_msg("text/plain", "a\0b", 3, msg, sizeof msg), "a\xef\xbf\xbd" "b");
+	ck_assert_str_eq(status_msg("text/plain", " \n\t\r\n", 5, msg, sizeof msg), "");
+	/* a protobuf body named application/json is no JSON: its text */
+	ck_assert_str_eq(status_msg("application/json", "\x12\x02ok", 4, msg, sizeof msg), "\x12\x02ok");
+	/* a bound of one byte holds nothing, a bound of none is left alone */
+	char one[1];
+	ck_assert_uint_eq(trace_otlp_status_message("text/plain", "x", 1, one, sizeof one), 0);
+	ck_assert_uint_eq(trace_otlp_status_message("text/plain", "x", 1, one, 0), 0);
+}
+END_TEST
+
+START_TEST(retry_after_values)
+{
+	ck_assert_int_eq(trace_client_retry_after("30", 2, 0), 30);
+	ck_assert_int_eq(trace_client_retry_after(" 0 ", 3, 0), 0);
+	ck_assert_int_eq(trace_client_retry_after("99999999999999999999", 20, 0), 86400);
+	const char *bad[] = {"", "-1", "3.5", "30s", "soon", "Sun, 06 Nov 1994 08:49:37 UTC",
+	                     "Sun, 06 Xyz 1994 08:49:37 GMT", "Sun, 32 Nov 1994 08:49:37 GMT", "Sun, 06 Nov 1994 08:49:37"};
+	for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+		ck_assert_int_eq(trace_client_retry_after(bad[i], strlen(bad[i]), 0), -1);
+	/* an HTTP-date: 784111777 is Sun, 06 Nov 1994 08:49:37 GMT */
+	const char *d = "Sun, 06 Nov 1994 08:49:37 GMT";
+	ck_assert_int_eq(trace_client_retry_after(d, strlen(d), 784111777 - 120), 120);
+	ck_assert_int_eq(trace_client_retry_after(d, strlen(d), 784111777 + 5), 0);
+	ck_assert_int_eq(trace_client_retry_after(d, strlen(d), 0), 86400);
+	d = "Tue, 29 Feb 2028 00:00:00 GMT"; /* 1835395200 */
+	ck_assert_int_eq(trace_client_retry_after(d, strlen(d), 1835395200 - 1), 1);
+}
+END_TEST
+
 static Suite *trace_suite(void)
 {
 	Suite *s = suite_create("trace");
@@ -612,6 +724,10 @@ static Suite *trace_suite(void)
 	tcase_add_test(tc, otlp_protobuf_layout);
 	tcase_add_test(tc, ring_is_bounded);
 	tcase_add_test(tc, otlp_partial_success);
+	tcase_add_test(tc, otlp_status_json);
+	tcase_add_test(tc, otlp_status_protobuf);
+	tcase_add_test(tc, otlp_status_text);
+	tcase_add_test(tc, retry_after_values);
 	tcase_add_test(tc, otlp_encodings_unchanged);
 	suite_add_tcase(s, tc);
 	return s;
