@@ -6,16 +6,11 @@
 
 #include <event2/buffer.h>
 
-#include "log.h"
+#include "json_str.h"
 
 void admin_reply_json_str(struct evbuffer *out, const char *s)
 {
-	char buf[1024];
-	size_t len = 0;
-	log_json_escape(buf, sizeof(buf), &len, s, strlen(s));
-	evbuffer_add(out, "\"", 1);
-	evbuffer_add(out, buf, len);
-	evbuffer_add(out, "\"", 1);
+	json_str_add_quoted(out, s, strlen(s));
 }
 
 /* Text answers carry names a client typed (an unknown pool, say): control

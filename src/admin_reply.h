@@ -5,9 +5,9 @@
  *
  * Text answers carry names a client typed (an unknown pool, say):
  * admin_reply_text writes control bytes and every byte above 0x7f as \xHH,
- * never raw. JSON strings are escaped by log.h's escaper (\u00HH), cut at
- * about 1 KiB. Stateless; any thread, though today only the main thread
- * writes admin answers. */
+ * never raw. JSON strings are escaped by json_str.h (UTF-8 kept, controls
+ * and bytes that are not UTF-8 as \u00HH), whole. Stateless; any thread,
+ * though today only the main thread writes admin answers. */
 #ifndef SLUICE_ADMIN_REPLY_H
 #define SLUICE_ADMIN_REPLY_H
 

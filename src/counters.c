@@ -9,6 +9,7 @@
 
 #include "clock.h"
 #include "conf.h"
+#include "json_str.h"
 #include "request.h"
 #include "snapshot.h"
 #include "worker.h"
@@ -587,20 +588,13 @@ uint64_t counters_get(const struct counters *reg, const struct counters_map *m, 
 	return v;
 }
 
-/* One label value, escaped for both forms (Prometheus text and JSON agree on \\, \" and \n). */
+/* One label value (or help text), escaped for both forms by json_str.h.
+ * Prometheus text and JSON agree on \\, \" and \n; other escapes would
+ * stay literal in the text form, but labels are fixed sets and configured
+ * names, which are printable ASCII (conf_value_label). */
 static void put_escaped(struct evbuffer *out, const char *s)
 {
-	for (; *s; s++) {
-		unsigned char ch = (unsigned char)*s;
-		if (ch == '\\' || ch == '"')
-			evbuffer_add_printf(out, "\\%c", ch);
-		else if (ch == '\n')
-			evbuffer_add(out, "\\n", 2);
-		else if (ch < 0x20)
-			evbuffer_add_printf(out, "\\u%04x", ch);
-		else
-			evbuffer_add(out, s, 1);
-	}
+	json_str_add(out, s, strlen(s));
 }
 
 struct label {

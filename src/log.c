@@ -43,68 +43,6 @@ int log_enabled(enum log_level level)
 	return level >= log_min_level;
 }
 
-/* Bytes that go into a JSON string as they are: printable ASCII but '"' and '\\'. */
-static inline int log_json_plain(unsigned char c)
-{
-	return c >= 0x20 && c < 0x7f && c != '"' && c != '\\';
-}
-
-int log_json_escape(char *dst, size_t cap, size_t *len, const char *s, size_t n)
-{
-	static const char hex[] = "0123456789abcdef";
-	size_t o = *len;
-	size_t i = 0;
-	while (i < n) {
-		/* a run of plain bytes: one copy (what most field values are) */
-		size_t run = i;
-		while (run < n && log_json_plain((unsigned char)s[run]))
-			run++;
-		if (run > i) {
-			size_t k = run - i;
-			if (o + k >= cap) {
-				k = o + 1 < cap ? cap - o - 1 : 0;
-				memcpy(dst + o, s + i, k);
-				*len = o + k;
-				return -1;
-			}
-			memcpy(dst + o, s + i, k);
-			o += k;
-			i = run;
-			if (i == n)
-				break;
-		}
-		unsigned char c = (unsigned char)s[i];
-		char esc[6];
-		size_t elen = 2;
-		esc[0] = '\\';
-		if (c == '"' || c == '\\') {
-			esc[1] = (char)c;
-		} else if (c == '\n') {
-			esc[1] = 'n';
-		} else if (c == '\r') {
-			esc[1] = 'r';
-		} else if (c == '\t') {
-			esc[1] = 't';
-		} else {
-			/* bytes that are not printable ASCII are escaped so every line is valid
-			 * JSON whatever a client sent (invalid UTF-8 included) */
-			memcpy(esc, "\\u00", 4);
-			esc[4] = hex[c >> 4];
-			esc[5] = hex[c & 15];
-			elen = 6;
-		}
-		if (o + elen >= cap) {
-			*len = o;
-			return -1;
-		}
-		memcpy(dst + o, esc, elen);
-		o += elen;
-		i++;
-	}
-	*len = o;
-	return 0;
-}
-
 /* The formatted second of the last time this thread formatted: every log
  * line and access-log line formats one, and gmtime_r + snprintf cost more
  * than the rest of an access-log line (callgrind). Per thread, so no lock. */

@@ -12,6 +12,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "json_str.h"
+
 enum log_level { LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR };
 
 struct log_line {
@@ -69,8 +71,12 @@ int log_set_error_output(const char *path, char *why, size_t why_size);
 void log_msg(enum log_level level, const char *msg);
 
 /* Append s[0..n) JSON-escaped (without quotes) to dst[*len..cap); stops at cap
- * without splitting an escape. Returns 0, or -1 if it had to truncate. */
-int log_json_escape(char *dst, size_t cap, size_t *len, const char *s, size_t n);
+ * without splitting an escape or a UTF-8 sequence. Returns 0, or -1 if it had
+ * to truncate. The escaping is json_str.h's (valid UTF-8 kept as it is). */
+static inline int log_json_escape(char *dst, size_t cap, size_t *len, const char *s, size_t n)
+{
+	return json_str_escape(dst, cap, len, s, n);
+}
 
 /* Format a wall-clock time (microseconds since the epoch) as RFC 3339 UTC with
  * milliseconds: "2026-11-27T10:00:00.123Z" (24 chars + NUL). Keeps the last

@@ -14,6 +14,7 @@
 #include "config.h"
 #include "clock.h"
 #include "counters.h"
+#include "json_str.h"
 #include "metrics_impl.h"
 #include "runtime.h"
 #include "snapshot.h"
@@ -274,17 +275,7 @@ static void html_page(struct metrics *m, struct evbuffer *out)
 
 static void json_str(struct evbuffer *out, const char *s)
 {
-	evbuffer_add(out, "\"", 1);
-	for (; *s; s++) {
-		unsigned char ch = (unsigned char)*s;
-		if (ch == '"' || ch == '\\')
-			evbuffer_add_printf(out, "\\%c", ch);
-		else if (ch < 0x20)
-			evbuffer_add_printf(out, "\\u%04x", ch);
-		else
-			evbuffer_add(out, s, 1);
-	}
-	evbuffer_add(out, "\"", 1);
+	json_str_add_quoted(out, s, strlen(s));
 }
 
 static void json_page(struct metrics *m, struct evbuffer *out)

@@ -10,6 +10,7 @@
 
 #include "clock.h"
 #include "conf.h"
+#include "json_str.h"
 #include "log.h"
 #include "redis_sentinel.h"
 #include "rollout.h"
@@ -27,23 +28,6 @@ static uint64_t redis_timeout_us(const struct conf *c)
 {
 	uint64_t t = (uint64_t)c->redis.connect_timeout * 1000;
 	return t < 1000000 ? 1000000 : t;
-}
-
-/* A JSON string of bytes s[0..n): control bytes escaped, bytes above 0x7f
- * as they are (UTF-8 names stay UTF-8; \u00XX would change them). */
-static void json_str(struct evbuffer *out, const char *s, size_t n)
-{
-	evbuffer_add(out, "\"", 1);
-	for (size_t i = 0; i < n; i++) {
-		unsigned char ch = (unsigned char)s[i];
-		if (ch == '"' || ch == '\\')
-			evbuffer_add_printf(out, "\\%c", ch);
-		else if (ch < 0x20 || ch == 0x7f)
-			evbuffer_add_printf(out, "\\u%04x", ch);
-		else
-			evbuffer_add(out, &s[i], 1);
-	}
-	evbuffer_add(out, "\"", 1);
 }
 
 static void hex(struct evbuffer *out, const unsigned char *s, size_t n)
@@ -122,7 +106,7 @@ static int dump_page(redisContext *rc, const redisReply *keys, struct evbuffer *
 		if (keep) {
 			evbuffer_add_printf(out, "%s\n    {\"%s\":", *count ? "," : "", printable(k->str, k->len) ? "key" : "key_hex");
 			if (printable(k->str, k->len)) {
-				json_str(out, k->str, k->len);
+				json_str_add_quoted(out, k->str, k->len);
 			} else {
 				evbuffer_add(out, "\"", 1);
 				hex(out, (const unsigned char *)k->str, k->len);
@@ -152,7 +136,7 @@ static int dump_redis(const struct conf *c, struct evbuffer *out, char *err, siz
 	char server[80];
 	rs_addr_format(&m, server, sizeof server);
 	evbuffer_add_printf(out, "  \"redis\": {\"mode\":\"%s\",\"server\":", c->redis.num_sentinels ? "sentinel" : "address");
-	json_str(out, server, strlen(server));
+	json_str_add_quoted(out, server, strlen(server));
 	evbuffer_add_printf(out, ",\"db\":%u,\"prefix\":\"" STATEDUMP_PREFIX "\",\"keys\":[", c->redis.db);
 	char cursor[32] = "0";
 	size_t count = 0;
@@ -201,9 +185,9 @@ int statedump_write(const struct statedump_ctx *x, struct evbuffer *out, char *e
 	evbuffer_add_printf(doc, "{\n  \"format\": \"" STATEDUMP_FORMAT "\",\n  \"version\": %d,\n  \"created\": \"%s\",\n"
 	                         "  \"host\": ",
 	                    STATEDUMP_VERSION, when);
-	json_str(doc, host, strlen(host));
+	json_str_add_quoted(doc, host, strlen(host));
 	evbuffer_add_printf(doc, ",\n  \"pid\": %ld,\n  \"config\": ", (long)getpid());
-	json_str(doc, x->conf->source, strlen(x->conf->source));
+	json_str_add_quoted(doc, x->conf->source, strlen(x->conf->source));
 	evbuffer_add_printf(doc, ",\n  \"generation\": %llu,\n  \"runtime\": [", x->generation);
 	size_t n = 0;
 	for (char *line = text, *end; line < text + len; line = end + 1) {
@@ -212,7 +196,7 @@ int statedump_write(const struct statedump_ctx *x, struct evbuffer *out, char *e
 			end = text + len;
 		if (end > line && line[0] != '#') {
 			evbuffer_add_printf(doc, "%s\n    ", n++ ? "," : "");
-			json_str(doc, line, (size_t)(end - line));
+			json_str_add_quoted(doc, line, (size_t)(end - line));
 		}
 	}
 	free(text);

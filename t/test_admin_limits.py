@@ -176,7 +176,7 @@ def test_control_bytes_are_escaped_in_text_answers(sluice, upstreams, sockdir):
 def test_rollout_answers_escape_names_like_every_answer(sluice, upstreams, sockdir):
     """The rollout commands write their errors through the same writer as the
     rest (admin_reply.h): a C1 control a client typed comes back as \\xHH,
-    and the JSON form escapes it as \\u00HH."""
+    and the JSON form escapes it as its code point \\u009b (json_str.h): the same text."""
     gw = start(sluice, upstreams, sockdir)
     s = connect(gw.sock)
     s.sendall("rollout status w\u009bb\nrollout status w\u009bb --json\n".encode())
@@ -185,5 +185,6 @@ def test_rollout_answers_escape_names_like_every_answer(sluice, upstreams, sockd
     s.close()
     text, js, rest = out.split(b"\n", 2)
     assert text == b'error: no rollout for service "w\\xc2\\x9bb" (rollout status lists them)', out
-    assert json.loads(js) == {"ok": False, "error": 'no rollout for service "w\u00c2\u009bb" (rollout status lists them)'}, js
+    assert json.loads(js) == {"ok": False, "error": 'no rollout for service "w\u009bb" (rollout status lists them)'}, js
+    assert b'\\"w\\u009bb\\"' in js, js
     assert rest == b"", out

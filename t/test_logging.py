@@ -132,6 +132,35 @@ def test_access_log_escapes_strings(gateway):
         assert entries[0]["target"] == target
 
 
+def test_access_log_keeps_utf8_text(gateway):
+    """A target in UTF-8 (obs-text to the HTTP/1 parser) is logged as the same text, its bytes as they
+    are: a JSON reader gets "/café", not "/cafÃ©" (src/json_str.h)."""
+    gw = gateway(1)
+    target = "/caf\u00e9/\u2603?q=\U0001F600&n=\u00a0"
+    with RawConn(gw.port) as c:
+        c.send(b"GET " + target.encode() + b" HTTP/1.1\r\nHost: utf8.test\r\n\r\n")
+        assert c.read_response().status == 200
+    gw.wait_log(host="utf8.test")
+    (line,) = [ln for ln in gw.out_path.read_bytes().splitlines() if b'"utf8.test"' in ln]
+    assert json.loads(line.decode("utf-8"))["target"] == target  # strict UTF-8, then JSON
+    assert b'"target":"' + target.encode() + b'"' in line, line
+
+
+def test_access_log_escapes_bytes_that_are_not_utf8(gateway):
+    """Bytes of ill-formed UTF-8 (a stray 0xff, a cut sequence, a surrogate) come as \\u00XX, one per
+    byte, and a C1 control as its code point: the line is still strict UTF-8 JSON and loses nothing."""
+    gw = gateway(1)
+    target = b"/bad\xff\xc3(\xed\xa0\x80\xc2\x9b\xc3\xa9"
+    with RawConn(gw.port) as c:
+        c.send(b"GET " + target + b" HTTP/1.1\r\nHost: notutf8.test\r\n\r\n")
+        assert c.read_response().status == 200
+    gw.wait_log(host="notutf8.test")
+    (line,) = [ln for ln in gw.out_path.read_bytes().splitlines() if b'"notutf8.test"' in ln]
+    e = json.loads(line.decode("utf-8"))
+    assert e["target"] == "/bad\u00ff\u00c3(\u00ed\u00a0\u0080\u009b\u00e9", e["target"]
+    assert b'"target":"/bad\\u00ff\\u00c3(\\u00ed\\u00a0\\u0080\\u009b\xc3\xa9"' in line, line
+
+
 def test_access_log_no_route_entry(gateway):
     gw = gateway(1, routes=[{"name": "only", "match": {"path": "/only"}, "service": "web"}])
     with RawConn(gw.port) as c:
