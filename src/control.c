@@ -22,6 +22,7 @@
 #include "clock.h"
 #include "conf_control.h"
 #include "control_codec.h"
+#include "json_str.h"
 #include "log.h"
 #include "redis_link.h"
 #include "redis_sentinel.h"
@@ -1349,12 +1350,10 @@ static void when_text(uint64_t wall_us, char *buf, size_t size)
 		strftime(buf, size, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
+/* whole, however long (a Redis error or address is not cut at a buffer) */
 static void json_str(struct evbuffer *out, const char *s)
 {
-	char esc[1024];
-	size_t len = 0;
-	log_json_escape(esc, sizeof esc, &len, s, strlen(s));
-	evbuffer_add_printf(out, "\"%.*s\"", (int)len, esc);
+	(void)json_str_add_quoted(out, s, strlen(s));
 }
 
 static void state_text(struct control *ctl, const struct redis_link_status *link, char *buf, size_t size)
