@@ -84,6 +84,24 @@ static int hexdig(char c)
 
 static void lit_alt(struct litparse *lp, struct waf_litset *out);
 
+/* In a class, "[:" starts a POSIX class ("[:alpha:]") only as PCRE2 reads
+ * one (its check_posix_syntax): ":]" comes before any "]" or another "[:"
+ * (an escaped ']' or '\\' skipped). Returns the index of the ']' of that ":]",
+ * or 0 when this '[' is an ordinary byte of the class: "[[:x]|y:]" is the
+ * class "[:x" and then "|y:]", never one class swallowing the '|'. */
+static size_t posix_class_end(const char *p, size_t n, size_t j)
+{
+	for (size_t k = j + 2; k + 1 < n; k++) {
+		if (p[k] == '\\' && (p[k + 1] == ']' || p[k + 1] == '\\'))
+			k++;
+		else if ((p[k] == '[' && p[k + 1] == ':') || p[k] == ']')
+			return 0;
+		else if (p[k] == ':' && p[k + 1] == ']')
+			return k + 1;
+	}
+	return 0;
+}
+
 /* One branch: the best set of its items. Stops at '|' or ')'. */
 static void lit_seq(struct litparse *lp, struct waf_litset *best)
 {
@@ -154,9 +172,9 @@ static void lit_seq(struct litparse *lp, struct waf_litset *best)
 				if (lp->p[j] == '\\')
 					j++;
 				else if (lp->p[j] == '[' && j + 1 < lp->n && lp->p[j + 1] == ':') {
-					while (j + 1 < lp->n && !(lp->p[j] == ':' && lp->p[j + 1] == ']'))
-						j++;
-					j++;
+					size_t end = posix_class_end(lp->p, lp->n, j);
+					if (end)
+						j = end; /* else '[' is a byte of the class */
 				}
 				j++;
 			}

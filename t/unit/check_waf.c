@@ -487,6 +487,15 @@ START_TEST(regex_literals)
 	NO_LITS("a{2,x}b");
 	LITS("a{2}bc", "aa");
 	LITS("xa{2,3}bc", "xaa");
+	/* "[:" in a class is a POSIX class only when ":]" comes before any "]"
+	 * (PCRE2): else the class ends at that "]" and what follows is read
+	 * (fuzz_waf_lits: "[[:x]||..." was taken for one class up to a later ":]",
+	 * the empty branch with it, and the pattern given literals it need not hold) */
+	NO_LITS("z[[:x]||(:]abc");
+	LITS("[[:x]abcd", "abcd");
+	LITS("[[:alpha:]]abcd", "abcd");
+	LITS("[[:alpha:][:digit:]]+xyz", "xyz");
+	LITS("q[[:\\]]:]rs", ":]rs"); /* "\\]" skipped, then "]": the class holds [ : ] */
 }
 END_TEST
 
