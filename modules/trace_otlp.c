@@ -775,6 +775,10 @@ static bool js_string(struct jscan *j, char *out, size_t cap)
 	size_t o = 0;
 	if (!js_lit(j, '"'))
 		return false;
+	/* OUT is a whole string on every return: a bad escape halfway left the
+	 * bytes before it over an earlier value with no NUL (fuzz_otlp_answer) */
+	if (out && cap)
+		out[0] = '\0';
 	while (j->p < j->end && *j->p != '"') {
 		char tmp[4];
 		size_t n = 1;
@@ -807,6 +811,7 @@ static bool js_string(struct jscan *j, char *out, size_t cap)
 		if (out && o + n < cap) {
 			memcpy(out + o, tmp, n);
 			o += n;
+			out[o] = '\0';
 		}
 	}
 	if (out && cap)
@@ -992,8 +997,11 @@ uint64_t trace_otlp_rejected(enum conf_tracing_protocol protocol, const char *co
 		struct jscan j = {body, body + len};
 		struct partial tmp = ps;
 		/* a body that is not the JSON it should be tells nothing */
-		if (!js_object(&j, 0, js_response_member, &tmp))
+		if (!js_object(&j, 0, js_response_member, &tmp)) {
 			tmp.rejected = 0;
+			if (msg_cap)
+				msg[0] = '\0';
+		}
 		ps.rejected = tmp.rejected;
 	}
 	return ps.rejected;
